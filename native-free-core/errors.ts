@@ -1,0 +1,42 @@
+/**
+ * Stable error codes. Tests and callers match on `code`, never on message text.
+ * A `const` object plus a union type rather than an `enum` (see STYLE.md, nats.js).
+ */
+export const ErrorCode = {
+  /** An argument has the wrong type (TypeError). */
+  invalidArgument: 'DABBA_ERR_INVALID_ARGUMENT',
+  /** An argument is out of its allowed range (RangeError). */
+  outOfRange: 'DABBA_ERR_OUT_OF_RANGE',
+  keyEmpty: 'DABBA_ERR_KEY_EMPTY',
+  keyTooLarge: 'DABBA_ERR_KEY_TOO_LARGE',
+  valueTooLarge: 'DABBA_ERR_VALUE_TOO_LARGE',
+  /** The chain was closed; the operation was not applied (or its outcome was settled by close()). */
+  closed: 'DABBA_ERR_CLOSED',
+  /** Too many writes are waiting for the chain; the write was not accepted. Await earlier writes. */
+  overloaded: 'DABBA_ERR_OVERLOADED',
+  /** Bytes that are not a well-formed message of the expected kind. */
+  malformedFrame: 'DABBA_ERR_MALFORMED_FRAME',
+  /** A message from an older (or unknown newer) configuration epoch. */
+  staleEpoch: 'DABBA_ERR_STALE_EPOCH',
+  /** A batch whose sequence numbers do not continue the node's applied prefix. */
+  sequenceGap: 'DABBA_ERR_SEQUENCE_GAP',
+  /** A replica's worker stopped unexpectedly. */
+  replicaFailed: 'DABBA_ERR_REPLICA_FAILED',
+  /** The operation did not complete in its time limit. */
+  timeout: 'DABBA_ERR_TIMEOUT',
+} as const;
+
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+export class DabbaError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'DabbaError';
+    this.code = code;
+  }
+}
+
+export function isDabbaError(error: unknown, code?: ErrorCode): error is DabbaError {
+  return error instanceof DabbaError && (code === undefined || error.code === code);
+}

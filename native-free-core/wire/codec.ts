@@ -1,0 +1,694 @@
+/**
+ * Encoders and in-place readers for dabba's frames (schema: ./schema.fbs, generated code in
+ * ./generated). Readers verify a frame completely in `open()` before any accessor is used, and
+ * return a reason string for malformed bytes instead of throwing. Per-record access goes through the
+ * generated struct accessors on one reused object, so reading a batch allocates nothing per write.
+ */
+import * as flatbuffers from 'flatbuffers';
+import { assert } from '../assert.js';
+import {
+  Ack,
+  Frame,
+  Message,
+  Op,
+  ReadBatch,
+  ReadRecord,
+  ReadReplyBatch,
+  ReadResult,
+  ReadStatus,
+  WriteBatch,
+  WriteRecord,
+} from './generated/schema_generated.js';
+import {
+  MalformedFrame,
+  TableLocation,
+  fieldPosition,
+  followOffset,
+  readUint32,
+  readUint64AsNumber,
+  requiredFieldPosition,
+  verifyRoot,
+  verifyTable,
+  verifyVector,
+} from './verify.js';
+
+export { Op, ReadStatus };
+
+/** Message kinds carried in a Frame, as plain numbers (the generated enum's values). */
+export const MessageKind = {
+  writeBatch: Message.WriteBatch,
+  ack: Message.Ack,
+  readBatch: Message.ReadBatch,
+  readReplyBatch: Message.ReadReplyBatch,
+} as const;
+export type MessageKind = (typeof MessageKind)[keyof typeof MessageKind];
+
+/** Largest key, in bytes (the record's key_length is a uint16). */
+export const KEY_BYTES_LIMIT = 0xffff;
+const WRITE_RECORD_BYTES = WriteRecord.sizeOf();
+const READ_RECORD_BYTES = ReadRecord.sizeOf();
+const READ_RESULT_BYTES = ReadResult.sizeOf();
+/** Bytes of a frame beyond its records and payload: root, vtables, header fields, alignment. */
+export const FRAME_OVERHEAD_BYTES = 256;
+
+export function writeBatchFrameBytesMax(writesMax: number, payloadBytesMax: number): number {
+  return FRAME_OVERHEAD_BYTES + writesMax * WRITE_RECORD_BYTES + payloadBytesMax;
+}
+
+/** Verifies the Frame envelope and returns the message kind and the message table's position. */
+class FrameEnvelope {
+  readonly table = new TableLocation();
+  kind = 0;
+  messagePosition = 0;
+
+  open(bytes: Uint8Array): void {
+    verifyRoot(bytes, this.table);
+    const kindPosition = requiredFieldPosition(bytes, this.table, 0, 1, 'message_type');
+    this.kind = bytes[kindPosition]!;
+    const messageField = requiredFieldPosition(bytes, this.table, 1, 4, 'message');
+    this.messagePosition = followOffset(bytes, messageField);
+  }
+}
+
+/** The message kind of a frame, or a reason string if the envelope is malformed. */
+export function frameKind(bytes: Uint8Array): MessageKind | string {
+  const envelope = new FrameEnvelope();
+  try {
+    envelope.open(bytes);
+  } catch (error) {
+    if (error instanceof MalformedFrame) return error.message;
+    throw error;
+  }
+  switch (envelope.kind) {
+    case Message.WriteBatch:
+    case Message.Ack:
+    case Message.ReadBatch:
+    case Message.ReadReplyBatch:
+      return envelope.kind;
+    default:
+      return `unknown message type ${envelope.kind}`;
+  }
+}
+
+function expectKind(envelope: FrameEnvelope, kind: Message, name: string): void {
+  if (envelope.kind !== kind) throw new MalformedFrame(`expected a ${name} frame, got message type ${envelope.kind}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// WriteBatch
+
+/**
+ * Reads a WriteBatch frame in place. One instance is reused for every batch a node receives.
+ * After a successful `open()`, header fields are plain numbers and records are read by index.
+ */
+export class WriteBatchView {
+  bytes: Uint8Array = new Uint8Array(0);
+  epoch = 0;
+  firstSeq = 0;
+  count = 0;
+  clientId = 0;
+  firstClientSeq = 0;
+  /** Absolute position in `bytes` of the payload blob. */
+  payloadPosition = 0;
+  payloadLength = 0;
+
+  private byteBuffer = new flatbuffers.ByteBuffer(new Uint8Array(0));
+  private readonly envelope = new FrameEnvelope();
+  private readonly table = new TableLocation();
+  private readonly batch = new WriteBatch();
+  private readonly record = new WriteRecord();
+  private recordsPosition = 0;
+  private epochPosition = 0;
+  private firstSeqPosition = 0;
+
+  /** Verifies `bytes` completely; returns null on success or the reason it is malformed. */
+  open(bytes: Uint8Array): string | null {
+    try {
+      this.verify(bytes);
+      return null;
+    } catch (error) {
+      if (error instanceof MalformedFrame) return error.message;
+      throw error;
+    }
+  }
+
+  private verify(bytes: Uint8Array): void {
+    const { envelope, table } = this;
+    envelope.open(bytes);
+    expectKind(envelope, Message.WriteBatch, 'WriteBatch');
+    verifyTable(bytes, envelope.messagePosition, table);
+    // The head stamps epoch and first_seq in place, so both must be present (forceDefaults).
+    this.epochPosition = requiredFieldPosition(bytes, table, 0, 4, 'epoch');
+    this.firstSeqPosition = requiredFieldPosition(bytes, table, 1, 8, 'first_seq');
+    const countPosition = requiredFieldPosition(bytes, table, 2, 4, 'count');
+    const clientIdPosition = fieldPosition(bytes, table, 3, 4);
+    const firstClientSeqPosition = fieldPosition(bytes, table, 4, 8);
+    const recordsField = requiredFieldPosition(bytes, table, 5, 4, 'records');
+    const payloadField = fieldPosition(bytes, table, 6, 4);
+
+    this.epoch = readUint32(bytes, this.epochPosition);
+    this.firstSeq = readUint64AsNumber(bytes, this.firstSeqPosition);
+    this.count = readUint32(bytes, countPosition);
+    this.clientId = clientIdPosition === 0 ? 0 : readUint32(bytes, clientIdPosition);
+    this.firstClientSeq = firstClientSeqPosition === 0 ? 0 : readUint64AsNumber(bytes, firstClientSeqPosition);
+
+    const recordsVector = followOffset(bytes, recordsField);
+    const recordCount = verifyVector(bytes, recordsVector, WRITE_RECORD_BYTES, 'records');
+    if (recordCount !== this.count) {
+      throw new MalformedFrame(`count ${this.count} does not match ${recordCount} records`);
+    }
+    if (recordCount === 0) throw new MalformedFrame('a write batch holds no records');
+    this.recordsPosition = recordsVector + 4;
+    if (payloadField === 0) {
+      this.payloadPosition = 0;
+      this.payloadLength = 0;
+    } else {
+      const payloadVector = followOffset(bytes, payloadField);
+      this.payloadLength = verifyVector(bytes, payloadVector, 1, 'payload');
+      this.payloadPosition = payloadVector + 4;
+    }
+
+    this.bytes = bytes;
+    this.byteBuffer = new flatbuffers.ByteBuffer(bytes);
+    this.batch.__init(envelope.messagePosition, this.byteBuffer);
+    // Every record's key and value must lie inside the payload before anyone reads them.
+    const payloadLength = this.payloadLength;
+    for (let index = 0; index < recordCount; index++) {
+      const record = this.recordAt(index);
+      const op = record.op();
+      const keyLength = record.keyLength();
+      const valueLength = record.valueLength();
+      if (op !== Op.Put && op !== Op.Delete) throw new MalformedFrame(`record ${index} has unknown op ${op}`);
+      if (keyLength === 0) throw new MalformedFrame(`record ${index} has an empty key`);
+      if (op === Op.Delete && valueLength !== 0) throw new MalformedFrame(`delete record ${index} carries a value`);
+      if (record.payloadOffset() + keyLength + valueLength > payloadLength) {
+        throw new MalformedFrame(`record ${index} overruns the payload of ${payloadLength} bytes`);
+      }
+    }
+  }
+
+  /** The generated struct accessor positioned on record `index` (one reused object). */
+  recordAt(index: number): WriteRecord {
+    return this.record.__init(this.recordsPosition + index * WRITE_RECORD_BYTES, this.byteBuffer);
+  }
+
+  /** Absolute position in `bytes` of the key of the record last positioned by recordAt(). */
+  keyPosition(record: WriteRecord): number {
+    return this.payloadPosition + record.payloadOffset();
+  }
+
+  /**
+   * The head's only write to a batch: stamp the configuration epoch and the first sequence number,
+   * in place, through the generated mutators. Nothing else is re-encoded.
+   */
+  stamp(epoch: number, firstSeq: number): void {
+    assert(Number.isSafeInteger(firstSeq) && firstSeq > 0, 'stamp: firstSeq must be a positive safe integer');
+    assert(this.batch.mutate_epoch(epoch), 'stamp: epoch field is absent');
+    assert(this.batch.mutate_first_seq(BigInt(firstSeq)), 'stamp: first_seq field is absent');
+    this.epoch = epoch;
+    this.firstSeq = firstSeq;
+  }
+}
+
+export interface WriteBatchLimits {
+  /** Most writes in one batch. */
+  writesMax: number;
+  /** Most key + value bytes in one batch. */
+  payloadBytesMax: number;
+}
+
+/**
+ * Stages writes and encodes them as one WriteBatch frame. Keys and values are copied into one
+ * payload blob as they arrive (callers may also write into `payload` themselves and then call
+ * `addRecord`), and each record is kept as three 32-bit words laid out exactly like the
+ * WriteRecord struct, so `finish()` emits the struct vector with three writes per record.
+ */
+export class WriteBatchEncoder {
+  readonly writesMax: number;
+  readonly payloadBytesMax: number;
+  readonly frameBytesMax: number;
+  /** Staged key and value bytes; records point into it. */
+  readonly payload: Uint8Array;
+  payloadLength = 0;
+  count = 0;
+  clientId = 0;
+  firstClientSeq = 0;
+
+  private readonly recordWords: Uint32Array;
+  private readonly builder: flatbuffers.Builder;
+
+  constructor(limits: WriteBatchLimits) {
+    assert(Number.isSafeInteger(limits.writesMax) && limits.writesMax >= 1, 'writesMax must be a positive integer');
+    assert(Number.isSafeInteger(limits.payloadBytesMax) && limits.payloadBytesMax >= 1, 'payloadBytesMax must be positive');
+    this.writesMax = limits.writesMax;
+    this.payloadBytesMax = limits.payloadBytesMax;
+    this.frameBytesMax = writeBatchFrameBytesMax(limits.writesMax, limits.payloadBytesMax);
+    this.payload = new Uint8Array(limits.payloadBytesMax);
+    this.recordWords = new Uint32Array(limits.writesMax * 3);
+    this.builder = new flatbuffers.Builder(this.frameBytesMax);
+  }
+
+  begin(clientId: number, firstClientSeq: number): void {
+    assert(Number.isSafeInteger(firstClientSeq) && firstClientSeq >= 0, 'firstClientSeq must be a safe integer');
+    this.clientId = clientId >>> 0;
+    this.firstClientSeq = firstClientSeq;
+    this.count = 0;
+    this.payloadLength = 0;
+  }
+
+  /** Whether one more write of these sizes fits in this batch. */
+  fits(keyLength: number, valueLength: number): boolean {
+    return this.count < this.writesMax && this.payloadLength + keyLength + valueLength <= this.payloadBytesMax;
+  }
+
+  /**
+   * Records a write whose key (then value) the caller already wrote at payload[payloadLength...].
+   * The caller must have checked fits().
+   */
+  addRecord(op: Op, keyLength: number, valueLength: number): void {
+    assert(this.fits(keyLength, valueLength), 'addRecord: batch is full');
+    assert(keyLength >= 1 && keyLength <= KEY_BYTES_LIMIT, 'addRecord: key length out of range');
+    const words = this.recordWords;
+    const base = this.count * 3;
+    // Little-endian WriteRecord: op (byte 0), flags (byte 1), key_length (bytes 2-3).
+    words[base] = (op | (keyLength << 16)) >>> 0;
+    words[base + 1] = valueLength;
+    words[base + 2] = this.payloadLength;
+    this.payloadLength += keyLength + valueLength;
+    this.count++;
+  }
+
+  addPut(
+    keySource: Uint8Array,
+    keyStart: number,
+    keyLength: number,
+    valueSource: Uint8Array,
+    valueStart: number,
+    valueLength: number,
+  ): void {
+    assert(this.fits(keyLength, valueLength), 'addPut: batch is full');
+    copyBytes(keySource, keyStart, keyLength, this.payload, this.payloadLength);
+    copyBytes(valueSource, valueStart, valueLength, this.payload, this.payloadLength + keyLength);
+    this.addRecord(Op.Put, keyLength, valueLength);
+  }
+
+  addDelete(keySource: Uint8Array, keyStart: number, keyLength: number): void {
+    assert(this.fits(keyLength, 0), 'addDelete: batch is full');
+    copyBytes(keySource, keyStart, keyLength, this.payload, this.payloadLength);
+    this.addRecord(Op.Delete, keyLength, 0);
+  }
+
+  /**
+   * Encodes the staged writes as a Frame(WriteBatch). The returned view points into the reused
+   * builder: copy it (into a ring) before the next finish(). Epoch and first_seq are written as
+   * zero but present (forceDefaults), so the head can stamp them in place.
+   */
+  finish(): Uint8Array {
+    assert(this.count > 0, 'finish: empty batch');
+    const builder = this.builder;
+    builder.clear();
+    builder.forceDefaults(true);
+    const payloadOffset = builder.createByteVector(this.payload.subarray(0, this.payloadLength));
+    const words = this.recordWords;
+    builder.startVector(WRITE_RECORD_BYTES, this.count, 4);
+    for (let index = this.count - 1; index >= 0; index--) {
+      const base = index * 3;
+      // Same byte order as the generated createWriteRecord, which writes back to front.
+      builder.prep(4, WRITE_RECORD_BYTES);
+      builder.writeInt32(words[base + 2]! | 0);
+      builder.writeInt32(words[base + 1]! | 0);
+      builder.writeInt32(words[base]! | 0);
+    }
+    const recordsOffset = builder.endVector();
+    const batchOffset = WriteBatch.createWriteBatch(
+      builder,
+      0,
+      ZERO_SEQ,
+      this.count,
+      this.clientId,
+      BigInt(this.firstClientSeq),
+      recordsOffset,
+      payloadOffset,
+    );
+    builder.finish(Frame.createFrame(builder, Message.WriteBatch, batchOffset));
+    const bytes = builder.asUint8Array();
+    assert(bytes.length <= this.frameBytesMax, 'finish: frame exceeds its computed maximum');
+    return bytes;
+  }
+}
+
+const ZERO_SEQ = BigInt(0);
+
+/** Copies with a plain loop for short ranges (no subarray allocation) and set() for long ones. */
+export function copyBytes(source: Uint8Array, sourceStart: number, length: number, target: Uint8Array, targetStart: number): void {
+  if (length <= 64) {
+    for (let index = 0; index < length; index++) target[targetStart + index] = source[sourceStart + index]!;
+  } else {
+    target.set(source.subarray(sourceStart, sourceStart + length), targetStart);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ack
+
+/** A cumulative acknowledgement: everything through committedSeq is applied at the tail. */
+export interface AckFields {
+  epoch: number;
+  committedSeq: number;
+  clientId: number;
+  committedClientSeq: number;
+}
+
+export class AckEncoder {
+  private readonly builder = new flatbuffers.Builder(128);
+
+  /** The returned view is valid until the next encode(). */
+  encode(ack: AckFields): Uint8Array {
+    const builder = this.builder;
+    builder.clear();
+    builder.forceDefaults(true);
+    const ackOffset = Ack.createAck(
+      builder,
+      ack.epoch,
+      BigInt(ack.committedSeq),
+      ack.clientId,
+      BigInt(ack.committedClientSeq),
+    );
+    builder.finish(Frame.createFrame(builder, Message.Ack, ackOffset));
+    return builder.asUint8Array();
+  }
+}
+
+export class AckView implements AckFields {
+  epoch = 0;
+  committedSeq = 0;
+  clientId = 0;
+  committedClientSeq = 0;
+  private readonly envelope = new FrameEnvelope();
+  private readonly table = new TableLocation();
+
+  open(bytes: Uint8Array): string | null {
+    try {
+      const { envelope, table } = this;
+      envelope.open(bytes);
+      expectKind(envelope, Message.Ack, 'Ack');
+      verifyTable(bytes, envelope.messagePosition, table);
+      this.epoch = readUint32(bytes, requiredFieldPosition(bytes, table, 0, 4, 'epoch'));
+      this.committedSeq = readUint64AsNumber(bytes, requiredFieldPosition(bytes, table, 1, 8, 'committed_seq'));
+      const clientIdPosition = fieldPosition(bytes, table, 2, 4);
+      this.clientId = clientIdPosition === 0 ? 0 : readUint32(bytes, clientIdPosition);
+      const clientSeqPosition = fieldPosition(bytes, table, 3, 8);
+      this.committedClientSeq = clientSeqPosition === 0 ? 0 : readUint64AsNumber(bytes, clientSeqPosition);
+      return null;
+    } catch (error) {
+      if (error instanceof MalformedFrame) return error.message;
+      throw error;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ReadBatch (client to tail)
+
+export interface ReadBatchLimits {
+  readsMax: number;
+  keyBytesMax: number;
+}
+
+export class ReadBatchEncoder {
+  readonly readsMax: number;
+  readonly payloadBytesMax: number;
+  readonly payload: Uint8Array;
+  payloadLength = 0;
+  count = 0;
+  firstRequestId = 0;
+  private readonly recordWords: Uint32Array;
+  private readonly builder: flatbuffers.Builder;
+
+  constructor(limits: ReadBatchLimits) {
+    assert(limits.readsMax >= 1 && limits.keyBytesMax >= 1, 'read batch limits must be positive');
+    this.readsMax = limits.readsMax;
+    this.payloadBytesMax = limits.readsMax * limits.keyBytesMax;
+    this.payload = new Uint8Array(this.payloadBytesMax);
+    this.recordWords = new Uint32Array(limits.readsMax * 2);
+    this.builder = new flatbuffers.Builder(FRAME_OVERHEAD_BYTES + limits.readsMax * READ_RECORD_BYTES + this.payloadBytesMax);
+  }
+
+  begin(firstRequestId: number): void {
+    this.firstRequestId = firstRequestId;
+    this.count = 0;
+    this.payloadLength = 0;
+  }
+
+  fits(keyLength: number): boolean {
+    return this.count < this.readsMax && this.payloadLength + keyLength <= this.payloadBytesMax;
+  }
+
+  /** Records a read whose key the caller already wrote at payload[payloadLength...]. */
+  addRecord(keyLength: number): void {
+    assert(this.fits(keyLength) && keyLength >= 1 && keyLength <= KEY_BYTES_LIMIT, 'addRecord: bad read record');
+    const base = this.count * 2;
+    this.recordWords[base] = this.payloadLength;
+    this.recordWords[base + 1] = keyLength;
+    this.payloadLength += keyLength;
+    this.count++;
+  }
+
+  addRead(keySource: Uint8Array, keyStart: number, keyLength: number): void {
+    assert(this.fits(keyLength), 'addRead: batch is full');
+    copyBytes(keySource, keyStart, keyLength, this.payload, this.payloadLength);
+    this.addRecord(keyLength);
+  }
+
+  finish(epoch: number): Uint8Array {
+    assert(this.count > 0, 'finish: empty read batch');
+    const builder = this.builder;
+    builder.clear();
+    builder.forceDefaults(true);
+    const payloadOffset = builder.createByteVector(this.payload.subarray(0, this.payloadLength));
+    builder.startVector(READ_RECORD_BYTES, this.count, 4);
+    for (let index = this.count - 1; index >= 0; index--) {
+      ReadRecord.createReadRecord(builder, this.recordWords[index * 2]!, this.recordWords[index * 2 + 1]!, 0);
+    }
+    const recordsOffset = builder.endVector();
+    const batchOffset = ReadBatch.createReadBatch(
+      builder,
+      epoch,
+      BigInt(this.firstRequestId),
+      this.count,
+      recordsOffset,
+      payloadOffset,
+    );
+    builder.finish(Frame.createFrame(builder, Message.ReadBatch, batchOffset));
+    return builder.asUint8Array();
+  }
+}
+
+export class ReadBatchView {
+  bytes: Uint8Array = new Uint8Array(0);
+  epoch = 0;
+  firstRequestId = 0;
+  count = 0;
+  payloadPosition = 0;
+  payloadLength = 0;
+  private byteBuffer = new flatbuffers.ByteBuffer(new Uint8Array(0));
+  private readonly envelope = new FrameEnvelope();
+  private readonly table = new TableLocation();
+  private readonly record = new ReadRecord();
+  private recordsPosition = 0;
+
+  open(bytes: Uint8Array): string | null {
+    try {
+      const { envelope, table } = this;
+      envelope.open(bytes);
+      expectKind(envelope, Message.ReadBatch, 'ReadBatch');
+      verifyTable(bytes, envelope.messagePosition, table);
+      const epochPosition = fieldPosition(bytes, table, 0, 4);
+      this.epoch = epochPosition === 0 ? 0 : readUint32(bytes, epochPosition);
+      this.firstRequestId = readUint64AsNumber(bytes, requiredFieldPosition(bytes, table, 1, 8, 'first_request_id'));
+      this.count = readUint32(bytes, requiredFieldPosition(bytes, table, 2, 4, 'count'));
+      const recordsVector = followOffset(bytes, requiredFieldPosition(bytes, table, 3, 4, 'records'));
+      const recordCount = verifyVector(bytes, recordsVector, READ_RECORD_BYTES, 'records');
+      if (recordCount !== this.count) throw new MalformedFrame(`count ${this.count} does not match ${recordCount} records`);
+      if (recordCount === 0) throw new MalformedFrame('a read batch holds no records');
+      this.recordsPosition = recordsVector + 4;
+      const payloadField = fieldPosition(bytes, table, 4, 4);
+      if (payloadField === 0) throw new MalformedFrame('a read batch has no payload');
+      const payloadVector = followOffset(bytes, payloadField);
+      this.payloadLength = verifyVector(bytes, payloadVector, 1, 'payload');
+      this.payloadPosition = payloadVector + 4;
+      this.bytes = bytes;
+      this.byteBuffer = new flatbuffers.ByteBuffer(bytes);
+      for (let index = 0; index < recordCount; index++) {
+        const record = this.recordAt(index);
+        const keyLength = record.keyLength();
+        if (keyLength === 0) throw new MalformedFrame(`read ${index} has an empty key`);
+        if (record.keyOffset() + keyLength > this.payloadLength) throw new MalformedFrame(`read ${index} overruns the payload`);
+      }
+      return null;
+    } catch (error) {
+      if (error instanceof MalformedFrame) return error.message;
+      throw error;
+    }
+  }
+
+  recordAt(index: number): ReadRecord {
+    return this.record.__init(this.recordsPosition + index * READ_RECORD_BYTES, this.byteBuffer);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ReadReplyBatch (tail to client)
+
+/**
+ * Builds replies for a run of consecutive read requests. Values are copied into the payload as
+ * they are looked up; the caller starts a new reply when `fits()` says a value would not fit.
+ */
+export class ReadReplyEncoder {
+  readonly resultsMax: number;
+  readonly payloadBytesMax: number;
+  readonly payload: Uint8Array;
+  payloadLength = 0;
+  count = 0;
+  firstRequestId = 0;
+  private readonly statuses: Uint8Array;
+  private readonly versions: Float64Array;
+  private readonly valueWords: Uint32Array;
+  private readonly builder: flatbuffers.Builder;
+
+  constructor(resultsMax: number, payloadBytesMax: number) {
+    assert(resultsMax >= 1 && payloadBytesMax >= 1, 'reply limits must be positive');
+    this.resultsMax = resultsMax;
+    this.payloadBytesMax = payloadBytesMax;
+    this.payload = new Uint8Array(payloadBytesMax);
+    this.statuses = new Uint8Array(resultsMax);
+    this.versions = new Float64Array(resultsMax);
+    this.valueWords = new Uint32Array(resultsMax * 2);
+    this.builder = new flatbuffers.Builder(FRAME_OVERHEAD_BYTES + resultsMax * (READ_RESULT_BYTES + 1) + payloadBytesMax);
+  }
+
+  /** Largest frame finish() can produce. */
+  get frameBytesMax(): number {
+    return FRAME_OVERHEAD_BYTES + this.resultsMax * (READ_RESULT_BYTES + 1) + this.payloadBytesMax;
+  }
+
+  begin(firstRequestId: number): void {
+    this.firstRequestId = firstRequestId;
+    this.count = 0;
+    this.payloadLength = 0;
+  }
+
+  fits(valueLength: number): boolean {
+    return this.count < this.resultsMax && this.payloadLength + valueLength <= this.payloadBytesMax;
+  }
+
+  addFound(valueSource: Uint8Array, valueStart: number, valueLength: number, version: number): void {
+    assert(this.fits(valueLength), 'addFound: reply is full');
+    const index = this.count++;
+    this.statuses[index] = ReadStatus.Found;
+    this.versions[index] = version;
+    this.valueWords[index * 2] = this.payloadLength;
+    this.valueWords[index * 2 + 1] = valueLength;
+    copyBytes(valueSource, valueStart, valueLength, this.payload, this.payloadLength);
+    this.payloadLength += valueLength;
+  }
+
+  addNotFound(): void {
+    assert(this.fits(0), 'addNotFound: reply is full');
+    const index = this.count++;
+    this.statuses[index] = ReadStatus.NotFound;
+    this.versions[index] = 0;
+    this.valueWords[index * 2] = 0;
+    this.valueWords[index * 2 + 1] = 0;
+  }
+
+  finish(epoch: number, appliedSeq: number): Uint8Array {
+    assert(this.count > 0, 'finish: empty reply');
+    const builder = this.builder;
+    builder.clear();
+    builder.forceDefaults(true);
+    const payloadOffset = builder.createByteVector(this.payload.subarray(0, this.payloadLength));
+    const statusesOffset = builder.createByteVector(this.statuses.subarray(0, this.count));
+    builder.startVector(READ_RESULT_BYTES, this.count, 8);
+    for (let index = this.count - 1; index >= 0; index--) {
+      ReadResult.createReadResult(builder, this.versions[index]!, this.valueWords[index * 2]!, this.valueWords[index * 2 + 1]!);
+    }
+    const resultsOffset = builder.endVector();
+    const replyOffset = ReadReplyBatch.createReadReplyBatch(
+      builder,
+      epoch,
+      BigInt(this.firstRequestId),
+      this.count,
+      BigInt(appliedSeq),
+      statusesOffset,
+      resultsOffset,
+      payloadOffset,
+    );
+    builder.finish(Frame.createFrame(builder, Message.ReadReplyBatch, replyOffset));
+    return builder.asUint8Array();
+  }
+}
+
+export class ReadReplyView {
+  bytes: Uint8Array = new Uint8Array(0);
+  epoch = 0;
+  firstRequestId = 0;
+  count = 0;
+  appliedSeq = 0;
+  payloadPosition = 0;
+  payloadLength = 0;
+  private statusesPosition = 0;
+  private resultsPosition = 0;
+  private byteBuffer = new flatbuffers.ByteBuffer(new Uint8Array(0));
+  private readonly envelope = new FrameEnvelope();
+  private readonly table = new TableLocation();
+  private readonly result = new ReadResult();
+
+  open(bytes: Uint8Array): string | null {
+    try {
+      const { envelope, table } = this;
+      envelope.open(bytes);
+      expectKind(envelope, Message.ReadReplyBatch, 'ReadReplyBatch');
+      verifyTable(bytes, envelope.messagePosition, table);
+      const epochPosition = fieldPosition(bytes, table, 0, 4);
+      this.epoch = epochPosition === 0 ? 0 : readUint32(bytes, epochPosition);
+      this.firstRequestId = readUint64AsNumber(bytes, requiredFieldPosition(bytes, table, 1, 8, 'first_request_id'));
+      this.count = readUint32(bytes, requiredFieldPosition(bytes, table, 2, 4, 'count'));
+      const appliedPosition = fieldPosition(bytes, table, 3, 8);
+      this.appliedSeq = appliedPosition === 0 ? 0 : readUint64AsNumber(bytes, appliedPosition);
+      const statusesVector = followOffset(bytes, requiredFieldPosition(bytes, table, 4, 4, 'statuses'));
+      const resultsVector = followOffset(bytes, requiredFieldPosition(bytes, table, 5, 4, 'results'));
+      const payloadVector = followOffset(bytes, requiredFieldPosition(bytes, table, 6, 4, 'payload'));
+      if (verifyVector(bytes, statusesVector, 1, 'statuses') !== this.count) throw new MalformedFrame('statuses length mismatch');
+      if (verifyVector(bytes, resultsVector, READ_RESULT_BYTES, 'results') !== this.count) {
+        throw new MalformedFrame('results length mismatch');
+      }
+      this.payloadLength = verifyVector(bytes, payloadVector, 1, 'payload');
+      this.payloadPosition = payloadVector + 4;
+      this.statusesPosition = statusesVector + 4;
+      this.resultsPosition = resultsVector + 4;
+      this.bytes = bytes;
+      this.byteBuffer = new flatbuffers.ByteBuffer(bytes);
+      for (let index = 0; index < this.count; index++) {
+        const status = this.statusAt(index);
+        if (status !== ReadStatus.Found && status !== ReadStatus.NotFound) throw new MalformedFrame(`unknown read status ${status}`);
+        const result = this.resultAt(index);
+        if (result.valueOffset() + result.valueLength() > this.payloadLength) {
+          throw new MalformedFrame(`result ${index} overruns the payload`);
+        }
+      }
+      return null;
+    } catch (error) {
+      if (error instanceof MalformedFrame) return error.message;
+      throw error;
+    }
+  }
+
+  statusAt(index: number): ReadStatus {
+    return this.bytes[this.statusesPosition + index]!;
+  }
+
+  resultAt(index: number): ReadResult {
+    return this.result.__init(this.resultsPosition + index * READ_RESULT_BYTES, this.byteBuffer);
+  }
+}
