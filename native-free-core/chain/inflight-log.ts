@@ -1,0 +1,181 @@
+import { assert } from '../assert.js';
+
+/**
+ * The in-flight list of a non-tail chain node: every batch it has applied and not yet seen
+ * acknowledged by the tail, in sequence order, as the exact bytes it forwards. It is bounded in
+ * bytes and in batches; when it is full the node stops accepting batches from upstream, which is
+ * how backpressure travels from a slow tail to the client.
+ *
+ * It doubles as the forwarding queue: batches after `forwardedSeq` still have to be sent downstream
+ * (the ring to the successor may have been full), and after a middle node fails the predecessor
+ * rewinds `forwardedSeq` to the new successor's applied sequence and resends the rest.
+ *
+ * Bytes live in one circular arena; a batch that does not fit before the arena's end starts at 0
+ * and the skipped tail is accounted for until that batch is trimmed.
+ */
+export class InflightLog {
+  readonly bytesMax: number;
+  readonly batchesMax: number;
+
+  private readonly arena: Uint8Array;
+  /** Free-running byte counters: arena offset = counter % bytesMax. */
+  private startCounter = 0;
+  private endCounter = 0;
+  /** Metadata ring of batches, oldest at `oldest`. */
+  private readonly allocationStarts: Float64Array;
+  private readonly lengths: Uint32Array;
+  private readonly firstSeqs: Float64Array;
+  private readonly counts: Uint32Array;
+  private oldest = 0;
+  private size = 0;
+  /** Last sequence number handed to the successor (batches after it are pending). */
+  private forwardedSeqValue = 0;
+  private lastSeqValue = 0;
+
+  constructor(bytesMax: number, batchesMax: number) {
+    assert(Number.isSafeInteger(bytesMax) && bytesMax >= 1024, 'InflightLog: bytesMax must be at least 1 KiB');
+    assert(Number.isSafeInteger(batchesMax) && batchesMax >= 1, 'InflightLog: batchesMax must be positive');
+    this.bytesMax = bytesMax;
+    this.batchesMax = batchesMax;
+    this.arena = new Uint8Array(bytesMax);
+    this.allocationStarts = new Float64Array(batchesMax);
+    this.lengths = new Uint32Array(batchesMax);
+    this.firstSeqs = new Float64Array(batchesMax);
+    this.counts = new Uint32Array(batchesMax);
+  }
+
+  get batchCount(): number {
+    return this.size;
+  }
+
+  get bytesUsed(): number {
+    return this.endCounter - this.startCounter;
+  }
+
+  /** Sequence number of the newest logged write, or of the last trimmed one if the log is empty. */
+  get lastSeq(): number {
+    return this.lastSeqValue;
+  }
+
+  get forwardedSeq(): number {
+    return this.forwardedSeqValue;
+  }
+
+  /** Oldest logged sequence number, or lastSeq + 1 when empty. */
+  get firstSeq(): number {
+    return this.size === 0 ? this.lastSeqValue + 1 : this.firstSeqs[this.oldest]!;
+  }
+
+  /** Whether a batch of `length` bytes can be appended now. */
+  hasRoomFor(length: number): boolean {
+    if (this.size === this.batchesMax) return false;
+    return this.allocationFor(length) >= 0;
+  }
+
+  /** Whether a batch of `length` bytes could ever fit (once the log is empty). */
+  canEverHold(length: number): boolean {
+    return length <= this.bytesMax;
+  }
+
+  /** Copies a batch in. Its sequence numbers must continue the log (invariant I3). */
+  append(source: Uint8Array, firstSeq: number, count: number): void {
+    assert(count >= 1, 'InflightLog.append: empty batch');
+    assert(firstSeq === this.lastSeqValue + 1, `InflightLog.append: seq ${firstSeq} does not follow ${this.lastSeqValue}`);
+    const allocationStart = this.allocationFor(source.length);
+    assert(allocationStart >= 0 && this.size < this.batchesMax, 'InflightLog.append: no room (check hasRoomFor first)');
+    this.arena.set(source, allocationStart % this.bytesMax);
+    const slot = (this.oldest + this.size) % this.batchesMax;
+    this.allocationStarts[slot] = allocationStart;
+    this.lengths[slot] = source.length;
+    this.firstSeqs[slot] = firstSeq;
+    this.counts[slot] = count;
+    this.size++;
+    this.endCounter = allocationStart + source.length;
+    this.lastSeqValue = firstSeq + count - 1;
+    assert(this.bytesUsed <= this.bytesMax, 'InflightLog: arena overflow');
+  }
+
+  /** Start counter for `length` new bytes, or -1 if they do not fit. */
+  private allocationFor(length: number): number {
+    if (length > this.bytesMax) return -1;
+    const offset = this.endCounter % this.bytesMax;
+    const skipped = offset + length > this.bytesMax ? this.bytesMax - offset : 0;
+    if (this.bytesUsed + skipped + length > this.bytesMax) return -1;
+    return this.endCounter + skipped;
+  }
+
+  /**
+   * Drops every batch whose last sequence number is <= committedSeq (a cumulative ack).
+   * A batch straddling committedSeq stays: it is trimmed by a later ack.
+   */
+  trimThrough(committedSeq: number): number {
+    assert(committedSeq <= this.forwardedSeqValue, `InflightLog.trimThrough: ack ${committedSeq} beyond forwarded ${this.forwardedSeqValue}`);
+    let trimmed = 0;
+    while (this.size > 0) {
+      const slot = this.oldest;
+      const lastSeq = this.firstSeqs[slot]! + this.counts[slot]! - 1;
+      if (lastSeq > committedSeq) break;
+      this.oldest = (slot + 1) % this.batchesMax;
+      this.size--;
+      trimmed++;
+    }
+    this.startCounter = this.size === 0 ? this.endCounter : this.allocationStarts[this.oldest]!;
+    return trimmed;
+  }
+
+  /** Number of logged batches not yet forwarded. */
+  get pendingCount(): number {
+    let pending = 0;
+    for (let index = this.size - 1; index >= 0; index--) {
+      const slot = (this.oldest + index) % this.batchesMax;
+      if (this.firstSeqs[slot]! <= this.forwardedSeqValue) break;
+      pending++;
+    }
+    return pending;
+  }
+
+  /** The index (0 = oldest) of the first batch not yet forwarded. */
+  firstPendingIndex(): number {
+    return this.size - this.pendingCount;
+  }
+
+  /** A view of logged batch `index` (0 = oldest), valid until the next trim or append. */
+  batchAt(index: number): Uint8Array {
+    assert(index >= 0 && index < this.size, 'InflightLog.batchAt: index out of range');
+    const slot = (this.oldest + index) % this.batchesMax;
+    const offset = this.allocationStarts[slot]! % this.bytesMax;
+    return this.arena.subarray(offset, offset + this.lengths[slot]!);
+  }
+
+  firstSeqAt(index: number): number {
+    return this.firstSeqs[(this.oldest + index) % this.batchesMax]!;
+  }
+
+  countAt(index: number): number {
+    return this.counts[(this.oldest + index) % this.batchesMax]!;
+  }
+
+  /** Marks everything through `seq` as handed to the successor. Batch boundaries only. */
+  markForwardedThrough(seq: number): void {
+    assert(seq >= this.forwardedSeqValue && seq <= this.lastSeqValue, `markForwardedThrough: ${seq} out of range`);
+    this.forwardedSeqValue = seq;
+  }
+
+  /**
+   * Rewinds forwarding to resend everything after `seq` (the CR paper's middle-failure repair: the
+   * new successor reports its last applied seq). `seq` must be at least the oldest logged seq - 1,
+   * which holds because the successor has applied everything the tail acknowledged.
+   */
+  rewindForwardingTo(seq: number): void {
+    assert(seq >= this.firstSeq - 1 && seq <= this.lastSeqValue, `rewindForwardingTo: ${seq} outside the log`);
+    this.forwardedSeqValue = seq;
+  }
+
+  /** Resets an empty log to continue after `seq` (a node that starts or becomes non-tail). */
+  resetAfter(seq: number): void {
+    assert(this.size === 0, 'InflightLog.resetAfter: log not empty');
+    this.lastSeqValue = seq;
+    this.forwardedSeqValue = seq;
+    this.startCounter = this.endCounter;
+  }
+}

@@ -1,0 +1,109 @@
+/**
+ * Pending promises indexed by a consecutive sequence number, in a fixed ring (no Map, no per-write
+ * closure): acknowledgements are cumulative, so settling is a sweep over a range of slots.
+ *
+ * A promise's resolve/reject pair is captured by one shared executor function instead of a closure
+ * per promise, which saves an allocation on the hottest path of the client.
+ */
+import { assert } from '../native-free-core/assert.js';
+
+type Resolve<T> = (value: T) => void;
+type Reject = (reason: unknown) => void;
+
+let capturedResolve: Resolve<never> | null = null;
+let capturedReject: Reject | null = null;
+function captureExecutor(resolve: Resolve<never>, reject: Reject): void {
+  capturedResolve = resolve;
+  capturedReject = reject;
+}
+
+export class FutureRing<T> {
+  readonly capacity: number;
+  private readonly mask: number;
+  private readonly resolvers: Array<Resolve<T> | null>;
+  private readonly rejecters: Array<Reject | null>;
+  /** Sequence numbers [settledThrough + 1, nextSeq) are pending. */
+  private nextSeq: number;
+  private settledThrough: number;
+
+  constructor(capacityAtLeast: number, firstSeq = 1) {
+    let capacity = 1;
+    while (capacity < capacityAtLeast) capacity *= 2;
+    this.capacity = capacity;
+    this.mask = capacity - 1;
+    this.resolvers = new Array<Resolve<T> | null>(capacity).fill(null);
+    this.rejecters = new Array<Reject | null>(capacity).fill(null);
+    this.nextSeq = firstSeq;
+    this.settledThrough = firstSeq - 1;
+  }
+
+  get pending(): number {
+    return this.nextSeq - 1 - this.settledThrough;
+  }
+
+  get isFull(): boolean {
+    return this.pending >= this.capacity;
+  }
+
+  /** The sequence number the next add() will get. */
+  get next(): number {
+    return this.nextSeq;
+  }
+
+  get settled(): number {
+    return this.settledThrough;
+  }
+
+  /** Registers a promise for sequence number `next` and returns it. The caller checks isFull first. */
+  add(): Promise<T> {
+    assert(!this.isFull, 'FutureRing.add: ring is full');
+    const promise = new Promise<T>(captureExecutor);
+    const slot = this.nextSeq & this.mask;
+    this.resolvers[slot] = capturedResolve as Resolve<T>;
+    this.rejecters[slot] = capturedReject;
+    this.nextSeq++;
+    return promise;
+  }
+
+  /** Resolves every pending sequence number <= seq with `value` (a cumulative acknowledgement). */
+  resolveThrough(seq: number, value: T): number {
+    const last = Math.min(seq, this.nextSeq - 1);
+    let settled = 0;
+    for (let current = this.settledThrough + 1; current <= last; current++) {
+      const slot = current & this.mask;
+      const resolve = this.resolvers[slot]!;
+      this.resolvers[slot] = null;
+      this.rejecters[slot] = null;
+      resolve(value);
+      settled++;
+    }
+    if (last > this.settledThrough) this.settledThrough = last;
+    return settled;
+  }
+
+  /** Resolves exactly sequence number `seq`, which must be the oldest pending one. */
+  resolveOne(seq: number, value: T): void {
+    assert(seq === this.settledThrough + 1 && seq < this.nextSeq, `FutureRing.resolveOne: ${seq} is not the oldest pending`);
+    const slot = seq & this.mask;
+    const resolve = this.resolvers[slot]!;
+    this.resolvers[slot] = null;
+    this.rejecters[slot] = null;
+    this.settledThrough = seq;
+    resolve(value);
+  }
+
+  /** Rejects everything pending (close, failure). */
+  rejectAll(reason: unknown): number {
+    let settled = 0;
+    for (let current = this.settledThrough + 1; current < this.nextSeq; current++) {
+      const slot = current & this.mask;
+      const reject = this.rejecters[slot]!;
+      this.resolvers[slot] = null;
+      this.rejecters[slot] = null;
+      reject(reason);
+      settled++;
+    }
+    this.settledThrough = this.nextSeq - 1;
+    return settled;
+  }
+}

@@ -1,0 +1,13 @@
+/**
+ * dabba: chain replication for Node.js.
+ *
+ *   import { createChain } from 'dabba';
+ *   const chain = createChain({ replicas: 3 });
+ *   await chain.put('user:1', 'Asha');
+ *   (await chain.get('user:1'))?.toString(); // 'Asha'
+ *   await chain.close();
+ */
+export { Chain, createChain } from './chain.js';
+export type { ChainOptions, ChainStats, KeyInput, ReplicaDigest, ReplicaStats, ValueInput, VersionedValue } from './chain.js';
+export type { BatchOptions } from './options.js';
+export { DabbaError, ErrorCode, isDabbaError } from '../native-free-core/errors.js';

@@ -1,0 +1,172 @@
+/**
+ * A closed-loop load generator for a chain: writers each keep a window of puts in flight and
+ * issue the next window as soon as the previous one is acknowledged; readers do the same with gets.
+ * Used by `npm start` and by the benchmarks.
+ *
+ * Latency is sampled: every `sampleEvery`-th write gets its own completion callback and is
+ * recorded from its put() call to its acknowledgement. Acks are cumulative and resolve writes in
+ * bulk, so sampling one write in N is an unbiased view of per-write latency without adding a
+ * callback to every write.
+ */
+import { createHistogram, performance, type RecordableHistogram } from 'node:perf_hooks';
+
+/** What the load generator drives: the engine, or a baseline with the same put/get signatures. */
+export interface LoadTarget {
+  put(key: string, value: Uint8Array): Promise<void>;
+  get?(key: string): Promise<Buffer | undefined>;
+}
+
+export interface LoadOptions {
+  durationMs: number;
+  /** Distinct keys written and read (default 100k). */
+  keySpace?: number;
+  /** Key length in bytes (default 16). */
+  keyBytes?: number;
+  /** Value length in bytes (default 100). */
+  valueBytes?: number;
+  /** Writes a writer issues before awaiting the last of them (default 2048). */
+  writeWindow?: number;
+  /** Concurrent writers (default 2, so one window is acknowledged while the next is encoded). */
+  writers?: number;
+  /** Concurrent readers, each with a window of `readWindow` gets (default 0). */
+  readers?: number;
+  readWindow?: number;
+  /** Record the latency of one write in this many (default 64). */
+  sampleEvery?: number;
+  /** Called about once a second with progress so far. */
+  onProgress?: (progress: LoadProgress) => void;
+}
+
+export interface LoadProgress {
+  elapsedMs: number;
+  writes: number;
+  reads: number;
+  writesPerSecond: number;
+  readsPerSecond: number;
+}
+
+export interface LoadReport {
+  seconds: number;
+  writes: number;
+  reads: number;
+  writesPerSecond: number;
+  readsPerSecond: number;
+  /** Key + value megabytes per second acknowledged (1 MB = 10^6 bytes). */
+  writeMegabytesPerSecond: number;
+  writeLatencyUs: { p50: number; p99: number; p999: number; max: number; samples: number };
+  rssStartMiB: number;
+  rssEndMiB: number;
+  /** XOR of sampled read lengths, printed so the work cannot be optimised away. */
+  resultHash: number;
+}
+
+export function makeKeys(count: number, keyBytes: number): string[] {
+  const keys = new Array<string>(count);
+  for (let index = 0; index < count; index++) {
+    const digits = index.toString(36);
+    keys[index] = 'k'.padEnd(Math.max(1, keyBytes - digits.length), '-') + digits;
+  }
+  return keys;
+}
+
+export function makeValue(valueBytes: number): Uint8Array {
+  const value = new Uint8Array(valueBytes);
+  for (let index = 0; index < valueBytes; index++) value[index] = 97 + (index % 26);
+  return value;
+}
+
+export async function runClosedLoop(chain: LoadTarget, options: LoadOptions): Promise<LoadReport> {
+  const keySpace = options.keySpace ?? 100_000;
+  const keyBytes = options.keyBytes ?? 16;
+  const valueBytes = options.valueBytes ?? 100;
+  const writeWindow = options.writeWindow ?? 2048;
+  const writers = options.writers ?? 2;
+  const readers = chain.get === undefined ? 0 : (options.readers ?? 0);
+  const readWindow = options.readWindow ?? 256;
+  const sampleEvery = options.sampleEvery ?? 64;
+  const keys = makeKeys(keySpace, keyBytes);
+  const value = makeValue(valueBytes);
+  const histogram: RecordableHistogram = createHistogram();
+
+  let writes = 0;
+  let reads = 0;
+  let resultHash = 0;
+  let running = true;
+  const rssStart = process.memoryUsage().rss;
+  const started = performance.now();
+
+  const writer = async (writerIndex: number): Promise<void> => {
+    let cursor = (writerIndex * 7919) % keySpace;
+    while (running) {
+      let last: Promise<void> | undefined;
+      for (let index = 0; index < writeWindow; index++) {
+        last = chain.put(keys[cursor]!, value);
+        if (++cursor === keySpace) cursor = 0;
+        if (index % sampleEvery === 0) {
+          const issued = performance.now();
+          last.then(() => histogram.record(Math.max(1, Math.round((performance.now() - issued) * 1000))));
+        }
+      }
+      await last;
+      writes += writeWindow;
+    }
+  };
+
+  const reader = async (readerIndex: number): Promise<void> => {
+    let cursor = (readerIndex * 104729) % keySpace;
+    while (running) {
+      let last: Promise<Buffer | undefined> | undefined;
+      for (let index = 0; index < readWindow; index++) {
+        last = chain.get!(keys[cursor]!);
+        if (++cursor === keySpace) cursor = 0;
+      }
+      const found = await last;
+      resultHash ^= found?.length ?? 0;
+      reads += readWindow;
+    }
+  };
+
+  const progressTimer =
+    options.onProgress &&
+    setInterval(() => {
+      const elapsedMs = performance.now() - started;
+      options.onProgress!({
+        elapsedMs,
+        writes,
+        reads,
+        writesPerSecond: (writes * 1000) / elapsedMs,
+        readsPerSecond: (reads * 1000) / elapsedMs,
+      });
+    }, 1000);
+  const stopTimer = setTimeout(() => {
+    running = false;
+  }, options.durationMs);
+
+  const loops = [
+    ...Array.from({ length: writers }, (_, index) => writer(index)),
+    ...Array.from({ length: readers }, (_, index) => reader(index)),
+  ];
+  await Promise.all(loops);
+  const seconds = (performance.now() - started) / 1000;
+  clearTimeout(stopTimer);
+  if (progressTimer) clearInterval(progressTimer);
+
+  return {
+    seconds,
+    writes,
+    reads,
+    writesPerSecond: writes / seconds,
+    readsPerSecond: reads / seconds,
+    writeMegabytesPerSecond: (writes * (keyBytes + valueBytes)) / seconds / 1e6,
+    writeLatencyUs: {
+      p50: histogram.percentile(50),
+      p99: histogram.percentile(99),
+      p999: histogram.percentile(99.9),
+      max: histogram.max,
+      samples: histogram.count,
+    },
+    rssStartMiB: rssStart / 1048576,
+    rssEndMiB: process.memoryUsage().rss / 1048576,
+    resultHash,
+  };
+}

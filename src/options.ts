@@ -1,0 +1,158 @@
+/**
+ * createChain() options: validated once at the boundary with precise TypeError/RangeError (coded),
+ * then turned into the fixed limits every ring, log and buffer is allocated from.
+ */
+import { DabbaError, ErrorCode } from '../native-free-core/errors.js';
+import { KEY_BYTES_LIMIT, writeBatchFrameBytesMax, FRAME_OVERHEAD_BYTES } from '../native-free-core/wire/codec.js';
+
+export interface BatchOptions {
+  /** Most writes coalesced into one batch (default 1024). */
+  maxWrites?: number;
+  /** Most key + value bytes in one batch (default 1 MiB). */
+  maxBytes?: number;
+  /**
+   * How long a batch may wait for more writes after its first one, in microseconds (default 0:
+   * a batch closes at the end of the current event-loop turn, so writes issued together travel
+   * together without adding latency).
+   */
+  lingerUs?: number;
+}
+
+export interface ChainOptions {
+  /** Number of replicas, each on its own worker thread (default 3, 1..16). */
+  replicas?: number;
+  batch?: BatchOptions;
+  /** Capacity of each batch ring between threads, in bytes; a power of two (default 16 MiB). */
+  ringBytes?: number;
+  /** Largest key in bytes (default 1024, at most 65535). */
+  keyBytesMax?: number;
+  /** Largest value in bytes (default 512 KiB). */
+  valueBytesMax?: number;
+  /** Writes accepted but not yet acknowledged before put() reports overload (default 131072). */
+  pendingWritesMax?: number;
+  /** Reads sent but not yet answered before get() reports overload (default 65536). */
+  pendingReadsMax?: number;
+  /** Bytes of in-flight (applied, unacknowledged) batches each non-tail replica keeps (default 64 MiB). */
+  inflightBytesMax?: number;
+  /** Polls a replica spins before sleeping on Atomics.wait (default 2000). */
+  spinIterations?: number;
+  /** How long close() waits for pending writes to be acknowledged, in ms (default 10000). */
+  closeTimeoutMs?: number;
+}
+
+export interface ResolvedOptions {
+  replicas: number;
+  batchWritesMax: number;
+  batchBytesMax: number;
+  lingerUs: number;
+  ringBytes: number;
+  keyBytesMax: number;
+  valueBytesMax: number;
+  pendingWritesMax: number;
+  pendingReadsMax: number;
+  readBatchReadsMax: number;
+  readReplyPayloadBytesMax: number;
+  readReplyResultsMax: number;
+  inflightBytesMax: number;
+  inflightBatchesMax: number;
+  controlRingBytes: number;
+  spinIterations: number;
+  sleepTimeoutMs: number;
+  closeTimeoutMs: number;
+}
+
+const MiB = 1024 * 1024;
+
+function integer(value: unknown, name: string, fallback: number, minimum: number, maximum: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value)) {
+    throw Object.assign(new TypeError(`${name} must be an integer, got ${describe(value)}`), { code: ErrorCode.invalidArgument });
+  }
+  if (value < minimum || value > maximum) {
+    throw Object.assign(new RangeError(`${name} must be between ${minimum} and ${maximum}, got ${value}`), {
+      code: ErrorCode.outOfRange,
+    });
+  }
+  return value;
+}
+
+function describe(value: unknown): string {
+  return value === null ? 'null' : typeof value === 'object' ? 'an object' : `${typeof value} ${String(value)}`;
+}
+
+function isPowerOfTwo(value: number): boolean {
+  return value > 0 && (value & (value - 1)) === 0;
+}
+
+function rangeError(message: string): RangeError {
+  return Object.assign(new RangeError(message), { code: ErrorCode.outOfRange });
+}
+
+export function resolveOptions(options: ChainOptions = {}): ResolvedOptions {
+  if (typeof options !== 'object' || options === null) {
+    throw Object.assign(new TypeError('createChain options must be an object'), { code: ErrorCode.invalidArgument });
+  }
+  const batch = options.batch ?? {};
+  if (typeof batch !== 'object' || batch === null) {
+    throw Object.assign(new TypeError('batch must be an object'), { code: ErrorCode.invalidArgument });
+  }
+  const replicas = integer(options.replicas, 'replicas', 3, 1, 16);
+  const batchWritesMax = integer(batch.maxWrites, 'batch.maxWrites', 1024, 1, 65536);
+  const batchBytesMax = integer(batch.maxBytes, 'batch.maxBytes', MiB, 1024, 64 * MiB);
+  const lingerUs = integer(batch.lingerUs, 'batch.lingerUs', 0, 0, 1_000_000);
+  const ringBytes = integer(options.ringBytes, 'ringBytes', 16 * MiB, 4096, 1024 * MiB);
+  if (!isPowerOfTwo(ringBytes)) throw rangeError(`ringBytes must be a power of two, got ${ringBytes}`);
+  const keyBytesMax = integer(options.keyBytesMax, 'keyBytesMax', 1024, 1, KEY_BYTES_LIMIT);
+  const valueBytesMax = integer(options.valueBytesMax, 'valueBytesMax', Math.min(512 * 1024, batchBytesMax - keyBytesMax), 0, 64 * MiB);
+  if (keyBytesMax + valueBytesMax > batchBytesMax) {
+    throw rangeError(`keyBytesMax + valueBytesMax (${keyBytesMax + valueBytesMax}) must fit in batch.maxBytes (${batchBytesMax})`);
+  }
+  const ringRecordBytesMax = ringBytes / 2 - 8;
+  const batchFrameBytes = writeBatchFrameBytesMax(batchWritesMax, batchBytesMax);
+  if (batchFrameBytes > ringRecordBytesMax) {
+    throw rangeError(
+      `a full batch (${batchFrameBytes} bytes) must fit in half a ring: raise ringBytes (${ringBytes}) or lower batch.maxBytes/maxWrites`,
+    );
+  }
+  const pendingWritesMax = integer(options.pendingWritesMax, 'pendingWritesMax', 131072, 1, 1 << 24);
+  const pendingReadsMax = integer(options.pendingReadsMax, 'pendingReadsMax', 65536, 1, 1 << 24);
+  const inflightBytesMax = integer(options.inflightBytesMax, 'inflightBytesMax', 64 * MiB, 4096, 4096 * MiB);
+  if (inflightBytesMax < batchFrameBytes) {
+    throw rangeError(`inflightBytesMax (${inflightBytesMax}) must hold at least one full batch (${batchFrameBytes} bytes)`);
+  }
+  const spinIterations = integer(options.spinIterations, 'spinIterations', 2000, 0, 10_000_000);
+  const closeTimeoutMs = integer(options.closeTimeoutMs, 'closeTimeoutMs', 10_000, 0, 3_600_000);
+
+  // A read batch and its reply must each fit in one ring record, whatever the keys' and values' sizes.
+  const readBatchReadsMax = Math.min(1024, pendingReadsMax, Math.floor((ringRecordBytesMax - FRAME_OVERHEAD_BYTES) / (8 + keyBytesMax)));
+  if (readBatchReadsMax < 1) throw rangeError(`ringBytes (${ringBytes}) is too small for a read of a ${keyBytesMax}-byte key`);
+  const readReplyResultsMax = readBatchReadsMax;
+  const readReplyPayloadBytesMax = Math.min(4 * MiB, ringRecordBytesMax - FRAME_OVERHEAD_BYTES - readReplyResultsMax * 17);
+  if (readReplyPayloadBytesMax < Math.max(valueBytesMax, 1)) {
+    throw rangeError(`ringBytes (${ringBytes}) is too small to carry a read reply of valueBytesMax (${valueBytesMax}) bytes`);
+  }
+  return {
+    replicas,
+    batchWritesMax,
+    batchBytesMax,
+    lingerUs,
+    ringBytes,
+    keyBytesMax,
+    valueBytesMax,
+    pendingWritesMax,
+    pendingReadsMax,
+    readBatchReadsMax,
+    readReplyPayloadBytesMax,
+    readReplyResultsMax,
+    inflightBytesMax,
+    inflightBatchesMax: Math.max(16, Math.ceil(inflightBytesMax / 4096)),
+    controlRingBytes: 64 * 1024,
+    spinIterations,
+    sleepTimeoutMs: 50,
+    closeTimeoutMs,
+  };
+}
+
+export function closedError(): DabbaError {
+  return new DabbaError(ErrorCode.closed, 'the chain is closed');
+}

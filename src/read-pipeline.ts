@@ -1,0 +1,152 @@
+/**
+ * The client side of reads: get() calls are coalesced into ReadBatch frames for the tail, and
+ * answered from its ReadReplyBatch frames. A read is sent after every acknowledgement the client
+ * had already received, and the tail serves it after applying those writes, so a get sees every
+ * write acknowledged before it was issued (linearizable reads at the tail).
+ */
+import { Buffer } from 'node:buffer';
+import { assert } from '../native-free-core/assert.js';
+import { DabbaError, ErrorCode } from '../native-free-core/errors.js';
+import type { SpscRing } from '../native-free-core/ring.js';
+import { ReadBatchEncoder, ReadReplyView, ReadStatus } from '../native-free-core/wire/codec.js';
+import type { Doorbell } from '../workers/doorbell.js';
+import { FutureRing } from './futures.js';
+import type { ResolvedOptions } from './options.js';
+import type { KeyInput } from './write-pipeline.js';
+
+/** A value read from the chain, with the sequence number of the write that produced it. */
+export interface VersionedValue {
+  value: Buffer;
+  version: number;
+}
+
+export class ReadPipeline {
+  private readonly futures: FutureRing<VersionedValue | undefined>;
+  private readonly encoder: ReadBatchEncoder;
+  private readonly payload: Buffer;
+  /** Encoded frames waiting for ring space (bounded by pendingReadsMax / readsMax). */
+  private readonly waiting: Uint8Array[] = [];
+  private flushScheduled = false;
+  private readonly replyView = new ReadReplyView();
+  private failure: DabbaError | null = null;
+  readsAnswered = 0;
+
+  constructor(
+    private readonly options: ResolvedOptions,
+    private readonly ring: SpscRing,
+    private readonly tailDoorbell: Doorbell,
+    private readonly epoch: () => number,
+  ) {
+    this.futures = new FutureRing(options.pendingReadsMax);
+    this.encoder = new ReadBatchEncoder({ readsMax: options.readBatchReadsMax, keyBytesMax: options.keyBytesMax });
+    this.payload = Buffer.from(this.encoder.payload.buffer, this.encoder.payload.byteOffset, this.encoder.payload.length);
+    this.encoder.begin(this.futures.next);
+  }
+
+  get pending(): number {
+    return this.futures.pending;
+  }
+
+  get(key: KeyInput): Promise<VersionedValue | undefined> {
+    if (this.failure !== null) return Promise.reject(this.failure);
+    const isString = typeof key === 'string';
+    if (!isString && !(key instanceof Uint8Array)) {
+      return Promise.reject(
+        Object.assign(new TypeError(`key must be a string or a Uint8Array, got ${key === null ? 'null' : typeof key}`), {
+          code: ErrorCode.invalidArgument,
+        }),
+      );
+    }
+    if (this.futures.isFull) {
+      return Promise.reject(new DabbaError(ErrorCode.overloaded, `too many reads are waiting (pendingReadsMax ${this.options.pendingReadsMax})`));
+    }
+    const keyLength = isString ? Buffer.byteLength(key) : key.length;
+    if (keyLength === 0) return Promise.reject(new DabbaError(ErrorCode.keyEmpty, 'key must not be empty'));
+    if (keyLength > this.options.keyBytesMax) {
+      return Promise.reject(
+        new DabbaError(ErrorCode.keyTooLarge, `key of ${keyLength} bytes exceeds keyBytesMax (${this.options.keyBytesMax})`),
+      );
+    }
+    if (!this.encoder.fits(keyLength)) this.seal();
+    const start = this.encoder.payloadLength;
+    if (isString) this.payload.write(key, start, 'utf8');
+    else this.payload.set(key, start);
+    this.encoder.addRecord(keyLength);
+    const promise = this.futures.add();
+    if (this.encoder.count === this.encoder.readsMax) this.seal();
+    else if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flushTimer);
+    }
+    return promise;
+  }
+
+  private readonly flushTimer = (): void => {
+    this.flushScheduled = false;
+    this.flush();
+  };
+
+  flush(): void {
+    if (this.encoder.count > 0) this.seal();
+  }
+
+  private seal(): void {
+    const frame = this.encoder.finish(this.epoch());
+    this.encoder.begin(this.futures.next);
+    if (this.waiting.length === 0 && this.ring.tryWrite(frame)) {
+      if (this.ring.publish()) this.tailDoorbell.ring();
+      return;
+    }
+    this.waiting.push(frame.slice());
+    this.ring.markProducerWaiting();
+  }
+
+  canPump(): boolean {
+    const frame = this.waiting[0];
+    return frame !== undefined && this.ring.canWrite(frame.length);
+  }
+
+  pump(): void {
+    let pushed = 0;
+    while (this.waiting.length > 0) {
+      if (!this.ring.tryWrite(this.waiting[0]!)) {
+        this.ring.markProducerWaiting();
+        break;
+      }
+      this.waiting.shift();
+      pushed++;
+    }
+    if (pushed > 0 && this.ring.publish()) this.tailDoorbell.ring();
+  }
+
+  drainReplies(replies: SpscRing): number {
+    if (!replies.claim()) return 0;
+    let answered = 0;
+    const view = this.replyView;
+    for (let offset = replies.next(); offset >= 0; offset = replies.next()) {
+      const malformed = view.open(replies.bytes.subarray(offset, offset + replies.recordLength));
+      assert(malformed === null, `read reply is malformed: ${malformed}`);
+      for (let index = 0; index < view.count; index++) {
+        const requestId = view.firstRequestId + index;
+        if (view.statusAt(index) === ReadStatus.NotFound) {
+          this.futures.resolveOne(requestId, undefined);
+        } else {
+          const result = view.resultAt(index);
+          const start = view.payloadPosition + result.valueOffset();
+          const value = Buffer.from(view.bytes.subarray(start, start + result.valueLength()));
+          this.futures.resolveOne(requestId, { value, version: result.version() });
+        }
+        answered++;
+      }
+    }
+    replies.release();
+    this.readsAnswered += answered;
+    return answered;
+  }
+
+  fail(error: DabbaError): void {
+    if (this.failure === null) this.failure = error;
+    this.waiting.length = 0;
+    this.futures.rejectAll(error);
+  }
+}

@@ -1,0 +1,267 @@
+/**
+ * The client side of writes: coalesces put/delete calls into WriteBatch frames, pushes them into
+ * the head's ring, and resolves their promises in bulk from the tail's cumulative acks.
+ *
+ * Keys and values are encoded straight into the open batch's payload (no intermediate copy), each
+ * write costs one promise and a few typed-array stores, and nothing here grows without bound:
+ * pending writes are capped by the future ring, and batches waiting for ring space by the pool of
+ * encoders. Past those caps put() rejects with DABBA_ERR_OVERLOADED instead of queueing.
+ */
+import { Buffer } from 'node:buffer';
+import { assert } from '../native-free-core/assert.js';
+import { DabbaError, ErrorCode } from '../native-free-core/errors.js';
+import type { SpscRing } from '../native-free-core/ring.js';
+import { AckView, Op, WriteBatchEncoder, WriteBatchView } from '../native-free-core/wire/codec.js';
+import type { Doorbell } from '../workers/doorbell.js';
+import { FutureRing } from './futures.js';
+import type { ResolvedOptions } from './options.js';
+
+export type KeyInput = string | Uint8Array;
+export type ValueInput = string | Uint8Array;
+
+interface StagedBatch {
+  encoder: WriteBatchEncoder;
+  /** A Buffer over the encoder's payload, for writing UTF-8 in place. */
+  payload: Buffer;
+  /** The encoded frame once sealed; valid until the encoder is reused. */
+  frame: Uint8Array | null;
+}
+
+export class WritePipeline {
+  private readonly futures: FutureRing<void>;
+  private readonly freeBatches: StagedBatch[] = [];
+  private readonly sealed: StagedBatch[] = [];
+  private sealedHead = 0;
+  private open: StagedBatch | null = null;
+  private allocatedBatches = 0;
+  private readonly batchesMax: number;
+  private flushScheduled = false;
+  private openedAtNs = 0n;
+  private readonly ackView = new AckView();
+  private readonly verifyView = new WriteBatchView();
+  private failure: DabbaError | null = null;
+
+  batchesSent = 0;
+  bytesSent = 0;
+  writesAcked = 0;
+
+  constructor(
+    private readonly options: ResolvedOptions,
+    private readonly clientId: number,
+    private readonly ring: SpscRing,
+    private readonly headDoorbell: Doorbell,
+  ) {
+    this.futures = new FutureRing<void>(options.pendingWritesMax);
+    // Enough staged batches to hold every pending write in full batches, plus the open one.
+    this.batchesMax = Math.ceil(this.futures.capacity / options.batchWritesMax) + 2;
+  }
+
+  get pending(): number {
+    return this.futures.pending;
+  }
+
+  /** Writes accepted so far (the next client sequence number minus one). */
+  get accepted(): number {
+    return this.futures.next - 1;
+  }
+
+  put(key: KeyInput, value: ValueInput): Promise<void> {
+    return this.write(Op.Put, key, value);
+  }
+
+  delete(key: KeyInput): Promise<void> {
+    return this.write(Op.Delete, key, EMPTY);
+  }
+
+  private write(op: Op, key: KeyInput, value: ValueInput): Promise<void> {
+    if (this.failure !== null) return Promise.reject(this.failure);
+    const keyIsString = typeof key === 'string';
+    const valueIsString = typeof value === 'string';
+    if (!keyIsString && !(key instanceof Uint8Array)) return Promise.reject(typeError('key', key));
+    if (!valueIsString && !(value instanceof Uint8Array)) return Promise.reject(typeError('value', value));
+    if (this.futures.isFull) return Promise.reject(overloaded(this.futures.capacity));
+
+    let batch = this.open ?? this.openBatch();
+    if (batch === null) return Promise.reject(overloaded(this.futures.capacity));
+    // UTF-8 needs at most 3 bytes per UTF-16 unit; if even that fits, encode in place directly.
+    const keyBound = keyIsString ? key.length * 3 : key.length;
+    const valueBound = valueIsString ? value.length * 3 : value.length;
+    if (!batch.encoder.fits(keyBound, valueBound)) {
+      const keyBytes = keyIsString ? Buffer.byteLength(key) : key.length;
+      const valueBytes = valueIsString ? Buffer.byteLength(value) : value.length;
+      const invalid = this.checkSizes(keyBytes, valueBytes);
+      if (invalid !== null) return Promise.reject(invalid);
+      if (!batch.encoder.fits(keyBytes, valueBytes)) {
+        this.seal(batch);
+        batch = this.openBatch();
+        if (batch === null) return Promise.reject(overloaded(this.futures.capacity));
+      }
+    }
+    const encoder = batch.encoder;
+    const keyStart = encoder.payloadLength;
+    const keyLength = keyIsString ? batch.payload.write(key, keyStart, 'utf8') : copyInto(batch.payload, key, keyStart);
+    const valueLength = valueIsString
+      ? batch.payload.write(value, keyStart + keyLength, 'utf8')
+      : copyInto(batch.payload, value, keyStart + keyLength);
+    const invalid = this.checkSizes(keyLength, valueLength);
+    if (invalid !== null) return Promise.reject(invalid);
+
+    encoder.addRecord(op, keyLength, valueLength);
+    const promise = this.futures.add();
+    if (encoder.count === encoder.writesMax) {
+      this.seal(batch);
+      this.pump();
+    } else if (!this.flushScheduled) {
+      this.scheduleFlush();
+    }
+    return promise;
+  }
+
+  private checkSizes(keyLength: number, valueLength: number): DabbaError | null {
+    if (keyLength === 0) return new DabbaError(ErrorCode.keyEmpty, 'key must not be empty');
+    if (keyLength > this.options.keyBytesMax) {
+      return new DabbaError(ErrorCode.keyTooLarge, `key of ${keyLength} bytes exceeds keyBytesMax (${this.options.keyBytesMax})`);
+    }
+    if (valueLength > this.options.valueBytesMax) {
+      return new DabbaError(
+        ErrorCode.valueTooLarge,
+        `value of ${valueLength} bytes exceeds valueBytesMax (${this.options.valueBytesMax})`,
+      );
+    }
+    return null;
+  }
+
+  private openBatch(): StagedBatch | null {
+    let batch = this.freeBatches.pop();
+    if (batch === undefined) {
+      if (this.allocatedBatches >= this.batchesMax) return null;
+      const encoder = new WriteBatchEncoder({ writesMax: this.options.batchWritesMax, payloadBytesMax: this.options.batchBytesMax });
+      batch = { encoder, payload: Buffer.from(encoder.payload.buffer, encoder.payload.byteOffset, encoder.payload.length), frame: null };
+      this.allocatedBatches++;
+    }
+    batch.encoder.begin(this.clientId, this.futures.next);
+    batch.frame = null;
+    this.open = batch;
+    if (this.options.lingerUs > 0) this.openedAtNs = process.hrtime.bigint();
+    return batch;
+  }
+
+  private seal(batch: StagedBatch): void {
+    assert(batch === this.open, 'seal: only the open batch is sealed');
+    this.open = null;
+    const frame = batch.encoder.finish();
+    // Paired assertion: the frame is checked here, before it enters the ring, and again by the head.
+    assert(this.verifyView.open(frame) === null, 'seal: the encoder produced a malformed frame');
+    batch.frame = frame;
+    this.sealed.push(batch);
+  }
+
+  private scheduleFlush(): void {
+    this.flushScheduled = true;
+    setImmediate(this.flushTimer);
+  }
+
+  private readonly flushTimer = (): void => {
+    this.flushScheduled = false;
+    const batch = this.open;
+    if (batch === null || batch.encoder.count === 0) return;
+    if (this.options.lingerUs > 0) {
+      const waitedUs = Number(process.hrtime.bigint() - this.openedAtNs) / 1000;
+      if (waitedUs < this.options.lingerUs) {
+        this.flushScheduled = true;
+        const remainingMs = (this.options.lingerUs - waitedUs) / 1000;
+        if (remainingMs >= 1) setTimeout(this.flushTimer, Math.floor(remainingMs));
+        else setImmediate(this.flushTimer);
+        return;
+      }
+    }
+    this.seal(batch);
+    this.pump();
+  };
+
+  /** Closes the open batch now (close(), or callers that want no linger). */
+  flush(): void {
+    if (this.open !== null && this.open.encoder.count > 0) this.seal(this.open);
+    this.pump();
+  }
+
+  /** Moves sealed batches into the head's ring while it has space. */
+  pump(): void {
+    let pushed = 0;
+    while (this.sealedHead < this.sealed.length) {
+      const batch = this.sealed[this.sealedHead]!;
+      const frame = batch.frame!;
+      if (!this.ring.tryWrite(frame)) {
+        // Backpressure: the head will ring our doorbell when it frees space.
+        this.ring.markProducerWaiting();
+        break;
+      }
+      this.batchesSent++;
+      this.bytesSent += frame.length;
+      this.sealed[this.sealedHead++] = undefined as unknown as StagedBatch;
+      batch.frame = null;
+      this.freeBatches.push(batch);
+      pushed++;
+    }
+    if (this.sealedHead === this.sealed.length) {
+      this.sealed.length = 0;
+      this.sealedHead = 0;
+    }
+    if (pushed > 0 && this.ring.publish()) this.headDoorbell.ring();
+  }
+
+  /** Whether sealed batches wait and the ring now has room for the first. */
+  canPump(): boolean {
+    const batch = this.sealed[this.sealedHead];
+    return batch !== undefined && this.ring.canWrite(batch.frame!.length);
+  }
+
+  get waitingBatches(): number {
+    return this.sealed.length - this.sealedHead + (this.open !== null && this.open.encoder.count > 0 ? 1 : 0);
+  }
+
+  /** Applies the tail's acks from the client-ack ring; returns how many writes were settled. */
+  drainAcks(acks: SpscRing): number {
+    if (!acks.claim()) return 0;
+    let settled = 0;
+    for (let offset = acks.next(); offset >= 0; offset = acks.next()) {
+      const malformed = this.ackView.open(acks.bytes.subarray(offset, offset + acks.recordLength));
+      assert(malformed === null, `client ack is malformed: ${malformed}`);
+      assert(this.ackView.clientId === this.clientId, 'client ack for another client');
+      assert(this.ackView.committedClientSeq < this.futures.next, 'I2: ack for a write never sent');
+      settled += this.futures.resolveThrough(this.ackView.committedClientSeq, undefined);
+    }
+    acks.release();
+    this.writesAcked += settled;
+    return settled;
+  }
+
+  /** Settles every pending write with `error` and refuses new ones (close, failure). */
+  fail(error: DabbaError): void {
+    if (this.failure === null) this.failure = error;
+    this.open = null;
+    this.sealed.length = 0;
+    this.sealedHead = 0;
+    this.futures.rejectAll(error);
+  }
+}
+
+const EMPTY = new Uint8Array(0);
+
+function copyInto(target: Buffer, source: Uint8Array, offset: number): number {
+  target.set(source, offset);
+  return source.length;
+}
+
+function typeError(name: string, value: unknown): TypeError {
+  return Object.assign(new TypeError(`${name} must be a string or a Uint8Array, got ${value === null ? 'null' : typeof value}`), {
+    code: ErrorCode.invalidArgument,
+  });
+}
+
+function overloaded(capacity: number): DabbaError {
+  return new DabbaError(
+    ErrorCode.overloaded,
+    `too many writes are waiting for the chain (pendingWritesMax ${capacity}); await earlier writes before issuing more`,
+  );
+}

@@ -1,0 +1,80 @@
+/**
+ * What the main thread hands a replica worker, and the control messages they exchange. Data
+ * (batches, acks, reads) never uses these: it travels through SharedArrayBuffer rings. Control
+ * messages travel over a MessagePort that the worker polls with receiveMessageOnPort between ring
+ * drains, because a worker asleep in Atomics.wait cannot run message handlers.
+ */
+import type { MessagePort } from 'node:worker_threads';
+import type { Role } from '../native-free-core/chain/node.js';
+
+export interface ReplicaLimits {
+  inflightBytesMax: number;
+  inflightBatchesMax: number;
+  readReplyPayloadBytesMax: number;
+  readReplyResultsMax: number;
+  /** Empty polls before the worker sleeps on its doorbell. */
+  spinIterations: number;
+  /** Longest sleep before the worker re-checks everything (a safety net, not a clock). */
+  sleepTimeoutMs: number;
+}
+
+/** The rings around one replica. A ring's producer and consumer each wrap the same buffer. */
+export interface ReplicaLinks {
+  /** Batches in: from the client (head) or the predecessor. */
+  batchesIn: SharedArrayBuffer;
+  /** Batches out to the successor; null at the tail. */
+  batchesOut: SharedArrayBuffer | null;
+  /** Acks in from the successor; null at the tail. */
+  acksIn: SharedArrayBuffer | null;
+  /** Acks out to the predecessor; null at the head. */
+  acksOut: SharedArrayBuffer | null;
+  /** Tail only: cumulative acks to the client, read requests in, read replies out. */
+  clientAcksOut: SharedArrayBuffer | null;
+  readsIn: SharedArrayBuffer | null;
+  readRepliesOut: SharedArrayBuffer | null;
+  /** Doorbells: this replica's own, and those of the threads it feeds or frees space for. */
+  doorbell: SharedArrayBuffer;
+  upstreamDoorbell: SharedArrayBuffer;
+  downstreamDoorbell: SharedArrayBuffer | null;
+  clientDoorbell: SharedArrayBuffer;
+}
+
+export interface ReplicaTask {
+  id: number;
+  epoch: number;
+  role: Role;
+  links: ReplicaLinks;
+  limits: ReplicaLimits;
+  /** Float64 statistics the worker publishes for stats(); see ReplicaStat. */
+  stats: SharedArrayBuffer;
+  /** Control channel (transferred). */
+  port: MessagePort;
+  /** Int32[1]: non-zero when the main thread has posted control messages (checked without a syscall). */
+  controlSignal: SharedArrayBuffer;
+}
+
+/** Indices into a replica's Float64 statistics array. */
+export const ReplicaStat = {
+  appliedSeq: 0,
+  committedSeq: 1,
+  batchesApplied: 2,
+  writesApplied: 3,
+  readsServed: 4,
+  inflightBytes: 5,
+  inflightBatches: 6,
+  sleeps: 7,
+  rejectedFrames: 8,
+  storeKeys: 9,
+  storeHeapBytes: 10,
+  backpressureStalls: 11,
+} as const;
+export const REPLICA_STAT_COUNT = 12;
+
+export type ControlRequest =
+  | { type: 'digest'; requestId: number }
+  | { type: 'stop' };
+
+export type ControlReply =
+  | { type: 'digest'; requestId: number; replicaId: number; digest: string; keys: number; appliedSeq: number }
+  | { type: 'rejected'; replicaId: number; code: string; reason: string }
+  | { type: 'stopped'; replicaId: number };
