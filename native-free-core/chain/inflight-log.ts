@@ -1,4 +1,5 @@
 import { assert } from '../assert.js';
+import { copyBytes } from '../bytes.js';
 
 /**
  * The in-flight list of a non-tail chain node: every batch it has applied and not yet seen
@@ -33,7 +34,7 @@ export class InflightLog {
   private lastSeqValue = 0;
 
   constructor(bytesMax: number, batchesMax: number) {
-    assert(Number.isSafeInteger(bytesMax) && bytesMax >= 1024, 'InflightLog: bytesMax must be at least 1 KiB');
+    assert(Number.isSafeInteger(bytesMax) && bytesMax >= 1024 && bytesMax % 8 === 0, 'InflightLog: bytesMax must be a multiple of 8, at least 1 KiB');
     assert(Number.isSafeInteger(batchesMax) && batchesMax >= 1, 'InflightLog: batchesMax must be positive');
     this.bytesMax = bytesMax;
     this.batchesMax = batchesMax;
@@ -83,7 +84,7 @@ export class InflightLog {
     assert(firstSeq === this.lastSeqValue + 1, `InflightLog.append: seq ${firstSeq} does not follow ${this.lastSeqValue}`);
     const allocationStart = this.allocationFor(source.length);
     assert(allocationStart >= 0 && this.size < this.batchesMax, 'InflightLog.append: no room (check hasRoomFor first)');
-    this.arena.set(source, allocationStart % this.bytesMax);
+    copyBytes(source, 0, this.arena, allocationStart % this.bytesMax, source.length);
     const slot = (this.oldest + this.size) % this.batchesMax;
     this.allocationStarts[slot] = allocationStart;
     this.lengths[slot] = source.length;
@@ -98,8 +99,10 @@ export class InflightLog {
   /** Start counter for `length` new bytes, or -1 if they do not fit. */
   private allocationFor(length: number): number {
     if (length > this.bytesMax) return -1;
-    const offset = this.endCounter % this.bytesMax;
-    const skipped = offset + length > this.bytesMax ? this.bytesMax - offset : 0;
+    // Batches start 8-byte aligned so copies in and out can use word-sized views.
+    const alignedEnd = Math.ceil(this.endCounter / 8) * 8;
+    const offset = alignedEnd % this.bytesMax;
+    const skipped = alignedEnd - this.endCounter + (offset + length > this.bytesMax ? this.bytesMax - offset : 0);
     if (this.bytesUsed + skipped + length > this.bytesMax) return -1;
     return this.endCounter + skipped;
   }

@@ -6,6 +6,7 @@
  */
 import * as flatbuffers from 'flatbuffers';
 import { assert } from '../assert.js';
+import { copyBytes } from '../bytes.js';
 import {
   Ack,
   Frame,
@@ -287,14 +288,14 @@ export class WriteBatchEncoder {
     valueLength: number,
   ): void {
     assert(this.fits(keyLength, valueLength), 'addPut: batch is full');
-    copyBytes(keySource, keyStart, keyLength, this.payload, this.payloadLength);
-    copyBytes(valueSource, valueStart, valueLength, this.payload, this.payloadLength + keyLength);
+    copyBytes(keySource, keyStart, this.payload, this.payloadLength, keyLength);
+    copyBytes(valueSource, valueStart, this.payload, this.payloadLength + keyLength, valueLength);
     this.addRecord(Op.Put, keyLength, valueLength);
   }
 
   addDelete(keySource: Uint8Array, keyStart: number, keyLength: number): void {
     assert(this.fits(keyLength, 0), 'addDelete: batch is full');
-    copyBytes(keySource, keyStart, keyLength, this.payload, this.payloadLength);
+    copyBytes(keySource, keyStart, this.payload, this.payloadLength, keyLength);
     this.addRecord(Op.Delete, keyLength, 0);
   }
 
@@ -338,15 +339,6 @@ export class WriteBatchEncoder {
 }
 
 const ZERO_SEQ = BigInt(0);
-
-/** Copies with a plain loop for short ranges (no subarray allocation) and set() for long ones. */
-export function copyBytes(source: Uint8Array, sourceStart: number, length: number, target: Uint8Array, targetStart: number): void {
-  if (length <= 64) {
-    for (let index = 0; index < length; index++) target[targetStart + index] = source[sourceStart + index]!;
-  } else {
-    target.set(source.subarray(sourceStart, sourceStart + length), targetStart);
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Ack
@@ -456,7 +448,7 @@ export class ReadBatchEncoder {
 
   addRead(keySource: Uint8Array, keyStart: number, keyLength: number): void {
     assert(this.fits(keyLength), 'addRead: batch is full');
-    copyBytes(keySource, keyStart, keyLength, this.payload, this.payloadLength);
+    copyBytes(keySource, keyStart, this.payload, this.payloadLength, keyLength);
     this.addRecord(keyLength);
   }
 
@@ -589,7 +581,7 @@ export class ReadReplyEncoder {
     this.versions[index] = version;
     this.valueWords[index * 2] = this.payloadLength;
     this.valueWords[index * 2 + 1] = valueLength;
-    copyBytes(valueSource, valueStart, valueLength, this.payload, this.payloadLength);
+    copyBytes(valueSource, valueStart, this.payload, this.payloadLength, valueLength);
     this.payloadLength += valueLength;
   }
 
