@@ -1,0 +1,221 @@
+/**
+ * The protocol core as a pure state machine: H, M1, ..., T driven by a seeded scheduler that picks
+ * which queued message is delivered next and how much of each Ready is forwarded.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { ChainNode } from '../native-free-core/chain/node.js';
+import { InflightLog } from '../native-free-core/chain/inflight-log.js';
+import { Store } from '../native-free-core/store.js';
+import { AckEncoder, ReadBatchEncoder, ReadReplyView, ReadStatus, WriteBatchEncoder, WriteBatchView } from '../native-free-core/wire/codec.js';
+import { ChainHarness } from './helpers/chain-harness.js';
+
+const text = new TextEncoder();
+
+function checkPrefixInvariant(harness: ChainHarness): void {
+  // I1: for nodes i before j, what j applied is a prefix of what i applied. I3: contiguous from 1.
+  harness.appliedLog.forEach((log, index) => {
+    log.forEach((seq, position) => assert.equal(seq, position + 1, `node ${index + 1} applied seq ${seq} at position ${position}`));
+    if (index > 0) assert.ok(log.length <= harness.appliedLog[index - 1]!.length, `I1 broken between nodes ${index} and ${index + 1}`);
+  });
+  harness.nodes.forEach((node, index) => {
+    if (index > 0) assert.ok(node.appliedSeq <= harness.nodes[index - 1]!.appliedSeq, 'I1: successor ahead of predecessor');
+    assert.ok(node.committedSeq <= harness.tail.appliedSeq, 'I2: nothing committed beyond the tail');
+  });
+}
+
+describe('ChainNode: H, M1, T under random interleavings', () => {
+  for (const replicas of [1, 2, 3, 5]) {
+    test(`${replicas} replica(s): contiguous sequences, prefix invariant after every step, identical state`, () => {
+      for (let seed = 1; seed <= 40; seed++) {
+        const harness = new ChainHarness({ replicas, seed, inflightBytesMax: 8 * 1024, inflightBatchesMax: 6 });
+        let submitted = 0;
+        for (let round = 0; round < 30; round++) {
+          const count = 1 + Math.floor(harness.random() * 20);
+          harness.submit(count);
+          submitted += count;
+          for (let steps = Math.floor(harness.random() * 10); steps > 0 && harness.step(); steps--) checkPrefixInvariant(harness);
+        }
+        while (harness.step()) checkPrefixInvariant(harness);
+        for (const node of harness.nodes) {
+          assert.equal(node.appliedSeq, submitted, `seed ${seed}: node ${node.id} applied everything`);
+          assert.equal(node.committedSeq, submitted, `seed ${seed}: node ${node.id} learned the final commit`);
+          assert.equal(node.inflightBatches, 0, `seed ${seed}: cumulative acks trimmed node ${node.id}'s in-flight list`);
+        }
+        const digests = harness.nodes.map((node) => node.store.digest());
+        assert.ok(digests.every((digest) => digest === digests[0]), `seed ${seed}: digests ${digests.join(' ')}`);
+        const lastAck = harness.clientAcks.at(-1)!;
+        assert.equal(lastAck.committedClientSeq, submitted, 'the client hears of every write');
+        // Client acks are cumulative and never go backwards.
+        harness.clientAcks.reduce((previous, ack) => {
+          assert.ok(ack.committedClientSeq >= previous);
+          return ack.committedClientSeq;
+        }, 0);
+      }
+    });
+  }
+
+  test('a full in-flight list refuses batches (backpressure) until acks trim it', () => {
+    const harness = new ChainHarness({ replicas: 3, seed: 7, inflightBytesMax: 4096, inflightBatchesMax: 2 });
+    for (let round = 0; round < 5; round++) harness.submit(10);
+    // Deliver only to the head: it takes two batches, then refuses the third.
+    assert.equal(harness.head.receiveBatch(harness.batchQueues[0]![0]!).status, 'applied');
+    harness.batchQueues[0]!.shift();
+    assert.equal(harness.head.receiveBatch(harness.batchQueues[0]![0]!).status, 'applied');
+    harness.batchQueues[0]!.shift();
+    assert.equal(harness.head.receiveBatch(harness.batchQueues[0]![0]!).status, 'full');
+    assert.equal(harness.head.appliedSeq, 20, 'a refused batch is not applied');
+    harness.settle();
+    assert.equal(harness.tail.appliedSeq, 50);
+    assert.ok(harness.fullRefusals > 0 || harness.head.inflightBatches === 0);
+  });
+});
+
+describe('ChainNode guards', () => {
+  function makeNode(role: 'head' | 'middle' | 'tail', epoch = 1): ChainNode {
+    return new ChainNode({
+      id: 1,
+      epoch,
+      role,
+      store: new Store(),
+      inflightBytesMax: 64 * 1024,
+      inflightBatchesMax: 16,
+      readReplyPayloadBytesMax: 4096,
+      readReplyResultsMax: 8,
+    });
+  }
+
+  function stampedBatch(epoch: number, firstSeq: number, count: number, firstClientSeq = 1): Uint8Array {
+    const encoder = new WriteBatchEncoder({ writesMax: 64, payloadBytesMax: 4096 });
+    encoder.begin(1, firstClientSeq);
+    for (let index = 0; index < count; index++) encoder.addPut(text.encode('k'), 0, 1, text.encode(`v${index}`), 0, 2);
+    const frame = encoder.finish().slice();
+    const view = new WriteBatchView();
+    assert.equal(view.open(frame), null);
+    view.stamp(epoch, firstSeq);
+    return frame;
+  }
+
+  test('a middle drops batches from another epoch, ignores duplicates and rejects gaps', () => {
+    const messages: string[] = [];
+    const middle = new ChainNode({
+      id: 2,
+      epoch: 3,
+      role: 'middle',
+      store: new Store(),
+      inflightBytesMax: 64 * 1024,
+      inflightBatchesMax: 16,
+      readReplyPayloadBytesMax: 4096,
+      readReplyResultsMax: 8,
+      log: (message) => messages.push(message),
+    });
+    const stale = middle.receiveBatch(stampedBatch(2, 1, 3));
+    assert.equal(stale.status, 'ignored');
+    assert.equal(stale.status === 'ignored' && stale.code, 'DABBA_ERR_STALE_EPOCH');
+    assert.match(messages[0]!, /ignoring \(stale epoch 2/);
+    assert.equal(middle.receiveBatch(stampedBatch(3, 1, 3)).status, 'applied');
+    assert.equal(middle.receiveBatch(stampedBatch(3, 1, 3)).status, 'duplicate');
+    const gap = middle.receiveBatch(stampedBatch(3, 10, 1));
+    assert.equal(gap.status === 'rejected' && gap.code, 'DABBA_ERR_SEQUENCE_GAP');
+    assert.equal(middle.appliedSeq, 3);
+  });
+
+  test('the head applies a client batch once (exactly-once by client sequence) and rejects client gaps', () => {
+    const head = makeNode('head');
+    const encoder = new WriteBatchEncoder({ writesMax: 8, payloadBytesMax: 1024 });
+    encoder.begin(5, 1);
+    encoder.addPut(text.encode('a'), 0, 1, text.encode('1'), 0, 1);
+    encoder.addPut(text.encode('b'), 0, 1, text.encode('2'), 0, 1);
+    const batch = encoder.finish().slice();
+    assert.deepEqual(head.receiveBatch(batch.slice()), { status: 'applied', firstSeq: 1, count: 2 });
+    assert.equal(head.receiveBatch(batch.slice()).status, 'duplicate', 'a retried batch is not applied twice');
+    assert.equal(head.appliedSeq, 2);
+    assert.equal(head.clientHighWaterMark(5), 2);
+    encoder.begin(5, 7);
+    encoder.addPut(text.encode('c'), 0, 1, text.encode('3'), 0, 1);
+    const gap = head.receiveBatch(encoder.finish().slice());
+    assert.equal(gap.status === 'rejected' && gap.code, 'DABBA_ERR_SEQUENCE_GAP');
+  });
+
+  test('malformed bytes are rejected with a code before anything is applied', () => {
+    const head = makeNode('head');
+    const result = head.receiveBatch(new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8, 9]));
+    assert.equal(result.status === 'rejected' && result.code, 'DABBA_ERR_MALFORMED_FRAME');
+    assert.equal(head.appliedSeq, 0);
+    const ack = head.receiveAck(new Uint8Array(16));
+    assert.equal(ack.status === 'rejected' && ack.code, 'DABBA_ERR_MALFORMED_FRAME');
+  });
+
+  test('acks from another epoch are ignored; acks beyond what was forwarded are an invariant violation', () => {
+    const head = makeNode('head', 2);
+    const encoder = new WriteBatchEncoder({ writesMax: 8, payloadBytesMax: 1024 });
+    encoder.begin(1, 1);
+    encoder.addPut(text.encode('a'), 0, 1, text.encode('1'), 0, 1);
+    head.receiveBatch(encoder.finish().slice());
+    const acks = new AckEncoder();
+    assert.equal(head.receiveAck(acks.encode({ epoch: 1, committedSeq: 1, clientId: 0, committedClientSeq: 0 })).status, 'ignored');
+    assert.throws(() => head.receiveAck(acks.encode({ epoch: 2, committedSeq: 1, clientId: 0, committedClientSeq: 0 })), {
+      code: 'DABBA_ERR_ASSERTION',
+    });
+    const ready = head.ready();
+    head.advance(ready, { forwarded: 1, acksSent: true, repliesSent: 0 });
+    assert.equal(head.receiveAck(acks.encode({ epoch: 2, committedSeq: 1, clientId: 0, committedClientSeq: 0 })).status, 'applied');
+    assert.equal(head.inflightBatches, 0);
+  });
+
+  test('the tail serves reads from its store; other roles refuse them', () => {
+    const tail = makeNode('tail');
+    assert.equal(tail.receiveBatch(stampedBatch(1, 1, 3)).status, 'applied');
+    const reads = new ReadBatchEncoder({ readsMax: 4, keyBytesMax: 8 });
+    reads.begin(40);
+    reads.addRead(text.encode('k'), 0, 1);
+    reads.addRead(text.encode('missing'), 0, 7);
+    const frame = reads.finish(1).slice();
+    assert.equal(tail.receiveReads(frame).status, 'applied');
+    const ready = tail.ready();
+    assert.equal(ready.readReplies.length, 1);
+    const reply = new ReadReplyView();
+    assert.equal(reply.open(ready.readReplies[0]!), null);
+    assert.equal(reply.firstRequestId, 40);
+    assert.equal(reply.statusAt(0), ReadStatus.Found);
+    assert.equal(reply.resultAt(0).version(), 3, 'the version is the seq of the last write to the key');
+    const result = reply.resultAt(0);
+    const start = reply.payloadPosition + result.valueOffset();
+    assert.equal(Buffer.from(reply.bytes.subarray(start, start + result.valueLength())).toString(), 'v2');
+    assert.equal(reply.statusAt(1), ReadStatus.NotFound);
+    assert.equal(makeNode('middle').receiveReads(frame).status, 'ignored');
+  });
+});
+
+describe('InflightLog', () => {
+  test('wraps around its arena, trims by cumulative ack, and rewinds forwarding', () => {
+    const log = new InflightLog(1024, 8);
+    const batch = (length: number, fill: number): Uint8Array => new Uint8Array(length).fill(fill);
+    let seq = 1;
+    for (let round = 0; round < 50; round++) {
+      const length = 100 + ((round * 37) % 200);
+      log.markForwardedThrough(log.lastSeq);
+      // Acknowledge the oldest batch at a time until the new one fits: the arena is circular.
+      while (!log.hasRoomFor(length)) {
+        assert.ok(log.batchCount > 0, `round ${round}: an empty log always has room`);
+        log.trimThrough(log.firstSeq + log.countAt(0) - 1);
+      }
+      log.append(batch(length, round & 0xff), seq, 2);
+      seq += 2;
+      const last = log.batchAt(log.batchCount - 1);
+      assert.equal(last.length, length);
+      assert.ok(last.every((byte) => byte === (round & 0xff)), 'bytes survive wrap-around');
+      assert.ok(log.bytesUsed <= 1024);
+    }
+    log.markForwardedThrough(log.lastSeq);
+    assert.equal(log.pendingCount, 0);
+    log.rewindForwardingTo(log.firstSeq - 1);
+    assert.equal(log.pendingCount, log.batchCount, 'after a rewind every logged batch is resent');
+  });
+
+  test('appending out of sequence is an invariant violation', () => {
+    const log = new InflightLog(1024, 4);
+    log.append(new Uint8Array(10), 1, 5);
+    assert.throws(() => log.append(new Uint8Array(10), 7, 1), { code: 'DABBA_ERR_ASSERTION' });
+  });
+});
