@@ -100,6 +100,5 @@ const rows = bench.tasks.map((task) => {
   };
 });
 console.table(rows);
-console.log(
-  `node ${process.version}; result hash: ${distinctStore.digest()} ${hotStore.digest()} ${insertStore.size} ${foundVersions}`,
-);
+const resultHash = `${distinctStore.digest()} ${hotStore.digest()} ${insertStore.size} ${foundVersions}`;
+console.log(`node ${process.version}; result hash: ${resultHash}`);

@@ -170,3 +170,67 @@ export async function runClosedLoop(chain: LoadTarget, options: LoadOptions): Pr
     resultHash,
   };
 }
+
+export interface OpenLoopOptions {
+  /** Offered load, writes per second. */
+  ratePerSecond: number;
+  durationMs: number;
+  keySpace?: number;
+  keyBytes?: number;
+  valueBytes?: number;
+  /** Record the latency of one write in this many (default 16). */
+  sampleEvery?: number;
+}
+
+export interface OpenLoopReport {
+  offeredPerSecond: number;
+  achievedPerSecond: number;
+  writes: number;
+  latencyUs: { p50: number; p99: number; p999: number; max: number; samples: number };
+}
+
+/**
+ * Open-loop load: writes are issued on a fixed schedule whatever the chain's speed, and each sampled
+ * write's latency is measured from its INTENDED start time, so a stall delays the schedule's later
+ * writes and shows up in their latency (no coordinated omission).
+ */
+export async function runOpenLoop(chain: LoadTarget, options: OpenLoopOptions): Promise<OpenLoopReport> {
+  const keys = makeKeys(options.keySpace ?? 100_000, options.keyBytes ?? 16);
+  const value = makeValue(options.valueBytes ?? 100);
+  const sampleEvery = options.sampleEvery ?? 16;
+  const histogram = createHistogram();
+  const intervalMs = 1000 / options.ratePerSecond;
+  const started = performance.now();
+  const end = started + options.durationMs;
+  let issued = 0;
+  let cursor = 0;
+  let last: Promise<void> = Promise.resolve();
+  while (performance.now() < end) {
+    // Issue every write whose intended start time has passed, then yield to the event loop so acks
+    // are processed; the schedule does not wait for them.
+    const due = Math.floor((performance.now() - started) / intervalMs);
+    for (; issued < due; issued++) {
+      last = chain.put(keys[cursor]!, value);
+      if (++cursor === keys.length) cursor = 0;
+      if (issued % sampleEvery === 0) {
+        const intended = started + issued * intervalMs;
+        last.then(() => histogram.record(Math.max(1, Math.round((performance.now() - intended) * 1000))));
+      }
+    }
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+  await last;
+  const seconds = (performance.now() - started) / 1000;
+  return {
+    offeredPerSecond: options.ratePerSecond,
+    achievedPerSecond: issued / seconds,
+    writes: issued,
+    latencyUs: {
+      p50: histogram.percentile(50),
+      p99: histogram.percentile(99),
+      p999: histogram.percentile(99.9),
+      max: histogram.max,
+      samples: histogram.count,
+    },
+  };
+}

@@ -22,7 +22,7 @@ export interface ChainOptions {
   /** Number of replicas, each on its own worker thread (default 3, 1..16). */
   replicas?: number;
   batch?: BatchOptions;
-  /** Capacity of each batch ring between threads, in bytes; a power of two (default 16 MiB). */
+  /** Capacity of each batch ring between threads, in bytes; a power of two (default 8 MiB). */
   ringBytes?: number;
   /** Largest key in bytes (default 1024, at most 65535). */
   keyBytesMax?: number;
@@ -32,7 +32,7 @@ export interface ChainOptions {
   pendingWritesMax?: number;
   /** Reads sent but not yet answered before get() reports overload (default 65536). */
   pendingReadsMax?: number;
-  /** Bytes of in-flight (applied, unacknowledged) batches each non-tail replica keeps (default 64 MiB). */
+  /** Bytes of in-flight (applied, unacknowledged) batches each non-tail replica keeps (default 32 MiB). */
   inflightBytesMax?: number;
   /** Polls a replica spins before sleeping on Atomics.wait (default 2000). */
   spinIterations?: number;
@@ -100,7 +100,7 @@ export function resolveOptions(options: ChainOptions = {}): ResolvedOptions {
   const batchWritesMax = integer(batch.maxWrites, 'batch.maxWrites', 1024, 1, 65536);
   const batchBytesMax = integer(batch.maxBytes, 'batch.maxBytes', MiB, 1024, 64 * MiB);
   const lingerUs = integer(batch.lingerUs, 'batch.lingerUs', 0, 0, 1_000_000);
-  const ringBytes = integer(options.ringBytes, 'ringBytes', 16 * MiB, 4096, 1024 * MiB);
+  const ringBytes = integer(options.ringBytes, 'ringBytes', 8 * MiB, 4096, 1024 * MiB);
   if (!isPowerOfTwo(ringBytes)) throw rangeError(`ringBytes must be a power of two, got ${ringBytes}`);
   const keyBytesMax = integer(options.keyBytesMax, 'keyBytesMax', 1024, 1, KEY_BYTES_LIMIT);
   const valueBytesMax = integer(options.valueBytesMax, 'valueBytesMax', Math.min(512 * 1024, batchBytesMax - keyBytesMax), 0, 64 * MiB);
@@ -116,7 +116,7 @@ export function resolveOptions(options: ChainOptions = {}): ResolvedOptions {
   }
   const pendingWritesMax = integer(options.pendingWritesMax, 'pendingWritesMax', 131072, 1, 1 << 24);
   const pendingReadsMax = integer(options.pendingReadsMax, 'pendingReadsMax', 65536, 1, 1 << 24);
-  const inflightBytesMax = integer(options.inflightBytesMax, 'inflightBytesMax', 64 * MiB, 4096, 4096 * MiB);
+  const inflightBytesMax = integer(options.inflightBytesMax, 'inflightBytesMax', 32 * MiB, 4096, 4096 * MiB);
   if (inflightBytesMax < batchFrameBytes) {
     throw rangeError(`inflightBytesMax (${inflightBytesMax}) must hold at least one full batch (${batchFrameBytes} bytes)`);
   }

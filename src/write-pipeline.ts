@@ -11,7 +11,7 @@ import { Buffer } from 'node:buffer';
 import { assert } from '../native-free-core/assert.js';
 import { DabbaError, ErrorCode } from '../native-free-core/errors.js';
 import type { SpscRing } from '../native-free-core/ring.js';
-import { AckView, Op, WriteBatchEncoder, WriteBatchView } from '../native-free-core/wire/codec.js';
+import { AckView, frameKind, MessageKind, Op, WriteBatchEncoder } from '../native-free-core/wire/codec.js';
 import type { Doorbell } from '../workers/doorbell.js';
 import { FutureRing } from './futures.js';
 import type { ResolvedOptions } from './options.js';
@@ -38,7 +38,6 @@ export class WritePipeline {
   private flushScheduled = false;
   private openedAtNs = 0n;
   private readonly ackView = new AckView();
-  private readonly verifyView = new WriteBatchView();
   private failure: DabbaError | null = null;
 
   batchesSent = 0;
@@ -99,9 +98,9 @@ export class WritePipeline {
     }
     const encoder = batch.encoder;
     const keyStart = encoder.payloadLength;
-    const keyLength = keyIsString ? batch.payload.write(key, keyStart, 'utf8') : copyInto(batch.payload, key, keyStart);
+    const keyLength = keyIsString ? writeUtf8(batch.payload, key, keyStart) : copyInto(batch.payload, key, keyStart);
     const valueLength = valueIsString
-      ? batch.payload.write(value, keyStart + keyLength, 'utf8')
+      ? writeUtf8(batch.payload, value, keyStart + keyLength)
       : copyInto(batch.payload, value, keyStart + keyLength);
     const invalid = this.checkSizes(keyLength, valueLength);
     if (invalid !== null) return Promise.reject(invalid);
@@ -150,8 +149,9 @@ export class WritePipeline {
     assert(batch === this.open, 'seal: only the open batch is sealed');
     this.open = null;
     const frame = batch.encoder.finish();
-    // Paired assertion: the frame is checked here, before it enters the ring, and again by the head.
-    assert(this.verifyView.open(frame) === null, 'seal: the encoder produced a malformed frame');
+    // Paired assertion: the frame's envelope is checked here, before it enters the ring, and the
+    // whole frame again by the head. (A full verify here would cost ~30 ns per write.)
+    assert(frameKind(frame) === MessageKind.writeBatch, 'seal: the encoder produced a malformed frame');
     batch.frame = frame;
     this.sealed.push(batch);
   }
@@ -247,6 +247,24 @@ export class WritePipeline {
 }
 
 const EMPTY = new Uint8Array(0);
+
+/**
+ * Encodes `text` as UTF-8 at `offset` (the caller made sure it fits). Short ASCII strings, the
+ * common case for keys, are copied in a loop, about twice as fast as a call into Buffer.write.
+ */
+function writeUtf8(target: Buffer, text: string, offset: number): number {
+  const length = text.length;
+  if (length <= 64) {
+    let index = 0;
+    for (; index < length; index++) {
+      const code = text.charCodeAt(index);
+      if (code > 0x7f) break;
+      target[offset + index] = code;
+    }
+    if (index === length) return length;
+  }
+  return target.write(text, offset, 'utf8');
+}
 
 function copyInto(target: Buffer, source: Uint8Array, offset: number): number {
   target.set(source, offset);

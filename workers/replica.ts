@@ -157,9 +157,11 @@ class ReplicaDriver {
       if (result.status === 'applied') {
         this.stats[ReplicaStat.batchesApplied]!++;
         this.stats[ReplicaStat.writesApplied]! += result.count;
-        // Forward (or acknowledge) each batch as soon as it is applied, so the next replica works
-        // on it while this one applies the next: the chain is a pipeline, not a relay of bursts.
-        this.performReady();
+        // Forward each batch as soon as it is applied, so the next replica works on it while this
+        // one applies the next: the chain is a pipeline, not a relay of bursts. The tail instead
+        // acknowledges once per drain: acks are cumulative, and waking the main thread (a
+        // waitAsync waiter) costs tens of microseconds each time.
+        if (!this.node.isTail) this.performReady();
       } else if (result.status === 'rejected' || result.status === 'ignored') {
         this.reportRejected(result.code, result.reason);
       }

@@ -56,6 +56,15 @@ export function writeBatchFrameBytesMax(writesMax: number, payloadBytesMax: numb
   return FRAME_OVERHEAD_BYTES + writesMax * WRITE_RECORD_BYTES + payloadBytesMax;
 }
 
+/**
+ * A builder whose capacity is a multiple of 8. FlatBuffers aligns a finished buffer relative to the
+ * END of the builder's storage, so this makes every finished frame start 8-byte aligned, which lets
+ * the copy into a ring use word-sized views (see ../bytes.ts).
+ */
+function newBuilder(bytesAtLeast: number): flatbuffers.Builder {
+  return new flatbuffers.Builder(Math.ceil(bytesAtLeast / 8) * 8);
+}
+
 /** Verifies the Frame envelope and returns the message kind and the message table's position. */
 class FrameEnvelope {
   readonly table = new TableLocation();
@@ -246,7 +255,7 @@ export class WriteBatchEncoder {
     this.frameBytesMax = writeBatchFrameBytesMax(limits.writesMax, limits.payloadBytesMax);
     this.payload = new Uint8Array(limits.payloadBytesMax);
     this.recordWords = new Uint32Array(limits.writesMax * 3);
-    this.builder = new flatbuffers.Builder(this.frameBytesMax);
+    this.builder = newBuilder(this.frameBytesMax);
   }
 
   begin(clientId: number, firstClientSeq: number): void {
@@ -352,7 +361,7 @@ export interface AckFields {
 }
 
 export class AckEncoder {
-  private readonly builder = new flatbuffers.Builder(128);
+  private readonly builder = newBuilder(128);
 
   /** The returned view is valid until the next encode(). */
   encode(ack: AckFields): Uint8Array {
@@ -423,7 +432,7 @@ export class ReadBatchEncoder {
     this.payloadBytesMax = limits.readsMax * limits.keyBytesMax;
     this.payload = new Uint8Array(this.payloadBytesMax);
     this.recordWords = new Uint32Array(limits.readsMax * 2);
-    this.builder = new flatbuffers.Builder(FRAME_OVERHEAD_BYTES + limits.readsMax * READ_RECORD_BYTES + this.payloadBytesMax);
+    this.builder = newBuilder(FRAME_OVERHEAD_BYTES + limits.readsMax * READ_RECORD_BYTES + this.payloadBytesMax);
   }
 
   begin(firstRequestId: number): void {
@@ -556,7 +565,7 @@ export class ReadReplyEncoder {
     this.statuses = new Uint8Array(resultsMax);
     this.versions = new Float64Array(resultsMax);
     this.valueWords = new Uint32Array(resultsMax * 2);
-    this.builder = new flatbuffers.Builder(FRAME_OVERHEAD_BYTES + resultsMax * (READ_RESULT_BYTES + 1) + payloadBytesMax);
+    this.builder = newBuilder(FRAME_OVERHEAD_BYTES + resultsMax * (READ_RESULT_BYTES + 1) + payloadBytesMax);
   }
 
   /** Largest frame finish() can produce. */

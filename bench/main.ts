@@ -1,0 +1,29 @@
+/**
+ * `npm run bench`: the benchmark suites, from the compiled build.
+ *
+ *   node dist/bench/main.js [--suite micro|headline|sweeps|soak|all]... [--seconds S] [--runs N]
+ *                           [--soak-seconds S] [--small]
+ */
+import { parseArgs } from 'node:util';
+import { runBenchmarks } from './run.js';
+
+const { values } = parseArgs({
+  options: {
+    suite: { type: 'string', multiple: true },
+    seconds: { type: 'string' },
+    runs: { type: 'string' },
+    'soak-seconds': { type: 'string' },
+    small: { type: 'boolean' },
+  },
+});
+const small = values.small ?? false;
+runBenchmarks({
+  suites: values.suite ?? ['micro', 'headline', 'sweeps'],
+  seconds: Number(values.seconds ?? (small ? 0.5 : 5)),
+  runs: Number(values.runs ?? (small ? 1 : 5)),
+  soakSeconds: Number(values['soak-seconds'] ?? 60),
+  small,
+}).catch((error: unknown) => {
+  process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.exitCode = 1;
+});

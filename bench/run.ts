@@ -1,0 +1,30 @@
+/**
+ * The benchmark suites (entry point: ./main.ts). Every result is appended as a JSON line to bench/results/results.jsonl with the machine, Node
+ * version and commit. `--small` is the setting `npm test` runs so the benchmarks never rot.
+ */
+import { headline, soak, sweeps, type ChainBenchSettings } from './chain-bench.js';
+import { environment } from './harness.js';
+import { micro } from './micro-bench.js';
+
+export interface BenchOptions {
+  suites: string[];
+  seconds: number;
+  runs: number;
+  soakSeconds: number;
+  small: boolean;
+  log?: (line: string) => void;
+}
+
+export async function runBenchmarks(options: BenchOptions): Promise<Record<string, unknown>> {
+  const env = environment();
+  const log = options.log ?? ((line: string) => process.stdout.write(`${line}\n`));
+  log(`dabba benchmarks: ${env.cpu}, ${env.cores} cores, ${env.memoryGiB} GiB, Node ${env.node}, commit ${env.commit}`);
+  const settings: ChainBenchSettings = { seconds: options.seconds, runs: options.runs, env, log };
+  const results: Record<string, unknown> = {};
+  const wants = (suite: string): boolean => options.suites.includes(suite) || options.suites.includes('all');
+  if (wants('micro')) results.micro = await micro(env, options.small);
+  if (wants('headline')) results.headline = await headline(settings);
+  if (wants('sweeps')) results.sweeps = await sweeps(settings, options.small);
+  if (wants('soak')) results.soak = await soak(settings, options.soakSeconds);
+  return results;
+}

@@ -1,0 +1,45 @@
+/**
+ * The benchmarks' small settings run inside npm test, so none of them rots: every suite runs end to
+ * end, produces positive figures, and the headline includes the naive baseline from the same run.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import type { HeadlineResult, SweepRow } from '../bench/chain-bench.js';
+import type { MicroRow } from '../bench/micro-bench.js';
+import { runBenchmarks } from '../bench/run.js';
+
+test('every benchmark suite runs in its small setting and records its results', async () => {
+  const directory = mkdtempSync(join(tmpdir(), 'dabba-bench-'));
+  process.env.DABBA_BENCH_RESULTS = directory;
+  const lines: string[] = [];
+  try {
+    const results = await runBenchmarks({
+      suites: ['all'],
+      seconds: 0.3,
+      runs: 1,
+      soakSeconds: 1,
+      small: true,
+      log: (line) => lines.push(line),
+    });
+    const microResult = results.micro as { rows: MicroRow[]; hash: number };
+    assert.equal(microResult.rows.length, 5);
+    for (const row of microResult.rows) assert.ok(row.nsPerWrite > 0 && Number.isFinite(row.nsPerWrite), `${row.task}: ${row.nsPerWrite}`);
+    const headlineResult = results.headline as HeadlineResult;
+    assert.ok(headlineResult.dabbaWritesPerSecond > 0 && headlineResult.naiveWritesPerSecond > 0);
+    assert.ok(headlineResult.halfLoad.p99Us > 0);
+    const sweepRows = results.sweeps as SweepRow[];
+    assert.deepEqual(new Set(sweepRows.map((row) => row.dimension)), new Set(['replicas', 'batch', 'value']));
+    assert.ok(sweepRows.every((row) => row.writesPerSecond > 0));
+    const ledger = readFileSync(join(directory, 'results.jsonl'), 'utf8').trim().split('\n').map((line) => JSON.parse(line));
+    assert.ok(ledger.length >= microResult.rows.length + 1 + sweepRows.length + 1);
+    for (const entry of ledger) {
+      assert.ok(entry.node && entry.cores && entry.commit && entry.suite, 'each result names its machine, Node version and commit');
+    }
+  } finally {
+    delete process.env.DABBA_BENCH_RESULTS;
+    rmSync(directory, { recursive: true, force: true });
+  }
+});
