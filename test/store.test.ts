@@ -6,7 +6,7 @@ import { Store, type StoreOptions } from '../native-free-core/store.js';
 
 /*
  * The byte-keyed store. Beside example tests, a model test drives random operations from a seeded
- * PRNG against a Map and prints `reproduce with --seed=N` (run with STORE_SEED=N to replay one seed).
+ * PRNG against a Map; on failure it prints the seed, and STORE_SEED=N replays just that seed.
  */
 
 const encoder = new TextEncoder();
@@ -57,6 +57,15 @@ function mulberry32(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+/** A Fisher-Yates shuffle driven by `random`. */
+function shuffled<T>(items: T[], random: () => number): T[] {
+  for (let index = items.length - 1; index > 0; index--) {
+    const other = Math.floor(random() * (index + 1));
+    [items[index], items[other]] = [items[other]!, items[index]!];
+  }
+  return items;
 }
 
 function expectCode(code: string): (error: unknown) => boolean {
@@ -182,7 +191,7 @@ describe('Store', () => {
       assert.equal(shape.slotCapacity, 16, 'the table did not grow');
       probeDistanceMax = Math.max(probeDistanceMax, shape.probeDistanceMax);
       if (shape.wrappedRun) wrappedRuns++;
-      const order = keys.map((_, index) => index).sort(() => random() - 0.5);
+      const order = shuffled(keys.map((_, index) => index), random);
       for (let step = 0; step < order.length; step++) {
         const deleted = order[step]!;
         assert.equal(remove(store, keys[deleted]!), true, `seed ${seed}: delete key ${deleted}`);
@@ -453,7 +462,9 @@ describe('Store.digest', () => {
         );
       }
       for (const delta of [1, 2 ** 32, -1]) {
-        variants.add(digestOf((keyBytes, _value, version) => (hex(keyBytes) === hex(bytes(key)) ? version + delta : version)));
+        variants.add(
+          digestOf((keyBytes, _value, version) => (hex(keyBytes) === hex(bytes(key)) ? version + delta : version)),
+        );
       }
     }
     const expected =
@@ -480,6 +491,8 @@ describe('Store model test', () => {
   const SEED_FIRST = process.env.STORE_SEED === undefined ? 1 : Number(process.env.STORE_SEED);
   const OPERATIONS = 2500;
   const CHECK_EVERY = 250;
+  /** Structural checks also run after this share of random operations, between the full checks. */
+  const CHECK_SHARE = 0.02;
 
   /** Key bytes for a key number: lengths 0..40, so both copy paths and the empty key appear. */
   function keyBytes(keyNumber: number): Uint8Array {
@@ -571,6 +584,7 @@ describe('Store model test', () => {
         `${context}: heap ${store.heapBytes} for ${store.liveBytes} live bytes`,
       );
       if (operation % CHECK_EVERY === 0) compareAll(store, model, context);
+      else if (random() < CHECK_SHARE) store.checkInvariants();
     }
     compareAll(store, model, 'end');
 
@@ -595,7 +609,10 @@ describe('Store model test', () => {
         heapReplacements += result.heapReplacements;
         if (result.compactionsSeen) seedsWithCompaction++;
       } catch (error) {
-        console.error(`store model test failed: reproduce with STORE_SEED=${seed} (--seed=${seed})`);
+        console.error(
+          `store model test failed at seed ${seed}; reproduce with ` +
+            `STORE_SEED=${seed} node --import tsx --test test/store.test.ts`,
+        );
         throw error;
       }
     }
