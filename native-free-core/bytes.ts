@@ -29,3 +29,4 @@ export function copyBytes(source: Uint8Array, sourceStart: number, target: Uint8
   done += words << 2;
   for (let index = done; index < length; index++) target[targetStart + index] = source[sourceStart + index]!;
 }
+
