@@ -127,17 +127,17 @@ describe('SpscRing sizes', () => {
 });
 
 describe('SpscRing producer', () => {
-  test('records are 8-byte aligned with a 4-byte length header', () => {
+  test('records and their payloads are 8-byte aligned, behind an 8-byte header holding the length', () => {
     const { producer } = pair();
     const view = new DataView(producer.bytes.buffer, producer.bytes.byteOffset);
-    assert.equal(producer.tryReserve(0), 4);
-    assert.equal(producer.tryReserve(1), 12);
-    assert.equal(producer.tryReserve(4), 20);
-    assert.equal(producer.tryReserve(5), 28);
-    assert.equal(producer.tryReserve(0), 44);
-    assert.deepEqual([0, 8, 16, 24, 40].map((offset) => view.getUint32(offset, true)), [0, 1, 4, 5, 0]);
-    assert.equal(producer.freeBytes(), 1024 - 48);
-    assert.deepEqual([0, 1, 4, 5, 12, 13].map(ringRecordFootprint), [8, 8, 8, 16, 16, 24]);
+    assert.equal(producer.tryReserve(0), 8);
+    assert.equal(producer.tryReserve(1), 16);
+    assert.equal(producer.tryReserve(4), 32);
+    assert.equal(producer.tryReserve(8), 48);
+    assert.equal(producer.tryReserve(0), 64);
+    assert.deepEqual([0, 8, 24, 40, 56].map((offset) => view.getUint32(offset, true)), [0, 1, 4, 8, 0]);
+    assert.equal(producer.freeBytes(), 1024 - 64);
+    assert.deepEqual([0, 1, 8, 9, 16, 17].map(ringRecordFootprint), [8, 16, 16, 24, 24, 32]);
   });
 
   test('oversize, negative and fractional lengths are RangeErrors and stage nothing', () => {
@@ -198,8 +198,8 @@ describe('SpscRing producer', () => {
 
   test('a full ring refuses records and accepts them again after a release', () => {
     const { producer, consumer } = pair();
-    // 1024 bytes hold exactly 64 records with a footprint of 16 bytes (payloads of 5..12 bytes).
-    for (let tag = 0; tag < 64; tag++) assert.ok(producer.tryWrite(payload(12, tag)), `record ${tag}`);
+    // 1024 bytes hold exactly 64 records with a footprint of 16 bytes (payloads of 1..8 bytes).
+    for (let tag = 0; tag < 64; tag++) assert.ok(producer.tryWrite(payload(8, tag)), `record ${tag}`);
     assert.equal(producer.freeBytes(), 0);
     assert.equal(producer.tryReserve(0), -1);
     assert.equal(producer.tryWrite(new Uint8Array(0)), false);
@@ -214,22 +214,22 @@ describe('SpscRing producer', () => {
     consumer.release();
     assert.equal(consumer.usedBytes(), 1024 - 32);
     assert.equal(producer.freeBytes(), 32);
-    assert.ok(producer.tryWrite(payload(12, 64)));
-    assert.ok(producer.tryWrite(payload(12, 65)));
+    assert.ok(producer.tryWrite(payload(8, 64)));
+    assert.ok(producer.tryWrite(payload(8, 65)));
     assert.equal(producer.tryWrite(new Uint8Array(0)), false);
     producer.publish();
 
     const records = drain(consumer);
     assert.equal(records.length, 64);
-    assert.deepEqual(records.at(-1), payload(12, 65));
-    assert.deepEqual(records[0], payload(12, 2));
+    assert.deepEqual(records.at(-1), payload(8, 65));
+    assert.deepEqual(records[0], payload(8, 2));
     assert.equal(producer.freeBytes(), 1024);
   });
 
   test('a record that fills the ring exactly is accepted; then not even an empty one fits', () => {
     const { producer, consumer } = pair();
     assert.ok(producer.tryWrite(payload(504, 1))); // footprint 512
-    assert.ok(producer.tryWrite(payload(501, 2))); // footprint 512 (4 + 501 padded to 8): exactly the rest
+    assert.ok(producer.tryWrite(payload(501, 2))); // footprint 512 (8 + 501 padded to 8): exactly the rest
     assert.equal(producer.freeBytes(), 0);
     assert.equal(producer.tryReserve(0), -1);
     producer.publish();
@@ -241,14 +241,14 @@ describe('SpscRing producer', () => {
     const { producer, consumer } = ring;
     advance(ring, 1024 - 64);
     // Footprint 64 = the 64 contiguous bytes left: the record ends at the end of the region.
-    const offset = producer.tryReserve(60);
-    assert.equal(offset, 1024 - 64 + 4);
-    producer.bytes.set(payload(60, 1), offset);
+    const offset = producer.tryReserve(56);
+    assert.equal(offset, 1024 - 64 + 8);
+    producer.bytes.set(payload(56, 1), offset);
     // The next record starts at offset 0.
-    assert.equal(producer.tryReserve(0), 4);
+    assert.equal(producer.tryReserve(0), 8);
     producer.publish();
     assert.equal(consumer.usedBytes(), 72);
-    assert.deepEqual(drain(consumer), [payload(60, 1), new Uint8Array(0)]);
+    assert.deepEqual(drain(consumer), [payload(56, 1), new Uint8Array(0)]);
   });
 });
 
@@ -258,39 +258,39 @@ describe('SpscRing wrap-around', () => {
     const { producer, consumer } = ring;
     const view = new DataView(producer.bytes.buffer, producer.bytes.byteOffset);
     advance(ring, 1024 - 64);
-    assert.ok(producer.tryWrite(payload(20, 1))); // 960..984
+    assert.ok(producer.tryWrite(payload(16, 1))); // 960..984
     // 40 bytes remain before the end; a footprint of 48 does not fit there.
-    const offset = producer.tryReserve(41);
-    assert.equal(offset, 4);
+    const offset = producer.tryReserve(33);
+    assert.equal(offset, 8);
     assert.equal(view.getUint32(984, true), RING_WRAP_MARKER);
-    producer.bytes.set(payload(41, 2), offset);
+    producer.bytes.set(payload(33, 2), offset);
     assert.ok(producer.tryWrite(payload(3, 3)));
     // The 40 skipped bytes count as used until the consumer passes them.
-    assert.equal(producer.freeBytes(), 1024 - 24 - 40 - 48 - 8);
+    assert.equal(producer.freeBytes(), 1024 - 24 - 40 - 48 - 16);
     producer.publish();
-    assert.equal(consumer.usedBytes(), 24 + 40 + 48 + 8);
-    assert.deepEqual(drain(consumer), [payload(20, 1), payload(41, 2), payload(3, 3)]);
+    assert.equal(consumer.usedBytes(), 24 + 40 + 48 + 16);
+    assert.deepEqual(drain(consumer), [payload(16, 1), payload(33, 2), payload(3, 3)]);
     assert.equal(producer.freeBytes(), 1024);
   });
 
   test('a wrap needs room for the skipped bytes plus the record', () => {
     const { producer, consumer } = pair();
-    assert.ok(producer.tryWrite(payload(60, 1))); // 0..64
+    assert.ok(producer.tryWrite(payload(56, 1))); // 0..64
     assert.ok(producer.tryWrite(payload(504, 2))); // 64..576
-    assert.ok(producer.tryWrite(payload(428, 3))); // 576..1008: 16 bytes left before the end
+    assert.ok(producer.tryWrite(payload(424, 3))); // 576..1008: 16 bytes left before the end
     producer.publish();
     assert.ok(consumer.claim());
     assert.ok(consumer.next() >= 0);
     consumer.release(); // 0..64 is free again
     assert.equal(producer.freeBytes(), 16 + 64);
     // A footprint of 72 is less than the 80 free bytes, but wrapping costs 16 + 72 = 88.
-    assert.equal(producer.tryReserve(68), -1);
+    assert.equal(producer.tryReserve(64), -1);
     // A footprint of 64 costs 16 + 64 = 80: exactly the free space.
-    assert.equal(producer.tryReserve(60), 4);
-    producer.bytes.set(payload(60, 4), 4);
+    assert.equal(producer.tryReserve(56), 8);
+    producer.bytes.set(payload(56, 4), 8);
     assert.equal(producer.freeBytes(), 0);
     producer.publish();
-    assert.deepEqual(drain(consumer), [payload(504, 2), payload(428, 3), payload(60, 4)]);
+    assert.deepEqual(drain(consumer), [payload(504, 2), payload(424, 3), payload(56, 4)]);
     assert.equal(producer.freeBytes(), 1024);
   });
 
@@ -351,7 +351,7 @@ describe('SpscRing consumer', () => {
 
   test('release frees only the records next() returned', () => {
     const { producer, consumer } = pair();
-    for (let tag = 0; tag < 3; tag++) assert.ok(producer.tryWrite(payload(12, tag)));
+    for (let tag = 0; tag < 3; tag++) assert.ok(producer.tryWrite(payload(8, tag)));
     producer.publish();
     assert.ok(consumer.claim());
     assert.ok(consumer.next() >= 0);
@@ -359,7 +359,7 @@ describe('SpscRing consumer', () => {
     assert.equal(consumer.usedBytes(), 32);
     assert.equal(producer.freeBytes(), 1024 - 32);
     // The rest stays claimed and readable after the partial release.
-    assert.deepEqual(drain(consumer), [payload(12, 1), payload(12, 2)]);
+    assert.deepEqual(drain(consumer), [payload(8, 1), payload(8, 2)]);
   });
 
   test('a corrupt record length is an AssertionError, never a read of garbage', () => {
@@ -400,16 +400,16 @@ describe('SpscRing consumer', () => {
 describe('SpscRing backpressure helpers', () => {
   test('canWrite answers like tryReserve would, counting wrap skips, and stages nothing', () => {
     const { producer, consumer } = pair();
-    assert.ok(producer.tryWrite(payload(60, 1))); // 0..64
+    assert.ok(producer.tryWrite(payload(56, 1))); // 0..64
     assert.ok(producer.tryWrite(payload(504, 2))); // 64..576
-    assert.ok(producer.tryWrite(payload(428, 3))); // 576..1008
+    assert.ok(producer.tryWrite(payload(424, 3))); // 576..1008
     producer.publish();
     assert.ok(consumer.claim());
     assert.ok(consumer.next() >= 0);
     consumer.release(); // 16 bytes before the end and 64 at the start are free
-    assert.equal(producer.canWrite(60), true); // wraps: 16 + 64 = 80
-    assert.equal(producer.canWrite(68), false); // wraps: 16 + 72 = 88
-    assert.equal(producer.canWrite(4), true); // fits in the 16 bytes before the end
+    assert.equal(producer.canWrite(56), true); // wraps: 16 + 64 = 80
+    assert.equal(producer.canWrite(64), false); // wraps: 16 + 72 = 88
+    assert.equal(producer.canWrite(8), true); // fits in the 16 bytes before the end
     assert.equal(producer.freeBytes(), 80, 'canWrite stages nothing');
     assert.throws(() => producer.canWrite(producer.recordBytesMax + 1), OUT_OF_RANGE);
   });
@@ -451,15 +451,15 @@ describe('SpscRing backpressure helpers', () => {
     const ring = pair();
     const { producer, consumer } = ring;
     advance(ring, 1024 - 32);
-    assert.ok(producer.tryWrite(payload(20, 1))); // 992..1016
+    assert.ok(producer.tryWrite(payload(16, 1))); // 992..1016
     assert.ok(producer.tryWrite(payload(30, 2))); // wrap marker at 1016, then 0..40
     assert.ok(producer.tryWrite(payload(5, 3)));
     producer.publish();
     assert.ok(consumer.claim());
     const first = consumer.next();
-    assert.deepEqual(consumer.bytes.slice(first, first + consumer.recordLength), payload(20, 1));
+    assert.deepEqual(consumer.bytes.slice(first, first + consumer.recordLength), payload(16, 1));
     const second = consumer.next();
-    assert.equal(second, 4);
+    assert.equal(second, 8);
     consumer.unread();
     assert.throws(() => consumer.unread(), CORRUPT, 'only the last record can be given back');
     consumer.release();
@@ -484,7 +484,7 @@ function mulberry32(seed: number): () => number {
 
 /**
  * The oracle: a plain array queue plus byte accounting written from the layout rules (8-aligned
- * records with a 4-byte header; a record that does not fit before the end costs the skipped bytes
+ * records behind an 8-byte header; a record that does not fit before the end costs the skipped bytes
  * too). Counters are unbounded numbers here; offsets are counters modulo the capacity.
  */
 class RingModel {
@@ -516,7 +516,7 @@ class RingModel {
   }
 
   private costBytes(length: number): number {
-    const footprint = Math.ceil((4 + length) / 8) * 8;
+    const footprint = Math.ceil((8 + length) / 8) * 8;
     const contiguousBytes = this.capacityBytes - (this.stagedBytes % this.capacityBytes);
     return footprint <= contiguousBytes ? footprint : contiguousBytes + footprint;
   }
@@ -538,7 +538,7 @@ class RingModel {
   }
 
   tryWrite(payload: Uint8Array): boolean {
-    const footprint = Math.ceil((4 + payload.length) / 8) * 8;
+    const footprint = Math.ceil((8 + payload.length) / 8) * 8;
     const costBytes = this.costBytes(payload.length);
     if (costBytes > this.freeBytes()) {
       this.refusedCount++;
