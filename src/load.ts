@@ -41,6 +41,7 @@ export interface LoadProgress {
   elapsedMs: number;
   writes: number;
   reads: number;
+  /** Rates over the last progress interval (about a second). */
   writesPerSecond: number;
   readsPerSecond: number;
 }
@@ -126,17 +127,20 @@ export async function runClosedLoop(chain: LoadTarget, options: LoadOptions): Pr
     }
   };
 
+  let previous = { at: started, writes: 0, reads: 0 };
   const progressTimer =
     options.onProgress &&
     setInterval(() => {
-      const elapsedMs = performance.now() - started;
+      const now = performance.now();
+      const intervalMs = now - previous.at;
       options.onProgress!({
-        elapsedMs,
+        elapsedMs: now - started,
         writes,
         reads,
-        writesPerSecond: (writes * 1000) / elapsedMs,
-        readsPerSecond: (reads * 1000) / elapsedMs,
+        writesPerSecond: ((writes - previous.writes) * 1000) / intervalMs,
+        readsPerSecond: ((reads - previous.reads) * 1000) / intervalMs,
       });
+      previous = { at: now, writes, reads };
     }, 1000);
   const stopTimer = setTimeout(() => {
     running = false;
