@@ -47,7 +47,7 @@ export interface HeadlineResult {
   dabbaRuns: number[];
   naiveRuns: number[];
   p99AtMaxUs: number;
-  halfLoad: { offeredPerSecond: number; achievedPerSecond: number; p50Us: number; p99Us: number; p999Us: number };
+  halfLoad: { offeredPerSecond: number; achievedPerSecond: number; p50Us: number; p99Us: number; p999Us: number; refused: number };
 }
 
 /** 3 replicas, 16 B keys, 100 B values: dabba vs the naive chain, interleaved, medians of `runs`. */
@@ -80,6 +80,7 @@ export async function headline(settings: ChainBenchSettings): Promise<HeadlineRe
       p50Us: open.latencyUs.p50,
       p99Us: open.latencyUs.p99,
       p999Us: open.latencyUs.p999,
+      refused: open.refused,
     };
   } finally {
     await chain.close();
@@ -104,8 +105,8 @@ export async function headline(settings: ChainBenchSettings): Promise<HeadlineRe
   );
   printTable(
     'Latency at half the maximum (open loop, from intended start)',
-    ['offered', 'achieved', 'p50', 'p99', 'p99.9'],
-    [[formatRate(halfLoad.offeredPerSecond), formatRate(halfLoad.achievedPerSecond), `${halfLoad.p50Us} us`, `${halfLoad.p99Us} us`, `${halfLoad.p999Us} us`]],
+    ['offered', 'achieved', 'p50', 'p99', 'p99.9', 'refused'],
+    [[formatRate(halfLoad.offeredPerSecond), formatRate(halfLoad.achievedPerSecond), `${halfLoad.p50Us} us`, `${halfLoad.p99Us} us`, `${halfLoad.p999Us} us`, String(halfLoad.refused)]],
   );
   return result;
 }

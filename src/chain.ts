@@ -45,6 +45,8 @@ export interface ReplicaStats {
   sleeps: number;
   backpressureStalls: number;
   rejectedFrames: number;
+  /** The replica's operating-system thread id (Linux; 0 elsewhere), for per-thread CPU accounting. */
+  osThreadId: number;
 }
 
 export interface ChainStats {
@@ -256,6 +258,7 @@ export class Chain extends EventEmitter {
           sleeps: stat[ReplicaStat.sleeps]!,
           backpressureStalls: stat[ReplicaStat.backpressureStalls]!,
           rejectedFrames: stat[ReplicaStat.rejectedFrames]!,
+          osThreadId: stat[ReplicaStat.osThreadId]!,
         };
       }),
       epoch: this.epoch,

@@ -16,6 +16,12 @@ export interface BatchOptions {
    * together without adding latency).
    */
   lingerUs?: number;
+  /**
+   * Adaptive batching: while this many batches are unacknowledged, a partial batch keeps filling
+   * instead of leaving (default 4). Full batches always leave. Low load sends each write at once;
+   * high load grows batches by itself.
+   */
+  maxInFlight?: number;
 }
 
 export interface ChainOptions {
@@ -45,6 +51,7 @@ export interface ResolvedOptions {
   batchWritesMax: number;
   batchBytesMax: number;
   lingerUs: number;
+  batchInFlightMax: number;
   ringBytes: number;
   keyBytesMax: number;
   valueBytesMax: number;
@@ -100,6 +107,7 @@ export function resolveOptions(options: ChainOptions = {}): ResolvedOptions {
   const batchWritesMax = integer(batch.maxWrites, 'batch.maxWrites', 1024, 1, 65536);
   const batchBytesMax = integer(batch.maxBytes, 'batch.maxBytes', MiB, 1024, 64 * MiB);
   const lingerUs = integer(batch.lingerUs, 'batch.lingerUs', 0, 0, 1_000_000);
+  const batchInFlightMax = integer(batch.maxInFlight, 'batch.maxInFlight', 4, 1, 1_000_000);
   const ringBytes = integer(options.ringBytes, 'ringBytes', 8 * MiB, 4096, 1024 * MiB);
   if (!isPowerOfTwo(ringBytes)) throw rangeError(`ringBytes must be a power of two, got ${ringBytes}`);
   const keyBytesMax = integer(options.keyBytesMax, 'keyBytesMax', 1024, 1, KEY_BYTES_LIMIT);
@@ -136,6 +144,7 @@ export function resolveOptions(options: ChainOptions = {}): ResolvedOptions {
     batchWritesMax,
     batchBytesMax,
     lingerUs,
+    batchInFlightMax,
     ringBytes,
     keyBytesMax,
     valueBytesMax,

@@ -36,7 +36,12 @@ export class WritePipeline {
   private allocatedBatches = 0;
   private readonly batchesMax: number;
   private flushScheduled = false;
+  /** A partial batch is due but held back because enough batches are in flight (see sealIfDue). */
+  private flushHeld = false;
   private openedAtNs = 0n;
+  /** Last client sequence of every sealed, unacknowledged batch, oldest first. */
+  private readonly unackedBatchEnds: number[] = [];
+  private unackedBatchHead = 0;
   private readonly ackView = new AckView();
   private failure: DabbaError | null = null;
 
@@ -148,6 +153,8 @@ export class WritePipeline {
   private seal(batch: StagedBatch): void {
     assert(batch === this.open, 'seal: only the open batch is sealed');
     this.open = null;
+    this.flushHeld = false;
+    this.unackedBatchEnds.push(batch.encoder.firstClientSeq + batch.encoder.count - 1);
     const frame = batch.encoder.finish();
     // Paired assertion: the frame's envelope is checked here, before it enters the ring, and the
     // whole frame again by the head. (A full verify here would cost ~30 ns per write.)
@@ -175,9 +182,30 @@ export class WritePipeline {
         return;
       }
     }
+    this.sealIfDue();
+  };
+
+  /** Batches sealed and not yet acknowledged (waiting for ring space, or in the chain). */
+  get batchesInFlight(): number {
+    return this.unackedBatchEnds.length - this.unackedBatchHead;
+  }
+
+  /**
+   * Adaptive batching: a partial batch whose linger has passed is sent at once while fewer than
+   * `maxInFlight` batches are unacknowledged; otherwise it keeps filling until an ack arrives (or it
+   * is full). At low load every write leaves immediately; under load batches grow by themselves, so
+   * a chain never drowns in tiny batches whose fixed costs exceed their writes'.
+   */
+  private sealIfDue(): void {
+    const batch = this.open;
+    if (batch === null || batch.encoder.count === 0) return;
+    if (this.batchesInFlight >= this.options.batchInFlightMax) {
+      this.flushHeld = true;
+      return;
+    }
     this.seal(batch);
     this.pump();
-  };
+  }
 
   /** Closes the open batch now (close(), or callers that want no linger). */
   flush(): void {
@@ -233,6 +261,18 @@ export class WritePipeline {
     }
     acks.release();
     this.writesAcked += settled;
+    const acked = this.futures.settled;
+    while (this.unackedBatchHead < this.unackedBatchEnds.length && this.unackedBatchEnds[this.unackedBatchHead]! <= acked) {
+      this.unackedBatchHead++;
+    }
+    if (this.unackedBatchHead === this.unackedBatchEnds.length) {
+      this.unackedBatchEnds.length = 0;
+      this.unackedBatchHead = 0;
+    } else if (this.unackedBatchHead > 1024) {
+      this.unackedBatchEnds.splice(0, this.unackedBatchHead);
+      this.unackedBatchHead = 0;
+    }
+    if (this.flushHeld) this.sealIfDue();
     return settled;
   }
 
@@ -242,6 +282,9 @@ export class WritePipeline {
     this.open = null;
     this.sealed.length = 0;
     this.sealedHead = 0;
+    this.unackedBatchEnds.length = 0;
+    this.unackedBatchHead = 0;
+    this.flushHeld = false;
     this.futures.rejectAll(error);
   }
 }

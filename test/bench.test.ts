@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import type { HeadlineResult, SweepRow } from '../bench/chain-bench.js';
 import type { MicroRow } from '../bench/micro-bench.js';
+import type { ThreadCpuRow } from '../bench/thread-cpu.js';
 import { runBenchmarks } from '../bench/run.js';
 
 test('every benchmark suite runs in its small setting and records its results', async () => {
@@ -33,6 +34,13 @@ test('every benchmark suite runs in its small setting and records its results', 
     const sweepRows = results.sweeps as SweepRow[];
     assert.deepEqual(new Set(sweepRows.map((row) => row.dimension)), new Set(['replicas', 'batch', 'value']));
     assert.ok(sweepRows.every((row) => row.writesPerSecond > 0));
+    const cpuRows = results.cpu as ThreadCpuRow[];
+    assert.equal(cpuRows.length, 1, 'thread CPU accounting runs on Linux');
+    const roles = Object.keys(cpuRows[0]!.nsPerWrite);
+    for (const role of ['main (client)', 'replica 1 (head)', 'replica 2 (middle)', 'replica 3 (tail)']) {
+      assert.ok(roles.includes(role), `CPU attributed to ${role}: ${roles.join(', ')}`);
+    }
+    assert.ok(cpuRows[0]!.nsPerWrite.total! > 0);
     const ledger = readFileSync(join(directory, 'results.jsonl'), 'utf8').trim().split('\n').map((line) => JSON.parse(line));
     assert.ok(ledger.length >= microResult.rows.length + 1 + sweepRows.length + 1);
     for (const entry of ledger) {

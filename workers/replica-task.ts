@@ -67,8 +67,10 @@ export const ReplicaStat = {
   storeKeys: 9,
   storeHeapBytes: 10,
   backpressureStalls: 11,
+  /** The worker's operating-system thread id (Linux), so tools can attribute CPU time per replica. */
+  osThreadId: 12,
 } as const;
-export const REPLICA_STAT_COUNT = 12;
+export const REPLICA_STAT_COUNT = 13;
 
 export type ControlRequest =
   | { type: 'digest'; requestId: number }

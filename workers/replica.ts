@@ -6,6 +6,7 @@
  * One loop iteration: control messages, acks (they free in-flight space), batches, reads, then the
  * node's Ready. When nothing moved, the thread spins briefly and then sleeps on its doorbell.
  */
+import { readFileSync } from 'node:fs';
 import { receiveMessageOnPort } from 'node:worker_threads';
 import { ChainNode, type Ready } from '../native-free-core/chain/node.js';
 import { SpscRing } from '../native-free-core/ring.js';
@@ -66,6 +67,7 @@ class ReplicaDriver {
   }
 
   run(): void {
+    this.stats[ReplicaStat.osThreadId] = osThreadId();
     const { spinIterations, sleepTimeoutMs } = this.task.limits;
     while (!this.stopped) {
       const moved = this.iterate();
@@ -253,6 +255,16 @@ class ReplicaDriver {
     stats[ReplicaStat.inflightBatches] = this.node.inflightBatches;
     stats[ReplicaStat.storeKeys] = this.node.store.size;
     stats[ReplicaStat.storeHeapBytes] = this.node.store.heapBytes;
+  }
+}
+
+/** This thread's id in the operating system (Linux /proc), or 0 where there is no such file. */
+function osThreadId(): number {
+  try {
+    const stat = readFileSync('/proc/thread-self/stat', 'utf8');
+    return Number(stat.slice(0, stat.indexOf(' ')));
+  } catch {
+    return 0;
   }
 }
 
