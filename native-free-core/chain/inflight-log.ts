@@ -39,6 +39,8 @@ export class InflightLog {
     this.bytesMax = bytesMax;
     this.batchesMax = batchesMax;
     this.arena = new Uint8Array(bytesMax);
+    // Touch every page up front (allocate up front, then no page faults on the hot path).
+    this.arena.fill(0);
     this.allocationStarts = new Float64Array(batchesMax);
     this.lengths = new Uint32Array(batchesMax);
     this.firstSeqs = new Float64Array(batchesMax);
