@@ -1,0 +1,36 @@
+/**
+ * The package as users get it: plain JavaScript importing 'dabba' resolves through package.json
+ * "exports" to the compiled build (dist/, built by `npm run build`, which npm test runs first).
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { test } from 'node:test';
+import { promisify } from 'node:util';
+
+test("plain JavaScript can import { createChain } from 'dabba' and use a chain", async () => {
+  const script = `
+    import { createChain, ErrorCode } from 'dabba';
+    const chain = createChain({ replicas: 2 });
+    await chain.put('greeting', 'namaste');
+    const value = await chain.get('greeting');
+    const rejected = await chain.put('', 'x').catch((error) => error.code);
+    await chain.close();
+    console.log(JSON.stringify({ value: value.toString(), rejected, closedCode: ErrorCode.closed }));
+  `;
+  const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { timeout: 60_000 });
+  assert.deepEqual(JSON.parse(stdout), { value: 'namaste', rejected: 'DABBA_ERR_KEY_EMPTY', closedCode: 'DABBA_ERR_CLOSED' });
+});
+
+test('package.json declares the compiled entry with types, a dabba bin, ESM and Node 20', () => {
+  const manifest = JSON.parse(readFileSync('package.json', 'utf8'));
+  assert.equal(manifest.name, 'dabba');
+  assert.equal(manifest.type, 'module');
+  assert.match(manifest.engines.node, /20/);
+  assert.deepEqual(manifest.exports['.'], { types: './dist/src/index.d.ts', import: './dist/src/index.js' });
+  assert.equal(manifest.bin.dabba, './dist/src/cli.js');
+  assert.ok(readFileSync('dist/src/cli.js', 'utf8').startsWith('#!/usr/bin/env node'));
+  for (const range of [...Object.values(manifest.dependencies), ...Object.values(manifest.devDependencies)] as string[]) {
+    assert.match(range, /^(npm:(@[^/]+\/)?[^@]+@)?\d+\.\d+\.\d+/, `pinned version, got ${range}`);
+  }
+});
