@@ -15,11 +15,13 @@ import { ErrorCode } from '../errors.js';
 import type { Store } from '../store.js';
 import {
   AckView,
+  HelloView,
   Op,
   ReadBatchView,
   ReadReplyEncoder,
   WriteBatchView,
   type AckFields,
+  type HelloFields,
 } from '../wire/codec.js';
 import { InflightLog } from './inflight-log.js';
 
@@ -67,6 +69,11 @@ export interface Ready {
   forward: Uint8Array[];
   forwardSeqs: number[];
   ackUpstream: AckFields | null;
+  /**
+   * After a reconfiguration: tell the predecessor how far this node has applied, so it resends the
+   * rest. Send it BEFORE ackUpstream (both go upstream in order).
+   */
+  helloUpstream: HelloFields | null;
   clientAcks: AckFields[];
   readReplies: Uint8Array[];
 }
@@ -74,7 +81,7 @@ export interface Ready {
 export interface AdvanceReport {
   /** How many of ready().forward were handed to the successor (a prefix). */
   forwarded: number;
-  /** Whether ackUpstream and every clientAck were sent (acks are cumulative: unsent ones are retried). */
+  /** Whether helloUpstream, ackUpstream and every clientAck were sent (unsent ones are retried). */
   acksSent: boolean;
   /** How many of ready().readReplies were sent (a prefix). */
   repliesSent: number;
@@ -95,7 +102,13 @@ export class ChainNode {
   /** Clients whose writes were committed since the last ready() (tail only). */
   private readonly clientsToAck = new Set<number>();
   private ackPending = false;
+  private helloPending = false;
+  /** After a reconfiguration, forwarding waits for the successor's Hello (its applied seq). */
+  private awaitingSuccessorHello = false;
   private readonly readReplies: Uint8Array[] = [];
+  private readonly helloView = new HelloView();
+  /** A Hello from a successor already in a newer epoch than ours, applied when we get there. */
+  private helloFromNextEpoch: HelloFields | null = null;
 
   private readonly batchView = new WriteBatchView();
   private readonly ackView = new AckView();
@@ -264,6 +277,86 @@ export class ChainNode {
     return { status: 'applied', firstSeq: ack.committedSeq, count: 0 };
   }
 
+  /**
+   * The master installed a new configuration in which this node keeps a place, with `role`. What
+   * changes (van Renesse & Schneider, section 3):
+   * - a node that becomes the tail (its successor failed) commits everything it has applied and
+   *   acknowledges it to the clients and upstream;
+   * - a node with a successor stops forwarding until that successor's Hello says how far it got,
+   *   then resends the rest from its in-flight list (the middle-failure repair);
+   * - every node but the head sends its predecessor a Hello, and the tail re-acknowledges in the
+   *   new epoch, because messages of the old epoch are dropped from now on.
+   * Batches still in the in-flight list are re-stamped with the new epoch before they are resent.
+   */
+  reconfigure(epoch: number, role: Role): void {
+    assert(epoch > this.epochValue, `reconfigure: epoch ${epoch} does not move past ${this.epochValue}`);
+    const wasTail = this.isTail;
+    this.epochValue = epoch;
+    this.roleValue = role;
+    if (this.isTail) {
+      if (!wasTail) {
+        // Everything applied here is now at the tail: committed (I2 holds by definition).
+        this.inflight.markForwardedThrough(this.inflight.lastSeq);
+        this.inflight.trimThrough(this.inflight.lastSeq);
+      }
+      this.committedSeqValue = this.appliedSeqValue;
+      for (const clientId of this.clientHighWater.keys()) this.clientsToAck.add(clientId);
+      this.ackPending = true;
+      this.awaitingSuccessorHello = false;
+    } else {
+      this.awaitingSuccessorHello = true;
+      this.restampInflight();
+    }
+    this.helloPending = !this.isHead;
+    if (!this.isHead && this.isTail) this.ackPending = true;
+    assert(this.committedSeqValue <= this.appliedSeqValue, 'committed never exceeds applied');
+    const early = this.helloFromNextEpoch;
+    this.helloFromNextEpoch = null;
+    if (early !== null && early.epoch === epoch && !this.isTail) this.receiveHelloFields(early);
+  }
+
+  private restampInflight(): void {
+    const view = this.batchView;
+    for (let index = 0; index < this.inflight.batchCount; index++) {
+      const bytes = this.inflight.batchAt(index);
+      assert(view.open(bytes) === null, 'a logged batch is well-formed');
+      view.restampEpoch(this.epochValue);
+    }
+  }
+
+  /** The successor's Hello after a reconfiguration: resend everything after its applied seq. */
+  receiveHello(bytes: Uint8Array): ReceiveResult {
+    const malformed = this.helloView.open(bytes);
+    if (malformed !== null) return { status: 'rejected', code: ErrorCode.malformedFrame, reason: malformed };
+    return this.receiveHelloFields(this.helloView);
+  }
+
+  receiveHelloFields(hello: HelloFields): ReceiveResult {
+    if (hello.epoch > this.epochValue) {
+      // The successor heard of the new configuration before we did: keep it for when we do.
+      this.helloFromNextEpoch = { epoch: hello.epoch, replicaId: hello.replicaId, appliedSeq: hello.appliedSeq };
+      return { status: 'ignored', code: ErrorCode.staleEpoch, reason: `hello from epoch ${hello.epoch}, kept for later` };
+    }
+    if (hello.epoch !== this.epochValue) {
+      this.log(`ignoring (stale epoch ${hello.epoch} hello, node is at ${this.epochValue})`);
+      return { status: 'ignored', code: ErrorCode.staleEpoch, reason: `hello epoch ${hello.epoch} != ${this.epochValue}` };
+    }
+    assert(!this.isTail, 'the tail has no successor to hear from');
+    // I1: the successor's applied writes are a prefix of ours, and it has everything the tail has,
+    // so everything after its applied seq is still in our in-flight list.
+    assert(hello.appliedSeq <= this.appliedSeqValue, `I1: successor applied ${hello.appliedSeq} beyond ${this.appliedSeqValue}`);
+    if (hello.appliedSeq < this.inflight.firstSeq - 1) {
+      return {
+        status: 'rejected',
+        code: ErrorCode.sequenceGap,
+        reason: `successor applied through ${hello.appliedSeq}, but the in-flight list starts at ${this.inflight.firstSeq}`,
+      };
+    }
+    this.inflight.rewindForwardingTo(hello.appliedSeq);
+    this.awaitingSuccessorHello = false;
+    return { status: 'applied', firstSeq: hello.appliedSeq, count: 0 };
+  }
+
   /** A read batch (tail only): answered from the store, which holds every committed write. */
   receiveReads(bytes: Uint8Array): ReceiveResult {
     const malformed = this.readView.open(bytes);
@@ -292,13 +385,18 @@ export class ChainNode {
 
   /** Whether ready() has anything for the runtime. */
   hasReady(): boolean {
-    return this.ackPending || this.readReplies.length > 0 || (!this.isTail && this.inflight.pendingCount > 0);
+    return (
+      this.ackPending ||
+      this.helloPending ||
+      this.readReplies.length > 0 ||
+      (!this.isTail && !this.awaitingSuccessorHello && this.inflight.pendingCount > 0)
+    );
   }
 
   ready(): Ready {
     const forward: Uint8Array[] = [];
     const forwardSeqs: number[] = [];
-    if (!this.isTail) {
+    if (!this.isTail && !this.awaitingSuccessorHello) {
       const log = this.inflight;
       for (let index = log.firstPendingIndex(); index < log.batchCount; index++) {
         forward.push(log.batchAt(index));
@@ -320,7 +418,8 @@ export class ChainNode {
         });
       }
     }
-    return { forward, forwardSeqs, ackUpstream, clientAcks, readReplies: this.readReplies.slice() };
+    const helloUpstream = this.helloPending ? { epoch: this.epochValue, replicaId: this.id, appliedSeq: this.appliedSeqValue } : null;
+    return { forward, forwardSeqs, ackUpstream, helloUpstream, clientAcks, readReplies: this.readReplies.slice() };
   }
 
   /** The runtime performed `ready`: forwarded a prefix of `forward` and sent every ack and reply. */
@@ -328,6 +427,7 @@ export class ChainNode {
     assert(report.forwarded >= 0 && report.forwarded <= ready.forward.length, 'advance: forwarded out of range');
     if (report.forwarded > 0) this.inflight.markForwardedThrough(ready.forwardSeqs[report.forwarded - 1]!);
     assert(report.repliesSent >= 0 && report.repliesSent <= ready.readReplies.length, 'advance: repliesSent out of range');
+    if (report.acksSent && ready.helloUpstream !== null) this.helloPending = false;
     if (report.acksSent && (ready.ackUpstream !== null || ready.clientAcks.length > 0)) {
       this.ackPending = false;
       this.clientsToAck.clear();

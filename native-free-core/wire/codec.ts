@@ -10,6 +10,7 @@ import { copyBytes } from '../bytes.js';
 import {
   Ack,
   Frame,
+  Hello,
   Message,
   Op,
   ReadBatch,
@@ -41,6 +42,7 @@ export const MessageKind = {
   ack: Message.Ack,
   readBatch: Message.ReadBatch,
   readReplyBatch: Message.ReadReplyBatch,
+  hello: Message.Hello,
 } as const;
 export type MessageKind = (typeof MessageKind)[keyof typeof MessageKind];
 
@@ -94,6 +96,7 @@ export function frameKind(bytes: Uint8Array): MessageKind | string {
     case Message.Ack:
     case Message.ReadBatch:
     case Message.ReadReplyBatch:
+    case Message.Hello:
       return envelope.kind;
     default:
       return `unknown message type ${envelope.kind}`;
@@ -200,6 +203,12 @@ export class WriteBatchView {
   /** The generated struct accessor positioned on record `index` (one reused object). */
   recordAt(index: number): WriteRecord {
     return this.record.__init(this.recordsPosition + index * WRITE_RECORD_BYTES, this.byteBuffer);
+  }
+
+  /** Re-stamps only the epoch (a logged batch resent after a reconfiguration). */
+  restampEpoch(epoch: number): void {
+    assert(this.batch.mutate_epoch(epoch), 'restampEpoch: epoch field is absent');
+    this.epoch = epoch;
   }
 
   /** Absolute position in `bytes` of the key of the record last positioned by recordAt(). */
@@ -691,5 +700,52 @@ export class ReadReplyView {
 
   resultAt(index: number): ReadResult {
     return this.result.__init(this.resultsPosition + index * READ_RESULT_BYTES, this.byteBuffer);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hello (successor to predecessor, after a reconfiguration)
+
+export interface HelloFields {
+  epoch: number;
+  replicaId: number;
+  appliedSeq: number;
+}
+
+export class HelloEncoder {
+  private readonly builder = newBuilder(128);
+
+  /** The returned view is valid until the next encode(). */
+  encode(hello: HelloFields): Uint8Array {
+    const builder = this.builder;
+    builder.clear();
+    builder.forceDefaults(true);
+    const helloOffset = Hello.createHello(builder, hello.epoch, hello.replicaId, BigInt(hello.appliedSeq));
+    builder.finish(Frame.createFrame(builder, Message.Hello, helloOffset));
+    return builder.asUint8Array();
+  }
+}
+
+export class HelloView implements HelloFields {
+  epoch = 0;
+  replicaId = 0;
+  appliedSeq = 0;
+  private readonly envelope = new FrameEnvelope();
+  private readonly table = new TableLocation();
+
+  open(bytes: Uint8Array): string | null {
+    try {
+      const { envelope, table } = this;
+      envelope.open(bytes);
+      expectKind(envelope, Message.Hello, 'Hello');
+      verifyTable(bytes, envelope.messagePosition, table);
+      this.epoch = readUint32(bytes, requiredFieldPosition(bytes, table, 0, 4, 'epoch'));
+      this.replicaId = readUint32(bytes, requiredFieldPosition(bytes, table, 1, 4, 'replica_id'));
+      this.appliedSeq = readUint64AsNumber(bytes, requiredFieldPosition(bytes, table, 2, 8, 'applied_seq'));
+      return null;
+    } catch (error) {
+      if (error instanceof MalformedFrame) return error.message;
+      throw error;
+    }
   }
 }

@@ -18,34 +18,37 @@ export enum Message {
   WriteBatch = 1,
   Ack = 2,
   ReadBatch = 3,
-  ReadReplyBatch = 4
+  ReadReplyBatch = 4,
+  Hello = 5
 }
 
 export function unionToMessage(
   type: Message,
-  accessor: (obj:Ack|ReadBatch|ReadReplyBatch|WriteBatch) => Ack|ReadBatch|ReadReplyBatch|WriteBatch|null
-): Ack|ReadBatch|ReadReplyBatch|WriteBatch|null {
+  accessor: (obj:Ack|Hello|ReadBatch|ReadReplyBatch|WriteBatch) => Ack|Hello|ReadBatch|ReadReplyBatch|WriteBatch|null
+): Ack|Hello|ReadBatch|ReadReplyBatch|WriteBatch|null {
   switch(Message[type]) {
     case 'NONE': return null; 
     case 'WriteBatch': return accessor(new WriteBatch())! as WriteBatch;
     case 'Ack': return accessor(new Ack())! as Ack;
     case 'ReadBatch': return accessor(new ReadBatch())! as ReadBatch;
     case 'ReadReplyBatch': return accessor(new ReadReplyBatch())! as ReadReplyBatch;
+    case 'Hello': return accessor(new Hello())! as Hello;
     default: return null;
   }
 }
 
 export function unionListToMessage(
   type: Message, 
-  accessor: (index: number, obj:Ack|ReadBatch|ReadReplyBatch|WriteBatch) => Ack|ReadBatch|ReadReplyBatch|WriteBatch|null, 
+  accessor: (index: number, obj:Ack|Hello|ReadBatch|ReadReplyBatch|WriteBatch) => Ack|Hello|ReadBatch|ReadReplyBatch|WriteBatch|null, 
   index: number
-): Ack|ReadBatch|ReadReplyBatch|WriteBatch|null {
+): Ack|Hello|ReadBatch|ReadReplyBatch|WriteBatch|null {
   switch(Message[type]) {
     case 'NONE': return null; 
     case 'WriteBatch': return accessor(index, new WriteBatch())! as WriteBatch;
     case 'Ack': return accessor(index, new Ack())! as Ack;
     case 'ReadBatch': return accessor(index, new ReadBatch())! as ReadBatch;
     case 'ReadReplyBatch': return accessor(index, new ReadReplyBatch())! as ReadReplyBatch;
+    case 'Hello': return accessor(index, new Hello())! as Hello;
     default: return null;
   }
 }
@@ -870,6 +873,102 @@ static createAck(builder:flatbuffers.Builder, epoch:number, committedSeq:bigint,
   Ack.addClientId(builder, clientId);
   Ack.addCommittedClientSeq(builder, committedClientSeq);
   return Ack.endAck(builder);
+}
+}
+
+export class Hello {
+  bb: flatbuffers.ByteBuffer|null = null;
+  bb_pos = 0;
+  __init(i:number, bb:flatbuffers.ByteBuffer):Hello {
+  this.bb_pos = i;
+  this.bb = bb;
+  return this;
+}
+
+static getRootAsHello(bb:flatbuffers.ByteBuffer, obj?:Hello):Hello {
+  return (obj || new Hello()).__init(bb.readInt32(bb.position()) + bb.position(), bb);
+}
+
+static getSizePrefixedRootAsHello(bb:flatbuffers.ByteBuffer, obj?:Hello):Hello {
+  bb.setPosition(bb.position() + flatbuffers.SIZE_PREFIX_LENGTH);
+  return (obj || new Hello()).__init(bb.readInt32(bb.position()) + bb.position(), bb);
+}
+
+epoch():number {
+  const offset = this.bb!.__offset(this.bb_pos, 4);
+  return offset ? this.bb!.readUint32(this.bb_pos + offset) : 0;
+}
+
+mutate_epoch(value:number):boolean {
+  const offset = this.bb!.__offset(this.bb_pos, 4);
+
+  if (offset === 0) {
+    return false;
+  }
+
+  this.bb!.writeUint32(this.bb_pos + offset, value);
+  return true;
+}
+
+replicaId():number {
+  const offset = this.bb!.__offset(this.bb_pos, 6);
+  return offset ? this.bb!.readUint32(this.bb_pos + offset) : 0;
+}
+
+mutate_replica_id(value:number):boolean {
+  const offset = this.bb!.__offset(this.bb_pos, 6);
+
+  if (offset === 0) {
+    return false;
+  }
+
+  this.bb!.writeUint32(this.bb_pos + offset, value);
+  return true;
+}
+
+appliedSeq():bigint {
+  const offset = this.bb!.__offset(this.bb_pos, 8);
+  return offset ? this.bb!.readUint64(this.bb_pos + offset) : BigInt('0');
+}
+
+mutate_applied_seq(value:bigint):boolean {
+  const offset = this.bb!.__offset(this.bb_pos, 8);
+
+  if (offset === 0) {
+    return false;
+  }
+
+  this.bb!.writeUint64(this.bb_pos + offset, value);
+  return true;
+}
+
+static startHello(builder:flatbuffers.Builder) {
+  builder.startObject(3);
+}
+
+static addEpoch(builder:flatbuffers.Builder, epoch:number) {
+  builder.addFieldInt32(0, epoch, 0);
+}
+
+static addReplicaId(builder:flatbuffers.Builder, replicaId:number) {
+  builder.addFieldInt32(1, replicaId, 0);
+}
+
+static addAppliedSeq(builder:flatbuffers.Builder, appliedSeq:bigint) {
+  builder.addFieldInt64(2, appliedSeq, BigInt('0'));
+}
+
+static endHello(builder:flatbuffers.Builder):flatbuffers.Offset {
+  const offset = builder.endObject();
+  return offset;
+}
+
+static createHello(builder:flatbuffers.Builder, epoch:number, replicaId:number, appliedSeq:bigint):flatbuffers.Offset {
+  Hello.startHello(builder);
+  Hello.addEpoch(builder, epoch);
+  Hello.addReplicaId(builder, replicaId);
+  Hello.addAppliedSeq(builder, appliedSeq);
+  return Hello.endHello(builder);
 }
 }
 
