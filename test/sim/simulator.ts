@@ -26,6 +26,7 @@ import {
   ReadReplyView,
   ReadStatus,
   WriteBatchEncoder,
+  WriteBatchView,
   type AckFields,
 } from '../../native-free-core/wire/codec.js';
 import { checkLinearizable, type HistoryEntry, type Operation } from './linearizability.js';
@@ -46,6 +47,8 @@ export interface SimulationOptions {
   crashRate?: number;
   /** Probability that a batch or ack message is delivered twice. */
   duplicateRate?: number;
+  /** Scripted crashes for named scenarios: at tick `at`, crash whoever holds `role` then. */
+  crashes?: ReadonlyArray<{ at: number; role: 'head' | 'middle' | 'tail' }>;
 }
 
 export interface SimulationResult {
@@ -168,6 +171,8 @@ export function simulate(options: SimulationOptions): SimulationResult {
   const ackEncoder = new AckEncoder();
   const helloEncoder = new HelloEncoder();
   const replyView = new ReadReplyView();
+  const peekView = new WriteBatchView();
+  const appliedWrites = new Map<number, Set<string>>(memberIds.map((id) => [id, new Set<string>()]));
   const text = new TextEncoder();
   const decoder = new TextDecoder();
 
@@ -221,8 +226,16 @@ export function simulate(options: SimulationOptions): SimulationResult {
     switch (message.kind) {
       case 'batch': {
         if (!node.canAccept(message.bytes.length)) fail(`replica ${replica.id}: in-flight list full`);
+        if (peekView.open(message.bytes) !== null) fail(`replica ${replica.id} got a malformed batch`);
+        const writeId = `${peekView.clientId}:${peekView.firstClientSeq}`;
         const result = node.receiveBatch(message.bytes);
         if (result.status === 'rejected') note(`replica ${replica.id} rejected a batch: ${result.reason}`);
+        if (result.status === 'applied') {
+          // Exactly-once: no replica ever applies the same client write twice.
+          const applied = appliedWrites.get(replica.id)!;
+          if (applied.has(writeId)) fail(`exactly-once: replica ${replica.id} applied client write ${writeId} twice`);
+          applied.add(writeId);
+        }
         break;
       }
       case 'ack': {
@@ -287,7 +300,8 @@ export function simulate(options: SimulationOptions): SimulationResult {
   };
   const sendWrite = (client: ClientState): void => {
     // Each send is a fresh copy: the head stamps its copy in place.
-    send(`c${client.id}`, { kind: 'replica', id: headOf() }, { kind: 'batch', bytes: client.pending!.frame!.slice() });
+    // Duplicable: a write may reach the head twice (a retry racing the original), even after its ack.
+    send(`c${client.id}`, { kind: 'replica', id: headOf() }, { kind: 'batch', bytes: client.pending!.frame!.slice() }, true);
     client.pending!.sentAt = now;
   };
   const sendRead = (client: ClientState): void => {
@@ -370,7 +384,16 @@ export function simulate(options: SimulationOptions): SimulationResult {
       note(`master: ${event.kind} replica ${event.replicaId}, epoch ${event.configuration.epoch} = ${event.configuration.members.join(' ')}`);
       for (const id of event.configuration.members) send('master', { kind: 'replica', id }, { kind: 'configuration', configuration: event.configuration });
     }
-    // Crashes (never the last live member: I4 needs one survivor).
+    // Scripted crashes (named scenarios), then random ones (never the last live member: I4 needs
+    // one survivor).
+    for (const scripted of options.crashes ?? []) {
+      if (scripted.at !== now) continue;
+      const victim = master.configuration.members.find((id) => roleIn(master.configuration, id) === scripted.role);
+      if (victim === undefined) fail(`scenario: no ${scripted.role} to crash at tick ${now}`);
+      replicas.get(victim!)!.alive = false;
+      crashes++;
+      note(`crash replica ${victim} (${scripted.role}, scripted)`);
+    }
     if (faults && random() < crashRate) {
       const alive = master.configuration.members.filter((id) => replicas.get(id)!.alive);
       if (alive.length > 1) {
@@ -403,6 +426,15 @@ export function simulate(options: SimulationOptions): SimulationResult {
   const live = master.configuration.members.map((id) => replicas.get(id)!).filter((replica) => replica.alive);
   const digests = live.map((replica) => `${replica.id}:${replica.node.appliedSeq}:${replica.node.store.digest()}`);
   if (new Set(live.map((replica) => replica.node.store.digest())).size !== 1) fail(`replicas differ: ${digests.join(' ')}`);
+  // The final state joins the history as reads after everything else, so a lost acknowledged write
+  // (I4) shows up as a read the history cannot explain even if no client read that key late.
+  const tail = live.at(-1)!.node;
+  for (let key = 0; key < keyCount; key++) {
+    const keyBytes = text.encode(`k${key}`);
+    const handle = tail.store.find(keyBytes, 0, keyBytes.length);
+    const result = handle < 0 ? undefined : decoder.decode(tail.store.valueCopy(handle));
+    history.push({ client: 0, operation: { kind: 'get', key: `k${key}` }, invokedAt: now + 1 + 2 * key, respondedAt: now + 2 + 2 * key, result });
+  }
   const check = checkLinearizable(history);
   if (!check.linearizable) fail(`history is not linearizable: ${check.key ?? ''} ${check.explanation ?? ''}${check.exhausted ? ' (search exhausted)' : ''}`);
   return { seed, ticks: now, operations: history.length, crashes, reconfigurations, finalMembers: master.configuration.members };
