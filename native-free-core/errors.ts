@@ -22,6 +22,11 @@ export const ErrorCode = {
   sequenceGap: 'DABBA_ERR_SEQUENCE_GAP',
   /** A replica's worker stopped unexpectedly. */
   replicaFailed: 'DABBA_ERR_REPLICA_FAILED',
+  /**
+   * A write whose outcome cannot be known (the replicas that had it are gone): it may or may not
+   * have been applied. Neither success nor plain failure; read the key to find out.
+   */
+  outcomeUnknown: 'DABBA_ERR_OUTCOME_UNKNOWN',
   /** The operation did not complete in its time limit. */
   timeout: 'DABBA_ERR_TIMEOUT',
 } as const;

@@ -14,19 +14,28 @@ import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import type { Role } from '../native-free-core/chain/node.js';
 import { DabbaError, ErrorCode } from '../native-free-core/errors.js';
+import {
+  ChainMaster,
+  InMemoryConfigurationStore,
+  roleIn,
+  type Configuration,
+  type MasterEvent,
+} from '../native-free-core/master/chain-master.js';
 import { SpscRing } from '../native-free-core/ring.js';
 import { Doorbell } from '../workers/doorbell.js';
 import {
+  CONTROL_CRASH,
+  CONTROL_MESSAGES,
   REPLICA_STAT_COUNT,
   ReplicaStat,
   type ControlReply,
   type ControlRequest,
-  type ReplicaLinks,
   type ReplicaTask,
 } from '../workers/replica-task.js';
 import { closedError, resolveOptions, type ChainOptions, type ResolvedOptions } from './options.js';
 import { ReadPipeline, type VersionedValue } from './read-pipeline.js';
 import { WritePipeline, type KeyInput, type ValueInput } from './write-pipeline.js';
+import { batchesLink, clientAcksLink, CLIENT_END, LinkTable, linkNames, linksFor, readsLink, repliesLink } from './topology.js';
 
 export type { ChainOptions, KeyInput, ValueInput, VersionedValue };
 
@@ -52,6 +61,7 @@ export interface ReplicaStats {
 export interface ChainStats {
   replicas: ReplicaStats[];
   epoch: number;
+  reconfigurations: number;
   writesAccepted: number;
   writesAcknowledged: number;
   writesPending: number;
@@ -61,6 +71,24 @@ export interface ChainStats {
   bytesSent: number;
   /** Batches sealed but waiting for room in the head's ring (client-side backpressure). */
   batchesWaiting: number;
+}
+
+/** A member of the chain as the master sees it. */
+export interface ReplicaInfo {
+  id: number;
+  role: Role;
+  epoch: number;
+  appliedSeq: number;
+  committedSeq: number;
+}
+
+/** Emitted as 'reconfigured' after every membership change. */
+export interface ReconfigurationEvent {
+  epoch: number;
+  members: number[];
+  removed: number | null;
+  reason: 'failed' | 'requested';
+  cause?: unknown;
 }
 
 export interface ReplicaDigest {
@@ -73,6 +101,10 @@ export interface ReplicaDigest {
 interface ReplicaHandle {
   id: number;
   role: Role;
+  alive: boolean;
+  /** Aborting terminates the worker at once, like a crash (crashReplica, and hung replicas). */
+  abort: AbortController;
+  lastHeartbeat: number;
   port: MessagePort;
   doorbell: Doorbell;
   controlSignal: Int32Array;
@@ -82,12 +114,8 @@ interface ReplicaHandle {
 
 const CLIENT_ID = 1;
 const INITIAL_EPOCH = 1;
-
-function roleOf(index: number, count: number): Role {
-  if (count === 1) return 'solo';
-  if (index === 0) return 'head';
-  return index === count - 1 ? 'tail' : 'middle';
-}
+/** How often the main thread reads the replicas' heartbeat counters. */
+const HEARTBEAT_CHECK_MS = 25;
 
 function workerFilename(): string {
   // Under tsx (tests, development) this module is .ts and so is the worker; in dist both are .js.
@@ -98,14 +126,22 @@ function workerFilename(): string {
 export class Chain extends EventEmitter {
   readonly options: ResolvedOptions;
   private readonly pool: Piscina<ReplicaTask, string>;
-  private readonly replicaHandles: ReplicaHandle[] = [];
+  private readonly master: ChainMaster;
+  private readonly links: LinkTable;
+  private readonly handles = new Map<number, ReplicaHandle>();
+  private readonly doorbellBuffers = new Map<number, SharedArrayBuffer>();
+  private readonly clientDoorbellBuffer: SharedArrayBuffer;
   private readonly clientDoorbell: Doorbell;
-  private readonly clientAcks: SpscRing;
-  private readonly readReplies: SpscRing;
+  // The tail's rings to the client change when the tail does.
+  private clientAcks: SpscRing;
+  private readReplies: SpscRing;
+  private tailDoorbell: Doorbell;
   private readonly writes: WritePipeline;
   private readonly reads: ReadPipeline;
-  private readonly tailDoorbell: Doorbell;
-  private readonly epoch = INITIAL_EPOCH;
+  private readonly heartbeatTimer: NodeJS.Timeout;
+  private reconfigurations = 0;
+  private headId: number;
+  private tailId: number;
   private state: 'open' | 'closing' | 'closed' | 'failed' = 'open';
   private closePromise: Promise<void> | null = null;
   private readonly idleWaiters: Array<() => void> = [];
@@ -121,20 +157,36 @@ export class Chain extends EventEmitter {
     this.options = resolved;
     const count = resolved.replicas;
 
-    const clientDoorbellBuffer = Doorbell.allocate();
-    const doorbells = Array.from({ length: count }, () => Doorbell.allocate());
-    const batchRings = Array.from({ length: count }, () => SpscRing.allocate(resolved.ringBytes));
-    const ackRings = Array.from({ length: count }, () => SpscRing.allocate(resolved.controlRingBytes));
-    const clientAcks = SpscRing.allocate(resolved.controlRingBytes);
-    const readRequests = SpscRing.allocate(resolved.ringBytes);
-    const readReplies = SpscRing.allocate(resolved.ringBytes);
-
-    this.clientDoorbell = new Doorbell(clientDoorbellBuffer);
-    this.clientAcks = new SpscRing(clientAcks);
-    this.readReplies = new SpscRing(readReplies);
-    this.tailDoorbell = new Doorbell(doorbells[count - 1]!);
-    this.writes = new WritePipeline(resolved, CLIENT_ID, new SpscRing(batchRings[0]!), new Doorbell(doorbells[0]!));
-    this.reads = new ReadPipeline(resolved, new SpscRing(readRequests), this.tailDoorbell, () => this.epoch);
+    this.links = new LinkTable({ dataBytes: resolved.ringBytes, controlBytes: resolved.controlRingBytes });
+    const memberIds = Array.from({ length: count }, (_, index) => index + 1);
+    this.master = new ChainMaster({
+      store: new InMemoryConfigurationStore({ epoch: INITIAL_EPOCH, members: memberIds, joining: null }),
+      suspectAfter: resolved.suspectAfterMs,
+      now: performance.now(),
+    });
+    const configuration = this.master.configuration;
+    this.clientDoorbellBuffer = Doorbell.allocate();
+    this.clientDoorbell = new Doorbell(this.clientDoorbellBuffer);
+    for (const id of memberIds) this.doorbellBuffers.set(id, Doorbell.allocate());
+    const head = configuration.members[0]!;
+    const tail = configuration.members.at(-1)!;
+    this.headId = head;
+    this.tailId = tail;
+    this.clientAcks = new SpscRing(this.links.link(clientAcksLink(tail), true).buffer);
+    this.readReplies = new SpscRing(this.links.link(repliesLink(tail), false).buffer);
+    this.tailDoorbell = new Doorbell(this.doorbellBuffers.get(tail)!);
+    this.writes = new WritePipeline(
+      resolved,
+      CLIENT_ID,
+      new SpscRing(this.links.link(batchesLink(CLIENT_END, head), false).buffer),
+      new Doorbell(this.doorbellBuffers.get(head)!),
+    );
+    this.reads = new ReadPipeline(
+      resolved,
+      new SpscRing(this.links.link(readsLink(tail), false).buffer),
+      this.tailDoorbell,
+      () => this.master.configuration.epoch,
+    );
 
     this.pool = new Piscina<ReplicaTask, string>({
       filename: workerFilename(),
@@ -145,62 +197,87 @@ export class Chain extends EventEmitter {
       maxQueue: count,
       name: 'default',
     });
-
-    for (let index = 0; index < count; index++) {
-      const role = roleOf(index, count);
-      const isTail = index === count - 1;
-      // batchRings[i] carries batches INTO replica i; ackRings[i] carries acks INTO replica i from i+1.
-      const links: ReplicaLinks = {
-        batchesIn: batchRings[index]!,
-        batchesOut: isTail ? null : batchRings[index + 1]!,
-        acksIn: isTail ? null : ackRings[index]!,
-        acksOut: index === 0 ? null : ackRings[index - 1]!,
-        clientAcksOut: isTail ? clientAcks : null,
-        readsIn: isTail ? readRequests : null,
-        readRepliesOut: isTail ? readReplies : null,
-        doorbell: doorbells[index]!,
-        upstreamDoorbell: index === 0 ? clientDoorbellBuffer : doorbells[index - 1]!,
-        downstreamDoorbell: isTail ? null : doorbells[index + 1]!,
-        clientDoorbell: clientDoorbellBuffer,
-      };
-      const channel = new MessageChannel();
-      const stats = new SharedArrayBuffer(REPLICA_STAT_COUNT * Float64Array.BYTES_PER_ELEMENT);
-      const controlSignal = new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT);
-      const task: ReplicaTask = {
-        id: index + 1,
-        epoch: this.epoch,
-        role,
-        links,
-        limits: {
-          inflightBytesMax: resolved.inflightBytesMax,
-          inflightBatchesMax: resolved.inflightBatchesMax,
-          readReplyPayloadBytesMax: resolved.readReplyPayloadBytesMax,
-          readReplyResultsMax: resolved.readReplyResultsMax,
-          spinIterations: resolved.spinIterations,
-          sleepTimeoutMs: resolved.sleepTimeoutMs,
-        },
-        stats,
-        port: channel.port2,
-        controlSignal,
-      };
-      const handle: ReplicaHandle = {
-        id: task.id,
-        role,
-        port: channel.port1,
-        doorbell: new Doorbell(doorbells[index]!),
-        controlSignal: new Int32Array(controlSignal),
-        stats: new Float64Array(stats),
-        done: this.pool.run(task, { transferList: [channel.port2] }),
-      };
-      handle.port.on('message', (message: ControlReply) => this.onControlReply(message));
-      handle.done.catch((error: unknown) => this.onReplicaFailure(handle, error));
-      this.replicaHandles.push(handle);
-    }
+    for (const id of memberIds) this.startReplica(id, configuration);
+    this.heartbeatTimer = setInterval(() => this.checkHeartbeats(), HEARTBEAT_CHECK_MS);
+    this.heartbeatTimer.unref();
     this.serviceDone = this.serviceLoop();
   }
 
+  private startReplica(id: number, configuration: Configuration): void {
+    const resolved = this.options;
+    const role = roleIn(configuration, id) as Role;
+    const channel = new MessageChannel();
+    const stats = new SharedArrayBuffer(REPLICA_STAT_COUNT * Float64Array.BYTES_PER_ELEMENT);
+    const controlSignal = new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT);
+    const task: ReplicaTask = {
+      id,
+      epoch: configuration.epoch,
+      role,
+      links: linksFor(this.links, configuration, id, this.doorbellBuffers, this.clientDoorbellBuffer),
+      limits: {
+        inflightBytesMax: resolved.inflightBytesMax,
+        inflightBatchesMax: resolved.inflightBatchesMax,
+        readReplyPayloadBytesMax: resolved.readReplyPayloadBytesMax,
+        readReplyResultsMax: resolved.readReplyResultsMax,
+        spinIterations: resolved.spinIterations,
+        sleepTimeoutMs: resolved.sleepTimeoutMs,
+      },
+      stats,
+      port: channel.port2,
+      controlSignal,
+    };
+    const abort = new AbortController();
+    const handle: ReplicaHandle = {
+      id,
+      role,
+      alive: true,
+      abort,
+      lastHeartbeat: -1,
+      port: channel.port1,
+      doorbell: new Doorbell(this.doorbellBuffers.get(id)!),
+      controlSignal: new Int32Array(controlSignal),
+      stats: new Float64Array(stats),
+      done: this.pool.run(task, { transferList: [channel.port2], signal: abort.signal }),
+    };
+    handle.port.on('message', (message: ControlReply) => this.onControlReply(message));
+    handle.done.catch((error: unknown) => this.onReplicaFailure(handle, error));
+    this.handles.set(id, handle);
+  }
+
+  /** Replicas in the chain now (head first). */
   get replicas(): number {
-    return this.replicaHandles.length;
+    return this.master.configuration.members.length;
+  }
+
+  /** The chain's members as the master sees them, head first. */
+  members(): ReplicaInfo[] {
+    const configuration = this.master.configuration;
+    return configuration.members.map((id) => {
+      const handle = this.handles.get(id)!;
+      return {
+        id,
+        role: roleIn(configuration, id) as Role,
+        epoch: handle.stats[ReplicaStat.epoch]! || INITIAL_EPOCH,
+        appliedSeq: handle.stats[ReplicaStat.appliedSeq]!,
+        committedSeq: handle.stats[ReplicaStat.committedSeq]!,
+      };
+    });
+  }
+
+  /**
+   * Terminates replica `id`'s worker at once, with no goodbye, exactly as a crash would; the chain
+   * detects it and reconfigures by itself. For chaos testing.
+   */
+  crashReplica(id: number): void {
+    const handle = this.handles.get(id);
+    if (handle === undefined || !handle.alive || !this.master.configuration.members.includes(id)) {
+      throw new DabbaError(ErrorCode.outOfRange, `replica ${id} is not a live member of the chain`);
+    }
+    // Stop it dead at its next batch boundary (nothing it has not already sent leaves it), then
+    // terminate the thread.
+    Atomics.store(handle.controlSignal, 0, CONTROL_CRASH);
+    handle.doorbell.ring();
+    setImmediate(() => handle.abort.abort(new DabbaError(ErrorCode.replicaFailed, `replica ${id} crashed on request`)));
   }
 
   put(key: KeyInput, value: ValueInput): Promise<void> {
@@ -241,11 +318,12 @@ export class Chain extends EventEmitter {
 
   stats(): ChainStats {
     return {
-      replicas: this.replicaHandles.map((handle) => {
+      replicas: this.master.configuration.members.map((id) => {
+        const handle = this.handles.get(id)!;
         const stat = handle.stats;
         return {
           id: handle.id,
-          role: handle.role,
+          role: roleIn(this.master.configuration, id) as Role,
           appliedSeq: stat[ReplicaStat.appliedSeq]!,
           committedSeq: stat[ReplicaStat.committedSeq]!,
           batchesApplied: stat[ReplicaStat.batchesApplied]!,
@@ -261,7 +339,8 @@ export class Chain extends EventEmitter {
           osThreadId: stat[ReplicaStat.osThreadId]!,
         };
       }),
-      epoch: this.epoch,
+      epoch: this.master.configuration.epoch,
+      reconfigurations: this.reconfigurations,
       writesAccepted: this.writes.accepted,
       writesAcknowledged: this.writes.writesAcked,
       writesPending: this.writes.pending,
@@ -279,7 +358,7 @@ export class Chain extends EventEmitter {
     const requestId = this.nextControlRequest++;
     return new Promise((resolve) => {
       this.digestWaiters.set(requestId, { replies: [], resolve });
-      for (const handle of this.replicaHandles) this.sendControl(handle, { type: 'digest', requestId });
+      for (const id of this.master.configuration.members) this.sendControl(this.handles.get(id)!, { type: 'digest', requestId });
     });
   }
 
@@ -313,13 +392,15 @@ export class Chain extends EventEmitter {
     this.state = 'closed';
     this.writes.fail(closedError());
     this.reads.fail(closedError());
+    clearInterval(this.heartbeatTimer);
+    const live = [...this.handles.values()].filter((handle) => handle.alive);
     if (!wasFailed) {
-      for (const handle of this.replicaHandles) this.sendControl(handle, { type: 'stop' });
-      await Promise.allSettled(this.replicaHandles.map((handle) => handle.done));
+      for (const handle of live) this.sendControl(handle, { type: 'stop' });
+      await Promise.allSettled(live.map((handle) => handle.done));
     }
     this.clientDoorbell.ring();
     await this.serviceDone;
-    for (const handle of this.replicaHandles) handle.port.close();
+    for (const handle of this.handles.values()) handle.port.close();
     await this.pool.destroy();
     for (const waiter of this.digestWaiters.values()) waiter.resolve(waiter.replies);
     this.digestWaiters.clear();
@@ -333,7 +414,8 @@ export class Chain extends EventEmitter {
 
   private sendControl(handle: ReplicaHandle, request: ControlRequest): void {
     handle.port.postMessage(request);
-    Atomics.store(handle.controlSignal, 0, 1);
+    // Never overwrite a crash request with a message notice.
+    Atomics.compareExchange(handle.controlSignal, 0, 0, CONTROL_MESSAGES);
     handle.doorbell.ring();
   }
 
@@ -365,7 +447,7 @@ export class Chain extends EventEmitter {
         const waiter = this.digestWaiters.get(message.requestId);
         if (waiter === undefined) return;
         waiter.replies.push({ id: message.replicaId, digest: message.digest, keys: message.keys, appliedSeq: message.appliedSeq });
-        if (waiter.replies.length === this.replicaHandles.length) {
+        if (waiter.replies.length === this.master.configuration.members.length) {
           this.digestWaiters.delete(message.requestId);
           waiter.resolve(waiter.replies.sort((a, b) => a.id - b.id));
         }
@@ -379,15 +461,94 @@ export class Chain extends EventEmitter {
     }
   }
 
+  /** A replica's task ended with an error: its worker crashed, threw, or was terminated. */
   private onReplicaFailure(handle: ReplicaHandle, error: unknown): void {
-    if (this.state === 'closed') return;
-    this.state = 'failed';
-    const failure = new DabbaError(ErrorCode.replicaFailed, `replica ${handle.id} (${handle.role}) failed`, { cause: error });
-    this.writes.fail(failure);
-    this.reads.fail(failure);
-    for (const other of this.replicaHandles) if (other !== handle) this.sendControl(other, { type: 'stop' });
-    this.emit('replicaFailed', failure);
-    for (const resolve of this.idleWaiters.splice(0)) resolve();
+    if (this.state === 'closed' || !handle.alive) return;
+    handle.alive = false;
+    this.removeFailed(handle.id, error);
+  }
+
+  /** Reads the replicas' heartbeat counters; the master removes a replica that stopped moving. */
+  private checkHeartbeats(): void {
+    if (this.state !== 'open' && this.state !== 'closing') return;
+    const now = performance.now();
+    let allStarted = true;
+    for (const id of this.master.configuration.members) {
+      const handle = this.handles.get(id)!;
+      const beats = handle.stats[ReplicaStat.heartbeats]!;
+      if (beats !== handle.lastHeartbeat) {
+        handle.lastHeartbeat = beats;
+        this.master.heartbeat(id, now);
+      }
+      if (beats === 0) allStarted = false;
+    }
+    // Worker start-up (loading and compiling modules) is not a hang: judge only started replicas.
+    if (!allStarted) return;
+    for (const event of this.master.tick(now)) {
+      const handle = this.handles.get(event.replicaId);
+      if (handle !== undefined && handle.alive) {
+        // A hung replica: make sure it can never act again, then move on without it.
+        handle.alive = false;
+        handle.abort.abort(new DabbaError(ErrorCode.replicaFailed, `replica ${event.replicaId} stopped responding`));
+      }
+      this.applyConfiguration(event, new DabbaError(ErrorCode.timeout, `replica ${event.replicaId} missed its heartbeats`));
+    }
+  }
+
+  private removeFailed(id: number, cause: unknown): void {
+    if (!this.master.configuration.members.includes(id)) return;
+    if (this.master.configuration.members.length === 1) {
+      // The last replica held the only copy: writes not yet acknowledged have an unknown outcome.
+      this.state = 'failed';
+      const failure = new DabbaError(ErrorCode.outcomeUnknown, `the last replica (${id}) failed; pending writes may or may not have been applied`, {
+        cause,
+      });
+      this.writes.fail(failure);
+      this.reads.fail(new DabbaError(ErrorCode.replicaFailed, `the last replica (${id}) failed`, { cause }));
+      this.emit('replicaFailed', failure);
+      for (const resolve of this.idleWaiters.splice(0)) resolve();
+      return;
+    }
+    this.applyConfiguration(this.master.remove(id), cause);
+  }
+
+  /**
+   * Installs a new configuration: new rings between new neighbours, a 'reconfigure' to every
+   * member, and the client re-pointed at the new head and tail. Unacknowledged writes and
+   * unanswered reads are sent again; the head drops writes it already has (exactly-once).
+   */
+  private applyConfiguration(event: MasterEvent, cause: unknown): void {
+    const configuration = event.configuration;
+    this.reconfigurations++;
+    // Drain what the old tail already published: it is committed, and its rings are about to go.
+    this.service();
+    for (const id of configuration.members) {
+      const links = linksFor(this.links, configuration, id, this.doorbellBuffers, this.clientDoorbellBuffer);
+      this.sendControl(this.handles.get(id)!, { type: 'reconfigure', epoch: configuration.epoch, role: roleIn(configuration, id) as Role, links });
+    }
+    this.links.retainOnly(linkNames(configuration));
+    const head = configuration.members[0]!;
+    const tail = configuration.members.at(-1)!;
+    if (head !== this.headId) {
+      this.headId = head;
+      this.writes.switchHead(new SpscRing(this.links.link(batchesLink(CLIENT_END, head), false).buffer), new Doorbell(this.doorbellBuffers.get(head)!));
+    }
+    if (tail !== this.tailId) {
+      this.tailId = tail;
+      this.clientAcks = new SpscRing(this.links.link(clientAcksLink(tail), true).buffer);
+      this.readReplies = new SpscRing(this.links.link(repliesLink(tail), false).buffer);
+      this.tailDoorbell = new Doorbell(this.doorbellBuffers.get(tail)!);
+      this.reads.switchTail(new SpscRing(this.links.link(readsLink(tail), false).buffer), this.tailDoorbell);
+    }
+    const removed = event.kind === 'removed' ? event.replicaId : null;
+    const reconfigured: ReconfigurationEvent = {
+      epoch: configuration.epoch,
+      members: [...configuration.members],
+      removed,
+      reason: event.kind === 'removed' ? event.reason : 'requested',
+      cause,
+    };
+    this.emit('reconfigured', reconfigured);
   }
 }
 

@@ -8,6 +8,16 @@
  *   await chain.close();
  */
 export { Chain, createChain } from './chain.js';
-export type { ChainOptions, ChainStats, KeyInput, ReplicaDigest, ReplicaStats, ValueInput, VersionedValue } from './chain.js';
+export type {
+  ChainOptions,
+  ChainStats,
+  KeyInput,
+  ReconfigurationEvent,
+  ReplicaDigest,
+  ReplicaInfo,
+  ReplicaStats,
+  ValueInput,
+  VersionedValue,
+} from './chain.js';
 export type { BatchOptions } from './options.js';
 export { DabbaError, ErrorCode, isDabbaError } from '../native-free-core/errors.js';

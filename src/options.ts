@@ -44,6 +44,11 @@ export interface ChainOptions {
   spinIterations?: number;
   /** How long close() waits for pending writes to be acknowledged, in ms (default 10000). */
   closeTimeoutMs?: number;
+  /**
+   * A replica whose worker makes no progress for this long, in ms, is declared failed and removed
+   * (default 1000). Crashes are detected at once; this catches hangs.
+   */
+  suspectAfterMs?: number;
 }
 
 export interface ResolvedOptions {
@@ -66,6 +71,7 @@ export interface ResolvedOptions {
   spinIterations: number;
   sleepTimeoutMs: number;
   closeTimeoutMs: number;
+  suspectAfterMs: number;
 }
 
 const MiB = 1024 * 1024;
@@ -130,6 +136,7 @@ export function resolveOptions(options: ChainOptions = {}): ResolvedOptions {
   }
   const spinIterations = integer(options.spinIterations, 'spinIterations', 2000, 0, 10_000_000);
   const closeTimeoutMs = integer(options.closeTimeoutMs, 'closeTimeoutMs', 10_000, 0, 3_600_000);
+  const suspectAfterMs = integer(options.suspectAfterMs, 'suspectAfterMs', 1000, 100, 3_600_000);
 
   // A read batch and its reply must each fit in one ring record, whatever the keys' and values' sizes.
   const readBatchReadsMax = Math.min(1024, pendingReadsMax, Math.floor((ringRecordBytesMax - FRAME_OVERHEAD_BYTES) / (8 + keyBytesMax)));
@@ -159,6 +166,7 @@ export function resolveOptions(options: ChainOptions = {}): ResolvedOptions {
     spinIterations,
     sleepTimeoutMs: 50,
     closeTimeoutMs,
+    suspectAfterMs,
   };
 }
 

@@ -24,8 +24,14 @@ export class ReadPipeline {
   private readonly futures: FutureRing<VersionedValue | undefined>;
   private readonly encoder: ReadBatchEncoder;
   private readonly payload: Buffer;
-  /** Encoded frames waiting for ring space (bounded by pendingReadsMax / readsMax). */
-  private readonly waiting: Uint8Array[] = [];
+  /**
+   * Encoded read batches not yet fully answered, oldest first (bounded by pendingReadsMax): kept so
+   * they can be sent again to a new tail. [answeredIndex, pushedIndex) are with the tail,
+   * [pushedIndex, length) wait for ring space.
+   */
+  private readonly unanswered: Array<{ frame: Uint8Array; lastRequestId: number }> = [];
+  private answeredIndex = 0;
+  private pushedIndex = 0;
   private flushScheduled = false;
   private readonly replyView = new ReadReplyView();
   private failure: DabbaError | null = null;
@@ -33,8 +39,8 @@ export class ReadPipeline {
 
   constructor(
     private readonly options: ResolvedOptions,
-    private readonly ring: SpscRing,
-    private readonly tailDoorbell: Doorbell,
+    private ring: SpscRing,
+    private tailDoorbell: Doorbell,
     private readonly epoch: () => number,
   ) {
     this.futures = new FutureRing(options.pendingReadsMax);
@@ -91,32 +97,36 @@ export class ReadPipeline {
   }
 
   private seal(): void {
-    const frame = this.encoder.finish(this.epoch());
+    const frame = this.encoder.finish(this.epoch()).slice();
+    this.unanswered.push({ frame, lastRequestId: this.futures.next - 1 });
     this.encoder.begin(this.futures.next);
-    if (this.waiting.length === 0 && this.ring.tryWrite(frame)) {
-      if (this.ring.publish()) this.tailDoorbell.ring();
-      return;
-    }
-    this.waiting.push(frame.slice());
-    this.ring.markProducerWaiting();
+    this.pump();
   }
 
   canPump(): boolean {
-    const frame = this.waiting[0];
-    return frame !== undefined && this.ring.canWrite(frame.length);
+    const batch = this.unanswered[this.pushedIndex];
+    return batch !== undefined && this.ring.canWrite(batch.frame.length);
   }
 
   pump(): void {
     let pushed = 0;
-    while (this.waiting.length > 0) {
-      if (!this.ring.tryWrite(this.waiting[0]!)) {
+    while (this.pushedIndex < this.unanswered.length) {
+      if (!this.ring.tryWrite(this.unanswered[this.pushedIndex]!.frame)) {
         this.ring.markProducerWaiting();
         break;
       }
-      this.waiting.shift();
+      this.pushedIndex++;
       pushed++;
     }
     if (pushed > 0 && this.ring.publish()) this.tailDoorbell.ring();
+  }
+
+  /** The chain has a new tail: ask it again for every read not answered yet. */
+  switchTail(ring: SpscRing, tailDoorbell: Doorbell): void {
+    this.ring = ring;
+    this.tailDoorbell = tailDoorbell;
+    this.pushedIndex = this.answeredIndex;
+    this.pump();
   }
 
   drainReplies(replies: SpscRing): number {
@@ -128,6 +138,9 @@ export class ReadPipeline {
       assert(malformed === null, `read reply is malformed: ${malformed}`);
       for (let index = 0; index < view.count; index++) {
         const requestId = view.firstRequestId + index;
+        // After a tail change a read may be answered twice (by the old tail's last replies and the
+        // new tail): the first answer counts.
+        if (requestId <= this.futures.settled) continue;
         if (view.statusAt(index) === ReadStatus.NotFound) {
           this.futures.resolveOne(requestId, undefined);
         } else {
@@ -141,12 +154,21 @@ export class ReadPipeline {
     }
     replies.release();
     this.readsAnswered += answered;
+    const settled = this.futures.settled;
+    while (this.answeredIndex < this.pushedIndex && this.unanswered[this.answeredIndex]!.lastRequestId <= settled) this.answeredIndex++;
+    if (this.answeredIndex > 64 && this.answeredIndex * 2 > this.unanswered.length) {
+      this.unanswered.splice(0, this.answeredIndex);
+      this.pushedIndex -= this.answeredIndex;
+      this.answeredIndex = 0;
+    }
     return answered;
   }
 
   fail(error: DabbaError): void {
     if (this.failure === null) this.failure = error;
-    this.waiting.length = 0;
+    this.unanswered.length = 0;
+    this.answeredIndex = 0;
+    this.pushedIndex = 0;
     this.futures.rejectAll(error);
   }
 }

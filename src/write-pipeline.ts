@@ -23,15 +23,24 @@ interface StagedBatch {
   encoder: WriteBatchEncoder;
   /** A Buffer over the encoder's payload, for writing UTF-8 in place. */
   payload: Buffer;
-  /** The encoded frame once sealed; valid until the encoder is reused. */
+  /** The encoded frame once sealed; valid until the encoder is reused (after its ack). */
   frame: Uint8Array | null;
+  /** Client sequence of its last write, once sealed. */
+  lastClientSeq: number;
 }
 
 export class WritePipeline {
   private readonly futures: FutureRing<void>;
   private readonly freeBatches: StagedBatch[] = [];
-  private readonly sealed: StagedBatch[] = [];
-  private sealedHead = 0;
+  /**
+   * Sealed batches, oldest first, kept until acknowledged so they can be resent unchanged to a new
+   * head (the head drops the ones it already has by client sequence: exactly-once). Indices are
+   * absolute into `outstanding`: [ackedIndex, pushedIndex) are in the ring or the chain,
+   * [pushedIndex, length) wait for ring space.
+   */
+  private readonly outstanding: StagedBatch[] = [];
+  private ackedIndex = 0;
+  private pushedIndex = 0;
   private open: StagedBatch | null = null;
   private allocatedBatches = 0;
   private readonly batchesMax: number;
@@ -39,9 +48,6 @@ export class WritePipeline {
   /** A partial batch is due but held back because enough batches are in flight (see sealIfDue). */
   private flushHeld = false;
   private openedAtNs = 0n;
-  /** Last client sequence of every sealed, unacknowledged batch, oldest first. */
-  private readonly unackedBatchEnds: number[] = [];
-  private unackedBatchHead = 0;
   private readonly ackView = new AckView();
   private failure: DabbaError | null = null;
 
@@ -52,12 +58,13 @@ export class WritePipeline {
   constructor(
     private readonly options: ResolvedOptions,
     private readonly clientId: number,
-    private readonly ring: SpscRing,
-    private readonly headDoorbell: Doorbell,
+    private ring: SpscRing,
+    private headDoorbell: Doorbell,
   ) {
     this.futures = new FutureRing<void>(options.pendingWritesMax);
-    // Enough staged batches to hold every pending write in full batches, plus the open one.
-    this.batchesMax = Math.ceil(this.futures.capacity / options.batchWritesMax) + 2;
+    // Enough staged batches for every pending write in full batches, the partial batches adaptive
+    // batching lets fly, and the open one.
+    this.batchesMax = Math.ceil(this.futures.capacity / options.batchWritesMax) + options.batchInFlightMax + 2;
   }
 
   get pending(): number {
@@ -140,7 +147,12 @@ export class WritePipeline {
     if (batch === undefined) {
       if (this.allocatedBatches >= this.batchesMax) return null;
       const encoder = new WriteBatchEncoder({ writesMax: this.options.batchWritesMax, payloadBytesMax: this.options.batchBytesMax });
-      batch = { encoder, payload: Buffer.from(encoder.payload.buffer, encoder.payload.byteOffset, encoder.payload.length), frame: null };
+      batch = {
+        encoder,
+        payload: Buffer.from(encoder.payload.buffer, encoder.payload.byteOffset, encoder.payload.length),
+        frame: null,
+        lastClientSeq: 0,
+      };
       this.allocatedBatches++;
     }
     batch.encoder.begin(this.clientId, this.futures.next);
@@ -154,13 +166,13 @@ export class WritePipeline {
     assert(batch === this.open, 'seal: only the open batch is sealed');
     this.open = null;
     this.flushHeld = false;
-    this.unackedBatchEnds.push(batch.encoder.firstClientSeq + batch.encoder.count - 1);
+    batch.lastClientSeq = batch.encoder.firstClientSeq + batch.encoder.count - 1;
     const frame = batch.encoder.finish();
     // Paired assertion: the frame's envelope is checked here, before it enters the ring, and the
     // whole frame again by the head. (A full verify here would cost ~30 ns per write.)
     assert(frameKind(frame) === MessageKind.writeBatch, 'seal: the encoder produced a malformed frame');
     batch.frame = frame;
-    this.sealed.push(batch);
+    this.outstanding.push(batch);
   }
 
   private scheduleFlush(): void {
@@ -187,7 +199,7 @@ export class WritePipeline {
 
   /** Batches sealed and not yet acknowledged (waiting for ring space, or in the chain). */
   get batchesInFlight(): number {
-    return this.unackedBatchEnds.length - this.unackedBatchHead;
+    return this.outstanding.length - this.ackedIndex;
   }
 
   /**
@@ -216,9 +228,8 @@ export class WritePipeline {
   /** Moves sealed batches into the head's ring while it has space. */
   pump(): void {
     let pushed = 0;
-    while (this.sealedHead < this.sealed.length) {
-      const batch = this.sealed[this.sealedHead]!;
-      const frame = batch.frame!;
+    while (this.pushedIndex < this.outstanding.length) {
+      const frame = this.outstanding[this.pushedIndex]!.frame!;
       if (!this.ring.tryWrite(frame)) {
         // Backpressure: the head will ring our doorbell when it frees space.
         this.ring.markProducerWaiting();
@@ -226,26 +237,31 @@ export class WritePipeline {
       }
       this.batchesSent++;
       this.bytesSent += frame.length;
-      this.sealed[this.sealedHead++] = undefined as unknown as StagedBatch;
-      batch.frame = null;
-      this.freeBatches.push(batch);
+      this.pushedIndex++;
       pushed++;
-    }
-    if (this.sealedHead === this.sealed.length) {
-      this.sealed.length = 0;
-      this.sealedHead = 0;
     }
     if (pushed > 0 && this.ring.publish()) this.headDoorbell.ring();
   }
 
   /** Whether sealed batches wait and the ring now has room for the first. */
   canPump(): boolean {
-    const batch = this.sealed[this.sealedHead];
+    const batch = this.outstanding[this.pushedIndex];
     return batch !== undefined && this.ring.canWrite(batch.frame!.length);
   }
 
   get waitingBatches(): number {
-    return this.sealed.length - this.sealedHead + (this.open !== null && this.open.encoder.count > 0 ? 1 : 0);
+    return this.outstanding.length - this.pushedIndex + (this.open !== null && this.open.encoder.count > 0 ? 1 : 0);
+  }
+
+  /**
+   * The chain has a new head: send it every unacknowledged batch again, in order, through its ring.
+   * Batches it already has (forwarded by the failed head) are dropped by client sequence.
+   */
+  switchHead(ring: SpscRing, headDoorbell: Doorbell): void {
+    this.ring = ring;
+    this.headDoorbell = headDoorbell;
+    this.pushedIndex = this.ackedIndex;
+    this.pump();
   }
 
   /** Applies the tail's acks from the client-ack ring; returns how many writes were settled. */
@@ -262,15 +278,15 @@ export class WritePipeline {
     acks.release();
     this.writesAcked += settled;
     const acked = this.futures.settled;
-    while (this.unackedBatchHead < this.unackedBatchEnds.length && this.unackedBatchEnds[this.unackedBatchHead]! <= acked) {
-      this.unackedBatchHead++;
+    while (this.ackedIndex < this.pushedIndex && this.outstanding[this.ackedIndex]!.lastClientSeq <= acked) {
+      const batch = this.outstanding[this.ackedIndex++]!;
+      batch.frame = null;
+      this.freeBatches.push(batch);
     }
-    if (this.unackedBatchHead === this.unackedBatchEnds.length) {
-      this.unackedBatchEnds.length = 0;
-      this.unackedBatchHead = 0;
-    } else if (this.unackedBatchHead > 1024) {
-      this.unackedBatchEnds.splice(0, this.unackedBatchHead);
-      this.unackedBatchHead = 0;
+    if (this.ackedIndex > 64 && this.ackedIndex * 2 > this.outstanding.length) {
+      this.outstanding.splice(0, this.ackedIndex);
+      this.pushedIndex -= this.ackedIndex;
+      this.ackedIndex = 0;
     }
     if (this.flushHeld) this.sealIfDue();
     return settled;
@@ -280,10 +296,9 @@ export class WritePipeline {
   fail(error: DabbaError): void {
     if (this.failure === null) this.failure = error;
     this.open = null;
-    this.sealed.length = 0;
-    this.sealedHead = 0;
-    this.unackedBatchEnds.length = 0;
-    this.unackedBatchHead = 0;
+    this.outstanding.length = 0;
+    this.ackedIndex = 0;
+    this.pushedIndex = 0;
     this.flushHeld = false;
     this.futures.rejectAll(error);
   }

@@ -18,20 +18,30 @@ export interface ReplicaLimits {
   sleepTimeoutMs: number;
 }
 
+/**
+ * One ring between two threads. The id names the link (its two ends and direction) for the life of
+ * the chain, so after a reconfiguration a worker keeps the rings whose ids it already has (with
+ * their read positions) and opens the new ones.
+ */
+export interface RingLink {
+  id: number;
+  buffer: SharedArrayBuffer;
+}
+
 /** The rings around one replica. A ring's producer and consumer each wrap the same buffer. */
 export interface ReplicaLinks {
   /** Batches in: from the client (head) or the predecessor. */
-  batchesIn: SharedArrayBuffer;
+  batchesIn: RingLink;
   /** Batches out to the successor; null at the tail. */
-  batchesOut: SharedArrayBuffer | null;
-  /** Acks in from the successor; null at the tail. */
-  acksIn: SharedArrayBuffer | null;
-  /** Acks out to the predecessor; null at the head. */
-  acksOut: SharedArrayBuffer | null;
+  batchesOut: RingLink | null;
+  /** Acks and Hellos in from the successor; null at the tail. */
+  acksIn: RingLink | null;
+  /** Acks and Hellos out to the predecessor; null at the head. */
+  acksOut: RingLink | null;
   /** Tail only: cumulative acks to the client, read requests in, read replies out. */
-  clientAcksOut: SharedArrayBuffer | null;
-  readsIn: SharedArrayBuffer | null;
-  readRepliesOut: SharedArrayBuffer | null;
+  clientAcksOut: RingLink | null;
+  readsIn: RingLink | null;
+  readRepliesOut: RingLink | null;
   /** Doorbells: this replica's own, and those of the threads it feeds or frees space for. */
   doorbell: SharedArrayBuffer;
   upstreamDoorbell: SharedArrayBuffer;
@@ -49,9 +59,15 @@ export interface ReplicaTask {
   stats: SharedArrayBuffer;
   /** Control channel (transferred). */
   port: MessagePort;
-  /** Int32[1]: non-zero when the main thread has posted control messages (checked without a syscall). */
+  /**
+   * Int32[1]: CONTROL_MESSAGES when the main thread has posted control messages, CONTROL_CRASH to
+   * make the replica stop dead (crashReplica). Checked without a syscall.
+   */
   controlSignal: SharedArrayBuffer;
 }
+
+export const CONTROL_MESSAGES = 1;
+export const CONTROL_CRASH = 2;
 
 /** Indices into a replica's Float64 statistics array. */
 export const ReplicaStat = {
@@ -69,11 +85,15 @@ export const ReplicaStat = {
   backpressureStalls: 11,
   /** The worker's operating-system thread id (Linux), so tools can attribute CPU time per replica. */
   osThreadId: 12,
+  /** Loop iterations: it keeps moving while the replica is alive (the master's heartbeat). */
+  heartbeats: 13,
+  epoch: 14,
 } as const;
-export const REPLICA_STAT_COUNT = 13;
+export const REPLICA_STAT_COUNT = 15;
 
 export type ControlRequest =
   | { type: 'digest'; requestId: number }
+  | { type: 'reconfigure'; epoch: number; role: Role; links: ReplicaLinks }
   | { type: 'stop' };
 
 export type ControlReply =

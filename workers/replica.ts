@@ -11,23 +11,36 @@ import { receiveMessageOnPort } from 'node:worker_threads';
 import { ChainNode, type Ready } from '../native-free-core/chain/node.js';
 import { SpscRing } from '../native-free-core/ring.js';
 import { Store } from '../native-free-core/store.js';
-import { AckEncoder } from '../native-free-core/wire/codec.js';
+import { AckEncoder, frameKind, HelloEncoder, MessageKind } from '../native-free-core/wire/codec.js';
 import { Doorbell } from './doorbell.js';
-import { ReplicaStat, type ControlReply, type ControlRequest, type ReplicaTask } from './replica-task.js';
+import {
+  CONTROL_CRASH,
+  CONTROL_MESSAGES,
+  ReplicaStat,
+  type ControlReply,
+  type ControlRequest,
+  type ReplicaLinks,
+  type ReplicaTask,
+  type RingLink,
+} from './replica-task.js';
 
 class ReplicaDriver {
   private readonly node: ChainNode;
-  private readonly batchesIn: SpscRing;
-  private readonly batchesOut: SpscRing | null;
-  private readonly acksIn: SpscRing | null;
-  private readonly acksOut: SpscRing | null;
-  private readonly clientAcksOut: SpscRing | null;
-  private readonly readsIn: SpscRing | null;
-  private readonly readRepliesOut: SpscRing | null;
+  // The rings and doorbells change when the chain is reconfigured (see applyLinks).
+  private batchesIn!: SpscRing;
+  private batchesOut: SpscRing | null = null;
+  private acksIn: SpscRing | null = null;
+  private acksOut: SpscRing | null = null;
+  private clientAcksOut: SpscRing | null = null;
+  private readsIn: SpscRing | null = null;
+  private readRepliesOut: SpscRing | null = null;
   private readonly doorbell: Doorbell;
-  private readonly upstreamDoorbell: Doorbell;
-  private readonly downstreamDoorbell: Doorbell | null;
+  private upstreamDoorbell!: Doorbell;
+  private downstreamDoorbell: Doorbell | null = null;
   private readonly clientDoorbell: Doorbell;
+  /** Open rings by link id, so a reconfiguration keeps the ones that did not change. */
+  private rings = new Map<number, SpscRing>();
+  private readonly helloEncoder = new HelloEncoder();
   private readonly stats: Float64Array;
   private readonly controlSignal: Int32Array;
   private readonly ackEncoder = new AckEncoder();
@@ -41,17 +54,9 @@ class ReplicaDriver {
 
   constructor(private readonly task: ReplicaTask) {
     const { links } = task;
-    this.batchesIn = new SpscRing(links.batchesIn);
-    this.batchesOut = links.batchesOut && new SpscRing(links.batchesOut);
-    this.acksIn = links.acksIn && new SpscRing(links.acksIn);
-    this.acksOut = links.acksOut && new SpscRing(links.acksOut);
-    this.clientAcksOut = links.clientAcksOut && new SpscRing(links.clientAcksOut);
-    this.readsIn = links.readsIn && new SpscRing(links.readsIn);
-    this.readRepliesOut = links.readRepliesOut && new SpscRing(links.readRepliesOut);
     this.doorbell = new Doorbell(links.doorbell);
-    this.upstreamDoorbell = new Doorbell(links.upstreamDoorbell);
-    this.downstreamDoorbell = links.downstreamDoorbell && new Doorbell(links.downstreamDoorbell);
     this.clientDoorbell = new Doorbell(links.clientDoorbell);
+    this.applyLinks(links);
     this.stats = new Float64Array(task.stats);
     this.controlSignal = new Int32Array(task.controlSignal);
     this.node = new ChainNode({
@@ -64,6 +69,30 @@ class ReplicaDriver {
       readReplyPayloadBytesMax: task.limits.readReplyPayloadBytesMax,
       readReplyResultsMax: task.limits.readReplyResultsMax,
     });
+  }
+
+  /** Opens the rings of `links`, keeping already open ones by id; rings no longer used are dropped. */
+  private applyLinks(links: ReplicaLinks): void {
+    const previous = this.rings;
+    this.rings = new Map();
+    const open = (link: RingLink | null): SpscRing | null => {
+      if (link === null) return null;
+      const ring = previous.get(link.id) ?? new SpscRing(link.buffer);
+      this.rings.set(link.id, ring);
+      return ring;
+    };
+    this.batchesIn = open(links.batchesIn)!;
+    this.batchesOut = open(links.batchesOut);
+    this.acksIn = open(links.acksIn);
+    this.acksOut = open(links.acksOut);
+    this.clientAcksOut = open(links.clientAcksOut);
+    this.readsIn = open(links.readsIn);
+    this.readRepliesOut = open(links.readRepliesOut);
+    this.upstreamDoorbell = new Doorbell(links.upstreamDoorbell);
+    this.downstreamDoorbell = links.downstreamDoorbell && new Doorbell(links.downstreamDoorbell);
+    this.inboundBlocked = false;
+    this.blockedRings.length = 0;
+    this.blockedLengths.length = 0;
   }
 
   run(): void {
@@ -94,6 +123,7 @@ class ReplicaDriver {
   /** One pass over every input; returns whether anything moved. */
   private iterate(): boolean {
     let moved = false;
+    this.crashIfAsked();
     if (Atomics.load(this.controlSignal, 0) !== 0) moved = this.handleControl() || moved;
     moved = this.drainAcks() || moved;
     moved = this.drainBatches() || moved;
@@ -103,8 +133,16 @@ class ReplicaDriver {
     return moved;
   }
 
+  /**
+   * crashReplica(): stop dead, between two batches, with no goodbye and nothing flushed, the way a
+   * power cut would. Throwing rejects the piscina task, which is how the main thread learns of it.
+   */
+  private crashIfAsked(): void {
+    if (Atomics.load(this.controlSignal, 0) === CONTROL_CRASH) throw new Error(`replica ${this.node.id} crashed on request`);
+  }
+
   private handleControl(): boolean {
-    Atomics.store(this.controlSignal, 0, 0);
+    Atomics.compareExchange(this.controlSignal, 0, CONTROL_MESSAGES, 0);
     for (;;) {
       const envelope = receiveMessageOnPort(this.task.port);
       if (envelope === undefined) return true;
@@ -120,6 +158,11 @@ class ReplicaDriver {
             appliedSeq: this.node.appliedSeq,
           });
           break;
+        case 'reconfigure':
+          this.applyLinks(request.links);
+          this.node.reconfigure(request.epoch, request.role);
+          this.stats[ReplicaStat.epoch] = request.epoch;
+          break;
         case 'stop':
           this.stopped = true;
           break;
@@ -131,7 +174,9 @@ class ReplicaDriver {
     const ring = this.acksIn;
     if (ring === null || !ring.claim()) return false;
     for (let offset = ring.next(); offset >= 0; offset = ring.next()) {
-      const result = this.node.receiveAck(ring.bytes.subarray(offset, offset + ring.recordLength));
+      // The successor sends cumulative Acks, and a Hello after each reconfiguration.
+      const bytes = ring.bytes.subarray(offset, offset + ring.recordLength);
+      const result = frameKind(bytes) === MessageKind.hello ? this.node.receiveHello(bytes) : this.node.receiveAck(bytes);
       if (result.status === 'rejected') this.reportRejected(result.code, result.reason);
     }
     ring.release();
@@ -154,6 +199,7 @@ class ReplicaDriver {
         this.stats[ReplicaStat.backpressureStalls]!++;
         break;
       }
+      this.crashIfAsked();
       const result = this.node.receiveBatch(ring.bytes.subarray(offset, offset + length));
       taken++;
       if (result.status === 'applied') {
@@ -200,7 +246,10 @@ class ReplicaDriver {
       if (forwarded > 0 && out.publish()) this.downstreamDoorbell!.ring();
     }
     let acksSent = true;
-    if (ready.ackUpstream !== null) {
+    if (ready.helloUpstream !== null) {
+      acksSent = this.send(this.acksOut!, this.helloEncoder.encode(ready.helloUpstream), this.upstreamDoorbell);
+    }
+    if (ready.ackUpstream !== null && acksSent) {
       acksSent = this.send(this.acksOut!, this.ackEncoder.encode(ready.ackUpstream), this.upstreamDoorbell);
     }
     for (const clientAck of ready.clientAcks) {
@@ -249,6 +298,7 @@ class ReplicaDriver {
 
   private publishStats(): void {
     const stats = this.stats;
+    stats[ReplicaStat.heartbeats]!++;
     stats[ReplicaStat.appliedSeq] = this.node.appliedSeq;
     stats[ReplicaStat.committedSeq] = this.node.committedSeq;
     stats[ReplicaStat.inflightBytes] = this.node.inflightBytes;

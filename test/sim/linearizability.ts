@@ -76,6 +76,11 @@ const KIND_PUT = 0;
 const KIND_DELETE = 1;
 const KIND_GET = 2;
 
+/** The order in which the search tries the operations that could be linearized next (see searchKey). */
+const PHASE_OBSERVED = 0;
+const PHASE_UNOBSERVED = 1;
+const PHASE_FORCED = 2;
+
 /** The register state "absent"; values present are numbered from 1 per key. */
 const VALUE_ABSENT = 0;
 
@@ -129,9 +134,22 @@ interface Problem {
   completedCount: number;
   unknownCount: number;
   rankToSlot: Int32Array;
+  /** One more than the largest value id written or read. */
+  valueCount: number;
 }
 
 type Verdict = 'linearizable' | 'violation' | 'exhausted';
+
+interface SearchOutcome {
+  verdict: Verdict;
+  steps: number;
+  /**
+   * The most completed operations, in response order, that one valid partial linearization covered:
+   * the prefix of the history cut at the response of the one before is linearizable, so the shortest
+   * failing prefix ends at this rank or later.
+   */
+  progress: number;
+}
 
 function validate(history: readonly HistoryEntry[], options: CheckOptions | undefined): number {
   if (!Array.isArray(history)) throw invalidArgument('history must be an array of HistoryEntry');
@@ -247,6 +265,7 @@ function buildProblem(operations: readonly KeyOperation[]): Problem {
     completedCount: 0,
     unknownCount: 0,
     rankToSlot: new Int32Array(0),
+    valueCount: 1,
   };
   const completedSlots: number[] = [];
   const lastCompletedOfClient = new Map<number, number>();
@@ -256,6 +275,7 @@ function buildProblem(operations: readonly KeyOperation[]): Problem {
     problem.argument[slot] = operation.argument;
     problem.invokedAt[slot] = operation.invokedAt;
     problem.respondedAt[slot] = operation.respondedAt;
+    problem.valueCount = Math.max(problem.valueCount, operation.argument + 1);
     const predecessor = lastCompletedOfClient.get(operation.client);
     if (predecessor !== undefined) {
       assert(problem.respondedAt[predecessor]! <= operation.invokedAt, 'a client has one completed operation outstanding');
@@ -302,6 +322,10 @@ function codesToString(codes: readonly number[]): string {
  *   precedes it, i.e. it was invoked no later than the earliest response among them (Lowe).
  * - A completed get that can go next and reads the current state is linearized at once, with no
  *   alternatives: it changes nothing, so any linearization can be reordered to start with it.
+ * - A node is abandoned as soon as some completed get still to be linearized reads a value that is
+ *   not the current state and that no write still to be linearized, invoked before the get responded,
+ *   writes: the read can never be explained below it. This finds a wrong order of concurrent writes
+ *   right away instead of at the read, many choices deeper.
  * - An operation of unknown outcome is linearized only where it changes the state and a completed get
  *   that reads the new state can go right after it. A write that no read observes before the next
  *   write can be dropped from any linearization (it then never took effect) without changing what any
@@ -313,10 +337,10 @@ function codesToString(codes: readonly number[]): string {
  * concurrent with its response (one per client at most), so the set is (k, those after k, the bit set
  * of unknown-outcome operations linearized), plus the register state.
  */
-function searchKey(problem: Problem, searchStepsMax: number): { verdict: Verdict; steps: number } {
+function searchKey(problem: Problem, searchStepsMax: number): SearchOutcome {
   const { slotCount, kind, argument, invokedAt, respondedAt, responseRank, unknownIndex, predecessor, completedCount, rankToSlot } =
     problem;
-  if (completedCount === 0) return { verdict: 'linearizable', steps: 0 };
+  if (completedCount === 0) return { verdict: 'linearizable', steps: 0, progress: 0 };
 
   // Two doubly linked lists of unlinearized slots in invocation order (completed, then unknown outcome),
   // so that a slot unlinks on linearize and relinks in place on backtrack (dancing links).
@@ -346,13 +370,76 @@ function searchKey(problem: Problem, searchStepsMax: number): { verdict: Verdict
   /** The first unlinearized completed operation in response order. */
   let firstOpen = 0;
   let state = VALUE_ABSENT;
+  let progress = 0;
 
   // The path from the root: the slot linearized at each depth and what to restore when undoing it.
   const pathSlot = new Int32Array(slotCount);
   const pathState = new Int32Array(slotCount);
   const pathFirstOpen = new Int32Array(slotCount);
-  const pathForced = new Uint8Array(slotCount);
+  /** How the slot at each depth was chosen: PHASE_OBSERVED, PHASE_UNOBSERVED or PHASE_FORCED. */
+  const pathPhase = new Uint8Array(slotCount);
   let depth = 0;
+
+  // Per value: its writes in invocation order and its completed gets in response order, each with a
+  // cursor at the first one not yet linearized. A value whose first pending get responded before its
+  // first pending write was invoked can no longer be read by that get unless it is the state already.
+  const valueCount = problem.valueCount;
+  const writerStart = new Int32Array(valueCount + 1);
+  const readerStart = new Int32Array(valueCount + 1);
+  for (let slot = 0; slot < slotCount; slot++) {
+    if (kind[slot] === KIND_GET) readerStart[argument[slot]! + 1]!++;
+    else writerStart[argument[slot]! + 1]!++;
+  }
+  for (let value = 0; value < valueCount; value++) {
+    writerStart[value + 1]! += writerStart[value]!;
+    readerStart[value + 1]! += readerStart[value]!;
+  }
+  const writerSlots = new Int32Array(writerStart[valueCount]!);
+  const readerSlots = new Int32Array(readerStart[valueCount]!);
+  const firstWriter = writerStart.slice(0, valueCount);
+  const firstReader = readerStart.slice(0, valueCount);
+  /** Each slot's position in writerSlots or readerSlots. */
+  const listPosition = new Int32Array(slotCount);
+  for (let slot = 0; slot < slotCount; slot++) {
+    if (kind[slot] === KIND_GET) continue;
+    listPosition[slot] = firstWriter[argument[slot]!]!++;
+    writerSlots[listPosition[slot]!] = slot;
+  }
+  for (let rank = 0; rank < completedCount; rank++) {
+    const slot = rankToSlot[rank]!;
+    if (kind[slot] !== KIND_GET) continue;
+    listPosition[slot] = firstReader[argument[slot]!]!++;
+    readerSlots[listPosition[slot]!] = slot;
+  }
+  firstWriter.set(writerStart.subarray(0, valueCount));
+  firstReader.set(readerStart.subarray(0, valueCount));
+  const unreadable = (value: number): boolean => {
+    const reader = firstReader[value]!;
+    if (reader === readerStart[value + 1]) return false;
+    const writer = firstWriter[value]!;
+    return writer === writerStart[value + 1] || invokedAt[writerSlots[writer]!]! > respondedAt[readerSlots[reader]!]!;
+  };
+  let unreadableValues = 0;
+  for (let value = 0; value < valueCount; value++) if (unreadable(value)) unreadableValues++;
+  /** Moves the cursor of slot's value after slot was lifted (or back after it was unlifted). */
+  const track = (slot: number, lifted: boolean): void => {
+    const value = argument[slot]!;
+    const before = unreadable(value);
+    const isGet = kind[slot] === KIND_GET;
+    const first = isGet ? firstReader : firstWriter;
+    const position = listPosition[slot]!;
+    if (!lifted) {
+      if (position < first[value]!) first[value] = position;
+    } else if (position === first[value]) {
+      const list = isGet ? readerSlots : writerSlots;
+      const end = (isGet ? readerStart : writerStart)[value + 1]!;
+      let cursor = position;
+      while (cursor < end && linearized[list[cursor]!] === 1) cursor++;
+      first[value] = cursor;
+    }
+    unreadableValues += Number(unreadable(value)) - Number(before);
+  };
+  const doomed = (): boolean => unreadableValues < 0;
 
   const explored = new Set<string>();
   const codes: number[] = [];
@@ -361,6 +448,7 @@ function searchKey(problem: Problem, searchStepsMax: number): { verdict: Verdict
   const lift = (slot: number): void => {
     assert(linearized[slot] === 0, 'lift: slot is not yet linearized');
     linearized[slot] = 1;
+    track(slot, true);
     next[previous[slot]!] = next[slot]!;
     if (next[slot]! !== -1) previous[next[slot]!] = previous[slot]!;
     const rank = responseRank[slot]!;
@@ -371,6 +459,8 @@ function searchKey(problem: Problem, searchStepsMax: number): { verdict: Verdict
       const before = firstOpen;
       firstOpen++;
       while (firstOpen < completedCount && linearized[rankToSlot[firstOpen]!] === 1) firstOpen++;
+      // Every lift follows a step the model accepted, so the path is a valid partial linearization.
+      progress = Math.max(progress, firstOpen);
       // The ranks passed over were exactly the first entries of `ahead`.
       const passed = firstOpen - before - 1;
       assert(passed <= aheadLength && (passed === 0 || ahead[passed - 1] === firstOpen - 1), 'lift: ahead holds the passed ranks');
@@ -391,6 +481,7 @@ function searchKey(problem: Problem, searchStepsMax: number): { verdict: Verdict
   const unlift = (slot: number, firstOpenBefore: number): void => {
     assert(linearized[slot] === 1, 'unlift: slot is linearized');
     linearized[slot] = 0;
+    track(slot, false);
     // Undone in the reverse order of lift, so the neighbours recorded in the slot are current again.
     next[previous[slot]!] = slot;
     if (next[slot]! !== -1) previous[next[slot]!] = slot;
@@ -432,24 +523,14 @@ function searchKey(problem: Problem, searchStepsMax: number): { verdict: Verdict
     return candidate !== -1 && invokedAt[candidate]! <= openResponse ? candidate : -1;
   };
 
-  /** Whether a completed get that reads `value` could be linearized next (the same candidates as now). */
-  const readable = (value: number, openResponse: number): boolean => {
-    for (let slot = next[headCompleted]!; slot !== -1 && invokedAt[slot]! <= openResponse; slot = next[slot]!) {
-      if (kind[slot] !== KIND_GET || argument[slot] !== value) continue;
-      const before = predecessor[slot]!;
-      if (before === -1 || linearized[before] === 1) return true;
-    }
-    return false;
-  };
-
-  /** Linearizes slot (if its node is new) and descends; false if that node was explored before. */
-  const descend = (slot: number, stateAfter: number, forced: boolean): boolean => {
+  /** Linearizes slot (if its node is new and not doomed) and descends; false otherwise. */
+  const descend = (slot: number, stateAfter: number, phase: number): boolean => {
     const firstOpenBefore = firstOpen;
     const stateBefore = state;
     lift(slot);
     state = stateAfter;
-    const key = cacheKey();
-    if (explored.has(key)) {
+    const key = doomed() ? undefined : cacheKey();
+    if (key === undefined || explored.has(key)) {
       state = stateBefore;
       unlift(slot, firstOpenBefore);
       return false;
@@ -458,55 +539,75 @@ function searchKey(problem: Problem, searchStepsMax: number): { verdict: Verdict
     pathSlot[depth] = slot;
     pathState[depth] = stateBefore;
     pathFirstOpen[depth] = firstOpenBefore;
-    pathForced[depth] = forced ? 1 : 0;
+    pathPhase[depth] = phase;
     depth++;
     return true;
   };
 
-  /** The slot to resume scanning after at the parent node, or -1 when the root is exhausted. */
-  const backtrack = (): number => {
+  // Where the scan of the current node resumes: after `resumeAfter` in phase `resumePhase`, or from
+  // the start (headCompleted, PHASE_OBSERVED) on a node entered for the first time.
+  let resumeAfter = headCompleted;
+  let resumePhase = PHASE_OBSERVED;
+
+  /** Undoes the path up to the deepest choice with alternatives left; false when the root is exhausted. */
+  const backtrack = (): boolean => {
     while (depth > 0) {
       depth--;
       const slot = pathSlot[depth]!;
       unlift(slot, pathFirstOpen[depth]!);
       state = pathState[depth]!;
       // A forced read failing means its node fails: it had no alternatives, so go up again.
-      if (pathForced[depth] === 0) return slot;
+      if (pathPhase[depth] !== PHASE_FORCED) {
+        resumeAfter = slot;
+        resumePhase = pathPhase[depth]!;
+        return true;
+      }
     }
-    return -1;
+    return false;
   };
 
-  /** Where the scan of the current node resumes: headCompleted for a fresh node. */
-  let resumeAfter = headCompleted;
+  // Values read by a completed get that could be linearized next, stamped with the visit of the node.
+  const readableStamp = new Int32Array(problem.valueCount);
+  let visit = 0;
+
+  if (doomed()) return { verdict: 'violation', steps, progress };
   for (;;) {
-    if (firstOpen === completedCount) return { verdict: 'linearizable', steps };
+    if (firstOpen === completedCount) return { verdict: 'linearizable', steps, progress };
     const openResponse = respondedAt[rankToSlot[firstOpen]!]!;
+    const fresh = resumeAfter === headCompleted && resumePhase === PHASE_OBSERVED;
 
     let descended = false;
     let blocked = false;
-    if (resumeAfter === headCompleted) {
-      for (let slot = candidateAfter(headCompleted, openResponse); slot !== -1 && responseRank[slot]! >= 0; slot = next[slot]!) {
-        if (invokedAt[slot]! > openResponse) break;
-        if (kind[slot] !== KIND_GET || argument[slot] !== state) continue;
-        const before = predecessor[slot]!;
-        if (before !== -1 && linearized[before] === 0) continue;
-        if (++steps > searchStepsMax) return { verdict: 'exhausted', steps };
-        if (descend(slot, state, true)) descended = true;
-        else blocked = true;
-        break;
-      }
+    visit++;
+    for (let slot = next[headCompleted]!; slot !== -1 && invokedAt[slot]! <= openResponse && !blocked && !descended; slot = next[slot]!) {
+      if (kind[slot] !== KIND_GET) continue;
+      const before = predecessor[slot]!;
+      if (before !== -1 && linearized[before] === 0) continue;
+      readableStamp[argument[slot]!] = visit;
+      if (!fresh || argument[slot] !== state) continue;
+      if (++steps > searchStepsMax) return { verdict: 'exhausted', steps, progress };
+      if (descend(slot, state, PHASE_FORCED)) descended = true;
+      else blocked = true;
     }
-    if (!descended && !blocked) {
-      for (let slot = candidateAfter(resumeAfter, openResponse); slot !== -1; slot = candidateAfter(slot, openResponse)) {
-        const before = predecessor[slot]!;
-        if (before !== -1 && linearized[before] === 0) continue;
+
+    // Writes whose value a get among the candidates reads come first: most linearizations continue
+    // with such a write and its reads. Unknown-outcome writes are only tried there.
+    for (let phase = resumePhase; phase <= PHASE_UNOBSERVED && !descended && !blocked; phase++) {
+      const startAfter = phase === resumePhase ? resumeAfter : headCompleted;
+      for (let slot = candidateAfter(startAfter, openResponse); slot !== -1; slot = candidateAfter(slot, openResponse)) {
+        const completed = responseRank[slot]! >= 0;
+        if (!completed && phase === PHASE_UNOBSERVED) break;
         const operationKind = kind[slot]!;
         // Every get that could go next and reads the state was forced above, so the rest fail here.
         if (operationKind === KIND_GET) continue;
+        const before = predecessor[slot]!;
+        if (before !== -1 && linearized[before] === 0) continue;
         const stateAfter = operationKind === KIND_PUT ? argument[slot]! : VALUE_ABSENT;
-        if (responseRank[slot]! < 0 && (stateAfter === state || !readable(stateAfter, openResponse))) continue;
-        if (++steps > searchStepsMax) return { verdict: 'exhausted', steps };
-        if (descend(slot, stateAfter, false)) {
+        const observed = readableStamp[stateAfter] === visit;
+        if (observed !== (phase === PHASE_OBSERVED)) continue;
+        if (!completed && stateAfter === state) continue;
+        if (++steps > searchStepsMax) return { verdict: 'exhausted', steps, progress };
+        if (descend(slot, stateAfter, phase)) {
           descended = true;
           break;
         }
@@ -514,11 +615,10 @@ function searchKey(problem: Problem, searchStepsMax: number): { verdict: Verdict
     }
     if (descended) {
       resumeAfter = headCompleted;
+      resumePhase = PHASE_OBSERVED;
       continue;
     }
-    const resumeSlot = backtrack();
-    if (resumeSlot === -1) return { verdict: 'violation', steps };
-    resumeAfter = resumeSlot;
+    if (!backtrack()) return { verdict: 'violation', steps, progress };
   }
 }
 
@@ -568,19 +668,52 @@ function explain(
   history: readonly HistoryEntry[],
   keyHistory: KeyHistory,
   problem: Problem,
+  progress: number,
   searchStepsMax: number,
 ): { explanation: string; culprit: number; operations: number[] } {
-  // Binary search for the first failing prefix. The whole key is known to fail, and so does its last
-  // prefix; an exhausted search on a prefix counts as "not known to fail", so the answer always fails.
-  let low = 0;
-  let high = problem.completedCount - 1;
-  while (low < high) {
-    const middle = (low + high) >>> 1;
-    const { verdict } = searchKey(buildProblem(prefixOperations(keyHistory, problem, middle)), searchStepsMax);
-    if (verdict === 'violation') high = middle;
-    else low = middle + 1;
+  // The shortest failing prefix ends at a rank in [progress, failing]. The whole key fails, and so does
+  // the prefix at any read of a value that no write invoked by the read's response writes.
+  const earliestWriteAt = new Float64Array(problem.valueCount).fill(Infinity);
+  earliestWriteAt[VALUE_ABSENT] = -Infinity;
+  for (let slot = 0; slot < problem.slotCount; slot++) {
+    if (problem.kind[slot] === KIND_GET) continue;
+    const value = problem.argument[slot]!;
+    earliestWriteAt[value] = Math.min(earliestWriteAt[value]!, problem.invokedAt[slot]!);
   }
-  const rank = low;
+  let failing = problem.completedCount - 1;
+  for (let rank = 0; rank < failing; rank++) {
+    const slot = problem.rankToSlot[rank]!;
+    if (problem.kind[slot] === KIND_GET && earliestWriteAt[problem.argument[slot]!]! > problem.respondedAt[slot]!) failing = rank;
+  }
+  assert(progress <= failing, 'explain: the search progressed past a failing prefix');
+
+  let low = progress;
+  let high = failing;
+  let exhausted = false;
+  /** Searches the prefix ending at rank and narrows [low, high]; true if it fails. */
+  const probe = (rank: number): boolean => {
+    const outcome = searchKey(buildProblem(prefixOperations(keyHistory, problem, rank)), searchStepsMax);
+    if (outcome.verdict === 'exhausted') {
+      // Longer prefixes are no easier: stop with `high`, which is known to fail, maybe not the shortest.
+      exhausted = true;
+      return false;
+    }
+    if (outcome.verdict === 'linearizable') {
+      low = rank + 1;
+      return false;
+    }
+    high = rank;
+    low = Math.max(low, outcome.progress);
+    return true;
+  };
+  // The prefix just before the known failing one is the usual answer; otherwise gallop up from the
+  // lower bound (cheap, short prefixes first) and bisect.
+  if (low < high) probe(high - 1);
+  for (let stride = 1; low < high && !exhausted; stride *= 2) {
+    if (probe(Math.min(low + stride - 1, high - 1))) break;
+  }
+  while (low < high && !exhausted) probe(low + ((high - low) >>> 1));
+  const rank = high;
   const culpritSlot = problem.rankToSlot[rank]!;
   const culprit = problem.historyIndex[culpritSlot]!;
   const culpritEntry = history[culprit]!;
@@ -621,7 +754,8 @@ function explain(
   lines.push(
     `key ${JSON.stringify(keyHistory.key)} is not linearizable. The shortest failing prefix of its history ends ` +
       `with the response of #${culprit} at ${describeTime(cutoffAt)}: no order of the ${prefix.length} operations ` +
-      `invoked by then (${unknownCount} of them of unknown outcome or still pending) explains every completed one.`,
+      `invoked by then (${unknownCount} of them of unknown outcome or still pending) explains every completed one.` +
+      (exhausted ? ' (A shorter prefix may fail too: its search ran out of budget.)' : ''),
   );
   if (readValue !== -1 && readValue !== VALUE_ABSENT && !keyHistory.writtenValues.has(readValue)) {
     lines.push(`No operation ever writes ${JSON.stringify(keyHistory.values[readValue])} to this key.`);
@@ -647,7 +781,7 @@ export function checkLinearizable(history: readonly HistoryEntry[], options?: Ch
   let exhausted: CheckResult | undefined;
   for (const keyHistory of partitionByKey(history)) {
     const problem = buildProblem(keyHistory.operations);
-    const { verdict } = searchKey(problem, searchStepsMax);
+    const { verdict, progress } = searchKey(problem, searchStepsMax);
     if (verdict === 'linearizable') continue;
     if (verdict === 'exhausted') {
       exhausted ??= {
@@ -660,7 +794,7 @@ export function checkLinearizable(history: readonly HistoryEntry[], options?: Ch
       };
       continue;
     }
-    const { explanation, culprit, operations } = explain(history, keyHistory, problem, searchStepsMax);
+    const { explanation, culprit, operations } = explain(history, keyHistory, problem, progress, searchStepsMax);
     return { linearizable: false, key: keyHistory.key, explanation, culprit, operations };
   }
   return exhausted ?? { linearizable: true };

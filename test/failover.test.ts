@@ -1,0 +1,153 @@
+/**
+ * Real fault tests: replica worker threads are terminated abruptly (crashReplica aborts the worker,
+ * as a crash would) under a concurrent put/get load. Afterwards every acknowledged write must be
+ * readable, the recorded history linearizable, the replicas identical, and no write applied twice.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { createChain, type Chain, type ReconfigurationEvent } from '../src/index.js';
+import { checkLinearizable, type HistoryEntry } from './sim/linearizability.js';
+
+interface Workload {
+  history: HistoryEntry[];
+  acknowledgedWrites: number;
+}
+
+/**
+ * Logical clients, each with one operation outstanding at a time, over a small key space; plus a
+ * burst of pipelined writes (each its own logical client) issued right before every crash, so a
+ * crash always finds thousands of writes in rings and in-flight lists.
+ */
+async function runWorkload(
+  chain: Chain,
+  options: { clients: number; operationsPerClient: number; onOperation: (count: number, burst: () => void) => void },
+): Promise<Workload> {
+  const history: HistoryEntry[] = [];
+  let operations = 0;
+  let acknowledgedWrites = 0;
+  const bursts: Array<Promise<void>> = [];
+  let burstClient = 1000;
+  const burst = (): void => {
+    for (let index = 0; index < 2000; index++) {
+      const key = `b${index % 64}`;
+      const entry: HistoryEntry = { client: burstClient++, operation: { kind: 'put', key, value: `burst-${burstClient}` }, invokedAt: performance.now(), respondedAt: Infinity };
+      history.push(entry);
+      bursts.push(
+        chain.put(key, `burst-${burstClient}`).then(() => {
+          entry.respondedAt = performance.now();
+          acknowledgedWrites++;
+        }),
+      );
+    }
+  };
+  const client = async (clientId: number): Promise<void> => {
+    for (let index = 0; index < options.operationsPerClient; index++) {
+      const key = `k${(clientId * 7 + index) % 8}`;
+      const isWrite = (index + clientId) % 3 !== 0;
+      const entry: HistoryEntry = isWrite
+        ? { client: clientId, operation: { kind: 'put', key, value: `c${clientId}-${index}` }, invokedAt: performance.now(), respondedAt: Infinity }
+        : { client: clientId, operation: { kind: 'get', key }, invokedAt: performance.now(), respondedAt: Infinity };
+      history.push(entry);
+      if (entry.operation.kind === 'put') {
+        await chain.put(key, entry.operation.value);
+        acknowledgedWrites++;
+      } else {
+        entry.result = (await chain.get(key))?.toString();
+      }
+      entry.respondedAt = performance.now();
+      options.onOperation(++operations, burst);
+    }
+  };
+  await Promise.all(Array.from({ length: options.clients }, (_, index) => client(index + 1)));
+  await Promise.all(bursts);
+  return { history, acknowledgedWrites };
+}
+
+async function assertConverged(chain: Chain, acknowledgedWrites: number): Promise<void> {
+  await chain.whenIdle();
+  const digests = await chain.digests();
+  assert.ok(digests.length >= 1);
+  for (const digest of digests) {
+    assert.equal(digest.digest, digests[0]!.digest, `replicas differ: ${JSON.stringify(digests)}`);
+    // Exactly-once: every write was applied once, so each replica applied exactly the acknowledged ones.
+    assert.equal(digest.appliedSeq, acknowledgedWrites, `replica ${digest.id} applied ${digest.appliedSeq} writes, ${acknowledgedWrites} were acknowledged`);
+  }
+}
+
+describe('crash one replica under load', () => {
+  for (const role of ['head', 'middle', 'tail'] as const) {
+    test(`the ${role} is terminated: the chain reconfigures and keeps every acknowledged write`, { timeout: 60_000 }, async () => {
+      const chain = createChain({ replicas: 3 });
+      const events: ReconfigurationEvent[] = [];
+      chain.on('reconfigured', (event: ReconfigurationEvent) => events.push(event));
+      try {
+        const victim = chain.members().find((member) => member.role === role)!.id;
+        const workload = await runWorkload(chain, {
+          clients: 4,
+          operationsPerClient: 250,
+          onOperation: (count, burst) => {
+            if (count === 300) {
+              burst();
+              chain.crashReplica(victim);
+            }
+          },
+        });
+        assert.equal(events.length, 1, 'one reconfiguration');
+        assert.equal(events[0]!.removed, victim);
+        assert.ok(!chain.members().some((member) => member.id === victim));
+        assert.equal(chain.members().length, 2);
+        const check = checkLinearizable(workload.history);
+        assert.ok(check.linearizable, `history not linearizable: ${check.key} ${check.explanation}`);
+        await assertConverged(chain, workload.acknowledgedWrites);
+      } finally {
+        await chain.close();
+      }
+    });
+  }
+
+  test('repeated crashes: a chain of 5 loses its tail, its head and a middle one after another', { timeout: 60_000 }, async () => {
+    const chain = createChain({ replicas: 5 });
+    try {
+      const crashAt = new Map<number, 'tail' | 'head' | 'middle'>([
+        [200, 'tail'],
+        [500, 'head'],
+        [800, 'middle'],
+      ]);
+      const workload = await runWorkload(chain, {
+        clients: 4,
+        operationsPerClient: 300,
+        onOperation: (count, burst) => {
+          const role = crashAt.get(count);
+          if (role === undefined) return;
+          burst();
+          chain.crashReplica(chain.members().find((member) => member.role === role)!.id);
+        },
+      });
+      assert.equal(chain.members().length, 2);
+      assert.equal(chain.stats().reconfigurations, 3);
+      const check = checkLinearizable(workload.history);
+      assert.ok(check.linearizable, `history not linearizable: ${check.key} ${check.explanation}`);
+      await assertConverged(chain, workload.acknowledgedWrites);
+    } finally {
+      await chain.close();
+    }
+  });
+
+  test('crashing the last replica reports pending writes as DABBA_ERR_OUTCOME_UNKNOWN, never success', async () => {
+    const chain = createChain({ replicas: 1 });
+    try {
+      await chain.put('before', 'ok');
+      const pending = Array.from({ length: 2000 }, (_, index) => chain.put(`k${index}`, 'v'));
+      const outcomes = Promise.allSettled(pending);
+      chain.crashReplica(chain.members()[0]!.id);
+      const settled = await outcomes;
+      const rejected = settled.filter((result) => result.status === 'rejected');
+      assert.ok(rejected.length > 0, 'the crash came before the writes were acknowledged');
+      const codes = new Set(rejected.map((result) => (result as PromiseRejectedResult).reason.code));
+      assert.deepEqual([...codes], ['DABBA_ERR_OUTCOME_UNKNOWN']);
+      await assert.rejects(chain.put('after', 'x'), { code: 'DABBA_ERR_REPLICA_FAILED' });
+    } finally {
+      await chain.close();
+    }
+  });
+});
