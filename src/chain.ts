@@ -25,6 +25,7 @@ import { SpscRing } from '../native-free-core/ring.js';
 import { Doorbell } from '../workers/doorbell.js';
 import {
   CONTROL_CRASH,
+  CONTROL_FREEZE,
   CONTROL_MESSAGES,
   REPLICA_STAT_COUNT,
   ReplicaStat,
@@ -265,14 +266,29 @@ export class Chain extends EventEmitter {
   }
 
   /**
-   * Terminates replica `id`'s worker at once, with no goodbye, exactly as a crash would; the chain
-   * detects it and reconfigures by itself. For chaos testing.
+   * Makes replica `id` hang: its thread blocks for good without exiting, so nothing but missing
+   * heartbeats gives it away. The master removes it after suspectAfterMs. For chaos testing.
    */
-  crashReplica(id: number): void {
+  freezeReplica(id: number): void {
+    const handle = this.liveMember(id);
+    Atomics.store(handle.controlSignal, 0, CONTROL_FREEZE);
+    handle.doorbell.ring();
+  }
+
+  private liveMember(id: number): ReplicaHandle {
     const handle = this.handles.get(id);
     if (handle === undefined || !handle.alive || !this.master.configuration.members.includes(id)) {
       throw new DabbaError(ErrorCode.outOfRange, `replica ${id} is not a live member of the chain`);
     }
+    return handle;
+  }
+
+  /**
+   * Terminates replica `id`'s worker at once, with no goodbye, exactly as a crash would; the chain
+   * detects it and reconfigures by itself. For chaos testing.
+   */
+  crashReplica(id: number): void {
+    const handle = this.liveMember(id);
     // Stop it dead at its next batch boundary (nothing it has not already sent leaves it), then
     // terminate the thread.
     Atomics.store(handle.controlSignal, 0, CONTROL_CRASH);

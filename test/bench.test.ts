@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { HeadlineResult, SweepRow } from '../bench/chain-bench.js';
+import type { FailoverRow } from '../bench/failover-bench.js';
 import type { MicroRow } from '../bench/micro-bench.js';
 import type { ThreadCpuRow } from '../bench/thread-cpu.js';
 import { runBenchmarks } from '../bench/run.js';
@@ -34,6 +35,9 @@ test('every benchmark suite runs in its small setting and records its results', 
     const sweepRows = results.sweeps as SweepRow[];
     assert.deepEqual(new Set(sweepRows.map((row) => row.dimension)), new Set(['replicas', 'batch', 'value']));
     assert.ok(sweepRows.every((row) => row.writesPerSecond > 0));
+    const failoverRows = results.failover as FailoverRow[];
+    assert.deepEqual(failoverRows.map((row) => row.role), ['head', 'middle', 'tail']);
+    for (const row of failoverRows) assert.ok(row.stallMs > 0 && row.stallMs < 5000 && row.reconfiguredAfterMs >= 0, JSON.stringify(row));
     const cpuRows = results.cpu as ThreadCpuRow[];
     assert.equal(cpuRows.length, 1, 'thread CPU accounting runs on Linux');
     const roles = Object.keys(cpuRows[0]!.nsPerWrite);

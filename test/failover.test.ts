@@ -133,6 +133,35 @@ describe('crash one replica under load', () => {
     }
   });
 
+  test('a hung middle (no heartbeats, thread blocked) is detected and removed; the chain keeps serving', { timeout: 60_000 }, async () => {
+    const chain = createChain({ replicas: 3, suspectAfterMs: 300 });
+    const events: ReconfigurationEvent[] = [];
+    chain.on('reconfigured', (event: ReconfigurationEvent) => events.push(event));
+    try {
+      const middle = chain.members().find((member) => member.role === 'middle')!.id;
+      let frozenAt = 0;
+      const workload = await runWorkload(chain, {
+        clients: 4,
+        operationsPerClient: 200,
+        onOperation: (count, burst) => {
+          if (count !== 200) return;
+          burst();
+          frozenAt = performance.now();
+          chain.freezeReplica(middle);
+        },
+      });
+      assert.equal(events.length, 1);
+      assert.equal(events[0]!.removed, middle);
+      assert.equal((events[0]!.cause as { code?: string }).code, 'DABBA_ERR_TIMEOUT', 'removed for missing heartbeats');
+      assert.ok(performance.now() - frozenAt >= 300, 'not before the suspicion timeout');
+      const check = checkLinearizable(workload.history);
+      assert.ok(check.linearizable, `history not linearizable: ${check.key} ${check.explanation}`);
+      await assertConverged(chain, workload.acknowledgedWrites);
+    } finally {
+      await chain.close();
+    }
+  });
+
   test('crashing the last replica reports pending writes as DABBA_ERR_OUTCOME_UNKNOWN, never success', async () => {
     const chain = createChain({ replicas: 1 });
     try {

@@ -144,6 +144,9 @@ describe('checkLinearizable: hand-written histories', () => {
     // An instantaneous operation still has its place in the client's order.
     assertViolation([put(1, 'x', 'A', 3, 3), get(1, 'x', undefined, 3, 3)], 'x', 1);
     assertLinearizable([put(1, 'x', 'A', 3, 3), get(2, 'x', undefined, 3, 3)]);
+    // C1 writes A then B back to back: B is last, whatever C2 sees later.
+    assertViolation([put(1, 'x', 'A', 0, 5), put(1, 'x', 'B', 5, 6), get(2, 'x', 'A', 7, 8)], 'x', 2);
+    assertLinearizable([put(1, 'x', 'A', 0, 5), put(3, 'x', 'B', 5, 6), get(2, 'x', 'A', 7, 8)]);
   });
 
   test('the explanation names the shortest failing prefix, not the end of a long history', () => {

@@ -68,6 +68,8 @@ export interface ReplicaTask {
 
 export const CONTROL_MESSAGES = 1;
 export const CONTROL_CRASH = 2;
+/** freezeReplica(): block forever without exiting, like a hung process (no heartbeats). */
+export const CONTROL_FREEZE = 3;
 
 /** Indices into a replica's Float64 statistics array. */
 export const ReplicaStat = {

@@ -15,6 +15,7 @@ import { AckEncoder, frameKind, HelloEncoder, MessageKind } from '../native-free
 import { Doorbell } from './doorbell.js';
 import {
   CONTROL_CRASH,
+  CONTROL_FREEZE,
   CONTROL_MESSAGES,
   ReplicaStat,
   type ControlReply,
@@ -138,7 +139,12 @@ class ReplicaDriver {
    * power cut would. Throwing rejects the piscina task, which is how the main thread learns of it.
    */
   private crashIfAsked(): void {
-    if (Atomics.load(this.controlSignal, 0) === CONTROL_CRASH) throw new Error(`replica ${this.node.id} crashed on request`);
+    const signal = Atomics.load(this.controlSignal, 0);
+    if (signal === CONTROL_CRASH) throw new Error(`replica ${this.node.id} crashed on request`);
+    if (signal === CONTROL_FREEZE) {
+      // Hang: block this thread for good. Only the master's heartbeat detector notices.
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
+    }
   }
 
   private handleControl(): boolean {

@@ -14,9 +14,12 @@
  * in either order), and also when both come from the same client, A completed and A responded no
  * later than B was invoked (a client's own operations are sequential even within one tick).
  *
+ * Each key is checked under this order restricted to its own operations.
+ *
  * An operation whose outcome is unknown (respondedAt = Infinity) may take effect at any instant after
  * its invocation, or never. Never is the same as "after every completed operation", where nothing
- * observes it, so the search succeeds as soon as every completed operation is linearized.
+ * observes it, so the search succeeds as soon as every completed operation is linearized. A get of
+ * unknown outcome observed nothing and is left out.
  */
 import { assert } from '../../native-free-core/assert.js';
 import { ErrorCode } from '../../native-free-core/errors.js';
@@ -317,7 +320,8 @@ function codesToString(codes: readonly number[]): string {
  * The memoised Wing & Gong search over one key. Returns as soon as every completed operation has been
  * linearized; returns 'violation' when the whole (pruned, memoised) tree is explored without success.
  *
- * Three reductions keep it small, each preserving the answer:
+ * Four reductions keep it small. Each preserves the answer: from any linearization of a node one can
+ * build another that the pruned search follows, so a node it abandons has none.
  * - Just in time: an operation can be linearized next only if no unlinearized completed operation
  *   precedes it, i.e. it was invoked no later than the earliest response among them (Lowe).
  * - A completed get that can go next and reads the current state is linearized at once, with no
@@ -325,17 +329,21 @@ function codesToString(codes: readonly number[]): string {
  * - A node is abandoned as soon as some completed get still to be linearized reads a value that is
  *   not the current state and that no write still to be linearized, invoked before the get responded,
  *   writes: the read can never be explained below it. This finds a wrong order of concurrent writes
- *   right away instead of at the read, many choices deeper.
+ *   right away instead of at the read, many choices deeper. It is strongest when every put writes a
+ *   distinct value, which is how histories should be generated (reads then name their write).
  * - An operation of unknown outcome is linearized only where it changes the state and a completed get
- *   that reads the new state can go right after it. A write that no read observes before the next
+ *   that reads the new state can go right after it. Such a write that no read observes before the next
  *   write can be dropped from any linearization (it then never took effect) without changing what any
- *   read sees; once such writes are dropped, every remaining one is directly followed by a read of its
- *   value. Without this, each abandoned write would double the states to explore for the rest of the key.
+ *   read sees; once those are dropped, each remaining one is directly followed by a read of its value.
+ *   Without this, each abandoned write would double the states to explore for the rest of the key.
+ * Writes whose value a get among the candidates reads are tried before the others, which only changes
+ * how soon a linearization is found.
  *
  * The cache key is exact and small. Let k be the first unlinearized completed operation in response
  * order: every completed operation before it is linearized, and every linearized one after it is still
- * concurrent with its response (one per client at most), so the set is (k, those after k, the bit set
- * of unknown-outcome operations linearized), plus the register state.
+ * concurrent with its response (at most two per client: one ending and one starting then), so the set
+ * is (k, those after k, the bit set of unknown-outcome operations linearized), plus the register state.
+ * Memory is bounded by the step budget: each step adds at most one cache entry of a few dozen bytes.
  */
 function searchKey(problem: Problem, searchStepsMax: number): SearchOutcome {
   const { slotCount, kind, argument, invokedAt, respondedAt, responseRank, unknownIndex, predecessor, completedCount, rankToSlot } =
@@ -439,7 +447,7 @@ function searchKey(problem: Problem, searchStepsMax: number): SearchOutcome {
     }
     unreadableValues += Number(unreadable(value)) - Number(before);
   };
-  const doomed = (): boolean => unreadableValues < 0;
+  const doomed = (): boolean => unreadableValues > Number(unreadable(state));
 
   const explored = new Set<string>();
   const codes: number[] = [];
@@ -642,7 +650,7 @@ function prefixOperations(keyHistory: KeyHistory, problem: Problem, rank: number
 }
 
 function describeTime(time: number): string {
-  return Number.isInteger(time) ? String(time) : time.toPrecision(6);
+  return String(time);
 }
 
 function describeOperation(entry: HistoryEntry, historyIndex: number, pendingAtCutoff: boolean): string {
