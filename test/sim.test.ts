@@ -9,7 +9,7 @@ import { simulate } from './sim/simulator.js';
 describe('scenarios: H, M1, T with one crash each, under concurrent clients', () => {
   for (const role of ['head', 'middle', 'tail'] as const) {
     test(`${role} crashes mid-stream: the chain reconfigures, nothing acknowledged is lost, history linearizable`, () => {
-      const result = simulate({ seed: 11, replicas: 3, crashRate: 0, crashes: [{ at: 200, role }] });
+      const result = simulate({ seed: 11, replicas: 3, crashRate: 0, joinRate: 0, crashes: [{ at: 200, role }] });
       assert.equal(result.crashes, 1);
       assert.equal(result.reconfigurations, 1);
       assert.equal(result.finalMembers.length, 2);
@@ -18,7 +18,7 @@ describe('scenarios: H, M1, T with one crash each, under concurrent clients', ()
   }
 
   test('H crashes, then the new T crashes: a chain of 4 keeps serving with 2', () => {
-    const result = simulate({ seed: 5, replicas: 4, crashRate: 0, crashes: [{ at: 150, role: 'head' }, { at: 400, role: 'tail' }] });
+    const result = simulate({ seed: 5, replicas: 4, crashRate: 0, joinRate: 0, crashes: [{ at: 150, role: 'head' }, { at: 400, role: 'tail' }] });
     assert.equal(result.crashes, 2);
     assert.equal(result.finalMembers.length, 2);
   });
@@ -28,6 +28,7 @@ describe('scenarios: H, M1, T with one crash each, under concurrent clients', ()
       seed: 9,
       replicas: 3,
       crashRate: 0,
+      joinRate: 0,
       crashes: [{ at: 120, role: 'middle' }, { at: 300, role: 'head' }],
     });
     assert.deepEqual(result.finalMembers.length, 1);

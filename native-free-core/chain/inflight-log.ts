@@ -27,6 +27,9 @@ export class InflightLog {
   private readonly lengths: Uint32Array;
   private readonly firstSeqs: Float64Array;
   private readonly counts: Uint32Array;
+  /** Who wrote each batch, and its last client sequence: a tail that waits for a joiner acks clients from these. */
+  private readonly clientIds: Uint32Array;
+  private readonly lastClientSeqs: Float64Array;
   private oldest = 0;
   private size = 0;
   /** Last sequence number handed to the successor (batches after it are pending). */
@@ -45,6 +48,8 @@ export class InflightLog {
     this.lengths = new Uint32Array(batchesMax);
     this.firstSeqs = new Float64Array(batchesMax);
     this.counts = new Uint32Array(batchesMax);
+    this.clientIds = new Uint32Array(batchesMax);
+    this.lastClientSeqs = new Float64Array(batchesMax);
   }
 
   get batchCount(): number {
@@ -81,7 +86,7 @@ export class InflightLog {
   }
 
   /** Copies a batch in. Its sequence numbers must continue the log (invariant I3). */
-  append(source: Uint8Array, firstSeq: number, count: number): void {
+  append(source: Uint8Array, firstSeq: number, count: number, clientId = 0, lastClientSeq = 0): void {
     assert(count >= 1, 'InflightLog.append: empty batch');
     assert(firstSeq === this.lastSeqValue + 1, `InflightLog.append: seq ${firstSeq} does not follow ${this.lastSeqValue}`);
     const allocationStart = this.allocationFor(source.length);
@@ -92,6 +97,8 @@ export class InflightLog {
     this.lengths[slot] = source.length;
     this.firstSeqs[slot] = firstSeq;
     this.counts[slot] = count;
+    this.clientIds[slot] = clientId;
+    this.lastClientSeqs[slot] = lastClientSeq;
     this.size++;
     this.endCounter = allocationStart + source.length;
     this.lastSeqValue = firstSeq + count - 1;
@@ -154,6 +161,14 @@ export class InflightLog {
 
   firstSeqAt(index: number): number {
     return this.firstSeqs[(this.oldest + index) % this.batchesMax]!;
+  }
+
+  clientIdAt(index: number): number {
+    return this.clientIds[(this.oldest + index) % this.batchesMax]!;
+  }
+
+  lastClientSeqAt(index: number): number {
+    return this.lastClientSeqs[(this.oldest + index) % this.batchesMax]!;
   }
 
   countAt(index: number): number {

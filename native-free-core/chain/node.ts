@@ -24,8 +24,9 @@ import {
   type HelloFields,
 } from '../wire/codec.js';
 import { InflightLog } from './inflight-log.js';
+import { encodeSnapshot, SnapshotView } from './snapshot.js';
 
-export type Role = 'head' | 'middle' | 'tail' | 'solo';
+export type Role = 'head' | 'middle' | 'tail' | 'solo' | 'joining';
 
 export interface ChainNodeOptions {
   id: number;
@@ -42,6 +43,8 @@ export interface ChainNodeOptions {
   readReplyResultsMax: number;
   /** Where the node says why it ignores a message ("ignoring (stale epoch)"). */
   log?: (message: string) => void;
+  /** Largest Snapshot frame this node sends a joining replica (default 1 MiB; must fit a ring record). */
+  snapshotFrameBytesMax?: number;
 }
 
 /** Outcome of offering a batch or ack to the node. Expected conditions, never exceptions. */
@@ -53,6 +56,8 @@ export type ReceiveResult =
   | { status: 'rejected'; code: ErrorCode; reason: string };
 
 const APPLIED_PLACEHOLDER = { status: 'full' } as const;
+/** Read batches a taking-over tail holds while it catches up (beyond that, the ring holds them). */
+const HELD_READ_BATCHES_MAX = 64;
 const DUPLICATE = { status: 'duplicate' } as const;
 
 /**
@@ -66,6 +71,13 @@ const DUPLICATE = { status: 'duplicate' } as const;
  * - `readReplies` (tail only) answer read batches in the order they arrived.
  */
 export interface Ready {
+  /**
+   * A tail with a new joiner: the joiner's starting state, to send to it BEFORE any of `forward`
+   * (same link, in order). Sent whole or not at all (report snapshotSent in advance()).
+   */
+  snapshot: Uint8Array[];
+  /** To the successor, on the batch link, BEFORE `forward`: a tail's handoff marker (see receiveHandoff). */
+  handoffDownstream: HelloFields | null;
   forward: Uint8Array[];
   forwardSeqs: number[];
   ackUpstream: AckFields | null;
@@ -85,6 +97,8 @@ export interface AdvanceReport {
   acksSent: boolean;
   /** How many of ready().readReplies were sent (a prefix). */
   repliesSent: number;
+  /** Whether ready().snapshot was sent (default: it was, if there was one). */
+  snapshotSent?: boolean;
 }
 
 export class ChainNode {
@@ -107,6 +121,22 @@ export class ChainNode {
   private awaitingSuccessorHello = false;
   private readonly readReplies: Uint8Array[] = [];
   private readonly helloView = new HelloView();
+  private readonly snapshotView = new SnapshotView();
+  /** A tail with a replica joining behind it (see reconfigure). */
+  private hasJoiner = false;
+  /** The tail owes its new joiner a snapshot (Ready.snapshot). */
+  private snapshotPending = false;
+  /** A joining replica has loaded its whole snapshot. */
+  private snapshotLoaded = false;
+  /** Highest client sequence committed (at the end of the line), per client: what clients are told. */
+  private readonly committedClientHighWater = new Map<number, number>();
+  private readonly snapshotFrameBytesMax: number;
+  /** Reads are held until appliedSeq reaches this (a tail that took over from its predecessor tail). */
+  private readsHeldBelow = 0;
+  private readonly heldReads: Uint8Array[] = [];
+  /** A tail that handed over to its joiner owes it a handoff marker (Ready.handoffDownstream). */
+  private handoffPending = false;
+  private handoffSeq = 0;
   /** A Hello from a successor already in a newer epoch than ours, applied when we get there. */
   private helloFromNextEpoch: HelloFields | null = null;
 
@@ -124,6 +154,7 @@ export class ChainNode {
     this.store = options.store;
     this.inflight = new InflightLog(options.inflightBytesMax, options.inflightBatchesMax);
     this.replyEncoder = new ReadReplyEncoder(options.readReplyResultsMax, options.readReplyPayloadBytesMax);
+    this.snapshotFrameBytesMax = options.snapshotFrameBytesMax ?? 1024 * 1024;
     this.log = options.log ?? (() => {});
   }
 
@@ -143,8 +174,20 @@ export class ChainNode {
   get isHead(): boolean {
     return this.roleValue === 'head' || this.roleValue === 'solo';
   }
+  /** Serves reads and acknowledges clients (the tail, or a chain of one). */
   get isTail(): boolean {
     return this.roleValue === 'tail' || this.roleValue === 'solo';
+  }
+  /**
+   * The last replica in line: it commits what it applies and has no one to forward to. A tail with a
+   * joining replica behind it is not: it forwards to the joiner and commits on the joiner's acks.
+   */
+  get isEndOfLine(): boolean {
+    return (this.isTail && !this.hasJoiner) || this.roleValue === 'joining';
+  }
+  /** A joining replica that has loaded its snapshot and is applying the stream after it. */
+  get joinCaughtUp(): boolean {
+    return this.roleValue === 'joining' && this.snapshotLoaded;
   }
   get inflightBatches(): number {
     return this.inflight.batchCount;
@@ -161,12 +204,12 @@ export class ChainNode {
    * where it is (in its inbound ring) until acks free in-flight space: that is backpressure.
    */
   canAccept(length: number): boolean {
-    return this.isTail || this.inflight.hasRoomFor(length);
+    return this.isEndOfLine || this.inflight.hasRoomFor(length);
   }
 
   /** A write batch from upstream: from the client at the head, from the predecessor elsewhere. */
   receiveBatch(bytes: Uint8Array): ReceiveResult {
-    if (!this.isTail && !this.inflight.canEverHold(bytes.length)) {
+    if (!this.isEndOfLine && !this.inflight.canEverHold(bytes.length)) {
       return { status: 'rejected', code: ErrorCode.outOfRange, reason: `batch of ${bytes.length} bytes exceeds the in-flight log` };
     }
     if (!this.canAccept(bytes.length)) return APPLIED_PLACEHOLDER;
@@ -227,15 +270,19 @@ export class ChainNode {
     this.appliedSeqValue = firstSeq + count - 1;
     const lastClientSeq = batch.firstClientSeq + count - 1;
     if (lastClientSeq > (this.clientHighWater.get(batch.clientId) ?? 0)) this.clientHighWater.set(batch.clientId, lastClientSeq);
-    if (this.isTail) {
-      // The tail commits what it has applied (I2: acknowledgements only after apply).
+    if (this.isEndOfLine) {
+      // The end of the line commits what it has applied (I2: acknowledgements only after apply).
       this.committedSeqValue = this.appliedSeqValue;
-      this.clientsToAck.add(batch.clientId);
+      if (this.isTail) {
+        this.committedClientHighWater.set(batch.clientId, this.clientHighWater.get(batch.clientId)!);
+        this.clientsToAck.add(batch.clientId);
+      }
       this.ackPending = true;
     } else {
-      this.inflight.append(batch.bytes, firstSeq, count);
+      this.inflight.append(batch.bytes, firstSeq, count, batch.clientId, lastClientSeq);
     }
     assert(this.committedSeqValue <= this.appliedSeqValue, 'committed never exceeds applied');
+    if (this.heldReads.length > 0) this.releaseHeldReads();
     return { status: 'applied', firstSeq, count };
   }
 
@@ -263,7 +310,7 @@ export class ChainNode {
   }
 
   receiveAckFields(ack: AckFields): ReceiveResult {
-    assert(!this.isTail, 'the tail receives no acks');
+    assert(!this.isEndOfLine, 'the end of the line receives no acks');
     if (ack.epoch !== this.epochValue) {
       this.log(`ignoring (stale epoch ${ack.epoch} ack, node is at ${this.epochValue})`);
       return { status: 'ignored', code: ErrorCode.staleEpoch, reason: `ack epoch ${ack.epoch} != ${this.epochValue}` };
@@ -271,9 +318,17 @@ export class ChainNode {
     if (ack.committedSeq <= this.committedSeqValue) return DUPLICATE;
     // I1: the tail's applied writes are a prefix of ours, and we forwarded them.
     assert(ack.committedSeq <= this.inflight.forwardedSeq, `ack ${ack.committedSeq} beyond forwarded ${this.inflight.forwardedSeq}`);
+    if (this.isTail) {
+      // A tail waiting for its joiner: writes the joiner has acknowledged are committed now.
+      const log = this.inflight;
+      for (let index = 0; index < log.batchCount && log.firstSeqAt(index) + log.countAt(index) - 1 <= ack.committedSeq; index++) {
+        this.committedClientHighWater.set(log.clientIdAt(index), log.lastClientSeqAt(index));
+        this.clientsToAck.add(log.clientIdAt(index));
+      }
+    }
     this.inflight.trimThrough(ack.committedSeq);
     this.committedSeqValue = ack.committedSeq;
-    this.ackPending = !this.isHead;
+    this.ackPending = !this.isHead || this.isTail;
     return { status: 'applied', firstSeq: ack.committedSeq, count: 0 };
   }
 
@@ -288,31 +343,82 @@ export class ChainNode {
    *   new epoch, because messages of the old epoch are dropped from now on.
    * Batches still in the in-flight list are re-stamped with the new epoch before they are resent.
    */
-  reconfigure(epoch: number, role: Role): void {
+  reconfigure(epoch: number, role: Role, options: { joiner?: boolean } = {}): void {
     assert(epoch > this.epochValue, `reconfigure: epoch ${epoch} does not move past ${this.epochValue}`);
-    const wasTail = this.isTail;
+    assert(role !== 'joining', 'reconfigure: a replica becomes joining only when it is created');
+    const wasEndOfLine = this.isEndOfLine;
+    const hadJoiner = this.hasJoiner;
+    const wasJoining = this.roleValue === 'joining';
     this.epochValue = epoch;
     this.roleValue = role;
-    if (this.isTail) {
-      if (!wasTail) {
-        // Everything applied here is now at the tail: committed (I2 holds by definition).
+    this.hasJoiner = this.isTail && (options.joiner ?? false);
+    if (this.isEndOfLine) {
+      if (!wasEndOfLine) {
+        // Everything applied here is now at the end of the line: committed (I2 by definition). This
+        // covers a middle whose successor failed and a tail whose joiner went away.
         this.inflight.markForwardedThrough(this.inflight.lastSeq);
         this.inflight.trimThrough(this.inflight.lastSeq);
       }
       this.committedSeqValue = this.appliedSeqValue;
-      for (const clientId of this.clientHighWater.keys()) this.clientsToAck.add(clientId);
+      for (const [clientId, clientSeq] of this.clientHighWater) {
+        this.committedClientHighWater.set(clientId, clientSeq);
+        this.clientsToAck.add(clientId);
+      }
       this.ackPending = true;
       this.awaitingSuccessorHello = false;
-    } else {
+    } else if (this.hasJoiner && !hadJoiner) {
+      // A replica joins behind this tail: it starts from a snapshot of everything applied so far
+      // (all of it committed), then takes every later batch from the in-flight list, which is
+      // empty now because a tail commits on apply.
+      assert(wasEndOfLine, 'a joiner is added behind the end of the line');
+      this.inflight.resetAfter(this.appliedSeqValue);
+      this.snapshotPending = true;
+      this.awaitingSuccessorHello = false;
+    } else if (!this.hasJoiner) {
       this.awaitingSuccessorHello = true;
       this.restampInflight();
+    }
+    if (wasJoining && this.isTail) {
+      // The tail it joined behind may have shown readers writes this replica has not applied yet:
+      // serve no reads until the predecessor's handoff marker (its reply to our Hello) says how far.
+      this.readsHeldBelow = Number.MAX_SAFE_INTEGER;
     }
     this.helloPending = !this.isHead;
     if (!this.isHead && this.isTail) this.ackPending = true;
     assert(this.committedSeqValue <= this.appliedSeqValue, 'committed never exceeds applied');
+    // A Hello that overtook our own reconfiguration: apply it now if it is for this epoch, keep it if
+    // it is for a later one (we may be passing through several epochs), drop it if it is older.
     const early = this.helloFromNextEpoch;
-    this.helloFromNextEpoch = null;
-    if (early !== null && early.epoch === epoch && !this.isTail) this.receiveHelloFields(early);
+    if (early !== null && early.epoch <= epoch) {
+      this.helloFromNextEpoch = null;
+      if (early.epoch === epoch && !this.isEndOfLine) this.receiveHelloFields(early);
+    }
+  }
+
+  /**
+   * A joining replica's starting state, in chunks from the tail it joins behind. After the last
+   * chunk it has applied everything through the snapshot's seq and takes batches after it.
+   */
+  receiveSnapshot(bytes: Uint8Array): ReceiveResult {
+    const view = this.snapshotView;
+    const malformed = view.open(bytes);
+    if (malformed !== null) return { status: 'rejected', code: ErrorCode.malformedFrame, reason: malformed };
+    if (this.roleValue !== 'joining' || this.snapshotLoaded) {
+      return { status: 'ignored', code: ErrorCode.staleEpoch, reason: 'a snapshot reaches only a replica that is joining' };
+    }
+    if (view.epoch !== this.epochValue) {
+      this.log(`ignoring (stale epoch ${view.epoch} snapshot, node is at ${this.epochValue})`);
+      return { status: 'ignored', code: ErrorCode.staleEpoch, reason: `snapshot epoch ${view.epoch} != ${this.epochValue}` };
+    }
+    assert(this.appliedSeqValue === 0, 'a joining replica starts empty');
+    view.applyTo(this.store, this.clientHighWater);
+    if (view.last) {
+      this.appliedSeqValue = view.appliedSeq;
+      this.committedSeqValue = view.appliedSeq;
+      this.snapshotLoaded = true;
+      this.ackPending = true;
+    }
+    return { status: 'applied', firstSeq: view.appliedSeq, count: view.count };
   }
 
   private restampInflight(): void {
@@ -333,8 +439,11 @@ export class ChainNode {
 
   receiveHelloFields(hello: HelloFields): ReceiveResult {
     if (hello.epoch > this.epochValue) {
-      // The successor heard of the new configuration before we did: keep it for when we do.
-      this.helloFromNextEpoch = { epoch: hello.epoch, replicaId: hello.replicaId, appliedSeq: hello.appliedSeq };
+      // The successor heard of the new configuration before we did: keep it for when we do (the
+      // newest one wins; older epochs' Hellos are moot once a newer one has been sent).
+      if (this.helloFromNextEpoch === null || hello.epoch >= this.helloFromNextEpoch.epoch) {
+        this.helloFromNextEpoch = { epoch: hello.epoch, replicaId: hello.replicaId, appliedSeq: hello.appliedSeq };
+      }
       return { status: 'ignored', code: ErrorCode.staleEpoch, reason: `hello from epoch ${hello.epoch}, kept for later` };
     }
     if (hello.epoch !== this.epochValue) {
@@ -354,6 +463,12 @@ export class ChainNode {
     }
     this.inflight.rewindForwardingTo(hello.appliedSeq);
     this.awaitingSuccessorHello = false;
+    // Answer with a handoff marker: everything through our applied seq may have been seen by
+    // readers (here, if we were a tail serving reads, or at the tail we sit behind, which has no
+    // more than we do). A successor that took over from a tail it joined behind holds reads until
+    // it has applied as much.
+    this.handoffPending = true;
+    this.handoffSeq = this.appliedSeqValue;
     return { status: 'applied', firstSeq: hello.appliedSeq, count: 0 };
   }
 
@@ -364,6 +479,17 @@ export class ChainNode {
     if (!this.isTail) {
       return { status: 'ignored', code: ErrorCode.staleEpoch, reason: 'reads are served by the tail' };
     }
+    if (this.readsHeldBelow > this.appliedSeqValue) {
+      // A tail that just took over from the tail it joined behind answers no read until it has
+      // applied everything that tail may have shown to readers (see receiveHandoff).
+      if (this.heldReads.length >= HELD_READ_BATCHES_MAX) return APPLIED_PLACEHOLDER;
+      this.heldReads.push(bytes.slice());
+      return { status: 'applied', firstSeq: this.readView.firstRequestId, count: 0 };
+    }
+    return this.serveReads();
+  }
+
+  private serveReads(): ReceiveResult {
     const reads = this.readView;
     const encoder = this.replyEncoder;
     const store = this.store;
@@ -383,20 +509,58 @@ export class ChainNode {
     return { status: 'applied', firstSeq: reads.firstRequestId, count: reads.count };
   }
 
+  /**
+   * From the tail this node joined behind, after the join completed: that tail applied (and may have
+   * let readers see) everything through `appliedSeq` before it stopped serving reads. Reads wait
+   * until this node has applied as much, so no reader ever sees the chain go back in time.
+   */
+  receiveHandoff(bytes: Uint8Array): ReceiveResult {
+    const malformed = this.helloView.open(bytes);
+    if (malformed !== null) return { status: 'rejected', code: ErrorCode.malformedFrame, reason: malformed };
+    if (this.helloView.epoch !== this.epochValue) {
+      this.log(`ignoring (stale epoch ${this.helloView.epoch} handoff, node is at ${this.epochValue})`);
+      return { status: 'ignored', code: ErrorCode.staleEpoch, reason: 'handoff from another epoch' };
+    }
+    // Only a replica that joined and took over holds reads; for everyone else the marker is moot.
+    if (this.readsHeldBelow === Number.MAX_SAFE_INTEGER) {
+      this.readsHeldBelow = this.helloView.appliedSeq;
+      this.releaseHeldReads();
+    }
+    return { status: 'applied', firstSeq: this.helloView.appliedSeq, count: 0 };
+  }
+
+  private releaseHeldReads(): void {
+    if (this.readsHeldBelow > this.appliedSeqValue) return;
+    for (const bytes of this.heldReads.splice(0)) {
+      const malformed = this.readView.open(bytes);
+      assert(malformed === null, 'a held read batch stays well-formed');
+      this.serveReads();
+    }
+  }
+
   /** Whether ready() has anything for the runtime. */
   hasReady(): boolean {
     return (
       this.ackPending ||
       this.helloPending ||
+      this.snapshotPending ||
+      this.handoffPending ||
       this.readReplies.length > 0 ||
-      (!this.isTail && !this.awaitingSuccessorHello && this.inflight.pendingCount > 0)
+      (!this.isEndOfLine && !this.awaitingSuccessorHello && this.inflight.pendingCount > 0)
     );
   }
 
   ready(): Ready {
     const forward: Uint8Array[] = [];
     const forwardSeqs: number[] = [];
-    if (!this.isTail && !this.awaitingSuccessorHello) {
+    let snapshot: Uint8Array[] = [];
+    if (this.snapshotPending) {
+      snapshot = encodeSnapshot(
+        { store: this.store, epoch: this.epochValue, appliedSeq: this.appliedSeqValue, clientHighWater: this.clientHighWater },
+        this.snapshotFrameBytesMax,
+      );
+    }
+    if (!this.isEndOfLine && !this.awaitingSuccessorHello) {
       const log = this.inflight;
       for (let index = log.firstPendingIndex(); index < log.batchCount; index++) {
         forward.push(log.batchAt(index));
@@ -414,12 +578,13 @@ export class ChainNode {
           epoch: this.epochValue,
           committedSeq: this.committedSeqValue,
           clientId,
-          committedClientSeq: this.clientHighWater.get(clientId) ?? 0,
+          committedClientSeq: this.committedClientHighWater.get(clientId) ?? 0,
         });
       }
     }
     const helloUpstream = this.helloPending ? { epoch: this.epochValue, replicaId: this.id, appliedSeq: this.appliedSeqValue } : null;
-    return { forward, forwardSeqs, ackUpstream, helloUpstream, clientAcks, readReplies: this.readReplies.slice() };
+    const handoffDownstream = this.handoffPending ? { epoch: this.epochValue, replicaId: this.id, appliedSeq: this.handoffSeq } : null;
+    return { snapshot, handoffDownstream, forward, forwardSeqs, ackUpstream, helloUpstream, clientAcks, readReplies: this.readReplies.slice() };
   }
 
   /** The runtime performed `ready`: forwarded a prefix of `forward` and sent every ack and reply. */
@@ -427,6 +592,8 @@ export class ChainNode {
     assert(report.forwarded >= 0 && report.forwarded <= ready.forward.length, 'advance: forwarded out of range');
     if (report.forwarded > 0) this.inflight.markForwardedThrough(ready.forwardSeqs[report.forwarded - 1]!);
     assert(report.repliesSent >= 0 && report.repliesSent <= ready.readReplies.length, 'advance: repliesSent out of range');
+    if (ready.snapshot.length > 0 && (report.snapshotSent ?? true)) this.snapshotPending = false;
+    if (ready.handoffDownstream !== null && (report.snapshotSent ?? true)) this.handoffPending = false;
     if (report.acksSent && ready.helloUpstream !== null) this.helloPending = false;
     if (report.acksSent && (ready.ackUpstream !== null || ready.clientAcks.length > 0)) {
       this.ackPending = false;

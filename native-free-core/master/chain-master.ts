@@ -146,7 +146,10 @@ export class ChainMaster {
 
   private removeMember(replicaId: number, reason: 'failed' | 'requested'): MasterEvent {
     const members = this.current.members.filter((member) => member !== replicaId);
-    return this.apply({ ...this.current, members }, replicaId, 'removed', reason);
+    // A joiner copies its state from the tail; if that tail goes, the join starts over.
+    const joining = replicaId === this.current.members.at(-1) ? null : this.current.joining;
+    if (joining === null && this.current.joining !== null) this.detector.forget(this.current.joining);
+    return this.apply({ ...this.current, members, joining }, replicaId, 'removed', reason);
   }
 
   private apply(

@@ -19,13 +19,14 @@ export enum Message {
   Ack = 2,
   ReadBatch = 3,
   ReadReplyBatch = 4,
-  Hello = 5
+  Hello = 5,
+  Snapshot = 6
 }
 
 export function unionToMessage(
   type: Message,
-  accessor: (obj:Ack|Hello|ReadBatch|ReadReplyBatch|WriteBatch) => Ack|Hello|ReadBatch|ReadReplyBatch|WriteBatch|null
-): Ack|Hello|ReadBatch|ReadReplyBatch|WriteBatch|null {
+  accessor: (obj:Ack|Hello|ReadBatch|ReadReplyBatch|Snapshot|WriteBatch) => Ack|Hello|ReadBatch|ReadReplyBatch|Snapshot|WriteBatch|null
+): Ack|Hello|ReadBatch|ReadReplyBatch|Snapshot|WriteBatch|null {
   switch(Message[type]) {
     case 'NONE': return null; 
     case 'WriteBatch': return accessor(new WriteBatch())! as WriteBatch;
@@ -33,15 +34,16 @@ export function unionToMessage(
     case 'ReadBatch': return accessor(new ReadBatch())! as ReadBatch;
     case 'ReadReplyBatch': return accessor(new ReadReplyBatch())! as ReadReplyBatch;
     case 'Hello': return accessor(new Hello())! as Hello;
+    case 'Snapshot': return accessor(new Snapshot())! as Snapshot;
     default: return null;
   }
 }
 
 export function unionListToMessage(
   type: Message, 
-  accessor: (index: number, obj:Ack|Hello|ReadBatch|ReadReplyBatch|WriteBatch) => Ack|Hello|ReadBatch|ReadReplyBatch|WriteBatch|null, 
+  accessor: (index: number, obj:Ack|Hello|ReadBatch|ReadReplyBatch|Snapshot|WriteBatch) => Ack|Hello|ReadBatch|ReadReplyBatch|Snapshot|WriteBatch|null, 
   index: number
-): Ack|Hello|ReadBatch|ReadReplyBatch|WriteBatch|null {
+): Ack|Hello|ReadBatch|ReadReplyBatch|Snapshot|WriteBatch|null {
   switch(Message[type]) {
     case 'NONE': return null; 
     case 'WriteBatch': return accessor(index, new WriteBatch())! as WriteBatch;
@@ -49,6 +51,7 @@ export function unionListToMessage(
     case 'ReadBatch': return accessor(index, new ReadBatch())! as ReadBatch;
     case 'ReadReplyBatch': return accessor(index, new ReadReplyBatch())! as ReadReplyBatch;
     case 'Hello': return accessor(index, new Hello())! as Hello;
+    case 'Snapshot': return accessor(index, new Snapshot())! as Snapshot;
     default: return null;
   }
 }
@@ -969,6 +972,259 @@ static createHello(builder:flatbuffers.Builder, epoch:number, replicaId:number, 
   Hello.addReplicaId(builder, replicaId);
   Hello.addAppliedSeq(builder, appliedSeq);
   return Hello.endHello(builder);
+}
+}
+
+export class ClientMark {
+  bb: flatbuffers.ByteBuffer|null = null;
+  bb_pos = 0;
+  __init(i:number, bb:flatbuffers.ByteBuffer):ClientMark {
+  this.bb_pos = i;
+  this.bb = bb;
+  return this;
+}
+
+clientId():number {
+  return this.bb!.readUint32(this.bb_pos);
+}
+
+mutate_client_id(value:number):boolean {
+  this.bb!.writeUint32(this.bb_pos + 0, value);
+  return true;
+}
+
+padding():number {
+  return this.bb!.readUint32(this.bb_pos + 4);
+}
+
+mutate_padding(value:number):boolean {
+  this.bb!.writeUint32(this.bb_pos + 4, value);
+  return true;
+}
+
+highWater():number {
+  return this.bb!.readFloat64(this.bb_pos + 8);
+}
+
+mutate_high_water(value:number):boolean {
+  this.bb!.writeFloat64(this.bb_pos + 8, value);
+  return true;
+}
+
+static sizeOf():number {
+  return 16;
+}
+
+static createClientMark(builder:flatbuffers.Builder, client_id: number, padding: number, high_water: number):flatbuffers.Offset {
+  builder.prep(8, 16);
+  builder.writeFloat64(high_water);
+  builder.writeInt32(padding);
+  builder.writeInt32(client_id);
+  return builder.offset();
+}
+
+}
+
+export class Snapshot {
+  bb: flatbuffers.ByteBuffer|null = null;
+  bb_pos = 0;
+  __init(i:number, bb:flatbuffers.ByteBuffer):Snapshot {
+  this.bb_pos = i;
+  this.bb = bb;
+  return this;
+}
+
+static getRootAsSnapshot(bb:flatbuffers.ByteBuffer, obj?:Snapshot):Snapshot {
+  return (obj || new Snapshot()).__init(bb.readInt32(bb.position()) + bb.position(), bb);
+}
+
+static getSizePrefixedRootAsSnapshot(bb:flatbuffers.ByteBuffer, obj?:Snapshot):Snapshot {
+  bb.setPosition(bb.position() + flatbuffers.SIZE_PREFIX_LENGTH);
+  return (obj || new Snapshot()).__init(bb.readInt32(bb.position()) + bb.position(), bb);
+}
+
+epoch():number {
+  const offset = this.bb!.__offset(this.bb_pos, 4);
+  return offset ? this.bb!.readUint32(this.bb_pos + offset) : 0;
+}
+
+mutate_epoch(value:number):boolean {
+  const offset = this.bb!.__offset(this.bb_pos, 4);
+
+  if (offset === 0) {
+    return false;
+  }
+
+  this.bb!.writeUint32(this.bb_pos + offset, value);
+  return true;
+}
+
+appliedSeq():bigint {
+  const offset = this.bb!.__offset(this.bb_pos, 6);
+  return offset ? this.bb!.readUint64(this.bb_pos + offset) : BigInt('0');
+}
+
+mutate_applied_seq(value:bigint):boolean {
+  const offset = this.bb!.__offset(this.bb_pos, 6);
+
+  if (offset === 0) {
+    return false;
+  }
+
+  this.bb!.writeUint64(this.bb_pos + offset, value);
+  return true;
+}
+
+last():boolean {
+  const offset = this.bb!.__offset(this.bb_pos, 8);
+  return offset ? !!this.bb!.readInt8(this.bb_pos + offset) : false;
+}
+
+mutate_last(value:boolean):boolean {
+  const offset = this.bb!.__offset(this.bb_pos, 8);
+
+  if (offset === 0) {
+    return false;
+  }
+
+  this.bb!.writeInt8(this.bb_pos + offset, +value);
+  return true;
+}
+
+records(index: number, obj?:WriteRecord):WriteRecord|null {
+  const offset = this.bb!.__offset(this.bb_pos, 10);
+  return offset ? (obj || new WriteRecord()).__init(this.bb!.__vector(this.bb_pos + offset) + index * 12, this.bb!) : null;
+}
+
+recordsLength():number {
+  const offset = this.bb!.__offset(this.bb_pos, 10);
+  return offset ? this.bb!.__vector_len(this.bb_pos + offset) : 0;
+}
+
+versions(index: number):number|null {
+  const offset = this.bb!.__offset(this.bb_pos, 12);
+  return offset ? this.bb!.readFloat64(this.bb!.__vector(this.bb_pos + offset) + index * 8) : 0;
+}
+
+versionsLength():number {
+  const offset = this.bb!.__offset(this.bb_pos, 12);
+  return offset ? this.bb!.__vector_len(this.bb_pos + offset) : 0;
+}
+
+versionsArray():Float64Array|null {
+  const offset = this.bb!.__offset(this.bb_pos, 12);
+  return offset ? new Float64Array(this.bb!.bytes().buffer, this.bb!.bytes().byteOffset + this.bb!.__vector(this.bb_pos + offset), this.bb!.__vector_len(this.bb_pos + offset)) : null;
+}
+
+payload(index: number):number|null {
+  const offset = this.bb!.__offset(this.bb_pos, 14);
+  return offset ? this.bb!.readUint8(this.bb!.__vector(this.bb_pos + offset) + index) : 0;
+}
+
+payloadLength():number {
+  const offset = this.bb!.__offset(this.bb_pos, 14);
+  return offset ? this.bb!.__vector_len(this.bb_pos + offset) : 0;
+}
+
+payloadArray():Uint8Array|null {
+  const offset = this.bb!.__offset(this.bb_pos, 14);
+  return offset ? new Uint8Array(this.bb!.bytes().buffer, this.bb!.bytes().byteOffset + this.bb!.__vector(this.bb_pos + offset), this.bb!.__vector_len(this.bb_pos + offset)) : null;
+}
+
+clients(index: number, obj?:ClientMark):ClientMark|null {
+  const offset = this.bb!.__offset(this.bb_pos, 16);
+  return offset ? (obj || new ClientMark()).__init(this.bb!.__vector(this.bb_pos + offset) + index * 16, this.bb!) : null;
+}
+
+clientsLength():number {
+  const offset = this.bb!.__offset(this.bb_pos, 16);
+  return offset ? this.bb!.__vector_len(this.bb_pos + offset) : 0;
+}
+
+static startSnapshot(builder:flatbuffers.Builder) {
+  builder.startObject(7);
+}
+
+static addEpoch(builder:flatbuffers.Builder, epoch:number) {
+  builder.addFieldInt32(0, epoch, 0);
+}
+
+static addAppliedSeq(builder:flatbuffers.Builder, appliedSeq:bigint) {
+  builder.addFieldInt64(1, appliedSeq, BigInt('0'));
+}
+
+static addLast(builder:flatbuffers.Builder, last:boolean) {
+  builder.addFieldInt8(2, +last, +false);
+}
+
+static addRecords(builder:flatbuffers.Builder, recordsOffset:flatbuffers.Offset) {
+  builder.addFieldOffset(3, recordsOffset, 0);
+}
+
+static startRecordsVector(builder:flatbuffers.Builder, numElems:number) {
+  builder.startVector(12, numElems, 4);
+}
+
+static addVersions(builder:flatbuffers.Builder, versionsOffset:flatbuffers.Offset) {
+  builder.addFieldOffset(4, versionsOffset, 0);
+}
+
+static createVersionsVector(builder:flatbuffers.Builder, data:number[]|Float64Array):flatbuffers.Offset;
+/**
+ * @deprecated This Uint8Array overload will be removed in the future.
+ */
+static createVersionsVector(builder:flatbuffers.Builder, data:number[]|Uint8Array):flatbuffers.Offset;
+static createVersionsVector(builder:flatbuffers.Builder, data:number[]|Float64Array|Uint8Array):flatbuffers.Offset {
+  builder.startVector(8, data.length, 8);
+  for (let i = data.length - 1; i >= 0; i--) {
+    builder.addFloat64(data[i]!);
+  }
+  return builder.endVector();
+}
+
+static startVersionsVector(builder:flatbuffers.Builder, numElems:number) {
+  builder.startVector(8, numElems, 8);
+}
+
+static addPayload(builder:flatbuffers.Builder, payloadOffset:flatbuffers.Offset) {
+  builder.addFieldOffset(5, payloadOffset, 0);
+}
+
+static createPayloadVector(builder:flatbuffers.Builder, data:number[]|Uint8Array):flatbuffers.Offset {
+  builder.startVector(1, data.length, 1);
+  for (let i = data.length - 1; i >= 0; i--) {
+    builder.addInt8(data[i]!);
+  }
+  return builder.endVector();
+}
+
+static startPayloadVector(builder:flatbuffers.Builder, numElems:number) {
+  builder.startVector(1, numElems, 1);
+}
+
+static addClients(builder:flatbuffers.Builder, clientsOffset:flatbuffers.Offset) {
+  builder.addFieldOffset(6, clientsOffset, 0);
+}
+
+static startClientsVector(builder:flatbuffers.Builder, numElems:number) {
+  builder.startVector(16, numElems, 8);
+}
+
+static endSnapshot(builder:flatbuffers.Builder):flatbuffers.Offset {
+  const offset = builder.endObject();
+  return offset;
+}
+
+static createSnapshot(builder:flatbuffers.Builder, epoch:number, appliedSeq:bigint, last:boolean, recordsOffset:flatbuffers.Offset, versionsOffset:flatbuffers.Offset, payloadOffset:flatbuffers.Offset, clientsOffset:flatbuffers.Offset):flatbuffers.Offset {
+  Snapshot.startSnapshot(builder);
+  Snapshot.addEpoch(builder, epoch);
+  Snapshot.addAppliedSeq(builder, appliedSeq);
+  Snapshot.addLast(builder, last);
+  Snapshot.addRecords(builder, recordsOffset);
+  Snapshot.addVersions(builder, versionsOffset);
+  Snapshot.addPayload(builder, payloadOffset);
+  Snapshot.addClients(builder, clientsOffset);
+  return Snapshot.endSnapshot(builder);
 }
 }
 
