@@ -35,15 +35,28 @@ describe('scenarios: H, M1, T with one crash each, under concurrent clients', ()
   });
 });
 
-test('500 random seeds: crashes, delays, duplicated messages; invariants after every step', () => {
+describe('joins: a replacement copies a snapshot from the tail, catches up, and takes over as tail', () => {
+  test('T crashes; a new replica joins behind the new T, the tail hands over, and the chain is three again', () => {
+    const result = simulate({ seed: 21, replicas: 3, crashRate: 0, joinRate: 0.05, crashes: [{ at: 150, role: 'tail' }] });
+    assert.equal(result.crashes, 1);
+    assert.equal(result.joins, 1);
+    assert.deepEqual(result.finalMembers.length, 3);
+    assert.ok(result.finalMembers.includes(4), 'the new replica is a member');
+  });
+});
+
+test('500 random seeds: crashes, joins, delays, duplicated messages; invariants after every step', () => {
   let crashes = 0;
+  let joins = 0;
   let operations = 0;
   for (let seed = 1; seed <= 500; seed++) {
     const result = simulate({ seed, replicas: 2 + (seed % 4) });
     crashes += result.crashes;
+    joins += result.joins;
     operations += result.operations;
   }
-  // The runs must actually exercise failures, or passing them would mean nothing.
+  // The runs must actually exercise failures and joins, or passing them would mean nothing.
   assert.ok(crashes > 300, `only ${crashes} crashes in 500 seeds`);
+  assert.ok(joins > 200, `only ${joins} joins in 500 seeds`);
   assert.ok(operations > 50_000, `only ${operations} client operations`);
 });

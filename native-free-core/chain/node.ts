@@ -56,8 +56,6 @@ export type ReceiveResult =
   | { status: 'rejected'; code: ErrorCode; reason: string };
 
 const APPLIED_PLACEHOLDER = { status: 'full' } as const;
-/** Read batches a taking-over tail holds while it catches up (beyond that, the ring holds them). */
-const HELD_READ_BATCHES_MAX = 64;
 const DUPLICATE = { status: 'duplicate' } as const;
 
 /**
@@ -76,8 +74,6 @@ export interface Ready {
    * (same link, in order). Sent whole or not at all (report snapshotSent in advance()).
    */
   snapshot: Uint8Array[];
-  /** To the successor, on the batch link, BEFORE `forward`: a tail's handoff marker (see receiveHandoff). */
-  handoffDownstream: HelloFields | null;
   forward: Uint8Array[];
   forwardSeqs: number[];
   ackUpstream: AckFields | null;
@@ -131,12 +127,8 @@ export class ChainNode {
   /** Highest client sequence committed (at the end of the line), per client: what clients are told. */
   private readonly committedClientHighWater = new Map<number, number>();
   private readonly snapshotFrameBytesMax: number;
-  /** Reads are held until appliedSeq reaches this (a tail that took over from its predecessor tail). */
-  private readsHeldBelow = 0;
-  private readonly heldReads: Uint8Array[] = [];
-  /** A tail that handed over to its joiner owes it a handoff marker (Ready.handoffDownstream). */
-  private handoffPending = false;
-  private handoffSeq = 0;
+  /** A tail with a joiner that stopped taking batches so the joiner can catch up (beginHandoff). */
+  private handingOff = false;
   /** A Hello from a successor already in a newer epoch than ours, applied when we get there. */
   private helloFromNextEpoch: HelloFields | null = null;
 
@@ -183,7 +175,18 @@ export class ChainNode {
    * joining replica behind it is not: it forwards to the joiner and commits on the joiner's acks.
    */
   get isEndOfLine(): boolean {
-    return (this.isTail && !this.hasJoiner) || this.roleValue === 'joining';
+    return this.isTail || this.roleValue === 'joining';
+  }
+  /** Forwards what it applies: heads and middles, and a tail with a replica joining behind it. */
+  get forwardsDownstream(): boolean {
+    return (!this.isTail && this.roleValue !== 'joining') || this.hasJoiner;
+  }
+  /**
+   * A tail handing over to its joiner has stopped taking batches and the joiner has acknowledged
+   * everything it applied: the master can now make the joiner the tail.
+   */
+  get handoffReady(): boolean {
+    return this.hasJoiner && this.handingOff && this.inflight.batchCount === 0 && this.inflight.forwardedSeq === this.appliedSeqValue;
   }
   /** A joining replica that has loaded its snapshot and is applying the stream after it. */
   get joinCaughtUp(): boolean {
@@ -204,12 +207,13 @@ export class ChainNode {
    * where it is (in its inbound ring) until acks free in-flight space: that is backpressure.
    */
   canAccept(length: number): boolean {
-    return this.isEndOfLine || this.inflight.hasRoomFor(length);
+    if (this.handingOff) return false;
+    return !this.forwardsDownstream || this.inflight.hasRoomFor(length);
   }
 
   /** A write batch from upstream: from the client at the head, from the predecessor elsewhere. */
   receiveBatch(bytes: Uint8Array): ReceiveResult {
-    if (!this.isEndOfLine && !this.inflight.canEverHold(bytes.length)) {
+    if (this.forwardsDownstream && !this.inflight.canEverHold(bytes.length)) {
       return { status: 'rejected', code: ErrorCode.outOfRange, reason: `batch of ${bytes.length} bytes exceeds the in-flight log` };
     }
     if (!this.canAccept(bytes.length)) return APPLIED_PLACEHOLDER;
@@ -241,7 +245,10 @@ export class ChainNode {
   /** Middle and tail: apply a batch that continues the prefix (I1, I3). */
   private stepReplica(batch: WriteBatchView): ReceiveResult {
     assert(!this.isHead, 'stepReplica on the head');
-    if (batch.epoch !== this.epochValue) {
+    // A joining replica hears only from the tail it copies, in order, and takes whatever epoch its
+    // batches were stamped in (that tail applied them in their epoch); everyone else takes batches
+    // of its own epoch only.
+    if (batch.epoch !== this.epochValue && this.roleValue !== 'joining') {
       this.log(`ignoring (stale epoch ${batch.epoch}, node is at ${this.epochValue})`);
       return { status: 'ignored', code: ErrorCode.staleEpoch, reason: `batch epoch ${batch.epoch} != ${this.epochValue}` };
     }
@@ -265,7 +272,7 @@ export class ChainNode {
     const firstSeq = batch.firstSeq;
     const count = batch.count;
     assert(firstSeq === this.appliedSeqValue + 1, 'I3: sequence numbers must be contiguous');
-    assert(batch.epoch === this.epochValue, 'a batch is applied only in its own epoch');
+    assert(batch.epoch === this.epochValue || this.roleValue === 'joining', 'a batch is applied only in its own epoch');
     this.apply(batch);
     this.appliedSeqValue = firstSeq + count - 1;
     const lastClientSeq = batch.firstClientSeq + count - 1;
@@ -278,11 +285,9 @@ export class ChainNode {
         this.clientsToAck.add(batch.clientId);
       }
       this.ackPending = true;
-    } else {
-      this.inflight.append(batch.bytes, firstSeq, count, batch.clientId, lastClientSeq);
     }
+    if (this.forwardsDownstream) this.inflight.append(batch.bytes, firstSeq, count, batch.clientId, lastClientSeq);
     assert(this.committedSeqValue <= this.appliedSeqValue, 'committed never exceeds applied');
-    if (this.heldReads.length > 0) this.releaseHeldReads();
     return { status: 'applied', firstSeq, count };
   }
 
@@ -310,25 +315,24 @@ export class ChainNode {
   }
 
   receiveAckFields(ack: AckFields): ReceiveResult {
-    assert(!this.isEndOfLine, 'the end of the line receives no acks');
+    assert(this.forwardsDownstream, 'only a node that forwards receives acks');
+    if (this.hasJoiner) {
+      // From the joiner, whatever the epoch each of us is at: it only ever hears from this tail,
+      // and its cumulative ack only trims what this tail keeps for it (all of it committed here).
+      if (ack.committedSeq > this.inflight.forwardedSeq || ack.committedSeq < this.inflight.firstSeq - 1) return DUPLICATE;
+      this.inflight.trimThrough(ack.committedSeq);
+      return { status: 'applied', firstSeq: ack.committedSeq, count: 0 };
+    }
     if (ack.epoch !== this.epochValue) {
       this.log(`ignoring (stale epoch ${ack.epoch} ack, node is at ${this.epochValue})`);
       return { status: 'ignored', code: ErrorCode.staleEpoch, reason: `ack epoch ${ack.epoch} != ${this.epochValue}` };
     }
     if (ack.committedSeq <= this.committedSeqValue) return DUPLICATE;
-    // I1: the tail's applied writes are a prefix of ours, and we forwarded them.
+    // I1: the successor's applied writes are a prefix of ours, and we forwarded them.
     assert(ack.committedSeq <= this.inflight.forwardedSeq, `ack ${ack.committedSeq} beyond forwarded ${this.inflight.forwardedSeq}`);
-    if (this.isTail) {
-      // A tail waiting for its joiner: writes the joiner has acknowledged are committed now.
-      const log = this.inflight;
-      for (let index = 0; index < log.batchCount && log.firstSeqAt(index) + log.countAt(index) - 1 <= ack.committedSeq; index++) {
-        this.committedClientHighWater.set(log.clientIdAt(index), log.lastClientSeqAt(index));
-        this.clientsToAck.add(log.clientIdAt(index));
-      }
-    }
     this.inflight.trimThrough(ack.committedSeq);
     this.committedSeqValue = ack.committedSeq;
-    this.ackPending = !this.isHead || this.isTail;
+    this.ackPending = !this.isHead;
     return { status: 'applied', firstSeq: ack.committedSeq, count: 0 };
   }
 
@@ -345,19 +349,31 @@ export class ChainNode {
    */
   reconfigure(epoch: number, role: Role, options: { joiner?: boolean } = {}): void {
     assert(epoch > this.epochValue, `reconfigure: epoch ${epoch} does not move past ${this.epochValue}`);
-    assert(role !== 'joining', 'reconfigure: a replica becomes joining only when it is created');
-    const wasEndOfLine = this.isEndOfLine;
+    if (role === 'joining') {
+      // Still joining, in a newer configuration: only the epoch moves; re-acknowledge in it.
+      assert(this.roleValue === 'joining', 'reconfigure: a replica becomes joining only when it is created');
+      this.epochValue = epoch;
+      this.ackPending = this.snapshotLoaded;
+      return;
+    }
+    const forwardedBefore = this.forwardsDownstream;
     const hadJoiner = this.hasJoiner;
-    const wasJoining = this.roleValue === 'joining';
     this.epochValue = epoch;
     this.roleValue = role;
     this.hasJoiner = this.isTail && (options.joiner ?? false);
-    if (this.isEndOfLine) {
-      if (!wasEndOfLine) {
-        // Everything applied here is now at the end of the line: committed (I2 by definition). This
-        // covers a middle whose successor failed and a tail whose joiner went away.
+    if (!this.hasJoiner) this.handingOff = false;
+    if (this.isTail) {
+      if (forwardedBefore && (!hadJoiner || !this.hasJoiner)) {
+        // No successor any more (it failed), or the joiner went away: everything applied here is
+        // committed now (I2 by definition), and nothing is left to forward.
         this.inflight.markForwardedThrough(this.inflight.lastSeq);
         this.inflight.trimThrough(this.inflight.lastSeq);
+      }
+      if (this.hasJoiner && !hadJoiner) {
+        // A replica joins behind this tail: it starts from a snapshot of everything applied so far,
+        // then takes every later batch from the in-flight list.
+        this.inflight.resetAfter(this.appliedSeqValue);
+        this.snapshotPending = true;
       }
       this.committedSeqValue = this.appliedSeqValue;
       for (const [clientId, clientSeq] of this.clientHighWater) {
@@ -366,32 +382,18 @@ export class ChainNode {
       }
       this.ackPending = true;
       this.awaitingSuccessorHello = false;
-    } else if (this.hasJoiner && !hadJoiner) {
-      // A replica joins behind this tail: it starts from a snapshot of everything applied so far
-      // (all of it committed), then takes every later batch from the in-flight list, which is
-      // empty now because a tail commits on apply.
-      assert(wasEndOfLine, 'a joiner is added behind the end of the line');
-      this.inflight.resetAfter(this.appliedSeqValue);
-      this.snapshotPending = true;
-      this.awaitingSuccessorHello = false;
-    } else if (!this.hasJoiner) {
+    } else {
       this.awaitingSuccessorHello = true;
       this.restampInflight();
     }
-    if (wasJoining && this.isTail) {
-      // The tail it joined behind may have shown readers writes this replica has not applied yet:
-      // serve no reads until the predecessor's handoff marker (its reply to our Hello) says how far.
-      this.readsHeldBelow = Number.MAX_SAFE_INTEGER;
-    }
     this.helloPending = !this.isHead;
-    if (!this.isHead && this.isTail) this.ackPending = true;
     assert(this.committedSeqValue <= this.appliedSeqValue, 'committed never exceeds applied');
     // A Hello that overtook our own reconfiguration: apply it now if it is for this epoch, keep it if
     // it is for a later one (we may be passing through several epochs), drop it if it is older.
     const early = this.helloFromNextEpoch;
     if (early !== null && early.epoch <= epoch) {
       this.helloFromNextEpoch = null;
-      if (early.epoch === epoch && !this.isEndOfLine) this.receiveHelloFields(early);
+      if (early.epoch === epoch && this.forwardsDownstream && !this.hasJoiner) this.receiveHelloFields(early);
     }
   }
 
@@ -405,10 +407,6 @@ export class ChainNode {
     if (malformed !== null) return { status: 'rejected', code: ErrorCode.malformedFrame, reason: malformed };
     if (this.roleValue !== 'joining' || this.snapshotLoaded) {
       return { status: 'ignored', code: ErrorCode.staleEpoch, reason: 'a snapshot reaches only a replica that is joining' };
-    }
-    if (view.epoch !== this.epochValue) {
-      this.log(`ignoring (stale epoch ${view.epoch} snapshot, node is at ${this.epochValue})`);
-      return { status: 'ignored', code: ErrorCode.staleEpoch, reason: `snapshot epoch ${view.epoch} != ${this.epochValue}` };
     }
     assert(this.appliedSeqValue === 0, 'a joining replica starts empty');
     view.applyTo(this.store, this.clientHighWater);
@@ -463,12 +461,6 @@ export class ChainNode {
     }
     this.inflight.rewindForwardingTo(hello.appliedSeq);
     this.awaitingSuccessorHello = false;
-    // Answer with a handoff marker: everything through our applied seq may have been seen by
-    // readers (here, if we were a tail serving reads, or at the tail we sit behind, which has no
-    // more than we do). A successor that took over from a tail it joined behind holds reads until
-    // it has applied as much.
-    this.handoffPending = true;
-    this.handoffSeq = this.appliedSeqValue;
     return { status: 'applied', firstSeq: hello.appliedSeq, count: 0 };
   }
 
@@ -479,17 +471,6 @@ export class ChainNode {
     if (!this.isTail) {
       return { status: 'ignored', code: ErrorCode.staleEpoch, reason: 'reads are served by the tail' };
     }
-    if (this.readsHeldBelow > this.appliedSeqValue) {
-      // A tail that just took over from the tail it joined behind answers no read until it has
-      // applied everything that tail may have shown to readers (see receiveHandoff).
-      if (this.heldReads.length >= HELD_READ_BATCHES_MAX) return APPLIED_PLACEHOLDER;
-      this.heldReads.push(bytes.slice());
-      return { status: 'applied', firstSeq: this.readView.firstRequestId, count: 0 };
-    }
-    return this.serveReads();
-  }
-
-  private serveReads(): ReceiveResult {
     const reads = this.readView;
     const encoder = this.replyEncoder;
     const store = this.store;
@@ -510,32 +491,13 @@ export class ChainNode {
   }
 
   /**
-   * From the tail this node joined behind, after the join completed: that tail applied (and may have
-   * let readers see) everything through `appliedSeq` before it stopped serving reads. Reads wait
-   * until this node has applied as much, so no reader ever sees the chain go back in time.
+   * The master is about to make this tail's joiner the tail: stop taking batches, so the joiner can
+   * acknowledge everything applied here (handoffReady) before roles change. Reads and client acks
+   * go on meanwhile; a write waits at most until the handoff completes.
    */
-  receiveHandoff(bytes: Uint8Array): ReceiveResult {
-    const malformed = this.helloView.open(bytes);
-    if (malformed !== null) return { status: 'rejected', code: ErrorCode.malformedFrame, reason: malformed };
-    if (this.helloView.epoch !== this.epochValue) {
-      this.log(`ignoring (stale epoch ${this.helloView.epoch} handoff, node is at ${this.epochValue})`);
-      return { status: 'ignored', code: ErrorCode.staleEpoch, reason: 'handoff from another epoch' };
-    }
-    // Only a replica that joined and took over holds reads; for everyone else the marker is moot.
-    if (this.readsHeldBelow === Number.MAX_SAFE_INTEGER) {
-      this.readsHeldBelow = this.helloView.appliedSeq;
-      this.releaseHeldReads();
-    }
-    return { status: 'applied', firstSeq: this.helloView.appliedSeq, count: 0 };
-  }
-
-  private releaseHeldReads(): void {
-    if (this.readsHeldBelow > this.appliedSeqValue) return;
-    for (const bytes of this.heldReads.splice(0)) {
-      const malformed = this.readView.open(bytes);
-      assert(malformed === null, 'a held read batch stays well-formed');
-      this.serveReads();
-    }
+  beginHandoff(): void {
+    assert(this.hasJoiner, 'beginHandoff: no replica is joining behind this one');
+    this.handingOff = true;
   }
 
   /** Whether ready() has anything for the runtime. */
@@ -544,9 +506,8 @@ export class ChainNode {
       this.ackPending ||
       this.helloPending ||
       this.snapshotPending ||
-      this.handoffPending ||
       this.readReplies.length > 0 ||
-      (!this.isEndOfLine && !this.awaitingSuccessorHello && this.inflight.pendingCount > 0)
+      (this.forwardsDownstream && !this.awaitingSuccessorHello && this.inflight.pendingCount > 0)
     );
   }
 
@@ -560,7 +521,7 @@ export class ChainNode {
         this.snapshotFrameBytesMax,
       );
     }
-    if (!this.isEndOfLine && !this.awaitingSuccessorHello) {
+    if (this.forwardsDownstream && !this.awaitingSuccessorHello) {
       const log = this.inflight;
       for (let index = log.firstPendingIndex(); index < log.batchCount; index++) {
         forward.push(log.batchAt(index));
@@ -583,8 +544,7 @@ export class ChainNode {
       }
     }
     const helloUpstream = this.helloPending ? { epoch: this.epochValue, replicaId: this.id, appliedSeq: this.appliedSeqValue } : null;
-    const handoffDownstream = this.handoffPending ? { epoch: this.epochValue, replicaId: this.id, appliedSeq: this.handoffSeq } : null;
-    return { snapshot, handoffDownstream, forward, forwardSeqs, ackUpstream, helloUpstream, clientAcks, readReplies: this.readReplies.slice() };
+    return { snapshot, forward, forwardSeqs, ackUpstream, helloUpstream, clientAcks, readReplies: this.readReplies.slice() };
   }
 
   /** The runtime performed `ready`: forwarded a prefix of `forward` and sent every ack and reply. */
@@ -593,7 +553,6 @@ export class ChainNode {
     if (report.forwarded > 0) this.inflight.markForwardedThrough(ready.forwardSeqs[report.forwarded - 1]!);
     assert(report.repliesSent >= 0 && report.repliesSent <= ready.readReplies.length, 'advance: repliesSent out of range');
     if (ready.snapshot.length > 0 && (report.snapshotSent ?? true)) this.snapshotPending = false;
-    if (ready.handoffDownstream !== null && (report.snapshotSent ?? true)) this.handoffPending = false;
     if (report.acksSent && ready.helloUpstream !== null) this.helloPending = false;
     if (report.acksSent && (ready.ackUpstream !== null || ready.clientAcks.length > 0)) {
       this.ackPending = false;

@@ -47,12 +47,7 @@ export interface SimulationOptions {
   crashRate?: number;
   /** Probability that a batch or ack message is delivered twice. */
   duplicateRate?: number;
-  /**
-   * Probability per tick that a replacement replica starts joining (while the chain is short).
-   * Default 0: the join protocol is not finished (a tail serving reads ahead of its joiner can make
-   * the joiner, once tail, show older state if the old tail dies before its handoff marker arrives;
-   * `npm run test:sim -- --seed 813 --join-rate 0.01` shows it).
-   */
+  /** Probability per tick that a replacement replica starts joining (while the chain is short). */
   joinRate?: number;
   /** Scripted crashes for named scenarios: at tick `at`, crash whoever holds `role` then. */
   crashes?: ReadonlyArray<{ at: number; role: 'head' | 'middle' | 'tail' }>;
@@ -75,7 +70,7 @@ type Message =
   | { kind: 'ack'; bytes: Uint8Array }
   | { kind: 'hello'; bytes: Uint8Array }
   | { kind: 'snapshot'; bytes: Uint8Array }
-  | { kind: 'handoff'; bytes: Uint8Array }
+  | { kind: 'begin-handoff' }
   | { kind: 'client-ack'; ack: AckFields }
   | { kind: 'read'; bytes: Uint8Array; client: number }
   | { kind: 'reply'; bytes: Uint8Array }
@@ -83,6 +78,8 @@ type Message =
 
 interface InFlight {
   deliverAt: number;
+  /** Send order: ties on deliverAt go in send order, so a held message keeps its place. */
+  order: number;
   from: string;
   to: Address;
   message: Message;
@@ -133,7 +130,7 @@ export function simulate(options: SimulationOptions): SimulationResult {
   const delayMax = options.delayMax ?? 6;
   const crashRate = options.crashRate ?? 0.004;
   const duplicateRate = options.duplicateRate ?? 0.05;
-  const joinRate = options.joinRate ?? 0;
+  const joinRate = options.joinRate ?? 0.01;
 
   const trace: string[] = [];
   const note = (line: string): void => {
@@ -191,13 +188,14 @@ export function simulate(options: SimulationOptions): SimulationResult {
 
   // --- Network: FIFO per (from, to), random delay, optional duplication -----------------------
   let network: InFlight[] = [];
+  let sendOrder = 0;
   const lastDeliveryOnLink = new Map<string, number>();
   const send = (from: string, to: Address, message: Message, duplicable = false): void => {
     const link = `${from}->${to.kind}${to.id}`;
     const deliverAt = Math.max(lastDeliveryOnLink.get(link) ?? 0, now + 1 + Math.floor(random() * delayMax));
     lastDeliveryOnLink.set(link, deliverAt);
-    network.push({ deliverAt, from, to, message });
-    if (duplicable && random() < duplicateRate) network.push({ deliverAt: deliverAt + 1, from, to, message });
+    network.push({ deliverAt, order: sendOrder++, from, to, message });
+    if (duplicable && random() < duplicateRate) network.push({ deliverAt: deliverAt + 1, order: sendOrder++, from, to, message });
   };
 
   const headOf = (): number => master.configuration.members[0]!;
@@ -215,9 +213,6 @@ export function simulate(options: SimulationOptions): SimulationResult {
     let forwarded = 0;
     if (successor !== null) {
       for (const chunk of ready.snapshot) send(`r${replica.id}`, { kind: 'replica', id: successor }, { kind: 'snapshot', bytes: chunk });
-      if (ready.handoffDownstream !== null) {
-        send(`r${replica.id}`, { kind: 'replica', id: successor }, { kind: 'handoff', bytes: helloEncoder.encode(ready.handoffDownstream).slice() });
-      }
       for (const batch of ready.forward) {
         send(`r${replica.id}`, { kind: 'replica', id: successor }, { kind: 'batch', bytes: batch.slice() }, true);
         forwarded++;
@@ -240,11 +235,12 @@ export function simulate(options: SimulationOptions): SimulationResult {
   const readOwners = new Map<number, number>();
   let nextGlobalRequestId = 1;
 
-  const deliverToReplica = (replica: Replica, message: Message): void => {
+  /** Returns false when the replica cannot take the message yet (backpressure): it stays queued. */
+  const deliverToReplica = (replica: Replica, message: Message): boolean => {
     const { node } = replica;
     switch (message.kind) {
       case 'batch': {
-        if (!node.canAccept(message.bytes.length)) fail(`replica ${replica.id}: in-flight list full`);
+        if (!node.canAccept(message.bytes.length)) return false; // Held: the link keeps it, in order.
         if (peekView.open(message.bytes) !== null) fail(`replica ${replica.id} got a malformed batch`);
         const writeId = `${peekView.clientId}:${peekView.firstClientSeq}`;
         const result = node.receiveBatch(message.bytes);
@@ -267,30 +263,35 @@ export function simulate(options: SimulationOptions): SimulationResult {
         if (result.status === 'rejected') fail(`replica ${replica.id} rejected a snapshot: ${result.reason}`);
         break;
       }
-      case 'handoff': {
-        const result = node.receiveHandoff(message.bytes);
-        if (result.status === 'rejected') fail(`replica ${replica.id} rejected a handoff: ${result.reason}`);
+      case 'begin-handoff':
+        // Only if this replica is still the tail its joiner copies from.
+        if (master.configuration.joining !== null && master.configuration.members.at(-1) === replica.id && replica.configuration.joining !== null) {
+          node.beginHandoff();
+        }
         break;
-      }
       case 'hello': {
         const result = node.receiveHello(message.bytes);
         if (result.status === 'rejected') fail(`replica ${replica.id} rejected a hello: ${result.reason}`);
         break;
       }
       case 'read':
-        if (node.receiveReads(message.bytes).status === 'full') fail(`replica ${replica.id}: too many held reads`);
+        node.receiveReads(message.bytes);
         break;
       case 'configuration': {
         const configuration = message.configuration;
-        if (configuration.epoch <= node.epoch) return;
+        if (configuration.epoch <= node.epoch) return true;
         const role = roleIn(configuration, replica.id);
         if (role === null) {
           note(`replica ${replica.id} left the chain at epoch ${configuration.epoch}`);
           replica.alive = false;
-          return;
+          return true;
         }
         replica.configuration = configuration;
-        if (role === 'joining') return; // Created at this epoch already.
+        if (role === 'joining') {
+          // Still copying: follow the epoch, nothing else changes.
+          node.reconfigure(configuration.epoch, 'joining');
+          return true;
+        }
         node.reconfigure(configuration.epoch, role, { joiner: configuration.joining !== null && (role === 'tail' || role === 'solo') });
         note(`replica ${replica.id} is ${role} at epoch ${configuration.epoch} (${configuration.members.join(' ')})`);
         break;
@@ -299,6 +300,7 @@ export function simulate(options: SimulationOptions): SimulationResult {
         fail(`replica got a ${message.kind}`);
     }
     performReady(replica);
+    return true;
   };
 
   // --- Client behaviour --------------------------------------------------------------------------
@@ -384,18 +386,25 @@ export function simulate(options: SimulationOptions): SimulationResult {
   // --- The run -----------------------------------------------------------------------------------
   let crashes = 0;
   let joins = 0;
+  const handoffRequested = new Set<number>();
   let reconfigurations = 0;
   const step = (faults: boolean): void => {
     now++;
     // Deliver everything due, in order.
     const due = network.filter((item) => item.deliverAt <= now);
     network = network.filter((item) => item.deliverAt > now);
-    due.sort((a, b) => a.deliverAt - b.deliverAt);
+    due.sort((a, b) => a.deliverAt - b.deliverAt || a.order - b.order);
+    const heldLinks = new Set<string>();
     for (const item of due) {
       if (item.to.kind === 'replica') {
         const replica = replicas.get(item.to.id);
         if (replica === undefined || !replica.alive) continue;
-        deliverToReplica(replica, item.message);
+        const link = `${item.from}->${item.to.id}`;
+        // Once a message on a link is held, everything behind it on that link waits too (FIFO).
+        if (heldLinks.has(link) || !deliverToReplica(replica, item.message)) {
+          heldLinks.add(link);
+          network.push({ ...item, deliverAt: now + 1 });
+        }
       } else {
         deliverToClient(clients[item.to.id - 1]!, item.message);
       }
@@ -413,7 +422,10 @@ export function simulate(options: SimulationOptions): SimulationResult {
     for (const event of master.tick(now)) {
       reconfigurations++;
       note(`master: ${event.kind} replica ${event.replicaId}, epoch ${event.configuration.epoch} = ${event.configuration.members.join(' ')}`);
-      for (const id of event.configuration.members) send('master', { kind: 'replica', id }, { kind: 'configuration', configuration: event.configuration });
+      const { members, joining: joiner } = event.configuration;
+      for (const id of [...members, ...(joiner === null ? [] : [joiner])]) {
+        send('master', { kind: 'replica', id }, { kind: 'configuration', configuration: event.configuration });
+      }
     }
     // Scripted crashes (named scenarios), then random ones (never the last live member: I4 needs
     // one survivor).
@@ -426,7 +438,13 @@ export function simulate(options: SimulationOptions): SimulationResult {
       note(`crash replica ${victim} (${scripted.role}, scripted)`);
     }
     const joining = master.configuration.joining;
-    if (joining !== null && replicas.get(joining)!.alive && replicas.get(joining)!.node.joinCaughtUp) {
+    const joiningTail = joining === null ? undefined : replicas.get(master.configuration.members.at(-1)!);
+    if (joining !== null && replicas.get(joining)!.alive && replicas.get(joining)!.node.joinCaughtUp && !handoffRequested.has(joining)) {
+      // The joiner has its snapshot: ask the tail to stop taking batches so it can catch up fully.
+      handoffRequested.add(joining);
+      send('master', { kind: 'replica', id: master.configuration.members.at(-1)! }, { kind: 'begin-handoff' });
+    }
+    if (joining !== null && joiningTail !== undefined && joiningTail.alive && joiningTail.node.handoffReady && replicas.get(joining)!.alive) {
       const event = master.completeJoin(joining);
       reconfigurations++;
       note(`master: ${joining} joined, epoch ${event.configuration.epoch} = ${event.configuration.members.join(' ')}`);
