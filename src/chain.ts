@@ -103,6 +103,8 @@ interface ReplicaHandle {
   id: number;
   role: Role;
   alive: boolean;
+  /** The epoch the replica was started in. */
+  startEpoch: number;
   /** Aborting terminates the worker at once, like a crash (crashReplica, and hung replicas). */
   abort: AbortController;
   lastHeartbeat: number;
@@ -115,8 +117,10 @@ interface ReplicaHandle {
 
 const CLIENT_ID = 1;
 const INITIAL_EPOCH = 1;
-/** How often the main thread reads the replicas' heartbeat counters. */
+/** How often the main thread reads the replicas' heartbeat counters (and drives joins). */
 const HEARTBEAT_CHECK_MS = 25;
+const JOIN_THREADS_SPARE = 2;
+const REPLICAS_MAX = 16;
 
 function workerFilename(): string {
   // Under tsx (tests, development) this module is .ts and so is the worker; in dist both are .js.
@@ -141,6 +145,8 @@ export class Chain extends EventEmitter {
   private readonly reads: ReadPipeline;
   private readonly heartbeatTimer: NodeJS.Timeout;
   private reconfigurations = 0;
+  private nextReplicaId: number;
+  private join: null | { id: number; handoffRequested: boolean; resolve: (id: number) => void; reject: (error: unknown) => void } = null;
   private headId: number;
   private tailId: number;
   private state: 'open' | 'closing' | 'closed' | 'failed' = 'open';
@@ -160,6 +166,7 @@ export class Chain extends EventEmitter {
 
     this.links = new LinkTable({ dataBytes: resolved.ringBytes, controlBytes: resolved.controlRingBytes });
     const memberIds = Array.from({ length: count }, (_, index) => index + 1);
+    this.nextReplicaId = count + 1;
     this.master = new ChainMaster({
       store: new InMemoryConfigurationStore({ epoch: INITIAL_EPOCH, members: memberIds, joining: null }),
       suspectAfter: resolved.suspectAfterMs,
@@ -192,10 +199,11 @@ export class Chain extends EventEmitter {
     this.pool = new Piscina<ReplicaTask, string>({
       filename: workerFilename(),
       minThreads: count,
-      maxThreads: count,
+      // Room for a joining replica and one more while a replaced one stops.
+      maxThreads: count + JOIN_THREADS_SPARE,
       concurrentTasksPerWorker: 1,
       idleTimeout: Number.POSITIVE_INFINITY,
-      maxQueue: count,
+      maxQueue: count + JOIN_THREADS_SPARE,
       name: 'default',
     });
     for (const id of memberIds) this.startReplica(id, configuration);
@@ -222,6 +230,7 @@ export class Chain extends EventEmitter {
         readReplyResultsMax: resolved.readReplyResultsMax,
         spinIterations: resolved.spinIterations,
         sleepTimeoutMs: resolved.sleepTimeoutMs,
+        snapshotFrameBytesMax: Math.min(1024 * 1024, resolved.ringBytes / 2 - 1024),
       },
       stats,
       port: channel.port2,
@@ -232,6 +241,7 @@ export class Chain extends EventEmitter {
       id,
       role,
       alive: true,
+      startEpoch: configuration.epoch,
       abort,
       lastHeartbeat: -1,
       port: channel.port1,
@@ -253,7 +263,8 @@ export class Chain extends EventEmitter {
   /** The chain's members as the master sees them, head first. */
   members(): ReplicaInfo[] {
     const configuration = this.master.configuration;
-    return configuration.members.map((id) => {
+    const ids = [...configuration.members, ...(configuration.joining === null ? [] : [configuration.joining])];
+    return ids.map((id) => {
       const handle = this.handles.get(id)!;
       return {
         id,
@@ -263,6 +274,74 @@ export class Chain extends EventEmitter {
         committedSeq: handle.stats[ReplicaStat.committedSeq]!,
       };
     });
+  }
+
+  /**
+   * Adds a replica online: it copies a snapshot from the tail, takes every later write from it, and
+   * becomes the new tail once it has caught up (the tail briefly stops taking batches for the
+   * handoff). Resolves with the new replica's id. Writes keep flowing meanwhile.
+   */
+  addReplica(): Promise<number> {
+    if (this.state !== 'open') return Promise.reject(this.unavailableError());
+    if (this.join !== null) return Promise.reject(new DabbaError(ErrorCode.outOfRange, `replica ${this.join.id} is already joining`));
+    if (this.master.configuration.members.length >= REPLICAS_MAX) {
+      return Promise.reject(new DabbaError(ErrorCode.outOfRange, `a chain has at most ${REPLICAS_MAX} replicas`));
+    }
+    const id = this.nextReplicaId++;
+    this.doorbellBuffers.set(id, Doorbell.allocate());
+    const event = this.master.beginJoin(id, performance.now());
+    this.startReplica(id, event.configuration);
+    this.applyConfiguration(event, null);
+    return new Promise((resolve, reject) => {
+      this.join = { id, handoffRequested: false, resolve, reject };
+    });
+  }
+
+  /** Removes replica `id` from the chain (it stops after the chain has moved on without it). */
+  removeReplica(id: number): Promise<void> {
+    if (this.state !== 'open') return Promise.reject(this.unavailableError());
+    let handle: ReplicaHandle;
+    try {
+      handle = this.liveMember(id);
+      this.applyConfiguration(this.master.remove(id), null);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    handle.alive = false;
+    this.sendControl(handle, { type: 'stop' });
+    return handle.done.then(() => undefined);
+  }
+
+  /** Replaces replica `id` by a new one: join the new replica, then remove the old. */
+  async replaceReplica(id: number): Promise<number> {
+    this.liveMember(id);
+    const added = await this.addReplica();
+    await this.removeReplica(id);
+    return added;
+  }
+
+  /** Drives a join: ask the tail to hand over once the joiner has its snapshot; finish when it has. */
+  private driveJoin(): void {
+    const join = this.join;
+    const configuration = this.master.configuration;
+    if (join === null) return;
+    if (configuration.joining !== join.id) {
+      // The join was abandoned (the joiner or the tail it copied from failed).
+      this.join = null;
+      join.reject(new DabbaError(ErrorCode.replicaFailed, `replica ${join.id} could not join: the chain changed under it`));
+      return;
+    }
+    const joiner = this.handles.get(join.id)!;
+    const tail = this.handles.get(configuration.members.at(-1)!)!;
+    if (!join.handoffRequested && joiner.stats[ReplicaStat.joinCaughtUp] === 1) {
+      join.handoffRequested = true;
+      this.sendControl(tail, { type: 'begin-handoff' });
+    }
+    if (join.handoffRequested && tail.stats[ReplicaStat.handoffReady] === 1) {
+      this.join = null;
+      this.applyConfiguration(this.master.completeJoin(join.id), null);
+      join.resolve(join.id);
+    }
   }
 
   /**
@@ -489,7 +568,8 @@ export class Chain extends EventEmitter {
     if (this.state !== 'open' && this.state !== 'closing') return;
     const now = performance.now();
     let allStarted = true;
-    for (const id of this.master.configuration.members) {
+    const { members, joining } = this.master.configuration;
+    for (const id of [...members, ...(joining === null ? [] : [joining])]) {
       const handle = this.handles.get(id)!;
       const beats = handle.stats[ReplicaStat.heartbeats]!;
       if (beats !== handle.lastHeartbeat) {
@@ -498,6 +578,7 @@ export class Chain extends EventEmitter {
       }
       if (beats === 0) allStarted = false;
     }
+    this.driveJoin();
     // Worker start-up (loading and compiling modules) is not a hang: judge only started replicas.
     if (!allStarted) return;
     for (const event of this.master.tick(now)) {
@@ -512,6 +593,11 @@ export class Chain extends EventEmitter {
   }
 
   private removeFailed(id: number, cause: unknown): void {
+    if (this.master.configuration.joining === id) {
+      this.applyConfiguration(this.master.abandonJoin(), cause);
+      this.driveJoin();
+      return;
+    }
     if (!this.master.configuration.members.includes(id)) return;
     if (this.master.configuration.members.length === 1) {
       // The last replica held the only copy: writes not yet acknowledged have an unknown outcome.
@@ -538,13 +624,18 @@ export class Chain extends EventEmitter {
     this.reconfigurations++;
     // Drain what the old tail already published: it is committed, and its rings are about to go.
     this.service();
-    for (const id of configuration.members) {
+    const tail = configuration.members.at(-1)!;
+    const joiner = configuration.joining;
+    for (const id of [...configuration.members, ...(joiner === null ? [] : [joiner])]) {
+      const handle = this.handles.get(id)!;
+      // A joiner started at this very epoch needs no reconfigure; later ones it follows.
+      if (id === joiner && handle.startEpoch === configuration.epoch) continue;
       const links = linksFor(this.links, configuration, id, this.doorbellBuffers, this.clientDoorbellBuffer);
-      this.sendControl(this.handles.get(id)!, { type: 'reconfigure', epoch: configuration.epoch, role: roleIn(configuration, id) as Role, links });
+      const role = roleIn(configuration, id) as Role;
+      this.sendControl(handle, { type: 'reconfigure', epoch: configuration.epoch, role, joiner: id === tail && joiner !== null, links });
     }
     this.links.retainOnly(linkNames(configuration));
     const head = configuration.members[0]!;
-    const tail = configuration.members.at(-1)!;
     if (head !== this.headId) {
       this.headId = head;
       this.writes.switchHead(new SpscRing(this.links.link(batchesLink(CLIENT_END, head), false).buffer), new Doorbell(this.doorbellBuffers.get(head)!));

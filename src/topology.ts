@@ -65,6 +65,10 @@ export function linkNames(configuration: Configuration): Set<string> {
     names.add(acksLink(members[index + 1]!, members[index]!));
   }
   const tail = members.at(-1)!;
+  if (configuration.joining !== null) {
+    names.add(batchesLink(tail, configuration.joining));
+    names.add(acksLink(configuration.joining, tail));
+  }
   names.add(clientAcksLink(tail));
   names.add(readsLink(tail));
   names.add(repliesLink(tail));
@@ -79,9 +83,12 @@ export function linksFor(
   doorbells: ReadonlyMap<number, SharedArrayBuffer>,
   clientDoorbell: SharedArrayBuffer,
 ): ReplicaLinks {
-  const predecessor = predecessorOf(configuration, id);
-  const successor = successorOf(configuration, id);
-  const isTail = successor === null;
+  const tail = configuration.members.at(-1)!;
+  const joining = configuration.joining;
+  // A joining replica hangs off the tail: the tail forwards to it until it takes over.
+  const predecessor = id === joining ? tail : predecessorOf(configuration, id);
+  const successor = successorOf(configuration, id) ?? (id === tail ? joining : null);
+  const isTail = id === tail;
   return {
     batchesIn: table.link(batchesLink(predecessor ?? CLIENT_END, id), false),
     batchesOut: successor === null ? null : table.link(batchesLink(id, successor), false),

@@ -180,3 +180,60 @@ describe('crash one replica under load', () => {
     }
   });
 });
+
+describe('membership changes online, under load', () => {
+  test('addReplica: a new replica copies a snapshot, catches up and becomes the tail', { timeout: 60_000 }, async () => {
+    const chain = createChain({ replicas: 2 });
+    try {
+      let joined: Promise<number> | undefined;
+      const workload = await runWorkload(chain, {
+        clients: 4,
+        operationsPerClient: 250,
+        onOperation: (count, burst) => {
+          if (count !== 250) return;
+          burst();
+          joined = chain.addReplica();
+          assert.equal(chain.members().at(-1)!.role, 'joining');
+        },
+      });
+      const id = await joined!;
+      const members = chain.members();
+      assert.equal(members.length, 3);
+      assert.deepEqual(members.at(-1), { ...members.at(-1)!, id, role: 'tail' });
+      const check = checkLinearizable(workload.history);
+      assert.ok(check.linearizable, `history not linearizable: ${check.key} ${check.explanation}`);
+      await assertConverged(chain, workload.acknowledgedWrites);
+    } finally {
+      await chain.close();
+    }
+  });
+
+  test('replaceReplica(middle) and removeReplica(tail): the chain changes shape and keeps every write', { timeout: 60_000 }, async () => {
+    const chain = createChain({ replicas: 3 });
+    try {
+      const middle = chain.members().find((member) => member.role === 'middle')!.id;
+      const changes: Array<Promise<unknown>> = [];
+      const workload = await runWorkload(chain, {
+        clients: 4,
+        operationsPerClient: 300,
+        onOperation: (count, burst) => {
+          if (count !== 200) return;
+          burst();
+          // Replace the middle, then (the join done) remove the tail, all while the clients run.
+          changes.push(
+            chain.replaceReplica(middle).then(() => chain.removeReplica(chain.members().find((member) => member.role === 'tail')!.id)),
+          );
+        },
+      });
+      await Promise.all(changes);
+      assert.ok(!chain.members().some((member) => member.id === middle), 'the replaced middle is gone');
+      assert.equal(chain.members().length, 2);
+      assert.equal(chain.stats().reconfigurations, 4, 'join begun, joined, middle removed, tail removed');
+      const check = checkLinearizable(workload.history);
+      assert.ok(check.linearizable, `history not linearizable: ${check.key} ${check.explanation}`);
+      await assertConverged(chain, workload.acknowledgedWrites);
+    } finally {
+      await chain.close();
+    }
+  });
+});

@@ -16,6 +16,8 @@ export interface ReplicaLimits {
   spinIterations: number;
   /** Longest sleep before the worker re-checks everything (a safety net, not a clock). */
   sleepTimeoutMs: number;
+  /** Largest Snapshot frame sent to a joining replica (fits one ring record). */
+  snapshotFrameBytesMax: number;
 }
 
 /**
@@ -90,12 +92,17 @@ export const ReplicaStat = {
   /** Loop iterations: it keeps moving while the replica is alive (the master's heartbeat). */
   heartbeats: 13,
   epoch: 14,
+  /** 1 once a joining replica has loaded its snapshot. */
+  joinCaughtUp: 15,
+  /** 1 once a tail handing over to its joiner has had everything acknowledged by it. */
+  handoffReady: 16,
 } as const;
-export const REPLICA_STAT_COUNT = 15;
+export const REPLICA_STAT_COUNT = 17;
 
 export type ControlRequest =
   | { type: 'digest'; requestId: number }
-  | { type: 'reconfigure'; epoch: number; role: Role; links: ReplicaLinks }
+  | { type: 'reconfigure'; epoch: number; role: Role; joiner: boolean; links: ReplicaLinks }
+  | { type: 'begin-handoff' }
   | { type: 'stop' };
 
 export type ControlReply =

@@ -42,6 +42,8 @@ class ReplicaDriver {
   /** Open rings by link id, so a reconfiguration keeps the ones that did not change. */
   private rings = new Map<number, SpscRing>();
   private readonly helloEncoder = new HelloEncoder();
+  /** Snapshot frames for a joiner not yet in its ring. */
+  private readonly snapshotQueue: Uint8Array[] = [];
   private readonly stats: Float64Array;
   private readonly controlSignal: Int32Array;
   private readonly ackEncoder = new AckEncoder();
@@ -69,6 +71,7 @@ class ReplicaDriver {
       inflightBatchesMax: task.limits.inflightBatchesMax,
       readReplyPayloadBytesMax: task.limits.readReplyPayloadBytesMax,
       readReplyResultsMax: task.limits.readReplyResultsMax,
+      snapshotFrameBytesMax: task.limits.snapshotFrameBytesMax,
     });
   }
 
@@ -166,8 +169,11 @@ class ReplicaDriver {
           break;
         case 'reconfigure':
           this.applyLinks(request.links);
-          this.node.reconfigure(request.epoch, request.role);
+          this.node.reconfigure(request.epoch, request.role, { joiner: request.joiner });
           this.stats[ReplicaStat.epoch] = request.epoch;
+          break;
+        case 'begin-handoff':
+          if (this.node.forwardsDownstream && this.node.isTail) this.node.beginHandoff();
           break;
         case 'stop':
           this.stopped = true;
@@ -206,7 +212,9 @@ class ReplicaDriver {
         break;
       }
       this.crashIfAsked();
-      const result = this.node.receiveBatch(ring.bytes.subarray(offset, offset + length));
+      const frame = ring.bytes.subarray(offset, offset + length);
+      // A joining replica's first frames are its Snapshot, on the same link as the batches after it.
+      const result = frameKind(frame) === MessageKind.snapshot ? this.node.receiveSnapshot(frame) : this.node.receiveBatch(frame);
       taken++;
       if (result.status === 'applied') {
         this.stats[ReplicaStat.batchesApplied]!++;
@@ -244,7 +252,16 @@ class ReplicaDriver {
     this.blockedLengths.length = 0;
     let forwarded = 0;
     const out = this.batchesOut;
-    if (out !== null && ready.forward.length > 0) {
+    // A snapshot for a joiner goes first, whole, before any batch (it may be larger than the ring:
+    // it waits here, in order, while the ring drains).
+    for (const chunk of ready.snapshot) this.snapshotQueue.push(chunk);
+    if (out !== null && this.snapshotQueue.length > 0) {
+      let sent = 0;
+      while (sent < this.snapshotQueue.length && this.tryWrite(out, this.snapshotQueue[sent]!)) sent++;
+      this.snapshotQueue.splice(0, sent);
+      if (sent > 0 && out.publish()) this.downstreamDoorbell!.ring();
+    }
+    if (out !== null && ready.forward.length > 0 && this.snapshotQueue.length === 0) {
       for (const batch of ready.forward) {
         if (!this.tryWrite(out, batch)) break;
         forwarded++;
@@ -305,6 +322,8 @@ class ReplicaDriver {
   private publishStats(): void {
     const stats = this.stats;
     stats[ReplicaStat.heartbeats]!++;
+    stats[ReplicaStat.joinCaughtUp] = this.node.joinCaughtUp ? 1 : 0;
+    stats[ReplicaStat.handoffReady] = this.node.handoffReady ? 1 : 0;
     stats[ReplicaStat.appliedSeq] = this.node.appliedSeq;
     stats[ReplicaStat.committedSeq] = this.node.committedSeq;
     stats[ReplicaStat.inflightBytes] = this.node.inflightBytes;

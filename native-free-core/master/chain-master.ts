@@ -138,6 +138,13 @@ export class ChainMaster {
     return this.apply({ ...this.current, joining: replicaId }, replicaId, 'joining');
   }
 
+  /** Gives up a join (the joining replica failed or was withdrawn). */
+  abandonJoin(): MasterEvent {
+    const joining = this.current.joining;
+    if (joining === null) throw new DabbaError(ErrorCode.outOfRange, 'no replica is joining');
+    return this.apply({ ...this.current, joining: null }, joining, 'removed', 'failed');
+  }
+
   /** The joining replica has caught up with the tail: it becomes the new tail. */
   completeJoin(replicaId: number): MasterEvent {
     if (this.current.joining !== replicaId) throw new DabbaError(ErrorCode.outOfRange, `replica ${replicaId} is not joining`);

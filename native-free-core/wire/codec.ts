@@ -43,6 +43,7 @@ export const MessageKind = {
   readBatch: Message.ReadBatch,
   readReplyBatch: Message.ReadReplyBatch,
   hello: Message.Hello,
+  snapshot: Message.Snapshot,
 } as const;
 export type MessageKind = (typeof MessageKind)[keyof typeof MessageKind];
 
@@ -97,6 +98,7 @@ export function frameKind(bytes: Uint8Array): MessageKind | string {
     case Message.ReadBatch:
     case Message.ReadReplyBatch:
     case Message.Hello:
+    case Message.Snapshot:
       return envelope.kind;
     default:
       return `unknown message type ${envelope.kind}`;
