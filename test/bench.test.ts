@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import type { HeadlineResult, SweepRow } from '../bench/chain-bench.js';
 import type { FailoverRow } from '../bench/failover-bench.js';
+import type { JoinRow } from '../bench/join-bench.js';
 import type { MicroRow } from '../bench/micro-bench.js';
 import type { ThreadCpuRow } from '../bench/thread-cpu.js';
 import { runBenchmarks } from '../bench/run.js';
@@ -38,6 +39,9 @@ test('every benchmark suite runs in its small setting and records its results', 
     const failoverRows = results.failover as FailoverRow[];
     assert.deepEqual(failoverRows.map((row) => row.role), ['head', 'middle', 'tail']);
     for (const row of failoverRows) assert.ok(row.stallMs > 0 && row.stallMs < 5000 && row.reconfiguredAfterMs >= 0, JSON.stringify(row));
+    const joinRows = results.join as JoinRow[];
+    assert.equal(joinRows.length, 1);
+    assert.ok(joinRows[0]!.joinMs > 0 && joinRows[0]!.writesPerSecondDuring > 0, JSON.stringify(joinRows));
     const cpuRows = results.cpu as ThreadCpuRow[];
     assert.equal(cpuRows.length, 1, 'thread CPU accounting runs on Linux');
     const roles = Object.keys(cpuRows[0]!.nsPerWrite);

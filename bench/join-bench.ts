@@ -1,0 +1,71 @@
+/**
+ * Online join under load: a 2-replica chain holding N keys (100 B values) in a closed loop; after
+ * 1 s, addReplica(). Reported: how long the join took (snapshot, catch-up, handoff) and write
+ * throughput during the join against the second before it.
+ */
+import { createChain } from '../src/index.js';
+import { makeKeys, makeValue, runClosedLoop } from '../src/load.js';
+import { formatRate, printTable, record, type Environment } from './harness.js';
+
+/** How long the load goes on after the join starts; a join must finish within it. */
+const LOAD_AFTER_START_MS = 15_000;
+
+export interface JoinRow {
+  keys: number;
+  joinMs: number;
+  writesPerSecondBefore: number;
+  writesPerSecondDuring: number;
+}
+
+export async function joinBench(env: Environment, keyCounts: number[], log: (line: string) => void): Promise<JoinRow[]> {
+  const rows: JoinRow[] = [];
+  for (const keyCount of keyCounts) {
+    const chain = createChain({ replicas: 2 });
+    try {
+      // Load the state: every key once.
+      const keys = makeKeys(keyCount, 16);
+      const value = makeValue(100);
+      for (let start = 0; start < keyCount; start += 4096) {
+        let last: Promise<void> | undefined;
+        for (let index = start; index < Math.min(keyCount, start + 4096); index++) last = chain.put(keys[index]!, value);
+        await last;
+      }
+      const load = runClosedLoop(chain, { durationMs: 1000 + LOAD_AFTER_START_MS, keySpace: keyCount });
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      const before = chain.stats().writesAcknowledged;
+      const beforeAt = performance.now();
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      const rateBefore = ((chain.stats().writesAcknowledged - before) * 1000) / (performance.now() - beforeAt);
+      const joinStarted = performance.now();
+      const ackedAtStart = chain.stats().writesAcknowledged;
+      let joinMs = Number.NaN;
+      let rateDuring = Number.NaN;
+      try {
+        await chain.addReplica();
+        joinMs = performance.now() - joinStarted;
+        rateDuring = ((chain.stats().writesAcknowledged - ackedAtStart) * 1000) / joinMs;
+      } finally {
+        // The load must finish before the chain closes, whatever happened to the join.
+        await load;
+      }
+      const row: JoinRow = { keys: keyCount, joinMs, writesPerSecondBefore: rateBefore, writesPerSecondDuring: rateDuring };
+      rows.push(row);
+      log(`  ${keyCount} keys: joined in ${joinMs.toFixed(0)} ms, ${formatRate(rateDuring)} during (${formatRate(rateBefore)} before)`);
+    } finally {
+      await chain.close();
+    }
+  }
+  for (const row of rows) record('join', row, env);
+  printTable(
+    'Online join under closed-loop load (2 replicas + 1 joining, 100 B values)',
+    ['keys', 'join time', 'writes/s before', 'writes/s during join', 'ratio'],
+    rows.map((row) => [
+      String(row.keys),
+      `${row.joinMs.toFixed(0)} ms`,
+      formatRate(row.writesPerSecondBefore),
+      formatRate(row.writesPerSecondDuring),
+      (row.writesPerSecondDuring / row.writesPerSecondBefore).toFixed(2),
+    ]),
+  );
+  return rows;
+}
