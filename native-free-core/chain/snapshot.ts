@@ -7,6 +7,7 @@ import * as flatbuffers from 'flatbuffers';
 import { assert } from '../assert.js';
 import type { Store } from '../store.js';
 import { ClientMark, Frame, Message, Snapshot, WriteRecord } from '../wire/generated/schema_generated.js';
+import { FrameEnvelope, openMessage, reasonIfMalformed } from '../wire/codec.js';
 import {
   MalformedFrame,
   TableLocation,
@@ -15,8 +16,6 @@ import {
   readUint32,
   readUint64AsNumber,
   requiredFieldPosition,
-  verifyRoot,
-  verifyTable,
   verifyVector,
 } from '../wire/verify.js';
 
@@ -110,17 +109,13 @@ export class SnapshotView {
   private versionsPosition = 0;
   private payloadPosition = 0;
   private clientsPosition = 0;
-  private readonly root = new TableLocation();
+  private readonly envelope = new FrameEnvelope();
   private readonly table = new TableLocation();
 
   open(bytes: Uint8Array): string | null {
-    try {
-      verifyRoot(bytes, this.root);
-      if (bytes[requiredFieldPosition(bytes, this.root, 0, 1, 'message_type')] !== Message.Snapshot) {
-        throw new MalformedFrame('expected a Snapshot frame');
-      }
-      verifyTable(bytes, followOffset(bytes, requiredFieldPosition(bytes, this.root, 1, 4, 'message')), this.table);
+    return reasonIfMalformed(() => {
       const table = this.table;
+      openMessage(this.envelope, bytes, Message.Snapshot, 'Snapshot', table);
       this.epoch = readUint32(bytes, requiredFieldPosition(bytes, table, 0, 4, 'epoch'));
       this.appliedSeq = readUint64AsNumber(bytes, requiredFieldPosition(bytes, table, 1, 8, 'applied_seq'));
       const lastPosition = fieldPosition(bytes, table, 2, 1);
@@ -145,11 +140,7 @@ export class SnapshotView {
           throw new MalformedFrame(`snapshot record ${index} overruns the payload`);
         }
       }
-      return null;
-    } catch (error) {
-      if (error instanceof MalformedFrame) return error.message;
-      throw error;
-    }
+    });
   }
 
   /** Puts every record into `store` with its version; returns the client marks of the last chunk. */

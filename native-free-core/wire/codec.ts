@@ -69,7 +69,7 @@ function newBuilder(bytesAtLeast: number): flatbuffers.Builder {
 }
 
 /** Verifies the Frame envelope and returns the message kind and the message table's position. */
-class FrameEnvelope {
+export class FrameEnvelope {
   readonly table = new TableLocation();
   kind = 0;
   messagePosition = 0;
@@ -83,15 +83,32 @@ class FrameEnvelope {
   }
 }
 
-/** The message kind of a frame, or a reason string if the envelope is malformed. */
-export function frameKind(bytes: Uint8Array): MessageKind | string {
-  const envelope = new FrameEnvelope();
+/**
+ * Runs a verifier and turns a MalformedFrame into its reason: the one place where malformed input
+ * becomes a returned string rather than an exception.
+ */
+export function reasonIfMalformed(verify: () => void): string | null {
   try {
-    envelope.open(bytes);
+    verify();
+    return null;
   } catch (error) {
     if (error instanceof MalformedFrame) return error.message;
     throw error;
   }
+}
+
+/** Verifies the envelope of a frame of message kind `kind` and locates its message table in `table`. */
+export function openMessage(envelope: FrameEnvelope, bytes: Uint8Array, kind: Message, name: string, table: TableLocation): void {
+  envelope.open(bytes);
+  if (envelope.kind !== kind) throw new MalformedFrame(`expected a ${name} frame, got message type ${envelope.kind}`);
+  verifyTable(bytes, envelope.messagePosition, table);
+}
+
+/** The message kind of a frame, or a reason string if the envelope is malformed. */
+export function frameKind(bytes: Uint8Array): MessageKind | string {
+  const envelope = new FrameEnvelope();
+  const malformed = reasonIfMalformed(() => envelope.open(bytes));
+  if (malformed !== null) return malformed;
   switch (envelope.kind) {
     case Message.WriteBatch:
     case Message.Ack:
@@ -103,10 +120,6 @@ export function frameKind(bytes: Uint8Array): MessageKind | string {
     default:
       return `unknown message type ${envelope.kind}`;
   }
-}
-
-function expectKind(envelope: FrameEnvelope, kind: Message, name: string): void {
-  if (envelope.kind !== kind) throw new MalformedFrame(`expected a ${name} frame, got message type ${envelope.kind}`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -138,20 +151,12 @@ export class WriteBatchView {
 
   /** Verifies `bytes` completely; returns null on success or the reason it is malformed. */
   open(bytes: Uint8Array): string | null {
-    try {
-      this.verify(bytes);
-      return null;
-    } catch (error) {
-      if (error instanceof MalformedFrame) return error.message;
-      throw error;
-    }
+    return reasonIfMalformed(() => this.verify(bytes));
   }
 
   private verify(bytes: Uint8Array): void {
     const { envelope, table } = this;
-    envelope.open(bytes);
-    expectKind(envelope, Message.WriteBatch, 'WriteBatch');
-    verifyTable(bytes, envelope.messagePosition, table);
+    openMessage(envelope, bytes, Message.WriteBatch, 'WriteBatch', table);
     // The head stamps epoch and first_seq in place, so both must be present (forceDefaults).
     this.epochPosition = requiredFieldPosition(bytes, table, 0, 4, 'epoch');
     this.firstSeqPosition = requiredFieldPosition(bytes, table, 1, 8, 'first_seq');
@@ -400,22 +405,16 @@ export class AckView implements AckFields {
   private readonly table = new TableLocation();
 
   open(bytes: Uint8Array): string | null {
-    try {
+    return reasonIfMalformed(() => {
       const { envelope, table } = this;
-      envelope.open(bytes);
-      expectKind(envelope, Message.Ack, 'Ack');
-      verifyTable(bytes, envelope.messagePosition, table);
+      openMessage(envelope, bytes, Message.Ack, 'Ack', table);
       this.epoch = readUint32(bytes, requiredFieldPosition(bytes, table, 0, 4, 'epoch'));
       this.committedSeq = readUint64AsNumber(bytes, requiredFieldPosition(bytes, table, 1, 8, 'committed_seq'));
       const clientIdPosition = fieldPosition(bytes, table, 2, 4);
       this.clientId = clientIdPosition === 0 ? 0 : readUint32(bytes, clientIdPosition);
       const clientSeqPosition = fieldPosition(bytes, table, 3, 8);
       this.committedClientSeq = clientSeqPosition === 0 ? 0 : readUint64AsNumber(bytes, clientSeqPosition);
-      return null;
-    } catch (error) {
-      if (error instanceof MalformedFrame) return error.message;
-      throw error;
-    }
+    });
   }
 }
 
@@ -510,11 +509,9 @@ export class ReadBatchView {
   private recordsPosition = 0;
 
   open(bytes: Uint8Array): string | null {
-    try {
+    return reasonIfMalformed(() => {
       const { envelope, table } = this;
-      envelope.open(bytes);
-      expectKind(envelope, Message.ReadBatch, 'ReadBatch');
-      verifyTable(bytes, envelope.messagePosition, table);
+      openMessage(envelope, bytes, Message.ReadBatch, 'ReadBatch', table);
       const epochPosition = fieldPosition(bytes, table, 0, 4);
       this.epoch = epochPosition === 0 ? 0 : readUint32(bytes, epochPosition);
       this.firstRequestId = readUint64AsNumber(bytes, requiredFieldPosition(bytes, table, 1, 8, 'first_request_id'));
@@ -537,11 +534,7 @@ export class ReadBatchView {
         if (keyLength === 0) throw new MalformedFrame(`read ${index} has an empty key`);
         if (record.keyOffset() + keyLength > this.payloadLength) throw new MalformedFrame(`read ${index} overruns the payload`);
       }
-      return null;
-    } catch (error) {
-      if (error instanceof MalformedFrame) return error.message;
-      throw error;
-    }
+    });
   }
 
   recordAt(index: number): ReadRecord {
@@ -657,11 +650,9 @@ export class ReadReplyView {
   private readonly result = new ReadResult();
 
   open(bytes: Uint8Array): string | null {
-    try {
+    return reasonIfMalformed(() => {
       const { envelope, table } = this;
-      envelope.open(bytes);
-      expectKind(envelope, Message.ReadReplyBatch, 'ReadReplyBatch');
-      verifyTable(bytes, envelope.messagePosition, table);
+      openMessage(envelope, bytes, Message.ReadReplyBatch, 'ReadReplyBatch', table);
       const epochPosition = fieldPosition(bytes, table, 0, 4);
       this.epoch = epochPosition === 0 ? 0 : readUint32(bytes, epochPosition);
       this.firstRequestId = readUint64AsNumber(bytes, requiredFieldPosition(bytes, table, 1, 8, 'first_request_id'));
@@ -689,11 +680,7 @@ export class ReadReplyView {
           throw new MalformedFrame(`result ${index} overruns the payload`);
         }
       }
-      return null;
-    } catch (error) {
-      if (error instanceof MalformedFrame) return error.message;
-      throw error;
-    }
+    });
   }
 
   statusAt(index: number): ReadStatus {
@@ -736,18 +723,12 @@ export class HelloView implements HelloFields {
   private readonly table = new TableLocation();
 
   open(bytes: Uint8Array): string | null {
-    try {
+    return reasonIfMalformed(() => {
       const { envelope, table } = this;
-      envelope.open(bytes);
-      expectKind(envelope, Message.Hello, 'Hello');
-      verifyTable(bytes, envelope.messagePosition, table);
+      openMessage(envelope, bytes, Message.Hello, 'Hello', table);
       this.epoch = readUint32(bytes, requiredFieldPosition(bytes, table, 0, 4, 'epoch'));
       this.replicaId = readUint32(bytes, requiredFieldPosition(bytes, table, 1, 4, 'replica_id'));
       this.appliedSeq = readUint64AsNumber(bytes, requiredFieldPosition(bytes, table, 2, 8, 'applied_seq'));
-      return null;
-    } catch (error) {
-      if (error instanceof MalformedFrame) return error.message;
-      throw error;
-    }
+    });
   }
 }
