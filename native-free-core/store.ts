@@ -32,6 +32,7 @@
  * two stores with equal contents have equal digests whatever their history.
  */
 import { assert } from './assert.js';
+import { copyBytes as copyBulk } from './bytes.js';
 import { DabbaError, ErrorCode } from './errors.js';
 import { FNV1A32_OFFSET_BASIS, fmix32, fnv1a32, murmur3x32 } from './hash.js';
 
@@ -774,7 +775,8 @@ function copyBytes(
     const end = sourceStart + length;
     while (from < end) target[to++] = source[from++]!;
   } else {
-    target.set(source.subarray(sourceStart, sourceStart + length), targetStart);
+    // Long ranges: the shared bulk copy, word-wise when both ends line up (fast from shared memory).
+    copyBulk(source, sourceStart, target, targetStart, length);
   }
 }
 

@@ -213,8 +213,10 @@ class ReplicaDriver {
       }
       this.crashIfAsked();
       const frame = ring.bytes.subarray(offset, offset + length);
-      // A joining replica's first frames are its Snapshot, on the same link as the batches after it.
-      const result = frameKind(frame) === MessageKind.snapshot ? this.node.receiveSnapshot(frame) : this.node.receiveBatch(frame);
+      // A joining replica's first frames are its Snapshot, on the same link as the batches after it;
+      // nobody else gets snapshots, so only a joiner looks at the frame kind.
+      const isSnapshot = this.node.role === 'joining' && frameKind(frame) === MessageKind.snapshot;
+      const result = isSnapshot ? this.node.receiveSnapshot(frame) : this.node.receiveBatch(frame);
       taken++;
       if (result.status === 'applied') {
         this.stats[ReplicaStat.batchesApplied]!++;
