@@ -1,7 +1,8 @@
 /**
  * Online join under load: a 2-replica chain holding N keys (100 B values) in a closed loop; after
  * 1 s, addReplica(). Reported: how long the join took (snapshot, catch-up, handoff) and write
- * throughput during the join against the second before it.
+ * throughput during the join, against half a second before it (2 replicas) and half a second
+ * after it (the 3 replicas it made).
  */
 import { createChain } from '../src/index.js';
 import { makeKeys, makeValue, runClosedLoop } from '../src/load.js';
@@ -15,6 +16,8 @@ export interface JoinRow {
   joinMs: number;
   writesPerSecondBefore: number;
   writesPerSecondDuring: number;
+  /** The same load on the 3-replica chain the join produced, measured right after it. */
+  writesPerSecondAfter: number;
 }
 
 export async function joinBench(env: Environment, keyCounts: number[], log: (line: string) => void): Promise<JoinRow[]> {
@@ -40,17 +43,26 @@ export async function joinBench(env: Environment, keyCounts: number[], log: (lin
       const ackedAtStart = chain.stats().writesAcknowledged;
       let joinMs = Number.NaN;
       let rateDuring = Number.NaN;
+      let rateAfter = Number.NaN;
       try {
         await chain.addReplica();
         joinMs = performance.now() - joinStarted;
         rateDuring = ((chain.stats().writesAcknowledged - ackedAtStart) * 1000) / joinMs;
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        const after = chain.stats().writesAcknowledged;
+        const afterAt = performance.now();
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        rateAfter = ((chain.stats().writesAcknowledged - after) * 1000) / (performance.now() - afterAt);
       } finally {
         // The load must finish before the chain closes, whatever happened to the join.
         await load;
       }
-      const row: JoinRow = { keys: keyCount, joinMs, writesPerSecondBefore: rateBefore, writesPerSecondDuring: rateDuring };
+      const row: JoinRow = { keys: keyCount, joinMs, writesPerSecondBefore: rateBefore, writesPerSecondDuring: rateDuring, writesPerSecondAfter: rateAfter };
       rows.push(row);
-      log(`  ${keyCount} keys: joined in ${joinMs.toFixed(0)} ms, ${formatRate(rateDuring)} during (${formatRate(rateBefore)} before)`);
+      log(
+        `  ${keyCount} keys: joined in ${joinMs.toFixed(0)} ms, ${formatRate(rateDuring)} during ` +
+          `(${formatRate(rateBefore)} before, ${formatRate(rateAfter)} after)`,
+      );
     } finally {
       await chain.close();
     }
@@ -58,13 +70,15 @@ export async function joinBench(env: Environment, keyCounts: number[], log: (lin
   for (const row of rows) record('join', row, env);
   printTable(
     'Online join under closed-loop load (2 replicas + 1 joining, 100 B values)',
-    ['keys', 'join time', 'writes/s before', 'writes/s during join', 'ratio'],
+    ['keys', 'join time', 'before (2 replicas)', 'during join', 'after (3 replicas)', 'during/before', 'during/after'],
     rows.map((row) => [
       String(row.keys),
       `${row.joinMs.toFixed(0)} ms`,
       formatRate(row.writesPerSecondBefore),
       formatRate(row.writesPerSecondDuring),
+      formatRate(row.writesPerSecondAfter),
       (row.writesPerSecondDuring / row.writesPerSecondBefore).toFixed(2),
+      (row.writesPerSecondDuring / row.writesPerSecondAfter).toFixed(2),
     ]),
   );
   return rows;

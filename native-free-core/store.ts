@@ -128,6 +128,8 @@ export class Store {
 
   /** True while `forEach` runs: its views would be invalidated by a mutation, so mutations assert. */
   private visiting = false;
+  /** Scans in progress (usually none): a delete that renumbers an entry tells them. */
+  private readonly openScans: StoreScan[] = [];
   /** Reused by `digest()` to hash the lengths and version of an entry as bytes. */
   private readonly digestScratch = new Uint8Array(16);
 
@@ -238,6 +240,7 @@ export class Store {
     if (entry !== last) {
       records.copyWithin(record, last * RECORD_WORDS, (last + 1) * RECORD_WORDS);
       this.slots[this.slotOfEntry(last) * SLOT_WORDS + SLOT_ENTRY] = entry;
+      for (let index = 0; index < this.openScans.length; index++) this.openScans[index]!.entryMoved(last, entry);
     }
     this.entryCount = last;
 
@@ -351,6 +354,35 @@ export class Store {
     } finally {
       this.visiting = visitingBefore;
     }
+  }
+
+  /**
+   * Starts a scan that visits, a few at a time, every entry present now that is still present when
+   * the scan reaches it, while the store goes on taking writes. A value is read as it is when
+   * visited, so a scan is "fuzzy": replaying every write made since the scan began, in order, over
+   * what it visited yields the store's exact state. Entries created after the start may be visited
+   * too; an entry may be visited twice. Close it when done (a store keeps its open scans informed).
+   */
+  scan(): StoreScan {
+    const scan = new StoreScan(this, this.entryCount);
+    this.openScans.push(scan);
+    return scan;
+  }
+
+  /** Called by StoreScan.close(). */
+  closeScan(scan: StoreScan): void {
+    const index = this.openScans.indexOf(scan);
+    if (index >= 0) this.openScans.splice(index, 1);
+  }
+
+  keyOffset(handle: number): number {
+    assert(this.isHandle(handle), 'Store.keyOffset: invalid handle');
+    return this.records[handle * RECORD_WORDS + RECORD_KEY_OFFSET]!;
+  }
+
+  keyLength(handle: number): number {
+    assert(this.isHandle(handle), 'Store.keyLength: invalid handle');
+    return this.records[handle * RECORD_WORDS + RECORD_KEY_LENGTH]!;
   }
 
   /**
@@ -811,4 +843,50 @@ function optionCount(name: string, value: unknown, fallback: number, limit: numb
     throw new DabbaError(ErrorCode.outOfRange, `StoreOptions.${name} must be in 0..${limit}, got ${value}`);
   }
   return value;
+}
+
+/**
+ * A fuzzy scan over a store's entries (Store.scan()). Entries are numbered densely, and a number
+ * changes only when a delete moves the last entry into the hole it leaves: if that moves an entry
+ * the scan has not reached into a place it has passed, the place is queued to be visited again.
+ */
+export class StoreScan {
+  private position = 0;
+  private readonly revisits: number[] = [];
+  private closed = false;
+
+  constructor(
+    private readonly store: Store,
+    /** Entries numbered from here on were created after the start; they need no visit. */
+    private readonly endAtStart: number,
+  ) {}
+
+  /** The next entry to visit (a handle into the store, valid until its next mutation), or -1 when done. */
+  peek(): number {
+    const size = this.store.size;
+    while (this.revisits.length > 0) {
+      const entry = this.revisits.at(-1)!;
+      if (entry < size) return entry;
+      this.revisits.pop();
+    }
+    return this.position < Math.min(this.endAtStart, size) ? this.position : -1;
+  }
+
+  /** Moves past the entry peek() returned. */
+  advance(): void {
+    if (this.revisits.length > 0) this.revisits.pop();
+    else this.position++;
+  }
+
+  /** Stops the scan; the store stops informing it. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.store.closeScan(this);
+  }
+
+  /** The store moved entry `from` (its last) into `to` (a hole left by a delete). */
+  entryMoved(from: number, to: number): void {
+    if (to < this.position && from >= this.position) this.revisits.push(to);
+  }
 }

@@ -120,6 +120,10 @@ const INITIAL_EPOCH = 1;
 /** How often the main thread reads the replicas' heartbeat counters (and drives joins). */
 const HEARTBEAT_CHECK_MS = 25;
 const JOIN_THREADS_SPARE = 2;
+/** A joiner this close behind its tail (in writes) gets the handoff: a few ms of writes to drain. */
+const HANDOFF_LAG_WRITES_MAX = 8192;
+/** ...or once it has been replaying this long after its snapshot. */
+const HANDOFF_CATCH_UP_MS_MAX = 2000;
 const REPLICAS_MAX = 16;
 
 function workerFilename(): string {
@@ -146,7 +150,14 @@ export class Chain extends EventEmitter {
   private readonly heartbeatTimer: NodeJS.Timeout;
   private reconfigurations = 0;
   private nextReplicaId: number;
-  private join: null | { id: number; handoffRequested: boolean; resolve: (id: number) => void; reject: (error: unknown) => void } = null;
+  private join: null | {
+    id: number;
+    /** When the joiner had loaded its snapshot (it then replays what the tail applied since). */
+    loadedAt: number;
+    handoffRequested: boolean;
+    resolve: (id: number) => void;
+    reject: (error: unknown) => void;
+  } = null;
   private headId: number;
   private tailId: number;
   private state: 'open' | 'closing' | 'closed' | 'failed' = 'open';
@@ -198,7 +209,9 @@ export class Chain extends EventEmitter {
 
     this.pool = new Piscina<ReplicaTask, string>({
       filename: workerFilename(),
-      minThreads: count,
+      // One thread more than the replicas, started and idle: a joining or replacement replica takes
+      // it at once instead of paying for a thread's start (a few hundred ms of CPU on a busy host).
+      minThreads: count + 1,
       // Room for a joining replica and one more while a replaced one stops.
       maxThreads: count + JOIN_THREADS_SPARE,
       concurrentTasksPerWorker: 1,
@@ -207,6 +220,7 @@ export class Chain extends EventEmitter {
       name: 'default',
     });
     for (const id of memberIds) this.startReplica(id, configuration);
+    this.links.prefaultNewRings = false;
     this.heartbeatTimer = setInterval(() => this.checkHeartbeats(), HEARTBEAT_CHECK_MS);
     this.heartbeatTimer.unref();
     this.serviceDone = this.serviceLoop();
@@ -230,7 +244,8 @@ export class Chain extends EventEmitter {
         readReplyResultsMax: resolved.readReplyResultsMax,
         spinIterations: resolved.spinIterations,
         sleepTimeoutMs: resolved.sleepTimeoutMs,
-        snapshotFrameBytesMax: Math.min(1024 * 1024, resolved.ringBytes / 2 - 1024),
+        // Small enough that cutting one frame does not hold up the batches the tail is applying.
+        snapshotFrameBytesMax: Math.min(256 * 1024, resolved.ringBytes / 2 - 1024),
       },
       stats,
       port: channel.port2,
@@ -293,7 +308,7 @@ export class Chain extends EventEmitter {
     this.startReplica(id, event.configuration);
     this.applyConfiguration(event, null);
     return new Promise((resolve, reject) => {
-      this.join = { id, handoffRequested: false, resolve, reject };
+      this.join = { id, loadedAt: Number.NaN, handoffRequested: false, resolve, reject };
     });
   }
 
@@ -334,10 +349,19 @@ export class Chain extends EventEmitter {
     const joiner = this.handles.get(join.id)!;
     const tail = this.handles.get(configuration.members.at(-1)!)!;
     if (!join.handoffRequested && joiner.stats[ReplicaStat.joinCaughtUp] === 1) {
+      // The tail stops taking writes for the handoff until the joiner has everything: wait until
+      // the joiner's replay is close behind, so that pause is short (or until it has had long
+      // enough: a joiner that cannot close the gap under load still joins, with a longer pause).
+      const now = performance.now();
+      if (Number.isNaN(join.loadedAt)) join.loadedAt = now;
+      const lag = tail.stats[ReplicaStat.appliedSeq]! - joiner.stats[ReplicaStat.appliedSeq]!;
+      if (lag > HANDOFF_LAG_WRITES_MAX && now - join.loadedAt < HANDOFF_CATCH_UP_MS_MAX) return;
       join.handoffRequested = true;
       this.sendControl(tail, { type: 'begin-handoff' });
     }
-    if (join.handoffRequested && tail.stats[ReplicaStat.handoffReady] === 1) {
+    // Ready in this very epoch: a tail that has not yet heard of the current configuration may
+    // still report a handoff to an earlier joiner that has since failed.
+    if (join.handoffRequested && tail.stats[ReplicaStat.handoffReadyEpoch] === configuration.epoch) {
       this.join = null;
       this.applyConfiguration(this.master.completeJoin(join.id), null);
       join.resolve(join.id);
@@ -632,7 +656,7 @@ export class Chain extends EventEmitter {
       if (id === joiner && handle.startEpoch === configuration.epoch) continue;
       const links = linksFor(this.links, configuration, id, this.doorbellBuffers, this.clientDoorbellBuffer);
       const role = roleIn(configuration, id) as Role;
-      this.sendControl(handle, { type: 'reconfigure', epoch: configuration.epoch, role, joiner: id === tail && joiner !== null, links });
+      this.sendControl(handle, { type: 'reconfigure', epoch: configuration.epoch, role, joiner: id === tail ? joiner : null, links });
     }
     this.links.retainOnly(linkNames(configuration));
     const head = configuration.members[0]!;

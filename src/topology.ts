@@ -20,6 +20,12 @@ export interface RingSizes {
 export class LinkTable {
   private readonly links = new Map<string, RingLink>();
   private nextId = 1;
+  /**
+   * Whether new rings are prefaulted. True while the chain starts; false once it serves, when the
+   * thread that makes a ring (the client's, during a reconfiguration) must not stall ~4 ms per MiB:
+   * the first pass through the ring pays for its pages instead, spread out.
+   */
+  prefaultNewRings = true;
 
   constructor(private readonly sizes: RingSizes) {}
 
@@ -27,7 +33,8 @@ export class LinkTable {
   link(name: string, control: boolean): RingLink {
     let link = this.links.get(name);
     if (link === undefined) {
-      link = { id: this.nextId++, buffer: SpscRing.allocate(control ? this.sizes.controlBytes : this.sizes.dataBytes) };
+      const bytes = control ? this.sizes.controlBytes : this.sizes.dataBytes;
+      link = { id: this.nextId++, buffer: SpscRing.allocate(bytes, { prefault: this.prefaultNewRings }) };
       this.links.set(name, link);
     }
     return link;

@@ -48,15 +48,18 @@ describe('joins: a replacement copies a snapshot from the tail, catches up, and 
 test('500 random seeds: crashes, joins, delays, duplicated messages; invariants after every step', () => {
   let crashes = 0;
   let joins = 0;
+  let snapshotFrames = 0;
   let operations = 0;
   for (let seed = 1; seed <= 500; seed++) {
     const result = simulate({ seed, replicas: 2 + (seed % 4) });
     crashes += result.crashes;
     joins += result.joins;
+    snapshotFrames += result.snapshotFrames;
     operations += result.operations;
   }
   // The runs must actually exercise failures and joins, or passing them would mean nothing.
   assert.ok(crashes > 300, `only ${crashes} crashes in 500 seeds`);
   assert.ok(joins > 200, `only ${joins} joins in 500 seeds`);
+  assert.ok(snapshotFrames > 2 * joins, `only ${snapshotFrames} snapshot frames for ${joins} joins: transfers should take several`);
   assert.ok(operations > 50_000, `only ${operations} client operations`);
 });

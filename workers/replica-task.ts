@@ -94,14 +94,14 @@ export const ReplicaStat = {
   epoch: 14,
   /** 1 once a joining replica has loaded its snapshot. */
   joinCaughtUp: 15,
-  /** 1 once a tail handing over to its joiner has had everything acknowledged by it. */
-  handoffReady: 16,
+  /** The epoch in which a tail handing over to its joiner has had everything acknowledged by it (else 0). */
+  handoffReadyEpoch: 16,
 } as const;
 export const REPLICA_STAT_COUNT = 17;
 
 export type ControlRequest =
   | { type: 'digest'; requestId: number }
-  | { type: 'reconfigure'; epoch: number; role: Role; joiner: boolean; links: ReplicaLinks }
+  | { type: 'reconfigure'; epoch: number; role: Role; joiner: number | null; links: ReplicaLinks }
   | { type: 'begin-handoff' }
   | { type: 'stop' };
 

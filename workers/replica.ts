@@ -42,8 +42,6 @@ class ReplicaDriver {
   /** Open rings by link id, so a reconfiguration keeps the ones that did not change. */
   private rings = new Map<number, SpscRing>();
   private readonly helloEncoder = new HelloEncoder();
-  /** Snapshot frames for a joiner not yet in its ring. */
-  private readonly snapshotQueue: Uint8Array[] = [];
   private readonly stats: Float64Array;
   private readonly controlSignal: Int32Array;
   private readonly ackEncoder = new AckEncoder();
@@ -254,16 +252,14 @@ class ReplicaDriver {
     this.blockedLengths.length = 0;
     let forwarded = 0;
     const out = this.batchesOut;
-    // A snapshot for a joiner goes first, whole, before any batch (it may be larger than the ring:
-    // it waits here, in order, while the ring drains).
-    for (const chunk of ready.snapshot) this.snapshotQueue.push(chunk);
-    if (out !== null && this.snapshotQueue.length > 0) {
-      let sent = 0;
-      while (sent < this.snapshotQueue.length && this.tryWrite(out, this.snapshotQueue[sent]!)) sent++;
-      this.snapshotQueue.splice(0, sent);
-      if (sent > 0 && out.publish()) this.downstreamDoorbell!.ring();
+    // A joiner's snapshot comes a frame at a time, and no batch goes before its last frame (the core
+    // leaves `forward` empty until then).
+    let snapshotSent = false;
+    if (out !== null && ready.snapshot !== null) {
+      snapshotSent = this.tryWrite(out, ready.snapshot);
+      if (snapshotSent && out.publish()) this.downstreamDoorbell!.ring();
     }
-    if (out !== null && ready.forward.length > 0 && this.snapshotQueue.length === 0) {
+    if (out !== null && ready.forward.length > 0) {
       for (const batch of ready.forward) {
         if (!this.tryWrite(out, batch)) break;
         forwarded++;
@@ -285,9 +281,9 @@ class ReplicaDriver {
       if (!this.send(this.readRepliesOut!, reply, this.clientDoorbell)) break;
       repliesSent++;
     }
-    this.node.advance(ready, { forwarded, acksSent, repliesSent });
+    this.node.advance(ready, { forwarded, acksSent, repliesSent, snapshotSent });
     const hadAcks = ready.ackUpstream !== null || ready.clientAcks.length > 0;
-    return forwarded > 0 || (hadAcks && acksSent) || repliesSent > 0;
+    return forwarded > 0 || snapshotSent || (hadAcks && acksSent) || repliesSent > 0;
   }
 
   /** Stages one record; if the ring is full, asks its consumer to wake us when it frees space. */
@@ -325,7 +321,7 @@ class ReplicaDriver {
     const stats = this.stats;
     stats[ReplicaStat.heartbeats]!++;
     stats[ReplicaStat.joinCaughtUp] = this.node.joinCaughtUp ? 1 : 0;
-    stats[ReplicaStat.handoffReady] = this.node.handoffReady ? 1 : 0;
+    stats[ReplicaStat.handoffReadyEpoch] = this.node.handoffReady ? this.node.epoch : 0;
     stats[ReplicaStat.appliedSeq] = this.node.appliedSeq;
     stats[ReplicaStat.committedSeq] = this.node.committedSeq;
     stats[ReplicaStat.inflightBytes] = this.node.inflightBytes;

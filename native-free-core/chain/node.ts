@@ -24,7 +24,7 @@ import {
   type HelloFields,
 } from '../wire/codec.js';
 import { InflightLog } from './inflight-log.js';
-import { encodeSnapshot, SnapshotView } from './snapshot.js';
+import { SnapshotView, SnapshotWriter } from './snapshot.js';
 
 export type Role = 'head' | 'middle' | 'tail' | 'solo' | 'joining';
 
@@ -70,10 +70,11 @@ const DUPLICATE = { status: 'duplicate' } as const;
  */
 export interface Ready {
   /**
-   * A tail with a new joiner: the joiner's starting state, to send to it BEFORE any of `forward`
-   * (same link, in order). Sent whole or not at all (report snapshotSent in advance()).
+   * A tail with a new joiner: the next frame of the joiner's starting state, on the link `forward`
+   * uses. While the snapshot is incomplete, `forward` is empty: every frame goes before any batch.
+   * Report with snapshotSent in advance() whether it went; an unsent frame comes back next time.
    */
-  snapshot: Uint8Array[];
+  snapshot: Uint8Array | null;
   forward: Uint8Array[];
   forwardSeqs: number[];
   ackUpstream: AckFields | null;
@@ -118,10 +119,12 @@ export class ChainNode {
   private readonly readReplies: Uint8Array[] = [];
   private readonly helloView = new HelloView();
   private readonly snapshotView = new SnapshotView();
-  /** A tail with a replica joining behind it (see reconfigure). */
-  private hasJoiner = false;
-  /** The tail owes its new joiner a snapshot (Ready.snapshot). */
-  private snapshotPending = false;
+  /** The replica joining behind this tail, if any (see reconfigure). */
+  private joinerId: number | null = null;
+  /** A tail's snapshot for its joiner, cut a frame at a time (Ready.snapshot), until all is sent. */
+  private snapshotWriter: SnapshotWriter | null = null;
+  /** The writer's current frame, kept until the runtime reports it sent. */
+  private snapshotFrame: Uint8Array | null = null;
   /** A joining replica has loaded its whole snapshot. */
   private snapshotLoaded = false;
   /** Highest client sequence committed (at the end of the line), per client: what clients are told. */
@@ -144,7 +147,9 @@ export class ChainNode {
     this.epochValue = options.epoch;
     this.roleValue = options.role;
     this.store = options.store;
-    this.inflight = new InflightLog(options.inflightBytesMax, options.inflightBatchesMax);
+    // A joiner does not forward for a while, and should start fast: it touches its in-flight arena
+    // page by page when it first forwards, if ever, instead of all of it up front.
+    this.inflight = new InflightLog(options.inflightBytesMax, options.inflightBatchesMax, { prefault: options.role !== 'joining' });
     this.replyEncoder = new ReadReplyEncoder(options.readReplyResultsMax, options.readReplyPayloadBytesMax);
     this.snapshotFrameBytesMax = options.snapshotFrameBytesMax ?? 1024 * 1024;
     this.log = options.log ?? (() => {});
@@ -178,6 +183,9 @@ export class ChainNode {
     return this.isTail || this.roleValue === 'joining';
   }
   /** Forwards what it applies: heads and middles, and a tail with a replica joining behind it. */
+  private get hasJoiner(): boolean {
+    return this.joinerId !== null;
+  }
   get forwardsDownstream(): boolean {
     return (!this.isTail && this.roleValue !== 'joining') || this.hasJoiner;
   }
@@ -347,7 +355,7 @@ export class ChainNode {
    *   new epoch, because messages of the old epoch are dropped from now on.
    * Batches still in the in-flight list are re-stamped with the new epoch before they are resent.
    */
-  reconfigure(epoch: number, role: Role, options: { joiner?: boolean } = {}): void {
+  reconfigure(epoch: number, role: Role, options: { joiner?: number | null } = {}): void {
     assert(epoch > this.epochValue, `reconfigure: epoch ${epoch} does not move past ${this.epochValue}`);
     if (role === 'joining') {
       // Still joining, in a newer configuration: only the epoch moves; re-acknowledge in it.
@@ -357,23 +365,40 @@ export class ChainNode {
       return;
     }
     const forwardedBefore = this.forwardsDownstream;
-    const hadJoiner = this.hasJoiner;
+    const previousJoiner = this.joinerId;
     this.epochValue = epoch;
     this.roleValue = role;
-    this.hasJoiner = this.isTail && (options.joiner ?? false);
-    if (!this.hasJoiner) this.handingOff = false;
+    this.joinerId = this.isTail ? (options.joiner ?? null) : null;
+    // The same join carries on across epochs (say, the head failed meanwhile); anything else ends it.
+    const sameJoin = this.joinerId !== null && this.joinerId === previousJoiner;
+    if (!sameJoin) {
+      this.handingOff = false;
+      this.snapshotWriter?.close();
+      this.snapshotWriter = null;
+      this.snapshotFrame = null;
+    }
     if (this.isTail) {
-      if (forwardedBefore && (!hadJoiner || !this.hasJoiner)) {
+      if (forwardedBefore && !sameJoin) {
         // No successor any more (it failed), or the joiner went away: everything applied here is
         // committed now (I2 by definition), and nothing is left to forward.
         this.inflight.markForwardedThrough(this.inflight.lastSeq);
         this.inflight.trimThrough(this.inflight.lastSeq);
       }
-      if (this.hasJoiner && !hadJoiner) {
+      if (this.joinerId !== null && !sameJoin) {
         // A replica joins behind this tail: it starts from a snapshot of everything applied so far,
-        // then takes every later batch from the in-flight list.
+        // then takes every later batch from the in-flight list. The snapshot is cut a frame at a
+        // time from a fuzzy scan, so this tail goes on applying writes while it is sent.
         this.inflight.resetAfter(this.appliedSeqValue);
-        this.snapshotPending = true;
+        this.snapshotWriter = new SnapshotWriter(
+          {
+            store: this.store,
+            epoch,
+            appliedSeq: this.appliedSeqValue,
+            clientHighWater: new Map(this.clientHighWater),
+          },
+          this.snapshotFrameBytesMax,
+        );
+        this.snapshotFrame = null;
       }
       this.committedSeqValue = this.appliedSeqValue;
       for (const [clientId, clientSeq] of this.clientHighWater) {
@@ -505,7 +530,7 @@ export class ChainNode {
     return (
       this.ackPending ||
       this.helloPending ||
-      this.snapshotPending ||
+      this.snapshotWriter !== null ||
       this.readReplies.length > 0 ||
       (this.forwardsDownstream && !this.awaitingSuccessorHello && this.inflight.pendingCount > 0)
     );
@@ -514,14 +539,10 @@ export class ChainNode {
   ready(): Ready {
     const forward: Uint8Array[] = [];
     const forwardSeqs: number[] = [];
-    let snapshot: Uint8Array[] = [];
-    if (this.snapshotPending) {
-      snapshot = encodeSnapshot(
-        { store: this.store, epoch: this.epochValue, appliedSeq: this.appliedSeqValue, clientHighWater: this.clientHighWater },
-        this.snapshotFrameBytesMax,
-      );
-    }
-    if (this.forwardsDownstream && !this.awaitingSuccessorHello) {
+    const writer = this.snapshotWriter;
+    if (writer !== null && this.snapshotFrame === null) this.snapshotFrame = writer.next();
+    const snapshot = this.snapshotFrame;
+    if (this.forwardsDownstream && !this.awaitingSuccessorHello && writer === null) {
       const log = this.inflight;
       for (let index = log.firstPendingIndex(); index < log.batchCount; index++) {
         forward.push(log.batchAt(index));
@@ -552,7 +573,10 @@ export class ChainNode {
     assert(report.forwarded >= 0 && report.forwarded <= ready.forward.length, 'advance: forwarded out of range');
     if (report.forwarded > 0) this.inflight.markForwardedThrough(ready.forwardSeqs[report.forwarded - 1]!);
     assert(report.repliesSent >= 0 && report.repliesSent <= ready.readReplies.length, 'advance: repliesSent out of range');
-    if (ready.snapshot.length > 0 && (report.snapshotSent ?? true)) this.snapshotPending = false;
+    if (ready.snapshot !== null && ready.snapshot === this.snapshotFrame && (report.snapshotSent ?? true)) {
+      this.snapshotFrame = null;
+      if (this.snapshotWriter!.done) this.snapshotWriter = null;
+    }
     if (report.acksSent && ready.helloUpstream !== null) this.helloPending = false;
     if (report.acksSent && (ready.ackUpstream !== null || ready.clientAcks.length > 0)) {
       this.ackPending = false;

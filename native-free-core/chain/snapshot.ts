@@ -5,7 +5,7 @@
  */
 import * as flatbuffers from 'flatbuffers';
 import { assert } from '../assert.js';
-import type { Store } from '../store.js';
+import type { Store, StoreScan } from '../store.js';
 import { ClientMark, Frame, Message, Snapshot, WriteRecord } from '../wire/generated/schema_generated.js';
 import { FrameEnvelope, openMessage, reasonIfMalformed } from '../wire/codec.js';
 import {
@@ -22,79 +22,119 @@ import {
 export interface SnapshotSource {
   store: Store;
   epoch: number;
+  /** The store's applied seq when the snapshot starts: the joiner replays every batch after it. */
   appliedSeq: number;
+  /** Each client's high-water mark as of appliedSeq (copied: the writer keeps it). */
   clientHighWater: ReadonlyMap<number, number>;
 }
 
 const RECORD_BYTES = 12;
 const CHUNK_OVERHEAD_BYTES = 512;
+/** Per entry in a frame: its record, its version, and slack for alignment. */
+const ENTRY_OVERHEAD_BYTES = RECORD_BYTES + 8 + 8;
 
-/** Encodes `source` as Snapshot frames of at most `frameBytesMax` bytes each (the last has last=true). */
-export function encodeSnapshot(source: SnapshotSource, frameBytesMax: number): Uint8Array[] {
-  const clientsBytes = source.clientHighWater.size * 16 + 16;
-  assert(frameBytesMax > CHUNK_OVERHEAD_BYTES + clientsBytes, 'encodeSnapshot: frames too small for the client marks');
-  const frames: Uint8Array[] = [];
-  let keys: Uint8Array[] = [];
-  let values: Uint8Array[] = [];
-  let versions: number[] = [];
-  let chunkBytes = 0;
-  const flush = (last: boolean): void => {
-    frames.push(encodeChunk(source, keys, values, versions, last));
-    keys = [];
-    values = [];
-    versions = [];
-    chunkBytes = 0;
-  };
-  const budget = frameBytesMax - CHUNK_OVERHEAD_BYTES - clientsBytes;
-  source.store.forEach((key, value, version) => {
-    const bytes = key.length + value.length + RECORD_BYTES + 8;
-    assert(bytes <= budget, 'encodeSnapshot: one entry exceeds a frame');
-    if (chunkBytes + bytes > budget) flush(false);
-    keys.push(key.slice());
-    values.push(value.slice());
-    versions.push(version);
-    chunkBytes += bytes;
-  });
-  flush(true);
-  return frames;
-}
+/**
+ * Cuts a store into Snapshot frames of at most `frameBytesMax` bytes, one per next() call, so a
+ * tail can interleave sending them with applying new writes. The frames come from a fuzzy scan
+ * (Store.scan()): each entry as it is when reached, which may be newer than appliedSeq. That is
+ * sound because the joiner then applies every batch after appliedSeq in order, which rewrites every
+ * key written since, and the scan reaches every key that was not. The joiner is not consistent
+ * until it has replayed past the end of the scan, and it serves nothing before it becomes the tail.
+ * The last frame has last=true and carries the client marks as of appliedSeq.
+ *
+ * One builder and one payload buffer are reused: on a VM, fresh pages cost milliseconds per MiB.
+ */
+export class SnapshotWriter {
+  private readonly scan: StoreScan;
+  private finished = false;
+  private readonly entryBytesMax: number;
+  private readonly builder: flatbuffers.Builder;
+  private readonly payload: Uint8Array;
 
-function encodeChunk(source: SnapshotSource, keys: Uint8Array[], values: Uint8Array[], versions: number[], last: boolean): Uint8Array {
-  const payloadLength = keys.reduce((sum, key, index) => sum + key.length + values[index]!.length, 0);
-  const builder = new flatbuffers.Builder(Math.ceil((payloadLength + keys.length * 20 + 1024) / 8) * 8);
-  builder.forceDefaults(true);
-  const payload = new Uint8Array(payloadLength);
-  const offsets: number[] = [];
-  let position = 0;
-  keys.forEach((key, index) => {
-    offsets.push(position);
-    payload.set(key, position);
-    payload.set(values[index]!, position + key.length);
-    position += key.length + values[index]!.length;
-  });
-  const payloadOffset = builder.createByteVector(payload);
-  const versionsOffset = Snapshot.createVersionsVector(builder, versions);
-  Snapshot.startRecordsVector(builder, keys.length);
-  for (let index = keys.length - 1; index >= 0; index--) {
-    WriteRecord.createWriteRecord(builder, 0, 0, keys[index]!.length, values[index]!.length, offsets[index]!);
+  constructor(
+    private readonly source: SnapshotSource,
+    frameBytesMax: number,
+  ) {
+    const clientsBytes = source.clientHighWater.size * 16 + 16;
+    this.entryBytesMax = frameBytesMax - CHUNK_OVERHEAD_BYTES - clientsBytes;
+    assert(this.entryBytesMax > 0, 'SnapshotWriter: frames too small for the client marks');
+    this.builder = new flatbuffers.Builder(Math.ceil(frameBytesMax / 8) * 8);
+    this.payload = new Uint8Array(this.entryBytesMax);
+    this.scan = source.store.scan();
   }
-  const recordsOffset = builder.endVector();
-  const marks = last ? [...source.clientHighWater.entries()] : [];
-  Snapshot.startClientsVector(builder, marks.length);
-  for (let index = marks.length - 1; index >= 0; index--) ClientMark.createClientMark(builder, marks[index]![0], 0, marks[index]![1]);
-  const clientsOffset = builder.endVector();
-  const snapshot = Snapshot.createSnapshot(
-    builder,
-    source.epoch,
-    BigInt(source.appliedSeq),
-    last,
-    recordsOffset,
-    versionsOffset,
-    payloadOffset,
-    clientsOffset,
-  );
-  builder.finish(Frame.createFrame(builder, Message.Snapshot, snapshot));
-  return builder.asUint8Array().slice();
+
+  /** Whether every frame has been produced. */
+  get done(): boolean {
+    return this.finished;
+  }
+
+  /** Stops early (the join was abandoned): the store stops informing the scan. */
+  close(): void {
+    this.scan.close();
+  }
+
+  /** The next frame: a view valid until the next call (copy it out, into a ring say, before). */
+  next(): Uint8Array {
+    assert(!this.finished, 'SnapshotWriter.next: the snapshot is complete');
+    const { store, epoch, appliedSeq } = this.source;
+    const scan = this.scan;
+    const builder = this.builder;
+    const payload = this.payload;
+    const heap = store.heap;
+    builder.clear();
+    builder.forceDefaults(true);
+    // The entries of this frame, read now: their bytes into the payload, the rest into the builder.
+    const keyLengths: number[] = [];
+    const valueLengths: number[] = [];
+    const versions: number[] = [];
+    let payloadLength = 0;
+    for (let entry = scan.peek(); entry >= 0; entry = scan.peek()) {
+      const keyLength = store.keyLength(entry);
+      const valueLength = store.valueLength(entry);
+      assert(keyLength + valueLength + ENTRY_OVERHEAD_BYTES <= this.entryBytesMax, 'SnapshotWriter: one entry exceeds a frame');
+      if (payloadLength + keyLength + valueLength + (keyLengths.length + 1) * ENTRY_OVERHEAD_BYTES > this.entryBytesMax) break;
+      // A value that outgrew its first place lives apart from its key: copy each on its own.
+      const keyOffset = store.keyOffset(entry);
+      payload.set(heap.subarray(keyOffset, keyOffset + keyLength), payloadLength);
+      const valueOffset = store.valueOffset(entry);
+      payload.set(heap.subarray(valueOffset, valueOffset + valueLength), payloadLength + keyLength);
+      payloadLength += keyLength + valueLength;
+      keyLengths.push(keyLength);
+      valueLengths.push(valueLength);
+      versions.push(store.version(entry));
+      scan.advance();
+    }
+    this.finished = scan.peek() < 0;
+    if (this.finished) scan.close();
+
+    const count = keyLengths.length;
+    const payloadOffset = builder.createByteVector(payload.subarray(0, payloadLength));
+    const versionsOffset = Snapshot.createVersionsVector(builder, versions);
+    Snapshot.startRecordsVector(builder, count);
+    // Records are prepended: walk backwards, each with its entry's place in the payload.
+    let position = payloadLength;
+    for (let index = count - 1; index >= 0; index--) {
+      position -= keyLengths[index]! + valueLengths[index]!;
+      WriteRecord.createWriteRecord(builder, 0, 0, keyLengths[index]!, valueLengths[index]!, position);
+    }
+    const recordsOffset = builder.endVector();
+    const marks = this.finished ? [...this.source.clientHighWater.entries()] : [];
+    Snapshot.startClientsVector(builder, marks.length);
+    for (let index = marks.length - 1; index >= 0; index--) ClientMark.createClientMark(builder, marks[index]![0], 0, marks[index]![1]);
+    const clientsOffset = builder.endVector();
+    const snapshot = Snapshot.createSnapshot(
+      builder,
+      epoch,
+      BigInt(appliedSeq),
+      this.finished,
+      recordsOffset,
+      versionsOffset,
+      payloadOffset,
+      clientsOffset,
+    );
+    builder.finish(Frame.createFrame(builder, Message.Snapshot, snapshot));
+    return builder.asUint8Array();
+  }
 }
 
 /** A verified Snapshot frame, read in place. */

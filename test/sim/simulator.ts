@@ -59,6 +59,8 @@ export interface SimulationResult {
   operations: number;
   crashes: number;
   joins: number;
+  /** Snapshot frames sent to joiners (several per join: the transfer interleaves with writes). */
+  snapshotFrames: number;
   reconfigurations: number;
   finalMembers: readonly number[];
 }
@@ -71,6 +73,8 @@ type Message =
   | { kind: 'hello'; bytes: Uint8Array }
   | { kind: 'snapshot'; bytes: Uint8Array }
   | { kind: 'begin-handoff' }
+  /** A replica's own work loop coming round again (a tail sends its joiner one snapshot frame per turn). */
+  | { kind: 'resume' }
   | { kind: 'client-ack'; ack: AckFields }
   | { kind: 'read'; bytes: Uint8Array; client: number }
   | { kind: 'reply'; bytes: Uint8Array }
@@ -155,7 +159,9 @@ export function simulate(options: SimulationOptions): SimulationResult {
         id,
         epoch: configuration.epoch,
         role: roleIn(configuration, id) as Role,
-        snapshotFrameBytesMax: 2048,
+        // Frames of about one entry each (512 B of frame overhead, the client marks, one key and
+        // value): a snapshot takes several frames, interleaved with new batches.
+        snapshotFrameBytesMax: 512 + (clientCount + 1) * 16 + 56,
         store: new Store(),
         // Large enough that a full in-flight list never happens here (it is tested elsewhere), so
         // links stay FIFO without modelling a sender that holds a refused batch.
@@ -212,7 +218,10 @@ export function simulate(options: SimulationOptions): SimulationResult {
     const predecessor = role === 'joining' ? configuration.members.at(-1)! : predecessorOf(configuration, replica.id);
     let forwarded = 0;
     if (successor !== null) {
-      for (const chunk of ready.snapshot) send(`r${replica.id}`, { kind: 'replica', id: successor }, { kind: 'snapshot', bytes: chunk });
+      if (ready.snapshot !== null) {
+        send(`r${replica.id}`, { kind: 'replica', id: successor }, { kind: 'snapshot', bytes: ready.snapshot.slice() });
+        snapshotFrames++;
+      }
       for (const batch of ready.forward) {
         send(`r${replica.id}`, { kind: 'replica', id: successor }, { kind: 'batch', bytes: batch.slice() }, true);
         forwarded++;
@@ -227,7 +236,9 @@ export function simulate(options: SimulationOptions): SimulationResult {
       }
     }
     for (const ack of ready.clientAcks) send(`r${replica.id}`, { kind: 'client', id: ack.clientId }, { kind: 'client-ack', ack: { ...ack } });
-    node.advance(ready, { forwarded, acksSent: true, repliesSent: ready.readReplies.length });
+    node.advance(ready, { forwarded, acksSent: true, repliesSent: ready.readReplies.length, snapshotSent: successor !== null });
+    // The next frame goes on a later turn, so batches arriving meanwhile interleave with the transfer.
+    if (ready.snapshot !== null && successor !== null) send(`r${replica.id}`, { kind: 'replica', id: replica.id }, { kind: 'resume' });
     if (ready.readReplies.length > 0) pendingReplies.push(...ready.readReplies.map((bytes) => ({ bytes, from: replica.id })));
   };
   // Replies are routed by request id to the client that asked; the tail does not know clients.
@@ -292,10 +303,12 @@ export function simulate(options: SimulationOptions): SimulationResult {
           node.reconfigure(configuration.epoch, 'joining');
           return true;
         }
-        node.reconfigure(configuration.epoch, role, { joiner: configuration.joining !== null && (role === 'tail' || role === 'solo') });
+        node.reconfigure(configuration.epoch, role, { joiner: role === 'tail' || role === 'solo' ? configuration.joining : null });
         note(`replica ${replica.id} is ${role} at epoch ${configuration.epoch} (${configuration.members.join(' ')})`);
         break;
       }
+      case 'resume':
+        break;
       default:
         fail(`replica got a ${message.kind}`);
     }
@@ -386,6 +399,7 @@ export function simulate(options: SimulationOptions): SimulationResult {
   // --- The run -----------------------------------------------------------------------------------
   let crashes = 0;
   let joins = 0;
+  let snapshotFrames = 0;
   const handoffRequested = new Set<number>();
   let reconfigurations = 0;
   const step = (faults: boolean): void => {
@@ -444,7 +458,11 @@ export function simulate(options: SimulationOptions): SimulationResult {
       handoffRequested.add(joining);
       send('master', { kind: 'replica', id: master.configuration.members.at(-1)! }, { kind: 'begin-handoff' });
     }
-    if (joining !== null && joiningTail !== undefined && joiningTail.alive && joiningTail.node.handoffReady && replicas.get(joining)!.alive) {
+    // Only a handoff in the current epoch counts: a tail that has not heard of it yet may still be
+    // handing off to an earlier joiner that failed (seed 1270 found this).
+    const handoffDone =
+      joiningTail !== undefined && joiningTail.alive && joiningTail.node.handoffReady && joiningTail.node.epoch === master.configuration.epoch;
+    if (joining !== null && handoffDone && handoffRequested.has(joining) && replicas.get(joining)!.alive) {
       const event = master.completeJoin(joining);
       reconfigurations++;
       note(`master: ${joining} joined, epoch ${event.configuration.epoch} = ${event.configuration.members.join(' ')}`);
@@ -504,5 +522,5 @@ export function simulate(options: SimulationOptions): SimulationResult {
   }
   const check = checkLinearizable(history);
   if (!check.linearizable) fail(`history is not linearizable: ${check.key ?? ''} ${check.explanation ?? ''}${check.exhausted ? ' (search exhausted)' : ''}`);
-  return { seed, ticks: now, operations: history.length, crashes, joins, reconfigurations, finalMembers: master.configuration.members };
+  return { seed, ticks: now, operations: history.length, crashes, joins, snapshotFrames, reconfigurations, finalMembers: master.configuration.members };
 }
