@@ -30,7 +30,7 @@ export async function runBenchmarks(options: BenchOptions): Promise<Record<strin
   if (wants('sweeps')) results.sweeps = await sweeps(settings, options.small);
   if (wants('soak')) results.soak = await soak(settings, options.soakSeconds);
   if (wants('failover')) results.failover = await failover(env, log);
-  if (wants('join')) results.join = await joinBench(env, options.small ? [5_000] : [10_000, 100_000], log);
+  if (wants('join')) results.join = await joinBench(env, options.small ? [5_000] : [10_000, 100_000, 1_000_000], options.small ? 1 : options.runs, log);
   if (wants('cpu')) results.cpu = await threadCpu(env, options.seconds, options.small ? [1000] : [1000, 10_000, 100_000], log);
   return results;
 }

@@ -35,6 +35,8 @@ export interface LoadOptions {
   sampleEvery?: number;
   /** Called about once a second with progress so far. */
   onProgress?: (progress: LoadProgress) => void;
+  /** Stops the load early (it then ends as at durationMs: windows in flight finish first). */
+  signal?: AbortSignal;
 }
 
 export interface LoadProgress {
@@ -142,9 +144,11 @@ export async function runClosedLoop(chain: LoadTarget, options: LoadOptions): Pr
       });
       previous = { at: now, writes, reads };
     }, 1000);
-  const stopTimer = setTimeout(() => {
+  const stop = (): void => {
     running = false;
-  }, options.durationMs);
+  };
+  const stopTimer = setTimeout(stop, options.durationMs);
+  options.signal?.addEventListener('abort', stop, { once: true });
 
   const loops = [
     ...Array.from({ length: writers }, (_, index) => writer(index)),
@@ -153,6 +157,7 @@ export async function runClosedLoop(chain: LoadTarget, options: LoadOptions): Pr
   await Promise.all(loops);
   const seconds = (performance.now() - started) / 1000;
   clearTimeout(stopTimer);
+  options.signal?.removeEventListener('abort', stop);
   if (progressTimer) clearInterval(progressTimer);
 
   return {

@@ -71,8 +71,9 @@ const DUPLICATE = { status: 'duplicate' } as const;
 export interface Ready {
   /**
    * A tail with a new joiner: the next frame of the joiner's starting state, on the link `forward`
-   * uses. While the snapshot is incomplete, `forward` is empty: every frame goes before any batch.
-   * Report with snapshotSent in advance() whether it went; an unsent frame comes back next time.
+   * uses, interleaved with batches: when there is a frame, `forward` is empty, and no batch may be
+   * sent before it. Report with snapshotSent in advance() whether it went; an unsent frame comes
+   * back next time.
    */
   snapshot: Uint8Array | null;
   forward: Uint8Array[];
@@ -125,8 +126,13 @@ export class ChainNode {
   private snapshotWriter: SnapshotWriter | null = null;
   /** The writer's current frame, kept until the runtime reports it sent. */
   private snapshotFrame: Uint8Array | null = null;
+  /** Whether the next frame goes before the batches pending now (else they go first). */
+  private snapshotTurn = true;
   /** A joining replica has loaded its whole snapshot. */
   private snapshotLoaded = false;
+  /** A joining replica has had the first snapshot frame: it applies batches from its seq on. */
+  private snapshotStarted = false;
+  private snapshotStartSeq = 0;
   /** Highest client sequence committed (at the end of the line), per client: what clients are told. */
   private readonly committedClientHighWater = new Map<number, number>();
   private readonly snapshotFrameBytesMax: number;
@@ -361,7 +367,7 @@ export class ChainNode {
       // Still joining, in a newer configuration: only the epoch moves; re-acknowledge in it.
       assert(this.roleValue === 'joining', 'reconfigure: a replica becomes joining only when it is created');
       this.epochValue = epoch;
-      this.ackPending = this.snapshotLoaded;
+      this.ackPending = this.snapshotStarted;
       return;
     }
     const forwardedBefore = this.forwardsDownstream;
@@ -399,6 +405,7 @@ export class ChainNode {
           this.snapshotFrameBytesMax,
         );
         this.snapshotFrame = null;
+        this.snapshotTurn = true;
       }
       this.committedSeqValue = this.appliedSeqValue;
       for (const [clientId, clientSeq] of this.clientHighWater) {
@@ -423,8 +430,10 @@ export class ChainNode {
   }
 
   /**
-   * A joining replica's starting state, in chunks from the tail it joins behind. After the last
-   * chunk it has applied everything through the snapshot's seq and takes batches after it.
+   * A joining replica's starting state, in frames from the tail it joins behind, with the batches
+   * that tail applied meanwhile in between them (see SnapshotWriter). The first frame says from
+   * which seq on batches follow; each frame holds entries as they were when it was cut, after every
+   * batch before it on the link, so applying both in link order converges on the tail's state.
    */
   receiveSnapshot(bytes: Uint8Array): ReceiveResult {
     const view = this.snapshotView;
@@ -433,14 +442,18 @@ export class ChainNode {
     if (this.roleValue !== 'joining' || this.snapshotLoaded) {
       return { status: 'ignored', code: ErrorCode.staleEpoch, reason: 'a snapshot reaches only a replica that is joining' };
     }
-    assert(this.appliedSeqValue === 0, 'a joining replica starts empty');
-    view.applyTo(this.store, this.clientHighWater);
-    if (view.last) {
+    if (!this.snapshotStarted) {
+      assert(this.appliedSeqValue === 0, 'a joining replica starts empty');
+      this.snapshotStarted = true;
+      this.snapshotStartSeq = view.appliedSeq;
       this.appliedSeqValue = view.appliedSeq;
       this.committedSeqValue = view.appliedSeq;
-      this.snapshotLoaded = true;
       this.ackPending = true;
+    } else if (view.appliedSeq !== this.snapshotStartSeq) {
+      return { status: 'rejected', code: ErrorCode.sequenceGap, reason: `snapshot frame from seq ${view.appliedSeq}, this snapshot started at ${this.snapshotStartSeq}` };
     }
+    view.applyTo(this.store, this.clientHighWater);
+    if (view.last) this.snapshotLoaded = true;
     return { status: 'applied', firstSeq: view.appliedSeq, count: view.count };
   }
 
@@ -539,10 +552,13 @@ export class ChainNode {
   ready(): Ready {
     const forward: Uint8Array[] = [];
     const forwardSeqs: number[] = [];
+    // Nothing passes a frame, so every batch applied after a frame's cut reaches the joiner after
+    // it (SnapshotWriter says why that is enough). Frames and batches take turns, so the joiner
+    // keeps applying batches, which lets this tail trim them, and the transfer keeps moving.
     const writer = this.snapshotWriter;
-    if (writer !== null && this.snapshotFrame === null) this.snapshotFrame = writer.next();
+    if (writer !== null && this.snapshotFrame === null && this.snapshotTurn) this.snapshotFrame = writer.next();
     const snapshot = this.snapshotFrame;
-    if (this.forwardsDownstream && !this.awaitingSuccessorHello && writer === null) {
+    if (this.forwardsDownstream && !this.awaitingSuccessorHello && snapshot === null) {
       const log = this.inflight;
       for (let index = log.firstPendingIndex(); index < log.batchCount; index++) {
         forward.push(log.batchAt(index));
@@ -575,7 +591,10 @@ export class ChainNode {
     assert(report.repliesSent >= 0 && report.repliesSent <= ready.readReplies.length, 'advance: repliesSent out of range');
     if (ready.snapshot !== null && ready.snapshot === this.snapshotFrame && (report.snapshotSent ?? true)) {
       this.snapshotFrame = null;
+      this.snapshotTurn = false;
       if (this.snapshotWriter!.done) this.snapshotWriter = null;
+    } else if (report.forwarded === ready.forward.length) {
+      this.snapshotTurn = true;
     }
     if (report.acksSent && ready.helloUpstream !== null) this.helloPending = false;
     if (report.acksSent && (ready.ackUpstream !== null || ready.clientAcks.length > 0)) {

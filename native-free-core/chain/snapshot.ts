@@ -35,18 +35,23 @@ const ENTRY_OVERHEAD_BYTES = RECORD_BYTES + 8 + 8;
 
 /**
  * Cuts a store into Snapshot frames of at most `frameBytesMax` bytes, one per next() call, so a
- * tail can interleave sending them with applying new writes. The frames come from a fuzzy scan
- * (Store.scan()): each entry as it is when reached, which may be newer than appliedSeq. That is
- * sound because the joiner then applies every batch after appliedSeq in order, which rewrites every
- * key written since, and the scan reaches every key that was not. The joiner is not consistent
- * until it has replayed past the end of the scan, and it serves nothing before it becomes the tail.
- * The last frame has last=true and carries the client marks as of appliedSeq.
+ * tail can go on applying writes while it sends them. The frames come from a fuzzy scan
+ * (Store.scan()): each entry as it is when its frame is cut, which may be newer than appliedSeq.
+ * The tail sends the batches it applies after appliedSeq on the same link, and cuts a frame only
+ * when every batch it has applied is already on the link, so the joiner sees each frame after
+ * exactly the batches that preceded its cut. Applying frames and batches in link order then yields
+ * the tail's state once the last frame is in: entries the scan reached are as of their frame and
+ * rewritten by later batches; entries it did not reach yet were written only by batches (or not
+ * since appliedSeq, and the scan reaches them). The joiner serves nothing until it becomes the tail.
+ * The first frame carries the client marks as of appliedSeq (later batches raise them); the last
+ * has last=true.
  *
  * One builder and one payload buffer are reused: on a VM, fresh pages cost milliseconds per MiB.
  */
 export class SnapshotWriter {
   private readonly scan: StoreScan;
   private finished = false;
+  private first = true;
   private readonly entryBytesMax: number;
   private readonly builder: flatbuffers.Builder;
   private readonly payload: Uint8Array;
@@ -118,7 +123,8 @@ export class SnapshotWriter {
       WriteRecord.createWriteRecord(builder, 0, 0, keyLengths[index]!, valueLengths[index]!, position);
     }
     const recordsOffset = builder.endVector();
-    const marks = this.finished ? [...this.source.clientHighWater.entries()] : [];
+    const marks = this.first ? [...this.source.clientHighWater.entries()] : [];
+    this.first = false;
     Snapshot.startClientsVector(builder, marks.length);
     for (let index = marks.length - 1; index >= 0; index--) ClientMark.createClientMark(builder, marks[index]![0], 0, marks[index]![1]);
     const clientsOffset = builder.endVector();
@@ -183,7 +189,7 @@ export class SnapshotView {
     });
   }
 
-  /** Puts every record into `store` with its version; returns the client marks of the last chunk. */
+  /** Puts every record into `store` with its version, and raises client marks to the frame's. */
   applyTo(store: Store, clientHighWater: Map<number, number>): void {
     const bytes = this.bytes;
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -197,7 +203,9 @@ export class SnapshotView {
     }
     for (let index = 0; index < this.clientCount; index++) {
       const base = this.clientsPosition + index * 16;
-      clientHighWater.set(readUint32(bytes, base), view.getFloat64(base + 8, true));
+      const clientId = readUint32(bytes, base);
+      const mark = view.getFloat64(base + 8, true);
+      if (mark > (clientHighWater.get(clientId) ?? 0)) clientHighWater.set(clientId, mark);
     }
   }
 }
