@@ -33,12 +33,21 @@ export const ErrorCode = {
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
+/** Names one write: the client that issued it and its client sequence number. */
+export interface WriteId {
+  clientId: number;
+  clientSeq: number;
+}
+
 export class DabbaError extends Error {
   readonly code: ErrorCode;
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+  /** With DABBA_ERR_OUTCOME_UNKNOWN: the write whose outcome is unknown (ask chain.outcome(write)). */
+  readonly write?: WriteId;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; write?: WriteId }) {
     super(message, options);
     this.name = 'DabbaError';
     this.code = code;
+    if (options?.write !== undefined) this.write = options.write;
   }
 }
 

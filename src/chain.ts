@@ -13,7 +13,7 @@ import { EventEmitter } from 'node:events';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import type { Role } from '../native-free-core/chain/node.js';
-import { DabbaError, ErrorCode } from '../native-free-core/errors.js';
+import { DabbaError, ErrorCode, type WriteId } from '../native-free-core/errors.js';
 import {
   ChainMaster,
   InMemoryConfigurationStore,
@@ -429,6 +429,22 @@ export class Chain extends EventEmitter {
     return this.reads.get(key);
   }
 
+  /**
+   * Resolves the outcome of a write that failed with DABBA_ERR_OUTCOME_UNKNOWN (its error's
+   * `write`), or of any write of this chain by id: 'committed' once the tail has acknowledged it,
+   * 'not-committed' when it cannot be any more (the chain was closed and its tail's last acks
+   * drained, or the write never left this thread). While the chain runs, a write it was sent is
+   * retried until it commits, so this waits for that. Rejects with DABBA_ERR_OUTCOME_UNKNOWN when
+   * no replica is left that could say (the last one failed).
+   */
+  async outcome(write: WriteId): Promise<'committed' | 'not-committed'> {
+    if (write === null || typeof write !== 'object' || write.clientId !== CLIENT_ID || !Number.isSafeInteger(write.clientSeq) || write.clientSeq < 1) {
+      throw new DabbaError(ErrorCode.invalidArgument, `not a write of this chain: ${JSON.stringify(write)}`);
+    }
+    if (write.clientSeq > this.writes.accepted) throw new DabbaError(ErrorCode.outOfRange, `write ${write.clientSeq} was never issued`);
+    return (await this.writes.outcome(write.clientSeq)) ? 'committed' : 'not-committed';
+  }
+
   /** Sends the open batch now instead of at the end of the event-loop turn. */
   flush(): void {
     this.writes.flush();
@@ -509,14 +525,20 @@ export class Chain extends EventEmitter {
     }
     const wasFailed = this.state === 'failed';
     this.state = 'closed';
-    this.writes.fail(closedError());
     this.reads.fail(closedError());
     clearInterval(this.heartbeatTimer);
     const live = [...this.handles.values()].filter((handle) => handle.alive);
+    let tailStopped = false;
     if (!wasFailed) {
+      // Replicas send their last acks as they stop. Once the tail has stopped and its acks are
+      // drained, a write not acknowledged is not committed and never will be: it fails plainly.
+      const tail = this.handles.get(this.master.configuration.members.at(-1)!)!;
       for (const handle of live) this.sendControl(handle, { type: 'stop' });
-      await Promise.allSettled(live.map((handle) => handle.done));
+      const stopped = await Promise.allSettled(live.map((handle) => handle.done));
+      tailStopped = stopped[live.indexOf(tail)]?.status === 'fulfilled';
+      this.service();
     }
+    this.writes.fail(closedError(), { outcomeKnown: tailStopped });
     this.clientDoorbell.ring();
     await this.serviceDone;
     for (const handle of this.handles.values()) handle.port.close();
@@ -626,10 +648,9 @@ export class Chain extends EventEmitter {
     if (this.master.configuration.members.length === 1) {
       // The last replica held the only copy: writes not yet acknowledged have an unknown outcome.
       this.state = 'failed';
-      const failure = new DabbaError(ErrorCode.outcomeUnknown, `the last replica (${id}) failed; pending writes may or may not have been applied`, {
-        cause,
-      });
-      this.writes.fail(failure);
+      // Writes it was sent may or may not have been applied: each fails with OUTCOME_UNKNOWN.
+      const failure = new DabbaError(ErrorCode.replicaFailed, `the last replica (${id}) failed`, { cause });
+      this.writes.fail(failure, { outcomeKnown: false });
       this.reads.fail(new DabbaError(ErrorCode.replicaFailed, `the last replica (${id}) failed`, { cause }));
       this.emit('replicaFailed', failure);
       for (const resolve of this.idleWaiters.splice(0)) resolve();

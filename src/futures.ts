@@ -92,6 +92,22 @@ export class FutureRing<T> {
     resolve(value);
   }
 
+  /** Rejects each pending sequence number <= seq with reasonFor(seq). */
+  rejectThrough(seq: number, reasonFor: (seq: number) => unknown): number {
+    const last = Math.min(seq, this.nextSeq - 1);
+    let settled = 0;
+    for (let current = this.settledThrough + 1; current <= last; current++) {
+      const slot = current & this.mask;
+      const reject = this.rejecters[slot]!;
+      this.resolvers[slot] = null;
+      this.rejecters[slot] = null;
+      reject(reasonFor(current));
+      settled++;
+    }
+    if (last > this.settledThrough) this.settledThrough = last;
+    return settled;
+  }
+
   /** Rejects everything pending (close, failure). */
   rejectAll(reason: unknown): number {
     let settled = 0;

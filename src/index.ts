@@ -20,4 +20,4 @@ export type {
   VersionedValue,
 } from './chain.js';
 export type { BatchOptions } from './options.js';
-export { DabbaError, ErrorCode, isDabbaError } from '../native-free-core/errors.js';
+export { DabbaError, ErrorCode, isDabbaError, type WriteId } from '../native-free-core/errors.js';

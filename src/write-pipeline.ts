@@ -50,6 +50,12 @@ export class WritePipeline {
   private openedAtNs = 0n;
   private readonly ackView = new AckView();
   private failure: DabbaError | null = null;
+  /** The highest client seq ever handed to a head: writes after it never left this thread. */
+  private sentThroughClientSeq = 0;
+  /** The highest client seq the tail has acknowledged: committed. */
+  private committedThroughClientSeq = 0;
+  /** chain.outcome() calls waiting for a write's ack, settled on acks or on failure. */
+  private readonly outcomeWaiters: Array<{ clientSeq: number; resolve: (committed: boolean) => void; reject: (error: unknown) => void }> = [];
 
   batchesSent = 0;
   bytesSent = 0;
@@ -237,6 +243,8 @@ export class WritePipeline {
       }
       this.batchesSent++;
       this.bytesSent += frame.length;
+      const lastClientSeq = this.outstanding[this.pushedIndex]!.lastClientSeq;
+      if (lastClientSeq > this.sentThroughClientSeq) this.sentThroughClientSeq = lastClientSeq;
       this.pushedIndex++;
       pushed++;
     }
@@ -274,8 +282,10 @@ export class WritePipeline {
       assert(this.ackView.clientId === this.clientId, 'client ack for another client');
       assert(this.ackView.committedClientSeq < this.futures.next, 'I2: ack for a write never sent');
       settled += this.futures.resolveThrough(this.ackView.committedClientSeq, undefined);
+      if (this.ackView.committedClientSeq > this.committedThroughClientSeq) this.committedThroughClientSeq = this.ackView.committedClientSeq;
     }
     acks.release();
+    if (this.outcomeWaiters.length > 0) this.settleOutcomeWaiters();
     this.writesAcked += settled;
     const acked = this.futures.settled;
     while (this.ackedIndex < this.pushedIndex && this.outstanding[this.ackedIndex]!.lastClientSeq <= acked) {
@@ -292,15 +302,58 @@ export class WritePipeline {
     return settled;
   }
 
-  /** Settles every pending write with `error` and refuses new ones (close, failure). */
-  fail(error: DabbaError): void {
-    if (this.failure === null) this.failure = error;
+  /**
+   * Whether write `clientSeq` of this client is committed: resolves true once the tail has
+   * acknowledged it, false if it can no longer be (see `fail`), and rejects with
+   * DABBA_ERR_OUTCOME_UNKNOWN if nothing is left to ask.
+   */
+  outcome(clientSeq: number): Promise<boolean> {
+    if (clientSeq <= this.committedThroughClientSeq) return Promise.resolve(true);
+    if (this.failure !== null) {
+      const unknown = this.failure.code === ErrorCode.outcomeUnknown && clientSeq <= this.sentThroughClientSeq;
+      return unknown ? Promise.reject(this.unknownOutcome(clientSeq)) : Promise.resolve(false);
+    }
+    return new Promise((resolve, reject) => this.outcomeWaiters.push({ clientSeq, resolve, reject }));
+  }
+
+  get committedClientSeq(): number {
+    return this.committedThroughClientSeq;
+  }
+
+  /**
+   * Settles every pending write and refuses new ones (close, failure). Writes that never left this
+   * thread get `error`. Writes handed to a head and not acknowledged get, if `outcomeKnown` (the
+   * caller drained the final acks of a tail that has stopped), `error` too: they are not committed
+   * and never will be. Otherwise each gets its own DABBA_ERR_OUTCOME_UNKNOWN naming the write.
+   */
+  fail(error: DabbaError, options: { outcomeKnown: boolean }): void {
+    if (this.failure === null) this.failure = options.outcomeKnown ? error : new DabbaError(ErrorCode.outcomeUnknown, error.message, { cause: error });
     this.open = null;
     this.outstanding.length = 0;
     this.ackedIndex = 0;
     this.pushedIndex = 0;
     this.flushHeld = false;
+    if (!options.outcomeKnown) this.futures.rejectThrough(this.sentThroughClientSeq, (clientSeq) => this.unknownOutcome(clientSeq, error));
     this.futures.rejectAll(error);
+    this.settleOutcomeWaiters();
+  }
+
+  private unknownOutcome(clientSeq: number, cause: unknown = this.failure): DabbaError {
+    return new DabbaError(ErrorCode.outcomeUnknown, `write ${this.clientId}:${clientSeq} reached the chain, which failed before acknowledging it: it may or may not be committed`, {
+      cause,
+      write: { clientId: this.clientId, clientSeq },
+    });
+  }
+
+  private settleOutcomeWaiters(): void {
+    const waiters = this.outcomeWaiters;
+    let kept = 0;
+    for (const waiter of waiters) {
+      if (waiter.clientSeq <= this.committedThroughClientSeq) waiter.resolve(true);
+      else if (this.failure !== null) this.outcome(waiter.clientSeq).then(waiter.resolve, waiter.reject);
+      else waiters[kept++] = waiter;
+    }
+    waiters.length = kept;
   }
 }
 

@@ -197,5 +197,27 @@ describe('bad input gets a clear coded error', () => {
       if (result.status === 'rejected') assert.equal((result.reason as { code: string }).code, 'DABBA_ERR_CLOSED');
     }
     assert.equal(settled.length, 5100, 'every promise settled (fulfilled, or rejected with DABBA_ERR_CLOSED)');
+    // The tail stopped and its last acks were drained, so each write's outcome is known, and
+    // outcome() agrees with how its promise settled (writes are client seqs 1..5000 in order).
+    const outcomes = await Promise.all(writes.map((_, index) => chain.outcome({ clientId: 1, clientSeq: index + 1 })));
+    outcomes.forEach((outcome, index) => {
+      assert.equal(outcome, settled[index]!.status === 'fulfilled' ? 'committed' : 'not-committed', `write ${index + 1}`);
+    });
+  });
+});
+
+describe('outcome(): asking the chain whether a write is committed', () => {
+  test('an acknowledged write is committed; an in-flight one resolves when it commits; bad ids are refused', async () => {
+    const chain = track(createChain({ replicas: 2 }));
+    await chain.put('a', '1');
+    assert.equal(await chain.outcome({ clientId: 1, clientSeq: 1 }), 'committed');
+    const inFlight = chain.put('b', '2');
+    const asked = chain.outcome({ clientId: 1, clientSeq: 2 });
+    await inFlight;
+    assert.equal(await asked, 'committed');
+    await assert.rejects(chain.outcome({ clientId: 1, clientSeq: 3 }), { code: 'DABBA_ERR_OUT_OF_RANGE' });
+    await assert.rejects(chain.outcome({ clientId: 7, clientSeq: 1 }), { code: 'DABBA_ERR_INVALID_ARGUMENT' });
+    await assert.rejects(chain.outcome(null as never), { code: 'DABBA_ERR_INVALID_ARGUMENT' });
+    await chain.close();
   });
 });

@@ -170,10 +170,22 @@ describe('crash one replica under load', () => {
       const outcomes = Promise.allSettled(pending);
       chain.crashReplica(chain.members()[0]!.id);
       const settled = await outcomes;
-      const rejected = settled.filter((result) => result.status === 'rejected');
-      assert.ok(rejected.length > 0, 'the crash came before the writes were acknowledged');
-      const codes = new Set(rejected.map((result) => (result as PromiseRejectedResult).reason.code));
-      assert.deepEqual([...codes], ['DABBA_ERR_OUTCOME_UNKNOWN']);
+      const errors = settled.filter((result) => result.status === 'rejected').map((result) => (result as PromiseRejectedResult).reason);
+      assert.ok(errors.length > 0, 'the crash came before the writes were acknowledged');
+      // Writes the replica was sent have an unknown outcome, each naming itself; any it was never
+      // sent simply failed. Nothing is reported as success or plain failure that might be neither.
+      const unknown = errors.filter((error) => error.code === 'DABBA_ERR_OUTCOME_UNKNOWN');
+      assert.ok(unknown.length > 0, 'the writes reached the replica before it crashed');
+      for (const error of errors) assert.ok(['DABBA_ERR_OUTCOME_UNKNOWN', 'DABBA_ERR_REPLICA_FAILED'].includes(error.code), error.code);
+      for (const error of unknown) assert.equal(error.write.clientId, 1);
+      assert.deepEqual(
+        unknown.map((error) => error.write.clientSeq),
+        unknown.map((_, index) => unknown[0].write.clientSeq + index),
+        'one error per write, in order',
+      );
+      // No replica is left to ask: outcome() says so; a write acknowledged before is still known.
+      await assert.rejects(chain.outcome(unknown[0].write), { code: 'DABBA_ERR_OUTCOME_UNKNOWN' });
+      assert.equal(await chain.outcome({ clientId: 1, clientSeq: 1 }), 'committed');
       await assert.rejects(chain.put('after', 'x'), { code: 'DABBA_ERR_REPLICA_FAILED' });
     } finally {
       await chain.close();

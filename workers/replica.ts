@@ -107,6 +107,9 @@ class ReplicaDriver {
         this.doorbell.waitBlocking(this.hasWork, spinIterations, sleepTimeoutMs);
       }
     }
+    // A clean stop sends its last acks: the client can then tell every write it was not
+    // acknowledged is not committed (see Chain.close).
+    if (this.node.hasReady()) this.performReady();
     this.reply({ type: 'stopped', replicaId: this.node.id });
   }
 
