@@ -373,14 +373,17 @@ export class Chain extends EventEmitter {
    * heartbeats gives it away. The master removes it after suspectAfterMs. For chaos testing.
    */
   freezeReplica(id: number): void {
-    const handle = this.liveMember(id);
+    const handle = this.liveMember(id, { joiner: true });
     Atomics.store(handle.controlSignal, 0, CONTROL_FREEZE);
     handle.doorbell.ring();
   }
 
-  private liveMember(id: number): ReplicaHandle {
+  /** The handle of live member `id` (or, with `joiner`, of the replica joining). */
+  private liveMember(id: number, options: { joiner?: boolean } = {}): ReplicaHandle {
     const handle = this.handles.get(id);
-    if (handle === undefined || !handle.alive || !this.master.configuration.members.includes(id)) {
+    const { members, joining } = this.master.configuration;
+    const isPart = members.includes(id) || (options.joiner === true && joining === id);
+    if (handle === undefined || !handle.alive || !isPart) {
       throw new DabbaError(ErrorCode.outOfRange, `replica ${id} is not a live member of the chain`);
     }
     return handle;
@@ -391,7 +394,7 @@ export class Chain extends EventEmitter {
    * detects it and reconfigures by itself. For chaos testing.
    */
   crashReplica(id: number): void {
-    const handle = this.liveMember(id);
+    const handle = this.liveMember(id, { joiner: true });
     // Stop it dead at its next batch boundary (nothing it has not already sent leaves it), then
     // terminate the thread.
     Atomics.store(handle.controlSignal, 0, CONTROL_CRASH);

@@ -4,6 +4,7 @@
  * readable, the recorded history linearizable, the replicas identical, and no write applied twice.
  */
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { describe, test } from 'node:test';
 import { createChain, type Chain, type ReconfigurationEvent } from '../src/index.js';
 import { checkLinearizable, type HistoryEntry } from './sim/linearizability.js';
@@ -20,7 +21,13 @@ interface Workload {
  */
 async function runWorkload(
   chain: Chain,
-  options: { clients: number; operationsPerClient: number; onOperation: (count: number, burst: () => void) => void },
+  options: {
+    clients: number;
+    operationsPerClient: number;
+    onOperation: (count: number, burst: () => void) => void;
+    /** Clients go on past operationsPerClient until this settles. */
+    until?: Promise<unknown>;
+  },
 ): Promise<Workload> {
   const history: HistoryEntry[] = [];
   let operations = 0;
@@ -40,8 +47,10 @@ async function runWorkload(
       );
     }
   };
+  let untilSettled = options.until === undefined;
+  options.until?.finally(() => (untilSettled = true)).catch(() => {});
   const client = async (clientId: number): Promise<void> => {
-    for (let index = 0; index < options.operationsPerClient; index++) {
+    for (let index = 0; index < options.operationsPerClient || !untilSettled; index++) {
       const key = `k${(clientId * 7 + index) % 8}`;
       const isWrite = (index + clientId) % 3 !== 0;
       const entry: HistoryEntry = isWrite
@@ -187,6 +196,74 @@ describe('crash one replica under load', () => {
       await assert.rejects(chain.outcome(unknown[0].write), { code: 'DABBA_ERR_OUTCOME_UNKNOWN' });
       assert.equal(await chain.outcome({ clientId: 1, clientSeq: 1 }), 'committed');
       await assert.rejects(chain.put('after', 'x'), { code: 'DABBA_ERR_REPLICA_FAILED' });
+    } finally {
+      await chain.close();
+    }
+  });
+});
+
+describe('kills with joins in between', () => {
+  test('head, middle and tail die in turn, each replaced by a join; a joiner and a tail die mid-join', { timeout: 120_000 }, async () => {
+    const chain = createChain({ replicas: 3 });
+    try {
+      // The script runs beside the workload and waits for it by operation count (an event, not a sleep).
+      let reached: { at: number; resolve: () => void } | null = null;
+      let burst: () => void = () => {};
+      const operationsReached = (at: number): Promise<void> => new Promise((resolve) => (reached = { at, resolve }));
+      let crashes = 0;
+      let joins = 0;
+      const crash = (role: string): number => {
+        const id = chain.members().find((member) => member.role === role)!.id;
+        chain.crashReplica(id);
+        crashes++;
+
+        return id;
+      };
+      const script = (async () => {
+        let at = 150;
+        for (const role of ['head', 'middle', 'tail'] as const) {
+          await operationsReached(at);
+          burst();
+          const removed = once(chain, 'reconfigured');
+          const victim = crash(role);
+          assert.equal(((await removed)[0] as ReconfigurationEvent).removed, victim);
+          await chain.addReplica();
+          joins++;
+          at += 250;
+        }
+        // A joiner dies while it copies: the join fails, the chain goes on as it was.
+        await operationsReached(at);
+        const failedJoin = chain.addReplica();
+        crash('joining');
+        await assert.rejects(failedJoin, { code: 'DABBA_ERR_REPLICA_FAILED' });
+        // The tail a replica joins behind dies mid-join: the join is abandoned, the chain shrinks.
+        await operationsReached(at + 200);
+        const abandoned = chain.addReplica();
+        crash('tail');
+        await assert.rejects(abandoned, { code: 'DABBA_ERR_REPLICA_FAILED' });
+        await chain.addReplica();
+        joins++;
+      })();
+      const workload = await runWorkload(chain, {
+        clients: 4,
+        operationsPerClient: 100,
+        until: script,
+        onOperation: (count, burstNow) => {
+          burst = burstNow;
+          if (reached !== null && count >= reached.at) {
+            const { resolve } = reached;
+            reached = null;
+            resolve();
+          }
+        },
+      });
+      await script;
+      assert.equal(crashes, 5);
+      assert.equal(joins, 4);
+      assert.equal(chain.members().length, 3, 'back to three after every loss');
+      const check = checkLinearizable(workload.history);
+      assert.ok(check.linearizable, `history not linearizable: ${check.key} ${check.explanation}`);
+      await assertConverged(chain, workload.acknowledgedWrites);
     } finally {
       await chain.close();
     }
