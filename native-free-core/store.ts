@@ -885,8 +885,14 @@ export class StoreScan {
     this.store.closeScan(this);
   }
 
-  /** The store moved entry `from` (its last) into `to` (a hole left by a delete). */
+  /**
+   * The store moved entry `from` (its last) into `to` (a hole left by a delete). If the entry was
+   * still to be visited (at or past the position, or queued for a revisit) and lands where the scan
+   * has passed, its new place is queued. (A queued entry can move again: it is the last one when
+   * the store shrinks down to it; sim seed 4626 found that.)
+   */
   entryMoved(from: number, to: number): void {
-    if (to < this.position && from >= this.position) this.revisits.push(to);
+    if (to >= this.position) return;
+    if (from >= this.position || this.revisits.includes(from)) this.revisits.push(to);
   }
 }
