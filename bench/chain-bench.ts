@@ -26,7 +26,7 @@ function keySpaceFor(valueBytes: number): number {
   return Math.min(100_000, Math.floor((64 * 1024 * 1024) / (valueBytes + 16)));
 }
 
-async function measureDabba(options: ChainOptions, seconds: number, valueBytes = 100): Promise<LoadReport> {
+export async function measureDabba(options: ChainOptions, seconds: number, valueBytes = 100): Promise<LoadReport> {
   const chain = createChain(options);
   const keySpace = keySpaceFor(valueBytes);
   try {
@@ -35,6 +35,11 @@ async function measureDabba(options: ChainOptions, seconds: number, valueBytes =
   } finally {
     await chain.close();
   }
+}
+
+/** The headline's dabba measurement (3 replicas, 100 B values, closed loop), for suites that compare against it. */
+export function measureHeadlineDabba(seconds: number): Promise<LoadReport> {
+  return measureDabba({ replicas: 3 }, seconds);
 }
 
 async function measureNaive(replicas: number, seconds: number): Promise<LoadReport> {

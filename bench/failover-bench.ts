@@ -14,11 +14,15 @@ export interface FailoverRow {
   reconfiguredAfterMs: number;
   writesPerSecondBefore: number;
   writesPerSecondAfter: number;
+  /** Writes acknowledged per `bucketMs`, the first bucket starting `startMs` from the crash (negative: before it). */
+  timeline: { bucketMs: number; startMs: number; acknowledged: number[] };
 }
 
 const CRASH_AT_MS = 2000;
 const RUN_MS = 4000;
 const SAMPLE_MS = 1;
+/** The timeline around the crash: 10 ms buckets from 200 ms before it to 500 ms after. */
+const TIMELINE = { bucketMs: 10, startMs: -200, endMs: 500 };
 
 export async function failover(env: Environment, log: (line: string) => void): Promise<FailoverRow[]> {
   const rows: FailoverRow[] = [];
@@ -58,12 +62,17 @@ export async function failover(env: Environment, log: (line: string) => void): P
         for (const [at, count] of samples) if (at <= time) value = count;
         return value;
       };
+      const acknowledged: number[] = [];
+      for (let start = TIMELINE.startMs; start < TIMELINE.endMs; start += TIMELINE.bucketMs) {
+        acknowledged.push(countAt(crashedAt + start + TIMELINE.bucketMs) - countAt(crashedAt + start));
+      }
       const row: FailoverRow = {
         role,
         stallMs,
         reconfiguredAfterMs: reconfiguredAt - crashedAt,
         writesPerSecondBefore: countAt(crashedAt) - countAt(crashedAt - 1000),
         writesPerSecondAfter: countAt(crashedAt + 1000) - countAt(crashedAt),
+        timeline: { bucketMs: TIMELINE.bucketMs, startMs: TIMELINE.startMs, acknowledged },
       };
       rows.push(row);
       log(`  ${role}: stall ${row.stallMs.toFixed(0)} ms, reconfigured after ${row.reconfiguredAfterMs.toFixed(1)} ms (run ${((performance.now() - started) / 1000).toFixed(1)} s)`);

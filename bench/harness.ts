@@ -5,7 +5,7 @@
 import { execFileSync } from 'node:child_process';
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 
 export interface Environment {
   date: string;
@@ -42,11 +42,16 @@ export function median(values: number[]): number {
   return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
 
-/** Appends one result as a JSON line, with the environment, to bench/results/ (or $DABBA_BENCH_RESULTS). */
+/** The ledger: bench/results/results.jsonl, or results.jsonl in $DABBA_BENCH_RESULTS. */
+export function resultsFile(): string {
+  return join(process.env.DABBA_BENCH_RESULTS ?? join(process.cwd(), 'bench', 'results'), 'results.jsonl');
+}
+
+/** Appends one result as a JSON line, with the environment, to the ledger. */
 export function record(suite: string, result: object, env: Environment): void {
-  const directory = process.env.DABBA_BENCH_RESULTS ?? join(process.cwd(), 'bench', 'results');
-  mkdirSync(directory, { recursive: true });
-  appendFileSync(join(directory, 'results.jsonl'), `${JSON.stringify({ suite, ...env, ...result })}\n`);
+  const file = resultsFile();
+  mkdirSync(dirname(file), { recursive: true });
+  appendFileSync(file, `${JSON.stringify({ suite, ...env, ...result })}\n`);
 }
 
 export function formatRate(perSecond: number): string {

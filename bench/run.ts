@@ -7,6 +7,8 @@ import { environment } from './harness.js';
 import { failover } from './failover-bench.js';
 import { joinBench } from './join-bench.js';
 import { micro } from './micro-bench.js';
+import { peers } from './peers-bench.js';
+import { openLoop } from './openloop-bench.js';
 import { threadCpu } from './thread-cpu.js';
 
 export interface BenchOptions {
@@ -27,10 +29,13 @@ export async function runBenchmarks(options: BenchOptions): Promise<Record<strin
   const wants = (suite: string): boolean => options.suites.includes(suite) || options.suites.includes('all');
   if (wants('micro')) results.micro = await micro(env, options.small);
   if (wants('headline')) results.headline = await headline(settings);
+  if (wants('openloop')) results.openloop = await openLoop(settings, options.small ? [0.25, 0.75] : [0.1, 0.25, 0.5, 0.75, 0.9]);
   if (wants('sweeps')) results.sweeps = await sweeps(settings, options.small);
   if (wants('soak')) results.soak = await soak(settings, options.soakSeconds);
   if (wants('failover')) results.failover = await failover(env, log);
   if (wants('join')) results.join = await joinBench(env, options.small ? [5_000] : [10_000, 100_000, 1_000_000], options.small ? 1 : options.runs, log);
+  // Each peer measurement starts and stops its own servers; --small keeps it to one short round.
+  if (wants('peers')) results.peers = await peers(options.small ? { ...settings, seconds: 0.5, runs: 1 } : settings);
   if (wants('cpu')) results.cpu = await threadCpu(env, options.seconds, options.small ? [1000] : [1000, 10_000, 100_000], log);
   return results;
 }

@@ -57,6 +57,8 @@ export interface ReplicaStats {
   rejectedFrames: number;
   /** The replica's operating-system thread id (Linux; 0 elsewhere), for per-thread CPU accounting. */
   osThreadId: number;
+  /** The replica's Node.js thread id (worker_threads.threadId): names its `--cpu-prof` file. */
+  threadId: number;
 }
 
 export interface ChainStats {
@@ -215,6 +217,7 @@ export class Chain extends EventEmitter {
       // Room for a joining replica and one more while a replaced one stops.
       maxThreads: count + JOIN_THREADS_SPARE,
       concurrentTasksPerWorker: 1,
+      ...(resolved.workerExecArgv === undefined ? {} : { execArgv: resolved.workerExecArgv }),
       idleTimeout: Number.POSITIVE_INFINITY,
       maxQueue: count + JOIN_THREADS_SPARE,
       name: 'default',
@@ -475,6 +478,7 @@ export class Chain extends EventEmitter {
           backpressureStalls: stat[ReplicaStat.backpressureStalls]!,
           rejectedFrames: stat[ReplicaStat.rejectedFrames]!,
           osThreadId: stat[ReplicaStat.osThreadId]!,
+          threadId: stat[ReplicaStat.threadId]!,
         };
       }),
       epoch: this.master.configuration.epoch,

@@ -49,6 +49,12 @@ export interface ChainOptions {
    * (default 1000). Crashes are detected at once; this catches hangs.
    */
   suspectAfterMs?: number;
+  /**
+   * Node.js flags for the replicas' worker threads (default: this process's, process.execArgv).
+   * `[]` keeps a main-thread profiler such as clinic, which preloads itself with `-r`, out of the
+   * workers, where its instrumentation would write into the main thread's files.
+   */
+  workerExecArgv?: string[];
 }
 
 export interface ResolvedOptions {
@@ -72,6 +78,7 @@ export interface ResolvedOptions {
   sleepTimeoutMs: number;
   closeTimeoutMs: number;
   suspectAfterMs: number;
+  workerExecArgv: string[] | undefined;
 }
 
 const MiB = 1024 * 1024;
@@ -167,7 +174,16 @@ export function resolveOptions(options: ChainOptions = {}): ResolvedOptions {
     sleepTimeoutMs: 50,
     closeTimeoutMs,
     suspectAfterMs,
+    workerExecArgv: stringList(options.workerExecArgv, 'workerExecArgv'),
   };
+}
+
+function stringList(value: unknown, name: string): string[] | undefined {
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value) || !value.every((item) => typeof item === 'string')) {
+    throw Object.assign(new TypeError(`${name} must be an array of strings`), { code: ErrorCode.invalidArgument });
+  }
+  return [...value];
 }
 
 export function closedError(): DabbaError {

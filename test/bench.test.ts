@@ -11,6 +11,8 @@ import type { HeadlineResult, SweepRow } from '../bench/chain-bench.js';
 import type { FailoverRow } from '../bench/failover-bench.js';
 import type { JoinRow } from '../bench/join-bench.js';
 import type { MicroRow } from '../bench/micro-bench.js';
+import type { PeersResult } from '../bench/peers-bench.js';
+import type { OpenLoopRow } from '../bench/openloop-bench.js';
 import type { ThreadCpuRow } from '../bench/thread-cpu.js';
 import { runBenchmarks } from '../bench/run.js';
 
@@ -33,6 +35,11 @@ test('every benchmark suite runs in its small setting and records its results', 
     const headlineResult = results.headline as HeadlineResult;
     assert.ok(headlineResult.dabbaWritesPerSecond > 0 && headlineResult.naiveWritesPerSecond > 0);
     assert.ok(headlineResult.halfLoad.p99Us > 0);
+    const openLoopRows = results.openloop as OpenLoopRow[];
+    assert.deepEqual(openLoopRows.map((row) => row.fraction), [0.25, 0.75]);
+    for (const row of openLoopRows) {
+      assert.ok(row.offeredPerSecond > 0 && row.achievedPerSecond > 0 && row.p50Us > 0 && row.p50Us <= row.p99Us && row.p99Us <= row.p999Us, JSON.stringify(row));
+    }
     const sweepRows = results.sweeps as SweepRow[];
     assert.deepEqual(new Set(sweepRows.map((row) => row.dimension)), new Set(['replicas', 'batch', 'value']));
     assert.ok(sweepRows.every((row) => row.writesPerSecond > 0));
@@ -49,6 +56,11 @@ test('every benchmark suite runs in its small setting and records its results', 
       assert.ok(roles.includes(role), `CPU attributed to ${role}: ${roles.join(', ')}`);
     }
     assert.ok(cpuRows[0]!.nsPerWrite.total! > 0);
+    // CI runs as root, so the peers' servers (redis-server, etcd) are installed on demand and none is skipped.
+    const peersResult = results.peers as PeersResult;
+    assert.deepEqual(peersResult.skipped, []);
+    assert.deepEqual(peersResult.rows.map((row) => row.peer), ['dabba', 'redis replicated', 'redis unreplicated', 'etcd']);
+    for (const row of peersResult.rows) assert.ok(row.writesPerSecond > 0 && row.dabbaRatio > 0, JSON.stringify(row));
     const ledger = readFileSync(join(directory, 'results.jsonl'), 'utf8').trim().split('\n').map((line) => JSON.parse(line));
     assert.ok(ledger.length >= microResult.rows.length + 1 + sweepRows.length + 1);
     for (const entry of ledger) {

@@ -96,8 +96,10 @@ export const ReplicaStat = {
   joinCaughtUp: 15,
   /** The epoch in which a tail handing over to its joiner has had everything acknowledged by it (else 0). */
   handoffReadyEpoch: 16,
+  /** The worker's Node.js thread id (worker_threads.threadId). */
+  threadId: 17,
 } as const;
-export const REPLICA_STAT_COUNT = 17;
+export const REPLICA_STAT_COUNT = 18;
 
 export type ControlRequest =
   | { type: 'digest'; requestId: number }

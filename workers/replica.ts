@@ -7,7 +7,7 @@
  * node's Ready. When nothing moved, the thread spins briefly and then sleeps on its doorbell.
  */
 import { readFileSync } from 'node:fs';
-import { receiveMessageOnPort } from 'node:worker_threads';
+import { receiveMessageOnPort, threadId } from 'node:worker_threads';
 import { ChainNode, type Ready } from '../native-free-core/chain/node.js';
 import { SpscRing } from '../native-free-core/ring.js';
 import { Store } from '../native-free-core/store.js';
@@ -99,6 +99,7 @@ class ReplicaDriver {
 
   run(): void {
     this.stats[ReplicaStat.osThreadId] = osThreadId();
+    this.stats[ReplicaStat.threadId] = threadId;
     const { spinIterations, sleepTimeoutMs } = this.task.limits;
     while (!this.stopped) {
       const moved = this.iterate();

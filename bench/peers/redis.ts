@@ -1,0 +1,191 @@
+/**
+ * Redis as a peer: a primary with two replicas, where a write counts once `WAIT 2 0` says both
+ * replicas have it (the closest Redis comes to dabba's "acknowledged by the tail"), and a single
+ * unreplicated primary driven by redis-benchmark (an upper bound for Redis on this machine).
+ */
+import { execFile } from 'node:child_process';
+import { createHistogram, performance } from 'node:perf_hooks';
+import { promisify } from 'node:util';
+import { createClient } from 'redis';
+import { makeKeys, makeValue } from '../../src/load.js';
+import { ensureBinary, freePorts, LocalServers, waitUntilReady, type StartedServer } from './servers.js';
+
+const execFileAsync = promisify(execFile);
+const HOST = '127.0.0.1';
+const DEBIAN_PACKAGE = 'redis-server';
+const WARMUP_MS = 500;
+
+export interface PeerReport {
+  writesPerSecond: number;
+  p50Us: number;
+  p99Us: number;
+}
+
+export interface RedisReplicatedOptions {
+  seconds: number;
+  valueBytes?: number;
+  keySpace?: number;
+  /** SETs pipelined before each WAIT (default 2048, like dabba's write window). */
+  window?: number;
+}
+
+const newClient = (port: number) =>
+  createClient({
+    socket: { host: HOST, port, reconnectStrategy: false },
+    // node-redis arms a 5 s AbortSignal timer per command by default: that costs ~5x the CPU of a
+    // pipelined SET, and would abort a `WAIT 2 0` that blocks longer. RESP2 is what redis-benchmark speaks.
+    commandOptions: { timeout: 0 },
+    RESP: 2,
+  });
+type RedisClient = ReturnType<typeof newClient>;
+
+async function connect(port: number): Promise<RedisClient> {
+  const client = newClient(port);
+  // Without a listener a refused connection would be an uncaught 'error' event.
+  client.on('error', () => {});
+  await client.connect();
+  return client;
+}
+
+async function withClient<T>(port: number, use: (client: RedisClient) => Promise<T>): Promise<T> {
+  const client = await connect(port);
+  try {
+    return await use(client);
+  } finally {
+    client.destroy();
+  }
+}
+
+function startRedis(servers: LocalServers, binary: string, name: string, port: number, extraArgs: string[] = []): StartedServer {
+  return servers.start(name, binary, [
+    '--bind', HOST,
+    '--port', String(port),
+    '--save', '',
+    '--appendonly', 'no',
+    '--dir', servers.dataDir(name),
+    // Redis 7 waits 5 s by default before a diskless full sync, to batch replicas: start at once.
+    '--repl-diskless-sync-delay', '0',
+    ...extraArgs,
+  ]);
+}
+
+const infoField = (info: string, field: string): string | undefined => new RegExp(`^${field}:(\\S+)`, 'm').exec(info)?.[1];
+
+/** Starts a primary and two replicas and returns once both replicas are linked and in sync. */
+async function startReplicatedRedis(servers: LocalServers): Promise<number> {
+  const binary = await ensureBinary('redis-server', DEBIAN_PACKAGE);
+  const [primaryPort, ...replicaPorts] = await freePorts(3);
+  const started = [startRedis(servers, binary, 'primary', primaryPort!)];
+  for (const [index, port] of replicaPorts.entries()) {
+    started.push(startRedis(servers, binary, `replica-${index + 1}`, port, ['--replicaof', HOST, String(primaryPort)]));
+  }
+  await waitUntilReady(
+    'the Redis primary to have 2 replicas with their links up',
+    async () => {
+      const primary = await withClient(primaryPort!, (client) => client.info('replication'));
+      if (infoField(primary, 'connected_slaves') !== '2') return false;
+      for (const port of replicaPorts) {
+        const replica = await withClient(port, (client) => client.info('replication'));
+        if (infoField(replica, 'master_link_status') !== 'up') return false;
+      }
+      return true;
+    },
+    started,
+  );
+  return primaryPort!;
+}
+
+/**
+ * 2 connections to the primary (like dabba's 2 writers), each pipelining `window` SETs and then
+ * `WAIT 2 0`; a window's writes count when its WAIT returns 2. Latency is per window, from its first
+ * SET to its WAIT's reply.
+ */
+export async function redisReplicated(options: RedisReplicatedOptions): Promise<PeerReport> {
+  const valueBytes = options.valueBytes ?? 100;
+  const keySpace = options.keySpace ?? 100_000;
+  const window = options.window ?? 2048;
+  const servers = new LocalServers('redis');
+  const clients: RedisClient[] = [];
+  try {
+    const primaryPort = await startReplicatedRedis(servers);
+    for (let index = 0; index < 2; index++) clients.push(await connect(primaryPort));
+    const keys = makeKeys(keySpace, 16);
+    const value = Buffer.from(makeValue(valueBytes));
+
+    const drive = async (durationMs: number): Promise<PeerReport> => {
+      const histogram = createHistogram();
+      let writes = 0;
+      let running = true;
+      const writer = async (client: RedisClient, writerIndex: number): Promise<void> => {
+        let cursor = (writerIndex * 7919) % keySpace;
+        const sets = new Array<Promise<unknown>>(window);
+        while (running) {
+          const issued = performance.now();
+          // Commands issued in one tick go out as one pipeline.
+          for (let index = 0; index < window; index++) {
+            sets[index] = client.set(keys[cursor]!, value);
+            if (++cursor === keySpace) cursor = 0;
+          }
+          const replicas = await client.wait(2, 0);
+          await Promise.all(sets);
+          if (replicas !== 2) throw new Error(`WAIT 2 0 returned ${replicas}`);
+          histogram.record(Math.max(1, Math.round((performance.now() - issued) * 1000)));
+          writes += window;
+        }
+      };
+      const started = performance.now();
+      const stopTimer = setTimeout(() => (running = false), durationMs);
+      try {
+        await Promise.all(clients.map(writer));
+      } finally {
+        running = false;
+        clearTimeout(stopTimer);
+      }
+      const seconds = (performance.now() - started) / 1000;
+      return { writesPerSecond: writes / seconds, p50Us: histogram.percentile(50), p99Us: histogram.percentile(99) };
+    };
+
+    await drive(WARMUP_MS);
+    return await drive(options.seconds * 1000);
+  } finally {
+    for (const client of clients) client.destroy();
+    await servers.stop();
+  }
+}
+
+export interface RedisUnreplicatedReport {
+  writesPerSecond: number;
+  /** redis-benchmark's p50 per pipeline of 1000 SETs (it prints no p99 with -q). */
+  p50Us: number | undefined;
+  requests: number;
+}
+
+/** Runs `redis-benchmark -t set -P 1000 -q` and parses "SET: <n> requests per second[, p50=<ms> msec]". */
+async function redisBenchmarkSet(binary: string, port: number, valueBytes: number, requests: number): Promise<{ rate: number; p50Us: number | undefined }> {
+  const { stdout } = await execFileAsync(binary, ['-h', HOST, '-p', String(port), '-t', 'set', '-d', String(valueBytes), '-P', '1000', '-n', String(requests), '-q']);
+  // Progress updates are separated by \r; the summary is the last match.
+  const matches = [...stdout.matchAll(/SET: ([\d.]+) requests per second(?:, p50=([\d.]+) msec)?/g)];
+  const last = matches.at(-1);
+  if (last === undefined) throw new Error(`could not parse redis-benchmark output: ${JSON.stringify(stdout.slice(-500))}`);
+  return { rate: Number(last[1]), p50Us: last[2] === undefined ? undefined : Math.round(Number(last[2]) * 1000) };
+}
+
+/** A single primary, no replicas, driven by redis-benchmark with pipelines of 1000 SETs. */
+export async function redisUnreplicated(options: { seconds: number; valueBytes?: number }): Promise<RedisUnreplicatedReport> {
+  const valueBytes = options.valueBytes ?? 100;
+  const serverBinary = await ensureBinary('redis-server', DEBIAN_PACKAGE);
+  const benchmarkBinary = await ensureBinary('redis-benchmark', DEBIAN_PACKAGE);
+  const servers = new LocalServers('redis');
+  try {
+    const [port] = await freePorts(1);
+    const primary = startRedis(servers, serverBinary, 'primary', port!);
+    await waitUntilReady('the Redis server to answer PING', async () => (await withClient(port!, (client) => client.ping())) === 'PONG', [primary]);
+    // A short calibration run (it doubles as warm-up) sizes -n so the measured run lasts about `seconds`.
+    const calibration = await redisBenchmarkSet(benchmarkBinary, port!, valueBytes, 100_000);
+    const requests = Math.max(100_000, Math.round((calibration.rate * options.seconds) / 1000) * 1000);
+    const measured = await redisBenchmarkSet(benchmarkBinary, port!, valueBytes, requests);
+    return { writesPerSecond: measured.rate, p50Us: measured.p50Us, requests };
+  } finally {
+    await servers.stop();
+  }
+}

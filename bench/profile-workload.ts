@@ -1,0 +1,35 @@
+/**
+ * The workload the profiling recipes run (`npm run profile:*`): the headline's chain (3 replicas,
+ * 100 B values, 100k keys, closed loop through put()) for --seconds, then a clean exit, which
+ * clinic needs. With DABBA_PROFILE_DIR set it also writes threads.json there: which Node.js thread
+ * id is which replica, so per-thread profiles can be named.
+ *
+ *   node dist/bench/profile-workload.js [--seconds S] [--replicas N] [--main-thread-only]
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { createChain } from '../src/index.js';
+import { runClosedLoop } from '../src/load.js';
+import { formatRate } from './harness.js';
+
+const { values } = parseArgs({
+  options: { seconds: { type: 'string' }, replicas: { type: 'string' }, 'main-thread-only': { type: 'boolean' } },
+});
+const seconds = Number(values.seconds ?? 10);
+const replicas = Number(values.replicas ?? 3);
+
+// Under clinic: its preloaded instrumentation must stay on the main thread (see workerExecArgv).
+const chain = createChain({ replicas, ...(values['main-thread-only'] ? { workerExecArgv: [] } : {}) });
+try {
+  const report = await runClosedLoop(chain, { durationMs: seconds * 1000 });
+  const directory = process.env.DABBA_PROFILE_DIR;
+  if (directory !== undefined) {
+    const threads: Record<string, string> = { '0': 'main (client)' };
+    for (const replica of chain.stats().replicas) threads[String(replica.threadId)] = `replica ${replica.id} (${replica.role})`;
+    writeFileSync(join(directory, 'threads.json'), `${JSON.stringify(threads, null, 2)}\n`);
+  }
+  process.stdout.write(`profile workload: ${replicas} replicas, ${formatRate(report.writes / report.seconds)} over ${report.seconds.toFixed(1)} s\n`);
+} finally {
+  await chain.close();
+}
