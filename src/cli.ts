@@ -2,6 +2,7 @@
 /**
  * The dabba command line.
  *   dabba demo [--replicas N] [--seconds S] [--value-bytes B] [--readers R]
+ *   dabba bench [scenario flags] (see usage)
  */
 import { parseArgs } from 'node:util';
 import { runDemo } from './demo.js';
@@ -11,6 +12,14 @@ const usage = `usage: dabba <command> [options]
 commands:
   demo    run a replicated chain in this process under load and print a report
           --replicas N (3)  --seconds S (10)  --value-bytes B (100)  --readers R (1)
+  bench   measure one scenario on an in-process chain, optionally beside peers
+          --replicas N (3, 1-5)    --value-size B (100, up to 65536)   --key-space N (100000)
+          --batch N (adaptive)     --linger US                         --in-flight-batches N
+          --read-ratio R (0)       --clients N (2)  --window N (2048 in flight per client)
+          --seconds S (5)          --runs N (1; medians)
+          --rate W (open loop at W writes/s; default closed loop)
+          --peers naive,redis,etcd (same load, same run; redis/etcd are started on loopback)
+          --json (one JSON object on stdout instead of the table)
 `;
 
 function positiveInteger(text: string | undefined, name: string, fallback: number): number {
@@ -41,6 +50,52 @@ async function main(argv: string[]): Promise<number> {
       });
       return ok ? 0 : 1;
     }
+    case 'bench': {
+      const { values } = parseArgs({
+        args: rest,
+        options: {
+          replicas: { type: 'string' },
+          'value-size': { type: 'string' },
+          'key-space': { type: 'string' },
+          batch: { type: 'string' },
+          linger: { type: 'string' },
+          'in-flight-batches': { type: 'string' },
+          'read-ratio': { type: 'string' },
+          clients: { type: 'string' },
+          window: { type: 'string' },
+          seconds: { type: 'string' },
+          runs: { type: 'string' },
+          rate: { type: 'string' },
+          peers: { type: 'string' },
+          json: { type: 'boolean' },
+        },
+      });
+      // The benchmark harness ships in dist/bench; loaded only for this command.
+      const { runScenario, SCENARIO_DEFAULTS } = await import('../bench/scenario.js');
+      const optional = (text: string | undefined, name: string): number | undefined =>
+        text === undefined ? undefined : positiveInteger(text, name, 0);
+      const peers = (values.peers ?? '').split(',').filter((peer) => peer !== '');
+      for (const peer of peers) {
+        if (!['naive', 'redis', 'etcd'].includes(peer)) throw new RangeError(`--peers: unknown peer ${peer} (naive, redis, etcd)`);
+      }
+      await runScenario({
+        replicas: positiveInteger(values.replicas, 'replicas', SCENARIO_DEFAULTS.replicas),
+        valueBytes: positiveInteger(values['value-size'], 'value-size', SCENARIO_DEFAULTS.valueBytes),
+        keySpace: positiveInteger(values['key-space'], 'key-space', SCENARIO_DEFAULTS.keySpace),
+        batchWrites: optional(values.batch, 'batch'),
+        lingerUs: optional(values.linger, 'linger'),
+        batchesInFlight: optional(values['in-flight-batches'], 'in-flight-batches'),
+        readRatio: values['read-ratio'] === undefined ? 0 : Number(values['read-ratio']),
+        clients: positiveInteger(values.clients, 'clients', SCENARIO_DEFAULTS.clients),
+        window: positiveInteger(values.window, 'window', SCENARIO_DEFAULTS.window),
+        seconds: values.seconds === undefined ? SCENARIO_DEFAULTS.seconds : Number(values.seconds),
+        runs: positiveInteger(values.runs, 'runs', SCENARIO_DEFAULTS.runs),
+        rate: optional(values.rate, 'rate'),
+        peers: peers as Array<'naive' | 'redis' | 'etcd'>,
+        json: values.json ?? false,
+      });
+      return 0;
+    }
     case 'help':
     case '--help':
     case '-h':
@@ -57,6 +112,12 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (error: unknown) => {
+    // Bad flags get their message, not a stack trace.
+    if (error instanceof RangeError || error instanceof TypeError) {
+      process.stderr.write(`dabba: ${error.message}\n`);
+      process.exitCode = 2;
+      return;
+    }
     process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
     process.exitCode = 1;
   },

@@ -1,0 +1,315 @@
+/**
+ * `dabba bench`: one configurable scenario against an in-process chain, optionally with peers
+ * measured the same way in the same run. Closed loop (maximum throughput: each client keeps a
+ * window of operations in flight) or open loop (a fixed write rate, latency from each write's
+ * intended start, so stalls are not hidden). Prints a live progress line, then a table; --json
+ * prints one JSON object instead.
+ */
+import { createHistogram } from 'node:perf_hooks';
+import { createChain, type ChainOptions } from '../src/index.js';
+import { makeKeys, makeValue, runOpenLoop, type LoadTarget } from '../src/load.js';
+import { environment, formatRate, median, printTable, record } from './harness.js';
+import { NaiveChain } from './naive-chain.js';
+import { etcdCluster } from './peers/etcd.js';
+import { redisReplicated } from './peers/redis.js';
+import { MissingBinaryError } from './peers/servers.js';
+
+export type PeerChoice = 'naive' | 'redis' | 'etcd';
+
+export interface ScenarioOptions {
+  replicas: number;
+  valueBytes: number;
+  keySpace: number;
+  /** Writes per batch; undefined = the engine's adaptive batching with its default maximum. */
+  batchWrites: number | undefined;
+  lingerUs: number | undefined;
+  /** Batches in flight before a partial batch waits (adaptive batching). */
+  batchesInFlight: number | undefined;
+  /** Fraction of operations that are reads (closed loop only). */
+  readRatio: number;
+  clients: number;
+  /** Operations each client keeps in flight (closed loop). */
+  window: number;
+  seconds: number;
+  /** Open loop at this many writes/s; undefined = closed loop. */
+  rate: number | undefined;
+  runs: number;
+  peers: PeerChoice[];
+  json: boolean;
+}
+
+export interface ScenarioRow {
+  system: string;
+  opsPerSecond: number;
+  writesPerSecond: number;
+  readsPerSecond: number;
+  p50Us: number;
+  p99Us: number;
+  p999Us: number;
+  runs: number[];
+}
+
+interface Measurement {
+  opsPerSecond: number;
+  writesPerSecond: number;
+  readsPerSecond: number;
+  p50Us: number;
+  p99Us: number;
+  p999Us: number;
+}
+
+type Target = LoadTarget;
+
+const WARMUP_MS = 1000;
+
+export async function runScenario(options: ScenarioOptions, out: typeof process.stdout = process.stdout): Promise<ScenarioRow[]> {
+  validate(options);
+  const env = environment();
+  const progress = options.json ? () => {} : progressLine();
+  const systems: Array<{ name: string; measure: () => Promise<Measurement> }> = [
+    { name: `dabba (${options.replicas} replicas)`, measure: () => measureDabba(options, progress) },
+  ];
+  for (const peer of options.peers) systems.push(peerSystem(peer, options, progress));
+
+  const measured = new Map<string, Measurement[]>();
+  const skipped: string[] = [];
+  for (let run = 1; run <= options.runs; run++) {
+    for (const system of systems) {
+      if (skipped.includes(system.name)) continue;
+      try {
+        const result = await system.measure();
+        measured.set(system.name, [...(measured.get(system.name) ?? []), result]);
+      } catch (error) {
+        if (!(error instanceof MissingBinaryError)) throw error;
+        skipped.push(system.name);
+        process.stderr.write(`skipping ${system.name}: ${error.binary} is missing (install: ${error.installCommand})\n`);
+      }
+    }
+  }
+  progress(null);
+
+  const rows: ScenarioRow[] = [...measured.entries()].map(([system, results]) => ({
+    system,
+    opsPerSecond: median(results.map((result) => result.opsPerSecond)),
+    writesPerSecond: median(results.map((result) => result.writesPerSecond)),
+    readsPerSecond: median(results.map((result) => result.readsPerSecond)),
+    p50Us: median(results.map((result) => result.p50Us)),
+    p99Us: median(results.map((result) => result.p99Us)),
+    p999Us: median(results.map((result) => result.p999Us)),
+    runs: results.map((result) => result.opsPerSecond),
+  }));
+  for (const row of rows) record('scenario', { ...options, ...row }, env);
+  if (options.json) {
+    out.write(`${JSON.stringify({ environment: env, options, rows, skipped })}\n`);
+    return rows;
+  }
+  const dabba = rows[0]!.opsPerSecond;
+  const mode = options.rate === undefined ? `closed loop, ${options.clients} clients x ${options.window} in flight` : `open loop at ${formatRate(options.rate)}`;
+  printTable(
+    `${mode}, ${options.valueBytes} B values, ${Math.round(options.readRatio * 100)}% reads, ${options.seconds} s x ${options.runs} run(s); medians`,
+    ['system', 'ops/s', 'writes/s', 'reads/s', 'p50', 'p99', 'p99.9', 'dabba/this'],
+    rows.map((row) => [
+      row.system,
+      formatRate(row.opsPerSecond),
+      formatRate(row.writesPerSecond),
+      formatRate(row.readsPerSecond),
+      `${row.p50Us} us`,
+      `${row.p99Us} us`,
+      `${row.p999Us} us`,
+      `${(dabba / row.opsPerSecond).toFixed(2)}x`,
+    ]),
+    out,
+  );
+  return rows;
+}
+
+function validate(options: ScenarioOptions): void {
+  const check = (ok: boolean, message: string): void => {
+    if (!ok) throw new RangeError(message);
+  };
+  check(Number.isInteger(options.replicas) && options.replicas >= 1 && options.replicas <= 5, '--replicas must be 1 to 5');
+  check(Number.isInteger(options.valueBytes) && options.valueBytes >= 1 && options.valueBytes <= 64 * 1024, '--value-size must be 1 B to 64 KiB');
+  check(options.readRatio >= 0 && options.readRatio <= 1, '--read-ratio must be between 0 and 1');
+  check(options.rate === undefined || options.readRatio === 0, '--rate (open loop) drives writes only: leave --read-ratio at 0');
+  check(options.rate === undefined || options.rate > 0, '--rate must be positive');
+  check(Number.isInteger(options.clients) && options.clients >= 1, '--clients must be a positive integer');
+  check(Number.isInteger(options.window) && options.window >= 1, '--window must be a positive integer');
+  check(options.seconds > 0 && options.runs >= 1, '--seconds and --runs must be positive');
+}
+
+function chainOptions(options: ScenarioOptions): ChainOptions {
+  // Big values need big rings: a batch must fit in half a ring.
+  const ringBytes = Math.max(8 * 1024 * 1024, 2 ** Math.ceil(Math.log2(options.valueBytes * 64 * 4)));
+  return {
+    replicas: options.replicas,
+    ringBytes,
+    batch: {
+      ...(options.batchWrites === undefined ? {} : { maxWrites: options.batchWrites }),
+      ...(options.lingerUs === undefined ? {} : { lingerUs: options.lingerUs }),
+      ...(options.batchesInFlight === undefined ? {} : { maxInFlight: options.batchesInFlight }),
+    },
+  };
+}
+
+async function measureDabba(options: ScenarioOptions, progress: Progress): Promise<Measurement> {
+  const chain = createChain(chainOptions(options));
+  try {
+    return await measureTarget(chain, options, `dabba`, progress);
+  } finally {
+    await chain.close();
+  }
+}
+
+function peerSystem(peer: PeerChoice, options: ScenarioOptions, progress: Progress): { name: string; measure: () => Promise<Measurement> } {
+  const noReads = (what: string): void => {
+    if (options.readRatio > 0 || options.rate !== undefined) throw new RangeError(`--peers ${what} runs closed-loop writes only (no --read-ratio, no --rate)`);
+  };
+  switch (peer) {
+    case 'naive':
+      if (options.readRatio > 0) throw new RangeError('--peers naive serves writes only (no --read-ratio)');
+      return {
+        name: `naive postMessage chain (${options.replicas})`,
+        measure: async () => {
+          const chain = new NaiveChain(options.replicas);
+          try {
+            return await measureTarget(chain, options, 'naive', progress);
+          } finally {
+            await chain.close();
+          }
+        },
+      };
+    case 'redis':
+      noReads('redis');
+      return {
+        name: 'redis + 2 replicas, WAIT 2 0',
+        measure: async () => asMeasurement(await redisReplicated({ seconds: options.seconds, valueBytes: options.valueBytes, keySpace: options.keySpace, window: options.window })),
+      };
+    case 'etcd':
+      noReads('etcd');
+      return {
+        name: 'etcd, 3 members (fsyncs)',
+        measure: async () =>
+          asMeasurement(await etcdCluster({ seconds: options.seconds, valueBytes: options.valueBytes, keySpace: options.keySpace, concurrency: Math.min(options.window * options.clients, 4096) })),
+      };
+  }
+}
+
+function asMeasurement(report: { writesPerSecond: number; p50Us: number; p99Us: number }): Measurement {
+  return { opsPerSecond: report.writesPerSecond, writesPerSecond: report.writesPerSecond, readsPerSecond: 0, p50Us: report.p50Us, p99Us: report.p99Us, p999Us: Number.NaN };
+}
+
+async function measureTarget(target: Target, options: ScenarioOptions, label: string, progress: Progress): Promise<Measurement> {
+  if (options.rate !== undefined) {
+    await runOpenLoop(target, { ratePerSecond: options.rate, durationMs: WARMUP_MS, keySpace: options.keySpace, valueBytes: options.valueBytes });
+    progress(`${label}: open loop at ${formatRate(options.rate)} for ${options.seconds} s`);
+    const report = await runOpenLoop(target, { ratePerSecond: options.rate, durationMs: options.seconds * 1000, keySpace: options.keySpace, valueBytes: options.valueBytes });
+    const { p50, p99, p999 } = report.latencyUs;
+    return { opsPerSecond: report.achievedPerSecond, writesPerSecond: report.achievedPerSecond, readsPerSecond: 0, p50Us: p50, p99Us: p99, p999Us: p999 };
+  }
+  await runMixedLoop(target, options, WARMUP_MS, () => {});
+  return runMixedLoop(target, options, options.seconds * 1000, (elapsed, writes, reads) =>
+    progress(`${label}: ${(elapsed / 1000).toFixed(0)} s  ${formatRate(writes)} writes  ${formatRate(reads)} reads`),
+  );
+}
+
+/**
+ * Closed loop with a read ratio: each client issues a window of operations (reads spread evenly
+ * among them at the given ratio), waits for the window's last, and goes on. Latency is sampled on
+ * one operation in 64, from issue to completion.
+ */
+async function runMixedLoop(
+  target: Target,
+  options: ScenarioOptions,
+  durationMs: number,
+  onSecond: (elapsedMs: number, writesPerSecond: number, readsPerSecond: number) => void,
+): Promise<Measurement> {
+  const keys = makeKeys(options.keySpace, 16);
+  const value = makeValue(options.valueBytes);
+  const histogram = createHistogram();
+  const get = target.get?.bind(target);
+  if (options.readRatio > 0 && get === undefined) throw new RangeError('this system cannot serve reads');
+  let writes = 0;
+  let reads = 0;
+  let running = true;
+  const started = performance.now();
+  const client = async (index: number): Promise<void> => {
+    let cursor = (index * 7919) % options.keySpace;
+    let readCredit = 0;
+    while (running) {
+      let last: Promise<unknown> = Promise.resolve();
+      let windowReads = 0;
+      for (let op = 0; op < options.window; op++) {
+        readCredit += options.readRatio;
+        const key = keys[cursor]!;
+        if (++cursor === options.keySpace) cursor = 0;
+        if (readCredit >= 1) {
+          readCredit -= 1;
+          windowReads++;
+          last = get!(key);
+        } else {
+          last = target.put(key, value);
+        }
+        if (op % 64 === 0) {
+          const issued = performance.now();
+          last.then(() => histogram.record(Math.max(1, Math.round((performance.now() - issued) * 1000))));
+        }
+      }
+      await last;
+      reads += windowReads;
+      writes += options.window - windowReads;
+    }
+  };
+  let previous = { at: started, writes: 0, reads: 0 };
+  const ticker = setInterval(() => {
+    const now = performance.now();
+    const seconds = (now - previous.at) / 1000;
+    onSecond(now - started, (writes - previous.writes) / seconds, (reads - previous.reads) / seconds);
+    previous = { at: now, writes, reads };
+  }, 1000);
+  const stop = setTimeout(() => (running = false), durationMs);
+  await Promise.all(Array.from({ length: options.clients }, (_, index) => client(index)));
+  clearTimeout(stop);
+  clearInterval(ticker);
+  const seconds = (performance.now() - started) / 1000;
+  return {
+    opsPerSecond: (writes + reads) / seconds,
+    writesPerSecond: writes / seconds,
+    readsPerSecond: reads / seconds,
+    p50Us: histogram.percentile(50),
+    p99Us: histogram.percentile(99),
+    p999Us: histogram.percentile(99.9),
+  };
+}
+
+type Progress = (line: string | null) => void;
+
+/** One status line, rewritten in place on a terminal (one line per update elsewhere); null ends it. */
+function progressLine(): Progress {
+  const tty = process.stderr.isTTY === true;
+  let shown = false;
+  return (line) => {
+    if (line === null) {
+      if (shown && tty) process.stderr.write('\n');
+      return;
+    }
+    shown = true;
+    process.stderr.write(tty ? `\r\x1b[2K${line}` : `${line}\n`);
+  };
+}
+
+export const SCENARIO_DEFAULTS: ScenarioOptions = {
+  replicas: 3,
+  valueBytes: 100,
+  keySpace: 100_000,
+  batchWrites: undefined,
+  lingerUs: undefined,
+  batchesInFlight: undefined,
+  readRatio: 0,
+  clients: 2,
+  window: 2048,
+  seconds: 5,
+  rate: undefined,
+  runs: 1,
+  peers: [],
+  json: false,
+};

@@ -1,0 +1,63 @@
+/**
+ * `dabba bench`: a scenario from flags, a summary as JSON for machines, peers side by side, and
+ * clear errors for bad flags. Short runs of the compiled CLI, as a user would call it.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+
+async function bench(args: string[]): Promise<{ stdout: string; stderr: string }> {
+  const results = mkdtempSync(join(tmpdir(), 'dabba-cli-bench-'));
+  try {
+    return await run(process.execPath, ['dist/src/cli.js', 'bench', ...args], { timeout: 180_000, env: { ...process.env, DABBA_BENCH_RESULTS: results } });
+  } finally {
+    rmSync(results, { recursive: true, force: true });
+  }
+}
+
+test('closed loop with reads, beside the naive chain, as JSON', async () => {
+  const { stdout } = await bench(['--seconds', '0.4', '--replicas', '2', '--read-ratio', '0.5', '--json']);
+  const summary = JSON.parse(stdout);
+  const [dabba] = summary.rows;
+  assert.equal(dabba.system, 'dabba (2 replicas)');
+  assert.ok(dabba.writesPerSecond > 0 && dabba.readsPerSecond > 0);
+  const readShare = dabba.readsPerSecond / dabba.opsPerSecond;
+  assert.ok(Math.abs(readShare - 0.5) < 0.05, `read share ${readShare}`);
+  assert.ok(dabba.p99Us >= dabba.p50Us && dabba.p50Us > 0);
+  assert.equal(summary.environment.cores > 0, true);
+
+  const side = JSON.parse((await bench(['--seconds', '0.4', '--peers', 'naive', '--json'])).stdout);
+  assert.deepEqual(
+    side.rows.map((row: { system: string }) => row.system),
+    ['dabba (3 replicas)', 'naive postMessage chain (3)'],
+  );
+  assert.ok(side.rows.every((row: { opsPerSecond: number }) => row.opsPerSecond > 0));
+});
+
+test('open loop at a fixed rate prints a table with latency percentiles', async () => {
+  const { stdout } = await bench(['--seconds', '0.5', '--rate', '20000', '--batch', '64', '--linger', '200']);
+  assert.match(stdout, /open loop at 20\.0 k\/s/);
+  assert.match(stdout, /dabba \(3 replicas\)\s+[\d.]+ k\/s/);
+  assert.match(stdout, /\d+ us\s+\d+ us\s+\d+ us\s+1\.00x/);
+});
+
+test('bad flags are refused with a message and exit code 2', async () => {
+  for (const [args, message] of [
+    [['--replicas', '9'], /--replicas must be 1 to 5/],
+    [['--value-size', '100000'], /--value-size must be 1 B to 64 KiB/],
+    [['--peers', 'mysql'], /unknown peer mysql/],
+    [['--rate', '1000', '--read-ratio', '0.5'], /open loop\) drives writes only/],
+  ] as const) {
+    await assert.rejects(bench([...args]), (error: { code: number; stderr: string }) => {
+      assert.equal(error.code, 2);
+      assert.match(error.stderr, message);
+      return true;
+    });
+  }
+});
