@@ -50,7 +50,7 @@ const contenders: Contender[] = [
   },
   {
     peer: 'redis replicated',
-    setup: 'primary + 2 replicas, 2 conns x 2048 SETs + WAIT 2 0',
+    setup: 'primary + 2 replicas, 2 conns x 2048 pipelined SETs + WAIT 2 0',
     measure: (seconds) => redisReplicated({ seconds, valueBytes: VALUE_BYTES, keySpace: KEY_SPACE }),
   },
   {

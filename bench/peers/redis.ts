@@ -8,6 +8,7 @@ import { createHistogram, performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
 import { createClient } from 'redis';
 import { makeKeys, makeValue } from '../../src/load.js';
+import { RespPipeline, respCommand } from './resp-pipeline.js';
 import { ensureBinary, freePorts, LocalServers, waitUntilReady, type StartedServer } from './servers.js';
 
 const execFileAsync = promisify(execFile);
@@ -105,30 +106,32 @@ export async function redisReplicated(options: RedisReplicatedOptions): Promise<
   const keySpace = options.keySpace ?? 100_000;
   const window = options.window ?? 2048;
   const servers = new LocalServers('redis');
-  const clients: RedisClient[] = [];
+  const pipelines: RespPipeline[] = [];
   try {
     const primaryPort = await startReplicatedRedis(servers);
-    for (let index = 0; index < 2; index++) clients.push(await connect(primaryPort));
+    for (let index = 0; index < 2; index++) pipelines.push(await RespPipeline.open(HOST, primaryPort));
+    // Every SET of the key space, encoded once: a window is a slice of them plus one WAIT.
     const keys = makeKeys(keySpace, 16);
-    const value = Buffer.from(makeValue(valueBytes));
+    const value = makeValue(valueBytes);
+    const sets = keys.map((key) => respCommand(['SET', key, value]));
+    const waitForReplicas = respCommand(['WAIT', '2', '0']);
 
     const drive = async (durationMs: number): Promise<PeerReport> => {
       const histogram = createHistogram();
       let writes = 0;
       let running = true;
-      const writer = async (client: RedisClient, writerIndex: number): Promise<void> => {
+      const writer = async (pipeline: RespPipeline, writerIndex: number): Promise<void> => {
         let cursor = (writerIndex * 7919) % keySpace;
-        const sets = new Array<Promise<unknown>>(window);
+        const commands = new Array<Buffer>(window + 1);
         while (running) {
           const issued = performance.now();
-          // Commands issued in one tick go out as one pipeline.
           for (let index = 0; index < window; index++) {
-            sets[index] = client.set(keys[cursor]!, value);
+            commands[index] = sets[cursor]!;
             if (++cursor === keySpace) cursor = 0;
           }
-          const replicas = await client.wait(2, 0);
-          await Promise.all(sets);
-          if (replicas !== 2) throw new Error(`WAIT 2 0 returned ${replicas}`);
+          commands[window] = waitForReplicas;
+          const replicas = await pipeline.send(Buffer.concat(commands), window + 1);
+          if (replicas !== ':2') throw new Error(`WAIT 2 0 returned ${replicas}`);
           histogram.record(Math.max(1, Math.round((performance.now() - issued) * 1000)));
           writes += window;
         }
@@ -136,7 +139,7 @@ export async function redisReplicated(options: RedisReplicatedOptions): Promise<
       const started = performance.now();
       const stopTimer = setTimeout(() => (running = false), durationMs);
       try {
-        await Promise.all(clients.map(writer));
+        await Promise.all(pipelines.map(writer));
       } finally {
         running = false;
         clearTimeout(stopTimer);
@@ -148,7 +151,7 @@ export async function redisReplicated(options: RedisReplicatedOptions): Promise<
     await drive(WARMUP_MS);
     return await drive(options.seconds * 1000);
   } finally {
-    for (const client of clients) client.destroy();
+    for (const pipeline of pipelines) pipeline.close();
     await servers.stop();
   }
 }
