@@ -4,7 +4,7 @@
  * intended start (see runOpenLoop), so it shows queueing as the load nears the maximum.
  */
 import { createChain } from '../src/index.js';
-import { runOpenLoop } from '../src/load.js';
+import { prefill, runOpenLoop } from '../src/load.js';
 import { measureDabba, type ChainBenchSettings } from './chain-bench.js';
 import { formatRate, median, printTable, record } from './harness.js';
 
@@ -34,6 +34,7 @@ export async function openLoop(settings: ChainBenchSettings, fractions: number[]
   // backlog of small batches that takes seconds to drain (see the headline).
   const chain = createChain({ replicas: 3 });
   try {
+    await prefill(chain, {});
     for (const fraction of [...fractions].sort((a, b) => a - b)) {
       const ratePerSecond = closedLoopPerSecond * fraction;
       await runOpenLoop(chain, { ratePerSecond, durationMs: settleMs });

@@ -7,7 +7,7 @@
  */
 import { createHistogram } from 'node:perf_hooks';
 import { createChain, type ChainOptions } from '../src/index.js';
-import { makeKeys, makeValue, runOpenLoop, type LoadTarget } from '../src/load.js';
+import { makeKeys, makeValue, prefill, runOpenLoop, type LoadTarget } from '../src/load.js';
 import { environment, formatRate, median, printTable, record } from './harness.js';
 import { NaiveChain } from './naive-chain.js';
 import { etcdCluster } from './peers/etcd.js';
@@ -200,6 +200,7 @@ function asMeasurement(report: { writesPerSecond: number; p50Us: number; p99Us: 
 
 async function measureTarget(target: Target, options: ScenarioOptions, label: string, progress: Progress): Promise<Measurement> {
   if (options.rate !== undefined) {
+    await prefill(target, { keySpace: options.keySpace, valueBytes: options.valueBytes });
     await runOpenLoop(target, { ratePerSecond: options.rate, durationMs: WARMUP_MS, keySpace: options.keySpace, valueBytes: options.valueBytes });
     progress(`${label}: open loop at ${formatRate(options.rate)} for ${options.seconds} s`);
     const report = await runOpenLoop(target, { ratePerSecond: options.rate, durationMs: options.seconds * 1000, keySpace: options.keySpace, valueBytes: options.valueBytes });
