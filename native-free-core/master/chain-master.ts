@@ -180,7 +180,7 @@ export class ChainMaster {
   }
 }
 
-function assertWellFormed(configuration: Configuration): void {
+export function assertWellFormed(configuration: Configuration): void {
   assert(Number.isSafeInteger(configuration.epoch) && configuration.epoch >= 1, 'configuration: epoch must be >= 1');
   assert(configuration.members.length >= 1, 'configuration: a chain has at least one member');
   assert(new Set(configuration.members).size === configuration.members.length, 'configuration: duplicate member');
