@@ -29,6 +29,12 @@ export const ErrorCode = {
   outcomeUnknown: 'DABBA_ERR_OUTCOME_UNKNOWN',
   /** The operation did not complete in its time limit. */
   timeout: 'DABBA_ERR_TIMEOUT',
+  /** A peer that did not prove it holds the cluster secret, or spoke before it had. */
+  unauthenticated: 'DABBA_ERR_UNAUTHENTICATED',
+  /** A record larger than the link's maxRecordBytes. */
+  recordTooLarge: 'DABBA_ERR_RECORD_TOO_LARGE',
+  /** A link between hosts closed (by either side, or the connection dropped). */
+  linkClosed: 'DABBA_ERR_LINK_CLOSED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

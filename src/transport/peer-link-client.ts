@@ -1,0 +1,95 @@
+/**
+ * The connecting side of a peer link, on the `ws` package (uWebSockets.js has no client).
+ */
+import WebSocket from 'ws';
+import { DabbaError, ErrorCode } from '../../native-free-core/errors.js';
+import {
+  LinkCloseCode,
+  PeerLinkEndpoint,
+  linkSettings,
+  type PeerLink,
+  type PeerLinkHandlers,
+  type PeerLinkOptions,
+  type SocketPort,
+} from './peer-link-endpoint.js';
+
+/**
+ * The handlers are given here, not set on the link later: records can arrive right behind the
+ * handshake, before the returned promise's continuation runs.
+ */
+export interface PeerLinkConnectOptions extends PeerLinkOptions, PeerLinkHandlers {
+  /** e.g. ws://10.0.0.2:7400/peer */
+  url: string;
+}
+
+const WS_RECEIVE_LIMIT_ERROR = 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH';
+
+function asBytes(data: WebSocket.RawData): Uint8Array {
+  if (Array.isArray(data)) return Buffer.concat(data);
+  return data instanceof ArrayBuffer ? new Uint8Array(data) : data;
+}
+
+/** Resolves once both sides have proven they hold the secret; rejects with a DabbaError otherwise. */
+export function connectPeerLink(options: PeerLinkConnectOptions): Promise<PeerLink> {
+  const settings = linkSettings(options);
+  if (typeof options.onRecord !== 'function') throw new DabbaError(ErrorCode.invalidArgument, 'onRecord must be a function');
+  const handlers: PeerLinkHandlers = { onRecord: options.onRecord };
+  if (options.onWritable) handlers.onWritable = options.onWritable;
+  if (options.onClose) handlers.onClose = options.onClose;
+
+  const socket = new WebSocket(options.url, {
+    perMessageDeflate: false,
+    maxPayload: settings.receiveLimitBytes,
+    handshakeTimeout: settings.handshakeTimeoutMs,
+  });
+
+  return new Promise((resolve, reject) => {
+    let lastError: Error | null = null;
+    // ws has no drain event. A send that takes the buffer above the high-water mark carries a
+    // callback that runs once it is written out, which is when a refused producer may retry.
+    let pendingFlushes = 0;
+    const onFlushed = (): void => {
+      pendingFlushes--;
+      endpoint.handleDrain();
+    };
+    const port: SocketPort = {
+      send(bytes) {
+        if (socket.readyState !== WebSocket.OPEN) return false;
+        // A client masks every frame into a fresh buffer, so the caller may reuse `bytes` at once.
+        if (socket.bufferedAmount + bytes.length > settings.highWaterBytes) {
+          pendingFlushes++;
+          socket.send(bytes, onFlushed);
+        } else {
+          socket.send(bytes);
+        }
+        return true;
+      },
+      bufferedAmount: () => socket.bufferedAmount,
+      end(code, reason) {
+        if (socket.readyState === WebSocket.OPEN) socket.close(code, reason);
+        else socket.terminate();
+      },
+      watchWritable: () => pendingFlushes > 0,
+    };
+    const endpoint = new PeerLinkEndpoint('client', settings, port, options.url, {
+      authenticated(link) {
+        resolve(link);
+        return handlers;
+      },
+      closedBeforeOpen(code, reason) {
+        const errorCode = code === LinkCloseCode.unauthenticated ? ErrorCode.unauthenticated : ErrorCode.linkClosed;
+        const detail = lastError !== null ? lastError.message : `closed with ${code}${reason === '' ? '' : ` (${reason})`}`;
+        reject(new DabbaError(errorCode, `peer link to ${options.url} was not established: ${detail}`, { cause: lastError ?? undefined }));
+      },
+    });
+
+    socket.on('open', () => endpoint.start());
+    socket.on('message', (data, isBinary) => endpoint.receive(asBytes(data), isBinary));
+    socket.on('error', (error: Error & { code?: string }) => {
+      // Without this listener a socket error would be an uncaught exception; ws closes the socket after it.
+      if (error.code === WS_RECEIVE_LIMIT_ERROR) endpoint.noteReceiveLimitExceeded();
+      else lastError = error;
+    });
+    socket.on('close', (code, reason) => endpoint.socketClosed(code, reason.toString('utf8')));
+  });
+}

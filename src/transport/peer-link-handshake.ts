@@ -1,0 +1,128 @@
+/**
+ * The mutual challenge-response that opens a peer link, before any record is read.
+ *
+ *   server -> client  challenge  MAGIC | serverNonce(32)
+ *   client -> server  response   MAGIC | HMAC(secret, CLIENT_LABEL | serverNonce | clientNonce | clientNodeId) | clientNonce(32) | clientNodeId
+ *   server -> client  proof      MAGIC | HMAC(secret, SERVER_LABEL | clientNonce | serverNonce | serverNodeId) | serverNodeId
+ *
+ * Fresh nonces on both sides make a recorded answer useless on another connection; the role labels
+ * keep a client's MAC from ever being replayed as a server's (and the reverse); the node ids are
+ * inside the MACs so a peer cannot claim another node's name.
+ */
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { DabbaError, ErrorCode } from '../../native-free-core/errors.js';
+
+export const NONCE_BYTES = 32;
+const MAC_BYTES = 32;
+export const NODE_ID_BYTES_MAX = 255;
+/** Shortest secret accepted: an HMAC key shorter than this is guessable. */
+export const SECRET_BYTES_MIN = 16;
+
+const MAGIC_CHALLENGE = Buffer.from('DBL1C', 'latin1');
+const MAGIC_RESPONSE = Buffer.from('DBL1R', 'latin1');
+const MAGIC_PROOF = Buffer.from('DBL1P', 'latin1');
+const MAGIC_BYTES = 5;
+const CLIENT_LABEL = Buffer.from('dabba peer link v1 client', 'latin1');
+const SERVER_LABEL = Buffer.from('dabba peer link v1 server', 'latin1');
+
+/** Largest handshake message; the receive limit must allow it even when records are smaller. */
+export const HANDSHAKE_BYTES_MAX = MAGIC_BYTES + MAC_BYTES + NONCE_BYTES + NODE_ID_BYTES_MAX;
+
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+export function newNonce(): Buffer {
+  return randomBytes(NONCE_BYTES);
+}
+
+/** Throws a DabbaError for a node id that cannot travel in a handshake. */
+export function checkNodeId(nodeId: string): void {
+  const length = typeof nodeId === 'string' ? Buffer.byteLength(nodeId, 'utf8') : 0;
+  if (length === 0 || length > NODE_ID_BYTES_MAX) {
+    throw new DabbaError(ErrorCode.invalidArgument, `nodeId must be a string of 1 to ${NODE_ID_BYTES_MAX} UTF-8 bytes`);
+  }
+}
+
+export function checkSecret(secret: Buffer): void {
+  if (!Buffer.isBuffer(secret) || secret.length < SECRET_BYTES_MIN) {
+    throw new DabbaError(ErrorCode.invalidArgument, `secret must be a Buffer of at least ${SECRET_BYTES_MIN} bytes`);
+  }
+}
+
+function mac(secret: Buffer, label: Buffer, firstNonce: Buffer, secondNonce: Buffer, nodeId: string): Buffer {
+  return createHmac('sha256', secret).update(label).update(firstNonce).update(secondNonce).update(nodeId, 'utf8').digest();
+}
+
+export function clientMac(secret: Buffer, serverNonce: Buffer, clientNonce: Buffer, clientNodeId: string): Buffer {
+  return mac(secret, CLIENT_LABEL, serverNonce, clientNonce, clientNodeId);
+}
+
+export function serverMac(secret: Buffer, clientNonce: Buffer, serverNonce: Buffer, serverNodeId: string): Buffer {
+  return mac(secret, SERVER_LABEL, clientNonce, serverNonce, serverNodeId);
+}
+
+/** Constant-time comparison (timingSafeEqual needs equal lengths, which decoding guarantees). */
+export function macMatches(expected: Buffer, received: Buffer): boolean {
+  return expected.length === received.length && timingSafeEqual(expected, received);
+}
+
+function startsWith(bytes: Uint8Array, magic: Buffer): boolean {
+  return bytes.length >= magic.length && magic.equals(bytes.subarray(0, magic.length));
+}
+
+function decodeNodeId(bytes: Uint8Array): string | null {
+  if (bytes.length === 0 || bytes.length > NODE_ID_BYTES_MAX) return null;
+  try {
+    return strictUtf8.decode(bytes);
+  } catch {
+    return null;
+  }
+}
+
+export function encodeChallenge(serverNonce: Buffer): Buffer {
+  return Buffer.concat([MAGIC_CHALLENGE, serverNonce]);
+}
+
+/** The server's nonce, or a reason the message is not a challenge. */
+export function decodeChallenge(bytes: Uint8Array): Buffer | string {
+  if (!startsWith(bytes, MAGIC_CHALLENGE) || bytes.length !== MAGIC_BYTES + NONCE_BYTES) return 'expected a handshake challenge';
+  return Buffer.from(bytes.subarray(MAGIC_BYTES));
+}
+
+export function encodeResponse(clientMacBytes: Buffer, clientNonce: Buffer, clientNodeId: string): Buffer {
+  return Buffer.concat([MAGIC_RESPONSE, clientMacBytes, clientNonce, Buffer.from(clientNodeId, 'utf8')]);
+}
+
+export interface HandshakeResponse {
+  mac: Buffer;
+  clientNonce: Buffer;
+  nodeId: string;
+}
+
+export function decodeResponse(bytes: Uint8Array): HandshakeResponse | string {
+  const fixed = MAGIC_BYTES + MAC_BYTES + NONCE_BYTES;
+  if (!startsWith(bytes, MAGIC_RESPONSE) || bytes.length <= fixed) return 'expected a handshake response';
+  const nodeId = decodeNodeId(bytes.subarray(fixed));
+  if (nodeId === null) return 'handshake response carries an invalid node id';
+  return {
+    mac: Buffer.from(bytes.subarray(MAGIC_BYTES, MAGIC_BYTES + MAC_BYTES)),
+    clientNonce: Buffer.from(bytes.subarray(MAGIC_BYTES + MAC_BYTES, fixed)),
+    nodeId,
+  };
+}
+
+export function encodeProof(serverMacBytes: Buffer, serverNodeId: string): Buffer {
+  return Buffer.concat([MAGIC_PROOF, serverMacBytes, Buffer.from(serverNodeId, 'utf8')]);
+}
+
+export interface HandshakeProof {
+  mac: Buffer;
+  nodeId: string;
+}
+
+export function decodeProof(bytes: Uint8Array): HandshakeProof | string {
+  const fixed = MAGIC_BYTES + MAC_BYTES;
+  if (!startsWith(bytes, MAGIC_PROOF) || bytes.length <= fixed) return 'expected a handshake proof';
+  const nodeId = decodeNodeId(bytes.subarray(fixed));
+  if (nodeId === null) return 'handshake proof carries an invalid node id';
+  return { mac: Buffer.from(bytes.subarray(MAGIC_BYTES, fixed)), nodeId };
+}

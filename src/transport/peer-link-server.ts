@@ -1,0 +1,148 @@
+/**
+ * The accepting side of peer links: one uWebSockets.js App with one WebSocket route. Works with
+ * the native addon and with the package's JavaScript fallback (see ./uws.ts); the differences
+ * that matter here are isolated in uwsPort() and hardenFallbackSocket().
+ */
+import type { WebSocket } from 'uWebSockets.js';
+import { DabbaError, ErrorCode } from '../../native-free-core/errors.js';
+import {
+  LinkCloseCode,
+  PeerLinkEndpoint,
+  linkSettings,
+  type PeerLink,
+  type PeerLinkHandlers,
+  type PeerLinkOptions,
+  type SocketPort,
+} from './peer-link-endpoint.js';
+import { loadUws } from './uws.js';
+
+export interface PeerLinkListenOptions extends PeerLinkOptions {
+  /** 0 lets the kernel choose; read the chosen one from the result. */
+  port: number;
+  /** Default 127.0.0.1: listening on other interfaces is a deliberate choice. */
+  host?: string;
+  /** Default '/peer'. */
+  path?: string;
+  /** Seconds without traffic before uWS closes a link (it pings first). Default 32. */
+  idleTimeoutSeconds?: number;
+  /**
+   * A peer passed the handshake. Called before any of its records is read; return the handlers
+   * for this link (records arriving right behind the handshake go to them).
+   */
+  onLink(link: PeerLink): PeerLinkHandlers;
+}
+
+export interface PeerLinkServer {
+  readonly port: number;
+  /** True when the native uWS addon serves, false for its JavaScript fallback. */
+  readonly native: boolean;
+  /** Links currently connected (authenticated or still in the handshake). */
+  connectionCount(): number;
+  /** Stops accepting and closes every link with 1001 (going away). */
+  close(): void;
+}
+
+/** What uWS reports in the close handler after it refused a message above maxPayloadLength. */
+const UWS_TOO_BIG_MESSAGE = 'Received too big message';
+/** Room in the socket's buffer beyond the high-water mark, so uWS never drops an accepted send. */
+const BACKPRESSURE_SLACK_BYTES = 64 * 1024;
+const WS_RECEIVE_LIMIT_ERROR = 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH';
+
+function uwsPort(ws: WebSocket<unknown>, native: boolean): SocketPort {
+  return {
+    // uWS returns 2 when it dropped the message (over maxBackpressure): nothing was sent.
+    // The fallback queues the caller's bytes without copying them, so copy (the caller may reuse them).
+    send: (bytes) => ws.send(native ? bytes : Buffer.from(bytes), true, false) !== 2,
+    bufferedAmount: () => ws.getBufferedAmount(),
+    end: (code, reason) => ws.end(code, reason),
+    // The fallback has no drain event, so the endpoint polls there.
+    watchWritable: () => native,
+  };
+}
+
+interface FallbackSocket {
+  internalWs?: { removeAllListeners(event: string): void; on(event: string, listener: (error: Error & { code?: string }) => void): void };
+}
+
+/**
+ * The fallback rethrows every socket error except "payload too large" from an event listener,
+ * which would crash the process on a malformed frame from a peer. Replace that listener.
+ */
+function hardenFallbackSocket(ws: WebSocket<unknown>, onTooLarge: () => void): void {
+  const internal = (ws as unknown as FallbackSocket).internalWs;
+  if (internal === undefined) return;
+  internal.removeAllListeners('error');
+  internal.on('error', (error) => {
+    // ws closes the socket itself after an error, and the close handler reports it.
+    if (error.code === WS_RECEIVE_LIMIT_ERROR) onTooLarge();
+  });
+}
+
+function remoteAddressOf(ws: WebSocket<unknown>): string {
+  try {
+    return Buffer.from(ws.getRemoteAddressAsText()).toString('utf8');
+  } catch {
+    return 'unknown';
+  }
+}
+
+export function listenPeerLinks(options: PeerLinkListenOptions): Promise<PeerLinkServer> {
+  const settings = linkSettings(options);
+  if (typeof options.onLink !== 'function') throw new DabbaError(ErrorCode.invalidArgument, 'onLink must be a function');
+  const { uws, native } = loadUws();
+  const app = uws.App();
+  const endpoints = new Map<WebSocket<unknown>, PeerLinkEndpoint>();
+  const path = options.path ?? '/peer';
+
+  app.ws<unknown>(path, {
+    compression: uws.DISABLED ?? 0, // Records are FlatBuffers batches: compressing costs CPU for little.
+    maxPayloadLength: settings.receiveLimitBytes,
+    maxBackpressure: settings.highWaterBytes + settings.receiveLimitBytes + BACKPRESSURE_SLACK_BYTES,
+    closeOnBackpressureLimit: 0, // Typed as a number; 0 = never close on it (sends above the limit are refused instead).
+    idleTimeout: options.idleTimeoutSeconds ?? 32,
+    sendPingsAutomatically: true,
+    open: (ws) => {
+      const endpoint = new PeerLinkEndpoint('server', settings, uwsPort(ws, native), remoteAddressOf(ws), {
+        authenticated: (link) => options.onLink(link),
+      });
+      endpoints.set(ws, endpoint);
+      if (!native) hardenFallbackSocket(ws, () => endpoint.noteReceiveLimitExceeded());
+      endpoint.start();
+    },
+    // The native ArrayBuffer is only valid during this call; the endpoint's contract says so too.
+    message: (ws, message, isBinary) => endpoints.get(ws)?.receive(new Uint8Array(message), isBinary),
+    drain: (ws) => endpoints.get(ws)?.handleDrain(),
+    close: (ws, code, message) => {
+      const endpoint = endpoints.get(ws);
+      if (endpoint === undefined) return;
+      endpoints.delete(ws);
+      const reason = Buffer.from(message).toString('utf8');
+      if (code === 1006 && reason === UWS_TOO_BIG_MESSAGE) endpoint.noteReceiveLimitExceeded();
+      endpoint.socketClosed(code, reason);
+    },
+  });
+  app.any('/*', (response) => {
+    response.writeStatus('404 Not Found').end();
+  });
+
+  return new Promise((resolve, reject) => {
+    app.listen(options.host ?? '127.0.0.1', options.port, (listenSocket) => {
+      if (listenSocket === false) {
+        reject(new DabbaError(ErrorCode.invalidArgument, `cannot listen on ${options.host ?? '127.0.0.1'}:${options.port}`));
+        return;
+      }
+      let closed = false;
+      resolve({
+        port: uws.us_socket_local_port(listenSocket as never),
+        native,
+        connectionCount: () => endpoints.size,
+        close() {
+          if (closed) return;
+          closed = true;
+          uws.us_listen_socket_close(listenSocket);
+          for (const endpoint of [...endpoints.values()]) endpoint.close(LinkCloseCode.goingAway, 'server closing');
+        },
+      });
+    });
+  });
+}
