@@ -5,9 +5,8 @@
  * intended start, so stalls are not hidden). Prints a live progress line, then a table; --json
  * prints one JSON object instead.
  */
-import { createHistogram } from 'node:perf_hooks';
 import { createChain, type ChainOptions } from '../src/index.js';
-import { makeKeys, makeValue, prefill, runOpenLoop, type LoadTarget } from '../src/load.js';
+import { prefill, runClosedLoop, runOpenLoop, type LoadTarget } from '../src/load.js';
 import { environment, formatRate, median, printTable, record } from './harness.js';
 import { NaiveChain } from './naive-chain.js';
 import { etcdCluster } from './peers/etcd.js';
@@ -38,17 +37,6 @@ export interface ScenarioOptions {
   json: boolean;
 }
 
-export interface ScenarioRow {
-  system: string;
-  opsPerSecond: number;
-  writesPerSecond: number;
-  readsPerSecond: number;
-  p50Us: number;
-  p99Us: number;
-  p999Us: number;
-  runs: number[];
-}
-
 interface Measurement {
   opsPerSecond: number;
   writesPerSecond: number;
@@ -58,7 +46,10 @@ interface Measurement {
   p999Us: number;
 }
 
-type Target = LoadTarget;
+export interface ScenarioRow extends Measurement {
+  system: string;
+  runs: number[];
+}
 
 const WARMUP_MS = 1000;
 
@@ -198,7 +189,7 @@ function asMeasurement(report: { writesPerSecond: number; p50Us: number; p99Us: 
   return { opsPerSecond: report.writesPerSecond, writesPerSecond: report.writesPerSecond, readsPerSecond: 0, p50Us: report.p50Us, p99Us: report.p99Us, p999Us: Number.NaN };
 }
 
-async function measureTarget(target: Target, options: ScenarioOptions, label: string, progress: Progress): Promise<Measurement> {
+async function measureTarget(target: LoadTarget, options: ScenarioOptions, label: string, progress: Progress): Promise<Measurement> {
   if (options.rate !== undefined) {
     await prefill(target, { keySpace: options.keySpace, valueBytes: options.valueBytes });
     await runOpenLoop(target, { ratePerSecond: options.rate, durationMs: WARMUP_MS, keySpace: options.keySpace, valueBytes: options.valueBytes });
@@ -207,78 +198,22 @@ async function measureTarget(target: Target, options: ScenarioOptions, label: st
     const { p50, p99, p999 } = report.latencyUs;
     return { opsPerSecond: report.achievedPerSecond, writesPerSecond: report.achievedPerSecond, readsPerSecond: 0, p50Us: p50, p99Us: p99, p999Us: p999 };
   }
-  await runMixedLoop(target, options, WARMUP_MS, () => {});
-  return runMixedLoop(target, options, options.seconds * 1000, (elapsed, writes, reads) =>
-    progress(`${label}: ${(elapsed / 1000).toFixed(0)} s  ${formatRate(writes)} writes  ${formatRate(reads)} reads`),
-  );
-}
-
-/**
- * Closed loop with a read ratio: each client issues a window of operations (reads spread evenly
- * among them at the given ratio), waits for the window's last, and goes on. Latency is sampled on
- * one operation in 64, from issue to completion.
- */
-async function runMixedLoop(
-  target: Target,
-  options: ScenarioOptions,
-  durationMs: number,
-  onSecond: (elapsedMs: number, writesPerSecond: number, readsPerSecond: number) => void,
-): Promise<Measurement> {
-  const keys = makeKeys(options.keySpace, 16);
-  const value = makeValue(options.valueBytes);
-  const histogram = createHistogram();
-  const get = target.get?.bind(target);
-  if (options.readRatio > 0 && get === undefined) throw new RangeError('this system cannot serve reads');
-  let writes = 0;
-  let reads = 0;
-  let running = true;
-  const started = performance.now();
-  const client = async (index: number): Promise<void> => {
-    let cursor = (index * 7919) % options.keySpace;
-    let readCredit = 0;
-    while (running) {
-      let last: Promise<unknown> = Promise.resolve();
-      let windowReads = 0;
-      for (let op = 0; op < options.window; op++) {
-        readCredit += options.readRatio;
-        const key = keys[cursor]!;
-        if (++cursor === options.keySpace) cursor = 0;
-        if (readCredit >= 1) {
-          readCredit -= 1;
-          windowReads++;
-          last = get!(key);
-        } else {
-          last = target.put(key, value);
-        }
-        if (op % 64 === 0) {
-          const issued = performance.now();
-          last.then(() => histogram.record(Math.max(1, Math.round((performance.now() - issued) * 1000))));
-        }
-      }
-      await last;
-      reads += windowReads;
-      writes += options.window - windowReads;
-    }
-  };
-  let previous = { at: started, writes: 0, reads: 0 };
-  const ticker = setInterval(() => {
-    const now = performance.now();
-    const seconds = (now - previous.at) / 1000;
-    onSecond(now - started, (writes - previous.writes) / seconds, (reads - previous.reads) / seconds);
-    previous = { at: now, writes, reads };
-  }, 1000);
-  const stop = setTimeout(() => (running = false), durationMs);
-  await Promise.all(Array.from({ length: options.clients }, (_, index) => client(index)));
-  clearTimeout(stop);
-  clearInterval(ticker);
-  const seconds = (performance.now() - started) / 1000;
+  const load = { keySpace: options.keySpace, valueBytes: options.valueBytes, writers: options.clients, writeWindow: options.window, readRatio: options.readRatio };
+  await runClosedLoop(target, { ...load, durationMs: WARMUP_MS });
+  const report = await runClosedLoop(target, {
+    ...load,
+    durationMs: options.seconds * 1000,
+    onProgress: (second) =>
+      progress(`${label}: ${(second.elapsedMs / 1000).toFixed(0)} s  ${formatRate(second.writesPerSecond)} writes  ${formatRate(second.readsPerSecond)} reads`),
+  });
+  const { p50, p99, p999 } = report.writeLatencyUs;
   return {
-    opsPerSecond: (writes + reads) / seconds,
-    writesPerSecond: writes / seconds,
-    readsPerSecond: reads / seconds,
-    p50Us: histogram.percentile(50),
-    p99Us: histogram.percentile(99),
-    p999Us: histogram.percentile(99.9),
+    opsPerSecond: report.writesPerSecond + report.readsPerSecond,
+    writesPerSecond: report.writesPerSecond,
+    readsPerSecond: report.readsPerSecond,
+    p50Us: p50,
+    p99Us: p99,
+    p999Us: p999,
   };
 }
 

@@ -110,16 +110,6 @@ export class FutureRing<T> {
 
   /** Rejects everything pending (close, failure). */
   rejectAll(reason: unknown): number {
-    let settled = 0;
-    for (let current = this.settledThrough + 1; current < this.nextSeq; current++) {
-      const slot = current & this.mask;
-      const reject = this.rejecters[slot]!;
-      this.resolvers[slot] = null;
-      this.rejecters[slot] = null;
-      reject(reason);
-      settled++;
-    }
-    this.settledThrough = this.nextSeq - 1;
-    return settled;
+    return this.rejectThrough(this.nextSeq - 1, () => reason);
   }
 }

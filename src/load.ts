@@ -28,10 +28,15 @@ export interface LoadOptions {
   writeWindow?: number;
   /** Concurrent writers (default 2, so one window is acknowledged while the next is encoded). */
   writers?: number;
+  /**
+   * Fraction of each writer's window that is reads instead, spread evenly through it (default 0);
+   * the sampled latencies then cover both kinds. Needs a target with get().
+   */
+  readRatio?: number;
   /** Concurrent readers, each with a window of `readWindow` gets (default 0). */
   readers?: number;
   readWindow?: number;
-  /** Record the latency of one write in this many (default 64). */
+  /** Record the latency of one operation in this many (default 64). */
   sampleEvery?: number;
   /** Called about once a second with progress so far. */
   onProgress?: (progress: LoadProgress) => void;
@@ -98,12 +103,24 @@ export async function runClosedLoop(chain: LoadTarget, options: LoadOptions): Pr
   const rssStart = process.memoryUsage().rss;
   const started = performance.now();
 
+  const readRatio = options.readRatio ?? 0;
+  const get = chain.get?.bind(chain);
+  if (readRatio > 0 && get === undefined) throw new RangeError('a read ratio needs a target that serves reads');
   const writer = async (writerIndex: number): Promise<void> => {
     let cursor = (writerIndex * 7919) % keySpace;
+    let readCredit = 0;
     while (running) {
-      let last: Promise<void> | undefined;
+      let last: Promise<unknown> | undefined;
+      let windowReads = 0;
       for (let index = 0; index < writeWindow; index++) {
-        last = chain.put(keys[cursor]!, value);
+        readCredit += readRatio;
+        if (readCredit >= 1) {
+          readCredit -= 1;
+          windowReads++;
+          last = get!(keys[cursor]!);
+        } else {
+          last = chain.put(keys[cursor]!, value);
+        }
         if (++cursor === keySpace) cursor = 0;
         if (index % sampleEvery === 0) {
           const issued = performance.now();
@@ -111,7 +128,8 @@ export async function runClosedLoop(chain: LoadTarget, options: LoadOptions): Pr
         }
       }
       await last;
-      writes += writeWindow;
+      writes += writeWindow - windowReads;
+      reads += windowReads;
     }
   };
 

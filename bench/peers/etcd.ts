@@ -7,10 +7,10 @@
  * while dabba keeps its replicas in memory and never fsyncs. The figure shows what a durable,
  * consensus-based store costs on the same machine, not a fault of either design.
  */
-import { createHistogram, performance } from 'node:perf_hooks';
+import { performance } from 'node:perf_hooks';
 import { Etcd3 } from 'etcd3';
 import { makeKeys, makeValue } from '../../src/load.js';
-import type { PeerReport } from './redis.js';
+import { driveFor, type PeerReport } from './drive.js';
 import { startEtcdCluster } from './etcd-cluster.js';
 import { LocalServers } from './servers.js';
 
@@ -39,31 +39,16 @@ export async function etcdCluster(options: EtcdClusterOptions): Promise<PeerRepo
     const keys = makeKeys(keySpace, 16);
     const value = Buffer.from(makeValue(valueBytes));
 
-    const drive = async (durationMs: number): Promise<PeerReport> => {
-      const histogram = createHistogram();
-      let writes = 0;
-      let running = true;
-      const putter = async (putterIndex: number): Promise<void> => {
+    const drive = (durationMs: number): Promise<PeerReport> =>
+      driveFor(durationMs, concurrency, async (putterIndex, session) => {
         let cursor = (putterIndex * 7919) % keySpace;
-        while (running) {
+        while (session.running) {
           const issued = performance.now();
           await etcd.put(keys[cursor]!).value(value).exec();
-          histogram.record(Math.max(1, Math.round((performance.now() - issued) * 1000)));
-          writes++;
+          session.completed(1, issued);
           if (++cursor === keySpace) cursor = 0;
         }
-      };
-      const started = performance.now();
-      const stopTimer = setTimeout(() => (running = false), durationMs);
-      try {
-        await Promise.all(Array.from({ length: concurrency }, (_, index) => putter(index)));
-      } finally {
-        running = false;
-        clearTimeout(stopTimer);
-      }
-      const seconds = (performance.now() - started) / 1000;
-      return { writesPerSecond: writes / seconds, p50Us: histogram.percentile(50), p99Us: histogram.percentile(99) };
-    };
+      });
 
     await drive(WARMUP_MS);
     return await drive(options.seconds * 1000);

@@ -4,10 +4,11 @@
  * unreplicated primary driven by redis-benchmark (an upper bound for Redis on this machine).
  */
 import { execFile } from 'node:child_process';
-import { createHistogram, performance } from 'node:perf_hooks';
+import { performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
 import { createClient } from 'redis';
 import { makeKeys, makeValue } from '../../src/load.js';
+import { driveFor, type PeerReport } from './drive.js';
 import { RespPipeline, respCommand } from './resp-pipeline.js';
 import { ensureBinary, freePorts, LocalServers, waitUntilReady, type StartedServer } from './servers.js';
 
@@ -16,11 +17,6 @@ const HOST = '127.0.0.1';
 const DEBIAN_PACKAGE = 'redis-server';
 const WARMUP_MS = 500;
 
-export interface PeerReport {
-  writesPerSecond: number;
-  p50Us: number;
-  p99Us: number;
-}
 
 export interface RedisReplicatedOptions {
   seconds: number;
@@ -116,14 +112,12 @@ export async function redisReplicated(options: RedisReplicatedOptions): Promise<
     const sets = keys.map((key) => respCommand(['SET', key, value]));
     const waitForReplicas = respCommand(['WAIT', '2', '0']);
 
-    const drive = async (durationMs: number): Promise<PeerReport> => {
-      const histogram = createHistogram();
-      let writes = 0;
-      let running = true;
-      const writer = async (pipeline: RespPipeline, writerIndex: number): Promise<void> => {
+    const drive = (durationMs: number): Promise<PeerReport> =>
+      driveFor(durationMs, pipelines.length, async (writerIndex, session) => {
+        const pipeline = pipelines[writerIndex]!;
         let cursor = (writerIndex * 7919) % keySpace;
         const commands = new Array<Buffer>(window + 1);
-        while (running) {
+        while (session.running) {
           const issued = performance.now();
           for (let index = 0; index < window; index++) {
             commands[index] = sets[cursor]!;
@@ -132,21 +126,9 @@ export async function redisReplicated(options: RedisReplicatedOptions): Promise<
           commands[window] = waitForReplicas;
           const replicas = await pipeline.send(Buffer.concat(commands), window + 1);
           if (replicas !== ':2') throw new Error(`WAIT 2 0 returned ${replicas}`);
-          histogram.record(Math.max(1, Math.round((performance.now() - issued) * 1000)));
-          writes += window;
+          session.completed(window, issued);
         }
-      };
-      const started = performance.now();
-      const stopTimer = setTimeout(() => (running = false), durationMs);
-      try {
-        await Promise.all(pipelines.map(writer));
-      } finally {
-        running = false;
-        clearTimeout(stopTimer);
-      }
-      const seconds = (performance.now() - started) / 1000;
-      return { writesPerSecond: writes / seconds, p50Us: histogram.percentile(50), p99Us: histogram.percentile(99) };
-    };
+      });
 
     await drive(WARMUP_MS);
     return await drive(options.seconds * 1000);
