@@ -35,6 +35,10 @@ export const ErrorCode = {
   recordTooLarge: 'DABBA_ERR_RECORD_TOO_LARGE',
   /** A link between hosts closed (by either side, or the connection dropped). */
   linkClosed: 'DABBA_ERR_LINK_CLOSED',
+  /** No value, route or member by that name (HTTP 404). */
+  notFound: 'DABBA_ERR_NOT_FOUND',
+  /** The cluster has no chain that can serve the request now (no configuration, no head or tail). */
+  unavailable: 'DABBA_ERR_UNAVAILABLE',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

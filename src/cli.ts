@@ -3,6 +3,8 @@
  * The dabba command line.
  *   dabba demo [--replicas N] [--seconds S] [--value-bytes B] [--readers R]
  *   dabba bench [scenario flags] (see usage)
+ *   dabba serve --id ID --etcd URLS [--listen HOST:PORT] [--config FILE] ... (see src/host/serve-config.ts)
+ *   dabba status --etcd URLS [--etcd-prefix P] [--json]
  */
 import { parseArgs } from 'node:util';
 import { runDemo } from './demo.js';
@@ -20,6 +22,12 @@ commands:
           --rate W (open loop at W writes/s; default closed loop)
           --peers naive,redis,etcd (same load, same run; redis/etcd are started on loopback)
           --json (one JSON object on stdout instead of the table)
+  serve   run one host of a chain that spans hosts (its replica, peer links, clients, HTTP API)
+          --id ID (required)  --etcd URL,URL,... (required)  --listen HOST:PORT (127.0.0.1:7400)
+          --advertise ws://HOST:PORT  --etcd-prefix /dabba/NAME/  --secret-file FILE (or DABBA_SECRET)
+          --lease-ttl S (2)  --no-master  --config FILE.json (the same settings as JSON)
+  status  print the chain of a cluster as etcd holds it: members, roles, health
+          --etcd URL,URL,... (required)  --etcd-prefix /dabba/NAME/  --json
 `;
 
 function positiveInteger(text: string | undefined, name: string, fallback: number): number {
@@ -95,6 +103,31 @@ async function main(argv: string[]): Promise<number> {
         json: values.json ?? false,
       });
       return 0;
+    }
+    case 'serve': {
+      const { parseServeConfig } = await import('./host/serve-config.js');
+      const { startHost } = await import('./host/host.js');
+      const host = await startHost(parseServeConfig(rest));
+      process.stdout.write(`${JSON.stringify({ event: 'serving', hostId: host.hostId, url: host.url, port: host.port })}\n`);
+      await new Promise<void>((resolve) => {
+        const stop = (): void => {
+          process.off('SIGINT', stop);
+          process.off('SIGTERM', stop);
+          void host.close().finally(resolve);
+        };
+        process.on('SIGINT', stop);
+        process.on('SIGTERM', stop);
+      });
+      return 0;
+    }
+    case 'status': {
+      const { values } = parseArgs({ args: rest, options: { etcd: { type: 'string' }, 'etcd-prefix': { type: 'string' }, json: { type: 'boolean' } } });
+      const etcd = (values.etcd ?? process.env.DABBA_ETCD ?? '').split(',').filter((url) => url !== '');
+      if (etcd.length === 0) throw new RangeError('--etcd URL,URL,... is required');
+      const { readClusterStatus, formatClusterStatus } = await import('./host/status-command.js');
+      const status = await readClusterStatus(etcd, values['etcd-prefix'] ?? process.env.DABBA_ETCD_PREFIX);
+      process.stdout.write(values.json === true ? `${JSON.stringify(status)}\n` : formatClusterStatus(status));
+      return status.configuration !== null && status.members.every((member) => member.healthy) ? 0 : 1;
     }
     case 'help':
     case '--help':

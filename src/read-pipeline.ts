@@ -9,7 +9,7 @@ import { assert } from '../native-free-core/assert.js';
 import { DabbaError, ErrorCode } from '../native-free-core/errors.js';
 import type { SpscRing } from '../native-free-core/ring.js';
 import { ReadBatchEncoder, ReadReplyView, ReadStatus } from '../native-free-core/wire/codec.js';
-import type { Doorbell } from '../workers/doorbell.js';
+import type { RecordSink, Wakeable } from './record-sink.js';
 import { FutureRing } from './futures.js';
 import type { ResolvedOptions } from './options.js';
 import type { KeyInput } from './write-pipeline.js';
@@ -39,8 +39,8 @@ export class ReadPipeline {
 
   constructor(
     private readonly options: ResolvedOptions,
-    private ring: SpscRing,
-    private tailDoorbell: Doorbell,
+    private ring: RecordSink,
+    private tailDoorbell: Wakeable,
     private readonly epoch: () => number,
   ) {
     this.futures = new FutureRing(options.pendingReadsMax);
@@ -122,7 +122,7 @@ export class ReadPipeline {
   }
 
   /** The chain has a new tail: ask it again for every read not answered yet. */
-  switchTail(ring: SpscRing, tailDoorbell: Doorbell): void {
+  switchTail(ring: RecordSink, tailDoorbell: Wakeable): void {
     this.ring = ring;
     this.tailDoorbell = tailDoorbell;
     this.pushedIndex = this.answeredIndex;
@@ -132,28 +132,44 @@ export class ReadPipeline {
   drainReplies(replies: SpscRing): number {
     if (!replies.claim()) return 0;
     let answered = 0;
-    const view = this.replyView;
     for (let offset = replies.next(); offset >= 0; offset = replies.next()) {
-      const malformed = view.open(replies.bytes.subarray(offset, offset + replies.recordLength));
-      assert(malformed === null, `read reply is malformed: ${malformed}`);
-      for (let index = 0; index < view.count; index++) {
-        const requestId = view.firstRequestId + index;
-        // After a tail change a read may be answered twice (by the old tail's last replies and the
-        // new tail): the first answer counts.
-        if (requestId <= this.futures.settled) continue;
-        if (view.statusAt(index) === ReadStatus.NotFound) {
-          this.futures.resolveOne(requestId, undefined);
-        } else {
-          const result = view.resultAt(index);
-          const start = view.payloadPosition + result.valueOffset();
-          const value = Buffer.from(view.bytes.subarray(start, start + result.valueLength()));
-          this.futures.resolveOne(requestId, { value, version: result.version() });
-        }
-        answered++;
-      }
+      const outcome = this.receiveReply(replies.bytes.subarray(offset, offset + replies.recordLength));
+      assert(typeof outcome === 'number', `read reply is malformed: ${outcome}`);
+      answered += outcome as number;
     }
     replies.release();
+    this.afterReplies();
+    return answered;
+  }
+
+  /** One ReadReplyBatch from the tail: returns how many reads it answered, or why it is malformed. */
+  receiveReply(frame: Uint8Array): number | string {
+    const view = this.replyView;
+    const malformed = view.open(frame);
+    if (malformed !== null) return malformed;
+    if (view.firstRequestId + view.count - 1 >= this.futures.next) return `reply for read ${view.firstRequestId + view.count - 1}, never sent`;
+    let answered = 0;
+    for (let index = 0; index < view.count; index++) {
+      const requestId = view.firstRequestId + index;
+      // After a tail change a read may be answered twice (by the old tail's last replies and the
+      // new tail): the first answer counts.
+      if (requestId <= this.futures.settled) continue;
+      if (view.statusAt(index) === ReadStatus.NotFound) {
+        this.futures.resolveOne(requestId, undefined);
+      } else {
+        const result = view.resultAt(index);
+        const start = view.payloadPosition + result.valueOffset();
+        const value = Buffer.from(view.bytes.subarray(start, start + result.valueLength()));
+        this.futures.resolveOne(requestId, { value, version: result.version() });
+      }
+      answered++;
+    }
     this.readsAnswered += answered;
+    return answered;
+  }
+
+  /** After a run of receiveReply(): forget answered batches. */
+  afterReplies(): void {
     const settled = this.futures.settled;
     while (this.answeredIndex < this.pushedIndex && this.unanswered[this.answeredIndex]!.lastRequestId <= settled) this.answeredIndex++;
     if (this.answeredIndex > 64 && this.answeredIndex * 2 > this.unanswered.length) {
@@ -161,7 +177,6 @@ export class ReadPipeline {
       this.pushedIndex -= this.answeredIndex;
       this.answeredIndex = 0;
     }
-    return answered;
   }
 
   fail(error: DabbaError): void {

@@ -11,8 +11,8 @@ import { Buffer } from 'node:buffer';
 import { assert } from '../native-free-core/assert.js';
 import { DabbaError, ErrorCode } from '../native-free-core/errors.js';
 import type { SpscRing } from '../native-free-core/ring.js';
+import type { RecordSink, Wakeable } from './record-sink.js';
 import { AckView, frameKind, MessageKind, Op, WriteBatchEncoder } from '../native-free-core/wire/codec.js';
-import type { Doorbell } from '../workers/doorbell.js';
 import { FutureRing } from './futures.js';
 import type { ResolvedOptions } from './options.js';
 
@@ -70,8 +70,8 @@ export class WritePipeline {
   constructor(
     private readonly options: ResolvedOptions,
     private readonly clientId: number,
-    private ring: SpscRing,
-    private headDoorbell: Doorbell,
+    private ring: RecordSink,
+    private headDoorbell: Wakeable,
   ) {
     this.futures = new FutureRing<void>(options.pendingWritesMax);
     this.overloadedError = overloaded(this.futures.capacity);
@@ -272,7 +272,7 @@ export class WritePipeline {
    * The chain has a new head: send it every unacknowledged batch again, in order, through its ring.
    * Batches it already has (forwarded by the failed head) are dropped by client sequence.
    */
-  switchHead(ring: SpscRing, headDoorbell: Doorbell): void {
+  switchHead(ring: RecordSink, headDoorbell: Wakeable): void {
     this.ring = ring;
     this.headDoorbell = headDoorbell;
     this.pushedIndex = this.ackedIndex;
@@ -284,16 +284,33 @@ export class WritePipeline {
     if (!acks.claim()) return 0;
     let settled = 0;
     for (let offset = acks.next(); offset >= 0; offset = acks.next()) {
-      const malformed = this.ackView.open(acks.bytes.subarray(offset, offset + acks.recordLength));
-      assert(malformed === null, `client ack is malformed: ${malformed}`);
-      assert(this.ackView.clientId === this.clientId, 'client ack for another client');
-      assert(this.ackView.committedClientSeq < this.futures.next, 'I2: ack for a write never sent');
-      settled += this.futures.resolveThrough(this.ackView.committedClientSeq, undefined);
-      if (this.ackView.committedClientSeq > this.committedThroughClientSeq) this.committedThroughClientSeq = this.ackView.committedClientSeq;
+      const outcome = this.receiveAck(acks.bytes.subarray(offset, offset + acks.recordLength));
+      assert(typeof outcome === 'number', `client ack is malformed: ${outcome}`);
+      settled += outcome as number;
     }
     acks.release();
-    if (this.outcomeWaiters.length > 0) this.settleOutcomeWaiters();
+    this.afterAcks();
+    return settled;
+  }
+
+  /**
+   * One cumulative client Ack from the tail: settles every write through its client seq. Returns
+   * how many were settled, or why the frame cannot be an ack for this client (then nothing changed).
+   */
+  receiveAck(frame: Uint8Array): number | string {
+    const malformed = this.ackView.open(frame);
+    if (malformed !== null) return malformed;
+    if (this.ackView.clientId !== this.clientId) return `ack for client ${this.ackView.clientId}, this is client ${this.clientId}`;
+    if (this.ackView.committedClientSeq >= this.futures.next) return `ack for write ${this.ackView.committedClientSeq}, never sent (I2)`;
+    const settled = this.futures.resolveThrough(this.ackView.committedClientSeq, undefined);
+    if (this.ackView.committedClientSeq > this.committedThroughClientSeq) this.committedThroughClientSeq = this.ackView.committedClientSeq;
     this.writesAcked += settled;
+    return settled;
+  }
+
+  /** After a run of receiveAck(): recycle acknowledged batches, settle outcome() waiters, send held writes. */
+  afterAcks(): void {
+    if (this.outcomeWaiters.length > 0) this.settleOutcomeWaiters();
     const acked = this.futures.settled;
     while (this.ackedIndex < this.pushedIndex && this.outstanding[this.ackedIndex]!.lastClientSeq <= acked) {
       const batch = this.outstanding[this.ackedIndex++]!;
@@ -306,7 +323,6 @@ export class WritePipeline {
       this.ackedIndex = 0;
     }
     if (this.flushHeld) this.sealIfDue();
-    return settled;
   }
 
   /**

@@ -1,11 +1,9 @@
 /**
- * A real etcd cluster on loopback, for the etcd peer benchmark and the tests of the etcd
+ * A real etcd cluster, on loopback by default, for the etcd peer benchmark and the tests of the etcd
  * configuration store: members with their own ports and temp data dirs, started through
  * LocalServers (so stop() ends exactly these processes), ready once every member sees a leader.
  */
 import { ensureBinary, freePorts, type LocalServers, type StartedServer, waitUntilReady } from './servers.js';
-
-const HOST = '127.0.0.1';
 
 export interface EtcdMember {
   readonly name: string;
@@ -21,15 +19,22 @@ export interface EtcdCluster {
 
 /**
  * Starts `memberCount` members (3 by default) and returns once each reports a healthy cluster.
- * Short heartbeat and election timeouts, so a lost leader is replaced in about a second.
+ * Every member listens (client and peer ports) on `host`, an address of this machine: loopback by
+ * default, or e.g. a network lab's gateway address so that processes in other network namespaces
+ * reach the cluster. Short heartbeat and election timeouts, so a lost leader is replaced in about a
+ * second.
  */
-export async function startEtcdCluster(servers: LocalServers, memberCount = 3): Promise<EtcdCluster> {
+export async function startEtcdCluster(servers: LocalServers, memberCount = 3, host = '127.0.0.1'): Promise<EtcdCluster> {
   const binary = await ensureBinary('etcd', 'etcd-server');
+  // The ports are probed free on 127.0.0.1. A port free there is free on `host` too unless some
+  // process listens on exactly `host:port`; a listener on the wildcard address blocks both.
   const ports = await freePorts(2 * memberCount);
+  // An IPv6 address needs brackets in a URL.
+  const urlHost = host.includes(':') ? `[${host}]` : host;
   const addresses = Array.from({ length: memberCount }, (_, index) => ({
     name: `member-${index + 1}`,
-    clientUrl: `http://${HOST}:${ports[2 * index]}`,
-    peerUrl: `http://${HOST}:${ports[2 * index + 1]}`,
+    clientUrl: `http://${urlHost}:${ports[2 * index]}`,
+    peerUrl: `http://${urlHost}:${ports[2 * index + 1]}`,
   }));
   const initialCluster = addresses.map((member) => `${member.name}=${member.peerUrl}`).join(',');
   const members: EtcdMember[] = addresses.map((member) => ({

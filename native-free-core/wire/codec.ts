@@ -44,6 +44,7 @@ export const MessageKind = {
   readReplyBatch: Message.ReadReplyBatch,
   hello: Message.Hello,
   snapshot: Message.Snapshot,
+  clusterView: Message.ClusterView,
 } as const;
 export type MessageKind = (typeof MessageKind)[keyof typeof MessageKind];
 
@@ -116,6 +117,7 @@ export function frameKind(bytes: Uint8Array): MessageKind | string {
     case Message.ReadReplyBatch:
     case Message.Hello:
     case Message.Snapshot:
+    case Message.ClusterView:
       return envelope.kind;
     default:
       return `unknown message type ${envelope.kind}`;

@@ -1,14 +1,20 @@
 /**
  * The chain configuration, host liveness and master election kept in etcd, for chains that span
- * hosts. The async counterpart of the core's ConfigurationStore (not yet wired into ChainMaster).
+ * hosts. The async counterpart of the core's ConfigurationStore; EtcdMaster (etcd-master.ts)
+ * drives it.
  *
  * Keys, all under one prefix per dabba cluster (default `/dabba/default/`):
- *   configuration         the current Configuration as JSON
- *   epoch                 its epoch in decimal, written in the same transactions as `configuration`
- *   hosts/<hostId>        one per live host, attached to that host's lease
- *   election/master/<id>  the candidates for master (etcd3's Election layout)
+ *   configuration              the current Configuration as JSON
+ *   epoch                      its epoch in decimal, written in the same transactions as `configuration`
+ *   hosts/<hostId>             one per live host, attached to that host's lease: its HostInfo as JSON
+ *                              (or the bare host id when it registered without one)
+ *   status/<hostId>            the host's latest HostStatus as JSON, under the same lease
+ *   counters/replica           the last replica id handed out, in decimal (allocateId)
+ *   counters/client            the last client id handed out, in decimal (allocateId)
+ *   handoff                    the master's latest handoff request, JSON {epoch, joiner}
+ *   election/master/<leaseId>  the candidates for master (etcd3's Election layout)
  */
-import { Etcd3, type Campaign, type Lease, type Namespace, type Watcher } from 'etcd3';
+import { Etcd3, type Campaign, type ComparatorBuilder, type Lease, type Namespace, type Watcher } from 'etcd3';
 import type { Configuration } from '../../native-free-core/master/chain-master.js';
 import { DabbaError, ErrorCode } from '../../native-free-core/errors.js';
 import { decodeConfiguration, encodeConfiguration } from './configuration-json.js';
@@ -16,9 +22,17 @@ import { decodeConfiguration, encodeConfiguration } from './configuration-json.j
 const CONFIGURATION_KEY = 'configuration';
 const EPOCH_KEY = 'epoch';
 const HOSTS_PREFIX = 'hosts/';
+const STATUS_PREFIX = 'status/';
+const COUNTERS_PREFIX = 'counters/';
+const HANDOFF_KEY = 'handoff';
 const ELECTION_NAME = 'master';
 const DEFAULT_PREFIX = '/dabba/default/';
 const DEFAULT_LEADERSHIP_TTL_SECONDS = 10;
+/** Replica and client ids travel as uint32 on the wire (schema.fbs). */
+const ID_MAX = 0xffffffff;
+/** allocateId gives up after this many lost races for the counter (each loss means another id was handed out). */
+const ALLOCATE_ATTEMPTS_MAX = 64;
+const LEASE_RENEWALS_UNANSWERED_MAX = 16;
 
 export interface EtcdConfigurationStoreOptions {
   /** Client URLs of the etcd members, e.g. `['http://10.0.0.1:2379', ...]`. */
@@ -32,14 +46,80 @@ export interface HostChange {
   hostId: string;
 }
 
+/** What a host announces in `hosts/<hostId>`: who it is in the chain and where to reach it. */
+export interface HostInfo {
+  /** From allocateId('replica'): a host that restarts gets a new one (it starts empty and joins again). */
+  replicaId: number;
+  /** The host's base ws/http URL, e.g. `ws://10.77.1.10:7400`. */
+  url: string;
+}
+
+/** What a host reports about its replica in `status/<hostId>` (the master decides joins from it). */
+export interface HostStatus {
+  replicaId: number;
+  /** The configuration epoch the replica runs in. */
+  epoch: number;
+  /** 'head' | 'middle' | 'tail' | 'solo' | 'joining', or anything the host wants to say (informative). */
+  role: string;
+  appliedSeq: number;
+  committedSeq: number;
+  /** A joiner that has loaded its snapshot and is applying the stream after it. */
+  joinCaughtUp: boolean;
+  /** The epoch in which this tail became ready to hand over to its joiner; 0 when not ready. */
+  handoffReadyEpoch: number;
+  writesPerSecond: number;
+}
+
+/** One live host as seen by watchHostTable; null where the stored value is missing or malformed. */
+export interface HostTableEntry {
+  info: HostInfo | null;
+  status: HostStatus | null;
+}
+
+/** Every host whose `hosts/<hostId>` key exists, by host id (in host id order). */
+export type HostTable = ReadonlyMap<string, HostTableEntry>;
+
+/** The master asks the tail of `epoch` to stop taking writes until `joiner` has everything. */
+export interface HandoffRequest {
+  epoch: number;
+  joiner: number;
+}
+
+export type IdCounter = 'replica' | 'client';
+
 export interface HostRegistration {
   readonly hostId: string;
+  /** What `hosts/<hostId>` holds; null when registered without. */
+  readonly info: HostInfo | null;
   /** Aborted when etcd no longer holds this host's lease (it expired while unreachable, or was revoked elsewhere). */
   readonly lost: AbortSignal;
   /** Leaves at once: revoking the lease deletes `hosts/<hostId>`. */
   revoke(): Promise<void>;
   /** Stops renewing the lease, as a crash would: the key goes when the TTL runs out. */
   stopKeepalive(): void;
+  /** Puts `status/<hostId>` under this host's lease (it goes with the host). */
+  putStatus(status: HostStatus): Promise<void>;
+  /**
+   * A `performance.now()` time before which etcd surely still holds this lease: the moment the
+   * last acknowledged renewal (or the grant) was sent, plus the TTL etcd granted. A tail may serve
+   * reads on its own until then (minus a margin for clock rate drift); 0 once the lease is lost
+   * or revoked. After stopKeepalive() it stays where the last renewal left it.
+   */
+  leaseValidUntil(): number;
+}
+
+/**
+ * What fences a master's writes: its election key and the revision that created it. A fenced
+ * transaction also requires that key to still have that create revision, as etcd's Go client does
+ * with Election.Rev() (its IsOwner compare). Once the candidate resigns or its lease expires the
+ * key is deleted, so a deposed master's write fails even when its epoch still matches.
+ */
+export interface LeadershipFence {
+  /** The store prefix the key lives under: a fence only works with a store of the same prefix. */
+  readonly prefix: string;
+  /** Relative to the prefix: `election/master/<leaseId>`. */
+  readonly electionKey: string;
+  readonly createRevision: string;
 }
 
 export interface Leadership {
@@ -51,6 +131,8 @@ export interface Leadership {
   readonly lost: AbortSignal;
   /** Gives up leadership; the next candidate in line is elected. */
   resign(): Promise<void>;
+  /** Pass this Leadership to compareAndSet/initialize/requestHandoff to fence them. */
+  readonly fence: LeadershipFence;
 }
 
 export interface CampaignOptions {
@@ -89,12 +171,14 @@ export class EtcdConfigurationStore {
     return text === null ? null : decodeConfiguration(text, this.keyName(CONFIGURATION_KEY));
   }
 
-  /** Stores the first configuration; false (and nothing written) if one already exists. */
-  async initialize(configuration: Configuration): Promise<boolean> {
+  /**
+   * Stores the first configuration; false (and nothing written) if one already exists, or if
+   * `fence` is given and that candidate no longer leads.
+   */
+  async initialize(configuration: Configuration, fence?: Leadership): Promise<boolean> {
     checkWritable(configuration);
-    const result = await this.namespace
-      .if(CONFIGURATION_KEY, 'Create', '==', 0)
-      .and(EPOCH_KEY, 'Create', '==', 0)
+    const transaction = this.namespace.if(CONFIGURATION_KEY, 'Create', '==', 0).and(EPOCH_KEY, 'Create', '==', 0);
+    const result = await this.fenced(transaction, fence)
       .then(...this.writesOf(configuration))
       .commit();
     return result.succeeded;
@@ -111,16 +195,20 @@ export class EtcdConfigurationStore {
    * trip. The two keys cannot drift apart because every write of either writes both, in one
    * transaction.
    *
+   * With `fence` (the master's Leadership) the transaction also requires that this candidate
+   * still leads (see LeadershipFence): false then tells either story; load() tells which (an
+   * unchanged epoch means the fence failed).
+   *
    * An error (e.g. the connection broke) leaves the outcome unknown: the write may have committed.
    * load() tells.
    */
-  async compareAndSet(expectedEpoch: number, next: Configuration): Promise<boolean> {
+  async compareAndSet(expectedEpoch: number, next: Configuration, fence?: Leadership): Promise<boolean> {
     if (next.epoch !== expectedEpoch + 1) {
       throw new DabbaError(ErrorCode.outOfRange, `the next configuration must have epoch ${expectedEpoch + 1} (got ${next.epoch})`);
     }
     checkWritable(next);
-    const result = await this.namespace
-      .if(EPOCH_KEY, 'Value', '==', String(expectedEpoch))
+    const transaction = this.namespace.if(EPOCH_KEY, 'Value', '==', String(expectedEpoch));
+    const result = await this.fenced(transaction, fence)
       .then(...this.writesOf(next))
       .commit();
     return result.succeeded;
@@ -154,16 +242,24 @@ export class EtcdConfigurationStore {
   /**
    * Announces a live host: `hosts/<hostId>` under a lease of `ttlSeconds` that is kept alive in
    * the background. If this process dies or loses etcd, the key is deleted once the TTL runs out.
+   * With `info` the key holds it as JSON (what the master needs: the replica id and the URL);
+   * without, the bare host id.
    */
-  async registerHost(hostId: string, ttlSeconds: number): Promise<HostRegistration> {
+  async registerHost(hostId: string, ttlSeconds: number, info?: HostInfo): Promise<HostRegistration> {
     checkHostId(hostId);
     checkTtl(ttlSeconds);
+    const value = info === undefined ? hostId : checkedJson(info, (text) => decodeHostInfo(text, 'the host info to write'));
+    const grantSentAt = performance.now();
     const lease = this.namespace.lease(ttlSeconds);
     this.leases.add(lease);
     const lost = new AbortController();
-    lease.on('lost', (error) => lost.abort(error));
+    const validity = new LeaseValidity(lease, grantSentAt, ttlSeconds);
+    lease.on('lost', (error) => {
+      validity.end();
+      lost.abort(error);
+    });
     try {
-      await lease.put(HOSTS_PREFIX + hostId).value(hostId).exec();
+      await lease.put(HOSTS_PREFIX + hostId).value(value).exec();
     } catch (error) {
       this.leases.delete(lease);
       lease.release();
@@ -171,9 +267,16 @@ export class EtcdConfigurationStore {
     }
     return {
       hostId,
+      info: info === undefined ? null : { replicaId: info.replicaId, url: info.url },
       lost: lost.signal,
+      putStatus: async (status) => {
+        const text = checkedJson(status, (json) => decodeHostStatus(json, 'the host status to write'));
+        await lease.put(STATUS_PREFIX + hostId).value(text).exec();
+      },
+      leaseValidUntil: () => validity.until,
       revoke: async () => {
         this.leases.delete(lease);
+        validity.end();
         await lease.revoke();
       },
       stopKeepalive: () => {
@@ -230,6 +333,7 @@ export class EtcdConfigurationStore {
     this.campaigns.add(campaign);
     const lost = new AbortController();
     let elected = false;
+    let fence: LeadershipFence;
     const withdraw = (): Promise<void> => {
       this.campaigns.delete(campaign);
       return campaign.resign();
@@ -243,11 +347,134 @@ export class EtcdConfigurationStore {
         campaign.on('error', (error) => (elected ? lost.abort(error) : reject(error)));
         options.signal?.addEventListener('abort', () => reject(options.signal!.reason), { once: true });
       });
+      fence = await this.fenceOf(campaign);
     } catch (error) {
       await withdraw().catch(() => undefined);
       throw error;
     }
-    return { candidateId, lost: lost.signal, resign: withdraw };
+    return { candidateId, lost: lost.signal, resign: withdraw, fence };
+  }
+
+  /**
+   * Calls `onChange` with the whole host table at once, then after every change, in order and
+   * without gaps (both prefixes are read at one revision and watched from the next). Only hosts
+   * whose `hosts/<hostId>` key exists appear; a status without it waits, unseen, until it does
+   * (or goes with its lease). Events etcd delivers together (a lease expiry deletes both keys of a
+   * host at once) make one call. A malformed value goes to `onError` and shows as null.
+   */
+  async watchHostTable(onChange: (table: HostTable) => void, onError: (error: Error) => void = warn): Promise<StopWatching> {
+    const infos = new Map<string, HostInfo | null>();
+    const statuses = new Map<string, HostStatus | null>();
+    const putInfo = (hostId: string, text: string): void => {
+      // A host registered without info holds its bare id: no info, and nothing wrong.
+      infos.set(hostId, text === hostId ? null : this.decodeOrReport(text, HOSTS_PREFIX + hostId, decodeHostInfo, onError));
+    };
+    const putStatus = (hostId: string, text: string): void => {
+      statuses.set(hostId, this.decodeOrReport(text, STATUS_PREFIX + hostId, decodeHostStatus, onError));
+    };
+    const table = (): HostTable =>
+      new Map(
+        [...infos.keys()].sort().map((hostId) => [hostId, { info: infos.get(hostId) ?? null, status: statuses.get(hostId) ?? null }]),
+      );
+
+    const hostsSnapshot = await this.namespace.getAll().prefix(HOSTS_PREFIX).exec();
+    const revision = hostsSnapshot.header.revision;
+    const statusSnapshot = await this.namespace.getAll().prefix(STATUS_PREFIX).revision(revision).exec();
+    for (const kv of hostsSnapshot.kvs) putInfo(kv.key.toString().slice(HOSTS_PREFIX.length), kv.value.toString());
+    for (const kv of statusSnapshot.kvs) putStatus(kv.key.toString().slice(STATUS_PREFIX.length), kv.value.toString());
+    onChange(table());
+
+    // One call per batch of events: etcd3 emits a response's events synchronously, one by one.
+    let stopped = false;
+    let scheduled = false;
+    const changed = (): void => {
+      if (scheduled) return;
+      scheduled = true;
+      queueMicrotask(() => {
+        scheduled = false;
+        if (!stopped) onChange(table());
+      });
+    };
+    const start = nextRevision(revision);
+    const hostsWatcher = this.namespace.watch().prefix(HOSTS_PREFIX).startRevision(start).watcher();
+    hostsWatcher.on('put', (kv) => (putInfo(kv.key.toString().slice(HOSTS_PREFIX.length), kv.value.toString()), changed()));
+    hostsWatcher.on('delete', (kv) => (infos.delete(kv.key.toString().slice(HOSTS_PREFIX.length)), changed()));
+    const statusWatcher = this.namespace.watch().prefix(STATUS_PREFIX).startRevision(start).watcher();
+    statusWatcher.on('put', (kv) => (putStatus(kv.key.toString().slice(STATUS_PREFIX.length), kv.value.toString()), changed()));
+    statusWatcher.on('delete', (kv) => (statuses.delete(kv.key.toString().slice(STATUS_PREFIX.length)), changed()));
+    const stops = await Promise.allSettled([this.started(hostsWatcher, onError), this.started(statusWatcher, onError)]);
+    const stopAll = async (): Promise<void> => {
+      stopped = true;
+      await Promise.all(stops.flatMap((outcome) => (outcome.status === 'fulfilled' ? [outcome.value()] : [])));
+    };
+    const failed = stops.find((outcome) => outcome.status === 'rejected');
+    if (failed !== undefined) {
+      await stopAll().catch(() => undefined);
+      throw failed.reason;
+    }
+    return stopAll;
+  }
+
+  /**
+   * Hands out the next id of `counter` (1 first), atomically across processes: read the counter,
+   * then write counter + 1 in a transaction that requires the key's mod revision to be what was
+   * read (0 while the key does not exist), retrying when another process won the race. Ids are
+   * uint32 on the wire, so the counters stop at 0xffffffff.
+   */
+  async allocateId(counter: IdCounter): Promise<number> {
+    if (counter !== 'replica' && counter !== 'client') {
+      throw new DabbaError(ErrorCode.invalidArgument, `the id counters are 'replica' and 'client' (got ${JSON.stringify(counter)})`);
+    }
+    const key = COUNTERS_PREFIX + counter;
+    for (let attempt = 0; attempt < ALLOCATE_ATTEMPTS_MAX; attempt++) {
+      const kv = (await this.namespace.get(key).exec()).kvs[0];
+      const last = kv === undefined ? 0 : decodeCounter(kv.value.toString(), this.keyName(key));
+      if (last >= ID_MAX) throw new DabbaError(ErrorCode.outOfRange, `the ${counter} ids are used up (${this.keyName(key)} is ${last})`);
+      const next = last + 1;
+      const result = await this.namespace
+        .if(key, 'Mod', '==', kv === undefined ? 0 : kv.mod_revision)
+        .then(this.namespace.put(key).value(String(next)))
+        .commit();
+      if (result.succeeded) return next;
+    }
+    throw new DabbaError(ErrorCode.timeout, `gave up allocating a ${counter} id after ${ALLOCATE_ATTEMPTS_MAX} conflicting attempts`);
+  }
+
+  /**
+   * Puts `handoff` = {epoch, joiner}: the tail of `epoch` is to stop taking writes until `joiner`
+   * has everything. With `fence` it is written only while that candidate leads (false otherwise).
+   */
+  async requestHandoff(epoch: number, joinerReplicaId: number, fence?: Leadership): Promise<boolean> {
+    const text = checkedJson({ epoch, joiner: joinerReplicaId }, (json) => decodeHandoffRequest(json, 'the handoff request to write'));
+    if (fence === undefined) {
+      await this.namespace.put(HANDOFF_KEY).value(text).exec();
+      return true;
+    }
+    this.checkFence(fence);
+    const result = await this.namespace
+      .if(fence.fence.electionKey, 'Create', '==', fence.fence.createRevision)
+      .then(this.namespace.put(HANDOFF_KEY).value(text))
+      .commit();
+    return result.succeeded;
+  }
+
+  /**
+   * Calls `onRequest` with the current handoff request (if any), then with every later one, in
+   * order and without gaps. A malformed value goes to `onError`.
+   */
+  async watchHandoff(onRequest: (request: HandoffRequest) => void, onError: (error: Error) => void = warn): Promise<StopWatching> {
+    const snapshot = await this.namespace.get(HANDOFF_KEY).exec();
+    const current = snapshot.kvs[0];
+    if (current !== undefined) {
+      const request = this.decodeOrReport(current.value.toString(), HANDOFF_KEY, decodeHandoffRequest, onError);
+      if (request !== null) onRequest(request);
+    }
+    const watcher = this.namespace.watch().key(HANDOFF_KEY).startRevision(nextRevision(snapshot.header.revision)).watcher();
+    watcher.on('put', (kv) => {
+      const request = this.decodeOrReport(kv.value.toString(), HANDOFF_KEY, decodeHandoffRequest, onError);
+      if (request !== null) onRequest(request);
+    });
+    return this.started(watcher, onError);
   }
 
   /** Revokes host leases and resigns campaigns still held, cancels watches, closes the client. */
@@ -276,6 +503,55 @@ export class EtcdConfigurationStore {
     return `etcd key ${this.prefix}${key}`;
   }
 
+  /** Adds the leadership compare to a transaction (nothing without a fence). */
+  private fenced(transaction: ComparatorBuilder, fence: Leadership | undefined): ComparatorBuilder {
+    if (fence === undefined) return transaction;
+    this.checkFence(fence);
+    return transaction.and(fence.fence.electionKey, 'Create', '==', fence.fence.createRevision);
+  }
+
+  private checkFence(leadership: Leadership): void {
+    if (leadership.fence.prefix !== this.prefix) {
+      throw new DabbaError(
+        ErrorCode.invalidArgument,
+        `a leadership of prefix ${leadership.fence.prefix} cannot fence writes under ${this.prefix}`,
+      );
+    }
+  }
+
+  /**
+   * The elected candidate's key and its create revision. etcd3's Campaign names its key after its
+   * lease (getCampaignKey(), with the full prefix) and keeps the revision private, so it is read
+   * back here; it cannot change while the key exists (the campaign only rewrites its value).
+   */
+  private async fenceOf(campaign: Campaign): Promise<LeadershipFence> {
+    const fullKey = await campaign.getCampaignKey();
+    if (!fullKey.startsWith(this.prefix)) {
+      throw new DabbaError(ErrorCode.invalidArgument, `election key ${fullKey} is not under ${this.prefix}`);
+    }
+    const electionKey = fullKey.slice(this.prefix.length);
+    const kv = (await this.namespace.get(electionKey).exec()).kvs[0];
+    if (kv === undefined) {
+      throw new DabbaError(ErrorCode.staleEpoch, `leadership was lost as it began (${this.keyName(electionKey)} is gone)`);
+    }
+    return { prefix: this.prefix, electionKey, createRevision: kv.create_revision };
+  }
+
+  /** Decodes, or reports the malformed value to `onError` and gives null. */
+  private decodeOrReport<T>(
+    text: string,
+    key: string,
+    decode: (text: string, source: string) => T,
+    onError: (error: Error) => void,
+  ): T | null {
+    try {
+      return decode(text, this.keyName(key));
+    } catch (error) {
+      onError(error as Error);
+      return null;
+    }
+  }
+
   /** Waits until etcd has set the watch up (its events flow from then on) and hands back its stop. */
   private async started(watcher: Watcher, onError: (error: Error) => void): Promise<StopWatching> {
     this.watchers.add(watcher);
@@ -298,6 +574,40 @@ export class EtcdConfigurationStore {
   }
 }
 
+/**
+ * Tracks how long a lease is surely alive in etcd. etcd3 sends a renewal on a stream every TTL/3
+ * ('keepaliveFired') and reports each answer ('keepaliveSucceeded', with the TTL granted) in the
+ * order sent, so each answer is matched with the oldest unanswered send; measuring from the send,
+ * not the answer, keeps the bound on the safe side of the network delay.
+ */
+class LeaseValidity {
+  /** performance.now() before which the lease is alive; 0 once it is known gone. */
+  until: number;
+  private readonly sentAt: number[] = [];
+  private ended = false;
+
+  constructor(lease: Lease, grantSentAt: number, ttlSeconds: number) {
+    this.until = grantSentAt + ttlSeconds * 1000;
+    lease.on('keepaliveFired', () => {
+      // Bounded: answers that never come (a broken stream) must not grow this without end.
+      if (this.sentAt.length >= LEASE_RENEWALS_UNANSWERED_MAX) this.sentAt.shift();
+      this.sentAt.push(performance.now());
+    });
+    lease.on('keepaliveSucceeded', (response) => {
+      const sentAt = this.sentAt.shift();
+      if (sentAt === undefined || this.ended) return;
+      this.until = Math.max(this.until, sentAt + Number(response.TTL) * 1000);
+    });
+    // A new keepalive stream (after a broken one) starts with no renewal in flight.
+    lease.on('keepaliveEstablished', () => (this.sentAt.length = 0));
+  }
+
+  end(): void {
+    this.ended = true;
+    this.until = 0;
+  }
+}
+
 function nextRevision(revision: string): string {
   return (BigInt(revision) + 1n).toString();
 }
@@ -309,6 +619,92 @@ function checkWritable(configuration: Configuration): void {
   } catch (error) {
     throw new DabbaError(ErrorCode.invalidArgument, (error as Error).message);
   }
+}
+
+/** Serialises `value` and checks it with the read-side decoder, so nothing is written that readers would reject. */
+function checkedJson(value: unknown, decode: (text: string) => unknown): string {
+  const text = JSON.stringify(value);
+  try {
+    decode(text);
+  } catch (error) {
+    throw new DabbaError(ErrorCode.invalidArgument, (error as Error).message);
+  }
+  return text;
+}
+
+function malformedValue(source: string, what: string, reason: string, text: string): DabbaError {
+  const preview = JSON.stringify(text.length > 200 ? `${text.slice(0, 200)}…` : text);
+  return new DabbaError(ErrorCode.malformedFrame, `${source} holds a malformed ${what}: ${reason} (value: ${preview})`);
+}
+
+function parseObject(text: string, source: string, what: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw malformedValue(source, what, 'not JSON', text);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw malformedValue(source, what, 'not an object', text);
+  return value as Record<string, unknown>;
+}
+
+function isId(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 1 && value <= ID_MAX;
+}
+
+function isCount(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+}
+
+/** Parses and validates a `hosts/<hostId>` value; `source` names where it came from. */
+export function decodeHostInfo(text: string, source: string): HostInfo {
+  const { replicaId, url } = parseObject(text, source, 'host info');
+  const malformed = (reason: string): DabbaError => malformedValue(source, 'host info', reason, text);
+  if (!isId(replicaId)) throw malformed(`replicaId must be an integer in 1..${ID_MAX}`);
+  if (typeof url !== 'string' || !isHostUrl(url)) throw malformed('url must be a ws://, wss://, http:// or https:// URL');
+  return { replicaId, url };
+}
+
+/** Parses and validates a `status/<hostId>` value. */
+export function decodeHostStatus(text: string, source: string): HostStatus {
+  const fields = parseObject(text, source, 'host status');
+  const malformed = (reason: string): DabbaError => malformedValue(source, 'host status', reason, text);
+  const { replicaId, epoch, role, appliedSeq, committedSeq, joinCaughtUp, handoffReadyEpoch, writesPerSecond } = fields;
+  if (!isId(replicaId)) throw malformed(`replicaId must be an integer in 1..${ID_MAX}`);
+  if (!isCount(epoch)) throw malformed('epoch must be a non-negative integer');
+  if (typeof role !== 'string' || role.length > 64) throw malformed('role must be a string of at most 64 characters');
+  if (!isCount(appliedSeq)) throw malformed('appliedSeq must be a non-negative integer');
+  if (!isCount(committedSeq)) throw malformed('committedSeq must be a non-negative integer');
+  if (typeof joinCaughtUp !== 'boolean') throw malformed('joinCaughtUp must be a boolean');
+  if (!isCount(handoffReadyEpoch)) throw malformed('handoffReadyEpoch must be a non-negative integer');
+  if (typeof writesPerSecond !== 'number' || !Number.isFinite(writesPerSecond) || writesPerSecond < 0) {
+    throw malformed('writesPerSecond must be a finite non-negative number');
+  }
+  return { replicaId, epoch, role, appliedSeq, committedSeq, joinCaughtUp, handoffReadyEpoch, writesPerSecond };
+}
+
+/** Parses and validates the `handoff` value. */
+export function decodeHandoffRequest(text: string, source: string): HandoffRequest {
+  const { epoch, joiner } = parseObject(text, source, 'handoff request');
+  if (!isCount(epoch) || epoch < 1) throw malformedValue(source, 'handoff request', 'epoch must be an integer >= 1', text);
+  if (!isId(joiner)) throw malformedValue(source, 'handoff request', `joiner must be an integer in 1..${ID_MAX}`, text);
+  return { epoch, joiner };
+}
+
+function decodeCounter(text: string, source: string): number {
+  const value = /^(0|[1-9][0-9]{0,15})$/.test(text) ? Number(text) : Number.NaN;
+  if (!Number.isSafeInteger(value)) throw malformedValue(source, 'id counter', 'not a decimal integer', text);
+  return value;
+}
+
+function isHostUrl(text: string): boolean {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return false;
+  }
+  return ['ws:', 'wss:', 'http:', 'https:'].includes(url.protocol) && url.hostname.length > 0;
 }
 
 function checkHostId(hostId: string): void {

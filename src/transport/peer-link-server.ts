@@ -3,7 +3,7 @@
  * the native addon and with the package's JavaScript fallback (see ./uws.ts); the differences
  * that matter here are isolated in uwsPort() and hardenFallbackSocket().
  */
-import type { WebSocket } from 'uWebSockets.js';
+import type { TemplatedApp, WebSocket } from 'uWebSockets.js';
 import { DabbaError, ErrorCode } from '../../native-free-core/errors.js';
 import {
   LinkCloseCode,
@@ -14,7 +14,7 @@ import {
   type PeerLinkOptions,
   type SocketPort,
 } from './peer-link-endpoint.js';
-import { loadUws } from './uws.js';
+import { loadUws, type UwsModule } from './uws.js';
 
 export interface PeerLinkListenOptions extends PeerLinkOptions {
   /** 0 lets the kernel choose; read the chosen one from the result. */
@@ -86,15 +86,25 @@ function remoteAddressOf(ws: WebSocket<unknown>): string {
   }
 }
 
-export function listenPeerLinks(options: PeerLinkListenOptions): Promise<PeerLinkServer> {
+/** The peer-link route on an App that may serve other routes too (see listenPeerLinks). */
+export interface PeerLinkRoute {
+  connectionCount(): number;
+  /** Closes every link with 1001 (going away). */
+  closeAll(): void;
+}
+
+export interface PeerLinkRouteOptions extends PeerLinkOptions {
+  path: string;
+  idleTimeoutSeconds?: number;
+  onLink(link: PeerLink): PeerLinkHandlers;
+}
+
+/** Serves authenticated peer links on `options.path` of an existing uWS App. */
+export function attachPeerLinkRoute(app: TemplatedApp, native: boolean, uws: UwsModule, options: PeerLinkRouteOptions): PeerLinkRoute {
   const settings = linkSettings(options);
   if (typeof options.onLink !== 'function') throw new DabbaError(ErrorCode.invalidArgument, 'onLink must be a function');
-  const { uws, native } = loadUws();
-  const app = uws.App();
   const endpoints = new Map<WebSocket<unknown>, PeerLinkEndpoint>();
-  const path = options.path ?? '/peer';
-
-  app.ws<unknown>(path, {
+  app.ws<unknown>(options.path, {
     compression: uws.DISABLED ?? 0, // Records are FlatBuffers batches: compressing costs CPU for little.
     maxPayloadLength: settings.receiveLimitBytes,
     maxBackpressure: settings.highWaterBytes + settings.receiveLimitBytes + BACKPRESSURE_SLACK_BYTES,
@@ -121,6 +131,18 @@ export function listenPeerLinks(options: PeerLinkListenOptions): Promise<PeerLin
       endpoint.socketClosed(code, reason);
     },
   });
+  return {
+    connectionCount: () => endpoints.size,
+    closeAll() {
+      for (const endpoint of [...endpoints.values()]) endpoint.close(LinkCloseCode.goingAway, 'server closing');
+    },
+  };
+}
+
+export function listenPeerLinks(options: PeerLinkListenOptions): Promise<PeerLinkServer> {
+  const { uws, native } = loadUws();
+  const app = uws.App();
+  const route = attachPeerLinkRoute(app, native, uws, { ...options, path: options.path ?? '/peer' });
   app.any('/*', (response) => {
     response.writeStatus('404 Not Found').end();
   });
@@ -135,12 +157,12 @@ export function listenPeerLinks(options: PeerLinkListenOptions): Promise<PeerLin
       resolve({
         port: uws.us_socket_local_port(listenSocket as never),
         native,
-        connectionCount: () => endpoints.size,
+        connectionCount: route.connectionCount,
         close() {
           if (closed) return;
           closed = true;
           uws.us_listen_socket_close(listenSocket);
-          for (const endpoint of [...endpoints.values()]) endpoint.close(LinkCloseCode.goingAway, 'server closing');
+          route.closeAll();
         },
       });
     });

@@ -6,8 +6,10 @@
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 
+export type UwsModule = typeof import('uWebSockets.js');
+
 export interface UwsLoad {
-  uws: typeof import('uWebSockets.js');
+  uws: UwsModule;
   /** True when the native addon is in use, false for the JavaScript fallback. */
   native: boolean;
   /** The addon file that a native load uses on this platform. */

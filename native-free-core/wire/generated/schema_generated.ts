@@ -20,13 +20,14 @@ export enum Message {
   ReadBatch = 3,
   ReadReplyBatch = 4,
   Hello = 5,
-  Snapshot = 6
+  Snapshot = 6,
+  ClusterView = 7
 }
 
 export function unionToMessage(
   type: Message,
-  accessor: (obj:Ack|Hello|ReadBatch|ReadReplyBatch|Snapshot|WriteBatch) => Ack|Hello|ReadBatch|ReadReplyBatch|Snapshot|WriteBatch|null
-): Ack|Hello|ReadBatch|ReadReplyBatch|Snapshot|WriteBatch|null {
+  accessor: (obj:Ack|ClusterView|Hello|ReadBatch|ReadReplyBatch|Snapshot|WriteBatch) => Ack|ClusterView|Hello|ReadBatch|ReadReplyBatch|Snapshot|WriteBatch|null
+): Ack|ClusterView|Hello|ReadBatch|ReadReplyBatch|Snapshot|WriteBatch|null {
   switch(Message[type]) {
     case 'NONE': return null; 
     case 'WriteBatch': return accessor(new WriteBatch())! as WriteBatch;
@@ -35,15 +36,16 @@ export function unionToMessage(
     case 'ReadReplyBatch': return accessor(new ReadReplyBatch())! as ReadReplyBatch;
     case 'Hello': return accessor(new Hello())! as Hello;
     case 'Snapshot': return accessor(new Snapshot())! as Snapshot;
+    case 'ClusterView': return accessor(new ClusterView())! as ClusterView;
     default: return null;
   }
 }
 
 export function unionListToMessage(
   type: Message, 
-  accessor: (index: number, obj:Ack|Hello|ReadBatch|ReadReplyBatch|Snapshot|WriteBatch) => Ack|Hello|ReadBatch|ReadReplyBatch|Snapshot|WriteBatch|null, 
+  accessor: (index: number, obj:Ack|ClusterView|Hello|ReadBatch|ReadReplyBatch|Snapshot|WriteBatch) => Ack|ClusterView|Hello|ReadBatch|ReadReplyBatch|Snapshot|WriteBatch|null, 
   index: number
-): Ack|Hello|ReadBatch|ReadReplyBatch|Snapshot|WriteBatch|null {
+): Ack|ClusterView|Hello|ReadBatch|ReadReplyBatch|Snapshot|WriteBatch|null {
   switch(Message[type]) {
     case 'NONE': return null; 
     case 'WriteBatch': return accessor(index, new WriteBatch())! as WriteBatch;
@@ -52,6 +54,7 @@ export function unionListToMessage(
     case 'ReadReplyBatch': return accessor(index, new ReadReplyBatch())! as ReadReplyBatch;
     case 'Hello': return accessor(index, new Hello())! as Hello;
     case 'Snapshot': return accessor(index, new Snapshot())! as Snapshot;
+    case 'ClusterView': return accessor(index, new ClusterView())! as ClusterView;
     default: return null;
   }
 }
@@ -1225,6 +1228,113 @@ static createSnapshot(builder:flatbuffers.Builder, epoch:number, appliedSeq:bigi
   Snapshot.addPayload(builder, payloadOffset);
   Snapshot.addClients(builder, clientsOffset);
   return Snapshot.endSnapshot(builder);
+}
+}
+
+export class ClusterView {
+  bb: flatbuffers.ByteBuffer|null = null;
+  bb_pos = 0;
+  __init(i:number, bb:flatbuffers.ByteBuffer):ClusterView {
+  this.bb_pos = i;
+  this.bb = bb;
+  return this;
+}
+
+static getRootAsClusterView(bb:flatbuffers.ByteBuffer, obj?:ClusterView):ClusterView {
+  return (obj || new ClusterView()).__init(bb.readInt32(bb.position()) + bb.position(), bb);
+}
+
+static getSizePrefixedRootAsClusterView(bb:flatbuffers.ByteBuffer, obj?:ClusterView):ClusterView {
+  bb.setPosition(bb.position() + flatbuffers.SIZE_PREFIX_LENGTH);
+  return (obj || new ClusterView()).__init(bb.readInt32(bb.position()) + bb.position(), bb);
+}
+
+epoch():number {
+  const offset = this.bb!.__offset(this.bb_pos, 4);
+  return offset ? this.bb!.readUint32(this.bb_pos + offset) : 0;
+}
+
+mutate_epoch(value:number):boolean {
+  const offset = this.bb!.__offset(this.bb_pos, 4);
+
+  if (offset === 0) {
+    return false;
+  }
+
+  this.bb!.writeUint32(this.bb_pos + offset, value);
+  return true;
+}
+
+clientId():number {
+  const offset = this.bb!.__offset(this.bb_pos, 6);
+  return offset ? this.bb!.readUint32(this.bb_pos + offset) : 0;
+}
+
+mutate_client_id(value:number):boolean {
+  const offset = this.bb!.__offset(this.bb_pos, 6);
+
+  if (offset === 0) {
+    return false;
+  }
+
+  this.bb!.writeUint32(this.bb_pos + offset, value);
+  return true;
+}
+
+view(index: number):number|null {
+  const offset = this.bb!.__offset(this.bb_pos, 8);
+  return offset ? this.bb!.readUint8(this.bb!.__vector(this.bb_pos + offset) + index) : 0;
+}
+
+viewLength():number {
+  const offset = this.bb!.__offset(this.bb_pos, 8);
+  return offset ? this.bb!.__vector_len(this.bb_pos + offset) : 0;
+}
+
+viewArray():Uint8Array|null {
+  const offset = this.bb!.__offset(this.bb_pos, 8);
+  return offset ? new Uint8Array(this.bb!.bytes().buffer, this.bb!.bytes().byteOffset + this.bb!.__vector(this.bb_pos + offset), this.bb!.__vector_len(this.bb_pos + offset)) : null;
+}
+
+static startClusterView(builder:flatbuffers.Builder) {
+  builder.startObject(3);
+}
+
+static addEpoch(builder:flatbuffers.Builder, epoch:number) {
+  builder.addFieldInt32(0, epoch, 0);
+}
+
+static addClientId(builder:flatbuffers.Builder, clientId:number) {
+  builder.addFieldInt32(1, clientId, 0);
+}
+
+static addView(builder:flatbuffers.Builder, viewOffset:flatbuffers.Offset) {
+  builder.addFieldOffset(2, viewOffset, 0);
+}
+
+static createViewVector(builder:flatbuffers.Builder, data:number[]|Uint8Array):flatbuffers.Offset {
+  builder.startVector(1, data.length, 1);
+  for (let i = data.length - 1; i >= 0; i--) {
+    builder.addInt8(data[i]!);
+  }
+  return builder.endVector();
+}
+
+static startViewVector(builder:flatbuffers.Builder, numElems:number) {
+  builder.startVector(1, numElems, 1);
+}
+
+static endClusterView(builder:flatbuffers.Builder):flatbuffers.Offset {
+  const offset = builder.endObject();
+  return offset;
+}
+
+static createClusterView(builder:flatbuffers.Builder, epoch:number, clientId:number, viewOffset:flatbuffers.Offset):flatbuffers.Offset {
+  ClusterView.startClusterView(builder);
+  ClusterView.addEpoch(builder, epoch);
+  ClusterView.addClientId(builder, clientId);
+  ClusterView.addView(builder, viewOffset);
+  return ClusterView.endClusterView(builder);
 }
 }
 

@@ -1,0 +1,83 @@
+/**
+ * ClusterView frames: what a host tells a remote client about the chain (its members' replica ids
+ * and URLs, head first, and the epoch), so the client can send writes to the head and reads to the
+ * tail and follow reconfigurations. The member list is JSON text inside the frame, checked field by
+ * field here: a malformed view is refused, never half-used.
+ */
+import * as flatbuffers from 'flatbuffers';
+import { ClusterView, Frame, Message } from './generated/schema_generated.js';
+import { reasonIfMalformed } from './codec.js';
+import { FrameEnvelope, openMessage } from './codec.js';
+import { MalformedFrame, TableLocation, fieldPosition, followOffset, readUint32, requiredFieldPosition, verifyVector } from './verify.js';
+
+export interface ClusterMember {
+  replicaId: number;
+  /** Base URL of the member's host, e.g. ws://10.0.0.2:7400 (peer, client and HTTP routes hang off it). */
+  url: string;
+}
+
+export interface ClusterViewFields {
+  epoch: number;
+  /** The client id the host assigned this connection; 0 when the client already had one. */
+  clientId: number;
+  /** Chain order: head first, tail last. */
+  members: ClusterMember[];
+  joining: ClusterMember | null;
+}
+
+const URL_CHARS_MAX = 512;
+const MEMBERS_MAX = 64;
+const textEncoder = new TextEncoder();
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+export function encodeClusterView(view: ClusterViewFields): Uint8Array {
+  const text = textEncoder.encode(JSON.stringify({ members: view.members, joining: view.joining }));
+  const builder = new flatbuffers.Builder(text.length + 128);
+  builder.forceDefaults(true);
+  const viewOffset = ClusterView.createViewVector(builder, text);
+  const message = ClusterView.createClusterView(builder, view.epoch, view.clientId, viewOffset);
+  builder.finish(Frame.createFrame(builder, Message.ClusterView, message));
+  return builder.asUint8Array().slice();
+}
+
+/** Decodes and validates a ClusterView frame; returns the reason if it is malformed. */
+export function decodeClusterView(bytes: Uint8Array): ClusterViewFields | string {
+  let fields: ClusterViewFields | null = null;
+  const reason = reasonIfMalformed(() => {
+    const table = new TableLocation();
+    openMessage(new FrameEnvelope(), bytes, Message.ClusterView, 'ClusterView', table);
+    const epoch = readUint32(bytes, requiredFieldPosition(bytes, table, 0, 4, 'epoch'));
+    const clientIdPosition = fieldPosition(bytes, table, 1, 4);
+    const clientId = clientIdPosition === 0 ? 0 : readUint32(bytes, clientIdPosition);
+    const vector = followOffset(bytes, requiredFieldPosition(bytes, table, 2, 4, 'view'));
+    const length = verifyVector(bytes, vector, 1, 'view');
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(strictUtf8.decode(bytes.subarray(vector + 4, vector + 4 + length)));
+    } catch {
+      throw new MalformedFrame('cluster view is not UTF-8 JSON');
+    }
+    if (typeof parsed !== 'object' || parsed === null) throw new MalformedFrame('cluster view is not an object');
+    const { members, joining } = parsed as { members?: unknown; joining?: unknown };
+    if (!Array.isArray(members) || members.length === 0 || members.length > MEMBERS_MAX) {
+      throw new MalformedFrame(`cluster view needs 1 to ${MEMBERS_MAX} members`);
+    }
+    fields = {
+      epoch,
+      clientId,
+      members: members.map(checkMember),
+      joining: joining === null || joining === undefined ? null : checkMember(joining),
+    };
+  });
+  return reason ?? fields!;
+}
+
+function checkMember(value: unknown): ClusterMember {
+  if (typeof value !== 'object' || value === null) throw new MalformedFrame('cluster member is not an object');
+  const { replicaId, url } = value as { replicaId?: unknown; url?: unknown };
+  if (typeof replicaId !== 'number' || !Number.isSafeInteger(replicaId) || replicaId < 0) throw new MalformedFrame('cluster member has no valid replicaId');
+  if (typeof url !== 'string' || url.length === 0 || url.length > URL_CHARS_MAX || !/^wss?:\/\//.test(url)) {
+    throw new MalformedFrame('cluster member has no valid ws:// url');
+  }
+  return { replicaId, url };
+}

@@ -1,0 +1,408 @@
+/**
+ * `connect()`: a client of a chain that spans hosts (`dabba serve`), with the API of createChain()
+ * — put, delete, putMany, get, getVersioned — over authenticated WebSocket links.
+ *
+ * The client holds a link to every member. Writes are batched exactly as in one process (the same
+ * WritePipeline) and go to the head; the tail's cumulative acks resolve them in bulk; reads go to
+ * the tail. Any host tells the client when the chain changes (a ClusterView frame): unacknowledged
+ * batches are then sent again to the head, which drops the ones it already has by client sequence,
+ * so a write is applied once however often it is resent (exactly-once).
+ *
+ *   const client = await connect({ hosts: ['ws://10.0.0.1:7400'], secret });
+ *   await client.put('k', 'v'); (await client.get('k'))?.toString();
+ */
+import { EventEmitter } from 'node:events';
+import { DabbaError, ErrorCode, type WriteId } from '../../native-free-core/errors.js';
+import { decodeClusterView, type ClusterViewFields } from '../../native-free-core/wire/cluster-view.js';
+import { frameKind, MessageKind } from '../../native-free-core/wire/codec.js';
+import { closedError, resolveOptions, type ChainOptions, type ResolvedOptions } from '../options.js';
+import { ReadPipeline, type VersionedValue } from '../read-pipeline.js';
+import type { RecordSink, Wakeable } from '../record-sink.js';
+import { connectPeerLink, frameEnvelopeValidator, type PeerLink } from '../transport/peer-link.js';
+import { WritePipeline, type KeyInput, type ValueInput } from '../write-pipeline.js';
+
+export interface ConnectOptions {
+  /** Base URLs of one or more hosts, e.g. ['ws://10.0.0.1:7400']; the rest are learned. */
+  hosts: string[];
+  /** The cluster secret (at least 16 bytes). */
+  secret: Buffer | string;
+  /** Batching and limits, as for createChain() (replica settings are ignored). */
+  chain?: ChainOptions;
+  /** How long connect() tries before it gives up. Default 10 s. */
+  connectTimeoutMs?: number;
+}
+
+export interface RemoteClientStats {
+  clientId: number;
+  epoch: number;
+  head: string | null;
+  tail: string | null;
+  writesAccepted: number;
+  writesAcknowledged: number;
+  writesPending: number;
+  readsAnswered: number;
+  readsPending: number;
+  connectedHosts: number;
+  reconfigurations: number;
+}
+
+const RECONNECT_DELAY_MS_MIN = 50;
+const RECONNECT_DELAY_MS_MAX = 1000;
+const NO_WAKE: Wakeable = { ring: () => undefined };
+
+/** One host link, kept open and redialed while its host is a member. */
+class HostConnection implements RecordSink {
+  link: PeerLink | null = null;
+  private waiting = false;
+  private dialing = false;
+  private attempts = 0;
+  private closed = false;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    readonly url: string,
+    private readonly client: RemoteClient,
+  ) {}
+
+  dial(): void {
+    if (this.dialing || this.closed || this.link !== null) return;
+    this.dialing = true;
+    this.client.dialLink(this).then(
+      (link) => {
+        this.dialing = false;
+        this.attempts = 0;
+        if (this.closed) return link.close(1000, 'client closing');
+        this.link = link;
+        this.client.connected(this);
+      },
+      () => {
+        this.dialing = false;
+        this.retry();
+      },
+    );
+  }
+
+  /** The link closed: dial again after a pause that grows with failures. */
+  lost(): void {
+    this.link = null;
+    this.retry();
+  }
+
+  private retry(): void {
+    if (this.closed || this.timer !== null) return;
+    const delay = Math.min(RECONNECT_DELAY_MS_MAX, RECONNECT_DELAY_MS_MIN * 2 ** this.attempts++);
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.dial();
+    }, delay);
+    this.timer.unref();
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.link?.close(1000, 'client closing');
+    this.link = null;
+  }
+
+  // RecordSink: frames go straight into the socket; a full socket refuses like a full ring.
+  tryWrite(bytes: Uint8Array): boolean {
+    return this.link !== null && this.link.trySend(bytes);
+  }
+  canWrite(): boolean {
+    return this.link !== null && this.link.isOpen;
+  }
+  markProducerWaiting(): void {
+    this.waiting = true;
+  }
+  publish(): boolean {
+    return false;
+  }
+  takeWaiting(): boolean {
+    const waiting = this.waiting;
+    this.waiting = false;
+    return waiting;
+  }
+}
+
+export class RemoteClient extends EventEmitter {
+  readonly clientId: number;
+  private view: ClusterViewFields;
+  private readonly options: ResolvedOptions;
+  private readonly secret: Buffer;
+  private readonly connections = new Map<string, HostConnection>();
+  private readonly writes: WritePipeline;
+  private readonly reads: ReadPipeline;
+  private head: HostConnection;
+  private tail: HostConnection;
+  private state: 'open' | 'closing' | 'closed' = 'open';
+  private reconfigurations = 0;
+  private readonly idleWaiters: Array<() => void> = [];
+  private readonly validate = frameEnvelopeValidator();
+
+  /** Use connect(). */
+  constructor(secret: Buffer, options: ResolvedOptions, clientId: number, view: ClusterViewFields) {
+    super();
+    this.secret = secret;
+    this.options = options;
+    this.clientId = clientId;
+    this.view = view;
+    this.head = this.connection(view.members[0]!.url);
+    this.tail = this.connection(view.members.at(-1)!.url);
+    this.writes = new WritePipeline(options, clientId, this.head, NO_WAKE);
+    this.reads = new ReadPipeline(options, this.tail, NO_WAKE, () => this.view.epoch);
+    for (const member of view.members) this.connection(member.url).dial();
+  }
+
+  private connection(url: string): HostConnection {
+    let connection = this.connections.get(url);
+    if (connection === undefined) this.connections.set(url, (connection = new HostConnection(url, this)));
+    return connection;
+  }
+
+  /** @internal Opens one authenticated link as this client. */
+  dialLink(connection: HostConnection): Promise<PeerLink> {
+    return connectPeerLink({
+      url: `${connection.url}/client`,
+      secret: this.secret,
+      nodeId: `client:${this.clientId}`,
+      maxRecordBytes: this.options.ringBytes / 2,
+      validate: this.validate,
+      highWaterBytes: 8 * 1024 * 1024,
+      onRecord: (bytes) => this.onRecord(bytes),
+      onWritable: () => this.pumpTo(connection),
+      onClose: () => {
+        if (this.state !== 'closed') connection.lost();
+      },
+    });
+  }
+
+  /** @internal A link (re)opened: whatever was sent on the old one may be lost, so send it again. */
+  connected(connection: HostConnection): void {
+    connection.takeWaiting();
+    if (connection === this.head) this.writes.switchHead(connection, NO_WAKE);
+    if (connection === this.tail) this.reads.switchTail(connection, NO_WAKE);
+  }
+
+  private pumpTo(connection: HostConnection): void {
+    if (!connection.takeWaiting()) return;
+    if (connection === this.head) this.writes.pump();
+    if (connection === this.tail) this.reads.pump();
+  }
+
+  private onRecord(bytes: Uint8Array): void {
+    switch (frameKind(bytes)) {
+      case MessageKind.ack: {
+        const settled = this.writes.receiveAck(bytes);
+        if (typeof settled === 'string') return this.warn(`ack refused: ${settled}`);
+        this.writes.afterAcks();
+        break;
+      }
+      case MessageKind.readReplyBatch: {
+        const answered = this.reads.receiveReply(bytes);
+        if (typeof answered === 'string') return this.warn(`read reply refused: ${answered}`);
+        this.reads.afterReplies();
+        break;
+      }
+      case MessageKind.clusterView: {
+        const view = decodeClusterView(bytes);
+        if (typeof view === 'string') return this.warn(`cluster view refused: ${view}`);
+        if (view.epoch > this.view.epoch) this.adopt(view);
+        break;
+      }
+      default:
+        return;
+    }
+    this.resolveIdleWaiters();
+  }
+
+  private warn(message: string): void {
+    this.emit('warning', new DabbaError(ErrorCode.malformedFrame, message));
+  }
+
+  /** A newer configuration: dial new members, re-point writes and reads, resend what is unanswered. */
+  private adopt(view: ClusterViewFields): void {
+    this.view = view;
+    this.reconfigurations++;
+    const urls = new Set(view.members.map((member) => member.url));
+    for (const url of urls) this.connection(url).dial();
+    for (const [url, connection] of this.connections) {
+      if (!urls.has(url)) {
+        connection.close();
+        this.connections.delete(url);
+      }
+    }
+    const head = this.connection(view.members[0]!.url);
+    const tail = this.connection(view.members.at(-1)!.url);
+    if (head !== this.head) {
+      this.head = head;
+      this.writes.switchHead(head, NO_WAKE);
+    }
+    if (tail !== this.tail) {
+      this.tail = tail;
+      this.reads.switchTail(tail, NO_WAKE);
+    }
+    this.emit('reconfigured', { epoch: view.epoch, members: view.members.map((member) => member.url) });
+  }
+
+  put(key: KeyInput, value: ValueInput): Promise<void> {
+    if (this.state !== 'open') return Promise.reject(closedError());
+    return this.writes.put(key, value);
+  }
+
+  delete(key: KeyInput): Promise<void> {
+    if (this.state !== 'open') return Promise.reject(closedError());
+    return this.writes.delete(key);
+  }
+
+  putMany(entries: Iterable<readonly [KeyInput, ValueInput]>): Promise<void> {
+    if (this.state !== 'open') return Promise.reject(closedError());
+    const promises: Promise<void>[] = [];
+    for (const [key, value] of entries) promises.push(this.writes.put(key, value));
+    return Promise.all(promises).then(() => undefined);
+  }
+
+  async get(key: KeyInput): Promise<Buffer | undefined> {
+    return (await this.getVersioned(key))?.value;
+  }
+
+  getVersioned(key: KeyInput): Promise<VersionedValue | undefined> {
+    if (this.state !== 'open') return Promise.reject(closedError());
+    return this.reads.get(key);
+  }
+
+  /** As Chain.outcome(): whether a write of this client committed (waits while it may still). */
+  async outcome(write: WriteId): Promise<'committed' | 'not-committed'> {
+    if (write === null || typeof write !== 'object' || write.clientId !== this.clientId || !Number.isSafeInteger(write.clientSeq) || write.clientSeq < 1) {
+      throw new DabbaError(ErrorCode.invalidArgument, `not a write of this client: ${JSON.stringify(write)}`);
+    }
+    return (await this.writes.outcome(write.clientSeq)) ? 'committed' : 'not-committed';
+  }
+
+  flush(): void {
+    this.writes.flush();
+    this.reads.flush();
+  }
+
+  whenIdle(): Promise<void> {
+    this.flush();
+    if (this.writes.pending === 0 && this.reads.pending === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private resolveIdleWaiters(): void {
+    if (this.idleWaiters.length > 0 && this.writes.pending === 0 && this.reads.pending === 0) {
+      for (const resolve of this.idleWaiters.splice(0)) resolve();
+    }
+  }
+
+  get epoch(): number {
+    return this.view.epoch;
+  }
+
+  stats(): RemoteClientStats {
+    let connected = 0;
+    for (const connection of this.connections.values()) if (connection.link !== null) connected++;
+    return {
+      clientId: this.clientId,
+      epoch: this.view.epoch,
+      head: this.head.url,
+      tail: this.tail.url,
+      writesAccepted: this.writes.accepted,
+      writesAcknowledged: this.writes.writesAcked,
+      writesPending: this.writes.pending,
+      readsAnswered: this.reads.readsAnswered,
+      readsPending: this.reads.pending,
+      connectedHosts: connected,
+      reconfigurations: this.reconfigurations,
+    };
+  }
+
+  /**
+   * Waits (up to closeTimeoutMs) for pending writes and reads, then closes the links. Writes still
+   * pending fail with DABBA_ERR_OUTCOME_UNKNOWN if they were sent (ask another client's host, or
+   * reconnect with the same id... see outcome()), plainly with DABBA_ERR_CLOSED if never sent.
+   */
+  async close(): Promise<void> {
+    if (this.state !== 'open') return;
+    this.state = 'closing';
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.whenIdle(), new Promise<void>((resolve) => (timer = setTimeout(resolve, this.options.closeTimeoutMs)))]);
+    clearTimeout(timer);
+    this.state = 'closed';
+    this.writes.fail(closedError(), { outcomeKnown: false });
+    this.reads.fail(closedError());
+    for (const connection of this.connections.values()) connection.close();
+    this.connections.clear();
+    for (const resolve of this.idleWaiters.splice(0)) resolve();
+  }
+}
+
+/**
+ * Connects to a chain served by `dabba serve` hosts: asks the first reachable host in `hosts` for
+ * a client id and the chain's members, then links to every member.
+ */
+export async function connect(options: ConnectOptions): Promise<RemoteClient> {
+  const secret = typeof options.secret === 'string' ? Buffer.from(options.secret, 'utf8') : options.secret;
+  if (!Array.isArray(options.hosts) || options.hosts.length === 0) throw new DabbaError(ErrorCode.invalidArgument, 'connect() needs at least one host URL');
+  const resolved = resolveOptions(options.chain ?? {});
+  const deadline = performance.now() + (options.connectTimeoutMs ?? 10_000);
+  const validate = frameEnvelopeValidator();
+  let lastError: unknown = null;
+  for (let round = 0; performance.now() < deadline; round++) {
+    for (const url of options.hosts) {
+      try {
+        const { clientId, view } = await introduce(url, secret, resolved, validate, deadline);
+        return new RemoteClient(secret, resolved, clientId, view);
+      } catch (error) {
+        lastError = error;
+        if (error instanceof DabbaError && error.code === ErrorCode.unauthenticated) throw error;
+      }
+    }
+    await new Promise((resolve) => setTimeout(resolve, Math.min(RECONNECT_DELAY_MS_MAX, RECONNECT_DELAY_MS_MIN * 2 ** round)));
+  }
+  throw new DabbaError(ErrorCode.timeout, `no host of ${options.hosts.join(', ')} gave a client id and a chain view in time`, { cause: lastError });
+}
+
+/** One connection as a new client: waits for the host's view carrying our assigned id, then hangs up. */
+function introduce(
+  url: string,
+  secret: Buffer,
+  options: ResolvedOptions,
+  validate: (bytes: Uint8Array) => string | null,
+  deadline: number,
+): Promise<{ clientId: number; view: ClusterViewFields }> {
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    let link: PeerLink | null = null;
+    const timer = setTimeout(() => finish(new DabbaError(ErrorCode.timeout, `${url} sent no chain view in time`)), Math.max(1, deadline - performance.now()));
+    const finish = (outcome: Error | { clientId: number; view: ClusterViewFields }): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      link?.close(1000, 'introduced');
+      if (outcome instanceof Error) reject(outcome);
+      else resolve(outcome);
+    };
+    connectPeerLink({
+      url: `${url}/client`,
+      secret,
+      nodeId: 'client',
+      maxRecordBytes: options.ringBytes / 2,
+      validate,
+      onRecord: (bytes) => {
+        if (frameKind(bytes) !== MessageKind.clusterView) return;
+        const view = decodeClusterView(bytes);
+        if (typeof view === 'string') return finish(new DabbaError(ErrorCode.malformedFrame, `${url} sent a malformed view: ${view}`));
+        if (view.clientId !== 0) finish({ clientId: view.clientId, view });
+      },
+      onClose: (code, reason) => finish(new DabbaError(ErrorCode.linkClosed, `${url} closed the link (${code} ${reason})`)),
+    }).then(
+      (opened) => {
+        link = opened;
+        if (settled) opened.close(1000, 'introduced');
+      },
+      (error: Error) => finish(error),
+    );
+  });
+}

@@ -1,0 +1,242 @@
+/**
+ * Remote clients of one host, on the /client route: authenticated like peers (the cluster
+ * secret), then each connection is one client id. Writes are taken only while this host is the
+ * head, reads only while it is the tail and holds a live lease; the tail's cumulative client acks
+ * and read replies are routed back by client id and by request id range.
+ *
+ * A client that connects as `client` is assigned a fresh id (an etcd counter, unique in the
+ * cluster); `client:<id>` resumes one, which is how a client keeps exactly-once across hosts.
+ */
+import type { TemplatedApp } from 'uWebSockets.js';
+import { ErrorCode } from '../../native-free-core/errors.js';
+import { encodeClusterView, type ClusterMember } from '../../native-free-core/wire/cluster-view.js';
+import { AckView, frameKind, MessageKind, ReadBatchView, WriteBatchView } from '../../native-free-core/wire/codec.js';
+import { restampFirstRequestId } from '../../native-free-core/wire/request-ids.js';
+import { frameEnvelopeValidator, LinkCloseCode, type PeerLink, type PeerLinkHandlers, type PeerLinkLogEntry } from '../transport/peer-link.js';
+import { closeReason } from '../transport/peer-link-endpoint.js';
+import { attachPeerLinkRoute, type PeerLinkRoute } from '../transport/peer-link-server.js';
+import type { UwsModule } from '../transport/uws.js';
+
+export interface ClientSessionsOptions {
+  secret: Buffer;
+  nodeId: string;
+  maxRecordBytes: number;
+  allocateClientId(): Promise<number>;
+  view(): { epoch: number; members: ClusterMember[]; joining: ClusterMember | null } | null;
+  isHead(): boolean;
+  isServingReads(): boolean;
+  /** Hands a write batch to the replica (false: the inbound limit is exceeded). */
+  offerBatch(frame: Uint8Array): boolean;
+  offerReads(frame: Uint8Array): boolean;
+  log(entry: PeerLinkLogEntry): void;
+}
+
+interface Session {
+  link: PeerLink;
+  /** 0 until assigned. */
+  clientId: number;
+  /** The epoch of the last view sent. */
+  viewEpoch: number;
+  open: boolean;
+}
+
+/** A read batch on its way through the replica: its host-side id range and whose it is. */
+interface ReadRoute {
+  start: number;
+  count: number;
+  session: Session;
+  clientFirstRequestId: number;
+}
+
+export const ClientCloseCode = {
+  /** Reads or writes sent to a host that cannot serve them right now (reconnect, follow the view). */
+  notServing: 4003,
+  /** The client did not read its acks and replies fast enough. */
+  tooSlow: 4004,
+} as const;
+
+const LAST_ACKS_MAX = 65536;
+const CLIENT_PREFIX = 'client:';
+const CLIENT_ID_MAX = 0xffffffff;
+
+export class ClientSessions {
+  private readonly sessions = new Set<Session>();
+  private readonly byClient = new Map<number, Set<Session>>();
+  /** The newest ack frame per client, sent when it (re)connects: it may have missed it. */
+  private readonly lastAcks = new Map<number, Uint8Array>();
+  private readonly readRoutes: ReadRoute[] = [];
+  private readRoutesHead = 0;
+  private nextHostRequestId = 1;
+  private route: PeerLinkRoute | null = null;
+  private readonly ackView = new AckView();
+  private readonly writeView = new WriteBatchView();
+  private readonly readView = new ReadBatchView();
+
+  constructor(private readonly options: ClientSessionsOptions) {}
+
+  get count(): number {
+    return this.sessions.size;
+  }
+
+  attach(app: TemplatedApp, native: boolean, uws: UwsModule): void {
+    this.route = attachPeerLinkRoute(app, native, uws, {
+      path: '/client',
+      secret: this.options.secret,
+      nodeId: this.options.nodeId,
+      maxRecordBytes: this.options.maxRecordBytes,
+      validate: frameEnvelopeValidator(),
+      highWaterBytes: 16 * 1024 * 1024,
+      log: (entry) => this.options.log(entry),
+      onLink: (link) => this.onLink(link),
+    });
+  }
+
+  private onLink(link: PeerLink): PeerLinkHandlers {
+    const session: Session = { link, clientId: 0, viewEpoch: 0, open: true };
+    const remote = link.remoteNodeId;
+    const handlers: PeerLinkHandlers = {
+      onRecord: (bytes) => this.onRecord(session, bytes),
+      onWritable: () => undefined,
+      onClose: () => this.forget(session),
+    };
+    if (remote === 'client') {
+      this.options.allocateClientId().then(
+        (clientId) => {
+          if (session.open) this.bind(session, clientId, true);
+        },
+        (error: Error) => this.end(session, LinkCloseCode.goingAway, `cannot assign a client id: ${error.message}`),
+      );
+    } else if (remote.startsWith(CLIENT_PREFIX) && isClientId(Number(remote.slice(CLIENT_PREFIX.length)))) {
+      this.bind(session, Number(remote.slice(CLIENT_PREFIX.length)), false);
+    } else {
+      // Authenticated, but not a client (a host dialing the wrong route, or a malformed name).
+      queueMicrotask(() => this.end(session, LinkCloseCode.unauthenticated, closeReason(ErrorCode.unauthenticated, `${remote} is not a client name`)));
+    }
+    this.sessions.add(session);
+    return handlers;
+  }
+
+  private bind(session: Session, clientId: number, assigned: boolean): void {
+    session.clientId = clientId;
+    let sessions = this.byClient.get(clientId);
+    if (sessions === undefined) this.byClient.set(clientId, (sessions = new Set()));
+    sessions.add(session);
+    this.sendView(session, assigned ? clientId : 0);
+    const lastAck = this.lastAcks.get(clientId);
+    if (lastAck !== undefined) session.link.trySend(lastAck);
+  }
+
+  private onRecord(session: Session, bytes: Uint8Array): void {
+    if (session.clientId === 0) return this.end(session, LinkCloseCode.malformedRecord, closeReason(ErrorCode.malformedFrame, 'a record before the client id was assigned'));
+    switch (frameKind(bytes)) {
+      case MessageKind.writeBatch: {
+        const malformed = this.writeView.open(bytes);
+        if (malformed !== null) return this.end(session, LinkCloseCode.malformedRecord, closeReason(ErrorCode.malformedFrame, malformed));
+        if (this.writeView.clientId !== session.clientId) {
+          return this.end(session, LinkCloseCode.malformedRecord, closeReason(ErrorCode.malformedFrame, `batch of client ${this.writeView.clientId} on client ${session.clientId}'s link`));
+        }
+        // Not the head (any more): the client learns the new view and resends there; drop it here.
+        if (!this.options.isHead()) return this.sendView(session, 0, true);
+        if (!this.options.offerBatch(bytes)) this.end(session, ClientCloseCode.tooSlow, 'inbound queue limit exceeded');
+        return;
+      }
+      case MessageKind.readBatch: {
+        const malformed = this.readView.open(bytes);
+        if (malformed !== null) return this.end(session, LinkCloseCode.malformedRecord, closeReason(ErrorCode.malformedFrame, malformed));
+        if (!this.options.isServingReads()) {
+          // Not the tail, or our lease may have lapsed (another tail may exist): reads must go elsewhere.
+          return this.end(session, ClientCloseCode.notServing, closeReason(ErrorCode.staleEpoch, 'this host is not serving reads now'));
+        }
+        const count = this.readView.count;
+        const start = this.nextHostRequestId;
+        const clientFirst = restampFirstRequestId(bytes, 'reads', start) as number;
+        if (!this.options.offerReads(bytes)) return this.end(session, ClientCloseCode.tooSlow, 'inbound queue limit exceeded');
+        this.nextHostRequestId += count;
+        this.readRoutes.push({ start, count, session, clientFirstRequestId: clientFirst });
+        return;
+      }
+      default:
+        return this.end(session, LinkCloseCode.malformedRecord, closeReason(ErrorCode.malformedFrame, 'clients send write and read batches only'));
+    }
+  }
+
+  /** A cumulative client ack from the tail replica: to that client's connections. Never blocks. */
+  deliverAck(frame: Uint8Array): boolean {
+    if (this.ackView.open(frame) !== null) return true;
+    const clientId = this.ackView.clientId;
+    const copy = frame.slice();
+    this.lastAcks.delete(clientId);
+    this.lastAcks.set(clientId, copy);
+    if (this.lastAcks.size > LAST_ACKS_MAX) this.lastAcks.delete(this.lastAcks.keys().next().value!);
+    for (const session of this.byClient.get(clientId) ?? []) {
+      if (!session.link.trySend(copy)) this.end(session, ClientCloseCode.tooSlow, 'acks not read fast enough');
+    }
+    return true;
+  }
+
+  /** A read reply from the tail replica: back to the client whose reads it answers, with its ids. */
+  deliverReadReply(frame: Uint8Array): boolean {
+    const copy = frame.slice();
+    const first = restampFirstRequestId(copy, 'replies', 0);
+    if (typeof first === 'string') return true;
+    // Reads the replica ignored (it stopped being the tail) are never answered: skip past them.
+    while (this.readRoutesHead < this.readRoutes.length) {
+      const route = this.readRoutes[this.readRoutesHead]!;
+      if (route.start + route.count > first) break;
+      this.readRoutesHead++;
+    }
+    const route = this.readRoutes[this.readRoutesHead];
+    if (route === undefined || first < route.start) return true;
+    restampFirstRequestId(copy, 'replies', route.clientFirstRequestId + (first - route.start));
+    if (route.session.open && !route.session.link.trySend(copy)) this.end(route.session, ClientCloseCode.tooSlow, 'replies not read fast enough');
+    if (this.readRoutesHead > 1024 && this.readRoutesHead * 2 > this.readRoutes.length) {
+      this.readRoutes.splice(0, this.readRoutesHead);
+      this.readRoutesHead = 0;
+    }
+    return true;
+  }
+
+  /** Tells every client the current view if it changed since they last heard. */
+  broadcastView(): void {
+    for (const session of this.sessions) if (session.clientId !== 0) this.sendView(session, 0);
+  }
+
+  private sendView(session: Session, assignedClientId: number, force = false): void {
+    const view = this.options.view();
+    if (view === null) {
+      if (assignedClientId !== 0) {
+        // Not configured yet, but the client needs its id: send an empty-looking view? No: a view
+        // needs members. The client waits; the id goes out with the first configuration.
+        session.viewEpoch = -assignedClientId;
+      }
+      return;
+    }
+    const pendingId = session.viewEpoch < 0 ? -session.viewEpoch : assignedClientId;
+    if (!force && pendingId === 0 && view.epoch === session.viewEpoch) return;
+    session.viewEpoch = view.epoch;
+    session.link.trySend(encodeClusterView({ ...view, clientId: pendingId }));
+  }
+
+  private end(session: Session, code: number, reason: string): void {
+    if (!session.open) return;
+    this.forget(session);
+    session.link.close(code, reason);
+  }
+
+  private forget(session: Session): void {
+    session.open = false;
+    this.sessions.delete(session);
+    const sessions = this.byClient.get(session.clientId);
+    sessions?.delete(session);
+    if (sessions !== undefined && sessions.size === 0) this.byClient.delete(session.clientId);
+  }
+
+  closeAll(code: number = LinkCloseCode.goingAway, reason = 'host closing'): void {
+    for (const session of [...this.sessions]) this.end(session, code, reason);
+    this.route?.closeAll();
+  }
+}
+
+function isClientId(value: number): boolean {
+  return Number.isSafeInteger(value) && value >= 1 && value <= CLIENT_ID_MAX;
+}

@@ -1,0 +1,624 @@
+/**
+ * One host of a chain that spans hosts (`dabba serve`): a uWebSockets.js server for peer links
+ * (/peer), remote clients (/client) and the HTTP API, one replica pinned on a worker thread behind
+ * SharedArrayBuffer rings (./replica-port.ts), and the host's place in etcd: a lease-bound
+ * registration, a status it refreshes, the configuration it follows, and a master candidate.
+ *
+ * Links: every replica dials its predecessor (a joiner dials the tail it copies from) and sends
+ * Hellos and Acks up that link; the predecessor sends batches (and snapshot frames) down it.
+ * Clients dial every member: writes go to the head, reads to the tail, and any host tells them
+ * about a new configuration. Epochs make whatever is stale harmless; the few frames epochs cannot
+ * sort out (acks of a joiner that failed, a failed join's snapshot frames) are filtered here.
+ */
+import { EventEmitter } from 'node:events';
+import { hostname } from 'node:os';
+import type { Role } from '../../native-free-core/chain/node.js';
+import { SnapshotView } from '../../native-free-core/chain/snapshot.js';
+import { DabbaError, ErrorCode } from '../../native-free-core/errors.js';
+import { predecessorOf, roleIn, successorOf, type Configuration } from '../../native-free-core/master/chain-master.js';
+import type { ClusterMember } from '../../native-free-core/wire/cluster-view.js';
+import { frameKind, MessageKind } from '../../native-free-core/wire/codec.js';
+import { EtcdMaster } from '../master/etcd-master.js';
+import { EtcdConfigurationStore, type HostInfo, type HostRegistration, type HostStatus, type StopWatching } from '../master/etcd-store.js';
+import { resolveOptions, type ChainOptions, type ResolvedOptions } from '../options.js';
+import { connectPeerLink, frameEnvelopeValidator, LinkCloseCode, type PeerLink, type PeerLinkLogEntry } from '../transport/peer-link.js';
+import { attachPeerLinkRoute, type PeerLinkRoute } from '../transport/peer-link-server.js';
+import { loadUws } from '../transport/uws.js';
+import { ClientSessions } from './client-sessions.js';
+import { attachHttpApi, type HttpApi } from './http-api.js';
+import { InboundQueue } from './inbound-queue.js';
+import { ReplicaPort } from './replica-port.js';
+
+export interface HostOptions {
+  /** This host's name in the cluster (etcd key hosts/<hostId>): letters, digits, '-', '_', '.'. */
+  hostId: string;
+  /** Address to listen on. Default 127.0.0.1. */
+  listenHost?: string;
+  /** Port to listen on; 0 lets the kernel choose. */
+  port: number;
+  /** The base URL other hosts and clients reach this host at. Default ws://<listenHost>:<port>. */
+  advertiseUrl?: string;
+  /** etcd client URLs. */
+  etcd: string[];
+  /** etcd key prefix of this cluster. Default /dabba/default/. */
+  etcdPrefix?: string;
+  /** The cluster secret (at least 16 bytes): peers and clients must prove they hold it. */
+  secret: Buffer;
+  /** Lease TTL in seconds: how long a silent host stays a member. Default 2. */
+  leaseTtlSeconds?: number;
+  /** Run a master candidate on this host. Default true. */
+  master?: boolean;
+  /** Ring, batch and limit settings, as for createChain(). */
+  chain?: ChainOptions;
+  /** Where log lines go (one JSON object each). Default stderr. */
+  log?: (entry: HostLogEntry) => void;
+}
+
+export interface HostLogEntry {
+  level: 'info' | 'warn' | 'error';
+  event: string;
+  message: string;
+  [field: string]: unknown;
+}
+
+export interface HostStatusReport {
+  hostId: string;
+  url: string;
+  replicaId: number;
+  role: Role | null;
+  epoch: number;
+  servingReads: boolean;
+  isMaster: boolean;
+  configuration: Configuration | null;
+  members: Array<ClusterMember & { hostId: string | null; role: string; status: HostStatus | null }>;
+  replica: ReturnType<ReplicaPort['stats']> | null;
+  writesPerSecond: number;
+  clients: number;
+}
+
+const PEER_PREFIX = 'replica:';
+/** A frame larger than this never crosses a link (the largest batch frame is ~1.1 MiB by default). */
+const STATUS_INTERVAL_MS = 200;
+/** Reads stop this long before the lease could have expired: time for a read in flight to finish. */
+const LEASE_READ_MARGIN_MS = 300;
+const INBOUND_QUEUE_BYTES_MAX = 64 * 1024 * 1024;
+const RECONNECT_DELAY_MS = 100;
+
+export class DabbaHost extends EventEmitter {
+  readonly hostId: string;
+  readonly options: ResolvedOptions;
+  /** Largest frame on any link: anything that fits a ring record. */
+  private readonly recordBytesMax: number;
+  url = '';
+  port = 0;
+  private readonly settings: Required<Pick<HostOptions, 'leaseTtlSeconds' | 'listenHost'>> & HostOptions;
+  private readonly store: EtcdConfigurationStore;
+  private master: EtcdMaster | null = null;
+  private registration: HostRegistration | null = null;
+  private replicaId = 0;
+  private replica: ReplicaPort | null = null;
+  /** The epoch the replica was started in (a joiner) or last reconfigured to. */
+  private replicaEpoch = 0;
+  /** The epoch of the configuration in which this replica began to join (frames of older joins are dropped). */
+  private joinEpoch = 0;
+  /** A joiner passes batches only after the first snapshot frame of its own join. */
+  private joinStreamStarted = false;
+  private configuration: Configuration | null = null;
+  private hostTable = new Map<string, { info: HostInfo | null; status: HostStatus | null }>();
+  private upstream: { replicaId: number; link: PeerLink | null; attempt: number } | null = null;
+  /** Links dialed by other replicas (our successors, or a joiner), by their replica id. */
+  private readonly downstreamLinks = new Map<number, PeerLink>();
+  private successorId: number | null = null;
+  private readonly batchesQueue: InboundQueue;
+  private readonly acksQueue: InboundQueue;
+  private readonly readsQueue: InboundQueue;
+  private readonly sessions: ClientSessions;
+  private peerRoute: PeerLinkRoute | null = null;
+  private http: HttpApi | null = null;
+  private listenSocket: unknown = null;
+  private readonly stops: StopWatching[] = [];
+  private statusTimer: NodeJS.Timeout | null = null;
+  private handoffRequest: { epoch: number; joiner: number } | null = null;
+  private handoffBegun = '';
+  private lastWritesApplied = 0;
+  private lastStatusAt = performance.now();
+  private writesPerSecond = 0;
+  private closed = false;
+  private reregistering: Promise<void> | null = null;
+  private readonly snapshotView = new SnapshotView();
+  private readonly validate = frameEnvelopeValidator();
+
+  constructor(options: HostOptions) {
+    super();
+    if (!/^[A-Za-z0-9_.-]{1,64}$/.test(options.hostId ?? '')) {
+      throw new DabbaError(ErrorCode.invalidArgument, `hostId must be 1-64 letters, digits, '-', '_' or '.' (got ${JSON.stringify(options.hostId)})`);
+    }
+    this.hostId = options.hostId;
+    this.settings = { leaseTtlSeconds: 2, listenHost: '127.0.0.1', ...options };
+    this.options = resolveOptions(options.chain ?? {});
+    this.recordBytesMax = this.options.ringBytes / 2;
+    this.store = new EtcdConfigurationStore({ hosts: options.etcd, ...(options.etcdPrefix === undefined ? {} : { prefix: options.etcdPrefix }) });
+    const push = (kind: 'batch' | 'ack' | 'reads') => (frame: Uint8Array): boolean => {
+      const replica = this.replica;
+      if (replica === null) return true; // No replica: nothing to deliver to; the sender will resend.
+      return kind === 'batch' ? replica.pushBatch(frame) : kind === 'ack' ? replica.pushAck(frame) : replica.pushReads(frame);
+    };
+    this.batchesQueue = new InboundQueue(push('batch'), INBOUND_QUEUE_BYTES_MAX);
+    this.acksQueue = new InboundQueue(push('ack'), INBOUND_QUEUE_BYTES_MAX);
+    this.readsQueue = new InboundQueue(push('reads'), INBOUND_QUEUE_BYTES_MAX);
+    this.sessions = new ClientSessions({
+      secret: options.secret,
+      nodeId: `host:${this.hostId}`,
+      maxRecordBytes: this.recordBytesMax,
+      allocateClientId: () => this.store.allocateId('client'),
+      view: () => this.clusterView(),
+      isHead: () => this.role() === 'head' || this.role() === 'solo',
+      isServingReads: () => this.isServingReads(),
+      offerBatch: (frame) => this.batchesQueue.offer(frame),
+      offerReads: (frame) => this.readsQueue.offer(frame),
+      log: (entry) => this.log(entry.level, entry.code, entry.message, { remote: entry.remoteNodeId, address: entry.remoteAddress }),
+    });
+  }
+
+  /** Listens, registers in etcd, follows the configuration. Resolves once the host is registered. */
+  async start(): Promise<void> {
+    await this.listen();
+    this.replicaId = await this.store.allocateId('replica');
+    this.stops.push(await this.store.watchHostTable((table) => this.onHostTable(table), (error) => this.log('warn', 'etcd-watch', error.message)));
+    await this.register();
+    this.stops.push(await this.store.watch((configuration) => this.onConfiguration(configuration), (error) => this.log('warn', 'etcd-watch', error.message)));
+    this.stops.push(await this.store.watchHandoff((request) => this.onHandoffRequest(request)));
+    this.statusTimer = setInterval(() => void this.publishStatus(), STATUS_INTERVAL_MS);
+    if (this.settings.master !== false) {
+      this.master = new EtcdMaster({ store: this.store, candidateId: this.hostId, log: (line) => this.log('info', 'master', line) });
+      this.master.on('decision', (decision) => this.log('info', 'master-decision', JSON.stringify(decision)));
+      this.master.start();
+    }
+    this.log('info', 'host-started', `host ${this.hostId} serves at ${this.url} as replica ${this.replicaId}`);
+  }
+
+  private listen(): Promise<void> {
+    const { uws, native } = loadUws();
+    const app = uws.App();
+    const secret = this.settings.secret;
+    this.peerRoute = attachPeerLinkRoute(app, native, uws, {
+      path: '/peer',
+      secret,
+      nodeId: PEER_PREFIX + this.hostId,
+      maxRecordBytes: this.recordBytesMax,
+      validate: this.validate,
+      highWaterBytes: 16 * 1024 * 1024,
+      log: (entry) => this.logLink(entry),
+      onLink: (link) => this.onDownstreamLink(link),
+    });
+    this.sessions.attach(app, native, uws);
+    this.http = attachHttpApi(app, {
+      status: () => this.status(),
+      secret,
+      hostUrl: () => this.url,
+      ...(this.settings.chain === undefined ? {} : { chain: this.settings.chain }),
+      keyBytesMax: this.options.keyBytesMax,
+      valueBytesMax: this.options.valueBytesMax,
+      log: (level, event, message) => this.log(level, event, message),
+    });
+    return new Promise((resolve, reject) => {
+      app.listen(this.settings.listenHost, this.settings.port, (socket) => {
+        if (socket === false) {
+          reject(new DabbaError(ErrorCode.invalidArgument, `cannot listen on ${this.settings.listenHost}:${this.settings.port}`));
+          return;
+        }
+        this.listenSocket = socket;
+        this.port = uws.us_socket_local_port(socket as never);
+        this.url = this.settings.advertiseUrl ?? `ws://${this.settings.listenHost === '0.0.0.0' ? hostname() : this.settings.listenHost}:${this.port}`;
+        resolve();
+      });
+    });
+  }
+
+  private async register(): Promise<void> {
+    const registration = await this.store.registerHost(this.hostId, this.settings.leaseTtlSeconds, { replicaId: this.replicaId, url: this.url });
+    this.registration = registration;
+    registration.lost.addEventListener('abort', () => {
+      if (this.registration !== registration || this.closed) return;
+      this.log('warn', 'lease-lost', `lost the etcd lease of replica ${this.replicaId}: leaving the chain, will join again`);
+      void this.rejoinAsNewReplica();
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Following the configuration
+
+  private onHostTable(table: ReadonlyMap<string, { info: HostInfo | null; status: HostStatus | null }>): void {
+    this.hostTable = new Map(table);
+    // A member's URL may have just become known: dial it if it is our predecessor.
+    this.updateLinks();
+    this.sessions.broadcastView();
+  }
+
+  private urlOf(replicaId: number): string | null {
+    for (const { info } of this.hostTable.values()) if (info !== null && info.replicaId === replicaId) return info.url;
+    return null;
+  }
+
+  private hostOf(replicaId: number): string | null {
+    for (const [hostId, { info }] of this.hostTable) if (info !== null && info.replicaId === replicaId) return hostId;
+    return null;
+  }
+
+  private role(): Role | null {
+    return this.configuration === null ? null : (roleIn(this.configuration, this.replicaId) as Role | null);
+  }
+
+  private onConfiguration(configuration: Configuration): void {
+    if (this.closed || (this.configuration !== null && configuration.epoch <= this.configuration.epoch)) return;
+    const previousRole = this.role();
+    this.configuration = configuration;
+    const role = this.role();
+    this.log('info', 'configuration', `epoch ${configuration.epoch}: members ${configuration.members.join(',')}${configuration.joining === null ? '' : ` joining ${configuration.joining}`}; this replica (${this.replicaId}) is ${role ?? 'not in the chain'}`);
+    if (role === null) {
+      // Removed (our lease expired while we were cut off, or the replica failed), or not picked yet.
+      if (this.replica !== null) void this.rejoinAsNewReplica();
+    } else if (this.replica === null) {
+      if (role === 'joining' || (role === 'solo' && configuration.epoch === 1)) this.startReplica(configuration.epoch, role);
+      else if (previousRole === null) void this.rejoinAsNewReplica(); // A member we have no state for.
+    } else if (configuration.epoch > this.replicaEpoch) {
+      const isTail = role === 'tail' || role === 'solo';
+      this.replica.reconfigure(configuration.epoch, role, isTail ? configuration.joining : null);
+      this.replicaEpoch = configuration.epoch;
+    }
+    this.updateLinks();
+    this.maybeBeginHandoff();
+    this.sessions.broadcastView();
+  }
+
+  private startReplica(epoch: number, role: Role): void {
+    this.replicaEpoch = epoch;
+    this.joinEpoch = role === 'joining' ? epoch : 0;
+    this.joinStreamStarted = role !== 'joining';
+    const replica = new ReplicaPort(
+      { replicaId: this.replicaId, epoch, role, resolved: this.options },
+      {
+        downstream: (frame) => this.sendDownstream(frame),
+        upstream: (frame) => this.upstream?.link?.trySend(frame) ?? false,
+        clientAck: (frame) => this.sessions.deliverAck(frame),
+        readReply: (frame) => this.sessions.deliverReadReply(frame),
+        rejected: (code, reason) => this.log('info', 'replica-rejected', `${code}: ${reason}`),
+        inboundRoom: () => {
+          this.batchesQueue.drain();
+          this.acksQueue.drain();
+          this.readsQueue.drain();
+        },
+      },
+    );
+    this.replica = replica;
+    replica.done.then(
+      () => undefined,
+      (error: unknown) => {
+        if (this.replica !== replica || this.closed) return;
+        this.log('error', 'replica-failed', `replica ${this.replicaId} failed: ${(error as Error)?.message ?? error}`);
+        void this.rejoinAsNewReplica();
+      },
+    );
+    this.log('info', 'replica-started', `replica ${this.replicaId} started as ${role} in epoch ${epoch}`);
+  }
+
+  /**
+   * Leaves the chain for good as this replica id (its state may be stale or gone) and comes back
+   * as a new, empty replica that joins from the tail: a replica id never returns once removed.
+   */
+  private rejoinAsNewReplica(): Promise<void> {
+    if (this.reregistering !== null) return this.reregistering;
+    this.reregistering = (async () => {
+      const replica = this.replica;
+      this.replica = null;
+      this.closeUpstream();
+      for (const link of this.downstreamLinks.values()) link.close(LinkCloseCode.goingAway, 'replica leaving');
+      this.downstreamLinks.clear();
+      await replica?.kill();
+      const old = this.registration;
+      this.registration = null;
+      await old?.revoke().catch(() => undefined);
+      for (let attempt = 0; !this.closed; attempt++) {
+        try {
+          this.replicaId = await this.store.allocateId('replica');
+          this.configuration = null;
+          await this.register();
+          const current = await this.store.load();
+          if (current !== null) this.onConfiguration(current);
+          this.log('info', 'rejoining', `registered again as replica ${this.replicaId}`);
+          return;
+        } catch (error) {
+          this.log('warn', 'rejoin-retry', `cannot register yet: ${(error as Error).message}`);
+          await delay(Math.min(2000, 100 * 2 ** attempt));
+        }
+      }
+    })().finally(() => {
+      this.reregistering = null;
+    });
+    return this.reregistering;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Links between replicas
+
+  private updateLinks(): void {
+    const configuration = this.configuration;
+    const role = this.role();
+    if (configuration === null || role === null || this.replica === null) {
+      this.closeUpstream();
+      this.successorId = null;
+      return;
+    }
+    const tail = configuration.members.at(-1)!;
+    const predecessor = role === 'joining' ? tail : predecessorOf(configuration, this.replicaId);
+    const isTail = role === 'tail' || role === 'solo';
+    this.successorId = successorOf(configuration, this.replicaId) ?? (isTail ? configuration.joining : null);
+    if (predecessor !== this.upstream?.replicaId) {
+      this.closeUpstream();
+      if (predecessor !== null) {
+        this.upstream = { replicaId: predecessor, link: null, attempt: 0 };
+        this.dialUpstream(this.upstream);
+      }
+    } else if (this.upstream !== null && this.upstream.link === null) {
+      this.dialUpstream(this.upstream);
+    }
+    this.replica.kick();
+  }
+
+  private closeUpstream(): void {
+    const upstream = this.upstream;
+    this.upstream = null;
+    upstream?.link?.close(LinkCloseCode.normal, 'no longer the predecessor');
+  }
+
+  private dialUpstream(upstream: { replicaId: number; link: PeerLink | null; attempt: number }): void {
+    const url = this.urlOf(upstream.replicaId);
+    if (url === null || upstream.attempt < 0) return; // Dialed when the host table names it; or a dial is under way.
+    const attempt = ++upstream.attempt;
+    upstream.attempt = -attempt; // Negative while dialing.
+    connectPeerLink({
+      url: `${url}/peer`,
+      secret: this.settings.secret,
+      nodeId: PEER_PREFIX + this.replicaIdLabel(),
+      maxRecordBytes: this.recordBytesMax,
+      validate: this.validate,
+      highWaterBytes: 16 * 1024 * 1024,
+      log: (entry) => this.logLink(entry),
+      onRecord: (bytes) => this.onFromPredecessor(upstream, bytes),
+      onWritable: () => this.replica?.kick(),
+      onClose: () => {
+        if (this.upstream !== upstream) return;
+        upstream.link = null;
+        setTimeout(() => this.upstream === upstream && this.dialUpstream(upstream), RECONNECT_DELAY_MS).unref();
+      },
+    }).then(
+      (link) => {
+        upstream.attempt = attempt;
+        if (this.upstream !== upstream) {
+          link.close(LinkCloseCode.normal, 'no longer the predecessor');
+          return;
+        }
+        upstream.link = link;
+        this.replica?.kick();
+      },
+      (error: Error) => {
+        upstream.attempt = attempt;
+        if (this.upstream !== upstream) return;
+        this.log('warn', 'dial-failed', `cannot reach replica ${upstream.replicaId} at ${url}: ${error.message}`);
+        setTimeout(() => this.upstream === upstream && this.dialUpstream(upstream), Math.min(1000, RECONNECT_DELAY_MS * attempt)).unref();
+      },
+    );
+  }
+
+  /** Peers dial as `replica:<replicaId>`; the host id is informational (this host's own name). */
+  private replicaIdLabel(): string {
+    return String(this.replicaId);
+  }
+
+  private onFromPredecessor(upstream: { replicaId: number }, bytes: Uint8Array): void {
+    if (this.upstream !== upstream || this.replica === null) return;
+    const kind = frameKind(bytes);
+    if (kind === MessageKind.snapshot) {
+      // A failed earlier join's frames may still be on their way: only our own join's count.
+      if (this.snapshotView.open(bytes) !== null || this.snapshotView.epoch < this.joinEpoch) return;
+      this.joinStreamStarted = true;
+    } else if (kind === MessageKind.writeBatch) {
+      if (!this.joinStreamStarted) return;
+    } else {
+      return; // Nothing else travels down a chain link.
+    }
+    if (!this.batchesQueue.offer(bytes)) {
+      this.upstream.link?.close(LinkCloseCode.malformedRecord, 'inbound queue limit exceeded');
+    }
+  }
+
+  private onDownstreamLink(link: PeerLink): { onRecord(bytes: Uint8Array): void; onWritable(): void; onClose(): void } {
+    const replicaId = Number(link.remoteNodeId.slice(PEER_PREFIX.length));
+    if (!link.remoteNodeId.startsWith(PEER_PREFIX) || !Number.isSafeInteger(replicaId) || replicaId < 1) {
+      link.close(LinkCloseCode.unauthenticated, `${ErrorCode.unauthenticated}: not a replica`);
+      return { onRecord: () => undefined, onWritable: () => undefined, onClose: () => undefined };
+    }
+    this.downstreamLinks.get(replicaId)?.close(LinkCloseCode.normal, 'replaced by a newer link');
+    this.downstreamLinks.set(replicaId, link);
+    this.replica?.kick();
+    return {
+      onRecord: (bytes) => this.onFromSuccessor(replicaId, bytes),
+      onWritable: () => this.replica?.kick(),
+      onClose: () => {
+        if (this.downstreamLinks.get(replicaId) === link) this.downstreamLinks.delete(replicaId);
+      },
+    };
+  }
+
+  private onFromSuccessor(replicaId: number, bytes: Uint8Array): void {
+    const kind = frameKind(bytes);
+    if (kind === MessageKind.ack) {
+      // A tail with a joiner takes the joiner's acks whatever their epoch: only the current joiner's.
+      const configuration = this.configuration;
+      const role = this.role();
+      if (configuration !== null && (role === 'tail' || role === 'solo') && configuration.joining !== null && replicaId !== configuration.joining) return;
+    } else if (kind !== MessageKind.hello) {
+      return;
+    }
+    // Hellos and other acks carry their epoch: in an epoch only our successor of that epoch sends them.
+    if (!this.acksQueue.offer(bytes)) this.downstreamLinks.get(replicaId)?.close(LinkCloseCode.malformedRecord, 'inbound queue limit exceeded');
+  }
+
+  private sendDownstream(frame: Uint8Array): boolean {
+    const successor = this.successorId;
+    if (successor === null) return false;
+    const link = this.downstreamLinks.get(successor);
+    return link !== undefined && link.trySend(frame);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Handoff, status, reads
+
+  private onHandoffRequest(request: { epoch: number; joiner: number }): void {
+    this.handoffRequest = request;
+    this.maybeBeginHandoff();
+  }
+
+  private maybeBeginHandoff(): void {
+    const request = this.handoffRequest;
+    const configuration = this.configuration;
+    if (request === null || configuration === null || this.replica === null) return;
+    const role = this.role();
+    if ((role !== 'tail' && role !== 'solo') || configuration.epoch !== request.epoch || configuration.joining !== request.joiner) return;
+    const key = `${request.epoch}:${request.joiner}`;
+    if (this.handoffBegun === key) return;
+    this.handoffBegun = key;
+    this.replica.beginHandoff();
+  }
+
+  private isServingReads(): boolean {
+    const role = this.role();
+    if (this.replica === null || (role !== 'tail' && role !== 'solo') || this.registration === null) return false;
+    if (this.replicaEpoch !== this.configuration?.epoch) return false;
+    return performance.now() < this.registration.leaseValidUntil() - LEASE_READ_MARGIN_MS;
+  }
+
+  private async publishStatus(): Promise<void> {
+    const registration = this.registration;
+    if (registration === null || this.closed) return;
+    const stats = this.replica?.stats() ?? null;
+    const now = performance.now();
+    if (stats !== null) {
+      const elapsed = (now - this.lastStatusAt) / 1000;
+      if (elapsed > 0) this.writesPerSecond = Math.max(0, (stats.writesApplied - this.lastWritesApplied) / elapsed);
+      this.lastWritesApplied = stats.writesApplied;
+    }
+    this.lastStatusAt = now;
+    const status: HostStatus = {
+      replicaId: this.replicaId,
+      epoch: stats?.epoch || this.replicaEpoch,
+      role: this.role() ?? 'none',
+      appliedSeq: stats?.appliedSeq ?? 0,
+      committedSeq: stats?.committedSeq ?? 0,
+      joinCaughtUp: stats?.joinCaughtUp ?? false,
+      handoffReadyEpoch: stats?.handoffReadyEpoch ?? 0,
+      writesPerSecond: Math.round(this.writesPerSecond),
+    };
+    try {
+      await registration.putStatus(status);
+    } catch (error) {
+      // etcd unreachable: the lease decides what happens; keep trying.
+      this.log('warn', 'status-failed', (error as Error).message);
+    }
+  }
+
+  private clusterView(): { epoch: number; members: ClusterMember[]; joining: ClusterMember | null } | null {
+    const configuration = this.configuration;
+    if (configuration === null) return null;
+    const members: ClusterMember[] = [];
+    for (const replicaId of configuration.members) {
+      const url = this.urlOf(replicaId);
+      // A member whose host entry is gone (its lease expired) is about to be removed: list it with
+      // its last URL unknown as this host's own, so clients never get an unusable view.
+      members.push({ replicaId, url: url ?? this.url });
+    }
+    const joiningUrl = configuration.joining === null ? null : this.urlOf(configuration.joining);
+    return {
+      epoch: configuration.epoch,
+      members,
+      joining: configuration.joining === null || joiningUrl === null ? null : { replicaId: configuration.joining, url: joiningUrl },
+    };
+  }
+
+  status(): HostStatusReport {
+    const configuration = this.configuration;
+    const view = this.clusterView();
+    return {
+      hostId: this.hostId,
+      url: this.url,
+      replicaId: this.replicaId,
+      role: this.role(),
+      epoch: configuration?.epoch ?? 0,
+      servingReads: this.isServingReads(),
+      isMaster: this.master?.isLeader ?? false,
+      configuration,
+      members: (view?.members ?? []).map((member) => {
+        const hostId = this.hostOf(member.replicaId);
+        return {
+          ...member,
+          hostId,
+          role: configuration === null ? 'none' : String(roleIn(configuration, member.replicaId)),
+          status: hostId === null ? null : (this.hostTable.get(hostId)?.status ?? null),
+        };
+      }),
+      replica: this.replica?.stats() ?? null,
+      writesPerSecond: Math.round(this.writesPerSecond),
+      clients: this.sessions.count,
+    };
+  }
+
+  /** Each replica's digest (tests): this host's replica. */
+  digest(): Promise<{ digest: string; keys: number; appliedSeq: number }> {
+    if (this.replica === null) return Promise.reject(new DabbaError(ErrorCode.closed, 'no replica runs on this host'));
+    return this.replica.digest();
+  }
+
+  /** Leaves cleanly: revokes the lease (the master removes this replica at once), stops everything. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.statusTimer !== null) clearInterval(this.statusTimer);
+    await this.master?.close().catch(() => undefined);
+    await Promise.allSettled(this.stops.map((stop) => stop()));
+    await this.registration?.revoke().catch(() => undefined);
+    this.closeUpstream();
+    this.peerRoute?.closeAll();
+    this.sessions.closeAll();
+    this.http?.close();
+    if (this.listenSocket !== null) loadUws().uws.us_listen_socket_close(this.listenSocket as never);
+    await this.replica?.stop();
+    this.replica = null;
+    await this.store.close();
+  }
+
+  private log(level: HostLogEntry['level'], event: string, message: string, fields: Record<string, unknown> = {}): void {
+    const entry: HostLogEntry = { level, event, message, host: this.hostId, ...fields };
+    if (this.settings.log !== undefined) this.settings.log(entry);
+    else process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), ...entry })}\n`);
+    this.emit('log', entry);
+  }
+
+  private logLink(entry: PeerLinkLogEntry): void {
+    this.log(entry.level, entry.code, entry.message, { remote: entry.remoteNodeId, address: entry.remoteAddress, closeCode: entry.closeCode });
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
+
+export async function startHost(options: HostOptions): Promise<DabbaHost> {
+  const host = new DabbaHost(options);
+  try {
+    await host.start();
+  } catch (error) {
+    await host.close().catch(() => undefined);
+    throw error;
+  }
+  return host;
+}

@@ -1,0 +1,177 @@
+/**
+ * The HTTP API of a host, on the same uWebSockets.js server as its links:
+ *
+ *   PUT    /kv/:key   body = value        204 once the tail has acknowledged it
+ *   GET    /kv/:key   200 value bytes (header x-dabba-version), 404 if absent
+ *   DELETE /kv/:key                      204 once acknowledged
+ *   GET    /status    200 JSON: members, roles, epoch, sequence numbers, throughput
+ *
+ * Errors are JSON `{ "code": "DABBA_ERR_...", "message": "..." }`: 400 malformed request, 404
+ * unknown route, 405 wrong method, 413 body too large, 503 while no chain can serve (no
+ * configuration yet, or not acknowledged in time: the write may still commit).
+ *
+ * Requests are served through a remote client of this very cluster (the same path as any
+ * client's), so a request to any host reaches the head and the tail wherever they are.
+ */
+import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
+import { DabbaError, ErrorCode, isDabbaError } from '../../native-free-core/errors.js';
+import { connect, type RemoteClient } from '../client/remote-client.js';
+import type { ChainOptions } from '../options.js';
+
+export interface HttpApiOptions {
+  status(): unknown;
+  secret: Buffer;
+  hostUrl(): string;
+  chain?: ChainOptions;
+  keyBytesMax: number;
+  valueBytesMax: number;
+  log(level: 'info' | 'warn' | 'error', event: string, message: string): void;
+}
+
+export interface HttpApi {
+  close(): void;
+}
+
+/** How long a request waits for the chain before it answers 503. */
+const REQUEST_TIMEOUT_MS = 10_000;
+
+class HttpError extends Error {
+  constructor(
+    readonly status: string,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export function attachHttpApi(app: TemplatedApp, options: HttpApiOptions): HttpApi {
+  let client: Promise<RemoteClient> | null = null;
+  let closed = false;
+  const getClient = (): Promise<RemoteClient> => {
+    if (client === null) {
+      client = connect({ hosts: [options.hostUrl()], secret: options.secret, ...(options.chain === undefined ? {} : { chain: options.chain }), connectTimeoutMs: REQUEST_TIMEOUT_MS });
+      client.catch(() => {
+        client = null; // Try again on the next request (the cluster may not be configured yet).
+      });
+    }
+    return client;
+  };
+
+  app.get('/status', (response) => {
+    sendJson(response, '200 OK', options.status());
+  });
+
+  app.any('/kv/*', (response, request) => {
+    const method = request.getMethod().toUpperCase();
+    let aborted = false;
+    response.onAborted(() => {
+      aborted = true;
+    });
+    const respond = (status: string, body: Uint8Array | string | null, headers: Record<string, string> = {}): void => {
+      if (aborted) return;
+      response.cork(() => {
+        response.writeStatus(status);
+        for (const [name, value] of Object.entries(headers)) response.writeHeader(name, value);
+        if (body === null) response.endWithoutBody();
+        else response.end(body);
+      });
+    };
+    const fail = (error: unknown): void => {
+      if (error instanceof HttpError) return respond(error.status, JSON.stringify({ code: error.code, message: error.message }), JSON_HEADERS);
+      if (isDabbaError(error)) {
+        const status = BAD_REQUEST_CODES.has(error.code) ? '400 Bad Request' : '503 Service Unavailable';
+        return respond(status, JSON.stringify({ code: error.code, message: error.message }), JSON_HEADERS);
+      }
+      options.log('error', 'http-error', String((error as Error)?.stack ?? error));
+      respond('500 Internal Server Error', JSON.stringify({ code: 'DABBA_ERR_INTERNAL', message: 'internal error' }), JSON_HEADERS);
+    };
+    let key: string;
+    try {
+      key = parseKey(request, options.keyBytesMax);
+    } catch (error) {
+      if (method === 'PUT') response.onData(() => undefined);
+      return fail(error);
+    }
+    if (method === 'GET') {
+      withTimeout(getClient().then((remote) => remote.getVersioned(key))).then(
+        (entry) => {
+          if (entry === undefined) respond('404 Not Found', JSON.stringify({ code: ErrorCode.notFound, message: `no value for key ${JSON.stringify(key)}` }), JSON_HEADERS);
+          else respond('200 OK', entry.value, { 'content-type': 'application/octet-stream', 'x-dabba-version': String(entry.version) });
+        },
+        fail,
+      );
+    } else if (method === 'DELETE') {
+      withTimeout(getClient().then((remote) => remote.delete(key))).then(() => respond('204 No Content', null), fail);
+    } else if (method === 'PUT') {
+      const declared = Number(request.getHeader('content-length') || '0');
+      if (declared > options.valueBytesMax) {
+        response.onData(() => undefined);
+        return fail(new HttpError('413 Payload Too Large', ErrorCode.valueTooLarge, `a value is at most ${options.valueBytesMax} bytes (got ${declared})`));
+      }
+      const chunks: Buffer[] = [];
+      let length = 0;
+      let refused = false;
+      response.onData((chunk, isLast) => {
+        if (refused) return;
+        length += chunk.byteLength;
+        if (length > options.valueBytesMax) {
+          refused = true;
+          return fail(new HttpError('413 Payload Too Large', ErrorCode.valueTooLarge, `a value is at most ${options.valueBytesMax} bytes`));
+        }
+        // uWS reuses the chunk's memory after this call: copy it.
+        chunks.push(Buffer.from(new Uint8Array(chunk).slice()));
+        if (!isLast) return;
+        const value = Buffer.concat(chunks, length);
+        withTimeout(getClient().then((remote) => remote.put(key, value))).then(() => respond('204 No Content', null), fail);
+      });
+    } else {
+      fail(new HttpError('405 Method Not Allowed', ErrorCode.invalidArgument, `${method} is not supported on /kv/:key (PUT, GET, DELETE)`));
+    }
+  });
+
+  app.any('/*', (response) => {
+    sendJson(response, '404 Not Found', { code: ErrorCode.notFound, message: 'routes: /kv/:key (PUT, GET, DELETE), /status' });
+  });
+
+  return {
+    close() {
+      if (closed) return;
+      closed = true;
+      void client?.then((remote) => remote.close()).catch(() => undefined);
+    },
+  };
+}
+
+const JSON_HEADERS = { 'content-type': 'application/json' };
+const BAD_REQUEST_CODES = new Set<string>([ErrorCode.invalidArgument, ErrorCode.keyEmpty, ErrorCode.keyTooLarge, ErrorCode.valueTooLarge]);
+
+function sendJson(response: HttpResponse, status: string, body: unknown): void {
+  response.cork(() => {
+    response.writeStatus(status).writeHeader('content-type', 'application/json').end(JSON.stringify(body));
+  });
+}
+
+function parseKey(request: HttpRequest, keyBytesMax: number): string {
+  const raw = request.getUrl().slice('/kv/'.length);
+  if (raw.length === 0) throw new HttpError('400 Bad Request', ErrorCode.keyEmpty, 'the key must not be empty: /kv/:key');
+  let key: string;
+  try {
+    key = decodeURIComponent(raw);
+  } catch {
+    throw new HttpError('400 Bad Request', ErrorCode.invalidArgument, 'the key is not valid percent-encoded UTF-8');
+  }
+  if (Buffer.byteLength(key) > keyBytesMax) throw new HttpError('400 Bad Request', ErrorCode.keyTooLarge, `a key is at most ${keyBytesMax} bytes`);
+  return key;
+}
+
+function withTimeout<T>(promise: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new DabbaError(ErrorCode.timeout, `the chain did not answer within ${REQUEST_TIMEOUT_MS} ms; a write may still commit`)),
+      REQUEST_TIMEOUT_MS,
+    );
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
