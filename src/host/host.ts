@@ -194,6 +194,7 @@ export class DabbaHost extends EventEmitter {
     this.sessions.attach(app, native, uws);
     this.http = attachHttpApi(app, {
       status: () => this.status(),
+      digest: () => this.digest(),
       secret,
       hostUrl: () => this.url,
       ...(this.settings.chain === undefined ? {} : { chain: this.settings.chain }),

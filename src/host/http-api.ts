@@ -5,6 +5,7 @@
  *   GET    /kv/:key   200 value bytes (header x-dabba-version), 404 if absent
  *   DELETE /kv/:key                      204 once acknowledged
  *   GET    /status    200 JSON: members, roles, epoch, sequence numbers, throughput
+ *   GET    /digest    200 JSON: this host's replica's store digest, keys and applied seq (checks)
  *
  * Errors are JSON `{ "code": "DABBA_ERR_...", "message": "..." }`: 400 malformed request, 404
  * unknown route, 405 wrong method, 413 body too large, 503 while no chain can serve (no
@@ -20,6 +21,7 @@ import type { ChainOptions } from '../options.js';
 
 export interface HttpApiOptions {
   status(): unknown;
+  digest(): Promise<unknown>;
   secret: Buffer;
   hostUrl(): string;
   chain?: ChainOptions;
@@ -60,6 +62,17 @@ export function attachHttpApi(app: TemplatedApp, options: HttpApiOptions): HttpA
 
   app.get('/status', (response) => {
     sendJson(response, '200 OK', options.status());
+  });
+
+  app.get('/digest', (response) => {
+    let aborted = false;
+    response.onAborted(() => {
+      aborted = true;
+    });
+    options.digest().then(
+      (digest) => !aborted && sendJson(response, '200 OK', digest),
+      (error: Error) => !aborted && sendJson(response, '503 Service Unavailable', { code: ErrorCode.unavailable, message: error.message }),
+    );
   });
 
   app.any('/kv/*', (response, request) => {
@@ -131,7 +144,7 @@ export function attachHttpApi(app: TemplatedApp, options: HttpApiOptions): HttpA
   });
 
   app.any('/*', (response) => {
-    sendJson(response, '404 Not Found', { code: ErrorCode.notFound, message: 'routes: /kv/:key (PUT, GET, DELETE), /status' });
+    sendJson(response, '404 Not Found', { code: ErrorCode.notFound, message: 'routes: /kv/:key (PUT, GET, DELETE), /status, /digest' });
   });
 
   return {

@@ -14,7 +14,7 @@
  *   handoff                    the master's latest handoff request, JSON {epoch, joiner}
  *   election/master/<leaseId>  the candidates for master (etcd3's Election layout)
  */
-import { Etcd3, type Campaign, type ComparatorBuilder, type Lease, type Namespace, type Watcher } from 'etcd3';
+import { Etcd3, Range, type Campaign, type ComparatorBuilder, type Lease, type Namespace, type Watcher } from 'etcd3';
 import type { Configuration } from '../../native-free-core/master/chain-master.js';
 import { DabbaError, ErrorCode } from '../../native-free-core/errors.js';
 import { decodeConfiguration, encodeConfiguration } from './configuration-json.js';
@@ -23,6 +23,8 @@ const CONFIGURATION_KEY = 'configuration';
 const EPOCH_KEY = 'epoch';
 const HOSTS_PREFIX = 'hosts/';
 const STATUS_PREFIX = 'status/';
+/** The first key after every `status/...` key: '0' follows '/'. */
+const STATUS_RANGE_END = 'status0';
 const COUNTERS_PREFIX = 'counters/';
 const HANDOFF_KEY = 'handoff';
 const ELECTION_NAME = 'master';
@@ -377,11 +379,27 @@ export class EtcdConfigurationStore {
         [...infos.keys()].sort().map((hostId) => [hostId, { info: infos.get(hostId) ?? null, status: statuses.get(hostId) ?? null }]),
       );
 
-    const hostsSnapshot = await this.namespace.getAll().prefix(HOSTS_PREFIX).exec();
-    const revision = hostsSnapshot.header.revision;
-    const statusSnapshot = await this.namespace.getAll().prefix(STATUS_PREFIX).revision(revision).exec();
-    for (const kv of hostsSnapshot.kvs) putInfo(kv.key.toString().slice(HOSTS_PREFIX.length), kv.value.toString());
-    for (const kv of statusSnapshot.kvs) putStatus(kv.key.toString().slice(STATUS_PREFIX.length), kv.value.toString());
+    // One range holds both prefixes ('hosts/' < 'status/'; 'status0' is the end of 'status/'), so
+    // one read gives a consistent table and one watch delivers a host's two keys together (a
+    // lease expiry deletes both in one revision). Other keys in between, if any, are skipped.
+    const both = new Range(HOSTS_PREFIX, STATUS_RANGE_END);
+    const apply = (key: string, text: string | null): boolean => {
+      if (key.startsWith(HOSTS_PREFIX)) {
+        const hostId = key.slice(HOSTS_PREFIX.length);
+        if (text === null) infos.delete(hostId);
+        else putInfo(hostId, text);
+        return true;
+      }
+      if (key.startsWith(STATUS_PREFIX)) {
+        const hostId = key.slice(STATUS_PREFIX.length);
+        if (text === null) statuses.delete(hostId);
+        else putStatus(hostId, text);
+        return true;
+      }
+      return false;
+    };
+    const snapshot = await this.namespace.getAll().inRange(both).exec();
+    for (const kv of snapshot.kvs) apply(kv.key.toString(), kv.value.toString());
     onChange(table());
 
     // One call per batch of events: etcd3 emits a response's events synchronously, one by one.
@@ -395,24 +413,18 @@ export class EtcdConfigurationStore {
         if (!stopped) onChange(table());
       });
     };
-    const start = nextRevision(revision);
-    const hostsWatcher = this.namespace.watch().prefix(HOSTS_PREFIX).startRevision(start).watcher();
-    hostsWatcher.on('put', (kv) => (putInfo(kv.key.toString().slice(HOSTS_PREFIX.length), kv.value.toString()), changed()));
-    hostsWatcher.on('delete', (kv) => (infos.delete(kv.key.toString().slice(HOSTS_PREFIX.length)), changed()));
-    const statusWatcher = this.namespace.watch().prefix(STATUS_PREFIX).startRevision(start).watcher();
-    statusWatcher.on('put', (kv) => (putStatus(kv.key.toString().slice(STATUS_PREFIX.length), kv.value.toString()), changed()));
-    statusWatcher.on('delete', (kv) => (statuses.delete(kv.key.toString().slice(STATUS_PREFIX.length)), changed()));
-    const stops = await Promise.allSettled([this.started(hostsWatcher, onError), this.started(statusWatcher, onError)]);
-    const stopAll = async (): Promise<void> => {
+    const watcher = this.namespace.watch().inRange(both).startRevision(nextRevision(snapshot.header.revision)).watcher();
+    watcher.on('put', (kv) => {
+      if (apply(kv.key.toString(), kv.value.toString())) changed();
+    });
+    watcher.on('delete', (kv) => {
+      if (apply(kv.key.toString(), null)) changed();
+    });
+    const stop = await this.started(watcher, onError);
+    return async () => {
       stopped = true;
-      await Promise.all(stops.flatMap((outcome) => (outcome.status === 'fulfilled' ? [outcome.value()] : [])));
+      await stop();
     };
-    const failed = stops.find((outcome) => outcome.status === 'rejected');
-    if (failed !== undefined) {
-      await stopAll().catch(() => undefined);
-      throw failed.reason;
-    }
-    return stopAll;
   }
 
   /**

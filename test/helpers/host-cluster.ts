@@ -1,0 +1,163 @@
+/**
+ * Three (or more) `dabba serve` processes for tests: each in its own network namespace of a
+ * NetnsLab (as root; loopback ports otherwise), against a real etcd cluster. Hosts are started,
+ * SIGKILLed and restarted by pid; the chain's configuration is followed through an etcd watch, so
+ * tests wait for events, never for time.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import type { Configuration } from '../../native-free-core/master/chain-master.js';
+import { EtcdConfigurationStore, type HostTable } from '../../src/master/etcd-store.js';
+import { freePorts } from '../../bench/peers/servers.js';
+import type { NetnsLab } from './netns-lab.js';
+
+const CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
+const PORT_ISOLATED = 7400;
+
+export interface HostProcess {
+  readonly index: number;
+  readonly hostId: string;
+  readonly url: string;
+  readonly httpUrl: string;
+  child: ChildProcess | null;
+  /** Everything the host wrote to stderr (its JSON log), for failure messages. */
+  log: string[];
+}
+
+export class HostCluster {
+  readonly hosts: HostProcess[] = [];
+  private configuration: Configuration | null = null;
+  private table: HostTable = new Map();
+  private readonly waiters: Array<{ predicate: () => boolean; resolve: () => void }> = [];
+  private readonly stops: Array<() => Promise<void>> = [];
+
+  private constructor(
+    private readonly lab: NetnsLab,
+    readonly etcd: string[],
+    readonly prefix: string,
+    readonly secret: string,
+    private readonly store: EtcdConfigurationStore,
+  ) {}
+
+  static async create(lab: NetnsLab, etcd: string[], prefix: string, secret: string): Promise<HostCluster> {
+    const store = new EtcdConfigurationStore({ hosts: etcd, prefix });
+    const cluster = new HostCluster(lab, etcd, prefix, secret, store);
+    const ports = lab.isolated ? lab.hosts.map(() => PORT_ISOLATED) : await freePorts(lab.hosts.length);
+    for (const host of lab.hosts) {
+      const port = ports[host.index]!;
+      cluster.hosts.push({
+        index: host.index,
+        hostId: `h${host.index + 1}`,
+        url: `ws://${host.address}:${port}`,
+        httpUrl: `http://${host.address}:${port}`,
+        child: null,
+        log: [],
+      });
+    }
+    cluster.stops.push(await store.watch((configuration) => cluster.onChange(configuration, null)));
+    cluster.stops.push(await store.watchHostTable((table) => cluster.onChange(null, table)));
+    return cluster;
+  }
+
+  private onChange(configuration: Configuration | null, table: HostTable | null): void {
+    if (configuration !== null) this.configuration = configuration;
+    if (table !== null) this.table = table;
+    for (const waiter of [...this.waiters]) {
+      if (waiter.predicate()) {
+        this.waiters.splice(this.waiters.indexOf(waiter), 1);
+        waiter.resolve();
+      }
+    }
+  }
+
+  get current(): Configuration | null {
+    return this.configuration;
+  }
+
+  /** Starts host `index` and resolves once it serves (its "serving" line). */
+  async start(index: number): Promise<void> {
+    const host = this.hosts[index]!;
+    const port = Number(new URL(host.url.replace('ws:', 'http:')).port);
+    const address = new URL(host.url.replace('ws:', 'http:')).hostname;
+    const child = this.lab.spawn(index, process.execPath, ['--import', 'tsx', CLI, 'serve', '--id', host.hostId, '--listen', `${address}:${port}`, '--etcd', this.etcd.join(','), '--etcd-prefix', this.prefix], {
+      env: { ...process.env, DABBA_SECRET: this.secret },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    host.child = child;
+    child.stderr!.setEncoding('utf8').on('data', (text: string) => host.log.push(text));
+    let stdout = '';
+    const serving = new Promise<void>((resolve, reject) => {
+      child.stdout!.setEncoding('utf8').on('data', (text: string) => {
+        stdout += text;
+        if (stdout.includes('"event":"serving"')) resolve();
+      });
+      child.once('exit', (code, signal) => reject(new Error(`host ${host.hostId} exited (${code ?? signal}) before serving:\n${host.log.join('').slice(-4000)}`)));
+    });
+    await serving;
+  }
+
+  /** SIGKILLs host `index` (by pid) and waits until it is gone. */
+  async kill(index: number): Promise<void> {
+    const child = this.hosts[index]!.child;
+    if (child === null || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = once(child, 'exit');
+    process.kill(child.pid!, 'SIGKILL');
+    await exited;
+    this.hosts[index]!.child = null;
+  }
+
+  /** The replica id host `index` currently serves as (from its etcd registration), or null. */
+  replicaOf(index: number): number | null {
+    return this.table.get(this.hosts[index]!.hostId)?.info?.replicaId ?? null;
+  }
+
+  /** The index of the host whose replica has `role` in the current configuration. */
+  hostWithRole(role: 'head' | 'middle' | 'tail'): number {
+    const members = this.configuration!.members;
+    const replicaId = role === 'head' ? members[0] : role === 'tail' ? members.at(-1) : members[1];
+    const index = this.hosts.findIndex((host) => this.replicaOf(host.index) === replicaId);
+    if (index < 0) throw new Error(`no host serves the ${role} (replica ${replicaId})`);
+    return index;
+  }
+
+  /** Resolves when `predicate` holds for the configuration and host table (checked on every change). */
+  waitFor(what: string, predicate: (configuration: Configuration | null, table: HostTable) => boolean, timeoutMs = 30_000): Promise<void> {
+    const check = (): boolean => predicate(this.configuration, this.table);
+    if (check()) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters.splice(this.waiters.findIndex((waiter) => waiter.resolve === done), 1);
+        reject(new Error(`timed out waiting for ${what}; configuration ${JSON.stringify(this.configuration)}, hosts ${JSON.stringify([...this.table])}`));
+      }, timeoutMs);
+      const done = (): void => {
+        clearTimeout(timer);
+        resolve();
+      };
+      this.waiters.push({ predicate: check, resolve: done });
+    });
+  }
+
+  /** A chain of every host's current replica, none joining. */
+  waitForFullChain(size = this.hosts.length): Promise<void> {
+    return this.waitFor(`a chain of ${size} live replicas`, (configuration, table) => {
+      if (configuration === null || configuration.joining !== null || configuration.members.length !== size) return false;
+      const live = new Set([...table.values()].map((entry) => entry.info?.replicaId));
+      return configuration.members.every((member) => live.has(member));
+    });
+  }
+
+  async close(): Promise<void> {
+    for (const host of this.hosts) {
+      const child = host.child;
+      if (child !== null && child.exitCode === null && child.signalCode === null) {
+        const exited = once(child, 'exit');
+        process.kill(child.pid!, 'SIGKILL');
+        await exited;
+      }
+      host.child = null;
+    }
+    await Promise.allSettled(this.stops.map((stop) => stop()));
+    await this.store.close();
+  }
+}
