@@ -5,6 +5,7 @@
 import { headline, soak, sweeps, type ChainBenchSettings } from './chain-bench.js';
 import { environment } from './harness.js';
 import { failover } from './failover-bench.js';
+import { hostsBench } from './hosts-bench.js';
 import { joinBench } from './join-bench.js';
 import { micro } from './micro-bench.js';
 import { peers } from './peers-bench.js';
@@ -36,6 +37,7 @@ export async function runBenchmarks(options: BenchOptions): Promise<Record<strin
   if (wants('join')) results.join = await joinBench(env, options.small ? [5_000] : [10_000, 100_000, 1_000_000], options.small ? 1 : options.runs, log);
   // Each peer measurement starts and stops its own servers; --small keeps it to one short round.
   if (wants('peers')) results.peers = await peers(options.small ? { ...settings, seconds: 0.5, runs: 1 } : settings);
+  if (wants('hosts')) results.hosts = await hostsBench(options.small ? { ...settings, seconds: 0.5, runs: 1 } : settings);
   if (wants('cpu')) results.cpu = await threadCpu(env, options.seconds, options.small ? [1000] : [1000, 10_000, 100_000], log);
   return results;
 }

@@ -324,6 +324,7 @@ class ReplicaDriver {
   private publishStats(): void {
     const stats = this.stats;
     stats[ReplicaStat.heartbeats]!++;
+    stats[ReplicaStat.epoch] = this.node.epoch;
     stats[ReplicaStat.joinCaughtUp] = this.node.joinCaughtUp ? 1 : 0;
     stats[ReplicaStat.handoffReadyEpoch] = this.node.handoffReady ? this.node.epoch : 0;
     stats[ReplicaStat.appliedSeq] = this.node.appliedSeq;

@@ -42,6 +42,7 @@ export interface LiveHost {
   status: LiveHostStatus | null;
 }
 
+/** The master asks the tail of `epoch` to stop taking writes until `joiner` has everything. */
 export interface HandoffRequest {
   epoch: number;
   joiner: number;

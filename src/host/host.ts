@@ -17,7 +17,7 @@ import { SnapshotView } from '../../native-free-core/chain/snapshot.js';
 import { DabbaError, ErrorCode } from '../../native-free-core/errors.js';
 import { predecessorOf, roleIn, successorOf, type Configuration } from '../../native-free-core/master/chain-master.js';
 import type { ClusterMember } from '../../native-free-core/wire/cluster-view.js';
-import { frameKind, MessageKind } from '../../native-free-core/wire/codec.js';
+import { frameKind, HelloEncoder, MessageKind } from '../../native-free-core/wire/codec.js';
 import { EtcdMaster } from '../master/etcd-master.js';
 import { EtcdConfigurationStore, type HostInfo, type HostRegistration, type HostStatus, type StopWatching } from '../master/etcd-store.js';
 import { resolveOptions, type ChainOptions, type ResolvedOptions } from '../options.js';
@@ -126,6 +126,7 @@ export class DabbaHost extends EventEmitter {
   private closed = false;
   private reregistering: Promise<void> | null = null;
   private readonly snapshotView = new SnapshotView();
+  private readonly helloEncoder = new HelloEncoder();
   private readonly validate = frameEnvelopeValidator();
 
   constructor(options: HostOptions) {
@@ -390,6 +391,13 @@ export class DabbaHost extends EventEmitter {
       onClose: () => {
         if (this.upstream !== upstream) return;
         upstream.link = null;
+        if (this.role() === 'joining') {
+          // Snapshot frames were lost with the link, and a transfer cannot resume: start over as a
+          // new replica (the master abandons this join when our registration changes).
+          this.log('warn', 'join-link-lost', `lost the link to replica ${upstream.replicaId} while joining: joining again`);
+          void this.rejoinAsNewReplica();
+          return;
+        }
         setTimeout(() => this.upstream === upstream && this.dialUpstream(upstream), RECONNECT_DELAY_MS).unref();
       },
     }).then(
@@ -400,6 +408,7 @@ export class DabbaHost extends EventEmitter {
           return;
         }
         upstream.link = link;
+        if (attempt > 1) this.repairAfterRedial(link);
         this.replica?.kick();
       },
       (error: Error) => {
@@ -409,6 +418,20 @@ export class DabbaHost extends EventEmitter {
         setTimeout(() => this.upstream === upstream && this.dialUpstream(upstream), Math.min(1000, RECONNECT_DELAY_MS * attempt)).unref();
       },
     );
+  }
+
+  /**
+   * A link to the same predecessor broke and came back within one epoch: whatever was on the wire
+   * is lost, and the predecessor believes it was delivered. Tell it how far this replica has
+   * applied, as after a reconfiguration, and it resends the rest from its in-flight list (what
+   * arrives twice is dropped by sequence number). The applied seq read here may lag the replica's
+   * own; that only makes the resend longer.
+   */
+  private repairAfterRedial(link: PeerLink): void {
+    const stats = this.replica?.stats();
+    if (stats === undefined || stats.epoch === 0 || this.role() === 'joining') return;
+    link.trySend(this.helloEncoder.encode({ epoch: stats.epoch, replicaId: this.replicaId, appliedSeq: stats.appliedSeq }));
+    this.log('info', 'link-repaired', `redialed replica ${this.upstream?.replicaId}: asked it to resend after seq ${stats.appliedSeq}`);
   }
 
   /** Peers dial as `replica:<replicaId>`; the host id is informational (this host's own name). */

@@ -68,6 +68,7 @@ interface Term {
   again: boolean;
   /** The last write's outcome is unknown (an error): read the configuration before deciding. */
   reload: boolean;
+  /** The situation of the last 'none' decision (logged once per situation). */
   idleReason: string | null;
   readonly backoff: Backoff;
 }
@@ -178,7 +179,7 @@ export class EtcdMaster extends EventEmitter {
       const watches: Array<() => Promise<StopWatching>> = [
         () => this.store.watch((configuration) => (this.adopt(term, configuration), poke()), onWatchError),
         () => this.store.watchHostTable((table) => ((term.table = table), poke()), onWatchError),
-        () => this.store.watchHandoff((request) => ((term.handoff = request), poke()), onWatchError),
+        () => this.store.watchHandoff((request) => (this.adoptHandoff(term, request), poke()), onWatchError),
       ];
       for (const watch of watches) stops.push(await untilAborted(watch(), term.ended.signal));
       // Only now: deciding from a configuration without the host table would remove every member.
@@ -230,8 +231,11 @@ export class EtcdMaster extends EventEmitter {
       }
       const decision = this.decide(term);
       if (decision.kind === 'none') {
-        if (decision.reason !== term.idleReason) this.log(`master ${this.candidateId}: ${decision.reason}`);
-        term.idleReason = decision.reason;
+        // Logged when the situation changes, not when its figures do (a catching-up joiner's lag
+        // changes at every step): the text before the first ':' names the situation.
+        const situation = decision.reason.split(':')[0]!;
+        if (situation !== term.idleReason) this.log(`master ${this.candidateId}: ${decision.reason}`);
+        term.idleReason = situation;
         return;
       }
       term.idleReason = null;
@@ -309,7 +313,7 @@ export class EtcdMaster extends EventEmitter {
       }
       case 'request-handoff':
         if (!(await this.store.requestHandoff(decision.epoch, decision.joiner, fence))) return false;
-        term.handoff = { epoch: decision.epoch, joiner: decision.joiner };
+        this.adoptHandoff(term, { epoch: decision.epoch, joiner: decision.joiner });
         return true;
     }
   }
@@ -330,6 +334,11 @@ export class EtcdMaster extends EventEmitter {
     this.log(`master ${this.candidateId}: the configuration moved on to epoch ${stored?.epoch}; deciding again`);
     this.adopt(term, stored);
     term.again = true;
+  }
+
+  /** Keeps the newest handoff request seen (the watch may deliver an older one after this master wrote its own). */
+  private adoptHandoff(term: Term, request: HandoffRequest): void {
+    if (term.handoff === null || request.epoch >= term.handoff.epoch) term.handoff = request;
   }
 
   /** Keeps the newest configuration seen (the watch may deliver one this master already wrote). */

@@ -16,6 +16,7 @@
  */
 import { Etcd3, Range, type Campaign, type ComparatorBuilder, type Lease, type Namespace, type Watcher } from 'etcd3';
 import type { Configuration } from '../../native-free-core/master/chain-master.js';
+import type { HandoffRequest } from '../../native-free-core/master/cluster-decisions.js';
 import { DabbaError, ErrorCode } from '../../native-free-core/errors.js';
 import { decodeConfiguration, encodeConfiguration } from './configuration-json.js';
 
@@ -81,11 +82,8 @@ export interface HostTableEntry {
 /** Every host whose `hosts/<hostId>` key exists, by host id (in host id order). */
 export type HostTable = ReadonlyMap<string, HostTableEntry>;
 
-/** The master asks the tail of `epoch` to stop taking writes until `joiner` has everything. */
-export interface HandoffRequest {
-  epoch: number;
-  joiner: number;
-}
+/** The master asks the tail of `epoch` to stop taking writes until `joiner` has everything (key `handoff`). */
+export type { HandoffRequest };
 
 export type IdCounter = 'replica' | 'client';
 

@@ -1,0 +1,70 @@
+/**
+ * Hosts over loopback: three `dabba serve` processes (one replica each, on its own worker thread
+ * behind rings, linked by uWebSockets.js/ws) driven by a remote client in this process, next to
+ * the same 3-replica chain in one process, interleaved run by run; medians of the runs.
+ */
+import { connect } from '../src/client/index.js';
+import { runClosedLoop, type LoadReport } from '../src/load.js';
+import { measureHeadlineDabba, type ChainBenchSettings } from './chain-bench.js';
+import { formatRate, median, printTable, record } from './harness.js';
+import { startLocalHosts } from './hosts/local-hosts.js';
+
+const WARMUP_MS = 1000;
+
+export interface HostsBenchResult {
+  hostsWritesPerSecond: number;
+  inProcessWritesPerSecond: number;
+  ratio: number;
+  hostsRuns: number[];
+  inProcessRuns: number[];
+  hostsLatencyUs: LoadReport['writeLatencyUs'];
+  inProcessLatencyUs: LoadReport['writeLatencyUs'];
+}
+
+export async function hostsBench(settings: ChainBenchSettings): Promise<HostsBenchResult> {
+  const hosts = await startLocalHosts(3, { log: settings.log });
+  const hostsReports: LoadReport[] = [];
+  const inProcessReports: LoadReport[] = [];
+  try {
+    const client = await connect({ hosts: hosts.urls, secret: hosts.secret });
+    try {
+      await runClosedLoop(client, { durationMs: WARMUP_MS, writers: 4, writeWindow: 4096 });
+      for (let run = 0; run < settings.runs; run++) {
+        const inProcess = await measureHeadlineDabba(settings.seconds);
+        const overHosts = await runClosedLoop(client, { durationMs: settings.seconds * 1000, writers: 4, writeWindow: 4096 });
+        inProcessReports.push(inProcess);
+        hostsReports.push(overHosts);
+        settings.log(`  run ${run + 1}/${settings.runs}: 3 hosts ${formatRate(overHosts.writesPerSecond)}, one process ${formatRate(inProcess.writesPerSecond)}`);
+      }
+    } finally {
+      await client.close();
+    }
+  } finally {
+    await hosts.stop();
+  }
+  const pick = (reports: LoadReport[]): LoadReport => {
+    const rate = median(reports.map((report) => report.writesPerSecond));
+    return reports.reduce((best, report) => (Math.abs(report.writesPerSecond - rate) < Math.abs(best.writesPerSecond - rate) ? report : best));
+  };
+  const hostsMedian = median(hostsReports.map((report) => report.writesPerSecond));
+  const inProcessMedian = median(inProcessReports.map((report) => report.writesPerSecond));
+  const result: HostsBenchResult = {
+    hostsWritesPerSecond: hostsMedian,
+    inProcessWritesPerSecond: inProcessMedian,
+    ratio: hostsMedian / inProcessMedian,
+    hostsRuns: hostsReports.map((report) => report.writesPerSecond),
+    inProcessRuns: inProcessReports.map((report) => report.writesPerSecond),
+    hostsLatencyUs: pick(hostsReports).writeLatencyUs,
+    inProcessLatencyUs: pick(inProcessReports).writeLatencyUs,
+  };
+  record('hosts', { seconds: settings.seconds, valueBytes: 100, ...result }, settings.env);
+  printTable(
+    '3 replicas, 16 B keys, 100 B values, closed loop: three dabba serve processes on loopback vs one process',
+    ['setup', 'writes/s (median)', 'p50', 'p99', 'hosts / one process'],
+    [
+      ['3 dabba serve processes, remote client (4 x 4096 in flight)', formatRate(hostsMedian), `${result.hostsLatencyUs.p50} us`, `${result.hostsLatencyUs.p99} us`, `${result.ratio.toFixed(2)}x`],
+      ['3 replicas in one process (2 x 2048 in flight)', formatRate(inProcessMedian), `${result.inProcessLatencyUs.p50} us`, `${result.inProcessLatencyUs.p99} us`, '1.00x'],
+    ],
+  );
+  return result;
+}

@@ -1,0 +1,85 @@
+/**
+ * A chain of `dabba serve` processes on this machine's loopback, for benchmarks: an etcd member,
+ * N host processes (started by pid, stopped by pid), and a wait (an etcd watch, not a timer) until
+ * every host's replica is a member and none is joining.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { EtcdConfigurationStore } from '../../src/master/etcd-store.js';
+import { startEtcdCluster } from '../peers/etcd-cluster.js';
+import { freePorts, LocalServers } from '../peers/servers.js';
+
+export interface LocalHosts {
+  readonly urls: string[];
+  readonly secret: string;
+  readonly pids: number[];
+  stop(): Promise<void>;
+}
+
+function cliCommand(): string[] {
+  // From dist the CLI is JavaScript; under tsx (tests) it is the TypeScript source.
+  const isTs = import.meta.url.endsWith('.ts');
+  const cli = fileURLToPath(new URL(`../../src/cli.${isTs ? 'ts' : 'js'}`, import.meta.url));
+  return isTs ? ['--import', 'tsx', cli] : [cli];
+}
+
+export async function startLocalHosts(count: number, options: { log?: (line: string) => void } = {}): Promise<LocalHosts> {
+  const servers = new LocalServers('hosts-bench');
+  const children: ChildProcess[] = [];
+  let store: EtcdConfigurationStore | null = null;
+  const stop = async (): Promise<void> => {
+    for (const child of children) {
+      if (child.exitCode !== null || child.signalCode !== null) continue;
+      const exited = once(child, 'exit');
+      process.kill(child.pid!, 'SIGTERM');
+      const timer = setTimeout(() => child.exitCode === null && process.kill(child.pid!, 'SIGKILL'), 5000);
+      await exited;
+      clearTimeout(timer);
+    }
+    await store?.close();
+    await servers.stop(1000);
+  };
+  try {
+    const etcd = await startEtcdCluster(servers, 1);
+    const prefix = `/dabba-bench-${process.pid}-${Date.now()}/`;
+    const secret = randomBytes(24).toString('base64');
+    const ports = await freePorts(count);
+    const urls = ports.map((port) => `ws://127.0.0.1:${port}`);
+    store = new EtcdConfigurationStore({ hosts: etcd.clientUrls, prefix });
+    let resolveChain: () => void = () => undefined;
+    const chainReady = new Promise<void>((resolve) => (resolveChain = resolve));
+    const stopWatch = await store.watch((configuration) => {
+      if (configuration.members.length === count && configuration.joining === null) resolveChain();
+    });
+    for (let index = 0; index < count; index++) {
+      const child = spawn(process.execPath, [...cliCommand(), 'serve', '--id', `bench-h${index + 1}`, '--listen', `127.0.0.1:${ports[index]}`, '--etcd', etcd.clientUrls.join(','), '--etcd-prefix', prefix], {
+        env: { ...process.env, DABBA_SECRET: secret },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      children.push(child);
+      const log: string[] = [];
+      child.stderr!.setEncoding('utf8').on('data', (text: string) => {
+        log.push(text);
+        if (log.length > 200) log.shift();
+      });
+      await new Promise<void>((resolve, reject) => {
+        let stdout = '';
+        child.stdout!.setEncoding('utf8').on('data', (text: string) => {
+          stdout += text;
+          if (stdout.includes('"event":"serving"')) resolve();
+        });
+        child.once('exit', (code, signal) => reject(new Error(`host ${index + 1} exited (${code ?? signal}):\n${log.join('').slice(-3000)}`)));
+      });
+    }
+    const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`the ${count} hosts did not form a chain within 60 s`)), 60_000).unref());
+    await Promise.race([chainReady, timeout]);
+    await stopWatch();
+    options.log?.(`  ${count} dabba serve processes formed a chain: ${urls.join(' -> ')}`);
+    return { urls, secret, pids: children.map((child) => child.pid!), stop };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
