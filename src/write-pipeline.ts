@@ -41,6 +41,8 @@ export class WritePipeline {
   private readonly outstanding: StagedBatch[] = [];
   private ackedIndex = 0;
   private pushedIndex = 0;
+  /** Bytes of the batches in [ackedIndex, pushedIndex): sent and not yet acknowledged. */
+  private unackedBytes = 0;
   private open: StagedBatch | null = null;
   private allocatedBatches = 0;
   private readonly batchesMax: number;
@@ -72,6 +74,12 @@ export class WritePipeline {
     private readonly clientId: number,
     private ring: RecordSink,
     private headDoorbell: Wakeable,
+    /**
+     * At most this many bytes of batches sent and not acknowledged (the window: a remote head
+     * cannot pause its socket, so the client must not send past what it agreed to buffer). In one
+     * process the head's ring bounds this already.
+     */
+    private readonly unackedBytesMax = Number.POSITIVE_INFINITY,
   ) {
     this.futures = new FutureRing<void>(options.pendingWritesMax);
     this.overloadedError = overloaded(this.futures.capacity);
@@ -243,6 +251,8 @@ export class WritePipeline {
     let pushed = 0;
     while (this.pushedIndex < this.outstanding.length) {
       const frame = this.outstanding[this.pushedIndex]!.frame!;
+      // The window is full: acks reopen it (afterAcks pumps again). One batch always may go.
+      if (this.unackedBytes > 0 && this.unackedBytes + frame.length > this.unackedBytesMax) break;
       if (!this.ring.tryWrite(frame)) {
         // Backpressure: the head will ring our doorbell when it frees space.
         this.ring.markProducerWaiting();
@@ -253,6 +263,7 @@ export class WritePipeline {
       const lastClientSeq = this.outstanding[this.pushedIndex]!.lastClientSeq;
       if (lastClientSeq > this.sentThroughClientSeq) this.sentThroughClientSeq = lastClientSeq;
       this.pushedIndex++;
+      this.unackedBytes += frame.length;
       pushed++;
     }
     if (pushed > 0 && this.ring.publish()) this.headDoorbell.ring();
@@ -261,7 +272,9 @@ export class WritePipeline {
   /** Whether sealed batches wait and the ring now has room for the first. */
   canPump(): boolean {
     const batch = this.outstanding[this.pushedIndex];
-    return batch !== undefined && this.ring.canWrite(batch.frame!.length);
+    if (batch === undefined) return false;
+    const length = batch.frame!.length;
+    return (this.unackedBytes === 0 || this.unackedBytes + length <= this.unackedBytesMax) && this.ring.canWrite(length);
   }
 
   get waitingBatches(): number {
@@ -276,6 +289,7 @@ export class WritePipeline {
     this.ring = ring;
     this.headDoorbell = headDoorbell;
     this.pushedIndex = this.ackedIndex;
+    this.unackedBytes = 0;
     this.pump();
   }
 
@@ -314,6 +328,7 @@ export class WritePipeline {
     const acked = this.futures.settled;
     while (this.ackedIndex < this.pushedIndex && this.outstanding[this.ackedIndex]!.lastClientSeq <= acked) {
       const batch = this.outstanding[this.ackedIndex++]!;
+      this.unackedBytes -= batch.frame!.length;
       batch.frame = null;
       this.freeBatches.push(batch);
     }
@@ -323,6 +338,7 @@ export class WritePipeline {
       this.ackedIndex = 0;
     }
     if (this.flushHeld) this.sealIfDue();
+    if (this.pushedIndex < this.outstanding.length && this.unackedBytesMax !== Number.POSITIVE_INFINITY) this.pump();
   }
 
   /**
@@ -355,6 +371,7 @@ export class WritePipeline {
     this.outstanding.length = 0;
     this.ackedIndex = 0;
     this.pushedIndex = 0;
+    this.unackedBytes = 0;
     this.flushHeld = false;
     if (!options.outcomeKnown) this.futures.rejectThrough(this.sentThroughClientSeq, (clientSeq) => this.unknownOutcome(clientSeq, error));
     this.futures.rejectAll(error);

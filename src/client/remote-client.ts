@@ -49,6 +49,13 @@ export interface RemoteClientStats {
 const RECONNECT_DELAY_MS_MIN = 50;
 const RECONNECT_DELAY_MS_MAX = 1000;
 const NO_WAKE: Wakeable = { ring: () => undefined };
+/**
+ * Bytes of write batches a client sends ahead of the tail's acks. A host cannot pause a socket, so
+ * this window is the flow control: a head that falls behind stops receiving once every client's
+ * window is in its queue (16 clients fill a host's 256 MiB inbound queue; more get cut off, 4004,
+ * and resend after reconnecting).
+ */
+const UNACKED_BYTES_MAX = 16 * 1024 * 1024;
 
 /** One host link, kept open and redialed while its host is a member. */
 class HostConnection implements RecordSink {
@@ -149,7 +156,7 @@ export class RemoteClient extends EventEmitter {
     this.view = view;
     this.head = this.connection(view.members[0]!.url);
     this.tail = this.connection(view.members.at(-1)!.url);
-    this.writes = new WritePipeline(options, clientId, this.head, NO_WAKE);
+    this.writes = new WritePipeline(options, clientId, this.head, NO_WAKE, UNACKED_BYTES_MAX);
     this.reads = new ReadPipeline(options, this.tail, NO_WAKE, () => this.view.epoch);
     for (const member of view.members) this.connection(member.url).dial();
   }

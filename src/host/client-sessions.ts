@@ -37,6 +37,8 @@ interface Session {
   clientId: number;
   /** The epoch of the last view sent. */
   viewEpoch: number;
+  /** An id assigned by this host and not yet sent (there was no configuration to send it with). */
+  unsentClientId: number;
   open: boolean;
 }
 
@@ -92,7 +94,7 @@ export class ClientSessions {
   }
 
   private onLink(link: PeerLink): PeerLinkHandlers {
-    const session: Session = { link, clientId: 0, viewEpoch: 0, open: true };
+    const session: Session = { link, clientId: 0, viewEpoch: 0, unsentClientId: 0, open: true };
     const remote = link.remoteNodeId;
     const handlers: PeerLinkHandlers = {
       onRecord: (bytes) => this.onRecord(session, bytes),
@@ -118,10 +120,11 @@ export class ClientSessions {
 
   private bind(session: Session, clientId: number, assigned: boolean): void {
     session.clientId = clientId;
+    session.unsentClientId = assigned ? clientId : 0;
     let sessions = this.byClient.get(clientId);
     if (sessions === undefined) this.byClient.set(clientId, (sessions = new Set()));
     sessions.add(session);
-    this.sendView(session, assigned ? clientId : 0);
+    this.sendView(session);
     const lastAck = this.lastAcks.get(clientId);
     if (lastAck !== undefined) session.link.trySend(lastAck);
   }
@@ -136,7 +139,7 @@ export class ClientSessions {
           return this.end(session, LinkCloseCode.malformedRecord, closeReason(ErrorCode.malformedFrame, `batch of client ${this.writeView.clientId} on client ${session.clientId}'s link`));
         }
         // Not the head (any more): the client learns the new view and resends there; drop it here.
-        if (!this.options.isHead()) return this.sendView(session, 0, true);
+        if (!this.options.isHead()) return this.sendView(session, true);
         if (!this.options.offerBatch(bytes)) this.end(session, ClientCloseCode.tooSlow, 'inbound queue limit exceeded');
         return;
       }
@@ -198,23 +201,17 @@ export class ClientSessions {
 
   /** Tells every client the current view if it changed since they last heard. */
   broadcastView(): void {
-    for (const session of this.sessions) if (session.clientId !== 0) this.sendView(session, 0);
+    for (const session of this.sessions) if (session.clientId !== 0) this.sendView(session);
   }
 
-  private sendView(session: Session, assignedClientId: number, force = false): void {
+  /** Sends the view if it changed since the last one this session got (or if `force`). */
+  private sendView(session: Session, force = false): void {
     const view = this.options.view();
-    if (view === null) {
-      if (assignedClientId !== 0) {
-        // Not configured yet, but the client needs its id: send an empty-looking view? No: a view
-        // needs members. The client waits; the id goes out with the first configuration.
-        session.viewEpoch = -assignedClientId;
-      }
-      return;
-    }
-    const pendingId = session.viewEpoch < 0 ? -session.viewEpoch : assignedClientId;
-    if (!force && pendingId === 0 && view.epoch === session.viewEpoch) return;
+    // Before the first configuration there is nothing to send: a new client's id waits for it.
+    if (view === null) return;
+    if (!force && session.unsentClientId === 0 && view.epoch === session.viewEpoch) return;
     session.viewEpoch = view.epoch;
-    session.link.trySend(encodeClusterView({ ...view, clientId: pendingId }));
+    if (session.link.trySend(encodeClusterView({ ...view, clientId: session.unsentClientId }))) session.unsentClientId = 0;
   }
 
   private end(session: Session, code: number, reason: string): void {

@@ -81,7 +81,8 @@ const PEER_PREFIX = 'replica:';
 const STATUS_INTERVAL_MS = 200;
 /** Reads stop this long before the lease could have expired: time for a read in flight to finish. */
 const LEASE_READ_MARGIN_MS = 300;
-const INBOUND_QUEUE_BYTES_MAX = 64 * 1024 * 1024;
+/** Frames waiting for room in one inbound ring, from all its senders (see InboundQueue). */
+const INBOUND_QUEUE_BYTES_MAX = 256 * 1024 * 1024;
 const RECONNECT_DELAY_MS = 100;
 
 export class DabbaHost extends EventEmitter {
@@ -104,6 +105,8 @@ export class DabbaHost extends EventEmitter {
   /** A joiner passes batches only after the first snapshot frame of its own join. */
   private joinStreamStarted = false;
   private configuration: Configuration | null = null;
+  /** The newest configuration the watch delivered, even while this host was re-registering. */
+  private latestConfiguration: Configuration | null = null;
   private hostTable = new Map<string, { info: HostInfo | null; status: HostStatus | null }>();
   private upstream: { replicaId: number; link: PeerLink | null; attempt: number } | null = null;
   /** Links dialed by other replicas (our successors, or a joiner), by their replica id. */
@@ -167,7 +170,17 @@ export class DabbaHost extends EventEmitter {
     this.replicaId = await this.store.allocateId('replica');
     this.stops.push(await this.store.watchHostTable((table) => this.onHostTable(table), (error) => this.log('warn', 'etcd-watch', error.message)));
     await this.register();
-    this.stops.push(await this.store.watch((configuration) => this.onConfiguration(configuration), (error) => this.log('warn', 'etcd-watch', error.message)));
+    this.stops.push(
+      await this.store.watch(
+        (configuration) => {
+          if (this.latestConfiguration === null || configuration.epoch > this.latestConfiguration.epoch) this.latestConfiguration = configuration;
+          // While re-registering as a new replica, configurations about the old one are moot; the
+          // newest is applied once the new registration is in place.
+          if (this.reregistering === null) this.onConfiguration(configuration);
+        },
+        (error) => this.log('warn', 'etcd-watch', error.message),
+      ),
+    );
     this.stops.push(await this.store.watchHandoff((request) => this.onHandoffRequest(request)));
     this.statusTimer = setInterval(() => void this.publishStatus(), STATUS_INTERVAL_MS);
     if (this.settings.master !== false) {
@@ -325,7 +338,9 @@ export class DabbaHost extends EventEmitter {
           this.replicaId = await this.store.allocateId('replica');
           this.configuration = null;
           await this.register();
-          const current = await this.store.load();
+          const loaded = await this.store.load();
+          const latest = this.latestConfiguration;
+          const current = loaded === null || (latest !== null && latest.epoch > loaded.epoch) ? latest : loaded;
           if (current !== null) this.onConfiguration(current);
           this.log('info', 'rejoining', `registered again as replica ${this.replicaId}`);
           return;

@@ -331,9 +331,16 @@ export class EtcdMaster extends EventEmitter {
       term.ended.abort('fenced out: another candidate leads');
       return;
     }
-    this.log(`master ${this.candidateId}: the configuration moved on to epoch ${stored?.epoch}; deciding again`);
+    const epochBefore = term.configuration?.epoch;
     this.adopt(term, stored);
     term.again = true;
+    if (term.configuration?.epoch !== epochBefore) {
+      this.log(`master ${this.candidateId}: the configuration moved on to epoch ${term.configuration?.epoch}; deciding again`);
+      return;
+    }
+    // Nothing newer to adopt (say the configuration was deleted by hand): no tight loop of failing writes.
+    this.log(`master ${this.candidateId}: ${decision.kind} conflicted with etcd (stored epoch ${stored?.epoch ?? 'none'}); again in ${term.backoff.ms} ms`);
+    await term.backoff.wait(term.ended.signal);
   }
 
   /** Keeps the newest handoff request seen (the watch may deliver an older one after this master wrote its own). */
