@@ -14,6 +14,7 @@ import type { MicroRow } from '../bench/micro-bench.js';
 import type { PeersResult } from '../bench/peers-bench.js';
 import type { OpenLoopRow } from '../bench/openloop-bench.js';
 import type { ThreadCpuRow } from '../bench/thread-cpu.js';
+import type { HostsBenchResult } from '../bench/hosts-bench.js';
 import { runBenchmarks } from '../bench/run.js';
 
 test('every benchmark suite runs in its small setting and records its results', async () => {
@@ -61,6 +62,8 @@ test('every benchmark suite runs in its small setting and records its results', 
     assert.deepEqual(peersResult.skipped, []);
     assert.deepEqual(peersResult.rows.map((row) => row.peer), ['dabba', 'redis replicated', 'redis unreplicated', 'etcd']);
     for (const row of peersResult.rows) assert.ok(row.writesPerSecond > 0 && row.dabbaRatio > 0, JSON.stringify(row));
+    const hostsResult = results.hosts as HostsBenchResult;
+    assert.ok(hostsResult.hostsWritesPerSecond > 0 && hostsResult.inProcessWritesPerSecond > 0 && hostsResult.hostsLatencyUs.p99 > 0, JSON.stringify(hostsResult));
     const ledger = readFileSync(join(directory, 'results.jsonl'), 'utf8').trim().split('\n').map((line) => JSON.parse(line));
     assert.ok(ledger.length >= microResult.rows.length + 1 + sweepRows.length + 1);
     for (const entry of ledger) {
