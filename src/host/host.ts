@@ -208,6 +208,7 @@ export class DabbaHost extends EventEmitter {
     this.sessions.attach(app, native, uws);
     this.http = attachHttpApi(app, {
       status: () => this.status(),
+      unavailable: () => (this.configuration === null ? 'no chain is configured yet: no host has started one in etcd' : null),
       digest: () => this.digest(),
       secret,
       hostUrl: () => this.url,
@@ -284,6 +285,7 @@ export class DabbaHost extends EventEmitter {
     this.updateLinks();
     this.maybeBeginHandoff();
     this.sessions.broadcastView();
+    this.emit('configured', configuration, role);
   }
 
   private startReplica(epoch: number, role: Role): void {

@@ -21,6 +21,8 @@ import type { ChainOptions } from '../options.js';
 
 export interface HttpApiOptions {
   status(): unknown;
+  /** Why /kv requests cannot be served now (no chain configured yet), or null. */
+  unavailable(): string | null;
   digest(): Promise<unknown>;
   secret: Buffer;
   hostUrl(): string;
@@ -101,6 +103,8 @@ export function attachHttpApi(app: TemplatedApp, options: HttpApiOptions): HttpA
     };
     let key: string;
     try {
+      const reason = options.unavailable();
+      if (reason !== null) throw new HttpError('503 Service Unavailable', ErrorCode.unavailable, reason);
       key = parseKey(request, options.keyBytesMax);
     } catch (error) {
       if (method === 'PUT') response.onData(() => undefined);

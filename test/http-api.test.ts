@@ -1,0 +1,136 @@
+/**
+ * The HTTP API and `dabba status` of a host, against a real etcd: hosts run in this process here
+ * (the separate-process, separate-namespace tests are in hosts.test.ts). Also the settings of
+ * `dabba serve` from flags, environment and a config file.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { ErrorCode } from '../native-free-core/errors.js';
+import { startEtcdCluster } from '../bench/peers/etcd-cluster.js';
+import { LocalServers } from '../bench/peers/servers.js';
+import { DabbaHost, startHost } from '../src/host/host.js';
+import { parseServeConfig, ServeConfigError } from '../src/host/serve-config.js';
+import { formatClusterStatus, readClusterStatus } from '../src/host/status-command.js';
+
+const SECRET = Buffer.from('http-api-test-secret-0123456789');
+const servers = new LocalServers('http-api-test');
+let etcd: string[];
+const hosts: DabbaHost[] = [];
+
+before(async () => {
+  etcd = (await startEtcdCluster(servers, 1)).clientUrls;
+});
+
+after(async () => {
+  try {
+    await Promise.all(hosts.map((host) => host.close()));
+  } finally {
+    await servers.stop(1000);
+  }
+});
+
+async function host(hostId: string, prefix: string, master: boolean): Promise<DabbaHost> {
+  const started = await startHost({ hostId, port: 0, etcd, etcdPrefix: prefix, secret: SECRET, master, log: () => undefined, chain: { valueBytesMax: 4096 } });
+  hosts.push(started);
+  return started;
+}
+
+function httpUrl(target: DabbaHost): string {
+  return target.url.replace('ws://', 'http://');
+}
+
+async function json(response: Response): Promise<{ code: string; message: string }> {
+  assert.equal(response.headers.get('content-type'), 'application/json');
+  return (await response.json()) as { code: string; message: string };
+}
+
+test('a host with no chain configured answers 503 with a code, at once', async () => {
+  const lonely = await host('lonely', '/http-test-unconfigured/', false);
+  const response = await fetch(`${httpUrl(lonely)}/kv/a`, { method: 'PUT', body: 'x' });
+  assert.equal(response.status, 503);
+  assert.equal((await json(response)).code, ErrorCode.unavailable);
+});
+
+test('PUT, GET, DELETE, errors with codes, /status and dabba status', async () => {
+  const solo = await host('solo', '/http-test/', true);
+  const base = httpUrl(solo);
+  // The master starts the chain with this host as its only replica.
+  if (solo.status().role !== 'solo') {
+    await new Promise<void>((resolve) => solo.on('configured', (_configuration: unknown, role: string) => role === 'solo' && resolve()));
+  }
+  let response = await fetch(`${base}/kv/user%3A1`, { method: 'PUT', body: 'Asha' });
+  assert.equal(response.status, 204);
+  response = await fetch(`${base}/kv/user%3A1`);
+  assert.equal(response.status, 200);
+  assert.equal(await response.text(), 'Asha');
+  assert.ok(Number(response.headers.get('x-dabba-version')) >= 1);
+  response = await fetch(`${base}/kv/user%3A1`, { method: 'DELETE' });
+  assert.equal(response.status, 204);
+  response = await fetch(`${base}/kv/user%3A1`);
+  assert.equal(response.status, 404);
+  assert.equal((await json(response)).code, ErrorCode.notFound);
+
+  response = await fetch(`${base}/kv/${'k'.repeat(2000)}`, { method: 'PUT', body: 'x' });
+  assert.equal(response.status, 400);
+  assert.equal((await json(response)).code, ErrorCode.keyTooLarge);
+  response = await fetch(`${base}/kv/%zz`);
+  assert.equal(response.status, 400);
+  assert.equal((await json(response)).code, ErrorCode.invalidArgument);
+  response = await fetch(`${base}/kv/`);
+  assert.equal(response.status, 400);
+  assert.equal((await json(response)).code, ErrorCode.keyEmpty);
+  response = await fetch(`${base}/kv/big`, { method: 'PUT', body: Buffer.alloc(5000) });
+  assert.equal(response.status, 413);
+  assert.equal((await json(response)).code, ErrorCode.valueTooLarge);
+  response = await fetch(`${base}/kv/a`, { method: 'POST', body: 'x' });
+  assert.equal(response.status, 405);
+  response = await fetch(`${base}/nowhere`);
+  assert.equal(response.status, 404);
+  // The host still serves after every refusal.
+  response = await fetch(`${base}/kv/after`, { method: 'PUT', body: 'still here' });
+  assert.equal(response.status, 204);
+
+  response = await fetch(`${base}/status`);
+  assert.equal(response.status, 200);
+  const status = (await response.json()) as { role: string; epoch: number; members: Array<{ role: string; hostId: string }> };
+  assert.equal(status.role, 'solo');
+  assert.deepEqual(status.members.map((member) => [member.hostId, member.role]), [['solo', 'solo']]);
+
+  const cluster = await readClusterStatus(etcd, '/http-test/');
+  assert.equal(cluster.configuration?.members.length, 1);
+  assert.equal(cluster.members[0]!.hostId, 'solo');
+  const text = formatClusterStatus(cluster);
+  assert.match(text, /epoch \d+, 1 members/);
+  assert.match(text, /solo\s+solo/);
+});
+
+test('dabba serve settings: flags over environment over the config file; clear errors', () => {
+  const directory = mkdtempSync(join(tmpdir(), 'dabba-serve-config-'));
+  const config = join(directory, 'cluster.json');
+  const secretFile = join(directory, 'secret');
+  writeFileSync(secretFile, 'a-secret-from-a-file-0123456789\n');
+  writeFileSync(config, JSON.stringify({ hostId: 'from-file', listen: '0.0.0.0:7500', etcd: ['http://10.0.0.1:2379'], secretFile, leaseTtlSeconds: 3 }));
+  const fromFile = parseServeConfig(['--config', config], {});
+  assert.equal(fromFile.hostId, 'from-file');
+  assert.equal(fromFile.listenHost, '0.0.0.0');
+  assert.equal(fromFile.port, 7500);
+  assert.deepEqual(fromFile.etcd, ['http://10.0.0.1:2379']);
+  assert.equal(fromFile.secret.toString(), 'a-secret-from-a-file-0123456789');
+  assert.equal(fromFile.leaseTtlSeconds, 3);
+  const fromEnv = parseServeConfig(['--config', config], { DABBA_HOST_ID: 'from-env', DABBA_ETCD: 'http://a:1,http://b:2' });
+  assert.equal(fromEnv.hostId, 'from-env');
+  assert.deepEqual(fromEnv.etcd, ['http://a:1', 'http://b:2']);
+  const fromFlags = parseServeConfig(['--config', config, '--id', 'from-flag', '--no-master'], { DABBA_HOST_ID: 'from-env' });
+  assert.equal(fromFlags.hostId, 'from-flag');
+  assert.equal(fromFlags.master, false);
+  const env = { DABBA_SECRET: 'sixteen-bytes-at-least', DABBA_ETCD: 'http://a:1' };
+  assert.throws(() => parseServeConfig([], env), ServeConfigError, 'a host id is required');
+  assert.throws(() => parseServeConfig(['--id', 'x'], { DABBA_ETCD: 'http://a:1' }), /cluster secret is required/);
+  assert.throws(() => parseServeConfig(['--id', 'x'], { ...env, DABBA_SECRET: 'short' }), /at least 16 bytes/);
+  assert.throws(() => parseServeConfig(['--id', 'x', '--listen', 'nonsense'], env), /host:port/);
+  assert.throws(() => parseServeConfig(['--id', 'x', '--etcd', 'ftp://a'], env), /http\(s\):\/\/host:port/);
+  assert.throws(() => parseServeConfig(['--id', 'x', '--lease-ttl', '0'], env), /1-60 seconds/);
+});
