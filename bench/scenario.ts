@@ -1,13 +1,16 @@
 /**
- * `dabba bench`: one configurable scenario against an in-process chain, optionally with peers
- * measured the same way in the same run. Closed loop (maximum throughput: each client keeps a
+ * `dabba bench`: one configurable scenario against an in-process chain (or, with --hosts, a chain
+ * of `dabba serve` processes on loopback), optionally with peers measured the same way in the
+ * same run. Closed loop (maximum throughput: each client keeps a
  * window of operations in flight) or open loop (a fixed write rate, latency from each write's
  * intended start, so stalls are not hidden). Prints a live progress line, then a table; --json
  * prints one JSON object instead.
  */
+import { connect } from '../src/client/index.js';
 import { createChain, type ChainOptions } from '../src/index.js';
 import { prefill, runClosedLoop, runOpenLoop, type LoadTarget } from '../src/load.js';
-import { environment, formatRate, median, printTable, record } from './harness.js';
+import { environment, formatRate, median, printTable, record, type Environment } from './harness.js';
+import { startLocalHosts, type LocalHosts } from './hosts/local-hosts.js';
 import { NaiveChain } from './naive-chain.js';
 import { etcdCluster } from './peers/etcd.js';
 import { redisReplicated } from './peers/redis.js';
@@ -34,6 +37,8 @@ export interface ScenarioOptions {
   rate: number | undefined;
   runs: number;
   peers: PeerChoice[];
+  /** Run the chain as `replicas` dabba serve processes on loopback, driven by a remote client. */
+  hosts: boolean;
   json: boolean;
 }
 
@@ -57,8 +62,20 @@ export async function runScenario(options: ScenarioOptions, out: typeof process.
   validate(options);
   const env = environment();
   const progress = options.json ? () => {} : progressLine();
+  // Hosts are started once for every run, and stopped by pid at the end.
+  const hosts = options.hosts ? await startLocalHosts(options.replicas) : null;
+  try {
+    return await runSystems(options, env, progress, hosts, out);
+  } finally {
+    await hosts?.stop();
+  }
+}
+
+async function runSystems(options: ScenarioOptions, env: Environment, progress: Progress, hosts: LocalHosts | null, out: typeof process.stdout): Promise<ScenarioRow[]> {
   const systems: Array<{ name: string; measure: () => Promise<Measurement> }> = [
-    { name: `dabba (${options.replicas} replicas)`, measure: () => measureDabba(options, progress) },
+    hosts === null
+      ? { name: `dabba (${options.replicas} replicas)`, measure: () => measureDabba(options, progress) }
+      : { name: `dabba (${options.replicas} dabba serve processes)`, measure: () => measureHosts(hosts, options, progress) },
   ];
   for (const peer of options.peers) systems.push(peerSystem(peer, options, progress));
 
@@ -148,6 +165,17 @@ async function measureDabba(options: ScenarioOptions, progress: Progress): Promi
     return await measureTarget(chain, options, `dabba`, progress);
   } finally {
     await chain.close();
+  }
+}
+
+async function measureHosts(hosts: LocalHosts, options: ScenarioOptions, progress: Progress): Promise<Measurement> {
+  // The hosts keep their default rings; the client's batches follow the scenario's batching flags.
+  const { batch } = chainOptions(options);
+  const client = await connect({ hosts: hosts.urls, secret: hosts.secret, chain: { ...(batch === undefined ? {} : { batch }) } });
+  try {
+    return await measureTarget(client, options, 'dabba', progress);
+  } finally {
+    await client.close();
   }
 }
 
@@ -247,5 +275,6 @@ export const SCENARIO_DEFAULTS: ScenarioOptions = {
   rate: undefined,
   runs: 1,
   peers: [],
+  hosts: false,
   json: false,
 };

@@ -21,6 +21,7 @@ commands:
           --seconds S (5)          --runs N (1; medians)
           --rate W (open loop at W writes/s; default closed loop)
           --peers naive,redis,etcd (same load, same run; redis/etcd are started on loopback)
+          --hosts (the chain as --replicas dabba serve processes on loopback, with etcd, remote client)
           --json (one JSON object on stdout instead of the table)
   serve   run one host of a chain that spans hosts (its replica, peer links, clients, HTTP API)
           --id ID (required)  --etcd URL,URL,... (required)  --listen HOST:PORT (127.0.0.1:7400)
@@ -75,6 +76,7 @@ async function main(argv: string[]): Promise<number> {
           runs: { type: 'string' },
           rate: { type: 'string' },
           peers: { type: 'string' },
+          hosts: { type: 'boolean' },
           json: { type: 'boolean' },
         },
       });
@@ -100,6 +102,7 @@ async function main(argv: string[]): Promise<number> {
         runs: positiveInteger(values.runs, 'runs', SCENARIO_DEFAULTS.runs),
         rate: optional(values.rate, 'rate'),
         peers: peers as Array<'naive' | 'redis' | 'etcd'>,
+        hosts: values.hosts ?? false,
         json: values.json ?? false,
       });
       return 0;

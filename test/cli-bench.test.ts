@@ -40,6 +40,13 @@ test('closed loop with reads, beside the naive chain, as JSON', async () => {
   assert.ok(side.rows.every((row: { opsPerSecond: number }) => row.opsPerSecond > 0));
 });
 
+test('--hosts runs the chain as dabba serve processes on loopback, reads and writes through a remote client', async () => {
+  const { stdout } = await bench(['--hosts', '--replicas', '2', '--seconds', '0.5', '--read-ratio', '0.2', '--json']);
+  const [dabba] = JSON.parse(stdout).rows;
+  assert.equal(dabba.system, 'dabba (2 dabba serve processes)');
+  assert.ok(dabba.writesPerSecond > 0 && dabba.readsPerSecond > 0 && dabba.p99Us >= dabba.p50Us, JSON.stringify(dabba));
+});
+
 test('open loop at a fixed rate prints a table with latency percentiles', async () => {
   const { stdout } = await bench(['--seconds', '0.5', '--rate', '20000', '--batch', '64', '--linger', '200']);
   assert.match(stdout, /open loop at 20\.0 k\/s/);
