@@ -148,6 +148,21 @@ test('three hosts survive kill -9 of head, middle and tail, a partition, and bad
       t.diagnostic('not root: no network namespaces, so the partition step did not run (hosts share loopback)');
     }
 
+    // A network blip within an epoch: the middle's link to the head breaks (its TCP connections are
+    // killed); it redials, tells the head how far it got, and the head resends what was lost. No
+    // reconfiguration happens.
+    const epochBeforeBlip = cluster.current!.epoch;
+    const middle = cluster.hostWithRole('middle');
+    const head = cluster.hostWithRole('head');
+    const repairsBefore = cluster.hosts[middle]!.log.join('').split('"event":"link-repaired"').length;
+    bursts.push(burst(clients[0]!, load, 'before-blip'));
+    await cluster.breakLinks(middle, head);
+    await progress(load, 300);
+    const repairsAfter = cluster.hosts[middle]!.log.join('').split('"event":"link-repaired"').length;
+    assert.ok(repairsAfter > repairsBefore, 'the middle redialed the head and asked it to resend');
+    assert.equal(cluster.current!.epoch, epochBeforeBlip, 'a blip is repaired without a reconfiguration');
+    t.diagnostic(`the middle's links to the head were killed: redialed and repaired in epoch ${epochBeforeBlip}`);
+
     // An unauthenticated peer is refused before any frame is read.
     const wrongSecret = connectPeerLink({
       url: `${cluster.hosts[0]!.url}/peer`,

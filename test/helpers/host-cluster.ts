@@ -107,6 +107,19 @@ export class HostCluster {
     this.hosts[index]!.child = null;
   }
 
+  /**
+   * Breaks host `from`'s TCP connections to host `to` (`ss -K`, in `from`'s namespace when isolated),
+   * as a network blip would, without touching either process or the configuration.
+   */
+  async breakLinks(from: number, to: number): Promise<void> {
+    const target = new URL(this.hosts[to]!.httpUrl);
+    const child = this.lab.spawn(from, 'ss', ['-K', 'dst', target.hostname, 'dport', '=', target.port], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr!.setEncoding('utf8').on('data', (text: string) => (stderr += text));
+    const [code] = (await once(child, 'exit')) as [number | null];
+    if (code !== 0) throw new Error(`ss -K failed (${code}): ${stderr}`);
+  }
+
   /** The replica id host `index` currently serves as (from its etcd registration), or null. */
   replicaOf(index: number): number | null {
     return this.table.get(this.hosts[index]!.hostId)?.info?.replicaId ?? null;
