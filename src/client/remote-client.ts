@@ -49,6 +49,7 @@ export interface RemoteClientStats {
 const RECONNECT_DELAY_MS_MIN = 50;
 const RECONNECT_DELAY_MS_MAX = 1000;
 const NO_WAKE: Wakeable = { ring: () => undefined };
+const RETAINED = { retained: true } as const;
 /**
  * Bytes of write batches a client sends ahead of the tail's acks. A host cannot pause a socket, so
  * this window is the flow control: a head that falls behind stops receiving once every client's
@@ -112,9 +113,10 @@ class HostConnection implements RecordSink {
     this.link = null;
   }
 
-  // RecordSink: frames go straight into the socket; a full socket refuses like a full ring.
+  // RecordSink: frames go straight into the socket; a full socket refuses like a full ring. The
+  // pipelines keep every frame until it is answered, so the socket may hold it by reference.
   tryWrite(bytes: Uint8Array): boolean {
-    return this.link !== null && this.link.trySend(bytes);
+    return this.link !== null && this.link.trySend(bytes, RETAINED);
   }
   canWrite(): boolean {
     return this.link !== null && this.link.isOpen;

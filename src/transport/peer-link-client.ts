@@ -61,11 +61,11 @@ export function connectPeerLink(options: PeerLinkConnectOptions): Promise<PeerLi
       endpoint.handleDrain();
     };
     const port: SocketPort = {
-      send(bytes) {
+      send(bytes, retained) {
         if (socket.readyState !== WebSocket.OPEN) return false;
-        // Unmasked, ws would queue the caller's bytes by reference if the socket is busy; the caller
-        // may reuse them at once (ring memory), so send a copy (a memcpy, far cheaper than masking).
-        const copy = Buffer.from(bytes);
+        // Unmasked, ws queues the caller's bytes by reference if the socket is busy: unless the
+        // caller keeps them (retained), send a copy (a memcpy, far cheaper than masking).
+        const copy = retained ? bytes : Buffer.from(bytes);
         if (socket.bufferedAmount + bytes.length > settings.highWaterBytes) {
           pendingFlushes++;
           socket.send(copy, onFlushed);

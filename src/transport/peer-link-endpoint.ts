@@ -78,10 +78,19 @@ export interface PeerLink {
    * high-water mark (or the link is closed): keep the record and retry after onWritable, as with
    * SpscRing.tryWrite. Throws DABBA_ERR_RECORD_TOO_LARGE for a record above maxRecordBytes.
    */
-  trySend(bytes: Uint8Array): boolean;
+  trySend(bytes: Uint8Array, options?: SendOptions): boolean;
   bufferedAmount(): number;
   readonly isOpen: boolean;
   close(code?: number, reason?: string): void;
+}
+
+export interface SendOptions {
+  /**
+   * The caller keeps `bytes` unchanged until the peer has them (say, until it acknowledges them), so
+   * the link may queue them by reference instead of copying. Default false: callers may reuse
+   * `bytes` as soon as trySend returns (ring memory).
+   */
+  retained?: boolean;
 }
 
 export interface LinkSettings {
@@ -147,7 +156,7 @@ export function closeReason(code: ErrorCode, detail: string): string {
 /** What an endpoint needs from its socket. */
 export interface SocketPort {
   /** Queues one binary message; false if the socket dropped it (nothing was sent). */
-  send(bytes: Uint8Array): boolean;
+  send(bytes: Uint8Array, retained?: boolean): boolean;
   bufferedAmount(): number;
   /** Starts a close handshake; the adapter later calls socketClosed(). */
   end(code: number, reason: string): void;
@@ -277,12 +286,12 @@ export class PeerLinkEndpoint implements PeerLink {
     this.handlers = this.events.authenticated(this);
   }
 
-  trySend(bytes: Uint8Array): boolean {
+  trySend(bytes: Uint8Array, options?: SendOptions): boolean {
     if (bytes.length > this.settings.maxRecordBytes) {
       throw new DabbaError(ErrorCode.recordTooLarge, `record of ${bytes.length} bytes exceeds maxRecordBytes ${this.settings.maxRecordBytes}`);
     }
     if (this.phase !== 'open' || this.blocked) return false;
-    if (this.port.bufferedAmount() > this.settings.highWaterBytes || !this.port.send(bytes)) {
+    if (this.port.bufferedAmount() > this.settings.highWaterBytes || !this.port.send(bytes, options?.retained === true)) {
       this.blocked = true;
       this.watchWritable();
       return false;
