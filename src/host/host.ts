@@ -4,26 +4,24 @@
  * SharedArrayBuffer rings (./replica-port.ts), and the host's place in etcd: a lease-bound
  * registration, a status it refreshes, the configuration it follows, and a master candidate.
  *
- * Links: every replica dials its predecessor (a joiner dials the tail it copies from) and sends
- * Hellos and Acks up that link; the predecessor sends batches (and snapshot frames) down it.
- * Clients dial every member: writes go to the head, reads to the tail, and any host tells them
- * about a new configuration. Epochs make whatever is stale harmless; the few frames epochs cannot
- * sort out (acks of a joiner that failed, a failed join's snapshot frames) are filtered here.
+ * This module follows the configuration and runs the replica's life: started as the chain's first
+ * replica or as a joiner, reconfigured with every epoch, and replaced by a new, empty replica (a
+ * new replica id) when it was removed, failed, or lost its lease. Links to the neighbours are in
+ * ./chain-links.ts, remote clients in ./client-sessions.ts, HTTP in ./http-api.ts.
  */
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import type { Role } from '../../native-free-core/chain/node.js';
-import { SnapshotView } from '../../native-free-core/chain/snapshot.js';
 import { DabbaError, ErrorCode } from '../../native-free-core/errors.js';
-import { predecessorOf, roleIn, successorOf, type Configuration } from '../../native-free-core/master/chain-master.js';
+import { roleIn, type Configuration } from '../../native-free-core/master/chain-master.js';
 import type { ClusterMember } from '../../native-free-core/wire/cluster-view.js';
-import { frameKind, HelloEncoder, MessageKind } from '../../native-free-core/wire/codec.js';
 import { EtcdMaster } from '../master/etcd-master.js';
 import { EtcdConfigurationStore, type HostInfo, type HostRegistration, type HostStatus, type StopWatching } from '../master/etcd-store.js';
 import { resolveOptions, type ChainOptions, type ResolvedOptions } from '../options.js';
-import { connectPeerLink, frameEnvelopeValidator, LinkCloseCode, type PeerLink, type PeerLinkLogEntry } from '../transport/peer-link.js';
+import { frameEnvelopeValidator, LinkCloseCode, type PeerLinkLogEntry } from '../transport/peer-link.js';
 import { attachPeerLinkRoute, type PeerLinkRoute } from '../transport/peer-link-server.js';
 import { loadUws } from '../transport/uws.js';
+import { ChainLinks, LINK_HIGH_WATER_BYTES, PEER_PREFIX } from './chain-links.js';
 import { ClientSessions } from './client-sessions.js';
 import { attachHttpApi, type HttpApi } from './http-api.js';
 import { InboundQueue } from './inbound-queue.js';
@@ -76,14 +74,12 @@ export interface HostStatusReport {
   clients: number;
 }
 
-const PEER_PREFIX = 'replica:';
-/** A frame larger than this never crosses a link (the largest batch frame is ~1.1 MiB by default). */
+/** How often the host refreshes its status in etcd (the master drives joins from it). */
 const STATUS_INTERVAL_MS = 200;
 /** Reads stop this long before the lease could have expired: time for a read in flight to finish. */
 const LEASE_READ_MARGIN_MS = 300;
 /** Frames waiting for room in one inbound ring, from all its senders (see InboundQueue). */
 const INBOUND_QUEUE_BYTES_MAX = 256 * 1024 * 1024;
-const RECONNECT_DELAY_MS = 100;
 
 export class DabbaHost extends EventEmitter {
   readonly hostId: string;
@@ -100,18 +96,11 @@ export class DabbaHost extends EventEmitter {
   private replica: ReplicaPort | null = null;
   /** The epoch the replica was started in (a joiner) or last reconfigured to. */
   private replicaEpoch = 0;
-  /** The epoch of the configuration in which this replica began to join (frames of older joins are dropped). */
-  private joinEpoch = 0;
-  /** A joiner passes batches only after the first snapshot frame of its own join. */
-  private joinStreamStarted = false;
   private configuration: Configuration | null = null;
   /** The newest configuration the watch delivered, even while this host was re-registering. */
   private latestConfiguration: Configuration | null = null;
   private hostTable = new Map<string, { info: HostInfo | null; status: HostStatus | null }>();
-  private upstream: { replicaId: number; link: PeerLink | null; attempt: number } | null = null;
-  /** Links dialed by other replicas (our successors, or a joiner), by their replica id. */
-  private readonly downstreamLinks = new Map<number, PeerLink>();
-  private successorId: number | null = null;
+  private readonly links: ChainLinks;
   private readonly batchesQueue: InboundQueue;
   private readonly acksQueue: InboundQueue;
   private readonly readsQueue: InboundQueue;
@@ -128,8 +117,6 @@ export class DabbaHost extends EventEmitter {
   private writesPerSecond = 0;
   private closed = false;
   private reregistering: Promise<void> | null = null;
-  private readonly snapshotView = new SnapshotView();
-  private readonly helloEncoder = new HelloEncoder();
   private readonly validate = frameEnvelopeValidator();
 
   constructor(options: HostOptions) {
@@ -150,6 +137,25 @@ export class DabbaHost extends EventEmitter {
     this.batchesQueue = new InboundQueue(push('batch'), INBOUND_QUEUE_BYTES_MAX);
     this.acksQueue = new InboundQueue(push('ack'), INBOUND_QUEUE_BYTES_MAX);
     this.readsQueue = new InboundQueue(push('reads'), INBOUND_QUEUE_BYTES_MAX);
+    this.links = new ChainLinks({
+      secret: options.secret,
+      recordBytesMax: this.recordBytesMax,
+      urlOf: (replicaId) => this.urlOf(replicaId),
+      replicaProgress: () => {
+        const stats = this.replica?.stats();
+        return stats === undefined ? null : { epoch: stats.epoch, appliedSeq: stats.appliedSeq };
+      },
+      offerBatch: (frame) => this.batchesQueue.offer(frame),
+      offerAck: (frame) => this.acksQueue.offer(frame),
+      kick: () => this.replica?.kick(),
+      joinLinkLost: (predecessor) => {
+        // Snapshot frames were lost with the link, and a transfer cannot resume: start over as a new
+        // replica (the master abandons this join when our registration changes).
+        this.log('warn', 'join-link-lost', `lost the link to replica ${predecessor} while joining: joining again`);
+        void this.rejoinAsNewReplica();
+      },
+      log: (entry) => ('nodeId' in entry ? this.logLink(entry) : this.log(entry.level, entry.code, entry.message)),
+    });
     this.sessions = new ClientSessions({
       secret: options.secret,
       nodeId: `host:${this.hostId}`,
@@ -201,9 +207,9 @@ export class DabbaHost extends EventEmitter {
       nodeId: PEER_PREFIX + this.hostId,
       maxRecordBytes: this.recordBytesMax,
       validate: this.validate,
-      highWaterBytes: 16 * 1024 * 1024,
+      highWaterBytes: LINK_HIGH_WATER_BYTES,
       log: (entry) => this.logLink(entry),
-      onLink: (link) => this.onDownstreamLink(link),
+      onLink: (link) => this.links.acceptDownstream(link),
     });
     this.sessions.attach(app, native, uws);
     this.http = attachHttpApi(app, {
@@ -290,13 +296,12 @@ export class DabbaHost extends EventEmitter {
 
   private startReplica(epoch: number, role: Role): void {
     this.replicaEpoch = epoch;
-    this.joinEpoch = role === 'joining' ? epoch : 0;
-    this.joinStreamStarted = role !== 'joining';
+    this.links.replicaStarted(epoch, role);
     const replica = new ReplicaPort(
       { replicaId: this.replicaId, epoch, role, resolved: this.options },
       {
-        downstream: (frame) => this.sendDownstream(frame),
-        upstream: (frame) => this.upstream?.link?.trySend(frame) ?? false,
+        downstream: (frame) => this.links.sendDownstream(frame),
+        upstream: (frame) => this.links.sendUpstream(frame),
         clientAck: (frame) => this.sessions.deliverAck(frame),
         readReply: (frame) => this.sessions.deliverReadReply(frame),
         rejected: (code, reason) => this.log('info', 'replica-rejected', `${code}: ${reason}`),
@@ -328,9 +333,7 @@ export class DabbaHost extends EventEmitter {
     this.reregistering = (async () => {
       const replica = this.replica;
       this.replica = null;
-      this.closeUpstream();
-      for (const link of this.downstreamLinks.values()) link.close(LinkCloseCode.goingAway, 'replica leaving');
-      this.downstreamLinks.clear();
+      this.links.closeAll();
       await replica?.kill();
       const old = this.registration;
       this.registration = null;
@@ -357,159 +360,8 @@ export class DabbaHost extends EventEmitter {
     return this.reregistering;
   }
 
-  // ---------------------------------------------------------------------------------------------
-  // Links between replicas
-
   private updateLinks(): void {
-    const configuration = this.configuration;
-    const role = this.role();
-    if (configuration === null || role === null || this.replica === null) {
-      this.closeUpstream();
-      this.successorId = null;
-      return;
-    }
-    const tail = configuration.members.at(-1)!;
-    const predecessor = role === 'joining' ? tail : predecessorOf(configuration, this.replicaId);
-    const isTail = role === 'tail' || role === 'solo';
-    this.successorId = successorOf(configuration, this.replicaId) ?? (isTail ? configuration.joining : null);
-    if (predecessor !== this.upstream?.replicaId) {
-      this.closeUpstream();
-      if (predecessor !== null) {
-        this.upstream = { replicaId: predecessor, link: null, attempt: 0 };
-        this.dialUpstream(this.upstream);
-      }
-    } else if (this.upstream !== null && this.upstream.link === null) {
-      this.dialUpstream(this.upstream);
-    }
-    this.replica.kick();
-  }
-
-  private closeUpstream(): void {
-    const upstream = this.upstream;
-    this.upstream = null;
-    upstream?.link?.close(LinkCloseCode.normal, 'no longer the predecessor');
-  }
-
-  private dialUpstream(upstream: { replicaId: number; link: PeerLink | null; attempt: number }): void {
-    const url = this.urlOf(upstream.replicaId);
-    if (url === null || upstream.attempt < 0) return; // Dialed when the host table names it; or a dial is under way.
-    const attempt = ++upstream.attempt;
-    upstream.attempt = -attempt; // Negative while dialing.
-    connectPeerLink({
-      url: `${url}/peer`,
-      secret: this.settings.secret,
-      nodeId: PEER_PREFIX + this.replicaIdLabel(),
-      maxRecordBytes: this.recordBytesMax,
-      validate: this.validate,
-      highWaterBytes: 16 * 1024 * 1024,
-      log: (entry) => this.logLink(entry),
-      onRecord: (bytes) => this.onFromPredecessor(upstream, bytes),
-      onWritable: () => this.replica?.kick(),
-      onClose: () => {
-        if (this.upstream !== upstream) return;
-        upstream.link = null;
-        if (this.role() === 'joining') {
-          // Snapshot frames were lost with the link, and a transfer cannot resume: start over as a
-          // new replica (the master abandons this join when our registration changes).
-          this.log('warn', 'join-link-lost', `lost the link to replica ${upstream.replicaId} while joining: joining again`);
-          void this.rejoinAsNewReplica();
-          return;
-        }
-        setTimeout(() => this.upstream === upstream && this.dialUpstream(upstream), RECONNECT_DELAY_MS).unref();
-      },
-    }).then(
-      (link) => {
-        upstream.attempt = attempt;
-        if (this.upstream !== upstream) {
-          link.close(LinkCloseCode.normal, 'no longer the predecessor');
-          return;
-        }
-        upstream.link = link;
-        if (attempt > 1) this.repairAfterRedial(link);
-        this.replica?.kick();
-      },
-      (error: Error) => {
-        upstream.attempt = attempt;
-        if (this.upstream !== upstream) return;
-        this.log('warn', 'dial-failed', `cannot reach replica ${upstream.replicaId} at ${url}: ${error.message}`);
-        setTimeout(() => this.upstream === upstream && this.dialUpstream(upstream), Math.min(1000, RECONNECT_DELAY_MS * attempt)).unref();
-      },
-    );
-  }
-
-  /**
-   * A link to the same predecessor broke and came back within one epoch: whatever was on the wire
-   * is lost, and the predecessor believes it was delivered. Tell it how far this replica has
-   * applied, as after a reconfiguration, and it resends the rest from its in-flight list (what
-   * arrives twice is dropped by sequence number). The applied seq read here may lag the replica's
-   * own; that only makes the resend longer.
-   */
-  private repairAfterRedial(link: PeerLink): void {
-    const stats = this.replica?.stats();
-    if (stats === undefined || stats.epoch === 0 || this.role() === 'joining') return;
-    link.trySend(this.helloEncoder.encode({ epoch: stats.epoch, replicaId: this.replicaId, appliedSeq: stats.appliedSeq }));
-    this.log('info', 'link-repaired', `redialed replica ${this.upstream?.replicaId}: asked it to resend after seq ${stats.appliedSeq}`);
-  }
-
-  /** Peers dial as `replica:<replicaId>`; the host id is informational (this host's own name). */
-  private replicaIdLabel(): string {
-    return String(this.replicaId);
-  }
-
-  private onFromPredecessor(upstream: { replicaId: number }, bytes: Uint8Array): void {
-    if (this.upstream !== upstream || this.replica === null) return;
-    const kind = frameKind(bytes);
-    if (kind === MessageKind.snapshot) {
-      // A failed earlier join's frames may still be on their way: only our own join's count.
-      if (this.snapshotView.open(bytes) !== null || this.snapshotView.epoch < this.joinEpoch) return;
-      this.joinStreamStarted = true;
-    } else if (kind === MessageKind.writeBatch) {
-      if (!this.joinStreamStarted) return;
-    } else {
-      return; // Nothing else travels down a chain link.
-    }
-    if (!this.batchesQueue.offer(bytes)) {
-      this.upstream.link?.close(LinkCloseCode.malformedRecord, 'inbound queue limit exceeded');
-    }
-  }
-
-  private onDownstreamLink(link: PeerLink): { onRecord(bytes: Uint8Array): void; onWritable(): void; onClose(): void } {
-    const replicaId = Number(link.remoteNodeId.slice(PEER_PREFIX.length));
-    if (!link.remoteNodeId.startsWith(PEER_PREFIX) || !Number.isSafeInteger(replicaId) || replicaId < 1) {
-      link.close(LinkCloseCode.unauthenticated, `${ErrorCode.unauthenticated}: not a replica`);
-      return { onRecord: () => undefined, onWritable: () => undefined, onClose: () => undefined };
-    }
-    this.downstreamLinks.get(replicaId)?.close(LinkCloseCode.normal, 'replaced by a newer link');
-    this.downstreamLinks.set(replicaId, link);
-    this.replica?.kick();
-    return {
-      onRecord: (bytes) => this.onFromSuccessor(replicaId, bytes),
-      onWritable: () => this.replica?.kick(),
-      onClose: () => {
-        if (this.downstreamLinks.get(replicaId) === link) this.downstreamLinks.delete(replicaId);
-      },
-    };
-  }
-
-  private onFromSuccessor(replicaId: number, bytes: Uint8Array): void {
-    const kind = frameKind(bytes);
-    if (kind === MessageKind.ack) {
-      // A tail with a joiner takes the joiner's acks whatever their epoch: only the current joiner's.
-      const configuration = this.configuration;
-      const role = this.role();
-      if (configuration !== null && (role === 'tail' || role === 'solo') && configuration.joining !== null && replicaId !== configuration.joining) return;
-    } else if (kind !== MessageKind.hello) {
-      return;
-    }
-    // Hellos and other acks carry their epoch: in an epoch only our successor of that epoch sends them.
-    if (!this.acksQueue.offer(bytes)) this.downstreamLinks.get(replicaId)?.close(LinkCloseCode.malformedRecord, 'inbound queue limit exceeded');
-  }
-
-  private sendDownstream(frame: Uint8Array): boolean {
-    const successor = this.successorId;
-    if (successor === null) return false;
-    const link = this.downstreamLinks.get(successor);
-    return link !== undefined && link.trySend(frame);
+    this.links.update(this.replica === null ? null : this.configuration, this.replicaId, this.replica === null ? null : this.role());
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -627,7 +479,7 @@ export class DabbaHost extends EventEmitter {
     await this.master?.close().catch(() => undefined);
     await Promise.allSettled(this.stops.map((stop) => stop()));
     await this.registration?.revoke().catch(() => undefined);
-    this.closeUpstream();
+    this.links.closeAll(LinkCloseCode.goingAway, 'host closing');
     this.peerRoute?.closeAll();
     this.sessions.closeAll();
     this.http?.close();
