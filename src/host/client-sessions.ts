@@ -199,6 +199,16 @@ export class ClientSessions {
     return true;
   }
 
+  /**
+   * This host stopped being the tail: the replica ignores reads it has not served yet, so their
+   * routes would wait for replies that never come. Forget them all; a reply still on its way finds
+   * no route and is dropped. Clients resend every unanswered read to the new tail they are told of.
+   */
+  forgetReads(): void {
+    this.readRoutes.length = 0;
+    this.readRoutesHead = 0;
+  }
+
   /** Tells every client the current view if it changed since they last heard. */
   broadcastView(): void {
     for (const session of this.sessions) if (session.clientId !== 0) this.sendView(session);

@@ -290,6 +290,7 @@ export class DabbaHost extends EventEmitter {
     }
     this.updateLinks();
     this.maybeBeginHandoff();
+    if (role !== 'tail' && role !== 'solo') this.sessions.forgetReads();
     this.sessions.broadcastView();
     this.emit('configured', configuration, role);
   }
