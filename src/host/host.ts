@@ -42,6 +42,8 @@ export interface HostOptions {
   etcdPrefix?: string;
   /** The cluster secret (at least 16 bytes): peers and clients must prove they hold it. */
   secret: Buffer;
+  /** When set, the HTTP API requires `Authorization: Bearer <httpToken>`. */
+  httpToken?: Buffer;
   /** Lease TTL in seconds: how long a silent host stays a member. Default 2. */
   leaseTtlSeconds?: number;
   /** Run a master candidate on this host. Default true. */
@@ -221,6 +223,7 @@ export class DabbaHost extends EventEmitter {
       ...(this.settings.chain === undefined ? {} : { chain: this.settings.chain }),
       keyBytesMax: this.options.keyBytesMax,
       valueBytesMax: this.options.valueBytesMax,
+      ...(this.settings.httpToken === undefined ? {} : { token: this.settings.httpToken }),
       log: (level, event, message) => this.log(level, event, message),
     });
     return new Promise((resolve, reject) => {

@@ -7,6 +7,9 @@
  *   GET    /status    200 JSON: members, roles, epoch, sequence numbers, throughput
  *   GET    /digest    200 JSON: this host's replica's store digest, keys and applied seq (checks)
  *
+ * With a token (`--http-token-file`), every request needs `Authorization: Bearer <token>`: 401
+ * otherwise, compared in constant time.
+ *
  * Errors are JSON `{ "code": "DABBA_ERR_...", "message": "..." }`: 400 malformed request, 404
  * unknown route, 405 wrong method, 413 body too large, 503 while no chain can serve (no
  * configuration yet, or not acknowledged in time: the write may still commit).
@@ -15,6 +18,7 @@
  * client's), so a request to any host reaches the head and the tail wherever they are.
  */
 import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
+import { timingSafeEqual } from 'node:crypto';
 import { DabbaError, ErrorCode, isDabbaError } from '../../native-free-core/errors.js';
 import { connect, type RemoteClient } from '../client/remote-client.js';
 import type { ChainOptions } from '../options.js';
@@ -29,6 +33,8 @@ export interface HttpApiOptions {
   chain?: ChainOptions;
   keyBytesMax: number;
   valueBytesMax: number;
+  /** When set, every request must carry `Authorization: Bearer <token>` (else 401). */
+  token?: Buffer;
   log(level: 'info' | 'warn' | 'error', event: string, message: string): void;
 }
 
@@ -62,11 +68,24 @@ export function attachHttpApi(app: TemplatedApp, options: HttpApiOptions): HttpA
     return client;
   };
 
-  app.get('/status', (response) => {
+  /** False (after answering 401) when a token is required and the request does not carry it. */
+  const authorized = (response: HttpResponse, request: HttpRequest): boolean => {
+    if (options.token === undefined) return true;
+    const given = Buffer.from(request.getHeader('authorization'), 'utf8');
+    const expected = Buffer.concat([Buffer.from('Bearer ', 'utf8'), options.token]);
+    if (given.length === expected.length && timingSafeEqual(given, expected)) return true;
+    response.onData(() => undefined);
+    sendJson(response, '401 Unauthorized', { code: ErrorCode.unauthenticated, message: 'this API needs Authorization: Bearer <token>' });
+    return false;
+  };
+
+  app.get('/status', (response, request) => {
+    if (!authorized(response, request)) return;
     sendJson(response, '200 OK', options.status());
   });
 
-  app.get('/digest', (response) => {
+  app.get('/digest', (response, request) => {
+    if (!authorized(response, request)) return;
     let aborted = false;
     response.onAborted(() => {
       aborted = true;
@@ -78,6 +97,7 @@ export function attachHttpApi(app: TemplatedApp, options: HttpApiOptions): HttpA
   });
 
   app.any('/kv/*', (response, request) => {
+    if (!authorized(response, request)) return;
     const method = request.getMethod().toUpperCase();
     let aborted = false;
     response.onAborted(() => {

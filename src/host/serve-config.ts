@@ -11,6 +11,8 @@
  *   --secret-file    DABBA_SECRET_FILE    secretFile       file holding the cluster secret
  *                    DABBA_SECRET                          the secret itself (at least 16 bytes)
  *   --lease-ttl      DABBA_LEASE_TTL      leaseTtlSeconds  seconds a silent host stays a member (2)
+ *   --http-token-file DABBA_HTTP_TOKEN_FILE httpTokenFile  the HTTP API then needs "Bearer <token>"
+ *                    DABBA_HTTP_TOKEN                      the token itself
  *   --no-master      DABBA_NO_MASTER=1    master: false    do not stand for master on this host
  */
 import { readFileSync } from 'node:fs';
@@ -28,6 +30,7 @@ interface FileConfig {
   secretFile?: string;
   leaseTtlSeconds?: number;
   master?: boolean;
+  httpTokenFile?: string;
 }
 
 export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = process.env): HostOptions {
@@ -42,6 +45,7 @@ export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = proces
       'etcd-prefix': { type: 'string' },
       'secret-file': { type: 'string' },
       'lease-ttl': { type: 'string' },
+      'http-token-file': { type: 'string' },
       'no-master': { type: 'boolean' },
     },
   });
@@ -63,6 +67,8 @@ export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = proces
   if (advertise !== undefined && !/^wss?:\/\/[^/]+$/.test(advertise)) throw new ServeConfigError(`--advertise must be ws://host:port, got ${advertise}`);
   const master = values['no-master'] === true || env.DABBA_NO_MASTER === '1' ? false : (file.master ?? true);
   const prefix = values['etcd-prefix'] ?? env.DABBA_ETCD_PREFIX ?? file.etcdPrefix;
+  const tokenFile = values['http-token-file'] ?? env.DABBA_HTTP_TOKEN_FILE ?? file.httpTokenFile;
+  const httpToken = tokenFile === undefined && env.DABBA_HTTP_TOKEN === undefined ? undefined : readSecret(tokenFile, env.DABBA_HTTP_TOKEN, 'HTTP token');
   return {
     hostId,
     listenHost: match[1]!,
@@ -73,6 +79,7 @@ export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = proces
     secret,
     leaseTtlSeconds,
     master,
+    ...(httpToken === undefined ? {} : { httpToken }),
   };
 }
 
@@ -87,19 +94,19 @@ function readConfigFile(path: string): FileConfig {
   return parsed as FileConfig;
 }
 
-function readSecret(path: string | undefined, inline: string | undefined): Buffer {
+function readSecret(path: string | undefined, inline: string | undefined, what = 'cluster secret'): Buffer {
   let secret: Buffer;
   if (path !== undefined) {
     try {
       secret = Buffer.from(readFileSync(path, 'utf8').trim(), 'utf8');
     } catch (error) {
-      throw new ServeConfigError(`cannot read the secret file ${path}: ${(error as Error).message}`);
+      throw new ServeConfigError(`cannot read the ${what} file ${path}: ${(error as Error).message}`);
     }
   } else if (inline !== undefined) {
     secret = Buffer.from(inline, 'utf8');
   } else {
-    throw new ServeConfigError('a cluster secret is required: --secret-file, DABBA_SECRET_FILE or DABBA_SECRET');
+    throw new ServeConfigError(`a ${what} is required: --secret-file, DABBA_SECRET_FILE or DABBA_SECRET`);
   }
-  if (secret.length < 16) throw new ServeConfigError('the cluster secret must be at least 16 bytes');
+  if (secret.length < 16) throw new ServeConfigError(`the ${what} must be at least 16 bytes`);
   return secret;
 }
