@@ -68,3 +68,59 @@ export async function hostsBench(settings: ChainBenchSettings): Promise<HostsBen
   );
   return result;
 }
+
+export interface HostsBatchResult {
+  smallBatchWritesPerSecond: number;
+  largeBatchWritesPerSecond: number;
+  ratio: number;
+  smallRuns: number[];
+  largeRuns: number[];
+}
+
+/**
+ * The remote client's batch size across hosts: 1024-write batches (the in-process default) against
+ * 4096 (the remote default), two clients of the same three hosts, alternating which goes first.
+ */
+export async function hostsBatchBench(settings: ChainBenchSettings): Promise<HostsBatchResult> {
+  const hosts = await startLocalHosts(3, { log: settings.log });
+  const smallRuns: number[] = [];
+  const largeRuns: number[] = [];
+  try {
+    const small = await connect({ hosts: hosts.urls, secret: hosts.secret, chain: { batch: { maxWrites: 1024, maxBytes: 1024 * 1024 } } });
+    const large = await connect({ hosts: hosts.urls, secret: hosts.secret });
+    try {
+      const load = { writers: 4, writeWindow: 4096 };
+      for (const client of [small, large]) await runClosedLoop(client, { durationMs: WARMUP_MS, ...load });
+      for (let run = 0; run < settings.runs; run++) {
+        const order = run % 2 === 0 ? [small, large] : [large, small];
+        for (const client of order) {
+          const rate = (await runClosedLoop(client, { durationMs: settings.seconds * 1000, ...load })).writesPerSecond;
+          (client === small ? smallRuns : largeRuns).push(rate);
+        }
+        settings.log(`  run ${run + 1}/${settings.runs}: 1024-write batches ${formatRate(smallRuns.at(-1)!)}, 4096-write batches ${formatRate(largeRuns.at(-1)!)}`);
+      }
+    } finally {
+      await small.close();
+      await large.close();
+    }
+  } finally {
+    await hosts.stop();
+  }
+  const result: HostsBatchResult = {
+    smallBatchWritesPerSecond: median(smallRuns),
+    largeBatchWritesPerSecond: median(largeRuns),
+    ratio: median(largeRuns) / median(smallRuns),
+    smallRuns,
+    largeRuns,
+  };
+  record('hosts-batch', { seconds: settings.seconds, valueBytes: 100, ...result }, settings.env);
+  printTable(
+    'Remote client batch size, three dabba serve processes, 100 B values, 4 x 4096 in flight (alternating runs)',
+    ['batch', 'writes/s (median)', 'vs 1024'],
+    [
+      ['1024 writes, 1 MiB (in-process default)', formatRate(result.smallBatchWritesPerSecond), '1.00x'],
+      ['4096 writes, 2 MiB (remote default)', formatRate(result.largeBatchWritesPerSecond), `${result.ratio.toFixed(2)}x`],
+    ],
+  );
+  return result;
+}
