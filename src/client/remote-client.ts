@@ -59,8 +59,8 @@ const RETAINED = { retained: true } as const;
 const UNACKED_BYTES_MAX = 16 * 1024 * 1024;
 /**
  * Batches across hosts are 4x those in one process by default: every batch costs each host a few
- * wake-ups and socket writes, which on a small machine is what limits throughput (measured: +8 %
- * writes/s over 1024-write batches, three hosts on 2 cores). Adaptive batching still sends a lone
+ * wake-ups and socket writes, which on a small machine is what limits throughput (measured: +3-6 %
+ * writes/s over 1024-write batches, three hosts on 2 cores; `npm run bench -- --suite hosts-batch`). Adaptive batching still sends a lone
  * write at once when the chain is idle, so latency at low load does not change.
  */
 const REMOTE_BATCH_DEFAULTS = { maxWrites: 4096, maxBytes: 2 * 1024 * 1024 };
