@@ -155,6 +155,12 @@ main(process.argv.slice(2)).then(
       process.exitCode = 2;
       return;
     }
+    // etcd3 reports an unreachable cluster as a gRPC error: one line, without its stack.
+    if (error instanceof Error && error.constructor.name.startsWith('GRPC')) {
+      process.stderr.write(`dabba: cannot use etcd at the endpoints given (--etcd or DABBA_ETCD; is it running?): ${error.message.split('\n')[0]}\n`);
+      process.exitCode = 1;
+      return;
+    }
     process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
     process.exitCode = 1;
   },

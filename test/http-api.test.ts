@@ -135,6 +135,18 @@ test('with a token, every HTTP request needs Authorization: Bearer <token>', asy
   assert.equal(put.status, 503);
 });
 
+test('dabba status against an etcd that is not there fails with one clear line, no stack', async () => {
+  const { execFile } = await import('node:child_process');
+  const result = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+    execFile(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'status', '--etcd', 'http://127.0.0.1:1'], { timeout: 30_000 }, (error, _stdout, stderr) => {
+      resolve({ code: error === null ? 0 : ((error as { code?: number }).code ?? null), stderr });
+    });
+  });
+  assert.equal(result.code, 1);
+  assert.match(result.stderr, /^dabba: cannot use etcd at the endpoints given/);
+  assert.equal(result.stderr.trim().split('\n').length, 1, result.stderr);
+});
+
 test('dabba serve settings: flags over environment over the config file; clear errors', () => {
   const directory = mkdtempSync(join(tmpdir(), 'dabba-serve-config-'));
   const config = join(directory, 'cluster.json');
