@@ -42,12 +42,14 @@ interface Load {
   history: HistoryEntry[];
   acknowledgedWrites: number;
   operations: number;
+  /** Resolved as operations complete (see progress()). */
+  waiters: Array<{ target: number; resolve: () => void }>;
   stop(): Promise<void>;
 }
 
 /** Logical clients over two remote clients, each with one operation outstanding, on a small key space. */
 function startLoad(clients: RemoteClient[], logicalClients: number): Load {
-  const load: Load = { history: [], acknowledgedWrites: 0, operations: 0, stop: async () => undefined };
+  const load: Load = { history: [], acknowledgedWrites: 0, operations: 0, waiters: [], stop: async () => undefined };
   let running = true;
   const loop = async (clientId: number): Promise<void> => {
     const client = clients[clientId % clients.length]!;
@@ -66,6 +68,7 @@ function startLoad(clients: RemoteClient[], logicalClients: number): Load {
       }
       entry.respondedAt = performance.now();
       load.operations++;
+      if (load.waiters.length > 0 && load.waiters[0]!.target <= load.operations) load.waiters.shift()!.resolve();
     }
   };
   const loops = Array.from({ length: logicalClients }, (_, index) => loop(index + 1));
@@ -95,9 +98,8 @@ function burst(client: RemoteClient, load: Load, tag: string): Promise<void> {
 }
 
 /** Resolves once the load has made `count` more operations: progress, not time. */
-async function progress(load: Load, count: number): Promise<void> {
-  const target = load.operations + count;
-  while (load.operations < target) await new Promise((resolve) => setImmediate(resolve));
+function progress(load: Load, count: number): Promise<void> {
+  return new Promise((resolve) => load.waiters.push({ target: load.operations + count, resolve }));
 }
 
 async function digestOf(httpUrl: string): Promise<{ digest: string; keys: number; appliedSeq: number }> {
