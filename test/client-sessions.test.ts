@@ -1,0 +1,121 @@
+/**
+ * Read routing on a host: many clients' read batches share one replica, their request ids overlap
+ * (every client counts from 1), and the replica may split a batch's answers over several replies or
+ * ignore batches (it stopped being the tail). Seeded random schedules check that every reply reaches
+ * the client whose reads it answers, with that client's own request ids, and nobody else.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { ReadBatchEncoder, ReadBatchView, ReadReplyEncoder, ReadReplyView, ReadStatus } from '../native-free-core/wire/codec.js';
+import { ClientSessions } from '../src/host/client-sessions.js';
+import type { PeerLink, PeerLinkHandlers } from '../src/transport/peer-link.js';
+import { mulberry32 } from './helpers/prng.js';
+
+interface FakeClient {
+  link: PeerLink;
+  handlers: PeerLinkHandlers;
+  received: Uint8Array[];
+  closed: boolean;
+}
+
+function fakeLink(remoteNodeId: string, received: Uint8Array[], onClose: () => void): PeerLink {
+  return {
+    localNodeId: 'host:test',
+    remoteNodeId,
+    remoteAddress: 'test',
+    isOpen: true,
+    trySend: (bytes) => {
+      received.push(bytes.slice());
+      return true;
+    },
+    bufferedAmount: () => 0,
+    close: onClose,
+  };
+}
+
+const encoder = new ReadBatchEncoder({ readsMax: 64, keyBytesMax: 64 });
+function readBatch(firstRequestId: number, keys: string[]): Uint8Array {
+  encoder.begin(firstRequestId);
+  for (const key of keys) encoder.addRead(Buffer.from(key), 0, key.length);
+  return encoder.finish(1).slice();
+}
+
+test('read replies reach only their own client, with its request ids, across splits and ignored batches', () => {
+  for (let seed = 1; seed <= 50; seed++) {
+    const random = mulberry32(seed);
+    const toReplica: Uint8Array[] = [];
+    const sessions = new ClientSessions({
+      secret: Buffer.alloc(16),
+      nodeId: 'host:test',
+      maxRecordBytes: 1 << 20,
+      allocateClientId: () => Promise.reject(new Error('not used')),
+      view: () => ({ epoch: 1, members: [{ replicaId: 1, url: 'ws://127.0.0.1:1' }], joining: null }),
+      isHead: () => true,
+      isServingReads: () => true,
+      offerBatch: () => true,
+      offerReads: (frame) => {
+        toReplica.push(frame.slice());
+        return true;
+      },
+      log: () => undefined,
+    });
+    const clients: FakeClient[] = [];
+    for (let index = 0; index < 3; index++) {
+      const received: Uint8Array[] = [];
+      const client: FakeClient = { link: null as unknown as PeerLink, handlers: null as unknown as PeerLinkHandlers, received, closed: false };
+      client.link = fakeLink(`client:${index + 1}`, received, () => (client.closed = true));
+      client.handlers = (sessions as unknown as { onLink(link: PeerLink): PeerLinkHandlers }).onLink(client.link);
+      received.length = 0; // The view sent on connect.
+      clients.push(client);
+    }
+    // Each client sends read batches with its own ids from 1; a key names its client and request.
+    const nextId = [1, 1, 1];
+    const sent: Array<{ client: number; firstRequestId: number; keys: string[] }> = [];
+    for (let batch = 0; batch < 30; batch++) {
+      const client = Math.floor(random() * 3);
+      const count = 1 + Math.floor(random() * 8);
+      const keys = Array.from({ length: count }, (_, index) => `c${client}-r${nextId[client]! + index}`);
+      sent.push({ client, firstRequestId: nextId[client]!, keys });
+      clients[client]!.handlers.onRecord(readBatch(nextId[client]!, keys));
+      nextId[client]! += count;
+    }
+    assert.equal(toReplica.length, sent.length);
+    // The replica answers in order: some batches in one reply, some split in two, some not at all.
+    const view = new ReadBatchView();
+    const expected = new Map<number, Map<number, string>>(); // client -> request id -> value
+    toReplica.forEach((frame, index) => {
+      assert.equal(view.open(frame), null);
+      const fate = random();
+      if (fate < 0.15) return; // Ignored: it stopped being the tail.
+      const split = fate < 0.4 && view.count > 1 ? 1 + Math.floor(random() * (view.count - 1)) : view.count;
+      for (const [from, to] of [[0, split], [split, view.count]] as const) {
+        if (from === to) continue;
+        const reply = new ReadReplyEncoder(64, 4096);
+        reply.begin(view.firstRequestId + from);
+        for (let read = from; read < to; read++) {
+          const value = Buffer.from(`value of ${sent[index]!.keys[read]}`);
+          reply.addFound(value, 0, value.length, 1);
+          const owner = sent[index]!.client;
+          if (!expected.has(owner)) expected.set(owner, new Map());
+          expected.get(owner)!.set(sent[index]!.firstRequestId + read, `value of ${sent[index]!.keys[read]}`);
+        }
+        sessions.deliverReadReply(reply.finish(1, 1));
+      }
+    });
+    const replyView = new ReadReplyView();
+    clients.forEach((client, index) => {
+      const got = new Map<number, string>();
+      for (const frame of client.received) {
+        assert.equal(replyView.open(frame), null);
+        for (let read = 0; read < replyView.count; read++) {
+          assert.equal(replyView.statusAt(read), ReadStatus.Found);
+          const result = replyView.resultAt(read);
+          const start = replyView.payloadPosition + result.valueOffset();
+          got.set(replyView.firstRequestId + read, Buffer.from(replyView.bytes.subarray(start, start + result.valueLength())).toString());
+        }
+      }
+      assert.deepEqual(got, expected.get(index) ?? new Map(), `seed ${seed}: client ${index + 1} got replies that are not its own`);
+      assert.equal(client.closed, false);
+    });
+  }
+});
