@@ -153,17 +153,21 @@ test('three hosts survive kill -9 of head, middle and tail, a partition, and bad
     // A network blip within an epoch: the middle's link to the head breaks (its TCP connections are
     // killed); it redials, tells the head how far it got, and the head resends what was lost. No
     // reconfiguration happens.
-    const epochBeforeBlip = cluster.current!.epoch;
-    const middle = cluster.hostWithRole('middle');
-    const head = cluster.hostWithRole('head');
-    const repairsBefore = cluster.hosts[middle]!.log.join('').split('"event":"link-repaired"').length;
-    bursts.push(burst(clients[0]!, load, 'before-blip'));
-    await cluster.breakLinks(middle, head);
-    await progress(load, 300);
-    const repairsAfter = cluster.hosts[middle]!.log.join('').split('"event":"link-repaired"').length;
-    assert.ok(repairsAfter > repairsBefore, 'the middle redialed the head and asked it to resend');
-    assert.equal(cluster.current!.epoch, epochBeforeBlip, 'a blip is repaired without a reconfiguration');
-    t.diagnostic(`the middle's links to the head were killed: redialed and repaired in epoch ${epochBeforeBlip}`);
+    if (lab.isolated) {
+      const epochBeforeBlip = cluster.current!.epoch;
+      const middle = cluster.hostWithRole('middle');
+      const head = cluster.hostWithRole('head');
+      const repairsBefore = cluster.hosts[middle]!.log.join('').split('"event":"link-repaired"').length;
+      bursts.push(burst(clients[0]!, load, 'before-blip'));
+      await cluster.breakLinks(middle, head);
+      await progress(load, 300);
+      const repairsAfter = cluster.hosts[middle]!.log.join('').split('"event":"link-repaired"').length;
+      assert.ok(repairsAfter > repairsBefore, 'the middle redialed the head and asked it to resend');
+      assert.equal(cluster.current!.epoch, epochBeforeBlip, 'a blip is repaired without a reconfiguration');
+      t.diagnostic(`the middle's links to the head were killed: redialed and repaired in epoch ${epochBeforeBlip}`);
+    } else {
+      t.diagnostic('not isolated: killing one host\'s sockets (ss -K) needs its own namespace, so the blip step did not run');
+    }
 
     // An unauthenticated peer is refused before any frame is read.
     const wrongSecret = connectPeerLink({

@@ -10,7 +10,8 @@
  *
  * N is chosen per lab so that no address or route of this machine is already in 10.77.N.0/24.
  *
- * Namespaces need root. When this process is not root the lab falls back to loopback, and says so
+ * Namespaces need root (and, in a container, the capability to make them: a root without it gets
+ * the fallback too, with a warning on stderr). When this process is not root the lab falls back to loopback, and says so
  * in `isolated: false`: every host and the gateway are 127.0.0.1, spawn() is a plain spawn, hosts
  * share one port space (so each server must get its own port), and cut()/heal() reject with
  * LabNotIsolatedError (code DABBA_LAB_ERR_NOT_ISOLATED): tests that need partitions must check
@@ -141,6 +142,12 @@ export async function createNetnsLab(name: string, hostCount: number): Promise<N
     await lab.build();
   } catch (error) {
     await lab.close().catch(() => undefined);
+    // Root in a container without CAP_SYS_ADMIN/CAP_NET_ADMIN: namespaces are not allowed here.
+    // Say so loudly and fall back to loopback, like a non-root run (tests report what they skip).
+    if (error instanceof IpCommandError && /Operation not permitted|Permission denied/i.test(error.stderr)) {
+      process.stderr.write(`netns lab: network namespaces are not permitted here (${error.stderr.trim()}); falling back to loopback\n`);
+      return new LoopbackLab(hostCount);
+    }
     throw error;
   }
   return lab;
