@@ -53,6 +53,35 @@ describe('rule 1: bootstrap', () => {
   });
 });
 
+describe('rule 2b: the host of a head or middle that refuses connections is evicted before its lease ends', () => {
+  const configuration: Configuration = { epoch: 4, members: [1, 2, 3], joining: null };
+  test('the head, on its successor\'s report in this epoch', () => {
+    const decision = decide(input(configuration, [host('a', 1), host('b', 2, { epoch: 4, predecessorDown: 1 }), host('c', 3, { epoch: 4 })]));
+    assert.deepEqual(decision, { kind: 'evict', hostId: 'a', replicaId: 1 });
+  });
+
+  test('the middle, on the tail\'s report; once its host is gone, rule 2 removes it and rule 4 does not take it back', () => {
+    const decision = decide(input(configuration, [host('a', 1), host('b', 2, { epoch: 4 }), host('c', 3, { epoch: 4, predecessorDown: 2 })]));
+    assert.deepEqual(decision, { kind: 'evict', hostId: 'b', replicaId: 2 });
+    const event = reconfiguration(decide(input(configuration, [host('a', 1), host('c', 3, { epoch: 4, predecessorDown: 2 })])));
+    assert.deepEqual(event, { kind: 'removed', replicaId: 2, reason: 'failed', configuration: { epoch: 5, members: [1, 3], joining: null } });
+    assert.equal(decide(input(event.configuration, [host('a', 1), host('c', 3, { epoch: 5 })])).kind, 'none');
+  });
+
+  test('never the tail: a joiner that cannot reach it changes nothing (only the lease removes a tail)', () => {
+    const joining: Configuration = { epoch: 4, members: [1, 2], joining: 3 };
+    const decision = decide(input(joining, [host('a', 1, { epoch: 4 }), host('b', 2, { epoch: 4 }), host('c', 3, { epoch: 4, predecessorDown: 2 })]));
+    assert.notEqual(decision.kind, 'reconfigure');
+  });
+
+  test('a report from another epoch, or about someone who is not the predecessor, is ignored', () => {
+    const stale = decide(input(configuration, [host('a', 1), host('b', 2, { epoch: 3, predecessorDown: 1 }), host('c', 3, { epoch: 4 })]));
+    assert.equal(stale.kind, 'none');
+    const wrongNeighbour = decide(input(configuration, [host('a', 1), host('b', 2, { epoch: 4 }), host('c', 3, { epoch: 4, predecessorDown: 1 })]));
+    assert.equal(wrongNeighbour.kind, 'none');
+  });
+});
+
 describe('rule 2: a member whose host is gone is removed', () => {
   test('a middle: its neighbours close up, reason failed, next epoch', () => {
     const event = reconfiguration(decide(input({ epoch: 4, members: [1, 2, 3], joining: null }, [host('a', 1), host('c', 3)])));

@@ -105,7 +105,7 @@ function startMaster(store: EtcdConfigurationStore, candidateId: string, options
 }
 
 function status(replicaId: number, fields: Partial<HostStatus> = {}): HostStatus {
-  return { replicaId, epoch: 1, role: 'solo', appliedSeq: 0, committedSeq: 0, joinCaughtUp: false, handoffReadyEpoch: 0, writesPerSecond: 0, ...fields };
+  return { replicaId, epoch: 1, role: 'solo', appliedSeq: 0, committedSeq: 0, joinCaughtUp: false, handoffReadyEpoch: 0, writesPerSecond: 0, predecessorDown: 0, candidate: false, ...fields };
 }
 
 async function registerReplicaHost(store: EtcdConfigurationStore, hostId: string): Promise<{ registration: HostRegistration; replicaId: number }> {

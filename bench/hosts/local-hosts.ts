@@ -15,6 +15,8 @@ export interface LocalHosts {
   readonly urls: string[];
   readonly secret: string;
   readonly pids: number[];
+  /** The last lines each host logged (stderr), for diagnosing a run. */
+  readonly logs: string[][];
   stop(): Promise<void>;
 }
 
@@ -28,6 +30,7 @@ function cliCommand(): string[] {
 export async function startLocalHosts(count: number, options: { log?: (line: string) => void; env?: NodeJS.ProcessEnv; nodeArgs?: string[] } = {}): Promise<LocalHosts> {
   const servers = new LocalServers('hosts-bench');
   const children: ChildProcess[] = [];
+  const logs: string[][] = [];
   let store: EtcdConfigurationStore | null = null;
   const stop = async (): Promise<void> => {
     for (const child of children) {
@@ -60,9 +63,10 @@ export async function startLocalHosts(count: number, options: { log?: (line: str
       });
       children.push(child);
       const log: string[] = [];
+      logs.push(log);
       child.stderr!.setEncoding('utf8').on('data', (text: string) => {
         log.push(text);
-        if (log.length > 200) log.shift();
+        if (log.length > 400) log.shift();
       });
       await new Promise<void>((resolve, reject) => {
         let stdout = '';
@@ -77,7 +81,7 @@ export async function startLocalHosts(count: number, options: { log?: (line: str
     await Promise.race([chainReady, timeout]);
     await stopWatch();
     options.log?.(`  ${count} dabba serve processes formed a chain: ${urls.join(' -> ')}`);
-    return { urls, secret, pids: children.map((child) => child.pid!), stop };
+    return { urls, secret, pids: children.map((child) => child.pid!), logs, stop };
   } catch (error) {
     await stop();
     throw error;

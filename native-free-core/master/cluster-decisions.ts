@@ -10,6 +10,13 @@
  *  2. a member whose host is gone: remove it (never the last member: a chain of one whose replica
  *     is gone is unavailable, not empty, since its state was the only copy of every acknowledged
  *     write); removing the tail also abandons a join, as the joiner copies from the tail;
+ *  2b. a head or middle whose successor (in this epoch) reports that its host refused a connection:
+ *     its process is gone, so evict its host (revoke its lease) without waiting for the lease to
+ *     run out; rule 2 then removes it. Evicting, rather than removing the member while its host
+ *     still looks live, keeps rule 4 from taking the dead replica for a newcomer. Never the tail:
+ *     the tail serves reads while its lease lasts, so only the lease's end may remove it. A live
+ *     head or middle evicted by mistake does no harm: epochs fence whatever it still sends, and its
+ *     host joins again as a new replica when it sees its lease gone;
  *  3. a joiner whose host is gone: abandon the join;
  *  4. no joiner, a live host that is not a member: it joins (smallest host id first);
  *  5. the joiner has loaded its snapshot in this epoch and is close behind the tail (or has been
@@ -33,6 +40,8 @@ export interface LiveHostStatus {
   appliedSeq: number;
   joinCaughtUp: boolean;
   handoffReadyEpoch: number;
+  /** This replica's predecessor whose host refused a connection (its process is gone); 0 if none. */
+  predecessorDown?: number;
 }
 
 export interface LiveHost {
@@ -53,6 +62,8 @@ export type Decision =
   /** `event.configuration` is the next configuration (epoch + 1), to install by compare-and-set. */
   | { kind: 'reconfigure'; event: MasterEvent }
   | { kind: 'request-handoff'; epoch: number; joiner: number }
+  /** Revoke `hostId`'s lease: its replica's process is gone (rule 2b). */
+  | { kind: 'evict'; hostId: string; replicaId: number }
   | { kind: 'none'; reason: string };
 
 export interface DecisionInput {
@@ -96,6 +107,17 @@ export function decide(input: DecisionInput): Decision {
     return reconfigure(configuration, input.now, (master) => failed(master.remove(gone)));
   }
 
+  // Rule 2b: a head or middle whose process is gone, as its successor saw (connection refused).
+  const tail = configuration.members.at(-1)!;
+  for (let index = 0; index + 1 < configuration.members.length; index++) {
+    const member = configuration.members[index]!;
+    const successorStatus = hostOf.get(configuration.members[index + 1]!)!.status;
+    if (successorStatus !== null && successorStatus.epoch === configuration.epoch && successorStatus.predecessorDown === member) {
+      assert(member !== tail, 'decide: rule 2b never evicts the tail');
+      return { kind: 'evict', hostId: hostOf.get(member)!.hostId, replicaId: member };
+    }
+  }
+
   // Rule 3: the joiner is gone.
   const joiner = configuration.joining;
   if (joiner !== null && !hostOf.has(joiner)) return reconfigure(configuration, input.now, (master) => master.abandonJoin());
@@ -108,7 +130,6 @@ export function decide(input: DecisionInput): Decision {
   }
 
   const joinerStatus = hostOf.get(joiner)!.status;
-  const tail = configuration.members.at(-1)!;
   const tailStatus = hostOf.get(tail)!.status;
 
   // Rule 5: the joiner has its snapshot and is close enough behind: the tail is to hand over.

@@ -39,6 +39,11 @@ export interface ChainLinksOptions {
   kick(): void;
   /** The link a joiner copies through broke: the transfer cannot resume. */
   joinLinkLost(predecessor: number): void;
+  /**
+   * The predecessor's host refused a connection (nothing listens: its process is gone), or, with
+   * null, it answered again. The master may then remove it without waiting for its lease.
+   */
+  predecessorRefused(predecessor: number | null): void;
   log(entry: PeerLinkLogEntry | { level: 'info' | 'warn'; code: string; message: string }): void;
 }
 
@@ -87,6 +92,7 @@ export class ChainLinks {
     this.successorId = successorOf(configuration, replicaId) ?? (isTail ? configuration.joining : null);
     if (predecessor !== this.upstream?.replicaId) {
       this.closeUpstream();
+      this.options.predecessorRefused(null);
       if (predecessor !== null) {
         this.upstream = { replicaId: predecessor, link: null, attempt: 0 };
         this.dial(this.upstream);
@@ -174,6 +180,7 @@ export class ChainLinks {
           return;
         }
         upstream.link = link;
+        this.options.predecessorRefused(null);
         if (attempt > 1) this.repairAfterRedial(link, upstream.replicaId);
         this.options.kick();
       },
@@ -181,6 +188,9 @@ export class ChainLinks {
         upstream.attempt = attempt;
         if (this.upstream !== upstream) return;
         this.options.log({ level: 'warn', code: 'dial-failed', message: `cannot reach replica ${upstream.replicaId} at ${url}: ${error.message}` });
+        if ((error.cause as { code?: string } | undefined)?.code === 'ECONNREFUSED' && this.role !== 'joining') {
+          this.options.predecessorRefused(upstream.replicaId);
+        }
         retry(Math.min(1000, RECONNECT_DELAY_MS * attempt));
       },
     );
@@ -213,6 +223,9 @@ export class ChainLinks {
   }
 
   private fromSuccessor(replicaId: number, bytes: Uint8Array): void {
+    // A joiner, or a host between replicas, has no successor: whatever arrives is for an earlier
+    // process on this address (a restarted host is dialed before its old successor has moved on).
+    if (this.role === null || this.role === 'joining') return;
     const kind = frameKind(bytes);
     if (kind === MessageKind.ack) {
       const configuration = this.configuration;

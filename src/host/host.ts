@@ -113,6 +113,8 @@ export class DabbaHost extends EventEmitter {
   private readonly stops: StopWatching[] = [];
   private statusTimer: NodeJS.Timeout | null = null;
   private handoffRequest: { epoch: number; joiner: number } | null = null;
+  /** Our predecessor whose host refused a connection (see ChainLinks); 0 when none. */
+  private predecessorDown = 0;
   private handoffBegun = '';
   private lastWritesApplied = 0;
   private lastStatusAt = performance.now();
@@ -156,6 +158,13 @@ export class DabbaHost extends EventEmitter {
         this.log('warn', 'join-link-lost', `lost the link to replica ${predecessor} while joining: joining again`);
         void this.rejoinAsNewReplica();
       },
+      predecessorRefused: (predecessor) => {
+        if (predecessor === this.predecessorDown || (predecessor ?? 0) === this.predecessorDown) return;
+        this.predecessorDown = predecessor ?? 0;
+        if (predecessor === null) return;
+        this.log('warn', 'predecessor-down', `replica ${predecessor}'s host refuses connections: reporting it, so the master need not wait for its lease`);
+        void this.publishStatus();
+      },
       log: (entry) => ('nodeId' in entry ? this.logLink(entry) : this.log(entry.level, entry.code, entry.message)),
     });
     this.sessions = new ClientSessions({
@@ -194,6 +203,7 @@ export class DabbaHost extends EventEmitter {
     if (this.settings.master !== false) {
       this.master = new EtcdMaster({ store: this.store, candidateId: this.hostId, log: (line) => this.log('info', 'master', line) });
       this.master.on('decision', (decision) => this.log('info', 'master-decision', JSON.stringify(decision)));
+      this.master.on('elected', () => this.placeMaster());
       this.master.start();
     }
     this.log('info', 'host-started', `host ${this.hostId} serves at ${this.url} as replica ${this.replicaId}`);
@@ -257,6 +267,7 @@ export class DabbaHost extends EventEmitter {
     this.hostTable = new Map(table);
     // A member's URL may have just become known: dial it if it is our predecessor.
     this.updateLinks();
+    this.placeMaster();
     this.sessions.broadcastView();
   }
 
@@ -294,8 +305,26 @@ export class DabbaHost extends EventEmitter {
     this.updateLinks();
     this.maybeBeginHandoff();
     if (role !== 'tail' && role !== 'solo') this.sessions.forgetReads();
+    this.placeMaster();
     this.sessions.broadcastView();
     this.emit('configured', configuration, role);
+  }
+
+  /**
+   * The master is best placed on the tail's host. A head or middle that dies is evicted at once on
+   * its successor's report (rule 2b), but only by a live master: if the master died with it, a new
+   * one is elected only when its lease runs out. The tail's death waits for its lease anyway, which
+   * a new election then overlaps. So a leader elsewhere steps down, and the next in line takes over.
+   */
+  private placeMaster(): void {
+    const role = this.role();
+    const configuration = this.configuration;
+    if (this.master?.isLeader !== true || configuration === null || configuration.members.length < 2) return;
+    if (role === 'tail' || role === 'solo') return;
+    // Only if the tail's host stands for master (and is registered, so campaigning) right now.
+    const tailHost = this.hostOf(configuration.members.at(-1)!);
+    if (tailHost === null || this.hostTable.get(tailHost)?.status?.candidate !== true) return;
+    this.master.stepDown(`this host's replica is ${role ?? 'not a member'}: the master moves towards the tail's host`);
   }
 
   private startReplica(epoch: number, role: Role): void {
@@ -415,6 +444,8 @@ export class DabbaHost extends EventEmitter {
       joinCaughtUp: stats?.joinCaughtUp ?? false,
       handoffReadyEpoch: stats?.handoffReadyEpoch ?? 0,
       writesPerSecond: Math.round(this.writesPerSecond),
+      predecessorDown: this.predecessorDown,
+      candidate: this.settings.master !== false,
     };
     try {
       await registration.putStatus(status);

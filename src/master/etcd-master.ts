@@ -111,6 +111,14 @@ export class EtcdMaster extends EventEmitter {
     return this.term !== null && !this.term.ended.signal.aborted;
   }
 
+  /**
+   * Ends this term now (resigning: the next candidate in line is elected at once) and campaigns
+   * again, at the back of the line. No-op when not leading.
+   */
+  stepDown(reason: string): void {
+    if (this.term !== null && !this.term.ended.signal.aborted) this.term.ended.abort(reason);
+  }
+
   /** Stops deciding, stops the watches and resigns (the next candidate is elected at once). */
   async close(): Promise<void> {
     this.closing.abort('closing');
@@ -243,7 +251,7 @@ export class EtcdMaster extends EventEmitter {
         executed = decision;
         term.backoff.reset();
         term.again = true; // The next rule may apply at once (a removal, then a join).
-      } else {
+      } else if (decision.kind !== 'evict') {
         await this.afterConflict(term, decision);
       }
     } catch (error) {
@@ -277,6 +285,7 @@ export class EtcdMaster extends EventEmitter {
           appliedSeq: current.appliedSeq,
           joinCaughtUp: current.joinCaughtUp,
           handoffReadyEpoch: current.handoffReadyEpoch,
+          predecessorDown: current.predecessorDown ?? 0,
         },
       });
     }
@@ -315,6 +324,10 @@ export class EtcdMaster extends EventEmitter {
         if (!(await this.store.requestHandoff(decision.epoch, decision.joiner, fence))) return false;
         this.adoptHandoff(term, { epoch: decision.epoch, joiner: decision.joiner });
         return true;
+      case 'evict':
+        // Not fenced: evicting is idempotent, and a host evicted by mistake only joins again.
+        await this.store.evictHost(decision.hostId);
+        return true;
     }
   }
 
@@ -322,7 +335,7 @@ export class EtcdMaster extends EventEmitter {
    * A fenced write failed: either the configuration moved on (adopt it and decide again) or this
    * candidate no longer leads (the epoch is where the decision left it: end the term).
    */
-  private async afterConflict(term: Term, decision: Exclude<Decision, { kind: 'none' }>): Promise<void> {
+  private async afterConflict(term: Term, decision: Exclude<Decision, { kind: 'none' | 'evict' }>): Promise<void> {
     const stored = await this.store.load();
     const expectedEpoch =
       decision.kind === 'initialize' ? null : decision.kind === 'reconfigure' ? decision.event.configuration.epoch - 1 : decision.epoch;
@@ -377,6 +390,8 @@ function describe(decision: Decision): string {
       return `initialized epoch 1: members [${decision.configuration.members.join(', ')}]`;
     case 'request-handoff':
       return `asked the tail of epoch ${decision.epoch} to hand over to joiner ${decision.joiner}`;
+    case 'evict':
+      return `evicted host ${decision.hostId}: its successor found replica ${decision.replicaId}'s process gone`;
     case 'reconfigure': {
       const { event } = decision;
       const { epoch, members, joining } = event.configuration;

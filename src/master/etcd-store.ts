@@ -71,6 +71,13 @@ export interface HostStatus {
   /** The epoch in which this tail became ready to hand over to its joiner; 0 when not ready. */
   handoffReadyEpoch: number;
   writesPerSecond: number;
+  /**
+   * The replica id of this replica's predecessor (in `epoch`) whose host refused a connection: its
+   * process is gone, whatever its lease says. 0 when none. Absent in older statuses.
+   */
+  predecessorDown?: number;
+  /** Whether this host stands for master (not started with --no-master). Absent in older statuses. */
+  candidate?: boolean;
 }
 
 /** One live host as seen by watchHostTable; null where the stored value is missing or malformed. */
@@ -284,6 +291,20 @@ export class EtcdConfigurationStore {
         lease.release();
       },
     };
+  }
+
+  /**
+   * Revokes the lease `hosts/<hostId>` is under, as if the host had stopped renewing it and the TTL
+   * had run out: its keys go at once. False if no such host is registered. A live host evicted this
+   * way sees its registration lost and registers again (as a new replica).
+   */
+  async evictHost(hostId: string): Promise<boolean> {
+    checkHostId(hostId);
+    const response = await this.namespace.get(HOSTS_PREFIX + hostId).exec();
+    const lease = response.kvs[0]?.lease;
+    if (lease === undefined || lease === '0') return false;
+    await this.namespace.leaseClient.leaseRevoke({ ID: lease });
+    return true;
   }
 
   /** The ids of the hosts whose leases are alive, sorted. */
@@ -679,7 +700,7 @@ export function decodeHostInfo(text: string, source: string): HostInfo {
 export function decodeHostStatus(text: string, source: string): HostStatus {
   const fields = parseObject(text, source, 'host status');
   const malformed = (reason: string): DabbaError => malformedValue(source, 'host status', reason, text);
-  const { replicaId, epoch, role, appliedSeq, committedSeq, joinCaughtUp, handoffReadyEpoch, writesPerSecond } = fields;
+  const { replicaId, epoch, role, appliedSeq, committedSeq, joinCaughtUp, handoffReadyEpoch, writesPerSecond, predecessorDown = 0, candidate = false } = fields;
   if (!isId(replicaId)) throw malformed(`replicaId must be an integer in 1..${ID_MAX}`);
   if (!isCount(epoch)) throw malformed('epoch must be a non-negative integer');
   if (typeof role !== 'string' || role.length > 64) throw malformed('role must be a string of at most 64 characters');
@@ -690,7 +711,9 @@ export function decodeHostStatus(text: string, source: string): HostStatus {
   if (typeof writesPerSecond !== 'number' || !Number.isFinite(writesPerSecond) || writesPerSecond < 0) {
     throw malformed('writesPerSecond must be a finite non-negative number');
   }
-  return { replicaId, epoch, role, appliedSeq, committedSeq, joinCaughtUp, handoffReadyEpoch, writesPerSecond };
+  if (predecessorDown !== 0 && !isId(predecessorDown)) throw malformed(`predecessorDown must be 0 or an integer in 1..${ID_MAX}`);
+  if (typeof candidate !== 'boolean') throw malformed('candidate must be a boolean');
+  return { replicaId, epoch, role, appliedSeq, committedSeq, joinCaughtUp, handoffReadyEpoch, writesPerSecond, predecessorDown: predecessorDown as number, candidate };
 }
 
 /** Parses and validates the `handoff` value. */
