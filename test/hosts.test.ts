@@ -22,10 +22,13 @@ const SECRET = 'hosts-test-secret-0123456789abcdef';
 const servers = new LocalServers('hosts-test');
 let lab: NetnsLab;
 let cluster: HostCluster;
+/** Where etcd listens: not the gateway, so a host can lose etcd and still talk to the clients. */
+let etcdAddress: string;
 
 before(async () => {
   lab = await createNetnsLab('dabhosts', 3);
-  const etcd = await startEtcdCluster(servers, 3, lab.gatewayAddress);
+  etcdAddress = await lab.addServerAddress();
+  const etcd = await startEtcdCluster(servers, 3, etcdAddress);
   cluster = await HostCluster.create(lab, etcd.clientUrls, `/dabba-hosts-test-${process.pid}/`, SECRET);
 });
 
@@ -153,6 +156,24 @@ test('three hosts survive kill -9 of head, middle and tail, a partition, and bad
       t.diagnostic(`host ${cluster.hosts[cut]!.hostId} cut off, removed, healed and rejoined; epoch ${cluster.current!.epoch}`);
     } else {
       t.diagnostic('not root: no network namespaces, so the partition step did not run (hosts share loopback)');
+    }
+
+    // A tail that loses etcd and the other hosts but not its clients: its lease runs out and a new
+    // tail takes over, while clients can still reach the old one. It must stop answering reads
+    // before the new tail can commit anything (the read lease), or the history shows a stale read.
+    if (lab.isolated) {
+      const tail = cluster.hostWithRole('tail');
+      const tailReplica = cluster.replicaOf(tail)!;
+      const unreachable = [etcdAddress, ...lab.hosts.filter((host) => host.index !== tail).map((host) => host.address)];
+      bursts.push(burst(clients[1]!, load, 'before-tail-isolation'));
+      await lab.blackhole(tail, unreachable);
+      await cluster.waitFor(`replica ${tailReplica} (the isolated tail) to be removed`, (configuration) => configuration !== null && !configuration.members.includes(tailReplica));
+      await progress(load, 300);
+      await lab.unblackhole(tail, unreachable);
+      await cluster.waitForFullChain();
+      t.diagnostic(`the tail (host ${cluster.hosts[tail]!.hostId}) lost etcd and its peers but not its clients: replaced, then rejoined; epoch ${cluster.current!.epoch}`);
+    } else {
+      t.diagnostic('not isolated: the tail-isolation step needs namespaces and did not run');
     }
 
     // A network blip within an epoch: the middle's link to the head breaks (its TCP connections are

@@ -329,7 +329,11 @@ export class ChainNode {
   }
 
   receiveAckFields(ack: AckFields): ReceiveResult {
-    assert(this.forwardsDownstream, 'only a node that forwards receives acks');
+    if (!this.forwardsDownstream) {
+      // A late ack from a successor this node no longer has (it became the tail meanwhile): stale.
+      this.log(`ignoring (ack ${ack.committedSeq} of epoch ${ack.epoch}: this node forwards to no one)`);
+      return { status: 'ignored', code: ErrorCode.staleEpoch, reason: 'an ack reaches only a node that forwards' };
+    }
     if (this.hasJoiner) {
       // From the joiner, whatever the epoch each of us is at: it only ever hears from this tail,
       // and its cumulative ack only trims what this tail keeps for it (all of it committed here).

@@ -57,7 +57,6 @@ interface Upstream {
 export class ChainLinks {
   private replicaId = 0;
   private role: Role | null = null;
-  private configuration: Configuration | null = null;
   private upstream: Upstream | null = null;
   private readonly downstream = new Map<number, PeerLink>();
   private successorId: number | null = null;
@@ -79,7 +78,6 @@ export class ChainLinks {
 
   /** Follows a configuration: dials a new predecessor, forwards to the new successor. */
   update(configuration: Configuration | null, replicaId: number, role: Role | null): void {
-    this.configuration = configuration;
     this.replicaId = replicaId;
     this.role = role;
     if (configuration === null || role === null) {
@@ -228,13 +226,16 @@ export class ChainLinks {
     if (this.role === null || this.role === 'joining') return;
     const kind = frameKind(bytes);
     if (kind === MessageKind.ack) {
-      const configuration = this.configuration;
-      const isTail = this.role === 'tail' || this.role === 'solo';
-      if (configuration !== null && isTail && configuration.joining !== null && replicaId !== configuration.joining) return;
+      // Only our current successor's (or joiner's) acks: a tail accepts a joiner's acks of any epoch,
+      // and a late ack from a successor we no longer have must not reach a node that forwards to no
+      // one. Acks are cumulative, so one dropped early (before we hear of a new successor) is
+      // overtaken by the next.
+      if (replicaId !== this.successorId) return;
     } else if (kind !== MessageKind.hello) {
       return;
     }
-    // Hellos and other acks carry their epoch: in an epoch only our successor of that epoch sends them.
+    // Hellos carry their epoch: in an epoch only our successor of that epoch sends them, and one
+    // from a newer epoch than ours is kept by the node until it gets there.
     if (!this.options.offerAck(bytes)) this.downstream.get(replicaId)?.close(LinkCloseCode.malformedRecord, 'inbound queue limit exceeded');
   }
 }

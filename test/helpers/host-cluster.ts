@@ -6,6 +6,8 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Configuration } from '../../native-free-core/master/chain-master.js';
 import { EtcdConfigurationStore, type HostTable } from '../../src/master/etcd-store.js';
@@ -161,6 +163,12 @@ export class HostCluster {
   }
 
   async close(): Promise<void> {
+    // DABBA_TEST_LOGS=dir keeps every host's log (one JSON object per line) for a look afterwards.
+    const keep = process.env.DABBA_TEST_LOGS;
+    if (keep !== undefined) {
+      mkdirSync(keep, { recursive: true });
+      for (const host of this.hosts) writeFileSync(join(keep, `${host.hostId}.log`), host.log.join(''));
+    }
     for (const host of this.hosts) {
       const child = host.child;
       if (child !== null && child.exitCode === null && child.signalCode === null) {

@@ -59,6 +59,15 @@ export interface NetnsLab {
   cut(hostIndex: number): Promise<void>;
   heal(hostIndex: number): Promise<void>;
   /**
+   * A second address of the root namespace on the bridge (.2), for a server that a host must be
+   * able to lose while it keeps talking to the gateway (.1): blackhole() it from that host.
+   * Loopback fallback: '127.0.0.1', and blackhole() rejects.
+   */
+  addServerAddress(): Promise<string>;
+  /** Host i's packets to these addresses are dropped (blackhole routes in its namespace) / restored. */
+  blackhole(hostIndex: number, addresses: string[]): Promise<void>;
+  unblackhole(hostIndex: number, addresses: string[]): Promise<void>;
+  /**
    * Kills the processes spawn() started that are still running, then deletes namespaces, veths and
    * bridge. Idempotent. Also registered for process 'exit' (best effort, sync via execFileSync).
    */
@@ -219,6 +228,20 @@ class LoopbackLab implements NetnsLab {
   async heal(hostIndex: number): Promise<void> {
     checkHostIndex(hostIndex, this.hosts.length);
     throw new LabNotIsolatedError(`heal(${hostIndex})`);
+  }
+
+  async addServerAddress(): Promise<string> {
+    return '127.0.0.1';
+  }
+
+  async blackhole(hostIndex: number): Promise<void> {
+    checkHostIndex(hostIndex, this.hosts.length);
+    throw new LabNotIsolatedError(`blackhole(${hostIndex})`);
+  }
+
+  async unblackhole(hostIndex: number): Promise<void> {
+    checkHostIndex(hostIndex, this.hosts.length);
+    throw new LabNotIsolatedError(`unblackhole(${hostIndex})`);
   }
 
   async close(): Promise<void> {
@@ -389,6 +412,25 @@ class NamespaceLab implements NetnsLab {
     await this.run(['link', 'set', host.rootLink, 'up']);
     await this.run(['-n', host.namespace, 'route', 'replace', 'default', 'via', this.gatewayAddress]);
     await Promise.all([this.waitUntilUp(null, host.rootLink), this.waitUntilUp(host.namespace, HOST_INTERFACE)]);
+  }
+
+  async addServerAddress(): Promise<string> {
+    const address = `${SUBNET_PREFIX}.${this.subnetOctet}.2`;
+    // Hosts are .10 and up, so .2 is free; it goes with the bridge when the lab closes.
+    await this.run(['addr', 'add', `${address}/24`, 'dev', this.bridge]);
+    return address;
+  }
+
+  async blackhole(hostIndex: number, addresses: string[]): Promise<void> {
+    checkHostIndex(hostIndex, this.hosts.length);
+    const host = this.hosts[hostIndex]!;
+    for (const address of addresses) await this.run(['-n', host.namespace, 'route', 'add', 'blackhole', `${address}/32`]);
+  }
+
+  async unblackhole(hostIndex: number, addresses: string[]): Promise<void> {
+    checkHostIndex(hostIndex, this.hosts.length);
+    const host = this.hosts[hostIndex]!;
+    for (const address of addresses) await this.run(['-n', host.namespace, 'route', 'del', 'blackhole', `${address}/32`]);
   }
 
   close(): Promise<void> {
