@@ -226,9 +226,15 @@ test('three hosts survive kill -9 of head, middle and tail, a partition, and bad
     assert.equal(closedWith, LinkCloseCode.malformedRecord);
     await progress(load, 300);
   } finally {
+    // If the end hangs, say where things stand (this test's timeout alone would not).
+    const watchdog = setTimeout(() => {
+      process.stderr.write(`hosts test: still waiting after 60 s: clients ${JSON.stringify(clients.map((client) => client.stats()))}, configuration ${JSON.stringify(cluster.current)}\n`);
+    }, 60_000);
     await load.stop();
     await Promise.all(bursts);
+    clearTimeout(watchdog);
   }
+  t.diagnostic(`clients resent after a silence: ${clients.map((client) => client.stats().resends).join(', ')} times`);
 
   for (const client of clients) await client.whenIdle();
   // Every acknowledged write is readable: a final read of every key joins the history, and the

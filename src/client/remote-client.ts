@@ -44,6 +44,8 @@ export interface RemoteClientStats {
   readsPending: number;
   connectedHosts: number;
   reconfigurations: number;
+  /** Times unanswered writes and reads were sent again after waiting with no answer at all. */
+  resends: number;
 }
 
 const RECONNECT_DELAY_MS_MIN = 50;
@@ -63,6 +65,8 @@ const UNACKED_BYTES_MAX = 16 * 1024 * 1024;
  * writes/s over 1024-write batches, three hosts on 2 cores; `npm run bench -- --suite hosts-batch`). Adaptive batching still sends a lone
  * write at once when the chain is idle, so latency at low load does not change.
  */
+/** Writes or reads waiting this long without any answer are sent again (see checkProgress). */
+const STALL_RESEND_MS = 3000;
 const REMOTE_BATCH_DEFAULTS = { maxWrites: 4096, maxBytes: 2 * 1024 * 1024 };
 
 /** One host link, kept open and redialed while its host is a member. */
@@ -153,6 +157,11 @@ export class RemoteClient extends EventEmitter {
   private tail: HostConnection;
   private state: 'open' | 'closing' | 'closed' = 'open';
   private reconfigurations = 0;
+  /** Resends by the progress check (see checkProgress). */
+  private resends = 0;
+  /** When an ack, reply or view last arrived (or everything was last sent again). */
+  private lastProgressAt = performance.now();
+  private readonly progressTimer: NodeJS.Timeout;
   private readonly idleWaiters: Array<() => void> = [];
   private readonly validate = frameEnvelopeValidator();
 
@@ -168,6 +177,8 @@ export class RemoteClient extends EventEmitter {
     this.writes = new WritePipeline(options, clientId, this.head, NO_WAKE, UNACKED_BYTES_MAX);
     this.reads = new ReadPipeline(options, this.tail, NO_WAKE, () => this.view.epoch);
     for (const member of view.members) this.connection(member.url).dial();
+    this.progressTimer = setInterval(() => this.checkProgress(), STALL_RESEND_MS / 2);
+    this.progressTimer.unref();
   }
 
   private connection(url: string): HostConnection {
@@ -229,6 +240,7 @@ export class RemoteClient extends EventEmitter {
       default:
         return;
     }
+    this.lastProgressAt = performance.now();
     this.resolveIdleWaiters();
   }
 
@@ -248,17 +260,35 @@ export class RemoteClient extends EventEmitter {
         this.connections.delete(url);
       }
     }
-    const head = this.connection(view.members[0]!.url);
-    const tail = this.connection(view.members.at(-1)!.url);
-    if (head !== this.head) {
-      this.head = head;
-      this.writes.switchHead(head, NO_WAKE);
-    }
-    if (tail !== this.tail) {
-      this.tail = tail;
-      this.reads.switchTail(tail, NO_WAKE);
-    }
+    // Resend everything unanswered even when the head or tail is the same host as before: this
+    // client may have skipped epochs in which that host was not head or tail (and dropped what it
+    // got). Resends are harmless: the head drops batches it has by client sequence, and a read
+    // answered twice counts once.
+    this.head = this.connection(view.members[0]!.url);
+    this.tail = this.connection(view.members.at(-1)!.url);
+    this.resend();
     this.emit('reconfigured', { epoch: view.epoch, members: view.members.map((member) => member.url) });
+  }
+
+  /** Sends every unacknowledged batch to the head and every unanswered read to the tail again. */
+  private resend(): void {
+    this.writes.switchHead(this.head, NO_WAKE);
+    this.reads.switchTail(this.tail, NO_WAKE);
+    this.lastProgressAt = performance.now();
+  }
+
+  /**
+   * A safety net for liveness: a host may drop what it cannot serve (it stopped being head or tail
+   * in an epoch this client never heard of, or its replica was being replaced), and nothing would
+   * otherwise send it again. When writes or reads have waited without any answer for a while,
+   * send them again; duplicates are harmless (see adopt).
+   */
+  private checkProgress(): void {
+    if (this.state === 'closed') return;
+    const waiting = this.writes.pending > 0 || this.reads.pending > 0;
+    if (!waiting || performance.now() - this.lastProgressAt < STALL_RESEND_MS) return;
+    this.resends++;
+    this.resend();
   }
 
   put(key: KeyInput, value: ValueInput): Promise<void> {
@@ -331,6 +361,7 @@ export class RemoteClient extends EventEmitter {
       readsPending: this.reads.pending,
       connectedHosts: connected,
       reconfigurations: this.reconfigurations,
+      resends: this.resends,
     };
   }
 
@@ -346,6 +377,7 @@ export class RemoteClient extends EventEmitter {
     await Promise.race([this.whenIdle(), new Promise<void>((resolve) => (timer = setTimeout(resolve, this.options.closeTimeoutMs)))]);
     clearTimeout(timer);
     this.state = 'closed';
+    clearInterval(this.progressTimer);
     this.writes.fail(closedError(), { outcomeKnown: false });
     this.reads.fail(closedError());
     for (const connection of this.connections.values()) connection.close();
