@@ -6,6 +6,7 @@
  */
 import { createChain, type ReconfigurationEvent } from '../src/index.js';
 import { runClosedLoop } from '../src/load.js';
+import { countAt as countSamplesAt, longestStall, type AckSamples } from './ack-samples.js';
 import { formatRate, printTable, record, type Environment } from './harness.js';
 
 export interface FailoverRow {
@@ -30,7 +31,7 @@ export async function failover(env: Environment, log: (line: string) => void): P
     const chain = createChain({ replicas: 3 });
     try {
       await runClosedLoop(chain, { durationMs: 500 });
-      const samples: Array<[number, number]> = [];
+      const samples: AckSamples = [];
       const started = performance.now();
       let crashedAt = 0;
       let reconfiguredAt = 0;
@@ -46,22 +47,8 @@ export async function failover(env: Environment, log: (line: string) => void): P
       clearInterval(sampler);
       clearTimeout(crashTimer);
       // The stall: the longest stretch with no new acknowledgement, from the crash on.
-      let stallMs = 0;
-      let lastChange = crashedAt;
-      let lastCount = samples.find(([at]) => at >= crashedAt)?.[1] ?? 0;
-      for (const [at, count] of samples) {
-        if (at < crashedAt) continue;
-        if (count !== lastCount) {
-          stallMs = Math.max(stallMs, at - lastChange);
-          lastChange = at;
-          lastCount = count;
-        }
-      }
-      const countAt = (time: number): number => {
-        let value = 0;
-        for (const [at, count] of samples) if (at <= time) value = count;
-        return value;
-      };
+      const { stallMs } = longestStall(samples, crashedAt);
+      const countAt = (time: number): number => countSamplesAt(samples, time);
       const acknowledged: number[] = [];
       for (let start = TIMELINE.startMs; start < TIMELINE.endMs; start += TIMELINE.bucketMs) {
         acknowledged.push(countAt(crashedAt + start + TIMELINE.bucketMs) - countAt(crashedAt + start));

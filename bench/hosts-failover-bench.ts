@@ -7,6 +7,7 @@
  */
 import { connect } from '../src/client/index.js';
 import { runClosedLoop } from '../src/load.js';
+import { countAt as countSamplesAt, longestStall, type AckSamples } from './ack-samples.js';
 import { formatRate, printTable, record, type Environment } from './harness.js';
 import { startLocalHosts } from './hosts/local-hosts.js';
 
@@ -34,7 +35,7 @@ export async function hostsFailover(env: Environment, log: (line: string) => voi
         const { head, tail } = client.stats();
         const victimUrl = role === 'head' ? head : role === 'tail' ? tail : hosts.urls.find((url) => url !== head && url !== tail)!;
         const victimPid = hosts.pids[hosts.urls.indexOf(victimUrl!)]!;
-        const samples: Array<[number, number]> = [];
+        const samples: AckSamples = [];
         let killedAt = 0;
         let reconfiguredAt = 0;
         client.once('reconfigured', () => {
@@ -48,24 +49,8 @@ export async function hostsFailover(env: Environment, log: (line: string) => voi
         await runClosedLoop(client, { durationMs: RUN_MS, writers: 4, writeWindow: 4096 });
         clearInterval(sampler);
         clearTimeout(killTimer);
-        let stallMs = 0;
-        let stallEnd = killedAt;
-        let lastChange = killedAt;
-        let lastCount = samples.find(([at]) => at >= killedAt)?.[1] ?? 0;
-        for (const [at, count] of samples) {
-          if (at < killedAt || count === lastCount) continue;
-          if (at - lastChange > stallMs) {
-            stallMs = at - lastChange;
-            stallEnd = at;
-          }
-          lastChange = at;
-          lastCount = count;
-        }
-        const countAt = (time: number): number => {
-          let value = 0;
-          for (const [at, count] of samples) if (at <= time) value = count;
-          return value;
-        };
+        const { stallMs, endedAt: stallEnd } = longestStall(samples, killedAt);
+        const countAt = (time: number): number => countSamplesAt(samples, time);
         const row: HostsFailoverRow = {
           role,
           stallMs: Math.round(stallMs),

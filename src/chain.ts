@@ -35,6 +35,7 @@ import {
 } from '../workers/replica-task.js';
 import { closedError, resolveOptions, type ChainOptions, type ResolvedOptions } from './options.js';
 import { ReadPipeline, type VersionedValue } from './read-pipeline.js';
+import { replicaLimits, replicaWorkerFilename } from './replica-worker.js';
 import { WritePipeline, type KeyInput, type ValueInput } from './write-pipeline.js';
 import { batchesLink, clientAcksLink, CLIENT_END, LinkTable, linkNames, linksFor, readsLink, repliesLink } from './topology.js';
 
@@ -128,12 +129,6 @@ const HANDOFF_LAG_WRITES_MAX = 8192;
 const HANDOFF_CATCH_UP_MS_MAX = 2000;
 const REPLICAS_MAX = 16;
 
-function workerFilename(): string {
-  // Under tsx (tests, development) this module is .ts and so is the worker; in dist both are .js.
-  const extension = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
-  return new URL(`../workers/replica${extension}`, import.meta.url).href;
-}
-
 export class Chain extends EventEmitter {
   readonly options: ResolvedOptions;
   private readonly pool: Piscina<ReplicaTask, string>;
@@ -210,7 +205,7 @@ export class Chain extends EventEmitter {
     );
 
     this.pool = new Piscina<ReplicaTask, string>({
-      filename: workerFilename(),
+      filename: replicaWorkerFilename(),
       // One thread more than the replicas, started and idle: a joining or replacement replica takes
       // it at once instead of paying for a thread's start (a few hundred ms of CPU on a busy host).
       minThreads: count + 1,
@@ -240,16 +235,7 @@ export class Chain extends EventEmitter {
       epoch: configuration.epoch,
       role,
       links: linksFor(this.links, configuration, id, this.doorbellBuffers, this.clientDoorbellBuffer),
-      limits: {
-        inflightBytesMax: resolved.inflightBytesMax,
-        inflightBatchesMax: resolved.inflightBatchesMax,
-        readReplyPayloadBytesMax: resolved.readReplyPayloadBytesMax,
-        readReplyResultsMax: resolved.readReplyResultsMax,
-        spinIterations: resolved.spinIterations,
-        sleepTimeoutMs: resolved.sleepTimeoutMs,
-        // Small enough that cutting one frame does not hold up the batches the tail is applying.
-        snapshotFrameBytesMax: Math.min(256 * 1024, resolved.ringBytes / 2 - 1024),
-      },
+      limits: replicaLimits(resolved),
       stats,
       port: channel.port2,
       controlSignal,

@@ -21,6 +21,7 @@ import {
   type HostStatus,
   type HostTable,
 } from '../src/master/etcd-store.js';
+import { Inbox } from './helpers/inbox.js';
 
 /** Bounds every wait on an event, so a regression fails instead of hanging. */
 const EVENT_TIMEOUT_MS = 10_000;
@@ -54,36 +55,6 @@ function openStore(prefix: string): EtcdConfigurationStore {
   return store;
 }
 
-/** Collects callback values; until() resolves with the first (past or future) one that matches. */
-class Inbox<T> {
-  readonly items: T[] = [];
-  private waiters: { matches: (item: T) => boolean; resolve: (item: T) => void }[] = [];
-
-  readonly push = (item: T): void => {
-    this.items.push(item);
-    this.waiters = this.waiters.filter((waiter) => {
-      if (!waiter.matches(item)) return true;
-      waiter.resolve(item);
-      return false;
-    });
-  };
-
-  until(matches: (item: T) => boolean, what: string): Promise<T> {
-    const seen = this.items.find(matches);
-    if (seen !== undefined) return Promise.resolve(seen);
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}; got ${JSON.stringify(this.items)}`)), EVENT_TIMEOUT_MS);
-      this.waiters.push({ matches, resolve: (item) => (clearTimeout(timer), resolve(item)) });
-    });
-  }
-
-  /** Like until(), but only for items pushed from now on. */
-  next(matches: (item: T) => boolean, what: string): Promise<T> {
-    const seen = this.items.length;
-    return this.until((item) => this.items.indexOf(item, seen) >= seen && matches(item), what);
-  }
-}
-
 interface ObservedMaster {
   master: EtcdMaster;
   decisions: Inbox<Decision>;
@@ -93,10 +64,10 @@ interface ObservedMaster {
 }
 
 function startMaster(store: EtcdConfigurationStore, candidateId: string, options: Partial<EtcdMasterOptions> = {}): ObservedMaster {
-  const logs = new Inbox<string>();
+  const logs = new Inbox<string>(EVENT_TIMEOUT_MS);
   const master = new EtcdMaster({ store, candidateId, log: logs.push, ...options });
   masters.push(master);
-  const observed = { master, decisions: new Inbox<Decision>(), elections: new Inbox<number>(), depositions: new Inbox<string>(), logs };
+  const observed = { master, decisions: new Inbox<Decision>(EVENT_TIMEOUT_MS), elections: new Inbox<number>(EVENT_TIMEOUT_MS), depositions: new Inbox<string>(EVENT_TIMEOUT_MS), logs };
   master.on('decision', observed.decisions.push);
   master.on('elected', () => observed.elections.push(observed.elections.items.length + 1));
   master.on('deposed', observed.depositions.push);
@@ -151,8 +122,8 @@ test('ids come from etcd counters: distinct under concurrency, 1 first, bounded 
 test('the host table: info and status by host, malformed values reported, gone with the lease; handoff requests', async () => {
   const observer = openStore('table');
   const hostProcess = openStore('table');
-  const tables = new Inbox<HostTable>();
-  const errors = new Inbox<Error>();
+  const tables = new Inbox<HostTable>(EVENT_TIMEOUT_MS);
+  const errors = new Inbox<Error>(EVENT_TIMEOUT_MS);
   const stop = await observer.watchHostTable(tables.push, errors.push);
   assert.equal(tables.items.length, 1, 'the current table at once');
   assert.equal(tables.items[0]!.size, 0);
@@ -191,8 +162,8 @@ test('the host table: info and status by host, malformed values reported, gone w
 
   // Handoff requests: the current one first, then every later one; malformed ones reported.
   await observer.requestHandoff(3, 7);
-  const handoffs = new Inbox<HandoffRequest>();
-  const handoffErrors = new Inbox<Error>();
+  const handoffs = new Inbox<HandoffRequest>(EVENT_TIMEOUT_MS);
+  const handoffErrors = new Inbox<Error>(EVENT_TIMEOUT_MS);
   const stopHandoffs = await hostProcess.watchHandoff(handoffs.push, handoffErrors.push);
   await observer.requestHandoff(4, 7);
   await raw!.put('/dabba-test/table/handoff').value('{"epoch":5}');
@@ -233,7 +204,7 @@ test('fenced writes: a deposed leader cannot compareAndSet, initialize or reques
 
 test('the master bootstraps from the first host, joins the next with a handoff, and removes members whose leases go', async () => {
   const hostStore = openStore('life');
-  const handoffs = new Inbox<HandoffRequest>();
+  const handoffs = new Inbox<HandoffRequest>(EVENT_TIMEOUT_MS);
   const stopHandoffs = await hostStore.watchHandoff(handoffs.push);
   const { master, decisions, elections, logs } = startMaster(openStore('life'), 'master-1', { handoffLagWritesMax: 10, handoffCatchUpMsMax: 60_000 });
   await elections.until(() => true, 'the only candidate to be elected');

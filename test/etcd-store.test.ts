@@ -12,6 +12,7 @@ import { ErrorCode, isDabbaError } from '../native-free-core/errors.js';
 import { isHealthy, isLeader, startEtcdCluster, type EtcdCluster } from '../bench/peers/etcd-cluster.js';
 import { LocalServers, waitUntilReady } from '../bench/peers/servers.js';
 import { EtcdConfigurationStore, type HostChange } from '../src/master/etcd-store.js';
+import { Inbox } from './helpers/inbox.js';
 
 /** Bounds every wait on an event, so a regression fails instead of hanging. */
 const EVENT_TIMEOUT_MS = 10_000;
@@ -46,30 +47,6 @@ function configuration(epoch: number, members: number[], joining: number | null 
   return { epoch, members, joining };
 }
 
-/** Collects callback values; until() resolves with the first (past or future) one that matches. */
-class Inbox<T> {
-  readonly items: T[] = [];
-  private waiters: { matches: (item: T) => boolean; resolve: (item: T) => void }[] = [];
-
-  readonly push = (item: T): void => {
-    this.items.push(item);
-    this.waiters = this.waiters.filter((waiter) => {
-      if (!waiter.matches(item)) return true;
-      waiter.resolve(item);
-      return false;
-    });
-  };
-
-  until(matches: (item: T) => boolean, what: string): Promise<T> {
-    const seen = this.items.find(matches);
-    if (seen !== undefined) return Promise.resolve(seen);
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}; got ${JSON.stringify(this.items)}`)), EVENT_TIMEOUT_MS);
-      this.waiters.push({ matches, resolve: (item) => (clearTimeout(timer), resolve(item)) });
-    });
-  }
-}
-
 test('initialize once, then of two concurrent compareAndSets from the same epoch exactly one wins', async () => {
   const first = openStore('cas');
   const second = openStore('cas');
@@ -94,7 +71,7 @@ test('watch delivers the current configuration, then every change in order', asy
   const master = openStore('watch');
   const observer = openStore('watch');
   await master.initialize(configuration(1, [1, 2, 3]));
-  const seen = new Inbox<Configuration>();
+  const seen = new Inbox<Configuration>(EVENT_TIMEOUT_MS);
   const stop = await observer.watch(seen.push);
   let members = [1, 2, 3];
   for (let epoch = 2; epoch <= 8; epoch++) {
@@ -116,8 +93,8 @@ test('a malformed stored configuration is reported with the key, by load and by 
     return true;
   });
   await raw!.put('/dabba-test/malformed/configuration').value(JSON.stringify(configuration(3, [1, 2])));
-  const errors = new Inbox<Error>();
-  const seen = new Inbox<Configuration>();
+  const errors = new Inbox<Error>(EVENT_TIMEOUT_MS);
+  const seen = new Inbox<Configuration>(EVENT_TIMEOUT_MS);
   const stop = await store.watch(seen.push, errors.push);
   await raw!.put('/dabba-test/malformed/configuration').value('{"epoch":4,"members":[1,1],"joining":null}');
   const error = await errors.until(() => true, 'a watch error');
@@ -129,7 +106,7 @@ test('a malformed stored configuration is reported with the key, by load and by 
 test('a host disappears when its lease is revoked, or after the TTL once its keepalive stops', async () => {
   const master = openStore('hosts');
   const hostProcess = openStore('hosts');
-  const changes = new Inbox<HostChange>();
+  const changes = new Inbox<HostChange>(EVENT_TIMEOUT_MS);
   const stop = await master.watchHosts(changes.push);
   const leaving = await hostProcess.registerHost('host-a', 2);
   const crashing = await hostProcess.registerHost('host-b', 2);
@@ -185,7 +162,7 @@ test('one master at a time: the next candidate leads when the leader resigns; a 
 test('compareAndSet and watch keep working after the etcd leader is killed with SIGKILL', async () => {
   const store = openStore('failover');
   assert.equal(await store.initialize(configuration(1, [1, 2, 3])), true);
-  const seen = new Inbox<Configuration>();
+  const seen = new Inbox<Configuration>(EVENT_TIMEOUT_MS);
   const stop = await openStore('failover').watch(seen.push);
 
   const leaders = await Promise.all(cluster.members.map((member) => isLeader(member.clientUrl)));

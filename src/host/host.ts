@@ -159,8 +159,9 @@ export class DabbaHost extends EventEmitter {
         void this.rejoinAsNewReplica();
       },
       predecessorRefused: (predecessor) => {
-        if (predecessor === this.predecessorDown || (predecessor ?? 0) === this.predecessorDown) return;
-        this.predecessorDown = predecessor ?? 0;
+        const down = predecessor ?? 0;
+        if (down === this.predecessorDown) return;
+        this.predecessorDown = down;
         if (predecessor === null) return;
         this.log('warn', 'predecessor-down', `replica ${predecessor}'s host refuses connections: reporting it, so the master need not wait for its lease`);
         void this.publishStatus();

@@ -22,11 +22,11 @@ import {
   ReplicaStat,
   type ControlReply,
   type ControlRequest,
-  type ReplicaLimits,
   type ReplicaLinks,
   type ReplicaTask,
 } from '../../workers/replica-task.js';
 import type { ResolvedOptions } from '../options.js';
+import { replicaLimits, replicaWorkerFilename } from '../replica-worker.js';
 
 /** What the port does with the replica's output; each returns false if the socket is full. */
 export interface ReplicaOutputs {
@@ -58,11 +58,6 @@ export interface ReplicaSnapshotStats {
 
 /** Records of one ring handed out per service pass, at most: the event loop stays responsive. */
 const RECORDS_PER_PASS_MAX = 4096;
-
-function workerFilename(): string {
-  const extension = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
-  return new URL(`../../workers/replica${extension}`, import.meta.url).href;
-}
 
 export class ReplicaPort {
   readonly replicaId: number;
@@ -128,17 +123,8 @@ export class ReplicaPort {
     this.controlSignal = new Int32Array(controlSignal);
     const stats = new SharedArrayBuffer(REPLICA_STAT_COUNT * Float64Array.BYTES_PER_ELEMENT);
     this.statsArray = new Float64Array(stats);
-    const limits: ReplicaLimits = {
-      inflightBytesMax: resolved.inflightBytesMax,
-      inflightBatchesMax: resolved.inflightBatchesMax,
-      readReplyPayloadBytesMax: resolved.readReplyPayloadBytesMax,
-      readReplyResultsMax: resolved.readReplyResultsMax,
-      spinIterations: resolved.spinIterations,
-      sleepTimeoutMs: resolved.sleepTimeoutMs,
-      snapshotFrameBytesMax: Math.min(256 * 1024, resolved.ringBytes / 2 - 1024),
-    };
     this.pool = new Piscina<ReplicaTask, string>({
-      filename: workerFilename(),
+      filename: replicaWorkerFilename(),
       minThreads: 1,
       maxThreads: 1,
       concurrentTasksPerWorker: 1,
@@ -151,7 +137,7 @@ export class ReplicaPort {
       epoch: options.epoch,
       role: options.role,
       links: this.links,
-      limits,
+      limits: replicaLimits(resolved),
       stats,
       port: channel.port2,
       controlSignal,

@@ -1,0 +1,25 @@
+/**
+ * What every replica worker is started with, wherever it runs (createChain's pool or a host's
+ * ReplicaPort): the worker's module, and its limits from the resolved options.
+ */
+import type { ReplicaLimits } from '../workers/replica-task.js';
+import type { ResolvedOptions } from './options.js';
+
+/** The replica worker's module: under tsx (tests, development) the .ts source, in dist the .js. */
+export function replicaWorkerFilename(): string {
+  const extension = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
+  return new URL(`../workers/replica${extension}`, import.meta.url).href;
+}
+
+export function replicaLimits(resolved: ResolvedOptions): ReplicaLimits {
+  return {
+    inflightBytesMax: resolved.inflightBytesMax,
+    inflightBatchesMax: resolved.inflightBatchesMax,
+    readReplyPayloadBytesMax: resolved.readReplyPayloadBytesMax,
+    readReplyResultsMax: resolved.readReplyResultsMax,
+    spinIterations: resolved.spinIterations,
+    sleepTimeoutMs: resolved.sleepTimeoutMs,
+    // Small enough that cutting one frame does not hold up the batches the tail is applying.
+    snapshotFrameBytesMax: Math.min(256 * 1024, resolved.ringBytes / 2 - 1024),
+  };
+}
