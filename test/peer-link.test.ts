@@ -253,6 +253,8 @@ for (const fallback of [false, true]) {
 
         // The server still serves, and no refused peer ever became a link.
         await push(port, 'push-after-intruders', ACK_EVERY);
+        // The child's stdout and the link's acks are two pipes: the ack may be read first.
+        await server.waitFor((line) => line.link === 'push-after-intruders');
         assert.deepEqual(server.linkIds(), ['push-after-intruders']);
         const refusals = server.logsWith(ErrorCode.unauthenticated);
         assert.equal(refusals.length, 2);
@@ -273,6 +275,7 @@ for (const fallback of [false, true]) {
         assert.equal(link.isOpen, false);
         assert.equal(link.trySend(writeRecord(new Uint8Array(RECORD_BYTES), 1)), false, 'a closed link refuses');
         await push(port, 'push-after-garbage', ACK_EVERY);
+        await server.waitFor((line) => line.link === 'push-after-garbage'); // stdout is ordered: the log came before it
         assert.equal(server.logsWith(ErrorCode.malformedFrame).length, 1);
       });
     });
