@@ -181,6 +181,7 @@ test('three hosts survive kill -9 of head, middle and tail, a partition, and bad
     // reconfiguration happens.
     if (lab.isolated) {
       const epochBeforeBlip = cluster.current!.epoch;
+      const blipStarted = Date.now();
       const middle = cluster.hostWithRole('middle');
       const head = cluster.hostWithRole('head');
       const repairsBefore = cluster.hosts[middle]!.log.join('').split('"event":"link-repaired"').length;
@@ -188,8 +189,10 @@ test('three hosts survive kill -9 of head, middle and tail, a partition, and bad
       await cluster.breakLinks(middle, head);
       await progress(load, 300);
       const repairsAfter = cluster.hosts[middle]!.log.join('').split('"event":"link-repaired"').length;
-      assert.ok(repairsAfter > repairsBefore, 'the middle redialed the head and asked it to resend');
-      assert.equal(cluster.current!.epoch, epochBeforeBlip, 'a blip is repaired without a reconfiguration');
+      // Once: a redial storm (each new link replacing the last at the head, whose close of the
+      // older one looked like another break) once flapped the link until the master reconfigured.
+      assert.equal(repairsAfter - repairsBefore, 1, 'the middle redialed the head once and asked it to resend');
+      assert.equal(cluster.current!.epoch, epochBeforeBlip, `a blip is repaired without a reconfiguration; changes since:\n${cluster.changesSince(epochBeforeBlip)}\nthe hosts' warnings and the master's decisions since the blip:\n${cluster.notableLogSince(blipStarted)}`);
       t.diagnostic(`the middle's links to the head were killed: redialed and repaired in epoch ${epochBeforeBlip}`);
     } else {
       t.diagnostic('not isolated: killing one host\'s sockets (ss -K) needs its own namespace, so the blip step did not run');

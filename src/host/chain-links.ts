@@ -151,9 +151,14 @@ export class ChainLinks {
     if (url === null || upstream.attempt < 0) return;
     const attempt = ++upstream.attempt;
     upstream.attempt = -attempt;
+    // A retry is for a missing link only: one dialed meanwhile (after a reconfiguration) would be
+    // replaced by the predecessor, whose close of the older link would look like a break here.
     const retry = (delayMs: number): void => {
-      setTimeout(() => this.upstream === upstream && this.dial(upstream), delayMs).unref();
+      setTimeout(() => this.upstream === upstream && upstream.link === null && this.dial(upstream), delayMs).unref();
     };
+    // This dial's link, once it is up; a close of any other link of ours is old news.
+    let dialed: PeerLink | null = null;
+    let closed = false;
     connectPeerLink({
       url: `${url}/peer`,
       secret: this.options.secret,
@@ -165,7 +170,8 @@ export class ChainLinks {
       onRecord: (bytes) => this.fromPredecessor(upstream, bytes),
       onWritable: () => this.options.kick(),
       onClose: () => {
-        if (this.upstream !== upstream) return;
+        closed = true;
+        if (this.upstream !== upstream || upstream.link !== dialed) return;
         upstream.link = null;
         if (this.role === 'joining') this.options.joinLinkLost(upstream.replicaId);
         else retry(RECONNECT_DELAY_MS);
@@ -177,7 +183,11 @@ export class ChainLinks {
           link.close(LinkCloseCode.normal, 'no longer the predecessor');
           return;
         }
+        if (closed) return; // it closed before we got here, and its onClose scheduled a redial
+        const previous = upstream.link;
+        dialed = link;
         upstream.link = link;
+        previous?.close(LinkCloseCode.normal, 'replaced by a newer link');
         this.options.predecessorRefused(null);
         if (attempt > 1) this.repairAfterRedial(link, upstream.replicaId);
         this.options.kick();

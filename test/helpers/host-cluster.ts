@@ -30,6 +30,7 @@ export interface HostProcess {
 export class HostCluster {
   readonly hosts: HostProcess[] = [];
   private configuration: Configuration | null = null;
+  private readonly history: Array<{ at: number; configuration: Configuration }> = [];
   private table: HostTable = new Map();
   private readonly waiters: Array<{ predicate: () => boolean; resolve: () => void }> = [];
   private readonly stops: Array<() => Promise<void>> = [];
@@ -63,7 +64,10 @@ export class HostCluster {
   }
 
   private onChange(configuration: Configuration | null, table: HostTable | null): void {
-    if (configuration !== null) this.configuration = configuration;
+    if (configuration !== null) {
+      this.configuration = configuration;
+      this.history.push({ at: Date.now(), configuration });
+    }
     if (table !== null) this.table = table;
     for (const waiter of [...this.waiters]) {
       if (waiter.predicate()) {
@@ -75,6 +79,28 @@ export class HostCluster {
 
   get current(): Configuration | null {
     return this.configuration;
+  }
+
+  /** Every host's log lines since `since` (ms) that are warnings, errors or master decisions, in time order. */
+  notableLogSince(since: number): string {
+    const lines: Array<{ time: string; text: string }> = [];
+    for (const host of this.hosts) {
+      for (const text of host.log.join('').split('\n')) {
+        if (!text.startsWith('{') || !text.endsWith('}')) continue; // the last line may still be arriving
+        const entry = JSON.parse(text) as { time?: string; level?: string; event?: string };
+        if (entry.time === undefined || Date.parse(entry.time) < since) continue;
+        if (entry.level === 'warn' || entry.level === 'error' || entry.event === 'master-decision') lines.push({ time: entry.time, text });
+      }
+    }
+    return lines.sort((a, b) => a.time.localeCompare(b.time)).map((line) => line.text).join('\n');
+  }
+
+  /** Every configuration seen after `epoch`, one line each with the time, for failure messages. */
+  changesSince(epoch: number): string {
+    return this.history
+      .filter((entry) => entry.configuration.epoch > epoch)
+      .map(({ at, configuration }) => `${new Date(at).toISOString()} epoch ${configuration.epoch}: [${configuration.members.join(', ')}] joining ${configuration.joining ?? '-'}`)
+      .join('\n');
   }
 
   /** Starts host `index` and resolves once it serves (its "serving" line). */
