@@ -91,6 +91,9 @@ class HostConnection implements RecordSink {
         this.dialing = false;
         this.attempts = 0;
         if (this.closed) return link.close(1000, 'client closing');
+        // Closed between its handshake and here: its onClose found no link to drop, so keeping
+        // it would leave a dead link that blocks every later dial.
+        if (!link.isOpen) return this.retry();
         this.link = link;
         this.client.connected(this);
       },
