@@ -1,0 +1,94 @@
+/**
+ * The tail's read lease, on its own: a tail that cannot reach etcd stops answering reads before its
+ * etcd lease can have expired (so before a master could install another tail), and without waiting
+ * for the etcd client to report the lease lost, which happens only about two TTLs later. Here etcd
+ * is frozen (SIGSTOP) under a one-host chain; the host keeps running and its clients reach it.
+ */
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { after, before, test } from 'node:test';
+import { startEtcdCluster, type EtcdCluster } from '../bench/peers/etcd-cluster.js';
+import { LocalServers } from '../bench/peers/servers.js';
+import { connect, type RemoteClient } from '../src/client/remote-client.js';
+import { startHost, type DabbaHost, type HostLogEntry } from '../src/host/host.js';
+
+const SECRET = Buffer.from('read-lease-test-secret-0123456789');
+const LEASE_TTL_SECONDS = 2;
+/** How often the test looks at the host's lease state: the lease ends by the clock, not by an event. */
+const POLL_MS = 20;
+
+const servers = new LocalServers('read-lease-test');
+let etcd: EtcdCluster;
+let frozen = false;
+
+before(async () => {
+  etcd = await startEtcdCluster(servers, 1);
+});
+
+after(async () => {
+  if (frozen) process.kill(etcd.members[0]!.server.pid, 'SIGCONT');
+  await servers.stop(1000);
+});
+
+test('a tail cut off from etcd stops answering reads within its lease TTL, before the lease is reported lost', async (t) => {
+  const log: HostLogEntry[] = [];
+  const host: DabbaHost = await startHost({
+    hostId: 'lease-holder',
+    port: 0,
+    etcd: etcd.clientUrls,
+    etcdPrefix: '/read-lease-test/',
+    secret: SECRET,
+    master: true,
+    leaseTtlSeconds: LEASE_TTL_SECONDS,
+    log: (entry) => log.push(entry),
+  });
+  let client: RemoteClient | null = null;
+  try {
+    if (host.status().role !== 'solo') await once(host, 'configured');
+    assert.equal(host.status().role, 'solo');
+    // close() gives pending requests no grace: the last read is meant to stay unanswered.
+    client = await connect({ hosts: [host.url], secret: SECRET, chain: { closeTimeoutMs: 0 } });
+    await client.put('k', 'v1');
+    assert.equal((await client.get('k'))?.toString(), 'v1');
+    assert.equal(host.status().servingReads, true, 'a tail with a live lease serves reads');
+
+    const frozenAt = performance.now();
+    process.kill(etcd.members[0]!.server.pid, 'SIGSTOP');
+    frozen = true;
+    while (host.status().servingReads) await delay(POLL_MS);
+    const stoppedAfterMs = performance.now() - frozenAt;
+    t.diagnostic(`reads stopped ${Math.round(stoppedAfterMs)} ms after etcd froze (TTL ${LEASE_TTL_SECONDS} s)`);
+    // The last keepalive etcd acknowledged was sent before the freeze, so the lease etcd holds runs
+    // out at most one TTL after it: reads must have stopped by then.
+    assert.ok(stoppedAfterMs <= LEASE_TTL_SECONDS * 1000, `reads stopped ${Math.round(stoppedAfterMs)} ms after the freeze, beyond the TTL`);
+    assert.equal(log.filter((entry) => entry.event === 'lease-lost').length, 0, 'the read lease acted on its own, before the lease-lost report');
+
+    // A read sent now is refused by the host (the client then waits for a tail that serves): it must
+    // still be unanswered when the etcd client finally reports the lease lost.
+    let answered = false;
+    const read = client.get('k').then(
+      () => (answered = true),
+      () => undefined,
+    );
+    const leaseLost = new Promise<void>((resolve) => host.on('log', (entry: HostLogEntry) => entry.event === 'lease-lost' && resolve()));
+    await leaseLost;
+    t.diagnostic(`lease-lost reported ${Math.round(performance.now() - frozenAt)} ms after the freeze`);
+    assert.equal(answered, false, 'no read was answered by a tail whose lease may have lapsed');
+    await client.close();
+    client = null;
+    await read;
+  } finally {
+    if (frozen) {
+      process.kill(etcd.members[0]!.server.pid, 'SIGCONT');
+      frozen = false;
+    }
+    const closing = performance.now();
+    await client?.close();
+    await host.close();
+    t.diagnostic(`closed in ${Math.round(performance.now() - closing)} ms`);
+  }
+});
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
