@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --initial-old-space-size=128
 /**
  * The dabba command line.
  *   dabba demo [--replicas N] [--seconds S] [--value-bytes B] [--readers R]
@@ -111,7 +111,12 @@ async function main(argv: string[]): Promise<number> {
     case 'serve': {
       const { parseServeConfig } = await import('./host/serve-config.js');
       const { startHost } = await import('./host/host.js');
+      const { missingServeNodeFlags } = await import('./host/node-flags.js');
       const host = await startHost(parseServeConfig(rest));
+      const missing = missingServeNodeFlags();
+      if (missing.length > 0) {
+        process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level: 'warn', event: 'node-flags', message: `started without ${missing.join(' ')}: frequent full GCs will cost throughput (see src/host/node-flags.ts); the dabba bin passes it, or run node ${missing.join(' ')} …/cli.js serve`, host: host.hostId })}\n`);
+      }
       process.stdout.write(`${JSON.stringify({ event: 'serving', hostId: host.hostId, url: host.url, port: host.port })}\n`);
       await new Promise<void>((resolve) => {
         const stop = (): void => {
@@ -122,7 +127,9 @@ async function main(argv: string[]): Promise<number> {
         process.on('SIGINT', stop);
         process.on('SIGTERM', stop);
       });
-      return 0;
+      // Closed in order; whatever an unreachable etcd left pending (its client retries) must not
+      // keep the process alive.
+      process.exit(0);
     }
     case 'status': {
       const { values } = parseArgs({ args: rest, options: { etcd: { type: 'string' }, 'etcd-prefix': { type: 'string' }, json: { type: 'boolean' } } });

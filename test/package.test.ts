@@ -7,6 +7,7 @@ import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
+import { SERVE_NODE_FLAGS } from '../src/host/node-flags.js';
 
 test("plain JavaScript can import { createChain } from 'dabba' and use a chain", async () => {
   const script = `
@@ -29,7 +30,8 @@ test('package.json declares the compiled entry with types, a dabba bin, ESM and 
   assert.match(manifest.engines.node, /20/);
   assert.deepEqual(manifest.exports['.'], { types: './dist/src/index.d.ts', import: './dist/src/index.js' });
   assert.equal(manifest.bin.dabba, './dist/src/cli.js');
-  assert.ok(readFileSync('dist/src/cli.js', 'utf8').startsWith('#!/usr/bin/env node'));
+  // The bin starts node with the flags a host needs (src/host/node-flags.ts).
+  assert.equal(readFileSync('dist/src/cli.js', 'utf8').split('\n')[0], `#!/usr/bin/env -S node ${SERVE_NODE_FLAGS.join(' ')}`);
   for (const range of [...Object.values(manifest.dependencies), ...Object.values(manifest.devDependencies)] as string[]) {
     assert.match(range, /^(npm:(@[^/]+\/)?[^@]+@)?\d+\.\d+\.\d+/, `pinned version, got ${range}`);
   }

@@ -8,6 +8,7 @@ import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { EtcdConfigurationStore } from '../../src/master/etcd-store.js';
+import { SERVE_NODE_FLAGS } from '../../src/host/node-flags.js';
 import { startEtcdCluster } from '../peers/etcd-cluster.js';
 import { freePorts, LocalServers } from '../peers/servers.js';
 
@@ -57,7 +58,7 @@ export async function startLocalHosts(count: number, options: { log?: (line: str
       if (configuration.members.length === count && configuration.joining === null) resolveChain();
     });
     for (let index = 0; index < count; index++) {
-      const child = spawn(process.execPath, [...(options.nodeArgs ?? []), ...cliCommand(), 'serve', '--id', `bench-h${index + 1}`, '--listen', `127.0.0.1:${ports[index]}`, '--etcd', etcd.clientUrls.join(','), '--etcd-prefix', prefix], {
+      const child = spawn(process.execPath, [...SERVE_NODE_FLAGS, ...(options.nodeArgs ?? []), ...cliCommand(), 'serve', '--id', `bench-h${index + 1}`, '--listen', `127.0.0.1:${ports[index]}`, '--etcd', etcd.clientUrls.join(','), '--etcd-prefix', prefix], {
         env: { ...process.env, ...options.env, DABBA_SECRET: secret },
         stdio: ['ignore', 'pipe', 'pipe'],
       });

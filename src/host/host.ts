@@ -78,6 +78,8 @@ export interface HostStatusReport {
 
 /** How often the host refreshes its status in etcd (the master drives joins from it). */
 const STATUS_INTERVAL_MS = 200;
+/** How long close() waits, in all, for the steps that need etcd (resign, revoke, watches). */
+const CLOSE_ETCD_WAIT_MS = 2000;
 /** Reads stop this long before the lease could have expired: time for a read in flight to finish. */
 const LEASE_READ_MARGIN_MS = 300;
 /** Frames waiting for room in one inbound ring, from all its senders (see InboundQueue). */
@@ -512,9 +514,12 @@ export class DabbaHost extends EventEmitter {
     if (this.closed) return;
     this.closed = true;
     if (this.statusTimer !== null) clearInterval(this.statusTimer);
-    await this.master?.close().catch(() => undefined);
-    await Promise.allSettled(this.stops.map((stop) => stop()));
-    await this.registration?.revoke().catch(() => undefined);
+    // The steps that need etcd share a deadline: with etcd unreachable they would wait forever, and
+    // a host must still stop (its lease then runs out on its own, as if it had crashed).
+    const etcdDeadline = performance.now() + CLOSE_ETCD_WAIT_MS;
+    await settleBy(this.master?.close(), etcdDeadline);
+    await settleBy(Promise.allSettled(this.stops.map((stop) => stop())), etcdDeadline);
+    await settleBy(this.registration?.revoke(), etcdDeadline);
     this.links.closeAll(LinkCloseCode.goingAway, 'host closing');
     this.peerRoute?.closeAll();
     this.sessions.closeAll();
@@ -522,7 +527,7 @@ export class DabbaHost extends EventEmitter {
     if (this.listenSocket !== null) loadUws().uws.us_listen_socket_close(this.listenSocket as never);
     await this.replica?.stop();
     this.replica = null;
-    await this.store.close();
+    await settleBy(this.store.close(), Math.max(etcdDeadline, performance.now() + CLOSE_ETCD_WAIT_MS / 4));
   }
 
   private log(level: HostLogEntry['level'], event: string, message: string, fields: Record<string, unknown> = {}): void {
@@ -535,6 +540,15 @@ export class DabbaHost extends EventEmitter {
   private logLink(entry: PeerLinkLogEntry): void {
     this.log(entry.level, entry.code, entry.message, { remote: entry.remoteNodeId, address: entry.remoteAddress, closeCode: entry.closeCode });
   }
+}
+
+/** Waits for `work` to settle (either way), or until `deadline` (performance.now() time), whichever comes first. */
+async function settleBy(work: Promise<unknown> | undefined, deadline: number): Promise<void> {
+  if (work === undefined) return;
+  let timer: NodeJS.Timeout | undefined;
+  const timeUp = new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, deadline - performance.now()))));
+  await Promise.race([work.catch(() => undefined), timeUp]);
+  clearTimeout(timer);
 }
 
 function delay(ms: number): Promise<void> {

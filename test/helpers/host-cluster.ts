@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Configuration } from '../../native-free-core/master/chain-master.js';
 import { EtcdConfigurationStore, type HostTable } from '../../src/master/etcd-store.js';
+import { SERVE_NODE_FLAGS } from '../../src/host/node-flags.js';
 import { freePorts } from '../../bench/peers/servers.js';
 import type { NetnsLab } from './netns-lab.js';
 
@@ -108,7 +109,7 @@ export class HostCluster {
     const host = this.hosts[index]!;
     const port = Number(new URL(host.url.replace('ws:', 'http:')).port);
     const address = new URL(host.url.replace('ws:', 'http:')).hostname;
-    const child = this.lab.spawn(index, process.execPath, ['--import', 'tsx', CLI, 'serve', '--id', host.hostId, '--listen', `${address}:${port}`, '--etcd', this.etcd.join(','), '--etcd-prefix', this.prefix], {
+    const child = this.lab.spawn(index, process.execPath, [...SERVE_NODE_FLAGS, '--import', 'tsx', CLI, 'serve', '--id', host.hostId, '--listen', `${address}:${port}`, '--etcd', this.etcd.join(','), '--etcd-prefix', this.prefix], {
       env: { ...process.env, DABBA_SECRET: this.secret },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
