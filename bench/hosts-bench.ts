@@ -7,6 +7,7 @@ import { connect } from '../src/client/index.js';
 import { runClosedLoop, type LoadReport } from '../src/load.js';
 import { measureHeadlineDabba, type ChainBenchSettings } from './chain-bench.js';
 import { formatRate, median, printTable, record } from './harness.js';
+import { SERVE_NODE_FLAGS } from '../src/host/node-flags.js';
 import { startLocalHosts } from './hosts/local-hosts.js';
 
 const WARMUP_MS = 1000;
@@ -120,6 +121,60 @@ export async function hostsBatchBench(settings: ChainBenchSettings): Promise<Hos
     [
       ['1024 writes, 1 MiB (in-process default)', formatRate(result.smallBatchWritesPerSecond), '1.00x'],
       ['4096 writes, 2 MiB (remote default)', formatRate(result.largeBatchWritesPerSecond), `${result.ratio.toFixed(2)}x`],
+    ],
+  );
+  return result;
+}
+
+export interface HostsNodeFlagsResult {
+  withoutWritesPerSecond: number;
+  withWritesPerSecond: number;
+  ratio: number;
+  withoutRuns: number[];
+  withRuns: number[];
+}
+
+/**
+ * Three fresh hosts per run, started without and with SERVE_NODE_FLAGS (src/host/node-flags.ts),
+ * alternating which goes first; each run writes for a warm-up, then is measured.
+ */
+export async function hostsNodeFlagsBench(settings: ChainBenchSettings): Promise<HostsNodeFlagsResult> {
+  const withoutRuns: number[] = [];
+  const withRuns: number[] = [];
+  const load = { writers: 4, writeWindow: 4096 };
+  for (let run = 0; run < settings.runs; run++) {
+    const order = run % 2 === 0 ? [[], SERVE_NODE_FLAGS] : [SERVE_NODE_FLAGS, []];
+    for (const serveNodeFlags of order) {
+      const hosts = await startLocalHosts(3, { serveNodeFlags });
+      try {
+        const client = await connect({ hosts: hosts.urls, secret: hosts.secret });
+        try {
+          await runClosedLoop(client, { durationMs: 2 * WARMUP_MS, ...load });
+          const rate = (await runClosedLoop(client, { durationMs: settings.seconds * 1000, ...load })).writesPerSecond;
+          (serveNodeFlags.length === 0 ? withoutRuns : withRuns).push(rate);
+        } finally {
+          await client.close();
+        }
+      } finally {
+        await hosts.stop();
+      }
+    }
+    settings.log(`  run ${run + 1}/${settings.runs}: without ${formatRate(withoutRuns.at(-1)!)}, with ${SERVE_NODE_FLAGS.join(' ')} ${formatRate(withRuns.at(-1)!)}`);
+  }
+  const result: HostsNodeFlagsResult = {
+    withoutWritesPerSecond: median(withoutRuns),
+    withWritesPerSecond: median(withRuns),
+    ratio: median(withRuns) / median(withoutRuns),
+    withoutRuns,
+    withRuns,
+  };
+  record('hosts-node-flags', { seconds: settings.seconds, valueBytes: 100, flags: SERVE_NODE_FLAGS, ...result }, settings.env);
+  printTable(
+    'Three dabba serve processes started without and with their Node.js flags, 100 B values, 4 x 4096 in flight (alternating runs)',
+    ['hosts started', 'writes/s (median)', 'vs without'],
+    [
+      ['node (no flags)', formatRate(result.withoutWritesPerSecond), '1.00x'],
+      [`node ${SERVE_NODE_FLAGS.join(' ')}`, formatRate(result.withWritesPerSecond), `${result.ratio.toFixed(2)}x`],
     ],
   );
   return result;

@@ -28,7 +28,10 @@ function cliCommand(): string[] {
   return isTs ? ['--import', 'tsx', cli] : [cli];
 }
 
-export async function startLocalHosts(count: number, options: { log?: (line: string) => void; env?: NodeJS.ProcessEnv; nodeArgs?: string[] } = {}): Promise<LocalHosts> {
+export async function startLocalHosts(
+  count: number,
+  options: { log?: (line: string) => void; env?: NodeJS.ProcessEnv; nodeArgs?: string[]; serveNodeFlags?: readonly string[] } = {},
+): Promise<LocalHosts> {
   const servers = new LocalServers('hosts-bench');
   const children: ChildProcess[] = [];
   const logs: string[][] = [];
@@ -58,7 +61,7 @@ export async function startLocalHosts(count: number, options: { log?: (line: str
       if (configuration.members.length === count && configuration.joining === null) resolveChain();
     });
     for (let index = 0; index < count; index++) {
-      const child = spawn(process.execPath, [...SERVE_NODE_FLAGS, ...(options.nodeArgs ?? []), ...cliCommand(), 'serve', '--id', `bench-h${index + 1}`, '--listen', `127.0.0.1:${ports[index]}`, '--etcd', etcd.clientUrls.join(','), '--etcd-prefix', prefix], {
+      const child = spawn(process.execPath, [...(options.serveNodeFlags ?? SERVE_NODE_FLAGS), ...(options.nodeArgs ?? []), ...cliCommand(), 'serve', '--id', `bench-h${index + 1}`, '--listen', `127.0.0.1:${ports[index]}`, '--etcd', etcd.clientUrls.join(','), '--etcd-prefix', prefix], {
         env: { ...process.env, ...options.env, DABBA_SECRET: secret },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
