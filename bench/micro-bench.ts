@@ -72,6 +72,18 @@ export async function micro(env: Environment, small: boolean): Promise<{ rows: M
     .add('client: one promise per write, resolved by one cumulative ack', () => {
       for (let index = 0; index < WRITES_PER_BATCH; index++) void futures.add();
       hash ^= futures.resolveThrough(futures.next - 1, undefined);
+    })
+    .add('client: one promise for the batch (putMany), resolved by one cumulative ack', () => {
+      let resolveAll!: () => void;
+      let rejectAll!: (reason: unknown) => void;
+      void new Promise<void>((resolve, reject) => {
+        resolveAll = resolve;
+        rejectAll = reject;
+      });
+      let last = 0;
+      for (let index = 0; index < WRITES_PER_BATCH; index++) last = futures.addSettlers(rejectAll);
+      futures.setResolver(last, resolveAll);
+      hash ^= futures.resolveThrough(last, undefined);
     });
 
   await bench.run();

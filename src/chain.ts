@@ -401,12 +401,14 @@ export class Chain extends EventEmitter {
     return this.writes.delete(key);
   }
 
-  /** Writes every entry (in order) and resolves when all are acknowledged. */
+  /**
+   * Writes every entry (in order) with one promise for all: it resolves when all are acknowledged
+   * and rejects with the first error of any, like Promise.all over their puts, without a promise
+   * per write. A refused entry (bad size, overload) rejects the call; the others are still written.
+   */
   putMany(entries: Iterable<readonly [KeyInput, ValueInput]>): Promise<void> {
     if (this.state !== 'open') return Promise.reject(this.unavailableError());
-    const promises: Promise<void>[] = [];
-    for (const [key, value] of entries) promises.push(this.writes.put(key, value));
-    return Promise.all(promises).then(() => undefined);
+    return this.writes.putMany(entries);
   }
 
   /** The value of `key` at the tail, or undefined if it has none. */

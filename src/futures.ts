@@ -65,16 +65,39 @@ export class FutureRing<T> {
     return promise;
   }
 
+  /**
+   * Registers sequence number `next` without a promise of its own, for a caller that settles many
+   * writes with one promise: `reject` is called if this write fails, and a resolver may be set later
+   * with setResolver(). Returns the sequence number. The caller checks isFull first.
+   */
+  addSettlers(reject: Reject): number {
+    assert(!this.isFull, 'FutureRing.addSettlers: ring is full');
+    const seq = this.nextSeq;
+    const slot = seq & this.mask;
+    this.resolvers[slot] = null;
+    this.rejecters[slot] = reject;
+    this.nextSeq++;
+    return seq;
+  }
+
+  /** Sets the resolver of pending `seq` (from addSettlers); false if `seq` is already settled. */
+  setResolver(seq: number, resolve: Resolve<T>): boolean {
+    assert(seq < this.nextSeq, `FutureRing.setResolver: ${seq} was never added`);
+    if (seq <= this.settledThrough) return false;
+    this.resolvers[seq & this.mask] = resolve;
+    return true;
+  }
+
   /** Resolves every pending sequence number <= seq with `value` (a cumulative acknowledgement). */
   resolveThrough(seq: number, value: T): number {
     const last = Math.min(seq, this.nextSeq - 1);
     let settled = 0;
     for (let current = this.settledThrough + 1; current <= last; current++) {
       const slot = current & this.mask;
-      const resolve = this.resolvers[slot]!;
+      const resolve = this.resolvers[slot];
       this.resolvers[slot] = null;
       this.rejecters[slot] = null;
-      resolve(value);
+      if (resolve) resolve(value); // null for writes settled by a shared promise (addSettlers)
       settled++;
     }
     if (last > this.settledThrough) this.settledThrough = last;
@@ -85,11 +108,11 @@ export class FutureRing<T> {
   resolveOne(seq: number, value: T): void {
     assert(seq === this.settledThrough + 1 && seq < this.nextSeq, `FutureRing.resolveOne: ${seq} is not the oldest pending`);
     const slot = seq & this.mask;
-    const resolve = this.resolvers[slot]!;
+    const resolve = this.resolvers[slot];
     this.resolvers[slot] = null;
     this.rejecters[slot] = null;
     this.settledThrough = seq;
-    resolve(value);
+    if (resolve) resolve(value); // null for writes settled by a shared promise (addSettlers)
   }
 
   /** Rejects each pending sequence number <= seq with reasonFor(seq). */

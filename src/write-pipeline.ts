@@ -105,16 +105,57 @@ export class WritePipeline {
     return this.write(Op.Delete, key, EMPTY);
   }
 
+  /**
+   * Writes every entry, in order, with one promise for them all instead of one per write: it
+   * resolves once the last is acknowledged (acks are cumulative, so then all are) and rejects with
+   * the first error of any of them, as Promise.all over their puts would. An entry refused at once
+   * (bad type, size, overload) rejects the call, and the entries around it are still written.
+   */
+  putMany(entries: Iterable<readonly [KeyInput, ValueInput]>): Promise<void> {
+    let resolveAll!: () => void;
+    let rejectAll!: (reason: unknown) => void;
+    const all = new Promise<void>((resolve, reject) => {
+      resolveAll = resolve;
+      rejectAll = reject;
+    });
+    let refused: unknown = null;
+    let lastSeq = 0;
+    for (const [key, value] of entries) {
+      const problem = this.stage(Op.Put, key, value);
+      if (problem !== null) {
+        refused ??= problem;
+        continue;
+      }
+      lastSeq = this.futures.addSettlers(rejectAll);
+      this.staged();
+    }
+    if (refused !== null) rejectAll(refused);
+    else if (lastSeq === 0 || !this.futures.setResolver(lastSeq, resolveAll)) resolveAll();
+    return all;
+  }
+
   private write(op: Op, key: KeyInput, value: ValueInput): Promise<void> {
-    if (this.failure !== null) return Promise.reject(this.failure);
+    const problem = this.stage(op, key, value);
+    if (problem !== null) return Promise.reject(problem);
+    const promise = this.futures.add();
+    this.staged();
+    return promise;
+  }
+
+  /**
+   * Encodes one write into the open batch; the caller then registers its future and calls
+   * staged(). Returns why the write was refused instead, having staged nothing.
+   */
+  private stage(op: Op, key: KeyInput, value: ValueInput): Error | null {
+    if (this.failure !== null) return this.failure;
     const keyIsString = typeof key === 'string';
     const valueIsString = typeof value === 'string';
-    if (!keyIsString && !(key instanceof Uint8Array)) return Promise.reject(typeError('key', key));
-    if (!valueIsString && !(value instanceof Uint8Array)) return Promise.reject(typeError('value', value));
-    if (this.futures.isFull) return Promise.reject(this.overloadedError);
+    if (!keyIsString && !(key instanceof Uint8Array)) return typeError('key', key);
+    if (!valueIsString && !(value instanceof Uint8Array)) return typeError('value', value);
+    if (this.futures.isFull) return this.overloadedError;
 
     let batch = this.open ?? this.openBatch();
-    if (batch === null) return Promise.reject(this.overloadedError);
+    if (batch === null) return this.overloadedError;
     // UTF-8 needs at most 3 bytes per UTF-16 unit; if even that fits, encode in place directly.
     const keyBound = keyIsString ? key.length * 3 : key.length;
     const valueBound = valueIsString ? value.length * 3 : value.length;
@@ -122,11 +163,11 @@ export class WritePipeline {
       const keyBytes = keyIsString ? Buffer.byteLength(key) : key.length;
       const valueBytes = valueIsString ? Buffer.byteLength(value) : value.length;
       const invalid = this.checkSizes(keyBytes, valueBytes);
-      if (invalid !== null) return Promise.reject(invalid);
+      if (invalid !== null) return invalid;
       if (!batch.encoder.fits(keyBytes, valueBytes)) {
         this.seal(batch);
         batch = this.openBatch();
-        if (batch === null) return Promise.reject(this.overloadedError);
+        if (batch === null) return this.overloadedError;
       }
     }
     const encoder = batch.encoder;
@@ -136,17 +177,21 @@ export class WritePipeline {
       ? writeUtf8(batch.payload, value, keyStart + keyLength)
       : copyInto(batch.payload, value, keyStart + keyLength);
     const invalid = this.checkSizes(keyLength, valueLength);
-    if (invalid !== null) return Promise.reject(invalid);
+    if (invalid !== null) return invalid;
 
     encoder.addRecord(op, keyLength, valueLength);
-    const promise = this.futures.add();
-    if (encoder.count === encoder.writesMax) {
+    return null;
+  }
+
+  /** After a write was staged and its future registered: send a full batch, or schedule a flush. */
+  private staged(): void {
+    const batch = this.open!;
+    if (batch.encoder.count === batch.encoder.writesMax) {
       this.seal(batch);
       this.pump();
     } else if (!this.flushScheduled) {
       this.scheduleFlush();
     }
-    return promise;
   }
 
   private checkSizes(keyLength: number, valueLength: number): DabbaError | null {

@@ -142,6 +142,43 @@ describe('API behaviour', () => {
   });
 });
 
+describe('putMany: one promise for many writes', () => {
+  test('resolves once all are acknowledged, across many batches, in order', async () => {
+    const chain = track(createChain({ replicas: 3, batch: { maxWrites: 64 } }));
+    const entries = Array.from({ length: 5000 }, (_, index) => [`many-${index % 100}`, `v${index}`] as const);
+    await chain.putMany(entries);
+    assert.equal(chain.stats().writesAcknowledged, 5000, 'resolved only once every write was acknowledged');
+    for (let key = 0; key < 100; key++) assert.equal((await chain.get(`many-${key}`))!.toString(), `v${4900 + key}`, 'the last write of each key wins');
+    await chain.putMany([]);
+    await chain.close();
+  });
+
+  test('a refused entry rejects the call with its error; the entries around it are still written', async () => {
+    const chain = track(createChain({ replicas: 2, valueBytesMax: 16 }));
+    await assert.rejects(chain.putMany([['before', '1'], ['too-big', 'x'.repeat(17)], ['', 'no key'], ['after', '2']]), { code: 'DABBA_ERR_VALUE_TOO_LARGE' });
+    // The call rejects at once, as Promise.all would: the other two may still be in flight. A later
+    // write's ack covers them (one client's writes commit in order).
+    await chain.put('fence', '1');
+    assert.equal((await chain.get('before'))!.toString(), '1');
+    assert.equal((await chain.get('after'))!.toString(), '2');
+    assert.equal(await chain.get('too-big'), undefined);
+    await chain.close();
+    await assert.rejects(chain.putMany([['k', 'v']]), { code: 'DABBA_ERR_CLOSED' });
+  });
+
+  test('writes that fail after they were staged reject the call, never resolve it', async () => {
+    const chain = track(createChain({ replicas: 3, closeTimeoutMs: 0 }));
+    const many = chain.putMany(Array.from({ length: 20_000 }, (_, index) => [`k${index}`, 'v'] as const));
+    const settled = Promise.allSettled([many]);
+    await chain.close();
+    const [result] = await settled;
+    // Closed with no grace: unless the chain was fast enough to acknowledge all 20,000 first, the
+    // writes it had not acknowledged fail, and so does the call.
+    if (result!.status === 'fulfilled') assert.equal(chain.stats().writesAcknowledged, 20_000);
+    else assert.match((result!.reason as { code: string }).code, /^DABBA_ERR_(CLOSED|OUTCOME_UNKNOWN)$/);
+  });
+});
+
 describe('bad input gets a clear coded error', () => {
   test('keys, values and types', async () => {
     const chain = track(createChain({ replicas: 1, keyBytesMax: 8, valueBytesMax: 16 }));

@@ -306,9 +306,7 @@ export class RemoteClient extends EventEmitter {
 
   putMany(entries: Iterable<readonly [KeyInput, ValueInput]>): Promise<void> {
     if (this.state !== 'open') return Promise.reject(closedError());
-    const promises: Promise<void>[] = [];
-    for (const [key, value] of entries) promises.push(this.writes.put(key, value));
-    return Promise.all(promises).then(() => undefined);
+    return this.writes.putMany(entries);
   }
 
   async get(key: KeyInput): Promise<Buffer | undefined> {
