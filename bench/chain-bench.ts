@@ -26,12 +26,12 @@ function keySpaceFor(valueBytes: number): number {
   return Math.min(100_000, Math.floor((64 * 1024 * 1024) / (valueBytes + 16)));
 }
 
-export async function measureDabba(options: ChainOptions, seconds: number, valueBytes = 100): Promise<LoadReport> {
+export async function measureDabba(options: ChainOptions, seconds: number, valueBytes = 100, putMany = false): Promise<LoadReport> {
   const chain = createChain(options);
   const keySpace = keySpaceFor(valueBytes);
   try {
-    await runClosedLoop(chain, { durationMs: WARMUP_MS, valueBytes, keySpace });
-    return await runClosedLoop(chain, { durationMs: seconds * 1000, valueBytes, keySpace });
+    await runClosedLoop(chain, { durationMs: WARMUP_MS, valueBytes, keySpace, putMany });
+    return await runClosedLoop(chain, { durationMs: seconds * 1000, valueBytes, keySpace, putMany });
   } finally {
     await chain.close();
   }
@@ -40,6 +40,11 @@ export async function measureDabba(options: ChainOptions, seconds: number, value
 /** The headline's dabba measurement (3 replicas, 100 B values, closed loop), for suites that compare against it. */
 export function measureHeadlineDabba(seconds: number): Promise<LoadReport> {
   return measureDabba({ replicas: 3 }, seconds);
+}
+
+/** The same, each writer's window of 2048 sent as one putMany() (one promise per window). */
+export function measureHeadlineDabbaPutMany(seconds: number): Promise<LoadReport> {
+  return measureDabba({ replicas: 3 }, seconds, 100, true);
 }
 
 async function measureNaive(replicas: number, seconds: number): Promise<LoadReport> {

@@ -5,7 +5,7 @@
  * are medians over the rounds. A peer whose server is not installed (and cannot be, without root)
  * is reported and left out.
  */
-import { measureHeadlineDabba, type ChainBenchSettings } from './chain-bench.js';
+import { measureHeadlineDabba, measureHeadlineDabbaPutMany, type ChainBenchSettings } from './chain-bench.js';
 import { formatRate, median, printTable, record } from './harness.js';
 import { etcdCluster } from './peers/etcd.js';
 import { redisReplicated, redisUnreplicated } from './peers/redis.js';
@@ -14,7 +14,7 @@ import { MissingBinaryError } from './peers/servers.js';
 const VALUE_BYTES = 100;
 const KEY_SPACE = 100_000;
 
-export type PeerName = 'dabba' | 'redis replicated' | 'redis unreplicated' | 'etcd';
+export type PeerName = 'dabba' | 'dabba putMany' | 'redis replicated' | 'redis unreplicated' | 'etcd';
 
 export interface PeerRow {
   peer: PeerName;
@@ -26,6 +26,8 @@ export interface PeerRow {
   p99Us: number | undefined;
   /** dabba's writes/s divided by this row's. */
   dabbaRatio: number;
+  /** dabba's with putMany windows (one promise per window, as Redis's client waits once per window) divided by this row's. */
+  dabbaPutManyRatio: number;
 }
 
 export interface PeersResult {
@@ -45,6 +47,14 @@ const contenders: Contender[] = [
     setup: '3 replicas in one process, 2 writers x 2048 puts',
     measure: async (seconds) => {
       const report = await measureHeadlineDabba(seconds);
+      return { writesPerSecond: report.writesPerSecond, p99Us: report.writeLatencyUs.p99 };
+    },
+  },
+  {
+    peer: 'dabba putMany',
+    setup: 'the same, each window of 2048 as one putMany',
+    measure: async (seconds) => {
+      const report = await measureHeadlineDabbaPutMany(seconds);
       return { writesPerSecond: report.writesPerSecond, p99Us: report.writeLatencyUs.p99 };
     },
   },
@@ -92,6 +102,7 @@ export async function peers(settings: ChainBenchSettings): Promise<PeersResult> 
   }
 
   const dabbaRate = median(measured.get('dabba')!.rates);
+  const dabbaPutManyRate = median(measured.get('dabba putMany')!.rates);
   const rows: PeerRow[] = contenders
     .filter((contender) => measured.has(contender.peer))
     .map((contender) => {
@@ -104,19 +115,25 @@ export async function peers(settings: ChainBenchSettings): Promise<PeersResult> 
         runs: rates,
         p99Us: p99s.length > 0 ? median(p99s) : undefined,
         dabbaRatio: dabbaRate / writesPerSecond,
+        dabbaPutManyRatio: dabbaPutManyRate / writesPerSecond,
       };
     });
   for (const row of rows) record('peers', { seconds: settings.seconds, valueBytes: VALUE_BYTES, keySpace: KEY_SPACE, ...row }, settings.env);
   printTable(
-    `Peers: 16 B keys, ${VALUE_BYTES} B values, all on this machine's loopback (p99: per write for dabba and etcd, per window of 2048 for Redis)`,
-    ['peer', 'setup', 'writes/s (median)', 'p99', 'dabba/peer'],
+    `Peers: 16 B keys, ${VALUE_BYTES} B values, all on this machine's loopback (p99: per write for dabba put and etcd, per window of 2048 for dabba putMany and Redis)`,
+    ['peer', 'setup', 'writes/s (median)', 'p99', 'dabba/peer', 'dabba putMany/peer'],
     rows.map((row) => [
       row.peer,
       row.setup,
       formatRate(row.writesPerSecond),
       row.p99Us === undefined ? '-' : `${row.p99Us} us`,
-      `${row.dabbaRatio >= 1 ? row.dabbaRatio.toFixed(1) : row.dabbaRatio.toPrecision(2)}x`,
+      formatRatio(row.dabbaRatio),
+      formatRatio(row.dabbaPutManyRatio),
     ]),
   );
   return { rows, skipped };
+}
+
+function formatRatio(ratio: number): string {
+  return `${ratio >= 1 ? ratio.toFixed(1) : ratio.toPrecision(2)}x`;
 }

@@ -14,6 +14,7 @@ import { createHistogram, performance, type RecordableHistogram } from 'node:per
 export interface LoadTarget {
   put(key: string, value: Uint8Array): Promise<void>;
   get?(key: string): Promise<Buffer | undefined>;
+  putMany?(entries: Iterable<readonly [string, Uint8Array]>): Promise<void>;
 }
 
 export interface LoadOptions {
@@ -36,6 +37,12 @@ export interface LoadOptions {
   /** Concurrent readers, each with a window of `readWindow` gets (default 0). */
   readers?: number;
   readWindow?: number;
+  /**
+   * Each writer sends its window as one putMany() instead of a put() per write (no reads then):
+   * one promise per window, as a pipelining client waits once per window. Latency is recorded per
+   * window, from the call to its resolution (its last write's latency).
+   */
+  putMany?: boolean;
   /** Record the latency of one operation in this many (default 64). */
   sampleEvery?: number;
   /** Called about once a second with progress so far. */
@@ -106,7 +113,24 @@ export async function runClosedLoop(chain: LoadTarget, options: LoadOptions): Pr
   const readRatio = options.readRatio ?? 0;
   const get = chain.get?.bind(chain);
   if (readRatio > 0 && get === undefined) throw new RangeError('a read ratio needs a target that serves reads');
+  if (options.putMany === true && (chain.putMany === undefined || readRatio > 0)) throw new RangeError('putMany windows need a target with putMany() and no read ratio');
+  const windowWriter = async (writerIndex: number): Promise<void> => {
+    let cursor = (writerIndex * 7919) % keySpace;
+    // One array of entries per writer, refilled each window: putMany encodes them before it returns.
+    const entries = Array.from({ length: writeWindow }, (): [string, Uint8Array] => ['', value]);
+    while (running) {
+      for (const entry of entries) {
+        entry[0] = keys[cursor]!;
+        if (++cursor === keySpace) cursor = 0;
+      }
+      const issued = performance.now();
+      await chain.putMany!(entries);
+      histogram.record(Math.max(1, Math.round((performance.now() - issued) * 1000)));
+      writes += writeWindow;
+    }
+  };
   const writer = async (writerIndex: number): Promise<void> => {
+    if (options.putMany === true) return windowWriter(writerIndex);
     let cursor = (writerIndex * 7919) % keySpace;
     let readCredit = 0;
     while (running) {

@@ -60,8 +60,8 @@ test('every benchmark suite runs in its small setting and records its results', 
     // CI runs as root, so the peers' servers (redis-server, etcd) are installed on demand and none is skipped.
     const peersResult = results.peers as PeersResult;
     assert.deepEqual(peersResult.skipped, []);
-    assert.deepEqual(peersResult.rows.map((row) => row.peer), ['dabba', 'redis replicated', 'redis unreplicated', 'etcd']);
-    for (const row of peersResult.rows) assert.ok(row.writesPerSecond > 0 && row.dabbaRatio > 0, JSON.stringify(row));
+    assert.deepEqual(peersResult.rows.map((row) => row.peer), ['dabba', 'dabba putMany', 'redis replicated', 'redis unreplicated', 'etcd']);
+    for (const row of peersResult.rows) assert.ok(row.writesPerSecond > 0 && row.dabbaRatio > 0 && row.dabbaPutManyRatio > 0, JSON.stringify(row));
     const hostsResult = results.hosts as HostsBenchResult;
     assert.ok(hostsResult.hostsWritesPerSecond > 0 && hostsResult.inProcessWritesPerSecond > 0 && hostsResult.hostsLatencyUs.p99 > 0, JSON.stringify(hostsResult));
     const ledger = readFileSync(join(directory, 'results.jsonl'), 'utf8').trim().split('\n').map((line) => JSON.parse(line));
