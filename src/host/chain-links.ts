@@ -184,10 +184,8 @@ export class ChainLinks {
           return;
         }
         if (closed) return; // it closed before we got here, and its onClose scheduled a redial
-        const previous = upstream.link;
         dialed = link;
         upstream.link = link;
-        previous?.close(LinkCloseCode.normal, 'replaced by a newer link');
         this.options.predecessorRefused(null);
         if (attempt > 1) this.repairAfterRedial(link, upstream.replicaId);
         this.options.kick();

@@ -527,6 +527,7 @@ export class DabbaHost extends EventEmitter {
     if (this.listenSocket !== null) loadUws().uws.us_listen_socket_close(this.listenSocket as never);
     await this.replica?.stop();
     this.replica = null;
+    // Stopping the replica may have used up the deadline: closing the etcd client still gets a moment.
     await settleBy(this.store.close(), Math.max(etcdDeadline, performance.now() + CLOSE_ETCD_WAIT_MS / 4));
   }
 
