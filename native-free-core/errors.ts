@@ -20,6 +20,12 @@ export const ErrorCode = {
   staleEpoch: 'DABBA_ERR_STALE_EPOCH',
   /** A batch whose sequence numbers do not continue the node's applied prefix. */
   sequenceGap: 'DABBA_ERR_SEQUENCE_GAP',
+  /**
+   * A well-formed message that a correct neighbour never sends here: an ack beyond what was
+   * forwarded, a Hello claiming writes this node never had, a batch before a joiner's snapshot.
+   * Refused and reported; the master decides about the sender.
+   */
+  protocolViolation: 'DABBA_ERR_PROTOCOL_VIOLATION',
   /** A replica's worker stopped unexpectedly. */
   replicaFailed: 'DABBA_ERR_REPLICA_FAILED',
   /**

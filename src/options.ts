@@ -3,7 +3,8 @@
  * then turned into the fixed limits every ring, log and buffer is allocated from.
  */
 import { DabbaError, ErrorCode } from '../native-free-core/errors.js';
-import { KEY_BYTES_LIMIT, writeBatchFrameBytesMax, FRAME_OVERHEAD_BYTES } from '../native-free-core/wire/codec.js';
+import { deriveLimits, type Limits } from '../native-free-core/limits.js';
+import { KEY_BYTES_LIMIT } from '../native-free-core/wire/codec.js';
 
 export interface BatchOptions {
   /** Most writes coalesced into one batch (default 1024). */
@@ -57,23 +58,13 @@ export interface ChainOptions {
   workerExecArgv?: string[];
 }
 
-export interface ResolvedOptions {
+/** The options with defaults filled in, and every size limit derived from them (see Limits). */
+export interface ResolvedOptions extends Limits {
   replicas: number;
-  batchWritesMax: number;
-  batchBytesMax: number;
   lingerUs: number;
   batchInFlightMax: number;
-  ringBytes: number;
-  keyBytesMax: number;
-  valueBytesMax: number;
   pendingWritesMax: number;
-  pendingReadsMax: number;
-  readBatchReadsMax: number;
-  readReplyPayloadBytesMax: number;
-  readReplyResultsMax: number;
-  inflightBytesMax: number;
   inflightBatchesMax: number;
-  controlRingBytes: number;
   spinIterations: number;
   sleepTimeoutMs: number;
   closeTimeoutMs: number;
@@ -82,6 +73,8 @@ export interface ResolvedOptions {
 }
 
 const MiB = 1024 * 1024;
+/** Capacity of each ring that carries acks and Hellos (they are tiny). */
+const CONTROL_RING_BYTES = 64 * 1024;
 
 function integer(value: unknown, name: string, fallback: number, minimum: number, maximum: number): number {
   if (value === undefined) return fallback;
@@ -125,51 +118,31 @@ export function resolveOptions(options: ChainOptions = {}): ResolvedOptions {
   if (!isPowerOfTwo(ringBytes)) throw rangeError(`ringBytes must be a power of two, got ${ringBytes}`);
   const keyBytesMax = integer(options.keyBytesMax, 'keyBytesMax', 1024, 1, KEY_BYTES_LIMIT);
   const valueBytesMax = integer(options.valueBytesMax, 'valueBytesMax', Math.min(512 * 1024, batchBytesMax - keyBytesMax), 0, 64 * MiB);
-  if (keyBytesMax + valueBytesMax > batchBytesMax) {
-    throw rangeError(`keyBytesMax + valueBytesMax (${keyBytesMax + valueBytesMax}) must fit in batch.maxBytes (${batchBytesMax})`);
-  }
-  const ringRecordBytesMax = ringBytes / 2 - 8;
-  const batchFrameBytes = writeBatchFrameBytesMax(batchWritesMax, batchBytesMax);
-  if (batchFrameBytes > ringRecordBytesMax) {
-    throw rangeError(
-      `a full batch (${batchFrameBytes} bytes) must fit in half a ring: raise ringBytes (${ringBytes}) or lower batch.maxBytes/maxWrites`,
-    );
-  }
   const pendingWritesMax = integer(options.pendingWritesMax, 'pendingWritesMax', 131072, 1, 1 << 24);
   const pendingReadsMax = integer(options.pendingReadsMax, 'pendingReadsMax', 65536, 1, 1 << 24);
   const inflightBytesMax = integer(options.inflightBytesMax, 'inflightBytesMax', 32 * MiB, 4096, 4096 * MiB);
-  if (inflightBytesMax < batchFrameBytes) {
-    throw rangeError(`inflightBytesMax (${inflightBytesMax}) must hold at least one full batch (${batchFrameBytes} bytes)`);
-  }
   const spinIterations = integer(options.spinIterations, 'spinIterations', 2000, 0, 10_000_000);
   const closeTimeoutMs = integer(options.closeTimeoutMs, 'closeTimeoutMs', 10_000, 0, 3_600_000);
   const suspectAfterMs = integer(options.suspectAfterMs, 'suspectAfterMs', 1000, 100, 3_600_000);
-
-  // A read batch and its reply must each fit in one ring record, whatever the keys' and values' sizes.
-  const readBatchReadsMax = Math.min(1024, pendingReadsMax, Math.floor((ringRecordBytesMax - FRAME_OVERHEAD_BYTES) / (8 + keyBytesMax)));
-  if (readBatchReadsMax < 1) throw rangeError(`ringBytes (${ringBytes}) is too small for a read of a ${keyBytesMax}-byte key`);
-  const readReplyResultsMax = readBatchReadsMax;
-  const readReplyPayloadBytesMax = Math.min(4 * MiB, ringRecordBytesMax - FRAME_OVERHEAD_BYTES - readReplyResultsMax * 17);
-  if (readReplyPayloadBytesMax < Math.max(valueBytesMax, 1)) {
-    throw rangeError(`ringBytes (${ringBytes}) is too small to carry a read reply of valueBytesMax (${valueBytesMax}) bytes`);
-  }
-  return {
-    replicas,
-    batchWritesMax,
-    batchBytesMax,
-    lingerUs,
-    batchInFlightMax,
+  // Every size limit follows from these settings (native-free-core/limits.ts says how).
+  const limits = deriveLimits({
     ringBytes,
+    controlRingBytes: CONTROL_RING_BYTES,
     keyBytesMax,
     valueBytesMax,
-    pendingWritesMax,
+    batchWritesMax,
+    batchBytesMax,
     pendingReadsMax,
-    readBatchReadsMax,
-    readReplyPayloadBytesMax,
-    readReplyResultsMax,
     inflightBytesMax,
+  });
+  if (typeof limits === 'string') throw rangeError(limits);
+  return {
+    ...limits,
+    replicas,
+    lingerUs,
+    batchInFlightMax,
+    pendingWritesMax,
     inflightBatchesMax: Math.max(16, Math.ceil(inflightBytesMax / 4096)),
-    controlRingBytes: 64 * 1024,
     spinIterations,
     sleepTimeoutMs: 50,
     closeTimeoutMs,

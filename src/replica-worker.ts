@@ -19,7 +19,8 @@ export function replicaLimits(resolved: ResolvedOptions): ReplicaLimits {
     readReplyResultsMax: resolved.readReplyResultsMax,
     spinIterations: resolved.spinIterations,
     sleepTimeoutMs: resolved.sleepTimeoutMs,
-    // Small enough that cutting one frame does not hold up the batches the tail is applying.
-    snapshotFrameBytesMax: Math.min(256 * 1024, resolved.ringBytes / 2 - 1024),
+    snapshotFrameBytesMax: resolved.snapshotFrameBytesMax,
+    keyBytesMax: resolved.keyBytesMax,
+    valueBytesMax: resolved.valueBytesMax,
   };
 }

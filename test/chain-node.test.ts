@@ -7,7 +7,8 @@ import { describe, test } from 'node:test';
 import { ChainNode } from '../native-free-core/chain/node.js';
 import { InflightLog } from '../native-free-core/chain/inflight-log.js';
 import { Store } from '../native-free-core/store.js';
-import { AckEncoder, ReadBatchEncoder, ReadReplyView, ReadStatus, WriteBatchEncoder, WriteBatchView } from '../native-free-core/wire/codec.js';
+import { AckEncoder, HelloEncoder, ReadBatchEncoder, ReadReplyView, ReadStatus, WriteBatchEncoder, WriteBatchView } from '../native-free-core/wire/codec.js';
+import { SnapshotWriter } from '../native-free-core/chain/snapshot.js';
 import { ChainHarness } from './helpers/chain-harness.js';
 
 const text = new TextEncoder();
@@ -146,7 +147,7 @@ describe('ChainNode guards', () => {
     assert.equal(ack.status === 'rejected' && ack.code, 'DABBA_ERR_MALFORMED_FRAME');
   });
 
-  test('acks from another epoch are ignored; acks beyond what was forwarded are an invariant violation', () => {
+  test('acks from another epoch are ignored; an ack beyond what was forwarded is refused and changes nothing', () => {
     const head = makeNode('head', 2);
     const encoder = new WriteBatchEncoder({ writesMax: 8, payloadBytesMax: 1024 });
     encoder.begin(1, 1);
@@ -154,13 +155,69 @@ describe('ChainNode guards', () => {
     head.receiveBatch(encoder.finish().slice());
     const acks = new AckEncoder();
     assert.equal(head.receiveAck(acks.encode({ epoch: 1, committedSeq: 1, clientId: 0, committedClientSeq: 0 })).status, 'ignored');
-    assert.throws(() => head.receiveAck(acks.encode({ epoch: 2, committedSeq: 1, clientId: 0, committedClientSeq: 0 })), {
-      code: 'DABBA_ERR_ASSERTION',
-    });
+    // Not forwarded yet: a correct successor cannot have it. (This used to reach an assertion.)
+    const beyond = head.receiveAck(acks.encode({ epoch: 2, committedSeq: 1, clientId: 0, committedClientSeq: 0 }));
+    assert.equal(beyond.status === 'rejected' && beyond.code, 'DABBA_ERR_PROTOCOL_VIOLATION');
+    assert.equal(head.inflightBatches, 1);
+    assert.equal(head.committedSeq, 0);
     const ready = head.ready();
     head.advance(ready, { forwarded: 1, acksSent: true, repliesSent: 0 });
     assert.equal(head.receiveAck(acks.encode({ epoch: 2, committedSeq: 1, clientId: 0, committedClientSeq: 0 })).status, 'applied');
     assert.equal(head.inflightBatches, 0);
+  });
+
+  test('a Hello at the current epoch that no correct successor sends is refused, never asserted on', () => {
+    const hellos = new HelloEncoder();
+    // A tail has no successor (this used to reach an assertion: one such Hello crashed every replica).
+    const tail = makeNode('tail', 2);
+    assert.equal(tail.receiveBatch(stampedBatch(2, 1, 3)).status, 'applied');
+    const toTail = tail.receiveHello(hellos.encode({ epoch: 2, replicaId: 9, appliedSeq: 0 }));
+    assert.equal(toTail.status === 'ignored' && toTail.code, 'DABBA_ERR_PROTOCOL_VIOLATION');
+    // A middle hears of a successor claiming writes it never had (I1).
+    const middle = makeNode('middle', 2);
+    assert.equal(middle.receiveBatch(stampedBatch(2, 1, 3)).status, 'applied');
+    const beyond = middle.receiveHello(hellos.encode({ epoch: 2, replicaId: 9, appliedSeq: 1000 }));
+    assert.equal(beyond.status === 'rejected' && beyond.code, 'DABBA_ERR_PROTOCOL_VIOLATION');
+    // A correct Hello still works afterwards.
+    assert.equal(middle.receiveHello(hellos.encode({ epoch: 2, replicaId: 3, appliedSeq: 0 })).status, 'applied');
+    assert.equal(middle.ready().forward.length, 1);
+  });
+
+  test('a joining replica refuses a batch before its first snapshot frame (it would break its start)', () => {
+    const joiner = new ChainNode({ id: 4, epoch: 2, role: 'joining', store: new Store(), inflightBytesMax: 64 * 1024, inflightBatchesMax: 16, readReplyPayloadBytesMax: 4096, readReplyResultsMax: 8 });
+    const early = joiner.receiveBatch(stampedBatch(2, 1, 3));
+    assert.equal(early.status === 'ignored' && early.code, 'DABBA_ERR_PROTOCOL_VIOLATION');
+    assert.equal(joiner.appliedSeq, 0);
+    const source = new Store();
+    source.put(text.encode('k'), 0, 1, text.encode('v'), 0, 1, 5);
+    const writer = new SnapshotWriter({ store: source, epoch: 2, appliedSeq: 5, clientHighWater: new Map([[1, 5]]) }, 64 * 1024);
+    assert.equal(joiner.receiveSnapshot(writer.next().slice()).status, 'applied');
+    assert.equal(joiner.receiveBatch(stampedBatch(2, 6, 2, 6)).status, 'applied');
+    assert.equal(joiner.appliedSeq, 7);
+  });
+
+  test('keys and values above the limits are refused in batches, reads and snapshot frames', () => {
+    const limited = (role: 'head' | 'tail' | 'joining'): ChainNode =>
+      new ChainNode({ id: 1, epoch: 1, role, store: new Store(), inflightBytesMax: 64 * 1024, inflightBatchesMax: 16, readReplyPayloadBytesMax: 4096, readReplyResultsMax: 8, keyBytesMax: 8, valueBytesMax: 100 });
+    const encoder = new WriteBatchEncoder({ writesMax: 4, payloadBytesMax: 8192 });
+    encoder.begin(1, 1);
+    encoder.addPut(text.encode('k'), 0, 1, new Uint8Array(101), 0, 101);
+    const big = limited('head').receiveBatch(encoder.finish().slice());
+    assert.equal(big.status === 'rejected' && big.code, 'DABBA_ERR_MALFORMED_FRAME');
+    assert.match(big.status === 'rejected' ? big.reason : '', /101-byte value, above valueBytesMax 100/);
+    encoder.begin(1, 1);
+    encoder.addPut(text.encode('k'), 0, 1, new Uint8Array(100), 0, 100);
+    assert.equal(limited('head').receiveBatch(encoder.finish().slice()).status, 'applied', 'the largest legal value is taken');
+    const reads = new ReadBatchEncoder({ readsMax: 2, keyBytesMax: 16 });
+    reads.begin(1);
+    reads.addRead(text.encode('123456789'), 0, 9);
+    const longKey = limited('tail').receiveReads(reads.finish(1).slice());
+    assert.equal(longKey.status === 'rejected' && longKey.code, 'DABBA_ERR_MALFORMED_FRAME');
+    const source = new Store();
+    source.put(text.encode('k'), 0, 1, new Uint8Array(101), 0, 101, 1);
+    const writer = new SnapshotWriter({ store: source, epoch: 1, appliedSeq: 1, clientHighWater: new Map() }, 64 * 1024);
+    const snapshot = limited('joining').receiveSnapshot(writer.next().slice());
+    assert.equal(snapshot.status === 'rejected' && snapshot.code, 'DABBA_ERR_MALFORMED_FRAME');
   });
 
   test('the tail serves reads from its store; other roles refuse them', () => {

@@ -48,6 +48,7 @@ test('read replies reach only their own client, with its request ids, across spl
       secret: Buffer.alloc(16),
       nodeId: 'host:test',
       maxRecordBytes: 1 << 20,
+      recordLimits: { keyBytesMax: 1024, valueBytesMax: 512 * 1024 },
       allocateClientId: () => Promise.reject(new Error('not used')),
       view: () => ({ epoch: 1, members: [{ replicaId: 1, url: 'ws://127.0.0.1:1' }], joining: null }),
       isHead: () => true,

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { SnapshotView, SnapshotWriter } from '../native-free-core/chain/snapshot.js';
+import { deriveLimits } from '../native-free-core/limits.js';
 import { Store } from '../native-free-core/store.js';
 import { mulberry32 } from './helpers/prng.js';
 
@@ -182,6 +183,61 @@ describe('SnapshotWriter', () => {
     put(store, 'big', new Uint8Array(5000), 1);
     const writer = new SnapshotWriter({ store, epoch: 1, appliedSeq: 1, clientHighWater: new Map() }, 4096);
     assert.throws(() => writer.next(), /exceeds a frame/);
+  });
+
+  test('entries of the largest key and value the limits allow each fit one frame, and load intact', () => {
+    const limits = deriveLimits({ ringBytes: 8 << 20, controlRingBytes: 64 << 10, keyBytesMax: 1024, valueBytesMax: 512 * 1024, batchWritesMax: 1024, batchBytesMax: 1 << 20, pendingReadsMax: 65536, inflightBytesMax: 32 << 20 });
+    assert.ok(typeof limits !== 'string', String(limits));
+    const store = new Store();
+    const random = mulberry32(5);
+    for (let index = 0; index < 5; index++) {
+      const key = new Uint8Array(1024).fill(index + 1);
+      const value = new Uint8Array(512 * 1024).map(() => Math.floor(random() * 256));
+      store.put(key, 0, key.length, value, 0, value.length, index + 1);
+    }
+    put(store, 'small', new Uint8Array(10), 6);
+    const writer = new SnapshotWriter({ store, epoch: 1, appliedSeq: 6, clientHighWater: new Map([[1, 6]]) }, limits.snapshotFrameBytesMax);
+    const frames: Uint8Array[] = [];
+    while (!writer.done) frames.push(writer.next().slice());
+    for (const frame of frames) assert.ok(frame.length <= limits.snapshotFrameBytesMax && frame.length <= limits.ringRecordBytesMax);
+    const loaded = loadFrames(frames);
+    assert.equal(loaded.store.digest(), store.digest());
+  });
+
+  test('the marks of 100,000 clients spread over frames of bounded size, and all arrive', () => {
+    const clientHighWater = new Map<number, number>();
+    for (let client = 1; client <= 100_000; client++) clientHighWater.set(client, client * 3);
+    const store = populatedStore(200, 9);
+    const writer = new SnapshotWriter({ store, epoch: 1, appliedSeq: 500, clientHighWater }, 64 * 1024);
+    const frames: Uint8Array[] = [];
+    while (!writer.done) frames.push(writer.next().slice());
+    assert.ok(frames.length > 20, `${frames.length} frames`);
+    for (const frame of frames) assert.ok(frame.length <= 64 * 1024);
+    const loaded = loadFrames(frames);
+    assert.equal(loaded.clients.size, 100_000);
+    assert.equal(loaded.clients.get(77_777), 77_777 * 3);
+    assert.equal(loaded.store.digest(), store.digest());
+  });
+
+  test('a version or client mark that no write could have made is refused (it used to reach the store)', () => {
+    const store = new Store();
+    put(store, 'k', new Uint8Array(4), 123456789);
+    const writer = new SnapshotWriter({ store, epoch: 1, appliedSeq: 1, clientHighWater: new Map([[7, 987654321]]) }, 4096);
+    const frame = writer.next().slice();
+    const view = new SnapshotView();
+    assert.equal(view.open(frame), null);
+    const replace = (from: number, to: number): Uint8Array => {
+      const bytes = frame.slice();
+      const pattern = new Uint8Array(new Float64Array([from]).buffer);
+      const at = Buffer.from(bytes).indexOf(Buffer.from(pattern));
+      assert.ok(at >= 0);
+      bytes.set(new Uint8Array(new Float64Array([to]).buffer), at);
+      return bytes;
+    };
+    for (const bad of [Number.NaN, -1, 0, 0.5, 2 ** 60, Number.POSITIVE_INFINITY]) {
+      assert.match(view.open(replace(123456789, bad)) ?? '', /version/, `version ${bad} passed`);
+    }
+    for (const bad of [Number.NaN, -1, 0.5, 2 ** 60]) assert.match(view.open(replace(987654321, bad)) ?? '', /mark/, `mark ${bad} passed`);
   });
 
   test('truncated or corrupted frames are reported as malformed, never applied', () => {

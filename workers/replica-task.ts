@@ -18,6 +18,9 @@ export interface ReplicaLimits {
   sleepTimeoutMs: number;
   /** Largest Snapshot frame sent to a joining replica (fits one ring record). */
   snapshotFrameBytesMax: number;
+  /** Largest key and value a frame may carry: larger ones are refused (native-free-core/limits.ts). */
+  keyBytesMax: number;
+  valueBytesMax: number;
 }
 
 /**

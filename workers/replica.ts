@@ -70,6 +70,8 @@ class ReplicaDriver {
       readReplyPayloadBytesMax: task.limits.readReplyPayloadBytesMax,
       readReplyResultsMax: task.limits.readReplyResultsMax,
       snapshotFrameBytesMax: task.limits.snapshotFrameBytesMax,
+      keyBytesMax: task.limits.keyBytesMax,
+      valueBytesMax: task.limits.valueBytesMax,
     });
   }
 
@@ -117,7 +119,7 @@ class ReplicaDriver {
   private computeHasWork(): boolean {
     if (Atomics.load(this.controlSignal, 0) !== 0) return true;
     if (this.acksIn !== null && !this.acksIn.isEmpty()) return true;
-    if (this.readsIn !== null && !this.readsIn.isEmpty()) return true;
+    if (this.readsIn !== null && !this.readsIn.isEmpty() && this.node.canAcceptReads()) return true;
     if (!this.inboundBlocked && !this.batchesIn.isEmpty()) return true;
     // A consumer released space we were waiting for: retry sending.
     for (let index = 0; index < this.blockedRings.length; index++) {
@@ -239,8 +241,13 @@ class ReplicaDriver {
 
   private drainReads(): boolean {
     const ring = this.readsIn;
-    if (ring === null || !ring.claim()) return false;
+    // Replies that cannot leave (a full ring) hold further reads back in theirs.
+    if (ring === null || !this.node.canAcceptReads() || !ring.claim()) return false;
     for (let offset = ring.next(); offset >= 0; offset = ring.next()) {
+      if (!this.node.canAcceptReads()) {
+        ring.unread();
+        break;
+      }
       const result = this.node.receiveReads(ring.bytes.subarray(offset, offset + ring.recordLength));
       if (result.status === 'applied') this.stats[ReplicaStat.readsServed]! += result.count;
       else if (result.status === 'rejected' || result.status === 'ignored') this.reportRejected(result.code, result.reason);

@@ -16,6 +16,7 @@ import type { Store } from '../store.js';
 import {
   AckView,
   HelloView,
+  KEY_BYTES_LIMIT,
   Op,
   ReadBatchView,
   ReadReplyEncoder,
@@ -24,7 +25,7 @@ import {
   type HelloFields,
 } from '../wire/codec.js';
 import { InflightLog } from './inflight-log.js';
-import { SnapshotView, SnapshotWriter } from './snapshot.js';
+import { snapshotFrameBytesFor, SnapshotView, SnapshotWriter } from './snapshot.js';
 
 export type Role = 'head' | 'middle' | 'tail' | 'solo' | 'joining';
 
@@ -45,6 +46,13 @@ export interface ChainNodeOptions {
   log?: (message: string) => void;
   /** Largest Snapshot frame this node sends a joining replica (default 1 MiB; must fit a ring record). */
   snapshotFrameBytesMax?: number;
+  /** Largest key a write, a read or a snapshot entry may carry (default: the format's 65535). */
+  keyBytesMax?: number;
+  /**
+   * Largest value a write or a snapshot entry may carry (default: what one read reply holds). A
+   * frame with a larger one is refused, so the store only holds values a reply can carry.
+   */
+  valueBytesMax?: number;
 }
 
 /** Outcome of offering a batch or ack to the node. Expected conditions, never exceptions. */
@@ -57,6 +65,11 @@ export type ReceiveResult =
 
 const APPLIED_PLACEHOLDER = { status: 'full' } as const;
 const DUPLICATE = { status: 'duplicate' } as const;
+/**
+ * Read replies waiting to be sent before the node stops taking read batches: a client that sends
+ * reads and never takes the replies fills its own ring, not this node's memory.
+ */
+const READ_REPLIES_WAITING_MAX = 64;
 
 /**
  * What the runtime must do next, as plain data. Ordering rules:
@@ -119,7 +132,7 @@ export class ChainNode {
   private awaitingSuccessorHello = false;
   private readonly readReplies: Uint8Array[] = [];
   private readonly helloView = new HelloView();
-  private readonly snapshotView = new SnapshotView();
+  private readonly snapshotView: SnapshotView;
   /** The replica joining behind this tail, if any (see reconfigure). */
   private joinerId: number | null = null;
   /** A tail's snapshot for its joiner, cut a frame at a time (Ready.snapshot), until all is sent. */
@@ -141,9 +154,9 @@ export class ChainNode {
   /** A Hello from a successor already in a newer epoch than ours, applied when we get there. */
   private helloFromNextEpoch: HelloFields | null = null;
 
-  private readonly batchView = new WriteBatchView();
+  private readonly batchView: WriteBatchView;
   private readonly ackView = new AckView();
-  private readonly readView = new ReadBatchView();
+  private readonly readView: ReadBatchView;
   private readonly replyEncoder: ReadReplyEncoder;
 
   constructor(options: ChainNodeOptions) {
@@ -158,6 +171,16 @@ export class ChainNode {
     this.inflight = new InflightLog(options.inflightBytesMax, options.inflightBatchesMax, { prefault: options.role !== 'joining' });
     this.replyEncoder = new ReadReplyEncoder(options.readReplyResultsMax, options.readReplyPayloadBytesMax);
     this.snapshotFrameBytesMax = options.snapshotFrameBytesMax ?? 1024 * 1024;
+    const limits = { keyBytesMax: options.keyBytesMax ?? KEY_BYTES_LIMIT, valueBytesMax: options.valueBytesMax ?? options.readReplyPayloadBytesMax };
+    // What the node accepts, it must be able to serve and to copy to a joiner (../limits.ts).
+    assert(limits.valueBytesMax <= options.readReplyPayloadBytesMax, 'ChainNode: a value of valueBytesMax must fit one read reply');
+    assert(
+      snapshotFrameBytesFor(limits.keyBytesMax + limits.valueBytesMax) <= this.snapshotFrameBytesMax,
+      'ChainNode: an entry of keyBytesMax and valueBytesMax must fit one snapshot frame',
+    );
+    this.batchView = new WriteBatchView(limits);
+    this.readView = new ReadBatchView(limits.keyBytesMax);
+    this.snapshotView = new SnapshotView(limits);
     this.log = options.log ?? (() => {});
   }
 
@@ -261,7 +284,11 @@ export class ChainNode {
     assert(!this.isHead, 'stepReplica on the head');
     // A joining replica hears only from the tail it copies, in order, and takes whatever epoch its
     // batches were stamped in (that tail applied them in their epoch); everyone else takes batches
-    // of its own epoch only.
+    // of its own epoch only. Its first frame is a snapshot frame: a batch before it is not its own.
+    if (this.roleValue === 'joining' && !this.snapshotStarted) {
+      this.log('ignoring (a batch before the first snapshot frame)');
+      return { status: 'ignored', code: ErrorCode.protocolViolation, reason: 'a joining replica takes batches only after its first snapshot frame' };
+    }
     if (batch.epoch !== this.epochValue && this.roleValue !== 'joining') {
       this.log(`ignoring (stale epoch ${batch.epoch}, node is at ${this.epochValue})`);
       return { status: 'ignored', code: ErrorCode.staleEpoch, reason: `batch epoch ${batch.epoch} != ${this.epochValue}` };
@@ -346,8 +373,12 @@ export class ChainNode {
       return { status: 'ignored', code: ErrorCode.staleEpoch, reason: `ack epoch ${ack.epoch} != ${this.epochValue}` };
     }
     if (ack.committedSeq <= this.committedSeqValue) return DUPLICATE;
-    // I1: the successor's applied writes are a prefix of ours, and we forwarded them.
-    assert(ack.committedSeq <= this.inflight.forwardedSeq, `ack ${ack.committedSeq} beyond forwarded ${this.inflight.forwardedSeq}`);
+    // I1: the successor's applied writes are a prefix of ours, and we forwarded them. A correct
+    // successor never acks more; one that does is refused (the master decides about it).
+    if (ack.committedSeq > this.inflight.forwardedSeq) {
+      this.log(`ignoring (ack ${ack.committedSeq} beyond forwarded ${this.inflight.forwardedSeq})`);
+      return { status: 'rejected', code: ErrorCode.protocolViolation, reason: `ack ${ack.committedSeq} beyond forwarded ${this.inflight.forwardedSeq}` };
+    }
     this.inflight.trimThrough(ack.committedSeq);
     this.committedSeqValue = ack.committedSeq;
     this.ackPending = !this.isHead;
@@ -490,10 +521,19 @@ export class ChainNode {
       this.log(`ignoring (stale epoch ${hello.epoch} hello, node is at ${this.epochValue})`);
       return { status: 'ignored', code: ErrorCode.staleEpoch, reason: `hello epoch ${hello.epoch} != ${this.epochValue}` };
     }
-    assert(!this.isTail, 'the tail has no successor to hear from');
+    // A Hello reaches a node that forwards, from its successor: a tail has none (a joiner's Hellos
+    // are not needed: it follows its snapshot's start).
+    if (!this.forwardsDownstream || this.hasJoiner) {
+      this.log('ignoring (a Hello at a node with no successor to resend to)');
+      return { status: 'ignored', code: ErrorCode.protocolViolation, reason: 'a Hello reaches only a node with a successor' };
+    }
     // I1: the successor's applied writes are a prefix of ours, and it has everything the tail has,
-    // so everything after its applied seq is still in our in-flight list.
-    assert(hello.appliedSeq <= this.appliedSeqValue, `I1: successor applied ${hello.appliedSeq} beyond ${this.appliedSeqValue}`);
+    // so everything after its applied seq is still in our in-flight list. A Hello claiming more is
+    // not from a correct successor: refused.
+    if (hello.appliedSeq > this.appliedSeqValue) {
+      this.log(`ignoring (a Hello claiming seq ${hello.appliedSeq}, beyond ${this.appliedSeqValue})`);
+      return { status: 'rejected', code: ErrorCode.protocolViolation, reason: `I1: successor claims seq ${hello.appliedSeq}, beyond ${this.appliedSeqValue}` };
+    }
     if (hello.appliedSeq < this.inflight.firstSeq - 1) {
       return {
         status: 'rejected',
@@ -540,6 +580,11 @@ export class ChainNode {
   beginHandoff(): void {
     assert(this.hasJoiner, 'beginHandoff: no replica is joining behind this one');
     this.handingOff = true;
+  }
+
+  /** Whether a read batch can be taken now (else it waits in its ring until replies are sent). */
+  canAcceptReads(): boolean {
+    return this.readReplies.length < READ_REPLIES_WAITING_MAX;
   }
 
   /** Whether ready() has anything for the runtime. */

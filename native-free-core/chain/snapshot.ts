@@ -7,7 +7,7 @@ import * as flatbuffers from 'flatbuffers';
 import { assert } from '../assert.js';
 import type { Store, StoreScan } from '../store.js';
 import { ClientMark, Frame, Message, Snapshot, WriteRecord } from '../wire/generated/schema_generated.js';
-import { FrameEnvelope, openMessage, reasonIfMalformed } from '../wire/codec.js';
+import { FrameEnvelope, KEY_BYTES_LIMIT, openMessage, reasonIfMalformed } from '../wire/codec.js';
 import {
   MalformedFrame,
   TableLocation,
@@ -29,9 +29,23 @@ export interface SnapshotSource {
 }
 
 const RECORD_BYTES = 12;
-const CHUNK_OVERHEAD_BYTES = 512;
+/** A frame's envelope, header fields, vtables and vector lengths, with slack for alignment. */
+const FRAME_OVERHEAD_BYTES = 512;
 /** Per entry in a frame: its record, its version, and slack for alignment. */
 const ENTRY_OVERHEAD_BYTES = RECORD_BYTES + 8 + 8;
+/** Per client mark in a frame (a ClientMark struct). */
+const MARK_BYTES = 16;
+
+/** The smallest frame that holds one entry of `entryBytes` key and value bytes (see ../limits.ts). */
+export function snapshotFrameBytesFor(entryBytes: number): number {
+  return FRAME_OVERHEAD_BYTES + entryBytes + ENTRY_OVERHEAD_BYTES;
+}
+
+/** What a joiner checks every snapshot entry against: the same limits as a write's. */
+export interface SnapshotEntryLimits {
+  keyBytesMax: number;
+  valueBytesMax: number;
+}
 
 /**
  * Cuts a store into Snapshot frames of at most `frameBytesMax` bytes, one per next() call, so a
@@ -43,28 +57,33 @@ const ENTRY_OVERHEAD_BYTES = RECORD_BYTES + 8 + 8;
  * the tail's state once the last frame is in: entries the scan reached are as of their frame and
  * rewritten by later batches; entries it did not reach yet were written only by batches (or not
  * since appliedSeq, and the scan reaches them). The joiner serves nothing until it becomes the tail.
- * The first frame carries the client marks as of appliedSeq (later batches raise them); the last
- * has last=true.
+ * The first frames carry the client marks as of appliedSeq, as many per frame as fit (a joiner
+ * raises its marks to a frame's, so marks and later batches may arrive in any order); the last
+ * frame has last=true. Every frame is at most `frameBytesMax` bytes, and one entry of any size the
+ * limits allow fits an empty frame (../limits.ts), so a frame always makes progress.
  *
  * One builder and one payload buffer are reused: on a VM, fresh pages cost milliseconds per MiB.
  */
 export class SnapshotWriter {
   private readonly scan: StoreScan;
   private finished = false;
-  private first = true;
-  private readonly entryBytesMax: number;
+  /** Bytes of marks, records, versions and payload one frame may hold. */
+  private readonly contentBytesMax: number;
   private readonly builder: flatbuffers.Builder;
   private readonly payload: Uint8Array;
+  /** Each client's high-water mark as of appliedSeq, sent a frame's worth at a time. */
+  private readonly marks: Array<[number, number]>;
+  private marksSent = 0;
 
   constructor(
     private readonly source: SnapshotSource,
-    frameBytesMax: number,
+    private readonly frameBytesMax: number,
   ) {
-    const clientsBytes = source.clientHighWater.size * 16 + 16;
-    this.entryBytesMax = frameBytesMax - CHUNK_OVERHEAD_BYTES - clientsBytes;
-    assert(this.entryBytesMax > 0, 'SnapshotWriter: frames too small for the client marks');
+    this.contentBytesMax = frameBytesMax - FRAME_OVERHEAD_BYTES;
+    assert(this.contentBytesMax >= MARK_BYTES + ENTRY_OVERHEAD_BYTES, 'SnapshotWriter: frames too small for an entry or a mark');
     this.builder = new flatbuffers.Builder(Math.ceil(frameBytesMax / 8) * 8);
-    this.payload = new Uint8Array(this.entryBytesMax);
+    this.payload = new Uint8Array(this.contentBytesMax);
+    this.marks = [...source.clientHighWater.entries()];
     this.scan = source.store.scan();
   }
 
@@ -88,6 +107,11 @@ export class SnapshotWriter {
     const heap = store.heap;
     builder.clear();
     builder.forceDefaults(true);
+    // Client marks first, as many as fit; then entries in the room they leave.
+    const marksEnd = Math.min(this.marks.length, this.marksSent + Math.floor(this.contentBytesMax / MARK_BYTES));
+    const marks = this.marks.slice(this.marksSent, marksEnd);
+    this.marksSent = marksEnd;
+    const entryBytesMax = this.contentBytesMax - marks.length * MARK_BYTES;
     // The entries of this frame, read now: their bytes into the payload, the rest into the builder.
     const keyLengths: number[] = [];
     const valueLengths: number[] = [];
@@ -96,8 +120,9 @@ export class SnapshotWriter {
     for (let entry = scan.peek(); entry >= 0; entry = scan.peek()) {
       const keyLength = store.keyLength(entry);
       const valueLength = store.valueLength(entry);
-      assert(keyLength + valueLength + ENTRY_OVERHEAD_BYTES <= this.entryBytesMax, 'SnapshotWriter: one entry exceeds a frame');
-      if (payloadLength + keyLength + valueLength + (keyLengths.length + 1) * ENTRY_OVERHEAD_BYTES > this.entryBytesMax) break;
+      // The limits make any entry fit an empty frame; one that does not fit beside marks waits.
+      assert(keyLength + valueLength + ENTRY_OVERHEAD_BYTES <= this.contentBytesMax, 'SnapshotWriter: one entry exceeds a frame');
+      if (payloadLength + keyLength + valueLength + (keyLengths.length + 1) * ENTRY_OVERHEAD_BYTES > entryBytesMax) break;
       // A value that outgrew its first place lives apart from its key: copy each on its own.
       const keyOffset = store.keyOffset(entry);
       payload.set(heap.subarray(keyOffset, keyOffset + keyLength), payloadLength);
@@ -109,8 +134,9 @@ export class SnapshotWriter {
       versions.push(store.version(entry));
       scan.advance();
     }
-    this.finished = scan.peek() < 0;
+    this.finished = scan.peek() < 0 && this.marksSent === this.marks.length;
     if (this.finished) scan.close();
+    assert(keyLengths.length > 0 || marks.length > 0 || this.finished, 'SnapshotWriter: a frame must make progress');
 
     const count = keyLengths.length;
     const payloadOffset = builder.createByteVector(payload.subarray(0, payloadLength));
@@ -123,8 +149,6 @@ export class SnapshotWriter {
       WriteRecord.createWriteRecord(builder, 0, 0, keyLengths[index]!, valueLengths[index]!, position);
     }
     const recordsOffset = builder.endVector();
-    const marks = this.first ? [...this.source.clientHighWater.entries()] : [];
-    this.first = false;
     Snapshot.startClientsVector(builder, marks.length);
     for (let index = marks.length - 1; index >= 0; index--) ClientMark.createClientMark(builder, marks[index]![0], 0, marks[index]![1]);
     const clientsOffset = builder.endVector();
@@ -139,7 +163,9 @@ export class SnapshotWriter {
       clientsOffset,
     );
     builder.finish(Frame.createFrame(builder, Message.Snapshot, snapshot));
-    return builder.asUint8Array();
+    const frame = builder.asUint8Array();
+    assert(frame.length <= this.frameBytesMax, `SnapshotWriter: a frame of ${frame.length} bytes exceeds ${this.frameBytesMax}`);
+    return frame;
   }
 }
 
@@ -157,6 +183,9 @@ export class SnapshotView {
   private clientsPosition = 0;
   private readonly envelope = new FrameEnvelope();
   private readonly table = new TableLocation();
+
+  /** Entries beyond `limits` are refused, as a write of that size would be. */
+  constructor(private readonly limits: SnapshotEntryLimits = { keyBytesMax: KEY_BYTES_LIMIT, valueBytesMax: 0xffffffff }) {}
 
   open(bytes: Uint8Array): string | null {
     return reasonIfMalformed(() => {
@@ -179,14 +208,40 @@ export class SnapshotView {
       this.versionsPosition = versions + 4;
       this.payloadPosition = payload + 4;
       this.clientsPosition = clients + 4;
-      for (let index = 0; index < this.count; index++) {
-        const base = this.recordsPosition + index * RECORD_BYTES;
-        const keyLength = bytes[base + 2]! | (bytes[base + 3]! << 8);
-        if (keyLength === 0 || readUint32(bytes, base + 8) + keyLength + readUint32(bytes, base + 4) > payloadLength) {
-          throw new MalformedFrame(`snapshot record ${index} overruns the payload`);
-        }
-      }
+      this.verifyEntries(payloadLength);
+      this.verifyMarks();
     });
+  }
+
+  /** Every entry lies inside the payload, within the write limits, with a version a write could have. */
+  private verifyEntries(payloadLength: number): void {
+    const bytes = this.bytes;
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    for (let index = 0; index < this.count; index++) {
+      const base = this.recordsPosition + index * RECORD_BYTES;
+      const keyLength = bytes[base + 2]! | (bytes[base + 3]! << 8);
+      const valueLength = readUint32(bytes, base + 4);
+      if (keyLength === 0 || readUint32(bytes, base + 8) + keyLength + valueLength > payloadLength) {
+        throw new MalformedFrame(`snapshot record ${index} overruns the payload`);
+      }
+      if (keyLength > this.limits.keyBytesMax) throw new MalformedFrame(`snapshot record ${index} has a ${keyLength}-byte key, above keyBytesMax`);
+      if (valueLength > this.limits.valueBytesMax) {
+        throw new MalformedFrame(`snapshot record ${index} has a ${valueLength}-byte value, above valueBytesMax`);
+      }
+      // A version is the sequence number of the write that made the value: a positive safe integer.
+      const version = view.getFloat64(this.versionsPosition + index * 8, true);
+      if (!Number.isSafeInteger(version) || version < 1) throw new MalformedFrame(`snapshot record ${index} has version ${version}`);
+    }
+  }
+
+  /** Every client mark is a client sequence number: a safe integer, 0 or more. */
+  private verifyMarks(): void {
+    const bytes = this.bytes;
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    for (let index = 0; index < this.clientCount; index++) {
+      const mark = view.getFloat64(this.clientsPosition + index * 16 + 8, true);
+      if (!Number.isSafeInteger(mark) || mark < 0) throw new MalformedFrame(`snapshot client mark ${index} is ${mark}`);
+    }
   }
 
   /** Puts every record into `store` with its version, and raises client marks to the frame's. */

@@ -51,8 +51,21 @@ export type MessageKind = (typeof MessageKind)[keyof typeof MessageKind];
 /** Largest key, in bytes (the record's key_length is a uint16). */
 export const KEY_BYTES_LIMIT = 0xffff;
 const WRITE_RECORD_BYTES = WriteRecord.sizeOf();
-const READ_RECORD_BYTES = ReadRecord.sizeOf();
-const READ_RESULT_BYTES = ReadResult.sizeOf();
+export const READ_RECORD_BYTES = ReadRecord.sizeOf();
+export const READ_RESULT_BYTES = ReadResult.sizeOf();
+/** Largest value the record format can describe (value_length is a uint32). */
+const VALUE_BYTES_LIMIT = 0xffffffff;
+
+/**
+ * The sizes a reader accepts in a record, beyond what the format allows: a chain's keyBytesMax and
+ * valueBytesMax (../limits.ts), so that a value nobody could have put() never reaches a store.
+ */
+export interface RecordLimits {
+  keyBytesMax: number;
+  valueBytesMax: number;
+}
+
+export const FORMAT_RECORD_LIMITS: RecordLimits = { keyBytesMax: KEY_BYTES_LIMIT, valueBytesMax: VALUE_BYTES_LIMIT };
 /** Bytes of a frame beyond its records and payload: root, vtables, header fields, alignment. */
 export const FRAME_OVERHEAD_BYTES = 256;
 
@@ -151,6 +164,9 @@ export class WriteBatchView {
   private epochPosition = 0;
   private firstSeqPosition = 0;
 
+  /** Records beyond `limits` make a frame malformed, as if its bytes were. */
+  constructor(private readonly limits: RecordLimits = FORMAT_RECORD_LIMITS) {}
+
   /** Verifies `bytes` completely; returns null on success or the reason it is malformed. */
   open(bytes: Uint8Array): string | null {
     return reasonIfMalformed(() => this.verify(bytes));
@@ -205,6 +221,10 @@ export class WriteBatchView {
       if (op === Op.Delete && valueLength !== 0) throw new MalformedFrame(`delete record ${index} carries a value`);
       if (record.payloadOffset() + keyLength + valueLength > payloadLength) {
         throw new MalformedFrame(`record ${index} overruns the payload of ${payloadLength} bytes`);
+      }
+      if (keyLength > this.limits.keyBytesMax) throw new MalformedFrame(`record ${index} has a ${keyLength}-byte key, above keyBytesMax ${this.limits.keyBytesMax}`);
+      if (valueLength > this.limits.valueBytesMax) {
+        throw new MalformedFrame(`record ${index} has a ${valueLength}-byte value, above valueBytesMax ${this.limits.valueBytesMax}`);
       }
     }
   }
@@ -510,6 +530,9 @@ export class ReadBatchView {
   private readonly record = new ReadRecord();
   private recordsPosition = 0;
 
+  /** Keys longer than `keyBytesMax` make a frame malformed (nobody could have written them). */
+  constructor(private readonly keyBytesMax: number = KEY_BYTES_LIMIT) {}
+
   open(bytes: Uint8Array): string | null {
     return reasonIfMalformed(() => {
       const { envelope, table } = this;
@@ -534,6 +557,7 @@ export class ReadBatchView {
         const record = this.recordAt(index);
         const keyLength = record.keyLength();
         if (keyLength === 0) throw new MalformedFrame(`read ${index} has an empty key`);
+        if (keyLength > this.keyBytesMax) throw new MalformedFrame(`read ${index} has a ${keyLength}-byte key, above keyBytesMax ${this.keyBytesMax}`);
         if (record.keyOffset() + keyLength > this.payloadLength) throw new MalformedFrame(`read ${index} overruns the payload`);
       }
     });

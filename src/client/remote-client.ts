@@ -196,7 +196,7 @@ export class RemoteClient extends EventEmitter {
       url: `${connection.url}/client`,
       secret: this.secret,
       nodeId: `client:${this.clientId}`,
-      maxRecordBytes: this.options.ringBytes / 2,
+      maxRecordBytes: this.options.linkRecordBytesMax,
       validate: this.validate,
       highWaterBytes: 8 * 1024 * 1024,
       onRecord: (bytes) => this.onRecord(bytes),
@@ -437,7 +437,7 @@ function introduce(
       url: `${url}/client`,
       secret,
       nodeId: 'client',
-      maxRecordBytes: options.ringBytes / 2,
+      maxRecordBytes: options.linkRecordBytesMax,
       validate,
       onRecord: (bytes) => {
         if (frameKind(bytes) !== MessageKind.clusterView) return;

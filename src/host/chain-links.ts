@@ -17,7 +17,7 @@ import { SnapshotView } from '../../native-free-core/chain/snapshot.js';
 import { ErrorCode } from '../../native-free-core/errors.js';
 import { predecessorOf, successorOf, type Configuration } from '../../native-free-core/master/chain-master.js';
 import { frameKind, HelloEncoder, MessageKind } from '../../native-free-core/wire/codec.js';
-import { connectPeerLink, frameEnvelopeValidator, LinkCloseCode, type PeerLink, type PeerLinkHandlers, type PeerLinkLogEntry } from '../transport/peer-link.js';
+import { closeReason, connectPeerLink, frameEnvelopeValidator, LinkCloseCode, type PeerLink, type PeerLinkHandlers, type PeerLinkLogEntry } from '../transport/peer-link.js';
 
 export const PEER_PREFIX = 'replica:';
 const RECONNECT_DELAY_MS = 100;
@@ -27,6 +27,8 @@ export const LINK_HIGH_WATER_BYTES = 16 * 1024 * 1024;
 export interface ChainLinksOptions {
   secret: Buffer;
   recordBytesMax: number;
+  /** Largest Ack or Hello taken from a successor (they go to a small control ring). */
+  controlFrameBytesMax: number;
   /** Where a replica's host can be reached, from the etcd host table; null while unknown. */
   urlOf(replicaId: number): string | null;
   /** The local replica's epoch and applied seq (for the redial Hello); null if none runs. */
@@ -232,6 +234,11 @@ export class ChainLinks {
     // A joiner, or a host between replicas, has no successor: whatever arrives is for an earlier
     // process on this address (a restarted host is dialed before its old successor has moved on).
     if (this.role === null || this.role === 'joining') return;
+    if (bytes.length > this.options.controlFrameBytesMax) {
+      const reason = closeReason(ErrorCode.recordTooLarge, `a ${bytes.length}-byte frame from a successor (acks and Hellos are at most ${this.options.controlFrameBytesMax})`);
+      this.downstream.get(replicaId)?.close(LinkCloseCode.malformedRecord, reason);
+      return;
+    }
     const kind = frameKind(bytes);
     if (kind === MessageKind.ack) {
       // Only our current successor's (or joiner's) acks: a tail accepts a joiner's acks of any epoch,

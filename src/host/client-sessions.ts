@@ -10,7 +10,7 @@
 import type { TemplatedApp } from 'uWebSockets.js';
 import { ErrorCode } from '../../native-free-core/errors.js';
 import { encodeClusterView, type ClusterMember } from '../../native-free-core/wire/cluster-view.js';
-import { AckView, frameKind, MessageKind, ReadBatchView, WriteBatchView } from '../../native-free-core/wire/codec.js';
+import { AckView, frameKind, MessageKind, ReadBatchView, WriteBatchView, type RecordLimits } from '../../native-free-core/wire/codec.js';
 import { restampFirstRequestId } from '../../native-free-core/wire/request-ids.js';
 import { frameEnvelopeValidator, LinkCloseCode, type PeerLink, type PeerLinkHandlers, type PeerLinkLogEntry } from '../transport/peer-link.js';
 import { closeReason } from '../transport/peer-link-endpoint.js';
@@ -21,6 +21,8 @@ export interface ClientSessionsOptions {
   secret: Buffer;
   nodeId: string;
   maxRecordBytes: number;
+  /** Keys and values above the chain's limits are refused here, before they reach the replica. */
+  recordLimits: RecordLimits;
   allocateClientId(): Promise<number>;
   view(): { epoch: number; members: ClusterMember[]; joining: ClusterMember | null } | null;
   isHead(): boolean;
@@ -71,10 +73,13 @@ export class ClientSessions {
   private nextHostRequestId = 1;
   private route: PeerLinkRoute | null = null;
   private readonly ackView = new AckView();
-  private readonly writeView = new WriteBatchView();
-  private readonly readView = new ReadBatchView();
+  private readonly writeView: WriteBatchView;
+  private readonly readView: ReadBatchView;
 
-  constructor(private readonly options: ClientSessionsOptions) {}
+  constructor(private readonly options: ClientSessionsOptions) {
+    this.writeView = new WriteBatchView(options.recordLimits);
+    this.readView = new ReadBatchView(options.recordLimits.keyBytesMax);
+  }
 
   get count(): number {
     return this.sessions.size;

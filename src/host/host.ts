@@ -88,7 +88,7 @@ const INBOUND_QUEUE_BYTES_MAX = 256 * 1024 * 1024;
 export class DabbaHost extends EventEmitter {
   readonly hostId: string;
   readonly options: ResolvedOptions;
-  /** Largest frame on any link: anything that fits a ring record. */
+  /** Largest frame on any link: what fits a data ring record (native-free-core/limits.ts). */
   private readonly recordBytesMax: number;
   url = '';
   port = 0;
@@ -133,7 +133,7 @@ export class DabbaHost extends EventEmitter {
     this.hostId = options.hostId;
     this.settings = { leaseTtlSeconds: 2, listenHost: '127.0.0.1', ...options };
     this.options = resolveOptions(options.chain ?? {});
-    this.recordBytesMax = this.options.ringBytes / 2;
+    this.recordBytesMax = this.options.linkRecordBytesMax;
     this.store = new EtcdConfigurationStore({ hosts: options.etcd, ...(options.etcdPrefix === undefined ? {} : { prefix: options.etcdPrefix }) });
     const push = (kind: 'batch' | 'ack' | 'reads') => (frame: Uint8Array): boolean => {
       const replica = this.replica;
@@ -146,6 +146,7 @@ export class DabbaHost extends EventEmitter {
     this.links = new ChainLinks({
       secret: options.secret,
       recordBytesMax: this.recordBytesMax,
+      controlFrameBytesMax: this.options.controlFrameBytesMax,
       urlOf: (replicaId) => this.urlOf(replicaId),
       replicaProgress: () => {
         const stats = this.replica?.stats();
@@ -174,6 +175,7 @@ export class DabbaHost extends EventEmitter {
       secret: options.secret,
       nodeId: `host:${this.hostId}`,
       maxRecordBytes: this.recordBytesMax,
+      recordLimits: { keyBytesMax: this.options.keyBytesMax, valueBytesMax: this.options.valueBytesMax },
       allocateClientId: () => this.store.allocateId('client'),
       view: () => this.clusterView(),
       isHead: () => this.role() === 'head' || this.role() === 'solo',

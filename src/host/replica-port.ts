@@ -12,6 +12,7 @@
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import type { Role } from '../../native-free-core/chain/node.js';
+import { assert } from '../../native-free-core/assert.js';
 import { DabbaError, ErrorCode } from '../../native-free-core/errors.js';
 import { SpscRing } from '../../native-free-core/ring.js';
 import { Doorbell } from '../../workers/doorbell.js';
@@ -165,6 +166,8 @@ export class ReplicaPort {
   }
 
   private push(ring: SpscRing, frame: Uint8Array): boolean {
+    // Paired with the checks where frames enter (link record limits, the control frame limit).
+    assert(frame.length <= ring.recordBytesMax, `ReplicaPort: a ${frame.length}-byte frame reached a ring of ${ring.recordBytesMax}-byte records`);
     if (!ring.tryWrite(frame)) {
       ring.markProducerWaiting();
       return false;

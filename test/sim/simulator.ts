@@ -10,6 +10,7 @@
  * seed and the last events of the trace.
  */
 import { ChainNode, type Role } from '../../native-free-core/chain/node.js';
+import { snapshotFrameBytesFor } from '../../native-free-core/chain/snapshot.js';
 import {
   ChainMaster,
   InMemoryConfigurationStore,
@@ -115,6 +116,9 @@ const RETRY_AFTER_TICKS = 60;
 const HEARTBEAT_EVERY_TICKS = 5;
 const SUSPECT_AFTER_TICKS = 40;
 const TRACE_KEPT = Number(process.env.DABBA_SIM_TRACE ?? 40);
+/** Keys are "k<n>" and values "c<client>-<client seq>": small, so snapshots take many frames. */
+const SIM_KEY_BYTES_MAX = 8;
+const SIM_VALUE_BYTES_MAX = 24;
 
 export class SimulationFailure extends Error {
   constructor(seed: number, reason: string, trace: string[]) {
@@ -159,9 +163,11 @@ export function simulate(options: SimulationOptions): SimulationResult {
         id,
         epoch: configuration.epoch,
         role: roleIn(configuration, id) as Role,
-        // Frames of about one entry each (512 B of frame overhead, the client marks, one key and
-        // value): a snapshot takes several frames, interleaved with new batches.
-        snapshotFrameBytesMax: 512 + (clientCount + 1) * 16 + 56,
+        // Frames of about one entry or three client marks each: a snapshot takes several frames,
+        // interleaved with new batches. Keys are "k<n>", values "c<client>-<seq>".
+        keyBytesMax: SIM_KEY_BYTES_MAX,
+        valueBytesMax: SIM_VALUE_BYTES_MAX,
+        snapshotFrameBytesMax: snapshotFrameBytesFor(SIM_KEY_BYTES_MAX + SIM_VALUE_BYTES_MAX),
         store: new Store(),
         // Large enough that a full in-flight list never happens here (it is tested elsewhere), so
         // links stay FIFO without modelling a sender that holds a refused batch.
