@@ -25,7 +25,9 @@ commands:
           --json (one JSON object on stdout instead of the table)
   serve   run one host of a chain that spans hosts (its replica, peer links, clients, HTTP API)
           --id ID (required)  --etcd URL,URL,... (required)  --listen HOST:PORT (127.0.0.1:7400)
-          --advertise ws://HOST:PORT  --etcd-prefix /dabba/NAME/  --secret-file FILE (or DABBA_SECRET)
+          --advertise ws://HOST:PORT  --etcd-prefix /dabba/NAME/
+          --peer-secret-file FILE (or DABBA_PEER_SECRET: hosts only)
+          --client-secret-file FILE (or DABBA_CLIENT_SECRET: what clients hold)
           --lease-ttl S (2)  --no-master  --http-token-file FILE (or DABBA_HTTP_TOKEN)
           --config FILE.json (the same settings as JSON)
   status  print the chain of a cluster as etcd holds it: members, roles, health

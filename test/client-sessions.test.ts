@@ -7,6 +7,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { ReadBatchEncoder, ReadBatchView, ReadReplyEncoder, ReadReplyView, ReadStatus } from '../native-free-core/wire/codec.js';
+import { ClientTokens } from '../src/host/client-tokens.js';
+import { clientNodeId } from '../native-free-core/wire/client-node-id.js';
+import { decodeClusterView } from '../native-free-core/wire/cluster-view.js';
 import { ClientSessions } from '../src/host/client-sessions.js';
 import type { PeerLink, PeerLinkHandlers } from '../src/transport/peer-link.js';
 import { mulberry32 } from './helpers/prng.js';
@@ -44,8 +47,10 @@ test('read replies reach only their own client, with its request ids, across spl
   for (let seed = 1; seed <= 50; seed++) {
     const random = mulberry32(seed);
     const toReplica: Uint8Array[] = [];
+    const tokens = new ClientTokens(Buffer.alloc(16, 1));
     const sessions = new ClientSessions({
       secret: Buffer.alloc(16),
+      tokens,
       nodeId: 'host:test',
       maxRecordBytes: 1 << 20,
       recordLimits: { keyBytesMax: 1024, valueBytesMax: 512 * 1024 },
@@ -64,7 +69,7 @@ test('read replies reach only their own client, with its request ids, across spl
     for (let index = 0; index < 3; index++) {
       const received: Uint8Array[] = [];
       const client: FakeClient = { link: null as unknown as PeerLink, handlers: null as unknown as PeerLinkHandlers, received, closed: false };
-      client.link = fakeLink(`client:${index + 1}`, received, () => (client.closed = true));
+      client.link = fakeLink(clientNodeId(index + 1, tokens.issue(index + 1)), received, () => (client.closed = true));
       client.handlers = (sessions as unknown as { onLink(link: PeerLink): PeerLinkHandlers }).onLink(client.link);
       received.length = 0; // The view sent on connect.
       clients.push(client);
@@ -119,4 +124,45 @@ test('read replies reach only their own client, with its request ids, across spl
       assert.equal(client.closed, false);
     });
   }
+});
+
+test('a client id is bound to the token issued with it: knowing the id is not enough to take it over', async () => {
+  const tokens = new ClientTokens(Buffer.from('the-peer-secret-of-this-cluster'));
+  const sessions = new ClientSessions({
+    secret: Buffer.from('the-client-secret-of-this-cluster'),
+    tokens,
+    nodeId: 'host:test',
+    maxRecordBytes: 1 << 20,
+    recordLimits: { keyBytesMax: 1024, valueBytesMax: 512 * 1024 },
+    allocateClientId: () => Promise.resolve(7),
+    view: () => ({ epoch: 1, members: [{ replicaId: 1, url: 'ws://127.0.0.1:1' }], joining: null }),
+    isHead: () => true,
+    isServingReads: () => true,
+    offerBatch: () => true,
+    offerReads: () => true,
+    log: () => undefined,
+  });
+  const connectAs = (nodeId: string): { closed: () => boolean; received: Uint8Array[] } => {
+    const received: Uint8Array[] = [];
+    let closed = false;
+    (sessions as unknown as { onLink(link: PeerLink): PeerLinkHandlers }).onLink(fakeLink(nodeId, received, () => (closed = true)));
+    return { closed: () => closed, received };
+  };
+  // A new client is given id 7 and its token in its first view.
+  const owner = connectAs('client');
+  await new Promise((resolve) => setImmediate(resolve));
+  const view = decodeClusterView(owner.received[0]!);
+  assert.ok(typeof view !== 'string');
+  assert.equal(view.clientId, 7);
+  assert.equal(tokens.verify(7, view.clientToken), true);
+  // Anyone else naming id 7, with no token, another client's token or a forged one, is refused.
+  const attempts = [connectAs('client:7'), connectAs(clientNodeId(7, tokens.issue(8))), connectAs(clientNodeId(7, 'A'.repeat(22)))];
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.deepEqual(attempts.map((attempt) => attempt.closed()), [true, true, true]);
+  assert.equal(sessions.count, 1);
+  // The owner reconnecting with its token resumes its id.
+  const resumed = connectAs(clientNodeId(7, view.clientToken));
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(resumed.closed(), false);
+  assert.equal(sessions.count, 2);
 });

@@ -21,6 +21,7 @@ import { startHost, type DabbaHost, type HostLogEntry } from '../src/host/host.j
 import { SERVE_NODE_FLAGS } from '../src/host/node-flags.js';
 
 const SECRET = Buffer.from('read-lease-test-secret-0123456789');
+const PEER_SECRET = Buffer.from('read-lease-test-peer-secret-0123456789');
 const LEASE_TTL_SECONDS = 2;
 /** How often the test looks at the host's lease state: the lease ends by the clock, not by an event. */
 const POLL_MS = 20;
@@ -46,7 +47,8 @@ test('a tail cut off from etcd stops answering reads within its lease TTL, befor
     port: 0,
     etcd: etcd.clientUrls,
     etcdPrefix: '/read-lease-test/',
-    secret: SECRET,
+    peerSecret: PEER_SECRET,
+    clientSecret: SECRET,
     master: true,
     leaseTtlSeconds: LEASE_TTL_SECONDS,
     log: (entry) => log.push(entry),
@@ -100,7 +102,7 @@ test('a tail cut off from etcd stops answering reads within its lease TTL, befor
 
 test('dabba serve exits on SIGTERM, cleanly and in bounded time, while etcd does not answer', { timeout: 60_000 }, async (t) => {
   const child = spawn(process.execPath, [...SERVE_NODE_FLAGS, '--import', 'tsx', CLI, 'serve', '--id', 'leaver', '--listen', '127.0.0.1:0', '--etcd', etcd.clientUrls.join(','), '--etcd-prefix', '/etcd-unreachable-serve/'], {
-    env: { ...process.env, DABBA_SECRET: SECRET.toString('base64') },
+    env: { ...process.env, DABBA_PEER_SECRET: PEER_SECRET.toString('base64'), DABBA_CLIENT_SECRET: SECRET.toString('base64') },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;

@@ -215,7 +215,7 @@ test('three hosts survive kill -9 of head, middle and tail, a partition, and bad
     const garbage = await connectPeerLink({
       url: `${cluster.hosts[cluster.hostWithRole('head')]!.url}/client`,
       secret: Buffer.from(SECRET),
-      nodeId: 'client:4000000000',
+      nodeId: 'client',
       maxRecordBytes: 1024 * 1024,
       validate: () => null,
       onRecord: () => undefined,

@@ -16,6 +16,7 @@ import { parseServeConfig, ServeConfigError } from '../src/host/serve-config.js'
 import { formatClusterStatus, readClusterStatus } from '../src/host/status-command.js';
 
 const SECRET = Buffer.from('http-api-test-secret-0123456789');
+const PEER_SECRET = Buffer.from('http-api-test-peer-secret-0123456789');
 const servers = new LocalServers('http-api-test');
 let etcd: string[];
 const hosts: DabbaHost[] = [];
@@ -38,7 +39,8 @@ async function host(hostId: string, prefix: string, master: boolean, httpToken?:
     port: 0,
     etcd,
     etcdPrefix: prefix,
-    secret: SECRET,
+    peerSecret: PEER_SECRET,
+    clientSecret: SECRET,
     master,
     log: () => undefined,
     chain: { valueBytesMax: 4096 },
@@ -150,15 +152,18 @@ test('dabba status against an etcd that is not there fails with one clear line, 
 test('dabba serve settings: flags over environment over the config file; clear errors', () => {
   const directory = mkdtempSync(join(tmpdir(), 'dabba-serve-config-'));
   const config = join(directory, 'cluster.json');
-  const secretFile = join(directory, 'secret');
-  writeFileSync(secretFile, 'a-secret-from-a-file-0123456789\n');
-  writeFileSync(config, JSON.stringify({ hostId: 'from-file', listen: '0.0.0.0:7500', etcd: ['http://10.0.0.1:2379'], secretFile, leaseTtlSeconds: 3 }));
+  const peerSecretFile = join(directory, 'peer-secret');
+  const clientSecretFile = join(directory, 'client-secret');
+  writeFileSync(peerSecretFile, 'a-peer-secret-from-a-file-0123456789\n');
+  writeFileSync(clientSecretFile, 'a-client-secret-from-a-file-0123456789\n');
+  writeFileSync(config, JSON.stringify({ hostId: 'from-file', listen: '0.0.0.0:7500', etcd: ['http://10.0.0.1:2379'], peerSecretFile, clientSecretFile, leaseTtlSeconds: 3 }));
   const fromFile = parseServeConfig(['--config', config], {});
   assert.equal(fromFile.hostId, 'from-file');
   assert.equal(fromFile.listenHost, '0.0.0.0');
   assert.equal(fromFile.port, 7500);
   assert.deepEqual(fromFile.etcd, ['http://10.0.0.1:2379']);
-  assert.equal(fromFile.secret.toString(), 'a-secret-from-a-file-0123456789');
+  assert.equal(fromFile.peerSecret.toString(), 'a-peer-secret-from-a-file-0123456789');
+  assert.equal(fromFile.clientSecret.toString(), 'a-client-secret-from-a-file-0123456789');
   assert.equal(fromFile.leaseTtlSeconds, 3);
   const fromEnv = parseServeConfig(['--config', config], { DABBA_HOST_ID: 'from-env', DABBA_ETCD: 'http://a:1,http://b:2' });
   assert.equal(fromEnv.hostId, 'from-env');
@@ -166,10 +171,13 @@ test('dabba serve settings: flags over environment over the config file; clear e
   const fromFlags = parseServeConfig(['--config', config, '--id', 'from-flag', '--no-master'], { DABBA_HOST_ID: 'from-env' });
   assert.equal(fromFlags.hostId, 'from-flag');
   assert.equal(fromFlags.master, false);
-  const env = { DABBA_SECRET: 'sixteen-bytes-at-least', DABBA_ETCD: 'http://a:1' };
+  const env = { DABBA_PEER_SECRET: 'sixteen-bytes-at-least', DABBA_CLIENT_SECRET: 'another-sixteen-bytes', DABBA_ETCD: 'http://a:1' };
   assert.throws(() => parseServeConfig([], env), ServeConfigError, 'a host id is required');
-  assert.throws(() => parseServeConfig(['--id', 'x'], { DABBA_ETCD: 'http://a:1' }), /cluster secret is required/);
-  assert.throws(() => parseServeConfig(['--id', 'x'], { ...env, DABBA_SECRET: 'short' }), /at least 16 bytes/);
+  assert.throws(() => parseServeConfig(['--id', 'x'], { DABBA_ETCD: 'http://a:1', DABBA_CLIENT_SECRET: 'another-sixteen-bytes' }), /peer secret is required/);
+  assert.throws(() => parseServeConfig(['--id', 'x'], { DABBA_ETCD: 'http://a:1', DABBA_PEER_SECRET: 'sixteen-bytes-at-least' }), /client secret is required/);
+  assert.throws(() => parseServeConfig(['--id', 'x'], { ...env, DABBA_PEER_SECRET: 'short' }), /at least 16 bytes/);
+  assert.throws(() => parseServeConfig(['--id', 'x'], { ...env, DABBA_CLIENT_SECRET: env.DABBA_PEER_SECRET }), /must differ/);
+  assert.throws(() => parseServeConfig(['--id', 'x'], { DABBA_ETCD: 'http://a:1', DABBA_SECRET: 'one-secret-for-everyone' }), /replaced by two/);
   assert.throws(() => parseServeConfig(['--id', 'x', '--listen', 'nonsense'], env), /host:port/);
   assert.throws(() => parseServeConfig(['--id', 'x', '--etcd', 'ftp://a'], env), /http\(s\):\/\/host:port/);
   assert.throws(() => parseServeConfig(['--id', 'x', '--lease-ttl', '0'], env), /1-60 seconds/);

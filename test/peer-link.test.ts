@@ -258,7 +258,7 @@ for (const fallback of [false, true]) {
         assert.deepEqual(server.linkIds(), ['push-after-intruders']);
         const refusals = server.logsWith(ErrorCode.unauthenticated);
         assert.equal(refusals.length, 2);
-        assert.match(JSON.stringify(refusals[0]), /push-intruder.*does not hold the cluster secret/);
+        assert.match(JSON.stringify(refusals[0]), /push-intruder.*does not hold this route.s secret/);
         assert.ok(refusals.every((line) => (line.log as { closeCode: number }).closeCode === 4001));
       });
     });

@@ -14,6 +14,7 @@ import { freePorts, LocalServers } from '../peers/servers.js';
 
 export interface LocalHosts {
   readonly urls: string[];
+  /** The client secret (what connect() needs). */
   readonly secret: string;
   readonly pids: number[];
   /** The last lines each host logged (stderr), for diagnosing a run. */
@@ -52,6 +53,7 @@ export async function startLocalHosts(
     const etcd = await startEtcdCluster(servers, 1);
     const prefix = `/dabba-bench-${process.pid}-${Date.now()}/`;
     const secret = randomBytes(24).toString('base64');
+    const peerSecret = randomBytes(24).toString('base64');
     const ports = await freePorts(count);
     const urls = ports.map((port) => `ws://127.0.0.1:${port}`);
     store = new EtcdConfigurationStore({ hosts: etcd.clientUrls, prefix });
@@ -62,7 +64,7 @@ export async function startLocalHosts(
     });
     for (let index = 0; index < count; index++) {
       const child = spawn(process.execPath, [...(options.serveNodeFlags ?? SERVE_NODE_FLAGS), ...(options.nodeArgs ?? []), ...cliCommand(), 'serve', '--id', `bench-h${index + 1}`, '--listen', `127.0.0.1:${ports[index]}`, '--etcd', etcd.clientUrls.join(','), '--etcd-prefix', prefix], {
-        env: { ...process.env, ...options.env, DABBA_SECRET: secret },
+        env: { ...process.env, ...options.env, DABBA_PEER_SECRET: peerSecret, DABBA_CLIENT_SECRET: secret },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       children.push(child);

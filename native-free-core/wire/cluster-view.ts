@@ -20,18 +20,22 @@ export interface ClusterViewFields {
   epoch: number;
   /** The client id the host assigned this connection; 0 when the client already had one. */
   clientId: number;
+  /** With an assigned id: the token the client presents with it when it reconnects ('' otherwise). */
+  clientToken: string;
   /** Chain order: head first, tail last. */
   members: ClusterMember[];
   joining: ClusterMember | null;
 }
 
 const URL_CHARS_MAX = 512;
+const TOKEN_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 const MEMBERS_MAX = 64;
 const textEncoder = new TextEncoder();
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
 export function encodeClusterView(view: ClusterViewFields): Uint8Array {
-  const text = textEncoder.encode(JSON.stringify({ members: view.members, joining: view.joining }));
+  const fields = view.clientToken === '' ? { members: view.members, joining: view.joining } : { members: view.members, joining: view.joining, clientToken: view.clientToken };
+  const text = textEncoder.encode(JSON.stringify(fields));
   const builder = new flatbuffers.Builder(text.length + 128);
   builder.forceDefaults(true);
   const viewOffset = ClusterView.createViewVector(builder, text);
@@ -58,13 +62,16 @@ export function decodeClusterView(bytes: Uint8Array): ClusterViewFields | string
       throw new MalformedFrame('cluster view is not UTF-8 JSON');
     }
     if (typeof parsed !== 'object' || parsed === null) throw new MalformedFrame('cluster view is not an object');
-    const { members, joining } = parsed as { members?: unknown; joining?: unknown };
+    const { members, joining, clientToken = '' } = parsed as { members?: unknown; joining?: unknown; clientToken?: unknown };
     if (!Array.isArray(members) || members.length === 0 || members.length > MEMBERS_MAX) {
       throw new MalformedFrame(`cluster view needs 1 to ${MEMBERS_MAX} members`);
     }
+    if (typeof clientToken !== 'string' || (clientToken !== '' && !TOKEN_PATTERN.test(clientToken))) throw new MalformedFrame('cluster view has a malformed client token');
+    if ((clientId === 0) !== (clientToken === '')) throw new MalformedFrame('cluster view has a client id without a token, or a token without an id');
     fields = {
       epoch,
       clientId,
+      clientToken,
       members: members.map(checkMember),
       joining: joining === null || joining === undefined ? null : checkMember(joining),
     };

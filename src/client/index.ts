@@ -2,7 +2,7 @@
  * dabba/client: talk to a chain served by `dabba serve` hosts, with the same API as createChain().
  *
  *   import { connect } from 'dabba/client';
- *   const client = await connect({ hosts: ['ws://10.0.0.1:7400'], secret: process.env.DABBA_SECRET! });
+ *   const client = await connect({ hosts: ['ws://10.0.0.1:7400'], secret: process.env.DABBA_CLIENT_SECRET! });
  *   await client.put('user:1', 'Asha');
  *   (await client.get('user:1'))?.toString(); // 'Asha'
  *   await client.close();

@@ -13,6 +13,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { DabbaError, ErrorCode, type WriteId } from '../../native-free-core/errors.js';
+import { clientNodeId, NEW_CLIENT_NODE_ID } from '../../native-free-core/wire/client-node-id.js';
 import { decodeClusterView, type ClusterViewFields } from '../../native-free-core/wire/cluster-view.js';
 import { frameKind, MessageKind } from '../../native-free-core/wire/codec.js';
 import { closedError, resolveOptions, type ChainOptions, type ResolvedOptions } from '../options.js';
@@ -24,7 +25,7 @@ import { WritePipeline, type KeyInput, type ValueInput } from '../write-pipeline
 export interface ConnectOptions {
   /** Base URLs of one or more hosts, e.g. ['ws://10.0.0.1:7400']; the rest are learned. */
   hosts: string[];
-  /** The cluster secret (at least 16 bytes). */
+  /** The client secret (at least 16 bytes): what hosts ask clients for (not the peer secret). */
   secret: Buffer | string;
   /** Batching and limits, as for createChain() (replica settings are ignored). */
   chain?: ChainOptions;
@@ -150,6 +151,8 @@ class HostConnection implements RecordSink {
 
 export class RemoteClient extends EventEmitter {
   readonly clientId: number;
+  /** Proves this client's id when it links to a host (issued with the id). */
+  private readonly clientToken: string;
   private view: ClusterViewFields;
   private readonly options: ResolvedOptions;
   private readonly secret: Buffer;
@@ -169,11 +172,12 @@ export class RemoteClient extends EventEmitter {
   private readonly validate = frameEnvelopeValidator();
 
   /** Use connect(). */
-  constructor(secret: Buffer, options: ResolvedOptions, clientId: number, view: ClusterViewFields) {
+  constructor(secret: Buffer, options: ResolvedOptions, clientId: number, clientToken: string, view: ClusterViewFields) {
     super();
     this.secret = secret;
     this.options = options;
     this.clientId = clientId;
+    this.clientToken = clientToken;
     this.view = view;
     this.head = this.connection(view.members[0]!.url);
     this.tail = this.connection(view.members.at(-1)!.url);
@@ -195,7 +199,7 @@ export class RemoteClient extends EventEmitter {
     return connectPeerLink({
       url: `${connection.url}/client`,
       secret: this.secret,
-      nodeId: `client:${this.clientId}`,
+      nodeId: clientNodeId(this.clientId, this.clientToken),
       maxRecordBytes: this.options.linkRecordBytesMax,
       validate: this.validate,
       highWaterBytes: 8 * 1024 * 1024,
@@ -402,7 +406,7 @@ export async function connect(options: ConnectOptions): Promise<RemoteClient> {
     for (const url of options.hosts) {
       try {
         const { clientId, view } = await introduce(url, secret, resolved, validate, deadline);
-        return new RemoteClient(secret, resolved, clientId, view);
+        return new RemoteClient(secret, resolved, clientId, view.clientToken, view);
       } catch (error) {
         lastError = error;
         if (error instanceof DabbaError && error.code === ErrorCode.unauthenticated) throw error;
@@ -436,7 +440,7 @@ function introduce(
     connectPeerLink({
       url: `${url}/client`,
       secret,
-      nodeId: 'client',
+      nodeId: NEW_CLIENT_NODE_ID,
       maxRecordBytes: options.linkRecordBytesMax,
       validate,
       onRecord: (bytes) => {

@@ -4,14 +4,23 @@
  * go up it. Successors dial us on the /peer route; whatever we forward goes to the current
  * successor's link (or the joiner's, behind a tail).
  *
+ * Who is at the other end is proven, not assumed: both sides of a link hold the peer secret (which
+ * clients do not have) and each signs the handshake with its host's identity key, registered in
+ * etcd (./host-identity.ts). A dialer checks it reached its predecessor's host; the accepting side
+ * admits a link only from the replica the configuration names as its successor (or joiner): a link
+ * from any other replica waits a few seconds for a configuration that names it (the dialer may have
+ * heard of it first), keeping only its latest Hello, and is closed if none comes.
+ *
  * Epochs make most stale frames harmless (a node drops frames of other epochs); what they cannot
  * sort out is filtered here:
  * - batches from anyone but the current predecessor are dropped;
  * - a joiner drops snapshot frames of an earlier, failed join and batches before its own first frame;
- * - a tail with a joiner takes acks only from that joiner (it accepts a joiner's acks of any epoch).
+ * - Acks and Hellos are taken only from the current successor's link (a tail with a joiner takes
+ *   the joiner's acks of any epoch).
  * A link to the same predecessor that breaks and comes back within one epoch is repaired with a
  * Hello (see repairAfterRedial).
  */
+import type { KeyObject } from 'node:crypto';
 import type { Role } from '../../native-free-core/chain/node.js';
 import { SnapshotView } from '../../native-free-core/chain/snapshot.js';
 import { ErrorCode } from '../../native-free-core/errors.js';
@@ -20,12 +29,31 @@ import { frameKind, HelloEncoder, MessageKind } from '../../native-free-core/wir
 import { closeReason, connectPeerLink, frameEnvelopeValidator, LinkCloseCode, type PeerLink, type PeerLinkHandlers, type PeerLinkLogEntry } from '../transport/peer-link.js';
 
 export const PEER_PREFIX = 'replica:';
+/** The node id a host's peer-link server proves: host:<hostId>. */
+export const HOST_PREFIX = 'host:';
 const RECONNECT_DELAY_MS = 100;
+/** How long a link from a replica not (yet) named as our successor waits for a configuration that names it. */
+const CANDIDATE_WAIT_MS = 5000;
+/** Links waiting that way at most; the oldest is closed to make room. */
+const CANDIDATES_MAX = 8;
+/** WebSocket close code: the dialer is not the successor the configuration names. */
+export const NOT_A_NEIGHBOUR_CLOSE_CODE = 4005;
 /** Bytes a link may hold in its socket before trySend refuses (the ring behind it then fills). */
 export const LINK_HIGH_WATER_BYTES = 16 * 1024 * 1024;
 
+/** Who a replica is: the host it runs on and the public key that host registered. */
+export interface ReplicaIdentity {
+  hostId: string;
+  publicKey: KeyObject;
+}
+
 export interface ChainLinksOptions {
+  /** The peer secret (hosts only). */
   secret: Buffer;
+  /** This host's identity key: it signs every peer-link handshake. */
+  identityKey: KeyObject;
+  /** The identity registered for `replicaId` (etcd host table), or null while unknown. */
+  identityOf(replicaId: number): ReplicaIdentity | null;
   recordBytesMax: number;
   /** Largest Ack or Hello taken from a successor (they go to a small control ring). */
   controlFrameBytesMax: number;
@@ -56,11 +84,19 @@ interface Upstream {
   attempt: number;
 }
 
+/** A link from a replica that is not our successor (yet): its latest Hello, kept for when it is. */
+interface Candidate {
+  link: PeerLink;
+  hello: Uint8Array | null;
+  timer: NodeJS.Timeout;
+}
+
 export class ChainLinks {
   private replicaId = 0;
   private role: Role | null = null;
   private upstream: Upstream | null = null;
   private readonly downstream = new Map<number, PeerLink>();
+  private readonly candidates = new Map<number, Candidate>();
   private successorId: number | null = null;
   /** The epoch in which this replica began to join (older joins' frames are dropped). */
   private joinEpoch = 0;
@@ -90,6 +126,7 @@ export class ChainLinks {
     const predecessor = role === 'joining' ? configuration.members.at(-1)! : predecessorOf(configuration, replicaId);
     const isTail = role === 'tail' || role === 'solo';
     this.successorId = successorOf(configuration, replicaId) ?? (isTail ? configuration.joining : null);
+    this.admitCandidate();
     if (predecessor !== this.upstream?.replicaId) {
       this.closeUpstream();
       this.options.predecessorRefused(null);
@@ -114,23 +151,88 @@ export class ChainLinks {
     return this.upstream?.link?.trySend(frame) ?? false;
   }
 
-  /** A peer dialed us on /peer (authenticated): it is, or is about to be, our successor. */
+  /**
+   * The peer-link server's identity check: the public key replica `nodeId` must have signed with,
+   * or why it may not link here. Only replicas registered in etcd can.
+   */
+  peerIdentity(nodeId: string): KeyObject | string {
+    const replicaId = replicaIdOf(nodeId);
+    if (replicaId === null) return `${JSON.stringify(nodeId)} is not a replica`;
+    const identity = this.options.identityOf(replicaId);
+    return identity?.publicKey ?? `replica ${replicaId} is not registered (yet)`;
+  }
+
+  /** A replica dialed us on /peer (its identity proven): our successor, or perhaps about to be. */
   acceptDownstream(link: PeerLink): PeerLinkHandlers {
-    const replicaId = Number(link.remoteNodeId.slice(PEER_PREFIX.length));
-    if (!link.remoteNodeId.startsWith(PEER_PREFIX) || !Number.isSafeInteger(replicaId) || replicaId < 1) {
-      link.close(LinkCloseCode.unauthenticated, `${ErrorCode.unauthenticated}: not a replica`);
+    const replicaId = replicaIdOf(link.remoteNodeId);
+    if (replicaId === null) {
+      link.close(LinkCloseCode.unauthenticated, closeReason(ErrorCode.unauthenticated, 'not a replica'));
       return { onRecord: () => undefined };
     }
-    this.downstream.get(replicaId)?.close(LinkCloseCode.normal, 'replaced by a newer link');
-    this.downstream.set(replicaId, link);
-    this.options.kick();
-    return {
-      onRecord: (bytes) => this.fromSuccessor(replicaId, bytes),
+    const handlers: PeerLinkHandlers = {
+      onRecord: (bytes) => {
+        if (this.downstream.get(replicaId) === link) this.fromSuccessor(replicaId, bytes);
+        else this.fromCandidate(replicaId, link, bytes);
+      },
       onWritable: () => this.options.kick(),
       onClose: () => {
         if (this.downstream.get(replicaId) === link) this.downstream.delete(replicaId);
+        const candidate = this.candidates.get(replicaId);
+        if (candidate?.link === link) this.dropCandidate(replicaId);
       },
     };
+    if (replicaId === this.successorId) this.admit(replicaId, link);
+    else this.park(replicaId, link);
+    return handlers;
+  }
+
+  private admit(replicaId: number, link: PeerLink): void {
+    const previous = this.downstream.get(replicaId);
+    this.downstream.set(replicaId, link);
+    previous?.close(LinkCloseCode.normal, 'replaced by a newer link');
+    this.options.kick();
+  }
+
+  /** Keeps a link from a replica not named as our successor, for a while (see the module comment). */
+  private park(replicaId: number, link: PeerLink): void {
+    this.candidates.get(replicaId)?.link.close(LinkCloseCode.normal, 'replaced by a newer link');
+    this.dropCandidate(replicaId);
+    if (this.candidates.size >= CANDIDATES_MAX) {
+      const [oldest, candidate] = this.candidates.entries().next().value as [number, Candidate];
+      this.dropCandidate(oldest);
+      candidate.link.close(NOT_A_NEIGHBOUR_CLOSE_CODE, closeReason(ErrorCode.unauthenticated, 'too many links from replicas that are not neighbours'));
+    }
+    const timer = setTimeout(() => {
+      this.dropCandidate(replicaId);
+      link.close(NOT_A_NEIGHBOUR_CLOSE_CODE, closeReason(ErrorCode.unauthenticated, `replica ${replicaId} is not this replica's successor`));
+    }, CANDIDATE_WAIT_MS);
+    timer.unref();
+    this.candidates.set(replicaId, { link, hello: null, timer });
+  }
+
+  private dropCandidate(replicaId: number): void {
+    const candidate = this.candidates.get(replicaId);
+    if (candidate === undefined) return;
+    clearTimeout(candidate.timer);
+    this.candidates.delete(replicaId);
+  }
+
+  /** The configuration now names a waiting link's replica as our successor: admit it, with its Hello. */
+  private admitCandidate(): void {
+    const replicaId = this.successorId;
+    const candidate = replicaId === null ? undefined : this.candidates.get(replicaId);
+    if (replicaId === null || candidate === undefined) return;
+    this.dropCandidate(replicaId);
+    if (!candidate.link.isOpen) return;
+    this.admit(replicaId, candidate.link);
+    if (candidate.hello !== null) this.fromSuccessor(replicaId, candidate.hello);
+  }
+
+  private fromCandidate(replicaId: number, link: PeerLink, bytes: Uint8Array): void {
+    const candidate = this.candidates.get(replicaId);
+    if (candidate?.link !== link || bytes.length > this.options.controlFrameBytesMax) return;
+    // Acks are cumulative (the next one overtakes a dropped one); a Hello is sent once per epoch.
+    if (frameKind(bytes) === MessageKind.hello) candidate.hello = bytes.slice();
   }
 
   /** Closes every link (the replica is leaving, or the host is closing). */
@@ -138,6 +240,10 @@ export class ChainLinks {
     this.closeUpstream();
     for (const link of this.downstream.values()) link.close(code, reason);
     this.downstream.clear();
+    for (const [replicaId, candidate] of [...this.candidates]) {
+      this.dropCandidate(replicaId);
+      candidate.link.close(code, reason);
+    }
     this.successorId = null;
   }
 
@@ -165,6 +271,14 @@ export class ChainLinks {
       url: `${url}/peer`,
       secret: this.options.secret,
       nodeId: PEER_PREFIX + this.replicaId,
+      identityKey: this.options.identityKey,
+      // The host at that URL must be the predecessor's: a restarted host there is someone else.
+      peerIdentity: (nodeId) => {
+        const identity = this.options.identityOf(upstream.replicaId);
+        if (identity === null) return `replica ${upstream.replicaId} is not registered (yet)`;
+        if (nodeId !== HOST_PREFIX + identity.hostId) return `${url} is ${nodeId}, not replica ${upstream.replicaId}'s host ${identity.hostId}`;
+        return identity.publicKey;
+      },
       maxRecordBytes: this.options.recordBytesMax,
       validate: this.validate,
       highWaterBytes: LINK_HIGH_WATER_BYTES,
@@ -246,11 +360,20 @@ export class ChainLinks {
       // one. Acks are cumulative, so one dropped early (before we hear of a new successor) is
       // overtaken by the next.
       if (replicaId !== this.successorId) return;
-    } else if (kind !== MessageKind.hello) {
+    } else if (kind !== MessageKind.hello || replicaId !== this.successorId) {
       return;
     }
     // Hellos carry their epoch: in an epoch only our successor of that epoch sends them, and one
     // from a newer epoch than ours is kept by the node until it gets there.
     if (!this.options.offerAck(bytes)) this.downstream.get(replicaId)?.close(LinkCloseCode.malformedRecord, 'inbound queue limit exceeded');
   }
+}
+
+/** The replica id in a peer's node id `replica:<id>`, or null if it is not one. */
+function replicaIdOf(nodeId: string): number | null {
+  if (!nodeId.startsWith(PEER_PREFIX)) return null;
+  const text = nodeId.slice(PEER_PREFIX.length);
+  if (!/^[1-9][0-9]{0,15}$/.test(text)) return null;
+  const replicaId = Number(text);
+  return Number.isSafeInteger(replicaId) ? replicaId : null;
 }

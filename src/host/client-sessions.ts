@@ -1,11 +1,13 @@
 /**
- * Remote clients of one host, on the /client route: authenticated like peers (the cluster
- * secret), then each connection is one client id. Writes are taken only while this host is the
- * head, reads only while it is the tail and holds a live lease; the tail's cumulative client acks
- * and read replies are routed back by client id and by request id range.
+ * Remote clients of one host, on the /client route: authenticated by the client secret (not the
+ * peer secret: a client cannot link as a replica), then each connection is one client id. Writes
+ * are taken only while this host is the head, reads only while it is the tail and holds a live
+ * lease; the tail's cumulative client acks and read replies are routed back by client id and by
+ * request id range.
  *
  * A client that connects as `client` is assigned a fresh id (an etcd counter, unique in the
- * cluster); `client:<id>` resumes one, which is how a client keeps exactly-once across hosts.
+ * cluster) and a token bound to it (./client-tokens.ts); `client:<id>:<token>` resumes that id on
+ * any host, which is how a client keeps exactly-once across hosts, and a wrong token is refused.
  */
 import type { TemplatedApp } from 'uWebSockets.js';
 import { ErrorCode } from '../../native-free-core/errors.js';
@@ -16,9 +18,14 @@ import { frameEnvelopeValidator, LinkCloseCode, type PeerLink, type PeerLinkHand
 import { closeReason } from '../transport/peer-link-endpoint.js';
 import { attachPeerLinkRoute, type PeerLinkRoute } from '../transport/peer-link-server.js';
 import type { UwsModule } from '../transport/uws.js';
+import type { ClientTokens } from './client-tokens.js';
+import { parseClientNodeId } from '../../native-free-core/wire/client-node-id.js';
 
 export interface ClientSessionsOptions {
+  /** The client secret: what clients prove they hold. */
   secret: Buffer;
+  /** Issues and checks the tokens that bind client ids to their holders. */
+  tokens: ClientTokens;
   nodeId: string;
   maxRecordBytes: number;
   /** Keys and values above the chain's limits are refused here, before they reach the replica. */
@@ -41,6 +48,8 @@ interface Session {
   viewEpoch: number;
   /** An id assigned by this host and not yet sent (there was no configuration to send it with). */
   unsentClientId: number;
+  /** Its token, sent with it. */
+  unsentClientToken: string;
   open: boolean;
 }
 
@@ -60,8 +69,6 @@ export const ClientCloseCode = {
 } as const;
 
 const LAST_ACKS_MAX = 65536;
-const CLIENT_PREFIX = 'client:';
-const CLIENT_ID_MAX = 0xffffffff;
 
 export class ClientSessions {
   private readonly sessions = new Set<Session>();
@@ -99,25 +106,26 @@ export class ClientSessions {
   }
 
   private onLink(link: PeerLink): PeerLinkHandlers {
-    const session: Session = { link, clientId: 0, viewEpoch: 0, unsentClientId: 0, open: true };
-    const remote = link.remoteNodeId;
+    const session: Session = { link, clientId: 0, viewEpoch: 0, unsentClientId: 0, unsentClientToken: '', open: true };
+    const remote = parseClientNodeId(link.remoteNodeId);
     const handlers: PeerLinkHandlers = {
       onRecord: (bytes) => this.onRecord(session, bytes),
       onWritable: () => undefined,
       onClose: () => this.forget(session),
     };
-    if (remote === 'client') {
+    if (remote.kind === 'new') {
       this.options.allocateClientId().then(
         (clientId) => {
           if (session.open) this.bind(session, clientId, true);
         },
         (error: Error) => this.end(session, LinkCloseCode.goingAway, `cannot assign a client id: ${error.message}`),
       );
-    } else if (remote.startsWith(CLIENT_PREFIX) && isClientId(Number(remote.slice(CLIENT_PREFIX.length)))) {
-      this.bind(session, Number(remote.slice(CLIENT_PREFIX.length)), false);
+    } else if (remote.kind === 'resume' && this.options.tokens.verify(remote.clientId, remote.token)) {
+      this.bind(session, remote.clientId, false);
     } else {
-      // Authenticated, but not a client (a host dialing the wrong route, or a malformed name).
-      queueMicrotask(() => this.end(session, LinkCloseCode.unauthenticated, closeReason(ErrorCode.unauthenticated, `${remote} is not a client name`)));
+      // Proved the client secret, but names an id it was not given (or no client name at all).
+      const detail = remote.kind === 'resume' ? `the token for client ${remote.clientId} is wrong` : `${link.remoteNodeId} is not a client name`;
+      queueMicrotask(() => this.end(session, LinkCloseCode.unauthenticated, closeReason(ErrorCode.unauthenticated, detail)));
     }
     this.sessions.add(session);
     return handlers;
@@ -126,6 +134,7 @@ export class ClientSessions {
   private bind(session: Session, clientId: number, assigned: boolean): void {
     session.clientId = clientId;
     session.unsentClientId = assigned ? clientId : 0;
+    session.unsentClientToken = assigned ? this.options.tokens.issue(clientId) : '';
     let sessions = this.byClient.get(clientId);
     if (sessions === undefined) this.byClient.set(clientId, (sessions = new Set()));
     sessions.add(session);
@@ -226,7 +235,10 @@ export class ClientSessions {
     if (view === null) return;
     if (!force && session.unsentClientId === 0 && view.epoch === session.viewEpoch) return;
     session.viewEpoch = view.epoch;
-    if (session.link.trySend(encodeClusterView({ ...view, clientId: session.unsentClientId }))) session.unsentClientId = 0;
+    if (session.link.trySend(encodeClusterView({ ...view, clientId: session.unsentClientId, clientToken: session.unsentClientToken }))) {
+      session.unsentClientId = 0;
+      session.unsentClientToken = '';
+    }
   }
 
   private end(session: Session, code: number, reason: string): void {
@@ -247,8 +259,4 @@ export class ClientSessions {
     for (const session of [...this.sessions]) this.end(session, code, reason);
     this.route?.closeAll();
   }
-}
-
-function isClientId(value: number): boolean {
-  return Number.isSafeInteger(value) && value >= 1 && value <= CLIENT_ID_MAX;
 }

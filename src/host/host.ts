@@ -19,10 +19,13 @@ import { EtcdMaster } from '../master/etcd-master.js';
 import { EtcdConfigurationStore, type HostInfo, type HostRegistration, type HostStatus, type StopWatching } from '../master/etcd-store.js';
 import { resolveOptions, type ChainOptions, type ResolvedOptions } from '../options.js';
 import { frameEnvelopeValidator, LinkCloseCode, type PeerLinkLogEntry } from '../transport/peer-link.js';
+import { checkSecret } from '../transport/peer-link-handshake.js';
 import { attachPeerLinkRoute, type PeerLinkRoute } from '../transport/peer-link-server.js';
 import { loadUws } from '../transport/uws.js';
-import { ChainLinks, LINK_HIGH_WATER_BYTES, PEER_PREFIX } from './chain-links.js';
+import { ChainLinks, HOST_PREFIX, LINK_HIGH_WATER_BYTES, type ReplicaIdentity } from './chain-links.js';
 import { ClientSessions } from './client-sessions.js';
+import { ClientTokens } from './client-tokens.js';
+import { HostIdentity, publicKeyFromText } from './host-identity.js';
 import { attachHttpApi, type HttpApi } from './http-api.js';
 import { InboundQueue } from './inbound-queue.js';
 import { ReplicaPort } from './replica-port.js';
@@ -40,8 +43,10 @@ export interface HostOptions {
   etcd: string[];
   /** etcd key prefix of this cluster. Default /dabba/default/. */
   etcdPrefix?: string;
-  /** The cluster secret (at least 16 bytes): peers and clients must prove they hold it. */
-  secret: Buffer;
+  /** The peer secret (at least 16 bytes), held by hosts only: links between replicas prove it. */
+  peerSecret: Buffer;
+  /** The client secret (at least 16 bytes, not the peer secret): remote clients prove it. */
+  clientSecret: Buffer;
   /** When set, the HTTP API requires `Authorization: Bearer <httpToken>`. */
   httpToken?: Buffer;
   /** Lease TTL in seconds: how long a silent host stays a member. Default 2. */
@@ -124,6 +129,8 @@ export class DabbaHost extends EventEmitter {
   private closed = false;
   private reregistering: Promise<void> | null = null;
   private readonly validate = frameEnvelopeValidator();
+  /** This host's Ed25519 key pair: it signs peer-link handshakes (see ./host-identity.ts). */
+  private readonly identity = new HostIdentity();
 
   constructor(options: HostOptions) {
     super();
@@ -131,6 +138,7 @@ export class DabbaHost extends EventEmitter {
       throw new DabbaError(ErrorCode.invalidArgument, `hostId must be 1-64 letters, digits, '-', '_' or '.' (got ${JSON.stringify(options.hostId)})`);
     }
     this.hostId = options.hostId;
+    checkSecrets(options.peerSecret, options.clientSecret);
     this.settings = { leaseTtlSeconds: 2, listenHost: '127.0.0.1', ...options };
     this.options = resolveOptions(options.chain ?? {});
     this.recordBytesMax = this.options.linkRecordBytesMax;
@@ -144,7 +152,9 @@ export class DabbaHost extends EventEmitter {
     this.acksQueue = new InboundQueue(push('ack'), INBOUND_QUEUE_BYTES_MAX);
     this.readsQueue = new InboundQueue(push('reads'), INBOUND_QUEUE_BYTES_MAX);
     this.links = new ChainLinks({
-      secret: options.secret,
+      secret: options.peerSecret,
+      identityKey: this.identity.privateKey,
+      identityOf: (replicaId) => this.identityOf(replicaId),
       recordBytesMax: this.recordBytesMax,
       controlFrameBytesMax: this.options.controlFrameBytesMax,
       urlOf: (replicaId) => this.urlOf(replicaId),
@@ -172,7 +182,8 @@ export class DabbaHost extends EventEmitter {
       log: (entry) => ('nodeId' in entry ? this.logLink(entry) : this.log(entry.level, entry.code, entry.message)),
     });
     this.sessions = new ClientSessions({
-      secret: options.secret,
+      secret: options.clientSecret,
+      tokens: new ClientTokens(options.peerSecret),
       nodeId: `host:${this.hostId}`,
       maxRecordBytes: this.recordBytesMax,
       recordLimits: { keyBytesMax: this.options.keyBytesMax, valueBytesMax: this.options.valueBytesMax },
@@ -217,11 +228,12 @@ export class DabbaHost extends EventEmitter {
   private listen(): Promise<void> {
     const { uws, native } = loadUws();
     const app = uws.App();
-    const secret = this.settings.secret;
     this.peerRoute = attachPeerLinkRoute(app, native, uws, {
       path: '/peer',
-      secret,
-      nodeId: PEER_PREFIX + this.hostId,
+      secret: this.settings.peerSecret,
+      nodeId: HOST_PREFIX + this.hostId,
+      identityKey: this.identity.privateKey,
+      peerIdentity: (nodeId) => this.links.peerIdentity(nodeId),
       maxRecordBytes: this.recordBytesMax,
       validate: this.validate,
       highWaterBytes: LINK_HIGH_WATER_BYTES,
@@ -233,7 +245,7 @@ export class DabbaHost extends EventEmitter {
       status: () => this.status(),
       unavailable: () => (this.configuration === null ? 'no chain is configured yet: no host has started one in etcd' : null),
       digest: () => this.digest(),
-      secret,
+      secret: this.settings.clientSecret,
       hostUrl: () => this.url,
       ...(this.settings.chain === undefined ? {} : { chain: this.settings.chain }),
       keyBytesMax: this.options.keyBytesMax,
@@ -256,7 +268,11 @@ export class DabbaHost extends EventEmitter {
   }
 
   private async register(): Promise<void> {
-    const registration = await this.store.registerHost(this.hostId, this.settings.leaseTtlSeconds, { replicaId: this.replicaId, url: this.url });
+    const registration = await this.store.registerHost(this.hostId, this.settings.leaseTtlSeconds, {
+      replicaId: this.replicaId,
+      url: this.url,
+      publicKey: this.identity.publicKeyText,
+    });
     this.registration = registration;
     registration.lost.addEventListener('abort', () => {
       if (this.registration !== registration || this.closed) return;
@@ -278,6 +294,16 @@ export class DabbaHost extends EventEmitter {
 
   private urlOf(replicaId: number): string | null {
     for (const { info } of this.hostTable.values()) if (info !== null && info.replicaId === replicaId) return info.url;
+    return null;
+  }
+
+  /** Replica `replicaId`'s host and the identity key that host registered, or null while unknown. */
+  private identityOf(replicaId: number): ReplicaIdentity | null {
+    for (const [hostId, { info }] of this.hostTable) {
+      if (info === null || info.replicaId !== replicaId || info.publicKey === undefined) continue;
+      const publicKey = publicKeyFromText(info.publicKey);
+      return publicKey === null ? null : { hostId, publicKey };
+    }
     return null;
   }
 
@@ -543,6 +569,13 @@ export class DabbaHost extends EventEmitter {
   private logLink(entry: PeerLinkLogEntry): void {
     this.log(entry.level, entry.code, entry.message, { remote: entry.remoteNodeId, address: entry.remoteAddress, closeCode: entry.closeCode });
   }
+}
+
+/** Two distinct secrets of at least 16 bytes: one for both would let a client link as a replica. */
+function checkSecrets(peerSecret: Buffer, clientSecret: Buffer): void {
+  checkSecret(peerSecret);
+  checkSecret(clientSecret);
+  if (peerSecret.equals(clientSecret)) throw new DabbaError(ErrorCode.invalidArgument, 'the peer secret and the client secret must differ');
 }
 
 /** Waits for `work` to settle (either way), or until `deadline` (performance.now() time), whichever comes first. */

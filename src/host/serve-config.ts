@@ -8,8 +8,10 @@
  *   --advertise      DABBA_ADVERTISE      advertise        ws://host:port others reach us at
  *   --etcd           DABBA_ETCD           etcd             etcd client URLs, comma-separated (required)
  *   --etcd-prefix    DABBA_ETCD_PREFIX    etcdPrefix       key prefix of this cluster (/dabba/default/)
- *   --secret-file    DABBA_SECRET_FILE    secretFile       file holding the cluster secret
- *                    DABBA_SECRET                          the secret itself (at least 16 bytes)
+ *   --peer-secret-file DABBA_PEER_SECRET_FILE peerSecretFile file holding the peer secret (hosts only)
+ *                    DABBA_PEER_SECRET                     the peer secret itself (at least 16 bytes)
+ *   --client-secret-file DABBA_CLIENT_SECRET_FILE clientSecretFile  file holding the client secret
+ *                    DABBA_CLIENT_SECRET                   the client secret itself (at least 16 bytes)
  *   --lease-ttl      DABBA_LEASE_TTL      leaseTtlSeconds  seconds a silent host stays a member (2)
  *   --http-token-file DABBA_HTTP_TOKEN_FILE httpTokenFile  the HTTP API then needs "Bearer <token>"
  *                    DABBA_HTTP_TOKEN                      the token itself
@@ -27,7 +29,8 @@ interface FileConfig {
   advertise?: string;
   etcd?: string[] | string;
   etcdPrefix?: string;
-  secretFile?: string;
+  peerSecretFile?: string;
+  clientSecretFile?: string;
   leaseTtlSeconds?: number;
   master?: boolean;
   httpTokenFile?: string;
@@ -43,6 +46,9 @@ export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = proces
       advertise: { type: 'string' },
       etcd: { type: 'string' },
       'etcd-prefix': { type: 'string' },
+      'peer-secret-file': { type: 'string' },
+      'client-secret-file': { type: 'string' },
+      // Replaced by the two above: refused with a message that says so.
       'secret-file': { type: 'string' },
       'lease-ttl': { type: 'string' },
       'http-token-file': { type: 'string' },
@@ -59,7 +65,7 @@ export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = proces
   const etcd = (Array.isArray(etcdText) ? etcdText : (etcdText ?? '').split(',')).map((url) => url.trim()).filter((url) => url !== '');
   if (etcd.length === 0) throw new ServeConfigError('etcd endpoints are required: --etcd http://127.0.0.1:2379,..., DABBA_ETCD or "etcd" in --config');
   for (const url of etcd) if (!/^https?:\/\/[^/]+$/.test(url)) throw new ServeConfigError(`an etcd endpoint is http(s)://host:port, got ${url}`);
-  const secret = readSecret(values['secret-file'] ?? env.DABBA_SECRET_FILE ?? file.secretFile, env.DABBA_SECRET);
+  const { peerSecret, clientSecret } = readSecrets(values, env, file);
   const ttlText = values['lease-ttl'] ?? env.DABBA_LEASE_TTL ?? file.leaseTtlSeconds;
   const leaseTtlSeconds = ttlText === undefined ? 2 : Number(ttlText);
   if (!Number.isInteger(leaseTtlSeconds) || leaseTtlSeconds < 1 || leaseTtlSeconds > 60) throw new ServeConfigError(`--lease-ttl must be 1-60 seconds, got ${ttlText}`);
@@ -68,7 +74,7 @@ export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = proces
   const master = values['no-master'] === true || env.DABBA_NO_MASTER === '1' ? false : (file.master ?? true);
   const prefix = values['etcd-prefix'] ?? env.DABBA_ETCD_PREFIX ?? file.etcdPrefix;
   const tokenFile = values['http-token-file'] ?? env.DABBA_HTTP_TOKEN_FILE ?? file.httpTokenFile;
-  const httpToken = tokenFile === undefined && env.DABBA_HTTP_TOKEN === undefined ? undefined : readSecret(tokenFile, env.DABBA_HTTP_TOKEN, 'HTTP token');
+  const httpToken = tokenFile === undefined && env.DABBA_HTTP_TOKEN === undefined ? undefined : readSecret(tokenFile, env.DABBA_HTTP_TOKEN, 'HTTP token', '--http-token-file, DABBA_HTTP_TOKEN_FILE or DABBA_HTTP_TOKEN');
   return {
     hostId,
     listenHost: match[1]!,
@@ -76,7 +82,8 @@ export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = proces
     ...(advertise === undefined ? {} : { advertiseUrl: advertise }),
     etcd,
     ...(prefix === undefined ? {} : { etcdPrefix: prefix }),
-    secret,
+    peerSecret,
+    clientSecret,
     leaseTtlSeconds,
     master,
     ...(httpToken === undefined ? {} : { httpToken }),
@@ -94,7 +101,25 @@ function readConfigFile(path: string): FileConfig {
   return parsed as FileConfig;
 }
 
-function readSecret(path: string | undefined, inline: string | undefined, what = 'cluster secret'): Buffer {
+/**
+ * Hosts hold two secrets: the peer secret, which only hosts have (a link between replicas proves
+ * it), and the client secret, which clients have too. One secret for both would let any client
+ * link to a host as a replica.
+ */
+function readSecrets(values: { 'peer-secret-file'?: string; 'client-secret-file'?: string; 'secret-file'?: string }, env: NodeJS.ProcessEnv, file: FileConfig): { peerSecret: Buffer; clientSecret: Buffer } {
+  const peerPath = values['peer-secret-file'] ?? env.DABBA_PEER_SECRET_FILE ?? file.peerSecretFile;
+  const clientPath = values['client-secret-file'] ?? env.DABBA_CLIENT_SECRET_FILE ?? file.clientSecretFile;
+  const legacy = values['secret-file'] ?? env.DABBA_SECRET_FILE ?? env.DABBA_SECRET ?? (file as { secretFile?: string }).secretFile;
+  if (legacy !== undefined && peerPath === undefined && env.DABBA_PEER_SECRET === undefined) {
+    throw new ServeConfigError('one cluster secret (--secret-file, DABBA_SECRET) is replaced by two: a peer secret for hosts (--peer-secret-file, DABBA_PEER_SECRET) and a client secret for clients (--client-secret-file, DABBA_CLIENT_SECRET)');
+  }
+  const peerSecret = readSecret(peerPath, env.DABBA_PEER_SECRET, 'peer secret', '--peer-secret-file, DABBA_PEER_SECRET_FILE or DABBA_PEER_SECRET');
+  const clientSecret = readSecret(clientPath, env.DABBA_CLIENT_SECRET, 'client secret', '--client-secret-file, DABBA_CLIENT_SECRET_FILE or DABBA_CLIENT_SECRET');
+  if (peerSecret.equals(clientSecret)) throw new ServeConfigError('the peer secret and the client secret must differ: a client would otherwise be able to link as a replica');
+  return { peerSecret, clientSecret };
+}
+
+function readSecret(path: string | undefined, inline: string | undefined, what: string, where: string): Buffer {
   let secret: Buffer;
   if (path !== undefined) {
     try {
@@ -105,7 +130,7 @@ function readSecret(path: string | undefined, inline: string | undefined, what =
   } else if (inline !== undefined) {
     secret = Buffer.from(inline, 'utf8');
   } else {
-    throw new ServeConfigError(`a ${what} is required: --secret-file, DABBA_SECRET_FILE or DABBA_SECRET`);
+    throw new ServeConfigError(`a ${what} is required: ${where}`);
   }
   if (secret.length < 16) throw new ServeConfigError(`the ${what} must be at least 16 bytes`);
   return secret;

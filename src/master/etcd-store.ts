@@ -55,6 +55,11 @@ export interface HostInfo {
   replicaId: number;
   /** The host's base ws/http URL, e.g. `ws://10.77.1.10:7400`. */
   url: string;
+  /**
+   * The host's Ed25519 public key (its 32 bytes, base64url): a peer link from or to this host must
+   * be signed with the matching private key, which never leaves the host's process.
+   */
+  publicKey?: string;
 }
 
 /** What a host reports about its replica in `status/<hostId>` (the master decides joins from it). */
@@ -274,7 +279,7 @@ export class EtcdConfigurationStore {
     }
     return {
       hostId,
-      info: info === undefined ? null : { replicaId: info.replicaId, url: info.url },
+      info: info === undefined ? null : { ...info },
       lost: lost.signal,
       putStatus: async (status) => {
         const text = checkedJson(status, (json) => decodeHostStatus(json, 'the host status to write'));
@@ -689,11 +694,13 @@ function isCount(value: unknown): value is number {
 
 /** Parses and validates a `hosts/<hostId>` value; `source` names where it came from. */
 export function decodeHostInfo(text: string, source: string): HostInfo {
-  const { replicaId, url } = parseObject(text, source, 'host info');
+  const { replicaId, url, publicKey } = parseObject(text, source, 'host info');
   const malformed = (reason: string): DabbaError => malformedValue(source, 'host info', reason, text);
   if (!isId(replicaId)) throw malformed(`replicaId must be an integer in 1..${ID_MAX}`);
   if (typeof url !== 'string' || !isHostUrl(url)) throw malformed('url must be a ws://, wss://, http:// or https:// URL');
-  return { replicaId, url };
+  if (publicKey === undefined) return { replicaId, url };
+  if (typeof publicKey !== 'string' || !/^[A-Za-z0-9_-]{43}$/.test(publicKey)) throw malformed('publicKey must be 32 bytes in base64url');
+  return { replicaId, url, publicKey };
 }
 
 /** Parses and validates a `status/<hostId>` value. */

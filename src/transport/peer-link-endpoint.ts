@@ -3,6 +3,7 @@
  * validation, backpressure and closing. The uWS server side and the ws client side each adapt
  * their socket to a SocketPort and feed received messages to receive().
  */
+import type { KeyObject } from 'node:crypto';
 import { DabbaError, ErrorCode } from '../../native-free-core/errors.js';
 import {
   HANDSHAKE_BYTES_MAX,
@@ -15,9 +16,12 @@ import {
   encodeChallenge,
   encodeProof,
   encodeResponse,
+  identityMatches,
+  identityTranscript,
   macMatches,
   newNonce,
   serverMac,
+  signIdentity,
 } from './peer-link-handshake.js';
 
 /** WebSocket close codes a peer link uses (4000-4999 is the range left to applications). */
@@ -65,6 +69,13 @@ export interface PeerLinkOptions {
   lowWaterBytes?: number;
   /** A handshake not finished in this time closes the link. Default 10 s. */
   handshakeTimeoutMs?: number;
+  /** This side's Ed25519 private key: it signs the handshake, proving which node it is. */
+  identityKey?: KeyObject;
+  /**
+   * When set, the other side must sign the handshake too: returns the public key the node named
+   * `nodeId` signs with, or why that node may not link here at all (unknown, not a neighbour).
+   */
+  peerIdentity?(nodeId: string): KeyObject | string;
   log?(entry: PeerLinkLogEntry): void;
 }
 
@@ -103,6 +114,8 @@ export interface LinkSettings {
   highWaterBytes: number;
   lowWaterBytes: number;
   handshakeTimeoutMs: number;
+  identityKey: KeyObject | null;
+  peerIdentity: ((nodeId: string) => KeyObject | string) | null;
   log(entry: PeerLinkLogEntry): void;
 }
 
@@ -141,6 +154,8 @@ export function linkSettings(options: PeerLinkOptions): LinkSettings {
     highWaterBytes,
     lowWaterBytes,
     handshakeTimeoutMs,
+    identityKey: options.identityKey ?? null,
+    peerIdentity: options.peerIdentity ?? null,
     log: options.log ?? (() => {}),
   };
 }
@@ -255,26 +270,53 @@ export class PeerLinkEndpoint implements PeerLink {
     if (this.phase === 'awaitResponse') {
       const response = decodeResponse(bytes);
       if (typeof response === 'string') return this.refuse(response);
-      const expected = clientMac(settings.secret, this.serverNonce!, response.clientNonce, response.nodeId);
-      if (!macMatches(expected, response.mac)) return this.refuse(`node ${JSON.stringify(response.nodeId)} does not hold the cluster secret`);
+      const serverNonce = this.serverNonce!;
+      const expected = clientMac(settings.secret, serverNonce, response.clientNonce, response.nodeId);
+      if (!macMatches(expected, response.mac)) return this.refuse(`node ${JSON.stringify(response.nodeId)} does not hold this route's secret`);
+      const transcript = identityTranscript('client', serverNonce, response.clientNonce, response.nodeId);
+      const refusal = this.checkIdentity(response.nodeId, transcript, response.signature);
+      if (refusal !== null) return this.refuse(refusal);
       this.remoteNodeId = response.nodeId;
-      this.port.send(encodeProof(serverMac(settings.secret, response.clientNonce, this.serverNonce!, settings.nodeId), settings.nodeId));
+      const signature = this.signature(identityTranscript('server', response.clientNonce, serverNonce, settings.nodeId));
+      this.port.send(encodeProof(serverMac(settings.secret, response.clientNonce, serverNonce, settings.nodeId), signature, settings.nodeId));
       this.becomeOpen();
     } else if (this.phase === 'awaitChallenge') {
       const serverNonce = decodeChallenge(bytes);
       if (typeof serverNonce === 'string') return this.refuse(serverNonce);
       this.serverNonce = serverNonce;
-      this.clientNonce = newNonce();
-      this.port.send(encodeResponse(clientMac(settings.secret, serverNonce, this.clientNonce, settings.nodeId), this.clientNonce, settings.nodeId));
+      const clientNonce = (this.clientNonce = newNonce());
+      const signature = this.signature(identityTranscript('client', serverNonce, clientNonce, settings.nodeId));
+      this.port.send(encodeResponse(clientMac(settings.secret, serverNonce, clientNonce, settings.nodeId), clientNonce, signature, settings.nodeId));
       this.phase = 'awaitProof';
     } else {
       const proof = decodeProof(bytes);
       if (typeof proof === 'string') return this.refuse(proof);
       const expected = serverMac(settings.secret, this.clientNonce!, this.serverNonce!, proof.nodeId);
-      if (!macMatches(expected, proof.mac)) return this.refuse(`server ${JSON.stringify(proof.nodeId)} does not hold the cluster secret`);
+      if (!macMatches(expected, proof.mac)) return this.refuse(`server ${JSON.stringify(proof.nodeId)} does not hold this route's secret`);
+      const transcript = identityTranscript('server', this.clientNonce!, this.serverNonce!, proof.nodeId);
+      const refusal = this.checkIdentity(proof.nodeId, transcript, proof.signature);
+      if (refusal !== null) return this.refuse(refusal);
       this.remoteNodeId = proof.nodeId;
       this.becomeOpen();
     }
+  }
+
+  private signature(transcript: Buffer): Buffer | null {
+    return this.settings.identityKey === null ? null : signIdentity(this.settings.identityKey, transcript);
+  }
+
+  /** Null if the other side proved its identity (or none is asked for), else why not. */
+  private checkIdentity(nodeId: string, transcript: Buffer, signature: Buffer | null): string | null {
+    const expect = this.settings.peerIdentity;
+    if (expect === null) return null;
+    let key: KeyObject | string;
+    try {
+      key = expect(nodeId);
+    } catch (error) {
+      return `identity check failed: ${error instanceof Error ? error.message : String(error)}`;
+    }
+    if (typeof key === 'string') return key;
+    return identityMatches(key, transcript, signature) ? null : `${JSON.stringify(nodeId)} did not sign with its registered identity key`;
   }
 
   private becomeOpen(): void {

@@ -2,14 +2,21 @@
  * The mutual challenge-response that opens a peer link, before any record is read.
  *
  *   server -> client  challenge  MAGIC | serverNonce(32)
- *   client -> server  response   MAGIC | HMAC(secret, CLIENT_LABEL | serverNonce | clientNonce | clientNodeId) | clientNonce(32) | clientNodeId
- *   server -> client  proof      MAGIC | HMAC(secret, SERVER_LABEL | clientNonce | serverNonce | serverNodeId) | serverNodeId
+ *   client -> server  response   MAGIC | HMAC(secret, CLIENT_LABEL | serverNonce | clientNonce | clientNodeId) | clientNonce(32)
+ *                                      | signatureLength(1) | signature | clientNodeId
+ *   server -> client  proof      MAGIC | HMAC(secret, SERVER_LABEL | clientNonce | serverNonce | serverNodeId)
+ *                                      | signatureLength(1) | signature | serverNodeId
  *
  * Fresh nonces on both sides make a recorded answer useless on another connection; the role labels
  * keep a client's MAC from ever being replayed as a server's (and the reverse); the node ids are
- * inside the MACs so a peer cannot claim another node's name.
+ * inside the MACs so a peer cannot claim another node's name among those who hold the secret.
+ *
+ * The MAC proves the peer holds the route's secret (the peer secret between hosts, the client secret
+ * on /client). Between hosts that is not enough to tell hosts apart, so each side may also sign the
+ * same transcript with its own Ed25519 key (signatureLength 64), whose public key its host
+ * registered in etcd: a link then proves which host, and so which replica, is at the other end.
  */
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes, sign, timingSafeEqual, verify, type KeyObject } from 'node:crypto';
 import { DabbaError, ErrorCode } from '../../native-free-core/errors.js';
 
 export const NONCE_BYTES = 32;
@@ -18,15 +25,19 @@ export const NODE_ID_BYTES_MAX = 255;
 /** Shortest secret accepted: an HMAC key shorter than this is guessable. */
 export const SECRET_BYTES_MIN = 16;
 
-const MAGIC_CHALLENGE = Buffer.from('DBL1C', 'latin1');
-const MAGIC_RESPONSE = Buffer.from('DBL1R', 'latin1');
-const MAGIC_PROOF = Buffer.from('DBL1P', 'latin1');
+const MAGIC_CHALLENGE = Buffer.from('DBL2C', 'latin1');
+const MAGIC_RESPONSE = Buffer.from('DBL2R', 'latin1');
+const MAGIC_PROOF = Buffer.from('DBL2P', 'latin1');
 const MAGIC_BYTES = 5;
-const CLIENT_LABEL = Buffer.from('dabba peer link v1 client', 'latin1');
-const SERVER_LABEL = Buffer.from('dabba peer link v1 server', 'latin1');
+const CLIENT_LABEL = Buffer.from('dabba peer link v2 client', 'latin1');
+const SERVER_LABEL = Buffer.from('dabba peer link v2 server', 'latin1');
+const CLIENT_SIGNATURE_LABEL = Buffer.from('dabba peer link v2 client identity', 'latin1');
+const SERVER_SIGNATURE_LABEL = Buffer.from('dabba peer link v2 server identity', 'latin1');
+/** An Ed25519 signature. */
+export const SIGNATURE_BYTES = 64;
 
 /** Largest handshake message; the receive limit must allow it even when records are smaller. */
-export const HANDSHAKE_BYTES_MAX = MAGIC_BYTES + MAC_BYTES + NONCE_BYTES + NODE_ID_BYTES_MAX;
+export const HANDSHAKE_BYTES_MAX = MAGIC_BYTES + MAC_BYTES + NONCE_BYTES + 1 + SIGNATURE_BYTES + NODE_ID_BYTES_MAX;
 
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -65,6 +76,27 @@ export function macMatches(expected: Buffer, received: Buffer): boolean {
   return expected.length === received.length && timingSafeEqual(expected, received);
 }
 
+/** What a side signs with its identity key: the same transcript as its MAC, under its own label. */
+export function identityTranscript(role: 'client' | 'server', firstNonce: Buffer, secondNonce: Buffer, nodeId: string): Buffer {
+  const label = role === 'client' ? CLIENT_SIGNATURE_LABEL : SERVER_SIGNATURE_LABEL;
+  return Buffer.concat([label, firstNonce, secondNonce, Buffer.from(nodeId, 'utf8')]);
+}
+
+/** Signs a transcript with an Ed25519 private key. */
+export function signIdentity(privateKey: KeyObject, transcript: Buffer): Buffer {
+  return sign(null, transcript, privateKey);
+}
+
+/** Whether `signature` is `publicKey`'s Ed25519 signature of `transcript` (never throws). */
+export function identityMatches(publicKey: KeyObject, transcript: Buffer, signature: Buffer | null): boolean {
+  if (signature === null || signature.length !== SIGNATURE_BYTES) return false;
+  try {
+    return verify(null, transcript, publicKey, signature);
+  } catch {
+    return false;
+  }
+}
+
 function startsWith(bytes: Uint8Array, magic: Buffer): boolean {
   return bytes.length >= magic.length && magic.equals(bytes.subarray(0, magic.length));
 }
@@ -88,41 +120,64 @@ export function decodeChallenge(bytes: Uint8Array): Buffer | string {
   return Buffer.from(bytes.subarray(MAGIC_BYTES));
 }
 
-export function encodeResponse(clientMacBytes: Buffer, clientNonce: Buffer, clientNodeId: string): Buffer {
-  return Buffer.concat([MAGIC_RESPONSE, clientMacBytes, clientNonce, Buffer.from(clientNodeId, 'utf8')]);
+/** A signature field: its length in one byte (0: none, or SIGNATURE_BYTES), then its bytes. */
+function encodeSignature(signature: Buffer | null): Buffer {
+  if (signature === null) return Buffer.from([0]);
+  return Buffer.concat([Buffer.from([signature.length]), signature]);
+}
+
+/** Reads a signature field at `offset`: the signature (or null) and where the node id starts, or a reason. */
+function decodeSignature(bytes: Uint8Array, offset: number): { signature: Buffer | null; end: number } | string {
+  if (bytes.length <= offset) return 'handshake message ends before its signature field';
+  const length = bytes[offset]!;
+  if (length !== 0 && length !== SIGNATURE_BYTES) return `handshake signature of ${length} bytes`;
+  const end = offset + 1 + length;
+  if (bytes.length <= end) return 'handshake message ends before its node id';
+  return { signature: length === 0 ? null : Buffer.from(bytes.subarray(offset + 1, end)), end };
+}
+
+export function encodeResponse(clientMacBytes: Buffer, clientNonce: Buffer, signature: Buffer | null, clientNodeId: string): Buffer {
+  return Buffer.concat([MAGIC_RESPONSE, clientMacBytes, clientNonce, encodeSignature(signature), Buffer.from(clientNodeId, 'utf8')]);
 }
 
 export interface HandshakeResponse {
   mac: Buffer;
   clientNonce: Buffer;
+  signature: Buffer | null;
   nodeId: string;
 }
 
 export function decodeResponse(bytes: Uint8Array): HandshakeResponse | string {
   const fixed = MAGIC_BYTES + MAC_BYTES + NONCE_BYTES;
   if (!startsWith(bytes, MAGIC_RESPONSE) || bytes.length <= fixed) return 'expected a handshake response';
-  const nodeId = decodeNodeId(bytes.subarray(fixed));
+  const signature = decodeSignature(bytes, fixed);
+  if (typeof signature === 'string') return signature;
+  const nodeId = decodeNodeId(bytes.subarray(signature.end));
   if (nodeId === null) return 'handshake response carries an invalid node id';
   return {
     mac: Buffer.from(bytes.subarray(MAGIC_BYTES, MAGIC_BYTES + MAC_BYTES)),
     clientNonce: Buffer.from(bytes.subarray(MAGIC_BYTES + MAC_BYTES, fixed)),
+    signature: signature.signature,
     nodeId,
   };
 }
 
-export function encodeProof(serverMacBytes: Buffer, serverNodeId: string): Buffer {
-  return Buffer.concat([MAGIC_PROOF, serverMacBytes, Buffer.from(serverNodeId, 'utf8')]);
+export function encodeProof(serverMacBytes: Buffer, signature: Buffer | null, serverNodeId: string): Buffer {
+  return Buffer.concat([MAGIC_PROOF, serverMacBytes, encodeSignature(signature), Buffer.from(serverNodeId, 'utf8')]);
 }
 
 export interface HandshakeProof {
   mac: Buffer;
+  signature: Buffer | null;
   nodeId: string;
 }
 
 export function decodeProof(bytes: Uint8Array): HandshakeProof | string {
   const fixed = MAGIC_BYTES + MAC_BYTES;
   if (!startsWith(bytes, MAGIC_PROOF) || bytes.length <= fixed) return 'expected a handshake proof';
-  const nodeId = decodeNodeId(bytes.subarray(fixed));
+  const signature = decodeSignature(bytes, fixed);
+  if (typeof signature === 'string') return signature;
+  const nodeId = decodeNodeId(bytes.subarray(signature.end));
   if (nodeId === null) return 'handshake proof carries an invalid node id';
-  return { mac: Buffer.from(bytes.subarray(MAGIC_BYTES, fixed)), nodeId };
+  return { mac: Buffer.from(bytes.subarray(MAGIC_BYTES, fixed)), signature: signature.signature, nodeId };
 }

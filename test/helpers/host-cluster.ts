@@ -40,8 +40,11 @@ export class HostCluster {
     private readonly lab: NetnsLab,
     readonly etcd: string[],
     readonly prefix: string,
+    /** The client secret (what connect() needs). */
     readonly secret: string,
     private readonly store: EtcdConfigurationStore,
+    /** The peer secret, which only the hosts hold. */
+    readonly peerSecret: string = `peer-${secret}`,
   ) {}
 
   static async create(lab: NetnsLab, etcd: string[], prefix: string, secret: string): Promise<HostCluster> {
@@ -110,7 +113,7 @@ export class HostCluster {
     const port = Number(new URL(host.url.replace('ws:', 'http:')).port);
     const address = new URL(host.url.replace('ws:', 'http:')).hostname;
     const child = this.lab.spawn(index, process.execPath, [...SERVE_NODE_FLAGS, '--import', 'tsx', CLI, 'serve', '--id', host.hostId, '--listen', `${address}:${port}`, '--etcd', this.etcd.join(','), '--etcd-prefix', this.prefix], {
-      env: { ...process.env, DABBA_SECRET: this.secret },
+      env: { ...process.env, DABBA_PEER_SECRET: this.peerSecret, DABBA_CLIENT_SECRET: this.secret },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     host.child = child;
