@@ -162,7 +162,10 @@ export function simulate(options: SimulationOptions): SimulationResult {
         // Frames of about one entry each (512 B of frame overhead, the client marks, one key and
         // value): a snapshot takes several frames, interleaved with new batches.
         snapshotFrameBytesMax: 512 + (clientCount + 1) * 16 + 56,
-        store: new Store(),
+        // A slot hash key per replica, as in production (a random one each), so nothing can lean on
+        // replicas sharing a table layout. Derived from the seed and id, not drawn from the PRNG, so
+        // that every seed still replays the same run.
+        store: new Store({ hashKey: [seed >>> 0, id >>> 0] }),
         // Large enough that a full in-flight list never happens here (it is tested elsewhere), so
         // links stay FIFO without modelling a sender that holds a refused batch.
         inflightBytesMax: 8 * 1024 * 1024,
