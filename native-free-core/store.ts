@@ -9,8 +9,12 @@
  * Layout (chosen so that a put or find in a large store touches few cache lines: one slot, one
  * entry record, the key's bytes and, usually on the same line, the value's):
  * - A slot table (open addressing, linear probing, capacity a power of two, load at most 1/2) maps a
- *   key's hash to an entry number. Each slot is a pair of int32 words, [hash, entry], so a probe run
- *   is one sequential read. Hash 0 marks an empty slot, so stored hashes are forced non-zero.
+ *   key's hash to an entry number. Keys come from clients, so the hash is keyed (HalfSipHash-1-3
+ *   under `StoreOptions.hashKey`): with a fixed public hash, an attacker can compute keys that all
+ *   land in one probe run and make every insert walk it (MurmurHash3 has such multicollisions
+ *   whatever its seed; 32k crafted keys made inserts 166x slower). Each slot is a pair of int32
+ *   words, [hash, entry], so a probe run is one sequential read. Hash 0 marks an empty slot, so
+ *   stored hashes are forced non-zero.
  *   Deletion shifts the rest of the probe run backward: there are no tombstones, and every lookup
  *   stops at the first empty slot.
  * - Dense entry records, numbered `0 .. size - 1`, of eight 32-bit words each (32 bytes, half a cache
@@ -28,19 +32,27 @@
  * operations (or bytes written) as it copies, so the cost per write is constant when amortised.
  * Entry handles and heap views are valid only until the next mutation.
  *
- * Layout is deterministic given the sequence of operations, but `digest()` does not depend on it:
- * two stores with equal contents have equal digests whatever their history.
+ * Layout is deterministic given the hash key and the sequence of operations, but `digest()` depends
+ * on neither: two stores with equal contents have equal digests whatever their keys and history.
  */
 import { assert } from './assert.js';
 import { copyBytes as copyBulk } from './bytes.js';
 import { DabbaError, ErrorCode } from './errors.js';
-import { FNV1A32_OFFSET_BASIS, fmix32, fnv1a32, murmur3x32 } from './hash.js';
+import { FNV1A32_OFFSET_BASIS, fmix32, fnv1a32, halfSipHash13, murmur3x32 } from './hash.js';
 
 export interface StoreOptions {
   /** Keys the store can hold before its slot table first grows. Default 1024. */
   initialKeys?: number;
   /** Heap capacity in bytes before it first grows, rounded up to a power of two. Default 64 KiB. */
   initialHeapBytes?: number;
+  /**
+   * The secret 64-bit key of the slot hash, as two uint32 words. Production callers must pass a
+   * random key, one per store (the runtime draws 8 bytes from node:crypto): without it, clients
+   * that learn the default can flood one probe run. The default is a fixed, public key, so that the
+   * core stays deterministic for the simulator and tests. It shapes only the slot table: contents,
+   * entry order and `digest()` do not depend on it.
+   */
+  hashKey?: readonly [number, number];
 }
 
 /** What `checkInvariants()` found, for tests that want to know which cases they reached. */
@@ -79,9 +91,13 @@ const COMPACTION_WASTE_BYTES_MIN = 64 * 1024;
  * allocation-free for values under this size, since `subarray` allocates a view.
  */
 const COPY_LOOP_BYTES_MAX = 112;
-/** Fixed seeds: the slot hash only shapes the layout; the digest seeds must match on all replicas. */
-const SLOT_HASH_SEED = 0x9747b28c;
+/**
+ * The slot hash key when none is given: fixed and public, so it protects nothing (see
+ * StoreOptions.hashKey). The digest's seeds are fixed on purpose: they must match on all replicas.
+ */
+export const STORE_HASH_KEY_DEFAULT: readonly [number, number] = Object.freeze([0x9747b28c, 0x6a09e667] as const);
 const DIGEST_MURMUR_SEED = 0x2545f491;
+const UINT32_MAX = 0xffffffff;
 const TWO_TO_THE_32 = 2 ** 32;
 
 /** A slot is two int32 words: the key's hash (0 = empty) and its entry number (-1 when empty). */
@@ -107,6 +123,9 @@ const RECORD_VERSION_DOUBLE = 3;
 export class Store {
   private readonly slotCapacityInitial: number;
   private readonly heapBytesInitial: number;
+  /** The slot hash key's two words (StoreOptions.hashKey), kept apart so reads need no array. */
+  private readonly hashKey0: number;
+  private readonly hashKey1: number;
 
   // The slot table: `slotMask + 1` slots of SLOT_WORDS int32 words.
   private slotMask: number;
@@ -144,6 +163,7 @@ export class Store {
       INITIAL_HEAP_BYTES_DEFAULT,
       STORE_HEAP_BYTES_LIMIT,
     );
+    [this.hashKey0, this.hashKey1] = optionHashKey(options?.hashKey);
     this.slotCapacityInitial = Math.max(SLOT_CAPACITY_MIN, powerOfTwoAtLeast(initialKeys * 2));
     this.heapBytesInitial = Math.max(HEAP_BYTES_MIN, powerOfTwoAtLeast(initialHeapBytes));
     assert(this.slotCapacityInitial <= SLOT_CAPACITY_LIMIT, 'Store: initial slot capacity over its limit');
@@ -202,7 +222,7 @@ export class Store {
     assert(isRange(valueSource, valueStart, valueLength), 'Store.put: value range outside its source');
     assert(Number.isSafeInteger(version) && version >= 0, 'Store.put: version is not a safe integer >= 0');
 
-    const hash = slotHash(keySource, keyStart, keyLength);
+    const hash = this.slotHash(keySource, keyStart, keyLength);
     const slot = this.findSlot(hash, keySource, keyStart, keyLength);
     if (slot >= 0) {
       const entry = this.slots[slot * SLOT_WORDS + SLOT_ENTRY]!;
@@ -219,7 +239,7 @@ export class Store {
     assert(!this.visiting, 'Store.delete: called from inside forEach');
     assert(isRange(keySource, keyStart, keyLength), 'Store.delete: key range outside its source');
 
-    const hash = slotHash(keySource, keyStart, keyLength);
+    const hash = this.slotHash(keySource, keyStart, keyLength);
     const slot = this.findSlot(hash, keySource, keyStart, keyLength);
     if (slot < 0) return false;
 
@@ -257,7 +277,7 @@ export class Store {
   /** Entry handle for key, or -1. A handle is valid until the next mutation. */
   find(keySource: Uint8Array, keyStart: number, keyLength: number): number {
     assert(isRange(keySource, keyStart, keyLength), 'Store.find: key range outside its source');
-    const slot = this.findSlot(slotHash(keySource, keyStart, keyLength), keySource, keyStart, keyLength);
+    const slot = this.findSlot(this.slotHash(keySource, keyStart, keyLength), keySource, keyStart, keyLength);
     return slot < 0 ? -1 : this.slots[slot * SLOT_WORDS + SLOT_ENTRY]!;
   }
 
@@ -469,7 +489,7 @@ export class Store {
       assert(keyOffset + keyLength <= used, `entry ${entry} key beyond the used heap`);
       assert(valueLength <= valueCapacity, `entry ${entry} value longer than its capacity`);
       assert(valueOffset + valueCapacity <= used, `entry ${entry} value beyond the used heap`);
-      assert(slotHash(heap, keyOffset, keyLength) === hash, `entry ${entry} hash is stale`);
+      assert(this.slotHash(heap, keyOffset, keyLength) === hash, `entry ${entry} hash is stale`);
       assert(this.find(heap, keyOffset, keyLength) === entry, `entry ${entry} key finds another entry`);
       const version = this.recordVersions[entry * RECORD_DOUBLES + RECORD_VERSION_DOUBLE]!;
       assert(Number.isSafeInteger(version) && version >= 0, `entry ${entry} version ${version} invalid`);
@@ -514,6 +534,12 @@ export class Store {
   }
 
   // --- Internals -------------------------------------------------------------------------------
+
+  /** The slot-table hash of a key, as stored in an Int32Array, never 0 (0 marks an empty slot). */
+  private slotHash(source: Uint8Array, start: number, length: number): number {
+    const hash = halfSipHash13(source, start, length, this.hashKey0, this.hashKey1) | 0;
+    return hash === 0 ? 1 : hash;
+  }
 
   private isHandle(handle: number): boolean {
     return Number.isInteger(handle) && handle >= 0 && handle < this.entryCount;
@@ -756,12 +782,6 @@ export class Store {
 
 // --- Helpers -------------------------------------------------------------------------------------
 
-/** The slot-table hash of a key, as stored in an Int32Array, never 0 (0 marks an empty slot). */
-function slotHash(source: Uint8Array, start: number, length: number): number {
-  const hash = murmur3x32(source, start, length, SLOT_HASH_SEED) | 0;
-  return hash === 0 ? 1 : hash;
-}
-
 function emptySlots(slotCapacity: number): Int32Array {
   const slots = new Int32Array(slotCapacity * SLOT_WORDS);
   for (let slot = 0; slot < slotCapacity; slot++) slots[slot * SLOT_WORDS + SLOT_ENTRY] = ENTRY_NONE;
@@ -832,6 +852,25 @@ function writeWord(target: Uint8Array, offset: number, word: number): void {
 
 function hex32(word: number): string {
   return (word >>> 0).toString(16).padStart(8, '0');
+}
+
+/** The two words of StoreOptions.hashKey, or the default key when it is absent. */
+function optionHashKey(value: unknown): readonly [number, number] {
+  if (value === undefined) return STORE_HASH_KEY_DEFAULT;
+  if (!Array.isArray(value) || value.length !== 2) {
+    throw new DabbaError(ErrorCode.invalidArgument, 'StoreOptions.hashKey must be an array of two uint32 words');
+  }
+  const words: unknown[] = value;
+  for (const word of words) {
+    if (typeof word !== 'number' || !Number.isInteger(word)) {
+      const message = `StoreOptions.hashKey words must be integers, got ${String(word)}`;
+      throw new DabbaError(ErrorCode.invalidArgument, message);
+    }
+    if (word < 0 || word > UINT32_MAX) {
+      throw new DabbaError(ErrorCode.outOfRange, `StoreOptions.hashKey words must be in 0..${UINT32_MAX}, got ${word}`);
+    }
+  }
+  return [words[0] as number, words[1] as number];
 }
 
 function optionCount(name: string, value: unknown, fallback: number, limit: number): number {

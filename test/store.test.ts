@@ -1,8 +1,16 @@
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { isDabbaError } from '../native-free-core/errors.js';
-import { FNV1A32_OFFSET_BASIS, fnv1a32, fnv1a32Word, murmur3x32 } from '../native-free-core/hash.js';
-import { Store, type StoreOptions } from '../native-free-core/store.js';
+import {
+  FNV1A32_OFFSET_BASIS,
+  fmix32,
+  fnv1a32,
+  fnv1a32Word,
+  halfSipHash13,
+  murmur3x32,
+} from '../native-free-core/hash.js';
+import { Store, STORE_HASH_KEY_DEFAULT, type StoreOptions } from '../native-free-core/store.js';
 
 /*
  * The byte-keyed store. Beside example tests, a model test drives random operations from a seeded
@@ -72,6 +80,90 @@ function expectCode(code: string): (error: unknown) => boolean {
   return (error) => (error as { code?: unknown }).code === code;
 }
 
+/** A random slot hash key, as the runtime makes one; tests that use it print it when they fail. */
+function randomHashKey(): readonly [number, number] {
+  const bytes = randomBytes(8);
+  return [bytes.readUInt32LE(0), bytes.readUInt32LE(4)];
+}
+
+function writeWordLittleEndian(target: Uint8Array, offset: number, word: number): void {
+  target[offset] = word & 0xff;
+  target[offset + 1] = (word >>> 8) & 0xff;
+  target[offset + 2] = (word >>> 16) & 0xff;
+  target[offset + 3] = (word >>> 24) & 0xff;
+}
+
+/**
+ * The longest probe distance after inserting keys with these home slots, in order, into an empty
+ * linear-probing table of `slotCapacity` slots (a power of two). An occupied slot points further
+ * along its run, and the pointers are shortened as they are followed, so keys that share a home slot
+ * cost about a constant each instead of a walk over the whole run.
+ */
+function linearProbingDistanceMax(homeSlots: Int32Array, slotCapacity: number): number {
+  const mask = slotCapacity - 1;
+  const FREE = -1;
+  const further = new Int32Array(slotCapacity).fill(FREE);
+  const path: number[] = [];
+  let distanceMax = 0;
+  for (const home of homeSlots) {
+    let slot = home;
+    path.length = 0;
+    while (further[slot] !== FREE) {
+      path.push(slot);
+      slot = further[slot]!;
+    }
+    const next = (slot + 1) & mask;
+    further[slot] = next;
+    for (const passed of path) further[passed] = next;
+    distanceMax = Math.max(distanceMax, (slot - home) & mask);
+  }
+  return distanceMax;
+}
+
+// MurmurHash3_x86_32 run backwards, to craft keys with a chosen hash the way an attacker would.
+const MURMUR3_C1 = 0xcc9e2d51;
+const MURMUR3_C2 = 0x1b873593;
+const MURMUR3_ADDEND = 0xe6546b64;
+
+/** The inverse of an odd `factor` modulo 2^32: each Newton step doubles the correct low bits. */
+function inverseModulo2To32(factor: number): number {
+  let inverse = factor; // Correct in the low 3 bits: factor * factor = 1 (mod 8) for odd factors.
+  for (let step = 0; step < 4; step++) inverse = Math.imul(inverse, 2 - Math.imul(factor, inverse));
+  return inverse;
+}
+
+function rotateLeft(word: number, bits: number): number {
+  return (word << bits) | (word >>> (32 - bits));
+}
+
+/** Undoes fmix32 step by step (a xorshift by 13 is undone by xoring in shifts by 13 and 26). */
+function inverseFmix32(hash: number): number {
+  let value = hash | 0;
+  value ^= value >>> 16;
+  value = Math.imul(value, inverseModulo2To32(0xc2b2ae35));
+  value ^= (value >>> 13) ^ (value >>> 26);
+  value = Math.imul(value, inverseModulo2To32(0x85ebca6b));
+  value ^= value >>> 16;
+  return value >>> 0;
+}
+
+/**
+ * The second block of an eight-byte key, whose first block is `first`, that makes
+ * `murmur3x32(key, 0, 8, seed)` equal `target`: run the first block forwards and the finaliser,
+ * length and second block's mixing backwards.
+ */
+function murmurSecondBlockFor(seed: number, first: number, target: number): number {
+  const mixBlock = (block: number): number =>
+    Math.imul(rotateLeft(Math.imul(block, MURMUR3_C1), 15), MURMUR3_C2);
+  let afterFirst = seed ^ mixBlock(first);
+  afterFirst = (Math.imul(rotateLeft(afterFirst, 13), 5) + MURMUR3_ADDEND) | 0;
+  const afterSecond = inverseFmix32(target) ^ 8;
+  const beforeRotation = Math.imul((afterSecond - MURMUR3_ADDEND) | 0, inverseModulo2To32(5));
+  const mixedSecond = afterFirst ^ rotateLeft(beforeRotation, 32 - 13);
+  const unmixed = rotateLeft(Math.imul(mixedSecond, inverseModulo2To32(MURMUR3_C2)), 32 - 15);
+  return Math.imul(unmixed, inverseModulo2To32(MURMUR3_C1)) >>> 0;
+}
+
 describe('hash', () => {
   test('murmur3x32 matches the reference vectors', () => {
     const vectors: Array<[string, number, number]> = [
@@ -105,6 +197,16 @@ describe('hash', () => {
     assert.equal(fnv1a32(source, 3, 3, fnv1a32(source, 0, 3, FNV1A32_OFFSET_BASIS)), 0xbf9cf968);
     const word = new Uint8Array([0x78, 0x56, 0x34, 0x12]);
     assert.equal(fnv1a32Word(7, 0x12345678), fnv1a32(word, 0, 4, 7));
+  });
+
+  test('the MurmurHash3 inverse used to craft colliding keys undoes the finaliser and finds second blocks', () => {
+    for (const value of [0, 1, 0x80000000, 0xffffffff, 0x2a2a, 0x12345678]) {
+      assert.equal(fmix32(inverseFmix32(value)), value);
+      const key = new Uint8Array(8);
+      writeWordLittleEndian(key, 0, value);
+      writeWordLittleEndian(key, 4, murmurSecondBlockFor(0x9747b28c, value, 0xdeadbeef));
+      assert.equal(murmur3x32(key, 0, 8, 0x9747b28c), 0xdeadbeef);
+    }
   });
 
   test('hashes read only their range', () => {
@@ -209,8 +311,7 @@ describe('Store', () => {
 
   test('distinct keys with equal 32-bit hashes are kept apart by their bytes', () => {
     // 2^17 random twelve-byte keys give about two full-hash collisions (the birthday bound); the
-    // table shape reports how many. Keys varying in only one four-byte block would never collide:
-    // MurmurHash3 is a bijection on them.
+    // table shape reports how many.
     const store = new Store();
     const keyCount = 1 << 17;
     const keyLength = 12;
@@ -355,6 +456,14 @@ describe('Store', () => {
       [{ initialKeys: 1.5 }, 'DABBA_ERR_INVALID_ARGUMENT'],
       [{ initialHeapBytes: '64' }, 'DABBA_ERR_INVALID_ARGUMENT'],
       [7, 'DABBA_ERR_INVALID_ARGUMENT'],
+      [{ hashKey: [1] }, 'DABBA_ERR_INVALID_ARGUMENT'],
+      [{ hashKey: [1, 2, 3] }, 'DABBA_ERR_INVALID_ARGUMENT'],
+      [{ hashKey: 'secret' }, 'DABBA_ERR_INVALID_ARGUMENT'],
+      [{ hashKey: new Uint32Array(2) }, 'DABBA_ERR_INVALID_ARGUMENT'],
+      [{ hashKey: [1, 0.5] }, 'DABBA_ERR_INVALID_ARGUMENT'],
+      [{ hashKey: ['1', 2] }, 'DABBA_ERR_INVALID_ARGUMENT'],
+      [{ hashKey: [1, -1] }, 'DABBA_ERR_OUT_OF_RANGE'],
+      [{ hashKey: [2 ** 32, 0] }, 'DABBA_ERR_OUT_OF_RANGE'],
     ];
     for (const [options, code] of invalid) {
       assert.throws(
@@ -478,6 +587,114 @@ describe('Store.digest', () => {
     put(left, bytes('ab'), bytes('c'), 1);
     put(right, bytes('a'), bytes('bc'), 1);
     assert.notEqual(left.digest(), right.digest());
+  });
+
+  test('does not depend on the hash key: replicas with different keys and equal contents agree', () => {
+    const hashKeys: Array<readonly [number, number] | undefined> = [
+      undefined,
+      [0, 0],
+      [0xffffffff, 0xffffffff],
+      [0x01234567, 0x89abcdef],
+      randomHashKey(),
+    ];
+    const digests = hashKeys.map((hashKey, index) => {
+      const store = new Store(hashKey === undefined ? {} : { hashKey });
+      // Each store also gets the entries in another order, so their layouts differ in two ways.
+      const order = shuffled(Array.from({ length: 2000 }, (_, number) => number), mulberry32(index + 1));
+      for (const number of order) put(store, bytes(`key-${number}`), bytes(`value-${number}`), number + 1);
+      store.checkInvariants();
+      return store.digest();
+    });
+    assert.notEqual(digests[0], '0000000000000000');
+    assert.deepEqual(digests, hashKeys.map(() => digests[0]), `hash keys ${JSON.stringify(hashKeys)}`);
+  });
+});
+
+describe('Store hash key', () => {
+  /** The old slot hash: MurmurHash3 under a fixed, public seed, with 0 (the empty-slot mark) as 1. */
+  const FIXED_SLOT_HASH_SEED = 0x9747b28c;
+  function fixedSlotHash(source: Uint8Array, start: number, length: number): number {
+    const hash = murmur3x32(source, start, length, FIXED_SLOT_HASH_SEED) | 0;
+    return hash === 0 ? 1 : hash;
+  }
+
+  /** A store's slot hash under `hashKey`, computed here so the test does not trust the store's. */
+  function keyedSlotHash(
+    hashKey: readonly [number, number],
+    source: Uint8Array,
+    start: number,
+    length: number,
+  ): number {
+    const hash = halfSipHash13(source, start, length, hashKey[0], hashKey[1]) | 0;
+    return hash === 0 ? 1 : hash;
+  }
+
+  test('keys crafted to collide under a fixed hash do not collide under a keyed one', () => {
+    // The attack: 32,768 eight-byte keys whose MurmurHash3 slot hashes share their low 16 bits, the
+    // home slot in a 65,536-slot table (the size a store of 32,768 keys grows to). MurmurHash3 is
+    // invertible block by block, so each key is computed, not searched for.
+    const keyCount = 32_768;
+    const slotCapacity = 65_536;
+    const homeSlot = 0x2a2a;
+    const keys = new Uint8Array(keyCount * 8);
+    for (let index = 0; index < keyCount; index++) {
+      const second = murmurSecondBlockFor(FIXED_SLOT_HASH_SEED, index, (index * slotCapacity + homeSlot) >>> 0);
+      writeWordLittleEndian(keys, index * 8, index);
+      writeWordLittleEndian(keys, index * 8 + 4, second);
+    }
+
+    // (a) Under the fixed hash they share one home slot and so make one probe run: the last key
+    // inserted walks past all the others. The run is computed from murmur3x32 directly.
+    const fixedHomes = new Int32Array(keyCount);
+    for (let index = 0; index < keyCount; index++) {
+      fixedHomes[index] = fixedSlotHash(keys, index * 8, 8) & (slotCapacity - 1);
+    }
+    assert.ok(fixedHomes.every((home) => home === homeSlot), 'the crafted keys do not share a home slot');
+    assert.equal(linearProbingDistanceMax(fixedHomes, slotCapacity), keyCount - 1);
+
+    // (b) A store keyed with a random key places them like random keys. At the load limit of 1/2,
+    // 32,768 random keys give a longest probe of about 24 slots, 50 or more in 0.08% of 5,000 trials
+    // (measured; the tail falls about 15-fold per 10 slots), so 96 fails by chance far less than
+    // once in a million runs, while the fixed hash's 32,767 fails it.
+    const hashKey = randomHashKey();
+    const store = new Store({ hashKey });
+    const value = new Uint8Array(0);
+    for (let index = 0; index < keyCount; index++) store.put(keys, index * 8, 8, value, 0, 0, index);
+    assert.equal(store.size, keyCount, 'the crafted keys are not distinct');
+    const shape = store.checkInvariants();
+    assert.equal(shape.slotCapacity, slotCapacity);
+    const context = `hash key ${JSON.stringify(hashKey)}`;
+    assert.ok(shape.probeDistanceMax < 96, `${context}: longest probe ${shape.probeDistanceMax} slots`);
+    // The same computation as in (a), applied to the keyed hash, agrees with the store.
+    const keyedHomes = new Int32Array(keyCount);
+    for (let index = 0; index < keyCount; index++) {
+      keyedHomes[index] = keyedSlotHash(hashKey, keys, index * 8, 8) & (slotCapacity - 1);
+    }
+    assert.equal(linearProbingDistanceMax(keyedHomes, slotCapacity), shape.probeDistanceMax, context);
+  });
+
+  test('keys crafted against a known hash key pile up under that key only: the default is not for production', () => {
+    // Whoever knows the key can search for colliding keys: here 64 keys sharing a home slot of a
+    // 128-slot table under the public default key, found by trying counters.
+    const slotCapacity = 128;
+    const keys: Uint8Array[] = [];
+    for (let counter = 0; keys.length < 64; counter++) {
+      const key = new Uint8Array(4);
+      writeWordLittleEndian(key, 0, counter);
+      if ((keyedSlotHash(STORE_HASH_KEY_DEFAULT, key, 0, 4) & (slotCapacity - 1)) === 5) keys.push(key);
+    }
+    const hashKey = randomHashKey();
+    const defaultKeyed = new Store({ initialKeys: 64 });
+    const randomKeyed = new Store({ initialKeys: 64, hashKey });
+    for (const [index, key] of keys.entries()) {
+      put(defaultKeyed, key, key, index);
+      put(randomKeyed, key, key, index);
+    }
+    assert.equal(defaultKeyed.checkInvariants().slotCapacity, slotCapacity);
+    assert.equal(defaultKeyed.checkInvariants().probeDistanceMax, 63);
+    const probeDistanceMax = randomKeyed.checkInvariants().probeDistanceMax;
+    assert.ok(probeDistanceMax < 32, `hash key ${JSON.stringify(hashKey)}: longest probe ${probeDistanceMax} slots`);
+    assert.equal(randomKeyed.digest(), defaultKeyed.digest());
   });
 });
 

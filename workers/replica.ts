@@ -6,6 +6,7 @@
  * One loop iteration: control messages, acks (they free in-flight space), batches, reads, then the
  * node's Ready. When nothing moved, the thread spins briefly and then sleeps on its doorbell.
  */
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { receiveMessageOnPort, threadId } from 'node:worker_threads';
 import { ChainNode, type Ready } from '../native-free-core/chain/node.js';
@@ -64,7 +65,7 @@ class ReplicaDriver {
       id: task.id,
       epoch: task.epoch,
       role: task.role,
-      store: new Store(),
+      store: new Store({ hashKey: randomHashKey() }),
       inflightBytesMax: task.limits.inflightBytesMax,
       inflightBatchesMax: task.limits.inflightBatchesMax,
       readReplyPayloadBytesMax: task.limits.readReplyPayloadBytesMax,
@@ -341,6 +342,15 @@ class ReplicaDriver {
     stats[ReplicaStat.storeKeys] = this.node.store.size;
     stats[ReplicaStat.storeHeapBytes] = this.node.store.heapBytes;
   }
+}
+
+/**
+ * A fresh secret key for a store's slot hash, one per replica: keys come from clients, and a key
+ * they cannot learn keeps them from crafting keys that pile up in one probe run (see StoreOptions).
+ */
+function randomHashKey(): [number, number] {
+  const bytes = randomBytes(8);
+  return [bytes.readUInt32LE(0), bytes.readUInt32LE(4)];
 }
 
 /** This thread's id in the operating system (Linux /proc), or 0 where there is no such file. */

@@ -168,7 +168,10 @@ export function simulate(options: SimulationOptions): SimulationResult {
         keyBytesMax: SIM_KEY_BYTES_MAX,
         valueBytesMax: SIM_VALUE_BYTES_MAX,
         snapshotFrameBytesMax: snapshotFrameBytesFor(SIM_KEY_BYTES_MAX + SIM_VALUE_BYTES_MAX),
-        store: new Store(),
+        // A slot hash key per replica, as in production (a random one each), so nothing can lean on
+        // replicas sharing a table layout. Derived from the seed and id, not drawn from the PRNG, so
+        // that every seed still replays the same run.
+        store: new Store({ hashKey: [seed >>> 0, id >>> 0] }),
         // Large enough that a full in-flight list never happens here (it is tested elsewhere), so
         // links stay FIFO without modelling a sender that holds a refused batch.
         inflightBytesMax: 8 * 1024 * 1024,
