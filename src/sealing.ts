@@ -191,7 +191,7 @@ export function refuseSealingIn(options: object | undefined, where: string): voi
 }
 
 function keySet(keys: unknown): Map<number, KeyObject> {
-  if (typeof keys !== 'object' || keys === null || Array.isArray(keys)) {
+  if (typeof keys !== 'object' || keys === null || Array.isArray(keys) || keys instanceof Map) {
     throw argumentTypeError('sealing.keys must be an object mapping key versions to 32-byte keys');
   }
   const set = new Map<number, KeyObject>();

@@ -152,6 +152,7 @@ describe('Sealer: the format and its refusals', () => {
       ['keys', ErrorCode.invalidArgument, TypeError],
       [{ current: 1 }, ErrorCode.invalidArgument, TypeError],
       [{ keys: [KEY_1], current: 0 }, ErrorCode.invalidArgument, TypeError],
+      [{ keys: new Map([[1, KEY_1]]), current: 1 }, ErrorCode.invalidArgument, TypeError],
       [{ keys: {}, current: 1 }, ErrorCode.outOfRange, RangeError],
       [{ keys: { 1: 'a string of 32 characters, not!!' }, current: 1 }, ErrorCode.invalidArgument, TypeError],
       [{ keys: { 1: Buffer.alloc(16) }, current: 1 }, ErrorCode.outOfRange, RangeError],
