@@ -9,6 +9,7 @@ import { SpscRing } from '../native-free-core/ring.js';
 import { Store } from '../native-free-core/store.js';
 import { WriteBatchEncoder, WriteBatchView } from '../native-free-core/wire/codec.js';
 import { FutureRing } from '../src/futures.js';
+import { Sealer } from '../src/sealing.js';
 import { printTable, record, type Environment } from './harness.js';
 
 const WRITES_PER_BATCH = 1024;
@@ -41,6 +42,9 @@ export async function micro(env: Environment, small: boolean): Promise<{ rows: M
   const store = new Store();
   let version = 0;
   const futures = new FutureRing<void>(WRITES_PER_BATCH * 2);
+  // Sealed values (the `sealing` option): what each write costs the client on top, and each read.
+  const sealer = new Sealer({ keys: { 1: new Uint8Array(32).fill(1) }, current: 1 }, { valueBytesMax: 512 * 1024 });
+  const sealedValue = sealer.seal(key, value);
 
   bench
     .add('codec: encode a batch (16 B key, 100 B value)', () => {
@@ -84,6 +88,12 @@ export async function micro(env: Environment, small: boolean): Promise<{ rows: M
       for (let index = 0; index < WRITES_PER_BATCH; index++) last = futures.addSettlers(rejectAll);
       futures.setResolver(last, resolveAll);
       hash ^= futures.resolveThrough(last, undefined);
+    })
+    .add('sealing: seal a 100 B value (AES-256-GCM, 16 B key as associated data)', () => {
+      for (let index = 0; index < WRITES_PER_BATCH; index++) hash ^= sealer.seal(key, value)[20]!;
+    })
+    .add('sealing: open a sealed 100 B value', () => {
+      for (let index = 0; index < WRITES_PER_BATCH; index++) hash ^= sealer.open(key, sealedValue)[index % 100]!;
     });
 
   await bench.run();

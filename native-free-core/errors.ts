@@ -45,6 +45,12 @@ export const ErrorCode = {
   notFound: 'DABBA_ERR_NOT_FOUND',
   /** The cluster has no chain that can serve the request now (no configuration, no head or tail). */
   unavailable: 'DABBA_ERR_UNAVAILABLE',
+  /**
+   * A stored value that fails to open (sealed values, src/sealing.ts): tampered with, copied from
+   * another key, sealed under a key version this client does not hold, or not a sealed value at
+   * all. The read is refused rather than answered with bytes that cannot be trusted.
+   */
+  corrupt: 'DABBA_ERR_CORRUPT',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

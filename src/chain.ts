@@ -36,10 +36,11 @@ import {
 import { closedError, resolveOptions, type ChainOptions, type ResolvedOptions } from './options.js';
 import { ReadPipeline, type VersionedValue } from './read-pipeline.js';
 import { replicaLimits, replicaWorkerFilename } from './replica-worker.js';
+import { SealedValues, sealerFor, type ResealReport, type SealingOptions } from './sealing.js';
 import { WritePipeline, type KeyInput, type ValueInput } from './write-pipeline.js';
 import { batchesLink, clientAcksLink, CLIENT_END, LinkTable, linkNames, linksFor, readsLink, repliesLink } from './topology.js';
 
-export type { ChainOptions, KeyInput, ValueInput, VersionedValue };
+export type { ChainOptions, KeyInput, ResealReport, SealingOptions, ValueInput, VersionedValue };
 
 export interface ReplicaStats {
   id: number;
@@ -144,6 +145,8 @@ export class Chain extends EventEmitter {
   private tailDoorbell: Doorbell;
   private readonly writes: WritePipeline;
   private readonly reads: ReadPipeline;
+  /** The sealing layer over writes and reads, with the `sealing` option; null without it. */
+  private readonly sealed: SealedValues | null;
   private readonly heartbeatTimer: NodeJS.Timeout;
   private reconfigurations = 0;
   private nextReplicaId: number;
@@ -170,6 +173,8 @@ export class Chain extends EventEmitter {
     super();
     const resolved = resolveOptions(options);
     this.options = resolved;
+    // Validated before any thread starts; the keys stay on this thread.
+    const sealer = sealerFor(options.sealing, resolved);
     const count = resolved.replicas;
 
     this.links = new LinkTable({ dataBytes: resolved.ringBytes, controlBytes: resolved.controlRingBytes });
@@ -203,6 +208,7 @@ export class Chain extends EventEmitter {
       this.tailDoorbell,
       () => this.master.configuration.epoch,
     );
+    this.sealed = sealer === null ? null : new SealedValues(sealer, this.writes, this.reads, resolved, () => (this.state === 'open' ? null : this.unavailableError()));
 
     this.pool = new Piscina<ReplicaTask, string>({
       filename: replicaWorkerFilename(),
@@ -391,8 +397,10 @@ export class Chain extends EventEmitter {
     setImmediate(() => handle.abort.abort(new DabbaError(ErrorCode.replicaFailed, `replica ${id} crashed on request`)));
   }
 
+  /** Writes `value` under `key` (sealed first, with the `sealing` option); resolves when the tail has applied it. */
   put(key: KeyInput, value: ValueInput): Promise<void> {
     if (this.state !== 'open') return Promise.reject(this.unavailableError());
+    if (this.sealed !== null) return this.sealed.put(key, value);
     return this.writes.put(key, value);
   }
 
@@ -408,6 +416,7 @@ export class Chain extends EventEmitter {
    */
   putMany(entries: Iterable<readonly [KeyInput, ValueInput]>): Promise<void> {
     if (this.state !== 'open') return Promise.reject(this.unavailableError());
+    if (this.sealed !== null) return this.sealed.putMany(entries);
     return this.writes.putMany(entries);
   }
 
@@ -417,10 +426,41 @@ export class Chain extends EventEmitter {
     return entry?.value;
   }
 
-  /** The value and version (the sequence number of the write that produced it). */
+  /**
+   * The value and version (the sequence number of the write that produced it). With the `sealing`
+   * option, a value that does not open rejects with DABBA_ERR_CORRUPT.
+   */
   getVersioned(key: KeyInput): Promise<VersionedValue | undefined> {
     if (this.state !== 'open') return Promise.reject(this.unavailableError());
+    if (this.sealed !== null) return this.sealed.getVersioned(key);
     return this.reads.get(key);
+  }
+
+  /**
+   * Key rotation, with the `sealing` option: replaces the key set; new writes are sealed under
+   * `sealing.current`, and a stored value opens while its version's key is in the set.
+   */
+  setSealingKeys(sealing: SealingOptions): void {
+    this.sealingLayer().setKeys(sealing);
+  }
+
+  /**
+   * Re-seals under the current key version every key of `keys` whose value was sealed under an
+   * older one (read, then write back). Not atomic: a write to the same key between the read and the
+   * write back is overwritten with the older value. See SealedValues.reseal.
+   */
+  reseal(keys: Iterable<KeyInput>): Promise<ResealReport> {
+    if (this.state !== 'open') return Promise.reject(this.unavailableError());
+    try {
+      return this.sealingLayer().reseal(keys);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  private sealingLayer(): SealedValues {
+    if (this.sealed === null) throw new DabbaError(ErrorCode.invalidArgument, 'this chain was created without the sealing option');
+    return this.sealed;
   }
 
   /**

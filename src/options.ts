@@ -5,6 +5,7 @@
 import { DabbaError, ErrorCode } from '../native-free-core/errors.js';
 import { deriveLimits, type Limits } from '../native-free-core/limits.js';
 import { KEY_BYTES_LIMIT } from '../native-free-core/wire/codec.js';
+import type { SealingOptions } from './sealing.js';
 
 export interface BatchOptions {
   /** Most writes coalesced into one batch (default 1024). */
@@ -56,6 +57,14 @@ export interface ChainOptions {
    * workers, where its instrumentation would write into the main thread's files.
    */
   workerExecArgv?: string[];
+  /**
+   * Seal every value with AES-256-GCM in this process before it leaves it, under versioned keys
+   * (src/sealing.ts): replicas only ever hold sealed values. Values may then be at most
+   * valueBytesMax - SEAL_OVERHEAD_BYTES (33) bytes. createChain() only: connect() takes it at the
+   * top of its options, and a host (`dabba serve`) refuses it, since hosts never hold keys. Not
+   * part of ResolvedOptions, so the keys never travel to the replicas' threads.
+   */
+  sealing?: SealingOptions;
 }
 
 /** The options with defaults filled in, and every size limit derived from them (see Limits). */
@@ -97,8 +106,14 @@ function isPowerOfTwo(value: number): boolean {
   return value > 0 && (value & (value - 1)) === 0;
 }
 
-function rangeError(message: string): RangeError {
+/** A RangeError coded DABBA_ERR_OUT_OF_RANGE: an option or argument outside its allowed range. */
+export function rangeError(message: string): RangeError {
   return Object.assign(new RangeError(message), { code: ErrorCode.outOfRange });
+}
+
+/** A TypeError coded DABBA_ERR_INVALID_ARGUMENT: an option or argument of the wrong type. */
+export function argumentTypeError(message: string): TypeError {
+  return Object.assign(new TypeError(message), { code: ErrorCode.invalidArgument });
 }
 
 export function resolveOptions(options: ChainOptions = {}): ResolvedOptions {

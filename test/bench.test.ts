@@ -31,7 +31,7 @@ test('every benchmark suite runs in its small setting and records its results', 
       log: (line) => lines.push(line),
     });
     const microResult = results.micro as { rows: MicroRow[]; hash: number };
-    assert.equal(microResult.rows.length, 6);
+    assert.equal(microResult.rows.length, 8);
     for (const row of microResult.rows) assert.ok(row.nsPerWrite > 0 && Number.isFinite(row.nsPerWrite), `${row.task}: ${row.nsPerWrite}`);
     const headlineResult = results.headline as HeadlineResult;
     assert.ok(headlineResult.dabbaWritesPerSecond > 0 && headlineResult.naiveWritesPerSecond > 0);

@@ -10,3 +10,4 @@
 export { connect, RemoteClient, type ConnectOptions, type RemoteClientStats } from './remote-client.js';
 export { DabbaError, ErrorCode, isDabbaError, type WriteId } from '../../native-free-core/errors.js';
 export type { VersionedValue } from '../read-pipeline.js';
+export { SEAL_OVERHEAD_BYTES, SEALED_FORMAT, Sealer, type ResealReport, type SealingOptions } from '../sealing.js';

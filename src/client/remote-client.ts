@@ -6,7 +6,8 @@
  * WritePipeline) and go to the head; the tail's cumulative acks resolve them in bulk; reads go to
  * the tail. Any host tells the client when the chain changes (a ClusterView frame): unacknowledged
  * batches are then sent again to the head, which drops the ones it already has by client sequence,
- * so a write is applied once however often it is resent (exactly-once).
+ * so a write is applied once however often it is resent (exactly-once). With `sealing`, values are
+ * sealed here, before they leave the process, and opened here (the same layer as createChain()'s).
  *
  *   const client = await connect({ hosts: ['ws://10.0.0.1:7400'], secret });
  *   await client.put('k', 'v'); (await client.get('k'))?.toString();
@@ -19,6 +20,7 @@ import { frameKind, MessageKind } from '../../native-free-core/wire/codec.js';
 import { closedError, resolveOptions, type ChainOptions, type ResolvedOptions } from '../options.js';
 import { ReadPipeline, type VersionedValue } from '../read-pipeline.js';
 import type { RecordSink, Wakeable } from '../record-sink.js';
+import { refuseSealingIn, SealedValues, sealerFor, type ResealReport, type Sealer, type SealingOptions } from '../sealing.js';
 import { connectPeerLink, frameEnvelopeValidator, type PeerLink } from '../transport/peer-link.js';
 import { WritePipeline, type KeyInput, type ValueInput } from '../write-pipeline.js';
 
@@ -27,8 +29,10 @@ export interface ConnectOptions {
   hosts: string[];
   /** The client secret (at least 16 bytes): what hosts ask clients for (not the peer secret). */
   secret: Buffer | string;
-  /** Batching and limits, as for createChain() (replica settings are ignored). */
-  chain?: ChainOptions;
+  /** Batching and limits, as for createChain() (replica settings are ignored; `sealing` goes below). */
+  chain?: Omit<ChainOptions, 'sealing'>;
+  /** Seal every value in this process with AES-256-GCM before it leaves it (see createChain()'s option). */
+  sealing?: SealingOptions;
   /** How long connect() tries before it gives up. Default 10 s. */
   connectTimeoutMs?: number;
 }
@@ -159,6 +163,8 @@ export class RemoteClient extends EventEmitter {
   private readonly connections = new Map<string, HostConnection>();
   private readonly writes: WritePipeline;
   private readonly reads: ReadPipeline;
+  /** The sealing layer over writes and reads, with the `sealing` option; null without it. */
+  private readonly sealed: SealedValues | null;
   private head: HostConnection;
   private tail: HostConnection;
   private state: 'open' | 'closing' | 'closed' = 'open';
@@ -172,7 +178,7 @@ export class RemoteClient extends EventEmitter {
   private readonly validate = frameEnvelopeValidator();
 
   /** Use connect(). */
-  constructor(secret: Buffer, options: ResolvedOptions, clientId: number, clientToken: string, view: ClusterViewFields) {
+  constructor(secret: Buffer, options: ResolvedOptions, clientId: number, clientToken: string, view: ClusterViewFields, sealer: Sealer | null = null) {
     super();
     this.secret = secret;
     this.options = options;
@@ -183,6 +189,7 @@ export class RemoteClient extends EventEmitter {
     this.tail = this.connection(view.members.at(-1)!.url);
     this.writes = new WritePipeline(options, clientId, this.head, NO_WAKE, UNACKED_BYTES_MAX);
     this.reads = new ReadPipeline(options, this.tail, NO_WAKE, () => this.view.epoch);
+    this.sealed = sealer === null ? null : new SealedValues(sealer, this.writes, this.reads, options, () => (this.state === 'open' ? null : closedError()));
     for (const member of view.members) this.connection(member.url).dial();
     this.progressTimer = setInterval(() => this.checkProgress(), STALL_RESEND_MS / 2);
     this.progressTimer.unref();
@@ -300,6 +307,7 @@ export class RemoteClient extends EventEmitter {
 
   put(key: KeyInput, value: ValueInput): Promise<void> {
     if (this.state !== 'open') return Promise.reject(closedError());
+    if (this.sealed !== null) return this.sealed.put(key, value);
     return this.writes.put(key, value);
   }
 
@@ -310,6 +318,7 @@ export class RemoteClient extends EventEmitter {
 
   putMany(entries: Iterable<readonly [KeyInput, ValueInput]>): Promise<void> {
     if (this.state !== 'open') return Promise.reject(closedError());
+    if (this.sealed !== null) return this.sealed.putMany(entries);
     return this.writes.putMany(entries);
   }
 
@@ -319,7 +328,28 @@ export class RemoteClient extends EventEmitter {
 
   getVersioned(key: KeyInput): Promise<VersionedValue | undefined> {
     if (this.state !== 'open') return Promise.reject(closedError());
+    if (this.sealed !== null) return this.sealed.getVersioned(key);
     return this.reads.get(key);
+  }
+
+  /** As Chain.setSealingKeys(): key rotation, with the `sealing` option. */
+  setSealingKeys(sealing: SealingOptions): void {
+    this.sealingLayer().setKeys(sealing);
+  }
+
+  /** As Chain.reseal(): re-seals values sealed under an older key version (read, then write back; not atomic). */
+  reseal(keys: Iterable<KeyInput>): Promise<ResealReport> {
+    if (this.state !== 'open') return Promise.reject(closedError());
+    try {
+      return this.sealingLayer().reseal(keys);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  private sealingLayer(): SealedValues {
+    if (this.sealed === null) throw new DabbaError(ErrorCode.invalidArgument, 'this client was connected without the sealing option');
+    return this.sealed;
   }
 
   /** As Chain.outcome(): whether a write of this client committed (waits while it may still). */
@@ -398,7 +428,10 @@ export class RemoteClient extends EventEmitter {
 export async function connect(options: ConnectOptions): Promise<RemoteClient> {
   const secret = typeof options.secret === 'string' ? Buffer.from(options.secret, 'utf8') : options.secret;
   if (!Array.isArray(options.hosts) || options.hosts.length === 0) throw new DabbaError(ErrorCode.invalidArgument, 'connect() needs at least one host URL');
+  refuseSealingIn(options.chain, "connect()'s chain options (give it at the top of connect()'s options)");
   const resolved = resolveOptions({ ...options.chain, batch: { ...REMOTE_BATCH_DEFAULTS, ...options.chain?.batch } });
+  // Validated before any connection is made.
+  const sealer = sealerFor(options.sealing, resolved);
   const deadline = performance.now() + (options.connectTimeoutMs ?? 10_000);
   const validate = frameEnvelopeValidator();
   let lastError: unknown = null;
@@ -406,7 +439,7 @@ export async function connect(options: ConnectOptions): Promise<RemoteClient> {
     for (const url of options.hosts) {
       try {
         const { clientId, view } = await introduce(url, secret, resolved, validate, deadline);
-        return new RemoteClient(secret, resolved, clientId, view.clientToken, view);
+        return new RemoteClient(secret, resolved, clientId, view.clientToken, view, sealer);
       } catch (error) {
         lastError = error;
         if (error instanceof DabbaError && error.code === ErrorCode.unauthenticated) throw error;

@@ -18,6 +18,7 @@ import type { ClusterMember } from '../../native-free-core/wire/cluster-view.js'
 import { EtcdMaster } from '../master/etcd-master.js';
 import { EtcdConfigurationStore, type HostInfo, type HostRegistration, type HostStatus, type StopWatching } from '../master/etcd-store.js';
 import { resolveOptions, type ChainOptions, type ResolvedOptions } from '../options.js';
+import { refuseSealingIn } from '../sealing.js';
 import { frameEnvelopeValidator, LinkCloseCode, type PeerLinkLogEntry } from '../transport/peer-link.js';
 import { checkSecret } from '../transport/peer-link-handshake.js';
 import { attachPeerLinkRoute, type PeerLinkRoute } from '../transport/peer-link-server.js';
@@ -53,8 +54,8 @@ export interface HostOptions {
   leaseTtlSeconds?: number;
   /** Run a master candidate on this host. Default true. */
   master?: boolean;
-  /** Ring, batch and limit settings, as for createChain(). */
-  chain?: ChainOptions;
+  /** Ring, batch and limit settings, as for createChain() (not `sealing`: clients seal, hosts hold no keys). */
+  chain?: Omit<ChainOptions, 'sealing'>;
   /** Where log lines go (one JSON object each). Default stderr. */
   log?: (entry: HostLogEntry) => void;
 }
@@ -139,6 +140,7 @@ export class DabbaHost extends EventEmitter {
     }
     this.hostId = options.hostId;
     checkSecrets(options.peerSecret, options.clientSecret);
+    refuseSealingIn(options.chain, 'a host: values are sealed by clients, and hosts never hold the keys');
     this.settings = { leaseTtlSeconds: 2, listenHost: '127.0.0.1', ...options };
     this.options = resolveOptions(options.chain ?? {});
     this.recordBytesMax = this.options.linkRecordBytesMax;
