@@ -16,6 +16,8 @@ export const ErrorCode = {
   overloaded: 'DABBA_ERR_OVERLOADED',
   /** Bytes that are not a well-formed message of the expected kind. */
   malformedFrame: 'DABBA_ERR_MALFORMED_FRAME',
+  /** An HTTP request whose framing is ambiguous or malformed (two Content-Length headers, say). */
+  malformedRequest: 'DABBA_ERR_MALFORMED_REQUEST',
   /** A message from an older (or unknown newer) configuration epoch. */
   staleEpoch: 'DABBA_ERR_STALE_EPOCH',
   /** A batch whose sequence numbers do not continue the node's applied prefix. */

@@ -29,6 +29,7 @@ commands:
           --peer-secret-file FILE (or DABBA_PEER_SECRET: hosts only)
           --client-secret-file FILE (or DABBA_CLIENT_SECRET: what clients hold)
           --lease-ttl S (2)  --no-master  --http-token-file FILE (or DABBA_HTTP_TOKEN)
+          --http-insecure (serve HTTP without a token on an address beyond loopback)
           --config FILE.json (the same settings as JSON)
   status  print the chain of a cluster as etcd holds it: members, roles, health
           --etcd URL,URL,... (required)  --etcd-prefix /dabba/NAME/  --json

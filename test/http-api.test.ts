@@ -4,6 +4,8 @@
  * `dabba serve` from flags, environment and a config file.
  */
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { connect as connectTcp } from 'node:net';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -137,6 +139,38 @@ test('with a token, every HTTP request needs Authorization: Bearer <token>', asy
   assert.equal(put.status, 503);
 });
 
+/** Sends raw bytes to a host's HTTP port; resolves with everything it answered before closing. */
+async function rawRequest(target: DabbaHost, text: string): Promise<{ answer: string; closed: boolean }> {
+  const socket = connectTcp(target.port, '127.0.0.1');
+  let answer = '';
+  socket.setEncoding('utf8').on('data', (chunk: string) => (answer += chunk));
+  socket.write(text);
+  const closed = await Promise.race([once(socket, 'close').then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 2000))]);
+  socket.destroy();
+  return { answer, closed };
+}
+
+test('a request with ambiguous framing is answered 400 and its connection closed: no second request hides in its body', async () => {
+  const lonely = await host('framing', '/http-test-framing/', false);
+  for (const headers of ['Content-Length: 3\r\nContent-Length: 5', 'Content-Length: 3\r\nContent-Length: 3']) {
+    const { answer, closed } = await rawRequest(lonely, `PUT /kv/a HTTP/1.1\r\nHost: x\r\n${headers}\r\n\r\nabcde`);
+    assert.match(answer, /^HTTP\/1\.1 400 /, `${headers}: ${answer}`);
+    assert.match(answer, /DABBA_ERR_MALFORMED_REQUEST/);
+    assert.equal(closed, true, `${headers}: the connection stays open`);
+    assert.equal(answer.match(/HTTP\/1\.1/g)?.length, 1, 'the rest of the body was read as a request');
+  }
+  const status = (await (await fetch(`${httpUrl(lonely)}/status`)).json()) as { refusals: Record<string, number> };
+  assert.equal(typeof status.refusals, 'object');
+});
+
+test('a host refuses to serve HTTP beyond loopback without a token, unless told it is insecure on purpose', async () => {
+  const options = { hostId: 'exposed', port: 0, listenHost: '0.0.0.0', etcd, peerSecret: PEER_SECRET, clientSecret: SECRET, log: () => undefined };
+  assert.throws(() => new DabbaHost(options), (error: Error & { code?: string }) => error.code === ErrorCode.invalidArgument && /no token/.test(error.message));
+  assert.doesNotThrow(() => new DabbaHost({ ...options, httpToken: Buffer.from('a-token-of-16-bytes-or-more') }));
+  assert.doesNotThrow(() => new DabbaHost({ ...options, httpInsecure: true }));
+  assert.doesNotThrow(() => new DabbaHost({ ...options, listenHost: '127.0.0.1' }));
+});
+
 test('dabba status against an etcd that is not there fails with one clear line, no stack', async () => {
   const { execFile } = await import('node:child_process');
   const result = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
@@ -178,6 +212,9 @@ test('dabba serve settings: flags over environment over the config file; clear e
   assert.throws(() => parseServeConfig(['--id', 'x'], { ...env, DABBA_PEER_SECRET: 'short' }), /at least 16 bytes/);
   assert.throws(() => parseServeConfig(['--id', 'x'], { ...env, DABBA_CLIENT_SECRET: env.DABBA_PEER_SECRET }), /must differ/);
   assert.throws(() => parseServeConfig(['--id', 'x'], { DABBA_ETCD: 'http://a:1', DABBA_SECRET: 'one-secret-for-everyone' }), /replaced by two/);
+  assert.equal(parseServeConfig(['--id', 'x'], env).httpInsecure, false);
+  assert.equal(parseServeConfig(['--id', 'x', '--http-insecure'], env).httpInsecure, true);
+  assert.equal(parseServeConfig(['--id', 'x'], { ...env, DABBA_HTTP_INSECURE: '1' }).httpInsecure, true);
   assert.throws(() => parseServeConfig(['--id', 'x', '--listen', 'nonsense'], env), /host:port/);
   assert.throws(() => parseServeConfig(['--id', 'x', '--etcd', 'ftp://a'], env), /http\(s\):\/\/host:port/);
   assert.throws(() => parseServeConfig(['--id', 'x', '--lease-ttl', '0'], env), /1-60 seconds/);

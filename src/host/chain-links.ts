@@ -26,6 +26,7 @@ import { SnapshotView } from '../../native-free-core/chain/snapshot.js';
 import { ErrorCode } from '../../native-free-core/errors.js';
 import { predecessorOf, successorOf, type Configuration } from '../../native-free-core/master/chain-master.js';
 import { frameKind, HelloEncoder, MessageKind } from '../../native-free-core/wire/codec.js';
+import { InboundBudget } from './inbound-queue.js';
 import { closeReason, connectPeerLink, frameEnvelopeValidator, LinkCloseCode, type PeerLink, type PeerLinkHandlers, type PeerLinkLogEntry } from '../transport/peer-link.js';
 
 export const PEER_PREFIX = 'replica:';
@@ -61,10 +62,12 @@ export interface ChainLinksOptions {
   urlOf(replicaId: number): string | null;
   /** The local replica's epoch and applied seq (for the redial Hello); null if none runs. */
   replicaProgress(): { epoch: number; appliedSeq: number } | null;
-  /** Hands a batch or snapshot frame to the replica; false if the inbound limit is exceeded. */
-  offerBatch(frame: Uint8Array): boolean;
-  /** Hands an Ack or Hello to the replica; false if the inbound limit is exceeded. */
-  offerAck(frame: Uint8Array): boolean;
+  /** Bytes of one link's frames that may wait for room in the replica's rings. */
+  connectionInboundBytesMax: number;
+  /** Hands a batch or snapshot frame to the replica, charged to its link; false if a limit is exceeded. */
+  offerBatch(frame: Uint8Array, budget: InboundBudget): boolean;
+  /** Hands an Ack or Hello to the replica, charged to its link; false if a limit is exceeded. */
+  offerAck(frame: Uint8Array, budget: InboundBudget): boolean;
   /** A link opened or drained: the replica's output may flow again. */
   kick(): void;
   /** The link a joiner copies through broke: the transfer cannot resume. */
@@ -87,6 +90,7 @@ interface Upstream {
 /** A link from a replica that is not our successor (yet): its latest Hello, kept for when it is. */
 interface Candidate {
   link: PeerLink;
+  budget: InboundBudget;
   hello: Uint8Array | null;
   timer: NodeJS.Timeout;
 }
@@ -169,9 +173,10 @@ export class ChainLinks {
       link.close(LinkCloseCode.unauthenticated, closeReason(ErrorCode.unauthenticated, 'not a replica'));
       return { onRecord: () => undefined };
     }
+    const budget = new InboundBudget(this.options.connectionInboundBytesMax);
     const handlers: PeerLinkHandlers = {
       onRecord: (bytes) => {
-        if (this.downstream.get(replicaId) === link) this.fromSuccessor(replicaId, bytes);
+        if (this.downstream.get(replicaId) === link) this.fromSuccessor(replicaId, bytes, budget);
         else this.fromCandidate(replicaId, link, bytes);
       },
       onWritable: () => this.options.kick(),
@@ -182,7 +187,7 @@ export class ChainLinks {
       },
     };
     if (replicaId === this.successorId) this.admit(replicaId, link);
-    else this.park(replicaId, link);
+    else this.park(replicaId, link, budget);
     return handlers;
   }
 
@@ -194,7 +199,7 @@ export class ChainLinks {
   }
 
   /** Keeps a link from a replica not named as our successor, for a while (see the module comment). */
-  private park(replicaId: number, link: PeerLink): void {
+  private park(replicaId: number, link: PeerLink, budget: InboundBudget): void {
     this.candidates.get(replicaId)?.link.close(LinkCloseCode.normal, 'replaced by a newer link');
     this.dropCandidate(replicaId);
     if (this.candidates.size >= CANDIDATES_MAX) {
@@ -207,7 +212,7 @@ export class ChainLinks {
       link.close(NOT_A_NEIGHBOUR_CLOSE_CODE, closeReason(ErrorCode.unauthenticated, `replica ${replicaId} is not this replica's successor`));
     }, CANDIDATE_WAIT_MS);
     timer.unref();
-    this.candidates.set(replicaId, { link, hello: null, timer });
+    this.candidates.set(replicaId, { link, budget, hello: null, timer });
   }
 
   private dropCandidate(replicaId: number): void {
@@ -225,7 +230,7 @@ export class ChainLinks {
     this.dropCandidate(replicaId);
     if (!candidate.link.isOpen) return;
     this.admit(replicaId, candidate.link);
-    if (candidate.hello !== null) this.fromSuccessor(replicaId, candidate.hello);
+    if (candidate.hello !== null) this.fromSuccessor(replicaId, candidate.hello, candidate.budget);
   }
 
   private fromCandidate(replicaId: number, link: PeerLink, bytes: Uint8Array): void {
@@ -233,6 +238,12 @@ export class ChainLinks {
     if (candidate?.link !== link || bytes.length > this.options.controlFrameBytesMax) return;
     // Acks are cumulative (the next one overtakes a dropped one); a Hello is sent once per epoch.
     if (frameKind(bytes) === MessageKind.hello) candidate.hello = bytes.slice();
+  }
+
+  /** Closes a link whose peer sent what it must not, saying why (logged, and counted as a refusal). */
+  private refuse(link: PeerLink | undefined, code: ErrorCode, detail: string): void {
+    this.options.log({ level: 'warn', code, message: detail });
+    link?.close(LinkCloseCode.malformedRecord, closeReason(code, detail));
   }
 
   /** Closes every link (the replica is leaving, or the host is closing). */
@@ -267,6 +278,7 @@ export class ChainLinks {
     // This dial's link, once it is up; a close of any other link of ours is old news.
     let dialed: PeerLink | null = null;
     let closed = false;
+    const budget = new InboundBudget(this.options.connectionInboundBytesMax);
     connectPeerLink({
       url: `${url}/peer`,
       secret: this.options.secret,
@@ -283,7 +295,7 @@ export class ChainLinks {
       validate: this.validate,
       highWaterBytes: LINK_HIGH_WATER_BYTES,
       log: (entry) => this.options.log(entry),
-      onRecord: (bytes) => this.fromPredecessor(upstream, bytes),
+      onRecord: (bytes) => this.fromPredecessor(upstream, bytes, budget),
       onWritable: () => this.options.kick(),
       onClose: () => {
         closed = true;
@@ -332,7 +344,7 @@ export class ChainLinks {
     this.options.log({ level: 'info', code: 'link-repaired', message: `redialed replica ${predecessor}: asked it to resend after seq ${progress.appliedSeq}` });
   }
 
-  private fromPredecessor(upstream: Upstream, bytes: Uint8Array): void {
+  private fromPredecessor(upstream: Upstream, bytes: Uint8Array, budget: InboundBudget): void {
     if (this.upstream !== upstream) return;
     const kind = frameKind(bytes);
     if (kind === MessageKind.snapshot) {
@@ -341,17 +353,16 @@ export class ChainLinks {
     } else if (kind !== MessageKind.writeBatch || !this.joinStreamStarted) {
       return; // Nothing else travels down a chain link.
     }
-    if (!this.options.offerBatch(bytes)) upstream.link?.close(LinkCloseCode.malformedRecord, 'inbound queue limit exceeded');
+    if (!this.options.offerBatch(bytes, budget)) this.refuse(upstream.link ?? undefined, ErrorCode.overloaded, `replica ${upstream.replicaId} exceeded its inbound queue limit`);
   }
 
-  private fromSuccessor(replicaId: number, bytes: Uint8Array): void {
+  private fromSuccessor(replicaId: number, bytes: Uint8Array, budget: InboundBudget): void {
     // A joiner, or a host between replicas, has no successor: whatever arrives is for an earlier
     // process on this address (a restarted host is dialed before its old successor has moved on).
     if (this.role === null || this.role === 'joining') return;
     if (bytes.length > this.options.controlFrameBytesMax) {
-      const reason = closeReason(ErrorCode.recordTooLarge, `a ${bytes.length}-byte frame from a successor (acks and Hellos are at most ${this.options.controlFrameBytesMax})`);
-      this.downstream.get(replicaId)?.close(LinkCloseCode.malformedRecord, reason);
-      return;
+      const detail = `a ${bytes.length}-byte frame from replica ${replicaId} (acks and Hellos are at most ${this.options.controlFrameBytesMax})`;
+      return this.refuse(this.downstream.get(replicaId), ErrorCode.recordTooLarge, detail);
     }
     const kind = frameKind(bytes);
     if (kind === MessageKind.ack) {
@@ -365,7 +376,7 @@ export class ChainLinks {
     }
     // Hellos carry their epoch: in an epoch only our successor of that epoch sends them, and one
     // from a newer epoch than ours is kept by the node until it gets there.
-    if (!this.options.offerAck(bytes)) this.downstream.get(replicaId)?.close(LinkCloseCode.malformedRecord, 'inbound queue limit exceeded');
+    if (!this.options.offerAck(bytes, budget)) this.refuse(this.downstream.get(replicaId), ErrorCode.overloaded, `replica ${replicaId} exceeded its inbound queue limit`);
   }
 }
 

@@ -19,6 +19,7 @@ import { closeReason } from '../transport/peer-link-endpoint.js';
 import { attachPeerLinkRoute, type PeerLinkRoute } from '../transport/peer-link-server.js';
 import type { UwsModule } from '../transport/uws.js';
 import type { ClientTokens } from './client-tokens.js';
+import { InboundBudget } from './inbound-queue.js';
 import { parseClientNodeId } from '../../native-free-core/wire/client-node-id.js';
 
 export interface ClientSessionsOptions {
@@ -34,9 +35,11 @@ export interface ClientSessionsOptions {
   view(): { epoch: number; members: ClusterMember[]; joining: ClusterMember | null } | null;
   isHead(): boolean;
   isServingReads(): boolean;
-  /** Hands a write batch to the replica (false: the inbound limit is exceeded). */
-  offerBatch(frame: Uint8Array): boolean;
-  offerReads(frame: Uint8Array): boolean;
+  /** Bytes of one connection's frames that may wait for room in the replica's rings. */
+  connectionInboundBytesMax: number;
+  /** Hands a write batch to the replica, charged to its connection (false: a limit is exceeded). */
+  offerBatch(frame: Uint8Array, budget: InboundBudget): boolean;
+  offerReads(frame: Uint8Array, budget: InboundBudget): boolean;
   log(entry: PeerLinkLogEntry): void;
 }
 
@@ -50,6 +53,8 @@ interface Session {
   unsentClientId: number;
   /** Its token, sent with it. */
   unsentClientToken: string;
+  /** This connection's share of the inbound queues. */
+  budget: InboundBudget;
   open: boolean;
 }
 
@@ -69,6 +74,9 @@ export const ClientCloseCode = {
 } as const;
 
 const LAST_ACKS_MAX = 65536;
+/** Client links on one host at most, and of those still in their handshake. */
+const CLIENT_CONNECTIONS_MAX = 1024;
+const CLIENT_HANDSHAKES_MAX = 64;
 
 export class ClientSessions {
   private readonly sessions = new Set<Session>();
@@ -100,13 +108,23 @@ export class ClientSessions {
       maxRecordBytes: this.options.maxRecordBytes,
       validate: frameEnvelopeValidator(),
       highWaterBytes: 16 * 1024 * 1024,
+      connectionsMax: CLIENT_CONNECTIONS_MAX,
+      handshakesMax: CLIENT_HANDSHAKES_MAX,
       log: (entry) => this.options.log(entry),
       onLink: (link) => this.onLink(link),
     });
   }
 
   private onLink(link: PeerLink): PeerLinkHandlers {
-    const session: Session = { link, clientId: 0, viewEpoch: 0, unsentClientId: 0, unsentClientToken: '', open: true };
+    const session: Session = {
+      link,
+      clientId: 0,
+      viewEpoch: 0,
+      unsentClientId: 0,
+      unsentClientToken: '',
+      budget: new InboundBudget(this.options.connectionInboundBytesMax),
+      open: true,
+    };
     const remote = parseClientNodeId(link.remoteNodeId);
     const handlers: PeerLinkHandlers = {
       onRecord: (bytes) => this.onRecord(session, bytes),
@@ -154,7 +172,7 @@ export class ClientSessions {
         }
         // Not the head (any more): the client learns the new view and resends there; drop it here.
         if (!this.options.isHead()) return this.sendView(session, true);
-        if (!this.options.offerBatch(bytes)) this.end(session, ClientCloseCode.tooSlow, 'inbound queue limit exceeded');
+        if (!this.options.offerBatch(bytes, session.budget)) this.end(session, ClientCloseCode.tooSlow, closeReason(ErrorCode.overloaded, 'this connection exceeded its inbound queue limit'));
         return;
       }
       case MessageKind.readBatch: {
@@ -167,7 +185,7 @@ export class ClientSessions {
         const count = this.readView.count;
         const start = this.nextHostRequestId;
         const clientFirst = restampFirstRequestId(bytes, 'reads', start) as number;
-        if (!this.options.offerReads(bytes)) return this.end(session, ClientCloseCode.tooSlow, 'inbound queue limit exceeded');
+        if (!this.options.offerReads(bytes, session.budget)) return this.end(session, ClientCloseCode.tooSlow, closeReason(ErrorCode.overloaded, 'this connection exceeded its inbound queue limit'));
         this.nextHostRequestId += count;
         this.readRoutes.push({ start, count, session, clientFirstRequestId: clientFirst });
         return;
@@ -244,6 +262,11 @@ export class ClientSessions {
   private end(session: Session, code: number, reason: string): void {
     if (!session.open) return;
     this.forget(session);
+    // A refusal (a coded reason) is logged, and counted by the host; closes for other reasons are not.
+    const errorCode = /^(DABBA_ERR_[A-Z_]+):/.exec(reason)?.[1];
+    if (errorCode !== undefined) {
+      this.options.log({ level: 'warn', code: errorCode, message: reason, nodeId: this.options.nodeId, remoteNodeId: session.link.remoteNodeId, remoteAddress: session.link.remoteAddress, closeCode: code });
+    }
     session.link.close(code, reason);
   }
 

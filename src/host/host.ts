@@ -27,6 +27,7 @@ import { ChainLinks, HOST_PREFIX, LINK_HIGH_WATER_BYTES, type ReplicaIdentity } 
 import { ClientSessions } from './client-sessions.js';
 import { ClientTokens } from './client-tokens.js';
 import { HostIdentity, publicKeyFromText } from './host-identity.js';
+import { RefusalLog } from './refusal-log.js';
 import { attachHttpApi, type HttpApi } from './http-api.js';
 import { InboundQueue } from './inbound-queue.js';
 import { ReplicaPort } from './replica-port.js';
@@ -50,6 +51,11 @@ export interface HostOptions {
   clientSecret: Buffer;
   /** When set, the HTTP API requires `Authorization: Bearer <httpToken>`. */
   httpToken?: Buffer;
+  /**
+   * Serve the HTTP API without a token on a non-loopback address. Without a token and without this,
+   * a host that listens beyond loopback refuses to start.
+   */
+  httpInsecure?: boolean;
   /** Lease TTL in seconds: how long a silent host stays a member. Default 2. */
   leaseTtlSeconds?: number;
   /** Run a master candidate on this host. Default true. */
@@ -80,6 +86,8 @@ export interface HostStatusReport {
   replica: ReturnType<ReplicaPort['stats']> | null;
   writesPerSecond: number;
   clients: number;
+  /** Inputs refused since the host started, by error code (malformed frames, failed handshakes, ...). */
+  refusals: Record<string, number>;
 }
 
 /** How often the host refreshes its status in etcd (the master drives joins from it). */
@@ -90,6 +98,11 @@ const CLOSE_ETCD_WAIT_MS = 2000;
 const LEASE_READ_MARGIN_MS = 300;
 /** Frames waiting for room in one inbound ring, from all its senders (see InboundQueue). */
 const INBOUND_QUEUE_BYTES_MAX = 256 * 1024 * 1024;
+/** Links on /peer at most, and of those still in their handshake. */
+const PEER_CONNECTIONS_MAX = 64;
+const PEER_HANDSHAKES_MAX = 16;
+/** Addresses that only this machine can reach: the HTTP API may listen there without a token. */
+const LOOPBACK_HOSTS = /^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|::1|\[::1\]|localhost)$/;
 
 export class DabbaHost extends EventEmitter {
   readonly hostId: string;
@@ -132,6 +145,10 @@ export class DabbaHost extends EventEmitter {
   private readonly validate = frameEnvelopeValidator();
   /** This host's Ed25519 key pair: it signs peer-link handshakes (see ./host-identity.ts). */
   private readonly identity = new HostIdentity();
+  /** Refusals by code (in /status), and the rate limit on their log lines. */
+  private readonly refusals = new RefusalLog();
+  /** The rate limit on links' other log lines (opened, closed). */
+  private readonly linkEvents = new RefusalLog();
 
   constructor(options: HostOptions) {
     super();
@@ -140,6 +157,7 @@ export class DabbaHost extends EventEmitter {
     }
     this.hostId = options.hostId;
     checkSecrets(options.peerSecret, options.clientSecret);
+    checkHttpExposure(options);
     refuseSealingIn(options.chain, 'a host: values are sealed by clients, and hosts never hold the keys');
     this.settings = { leaseTtlSeconds: 2, listenHost: '127.0.0.1', ...options };
     this.options = resolveOptions(options.chain ?? {});
@@ -164,8 +182,9 @@ export class DabbaHost extends EventEmitter {
         const stats = this.replica?.stats();
         return stats === undefined ? null : { epoch: stats.epoch, appliedSeq: stats.appliedSeq };
       },
-      offerBatch: (frame) => this.batchesQueue.offer(frame),
-      offerAck: (frame) => this.acksQueue.offer(frame),
+      connectionInboundBytesMax: this.connectionInboundBytesMax(),
+      offerBatch: (frame, budget) => this.batchesQueue.offer(frame, budget),
+      offerAck: (frame, budget) => this.acksQueue.offer(frame, budget),
       kick: () => this.replica?.kick(),
       joinLinkLost: (predecessor) => {
         // Snapshot frames were lost with the link, and a transfer cannot resume: start over as a new
@@ -181,7 +200,11 @@ export class DabbaHost extends EventEmitter {
         this.log('warn', 'predecessor-down', `replica ${predecessor}'s host refuses connections: reporting it, so the master need not wait for its lease`);
         void this.publishStatus();
       },
-      log: (entry) => ('nodeId' in entry ? this.logLink(entry) : this.log(entry.level, entry.code, entry.message)),
+      log: (entry) => {
+        if ('nodeId' in entry) this.logLink(entry);
+        else if (entry.code.startsWith('DABBA_ERR_')) this.logRefusal(entry.code, entry.code, entry.message);
+        else this.log(entry.level, entry.code, entry.message);
+      },
     });
     this.sessions = new ClientSessions({
       secret: options.clientSecret,
@@ -193,10 +216,20 @@ export class DabbaHost extends EventEmitter {
       view: () => this.clusterView(),
       isHead: () => this.role() === 'head' || this.role() === 'solo',
       isServingReads: () => this.isServingReads(),
-      offerBatch: (frame) => this.batchesQueue.offer(frame),
-      offerReads: (frame) => this.readsQueue.offer(frame),
-      log: (entry) => this.log(entry.level, entry.code, entry.message, { remote: entry.remoteNodeId, address: entry.remoteAddress }),
+      connectionInboundBytesMax: this.connectionInboundBytesMax(),
+      offerBatch: (frame, budget) => this.batchesQueue.offer(frame, budget),
+      offerReads: (frame, budget) => this.readsQueue.offer(frame, budget),
+      log: (entry) => this.logLink(entry),
     });
+  }
+
+  /**
+   * What one connection's frames may take of the inbound queues: a predecessor runs at most its
+   * in-flight log ahead of our acks, a client at most its window of unacknowledged bytes (16 MiB),
+   * each plus the frame in hand.
+   */
+  private connectionInboundBytesMax(): number {
+    return this.options.inflightBytesMax + this.options.linkRecordBytesMax;
   }
 
   /** Listens, registers in etcd, follows the configuration. Resolves once the host is registered. */
@@ -239,6 +272,9 @@ export class DabbaHost extends EventEmitter {
       maxRecordBytes: this.recordBytesMax,
       validate: this.validate,
       highWaterBytes: LINK_HIGH_WATER_BYTES,
+      // A host links to a few neighbours (and a few waiting to be named): no crowd is legitimate.
+      connectionsMax: PEER_CONNECTIONS_MAX,
+      handshakesMax: PEER_HANDSHAKES_MAX,
       log: (entry) => this.logLink(entry),
       onLink: (link) => this.links.acceptDownstream(link),
     });
@@ -370,7 +406,7 @@ export class DabbaHost extends EventEmitter {
         upstream: (frame) => this.links.sendUpstream(frame),
         clientAck: (frame) => this.sessions.deliverAck(frame),
         readReply: (frame) => this.sessions.deliverReadReply(frame),
-        rejected: (code, reason) => this.log('info', 'replica-rejected', `${code}: ${reason}`),
+        rejected: (code, reason) => this.logRefusal(code, 'replica-rejected', `${code}: ${reason}`),
         inboundRoom: () => {
           this.batchesQueue.drain();
           this.acksQueue.drain();
@@ -530,6 +566,7 @@ export class DabbaHost extends EventEmitter {
       replica: this.replica?.stats() ?? null,
       writesPerSecond: Math.round(this.writesPerSecond),
       clients: this.sessions.count,
+      refusals: this.refusals.totals(),
     };
   }
 
@@ -568,9 +605,39 @@ export class DabbaHost extends EventEmitter {
     this.emit('log', entry);
   }
 
+  /**
+   * A link's log line. Refusals (warnings) are counted for /status, and every kind of link line is
+   * rate-limited by code: a peer that fails its handshake, sends garbage or reconnects in a loop
+   * costs a few lines a second, not one per attempt.
+   */
   private logLink(entry: PeerLinkLogEntry): void {
-    this.log(entry.level, entry.code, entry.message, { remote: entry.remoteNodeId, address: entry.remoteAddress, closeCode: entry.closeCode });
+    const fields: Record<string, unknown> = { remote: entry.remoteNodeId, address: entry.remoteAddress, closeCode: entry.closeCode };
+    if (entry.level === 'warn') return this.logRefusal(entry.code, entry.code, entry.message, fields);
+    const verdict = this.linkEvents.note(entry.code);
+    if (verdict === null) return;
+    if (verdict.suppressed > 0) fields.suppressed = verdict.suppressed;
+    this.log(entry.level, entry.code, entry.message, fields);
   }
+
+  /** An input refused (coded `code`): counted for /status, and logged at a bounded rate. */
+  private logRefusal(code: string, event: string, message: string, fields: Record<string, unknown> = {}): void {
+    const verdict = this.refusals.note(code);
+    if (verdict === null) return;
+    this.log('warn', event, message, verdict.suppressed > 0 ? { ...fields, code, suppressed: verdict.suppressed } : { ...fields, code });
+  }
+}
+
+/**
+ * The HTTP API answers anyone who reaches the port: on an address other machines can reach it
+ * needs a token, unless the operator says in so many words that it need not (`httpInsecure`).
+ */
+function checkHttpExposure(options: HostOptions): void {
+  const listenHost = options.listenHost ?? '127.0.0.1';
+  if (options.httpToken !== undefined || options.httpInsecure === true || LOOPBACK_HOSTS.test(listenHost)) return;
+  throw new DabbaError(
+    ErrorCode.invalidArgument,
+    `the HTTP API would listen on ${listenHost} with no token: give one (--http-token-file, DABBA_HTTP_TOKEN) or, to serve it open, --http-insecure`,
+  );
 }
 
 /** Two distinct secrets of at least 16 bytes: one for both would let a client link as a replica. */

@@ -14,6 +14,11 @@
  * unknown route, 405 wrong method, 413 body too large, 503 while no chain can serve (no
  * configuration yet, or not acknowledged in time: the write may still commit).
  *
+ * A request whose framing is ambiguous (two Content-Length headers, or one that is not a decimal
+ * number) is answered 400 DABBA_ERR_MALFORMED_REQUEST and its connection closed: a proxy in front
+ * that read the framing differently would otherwise see a second request where we see a body.
+ * Requests uWebSockets.js cannot parse at all it closes without an answer.
+ *
  * Requests are served through a remote client of this very cluster (the same path as any
  * client's), so a request to any host reaches the head and the tail wherever they are.
  */
@@ -68,8 +73,17 @@ export function attachHttpApi(app: TemplatedApp, options: HttpApiOptions): HttpA
     return client;
   };
 
-  /** False (after answering 401) when a token is required and the request does not carry it. */
+  /**
+   * False (after answering) when the request cannot be served: its framing is ambiguous (400, and
+   * the connection closes), or a token is required and it does not carry it (401).
+   */
   const authorized = (response: HttpResponse, request: HttpRequest): boolean => {
+    const malformed = ambiguousFraming(request);
+    if (malformed !== null) {
+      response.onData(() => undefined);
+      sendJson(response, '400 Bad Request', { code: ErrorCode.malformedRequest, message: malformed }, true);
+      return false;
+    }
     if (options.token === undefined) return true;
     const given = Buffer.from(request.getHeader('authorization'), 'utf8');
     const expected = Buffer.concat([Buffer.from('Bearer ', 'utf8'), options.token]);
@@ -167,7 +181,8 @@ export function attachHttpApi(app: TemplatedApp, options: HttpApiOptions): HttpA
     }
   });
 
-  app.any('/*', (response) => {
+  app.any('/*', (response, request) => {
+    if (!authorized(response, request)) return;
     sendJson(response, '404 Not Found', { code: ErrorCode.notFound, message: 'routes: /kv/:key (PUT, GET, DELETE), /status, /digest' });
   });
 
@@ -183,10 +198,23 @@ export function attachHttpApi(app: TemplatedApp, options: HttpApiOptions): HttpA
 const JSON_HEADERS = { 'content-type': 'application/json' };
 const BAD_REQUEST_CODES = new Set<string>([ErrorCode.invalidArgument, ErrorCode.keyEmpty, ErrorCode.keyTooLarge, ErrorCode.valueTooLarge]);
 
-function sendJson(response: HttpResponse, status: string, body: unknown): void {
+function sendJson(response: HttpResponse, status: string, body: unknown, closeConnection = false): void {
   response.cork(() => {
-    response.writeStatus(status).writeHeader('content-type', 'application/json').end(JSON.stringify(body));
+    response.writeStatus(status).writeHeader('content-type', 'application/json').end(JSON.stringify(body), closeConnection);
   });
+}
+
+/** Why the request's body framing is ambiguous, or null if it is not. */
+function ambiguousFraming(request: HttpRequest): string | null {
+  let contentLengths = 0;
+  let reason: string | null = null;
+  request.forEach((name, value) => {
+    if (name !== 'content-length') return;
+    contentLengths++;
+    if (!/^[0-9]{1,15}$/.test(value)) reason = `Content-Length ${JSON.stringify(value.slice(0, 32))} is not a decimal number`;
+  });
+  if (contentLengths > 1) return `${contentLengths} Content-Length headers: a request has at most one`;
+  return reason;
 }
 
 function parseKey(request: HttpRequest, keyBytesMax: number): string {

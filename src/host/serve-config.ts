@@ -15,6 +15,7 @@
  *   --lease-ttl      DABBA_LEASE_TTL      leaseTtlSeconds  seconds a silent host stays a member (2)
  *   --http-token-file DABBA_HTTP_TOKEN_FILE httpTokenFile  the HTTP API then needs "Bearer <token>"
  *                    DABBA_HTTP_TOKEN                      the token itself
+ *   --http-insecure  DABBA_HTTP_INSECURE=1 httpInsecure: true  serve HTTP with no token beyond loopback
  *   --no-master      DABBA_NO_MASTER=1    master: false    do not stand for master on this host
  */
 import { readFileSync } from 'node:fs';
@@ -34,6 +35,7 @@ interface FileConfig {
   leaseTtlSeconds?: number;
   master?: boolean;
   httpTokenFile?: string;
+  httpInsecure?: boolean;
 }
 
 export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = process.env): HostOptions {
@@ -53,6 +55,7 @@ export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = proces
       'lease-ttl': { type: 'string' },
       'http-token-file': { type: 'string' },
       'no-master': { type: 'boolean' },
+      'http-insecure': { type: 'boolean' },
     },
   });
   const file = values.config === undefined ? {} : readConfigFile(values.config);
@@ -87,6 +90,7 @@ export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = proces
     leaseTtlSeconds,
     master,
     ...(httpToken === undefined ? {} : { httpToken }),
+    httpInsecure: values['http-insecure'] === true || env.DABBA_HTTP_INSECURE === '1' || file.httpInsecure === true,
   };
 }
 

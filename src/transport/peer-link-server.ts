@@ -8,6 +8,7 @@ import { DabbaError, ErrorCode } from '../../native-free-core/errors.js';
 import {
   LinkCloseCode,
   PeerLinkEndpoint,
+  closeReason,
   linkSettings,
   type PeerLink,
   type PeerLinkHandlers,
@@ -96,14 +97,31 @@ export interface PeerLinkRoute {
 export interface PeerLinkRouteOptions extends PeerLinkOptions {
   path: string;
   idleTimeoutSeconds?: number;
+  /** Links open on this route at most (default 1024); more are closed at once with 1013. */
+  connectionsMax?: number;
+  /** Links still in their handshake at most (default 64): what an unauthenticated crowd can hold. */
+  handshakesMax?: number;
   onLink(link: PeerLink): PeerLinkHandlers;
 }
+
+/** WebSocket close code 1013, "try again later": a route is at its cap of links or handshakes. */
+export const TRY_AGAIN_LATER_CLOSE_CODE = 1013;
+const CONNECTIONS_MAX_DEFAULT = 1024;
+const HANDSHAKES_MAX_DEFAULT = 64;
 
 /** Serves authenticated peer links on `options.path` of an existing uWS App. */
 export function attachPeerLinkRoute(app: TemplatedApp, native: boolean, uws: UwsModule, options: PeerLinkRouteOptions): PeerLinkRoute {
   const settings = linkSettings(options);
   if (typeof options.onLink !== 'function') throw new DabbaError(ErrorCode.invalidArgument, 'onLink must be a function');
   const endpoints = new Map<WebSocket<unknown>, PeerLinkEndpoint>();
+  const connectionsMax = options.connectionsMax ?? CONNECTIONS_MAX_DEFAULT;
+  const handshakesMax = options.handshakesMax ?? HANDSHAKES_MAX_DEFAULT;
+  let handshakes = 0;
+  /** Closes a link the route has no room for, before any byte of it is read. */
+  const turnAway = (ws: WebSocket<unknown>, detail: string): void => {
+    settings.log({ level: 'warn', code: ErrorCode.overloaded, message: detail, nodeId: settings.nodeId, remoteNodeId: null, remoteAddress: remoteAddressOf(ws), closeCode: TRY_AGAIN_LATER_CLOSE_CODE });
+    ws.end(TRY_AGAIN_LATER_CLOSE_CODE, closeReason(ErrorCode.overloaded, detail));
+  };
   app.ws<unknown>(options.path, {
     compression: uws.DISABLED ?? 0, // Records are FlatBuffers batches: compressing costs CPU for little.
     maxPayloadLength: settings.receiveLimitBytes,
@@ -112,8 +130,20 @@ export function attachPeerLinkRoute(app: TemplatedApp, native: boolean, uws: Uws
     idleTimeout: options.idleTimeoutSeconds ?? 32,
     sendPingsAutomatically: true,
     open: (ws) => {
+      if (endpoints.size >= connectionsMax) return turnAway(ws, `${options.path} has ${endpoints.size} links, its limit`);
+      if (handshakes >= handshakesMax) return turnAway(ws, `${options.path} has ${handshakes} handshakes under way, its limit`);
+      handshakes++;
+      let handshaking = true;
+      const handshakeOver = (): void => {
+        if (handshaking) handshakes--;
+        handshaking = false;
+      };
       const endpoint = new PeerLinkEndpoint('server', settings, uwsPort(ws, native), remoteAddressOf(ws), {
-        authenticated: (link) => options.onLink(link),
+        authenticated: (link) => {
+          handshakeOver();
+          return options.onLink(link);
+        },
+        closedBeforeOpen: handshakeOver,
       });
       endpoints.set(ws, endpoint);
       if (!native) hardenFallbackSocket(ws, () => endpoint.noteReceiveLimitExceeded());

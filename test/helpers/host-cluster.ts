@@ -112,7 +112,7 @@ export class HostCluster {
     const host = this.hosts[index]!;
     const port = Number(new URL(host.url.replace('ws:', 'http:')).port);
     const address = new URL(host.url.replace('ws:', 'http:')).hostname;
-    const child = this.lab.spawn(index, process.execPath, [...SERVE_NODE_FLAGS, '--import', 'tsx', CLI, 'serve', '--id', host.hostId, '--listen', `${address}:${port}`, '--etcd', this.etcd.join(','), '--etcd-prefix', this.prefix], {
+    const child = this.lab.spawn(index, process.execPath, [...SERVE_NODE_FLAGS, '--import', 'tsx', CLI, 'serve', '--id', host.hostId, '--listen', `${address}:${port}`, '--http-insecure', '--etcd', this.etcd.join(','), '--etcd-prefix', this.prefix], {
       env: { ...process.env, DABBA_PEER_SECRET: this.peerSecret, DABBA_CLIENT_SECRET: this.secret },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
