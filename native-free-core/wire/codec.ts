@@ -69,6 +69,11 @@ function newBuilder(bytesAtLeast: number): flatbuffers.Builder {
   return new flatbuffers.Builder(Math.ceil(bytesAtLeast / 8) * 8);
 }
 
+/** Whether the byte ranges [start, start + length) and [otherStart, otherStart + otherLength) share a byte. */
+function rangesMeet(start: number, length: number, otherStart: number, otherLength: number): boolean {
+  return otherLength > 0 && start < otherStart + otherLength && otherStart < start + length;
+}
+
 /** Verifies the Frame envelope and returns the message kind and the message table's position. */
 export class FrameEnvelope {
   readonly table = new TableLocation();
@@ -188,6 +193,32 @@ export class WriteBatchView {
       const payloadVector = followOffset(bytes, payloadField);
       this.payloadLength = verifyVector(bytes, payloadVector, 1, 'payload');
       this.payloadPosition = payloadVector + 4;
+    }
+    // The head stamps epoch and first_seq in place after this check (stamp()), then applies the
+    // records and forwards the bytes. Neither field may share a byte with anything else a reader
+    // trusts, or stamping would rewrite a verified count, offset or record behind the verifier's
+    // back: the head would apply one batch and forward another, which its successor refuses.
+    const frameTable = envelope.table;
+    const payloadVectorBytes = payloadField === 0 ? 0 : 4 + this.payloadLength;
+    for (let stamped = 0; stamped < 2; stamped++) {
+      const start = stamped === 0 ? this.epochPosition : this.firstSeqPosition;
+      const length = stamped === 0 ? 4 : 8;
+      if (
+        rangesMeet(start, length, 0, 4) ||
+        rangesMeet(start, length, frameTable.vtablePosition, frameTable.vtableBytes) ||
+        rangesMeet(start, length, frameTable.position, frameTable.tableBytes) ||
+        rangesMeet(start, length, table.vtablePosition, table.vtableBytes) ||
+        rangesMeet(start, length, countPosition, 4) ||
+        rangesMeet(start, length, clientIdPosition, clientIdPosition === 0 ? 0 : 4) ||
+        rangesMeet(start, length, firstClientSeqPosition, firstClientSeqPosition === 0 ? 0 : 8) ||
+        rangesMeet(start, length, recordsField, 4) ||
+        rangesMeet(start, length, payloadField, payloadField === 0 ? 0 : 4) ||
+        rangesMeet(start, length, recordsVector, 4 + recordCount * WRITE_RECORD_BYTES) ||
+        rangesMeet(start, length, this.payloadPosition - 4, payloadVectorBytes) ||
+        (stamped === 0 && rangesMeet(start, length, this.firstSeqPosition, 8))
+      ) {
+        throw new MalformedFrame(`${stamped === 0 ? 'epoch' : 'first_seq'}, which the head stamps, shares bytes with another part of the batch`);
+      }
     }
 
     this.bytes = bytes;

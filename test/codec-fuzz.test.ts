@@ -1,0 +1,34 @@
+/**
+ * Crashes the codec fuzzer (test/fuzz/, npm run fuzz) found, each as a fixed vector with the
+ * refusal it now gets.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { ChainNode, type Role } from '../native-free-core/chain/node.js';
+import { Store } from '../native-free-core/store.js';
+import { WriteBatchView } from '../native-free-core/wire/codec.js';
+import { bytesOfHex } from './fuzz/frame-mutator.js';
+
+const nodeLimits = { inflightBytesMax: 64 * 1024, inflightBatchesMax: 8, readReplyPayloadBytesMax: 4096, readReplyResultsMax: 8 };
+
+function makeNode(role: Role, epoch: number): ChainNode {
+  return new ChainNode({ id: 1, epoch, role, store: new Store(), ...nodeLimits });
+}
+
+describe('fuzzer findings, fixed', () => {
+  test("a batch whose first_seq shares bytes with its count is refused: the head's stamp would change what it forwards", () => {
+    // Two writes from client 7; the vtable entry of first_seq (bytes 32-33) is 24 instead of 28,
+    // so first_seq (bytes 68-75) covers count (68-71). The head used to apply both writes, stamp
+    // first_seq = 1 over count, and forward a batch of "count 1" that every successor refused.
+    const frame = bytesOfHex(
+      '100000000000000008000a00090004000800000018000000000112002c0028001800180014000c0008000400120000004400000024000000' +
+        '01000000000000000700000002000000000000000000000000000000000000000200000000000200030000000000000001000100000000000500000006000000616278797a630000',
+    );
+    assert.match(new WriteBatchView().open(frame)!, /^first_seq, which the head stamps, shares bytes with another part of the batch$/);
+    const head = makeNode('head', 1);
+    const result = head.receiveBatch(frame);
+    assert.equal(result.status === 'rejected' && result.code, 'DABBA_ERR_MALFORMED_FRAME');
+    assert.equal(head.appliedSeq, 0);
+    assert.deepEqual(head.ready().forward, []);
+  });
+});
