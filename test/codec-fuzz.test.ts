@@ -15,6 +15,13 @@ function makeNode(role: Role, epoch: number): ChainNode {
   return new ChainNode({ id: 1, epoch, role, store: new Store(), ...nodeLimits });
 }
 
+/** A tail in epoch 2 with a replica joining behind it. */
+function tailWithJoiner(): ChainNode {
+  const tail = makeNode('tail', 1);
+  tail.reconfigure(2, 'tail', { joiner: 9 });
+  return tail;
+}
+
 describe('fuzzer findings, fixed', () => {
   test("a batch whose first_seq shares bytes with its count is refused: the head's stamp would change what it forwards", () => {
     // Two writes from client 7; the vtable entry of first_seq (bytes 32-33) is 24 instead of 28,
@@ -30,5 +37,16 @@ describe('fuzzer findings, fixed', () => {
     assert.equal(result.status === 'rejected' && result.code, 'DABBA_ERR_MALFORMED_FRAME');
     assert.equal(head.appliedSeq, 0);
     assert.deepEqual(head.ready().forward, []);
+  });
+
+  test('a Hello at a node that has no successor sending one (a tail, a tail with a joiner, a joiner) is ignored', () => {
+    // Hello{epoch 2, replica 5, applied 0}. The tail used to assert 'the tail has no successor to
+    // hear from'; the joiner, having applied nothing, rewound an in-flight log it does not keep.
+    const hello = bytesOfHex('100000000000000008000a0009000400080000001000000000050a00140010000c0004000a00000000000000000000000500000002000000');
+    for (const node of [makeNode('tail', 2), tailWithJoiner(), makeNode('joining', 2)]) {
+      const result = node.receiveHello(hello);
+      assert.equal(result.status, 'ignored', `${node.role}: ${JSON.stringify(result)}`);
+      assert.equal(result.status === 'ignored' && result.code, 'DABBA_ERR_STALE_EPOCH');
+    }
   });
 });

@@ -490,6 +490,12 @@ export class ChainNode {
       this.log(`ignoring (stale epoch ${hello.epoch} hello, node is at ${this.epochValue})`);
       return { status: 'ignored', code: ErrorCode.staleEpoch, reason: `hello epoch ${hello.epoch} != ${this.epochValue}` };
     }
+    if (!this.forwardsDownstream || this.hasJoiner) {
+      // Only a node with a successor that was just (re)configured hears a Hello: the tail and a
+      // joiner have no successor, and a tail's joiner sends none (it acknowledges from its snapshot on).
+      this.log(`ignoring (hello from replica ${hello.replicaId}: no successor of this node sends one)`);
+      return { status: 'ignored', code: ErrorCode.staleEpoch, reason: 'a hello reaches only a node with a successor' };
+    }
     assert(!this.isTail, 'the tail has no successor to hear from');
     // I1: the successor's applied writes are a prefix of ours, and it has everything the tail has,
     // so everything after its applied seq is still in our in-flight list.
