@@ -49,4 +49,22 @@ describe('fuzzer findings, fixed', () => {
       assert.equal(result.status === 'ignored' && result.code, 'DABBA_ERR_STALE_EPOCH');
     }
   });
+
+  test('a joiner refuses batches until its snapshot starts (it asserted it was empty when the snapshot came)', () => {
+    // A batch of one write stamped epoch 2, seq 1; then an empty store's snapshot at applied seq 0.
+    const batch = bytesOfHex(
+      '100000000000000008000a00090004000800000018000000000112002c0028001c00180014000c000800040012000000380000002400000001000000000000000700000001000000' +
+        '0100000000000000000000000200000001000000000001000100000000000000020000006b760000',
+    );
+    const snapshot = bytesOfHex(
+      '0c00000008000a0009000400080000001800000000061200240020001800170010000c000800040012000000200000002c000000200000001800000000000001' +
+        '0000000000000000020000000000000000000000000000000000000000000000',
+    );
+    const joiner = makeNode('joining', 2);
+    const early = joiner.receiveBatch(batch);
+    assert.equal(early.status === 'rejected' && early.code, 'DABBA_ERR_SEQUENCE_GAP');
+    assert.equal(joiner.appliedSeq, 0);
+    assert.deepEqual(joiner.receiveSnapshot(snapshot), { status: 'applied', firstSeq: 0, count: 0 });
+    assert.deepEqual(joiner.receiveBatch(batch), { status: 'applied', firstSeq: 1, count: 1 }, 'after the snapshot the same batch applies');
+  });
 });

@@ -259,6 +259,11 @@ export class ChainNode {
   /** Middle and tail: apply a batch that continues the prefix (I1, I3). */
   private stepReplica(batch: WriteBatchView): ReceiveResult {
     assert(!this.isHead, 'stepReplica on the head');
+    if (this.roleValue === 'joining' && !this.snapshotStarted) {
+      // A joiner's tail sends its snapshot before any batch (see ready()): a batch before it
+      // continues nothing this replica has, and would leave it non-empty when the snapshot comes.
+      return { status: 'rejected', code: ErrorCode.sequenceGap, reason: 'a joining replica takes batches only after its snapshot starts' };
+    }
     // A joining replica hears only from the tail it copies, in order, and takes whatever epoch its
     // batches were stamped in (that tail applied them in their epoch); everyone else takes batches
     // of its own epoch only.
