@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { ChainNode, type Role } from '../native-free-core/chain/node.js';
 import { Store } from '../native-free-core/store.js';
-import { WriteBatchView } from '../native-free-core/wire/codec.js';
+import { ReadBatchView, WriteBatchView } from '../native-free-core/wire/codec.js';
 import { bytesOfHex } from './fuzz/frame-mutator.js';
 
 const nodeLimits = { inflightBytesMax: 64 * 1024, inflightBatchesMax: 8, readReplyPayloadBytesMax: 4096, readReplyResultsMax: 8 };
@@ -66,5 +66,50 @@ describe('fuzzer findings, fixed', () => {
     assert.equal(joiner.appliedSeq, 0);
     assert.deepEqual(joiner.receiveSnapshot(snapshot), { status: 'applied', firstSeq: 0, count: 0 });
     assert.deepEqual(joiner.receiveBatch(batch), { status: 'applied', firstSeq: 1, count: 1 }, 'after the snapshot the same batch applies');
+  });
+
+  test('a batch whose implied seqs pass 2^53 is refused (a joiner asserted in Store.put on its version)', () => {
+    // A snapshot at applied seq 2^53 - 2, then two writes stamped from seq 2^53 - 1.
+    const snapshot = bytesOfHex(
+      '0c00000008000a0009000400080000001800000000061200240020001800170010000c000800040012000000200000002c000000200000001800000000000001' +
+        'feffffffffff1f00020000000000000000000000000000000000000000000000',
+    );
+    const batch = bytesOfHex(
+      '100000000000000008000a0009000400080000001800000000011200280024001c00180014000c0008000400120000004000000020000000' +
+        '01000000000000000700000002000000ffffffffffff1f000200000002000000000001000100000000000000000001000100000002000000040000006b766b76',
+    );
+    assert.match(new WriteBatchView().open(batch)!, /^2 writes from seq 9007199254740991, client seq 1, pass 2\^53$/);
+    const joiner = makeNode('joining', 2);
+    assert.equal(joiner.receiveSnapshot(snapshot).status, 'applied');
+    const result = joiner.receiveBatch(batch);
+    assert.equal(result.status === 'rejected' && result.code, 'DABBA_ERR_MALFORMED_FRAME');
+    assert.equal(joiner.appliedSeq, 2 ** 53 - 2);
+  });
+
+  test('a batch whose implied client seqs pass 2^53 is refused (the tail acknowledged a client seq no reader takes)', () => {
+    // Two writes from client 7 at client seq 2^53 - 1, stamped epoch 1, seq 1. The tail used to
+    // apply them and acknowledge client seq 2^53, which AckView refuses: the client never heard.
+    const batch = bytesOfHex(
+      '100000000000000008000a0009000400080000001800000000011200280024001c00180014000c0008000400120000004000000020000000' +
+        'ffffffffffff1f00070000000200000001000000000000000100000002000000000001000100000000000000000001000100000002000000040000006b766b76',
+    );
+    assert.match(new WriteBatchView().open(batch)!, /^2 writes from seq 1, client seq 9007199254740991, pass 2\^53$/);
+    const tail = makeNode('tail', 1);
+    const result = tail.receiveBatch(batch);
+    assert.equal(result.status === 'rejected' && result.code, 'DABBA_ERR_MALFORMED_FRAME');
+    assert.deepEqual(tail.ready().clientAcks, []);
+  });
+
+  test('a read batch whose request ids pass 2^53 is refused (the tail answered with ids no client reads back)', () => {
+    // Three reads from request id 2^53 - 2.
+    const reads = bytesOfHex(
+      '100000000000000008000a0009000400080000001400000000030e001c00180010000c00080004000e000000340000001400000003000000' +
+        'feffffffffff1f0001000000030000000000000001000000010000000100000002000000010000000300000061626300',
+    );
+    assert.match(new ReadBatchView().open(reads)!, /^3 reads from request id 9007199254740990 pass 2\^53$/);
+    const tail = makeNode('tail', 1);
+    const result = tail.receiveReads(reads);
+    assert.equal(result.status === 'rejected' && result.code, 'DABBA_ERR_MALFORMED_FRAME');
+    assert.deepEqual(tail.ready().readReplies, []);
   });
 });

@@ -185,6 +185,14 @@ export class WriteBatchView {
       throw new MalformedFrame(`count ${this.count} does not match ${recordCount} records`);
     }
     if (recordCount === 0) throw new MalformedFrame('a write batch holds no records');
+    // Each write's seq and client seq are implied (first + index), and the last must stay below
+    // 2^53 like the first: past it a replica would apply, and a tail acknowledge, numbers that no
+    // reader takes (nor a Number holds exactly). Compared without adding: first + count - 1 could
+    // round back below the limit.
+    const lastOffset = recordCount - 1;
+    if (this.firstSeq > Number.MAX_SAFE_INTEGER - lastOffset || this.firstClientSeq > Number.MAX_SAFE_INTEGER - lastOffset) {
+      throw new MalformedFrame(`${recordCount} writes from seq ${this.firstSeq}, client seq ${this.firstClientSeq}, pass 2^53`);
+    }
     this.recordsPosition = recordsVector + 4;
     if (payloadField === 0) {
       this.payloadPosition = 0;
@@ -553,6 +561,11 @@ export class ReadBatchView {
       const recordCount = verifyVector(bytes, recordsVector, READ_RECORD_BYTES, 'records');
       if (recordCount !== this.count) throw new MalformedFrame(`count ${this.count} does not match ${recordCount} records`);
       if (recordCount === 0) throw new MalformedFrame('a read batch holds no records');
+      // Request ids are consecutive from first_request_id: the last must stay below 2^53 too, or
+      // the tail would answer with ids no client reads back (compared without adding, see WriteBatchView).
+      if (this.firstRequestId > Number.MAX_SAFE_INTEGER - (recordCount - 1)) {
+        throw new MalformedFrame(`${recordCount} reads from request id ${this.firstRequestId} pass 2^53`);
+      }
       this.recordsPosition = recordsVector + 4;
       const payloadField = fieldPosition(bytes, table, 4, 4);
       if (payloadField === 0) throw new MalformedFrame('a read batch has no payload');
