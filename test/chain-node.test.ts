@@ -178,6 +178,9 @@ describe('ChainNode guards', () => {
     assert.equal(middle.receiveBatch(stampedBatch(2, 1, 3)).status, 'applied');
     const beyond = middle.receiveHello(hellos.encode({ epoch: 2, replicaId: 9, appliedSeq: 1000 }));
     assert.equal(beyond.status === 'rejected' && beyond.code, 'DABBA_ERR_PROTOCOL_VIOLATION');
+    // A successor applies whole batches: a Hello inside one (seqs 1-3 here) is not from a correct one.
+    const inside = middle.receiveHello(hellos.encode({ epoch: 2, replicaId: 9, appliedSeq: 2 }));
+    assert.equal(inside.status === 'rejected' && inside.code, 'DABBA_ERR_PROTOCOL_VIOLATION');
     // A correct Hello still works afterwards.
     assert.equal(middle.receiveHello(hellos.encode({ epoch: 2, replicaId: 3, appliedSeq: 0 })).status, 'applied');
     assert.equal(middle.ready().forward.length, 1);

@@ -190,6 +190,15 @@ export class InflightLog {
    * new successor reports its last applied seq). `seq` must be at least the oldest logged seq - 1,
    * which holds because the successor has applied everything the tail acknowledged.
    */
+  /** Whether `seq` ends a logged batch (or precedes the first): where a successor can have stopped. */
+  isBatchBoundary(seq: number): boolean {
+    if (seq === this.firstSeq - 1) return true;
+    for (let index = 0; index < this.size; index++) {
+      if (this.firstSeqAt(index) + this.countAt(index) - 1 === seq) return true;
+    }
+    return false;
+  }
+
   rewindForwardingTo(seq: number): void {
     assert(seq >= this.firstSeq - 1 && seq <= this.lastSeqValue, `rewindForwardingTo: ${seq} outside the log`);
     this.forwardedSeqValue = seq;

@@ -521,10 +521,10 @@ export class ChainNode {
       this.log(`ignoring (stale epoch ${hello.epoch} hello, node is at ${this.epochValue})`);
       return { status: 'ignored', code: ErrorCode.staleEpoch, reason: `hello epoch ${hello.epoch} != ${this.epochValue}` };
     }
-    // A Hello reaches a node that forwards, from its successor: a tail has none (a joiner's Hellos
-    // are not needed: it follows its snapshot's start).
     if (!this.forwardsDownstream || this.hasJoiner) {
-      this.log('ignoring (a Hello at a node with no successor to resend to)');
+      // Only a node with a successor that was just (re)configured hears a Hello: the tail and a
+      // joiner have no successor, and a tail's joiner sends none (it acknowledges from its snapshot on).
+      this.log(`ignoring (hello from replica ${hello.replicaId}: no successor of this node sends one)`);
       return { status: 'ignored', code: ErrorCode.protocolViolation, reason: 'a Hello reaches only a node with a successor' };
     }
     // I1: the successor's applied writes are a prefix of ours, and it has everything the tail has,
@@ -540,6 +540,11 @@ export class ChainNode {
         code: ErrorCode.sequenceGap,
         reason: `successor applied through ${hello.appliedSeq}, but the in-flight list starts at ${this.inflight.firstSeq}`,
       };
+    }
+    // Batches are applied whole: a successor stops between two of them, never inside one.
+    if (!this.inflight.isBatchBoundary(hello.appliedSeq)) {
+      this.log(`ignoring (a Hello claiming seq ${hello.appliedSeq}, inside a batch)`);
+      return { status: 'rejected', code: ErrorCode.protocolViolation, reason: `successor claims seq ${hello.appliedSeq}, inside a logged batch` };
     }
     this.inflight.rewindForwardingTo(hello.appliedSeq);
     this.awaitingSuccessorHello = false;

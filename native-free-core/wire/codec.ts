@@ -82,6 +82,11 @@ function newBuilder(bytesAtLeast: number): flatbuffers.Builder {
   return new flatbuffers.Builder(Math.ceil(bytesAtLeast / 8) * 8);
 }
 
+/** Whether the byte ranges [start, start + length) and [otherStart, otherStart + otherLength) share a byte. */
+function rangesMeet(start: number, length: number, otherStart: number, otherLength: number): boolean {
+  return otherLength > 0 && start < otherStart + otherLength && otherStart < start + length;
+}
+
 /** Verifies the Frame envelope and returns the message kind and the message table's position. */
 export class FrameEnvelope {
   readonly table = new TableLocation();
@@ -196,6 +201,14 @@ export class WriteBatchView {
       throw new MalformedFrame(`count ${this.count} does not match ${recordCount} records`);
     }
     if (recordCount === 0) throw new MalformedFrame('a write batch holds no records');
+    // Each write's seq and client seq are implied (first + index), and the last must stay below
+    // 2^53 like the first: past it a replica would apply, and a tail acknowledge, numbers that no
+    // reader takes (nor a Number holds exactly). Compared without adding: first + count - 1 could
+    // round back below the limit.
+    const lastOffset = recordCount - 1;
+    if (this.firstSeq > Number.MAX_SAFE_INTEGER - lastOffset || this.firstClientSeq > Number.MAX_SAFE_INTEGER - lastOffset) {
+      throw new MalformedFrame(`${recordCount} writes from seq ${this.firstSeq}, client seq ${this.firstClientSeq}, pass 2^53`);
+    }
     this.recordsPosition = recordsVector + 4;
     if (payloadField === 0) {
       this.payloadPosition = 0;
@@ -204,6 +217,32 @@ export class WriteBatchView {
       const payloadVector = followOffset(bytes, payloadField);
       this.payloadLength = verifyVector(bytes, payloadVector, 1, 'payload');
       this.payloadPosition = payloadVector + 4;
+    }
+    // The head stamps epoch and first_seq in place after this check (stamp()), then applies the
+    // records and forwards the bytes. Neither field may share a byte with anything else a reader
+    // trusts, or stamping would rewrite a verified count, offset or record behind the verifier's
+    // back: the head would apply one batch and forward another, which its successor refuses.
+    const frameTable = envelope.table;
+    const payloadVectorBytes = payloadField === 0 ? 0 : 4 + this.payloadLength;
+    for (let stamped = 0; stamped < 2; stamped++) {
+      const start = stamped === 0 ? this.epochPosition : this.firstSeqPosition;
+      const length = stamped === 0 ? 4 : 8;
+      if (
+        rangesMeet(start, length, 0, 4) ||
+        rangesMeet(start, length, frameTable.vtablePosition, frameTable.vtableBytes) ||
+        rangesMeet(start, length, frameTable.position, frameTable.tableBytes) ||
+        rangesMeet(start, length, table.vtablePosition, table.vtableBytes) ||
+        rangesMeet(start, length, countPosition, 4) ||
+        rangesMeet(start, length, clientIdPosition, clientIdPosition === 0 ? 0 : 4) ||
+        rangesMeet(start, length, firstClientSeqPosition, firstClientSeqPosition === 0 ? 0 : 8) ||
+        rangesMeet(start, length, recordsField, 4) ||
+        rangesMeet(start, length, payloadField, payloadField === 0 ? 0 : 4) ||
+        rangesMeet(start, length, recordsVector, 4 + recordCount * WRITE_RECORD_BYTES) ||
+        rangesMeet(start, length, this.payloadPosition - 4, payloadVectorBytes) ||
+        (stamped === 0 && rangesMeet(start, length, this.firstSeqPosition, 8))
+      ) {
+        throw new MalformedFrame(`${stamped === 0 ? 'epoch' : 'first_seq'}, which the head stamps, shares bytes with another part of the batch`);
+      }
     }
 
     this.bytes = bytes;
@@ -545,6 +584,11 @@ export class ReadBatchView {
       const recordCount = verifyVector(bytes, recordsVector, READ_RECORD_BYTES, 'records');
       if (recordCount !== this.count) throw new MalformedFrame(`count ${this.count} does not match ${recordCount} records`);
       if (recordCount === 0) throw new MalformedFrame('a read batch holds no records');
+      // Request ids are consecutive from first_request_id: the last must stay below 2^53 too, or
+      // the tail would answer with ids no client reads back (compared without adding, see WriteBatchView).
+      if (this.firstRequestId > Number.MAX_SAFE_INTEGER - (recordCount - 1)) {
+        throw new MalformedFrame(`${recordCount} reads from request id ${this.firstRequestId} pass 2^53`);
+      }
       this.recordsPosition = recordsVector + 4;
       const payloadField = fieldPosition(bytes, table, 4, 4);
       if (payloadField === 0) throw new MalformedFrame('a read batch has no payload');
