@@ -8,11 +8,12 @@
  * Failures throw `MalformedFrame`, caught at the message readers' `open()` boundary and returned
  * as a reason string; no exception escapes to callers for bad input.
  */
-export class MalformedFrame extends Error {
-  constructor(reason: string) {
-    super(reason);
-    this.name = 'MalformedFrame';
-  }
+export class MalformedFrame {
+  /**
+   * Not an Error: it never escapes the readers' open() (reasonIfMalformed catches it), and an Error
+   * would capture a stack trace on every refusal, microseconds each under a flood of garbage.
+   */
+  constructor(readonly message: string) {}
 }
 
 export function readUint16(bytes: Uint8Array, offset: number): number {
