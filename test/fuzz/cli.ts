@@ -3,6 +3,12 @@
  * reader and prints frames/s, each kind's accepted and refused counts, the known findings reached
  * and every new finding; `npm run fuzz -- --seed S --iteration I` replays the run up to frame I and
  * describes what each reader made of that frame (the line a failure printed).
+ *
+ * `npm run fuzz -- --live [--frames N] [--handshakes H]` starts etcd and three `dabba serve` hosts
+ * (in network namespaces as root) and sends them hostile input of every class in
+ * test/fuzz/live-fuzz.ts (N mutated frames from authenticated clients, default 20,000), beside a
+ * well-behaved client; it prints each class's counts and exits 1 if a host died, the chain lost a
+ * replica or an acknowledged write did not read back.
  */
 import { parseArgs } from 'node:util';
 import { describeFinding, runFuzz } from './frame-harness.js';
@@ -14,8 +20,15 @@ const { values } = parseArgs({
     seed: { type: 'string' },
     iteration: { type: 'string' },
     json: { type: 'boolean' },
+    live: { type: 'boolean' },
+    handshakes: { type: 'string' },
   },
 });
+if (values.live === true) {
+  const { runLiveSession } = await import('./live-cli.js');
+  process.exitCode = await runLiveSession(Number(values.seed ?? 1), Number(values.frames ?? 20_000), Number(values.handshakes ?? 50));
+  process.exit();
+}
 const seed = Number(values.seed ?? 1);
 const iteration = values.iteration === undefined ? undefined : Number(values.iteration);
 const frames = iteration === undefined ? Number(values.frames ?? 1_000_000) : iteration + 1;
