@@ -17,6 +17,7 @@ import { restampFirstRequestId } from '../../native-free-core/wire/request-ids.j
 import { frameEnvelopeValidator, LinkCloseCode, type PeerLink, type PeerLinkHandlers, type PeerLinkLogEntry } from '../transport/peer-link.js';
 import { closeReason } from '../transport/peer-link-endpoint.js';
 import { attachPeerLinkRoute, type PeerLinkRoute } from '../transport/peer-link-server.js';
+import type { TlsCredentials } from '../transport/tls.js';
 import type { UwsModule } from '../transport/uws.js';
 import type { ClientTokens } from './client-tokens.js';
 import { parseClientNodeId } from '../../native-free-core/wire/client-node-id.js';
@@ -37,6 +38,8 @@ export interface ClientSessionsOptions {
   /** Hands a write batch to the replica (false: the inbound limit is exceeded). */
   offerBatch(frame: Uint8Array): boolean;
   offerReads(frame: Uint8Array): boolean;
+  /** With TLS: clients must prove a certificate from this CA (see PeerLinkOptions.tls). */
+  tls?: TlsCredentials | null;
   log(entry: PeerLinkLogEntry): void;
 }
 
@@ -96,6 +99,7 @@ export class ClientSessions {
     this.route = attachPeerLinkRoute(app, native, uws, {
       path: '/client',
       secret: this.options.secret,
+      tls: this.options.tls ?? null,
       nodeId: this.options.nodeId,
       maxRecordBytes: this.options.maxRecordBytes,
       validate: frameEnvelopeValidator(),
