@@ -9,6 +9,7 @@ import { measureHeadlineDabba, type ChainBenchSettings } from './chain-bench.js'
 import { formatRate, median, printTable, record } from './harness.js';
 import { SERVE_NODE_FLAGS } from '../src/host/node-flags.js';
 import { startLocalHosts } from './hosts/local-hosts.js';
+import { createThrowawayCa } from './peers/throwaway-ca.js';
 
 const WARMUP_MS = 1000;
 
@@ -175,6 +176,75 @@ export async function hostsNodeFlagsBench(settings: ChainBenchSettings): Promise
     [
       ['node (no flags)', formatRate(result.withoutWritesPerSecond), '1.00x'],
       [`node ${SERVE_NODE_FLAGS.join(' ')}`, formatRate(result.withWritesPerSecond), `${result.ratio.toFixed(2)}x`],
+    ],
+  );
+  return result;
+}
+
+export interface HostsTlsResult {
+  plainWritesPerSecond: number;
+  tlsWritesPerSecond: number;
+  /** TLS writes/s over plain writes/s, medians. */
+  ratio: number;
+  plainRuns: number[];
+  tlsRuns: number[];
+  plainLatencyUs: LoadReport['writeLatencyUs'];
+  tlsLatencyUs: LoadReport['writeLatencyUs'];
+}
+
+/**
+ * What TLS costs across hosts: three fresh hosts per run, plain (ws://) or serving TLS (wss://,
+ * a throwaway CA, the remote client presenting a certificate), alternating which goes first; each
+ * run writes for a warm-up, then is measured. etcd stays plain: it is off the data path.
+ */
+export async function hostsTlsBench(settings: ChainBenchSettings): Promise<HostsTlsResult> {
+  const ca = await createThrowawayCa({ addresses: [], name: 'dabba bench' });
+  const plainReports: LoadReport[] = [];
+  const tlsReports: LoadReport[] = [];
+  const load = { writers: 4, writeWindow: 4096 };
+  try {
+    for (let run = 0; run < settings.runs; run++) {
+      for (const secure of run % 2 === 0 ? [false, true] : [true, false]) {
+        const hosts = await startLocalHosts(3, secure ? { tls: ca } : {});
+        try {
+          const client = await connect({ hosts: hosts.urls, secret: hosts.secret, ...(hosts.clientTls === null ? {} : { tls: hosts.clientTls }) });
+          try {
+            await runClosedLoop(client, { durationMs: 2 * WARMUP_MS, ...load });
+            (secure ? tlsReports : plainReports).push(await runClosedLoop(client, { durationMs: settings.seconds * 1000, ...load }));
+          } finally {
+            await client.close();
+          }
+        } finally {
+          await hosts.stop();
+        }
+      }
+      settings.log(`  run ${run + 1}/${settings.runs}: plain ${formatRate(plainReports.at(-1)!.writesPerSecond)}, TLS ${formatRate(tlsReports.at(-1)!.writesPerSecond)}`);
+    }
+  } finally {
+    ca.remove();
+  }
+  const plainRuns = plainReports.map((report) => report.writesPerSecond);
+  const tlsRuns = tlsReports.map((report) => report.writesPerSecond);
+  const medianReport = (reports: LoadReport[]): LoadReport => {
+    const rate = median(reports.map((report) => report.writesPerSecond));
+    return reports.reduce((best, report) => (Math.abs(report.writesPerSecond - rate) < Math.abs(best.writesPerSecond - rate) ? report : best));
+  };
+  const result: HostsTlsResult = {
+    plainWritesPerSecond: median(plainRuns),
+    tlsWritesPerSecond: median(tlsRuns),
+    ratio: median(tlsRuns) / median(plainRuns),
+    plainRuns,
+    tlsRuns,
+    plainLatencyUs: medianReport(plainReports).writeLatencyUs,
+    tlsLatencyUs: medianReport(tlsReports).writeLatencyUs,
+  };
+  record('hosts-tls', { seconds: settings.seconds, valueBytes: 100, ...result }, settings.env);
+  printTable(
+    'Three dabba serve processes, plain and over TLS, 100 B values, 4 x 4096 in flight (fresh hosts per run, alternating)',
+    ['links', 'writes/s (median)', 'p50', 'p99', 'vs plain'],
+    [
+      ['ws:// (plain)', formatRate(result.plainWritesPerSecond), `${result.plainLatencyUs.p50} us`, `${result.plainLatencyUs.p99} us`, '1.00x'],
+      ['wss:// (TLS, client certificates)', formatRate(result.tlsWritesPerSecond), `${result.tlsLatencyUs.p50} us`, `${result.tlsLatencyUs.p99} us`, `${result.ratio.toFixed(2)}x`],
     ],
   );
   return result;

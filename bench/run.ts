@@ -5,7 +5,7 @@
 import { headline, soak, sweeps, type ChainBenchSettings } from './chain-bench.js';
 import { environment } from './harness.js';
 import { failover } from './failover-bench.js';
-import { hostsBatchBench, hostsBench, hostsNodeFlagsBench } from './hosts-bench.js';
+import { hostsBatchBench, hostsBench, hostsNodeFlagsBench, hostsTlsBench } from './hosts-bench.js';
 import { hostsFailover } from './hosts-failover-bench.js';
 import { joinBench } from './join-bench.js';
 import { micro } from './micro-bench.js';
@@ -42,6 +42,7 @@ export async function runBenchmarks(options: BenchOptions): Promise<Record<strin
   // Not in 'all': a comparison behind one default, rerun when that default is in question.
   if (options.suites.includes('hosts-batch')) results.hostsBatch = await hostsBatchBench(settings);
   if (options.suites.includes('hosts-node-flags')) results.hostsNodeFlags = await hostsNodeFlagsBench(settings);
+  if (options.suites.includes('hosts-tls')) results.hostsTls = await hostsTlsBench(settings);
   if (options.suites.includes('hosts-failover')) results.hostsFailover = await hostsFailover(env, log);
   if (wants('cpu')) results.cpu = await threadCpu(env, options.seconds, options.small ? [1000] : [1000, 10_000, 100_000], log);
   return results;

@@ -4,9 +4,10 @@
  *   dabba demo [--replicas N] [--seconds S] [--value-bytes B] [--readers R]
  *   dabba bench [scenario flags] (see usage)
  *   dabba serve --id ID --etcd URLS [--listen HOST:PORT] [--config FILE] ... (see src/host/serve-config.ts)
- *   dabba status --etcd URLS [--etcd-prefix P] [--json]
+ *   dabba status --etcd URLS [--etcd-prefix P] [--etcd-ca F --etcd-cert F --etcd-key F --etcd-user U] [--json]
  */
 import { parseArgs } from 'node:util';
+import { ErrorCode, isDabbaError } from '../native-free-core/errors.js';
 import { runDemo } from './demo.js';
 
 const usage = `usage: dabba <command> [options]
@@ -25,7 +26,10 @@ commands:
           --json (one JSON object on stdout instead of the table)
   serve   run one host of a chain that spans hosts (its replica, peer links, clients, HTTP API)
           --id ID (required)  --etcd URL,URL,... (required)  --listen HOST:PORT (127.0.0.1:7400)
-          --advertise ws://HOST:PORT  --etcd-prefix /dabba/NAME/
+          --advertise ws://HOST:PORT (wss:// with TLS)  --etcd-prefix /dabba/NAME/
+          --tls-cert FILE --tls-key FILE --tls-ca FILE (TLS on the whole port: wss:// and https://)
+          --etcd-ca FILE --etcd-cert FILE --etcd-key FILE (https:// etcd)
+          --etcd-user USER (etcd authentication; the password in DABBA_ETCD_PASSWORD)
           --peer-secret-file FILE (or DABBA_PEER_SECRET: hosts only)
           --client-secret-file FILE (or DABBA_CLIENT_SECRET: what clients hold)
           --lease-ttl S (2)  --no-master  --http-token-file FILE (or DABBA_HTTP_TOKEN)
@@ -33,6 +37,7 @@ commands:
           --config FILE.json (the same settings as JSON)
   status  print the chain of a cluster as etcd holds it: members, roles, health
           --etcd URL,URL,... (required)  --etcd-prefix /dabba/NAME/  --json
+          --etcd-ca FILE --etcd-cert FILE --etcd-key FILE --etcd-user USER (as for serve)
 `;
 
 function positiveInteger(text: string | undefined, name: string, fallback: number): number {
@@ -135,11 +140,11 @@ async function main(argv: string[]): Promise<number> {
       process.exit(0);
     }
     case 'status': {
-      const { values } = parseArgs({ args: rest, options: { etcd: { type: 'string' }, 'etcd-prefix': { type: 'string' }, json: { type: 'boolean' } } });
-      const etcd = (values.etcd ?? process.env.DABBA_ETCD ?? '').split(',').filter((url) => url !== '');
-      if (etcd.length === 0) throw new RangeError('--etcd URL,URL,... is required');
+      const { ETCD_ACCESS_FLAGS, parseEtcdAccess } = await import('./host/etcd-access.js');
+      const { values } = parseArgs({ args: rest, options: { ...ETCD_ACCESS_FLAGS, 'etcd-prefix': { type: 'string' }, json: { type: 'boolean' } } });
+      const { etcd, ...access } = parseEtcdAccess(values, process.env, null);
       const { readClusterStatus, formatClusterStatus } = await import('./host/status-command.js');
-      const status = await readClusterStatus(etcd, values['etcd-prefix'] ?? process.env.DABBA_ETCD_PREFIX);
+      const status = await readClusterStatus(etcd, values['etcd-prefix'] ?? process.env.DABBA_ETCD_PREFIX, access);
       process.stdout.write(values.json === true ? `${JSON.stringify(status)}\n` : formatClusterStatus(status));
       return status.configuration !== null && status.members.every((member) => member.healthy) ? 0 : 1;
     }
@@ -159,8 +164,9 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (error: unknown) => {
-    // Bad flags get their message, not a stack trace.
-    if (error instanceof RangeError || error instanceof TypeError) {
+    // Bad flags get their message, not a stack trace; so do settings a host refuses as it starts
+    // (a TLS certificate that does not name the advertised address, say).
+    if (error instanceof RangeError || error instanceof TypeError || isDabbaError(error, ErrorCode.invalidArgument)) {
       process.stderr.write(`dabba: ${error.message}\n`);
       process.exitCode = 2;
       return;

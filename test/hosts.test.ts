@@ -5,18 +5,18 @@
  * restarted (each comes back as a new replica and joins), a host is cut off the network and healed,
  * an unauthenticated peer and a client sending garbage are refused. Then: the history is
  * linearizable, every acknowledged write is readable, the replicas are identical, and no write was
- * applied twice (the tail's sequence equals the writes acknowledged).
+ * applied twice (the tail's sequence equals the writes acknowledged). The steps shared with the
+ * run over TLS (hosts-tls.test.ts) are in helpers/hosts-scenario.ts.
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { isDabbaError, ErrorCode } from '../native-free-core/errors.js';
 import { startEtcdCluster } from '../bench/peers/etcd-cluster.js';
 import { LocalServers } from '../bench/peers/servers.js';
-import { connect, type RemoteClient } from '../src/client/index.js';
 import { connectPeerLink, frameEnvelopeValidator, LinkCloseCode } from '../src/transport/peer-link.js';
 import { createNetnsLab, type NetnsLab } from './helpers/netns-lab.js';
 import { HostCluster } from './helpers/host-cluster.js';
-import { checkLinearizable, type HistoryEntry } from './sim/linearizability.js';
+import { burst, checkOutcome, killAndRejoin, progress, startLoad, stopLoad } from './helpers/hosts-scenario.js';
 
 const SECRET = 'hosts-test-secret-0123456789abcdef';
 const servers = new LocalServers('hosts-test');
@@ -41,112 +41,23 @@ after(async () => {
   }
 });
 
-interface Load {
-  history: HistoryEntry[];
-  acknowledgedWrites: number;
-  operations: number;
-  /** Resolved as operations complete (see progress()). */
-  waiters: Array<{ target: number; resolve: () => void }>;
-  stop(): Promise<void>;
-}
-
-/** Logical clients over two remote clients, each with one operation outstanding, on a small key space. */
-function startLoad(clients: RemoteClient[], logicalClients: number): Load {
-  const load: Load = { history: [], acknowledgedWrites: 0, operations: 0, waiters: [], stop: async () => undefined };
-  let running = true;
-  const loop = async (clientId: number): Promise<void> => {
-    const client = clients[clientId % clients.length]!;
-    for (let index = 0; running; index++) {
-      const key = `k${(clientId * 7 + index) % 8}`;
-      const isWrite = (index + clientId) % 3 !== 0;
-      const entry: HistoryEntry = isWrite
-        ? { client: clientId, operation: { kind: 'put', key, value: `c${clientId}-${index}` }, invokedAt: performance.now(), respondedAt: Infinity }
-        : { client: clientId, operation: { kind: 'get', key }, invokedAt: performance.now(), respondedAt: Infinity };
-      load.history.push(entry);
-      if (entry.operation.kind === 'put') {
-        await client.put(key, entry.operation.value);
-        load.acknowledgedWrites++;
-      } else {
-        entry.result = (await client.get(key))?.toString();
-      }
-      entry.respondedAt = performance.now();
-      load.operations++;
-      if (load.waiters.length > 0 && load.waiters[0]!.target <= load.operations) load.waiters.shift()!.resolve();
-    }
-  };
-  const loops = Array.from({ length: logicalClients }, (_, index) => loop(index + 1));
-  load.stop = async () => {
-    running = false;
-    await Promise.all(loops);
-  };
-  return load;
-}
-
-/** Pipelined writes (each its own logical client), so a fault finds writes in every ring and link. */
-function burst(client: RemoteClient, load: Load, tag: string): Promise<void> {
-  const writes: Array<Promise<void>> = [];
-  for (let index = 0; index < 2000; index++) {
-    const key = `b${index % 64}`;
-    const value = `${tag}-${index}`;
-    const entry: HistoryEntry = { client: 1_000_000 + load.history.length, operation: { kind: 'put', key, value }, invokedAt: performance.now(), respondedAt: Infinity };
-    load.history.push(entry);
-    writes.push(
-      client.put(key, value).then(() => {
-        entry.respondedAt = performance.now();
-        load.acknowledgedWrites++;
-      }),
-    );
-  }
-  return Promise.all(writes).then(() => undefined);
-}
-
-/** Resolves once the load has made `count` more operations: progress, not time. */
-function progress(load: Load, count: number): Promise<void> {
-  return new Promise((resolve) => load.waiters.push({ target: load.operations + count, resolve }));
-}
-
-async function digestOf(httpUrl: string): Promise<{ digest: string; keys: number; appliedSeq: number }> {
-  const response = await fetch(`${httpUrl}/digest`);
-  assert.equal(response.status, 200, `${httpUrl}/digest answered ${response.status}`);
-  return (await response.json()) as { digest: string; keys: number; appliedSeq: number };
-}
-
 test('three hosts survive kill -9 of head, middle and tail, a partition, and bad peers', { timeout: 240_000 }, async (t) => {
   for (let index = 0; index < 3; index++) await cluster.start(index);
   await cluster.waitForFullChain();
-  const urls = cluster.hosts.map((host) => host.url);
-  const clients = [await connect({ hosts: urls, secret: SECRET }), await connect({ hosts: [urls[2]!], secret: SECRET })];
+  const clients = [await cluster.connect(), await cluster.connect([cluster.hosts[2]!.url])];
   assert.notEqual(clients[0]!.clientId, clients[1]!.clientId, 'each client gets its own id');
   const load = startLoad(clients, 6);
-  const bursts: Array<Promise<void>> = [];
   try {
     await progress(load, 300);
 
-    for (const role of ['head', 'middle', 'tail'] as const) {
-      const victim = cluster.hostWithRole(role);
-      const replica = cluster.replicaOf(victim)!;
-      bursts.push(burst(clients[0]!, load, `before-${role}-kill`));
-      await cluster.kill(victim);
-      await cluster.waitFor(`replica ${replica} (the ${role}) to be removed`, (configuration) => configuration !== null && !configuration.members.includes(replica));
-      // A dead head or middle is evicted on its successor's report (connection refused) when the
-      // master is alive elsewhere; the tail never is: it serves reads until its lease runs out.
-      const evicted = cluster.hosts.some((host) => host.log.join('').includes(`its successor found replica ${replica}'s process gone`));
-      if (role === 'tail') assert.equal(evicted, false, 'the tail is removed only when its lease expires');
-      else t.diagnostic(`the ${role} was removed ${evicted ? 'by eviction (its successor saw its port closed)' : 'when its lease expired (the master died with it)'}`);
-      await progress(load, 100);
-      await cluster.start(victim);
-      await cluster.waitForFullChain();
-      assert.notEqual(cluster.replicaOf(victim), replica, 'a restarted host joins as a new replica');
-      await progress(load, 200);
-      t.diagnostic(`${role} host ${cluster.hosts[victim]!.hostId} killed, removed, restarted and rejoined; epoch ${cluster.current!.epoch}`);
-    }
+    for (const role of ['head', 'middle', 'tail'] as const) await killAndRejoin(t, cluster, load, clients[0]!, role);
 
     // A partition: the middle host's link goes down; its lease expires and it is removed; once
     // healed it notices, leaves as that replica and joins again as a new one.
     const cut = cluster.hostWithRole('middle');
     const cutReplica = cluster.replicaOf(cut)!;
     if (lab.isolated) {
-      bursts.push(burst(clients[1]!, load, 'before-partition'));
+      burst(clients[1]!, load, 'before-partition');
       await lab.cut(cut);
       await cluster.waitFor(`replica ${cutReplica} (cut off) to be removed`, (configuration) => configuration !== null && !configuration.members.includes(cutReplica));
       await progress(load, 200);
@@ -165,7 +76,7 @@ test('three hosts survive kill -9 of head, middle and tail, a partition, and bad
       const tail = cluster.hostWithRole('tail');
       const tailReplica = cluster.replicaOf(tail)!;
       const unreachable = [etcdAddress, ...lab.hosts.filter((host) => host.index !== tail).map((host) => host.address)];
-      bursts.push(burst(clients[1]!, load, 'before-tail-isolation'));
+      burst(clients[1]!, load, 'before-tail-isolation');
       await lab.blackhole(tail, unreachable);
       await cluster.waitFor(`replica ${tailReplica} (the isolated tail) to be removed`, (configuration) => configuration !== null && !configuration.members.includes(tailReplica));
       await progress(load, 300);
@@ -185,7 +96,7 @@ test('three hosts survive kill -9 of head, middle and tail, a partition, and bad
       const middle = cluster.hostWithRole('middle');
       const head = cluster.hostWithRole('head');
       const repairsBefore = cluster.hosts[middle]!.log.join('').split('"event":"link-repaired"').length;
-      bursts.push(burst(clients[0]!, load, 'before-blip'));
+      burst(clients[0]!, load, 'before-blip');
       await cluster.breakLinks(middle, head);
       await progress(load, 300);
       const repairsAfter = cluster.hosts[middle]!.log.join('').split('"event":"link-repaired"').length;
@@ -229,31 +140,11 @@ test('three hosts survive kill -9 of head, middle and tail, a partition, and bad
     assert.equal(closedWith, LinkCloseCode.malformedRecord);
     await progress(load, 300);
   } finally {
-    // If the end hangs, say where things stand (this test's timeout alone would not).
-    const watchdog = setTimeout(() => {
-      process.stderr.write(`hosts test: still waiting after 60 s: clients ${JSON.stringify(clients.map((client) => client.stats()))}, configuration ${JSON.stringify(cluster.current)}\n`);
-    }, 60_000);
-    await load.stop();
-    await Promise.all(bursts);
-    clearTimeout(watchdog);
+    // If the end hangs, stopLoad says where things stand (this test's timeout alone would not).
+    await stopLoad(load, clients, cluster);
   }
   t.diagnostic(`clients resent after a silence: ${clients.map((client) => client.stats().resends).join(', ')} times`);
 
-  for (const client of clients) await client.whenIdle();
-  // Every acknowledged write is readable: a final read of every key joins the history, and the
-  // whole history must still be linearizable.
-  for (const key of [...Array.from({ length: 8 }, (_, index) => `k${index}`), ...Array.from({ length: 64 }, (_, index) => `b${index}`)]) {
-    const entry: HistoryEntry = { client: 2_000_000, operation: { kind: 'get', key }, invokedAt: performance.now(), respondedAt: Infinity };
-    entry.result = (await clients[0]!.get(key))?.toString();
-    entry.respondedAt = performance.now();
-    assert.ok(entry.result !== undefined, `${key} was written and acknowledged, and is gone`);
-    load.history.push(entry);
-  }
-  const check = checkLinearizable(load.history);
-  assert.ok(check.linearizable, `history not linearizable: ${check.key} ${check.explanation}`);
-  const digests = await Promise.all(cluster.hosts.map((host) => digestOf(host.httpUrl)));
-  for (const digest of digests) assert.equal(digest.digest, digests[0]!.digest, `replicas differ: ${JSON.stringify(digests)}`);
-  // Exactly-once: the chain's sequence counts every write it applied; each was acknowledged once.
-  assert.equal(digests[0]!.appliedSeq, load.acknowledgedWrites, `the chain applied ${digests[0]!.appliedSeq} writes, ${load.acknowledgedWrites} were acknowledged`);
+  await checkOutcome(cluster, clients, load);
   for (const client of clients) await client.close();
 });

@@ -1,7 +1,8 @@
 /**
  * A chain of `dabba serve` processes on this machine's loopback, for benchmarks: an etcd member,
  * N host processes (started by pid, stopped by pid), and a wait (an etcd watch, not a timer) until
- * every host's replica is a member and none is joining.
+ * every host's replica is a member and none is joining. With `tls` (a throwaway CA), the hosts
+ * serve TLS with its host certificate, and `clientTls` is what a client connects with.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -9,13 +10,17 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { EtcdConfigurationStore } from '../../src/master/etcd-store.js';
 import { SERVE_NODE_FLAGS } from '../../src/host/node-flags.js';
+import type { TlsOptions } from '../../src/transport/tls.js';
 import { startEtcdCluster } from '../peers/etcd-cluster.js';
 import { freePorts, LocalServers } from '../peers/servers.js';
+import type { ThrowawayCa } from '../peers/throwaway-ca.js';
 
 export interface LocalHosts {
   readonly urls: string[];
   /** The client secret (what connect() needs). */
   readonly secret: string;
+  /** What connect() needs as `tls` when the hosts serve TLS; null otherwise. */
+  readonly clientTls: TlsOptions | null;
   readonly pids: number[];
   /** The last lines each host logged (stderr), for diagnosing a run. */
   readonly logs: string[][];
@@ -31,7 +36,7 @@ function cliCommand(): string[] {
 
 export async function startLocalHosts(
   count: number,
-  options: { log?: (line: string) => void; env?: NodeJS.ProcessEnv; nodeArgs?: string[]; serveNodeFlags?: readonly string[] } = {},
+  options: { log?: (line: string) => void; env?: NodeJS.ProcessEnv; nodeArgs?: string[]; serveNodeFlags?: readonly string[]; tls?: ThrowawayCa } = {},
 ): Promise<LocalHosts> {
   const servers = new LocalServers('hosts-bench');
   const children: ChildProcess[] = [];
@@ -55,7 +60,9 @@ export async function startLocalHosts(
     const secret = randomBytes(24).toString('base64');
     const peerSecret = randomBytes(24).toString('base64');
     const ports = await freePorts(count);
-    const urls = ports.map((port) => `ws://127.0.0.1:${port}`);
+    const { tls } = options;
+    const urls = ports.map((port) => `${tls === undefined ? 'ws' : 'wss'}://127.0.0.1:${port}`);
+    const tlsFlags = tls === undefined ? [] : ['--tls-cert', tls.hostCertFile, '--tls-key', tls.hostKeyFile, '--tls-ca', tls.caFile];
     store = new EtcdConfigurationStore({ hosts: etcd.clientUrls, prefix });
     let resolveChain: () => void = () => undefined;
     const chainReady = new Promise<void>((resolve) => (resolveChain = resolve));
@@ -63,7 +70,7 @@ export async function startLocalHosts(
       if (configuration.members.length === count && configuration.joining === null) resolveChain();
     });
     for (let index = 0; index < count; index++) {
-      const child = spawn(process.execPath, [...(options.serveNodeFlags ?? SERVE_NODE_FLAGS), ...(options.nodeArgs ?? []), ...cliCommand(), 'serve', '--id', `bench-h${index + 1}`, '--listen', `127.0.0.1:${ports[index]}`, '--etcd', etcd.clientUrls.join(','), '--etcd-prefix', prefix], {
+      const child = spawn(process.execPath, [...(options.serveNodeFlags ?? SERVE_NODE_FLAGS), ...(options.nodeArgs ?? []), ...cliCommand(), 'serve', '--id', `bench-h${index + 1}`, '--listen', `127.0.0.1:${ports[index]}`, '--etcd', etcd.clientUrls.join(','), '--etcd-prefix', prefix, ...tlsFlags], {
         env: { ...process.env, ...options.env, DABBA_PEER_SECRET: peerSecret, DABBA_CLIENT_SECRET: secret },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
@@ -87,7 +94,8 @@ export async function startLocalHosts(
     await Promise.race([chainReady, timeout]);
     await stopWatch();
     options.log?.(`  ${count} dabba serve processes formed a chain: ${urls.join(' -> ')}`);
-    return { urls, secret, pids: children.map((child) => child.pid!), logs, stop };
+    const clientTls = tls === undefined ? null : { ca: tls.read(tls.caFile), cert: tls.read(tls.clientCertFile), key: tls.read(tls.clientKeyFile) };
+    return { urls, secret, clientTls, pids: children.map((child) => child.pid!), logs, stop };
   } catch (error) {
     await stop();
     throw error;

@@ -6,8 +6,11 @@
  *   await client.put('user:1', 'Asha');
  *   (await client.get('user:1'))?.toString(); // 'Asha'
  *   await client.close();
+ *
+ * Hosts serving TLS: hosts: ['wss://10.0.0.1:7400'] and tls: { ca, cert, key } (PEM strings or Buffers).
  */
 export { connect, RemoteClient, type ConnectOptions, type RemoteClientStats } from './remote-client.js';
 export { DabbaError, ErrorCode, isDabbaError, type WriteId } from '../../native-free-core/errors.js';
 export type { VersionedValue } from '../read-pipeline.js';
+export type { TlsOptions } from '../transport/tls.js';
 export { SEAL_OVERHEAD_BYTES, SEALED_FORMAT, Sealer, type ResealReport, type SealingOptions } from '../sealing.js';

@@ -11,17 +11,21 @@
  *
  *   const client = await connect({ hosts: ['ws://10.0.0.1:7400'], secret });
  *   await client.put('k', 'v'); (await client.get('k'))?.toString();
+ *
+ * Hosts serving TLS (`dabba serve --tls-*`) are wss:// URLs, and need `tls`: the CA their
+ * certificates chain to, and this client's certificate and key, which they ask for.
  */
 import { EventEmitter } from 'node:events';
 import { DabbaError, ErrorCode, type WriteId } from '../../native-free-core/errors.js';
 import { clientNodeId, NEW_CLIENT_NODE_ID } from '../../native-free-core/wire/client-node-id.js';
 import { decodeClusterView, type ClusterViewFields } from '../../native-free-core/wire/cluster-view.js';
 import { frameKind, MessageKind } from '../../native-free-core/wire/codec.js';
-import { closedError, resolveOptions, type ChainOptions, type ResolvedOptions } from '../options.js';
+import { argumentTypeError, closedError, resolveOptions, type ChainOptions, type ResolvedOptions } from '../options.js';
 import { ReadPipeline, type VersionedValue } from '../read-pipeline.js';
 import type { RecordSink, Wakeable } from '../record-sink.js';
 import { refuseSealingIn, SealedValues, sealerFor, type ResealReport, type Sealer, type SealingOptions } from '../sealing.js';
 import { connectPeerLink, frameEnvelopeValidator, type PeerLink } from '../transport/peer-link.js';
+import { tlsCredentials, type TlsCredentials, type TlsOptions } from '../transport/tls.js';
 import { WritePipeline, type KeyInput, type ValueInput } from '../write-pipeline.js';
 
 export interface ConnectOptions {
@@ -35,6 +39,11 @@ export interface ConnectOptions {
   sealing?: SealingOptions;
   /** How long connect() tries before it gives up. Default 10 s. */
   connectTimeoutMs?: number;
+  /**
+   * For hosts that serve TLS (wss:// URLs): the CA their certificates chain to, and this client's
+   * certificate and key (PEM), which such hosts require (they refuse a client without one).
+   */
+  tls?: TlsOptions;
 }
 
 export interface RemoteClientStats {
@@ -178,7 +187,15 @@ export class RemoteClient extends EventEmitter {
   private readonly validate = frameEnvelopeValidator();
 
   /** Use connect(). */
-  constructor(secret: Buffer, options: ResolvedOptions, clientId: number, clientToken: string, view: ClusterViewFields, sealer: Sealer | null = null) {
+  constructor(
+    secret: Buffer,
+    options: ResolvedOptions,
+    clientId: number,
+    clientToken: string,
+    view: ClusterViewFields,
+    sealer: Sealer | null = null,
+    private readonly tls: TlsCredentials | null = null,
+  ) {
     super();
     this.secret = secret;
     this.options = options;
@@ -206,6 +223,7 @@ export class RemoteClient extends EventEmitter {
     return connectPeerLink({
       url: `${connection.url}/client`,
       secret: this.secret,
+      tls: this.tls,
       nodeId: clientNodeId(this.clientId, this.clientToken),
       maxRecordBytes: this.options.linkRecordBytesMax,
       validate: this.validate,
@@ -432,14 +450,16 @@ export async function connect(options: ConnectOptions): Promise<RemoteClient> {
   const resolved = resolveOptions({ ...options.chain, batch: { ...REMOTE_BATCH_DEFAULTS, ...options.chain?.batch } });
   // Validated before any connection is made.
   const sealer = sealerFor(options.sealing, resolved);
+  const tls = options.tls === undefined ? null : tlsCredentials(options.tls);
+  for (const url of options.hosts) checkHostUrl(url, tls);
   const deadline = performance.now() + (options.connectTimeoutMs ?? 10_000);
   const validate = frameEnvelopeValidator();
   let lastError: unknown = null;
   for (let round = 0; performance.now() < deadline; round++) {
     for (const url of options.hosts) {
       try {
-        const { clientId, view } = await introduce(url, secret, resolved, validate, deadline);
-        return new RemoteClient(secret, resolved, clientId, view.clientToken, view, sealer);
+        const { clientId, view } = await introduce(url, secret, tls, resolved, validate, deadline);
+        return new RemoteClient(secret, resolved, clientId, view.clientToken, view, sealer, tls);
       } catch (error) {
         lastError = error;
         if (error instanceof DabbaError && error.code === ErrorCode.unauthenticated) throw error;
@@ -450,10 +470,18 @@ export async function connect(options: ConnectOptions): Promise<RemoteClient> {
   throw new DabbaError(ErrorCode.timeout, `no host of ${options.hosts.join(', ')} gave a client id and a chain view in time`, { cause: lastError });
 }
 
+/** A host URL this client can dial: wss:// exactly when it has TLS material. */
+function checkHostUrl(url: unknown, tls: TlsCredentials | null): void {
+  if (typeof url !== 'string' || !/^wss?:\/\/[^/]+$/.test(url)) throw argumentTypeError(`a host URL is ws://host:port or wss://host:port, got ${JSON.stringify(url)}`);
+  if (tls === null && url.startsWith('wss://')) throw argumentTypeError(`${url} serves TLS: connect() needs the tls option ({ ca, cert, key })`);
+  if (tls !== null && url.startsWith('ws://')) throw argumentTypeError(`with the tls option every host URL is wss://, got ${url}`);
+}
+
 /** One connection as a new client: waits for the host's view carrying our assigned id, then hangs up. */
 function introduce(
   url: string,
   secret: Buffer,
+  tls: TlsCredentials | null,
   options: ResolvedOptions,
   validate: (bytes: Uint8Array) => string | null,
   deadline: number,
@@ -473,6 +501,7 @@ function introduce(
     connectPeerLink({
       url: `${url}/client`,
       secret,
+      tls,
       nodeId: NEW_CLIENT_NODE_ID,
       maxRecordBytes: options.linkRecordBytesMax,
       validate,

@@ -28,6 +28,7 @@ import { predecessorOf, successorOf, type Configuration } from '../../native-fre
 import { frameKind, HelloEncoder, MessageKind } from '../../native-free-core/wire/codec.js';
 import { InboundBudget } from './inbound-queue.js';
 import { closeReason, connectPeerLink, frameEnvelopeValidator, LinkCloseCode, type PeerLink, type PeerLinkHandlers, type PeerLinkLogEntry } from '../transport/peer-link.js';
+import type { TlsCredentials } from '../transport/tls.js';
 
 export const PEER_PREFIX = 'replica:';
 /** The node id a host's peer-link server proves: host:<hostId>. */
@@ -60,6 +61,8 @@ export interface ChainLinksOptions {
   controlFrameBytesMax: number;
   /** Where a replica's host can be reached, from the etcd host table; null while unknown. */
   urlOf(replicaId: number): string | null;
+  /** With TLS: the CA predecessors' certificates chain to, and this host's certificate to show them. */
+  tls?: TlsCredentials | null;
   /** The local replica's epoch and applied seq (for the redial Hello); null if none runs. */
   replicaProgress(): { epoch: number; appliedSeq: number } | null;
   /** Bytes of one link's frames that may wait for room in the replica's rings. */
@@ -282,6 +285,7 @@ export class ChainLinks {
     connectPeerLink({
       url: `${url}/peer`,
       secret: this.options.secret,
+      tls: this.options.tls ?? null,
       nodeId: PEER_PREFIX + this.replicaId,
       identityKey: this.options.identityKey,
       // The host at that URL must be the predecessor's: a restarted host there is someone else.

@@ -17,6 +17,7 @@ import { restampFirstRequestId } from '../../native-free-core/wire/request-ids.j
 import { frameEnvelopeValidator, LinkCloseCode, type PeerLink, type PeerLinkHandlers, type PeerLinkLogEntry } from '../transport/peer-link.js';
 import { closeReason } from '../transport/peer-link-endpoint.js';
 import { attachPeerLinkRoute, type PeerLinkRoute } from '../transport/peer-link-server.js';
+import type { TlsCredentials } from '../transport/tls.js';
 import type { UwsModule } from '../transport/uws.js';
 import type { ClientTokens } from './client-tokens.js';
 import { InboundBudget } from './inbound-queue.js';
@@ -40,6 +41,8 @@ export interface ClientSessionsOptions {
   /** Hands a write batch to the replica, charged to its connection (false: a limit is exceeded). */
   offerBatch(frame: Uint8Array, budget: InboundBudget): boolean;
   offerReads(frame: Uint8Array, budget: InboundBudget): boolean;
+  /** With TLS: clients must prove a certificate from this CA (see PeerLinkOptions.tls). */
+  tls?: TlsCredentials | null;
   log(entry: PeerLinkLogEntry): void;
 }
 
@@ -104,6 +107,7 @@ export class ClientSessions {
     this.route = attachPeerLinkRoute(app, native, uws, {
       path: '/client',
       secret: this.options.secret,
+      tls: this.options.tls ?? null,
       nodeId: this.options.nodeId,
       maxRecordBytes: this.options.maxRecordBytes,
       validate: frameEnvelopeValidator(),

@@ -16,19 +16,21 @@ import { DabbaError, ErrorCode } from '../../native-free-core/errors.js';
 import { roleIn, type Configuration } from '../../native-free-core/master/chain-master.js';
 import type { ClusterMember } from '../../native-free-core/wire/cluster-view.js';
 import { EtcdMaster } from '../master/etcd-master.js';
-import { EtcdConfigurationStore, type HostInfo, type HostRegistration, type HostStatus, type StopWatching } from '../master/etcd-store.js';
+import { EtcdConfigurationStore, type EtcdAuth, type EtcdTls, type HostInfo, type HostRegistration, type HostStatus, type StopWatching } from '../master/etcd-store.js';
 import { resolveOptions, type ChainOptions, type ResolvedOptions } from '../options.js';
 import { refuseSealingIn } from '../sealing.js';
 import { frameEnvelopeValidator, LinkCloseCode, type PeerLinkLogEntry } from '../transport/peer-link.js';
 import { checkSecret } from '../transport/peer-link-handshake.js';
 import { attachPeerLinkRoute, type PeerLinkRoute } from '../transport/peer-link-server.js';
-import { loadUws } from '../transport/uws.js';
+import type { TlsFiles } from '../transport/tls.js';
+import { createUwsApp, loadUws } from '../transport/uws.js';
 import { ChainLinks, HOST_PREFIX, LINK_HIGH_WATER_BYTES, type ReplicaIdentity } from './chain-links.js';
 import { ClientSessions } from './client-sessions.js';
 import { ClientTokens } from './client-tokens.js';
 import { HostIdentity, publicKeyFromText } from './host-identity.js';
 import { RefusalLog } from './refusal-log.js';
 import { attachHttpApi, type HttpApi } from './http-api.js';
+import { checkCertificateNames, resolveHostTls, type HostTls } from './host-tls.js';
 import { InboundQueue } from './inbound-queue.js';
 import { ReplicaPort } from './replica-port.js';
 
@@ -39,10 +41,20 @@ export interface HostOptions {
   listenHost?: string;
   /** Port to listen on; 0 lets the kernel choose. */
   port: number;
-  /** The base URL other hosts and clients reach this host at. Default ws://<listenHost>:<port>. */
+  /** The base URL other hosts and clients reach this host at. Default ws://<listenHost>:<port> (wss:// with `tls`). */
   advertiseUrl?: string;
+  /**
+   * Serve TLS on the whole port (wss:// links and clients, https:// HTTP) from these PEM files; the
+   * certificate is also what this host shows when it dials (./host-tls.ts), and dialers must prove
+   * a certificate from the CA.
+   */
+  tls?: TlsFiles;
   /** etcd client URLs. */
   etcd: string[];
+  /** For https:// etcd endpoints: the CA, and a client certificate if etcd asks for one. */
+  etcdTls?: EtcdTls;
+  /** etcd's own user/password authentication. */
+  etcdAuth?: EtcdAuth;
   /** etcd key prefix of this cluster. Default /dabba/default/. */
   etcdPrefix?: string;
   /** The peer secret (at least 16 bytes), held by hosts only: links between replicas prove it. */
@@ -149,6 +161,7 @@ export class DabbaHost extends EventEmitter {
   private readonly refusals = new RefusalLog();
   /** The rate limit on links' other log lines (opened, closed). */
   private readonly linkEvents = new RefusalLog();
+  private readonly tls: HostTls | null;
 
   constructor(options: HostOptions) {
     super();
@@ -162,7 +175,8 @@ export class DabbaHost extends EventEmitter {
     this.settings = { leaseTtlSeconds: 2, listenHost: '127.0.0.1', ...options };
     this.options = resolveOptions(options.chain ?? {});
     this.recordBytesMax = this.options.linkRecordBytesMax;
-    this.store = new EtcdConfigurationStore({ hosts: options.etcd, ...(options.etcdPrefix === undefined ? {} : { prefix: options.etcdPrefix }) });
+    this.tls = resolveHostTls(options.tls, options.advertiseUrl);
+    this.store = new EtcdConfigurationStore({ hosts: options.etcd, ...(options.etcdPrefix === undefined ? {} : { prefix: options.etcdPrefix }), tls: options.etcdTls, auth: options.etcdAuth });
     const push = (kind: 'batch' | 'ack' | 'reads') => (frame: Uint8Array): boolean => {
       const replica = this.replica;
       if (replica === null) return true; // No replica: nothing to deliver to; the sender will resend.
@@ -178,6 +192,7 @@ export class DabbaHost extends EventEmitter {
       recordBytesMax: this.recordBytesMax,
       controlFrameBytesMax: this.options.controlFrameBytesMax,
       urlOf: (replicaId) => this.urlOf(replicaId),
+      tls: this.tls?.credentials ?? null,
       replicaProgress: () => {
         const stats = this.replica?.stats();
         return stats === undefined ? null : { epoch: stats.epoch, appliedSeq: stats.appliedSeq };
@@ -219,6 +234,7 @@ export class DabbaHost extends EventEmitter {
       connectionInboundBytesMax: this.connectionInboundBytesMax(),
       offerBatch: (frame, budget) => this.batchesQueue.offer(frame, budget),
       offerReads: (frame, budget) => this.readsQueue.offer(frame, budget),
+      tls: this.tls?.credentials ?? null,
       log: (entry) => this.logLink(entry),
     });
   }
@@ -235,6 +251,8 @@ export class DabbaHost extends EventEmitter {
   /** Listens, registers in etcd, follows the configuration. Resolves once the host is registered. */
   async start(): Promise<void> {
     await this.listen();
+    if (this.tls !== null) checkCertificateNames(this.tls, this.url);
+    if (this.tls !== null && this.settings.httpToken === undefined) this.log('warn', 'http-without-token', 'uWS does not require a client certificate of HTTP requests (links prove one in their handshake): without an HTTP token, anyone who reaches this port can use /kv');
     this.replicaId = await this.store.allocateId('replica');
     this.stops.push(await this.store.watchHostTable((table) => this.onHostTable(table), (error) => this.log('warn', 'etcd-watch', error.message)));
     await this.register();
@@ -261,11 +279,13 @@ export class DabbaHost extends EventEmitter {
   }
 
   private listen(): Promise<void> {
-    const { uws, native } = loadUws();
-    const app = uws.App();
+    const load = loadUws();
+    const { uws, native } = load;
+    const app = createUwsApp(load, this.tls?.files ?? null);
     this.peerRoute = attachPeerLinkRoute(app, native, uws, {
       path: '/peer',
       secret: this.settings.peerSecret,
+      tls: this.tls?.credentials ?? null,
       nodeId: HOST_PREFIX + this.hostId,
       identityKey: this.identity.privateKey,
       peerIdentity: (nodeId) => this.links.peerIdentity(nodeId),
@@ -289,6 +309,7 @@ export class DabbaHost extends EventEmitter {
       keyBytesMax: this.options.keyBytesMax,
       valueBytesMax: this.options.valueBytesMax,
       ...(this.settings.httpToken === undefined ? {} : { token: this.settings.httpToken }),
+      ...(this.tls === null ? {} : { tls: this.tls.clientOptions }),
       log: (level, event, message) => this.log(level, event, message),
     });
     return new Promise((resolve, reject) => {
@@ -299,7 +320,7 @@ export class DabbaHost extends EventEmitter {
         }
         this.listenSocket = socket;
         this.port = uws.us_socket_local_port(socket as never);
-        this.url = this.settings.advertiseUrl ?? `ws://${this.settings.listenHost === '0.0.0.0' ? hostname() : this.settings.listenHost}:${this.port}`;
+        this.url = this.settings.advertiseUrl ?? `${this.tls === null ? 'ws' : 'wss'}://${this.settings.listenHost === '0.0.0.0' ? hostname() : this.settings.listenHost}:${this.port}`;
         resolve();
       });
     });

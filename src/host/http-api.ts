@@ -27,6 +27,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { DabbaError, ErrorCode, isDabbaError } from '../../native-free-core/errors.js';
 import { connect, type RemoteClient } from '../client/remote-client.js';
 import type { ChainOptions } from '../options.js';
+import type { TlsOptions } from '../transport/tls.js';
 
 export interface HttpApiOptions {
   status(): unknown;
@@ -40,6 +41,8 @@ export interface HttpApiOptions {
   valueBytesMax: number;
   /** When set, every request must carry `Authorization: Bearer <token>` (else 401). */
   token?: Buffer;
+  /** The host's own TLS material, for the client that serves requests (its host URL is wss://). */
+  tls?: TlsOptions;
   log(level: 'info' | 'warn' | 'error', event: string, message: string): void;
 }
 
@@ -65,7 +68,7 @@ export function attachHttpApi(app: TemplatedApp, options: HttpApiOptions): HttpA
   let closed = false;
   const getClient = (): Promise<RemoteClient> => {
     if (client === null) {
-      client = connect({ hosts: [options.hostUrl()], secret: options.secret, ...(options.chain === undefined ? {} : { chain: options.chain }), connectTimeoutMs: REQUEST_TIMEOUT_MS });
+      client = connect({ hosts: [options.hostUrl()], secret: options.secret, ...(options.chain === undefined ? {} : { chain: options.chain }), connectTimeoutMs: REQUEST_TIMEOUT_MS, ...(options.tls === undefined ? {} : { tls: options.tls }) });
       client.catch(() => {
         client = null; // Try again on the next request (the cluster may not be configured yet).
       });

@@ -5,8 +5,12 @@
  *   flag             environment          config file      meaning
  *   --id             DABBA_HOST_ID        hostId           this host's name in the cluster (required)
  *   --listen         DABBA_LISTEN         listen           host:port to listen on (127.0.0.1:7400)
- *   --advertise      DABBA_ADVERTISE      advertise        ws://host:port others reach us at
+ *   --advertise      DABBA_ADVERTISE      advertise        ws://host:port others reach us at (wss:// with TLS)
+ *   --tls-cert       DABBA_TLS_CERT       tlsCert          PEM certificate file: serve TLS on the whole port
+ *   --tls-key        DABBA_TLS_KEY        tlsKey           its private key file
+ *   --tls-ca         DABBA_TLS_CA         tlsCa            CA file: hosts' and clients' certificates chain to it
  *   --etcd           DABBA_ETCD           etcd             etcd client URLs, comma-separated (required)
+ *   --etcd-ca, --etcd-cert, --etcd-key, --etcd-user, DABBA_ETCD_PASSWORD: etcd's TLS and auth (./etcd-access.ts)
  *   --etcd-prefix    DABBA_ETCD_PREFIX    etcdPrefix       key prefix of this cluster (/dabba/default/)
  *   --peer-secret-file DABBA_PEER_SECRET_FILE peerSecretFile file holding the peer secret (hosts only)
  *                    DABBA_PEER_SECRET                     the peer secret itself (at least 16 bytes)
@@ -20,15 +24,20 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { readTlsFiles, type TlsFiles } from '../transport/tls.js';
+import { ServeConfigError } from './config-error.js';
+import { ETCD_ACCESS_FLAGS, parseEtcdAccess, type EtcdAccessFile } from './etcd-access.js';
 import type { HostOptions } from './host.js';
 
-export class ServeConfigError extends RangeError {}
+export { ServeConfigError };
 
-interface FileConfig {
+interface FileConfig extends EtcdAccessFile {
   hostId?: string;
   listen?: string;
   advertise?: string;
-  etcd?: string[] | string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
   etcdPrefix?: string;
   peerSecretFile?: string;
   clientSecretFile?: string;
@@ -46,7 +55,10 @@ export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = proces
       id: { type: 'string' },
       listen: { type: 'string' },
       advertise: { type: 'string' },
-      etcd: { type: 'string' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
+      'tls-ca': { type: 'string' },
+      ...ETCD_ACCESS_FLAGS,
       'etcd-prefix': { type: 'string' },
       'peer-secret-file': { type: 'string' },
       'client-secret-file': { type: 'string' },
@@ -64,16 +76,16 @@ export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = proces
   const listen = values.listen ?? env.DABBA_LISTEN ?? file.listen ?? '127.0.0.1:7400';
   const match = /^(.+):(\d{1,5})$/.exec(listen);
   if (match === null || Number(match[2]) > 65535) throw new ServeConfigError(`--listen must be host:port, got ${listen}`);
-  const etcdText = values.etcd ?? env.DABBA_ETCD ?? file.etcd;
-  const etcd = (Array.isArray(etcdText) ? etcdText : (etcdText ?? '').split(',')).map((url) => url.trim()).filter((url) => url !== '');
-  if (etcd.length === 0) throw new ServeConfigError('etcd endpoints are required: --etcd http://127.0.0.1:2379,..., DABBA_ETCD or "etcd" in --config');
-  for (const url of etcd) if (!/^https?:\/\/[^/]+$/.test(url)) throw new ServeConfigError(`an etcd endpoint is http(s)://host:port, got ${url}`);
+  const etcdAccess = parseEtcdAccess(values, env, file);
   const { peerSecret, clientSecret } = readSecrets(values, env, file);
   const ttlText = values['lease-ttl'] ?? env.DABBA_LEASE_TTL ?? file.leaseTtlSeconds;
   const leaseTtlSeconds = ttlText === undefined ? 2 : Number(ttlText);
   if (!Number.isInteger(leaseTtlSeconds) || leaseTtlSeconds < 1 || leaseTtlSeconds > 60) throw new ServeConfigError(`--lease-ttl must be 1-60 seconds, got ${ttlText}`);
   const advertise = values.advertise ?? env.DABBA_ADVERTISE ?? file.advertise;
-  if (advertise !== undefined && !/^wss?:\/\/[^/]+$/.test(advertise)) throw new ServeConfigError(`--advertise must be ws://host:port, got ${advertise}`);
+  if (advertise !== undefined && !/^wss?:\/\/[^/]+$/.test(advertise)) throw new ServeConfigError(`--advertise must be ws://host:port (wss:// with TLS), got ${advertise}`);
+  const tls = readServeTls(values['tls-cert'] ?? env.DABBA_TLS_CERT ?? file.tlsCert, values['tls-key'] ?? env.DABBA_TLS_KEY ?? file.tlsKey, values['tls-ca'] ?? env.DABBA_TLS_CA ?? file.tlsCa);
+  if (advertise?.startsWith('wss://') === true && tls === null) throw new ServeConfigError(`--advertise ${advertise} is wss://, but no TLS is set up: --tls-cert, --tls-key and --tls-ca`);
+  if (advertise?.startsWith('ws://') === true && tls !== null) throw new ServeConfigError(`this host serves TLS, so --advertise must be wss://, got ${advertise}`);
   const master = values['no-master'] === true || env.DABBA_NO_MASTER === '1' ? false : (file.master ?? true);
   const prefix = values['etcd-prefix'] ?? env.DABBA_ETCD_PREFIX ?? file.etcdPrefix;
   const tokenFile = values['http-token-file'] ?? env.DABBA_HTTP_TOKEN_FILE ?? file.httpTokenFile;
@@ -83,7 +95,8 @@ export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = proces
     listenHost: match[1]!,
     port: Number(match[2]),
     ...(advertise === undefined ? {} : { advertiseUrl: advertise }),
-    etcd,
+    ...(tls === null ? {} : { tls }),
+    ...etcdAccess,
     ...(prefix === undefined ? {} : { etcdPrefix: prefix }),
     peerSecret,
     clientSecret,
@@ -92,6 +105,22 @@ export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = proces
     ...(httpToken === undefined ? {} : { httpToken }),
     httpInsecure: values['http-insecure'] === true || env.DABBA_HTTP_INSECURE === '1' || file.httpInsecure === true,
   };
+}
+
+/** The three TLS files together, readable and matching (./host-tls.ts checks the rest at start-up), or null for none. */
+function readServeTls(certFile: string | undefined, keyFile: string | undefined, caFile: string | undefined): TlsFiles | null {
+  if (certFile === undefined && keyFile === undefined && caFile === undefined) return null;
+  const missing = [certFile === undefined ? '--tls-cert' : '', keyFile === undefined ? '--tls-key' : '', caFile === undefined ? '--tls-ca' : ''].filter((flag) => flag !== '');
+  if (missing.length > 0) {
+    throw new ServeConfigError(`TLS needs a certificate, its key and a CA together (--tls-cert, --tls-key, --tls-ca); missing ${missing.join(' and ')} (or DABBA_TLS_* / "tlsCert", "tlsKey", "tlsCa" in --config)`);
+  }
+  const files = { certFile: certFile!, keyFile: keyFile!, caFile: caFile! };
+  try {
+    readTlsFiles(files);
+  } catch (error) {
+    throw new ServeConfigError((error as Error).message, { cause: error });
+  }
+  return files;
 }
 
 function readConfigFile(path: string): FileConfig {

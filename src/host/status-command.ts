@@ -1,10 +1,10 @@
 /**
- * `dabba status --etcd URLS`: the cluster's chain as etcd holds it — epoch, members in chain order
+ * `dabba status --etcd URLS [--etcd-ca ...]`: the cluster's chain as etcd holds it — epoch, members in chain order
  * with their roles, hosts, URLs, sequence numbers and throughput — and whether each is healthy
  * (its host holds a live lease and reports the current epoch).
  */
 import { roleIn, type Configuration } from '../../native-free-core/master/chain-master.js';
-import { EtcdConfigurationStore, type HostTable } from '../master/etcd-store.js';
+import { EtcdConfigurationStore, type EtcdAuth, type EtcdTls, type HostTable } from '../master/etcd-store.js';
 
 export interface ClusterStatus {
   prefix: string;
@@ -24,8 +24,9 @@ export interface ClusterStatus {
   spareHosts: string[];
 }
 
-export async function readClusterStatus(etcd: string[], prefix?: string): Promise<ClusterStatus> {
-  const store = new EtcdConfigurationStore({ hosts: etcd, ...(prefix === undefined ? {} : { prefix }) });
+/** `access`: etcd's TLS and authentication, as `dabba serve` takes them (./etcd-access.ts). */
+export async function readClusterStatus(etcd: string[], prefix?: string, access: { etcdTls?: EtcdTls; etcdAuth?: EtcdAuth } = {}): Promise<ClusterStatus> {
+  const store = new EtcdConfigurationStore({ hosts: etcd, ...(prefix === undefined ? {} : { prefix }), tls: access.etcdTls, auth: access.etcdAuth });
   try {
     const configuration = await store.load();
     let table: HostTable = new Map();

@@ -42,6 +42,22 @@ export interface EtcdConfigurationStoreOptions {
   hosts: string[];
   /** Every key lives under this prefix (one dabba cluster per prefix); starts and ends with '/'. */
   prefix?: string;
+  /** For https:// members: the CA their certificates chain to, and a client certificate if etcd asks for one. */
+  tls?: EtcdTls;
+  /** etcd's own authentication (a user and its password), when etcd has it enabled. */
+  auth?: EtcdAuth;
+}
+
+/** PEM bytes, as etcd3 hands them to gRPC. */
+export interface EtcdTls {
+  ca: Buffer;
+  cert?: Buffer;
+  key?: Buffer;
+}
+
+export interface EtcdAuth {
+  username: string;
+  password: string;
 }
 
 export interface HostChange {
@@ -173,7 +189,12 @@ export class EtcdConfigurationStore {
     }
     if (options.hosts.length === 0) throw new DabbaError(ErrorCode.invalidArgument, 'at least one etcd host is needed');
     this.prefix = prefix;
-    this.client = new Etcd3({ hosts: options.hosts });
+    const { tls, auth } = options;
+    this.client = new Etcd3({
+      hosts: options.hosts,
+      ...(tls === undefined ? {} : { credentials: { rootCertificate: tls.ca, ...(tls.key === undefined ? {} : { privateKey: tls.key }), ...(tls.cert === undefined ? {} : { certChain: tls.cert }) } }),
+      ...(auth === undefined ? {} : { auth: { username: auth.username, password: auth.password } }),
+    });
     this.namespace = this.client.namespace(prefix);
   }
 

@@ -1,5 +1,6 @@
 /**
- * The connecting side of a peer link, on the `ws` package (uWebSockets.js has no client).
+ * The connecting side of a peer link, on the `ws` package (uWebSockets.js has no client). With
+ * `tls` it dials wss:// with the CA and the certificate given (see ./tls.ts).
  */
 import WebSocket from 'ws';
 import { DabbaError, ErrorCode } from '../../native-free-core/errors.js';
@@ -12,17 +13,23 @@ import {
   type PeerLinkOptions,
   type SocketPort,
 } from './peer-link-endpoint.js';
+import { dialOptions } from './tls.js';
 
 /**
  * The handlers are given here, not set on the link later: records can arrive right behind the
  * handshake, before the returned promise's continuation runs.
  */
 export interface PeerLinkConnectOptions extends PeerLinkOptions, PeerLinkHandlers {
-  /** e.g. ws://10.0.0.2:7400/peer */
+  /** e.g. ws://10.0.0.2:7400/peer, or wss:// with `tls` */
   url: string;
 }
 
 const WS_RECEIVE_LIMIT_ERROR = 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH';
+/**
+ * node:tls error codes that mean a certificate did not verify, on either side: ours refused by the
+ * host (an alert), or the host's refused by us. Not a network failure, and retrying will not help.
+ */
+const CERTIFICATE_ERROR = /CERT|UNABLE_TO_|ALERT_UNKNOWN_CA|ALERT_ACCESS_DENIED/;
 
 function zeroMask(mask: Uint8Array): void {
   mask.fill(0);
@@ -40,8 +47,14 @@ export function connectPeerLink(options: PeerLinkConnectOptions): Promise<PeerLi
   const handlers: PeerLinkHandlers = { onRecord: options.onRecord };
   if (options.onWritable) handlers.onWritable = options.onWritable;
   if (options.onClose) handlers.onClose = options.onClose;
+  if (settings.tls !== null && !options.url.startsWith('wss://')) {
+    // A rejection, not a throw: the URL may come from a view or the host table at run time (a
+    // cluster where some hosts serve TLS and some do not), and callers retry a failed dial.
+    return Promise.reject(new DabbaError(ErrorCode.invalidArgument, `TLS material is given, so the URL must be wss://, got ${options.url}`));
+  }
 
   const socket = new WebSocket(options.url, {
+    ...(settings.tls === null ? {} : dialOptions(settings.tls)),
     perMessageDeflate: false,
     maxPayload: settings.receiveLimitBytes,
     handshakeTimeout: settings.handshakeTimeoutMs,
@@ -87,7 +100,8 @@ export function connectPeerLink(options: PeerLinkConnectOptions): Promise<PeerLi
         return handlers;
       },
       closedBeforeOpen(code, reason) {
-        const errorCode = code === LinkCloseCode.unauthenticated ? ErrorCode.unauthenticated : ErrorCode.linkClosed;
+        const refused = code === LinkCloseCode.unauthenticated || CERTIFICATE_ERROR.test((lastError as { code?: string } | null)?.code ?? '');
+        const errorCode = refused ? ErrorCode.unauthenticated : ErrorCode.linkClosed;
         const detail = lastError !== null ? lastError.message : `closed with ${code}${reason === '' ? '' : ` (${reason})`}`;
         reject(new DabbaError(errorCode, `peer link to ${options.url} was not established: ${detail}`, { cause: lastError ?? undefined }));
       },

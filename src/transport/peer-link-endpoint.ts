@@ -23,6 +23,8 @@ import {
   serverMac,
   signIdentity,
 } from './peer-link-handshake.js';
+import { certificateTranscript, checkCertificateProof, proveCertificate, type CertificateProof } from './certificate-proof.js';
+import type { TlsCredentials } from './tls.js';
 
 /** WebSocket close codes a peer link uses (4000-4999 is the range left to applications). */
 export const LinkCloseCode = {
@@ -76,6 +78,12 @@ export interface PeerLinkOptions {
    * `nodeId` signs with, or why that node may not link here at all (unknown, not a neighbour).
    */
   peerIdentity?(nodeId: string): KeyObject | string;
+  /**
+   * TLS material (./tls.ts). Dialing: the link dials wss:// with it and, holding a certificate,
+   * proves that certificate in the handshake. Accepting: the dialer must prove a certificate issued
+   * by `tls.ca` (./certificate-proof.ts); serving TLS on the socket is the caller's (uWS SSLApp).
+   */
+  tls?: TlsCredentials | null;
   log?(entry: PeerLinkLogEntry): void;
 }
 
@@ -116,6 +124,7 @@ export interface LinkSettings {
   handshakeTimeoutMs: number;
   identityKey: KeyObject | null;
   peerIdentity: ((nodeId: string) => KeyObject | string) | null;
+  tls: TlsCredentials | null;
   log(entry: PeerLinkLogEntry): void;
 }
 
@@ -156,6 +165,7 @@ export function linkSettings(options: PeerLinkOptions): LinkSettings {
     handshakeTimeoutMs,
     identityKey: options.identityKey ?? null,
     peerIdentity: options.peerIdentity ?? null,
+    tls: options.tls ?? null,
     log: options.log ?? (() => {}),
   };
 }
@@ -274,7 +284,7 @@ export class PeerLinkEndpoint implements PeerLink {
       const expected = clientMac(settings.secret, serverNonce, response.clientNonce, response.nodeId);
       if (!macMatches(expected, response.mac)) return this.refuse(`node ${JSON.stringify(response.nodeId)} does not hold this route's secret`);
       const transcript = identityTranscript('client', serverNonce, response.clientNonce, response.nodeId);
-      const refusal = this.checkIdentity(response.nodeId, transcript, response.signature);
+      const refusal = this.checkIdentity(response.nodeId, transcript, response.signature) ?? this.checkCertificate(response.certificate, serverNonce, response.clientNonce, response.nodeId);
       if (refusal !== null) return this.refuse(refusal);
       this.remoteNodeId = response.nodeId;
       const signature = this.signature(identityTranscript('server', response.clientNonce, serverNonce, settings.nodeId));
@@ -286,7 +296,8 @@ export class PeerLinkEndpoint implements PeerLink {
       this.serverNonce = serverNonce;
       const clientNonce = (this.clientNonce = newNonce());
       const signature = this.signature(identityTranscript('client', serverNonce, clientNonce, settings.nodeId));
-      this.port.send(encodeResponse(clientMac(settings.secret, serverNonce, clientNonce, settings.nodeId), clientNonce, signature, settings.nodeId));
+      const proof = this.certificateProof(serverNonce, clientNonce);
+      this.port.send(encodeResponse(clientMac(settings.secret, serverNonce, clientNonce, settings.nodeId), clientNonce, signature, settings.nodeId, proof));
       this.phase = 'awaitProof';
     } else {
       const proof = decodeProof(bytes);
@@ -303,6 +314,20 @@ export class PeerLinkEndpoint implements PeerLink {
 
   private signature(transcript: Buffer): Buffer | null {
     return this.settings.identityKey === null ? null : signIdentity(this.settings.identityKey, transcript);
+  }
+
+  /** The dialer's proof of its TLS certificate, when it has one (see ./certificate-proof.ts). */
+  private certificateProof(serverNonce: Buffer, clientNonce: Buffer): CertificateProof | null {
+    const tls = this.settings.tls;
+    if (tls === null || tls.certificate === null || tls.privateKey === null) return null;
+    return proveCertificate(tls.certificate, tls.privateKey, certificateTranscript(serverNonce, clientNonce, this.settings.nodeId));
+  }
+
+  /** Null if no certificate is asked for (no TLS) or the dialer proved one from our CA, else why not. */
+  private checkCertificate(proof: CertificateProof | null, serverNonce: Buffer, clientNonce: Buffer, nodeId: string): string | null {
+    const tls = this.settings.tls;
+    if (tls === null) return null;
+    return checkCertificateProof(tls.authorities, proof, certificateTranscript(serverNonce, clientNonce, nodeId), Date.now());
   }
 
   /** Null if the other side proved its identity (or none is asked for), else why not. */

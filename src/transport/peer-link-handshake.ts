@@ -4,6 +4,9 @@
  *   server -> client  challenge  MAGIC | serverNonce(32)
  *   client -> server  response   MAGIC | HMAC(secret, CLIENT_LABEL | serverNonce | clientNonce | clientNodeId) | clientNonce(32)
  *                                      | signatureLength(1) | signature | clientNodeId
+ *                     or, with a certificate proof (./certificate-proof.ts), under its own magic:
+ *                                  MAGIC_CERTIFIED | HMAC(...) | clientNonce(32) | signatureLength(1) | signature
+ *                                      | certificateLength(2) | certificate (DER) | proofLength(2) | proof | clientNodeId
  *   server -> client  proof      MAGIC | HMAC(secret, SERVER_LABEL | clientNonce | serverNonce | serverNodeId)
  *                                      | signatureLength(1) | signature | serverNodeId
  *
@@ -15,9 +18,14 @@
  * on /client). Between hosts that is not enough to tell hosts apart, so each side may also sign the
  * same transcript with its own Ed25519 key (signatureLength 64), whose public key its host
  * registered in etcd: a link then proves which host, and so which replica, is at the other end.
+ *
+ * Over TLS the dialer also proves a certificate from the accepting side's CA (the certificate
+ * proof), which uWS cannot require of a TLS client itself. A response without one keeps the
+ * original magic and layout, so plain links are unchanged.
  */
 import { createHmac, randomBytes, sign, timingSafeEqual, verify, type KeyObject } from 'node:crypto';
 import { DabbaError, ErrorCode } from '../../native-free-core/errors.js';
+import { CERTIFICATE_BYTES_MAX, CERTIFICATE_SIGNATURE_BYTES_MAX, type CertificateProof } from './certificate-proof.js';
 
 export const NONCE_BYTES = 32;
 const MAC_BYTES = 32;
@@ -27,6 +35,7 @@ export const SECRET_BYTES_MIN = 16;
 
 const MAGIC_CHALLENGE = Buffer.from('DBL2C', 'latin1');
 const MAGIC_RESPONSE = Buffer.from('DBL2R', 'latin1');
+const MAGIC_RESPONSE_CERTIFIED = Buffer.from('DBL2X', 'latin1');
 const MAGIC_PROOF = Buffer.from('DBL2P', 'latin1');
 const MAGIC_BYTES = 5;
 const CLIENT_LABEL = Buffer.from('dabba peer link v2 client', 'latin1');
@@ -37,7 +46,8 @@ const SERVER_SIGNATURE_LABEL = Buffer.from('dabba peer link v2 server identity',
 export const SIGNATURE_BYTES = 64;
 
 /** Largest handshake message; the receive limit must allow it even when records are smaller. */
-export const HANDSHAKE_BYTES_MAX = MAGIC_BYTES + MAC_BYTES + NONCE_BYTES + 1 + SIGNATURE_BYTES + NODE_ID_BYTES_MAX;
+export const HANDSHAKE_BYTES_MAX =
+  MAGIC_BYTES + MAC_BYTES + NONCE_BYTES + 1 + SIGNATURE_BYTES + 2 + CERTIFICATE_BYTES_MAX + 2 + CERTIFICATE_SIGNATURE_BYTES_MAX + NODE_ID_BYTES_MAX;
 
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -136,30 +146,66 @@ function decodeSignature(bytes: Uint8Array, offset: number): { signature: Buffer
   return { signature: length === 0 ? null : Buffer.from(bytes.subarray(offset + 1, end)), end };
 }
 
-export function encodeResponse(clientMacBytes: Buffer, clientNonce: Buffer, signature: Buffer | null, clientNodeId: string): Buffer {
-  return Buffer.concat([MAGIC_RESPONSE, clientMacBytes, clientNonce, encodeSignature(signature), Buffer.from(clientNodeId, 'utf8')]);
+export function encodeResponse(clientMacBytes: Buffer, clientNonce: Buffer, signature: Buffer | null, clientNodeId: string, proof: CertificateProof | null = null): Buffer {
+  const nodeId = Buffer.from(clientNodeId, 'utf8');
+  if (proof === null) return Buffer.concat([MAGIC_RESPONSE, clientMacBytes, clientNonce, encodeSignature(signature), nodeId]);
+  if (proof.certificate.length > CERTIFICATE_BYTES_MAX || proof.signature.length > CERTIFICATE_SIGNATURE_BYTES_MAX) {
+    throw new DabbaError(ErrorCode.invalidArgument, `a certificate proof carries at most ${CERTIFICATE_BYTES_MAX} bytes of certificate and ${CERTIFICATE_SIGNATURE_BYTES_MAX} of signature`);
+  }
+  return Buffer.concat([MAGIC_RESPONSE_CERTIFIED, clientMacBytes, clientNonce, encodeSignature(signature), lengthPrefixed(proof.certificate), lengthPrefixed(proof.signature), nodeId]);
 }
 
 export interface HandshakeResponse {
   mac: Buffer;
   clientNonce: Buffer;
   signature: Buffer | null;
+  /** The dialer's certificate proof; null in a response without one. */
+  certificate: CertificateProof | null;
   nodeId: string;
 }
 
 export function decodeResponse(bytes: Uint8Array): HandshakeResponse | string {
   const fixed = MAGIC_BYTES + MAC_BYTES + NONCE_BYTES;
-  if (!startsWith(bytes, MAGIC_RESPONSE) || bytes.length <= fixed) return 'expected a handshake response';
+  const certified = startsWith(bytes, MAGIC_RESPONSE_CERTIFIED);
+  if ((!certified && !startsWith(bytes, MAGIC_RESPONSE)) || bytes.length <= fixed) return 'expected a handshake response';
   const signature = decodeSignature(bytes, fixed);
   if (typeof signature === 'string') return signature;
-  const nodeId = decodeNodeId(bytes.subarray(signature.end));
+  let end = signature.end;
+  let certificate: CertificateProof | null = null;
+  if (certified) {
+    const der = decodeLengthPrefixed(bytes, end, CERTIFICATE_BYTES_MAX, 'certificate');
+    if (typeof der === 'string') return der;
+    const proof = decodeLengthPrefixed(bytes, der.end, CERTIFICATE_SIGNATURE_BYTES_MAX, 'certificate signature');
+    if (typeof proof === 'string') return proof;
+    certificate = { certificate: der.field, signature: proof.field };
+    end = proof.end;
+  }
+  const nodeId = decodeNodeId(bytes.subarray(end));
   if (nodeId === null) return 'handshake response carries an invalid node id';
   return {
     mac: Buffer.from(bytes.subarray(MAGIC_BYTES, MAGIC_BYTES + MAC_BYTES)),
     clientNonce: Buffer.from(bytes.subarray(MAGIC_BYTES + MAC_BYTES, fixed)),
     signature: signature.signature,
+    certificate,
     nodeId,
   };
+}
+
+/** A field of up to 65535 bytes behind its length (2 bytes, big-endian). */
+function lengthPrefixed(field: Buffer): Buffer {
+  const length = Buffer.alloc(2);
+  length.writeUInt16BE(field.length);
+  return Buffer.concat([length, field]);
+}
+
+/** Reads a lengthPrefixed() field of 1 to `bytesMax` bytes at `offset`: the field and where it ends, or a reason. */
+function decodeLengthPrefixed(bytes: Uint8Array, offset: number, bytesMax: number, what: string): { field: Buffer; end: number } | string {
+  if (bytes.length < offset + 2) return `handshake message ends before its ${what}`;
+  const length = (bytes[offset]! << 8) | bytes[offset + 1]!;
+  if (length === 0 || length > bytesMax) return `handshake ${what} of ${length} bytes (1 to ${bytesMax})`;
+  const end = offset + 2 + length;
+  if (bytes.length <= end) return `handshake message ends before its node id`;
+  return { field: Buffer.from(bytes.subarray(offset + 2, end)), end };
 }
 
 export function encodeProof(serverMacBytes: Buffer, signature: Buffer | null, serverNodeId: string): Buffer {

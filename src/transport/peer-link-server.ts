@@ -15,7 +15,8 @@ import {
   type PeerLinkOptions,
   type SocketPort,
 } from './peer-link-endpoint.js';
-import { loadUws, type UwsModule } from './uws.js';
+import { readTlsFiles, type TlsFiles } from './tls.js';
+import { createUwsApp, loadUws, type UwsModule } from './uws.js';
 
 export interface PeerLinkListenOptions extends PeerLinkOptions {
   /** 0 lets the kernel choose; read the chosen one from the result. */
@@ -26,6 +27,8 @@ export interface PeerLinkListenOptions extends PeerLinkOptions {
   path?: string;
   /** Seconds without traffic before uWS closes a link (it pings first). Default 32. */
   idleTimeoutSeconds?: number;
+  /** Serve wss:// from these files; every dialer must then prove a certificate from the CA (see PeerLinkOptions.tls). */
+  tlsFiles?: TlsFiles;
   /**
    * A peer passed the handshake. Called before any of its records is read; return the handlers
    * for this link (records arriving right behind the handshake go to them).
@@ -170,9 +173,11 @@ export function attachPeerLinkRoute(app: TemplatedApp, native: boolean, uws: Uws
 }
 
 export function listenPeerLinks(options: PeerLinkListenOptions): Promise<PeerLinkServer> {
-  const { uws, native } = loadUws();
-  const app = uws.App();
-  const route = attachPeerLinkRoute(app, native, uws, { ...options, path: options.path ?? '/peer' });
+  const load = loadUws();
+  const { uws, native } = load;
+  const tls = options.tlsFiles === undefined ? (options.tls ?? null) : readTlsFiles(options.tlsFiles);
+  const app = createUwsApp(load, options.tlsFiles ?? null);
+  const route = attachPeerLinkRoute(app, native, uws, { ...options, tls, path: options.path ?? '/peer' });
   app.any('/*', (response) => {
     response.writeStatus('404 Not Found').end();
   });

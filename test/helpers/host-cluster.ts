@@ -3,6 +3,10 @@
  * NetnsLab (as root; loopback ports otherwise), against a real etcd cluster. Hosts are started,
  * SIGKILLed and restarted by pid; the chain's configuration is followed through an etcd watch, so
  * tests wait for events, never for time.
+ *
+ * With a test CA (`tls`), everything speaks TLS: hosts serve wss:// and https:// with the CA's
+ * host certificate, etcd is https:// and every client of it (hosts, this watcher) presents the
+ * CA's client certificate, and clients and HTTP requests made through this cluster present it too.
  */
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -10,10 +14,12 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Configuration } from '../../native-free-core/master/chain-master.js';
+import { connect, type ConnectOptions, type RemoteClient } from '../../src/client/index.js';
 import { EtcdConfigurationStore, type HostTable } from '../../src/master/etcd-store.js';
 import { SERVE_NODE_FLAGS } from '../../src/host/node-flags.js';
 import { freePorts } from '../../bench/peers/servers.js';
 import type { NetnsLab } from './netns-lab.js';
+import { clientTls, requestUrl, type HttpAnswer, type TestCa } from './test-ca.js';
 
 const CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
 const PORT_ISOLATED = 7400;
@@ -43,21 +49,25 @@ export class HostCluster {
     /** The client secret (what connect() needs). */
     readonly secret: string,
     private readonly store: EtcdConfigurationStore,
+    /** The test CA everything here speaks TLS with; null for plain connections. */
+    readonly tls: TestCa | null,
     /** The peer secret, which only the hosts hold. */
     readonly peerSecret: string = `peer-${secret}`,
   ) {}
 
-  static async create(lab: NetnsLab, etcd: string[], prefix: string, secret: string): Promise<HostCluster> {
-    const store = new EtcdConfigurationStore({ hosts: etcd, prefix });
-    const cluster = new HostCluster(lab, etcd, prefix, secret, store);
+  static async create(lab: NetnsLab, etcd: string[], prefix: string, secret: string, options: { tls?: TestCa } = {}): Promise<HostCluster> {
+    const tls = options.tls ?? null;
+    const etcdTls = tls === null ? undefined : { ca: tls.read(tls.caFile), cert: tls.read(tls.clientCertFile), key: tls.read(tls.clientKeyFile) };
+    const store = new EtcdConfigurationStore({ hosts: etcd, prefix, tls: etcdTls });
+    const cluster = new HostCluster(lab, etcd, prefix, secret, store, tls);
     const ports = lab.isolated ? lab.hosts.map(() => PORT_ISOLATED) : await freePorts(lab.hosts.length);
     for (const host of lab.hosts) {
       const port = ports[host.index]!;
       cluster.hosts.push({
         index: host.index,
         hostId: `h${host.index + 1}`,
-        url: `ws://${host.address}:${port}`,
-        httpUrl: `http://${host.address}:${port}`,
+        url: `${tls === null ? 'ws' : 'wss'}://${host.address}:${port}`,
+        httpUrl: `${tls === null ? 'http' : 'https'}://${host.address}:${port}`,
         child: null,
         log: [],
       });
@@ -107,12 +117,42 @@ export class HostCluster {
       .join('\n');
   }
 
+  /** What connect() needs for this cluster, with `hosts` (default: every host). */
+  clientOptions(hosts: string[] = this.hosts.map((host) => host.url)): ConnectOptions {
+    return { hosts, secret: this.secret, ...(this.tls === null ? {} : { tls: clientTls(this.tls) }) };
+  }
+
+  connect(hosts?: string[]): Promise<RemoteClient> {
+    return connect(this.clientOptions(hosts));
+  }
+
+  /** An HTTP request to host `index` (https:// with the client certificate under TLS). */
+  request(index: number, path: string, init: { method?: string; body?: string } = {}): Promise<HttpAnswer> {
+    return requestUrl(`${this.hosts[index]!.httpUrl}${path}`, { ...init, ...(this.tls === null ? {} : { tls: clientTls(this.tls) }) });
+  }
+
+  /** Host `index`'s replica's digest, from its HTTP API. */
+  async digest(index: number): Promise<{ digest: string; keys: number; appliedSeq: number }> {
+    const answer = await this.request(index, '/digest');
+    if (answer.status !== 200) throw new Error(`${this.hosts[index]!.httpUrl}/digest answered ${answer.status}: ${answer.body.toString()}`);
+    return JSON.parse(answer.body.toString('utf8')) as { digest: string; keys: number; appliedSeq: number };
+  }
+
+  /** The flags that make a host serve TLS and reach etcd over TLS. */
+  private tlsFlags(): string[] {
+    const tls = this.tls;
+    if (tls === null) return [];
+    return [
+      '--tls-cert', tls.hostCertFile, '--tls-key', tls.hostKeyFile, '--tls-ca', tls.caFile,
+      '--etcd-ca', tls.caFile, '--etcd-cert', tls.clientCertFile, '--etcd-key', tls.clientKeyFile,
+    ];
+  }
+
   /** Starts host `index` and resolves once it serves (its "serving" line). */
   async start(index: number): Promise<void> {
     const host = this.hosts[index]!;
-    const port = Number(new URL(host.url.replace('ws:', 'http:')).port);
-    const address = new URL(host.url.replace('ws:', 'http:')).hostname;
-    const child = this.lab.spawn(index, process.execPath, [...SERVE_NODE_FLAGS, '--import', 'tsx', CLI, 'serve', '--id', host.hostId, '--listen', `${address}:${port}`, '--http-insecure', '--etcd', this.etcd.join(','), '--etcd-prefix', this.prefix], {
+    const { port, hostname: address } = new URL(host.httpUrl);
+    const child = this.lab.spawn(index, process.execPath, [...SERVE_NODE_FLAGS, '--import', 'tsx', CLI, 'serve', '--id', host.hostId, '--listen', `${address}:${port}`, '--http-insecure', '--etcd', this.etcd.join(','), '--etcd-prefix', this.prefix, ...this.tlsFlags()], {
       env: { ...process.env, DABBA_PEER_SECRET: this.peerSecret, DABBA_CLIENT_SECRET: this.secret },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
