@@ -38,6 +38,9 @@ commands:
   status  print the chain of a cluster as etcd holds it: members, roles, health
           --etcd URL,URL,... (required)  --etcd-prefix /dabba/NAME/  --json
           --etcd-ca FILE --etcd-cert FILE --etcd-key FILE --etcd-user USER (as for serve)
+  reseal  after a sealing key rotation, rewrite values sealed under older versions (client secret in DABBA_CLIENT_SECRET)
+          --hosts ws://HOST:PORT,... (required)  --sealing-keys FILE.json (required)  --keys-file FILE (required: one key per line)
+          --tls-ca FILE  --tls-cert FILE  --tls-key FILE
 `;
 
 function positiveInteger(text: string | undefined, name: string, fallback: number): number {
@@ -147,6 +150,10 @@ async function main(argv: string[]): Promise<number> {
       const status = await readClusterStatus(etcd, values['etcd-prefix'] ?? process.env.DABBA_ETCD_PREFIX, access);
       process.stdout.write(values.json === true ? `${JSON.stringify(status)}\n` : formatClusterStatus(status));
       return status.configuration !== null && status.members.every((member) => member.healthy) ? 0 : 1;
+    }
+    case 'reseal': {
+      const { runResealCommand } = await import('./reseal-command.js');
+      return runResealCommand(rest, process.env);
     }
     case 'help':
     case '--help':

@@ -8,7 +8,12 @@
  * are), across hosts through the host's HTTP API (which reads the tail's store and seals nothing).
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { DabbaError, ErrorCode, isDabbaError } from '../native-free-core/errors.js';
 import { startEtcdCluster } from '../bench/peers/etcd-cluster.js';
@@ -20,6 +25,7 @@ import type { ReadPipeline } from '../src/read-pipeline.js';
 import { SEAL_OVERHEAD_BYTES, SEALED_FORMAT, Sealer, type SealingOptions } from '../src/sealing.js';
 import type { WritePipeline } from '../src/write-pipeline.js';
 
+const CLI = fileURLToPath(new URL('../src/cli.ts', import.meta.url));
 const KEY_1 = Buffer.from(Array.from({ length: 32 }, (_, index) => index));
 const KEY_2 = Buffer.alloc(32, 0x42);
 const SEALING_1: SealingOptions = { keys: { 1: KEY_1 }, current: 1 };
@@ -368,6 +374,33 @@ describe('connect({ sealing }) to a dabba serve host', () => {
     } finally {
       await Promise.all([client.close(), plain.close()]);
     }
+  });
+
+  test('dabba reseal rewrites the values still sealed under an older version, named in a keys file', async () => {
+    assert.ok(host !== null, 'the test above started the host');
+    const old = await connect({ hosts: [host.url], secret: SECRET, sealing: SEALING_1 });
+    for (let index = 0; index < 5; index++) await old.put(`reseal-${index}`, `value ${index}`);
+    await old.close();
+    const directory = mkdtempSync(join(tmpdir(), 'dabba-reseal-'));
+    const keysFile = join(directory, 'keys.txt');
+    const sealingKeys = join(directory, 'sealing.json');
+    writeFileSync(keysFile, [...Array.from({ length: 5 }, (_, index) => `reseal-${index}`), 'reseal-absent'].join('\n'));
+    writeFileSync(sealingKeys, JSON.stringify({ current: 2, keys: { 1: KEY_1.toString('base64'), 2: KEY_2.toString('base64') } }));
+    const child = spawn(process.execPath, ['--import', 'tsx', CLI, 'reseal', '--hosts', host.url, '--sealing-keys', sealingKeys, '--keys-file', keysFile], {
+      env: { ...process.env, DABBA_CLIENT_SECRET: SECRET.toString() },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.setEncoding('utf8').on('data', (text: string) => (stdout += text));
+    child.stderr!.setEncoding('utf8').on('data', (text: string) => (stderr += text));
+    const [code] = (await once(child, 'exit')) as [number | null];
+    assert.equal(code, 0, stderr);
+    assert.deepEqual(JSON.parse(stdout), { examined: 6, resealed: 5, current: 0, absent: 1 });
+    // Version 1 can go now: a client holding only version 2 reads every value.
+    const current = await connect({ hosts: [host.url], secret: SECRET, sealing: { keys: { 2: KEY_2 }, current: 2 } });
+    for (let index = 0; index < 5; index++) assert.equal((await current.get(`reseal-${index}`))?.toString(), `value ${index}`);
+    await current.close();
   });
 
   test('sealing is refused inside connect()\'s chain options and in a host\'s: hosts never hold keys', async () => {
