@@ -15,6 +15,7 @@ import { describe, test } from 'node:test';
 import { ChainNode, type Role } from '../native-free-core/chain/node.js';
 import { Store } from '../native-free-core/store.js';
 import { ReadBatchView, WriteBatchView } from '../native-free-core/wire/codec.js';
+import { restampFirstRequestId } from '../native-free-core/wire/request-ids.js';
 import { bytesOfHex } from './fuzz/frame-mutator.js';
 import { KIND_NAMES, describeFinding, runFuzz, type FuzzReport } from './fuzz/frame-harness.js';
 import { KNOWN_FINDINGS } from './fuzz/known-findings.js';
@@ -102,6 +103,18 @@ function tailWithJoiner(): ChainNode {
 }
 
 describe('fuzzer findings, fixed', () => {
+  test('a host rewrites a read batch\'s request ids only in a frame that verifies in full (1M-frame run, seed 1, iteration 120792)', () => {
+    // A ReadBatch whose vtable was moved: the envelope and first_request_id looked fine, so the
+    // rewrite went ahead, into the vtable itself (the id did not read back). ReadBatchView refuses
+    // the frame; the rewrite now verifies the whole frame first and leaves it untouched.
+    const frame = bytesOfHex(
+      '100000000000000008000a0009000400080000001400000000030e0020001c0010000c0008000400fcffffff600010000c000800040012000000000018000000080000009a00000000000000000000000100000008000000000000000600000006000000060000000c00000006000000120000000600000018000000060000001e0000000600000024000000060000002a00000006000000300000006b65792d32366b65792d32336b65792d34336b65792d33386b65792d34376b65792d33366b65792d31366b65792d3533',
+    );
+    const before = frame.slice();
+    assert.equal(typeof restampFirstRequestId(frame, 'reads', 5), 'string');
+    assert.deepEqual(frame, before);
+  });
+
   test("a batch whose first_seq shares bytes with its count is refused: the head's stamp would change what it forwards", () => {
     // Two writes from client 7; the vtable entry of first_seq (bytes 32-33) is 24 instead of 28,
     // so first_seq (bytes 68-75) covers count (68-71). The head used to apply both writes, stamp

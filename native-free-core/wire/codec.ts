@@ -87,6 +87,20 @@ function rangesMeet(start: number, length: number, otherStart: number, otherLeng
   return otherLength > 0 && start < otherStart + otherLength && otherStart < start + length;
 }
 
+/**
+ * Throws unless the `length` bytes at `start`, a field that a host rewrites in place after the
+ * frame is verified, share no byte with the root offset, the Frame table and its vtable, the
+ * message's vtable, or any of `parts` (pairs of start and length: every other field and vector a
+ * reader trusts). Otherwise rewriting it would change something already verified.
+ */
+function checkRewrittenFieldAlone(name: string, start: number, length: number, envelope: FrameEnvelope, message: TableLocation, parts: number[]): void {
+  const frame = envelope.table;
+  let meets = rangesMeet(start, length, 0, 4) || rangesMeet(start, length, frame.vtablePosition, frame.vtableBytes);
+  meets ||= rangesMeet(start, length, frame.position, frame.tableBytes) || rangesMeet(start, length, message.vtablePosition, message.vtableBytes);
+  for (let index = 0; index < parts.length && !meets; index += 2) meets = rangesMeet(start, length, parts[index]!, parts[index + 1]!);
+  if (meets) throw new MalformedFrame(`${name}, which a host rewrites, shares bytes with another part of the frame`);
+}
+
 /** Verifies the Frame envelope and returns the message kind and the message table's position. */
 export class FrameEnvelope {
   readonly table = new TableLocation();
@@ -568,6 +582,8 @@ export class ReadBatchView {
   private readonly table = new TableLocation();
   private readonly record = new ReadRecord();
   private recordsPosition = 0;
+  /** Where first_request_id lies (a host rewrites it: see request-ids.ts). */
+  firstRequestIdPosition = 0;
 
   /** Keys longer than `keyBytesMax` make a frame malformed (nobody could have written them). */
   constructor(private readonly keyBytesMax: number = KEY_BYTES_LIMIT) {}
@@ -578,9 +594,12 @@ export class ReadBatchView {
       openMessage(envelope, bytes, Message.ReadBatch, 'ReadBatch', table);
       const epochPosition = fieldPosition(bytes, table, 0, 4);
       this.epoch = epochPosition === 0 ? 0 : readUint32(bytes, epochPosition);
-      this.firstRequestId = readUint64AsNumber(bytes, requiredFieldPosition(bytes, table, 1, 8, 'first_request_id'));
-      this.count = readUint32(bytes, requiredFieldPosition(bytes, table, 2, 4, 'count'));
-      const recordsVector = followOffset(bytes, requiredFieldPosition(bytes, table, 3, 4, 'records'));
+      this.firstRequestIdPosition = requiredFieldPosition(bytes, table, 1, 8, 'first_request_id');
+      this.firstRequestId = readUint64AsNumber(bytes, this.firstRequestIdPosition);
+      const countPosition = requiredFieldPosition(bytes, table, 2, 4, 'count');
+      this.count = readUint32(bytes, countPosition);
+      const recordsField = requiredFieldPosition(bytes, table, 3, 4, 'records');
+      const recordsVector = followOffset(bytes, recordsField);
       const recordCount = verifyVector(bytes, recordsVector, READ_RECORD_BYTES, 'records');
       if (recordCount !== this.count) throw new MalformedFrame(`count ${this.count} does not match ${recordCount} records`);
       if (recordCount === 0) throw new MalformedFrame('a read batch holds no records');
@@ -595,6 +614,14 @@ export class ReadBatchView {
       const payloadVector = followOffset(bytes, payloadField);
       this.payloadLength = verifyVector(bytes, payloadVector, 1, 'payload');
       this.payloadPosition = payloadVector + 4;
+      checkRewrittenFieldAlone('first_request_id', this.firstRequestIdPosition, 8, envelope, table, [
+        epochPosition, epochPosition === 0 ? 0 : 4,
+        countPosition, 4,
+        recordsField, 4,
+        payloadField, 4,
+        recordsVector, 4 + recordCount * READ_RECORD_BYTES,
+        payloadVector, 4 + this.payloadLength,
+      ]);
       this.bytes = bytes;
       this.byteBuffer = new flatbuffers.ByteBuffer(bytes);
       for (let index = 0; index < recordCount; index++) {
@@ -718,6 +745,8 @@ export class ReadReplyView {
   private readonly envelope = new FrameEnvelope();
   private readonly table = new TableLocation();
   private readonly result = new ReadResult();
+  /** Where first_request_id lies (a host rewrites it: see request-ids.ts). */
+  firstRequestIdPosition = 0;
 
   open(bytes: Uint8Array): string | null {
     return reasonIfMalformed(() => {
@@ -725,18 +754,34 @@ export class ReadReplyView {
       openMessage(envelope, bytes, Message.ReadReplyBatch, 'ReadReplyBatch', table);
       const epochPosition = fieldPosition(bytes, table, 0, 4);
       this.epoch = epochPosition === 0 ? 0 : readUint32(bytes, epochPosition);
-      this.firstRequestId = readUint64AsNumber(bytes, requiredFieldPosition(bytes, table, 1, 8, 'first_request_id'));
-      this.count = readUint32(bytes, requiredFieldPosition(bytes, table, 2, 4, 'count'));
+      this.firstRequestIdPosition = requiredFieldPosition(bytes, table, 1, 8, 'first_request_id');
+      this.firstRequestId = readUint64AsNumber(bytes, this.firstRequestIdPosition);
+      const countPosition = requiredFieldPosition(bytes, table, 2, 4, 'count');
+      this.count = readUint32(bytes, countPosition);
       const appliedPosition = fieldPosition(bytes, table, 3, 8);
       this.appliedSeq = appliedPosition === 0 ? 0 : readUint64AsNumber(bytes, appliedPosition);
-      const statusesVector = followOffset(bytes, requiredFieldPosition(bytes, table, 4, 4, 'statuses'));
-      const resultsVector = followOffset(bytes, requiredFieldPosition(bytes, table, 5, 4, 'results'));
-      const payloadVector = followOffset(bytes, requiredFieldPosition(bytes, table, 6, 4, 'payload'));
+      const statusesField = requiredFieldPosition(bytes, table, 4, 4, 'statuses');
+      const resultsField = requiredFieldPosition(bytes, table, 5, 4, 'results');
+      const payloadField = requiredFieldPosition(bytes, table, 6, 4, 'payload');
+      const statusesVector = followOffset(bytes, statusesField);
+      const resultsVector = followOffset(bytes, resultsField);
+      const payloadVector = followOffset(bytes, payloadField);
       if (verifyVector(bytes, statusesVector, 1, 'statuses') !== this.count) throw new MalformedFrame('statuses length mismatch');
       if (verifyVector(bytes, resultsVector, READ_RESULT_BYTES, 'results') !== this.count) {
         throw new MalformedFrame('results length mismatch');
       }
       this.payloadLength = verifyVector(bytes, payloadVector, 1, 'payload');
+      checkRewrittenFieldAlone('first_request_id', this.firstRequestIdPosition, 8, envelope, table, [
+        epochPosition, epochPosition === 0 ? 0 : 4,
+        countPosition, 4,
+        appliedPosition, appliedPosition === 0 ? 0 : 8,
+        statusesField, 4,
+        resultsField, 4,
+        payloadField, 4,
+        statusesVector, 4 + this.count,
+        resultsVector, 4 + this.count * READ_RESULT_BYTES,
+        payloadVector, 4 + this.payloadLength,
+      ]);
       this.payloadPosition = payloadVector + 4;
       this.statusesPosition = statusesVector + 4;
       this.resultsPosition = resultsVector + 4;
