@@ -22,6 +22,12 @@ export const ErrorCode = {
   staleEpoch: 'DABBA_ERR_STALE_EPOCH',
   /** A batch whose sequence numbers do not continue the node's applied prefix. */
   sequenceGap: 'DABBA_ERR_SEQUENCE_GAP',
+  /** A read reached a replica that is not the tail (it is, or is about to be, served by another). */
+  notTail: 'DABBA_ERR_NOT_TAIL',
+  /** An Ack or Hello reached a replica with no successor (it forwards to no one). */
+  notForwarding: 'DABBA_ERR_NOT_FORWARDING',
+  /** A well-formed frame of a kind this replica's role never takes from that link. */
+  unexpectedFrame: 'DABBA_ERR_UNEXPECTED_FRAME',
   /**
    * A well-formed message that a correct neighbour never sends here: an ack beyond what was
    * forwarded, a Hello claiming writes this node never had, a batch before a joiner's snapshot.

@@ -60,11 +60,11 @@ describe('ChainNode: H, M1, T under random interleavings', () => {
     const harness = new ChainHarness({ replicas: 3, seed: 7, inflightBytesMax: 4096, inflightBatchesMax: 2 });
     for (let round = 0; round < 5; round++) harness.submit(10);
     // Deliver only to the head: it takes two batches, then refuses the third.
-    assert.equal(harness.head.receiveBatch(harness.batchQueues[0]![0]!).status, 'applied');
+    assert.equal(harness.head.step('upstream', harness.batchQueues[0]![0]!).status, 'applied');
     harness.batchQueues[0]!.shift();
-    assert.equal(harness.head.receiveBatch(harness.batchQueues[0]![0]!).status, 'applied');
+    assert.equal(harness.head.step('upstream', harness.batchQueues[0]![0]!).status, 'applied');
     harness.batchQueues[0]!.shift();
-    assert.equal(harness.head.receiveBatch(harness.batchQueues[0]![0]!).status, 'full');
+    assert.equal(harness.head.step('upstream', harness.batchQueues[0]![0]!).status, 'full');
     assert.equal(harness.head.appliedSeq, 20, 'a refused batch is not applied');
     harness.settle();
     assert.equal(harness.tail.appliedSeq, 50);
@@ -110,13 +110,13 @@ describe('ChainNode guards', () => {
       readReplyResultsMax: 8,
       log: (message) => messages.push(message),
     });
-    const stale = middle.receiveBatch(stampedBatch(2, 1, 3));
+    const stale = middle.step('upstream', stampedBatch(2, 1, 3));
     assert.equal(stale.status, 'ignored');
     assert.equal(stale.status === 'ignored' && stale.code, 'DABBA_ERR_STALE_EPOCH');
     assert.match(messages[0]!, /ignoring \(stale epoch 2/);
-    assert.equal(middle.receiveBatch(stampedBatch(3, 1, 3)).status, 'applied');
-    assert.equal(middle.receiveBatch(stampedBatch(3, 1, 3)).status, 'duplicate');
-    const gap = middle.receiveBatch(stampedBatch(3, 10, 1));
+    assert.equal(middle.step('upstream', stampedBatch(3, 1, 3)).status, 'applied');
+    assert.equal(middle.step('upstream', stampedBatch(3, 1, 3)).status, 'duplicate');
+    const gap = middle.step('upstream', stampedBatch(3, 10, 1));
     assert.equal(gap.status === 'rejected' && gap.code, 'DABBA_ERR_SEQUENCE_GAP');
     assert.equal(middle.appliedSeq, 3);
   });
@@ -128,22 +128,22 @@ describe('ChainNode guards', () => {
     encoder.addPut(text.encode('a'), 0, 1, text.encode('1'), 0, 1);
     encoder.addPut(text.encode('b'), 0, 1, text.encode('2'), 0, 1);
     const batch = encoder.finish().slice();
-    assert.deepEqual(head.receiveBatch(batch.slice()), { status: 'applied', firstSeq: 1, count: 2 });
-    assert.equal(head.receiveBatch(batch.slice()).status, 'duplicate', 'a retried batch is not applied twice');
+    assert.deepEqual(head.step('upstream', batch.slice()), { status: 'applied', firstSeq: 1, count: 2 });
+    assert.equal(head.step('upstream', batch.slice()).status, 'duplicate', 'a retried batch is not applied twice');
     assert.equal(head.appliedSeq, 2);
     assert.equal(head.clientHighWaterMark(5), 2);
     encoder.begin(5, 7);
     encoder.addPut(text.encode('c'), 0, 1, text.encode('3'), 0, 1);
-    const gap = head.receiveBatch(encoder.finish().slice());
+    const gap = head.step('upstream', encoder.finish().slice());
     assert.equal(gap.status === 'rejected' && gap.code, 'DABBA_ERR_SEQUENCE_GAP');
   });
 
   test('malformed bytes are rejected with a code before anything is applied', () => {
     const head = makeNode('head');
-    const result = head.receiveBatch(new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8, 9]));
+    const result = head.step('upstream', new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8, 9]));
     assert.equal(result.status === 'rejected' && result.code, 'DABBA_ERR_MALFORMED_FRAME');
     assert.equal(head.appliedSeq, 0);
-    const ack = head.receiveAck(new Uint8Array(16));
+    const ack = head.step('downstream', new Uint8Array(16));
     assert.equal(ack.status === 'rejected' && ack.code, 'DABBA_ERR_MALFORMED_FRAME');
   });
 
@@ -152,50 +152,72 @@ describe('ChainNode guards', () => {
     const encoder = new WriteBatchEncoder({ writesMax: 8, payloadBytesMax: 1024 });
     encoder.begin(1, 1);
     encoder.addPut(text.encode('a'), 0, 1, text.encode('1'), 0, 1);
-    head.receiveBatch(encoder.finish().slice());
+    head.step('upstream', encoder.finish().slice());
     const acks = new AckEncoder();
-    assert.equal(head.receiveAck(acks.encode({ epoch: 1, committedSeq: 1, clientId: 0, committedClientSeq: 0 })).status, 'ignored');
+    assert.equal(head.step('downstream', acks.encode({ epoch: 1, committedSeq: 1, clientId: 0, committedClientSeq: 0 })).status, 'ignored');
     // Not forwarded yet: a correct successor cannot have it. (This used to reach an assertion.)
-    const beyond = head.receiveAck(acks.encode({ epoch: 2, committedSeq: 1, clientId: 0, committedClientSeq: 0 }));
+    const beyond = head.step('downstream', acks.encode({ epoch: 2, committedSeq: 1, clientId: 0, committedClientSeq: 0 }));
     assert.equal(beyond.status === 'rejected' && beyond.code, 'DABBA_ERR_PROTOCOL_VIOLATION');
     assert.equal(head.inflightBatches, 1);
     assert.equal(head.committedSeq, 0);
     const ready = head.ready();
     head.advance(ready, { forwarded: 1, acksSent: true, repliesSent: 0 });
-    assert.equal(head.receiveAck(acks.encode({ epoch: 2, committedSeq: 1, clientId: 0, committedClientSeq: 0 })).status, 'applied');
+    assert.equal(head.step('downstream', acks.encode({ epoch: 2, committedSeq: 1, clientId: 0, committedClientSeq: 0 })).status, 'applied');
     assert.equal(head.inflightBatches, 0);
+  });
+
+  test('one door: each role takes its frame kinds from its links and refuses the rest by name', () => {
+    const acks = new AckEncoder();
+    const ack = acks.encode({ epoch: 1, committedSeq: 0, clientId: 0, committedClientSeq: 0 }).slice();
+    const reads = new ReadBatchEncoder({ readsMax: 1, keyBytesMax: 8 });
+    reads.begin(1);
+    reads.addRead(text.encode('k'), 0, 1);
+    const read = reads.finish(1).slice();
+    const codeOf = (result: ReturnType<ChainNode['step']>): string => (result.status === 'ignored' || result.status === 'rejected' ? result.code : result.status);
+    // Reads go to the tail only.
+    assert.equal(codeOf(makeNode('head').step('client', read)), 'DABBA_ERR_NOT_TAIL');
+    assert.equal(codeOf(makeNode('middle').step('client', read)), 'DABBA_ERR_NOT_TAIL');
+    assert.equal(codeOf(makeNode('tail').step('client', read)), 'applied');
+    // Acks reach only a node that forwards.
+    assert.equal(codeOf(makeNode('tail').step('downstream', ack)), 'DABBA_ERR_NOT_FORWARDING');
+    // A frame on a link it never travels: an ack from upstream, a batch from downstream, reads as a batch.
+    assert.equal(codeOf(makeNode('middle').step('upstream', ack)), 'DABBA_ERR_UNEXPECTED_FRAME');
+    assert.equal(codeOf(makeNode('middle').step('downstream', stampedBatch(1, 1, 1))), 'DABBA_ERR_UNEXPECTED_FRAME');
+    assert.equal(codeOf(makeNode('tail').step('upstream', read)), 'DABBA_ERR_UNEXPECTED_FRAME');
+    // Bytes that are no frame at all, on any link.
+    assert.equal(codeOf(makeNode('head').step('upstream', new Uint8Array(3))), 'DABBA_ERR_MALFORMED_FRAME');
   });
 
   test('a Hello at the current epoch that no correct successor sends is refused, never asserted on', () => {
     const hellos = new HelloEncoder();
     // A tail has no successor (this used to reach an assertion: one such Hello crashed every replica).
     const tail = makeNode('tail', 2);
-    assert.equal(tail.receiveBatch(stampedBatch(2, 1, 3)).status, 'applied');
-    const toTail = tail.receiveHello(hellos.encode({ epoch: 2, replicaId: 9, appliedSeq: 0 }));
-    assert.equal(toTail.status === 'ignored' && toTail.code, 'DABBA_ERR_PROTOCOL_VIOLATION');
+    assert.equal(tail.step('upstream', stampedBatch(2, 1, 3)).status, 'applied');
+    const toTail = tail.step('downstream', hellos.encode({ epoch: 2, replicaId: 9, appliedSeq: 0 }));
+    assert.equal(toTail.status === 'ignored' && toTail.code, 'DABBA_ERR_NOT_FORWARDING');
     // A middle hears of a successor claiming writes it never had (I1).
     const middle = makeNode('middle', 2);
-    assert.equal(middle.receiveBatch(stampedBatch(2, 1, 3)).status, 'applied');
-    const beyond = middle.receiveHello(hellos.encode({ epoch: 2, replicaId: 9, appliedSeq: 1000 }));
+    assert.equal(middle.step('upstream', stampedBatch(2, 1, 3)).status, 'applied');
+    const beyond = middle.step('downstream', hellos.encode({ epoch: 2, replicaId: 9, appliedSeq: 1000 }));
     assert.equal(beyond.status === 'rejected' && beyond.code, 'DABBA_ERR_PROTOCOL_VIOLATION');
     // A successor applies whole batches: a Hello inside one (seqs 1-3 here) is not from a correct one.
-    const inside = middle.receiveHello(hellos.encode({ epoch: 2, replicaId: 9, appliedSeq: 2 }));
+    const inside = middle.step('downstream', hellos.encode({ epoch: 2, replicaId: 9, appliedSeq: 2 }));
     assert.equal(inside.status === 'rejected' && inside.code, 'DABBA_ERR_PROTOCOL_VIOLATION');
     // A correct Hello still works afterwards.
-    assert.equal(middle.receiveHello(hellos.encode({ epoch: 2, replicaId: 3, appliedSeq: 0 })).status, 'applied');
+    assert.equal(middle.step('downstream', hellos.encode({ epoch: 2, replicaId: 3, appliedSeq: 0 })).status, 'applied');
     assert.equal(middle.ready().forward.length, 1);
   });
 
   test('a joining replica refuses a batch before its first snapshot frame (it would break its start)', () => {
     const joiner = new ChainNode({ id: 4, epoch: 2, role: 'joining', store: new Store(), inflightBytesMax: 64 * 1024, inflightBatchesMax: 16, readReplyPayloadBytesMax: 4096, readReplyResultsMax: 8 });
-    const early = joiner.receiveBatch(stampedBatch(2, 1, 3));
+    const early = joiner.step('upstream', stampedBatch(2, 1, 3));
     assert.equal(early.status === 'ignored' && early.code, 'DABBA_ERR_PROTOCOL_VIOLATION');
     assert.equal(joiner.appliedSeq, 0);
     const source = new Store();
     source.put(text.encode('k'), 0, 1, text.encode('v'), 0, 1, 5);
     const writer = new SnapshotWriter({ store: source, epoch: 2, appliedSeq: 5, clientHighWater: new Map([[1, 5]]) }, 64 * 1024);
-    assert.equal(joiner.receiveSnapshot(writer.next().slice()).status, 'applied');
-    assert.equal(joiner.receiveBatch(stampedBatch(2, 6, 2, 6)).status, 'applied');
+    assert.equal(joiner.step('upstream', writer.next().slice()).status, 'applied');
+    assert.equal(joiner.step('upstream', stampedBatch(2, 6, 2, 6)).status, 'applied');
     assert.equal(joiner.appliedSeq, 7);
   });
 
@@ -205,33 +227,33 @@ describe('ChainNode guards', () => {
     const encoder = new WriteBatchEncoder({ writesMax: 4, payloadBytesMax: 8192 });
     encoder.begin(1, 1);
     encoder.addPut(text.encode('k'), 0, 1, new Uint8Array(101), 0, 101);
-    const big = limited('head').receiveBatch(encoder.finish().slice());
+    const big = limited('head').step('upstream', encoder.finish().slice());
     assert.equal(big.status === 'rejected' && big.code, 'DABBA_ERR_MALFORMED_FRAME');
     assert.match(big.status === 'rejected' ? big.reason : '', /101-byte value, above valueBytesMax 100/);
     encoder.begin(1, 1);
     encoder.addPut(text.encode('k'), 0, 1, new Uint8Array(100), 0, 100);
-    assert.equal(limited('head').receiveBatch(encoder.finish().slice()).status, 'applied', 'the largest legal value is taken');
+    assert.equal(limited('head').step('upstream', encoder.finish().slice()).status, 'applied', 'the largest legal value is taken');
     const reads = new ReadBatchEncoder({ readsMax: 2, keyBytesMax: 16 });
     reads.begin(1);
     reads.addRead(text.encode('123456789'), 0, 9);
-    const longKey = limited('tail').receiveReads(reads.finish(1).slice());
+    const longKey = limited('tail').step('client', reads.finish(1).slice());
     assert.equal(longKey.status === 'rejected' && longKey.code, 'DABBA_ERR_MALFORMED_FRAME');
     const source = new Store();
     source.put(text.encode('k'), 0, 1, new Uint8Array(101), 0, 101, 1);
     const writer = new SnapshotWriter({ store: source, epoch: 1, appliedSeq: 1, clientHighWater: new Map() }, 64 * 1024);
-    const snapshot = limited('joining').receiveSnapshot(writer.next().slice());
+    const snapshot = limited('joining').step('upstream', writer.next().slice());
     assert.equal(snapshot.status === 'rejected' && snapshot.code, 'DABBA_ERR_MALFORMED_FRAME');
   });
 
   test('the tail serves reads from its store; other roles refuse them', () => {
     const tail = makeNode('tail');
-    assert.equal(tail.receiveBatch(stampedBatch(1, 1, 3)).status, 'applied');
+    assert.equal(tail.step('upstream', stampedBatch(1, 1, 3)).status, 'applied');
     const reads = new ReadBatchEncoder({ readsMax: 4, keyBytesMax: 8 });
     reads.begin(40);
     reads.addRead(text.encode('k'), 0, 1);
     reads.addRead(text.encode('missing'), 0, 7);
     const frame = reads.finish(1).slice();
-    assert.equal(tail.receiveReads(frame).status, 'applied');
+    assert.equal(tail.step('client', frame).status, 'applied');
     const ready = tail.ready();
     assert.equal(ready.readReplies.length, 1);
     const reply = new ReadReplyView();
@@ -243,7 +265,7 @@ describe('ChainNode guards', () => {
     const start = reply.payloadPosition + result.valueOffset();
     assert.equal(Buffer.from(reply.bytes.subarray(start, start + result.valueLength())).toString(), 'v2');
     assert.equal(reply.statusAt(1), ReadStatus.NotFound);
-    assert.equal(makeNode('middle').receiveReads(frame).status, 'ignored');
+    assert.equal(makeNode('middle').step('client', frame).status, 'ignored');
   });
 });
 

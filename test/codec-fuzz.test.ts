@@ -25,15 +25,15 @@ const FRAMES_PER_SEED = 25_000;
 
 /** Doors that must have taken some fuzzed frame, or the harness never got past the guards. */
 const DOORS_REACHED = [
-  'head.receiveBatch.applied',
-  'middle.receiveBatch.applied',
-  'tail.receiveBatch.applied',
-  'joiner.receiveBatch.applied',
-  'joiner.receiveSnapshot.applied',
-  'tail.receiveReads.applied',
-  'head.receiveAck.applied',
-  'middle.receiveHello.applied',
-  'tailWithJoiner.receiveAck.applied',
+  'head.upstream:batch.applied',
+  'middle.upstream:batch.applied',
+  'tail.upstream:batch.applied',
+  'joiner.upstream:batch.applied',
+  'joiner.upstream:snapshot.applied',
+  'tail.client:reads.applied',
+  'head.downstream:ack.applied',
+  'middle.downstream:hello.applied',
+  'tailWithJoiner.downstream:ack.applied',
 ];
 
 describe('codec fuzzer', () => {
@@ -81,7 +81,7 @@ describe('codec fuzzer', () => {
     const report = runFuzz({ seed: 5, frames: 1_000_000, known: KNOWN_FINDINGS, traceIteration: 40 });
     assert.equal(report.frames, 41, 'a replay stops after the traced iteration');
     assert.match(report.trace[0]!, /^seed frame: /);
-    assert.ok(report.trace.some((line) => line.startsWith('head.receiveBatch: ')));
+    assert.ok(report.trace.some((line) => line.startsWith('head.upstream:batch: ')));
     assert.ok(report.trace.some((line) => line.startsWith('WriteBatchView.open: ')));
   });
 });
@@ -125,7 +125,7 @@ describe('fuzzer findings, fixed', () => {
     );
     assert.match(new WriteBatchView().open(frame)!, /^first_seq, which the head stamps, shares bytes with another part of the batch$/);
     const head = makeNode('head', 1);
-    const result = head.receiveBatch(frame);
+    const result = head.step('upstream', frame);
     assert.equal(result.status === 'rejected' && result.code, 'DABBA_ERR_MALFORMED_FRAME');
     assert.equal(head.appliedSeq, 0);
     assert.deepEqual(head.ready().forward, []);
@@ -136,9 +136,9 @@ describe('fuzzer findings, fixed', () => {
     // hear from'; the joiner, having applied nothing, rewound an in-flight log it does not keep.
     const hello = bytesOfHex('100000000000000008000a0009000400080000001000000000050a00140010000c0004000a00000000000000000000000500000002000000');
     for (const node of [makeNode('tail', 2), tailWithJoiner(), makeNode('joining', 2)]) {
-      const result = node.receiveHello(hello);
+      const result = node.step('downstream', hello);
       assert.equal(result.status, 'ignored', `${node.role}: ${JSON.stringify(result)}`);
-      assert.equal(result.status === 'ignored' && result.code, 'DABBA_ERR_PROTOCOL_VIOLATION');
+      assert.equal(result.status === 'ignored' && result.code, 'DABBA_ERR_NOT_FORWARDING');
     }
   });
 
@@ -153,11 +153,11 @@ describe('fuzzer findings, fixed', () => {
         '0000000000000000020000000000000000000000000000000000000000000000',
     );
     const joiner = makeNode('joining', 2);
-    const early = joiner.receiveBatch(batch);
+    const early = joiner.step('upstream', batch);
     assert.equal(early.status === 'ignored' && early.code, 'DABBA_ERR_PROTOCOL_VIOLATION');
     assert.equal(joiner.appliedSeq, 0);
-    assert.deepEqual(joiner.receiveSnapshot(snapshot), { status: 'applied', firstSeq: 0, count: 0 });
-    assert.deepEqual(joiner.receiveBatch(batch), { status: 'applied', firstSeq: 1, count: 1 }, 'after the snapshot the same batch applies');
+    assert.deepEqual(joiner.step('upstream', snapshot), { status: 'applied', firstSeq: 0, count: 0 });
+    assert.deepEqual(joiner.step('upstream', batch), { status: 'applied', firstSeq: 1, count: 1 }, 'after the snapshot the same batch applies');
   });
 
   test('a batch whose implied seqs pass 2^53 is refused (a joiner asserted in Store.put on its version)', () => {
@@ -172,8 +172,8 @@ describe('fuzzer findings, fixed', () => {
     );
     assert.match(new WriteBatchView().open(batch)!, /^2 writes from seq 9007199254740991, client seq 1, pass 2\^53$/);
     const joiner = makeNode('joining', 2);
-    assert.equal(joiner.receiveSnapshot(snapshot).status, 'applied');
-    const result = joiner.receiveBatch(batch);
+    assert.equal(joiner.step('upstream', snapshot).status, 'applied');
+    const result = joiner.step('upstream', batch);
     assert.equal(result.status === 'rejected' && result.code, 'DABBA_ERR_MALFORMED_FRAME');
     assert.equal(joiner.appliedSeq, 2 ** 53 - 2);
   });
@@ -187,7 +187,7 @@ describe('fuzzer findings, fixed', () => {
     );
     assert.match(new WriteBatchView().open(batch)!, /^2 writes from seq 1, client seq 9007199254740991, pass 2\^53$/);
     const tail = makeNode('tail', 1);
-    const result = tail.receiveBatch(batch);
+    const result = tail.step('upstream', batch);
     assert.equal(result.status === 'rejected' && result.code, 'DABBA_ERR_MALFORMED_FRAME');
     assert.deepEqual(tail.ready().clientAcks, []);
   });
@@ -200,7 +200,7 @@ describe('fuzzer findings, fixed', () => {
     );
     assert.match(new ReadBatchView().open(reads)!, /^3 reads from request id 9007199254740990 pass 2\^53$/);
     const tail = makeNode('tail', 1);
-    const result = tail.receiveReads(reads);
+    const result = tail.step('client', reads);
     assert.equal(result.status === 'rejected' && result.code, 'DABBA_ERR_MALFORMED_FRAME');
     assert.deepEqual(tail.ready().readReplies, []);
   });

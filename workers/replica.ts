@@ -12,7 +12,7 @@ import { receiveMessageOnPort, threadId } from 'node:worker_threads';
 import { ChainNode, type Ready } from '../native-free-core/chain/node.js';
 import { SpscRing } from '../native-free-core/ring.js';
 import { Store } from '../native-free-core/store.js';
-import { AckEncoder, frameKind, HelloEncoder, MessageKind } from '../native-free-core/wire/codec.js';
+import { AckEncoder, HelloEncoder } from '../native-free-core/wire/codec.js';
 import { Doorbell } from './doorbell.js';
 import {
   CONTROL_CRASH,
@@ -192,8 +192,7 @@ class ReplicaDriver {
     if (ring === null || !ring.claim()) return false;
     for (let offset = ring.next(); offset >= 0; offset = ring.next()) {
       // The successor sends cumulative Acks, and a Hello after each reconfiguration.
-      const bytes = ring.bytes.subarray(offset, offset + ring.recordLength);
-      const result = frameKind(bytes) === MessageKind.hello ? this.node.receiveHello(bytes) : this.node.receiveAck(bytes);
+      const result = this.node.step('downstream', ring.bytes.subarray(offset, offset + ring.recordLength));
       if (result.status === 'rejected') this.reportRejected(result.code, result.reason);
     }
     ring.release();
@@ -217,11 +216,8 @@ class ReplicaDriver {
         break;
       }
       this.crashIfAsked();
-      const frame = ring.bytes.subarray(offset, offset + length);
-      // A joining replica's first frames are its Snapshot, on the same link as the batches after it;
-      // nobody else gets snapshots, so only a joiner looks at the frame kind.
-      const isSnapshot = this.node.role === 'joining' && frameKind(frame) === MessageKind.snapshot;
-      const result = isSnapshot ? this.node.receiveSnapshot(frame) : this.node.receiveBatch(frame);
+      // Batches, and a joiner's snapshot frames before them, on the same link.
+      const result = this.node.step('upstream', ring.bytes.subarray(offset, offset + length));
       taken++;
       if (result.status === 'applied') {
         this.stats[ReplicaStat.batchesApplied]!++;
@@ -249,7 +245,7 @@ class ReplicaDriver {
         ring.unread();
         break;
       }
-      const result = this.node.receiveReads(ring.bytes.subarray(offset, offset + ring.recordLength));
+      const result = this.node.step('client', ring.bytes.subarray(offset, offset + ring.recordLength));
       if (result.status === 'applied') this.stats[ReplicaStat.readsServed]! += result.count;
       else if (result.status === 'rejected' || result.status === 'ignored') this.reportRejected(result.code, result.reason);
     }

@@ -1,33 +1,55 @@
 /**
- * A chain replica as a pure state machine (the etcd raft shape): events go in through `receive*`
- * methods, and what the runtime must do comes out as plain data in `ready()`; the runtime performs
- * it and reports back with `advance()`. No I/O, timers or clocks live here, so a simulator can run a
- * whole chain in one thread, and the worker runtime can drive the same code over rings.
+ * A chain replica as a pure state machine (the etcd raft shape): every frame goes in through one
+ * door, `step(from, frame)`, and what the runtime must do comes out as plain data in `ready()`; the
+ * runtime performs it and reports back with `advance()`. Configuration changes come in through
+ * `reconfigure()` (and a tail's `beginHandoff()`). No I/O, timers or clocks live here, so a
+ * simulator can run a whole chain in one thread, and the worker runtime drives the same code over
+ * rings.
  *
- * Roles (van Renesse & Schneider, OSDI 2004):
- * - head: receives client batches, stamps epoch and sequence numbers, applies, logs, forwards;
+ * Roles (van Renesse & Schneider, OSDI 2004), one step function each, swapped on reconfiguration
+ * as raft swaps `r.step`:
+ * - head: takes client batches, stamps epoch and sequence numbers, applies, logs, forwards;
  * - middle: applies a batch that continues its prefix, logs, forwards;
- * - tail: applies and acknowledges cumulatively; serves reads.
- * A single-node chain is head and tail at once.
+ * - tail: applies and acknowledges cumulatively; serves reads;
+ * - solo: a chain of one, head and tail at once;
+ * - joining: loads a snapshot from the tail it joins behind, then that tail's batches.
+ * A tail with a replica joining behind it also forwards (./join-source.ts); the joiner's own state
+ * is in ./join-target.ts.
+ *
+ * Each step function takes the frame kinds its role takes from each link and refuses the rest by
+ * name: not-tail (reads elsewhere), not-forwarding (acks and Hellos at a node with no successor),
+ * unexpected-frame (a kind never sent on that link), stale-epoch, sequence-gap, duplicate.
  */
 import { assert } from '../assert.js';
 import { ErrorCode } from '../errors.js';
 import type { Store } from '../store.js';
 import {
   AckView,
+  FrameEnvelope,
   HelloView,
   KEY_BYTES_LIMIT,
+  MessageKind,
   Op,
   ReadBatchView,
   ReadReplyEncoder,
   WriteBatchView,
+  reasonIfMalformed,
   type AckFields,
   type HelloFields,
 } from '../wire/codec.js';
 import { InflightLog } from './inflight-log.js';
-import { snapshotFrameBytesFor, SnapshotView, SnapshotWriter } from './snapshot.js';
+import { JoinSource } from './join-source.js';
+import { JoinTarget } from './join-target.js';
+import { snapshotFrameBytesFor } from './snapshot.js';
 
 export type Role = 'head' | 'middle' | 'tail' | 'solo' | 'joining';
+
+/**
+ * Which link a frame came in on. 'upstream': batches (and, to a joiner, snapshot frames), from
+ * the client at the head, from the predecessor elsewhere. 'downstream': Acks and Hellos from the
+ * successor (or the joiner behind a tail). 'client': read batches.
+ */
+export type FrameSource = 'upstream' | 'downstream' | 'client';
 
 export interface ChainNodeOptions {
   id: number;
@@ -55,7 +77,7 @@ export interface ChainNodeOptions {
   valueBytesMax?: number;
 }
 
-/** Outcome of offering a batch or ack to the node. Expected conditions, never exceptions. */
+/** Outcome of offering a frame to the node. Expected conditions, never exceptions. */
 export type ReceiveResult =
   | { status: 'applied'; firstSeq: number; count: number }
   | { status: 'duplicate' }
@@ -63,13 +85,27 @@ export type ReceiveResult =
   | { status: 'ignored'; code: ErrorCode; reason: string }
   | { status: 'rejected'; code: ErrorCode; reason: string };
 
-const APPLIED_PLACEHOLDER = { status: 'full' } as const;
+/** A batch that does not fit the in-flight log now: leave it in its ring (backpressure). */
+const FULL = { status: 'full' } as const;
 const DUPLICATE = { status: 'duplicate' } as const;
 /**
  * Read replies waiting to be sent before the node stops taking read batches: a client that sends
  * reads and never takes the replies fills its own ring, not this node's memory.
  */
 const READ_REPLIES_WAITING_MAX = 64;
+
+type Refusal = Extract<ReceiveResult, { status: 'ignored' | 'rejected' }>;
+
+function ignored(code: ErrorCode, reason: string): Refusal {
+  return { status: 'ignored', code, reason };
+}
+
+function rejected(code: ErrorCode, reason: string): Refusal {
+  return { status: 'rejected', code, reason };
+}
+
+/** A role's step function: one frame of `kind`, from link `from`. */
+type StepFunction = (from: FrameSource, kind: MessageKind, bytes: Uint8Array) => ReceiveResult;
 
 /**
  * What the runtime must do next, as plain data. Ordering rules:
@@ -126,34 +162,26 @@ export class ChainNode {
   private readonly clientHighWater = new Map<number, number>();
   /** Clients whose writes were committed since the last ready() (tail only). */
   private readonly clientsToAck = new Set<number>();
+  /** Highest client sequence committed (at the end of the line), per client: what clients are told. */
+  private readonly committedClientHighWater = new Map<number, number>();
   private ackPending = false;
   private helloPending = false;
   /** After a reconfiguration, forwarding waits for the successor's Hello (its applied seq). */
   private awaitingSuccessorHello = false;
-  private readonly readReplies: Uint8Array[] = [];
-  private readonly helloView = new HelloView();
-  private readonly snapshotView: SnapshotView;
-  /** The replica joining behind this tail, if any (see reconfigure). */
-  private joinerId: number | null = null;
-  /** A tail's snapshot for its joiner, cut a frame at a time (Ready.snapshot), until all is sent. */
-  private snapshotWriter: SnapshotWriter | null = null;
-  /** The writer's current frame, kept until the runtime reports it sent. */
-  private snapshotFrame: Uint8Array | null = null;
-  /** Whether the next frame goes before the batches pending now (else they go first). */
-  private snapshotTurn = true;
-  /** A joining replica has loaded its whole snapshot. */
-  private snapshotLoaded = false;
-  /** A joining replica has had the first snapshot frame: it applies batches from its seq on. */
-  private snapshotStarted = false;
-  private snapshotStartSeq = 0;
-  /** Highest client sequence committed (at the end of the line), per client: what clients are told. */
-  private readonly committedClientHighWater = new Map<number, number>();
-  private readonly snapshotFrameBytesMax: number;
-  /** A tail with a joiner that stopped taking batches so the joiner can catch up (beginHandoff). */
-  private handingOff = false;
   /** A Hello from a successor already in a newer epoch than ours, applied when we get there. */
   private helloFromNextEpoch: HelloFields | null = null;
+  private readonly readReplies: Uint8Array[] = [];
+  /** A tail's join: the replica copying its state (null when none). */
+  private joinSource: JoinSource | null = null;
+  /** A joining replica's load of its snapshot (null once it is a member). */
+  private joinTarget: JoinTarget | null;
+  private readonly snapshotFrameBytesMax: number;
+  private readonly limits: { keyBytesMax: number; valueBytesMax: number };
 
+  /** The current role's step function (see the step* methods); swapped by reconfigure(). */
+  private stepRole: StepFunction;
+  private readonly envelope = new FrameEnvelope();
+  private readonly helloView = new HelloView();
   private readonly batchView: WriteBatchView;
   private readonly ackView = new AckView();
   private readonly readView: ReadBatchView;
@@ -171,17 +199,18 @@ export class ChainNode {
     this.inflight = new InflightLog(options.inflightBytesMax, options.inflightBatchesMax, { prefault: options.role !== 'joining' });
     this.replyEncoder = new ReadReplyEncoder(options.readReplyResultsMax, options.readReplyPayloadBytesMax);
     this.snapshotFrameBytesMax = options.snapshotFrameBytesMax ?? 1024 * 1024;
-    const limits = { keyBytesMax: options.keyBytesMax ?? KEY_BYTES_LIMIT, valueBytesMax: options.valueBytesMax ?? options.readReplyPayloadBytesMax };
+    this.limits = { keyBytesMax: options.keyBytesMax ?? KEY_BYTES_LIMIT, valueBytesMax: options.valueBytesMax ?? options.readReplyPayloadBytesMax };
     // What the node accepts, it must be able to serve and to copy to a joiner (../limits.ts).
-    assert(limits.valueBytesMax <= options.readReplyPayloadBytesMax, 'ChainNode: a value of valueBytesMax must fit one read reply');
+    assert(this.limits.valueBytesMax <= options.readReplyPayloadBytesMax, 'ChainNode: a value of valueBytesMax must fit one read reply');
     assert(
-      snapshotFrameBytesFor(limits.keyBytesMax + limits.valueBytesMax) <= this.snapshotFrameBytesMax,
+      snapshotFrameBytesFor(this.limits.keyBytesMax + this.limits.valueBytesMax) <= this.snapshotFrameBytesMax,
       'ChainNode: an entry of keyBytesMax and valueBytesMax must fit one snapshot frame',
     );
-    this.batchView = new WriteBatchView(limits);
-    this.readView = new ReadBatchView(limits.keyBytesMax);
-    this.snapshotView = new SnapshotView(limits);
+    this.batchView = new WriteBatchView(this.limits);
+    this.readView = new ReadBatchView(this.limits.keyBytesMax);
+    this.joinTarget = options.role === 'joining' ? new JoinTarget(this.limits) : null;
     this.log = options.log ?? (() => {});
+    this.stepRole = this.stepFunctionOf(options.role);
   }
 
   get role(): Role {
@@ -212,22 +241,19 @@ export class ChainNode {
     return this.isTail || this.roleValue === 'joining';
   }
   /** Forwards what it applies: heads and middles, and a tail with a replica joining behind it. */
-  private get hasJoiner(): boolean {
-    return this.joinerId !== null;
-  }
   get forwardsDownstream(): boolean {
-    return (!this.isTail && this.roleValue !== 'joining') || this.hasJoiner;
+    return (!this.isTail && this.roleValue !== 'joining') || this.joinSource !== null;
   }
   /**
    * A tail handing over to its joiner has stopped taking batches and the joiner has acknowledged
    * everything it applied: the master can now make the joiner the tail.
    */
   get handoffReady(): boolean {
-    return this.hasJoiner && this.handingOff && this.inflight.batchCount === 0 && this.inflight.forwardedSeq === this.appliedSeqValue;
+    return this.joinSource?.handingOff === true && this.inflight.batchCount === 0 && this.inflight.forwardedSeq === this.appliedSeqValue;
   }
   /** A joining replica that has loaded its snapshot and is applying the stream after it. */
   get joinCaughtUp(): boolean {
-    return this.roleValue === 'joining' && this.snapshotLoaded;
+    return this.joinTarget?.loaded === true;
   }
   get inflightBatches(): number {
     return this.inflight.batchCount;
@@ -244,23 +270,119 @@ export class ChainNode {
    * where it is (in its inbound ring) until acks free in-flight space: that is backpressure.
    */
   canAccept(length: number): boolean {
-    if (this.handingOff) return false;
+    if (this.joinSource?.handingOff === true) return false;
     return !this.forwardsDownstream || this.inflight.hasRoomFor(length);
   }
 
-  /** A write batch from upstream: from the client at the head, from the predecessor elsewhere. */
-  receiveBatch(bytes: Uint8Array): ReceiveResult {
-    if (this.forwardsDownstream && !this.inflight.canEverHold(bytes.length)) {
-      return { status: 'rejected', code: ErrorCode.outOfRange, reason: `batch of ${bytes.length} bytes exceeds the in-flight log` };
-    }
-    if (!this.canAccept(bytes.length)) return APPLIED_PLACEHOLDER;
-    const malformed = this.batchView.open(bytes);
-    if (malformed !== null) return { status: 'rejected', code: ErrorCode.malformedFrame, reason: malformed };
-    return this.isHead ? this.stepHead(this.batchView) : this.stepReplica(this.batchView);
+  /** Whether a read batch can be taken now (else it waits in its ring until replies are sent). */
+  canAcceptReads(): boolean {
+    return this.readReplies.length < READ_REPLIES_WAITING_MAX;
   }
 
-  private stepHead(batch: WriteBatchView): ReceiveResult {
-    assert(this.isHead, 'stepHead on a non-head');
+  // ---------------------------------------------------------------------------------------------
+  // The door
+
+  /** One frame from link `from`: the current role's step function decides what it means. */
+  step(from: FrameSource, bytes: Uint8Array): ReceiveResult {
+    const envelope = this.envelope;
+    const malformed = reasonIfMalformed(() => envelope.open(bytes));
+    if (malformed !== null) return rejected(ErrorCode.malformedFrame, malformed);
+    return this.stepRole(from, envelope.kind as MessageKind, bytes);
+  }
+
+  private stepFunctionOf(role: Role): StepFunction {
+    switch (role) {
+      case 'head':
+        return (from, kind, bytes) => this.stepHead(from, kind, bytes);
+      case 'middle':
+        return (from, kind, bytes) => this.stepMiddle(from, kind, bytes);
+      case 'tail':
+        return (from, kind, bytes) => this.stepTail(from, kind, bytes);
+      case 'solo':
+        return (from, kind, bytes) => this.stepSolo(from, kind, bytes);
+      case 'joining':
+        return (from, kind, bytes) => this.stepJoining(from, kind, bytes);
+    }
+  }
+
+  /** Head: client batches in, acks and Hellos from the successor. */
+  private stepHead(from: FrameSource, kind: MessageKind, bytes: Uint8Array): ReceiveResult {
+    if (from === 'upstream' && kind === MessageKind.writeBatch) return this.takeBatch(bytes, true);
+    if (from === 'downstream' && kind === MessageKind.ack) return this.takeAck(bytes);
+    if (from === 'downstream' && kind === MessageKind.hello) return this.takeHello(bytes);
+    if (from === 'client' && kind === MessageKind.readBatch) return this.refuseRead();
+    return this.unexpected(from, kind);
+  }
+
+  /** Middle: the predecessor's batches in, acks and Hellos from the successor. */
+  private stepMiddle(from: FrameSource, kind: MessageKind, bytes: Uint8Array): ReceiveResult {
+    if (from === 'upstream' && kind === MessageKind.writeBatch) return this.takeBatch(bytes, false);
+    if (from === 'downstream' && kind === MessageKind.ack) return this.takeAck(bytes);
+    if (from === 'downstream' && kind === MessageKind.hello) return this.takeHello(bytes);
+    if (from === 'client' && kind === MessageKind.readBatch) return this.refuseRead();
+    return this.unexpected(from, kind);
+  }
+
+  /** Tail: the predecessor's batches in, reads served; with a joiner, the joiner's acks. */
+  private stepTail(from: FrameSource, kind: MessageKind, bytes: Uint8Array): ReceiveResult {
+    if (from === 'upstream' && kind === MessageKind.writeBatch) return this.takeBatch(bytes, false);
+    if (from === 'client' && kind === MessageKind.readBatch) return this.serveReads(bytes);
+    if (from === 'downstream' && kind === MessageKind.ack) return this.takeAck(bytes);
+    if (from === 'downstream' && kind === MessageKind.hello) return this.takeHello(bytes);
+    return this.unexpected(from, kind);
+  }
+
+  /** Solo: client batches in, reads served; with a joiner, the joiner's acks. */
+  private stepSolo(from: FrameSource, kind: MessageKind, bytes: Uint8Array): ReceiveResult {
+    if (from === 'upstream' && kind === MessageKind.writeBatch) return this.takeBatch(bytes, true);
+    if (from === 'client' && kind === MessageKind.readBatch) return this.serveReads(bytes);
+    if (from === 'downstream' && kind === MessageKind.ack) return this.takeAck(bytes);
+    if (from === 'downstream' && kind === MessageKind.hello) return this.takeHello(bytes);
+    return this.unexpected(from, kind);
+  }
+
+  /** Joining: the tail's snapshot frames, then its batches; nothing else. */
+  private stepJoining(from: FrameSource, kind: MessageKind, bytes: Uint8Array): ReceiveResult {
+    if (from === 'upstream' && kind === MessageKind.snapshot) return this.takeSnapshot(bytes);
+    if (from === 'upstream' && kind === MessageKind.writeBatch) return this.takeBatch(bytes, false);
+    if (from === 'client' && kind === MessageKind.readBatch) return this.refuseRead();
+    if (from === 'downstream' && (kind === MessageKind.ack || kind === MessageKind.hello)) return this.refuseNotForwarding(kind);
+    return this.unexpected(from, kind);
+  }
+
+  private unexpected(from: FrameSource, kind: MessageKind): Refusal {
+    this.log(`ignoring (a frame of kind ${kind} from ${from} at a ${this.roleValue})`);
+    // Ignored rather than refused as malformed: a frame late for a role this node has left (a
+    // duplicated snapshot frame reaching a joiner that became the tail, say) looks just like this.
+    return ignored(ErrorCode.unexpectedFrame, `a ${this.roleValue} takes no frame of kind ${kind} from ${from}`);
+  }
+
+  private refuseRead(): Refusal {
+    return ignored(ErrorCode.notTail, `reads are served by the tail; this replica is ${this.roleValue}`);
+  }
+
+  private refuseNotForwarding(kind: MessageKind): Refusal {
+    this.log(`ignoring (${kind === MessageKind.ack ? 'an ack' : 'a Hello'}: this node forwards to no one)`);
+    return ignored(ErrorCode.notForwarding, `${kind === MessageKind.ack ? 'an ack' : 'a Hello'} reaches only a node that forwards`);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Batches
+
+  /** A write batch from upstream: the head orders it (`orders`), every other node continues its prefix. */
+  private takeBatch(bytes: Uint8Array, orders: boolean): ReceiveResult {
+    if (this.forwardsDownstream && !this.inflight.canEverHold(bytes.length)) {
+      return rejected(ErrorCode.outOfRange, `batch of ${bytes.length} bytes exceeds the in-flight log`);
+    }
+    if (!this.canAccept(bytes.length)) return FULL;
+    const malformed = this.batchView.open(bytes);
+    if (malformed !== null) return rejected(ErrorCode.malformedFrame, malformed);
+    return orders ? this.orderBatch(this.batchView) : this.continueBatch(this.batchView);
+  }
+
+  /** Head: give a client's batch its sequence numbers, once per client sequence (exactly-once). */
+  private orderBatch(batch: WriteBatchView): ReceiveResult {
+    assert(this.isHead, 'orderBatch on a non-head');
     const highWater = this.clientHighWater.get(batch.clientId) ?? 0;
     const lastClientSeq = batch.firstClientSeq + batch.count - 1;
     if (lastClientSeq <= highWater) {
@@ -269,29 +391,25 @@ export class ChainNode {
       return DUPLICATE;
     }
     if (batch.firstClientSeq !== highWater + 1) {
-      return {
-        status: 'rejected',
-        code: ErrorCode.sequenceGap,
-        reason: `client ${batch.clientId} batch starts at ${batch.firstClientSeq}, expected ${highWater + 1}`,
-      };
+      return rejected(ErrorCode.sequenceGap, `client ${batch.clientId} batch starts at ${batch.firstClientSeq}, expected ${highWater + 1}`);
     }
     batch.stamp(this.epochValue, this.appliedSeqValue + 1);
     return this.applyAndRecord(batch);
   }
 
-  /** Middle and tail: apply a batch that continues the prefix (I1, I3). */
-  private stepReplica(batch: WriteBatchView): ReceiveResult {
-    assert(!this.isHead, 'stepReplica on the head');
+  /** Middle, tail and joiner: apply a batch that continues the prefix (I1, I3). */
+  private continueBatch(batch: WriteBatchView): ReceiveResult {
+    assert(!this.isHead, 'continueBatch on the head');
     // A joining replica hears only from the tail it copies, in order, and takes whatever epoch its
     // batches were stamped in (that tail applied them in their epoch); everyone else takes batches
-    // of its own epoch only. Its first frame is a snapshot frame: a batch before it is not its own.
-    if (this.roleValue === 'joining' && !this.snapshotStarted) {
+    // of its own epoch only. A joiner's first frame is a snapshot frame: a batch before it is not its own.
+    if (this.joinTarget !== null && !this.joinTarget.started) {
       this.log('ignoring (a batch before the first snapshot frame)');
-      return { status: 'ignored', code: ErrorCode.protocolViolation, reason: 'a joining replica takes batches only after its first snapshot frame' };
+      return ignored(ErrorCode.protocolViolation, 'a joining replica takes batches only after its first snapshot frame');
     }
     if (batch.epoch !== this.epochValue && this.roleValue !== 'joining') {
       this.log(`ignoring (stale epoch ${batch.epoch}, node is at ${this.epochValue})`);
-      return { status: 'ignored', code: ErrorCode.staleEpoch, reason: `batch epoch ${batch.epoch} != ${this.epochValue}` };
+      return ignored(ErrorCode.staleEpoch, `batch epoch ${batch.epoch} != ${this.epochValue}`);
     }
     const lastSeq = batch.firstSeq + batch.count - 1;
     if (lastSeq <= this.appliedSeqValue) {
@@ -300,11 +418,7 @@ export class ChainNode {
       return DUPLICATE;
     }
     if (batch.firstSeq !== this.appliedSeqValue + 1) {
-      return {
-        status: 'rejected',
-        code: ErrorCode.sequenceGap,
-        reason: `batch starts at ${batch.firstSeq}, node has applied through ${this.appliedSeqValue}`,
-      };
+      return rejected(ErrorCode.sequenceGap, `batch starts at ${batch.firstSeq}, node has applied through ${this.appliedSeqValue}`);
     }
     return this.applyAndRecord(batch);
   }
@@ -348,20 +462,17 @@ export class ChainNode {
     }
   }
 
-  /** A cumulative ack from the successor: everything through committedSeq is at the tail. */
-  receiveAck(bytes: Uint8Array): ReceiveResult {
-    const malformed = this.ackView.open(bytes);
-    if (malformed !== null) return { status: 'rejected', code: ErrorCode.malformedFrame, reason: malformed };
-    return this.receiveAckFields(this.ackView);
-  }
+  // ---------------------------------------------------------------------------------------------
+  // Acks and Hellos from downstream
 
-  receiveAckFields(ack: AckFields): ReceiveResult {
-    if (!this.forwardsDownstream) {
-      // A late ack from a successor this node no longer has (it became the tail meanwhile): stale.
-      this.log(`ignoring (ack ${ack.committedSeq} of epoch ${ack.epoch}: this node forwards to no one)`);
-      return { status: 'ignored', code: ErrorCode.staleEpoch, reason: 'an ack reaches only a node that forwards' };
-    }
-    if (this.hasJoiner) {
+  /** A cumulative ack from the successor (or the joiner): everything through committedSeq is at the tail. */
+  private takeAck(bytes: Uint8Array): ReceiveResult {
+    const malformed = this.ackView.open(bytes);
+    if (malformed !== null) return rejected(ErrorCode.malformedFrame, malformed);
+    const ack = this.ackView;
+    // A late ack from a successor this node no longer has (it became the tail meanwhile).
+    if (!this.forwardsDownstream) return this.refuseNotForwarding(MessageKind.ack);
+    if (this.joinSource !== null) {
       // From the joiner, whatever the epoch each of us is at: it only ever hears from this tail,
       // and its cumulative ack only trims what this tail keeps for it (all of it committed here).
       if (ack.committedSeq > this.inflight.forwardedSeq || ack.committedSeq < this.inflight.firstSeq - 1) return DUPLICATE;
@@ -370,14 +481,14 @@ export class ChainNode {
     }
     if (ack.epoch !== this.epochValue) {
       this.log(`ignoring (stale epoch ${ack.epoch} ack, node is at ${this.epochValue})`);
-      return { status: 'ignored', code: ErrorCode.staleEpoch, reason: `ack epoch ${ack.epoch} != ${this.epochValue}` };
+      return ignored(ErrorCode.staleEpoch, `ack epoch ${ack.epoch} != ${this.epochValue}`);
     }
     if (ack.committedSeq <= this.committedSeqValue) return DUPLICATE;
     // I1: the successor's applied writes are a prefix of ours, and we forwarded them. A correct
     // successor never acks more; one that does is refused (the master decides about it).
     if (ack.committedSeq > this.inflight.forwardedSeq) {
       this.log(`ignoring (ack ${ack.committedSeq} beyond forwarded ${this.inflight.forwardedSeq})`);
-      return { status: 'rejected', code: ErrorCode.protocolViolation, reason: `ack ${ack.committedSeq} beyond forwarded ${this.inflight.forwardedSeq}` };
+      return rejected(ErrorCode.protocolViolation, `ack ${ack.committedSeq} beyond forwarded ${this.inflight.forwardedSeq}`);
     }
     this.inflight.trimThrough(ack.committedSeq);
     this.committedSeqValue = ack.committedSeq;
@@ -385,179 +496,56 @@ export class ChainNode {
     return { status: 'applied', firstSeq: ack.committedSeq, count: 0 };
   }
 
-  /**
-   * The master installed a new configuration in which this node keeps a place, with `role`. What
-   * changes (van Renesse & Schneider, section 3):
-   * - a node that becomes the tail (its successor failed) commits everything it has applied and
-   *   acknowledges it to the clients and upstream;
-   * - a node with a successor stops forwarding until that successor's Hello says how far it got,
-   *   then resends the rest from its in-flight list (the middle-failure repair);
-   * - every node but the head sends its predecessor a Hello, and the tail re-acknowledges in the
-   *   new epoch, because messages of the old epoch are dropped from now on.
-   * Batches still in the in-flight list are re-stamped with the new epoch before they are resent.
-   */
-  reconfigure(epoch: number, role: Role, options: { joiner?: number | null } = {}): void {
-    assert(epoch > this.epochValue, `reconfigure: epoch ${epoch} does not move past ${this.epochValue}`);
-    if (role === 'joining') {
-      // Still joining, in a newer configuration: only the epoch moves; re-acknowledge in it.
-      assert(this.roleValue === 'joining', 'reconfigure: a replica becomes joining only when it is created');
-      this.epochValue = epoch;
-      this.ackPending = this.snapshotStarted;
-      return;
-    }
-    const forwardedBefore = this.forwardsDownstream;
-    const previousJoiner = this.joinerId;
-    this.epochValue = epoch;
-    this.roleValue = role;
-    this.joinerId = this.isTail ? (options.joiner ?? null) : null;
-    // The same join carries on across epochs (say, the head failed meanwhile); anything else ends it.
-    const sameJoin = this.joinerId !== null && this.joinerId === previousJoiner;
-    if (!sameJoin) {
-      this.handingOff = false;
-      this.snapshotWriter?.close();
-      this.snapshotWriter = null;
-      this.snapshotFrame = null;
-    }
-    if (this.isTail) {
-      if (forwardedBefore && !sameJoin) {
-        // No successor any more (it failed), or the joiner went away: everything applied here is
-        // committed now (I2 by definition), and nothing is left to forward.
-        this.inflight.markForwardedThrough(this.inflight.lastSeq);
-        this.inflight.trimThrough(this.inflight.lastSeq);
-      }
-      if (this.joinerId !== null && !sameJoin) {
-        // A replica joins behind this tail: it starts from a snapshot of everything applied so far,
-        // then takes every later batch from the in-flight list. The snapshot is cut a frame at a
-        // time from a fuzzy scan, so this tail goes on applying writes while it is sent.
-        this.inflight.resetAfter(this.appliedSeqValue);
-        this.snapshotWriter = new SnapshotWriter(
-          {
-            store: this.store,
-            epoch,
-            appliedSeq: this.appliedSeqValue,
-            clientHighWater: new Map(this.clientHighWater),
-          },
-          this.snapshotFrameBytesMax,
-        );
-        this.snapshotFrame = null;
-        this.snapshotTurn = true;
-      }
-      this.committedSeqValue = this.appliedSeqValue;
-      for (const [clientId, clientSeq] of this.clientHighWater) {
-        this.committedClientHighWater.set(clientId, clientSeq);
-        this.clientsToAck.add(clientId);
-      }
-      this.ackPending = true;
-      this.awaitingSuccessorHello = false;
-    } else {
-      this.awaitingSuccessorHello = true;
-      this.restampInflight();
-    }
-    this.helloPending = !this.isHead;
-    assert(this.committedSeqValue <= this.appliedSeqValue, 'committed never exceeds applied');
-    // A Hello that overtook our own reconfiguration: apply it now if it is for this epoch, keep it if
-    // it is for a later one (we may be passing through several epochs), drop it if it is older.
-    const early = this.helloFromNextEpoch;
-    if (early !== null && early.epoch <= epoch) {
-      this.helloFromNextEpoch = null;
-      if (early.epoch === epoch && this.forwardsDownstream && !this.hasJoiner) this.receiveHelloFields(early);
-    }
-  }
-
-  /**
-   * A joining replica's starting state, in frames from the tail it joins behind, with the batches
-   * that tail applied meanwhile in between them (see SnapshotWriter). The first frame says from
-   * which seq on batches follow; each frame holds entries as they were when it was cut, after every
-   * batch before it on the link, so applying both in link order converges on the tail's state.
-   */
-  receiveSnapshot(bytes: Uint8Array): ReceiveResult {
-    const view = this.snapshotView;
-    const malformed = view.open(bytes);
-    if (malformed !== null) return { status: 'rejected', code: ErrorCode.malformedFrame, reason: malformed };
-    if (this.roleValue !== 'joining' || this.snapshotLoaded) {
-      return { status: 'ignored', code: ErrorCode.staleEpoch, reason: 'a snapshot reaches only a replica that is joining' };
-    }
-    if (!this.snapshotStarted) {
-      assert(this.appliedSeqValue === 0, 'a joining replica starts empty');
-      this.snapshotStarted = true;
-      this.snapshotStartSeq = view.appliedSeq;
-      this.appliedSeqValue = view.appliedSeq;
-      this.committedSeqValue = view.appliedSeq;
-      this.ackPending = true;
-    } else if (view.appliedSeq !== this.snapshotStartSeq) {
-      return { status: 'rejected', code: ErrorCode.sequenceGap, reason: `snapshot frame from seq ${view.appliedSeq}, this snapshot started at ${this.snapshotStartSeq}` };
-    }
-    view.applyTo(this.store, this.clientHighWater);
-    if (view.last) this.snapshotLoaded = true;
-    return { status: 'applied', firstSeq: view.appliedSeq, count: view.count };
-  }
-
-  private restampInflight(): void {
-    const view = this.batchView;
-    for (let index = 0; index < this.inflight.batchCount; index++) {
-      const bytes = this.inflight.batchAt(index);
-      assert(view.open(bytes) === null, 'a logged batch is well-formed');
-      view.restampEpoch(this.epochValue);
-    }
-  }
-
   /** The successor's Hello after a reconfiguration: resend everything after its applied seq. */
-  receiveHello(bytes: Uint8Array): ReceiveResult {
+  private takeHello(bytes: Uint8Array): ReceiveResult {
     const malformed = this.helloView.open(bytes);
-    if (malformed !== null) return { status: 'rejected', code: ErrorCode.malformedFrame, reason: malformed };
-    return this.receiveHelloFields(this.helloView);
+    if (malformed !== null) return rejected(ErrorCode.malformedFrame, malformed);
+    return this.takeHelloFields(this.helloView);
   }
 
-  receiveHelloFields(hello: HelloFields): ReceiveResult {
+  private takeHelloFields(hello: HelloFields): ReceiveResult {
     if (hello.epoch > this.epochValue) {
       // The successor heard of the new configuration before we did: keep it for when we do (the
       // newest one wins; older epochs' Hellos are moot once a newer one has been sent).
       if (this.helloFromNextEpoch === null || hello.epoch >= this.helloFromNextEpoch.epoch) {
         this.helloFromNextEpoch = { epoch: hello.epoch, replicaId: hello.replicaId, appliedSeq: hello.appliedSeq };
       }
-      return { status: 'ignored', code: ErrorCode.staleEpoch, reason: `hello from epoch ${hello.epoch}, kept for later` };
+      return ignored(ErrorCode.staleEpoch, `hello from epoch ${hello.epoch}, kept for later`);
     }
     if (hello.epoch !== this.epochValue) {
       this.log(`ignoring (stale epoch ${hello.epoch} hello, node is at ${this.epochValue})`);
-      return { status: 'ignored', code: ErrorCode.staleEpoch, reason: `hello epoch ${hello.epoch} != ${this.epochValue}` };
+      return ignored(ErrorCode.staleEpoch, `hello epoch ${hello.epoch} != ${this.epochValue}`);
     }
-    if (!this.forwardsDownstream || this.hasJoiner) {
-      // Only a node with a successor that was just (re)configured hears a Hello: the tail and a
-      // joiner have no successor, and a tail's joiner sends none (it acknowledges from its snapshot on).
-      this.log(`ignoring (hello from replica ${hello.replicaId}: no successor of this node sends one)`);
-      return { status: 'ignored', code: ErrorCode.protocolViolation, reason: 'a Hello reaches only a node with a successor' };
-    }
+    // Only a node with a successor that was just (re)configured hears a Hello: a tail has no
+    // successor, and a tail's joiner sends none (it acknowledges from its snapshot on).
+    if (!this.forwardsDownstream || this.joinSource !== null) return this.refuseNotForwarding(MessageKind.hello);
     // I1: the successor's applied writes are a prefix of ours, and it has everything the tail has,
     // so everything after its applied seq is still in our in-flight list. A Hello claiming more is
     // not from a correct successor: refused.
     if (hello.appliedSeq > this.appliedSeqValue) {
       this.log(`ignoring (a Hello claiming seq ${hello.appliedSeq}, beyond ${this.appliedSeqValue})`);
-      return { status: 'rejected', code: ErrorCode.protocolViolation, reason: `I1: successor claims seq ${hello.appliedSeq}, beyond ${this.appliedSeqValue}` };
+      return rejected(ErrorCode.protocolViolation, `I1: successor claims seq ${hello.appliedSeq}, beyond ${this.appliedSeqValue}`);
     }
     if (hello.appliedSeq < this.inflight.firstSeq - 1) {
-      return {
-        status: 'rejected',
-        code: ErrorCode.sequenceGap,
-        reason: `successor applied through ${hello.appliedSeq}, but the in-flight list starts at ${this.inflight.firstSeq}`,
-      };
+      return rejected(ErrorCode.sequenceGap, `successor applied through ${hello.appliedSeq}, but the in-flight list starts at ${this.inflight.firstSeq}`);
     }
     // Batches are applied whole: a successor stops between two of them, never inside one.
     if (!this.inflight.isBatchBoundary(hello.appliedSeq)) {
       this.log(`ignoring (a Hello claiming seq ${hello.appliedSeq}, inside a batch)`);
-      return { status: 'rejected', code: ErrorCode.protocolViolation, reason: `successor claims seq ${hello.appliedSeq}, inside a logged batch` };
+      return rejected(ErrorCode.protocolViolation, `successor claims seq ${hello.appliedSeq}, inside a logged batch`);
     }
     this.inflight.rewindForwardingTo(hello.appliedSeq);
     this.awaitingSuccessorHello = false;
     return { status: 'applied', firstSeq: hello.appliedSeq, count: 0 };
   }
 
-  /** A read batch (tail only): answered from the store, which holds every committed write. */
-  receiveReads(bytes: Uint8Array): ReceiveResult {
+  // ---------------------------------------------------------------------------------------------
+  // Reads and snapshots
+
+  /** A read batch (tail): answered from the store, which holds every committed write. */
+  private serveReads(bytes: Uint8Array): ReceiveResult {
     const malformed = this.readView.open(bytes);
-    if (malformed !== null) return { status: 'rejected', code: ErrorCode.malformedFrame, reason: malformed };
-    if (!this.isTail) {
-      return { status: 'ignored', code: ErrorCode.staleEpoch, reason: 'reads are served by the tail' };
-    }
+    if (malformed !== null) return rejected(ErrorCode.malformedFrame, malformed);
     const reads = this.readView;
     const encoder = this.replyEncoder;
     const store = this.store;
@@ -577,27 +565,132 @@ export class ChainNode {
     return { status: 'applied', firstSeq: reads.firstRequestId, count: reads.count };
   }
 
+  /** A joiner's snapshot frame (see ./join-target.ts): the first one sets where batches continue. */
+  private takeSnapshot(bytes: Uint8Array): ReceiveResult {
+    const target = this.joinTarget;
+    assert(target !== null, 'takeSnapshot: a joining node has a join target');
+    const result = target.take(bytes, this.store, this.clientHighWater);
+    if (result.status !== 'first' && result.status !== 'applied') return result;
+    if (result.status === 'first') {
+      assert(this.appliedSeqValue === 0, 'a joining replica starts empty');
+      this.appliedSeqValue = result.appliedSeq;
+      this.committedSeqValue = result.appliedSeq;
+      this.ackPending = true;
+    }
+    return { status: 'applied', firstSeq: result.appliedSeq, count: result.count };
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Configuration
+
+  /**
+   * The master installed a new configuration in which this node keeps a place, with `role`. What
+   * changes (van Renesse & Schneider, section 3):
+   * - a node that becomes the tail (its successor failed) commits everything it has applied and
+   *   acknowledges it to the clients and upstream;
+   * - a node with a successor stops forwarding until that successor's Hello says how far it got,
+   *   then resends the rest from its in-flight list (the middle-failure repair);
+   * - every node but the head sends its predecessor a Hello, and the tail re-acknowledges in the
+   *   new epoch, because messages of the old epoch are dropped from now on.
+   * Batches still in the in-flight list are re-stamped with the new epoch before they are resent.
+   */
+  reconfigure(epoch: number, role: Role, options: { joiner?: number | null } = {}): void {
+    assert(epoch > this.epochValue, `reconfigure: epoch ${epoch} does not move past ${this.epochValue}`);
+    if (role === 'joining') {
+      // Still joining, in a newer configuration: only the epoch moves; re-acknowledge in it.
+      assert(this.roleValue === 'joining', 'reconfigure: a replica becomes joining only when it is created');
+      this.epochValue = epoch;
+      this.ackPending = this.joinTarget!.started;
+      return;
+    }
+    const forwardedBefore = this.forwardsDownstream;
+    this.epochValue = epoch;
+    this.roleValue = role;
+    this.stepRole = this.stepFunctionOf(role);
+    this.joinTarget = null;
+    // The same join carries on across epochs (say, the head failed meanwhile); anything else ends it.
+    const joiner = this.isTail ? (options.joiner ?? null) : null;
+    const sameJoin = joiner !== null && this.joinSource?.joinerId === joiner;
+    if (!sameJoin) {
+      this.joinSource?.close();
+      this.joinSource = null;
+    }
+    if (this.isTail) {
+      this.becomeTail(forwardedBefore && !sameJoin);
+      if (joiner !== null && !sameJoin) this.startJoin(joiner);
+    } else {
+      this.awaitingSuccessorHello = true;
+      this.restampInflight();
+    }
+    this.helloPending = !this.isHead;
+    assert(this.committedSeqValue <= this.appliedSeqValue, 'committed never exceeds applied');
+    // A Hello that overtook our own reconfiguration: apply it now if it is for this epoch, keep it if
+    // it is for a later one (we may be passing through several epochs), drop it if it is older.
+    const early = this.helloFromNextEpoch;
+    if (early !== null && early.epoch <= epoch) {
+      this.helloFromNextEpoch = null;
+      if (early.epoch === epoch && this.forwardsDownstream && this.joinSource === null) this.takeHelloFields(early);
+    }
+  }
+
+  /**
+   * This node is the tail (or solo) of the new configuration. If it had a successor (it failed) or
+   * a joiner (it went away), everything applied here is committed now (I2 by definition), and
+   * nothing is left to forward.
+   */
+  private becomeTail(successorGone: boolean): void {
+    if (successorGone) {
+      this.inflight.markForwardedThrough(this.inflight.lastSeq);
+      this.inflight.trimThrough(this.inflight.lastSeq);
+    }
+    this.committedSeqValue = this.appliedSeqValue;
+    for (const [clientId, clientSeq] of this.clientHighWater) {
+      this.committedClientHighWater.set(clientId, clientSeq);
+      this.clientsToAck.add(clientId);
+    }
+    this.ackPending = true;
+    this.awaitingSuccessorHello = false;
+  }
+
+  /**
+   * A replica joins behind this tail: it starts from a snapshot of everything applied so far, then
+   * takes every later batch from the in-flight list. The snapshot is cut a frame at a time from a
+   * fuzzy scan, so this tail goes on applying writes while it is sent.
+   */
+  private startJoin(joiner: number): void {
+    this.inflight.resetAfter(this.appliedSeqValue);
+    const source = { store: this.store, epoch: this.epochValue, appliedSeq: this.appliedSeqValue, clientHighWater: new Map(this.clientHighWater) };
+    this.joinSource = new JoinSource(joiner, source, this.snapshotFrameBytesMax);
+  }
+
+  private restampInflight(): void {
+    const view = this.batchView;
+    for (let index = 0; index < this.inflight.batchCount; index++) {
+      const bytes = this.inflight.batchAt(index);
+      assert(view.open(bytes) === null, 'a logged batch is well-formed');
+      view.restampEpoch(this.epochValue);
+    }
+  }
+
   /**
    * The master is about to make this tail's joiner the tail: stop taking batches, so the joiner can
    * acknowledge everything applied here (handoffReady) before roles change. Reads and client acks
    * go on meanwhile; a write waits at most until the handoff completes.
    */
   beginHandoff(): void {
-    assert(this.hasJoiner, 'beginHandoff: no replica is joining behind this one');
-    this.handingOff = true;
+    assert(this.joinSource !== null, 'beginHandoff: no replica is joining behind this one');
+    this.joinSource.handingOff = true;
   }
 
-  /** Whether a read batch can be taken now (else it waits in its ring until replies are sent). */
-  canAcceptReads(): boolean {
-    return this.readReplies.length < READ_REPLIES_WAITING_MAX;
-  }
+  // ---------------------------------------------------------------------------------------------
+  // Ready and advance
 
   /** Whether ready() has anything for the runtime. */
   hasReady(): boolean {
     return (
       this.ackPending ||
       this.helloPending ||
-      this.snapshotWriter !== null ||
+      this.joinSource?.sending === true ||
       this.readReplies.length > 0 ||
       (this.forwardsDownstream && !this.awaitingSuccessorHello && this.inflight.pendingCount > 0)
     );
@@ -606,12 +699,8 @@ export class ChainNode {
   ready(): Ready {
     const forward: Uint8Array[] = [];
     const forwardSeqs: number[] = [];
-    // Nothing passes a frame, so every batch applied after a frame's cut reaches the joiner after
-    // it (SnapshotWriter says why that is enough). Frames and batches take turns, so the joiner
-    // keeps applying batches, which lets this tail trim them, and the transfer keeps moving.
-    const writer = this.snapshotWriter;
-    if (writer !== null && this.snapshotFrame === null && this.snapshotTurn) this.snapshotFrame = writer.next();
-    const snapshot = this.snapshotFrame;
+    // A joiner's snapshot frame goes before any batch (see JoinSource.sent for why).
+    const snapshot = this.joinSource?.frameToSend() ?? null;
     if (this.forwardsDownstream && !this.awaitingSuccessorHello && snapshot === null) {
       const log = this.inflight;
       for (let index = log.firstPendingIndex(); index < log.batchCount; index++) {
@@ -643,13 +732,7 @@ export class ChainNode {
     assert(report.forwarded >= 0 && report.forwarded <= ready.forward.length, 'advance: forwarded out of range');
     if (report.forwarded > 0) this.inflight.markForwardedThrough(ready.forwardSeqs[report.forwarded - 1]!);
     assert(report.repliesSent >= 0 && report.repliesSent <= ready.readReplies.length, 'advance: repliesSent out of range');
-    if (ready.snapshot !== null && ready.snapshot === this.snapshotFrame && (report.snapshotSent ?? true)) {
-      this.snapshotFrame = null;
-      this.snapshotTurn = false;
-      if (this.snapshotWriter!.done) this.snapshotWriter = null;
-    } else if (report.forwarded === ready.forward.length) {
-      this.snapshotTurn = true;
-    }
+    this.joinSource?.sent(ready.snapshot, report.snapshotSent ?? true, report.forwarded === ready.forward.length);
     if (report.acksSent && ready.helloUpstream !== null) this.helloPending = false;
     if (report.acksSent && (ready.ackUpstream !== null || ready.clientAcks.length > 0)) {
       this.ackPending = false;

@@ -9,7 +9,7 @@
  * - head fails: its successor becomes head;
  * - tail fails: its predecessor becomes tail;
  * - middle fails: its predecessor and successor become neighbours (the predecessor then resends
- *   what the successor lacks, see ChainNode.receiveHello);
+ *   what the successor lacks: the successor's Hello, see ChainNode.step);
  * - join: the new replica is appended as the tail once it has caught up from the old tail;
  * - replace = join a new replica, then remove the old one.
  */

@@ -15,7 +15,7 @@
  * already known and being fixed elsewhere are counted apart (see ./known-findings.ts).
  */
 import { AssertionError } from '../../native-free-core/assert.js';
-import { ChainNode, type ReceiveResult, type Role } from '../../native-free-core/chain/node.js';
+import { ChainNode, type FrameSource, type ReceiveResult, type Role } from '../../native-free-core/chain/node.js';
 import { snapshotFrameBytesFor, SnapshotView } from '../../native-free-core/chain/snapshot.js';
 import { Store } from '../../native-free-core/store.js';
 import { decodeClusterView } from '../../native-free-core/wire/cluster-view.js';
@@ -57,8 +57,13 @@ export const FRAME_BYTES_LIMIT = 64 * 1024;
 
 export const ROLES = ['head', 'middle', 'tail', 'tailWithJoiner', 'joiner'] as const;
 export type HarnessRole = (typeof ROLES)[number];
-const DOORS = ['receiveBatch', 'receiveAck', 'receiveHello', 'receiveReads', 'receiveSnapshot'] as const;
-const DOOR = { receiveBatch: 0, receiveAck: 1, receiveHello: 2, receiveReads: 3, receiveSnapshot: 4 } as const;
+/**
+ * What a frame is offered as: a frame kind on the link a node takes it from (ChainNode.step). The
+ * node decides from the frame itself; the door names say what the harness offered, for the counts.
+ */
+const DOORS = ['upstream:batch', 'downstream:ack', 'downstream:hello', 'client:reads', 'upstream:snapshot'] as const;
+const DOOR = { batch: 0, ack: 1, hello: 2, reads: 3, snapshot: 4 } as const;
+const DOOR_LINKS: readonly FrameSource[] = ['upstream', 'downstream', 'downstream', 'client', 'upstream'];
 /** `role.door`, the name a finding gives the reader that threw. */
 const DOOR_READERS = ROLES.map((role) => DOORS.map((door) => `${role}.${door}`));
 const STATUSES: ReadonlyArray<ReceiveResult['status']> = ['applied', 'duplicate', 'full', 'ignored', 'rejected'];
@@ -281,7 +286,7 @@ class FrameFuzzer {
       const frame = encoder.finish().slice();
       this.batchView.open(frame);
       this.batchView.stamp(1, 1);
-      tail.receiveBatch(frame);
+      tail.step('upstream', frame);
       tail.reconfigure(2, 'tail', { joiner: JOINER_ID });
       this.nodes.tailWithJoiner = tail;
       this.nodes.joiner = makeNode(JOINER_ID, 2, 'joining');
@@ -339,24 +344,23 @@ class FrameFuzzer {
   }
 
   /**
-   * The frame as it would reach the node on each of its inbound rings, routed as
-   * workers/replica.ts routes them (by `kind`, what frameKind said): on the batch ring a joiner
-   * takes Snapshot frames to receiveSnapshot and the rest to receiveBatch; on the ack ring Hello
-   * frames go to receiveHello and the rest to receiveAck; the read ring goes to receiveReads.
+   * The frame as it would reach the node on each of its inbound links (ChainNode.step), whatever
+   * its kind: the upstream link (batches, snapshot frames), the downstream link (acks, Hellos) and
+   * the client link (reads); the door it is counted under says which kind it claims to be.
    * A node that throws is a finding (or a known one), and is replaced, as its replica would stop.
    */
   private offerToNode(role: HarnessRole, roleIndex: number, bytes: Uint8Array, kind: MessageKind | string): void {
     const node = this.nodes[role];
     try {
-      if (role === 'joiner' && kind === MessageKind.snapshot) {
-        const result = this.door(node, roleIndex, DOOR.receiveSnapshot, bytes);
-        if (result.status === 'applied') this.joinerStartSeq ??= result.firstSeq;
+      if (kind === MessageKind.snapshot) {
+        const result = this.door(node, roleIndex, DOOR.snapshot, bytes);
+        if (role === 'joiner' && result.status === 'applied') this.joinerStartSeq ??= result.firstSeq;
       } else {
         // The head stamps a batch in place, in the ring slot it owns: here, in a copy of its own.
-        this.door(node, roleIndex, DOOR.receiveBatch, role === 'head' ? bytes.slice() : bytes);
+        this.door(node, roleIndex, DOOR.batch, role === 'head' ? bytes.slice() : bytes);
       }
-      this.door(node, roleIndex, kind === MessageKind.hello ? DOOR.receiveHello : DOOR.receiveAck, bytes);
-      this.door(node, roleIndex, DOOR.receiveReads, bytes);
+      this.door(node, roleIndex, kind === MessageKind.hello ? DOOR.hello : DOOR.ack, bytes);
+      this.door(node, roleIndex, DOOR.reads, bytes);
     } catch (error) {
       if (!this.caught(error)) this.renew(role);
     }
@@ -364,7 +368,7 @@ class FrameFuzzer {
 
   private door(node: ChainNode, roleIndex: number, doorIndex: number, bytes: Uint8Array): ReceiveResult {
     this.reader = DOOR_READERS[roleIndex]![doorIndex]!;
-    const result = node[DOORS[doorIndex]!](bytes);
+    const result = node.step(DOOR_LINKS[doorIndex]!, bytes);
     this.countDoor(roleIndex, doorIndex, result);
     this.checkNode(node);
     return result;
@@ -412,8 +416,8 @@ class FrameFuzzer {
       if (ready.ackUpstream !== null) {
         const ack = this.ackRoundTrip(ready.ackUpstream);
         if (role === 'joiner') {
-          this.reader = 'tailWithJoiner.receiveAck from its joiner';
-          this.nodes.tailWithJoiner.receiveAck(ack);
+          this.reader = 'tailWithJoiner.downstream:ack from its joiner';
+          this.nodes.tailWithJoiner.step('downstream', ack);
         }
       }
       for (const ack of ready.clientAcks) this.ackRoundTrip(ack);
@@ -424,8 +428,8 @@ class FrameFuzzer {
       // forwarding below what was sent before, and nothing beyond what was forwarded is acked).
       const sentSeq = ready.forwardSeqs.at(-1);
       if ((role === 'head' || role === 'middle') && sentSeq !== undefined && this.random.chance(SUCCESSOR_ACK_PROBABILITY)) {
-        this.reader = `${role}.receiveAck from its successor`;
-        const result = node.receiveAck(this.ackEncoder.encode({ epoch: node.epoch, committedSeq: sentSeq, clientId: 0, committedClientSeq: 0 }));
+        this.reader = `${role}.downstream:ack from its successor`;
+        const result = node.step('downstream', this.ackEncoder.encode({ epoch: node.epoch, committedSeq: sentSeq, clientId: 0, committedClientSeq: 0 }));
         if (result.status !== 'applied' && result.status !== 'duplicate') fail(`a valid ack came back ${JSON.stringify(result)}`);
       }
       this.checkNode(node);
@@ -438,11 +442,11 @@ class FrameFuzzer {
     if (reason !== null) fail(`${what} does not open: ${reason}`);
   }
 
-  /** What the tail sends its joiner goes in as replica.ts routes it: snapshots to receiveSnapshot. */
+  /** What the tail sends its joiner goes in on its upstream link, as in workers/replica.ts. */
   private deliverToJoiner(frame: Uint8Array, snapshot: boolean): void {
     const joiner = this.nodes.joiner;
-    this.reader = snapshot ? 'joiner.receiveSnapshot from its tail' : 'joiner.receiveBatch from its tail';
-    const result = snapshot ? joiner.receiveSnapshot(frame) : joiner.receiveBatch(frame);
+    this.reader = snapshot ? 'joiner.upstream:snapshot from its tail' : 'joiner.upstream:batch from its tail';
+    const result = joiner.step('upstream', frame);
     if (snapshot && result.status === 'applied') this.joinerStartSeq ??= result.firstSeq;
     this.reader = 'tailWithJoiner.ready output';
   }

@@ -82,7 +82,7 @@ export class ChainHarness {
       const batches = this.batchQueues[index]!;
       if (batches.length > 0) {
         candidates.push(() => {
-          const result = node.receiveBatch(batches[0]!);
+          const result = node.step('upstream', batches[0]!);
           if (result.status === 'full') {
             this.fullRefusals++;
             return false;
@@ -99,7 +99,7 @@ export class ChainHarness {
       const acks = this.ackQueues[index]!;
       if (acks.length > 0) {
         candidates.push(() => {
-          const result = node.receiveAck(acks.shift()!);
+          const result = node.step('downstream', acks.shift()!);
           if (result.status === 'rejected' || result.status === 'ignored') throw new Error(`ack refused: ${result.reason}`);
           return true;
         });

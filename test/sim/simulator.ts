@@ -263,7 +263,7 @@ export function simulate(options: SimulationOptions): SimulationResult {
         if (!node.canAccept(message.bytes.length)) return false; // Held: the link keeps it, in order.
         if (peekView.open(message.bytes) !== null) fail(`replica ${replica.id} got a malformed batch`);
         const writeId = `${peekView.clientId}:${peekView.firstClientSeq}`;
-        const result = node.receiveBatch(message.bytes);
+        const result = node.step('upstream', message.bytes);
         if (result.status === 'rejected') note(`replica ${replica.id} rejected a batch: ${result.reason}`);
         if (result.status === 'applied') {
           // Exactly-once: no replica ever applies the same client write twice.
@@ -274,12 +274,12 @@ export function simulate(options: SimulationOptions): SimulationResult {
         break;
       }
       case 'ack': {
-        const result = node.receiveAck(message.bytes);
+        const result = node.step('downstream', message.bytes);
         if (result.status === 'rejected') fail(`replica ${replica.id} rejected an ack: ${result.reason}`);
         break;
       }
       case 'snapshot': {
-        const result = node.receiveSnapshot(message.bytes);
+        const result = node.step('upstream', message.bytes);
         if (result.status === 'rejected') fail(`replica ${replica.id} rejected a snapshot: ${result.reason}`);
         break;
       }
@@ -290,12 +290,12 @@ export function simulate(options: SimulationOptions): SimulationResult {
         }
         break;
       case 'hello': {
-        const result = node.receiveHello(message.bytes);
+        const result = node.step('downstream', message.bytes);
         if (result.status === 'rejected') fail(`replica ${replica.id} rejected a hello: ${result.reason}`);
         break;
       }
       case 'read':
-        node.receiveReads(message.bytes);
+        node.step('client', message.bytes);
         break;
       case 'configuration': {
         const configuration = message.configuration;
