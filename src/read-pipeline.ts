@@ -13,6 +13,7 @@ import type { RecordSink, Wakeable } from './record-sink.js';
 import { FutureRing } from './futures.js';
 import type { ResolvedOptions } from './options.js';
 import type { KeyInput } from './write-pipeline.js';
+import { systemClock, type Clock } from './runtime/clock.js';
 
 /** A value read from the chain, with the sequence number of the write that produced it. */
 export interface VersionedValue {
@@ -42,6 +43,7 @@ export class ReadPipeline {
     private ring: RecordSink,
     private tailDoorbell: Wakeable,
     private readonly epoch: () => number,
+    private readonly clock: Clock = systemClock,
   ) {
     this.futures = new FutureRing(options.pendingReadsMax);
     this.encoder = new ReadBatchEncoder({ readsMax: options.readBatchReadsMax, keyBytesMax: options.keyBytesMax });
@@ -82,7 +84,7 @@ export class ReadPipeline {
     if (this.encoder.count === this.encoder.readsMax) this.seal();
     else if (!this.flushScheduled) {
       this.flushScheduled = true;
-      setImmediate(this.flushTimer);
+      this.clock.soon(this.flushTimer);
     }
     return promise;
   }

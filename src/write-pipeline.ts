@@ -14,6 +14,7 @@ import type { SpscRing } from '../native-free-core/ring.js';
 import type { RecordSink, Wakeable } from './record-sink.js';
 import { AckView, frameKind, MessageKind, Op, WriteBatchEncoder } from '../native-free-core/wire/codec.js';
 import { FutureRing } from './futures.js';
+import { systemClock, type Clock } from './runtime/clock.js';
 import type { ResolvedOptions } from './options.js';
 
 export type KeyInput = string | Uint8Array;
@@ -49,7 +50,8 @@ export class WritePipeline {
   private flushScheduled = false;
   /** A partial batch is due but held back because enough batches are in flight (see sealIfDue). */
   private flushHeld = false;
-  private openedAtNs = 0n;
+  /** When the open batch got its first write (clock time, ms), for lingerUs. */
+  private openedAtMs = 0;
   private readonly ackView = new AckView();
   private failure: DabbaError | null = null;
   /**
@@ -80,6 +82,7 @@ export class WritePipeline {
      * process the head's ring bounds this already.
      */
     private readonly unackedBytesMax = Number.POSITIVE_INFINITY,
+    private readonly clock: Clock = systemClock,
   ) {
     this.futures = new FutureRing<void>(options.pendingWritesMax);
     this.overloadedError = overloaded(this.futures.capacity);
@@ -224,7 +227,7 @@ export class WritePipeline {
     batch.encoder.begin(this.clientId, this.futures.next);
     batch.frame = null;
     this.open = batch;
-    if (this.options.lingerUs > 0) this.openedAtNs = process.hrtime.bigint();
+    if (this.options.lingerUs > 0) this.openedAtMs = this.clock.nowMs();
     return batch;
   }
 
@@ -243,7 +246,7 @@ export class WritePipeline {
 
   private scheduleFlush(): void {
     this.flushScheduled = true;
-    setImmediate(this.flushTimer);
+    this.clock.soon(this.flushTimer);
   }
 
   private readonly flushTimer = (): void => {
@@ -251,12 +254,12 @@ export class WritePipeline {
     const batch = this.open;
     if (batch === null || batch.encoder.count === 0) return;
     if (this.options.lingerUs > 0) {
-      const waitedUs = Number(process.hrtime.bigint() - this.openedAtNs) / 1000;
+      const waitedUs = (this.clock.nowMs() - this.openedAtMs) * 1000;
       if (waitedUs < this.options.lingerUs) {
         this.flushScheduled = true;
         const remainingMs = (this.options.lingerUs - waitedUs) / 1000;
-        if (remainingMs >= 1) setTimeout(this.flushTimer, Math.floor(remainingMs));
-        else setImmediate(this.flushTimer);
+        if (remainingMs >= 1) this.clock.after(Math.floor(remainingMs), this.flushTimer);
+        else this.clock.soon(this.flushTimer);
         return;
       }
     }
