@@ -21,12 +21,13 @@ import { clientNodeId, NEW_CLIENT_NODE_ID } from '../../native-free-core/wire/cl
 import { decodeClusterView, type ClusterViewFields } from '../../native-free-core/wire/cluster-view.js';
 import { frameKind, MessageKind } from '../../native-free-core/wire/codec.js';
 import { argumentTypeError, closedError, resolveOptions, type ChainOptions, type ResolvedOptions } from '../options.js';
-import { ReadPipeline, type VersionedValue } from '../read-pipeline.js';
+import type { VersionedValue } from '../read-pipeline.js';
 import type { RecordSink, Wakeable } from '../record-sink.js';
-import { refuseSealingIn, SealedValues, sealerFor, type ResealReport, type Sealer, type SealingOptions } from '../sealing.js';
+import { refuseSealingIn, sealerFor, type ResealReport, type Sealer, type SealingOptions } from '../sealing.js';
+import { ClientSession } from '../session/client-session.js';
 import { connectPeerLink, frameEnvelopeValidator, type PeerLink } from '../transport/peer-link.js';
 import { tlsCredentials, type TlsCredentials, type TlsOptions } from '../transport/tls.js';
-import { WritePipeline, type KeyInput, type ValueInput } from '../write-pipeline.js';
+import type { KeyInput, ValueInput } from '../write-pipeline.js';
 
 export interface ConnectOptions {
   /** Base URLs of one or more hosts, e.g. ['ws://10.0.0.1:7400']; the rest are learned. */
@@ -170,20 +171,13 @@ export class RemoteClient extends EventEmitter {
   private readonly options: ResolvedOptions;
   private readonly secret: Buffer;
   private readonly connections = new Map<string, HostConnection>();
-  private readonly writes: WritePipeline;
-  private readonly reads: ReadPipeline;
-  /** The sealing layer over writes and reads, with the `sealing` option; null without it. */
-  private readonly sealed: SealedValues | null;
+  /** Writes, reads, sealing, idle waits and resends: the same session createChain() runs. */
+  private readonly session: ClientSession;
   private head: HostConnection;
   private tail: HostConnection;
   private state: 'open' | 'closing' | 'closed' = 'open';
   private reconfigurations = 0;
-  /** Resends by the progress check (see checkProgress). */
-  private resends = 0;
-  /** When an ack, reply or view last arrived (or everything was last sent again). */
-  private lastProgressAt = performance.now();
   private readonly progressTimer: NodeJS.Timeout;
-  private readonly idleWaiters: Array<() => void> = [];
   private readonly validate = frameEnvelopeValidator();
 
   /** Use connect(). */
@@ -204,9 +198,11 @@ export class RemoteClient extends EventEmitter {
     this.view = view;
     this.head = this.connection(view.members[0]!.url);
     this.tail = this.connection(view.members.at(-1)!.url);
-    this.writes = new WritePipeline(options, clientId, this.head, NO_WAKE, UNACKED_BYTES_MAX);
-    this.reads = new ReadPipeline(options, this.tail, NO_WAKE, () => this.view.epoch);
-    this.sealed = sealer === null ? null : new SealedValues(sealer, this.writes, this.reads, options, () => (this.state === 'open' ? null : closedError()));
+    this.session = new ClientSession(
+      options,
+      { clientId, head: this.head, headDoorbell: NO_WAKE, tail: this.tail, tailDoorbell: NO_WAKE, epoch: () => this.view.epoch, unackedBytesMax: UNACKED_BYTES_MAX, sealer },
+      () => (this.state === 'open' ? null : closedError()),
+    );
     for (const member of view.members) this.connection(member.url).dial();
     this.progressTimer = setInterval(() => this.checkProgress(), STALL_RESEND_MS / 2);
     this.progressTimer.unref();
@@ -239,41 +235,38 @@ export class RemoteClient extends EventEmitter {
   /** @internal A link (re)opened: whatever was sent on the old one may be lost, so send it again. */
   connected(connection: HostConnection): void {
     connection.takeWaiting();
-    if (connection === this.head) this.writes.switchHead(connection, NO_WAKE);
-    if (connection === this.tail) this.reads.switchTail(connection, NO_WAKE);
+    if (connection === this.head) this.session.switchHead(connection, NO_WAKE);
+    if (connection === this.tail) this.session.switchTail(connection, NO_WAKE);
   }
 
   private pumpTo(connection: HostConnection): void {
     if (!connection.takeWaiting()) return;
-    if (connection === this.head) this.writes.pump();
-    if (connection === this.tail) this.reads.pump();
+    if (connection === this.head) this.session.pumpWrites();
+    if (connection === this.tail) this.session.pumpReads();
   }
 
   private onRecord(bytes: Uint8Array): void {
     switch (frameKind(bytes)) {
       case MessageKind.ack: {
-        const settled = this.writes.receiveAck(bytes);
-        if (typeof settled === 'string') return this.warn(`ack refused: ${settled}`);
-        this.writes.afterAcks();
-        break;
+        const refused = this.session.receiveAck(bytes);
+        if (refused !== null) this.warn(`ack refused: ${refused}`);
+        return;
       }
       case MessageKind.readReplyBatch: {
-        const answered = this.reads.receiveReply(bytes);
-        if (typeof answered === 'string') return this.warn(`read reply refused: ${answered}`);
-        this.reads.afterReplies();
-        break;
+        const refused = this.session.receiveReply(bytes);
+        if (refused !== null) this.warn(`read reply refused: ${refused}`);
+        return;
       }
       case MessageKind.clusterView: {
         const view = decodeClusterView(bytes);
         if (typeof view === 'string') return this.warn(`cluster view refused: ${view}`);
         if (view.epoch > this.view.epoch) this.adopt(view);
-        break;
+        this.session.progressed();
+        return;
       }
       default:
         return;
     }
-    this.lastProgressAt = performance.now();
-    this.resolveIdleWaiters();
   }
 
   private warn(message: string): void {
@@ -298,15 +291,8 @@ export class RemoteClient extends EventEmitter {
     // answered twice counts once.
     this.head = this.connection(view.members[0]!.url);
     this.tail = this.connection(view.members.at(-1)!.url);
-    this.resend();
+    this.session.resendTo(this.head, NO_WAKE, this.tail, NO_WAKE);
     this.emit('reconfigured', { epoch: view.epoch, members: view.members.map((member) => member.url) });
-  }
-
-  /** Sends every unacknowledged batch to the head and every unanswered read to the tail again. */
-  private resend(): void {
-    this.writes.switchHead(this.head, NO_WAKE);
-    this.reads.switchTail(this.tail, NO_WAKE);
-    this.lastProgressAt = performance.now();
   }
 
   /**
@@ -316,83 +302,51 @@ export class RemoteClient extends EventEmitter {
    * send them again; duplicates are harmless (see adopt).
    */
   private checkProgress(): void {
-    if (this.state === 'closed') return;
-    const waiting = this.writes.pending > 0 || this.reads.pending > 0;
-    if (!waiting || performance.now() - this.lastProgressAt < STALL_RESEND_MS) return;
-    this.resends++;
-    this.resend();
+    if (this.state === 'closed' || !this.session.stalledFor(STALL_RESEND_MS)) return;
+    this.session.resendTo(this.head, NO_WAKE, this.tail, NO_WAKE);
   }
 
   put(key: KeyInput, value: ValueInput): Promise<void> {
-    if (this.state !== 'open') return Promise.reject(closedError());
-    if (this.sealed !== null) return this.sealed.put(key, value);
-    return this.writes.put(key, value);
+    return this.session.put(key, value);
   }
 
   delete(key: KeyInput): Promise<void> {
-    if (this.state !== 'open') return Promise.reject(closedError());
-    return this.writes.delete(key);
+    return this.session.delete(key);
   }
 
   putMany(entries: Iterable<readonly [KeyInput, ValueInput]>): Promise<void> {
-    if (this.state !== 'open') return Promise.reject(closedError());
-    if (this.sealed !== null) return this.sealed.putMany(entries);
-    return this.writes.putMany(entries);
+    return this.session.putMany(entries);
   }
 
-  async get(key: KeyInput): Promise<Buffer | undefined> {
-    return (await this.getVersioned(key))?.value;
+  get(key: KeyInput): Promise<Buffer | undefined> {
+    return this.session.get(key);
   }
 
   getVersioned(key: KeyInput): Promise<VersionedValue | undefined> {
-    if (this.state !== 'open') return Promise.reject(closedError());
-    if (this.sealed !== null) return this.sealed.getVersioned(key);
-    return this.reads.get(key);
+    return this.session.getVersioned(key);
   }
 
   /** As Chain.setSealingKeys(): key rotation, with the `sealing` option. */
   setSealingKeys(sealing: SealingOptions): void {
-    this.sealingLayer().setKeys(sealing);
+    this.session.setSealingKeys(sealing);
   }
 
   /** As Chain.reseal(): re-seals values sealed under an older key version (read, then write back; not atomic). */
   reseal(keys: Iterable<KeyInput>): Promise<ResealReport> {
-    if (this.state !== 'open') return Promise.reject(closedError());
-    try {
-      return this.sealingLayer().reseal(keys);
-    } catch (error) {
-      return Promise.reject(error);
-    }
-  }
-
-  private sealingLayer(): SealedValues {
-    if (this.sealed === null) throw new DabbaError(ErrorCode.invalidArgument, 'this client was connected without the sealing option');
-    return this.sealed;
+    return this.session.reseal(keys);
   }
 
   /** As Chain.outcome(): whether a write of this client committed (waits while it may still). */
-  async outcome(write: WriteId): Promise<'committed' | 'not-committed'> {
-    if (write === null || typeof write !== 'object' || write.clientId !== this.clientId || !Number.isSafeInteger(write.clientSeq) || write.clientSeq < 1) {
-      throw new DabbaError(ErrorCode.invalidArgument, `not a write of this client: ${JSON.stringify(write)}`);
-    }
-    return (await this.writes.outcome(write.clientSeq)) ? 'committed' : 'not-committed';
+  outcome(write: WriteId): Promise<'committed' | 'not-committed'> {
+    return this.session.outcome(write);
   }
 
   flush(): void {
-    this.writes.flush();
-    this.reads.flush();
+    this.session.flush();
   }
 
   whenIdle(): Promise<void> {
-    this.flush();
-    if (this.writes.pending === 0 && this.reads.pending === 0) return Promise.resolve();
-    return new Promise((resolve) => this.idleWaiters.push(resolve));
-  }
-
-  private resolveIdleWaiters(): void {
-    if (this.idleWaiters.length > 0 && this.writes.pending === 0 && this.reads.pending === 0) {
-      for (const resolve of this.idleWaiters.splice(0)) resolve();
-    }
+    return this.session.whenIdle();
   }
 
   get epoch(): number {
@@ -407,14 +361,14 @@ export class RemoteClient extends EventEmitter {
       epoch: this.view.epoch,
       head: this.head.url,
       tail: this.tail.url,
-      writesAccepted: this.writes.accepted,
-      writesAcknowledged: this.writes.writesAcked,
-      writesPending: this.writes.pending,
-      readsAnswered: this.reads.readsAnswered,
-      readsPending: this.reads.pending,
+      writesAccepted: this.session.writes.accepted,
+      writesAcknowledged: this.session.writes.writesAcked,
+      writesPending: this.session.writes.pending,
+      readsAnswered: this.session.reads.readsAnswered,
+      readsPending: this.session.reads.pending,
       connectedHosts: connected,
       reconfigurations: this.reconfigurations,
-      resends: this.resends,
+      resends: this.session.stallResends,
     };
   }
 
@@ -426,16 +380,12 @@ export class RemoteClient extends EventEmitter {
   async close(): Promise<void> {
     if (this.state !== 'open') return;
     this.state = 'closing';
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([this.whenIdle(), new Promise<void>((resolve) => (timer = setTimeout(resolve, this.options.closeTimeoutMs)))]);
-    clearTimeout(timer);
+    await this.session.drain(this.options.closeTimeoutMs);
     this.state = 'closed';
     clearInterval(this.progressTimer);
-    this.writes.fail(closedError(), { outcomeKnown: false });
-    this.reads.fail(closedError());
+    this.session.fail(closedError(), { outcomeKnown: false });
     for (const connection of this.connections.values()) connection.close();
     this.connections.clear();
-    for (const resolve of this.idleWaiters.splice(0)) resolve();
   }
 }
 
