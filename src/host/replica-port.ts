@@ -9,25 +9,15 @@
  *   socket --> acksIn ------^       \--> acksOut ----> socket (predecessor)
  *   socket --> readsIn -----^        \-> clientAcksOut, readRepliesOut --> client sockets
  */
-import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import type { Role } from '../../native-free-core/chain/node.js';
 import { assert } from '../../native-free-core/assert.js';
-import { DabbaError, ErrorCode } from '../../native-free-core/errors.js';
 import { SpscRing } from '../../native-free-core/ring.js';
 import { Doorbell } from '../../workers/doorbell.js';
-import {
-  CONTROL_CRASH,
-  CONTROL_MESSAGES,
-  REPLICA_STAT_COUNT,
-  ReplicaStat,
-  type ControlReply,
-  type ControlRequest,
-  type ReplicaLinks,
-  type ReplicaTask,
-} from '../../workers/replica-task.js';
+import type { ReplicaLinks, ReplicaTask } from '../../workers/replica-task.js';
 import type { ResolvedOptions } from '../options.js';
 import { replicaLimits, replicaWorkerFilename } from '../replica-worker.js';
+import { ReplicaHandle, type ReplicaDigest } from '../runtime/replica-handle.js';
 
 /** What the port does with the replica's output; each returns false if the socket is full. */
 export interface ReplicaOutputs {
@@ -63,6 +53,8 @@ const RECORDS_PER_PASS_MAX = 4096;
 export class ReplicaPort {
   readonly replicaId: number;
   private readonly pool: Piscina<ReplicaTask, string>;
+  /** The replica's worker: its task, control port and statistics (as in createChain()). */
+  private readonly handle: ReplicaHandle;
   private readonly doorbell: Doorbell;
   private readonly netDoorbellBuffer = Doorbell.allocate();
   private readonly netDoorbell = new Doorbell(this.netDoorbellBuffer);
@@ -71,10 +63,6 @@ export class ReplicaPort {
   private readonly acksIn: SpscRing;
   private readonly readsIn: SpscRing;
   private readonly outRings: Array<[SpscRing, 'downstream' | 'upstream' | 'clientAck' | 'readReply']>;
-  private readonly controlPort: MessagePort;
-  private readonly controlSignal: Int32Array;
-  private readonly statsArray: Float64Array;
-  private readonly abort = new AbortController();
   /** Out-rings whose consumer (a socket) refused a record: retried on kick(). */
   private readonly blocked = new Set<SpscRing>();
   private running = true;
@@ -118,12 +106,6 @@ export class ReplicaPort {
       [new SpscRing(this.links.readRepliesOut!.buffer), 'readReply'],
       [new SpscRing(this.links.batchesOut!.buffer), 'downstream'],
     ];
-    const channel = new MessageChannel();
-    this.controlPort = channel.port1;
-    const controlSignal = new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT);
-    this.controlSignal = new Int32Array(controlSignal);
-    const stats = new SharedArrayBuffer(REPLICA_STAT_COUNT * Float64Array.BYTES_PER_ELEMENT);
-    this.statsArray = new Float64Array(stats);
     this.pool = new Piscina<ReplicaTask, string>({
       filename: replicaWorkerFilename(),
       minThreads: 1,
@@ -133,20 +115,16 @@ export class ReplicaPort {
       maxQueue: 1,
       ...(resolved.workerExecArgv === undefined ? {} : { execArgv: resolved.workerExecArgv }),
     });
-    const task: ReplicaTask = {
+    this.handle = new ReplicaHandle({
+      pool: this.pool,
       id: options.replicaId,
       epoch: options.epoch,
       role: options.role,
       links: this.links,
       limits: replicaLimits(resolved),
-      stats,
-      port: channel.port2,
-      controlSignal,
-    };
-    this.controlPort.on('message', (message: ControlReply) => {
-      if (message.type === 'rejected') this.outputs.rejected?.(message.code, message.reason);
+      onRejected: (code, reason) => this.outputs.rejected?.(code, reason),
     });
-    this.done = this.pool.run(task, { transferList: [channel.port2], signal: this.abort.signal });
+    this.done = this.handle.done;
     this.done.catch(() => undefined).finally(() => {
       this.running = false;
       this.netDoorbell.ring();
@@ -190,69 +168,49 @@ export class ReplicaPort {
   }
 
   reconfigure(epoch: number, role: Role, joiner: number | null): void {
-    this.sendControl({ type: 'reconfigure', epoch, role, joiner, links: this.links });
+    this.handle.reconfigure(epoch, role, joiner, this.links);
   }
 
   beginHandoff(): void {
-    this.sendControl({ type: 'begin-handoff' });
+    this.handle.beginHandoff();
   }
 
   stats(): ReplicaSnapshotStats {
-    const stat = this.statsArray;
+    const counters = this.handle.counters();
     return {
-      epoch: stat[ReplicaStat.epoch]!,
-      appliedSeq: stat[ReplicaStat.appliedSeq]!,
-      committedSeq: stat[ReplicaStat.committedSeq]!,
-      writesApplied: stat[ReplicaStat.writesApplied]!,
-      joinCaughtUp: stat[ReplicaStat.joinCaughtUp] === 1,
-      handoffReadyEpoch: stat[ReplicaStat.handoffReadyEpoch]!,
-      heartbeats: stat[ReplicaStat.heartbeats]!,
-      storeKeys: stat[ReplicaStat.storeKeys]!,
-      inflightBytes: stat[ReplicaStat.inflightBytes]!,
+      epoch: counters.epoch,
+      appliedSeq: counters.appliedSeq,
+      committedSeq: counters.committedSeq,
+      writesApplied: counters.writesApplied,
+      joinCaughtUp: counters.joinCaughtUp,
+      handoffReadyEpoch: counters.handoffReadyEpoch,
+      heartbeats: counters.heartbeats,
+      storeKeys: counters.storeKeys,
+      inflightBytes: counters.inflightBytes,
     };
   }
 
-  /** Each replica's store digest, as in Chain.digests(). */
-  digest(): Promise<{ digest: string; keys: number; appliedSeq: number }> {
-    const requestId = nextRequestId++;
-    return new Promise((resolve, reject) => {
-      const onMessage = (message: ControlReply): void => {
-        if (message.type !== 'digest' || message.requestId !== requestId) return;
-        this.controlPort.off('message', onMessage);
-        resolve({ digest: message.digest, keys: message.keys, appliedSeq: message.appliedSeq });
-      };
-      this.controlPort.on('message', onMessage);
-      this.done.then(
-        () => reject(new DabbaError(ErrorCode.closed, 'the replica stopped')),
-        (error: unknown) => reject(error),
-      );
-      this.sendControl({ type: 'digest', requestId });
-    });
+  /** The replica's store digest, as in Chain.digests(). */
+  digest(): Promise<ReplicaDigest> {
+    return this.handle.digest();
   }
 
   /** Stops the replica (it sends its last acks first) and its thread. */
   async stop(): Promise<void> {
-    if (this.running) this.sendControl({ type: 'stop' });
+    if (this.running) this.handle.stop();
     await this.done.catch(() => undefined);
     this.running = false;
     this.netDoorbell.ring();
     await this.serviceDone;
-    this.controlPort.close();
+    this.handle.closePort();
     await this.pool.destroy();
   }
 
   /** Ends the replica at once, as a crash would (its thread is terminated). */
   async kill(): Promise<void> {
-    Atomics.store(this.controlSignal, 0, CONTROL_CRASH);
-    this.doorbell.ring();
-    this.abort.abort(new DabbaError(ErrorCode.replicaFailed, `replica ${this.replicaId} was killed`));
+    this.handle.crash(`replica ${this.replicaId} was killed`);
+    this.handle.terminate(`replica ${this.replicaId} was killed`);
     await this.stop();
-  }
-
-  private sendControl(request: ControlRequest): void {
-    this.controlPort.postMessage(request);
-    Atomics.compareExchange(this.controlSignal, 0, 0, CONTROL_MESSAGES);
-    this.doorbell.ring();
   }
 
   private async serviceLoop(): Promise<void> {
@@ -285,4 +243,3 @@ export class ReplicaPort {
 }
 
 let nextLinkId = 1;
-let nextRequestId = 1;
