@@ -92,8 +92,8 @@ async function main(argv: string[]): Promise<number> {
           json: { type: 'boolean' },
         },
       });
-      // The benchmark harness ships in dist/bench; loaded only for this command.
-      const { runScenario, SCENARIO_DEFAULTS } = await import('../bench/scenario.js');
+      // Loaded only for this command.
+      const { runScenario, SCENARIO_DEFAULTS } = await import('./bench/scenario.js');
       const optional = (text: string | undefined, name: string): number | undefined =>
         text === undefined ? undefined : positiveInteger(text, name, 0);
       const peers = (values.peers ?? '').split(',').filter((peer) => peer !== '');

@@ -6,11 +6,12 @@
  * intended start, so stalls are not hidden). Prints a live progress line, then a table; --json
  * prints one JSON object instead.
  */
-import { connect } from '../src/client/index.js';
-import { createChain, type ChainOptions } from '../src/index.js';
-import { prefill, runClosedLoop, runOpenLoop, type LoadTarget } from '../src/load.js';
-import { environment, formatRate, median, printTable, record, type Environment } from './harness.js';
-import { startLocalHosts, type LocalHosts } from './hosts/local-hosts.js';
+import { join } from 'node:path';
+import { connect } from '../client/index.js';
+import { createChain, type ChainOptions } from '../index.js';
+import { prefill, runClosedLoop, runOpenLoop, type LoadTarget } from '../load.js';
+import { appendResult, environment, formatRate, median, printTable, type Environment } from './harness.js';
+import { startLocalHosts, type LocalHosts } from './local-hosts.js';
 import { NaiveChain } from './naive-chain.js';
 import { etcdCluster } from './peers/etcd.js';
 import { redisReplicated } from './peers/redis.js';
@@ -106,7 +107,8 @@ async function runSystems(options: ScenarioOptions, env: Environment, progress: 
     p999Us: median(results.map((result) => result.p999Us)),
     runs: results.map((result) => result.opsPerSecond),
   }));
-  for (const row of rows) record('scenario', { ...options, ...row }, env);
+  const ledger = resultsFile();
+  for (const row of rows) appendResult(ledger, 'scenario', { ...options, ...row }, env);
   if (options.json) {
     out.write(`${JSON.stringify({ environment: env, options, rows, skipped })}\n`);
     return rows;
@@ -129,6 +131,11 @@ async function runSystems(options: ScenarioOptions, env: Environment, progress: 
     out,
   );
   return rows;
+}
+
+/** bench/results/results.jsonl in the working directory, or results.jsonl in $DABBA_BENCH_RESULTS. */
+function resultsFile(): string {
+  return join(process.env.DABBA_BENCH_RESULTS ?? join(process.cwd(), 'bench', 'results'), 'results.jsonl');
 }
 
 function validate(options: ScenarioOptions): void {

@@ -7,7 +7,7 @@ import { execFile } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
 import { createClient } from 'redis';
-import { makeKeys, makeValue } from '../../src/load.js';
+import { makeKeys, makeValue } from '../../load.js';
 import { driveFor, type PeerReport } from './drive.js';
 import { RespPipeline, respCommand } from './resp-pipeline.js';
 import { ensureBinary, freePorts, LocalServers, waitUntilReady, type StartedServer } from './servers.js';

@@ -1,11 +1,13 @@
 /**
- * Shared pieces of the benchmarks: the environment every figure is recorded with, medians, a
- * JSON-lines ledger (bench/results/results.jsonl) and a plain table printer.
+ * Shared pieces of the benchmarks (`dabba bench` and the repository's suites in bench/): the
+ * environment every figure is recorded with, medians, appending a result to a JSON-lines ledger, and
+ * a plain table printer. Where the ledger lives is the caller's choice: bench/ledger.ts for the
+ * suites, --results-dir or a temp directory for `dabba bench`.
  */
 import { execFileSync } from 'node:child_process';
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 
 export interface Environment {
   date: string;
@@ -42,14 +44,8 @@ export function median(values: number[]): number {
   return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
 
-/** The ledger: bench/results/results.jsonl, or results.jsonl in $DABBA_BENCH_RESULTS. */
-export function resultsFile(): string {
-  return join(process.env.DABBA_BENCH_RESULTS ?? join(process.cwd(), 'bench', 'results'), 'results.jsonl');
-}
-
-/** Appends one result as a JSON line, with the environment, to the ledger. */
-export function record(suite: string, result: object, env: Environment): void {
-  const file = resultsFile();
+/** Appends one result as a JSON line, with the environment, to the ledger `file` (its directory made if missing). */
+export function appendResult(file: string, suite: string, result: object, env: Environment): void {
   mkdirSync(dirname(file), { recursive: true });
   appendFileSync(file, `${JSON.stringify({ suite, ...env, ...result })}\n`);
 }
