@@ -7,6 +7,8 @@ import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
+import { importOptional, MissingPackageError } from '../src/bench/peers/optional-package.js';
+import { REDIS_CLIENT_PACKAGE } from '../src/bench/peers/redis.js';
 import { SERVE_NODE_FLAGS } from '../src/host/node-flags.js';
 
 test("plain JavaScript can import { createChain } from 'dabba' and use a chain", async () => {
@@ -35,4 +37,20 @@ test('package.json declares the compiled entry with types, a dabba bin, ESM and 
   for (const range of [...Object.values(manifest.dependencies), ...Object.values(manifest.devDependencies)] as string[]) {
     assert.match(range, /^(npm:(@[^/]+\/)?[^@]+@)?\d+\.\d+\.\d+/, `pinned version, got ${range}`);
   }
+});
+
+test('a peer\'s client package is loaded on demand: its pinned version is the devDependency, and a missing one names what to install', async () => {
+  const manifest = JSON.parse(readFileSync('package.json', 'utf8'));
+  assert.equal(manifest.devDependencies[REDIS_CLIENT_PACKAGE.name], REDIS_CLIENT_PACKAGE.version);
+  assert.equal(manifest.dependencies[REDIS_CLIENT_PACKAGE.name], undefined);
+  // A variable specifier, so the compiler does not look for the package.
+  const absent = 'dabba-test-no-such-package';
+  await assert.rejects(importOptional({ name: absent, version: '1.2.3' }, () => import(absent)), (error: unknown) => {
+    assert.ok(error instanceof MissingPackageError);
+    assert.equal(error.installCommand, `npm install ${absent}@1.2.3`);
+    return true;
+  });
+  // Any other failure is not a missing package.
+  const broken = new Error('broken');
+  await assert.rejects(importOptional(REDIS_CLIENT_PACKAGE, () => Promise.reject(broken)), (error) => error === broken);
 });

@@ -14,6 +14,7 @@ import { appendResult, environment, formatRate, median, printTable, type Environ
 import { startLocalHosts, type LocalHosts } from './local-hosts.js';
 import { NaiveChain } from './naive-chain.js';
 import { etcdCluster } from './peers/etcd.js';
+import { MissingPackageError } from './peers/optional-package.js';
 import { redisReplicated } from './peers/redis.js';
 import { MissingBinaryError } from './peers/servers.js';
 
@@ -89,9 +90,12 @@ async function runSystems(options: ScenarioOptions, env: Environment, progress: 
         const result = await system.measure();
         measured.set(system.name, [...(measured.get(system.name) ?? []), result]);
       } catch (error) {
-        if (!(error instanceof MissingBinaryError)) throw error;
+        // A peer whose server or client package is missing is left out, in one line that says
+        // what to install; the other systems are still measured.
+        const missing = missingPrerequisite(error);
+        if (missing === null) throw error;
         skipped.push(system.name);
-        process.stderr.write(`skipping ${system.name}: ${error.binary} is missing (install: ${error.installCommand})\n`);
+        process.stderr.write(`skipping ${system.name}: ${missing}\n`);
       }
     }
   }
@@ -136,6 +140,13 @@ async function runSystems(options: ScenarioOptions, env: Environment, progress: 
 /** bench/results/results.jsonl in the working directory, or results.jsonl in $DABBA_BENCH_RESULTS. */
 function resultsFile(): string {
   return join(process.env.DABBA_BENCH_RESULTS ?? join(process.cwd(), 'bench', 'results'), 'results.jsonl');
+}
+
+/** What a peer lacks (and the command that installs it) as one line; null for any other error. */
+function missingPrerequisite(error: unknown): string | null {
+  if (error instanceof MissingBinaryError) return `${error.binary} is missing (install: ${error.installCommand})`;
+  if (error instanceof MissingPackageError) return `the npm package ${error.packageName} is missing (install: ${error.installCommand})`;
+  return null;
 }
 
 function validate(options: ScenarioOptions): void {
