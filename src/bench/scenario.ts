@@ -4,9 +4,13 @@
  * same run. Closed loop (maximum throughput: each client keeps a
  * window of operations in flight) or open loop (a fixed write rate, latency from each write's
  * intended start, so stalls are not hidden). Prints a live progress line, then a table; --json
- * prints one JSON object instead.
+ * prints one JSON object instead. Every row is appended to results.jsonl in the directory the user
+ * names (--results-dir) or else in a fresh temp directory, never in the working directory uninvited,
+ * and the output says which file.
  */
-import { join } from 'node:path';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { connect } from '../client/index.js';
 import { createChain, type ChainOptions } from '../index.js';
 import { prefill, runClosedLoop, runOpenLoop, type LoadTarget } from '../load.js';
@@ -58,22 +62,30 @@ export interface ScenarioRow extends Measurement {
   runs: number[];
 }
 
+/** Where a scenario's results go. */
+export interface ScenarioOutput {
+  /** results.jsonl is appended in this directory (made if missing); undefined = a fresh directory under os.tmpdir(). */
+  resultsDirectory: string | undefined;
+  /** Where the table, or the JSON object, is written. */
+  out: typeof process.stdout;
+}
+
 const WARMUP_MS = 1000;
 
-export async function runScenario(options: ScenarioOptions, out: typeof process.stdout = process.stdout): Promise<ScenarioRow[]> {
+export async function runScenario(options: ScenarioOptions, output: ScenarioOutput = { resultsDirectory: undefined, out: process.stdout }): Promise<ScenarioRow[]> {
   validate(options);
   const env = environment();
   const progress = options.json ? () => {} : progressLine();
   // Hosts are started once for every run, and stopped by pid at the end.
   const hosts = options.hosts ? await startLocalHosts(options.replicas) : null;
   try {
-    return await runSystems(options, env, progress, hosts, out);
+    return await runSystems(options, env, progress, hosts, output);
   } finally {
     await hosts?.stop();
   }
 }
 
-async function runSystems(options: ScenarioOptions, env: Environment, progress: Progress, hosts: LocalHosts | null, out: typeof process.stdout): Promise<ScenarioRow[]> {
+async function runSystems(options: ScenarioOptions, env: Environment, progress: Progress, hosts: LocalHosts | null, { resultsDirectory, out }: ScenarioOutput): Promise<ScenarioRow[]> {
   const systems: Array<{ name: string; measure: () => Promise<Measurement> }> = [
     hosts === null
       ? { name: `dabba (${options.replicas} replicas)`, measure: () => measureDabba(options, progress) }
@@ -111,10 +123,10 @@ async function runSystems(options: ScenarioOptions, env: Environment, progress: 
     p999Us: median(results.map((result) => result.p999Us)),
     runs: results.map((result) => result.opsPerSecond),
   }));
-  const ledger = resultsFile();
-  for (const row of rows) appendResult(ledger, 'scenario', { ...options, ...row }, env);
+  const resultsFile = resolve(resultsDirectory ?? mkdtempSync(join(tmpdir(), 'dabba-bench-')), 'results.jsonl');
+  for (const row of rows) appendResult(resultsFile, 'scenario', { ...options, ...row }, env);
   if (options.json) {
-    out.write(`${JSON.stringify({ environment: env, options, rows, skipped })}\n`);
+    out.write(`${JSON.stringify({ environment: env, options, rows, skipped, resultsFile })}\n`);
     return rows;
   }
   const dabba = rows[0]!.opsPerSecond;
@@ -134,12 +146,8 @@ async function runSystems(options: ScenarioOptions, env: Environment, progress: 
     ]),
     out,
   );
+  out.write(`\nresults appended to ${resultsFile}\n`);
   return rows;
-}
-
-/** bench/results/results.jsonl in the working directory, or results.jsonl in $DABBA_BENCH_RESULTS. */
-function resultsFile(): string {
-  return join(process.env.DABBA_BENCH_RESULTS ?? join(process.cwd(), 'bench', 'results'), 'results.jsonl');
 }
 
 /** What a peer lacks (and the command that installs it) as one line; null for any other error. */
