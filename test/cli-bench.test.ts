@@ -75,6 +75,8 @@ test('results go to --results-dir, or else to a new directory under the temp dir
     const [row] = readFileSync(resultsFile, 'utf8').trim().split('\n').map((line) => JSON.parse(line));
     assert.equal(row.suite, 'scenario');
     assert.equal(row.system, 'dabba (1 replicas)');
+    // Run from outside the repository, the row still names this checkout's commit.
+    assert.match(row.commit, /^[0-9a-f]{7,}(\+dirty)?$/);
 
     const json = JSON.parse((await run(process.execPath, [CLI, 'bench', '--seconds', '0.3', '--replicas', '1', '--json', '--results-dir', 'mine'], { cwd, timeout: 60_000 })).stdout);
     assert.equal(json.resultsFile, join(cwd, 'mine', 'results.jsonl'));

@@ -72,12 +72,15 @@ test('the packed tarball, installed without devDependencies into a fresh project
     mkdirSync(project);
     mkdirSync(temp);
     writeFileSync(join(project, 'package.json'), `${JSON.stringify({ name: 'dabba-install-check', private: true })}\n`);
+    // The project is a git repository of its own: dabba bench must not record its commit as dabba's.
+    await run('git', ['init', '-q'], { cwd: project });
+    await run('git', ['-c', 'user.name=check', '-c', 'user.email=check@localhost', 'commit', '-q', '--allow-empty', '-m', 'project'], { cwd: project });
     // No dependency's install script is needed (the repository's allowScripts denies the only ones);
     // --prefer-offline takes what the local npm cache holds and fetches the rest from the registry.
     const install = ['install', '--omit=dev', '--no-audit', '--no-fund', '--ignore-scripts', '--prefer-offline', join(scratch, packed!.filename)];
     await run('npm', install, { cwd: project, timeout: 120_000 });
     const installed = readdirSync(project).sort();
-    assert.deepEqual(installed, ['node_modules', 'package-lock.json', 'package.json']);
+    assert.deepEqual(installed, ['.git', 'node_modules', 'package-lock.json', 'package.json']);
     assert.equal(readdirSync(join(project, 'node_modules')).includes('redis'), false, 'a devDependency was installed');
 
     // --no: the dabba just installed, never one fetched from the registry. TMPDIR: where results go by default.
@@ -86,7 +89,9 @@ test('the packed tarball, installed without devDependencies into a fresh project
     assert.match(plain.stdout, /dabba \(3 replicas\)\s+[\d.]+ [kM]\/s/);
     const resultsFile = /results appended to (\S+)\n$/.exec(plain.stdout)?.[1];
     assert.ok(resultsFile !== undefined && resultsFile.startsWith(`${temp}/dabba-bench-`), plain.stdout);
-    assert.equal(JSON.parse(readFileSync(resultsFile, 'utf8')).suite, 'scenario');
+    const recorded = JSON.parse(readFileSync(resultsFile, 'utf8'));
+    assert.equal(recorded.suite, 'scenario');
+    assert.equal(recorded.commit, 'unknown');
 
     // The naive peer's worker ships; the Redis peer's client does not, and is named with its version.
     const peers = await run('npx', ['--no', 'dabba', 'bench', '--seconds', '0.5', '--peers', 'naive,redis', '--json'], { cwd: project, env, timeout: 60_000 });
