@@ -6,8 +6,9 @@
  */
 import { createChain, type ChainOptions } from '../src/index.js';
 import { runClosedLoop, runOpenLoop, type LoadReport } from '../src/load.js';
-import { formatRate, median, printTable, record, type Environment } from './harness.js';
-import { NaiveChain } from './naive-chain.js';
+import { formatRate, median, printTable, type Environment } from '../src/bench/harness.js';
+import { NaiveChain } from '../src/bench/naive-chain.js';
+import { record } from './ledger.js';
 
 export interface ChainBenchSettings {
   /** Seconds per measured run. */

@@ -6,8 +6,9 @@
  */
 import { createChain, type ReconfigurationEvent } from '../src/index.js';
 import { runClosedLoop } from '../src/load.js';
+import { formatRate, printTable, type Environment } from '../src/bench/harness.js';
 import { countAt as countSamplesAt, longestStall, type AckSamples } from './ack-samples.js';
-import { formatRate, printTable, record, type Environment } from './harness.js';
+import { record } from './ledger.js';
 
 export interface FailoverRow {
   role: 'head' | 'middle' | 'tail';

@@ -5,11 +5,12 @@
  */
 import { connect } from '../src/client/index.js';
 import { runClosedLoop, type LoadReport } from '../src/load.js';
-import { measureHeadlineDabba, type ChainBenchSettings } from './chain-bench.js';
-import { formatRate, median, printTable, record } from './harness.js';
+import { formatRate, median, printTable } from '../src/bench/harness.js';
 import { SERVE_NODE_FLAGS } from '../src/host/node-flags.js';
-import { startLocalHosts } from './hosts/local-hosts.js';
-import { createThrowawayCa } from './peers/throwaway-ca.js';
+import { startLocalHosts } from '../src/bench/local-hosts.js';
+import { createThrowawayCa } from '../src/bench/peers/throwaway-ca.js';
+import { measureHeadlineDabba, type ChainBenchSettings } from './chain-bench.js';
+import { record } from './ledger.js';
 
 const WARMUP_MS = 1000;
 

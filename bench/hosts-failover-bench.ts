@@ -7,9 +7,10 @@
  */
 import { connect } from '../src/client/index.js';
 import { runClosedLoop } from '../src/load.js';
+import { formatRate, printTable, type Environment } from '../src/bench/harness.js';
+import { startLocalHosts } from '../src/bench/local-hosts.js';
 import { countAt as countSamplesAt, longestStall, type AckSamples } from './ack-samples.js';
-import { formatRate, printTable, record, type Environment } from './harness.js';
-import { startLocalHosts } from './hosts/local-hosts.js';
+import { record } from './ledger.js';
 
 export interface HostsFailoverRow {
   role: 'head' | 'middle' | 'tail';

@@ -6,7 +6,8 @@
  */
 import { createChain } from '../src/index.js';
 import { makeKeys, makeValue, runClosedLoop } from '../src/load.js';
-import { formatRate, median, printTable, record, type Environment } from './harness.js';
+import { formatRate, median, printTable, type Environment } from '../src/bench/harness.js';
+import { record } from './ledger.js';
 
 /** How long the load may go on after the join starts; a join must finish within it. */
 const JOIN_TIMEOUT_MS = 30_000;

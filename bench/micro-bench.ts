@@ -10,7 +10,8 @@ import { Store } from '../native-free-core/store.js';
 import { WriteBatchEncoder, WriteBatchView } from '../native-free-core/wire/codec.js';
 import { FutureRing } from '../src/futures.js';
 import { Sealer } from '../src/sealing.js';
-import { printTable, record, type Environment } from './harness.js';
+import { printTable, type Environment } from '../src/bench/harness.js';
+import { record } from './ledger.js';
 
 const WRITES_PER_BATCH = 1024;
 

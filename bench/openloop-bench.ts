@@ -5,8 +5,9 @@
  */
 import { createChain } from '../src/index.js';
 import { prefill, runOpenLoop } from '../src/load.js';
+import { formatRate, median, printTable } from '../src/bench/harness.js';
 import { measureDabba, type ChainBenchSettings } from './chain-bench.js';
-import { formatRate, median, printTable, record } from './harness.js';
+import { record } from './ledger.js';
 
 export interface OpenLoopRow {
   /** Offered load as a fraction of the closed-loop maximum. */

@@ -5,11 +5,12 @@
  * are medians over the rounds. A peer whose server is not installed (and cannot be, without root)
  * is reported and left out.
  */
+import { formatRate, median, printTable } from '../src/bench/harness.js';
+import { etcdCluster } from '../src/bench/peers/etcd.js';
+import { redisReplicated, redisUnreplicated } from '../src/bench/peers/redis.js';
+import { MissingBinaryError } from '../src/bench/peers/servers.js';
 import { measureHeadlineDabba, measureHeadlineDabbaPutMany, type ChainBenchSettings } from './chain-bench.js';
-import { formatRate, median, printTable, record } from './harness.js';
-import { etcdCluster } from './peers/etcd.js';
-import { redisReplicated, redisUnreplicated } from './peers/redis.js';
-import { MissingBinaryError } from './peers/servers.js';
+import { record } from './ledger.js';
 
 const VALUE_BYTES = 100;
 const KEY_SPACE = 100_000;

@@ -10,8 +10,8 @@
 import { parseArgs } from 'node:util';
 import { connect } from '../src/client/index.js';
 import { runClosedLoop } from '../src/load.js';
-import { formatRate } from './harness.js';
-import { startLocalHosts } from './hosts/local-hosts.js';
+import { formatRate } from '../src/bench/harness.js';
+import { startLocalHosts } from '../src/bench/local-hosts.js';
 
 const { values } = parseArgs({ options: { seconds: { type: 'string' } } });
 const seconds = Number(values.seconds ?? 10);

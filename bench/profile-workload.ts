@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createChain } from '../src/index.js';
 import { runClosedLoop } from '../src/load.js';
-import { formatRate } from './harness.js';
+import { formatRate } from '../src/bench/harness.js';
 
 const { values } = parseArgs({
   options: { seconds: { type: 'string' }, replicas: { type: 'string' }, 'main-thread-only': { type: 'boolean' } },

@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import type { SweepRow } from './chain-bench.js';
 import type { FailoverRow } from './failover-bench.js';
-import { resultsFile } from './harness.js';
+import { resultsFile } from './ledger.js';
 import type { OpenLoopRow } from './openloop-bench.js';
 import { compactNumber, lineChart, type LineChartOptions } from './svg-chart.js';
 

@@ -2,8 +2,8 @@
  * The benchmark suites (entry point: ./main.ts). Every result is appended as a JSON line to bench/results/results.jsonl with the machine, Node
  * version and commit. `--small` is the setting `npm test` runs so the benchmarks never rot.
  */
+import { environment } from '../src/bench/harness.js';
 import { headline, soak, sweeps, type ChainBenchSettings } from './chain-bench.js';
-import { environment } from './harness.js';
 import { failover } from './failover-bench.js';
 import { hostsBatchBench, hostsBench, hostsNodeFlagsBench, hostsTlsBench } from './hosts-bench.js';
 import { hostsFailover } from './hosts-failover-bench.js';

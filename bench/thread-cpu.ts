@@ -7,7 +7,8 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { createChain } from '../src/index.js';
 import { runClosedLoop } from '../src/load.js';
-import { formatRate, printTable, record, type Environment } from './harness.js';
+import { formatRate, printTable, type Environment } from '../src/bench/harness.js';
+import { record } from './ledger.js';
 
 const CLOCK_TICKS_PER_SECOND = 100;
 

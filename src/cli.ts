@@ -21,9 +21,11 @@ commands:
           --read-ratio R (0)       --clients N (2)  --window N (2048 in flight per client)
           --seconds S (5)          --runs N (1; medians)
           --rate W (open loop at W writes/s; default closed loop)
-          --peers naive,redis,etcd (same load, same run; redis/etcd are started on loopback)
+          --peers naive,redis,etcd (same load, same run; redis/etcd are started on loopback;
+                                   a peer whose server or npm package is missing is skipped, naming what to install)
           --hosts (the chain as --replicas dabba serve processes on loopback, with etcd, remote client)
           --json (one JSON object on stdout instead of the table)
+          --results-dir DIR (rows appended to DIR/results.jsonl; default: a new directory under the temp dir)
   serve   run one host of a chain that spans hosts (its replica, peer links, clients, HTTP API)
           --id ID (required)  --etcd URL,URL,... (required)  --listen HOST:PORT (127.0.0.1:7400)
           --advertise ws://HOST:PORT (wss:// with TLS)  --etcd-prefix /dabba/NAME/
@@ -90,16 +92,18 @@ async function main(argv: string[]): Promise<number> {
           peers: { type: 'string' },
           hosts: { type: 'boolean' },
           json: { type: 'boolean' },
+          'results-dir': { type: 'string' },
         },
       });
-      // The benchmark harness ships in dist/bench; loaded only for this command.
-      const { runScenario, SCENARIO_DEFAULTS } = await import('../bench/scenario.js');
+      // Loaded only for this command.
+      const { runScenario, SCENARIO_DEFAULTS } = await import('./bench/scenario.js');
       const optional = (text: string | undefined, name: string): number | undefined =>
         text === undefined ? undefined : positiveInteger(text, name, 0);
       const peers = (values.peers ?? '').split(',').filter((peer) => peer !== '');
       for (const peer of peers) {
         if (!['naive', 'redis', 'etcd'].includes(peer)) throw new RangeError(`--peers: unknown peer ${peer} (naive, redis, etcd)`);
       }
+      if (values['results-dir'] === '') throw new RangeError('--results-dir must name a directory');
       await runScenario({
         replicas: positiveInteger(values.replicas, 'replicas', SCENARIO_DEFAULTS.replicas),
         valueBytes: positiveInteger(values['value-size'], 'value-size', SCENARIO_DEFAULTS.valueBytes),
@@ -116,7 +120,7 @@ async function main(argv: string[]): Promise<number> {
         peers: peers as Array<'naive' | 'redis' | 'etcd'>,
         hosts: values.hosts ?? false,
         json: values.json ?? false,
-      });
+      }, { resultsDirectory: values['results-dir'], out: process.stdout });
       return 0;
     }
     case 'serve': {

@@ -1,21 +1,25 @@
 /**
- * `dabba bench`: a scenario from flags, a summary as JSON for machines, peers side by side, and
- * clear errors for bad flags. Short runs of the compiled CLI, as a user would call it.
+ * `dabba bench`: a scenario from flags, a summary as JSON for machines, peers side by side, results
+ * where the user says (or a temp directory), and clear errors for bad flags. Short runs of the
+ * compiled CLI, as a user would call it.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
 
+const CLI = resolve('dist/src/cli.js');
+
 async function bench(args: string[]): Promise<{ stdout: string; stderr: string }> {
   const results = mkdtempSync(join(tmpdir(), 'dabba-cli-bench-'));
   try {
-    return await run(process.execPath, ['dist/src/cli.js', 'bench', ...args], { timeout: 180_000, env: { ...process.env, DABBA_BENCH_RESULTS: results } });
+    // Before `args`, so that a test's own --results-dir wins.
+    return await run(process.execPath, [CLI, 'bench', '--results-dir', results, ...args], { timeout: 180_000 });
   } finally {
     rmSync(results, { recursive: true, force: true });
   }
@@ -54,12 +58,41 @@ test('open loop at a fixed rate prints a table with latency percentiles', async 
   assert.match(stdout, /\d+ us\s+\d+ us\s+\d+ us\s+1\.00x/);
 });
 
+test('results go to --results-dir, or else to a new directory under the temp dir, never into the working directory', async () => {
+  const scratch = mkdtempSync(join(tmpdir(), 'dabba-cli-bench-'));
+  try {
+    const cwd = join(scratch, 'cwd');
+    const temp = join(scratch, 'temp');
+    mkdirSync(cwd);
+    mkdirSync(temp);
+    const { stdout } = await run(process.execPath, [CLI, 'bench', '--seconds', '0.3', '--replicas', '1'], { cwd, env: { ...process.env, TMPDIR: temp }, timeout: 60_000 });
+    assert.deepEqual(readdirSync(cwd), []);
+    const [made, ...more] = readdirSync(temp);
+    assert.match(made ?? '', /^dabba-bench-/);
+    assert.deepEqual(more, []);
+    const resultsFile = join(temp, made!, 'results.jsonl');
+    assert.ok(stdout.endsWith(`\nresults appended to ${resultsFile}\n`), stdout);
+    const [row] = readFileSync(resultsFile, 'utf8').trim().split('\n').map((line) => JSON.parse(line));
+    assert.equal(row.suite, 'scenario');
+    assert.equal(row.system, 'dabba (1 replicas)');
+    // Run from outside the repository, the row still names this checkout's commit.
+    assert.match(row.commit, /^[0-9a-f]{7,}(\+dirty)?$/);
+
+    const json = JSON.parse((await run(process.execPath, [CLI, 'bench', '--seconds', '0.3', '--replicas', '1', '--json', '--results-dir', 'mine'], { cwd, timeout: 60_000 })).stdout);
+    assert.equal(json.resultsFile, join(cwd, 'mine', 'results.jsonl'));
+    assert.equal(readFileSync(json.resultsFile, 'utf8').trim().split('\n').length, 1);
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
+});
+
 test('bad flags are refused with a message and exit code 2', async () => {
   for (const [args, message] of [
     [['--replicas', '9'], /--replicas must be 1 to 5/],
     [['--value-size', '100000'], /--value-size must be 1 B to 64 KiB/],
     [['--peers', 'mysql'], /unknown peer mysql/],
     [['--rate', '1000', '--read-ratio', '0.5'], /open loop\) drives writes only/],
+    [['--results-dir='], /--results-dir must name a directory/],
   ] as const) {
     await assert.rejects(bench([...args]), (error: { code: number; stderr: string }) => {
       assert.equal(error.code, 2);

@@ -11,8 +11,8 @@ import { Etcd3 } from 'etcd3';
 import type { Configuration } from '../native-free-core/master/chain-master.js';
 import type { Decision } from '../native-free-core/master/cluster-decisions.js';
 import { ErrorCode, isDabbaError } from '../native-free-core/errors.js';
-import { startEtcdCluster, type EtcdCluster } from '../bench/peers/etcd-cluster.js';
-import { LocalServers } from '../bench/peers/servers.js';
+import { startEtcdCluster, type EtcdCluster } from '../src/bench/peers/etcd-cluster.js';
+import { LocalServers } from '../src/bench/peers/servers.js';
 import { EtcdMaster, type EtcdMasterOptions } from '../src/master/etcd-master.js';
 import {
   EtcdConfigurationStore,

@@ -9,8 +9,8 @@ import { after, before, test } from 'node:test';
 import { Etcd3 } from 'etcd3';
 import type { Configuration } from '../native-free-core/master/chain-master.js';
 import { ErrorCode, isDabbaError } from '../native-free-core/errors.js';
-import { isHealthy, isLeader, startEtcdCluster, type EtcdCluster } from '../bench/peers/etcd-cluster.js';
-import { LocalServers, waitUntilReady } from '../bench/peers/servers.js';
+import { isHealthy, isLeader, startEtcdCluster, type EtcdCluster } from '../src/bench/peers/etcd-cluster.js';
+import { LocalServers, waitUntilReady } from '../src/bench/peers/servers.js';
 import { EtcdConfigurationStore, type HostChange } from '../src/master/etcd-store.js';
 import { Inbox } from './helpers/inbox.js';
 

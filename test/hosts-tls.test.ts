@@ -11,8 +11,8 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { ErrorCode, isDabbaError } from '../native-free-core/errors.js';
-import { startEtcdCluster } from '../bench/peers/etcd-cluster.js';
-import { LocalServers } from '../bench/peers/servers.js';
+import { startEtcdCluster } from '../src/bench/peers/etcd-cluster.js';
+import { LocalServers } from '../src/bench/peers/servers.js';
 import { connect } from '../src/client/index.js';
 import { connectPeerLink, frameEnvelopeValidator } from '../src/transport/peer-link.js';
 import { HostCluster } from './helpers/host-cluster.js';

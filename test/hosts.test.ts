@@ -11,8 +11,8 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { isDabbaError, ErrorCode } from '../native-free-core/errors.js';
-import { startEtcdCluster } from '../bench/peers/etcd-cluster.js';
-import { LocalServers } from '../bench/peers/servers.js';
+import { startEtcdCluster } from '../src/bench/peers/etcd-cluster.js';
+import { LocalServers } from '../src/bench/peers/servers.js';
 import { connectPeerLink, frameEnvelopeValidator, LinkCloseCode } from '../src/transport/peer-link.js';
 import { createNetnsLab, type NetnsLab } from './helpers/netns-lab.js';
 import { HostCluster } from './helpers/host-cluster.js';

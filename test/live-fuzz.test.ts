@@ -9,8 +9,8 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { startEtcdCluster } from '../bench/peers/etcd-cluster.js';
-import { LocalServers } from '../bench/peers/servers.js';
+import { startEtcdCluster } from '../src/bench/peers/etcd-cluster.js';
+import { LocalServers } from '../src/bench/peers/servers.js';
 import { resolveOptions } from '../src/options.js';
 import { fuzzCluster } from './fuzz/live-session.js';
 import { HostCluster } from './helpers/host-cluster.js';

@@ -13,8 +13,8 @@ import { readlinkSync } from 'node:fs';
 import { connect } from 'node:net';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
-import { isHealthy, isLeader, startEtcdCluster, type EtcdCluster } from '../bench/peers/etcd-cluster.js';
-import { LocalServers } from '../bench/peers/servers.js';
+import { isHealthy, isLeader, startEtcdCluster, type EtcdCluster } from '../src/bench/peers/etcd-cluster.js';
+import { LocalServers } from '../src/bench/peers/servers.js';
 import { createNetnsLab, type NetnsLab } from './helpers/netns-lab.js';
 
 const execFileAsync = promisify(execFile);

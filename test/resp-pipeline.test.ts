@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer, type Socket } from 'node:net';
 import { test } from 'node:test';
-import { RespPipeline, respCommand } from '../bench/peers/resp-pipeline.js';
+import { RespPipeline, respCommand } from '../src/bench/peers/resp-pipeline.js';
 
 test('replies split across chunks anywhere are counted once each; errors reject', async () => {
   const server = createServer();

@@ -2,8 +2,8 @@
  * `npm run fuzz -- --live`: the live fuzz session of test/live-fuzz.test.ts at a larger scale, from
  * the command line (see ./cli.ts).
  */
-import { startEtcdCluster } from '../../bench/peers/etcd-cluster.js';
-import { LocalServers } from '../../bench/peers/servers.js';
+import { startEtcdCluster } from '../../src/bench/peers/etcd-cluster.js';
+import { LocalServers } from '../../src/bench/peers/servers.js';
 import { HostCluster } from '../helpers/host-cluster.js';
 import { createNetnsLab } from '../helpers/netns-lab.js';
 import { fuzzCluster } from './live-session.js';

@@ -17,7 +17,7 @@ import type { Configuration } from '../../native-free-core/master/chain-master.j
 import { connect, type ConnectOptions, type RemoteClient } from '../../src/client/index.js';
 import { EtcdConfigurationStore, type HostTable } from '../../src/master/etcd-store.js';
 import { SERVE_NODE_FLAGS } from '../../src/host/node-flags.js';
-import { freePorts } from '../../bench/peers/servers.js';
+import { freePorts } from '../../src/bench/peers/servers.js';
 import type { NetnsLab } from './netns-lab.js';
 import { clientTls, requestUrl, type HttpAnswer, type TestCa } from './test-ca.js';
 

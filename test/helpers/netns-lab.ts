@@ -28,7 +28,7 @@ import { once } from 'node:events';
 import { accessSync, constants } from 'node:fs';
 import { setTimeout as delay } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { ensureBinary } from '../../bench/peers/servers.js';
+import { ensureBinary } from '../../src/bench/peers/servers.js';
 
 const execFileAsync = promisify(execFile);
 

@@ -1,13 +1,13 @@
 /**
- * TLS for tests: a throwaway CA made with `openssl` (bench/peers/throwaway-ca.ts, shared with the
+ * TLS for tests: a throwaway CA made with `openssl` (src/bench/peers/throwaway-ca.ts, shared with the
  * hosts-tls benchmark; openssl is installed as root when missing, else the error names
  * `apt-get install -y openssl`: never a silent skip), and HTTP requests that can present a client
  * certificate, which Node's fetch cannot.
  */
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { createThrowawayCa, type ThrowawayCa } from '../../bench/peers/throwaway-ca.js';
-import type { EtcdClusterTls } from '../../bench/peers/etcd-cluster.js';
+import { createThrowawayCa, type ThrowawayCa } from '../../src/bench/peers/throwaway-ca.js';
+import type { EtcdClusterTls } from '../../src/bench/peers/etcd-cluster.js';
 import type { TlsFiles, TlsOptions } from '../../src/transport/tls.js';
 
 export type TestCa = ThrowawayCa;

@@ -20,7 +20,7 @@ export interface EtcdCluster {
   readonly clientUrls: string[];
 }
 
-/** TLS for every member (e.g. from bench/peers/throwaway-ca.ts). */
+/** TLS for every member (e.g. from src/bench/peers/throwaway-ca.ts). */
 export interface EtcdClusterTls {
   /** What every certificate here chains to; members require clients to present one (--client-cert-auth). */
   caFile: string;

@@ -4,15 +4,21 @@
  * same run. Closed loop (maximum throughput: each client keeps a
  * window of operations in flight) or open loop (a fixed write rate, latency from each write's
  * intended start, so stalls are not hidden). Prints a live progress line, then a table; --json
- * prints one JSON object instead.
+ * prints one JSON object instead. Every row is appended to results.jsonl in the directory the user
+ * names (--results-dir) or else in a fresh temp directory, never in the working directory uninvited,
+ * and the output says which file.
  */
-import { connect } from '../src/client/index.js';
-import { createChain, type ChainOptions } from '../src/index.js';
-import { prefill, runClosedLoop, runOpenLoop, type LoadTarget } from '../src/load.js';
-import { environment, formatRate, median, printTable, record, type Environment } from './harness.js';
-import { startLocalHosts, type LocalHosts } from './hosts/local-hosts.js';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { connect } from '../client/index.js';
+import { createChain, type ChainOptions } from '../index.js';
+import { prefill, runClosedLoop, runOpenLoop, type LoadTarget } from '../load.js';
+import { appendResult, environment, formatRate, median, printTable, type Environment } from './harness.js';
+import { startLocalHosts, type LocalHosts } from './local-hosts.js';
 import { NaiveChain } from './naive-chain.js';
 import { etcdCluster } from './peers/etcd.js';
+import { MissingPackageError } from './peers/optional-package.js';
 import { redisReplicated } from './peers/redis.js';
 import { MissingBinaryError } from './peers/servers.js';
 
@@ -56,22 +62,30 @@ export interface ScenarioRow extends Measurement {
   runs: number[];
 }
 
+/** Where a scenario's results go. */
+export interface ScenarioOutput {
+  /** results.jsonl is appended in this directory (made if missing); undefined = a fresh directory under os.tmpdir(). */
+  resultsDirectory: string | undefined;
+  /** Where the table, or the JSON object, is written. */
+  out: typeof process.stdout;
+}
+
 const WARMUP_MS = 1000;
 
-export async function runScenario(options: ScenarioOptions, out: typeof process.stdout = process.stdout): Promise<ScenarioRow[]> {
+export async function runScenario(options: ScenarioOptions, output: ScenarioOutput = { resultsDirectory: undefined, out: process.stdout }): Promise<ScenarioRow[]> {
   validate(options);
   const env = environment();
   const progress = options.json ? () => {} : progressLine();
   // Hosts are started once for every run, and stopped by pid at the end.
   const hosts = options.hosts ? await startLocalHosts(options.replicas) : null;
   try {
-    return await runSystems(options, env, progress, hosts, out);
+    return await runSystems(options, env, progress, hosts, output);
   } finally {
     await hosts?.stop();
   }
 }
 
-async function runSystems(options: ScenarioOptions, env: Environment, progress: Progress, hosts: LocalHosts | null, out: typeof process.stdout): Promise<ScenarioRow[]> {
+async function runSystems(options: ScenarioOptions, env: Environment, progress: Progress, hosts: LocalHosts | null, { resultsDirectory, out }: ScenarioOutput): Promise<ScenarioRow[]> {
   const systems: Array<{ name: string; measure: () => Promise<Measurement> }> = [
     hosts === null
       ? { name: `dabba (${options.replicas} replicas)`, measure: () => measureDabba(options, progress) }
@@ -88,9 +102,12 @@ async function runSystems(options: ScenarioOptions, env: Environment, progress: 
         const result = await system.measure();
         measured.set(system.name, [...(measured.get(system.name) ?? []), result]);
       } catch (error) {
-        if (!(error instanceof MissingBinaryError)) throw error;
+        // A peer whose server or client package is missing is left out, in one line that says
+        // what to install; the other systems are still measured.
+        const missing = missingPrerequisite(error);
+        if (missing === null) throw error;
         skipped.push(system.name);
-        process.stderr.write(`skipping ${system.name}: ${error.binary} is missing (install: ${error.installCommand})\n`);
+        process.stderr.write(`skipping ${system.name}: ${missing}\n`);
       }
     }
   }
@@ -106,9 +123,10 @@ async function runSystems(options: ScenarioOptions, env: Environment, progress: 
     p999Us: median(results.map((result) => result.p999Us)),
     runs: results.map((result) => result.opsPerSecond),
   }));
-  for (const row of rows) record('scenario', { ...options, ...row }, env);
+  const resultsFile = resolve(resultsDirectory ?? mkdtempSync(join(tmpdir(), 'dabba-bench-')), 'results.jsonl');
+  for (const row of rows) appendResult(resultsFile, 'scenario', { ...options, ...row }, env);
   if (options.json) {
-    out.write(`${JSON.stringify({ environment: env, options, rows, skipped })}\n`);
+    out.write(`${JSON.stringify({ environment: env, options, rows, skipped, resultsFile })}\n`);
     return rows;
   }
   const dabba = rows[0]!.opsPerSecond;
@@ -128,7 +146,15 @@ async function runSystems(options: ScenarioOptions, env: Environment, progress: 
     ]),
     out,
   );
+  out.write(`\nresults appended to ${resultsFile}\n`);
   return rows;
+}
+
+/** What a peer lacks (and the command that installs it) as one line; null for any other error. */
+function missingPrerequisite(error: unknown): string | null {
+  if (error instanceof MissingBinaryError) return `${error.binary} is missing (install: ${error.installCommand})`;
+  if (error instanceof MissingPackageError) return `the npm package ${error.packageName} is missing (install: ${error.installCommand})`;
+  return null;
 }
 
 function validate(options: ScenarioOptions): void {

@@ -2,13 +2,15 @@
  * Redis as a peer: a primary with two replicas, where a write counts once `WAIT 2 0` says both
  * replicas have it (the closest Redis comes to dabba's "acknowledged by the tail"), and a single
  * unreplicated primary driven by redis-benchmark (an upper bound for Redis on this machine).
+ * The `redis` client is a devDependency, loaded only when a Redis peer runs (REDIS_CLIENT_PACKAGE).
  */
 import { execFile } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
-import { createClient } from 'redis';
-import { makeKeys, makeValue } from '../../src/load.js';
+import type { createClient } from 'redis';
+import { makeKeys, makeValue } from '../../load.js';
 import { driveFor, type PeerReport } from './drive.js';
+import { importOptional, type OptionalPackage } from './optional-package.js';
 import { RespPipeline, respCommand } from './resp-pipeline.js';
 import { ensureBinary, freePorts, LocalServers, waitUntilReady, type StartedServer } from './servers.js';
 
@@ -17,6 +19,15 @@ const HOST = '127.0.0.1';
 const DEBIAN_PACKAGE = 'redis-server';
 const WARMUP_MS = 500;
 
+/** The client the Redis peers check servers with: an installed dabba may lack it (it is a devDependency). */
+export const REDIS_CLIENT_PACKAGE: OptionalPackage = { name: 'redis', version: '6.3.1' };
+
+type CreateClient = typeof createClient;
+
+/** The client's createClient(), or a MissingPackageError naming the command that installs it. */
+async function loadCreateClient(): Promise<CreateClient> {
+  return (await importOptional(REDIS_CLIENT_PACKAGE, () => import('redis'))).createClient;
+}
 
 export interface RedisReplicatedOptions {
   seconds: number;
@@ -26,7 +37,7 @@ export interface RedisReplicatedOptions {
   window?: number;
 }
 
-const newClient = (port: number) =>
+const newClient = (createClient: CreateClient, port: number) =>
   createClient({
     socket: { host: HOST, port, reconnectStrategy: false },
     // node-redis arms a 5 s AbortSignal timer per command by default: that costs ~5x the CPU of a
@@ -36,16 +47,16 @@ const newClient = (port: number) =>
   });
 type RedisClient = ReturnType<typeof newClient>;
 
-async function connect(port: number): Promise<RedisClient> {
-  const client = newClient(port);
+async function connect(createClient: CreateClient, port: number): Promise<RedisClient> {
+  const client = newClient(createClient, port);
   // Without a listener a refused connection would be an uncaught 'error' event.
   client.on('error', () => {});
   await client.connect();
   return client;
 }
 
-async function withClient<T>(port: number, use: (client: RedisClient) => Promise<T>): Promise<T> {
-  const client = await connect(port);
+async function withClient<T>(createClient: CreateClient, port: number, use: (client: RedisClient) => Promise<T>): Promise<T> {
+  const client = await connect(createClient, port);
   try {
     return await use(client);
   } finally {
@@ -69,7 +80,7 @@ function startRedis(servers: LocalServers, binary: string, name: string, port: n
 const infoField = (info: string, field: string): string | undefined => new RegExp(`^${field}:(\\S+)`, 'm').exec(info)?.[1];
 
 /** Starts a primary and two replicas and returns once both replicas are linked and in sync. */
-async function startReplicatedRedis(servers: LocalServers): Promise<number> {
+async function startReplicatedRedis(servers: LocalServers, createClient: CreateClient): Promise<number> {
   const binary = await ensureBinary('redis-server', DEBIAN_PACKAGE);
   const [primaryPort, ...replicaPorts] = await freePorts(3);
   const started = [startRedis(servers, binary, 'primary', primaryPort!)];
@@ -79,10 +90,10 @@ async function startReplicatedRedis(servers: LocalServers): Promise<number> {
   await waitUntilReady(
     'the Redis primary to have 2 replicas with their links up',
     async () => {
-      const primary = await withClient(primaryPort!, (client) => client.info('replication'));
+      const primary = await withClient(createClient, primaryPort!, (client) => client.info('replication'));
       if (infoField(primary, 'connected_slaves') !== '2') return false;
       for (const port of replicaPorts) {
-        const replica = await withClient(port, (client) => client.info('replication'));
+        const replica = await withClient(createClient, port, (client) => client.info('replication'));
         if (infoField(replica, 'master_link_status') !== 'up') return false;
       }
       return true;
@@ -101,10 +112,12 @@ export async function redisReplicated(options: RedisReplicatedOptions): Promise<
   const valueBytes = options.valueBytes ?? 100;
   const keySpace = options.keySpace ?? 100_000;
   const window = options.window ?? 2048;
+  // Before any server starts: without its client there is nothing to measure.
+  const createClient = await loadCreateClient();
   const servers = new LocalServers('redis');
   const pipelines: RespPipeline[] = [];
   try {
-    const primaryPort = await startReplicatedRedis(servers);
+    const primaryPort = await startReplicatedRedis(servers, createClient);
     for (let index = 0; index < 2; index++) pipelines.push(await RespPipeline.open(HOST, primaryPort));
     // Every SET of the key space, encoded once: a window is a slice of them plus one WAIT.
     const keys = makeKeys(keySpace, 16);
@@ -158,13 +171,14 @@ async function redisBenchmarkSet(binary: string, port: number, valueBytes: numbe
 /** A single primary, no replicas, driven by redis-benchmark with pipelines of 1000 SETs. */
 export async function redisUnreplicated(options: { seconds: number; valueBytes?: number }): Promise<RedisUnreplicatedReport> {
   const valueBytes = options.valueBytes ?? 100;
+  const createClient = await loadCreateClient();
   const serverBinary = await ensureBinary('redis-server', DEBIAN_PACKAGE);
   const benchmarkBinary = await ensureBinary('redis-benchmark', DEBIAN_PACKAGE);
   const servers = new LocalServers('redis');
   try {
     const [port] = await freePorts(1);
     const primary = startRedis(servers, serverBinary, 'primary', port!);
-    await waitUntilReady('the Redis server to answer PING', async () => (await withClient(port!, (client) => client.ping())) === 'PONG', [primary]);
+    await waitUntilReady('the Redis server to answer PING', async () => (await withClient(createClient, port!, (client) => client.ping())) === 'PONG', [primary]);
     // A short calibration run (it doubles as warm-up) sizes -n so the measured run lasts about `seconds`.
     const calibration = await redisBenchmarkSet(benchmarkBinary, port!, valueBytes, 100_000);
     const requests = Math.max(100_000, Math.round((calibration.rate * options.seconds) / 1000) * 1000);

@@ -9,7 +9,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { Etcd3 } from 'etcd3';
-import { makeKeys, makeValue } from '../../src/load.js';
+import { makeKeys, makeValue } from '../../load.js';
 import { driveFor, type PeerReport } from './drive.js';
 import { startEtcdCluster } from './etcd-cluster.js';
 import { LocalServers } from './servers.js';

@@ -1,11 +1,14 @@
 /**
- * Shared pieces of the benchmarks: the environment every figure is recorded with, medians, a
- * JSON-lines ledger (bench/results/results.jsonl) and a plain table printer.
+ * Shared pieces of the benchmarks (`dabba bench` and the repository's suites in bench/): the
+ * environment every figure is recorded with, medians, appending a result to a JSON-lines ledger, and
+ * a plain table printer. Where the ledger lives is the caller's choice: bench/ledger.ts for the
+ * suites, --results-dir or a temp directory for `dabba bench`.
  */
 import { execFileSync } from 'node:child_process';
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, relative, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 export interface Environment {
   date: string;
@@ -17,23 +20,34 @@ export interface Environment {
 }
 
 export function environment(): Environment {
-  let commit = 'unknown';
-  try {
-    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { encoding: 'utf8' }).trim();
-    if (dirty !== '') commit += '+dirty';
-  } catch {
-    // Not a git checkout (an installed package): the commit stays unknown.
-  }
   const processors = cpus();
   return {
     date: new Date().toISOString(),
-    commit,
+    commit: dabbaCommit(),
     node: process.version,
     cpu: processors[0]?.model ?? 'unknown',
     cores: processors.length,
     memoryGiB: Math.round(totalmem() / 2 ** 30),
   };
+}
+
+/**
+ * The commit of the dabba checkout this code runs from ('+dirty' with uncommitted changes), or
+ * 'unknown' for an installed package. git is asked in this module's directory, not the working
+ * directory, and believed only when this module lies in that repository's own tree, not under a
+ * node_modules/ in it: a dabba installed in a user's repository must not record the user's commit.
+ */
+function dabbaCommit(): string {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const git = (args: string[]): string => execFileSync('git', ['-C', here, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  try {
+    if (relative(git(['rev-parse', '--show-toplevel']), here).split(sep).includes('node_modules')) return 'unknown';
+    const commit = git(['rev-parse', '--short', 'HEAD']);
+    return git(['status', '--porcelain', '--untracked-files=no']) === '' ? commit : `${commit}+dirty`;
+  } catch {
+    // Not in a git checkout at all.
+    return 'unknown';
+  }
 }
 
 export function median(values: number[]): number {
@@ -42,14 +56,8 @@ export function median(values: number[]): number {
   return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
 
-/** The ledger: bench/results/results.jsonl, or results.jsonl in $DABBA_BENCH_RESULTS. */
-export function resultsFile(): string {
-  return join(process.env.DABBA_BENCH_RESULTS ?? join(process.cwd(), 'bench', 'results'), 'results.jsonl');
-}
-
-/** Appends one result as a JSON line, with the environment, to the ledger. */
-export function record(suite: string, result: object, env: Environment): void {
-  const file = resultsFile();
+/** Appends one result as a JSON line, with the environment, to the ledger `file` (its directory made if missing). */
+export function appendResult(file: string, suite: string, result: object, env: Environment): void {
   mkdirSync(dirname(file), { recursive: true });
   appendFileSync(file, `${JSON.stringify({ suite, ...env, ...result })}\n`);
 }

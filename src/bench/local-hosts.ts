@@ -8,12 +8,12 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { EtcdConfigurationStore } from '../../src/master/etcd-store.js';
-import { SERVE_NODE_FLAGS } from '../../src/host/node-flags.js';
-import type { TlsOptions } from '../../src/transport/tls.js';
-import { startEtcdCluster } from '../peers/etcd-cluster.js';
-import { freePorts, LocalServers } from '../peers/servers.js';
-import type { ThrowawayCa } from '../peers/throwaway-ca.js';
+import { EtcdConfigurationStore } from '../master/etcd-store.js';
+import { SERVE_NODE_FLAGS } from '../host/node-flags.js';
+import type { TlsOptions } from '../transport/tls.js';
+import { startEtcdCluster } from './peers/etcd-cluster.js';
+import { freePorts, LocalServers } from './peers/servers.js';
+import type { ThrowawayCa } from './peers/throwaway-ca.js';
 
 export interface LocalHosts {
   readonly urls: string[];
@@ -30,7 +30,7 @@ export interface LocalHosts {
 function cliCommand(): string[] {
   // From dist the CLI is JavaScript; under tsx (tests) it is the TypeScript source.
   const isTs = import.meta.url.endsWith('.ts');
-  const cli = fileURLToPath(new URL(`../../src/cli.${isTs ? 'ts' : 'js'}`, import.meta.url));
+  const cli = fileURLToPath(new URL(`../cli.${isTs ? 'ts' : 'js'}`, import.meta.url));
   return isTs ? ['--import', 'tsx', cli] : [cli];
 }
 
