@@ -411,21 +411,38 @@ export class Store {
    * O(capacity + size log size) and allocates: for tests and debugging, not for the hot path.
    */
   checkInvariants(): StoreShape {
+    this.checkTableSizes();
+    const slots = this.checkSlots();
+    const hashes = this.checkEntries(slots.slotOfEntry);
+    hashes.sort((a, b) => a - b);
+    let hashCollisions = 0;
+    for (let index = 1; index < hashes.length; index++) {
+      if (hashes[index] === hashes[index - 1]) hashCollisions++;
+    }
+    return {
+      slotCapacity: this.slotMask + 1,
+      probeDistanceMax: slots.probeDistanceMax,
+      wrappedRun: slots.wrappedRun,
+      hashCollisions,
+      heapUsedBytes: this.heapUsedBytes,
+      wasteBytes: this.wasteBytes(),
+    };
+  }
+
+  /** The slot table and the records are sized for each other and for the entries they hold. */
+  private checkTableSizes(): void {
     const slotCapacity = this.slotMask + 1;
-    const mask = this.slotMask;
     const count = this.entryCount;
-    const slots = this.slots;
-    const records = this.records;
     assert(isPowerOfTwo(slotCapacity), 'slot capacity is not a power of two');
     assert(
       slotCapacity >= this.slotCapacityInitial && slotCapacity <= SLOT_CAPACITY_LIMIT,
       'slot capacity out of bounds',
     );
-    assert(slots.length === slotCapacity * SLOT_WORDS, 'slot array length');
+    assert(this.slots.length === slotCapacity * SLOT_WORDS, 'slot array length');
     const entryCapacity = slotCapacity >>> 1;
-    assert(records.length === entryCapacity * RECORD_WORDS, 'records are not sized for half the slot capacity');
+    assert(this.records.length === entryCapacity * RECORD_WORDS, 'records are not sized for half the slot capacity');
     assert(
-      this.recordHashes.buffer === records.buffer && this.recordVersions.buffer === records.buffer,
+      this.recordHashes.buffer === this.records.buffer && this.recordVersions.buffer === this.records.buffer,
       'record views over different buffers',
     );
     assert(count >= 0 && count <= entryCapacity, `size ${count} over the load limit of ${entryCapacity}`);
@@ -433,9 +450,17 @@ export class Store {
       slotCapacity === this.slotCapacityInitial || count * 8 > slotCapacity,
       `slot capacity ${slotCapacity} not shrunk for ${count} entries`,
     );
+  }
 
-    // Slots: occupied ones point at distinct live entries with matching hashes, are reachable from
-    // their home slot without crossing an empty slot, and there are exactly `size` of them.
+  /**
+   * Slots: occupied ones point at distinct live entries with matching hashes, are reachable from
+   * their home slot without crossing an empty slot, and there are exactly `size` of them.
+   */
+  private checkSlots(): { slotOfEntry: Int32Array; probeDistanceMax: number; wrappedRun: boolean } {
+    const slotCapacity = this.slotMask + 1;
+    const mask = this.slotMask;
+    const count = this.entryCount;
+    const slots = this.slots;
     const slotOfEntry = new Int32Array(count).fill(-1);
     let occupied = 0;
     let probeDistanceMax = 0;
@@ -465,9 +490,17 @@ export class Store {
       if (slot < (hash & mask)) wrappedRun = true;
     }
     assert(occupied === count, `${occupied} occupied slots for ${count} entries`);
+    return { slotOfEntry, probeDistanceMax, wrappedRun };
+  }
 
-    // Entries: the stored hash is the key's hash, the key finds its own entry (so no two entries
-    // have equal keys), and every range lies inside the used heap without overlapping another.
+  /**
+   * Entries: the stored hash is the key's hash, the key finds its own entry (so no two entries
+   * have equal keys), every range lies inside the used heap without overlapping another, and the
+   * byte totals match. Returns the entries' hashes.
+   */
+  private checkEntries(slotOfEntry: Int32Array): number[] {
+    const count = this.entryCount;
+    const records = this.records;
     const heap = this.heapStorage;
     const used = this.heapUsedBytes;
     assert(used <= heap.length && heap.length <= STORE_HEAP_BYTES_LIMIT, 'heap used beyond its capacity');
@@ -517,20 +550,7 @@ export class Store {
     }
     // Compaction runs after every mutation that adds waste, so waste is always within its bound.
     assert(!this.isWasteful(), 'waste over its bound after a mutation');
-
-    hashes.sort((a, b) => a - b);
-    let hashCollisions = 0;
-    for (let index = 1; index < hashes.length; index++) {
-      if (hashes[index] === hashes[index - 1]) hashCollisions++;
-    }
-    return {
-      slotCapacity,
-      probeDistanceMax,
-      wrappedRun,
-      hashCollisions,
-      heapUsedBytes: used,
-      wasteBytes: this.wasteBytes(),
-    };
+    return hashes;
   }
 
   // --- Internals -------------------------------------------------------------------------------

@@ -52,122 +52,131 @@ function positiveInteger(text: string | undefined, name: string, fallback: numbe
   return value;
 }
 
+/** Each command, by name: it takes the arguments after the command and returns the exit code. */
+const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
+  demo: demoCommand,
+  bench: benchCommand,
+  serve: serveCommand,
+  status: statusCommand,
+  reseal: async (args) => (await import('./reseal-command.js')).runResealCommand(args, process.env),
+};
+
 async function main(argv: string[]): Promise<number> {
   const [command = 'demo', ...rest] = argv;
-  switch (command) {
-    case 'demo': {
-      const { values } = parseArgs({
-        args: rest,
-        options: {
-          replicas: { type: 'string' },
-          seconds: { type: 'string' },
-          'value-bytes': { type: 'string' },
-          readers: { type: 'string' },
-        },
-      });
-      const ok = await runDemo({
-        replicas: positiveInteger(values.replicas, 'replicas', 3),
-        seconds: positiveInteger(values.seconds, 'seconds', 10),
-        valueBytes: positiveInteger(values['value-bytes'], 'value-bytes', 100),
-        readers: positiveInteger(values.readers, 'readers', 1),
-      });
-      return ok ? 0 : 1;
-    }
-    case 'bench': {
-      const { values } = parseArgs({
-        args: rest,
-        options: {
-          replicas: { type: 'string' },
-          'value-size': { type: 'string' },
-          'key-space': { type: 'string' },
-          batch: { type: 'string' },
-          linger: { type: 'string' },
-          'in-flight-batches': { type: 'string' },
-          'read-ratio': { type: 'string' },
-          clients: { type: 'string' },
-          window: { type: 'string' },
-          seconds: { type: 'string' },
-          runs: { type: 'string' },
-          rate: { type: 'string' },
-          peers: { type: 'string' },
-          hosts: { type: 'boolean' },
-          json: { type: 'boolean' },
-          'results-dir': { type: 'string' },
-        },
-      });
-      // Loaded only for this command.
-      const { runScenario, SCENARIO_DEFAULTS } = await import('./bench/scenario.js');
-      const optional = (text: string | undefined, name: string): number | undefined =>
-        text === undefined ? undefined : positiveInteger(text, name, 0);
-      const peers = (values.peers ?? '').split(',').filter((peer) => peer !== '');
-      for (const peer of peers) {
-        if (!['naive', 'redis', 'etcd'].includes(peer)) throw new RangeError(`--peers: unknown peer ${peer} (naive, redis, etcd)`);
-      }
-      if (values['results-dir'] === '') throw new RangeError('--results-dir must name a directory');
-      await runScenario({
-        replicas: positiveInteger(values.replicas, 'replicas', SCENARIO_DEFAULTS.replicas),
-        valueBytes: positiveInteger(values['value-size'], 'value-size', SCENARIO_DEFAULTS.valueBytes),
-        keySpace: positiveInteger(values['key-space'], 'key-space', SCENARIO_DEFAULTS.keySpace),
-        batchWrites: optional(values.batch, 'batch'),
-        lingerUs: optional(values.linger, 'linger'),
-        batchesInFlight: optional(values['in-flight-batches'], 'in-flight-batches'),
-        readRatio: values['read-ratio'] === undefined ? 0 : Number(values['read-ratio']),
-        clients: positiveInteger(values.clients, 'clients', SCENARIO_DEFAULTS.clients),
-        window: positiveInteger(values.window, 'window', SCENARIO_DEFAULTS.window),
-        seconds: values.seconds === undefined ? SCENARIO_DEFAULTS.seconds : Number(values.seconds),
-        runs: positiveInteger(values.runs, 'runs', SCENARIO_DEFAULTS.runs),
-        rate: optional(values.rate, 'rate'),
-        peers: peers as Array<'naive' | 'redis' | 'etcd'>,
-        hosts: values.hosts ?? false,
-        json: values.json ?? false,
-      }, { resultsDirectory: values['results-dir'], out: process.stdout });
-      return 0;
-    }
-    case 'serve': {
-      const { parseServeConfig } = await import('./host/serve-config.js');
-      const { startHost } = await import('./host/host.js');
-      const { missingServeNodeFlags } = await import('./host/node-flags.js');
-      const host = await startHost(parseServeConfig(rest));
-      const missing = missingServeNodeFlags();
-      if (missing.length > 0) {
-        process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level: 'warn', event: 'node-flags', message: `started without ${missing.join(' ')}: frequent full GCs will cost throughput (see src/host/node-flags.ts); the dabba bin passes it, or run node ${missing.join(' ')} …/cli.js serve`, host: host.hostId })}\n`);
-      }
-      process.stdout.write(`${JSON.stringify({ event: 'serving', hostId: host.hostId, url: host.url, port: host.port })}\n`);
-      await new Promise<void>((resolve) => {
-        const stop = (): void => {
-          process.off('SIGINT', stop);
-          process.off('SIGTERM', stop);
-          void host.close().finally(resolve);
-        };
-        process.on('SIGINT', stop);
-        process.on('SIGTERM', stop);
-      });
-      // Closed in order; whatever an unreachable etcd left pending (its client retries) must not
-      // keep the process alive.
-      process.exit(0);
-    }
-    case 'status': {
-      const { ETCD_ACCESS_FLAGS, parseEtcdAccess } = await import('./host/etcd-access.js');
-      const { values } = parseArgs({ args: rest, options: { ...ETCD_ACCESS_FLAGS, 'etcd-prefix': { type: 'string' }, json: { type: 'boolean' } } });
-      const { etcd, ...access } = parseEtcdAccess(values, process.env, null);
-      const { readClusterStatus, formatClusterStatus } = await import('./host/status-command.js');
-      const status = await readClusterStatus(etcd, values['etcd-prefix'] ?? process.env.DABBA_ETCD_PREFIX, access);
-      process.stdout.write(values.json === true ? `${JSON.stringify(status)}\n` : formatClusterStatus(status));
-      return status.configuration !== null && status.members.every((member) => member.healthy) ? 0 : 1;
-    }
-    case 'reseal': {
-      const { runResealCommand } = await import('./reseal-command.js');
-      return runResealCommand(rest, process.env);
-    }
-    case 'help':
-    case '--help':
-    case '-h':
-      process.stdout.write(usage);
-      return 0;
-    default:
-      process.stderr.write(`unknown command: ${command}\n${usage}`);
-      return 2;
+  if (command === 'help' || command === '--help' || command === '-h') {
+    process.stdout.write(usage);
+    return 0;
   }
+  const run = COMMANDS[command];
+  if (run === undefined) {
+    process.stderr.write(`unknown command: ${command}\n${usage}`);
+    return 2;
+  }
+  return run(rest);
+}
+
+async function demoCommand(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      replicas: { type: 'string' },
+      seconds: { type: 'string' },
+      'value-bytes': { type: 'string' },
+      readers: { type: 'string' },
+    },
+  });
+  const ok = await runDemo({
+    replicas: positiveInteger(values.replicas, 'replicas', 3),
+    seconds: positiveInteger(values.seconds, 'seconds', 10),
+    valueBytes: positiveInteger(values['value-bytes'], 'value-bytes', 100),
+    readers: positiveInteger(values.readers, 'readers', 1),
+  });
+  return ok ? 0 : 1;
+}
+
+async function benchCommand(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      replicas: { type: 'string' },
+      'value-size': { type: 'string' },
+      'key-space': { type: 'string' },
+      batch: { type: 'string' },
+      linger: { type: 'string' },
+      'in-flight-batches': { type: 'string' },
+      'read-ratio': { type: 'string' },
+      clients: { type: 'string' },
+      window: { type: 'string' },
+      seconds: { type: 'string' },
+      runs: { type: 'string' },
+      rate: { type: 'string' },
+      peers: { type: 'string' },
+      hosts: { type: 'boolean' },
+      json: { type: 'boolean' },
+      'results-dir': { type: 'string' },
+    },
+  });
+  // Loaded only for this command.
+  const { runScenario, SCENARIO_DEFAULTS } = await import('./bench/scenario.js');
+  const optional = (text: string | undefined, name: string): number | undefined =>
+    text === undefined ? undefined : positiveInteger(text, name, 0);
+  const peers = (values.peers ?? '').split(',').filter((peer) => peer !== '');
+  for (const peer of peers) {
+    if (!['naive', 'redis', 'etcd'].includes(peer)) throw new RangeError(`--peers: unknown peer ${peer} (naive, redis, etcd)`);
+  }
+  if (values['results-dir'] === '') throw new RangeError('--results-dir must name a directory');
+  await runScenario({
+    replicas: positiveInteger(values.replicas, 'replicas', SCENARIO_DEFAULTS.replicas),
+    valueBytes: positiveInteger(values['value-size'], 'value-size', SCENARIO_DEFAULTS.valueBytes),
+    keySpace: positiveInteger(values['key-space'], 'key-space', SCENARIO_DEFAULTS.keySpace),
+    batchWrites: optional(values.batch, 'batch'),
+    lingerUs: optional(values.linger, 'linger'),
+    batchesInFlight: optional(values['in-flight-batches'], 'in-flight-batches'),
+    readRatio: values['read-ratio'] === undefined ? 0 : Number(values['read-ratio']),
+    clients: positiveInteger(values.clients, 'clients', SCENARIO_DEFAULTS.clients),
+    window: positiveInteger(values.window, 'window', SCENARIO_DEFAULTS.window),
+    seconds: values.seconds === undefined ? SCENARIO_DEFAULTS.seconds : Number(values.seconds),
+    runs: positiveInteger(values.runs, 'runs', SCENARIO_DEFAULTS.runs),
+    rate: optional(values.rate, 'rate'),
+    peers: peers as Array<'naive' | 'redis' | 'etcd'>,
+    hosts: values.hosts ?? false,
+    json: values.json ?? false,
+  }, { resultsDirectory: values['results-dir'], out: process.stdout });
+  return 0;
+}
+
+async function serveCommand(args: string[]): Promise<number> {
+  const { parseServeConfig } = await import('./host/serve-config.js');
+  const { startHost } = await import('./host/host.js');
+  const { missingServeNodeFlags } = await import('./host/node-flags.js');
+  const host = await startHost(parseServeConfig(args));
+  const missing = missingServeNodeFlags();
+  if (missing.length > 0) {
+    process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level: 'warn', event: 'node-flags', message: `started without ${missing.join(' ')}: frequent full GCs will cost throughput (see src/host/node-flags.ts); the dabba bin passes it, or run node ${missing.join(' ')} …/cli.js serve`, host: host.hostId })}\n`);
+  }
+  process.stdout.write(`${JSON.stringify({ event: 'serving', hostId: host.hostId, url: host.url, port: host.port })}\n`);
+  await new Promise<void>((resolve) => {
+    const stop = (): void => {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      void host.close().finally(resolve);
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+  // Closed in order; whatever an unreachable etcd left pending (its client retries) must not
+  // keep the process alive.
+  process.exit(0);
+}
+
+async function statusCommand(args: string[]): Promise<number> {
+  const { ETCD_ACCESS_FLAGS, parseEtcdAccess } = await import('./host/etcd-access.js');
+  const { values } = parseArgs({ args, options: { ...ETCD_ACCESS_FLAGS, 'etcd-prefix': { type: 'string' }, json: { type: 'boolean' } } });
+  const { etcd, ...access } = parseEtcdAccess(values, process.env, null);
+  const { readClusterStatus, formatClusterStatus } = await import('./host/status-command.js');
+  const status = await readClusterStatus(etcd, values['etcd-prefix'] ?? process.env.DABBA_ETCD_PREFIX, access);
+  process.stdout.write(values.json === true ? `${JSON.stringify(status)}\n` : formatClusterStatus(status));
+  return status.configuration !== null && status.members.every((member) => member.healthy) ? 0 : 1;
 }
 
 main(process.argv.slice(2)).then(

@@ -64,37 +64,8 @@ class HttpError extends Error {
 }
 
 export function attachHttpApi(app: TemplatedApp, options: HttpApiOptions): HttpApi {
-  let client: Promise<RemoteClient> | null = null;
-  let closed = false;
-  const getClient = (): Promise<RemoteClient> => {
-    if (client === null) {
-      client = connect({ hosts: [options.hostUrl()], secret: options.secret, ...(options.chain === undefined ? {} : { chain: options.chain }), connectTimeoutMs: REQUEST_TIMEOUT_MS, ...(options.tls === undefined ? {} : { tls: options.tls }) });
-      client.catch(() => {
-        client = null; // Try again on the next request (the cluster may not be configured yet).
-      });
-    }
-    return client;
-  };
-
-  /**
-   * False (after answering) when the request cannot be served: its framing is ambiguous (400, and
-   * the connection closes), or a token is required and it does not carry it (401).
-   */
-  const authorized = (response: HttpResponse, request: HttpRequest): boolean => {
-    const malformed = ambiguousFraming(request);
-    if (malformed !== null) {
-      response.onData(() => undefined);
-      sendJson(response, '400 Bad Request', { code: ErrorCode.malformedRequest, message: malformed }, true);
-      return false;
-    }
-    if (options.token === undefined) return true;
-    const given = Buffer.from(request.getHeader('authorization'), 'utf8');
-    const expected = Buffer.concat([Buffer.from('Bearer ', 'utf8'), options.token]);
-    if (given.length === expected.length && timingSafeEqual(given, expected)) return true;
-    response.onData(() => undefined);
-    sendJson(response, '401 Unauthorized', { code: ErrorCode.unauthenticated, message: 'this API needs Authorization: Bearer <token>' });
-    return false;
-  };
+  const client = new LazyClient(options);
+  const authorized = (response: HttpResponse, request: HttpRequest): boolean => checkRequest(response, request, options.token);
 
   app.get('/status', (response, request) => {
     if (!authorized(response, request)) return;
@@ -115,73 +86,7 @@ export function attachHttpApi(app: TemplatedApp, options: HttpApiOptions): HttpA
 
   app.any('/kv/*', (response, request) => {
     if (!authorized(response, request)) return;
-    const method = request.getMethod().toUpperCase();
-    let aborted = false;
-    response.onAborted(() => {
-      aborted = true;
-    });
-    const respond = (status: string, body: Uint8Array | string | null, headers: Record<string, string> = {}): void => {
-      if (aborted) return;
-      response.cork(() => {
-        response.writeStatus(status);
-        for (const [name, value] of Object.entries(headers)) response.writeHeader(name, value);
-        if (body === null) response.endWithoutBody();
-        else response.end(body);
-      });
-    };
-    const fail = (error: unknown): void => {
-      if (error instanceof HttpError) return respond(error.status, JSON.stringify({ code: error.code, message: error.message }), JSON_HEADERS);
-      if (isDabbaError(error)) {
-        const status = BAD_REQUEST_CODES.has(error.code) ? '400 Bad Request' : '503 Service Unavailable';
-        return respond(status, JSON.stringify({ code: error.code, message: error.message }), JSON_HEADERS);
-      }
-      options.log('error', 'http-error', String((error as Error)?.stack ?? error));
-      respond('500 Internal Server Error', JSON.stringify({ code: 'DABBA_ERR_INTERNAL', message: 'internal error' }), JSON_HEADERS);
-    };
-    let key: string;
-    try {
-      const reason = options.unavailable();
-      if (reason !== null) throw new HttpError('503 Service Unavailable', ErrorCode.unavailable, reason);
-      key = parseKey(request, options.keyBytesMax);
-    } catch (error) {
-      if (method === 'PUT') response.onData(() => undefined);
-      return fail(error);
-    }
-    if (method === 'GET') {
-      withTimeout(getClient().then((remote) => remote.getVersioned(key))).then(
-        (entry) => {
-          if (entry === undefined) respond('404 Not Found', JSON.stringify({ code: ErrorCode.notFound, message: `no value for key ${JSON.stringify(key)}` }), JSON_HEADERS);
-          else respond('200 OK', entry.value, { 'content-type': 'application/octet-stream', 'x-dabba-version': String(entry.version) });
-        },
-        fail,
-      );
-    } else if (method === 'DELETE') {
-      withTimeout(getClient().then((remote) => remote.delete(key))).then(() => respond('204 No Content', null), fail);
-    } else if (method === 'PUT') {
-      const declared = Number(request.getHeader('content-length') || '0');
-      if (declared > options.valueBytesMax) {
-        response.onData(() => undefined);
-        return fail(new HttpError('413 Payload Too Large', ErrorCode.valueTooLarge, `a value is at most ${options.valueBytesMax} bytes (got ${declared})`));
-      }
-      const chunks: Buffer[] = [];
-      let length = 0;
-      let refused = false;
-      response.onData((chunk, isLast) => {
-        if (refused) return;
-        length += chunk.byteLength;
-        if (length > options.valueBytesMax) {
-          refused = true;
-          return fail(new HttpError('413 Payload Too Large', ErrorCode.valueTooLarge, `a value is at most ${options.valueBytesMax} bytes`));
-        }
-        // uWS reuses the chunk's memory after this call: copy it.
-        chunks.push(Buffer.from(new Uint8Array(chunk).slice()));
-        if (!isLast) return;
-        const value = Buffer.concat(chunks, length);
-        withTimeout(getClient().then((remote) => remote.put(key, value))).then(() => respond('204 No Content', null), fail);
-      });
-    } else {
-      fail(new HttpError('405 Method Not Allowed', ErrorCode.invalidArgument, `${method} is not supported on /kv/:key (PUT, GET, DELETE)`));
-    }
+    serveKey(response, request, options, client);
   });
 
   app.any('/*', (response, request) => {
@@ -189,13 +94,137 @@ export function attachHttpApi(app: TemplatedApp, options: HttpApiOptions): HttpA
     sendJson(response, '404 Not Found', { code: ErrorCode.notFound, message: 'routes: /kv/:key (PUT, GET, DELETE), /status, /digest' });
   });
 
-  return {
-    close() {
-      if (closed) return;
-      closed = true;
-      void client?.then((remote) => remote.close()).catch(() => undefined);
-    },
+  return { close: () => client.close() };
+}
+
+/** The remote client requests are served through, made on first use (the cluster may not be configured yet). */
+class LazyClient {
+  private client: Promise<RemoteClient> | null = null;
+  private closed = false;
+
+  constructor(private readonly options: HttpApiOptions) {}
+
+  get(): Promise<RemoteClient> {
+    if (this.client === null) {
+      const { options } = this;
+      const client = connect({ hosts: [options.hostUrl()], secret: options.secret, ...(options.chain === undefined ? {} : { chain: options.chain }), connectTimeoutMs: REQUEST_TIMEOUT_MS, ...(options.tls === undefined ? {} : { tls: options.tls }) });
+      this.client = client;
+      client.catch(() => {
+        if (this.client === client) this.client = null; // Try again on the next request.
+      });
+    }
+    return this.client;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    void this.client?.then((remote) => remote.close()).catch(() => undefined);
+  }
+}
+
+/**
+ * False (after answering) when the request cannot be served: its framing is ambiguous (400, and
+ * the connection closes), or a token is required and it does not carry it (401).
+ */
+function checkRequest(response: HttpResponse, request: HttpRequest, token: Buffer | undefined): boolean {
+  const malformed = ambiguousFraming(request);
+  if (malformed !== null) {
+    response.onData(() => undefined);
+    sendJson(response, '400 Bad Request', { code: ErrorCode.malformedRequest, message: malformed }, true);
+    return false;
+  }
+  if (token === undefined) return true;
+  const given = Buffer.from(request.getHeader('authorization'), 'utf8');
+  const expected = Buffer.concat([Buffer.from('Bearer ', 'utf8'), token]);
+  if (given.length === expected.length && timingSafeEqual(given, expected)) return true;
+  response.onData(() => undefined);
+  sendJson(response, '401 Unauthorized', { code: ErrorCode.unauthenticated, message: 'this API needs Authorization: Bearer <token>' });
+  return false;
+}
+
+/** Answers for one /kv request, once: nothing after the client has gone. */
+interface Answer {
+  respond(status: string, body: Uint8Array | string | null, headers?: Record<string, string>): void;
+  fail(error: unknown): void;
+}
+
+function answerFor(response: HttpResponse, options: HttpApiOptions): Answer {
+  let aborted = false;
+  response.onAborted(() => {
+    aborted = true;
+  });
+  const respond = (status: string, body: Uint8Array | string | null, headers: Record<string, string> = {}): void => {
+    if (aborted) return;
+    response.cork(() => {
+      response.writeStatus(status);
+      for (const [name, value] of Object.entries(headers)) response.writeHeader(name, value);
+      if (body === null) response.endWithoutBody();
+      else response.end(body);
+    });
   };
+  const fail = (error: unknown): void => {
+    if (error instanceof HttpError) return respond(error.status, JSON.stringify({ code: error.code, message: error.message }), JSON_HEADERS);
+    if (isDabbaError(error)) {
+      const status = BAD_REQUEST_CODES.has(error.code) ? '400 Bad Request' : '503 Service Unavailable';
+      return respond(status, JSON.stringify({ code: error.code, message: error.message }), JSON_HEADERS);
+    }
+    options.log('error', 'http-error', String((error as Error)?.stack ?? error));
+    respond('500 Internal Server Error', JSON.stringify({ code: 'DABBA_ERR_INTERNAL', message: 'internal error' }), JSON_HEADERS);
+  };
+  return { respond, fail };
+}
+
+/** PUT, GET or DELETE /kv/:key, through the remote client. */
+function serveKey(response: HttpResponse, request: HttpRequest, options: HttpApiOptions, client: LazyClient): void {
+  const method = request.getMethod().toUpperCase();
+  const answer = answerFor(response, options);
+  let key: string;
+  try {
+    const reason = options.unavailable();
+    if (reason !== null) throw new HttpError('503 Service Unavailable', ErrorCode.unavailable, reason);
+    key = parseKey(request, options.keyBytesMax);
+  } catch (error) {
+    if (method === 'PUT') response.onData(() => undefined);
+    return answer.fail(error);
+  }
+  if (method === 'GET') {
+    withTimeout(client.get().then((remote) => remote.getVersioned(key))).then((entry) => {
+      if (entry === undefined) answer.respond('404 Not Found', JSON.stringify({ code: ErrorCode.notFound, message: `no value for key ${JSON.stringify(key)}` }), JSON_HEADERS);
+      else answer.respond('200 OK', entry.value, { 'content-type': 'application/octet-stream', 'x-dabba-version': String(entry.version) });
+    }, answer.fail);
+  } else if (method === 'DELETE') {
+    withTimeout(client.get().then((remote) => remote.delete(key))).then(() => answer.respond('204 No Content', null), answer.fail);
+  } else if (method === 'PUT') {
+    receiveValue(response, request, options.valueBytesMax, answer, (value) => {
+      withTimeout(client.get().then((remote) => remote.put(key, value))).then(() => answer.respond('204 No Content', null), answer.fail);
+    });
+  } else {
+    answer.fail(new HttpError('405 Method Not Allowed', ErrorCode.invalidArgument, `${method} is not supported on /kv/:key (PUT, GET, DELETE)`));
+  }
+}
+
+/** Reads a PUT's body up to `valueBytesMax` bytes (413 beyond, declared or not), then hands it on. */
+function receiveValue(response: HttpResponse, request: HttpRequest, valueBytesMax: number, answer: Answer, onValue: (value: Buffer) => void): void {
+  const declared = Number(request.getHeader('content-length') || '0');
+  if (declared > valueBytesMax) {
+    response.onData(() => undefined);
+    return answer.fail(new HttpError('413 Payload Too Large', ErrorCode.valueTooLarge, `a value is at most ${valueBytesMax} bytes (got ${declared})`));
+  }
+  const chunks: Buffer[] = [];
+  let length = 0;
+  let refused = false;
+  response.onData((chunk, isLast) => {
+    if (refused) return;
+    length += chunk.byteLength;
+    if (length > valueBytesMax) {
+      refused = true;
+      return answer.fail(new HttpError('413 Payload Too Large', ErrorCode.valueTooLarge, `a value is at most ${valueBytesMax} bytes`));
+    }
+    // uWS reuses the chunk's memory after this call: copy it.
+    chunks.push(Buffer.from(new Uint8Array(chunk).slice()));
+    if (isLast) onValue(Buffer.concat(chunks, length));
+  });
 }
 
 const JSON_HEADERS = { 'content-type': 'application/json' };
