@@ -14,13 +14,9 @@ import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import type { Role } from '../native-free-core/chain/node.js';
 import { DabbaError, ErrorCode, type WriteId } from '../native-free-core/errors.js';
-import {
-  ChainMaster,
-  InMemoryConfigurationStore,
-  roleIn,
-  type Configuration,
-  type MasterEvent,
-} from '../native-free-core/master/chain-master.js';
+import { roleIn, type Configuration, type MasterEvent } from '../native-free-core/master/chain-master.js';
+import { removalRefusal, type LiveHostStatus } from '../native-free-core/master/cluster-decisions.js';
+import { InProcessMaster, type InProcessDecision } from '../native-free-core/master/in-process-master.js';
 import { SpscRing } from '../native-free-core/ring.js';
 import { Doorbell } from '../workers/doorbell.js';
 import {
@@ -111,6 +107,8 @@ interface ReplicaHandle {
   startEpoch: number;
   /** Aborting terminates the worker at once, like a crash (crashReplica, and hung replicas). */
   abort: AbortController;
+  /** Why its task was rejected (it crashed, threw or was terminated); undefined while it runs. */
+  failure: unknown;
   lastHeartbeat: number;
   port: MessagePort;
   doorbell: Doorbell;
@@ -121,19 +119,15 @@ interface ReplicaHandle {
 
 const CLIENT_ID = 1;
 const INITIAL_EPOCH = 1;
-/** How often the main thread reads the replicas' heartbeat counters (and drives joins). */
+/** How often the main thread reads the replicas' heartbeat counters and asks the master what to do. */
 const HEARTBEAT_CHECK_MS = 25;
 const JOIN_THREADS_SPARE = 2;
-/** A joiner this close behind its tail (in writes) gets the handoff: a few ms of writes to drain. */
-const HANDOFF_LAG_WRITES_MAX = 8192;
-/** ...or once it has been replaying this long after its snapshot. */
-const HANDOFF_CATCH_UP_MS_MAX = 2000;
 const REPLICAS_MAX = 16;
 
 export class Chain extends EventEmitter {
   readonly options: ResolvedOptions;
   private readonly pool: Piscina<ReplicaTask, string>;
-  private readonly master: ChainMaster;
+  private readonly master: InProcessMaster;
   private readonly links: LinkTable;
   private readonly handles = new Map<number, ReplicaHandle>();
   private readonly doorbellBuffers = new Map<number, SharedArrayBuffer>();
@@ -150,14 +144,8 @@ export class Chain extends EventEmitter {
   private readonly heartbeatTimer: NodeJS.Timeout;
   private reconfigurations = 0;
   private nextReplicaId: number;
-  private join: null | {
-    id: number;
-    /** When the joiner had loaded its snapshot (it then replays what the tail applied since). */
-    loadedAt: number;
-    handoffRequested: boolean;
-    resolve: (id: number) => void;
-    reject: (error: unknown) => void;
-  } = null;
+  /** The replica an addReplica() call waits for, until it is the tail or its join is abandoned. */
+  private join: null | { id: number; resolve: (id: number) => void; reject: (error: unknown) => void } = null;
   private headId: number;
   private tailId: number;
   private state: 'open' | 'closing' | 'closed' | 'failed' = 'open';
@@ -180,8 +168,8 @@ export class Chain extends EventEmitter {
     this.links = new LinkTable({ dataBytes: resolved.ringBytes, controlBytes: resolved.controlRingBytes });
     const memberIds = Array.from({ length: count }, (_, index) => index + 1);
     this.nextReplicaId = count + 1;
-    this.master = new ChainMaster({
-      store: new InMemoryConfigurationStore({ epoch: INITIAL_EPOCH, members: memberIds, joining: null }),
+    this.master = new InProcessMaster({
+      configuration: { epoch: INITIAL_EPOCH, members: memberIds, joining: null },
       suspectAfter: resolved.suspectAfterMs,
       now: performance.now(),
     });
@@ -253,6 +241,7 @@ export class Chain extends EventEmitter {
       alive: true,
       startEpoch: configuration.epoch,
       abort,
+      failure: undefined,
       lastHeartbeat: -1,
       port: channel.port1,
       doorbell: new Doorbell(this.doorbellBuffers.get(id)!),
@@ -299,12 +288,13 @@ export class Chain extends EventEmitter {
     }
     const id = this.nextReplicaId++;
     this.doorbellBuffers.set(id, Doorbell.allocate());
-    const event = this.master.beginJoin(id, performance.now());
-    this.startReplica(id, event.configuration);
-    this.applyConfiguration(event, null);
-    return new Promise((resolve, reject) => {
-      this.join = { id, loadedAt: Number.NaN, handoffRequested: false, resolve, reject };
+    const joined = new Promise<number>((resolve, reject) => {
+      this.join = { id, resolve, reject };
     });
+    // The master starts the join (its worker starts then), asks for the handoff and completes it.
+    this.master.requestJoin(id);
+    this.settle();
+    return joined;
   }
 
   /** Removes replica `id` from the chain (it stops after the chain has moved on without it). */
@@ -313,12 +303,13 @@ export class Chain extends EventEmitter {
     let handle: ReplicaHandle;
     try {
       handle = this.liveMember(id);
-      this.applyConfiguration(this.master.remove(id), null);
+      this.master.requestRemoval(id);
     } catch (error) {
       return Promise.reject(error);
     }
-    handle.alive = false;
-    this.sendControl(handle, { type: 'stop' });
+    this.settle();
+    // A failure handled first can leave it the last replica, which the policy refuses to remove.
+    if (this.master.configuration.members.includes(id)) return Promise.reject(new DabbaError(ErrorCode.outOfRange, removalRefusal(this.master.configuration, id)!));
     return handle.done.then(() => undefined);
   }
 
@@ -328,39 +319,6 @@ export class Chain extends EventEmitter {
     const added = await this.addReplica();
     await this.removeReplica(id);
     return added;
-  }
-
-  /** Drives a join: ask the tail to hand over once the joiner has its snapshot; finish when it has. */
-  private driveJoin(): void {
-    const join = this.join;
-    const configuration = this.master.configuration;
-    if (join === null) return;
-    if (configuration.joining !== join.id) {
-      // The join was abandoned (the joiner or the tail it copied from failed).
-      this.join = null;
-      join.reject(new DabbaError(ErrorCode.replicaFailed, `replica ${join.id} could not join: the chain changed under it`));
-      return;
-    }
-    const joiner = this.handles.get(join.id)!;
-    const tail = this.handles.get(configuration.members.at(-1)!)!;
-    if (!join.handoffRequested && joiner.stats[ReplicaStat.joinCaughtUp] === 1) {
-      // The tail stops taking writes for the handoff until the joiner has everything: wait until
-      // the joiner's replay is close behind, so that pause is short (or until it has had long
-      // enough: a joiner that cannot close the gap under load still joins, with a longer pause).
-      const now = performance.now();
-      if (Number.isNaN(join.loadedAt)) join.loadedAt = now;
-      const lag = tail.stats[ReplicaStat.appliedSeq]! - joiner.stats[ReplicaStat.appliedSeq]!;
-      if (lag > HANDOFF_LAG_WRITES_MAX && now - join.loadedAt < HANDOFF_CATCH_UP_MS_MAX) return;
-      join.handoffRequested = true;
-      this.sendControl(tail, { type: 'begin-handoff' });
-    }
-    // Ready in this very epoch: a tail that has not yet heard of the current configuration may
-    // still report a handoff to an earlier joiner that has since failed.
-    if (join.handoffRequested && tail.stats[ReplicaStat.handoffReadyEpoch] === configuration.epoch) {
-      this.join = null;
-      this.applyConfiguration(this.master.completeJoin(join.id), null);
-      join.resolve(join.id);
-    }
   }
 
   /**
@@ -641,12 +599,24 @@ export class Chain extends EventEmitter {
   private onReplicaFailure(handle: ReplicaHandle, error: unknown): void {
     if (this.state === 'closed' || !handle.alive) return;
     handle.alive = false;
-    this.removeFailed(handle.id, error);
+    handle.failure = error;
+    this.master.taskFailed(handle.id);
+    this.settle();
+    // The policy never removes the last member: its state was the only copy of every acknowledged write.
+    if (this.master.configuration.members.includes(handle.id)) this.failLastReplica(handle.id, error);
   }
 
-  /** Reads the replicas' heartbeat counters; the master removes a replica that stopped moving. */
+  /** Runs every HEARTBEAT_CHECK_MS: the master hears who is moving and decides (hangs, joins, handoffs). */
   private checkHeartbeats(): void {
     if (this.state !== 'open' && this.state !== 'closing') return;
+    this.settle();
+  }
+
+  /**
+   * Tells the master what the replicas' counters say, then carries out what it decides until it has
+   * nothing left to do. Every change to the chain goes through here.
+   */
+  private settle(): void {
     const now = performance.now();
     let allStarted = true;
     const { members, joining } = this.master.configuration;
@@ -659,39 +629,81 @@ export class Chain extends EventEmitter {
       }
       if (beats === 0) allStarted = false;
     }
-    this.driveJoin();
-    // Worker start-up (loading and compiling modules) is not a hang: judge only started replicas.
-    if (!allStarted) return;
-    for (const event of this.master.tick(now)) {
-      const handle = this.handles.get(event.replicaId);
-      if (handle !== undefined && handle.alive) {
-        // A hung replica: make sure it can never act again, then move on without it.
-        handle.alive = false;
-        handle.abort.abort(new DabbaError(ErrorCode.replicaFailed, `replica ${event.replicaId} stopped responding`));
-      }
-      this.applyConfiguration(event, new DabbaError(ErrorCode.timeout, `replica ${event.replicaId} missed its heartbeats`));
-    }
+    // Worker start-up (loading and compiling modules) is not a hang: silence counts once all have started.
+    this.master.settle({ now, statusOf: this.statusOf, silenceCounts: allStarted }, this.execute);
   }
 
-  private removeFailed(id: number, cause: unknown): void {
-    if (this.master.configuration.joining === id) {
-      this.applyConfiguration(this.master.abandonJoin(), cause);
-      this.driveJoin();
+  /** A replica's progress as its worker last published it; null before its first heartbeat. */
+  private readonly statusOf = (id: number): LiveHostStatus | null => {
+    const stat = this.handles.get(id)?.stats;
+    if (stat === undefined || stat[ReplicaStat.heartbeats] === 0) return null;
+    return {
+      epoch: stat[ReplicaStat.epoch]!,
+      appliedSeq: stat[ReplicaStat.appliedSeq]!,
+      joinCaughtUp: stat[ReplicaStat.joinCaughtUp] === 1,
+      handoffReadyEpoch: stat[ReplicaStat.handoffReadyEpoch]!,
+    };
+  };
+
+  /** Carries out one decision of the master. */
+  private readonly execute = (decision: InProcessDecision): void => {
+    if (decision.kind === 'request-handoff') {
+      // The tail stops taking writes until the joiner has everything.
+      this.sendControl(this.handles.get(this.master.configuration.members.at(-1)!)!, { type: 'begin-handoff' });
       return;
     }
-    if (!this.master.configuration.members.includes(id)) return;
-    if (this.master.configuration.members.length === 1) {
-      // The last replica held the only copy: writes not yet acknowledged have an unknown outcome.
-      this.state = 'failed';
-      // Writes it was sent may or may not have been applied: each fails with OUTCOME_UNKNOWN.
-      const failure = new DabbaError(ErrorCode.replicaFailed, `the last replica (${id}) failed`, { cause });
-      this.writes.fail(failure, { outcomeKnown: false });
-      this.reads.fail(new DabbaError(ErrorCode.replicaFailed, `the last replica (${id}) failed`, { cause }));
-      this.emit('replicaFailed', failure);
-      for (const resolve of this.idleWaiters.splice(0)) resolve();
+    const { event } = decision;
+    if (event.kind === 'joining') this.startReplica(event.replicaId, event.configuration);
+    if (event.kind !== 'removed') {
+      this.applyConfiguration(event, null);
+    } else {
+      const removed = this.handles.get(event.replicaId)!;
+      this.applyConfiguration(event, this.removalCause(removed, event.reason));
+      // Removed as failed while its task still runs: it hangs.
+      this.retire(removed, { hung: event.reason === 'failed' });
+    }
+    this.followJoin();
+  };
+
+  /** Why `handle` was removed: its task's error, or its silence if it still runs (a hang); null when asked to. */
+  private removalCause(handle: ReplicaHandle, reason: 'failed' | 'requested'): unknown {
+    if (reason === 'requested') return null;
+    return handle.alive ? new DabbaError(ErrorCode.timeout, `replica ${handle.id} missed its heartbeats`) : handle.failure;
+  }
+
+  /** A replica out of the chain must never act again: a hung one is terminated, any other told to stop. */
+  private retire(handle: ReplicaHandle, options: { hung: boolean }): void {
+    if (!handle.alive) return;
+    handle.alive = false;
+    if (options.hung) handle.abort.abort(new DabbaError(ErrorCode.replicaFailed, `replica ${handle.id} stopped responding`));
+    else this.sendControl(handle, { type: 'stop' });
+  }
+
+  /** Settles addReplica()'s promise once its replica is the tail, or once the chain has moved on without it. */
+  private followJoin(): void {
+    const configuration = this.master.configuration;
+    const join = this.join;
+    const joiner = join === null ? undefined : this.handles.get(join.id);
+    if (join === null || joiner === undefined || configuration.joining === join.id) return;
+    this.join = null;
+    if (configuration.members.includes(join.id)) {
+      join.resolve(join.id);
       return;
     }
-    this.applyConfiguration(this.master.remove(id), cause);
+    // The join was abandoned (the joiner, or the tail it copied from, failed): nothing wants it now.
+    this.retire(joiner, { hung: false });
+    join.reject(new DabbaError(ErrorCode.replicaFailed, `replica ${join.id} could not join: the chain changed under it`));
+  }
+
+  /** The last replica failed: the chain is unavailable, and every write not acknowledged has an unknown outcome. */
+  private failLastReplica(id: number, cause: unknown): void {
+    this.state = 'failed';
+    // Writes it was sent may or may not have been applied: each fails with OUTCOME_UNKNOWN.
+    const failure = new DabbaError(ErrorCode.replicaFailed, `the last replica (${id}) failed`, { cause });
+    this.writes.fail(failure, { outcomeKnown: false });
+    this.reads.fail(new DabbaError(ErrorCode.replicaFailed, `the last replica (${id}) failed`, { cause }));
+    this.emit('replicaFailed', failure);
+    for (const resolve of this.idleWaiters.splice(0)) resolve();
   }
 
   /**

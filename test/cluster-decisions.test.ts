@@ -1,28 +1,39 @@
 /**
- * The multi-host master's decision rules as a pure function (native-free-core/master/
- * cluster-decisions.ts), one rule at a time, then a whole join driven by the rules alone with the
- * hosts' reports played by hand.
+ * The cluster policy as a pure function (native-free-core/master/cluster-decisions.ts), one rule at
+ * a time, then a whole join driven by the rules alone with the hosts' reports played by hand; then
+ * the same policy fed from one process (InProcessMaster, as createChain() and the simulator run it):
+ * a rejected task or silence is a gone replica, addReplica() a newcomer, removeReplica() a request.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { Configuration } from '../native-free-core/master/chain-master.js';
-import { decide, type Decision, type DecisionInput, type LiveHost, type LiveHostStatus } from '../native-free-core/master/cluster-decisions.js';
+import {
+  decide,
+  removalRefusal,
+  watchCatchUp,
+  type Decision,
+  type DecisionInput,
+  type LiveHost,
+  type LiveHostStatus,
+} from '../native-free-core/master/cluster-decisions.js';
+import { InProcessMaster, type InProcessDecision } from '../native-free-core/master/in-process-master.js';
 
 const LAG_MAX = 100;
 const CATCH_UP_MS_MAX = 2000;
 
-function host(hostId: string, replicaId: number, status: Partial<LiveHostStatus> | null = null): LiveHost {
-  return {
-    hostId,
-    replicaId,
-    status: status === null ? null : { epoch: 1, appliedSeq: 0, joinCaughtUp: false, handoffReadyEpoch: 0, ...status },
-  };
+function status(fields: Partial<LiveHostStatus>): LiveHostStatus {
+  return { epoch: 1, appliedSeq: 0, joinCaughtUp: false, handoffReadyEpoch: 0, ...fields };
+}
+
+function host(hostId: string, replicaId: number, fields: Partial<LiveHostStatus> | null = null): LiveHost {
+  return { hostId, replicaId, status: fields === null ? null : status(fields) };
 }
 
 function input(configuration: Configuration | null, hosts: LiveHost[], extra: Partial<DecisionInput> = {}): DecisionInput {
   return {
     configuration,
     hosts,
+    removalsRequested: [],
     now: 10_000,
     joinCaughtUpSince: null,
     handoffRequested: null,
@@ -122,6 +133,37 @@ describe('rule 3: a joiner whose host is gone', () => {
   });
 });
 
+describe('rule 3b: a removal an operator asked for (removeReplica)', () => {
+  const configuration: Configuration = { epoch: 4, members: [1, 2, 3], joining: null };
+  const everyone = [host('a', 1), host('b', 2), host('c', 3)];
+
+  test('a member is removed, reason requested, next epoch', () => {
+    const event = reconfiguration(decide(input(configuration, everyone, { removalsRequested: [2] })));
+    assert.deepEqual(event, { kind: 'removed', replicaId: 2, reason: 'requested', configuration: { epoch: 5, members: [1, 3], joining: null } });
+  });
+
+  test('after failures: a member that is gone is removed first', () => {
+    const event = reconfiguration(decide(input(configuration, [host('b', 2), host('c', 3)], { removalsRequested: [3] })));
+    assert.deepEqual(event, { kind: 'removed', replicaId: 1, reason: 'failed', configuration: { epoch: 5, members: [2, 3], joining: null } });
+  });
+
+  test('the tail during a join: the join is abandoned, as when the tail fails', () => {
+    const joining: Configuration = { epoch: 4, members: [1, 2], joining: 3 };
+    const event = reconfiguration(decide(input(joining, everyone, { removalsRequested: [2] })));
+    assert.deepEqual(event, { kind: 'removed', replicaId: 2, reason: 'requested', configuration: { epoch: 5, members: [1], joining: null } });
+  });
+
+  test('never the last member, nor a replica that is not one: removalRefusal says why, and the request changes nothing', () => {
+    const solo: Configuration = { epoch: 4, members: [1], joining: 2 };
+    assert.match(removalRefusal(solo, 1) ?? '', /cannot remove replica 1: it is the last replica/);
+    assert.match(removalRefusal(solo, 2) ?? '', /replica 2 is not a member/);
+    assert.equal(removalRefusal(configuration, 2), null);
+    // The join goes on meanwhile: once it completes, the chain has a replica to spare.
+    const hosts = [host('a', 1, { epoch: 4, appliedSeq: 5 }), host('b', 2, { epoch: 4, appliedSeq: 5, joinCaughtUp: true })];
+    assert.deepEqual(decide(input(solo, hosts, { removalsRequested: [1, 2] })), { kind: 'request-handoff', epoch: 4, joiner: 2 });
+  });
+});
+
 describe('rule 4: a live host that is not a member joins', () => {
   test('smallest host id first, one joiner at a time', () => {
     const hosts = [host('a', 1), host('z', 2), host('m', 3)];
@@ -187,6 +229,18 @@ describe('rule 5: the handoff is requested once the joiner is close behind', () 
   });
 });
 
+test('the catch-up clock (rule 5) starts at the joiner\'s first report, in any epoch, and ends with its join', () => {
+  const joining: Configuration = { epoch: 3, members: [1], joining: 2 };
+  const loading = [host('a', 1), host('b', 2, { epoch: 3 })];
+  const loaded = [host('a', 1), host('b', 2, { epoch: 2, joinCaughtUp: true })];
+  assert.equal(watchCatchUp(null, joining, loading, 100), null);
+  const watch = watchCatchUp(null, joining, loaded, 200);
+  assert.deepEqual(watch, { joiner: 2, since: 200 });
+  assert.equal(watchCatchUp(watch, joining, loaded, 900), watch, 'it keeps its start');
+  assert.deepEqual(watchCatchUp(watch, { epoch: 4, members: [1], joining: 3 }, [host('c', 3, { epoch: 4, joinCaughtUp: true })], 950), { joiner: 3, since: 950 });
+  assert.equal(watchCatchUp(watch, { epoch: 4, members: [1, 2], joining: null }, loaded, 990), null);
+});
+
 describe('rule 6: the tail is ready to hand over', () => {
   const configuration: Configuration = { epoch: 2, members: [1], joining: 2 };
   const joiner = host('b', 2, { epoch: 2, appliedSeq: 5, joinCaughtUp: true });
@@ -240,4 +294,112 @@ test('a whole life: bootstrap, join with handoff, failure, rejoin, driven by the
   assert.deepEqual(reconfiguration(step()).configuration, { epoch: 5, members: [1], joining: null });
   assert.deepEqual(reconfiguration(step()).configuration, { epoch: 6, members: [1], joining: 3 });
   assert.equal(step().kind, 'none');
+});
+
+describe('inputs from one process: the in-process master feeds the same policy', () => {
+  const SUSPECT_AFTER = 100;
+
+  /** A chain in one process: statuses played by hand, the decisions carried out recorded. */
+  function oneProcess(members: number[]): {
+    master: InProcessMaster;
+    statuses: Map<number, Partial<LiveHostStatus>>;
+    executed: InProcessDecision[];
+    settle: (now: number, silenceCounts?: boolean) => string;
+  } {
+    const master = new InProcessMaster({
+      configuration: { epoch: 1, members, joining: null },
+      suspectAfter: SUSPECT_AFTER,
+      now: 0,
+      handoffLagWritesMax: LAG_MAX,
+      handoffCatchUpMsMax: CATCH_UP_MS_MAX,
+    });
+    const statuses = new Map<number, Partial<LiveHostStatus>>();
+    const executed: InProcessDecision[] = [];
+    const statusOf = (replicaId: number): LiveHostStatus | null => {
+      const fields = statuses.get(replicaId);
+      return fields === undefined ? null : status(fields);
+    };
+    const settle = (now: number, silenceCounts = true): string =>
+      master.settle({ now, statusOf, silenceCounts }, (decision) => executed.push(decision)).reason;
+    return { master, statuses, executed, settle };
+  }
+
+  function events(executed: InProcessDecision[]): unknown[] {
+    return executed.map((decision) => (decision.kind === 'reconfigure' ? decision.event : decision));
+  }
+
+  test('a rejected task: the member is gone at once, removed as failed, without waiting for silence', () => {
+    const { master, executed, settle } = oneProcess([1, 2, 3]);
+    master.taskFailed(2);
+    assert.match(settle(1), /complete/);
+    assert.deepEqual(events(executed), [{ kind: 'removed', replicaId: 2, reason: 'failed', configuration: { epoch: 2, members: [1, 3], joining: null } }]);
+  });
+
+  test('missed heartbeats: a member silent for suspectAfter is gone, but only while silence counts', () => {
+    const { master, executed, settle } = oneProcess([1, 2, 3]);
+    master.heartbeat(1, 90);
+    master.heartbeat(3, 90);
+    settle(SUSPECT_AFTER + 50, false);
+    assert.deepEqual(executed, [], 'a worker still starting is not hung');
+    settle(SUSPECT_AFTER + 50);
+    assert.deepEqual(events(executed), [{ kind: 'removed', replicaId: 2, reason: 'failed', configuration: { epoch: 2, members: [1, 3], joining: null } }]);
+  });
+
+  test('the last replica gone: nothing is removed, the chain is unavailable', () => {
+    const { master, executed, settle } = oneProcess([1]);
+    master.taskFailed(1);
+    assert.equal(settle(1), 'chain unavailable: its only replica is gone');
+    assert.deepEqual(executed, []);
+  });
+
+  test('an addReplica request: the replica joins, the tail is asked to hand over once it is close behind, and it becomes the tail', () => {
+    const { master, statuses, executed, settle } = oneProcess([1, 2]);
+    master.requestJoin(3);
+    assert.equal(master.newcomer, 3);
+    assert.equal(settle(1), 'joiner 3 is loading its snapshot in epoch 2');
+    assert.equal(master.newcomer, null);
+    assert.deepEqual(master.configuration, { epoch: 2, members: [1, 2], joining: 3 });
+    // Heard from at 50: none is silent yet when the catch-up time runs out.
+    for (const replicaId of [1, 2, 3]) master.heartbeat(replicaId, 50);
+    statuses.set(2, { epoch: 2, appliedSeq: 1000 });
+    statuses.set(3, { epoch: 2, appliedSeq: 10, joinCaughtUp: true });
+    assert.match(settle(60), /990 writes behind tail 2 after 0 ms/);
+    for (const replicaId of [1, 2, 3]) master.heartbeat(replicaId, 60 + CATCH_UP_MS_MAX);
+    assert.match(settle(60 + CATCH_UP_MS_MAX), /waiting for tail 2/);
+    statuses.set(2, { epoch: 2, appliedSeq: 1000, handoffReadyEpoch: 2 });
+    assert.match(settle(60 + CATCH_UP_MS_MAX), /complete/);
+    assert.deepEqual(events(executed), [
+      { kind: 'joining', replicaId: 3, configuration: { epoch: 2, members: [1, 2], joining: 3 } },
+      { kind: 'request-handoff', epoch: 2, joiner: 3 },
+      { kind: 'joined', replicaId: 3, configuration: { epoch: 3, members: [1, 2, 3], joining: null } },
+    ]);
+  });
+
+  test('a joiner whose task is rejected: the join is abandoned, and nothing asks for it again', () => {
+    const { master, executed, settle } = oneProcess([1]);
+    master.requestJoin(2);
+    settle(1);
+    master.taskFailed(2);
+    assert.match(settle(2), /complete/);
+    assert.deepEqual(events(executed).at(-1), { kind: 'removed', replicaId: 2, reason: 'failed', configuration: { epoch: 3, members: [1], joining: null } });
+  });
+
+  test('a removeReplica request: removed as requested; one the policy refuses throws its reason at once', () => {
+    const { master, executed, settle } = oneProcess([1, 2]);
+    master.requestRemoval(2);
+    settle(1);
+    assert.deepEqual(events(executed), [{ kind: 'removed', replicaId: 2, reason: 'requested', configuration: { epoch: 2, members: [1], joining: null } }]);
+    assert.throws(() => master.requestRemoval(1), { code: 'DABBA_ERR_OUT_OF_RANGE', message: /last replica/ });
+    assert.throws(() => master.requestRemoval(2), { code: 'DABBA_ERR_OUT_OF_RANGE', message: /not a member/ });
+  });
+
+  test('a removal the chain changed under is dropped: a failure handled first left that replica the last one', () => {
+    const { master, executed, settle } = oneProcess([1, 2]);
+    master.taskFailed(1);
+    master.requestRemoval(2);
+    assert.match(settle(1), /complete/);
+    assert.deepEqual(events(executed), [{ kind: 'removed', replicaId: 1, reason: 'failed', configuration: { epoch: 2, members: [2], joining: null } }]);
+    settle(2);
+    assert.equal(executed.length, 1, 'the request does not stand');
+  });
 });

@@ -1,11 +1,10 @@
 /**
- * The configuration master of one chain, as pure logic: it holds the membership (head first, tail
- * last) and the epoch, detects failures from heartbeats with time passed in, and decides
- * reconfigurations. Every decision is a new Configuration with the next epoch; the runtime stores
- * it through a ConfigurationStore (compare-and-set on the epoch, in process for createChain() and
- * in etcd for many hosts), then tells the replicas.
+ * The configuration of one chain and the changes it can go through, as pure logic: it holds the
+ * membership (head first, tail last) and the epoch, and makes each change a new Configuration with
+ * the next epoch, installed through a ConfigurationStore (compare-and-set on the epoch). Which
+ * change to make, and when, is the cluster policy's (cluster-decisions.ts): this only makes it.
  *
- * Decisions (van Renesse & Schneider, OSDI 2004, section 3):
+ * Changes (van Renesse & Schneider, OSDI 2004, section 3):
  * - head fails: its successor becomes head;
  * - tail fails: its predecessor becomes tail;
  * - middle fails: its predecessor and successor become neighbours (the predecessor then resends
@@ -15,7 +14,6 @@
  */
 import { assert } from '../assert.js';
 import { DabbaError, ErrorCode } from '../errors.js';
-import { FailureDetector } from './failure-detector.js';
 
 export interface Configuration {
   /** Increases by one with every change. */
@@ -70,24 +68,13 @@ export type MasterEvent =
   | { kind: 'joining'; replicaId: number; configuration: Configuration }
   | { kind: 'joined'; replicaId: number; configuration: Configuration };
 
-export interface ChainMasterOptions {
-  store: ConfigurationStore;
-  /** Time without a heartbeat after which a member is removed, in the caller's time unit. */
-  suspectAfter: number;
-  now: number;
-}
-
 export class ChainMaster {
   private readonly store: ConfigurationStore;
-  private readonly detector: FailureDetector;
   private current: Configuration;
 
-  constructor(options: ChainMasterOptions) {
-    this.store = options.store;
-    this.current = options.store.load();
-    this.detector = new FailureDetector(options.suspectAfter);
-    for (const member of this.current.members) this.detector.register(member, options.now);
-    if (this.current.joining !== null) this.detector.register(this.current.joining, options.now);
+  constructor(store: ConfigurationStore) {
+    this.store = store;
+    this.current = store.load();
     assertWellFormed(this.current);
   }
 
@@ -95,29 +82,7 @@ export class ChainMaster {
     return this.current;
   }
 
-  heartbeat(replicaId: number, now: number): void {
-    this.detector.heartbeat(replicaId, now);
-  }
-
-  /**
-   * Removes every suspected member (one epoch per removal, oldest silence first), never the last
-   * one: a chain of one that stops answering is unavailable, not empty, because its state is the
-   * only copy of every acknowledged write (I4).
-   */
-  tick(now: number): MasterEvent[] {
-    const events: MasterEvent[] = [];
-    for (const suspect of this.detector.suspects(now)) {
-      if (this.current.joining === suspect) {
-        events.push(this.apply({ ...this.current, joining: null }, suspect, 'removed', 'failed'));
-        continue;
-      }
-      if (this.current.members.length <= 1) continue;
-      events.push(this.removeMember(suspect, 'failed'));
-    }
-    return events;
-  }
-
-  /** Removes a member on request (removeReplica, or the second half of a replace). */
+  /** Removes a member (reported as requested: the caller says otherwise when it failed). */
   remove(replicaId: number): MasterEvent {
     if (!this.current.members.includes(replicaId)) {
       throw new DabbaError(ErrorCode.outOfRange, `replica ${replicaId} is not a member of the chain`);
@@ -129,12 +94,11 @@ export class ChainMaster {
   }
 
   /** A new replica starts copying state from the tail; it joins the chain with completeJoin(). */
-  beginJoin(replicaId: number, now: number): MasterEvent {
+  beginJoin(replicaId: number): MasterEvent {
     if (this.current.joining !== null) {
       throw new DabbaError(ErrorCode.outOfRange, `replica ${this.current.joining} is already joining`);
     }
     if (this.current.members.includes(replicaId)) throw new DabbaError(ErrorCode.outOfRange, `replica ${replicaId} is already a member`);
-    this.detector.register(replicaId, now);
     return this.apply({ ...this.current, joining: replicaId }, replicaId, 'joining');
   }
 
@@ -155,7 +119,6 @@ export class ChainMaster {
     const members = this.current.members.filter((member) => member !== replicaId);
     // A joiner copies its state from the tail; if that tail goes, the join starts over.
     const joining = replicaId === this.current.members.at(-1) ? null : this.current.joining;
-    if (joining === null && this.current.joining !== null) this.detector.forget(this.current.joining);
     return this.apply({ ...this.current, members, joining }, replicaId, 'removed', reason);
   }
 
@@ -173,7 +136,6 @@ export class ChainMaster {
       throw new DabbaError(ErrorCode.staleEpoch, `configuration epoch moved on to ${this.current.epoch}`);
     }
     this.current = configuration;
-    if (kind === 'removed') this.detector.forget(replicaId);
     return kind === 'removed'
       ? { kind, replicaId, reason, configuration }
       : { kind, replicaId, configuration };

@@ -14,7 +14,15 @@
 import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Configuration } from '../../native-free-core/master/chain-master.js';
-import { decide, type Decision, type LiveHost } from '../../native-free-core/master/cluster-decisions.js';
+import {
+  decide,
+  HANDOFF_CATCH_UP_MS_MAX,
+  HANDOFF_LAG_WRITES_MAX,
+  watchCatchUp,
+  type CatchUpWatch,
+  type Decision,
+  type LiveHost,
+} from '../../native-free-core/master/cluster-decisions.js';
 import { DabbaError, ErrorCode, isDabbaError } from '../../native-free-core/errors.js';
 import type { EtcdConfigurationStore, HandoffRequest, HostTable, Leadership, StopWatching } from './etcd-store.js';
 
@@ -29,9 +37,9 @@ export interface EtcdMasterOptions {
   candidateId: string;
   /** How long leadership outlives a silent master, in whole seconds. Default 2. */
   leadershipTtlSeconds?: number;
-  /** A joiner at most this many writes behind the tail gets the handoff. Default 8192. */
+  /** A joiner at most this many writes behind the tail gets the handoff. Default: the policy's (HANDOFF_LAG_WRITES_MAX). */
   handoffLagWritesMax?: number;
-  /** ...or once it has been catching up this long, in ms. Default 2000. */
+  /** ...or once it has been catching up this long, in ms. Default: the policy's (HANDOFF_CATCH_UP_MS_MAX). */
   handoffCatchUpMsMax?: number;
   /** One line per noteworthy event (election, decision, etcd error). Default: nothing. */
   log?: (line: string) => void;
@@ -59,8 +67,8 @@ interface Term {
   configuration: Configuration | null;
   table: HostTable;
   handoff: HandoffRequest | null;
-  /** When the master first saw `joiner` report joinCaughtUp (any epoch). */
-  caughtUp: { joiner: number; since: number } | null;
+  /** When the master first saw the joiner report joinCaughtUp (rule 5's clock). */
+  catchUp: CatchUpWatch | null;
   /** Every watch has delivered its first value: decisions may be taken. */
   ready: boolean;
   /** A step is running; `again` asks for another one when it is done. */
@@ -93,8 +101,8 @@ export class EtcdMaster extends EventEmitter {
     this.store = options.store;
     this.candidateId = options.candidateId;
     this.leadershipTtlSeconds = checkInteger('leadershipTtlSeconds', options.leadershipTtlSeconds ?? 2, 1);
-    this.handoffLagWritesMax = checkInteger('handoffLagWritesMax', options.handoffLagWritesMax ?? 8192, 0);
-    this.handoffCatchUpMsMax = checkInteger('handoffCatchUpMsMax', options.handoffCatchUpMsMax ?? 2000, 0);
+    this.handoffLagWritesMax = checkInteger('handoffLagWritesMax', options.handoffLagWritesMax ?? HANDOFF_LAG_WRITES_MAX, 0);
+    this.handoffCatchUpMsMax = checkInteger('handoffCatchUpMsMax', options.handoffCatchUpMsMax ?? HANDOFF_CATCH_UP_MS_MAX, 0);
     this.log = options.log ?? (() => undefined);
     this.now = options.now ?? (() => performance.now());
   }
@@ -153,7 +161,7 @@ export class EtcdMaster extends EventEmitter {
       configuration: null,
       table: new Map(),
       handoff: null,
-      caughtUp: null,
+      catchUp: null,
       ready: false,
       busy: false,
       again: false,
@@ -290,16 +298,14 @@ export class EtcdMaster extends EventEmitter {
       });
     }
     const now = this.now();
-    const joiner = term.configuration?.joining ?? null;
-    if (joiner === null || term.caughtUp?.joiner !== joiner) term.caughtUp = null;
-    if (joiner !== null && term.caughtUp === null && hosts.some((host) => host.replicaId === joiner && host.status?.joinCaughtUp === true)) {
-      term.caughtUp = { joiner, since: now };
-    }
+    term.catchUp = watchCatchUp(term.catchUp, term.configuration, hosts, now);
     return decide({
       configuration: term.configuration,
       hosts,
+      // Across hosts no operator asks for removals: a host leaves by letting its lease go.
+      removalsRequested: [],
       now,
-      joinCaughtUpSince: term.caughtUp?.since ?? null,
+      joinCaughtUpSince: term.catchUp?.since ?? null,
       handoffRequested: term.handoff,
       handoffLagWritesMax: this.handoffLagWritesMax,
       handoffCatchUpMsMax: this.handoffCatchUpMsMax,

@@ -1,8 +1,10 @@
 /**
  * The deterministic simulator (TigerBeetle's VOPR shape): a whole chain of pure ChainNodes, the
- * pure ChainMaster and a set of clients in one thread, driven by one PRNG seed. Links are FIFO with
- * random delays and random duplication of batches and acks; replicas crash at random (never the
- * last one); the master removes them after missed heartbeats and the survivors reconfigure.
+ * in-process master (the one cluster policy, as createChain() runs it) and a set of clients in one
+ * thread, driven by one PRNG seed. Links are FIFO with random delays and random duplication of
+ * batches and acks; replicas crash at random (never the last one); the master removes them after
+ * missed heartbeats and the survivors reconfigure; now and then a replacement is asked for, as
+ * addReplica() would, and the master drives its join.
  *
  * A safety phase (faults on) is followed by a liveness phase (faults off) in which every client
  * operation must complete. Invariants are checked after every step; at the end the client history
@@ -11,14 +13,9 @@
  */
 import { ChainNode, type Role } from '../../native-free-core/chain/node.js';
 import { snapshotFrameBytesFor } from '../../native-free-core/chain/snapshot.js';
-import {
-  ChainMaster,
-  InMemoryConfigurationStore,
-  predecessorOf,
-  roleIn,
-  successorOf,
-  type Configuration,
-} from '../../native-free-core/master/chain-master.js';
+import { predecessorOf, roleIn, successorOf, type Configuration } from '../../native-free-core/master/chain-master.js';
+import type { LiveHostStatus } from '../../native-free-core/master/cluster-decisions.js';
+import { InProcessMaster, type InProcessDecision } from '../../native-free-core/master/in-process-master.js';
 import { Store } from '../../native-free-core/store.js';
 import {
   AckEncoder,
@@ -151,8 +148,7 @@ export function simulate(options: SimulationOptions): SimulationResult {
 
   let now = 0;
   const memberIds = Array.from({ length: replicaCount }, (_, index) => index + 1);
-  const store = new InMemoryConfigurationStore({ epoch: 1, members: memberIds, joining: null });
-  const master = new ChainMaster({ store, suspectAfter: SUSPECT_AFTER_TICKS, now });
+  const master = new InProcessMaster({ configuration: { epoch: 1, members: memberIds, joining: null }, suspectAfter: SUSPECT_AFTER_TICKS, now });
   const replicas = new Map<number, Replica>();
   const addReplica = (id: number, configuration: Configuration): void => {
     replicas.set(id, {
@@ -409,8 +405,35 @@ export function simulate(options: SimulationOptions): SimulationResult {
   let crashes = 0;
   let joins = 0;
   let snapshotFrames = 0;
-  const handoffRequested = new Set<number>();
   let reconfigurations = 0;
+  /** A replica's progress, as a worker would publish it (a crashed one's stays as it was). */
+  const statusOf = (id: number): LiveHostStatus | null => {
+    const node = replicas.get(id)?.node;
+    if (node === undefined) return null;
+    return { epoch: node.epoch, appliedSeq: node.appliedSeq, joinCaughtUp: node.joinCaughtUp, handoffReadyEpoch: node.handoffReady ? node.epoch : 0 };
+  };
+  /** Carries out one decision of the master, by messages. */
+  const execute = (decision: InProcessDecision): void => {
+    if (decision.kind === 'request-handoff') {
+      // The tail stops taking batches so the joiner can catch up fully.
+      send('master', { kind: 'replica', id: tailOf() }, { kind: 'begin-handoff' });
+      return;
+    }
+    const { event } = decision;
+    const { configuration } = event;
+    reconfigurations++;
+    note(`master: ${event.kind} replica ${event.replicaId}, epoch ${configuration.epoch} = ${configuration.members.join(' ')}`);
+    if (event.kind === 'joining') {
+      joins++;
+      appliedWrites.set(event.replicaId, new Set());
+      addReplica(event.replicaId, configuration);
+    }
+    // A joiner created in this very configuration needs no message; everyone else is told.
+    const joiner = event.kind === 'joining' ? null : configuration.joining;
+    for (const id of [...configuration.members, ...(joiner === null ? [] : [joiner])]) {
+      send('master', { kind: 'replica', id }, { kind: 'configuration', configuration });
+    }
+  };
   const step = (faults: boolean): void => {
     now++;
     // Deliver everything due, in order.
@@ -442,14 +465,6 @@ export function simulate(options: SimulationOptions): SimulationResult {
     for (const replica of replicas.values()) {
       if (replica.alive && now % HEARTBEAT_EVERY_TICKS === replica.id % HEARTBEAT_EVERY_TICKS) master.heartbeat(replica.id, now);
     }
-    for (const event of master.tick(now)) {
-      reconfigurations++;
-      note(`master: ${event.kind} replica ${event.replicaId}, epoch ${event.configuration.epoch} = ${event.configuration.members.join(' ')}`);
-      const { members, joining: joiner } = event.configuration;
-      for (const id of [...members, ...(joiner === null ? [] : [joiner])]) {
-        send('master', { kind: 'replica', id }, { kind: 'configuration', configuration: event.configuration });
-      }
-    }
     // Scripted crashes (named scenarios), then random ones (never the last live member: I4 needs
     // one survivor).
     for (const scripted of options.crashes ?? []) {
@@ -460,32 +475,12 @@ export function simulate(options: SimulationOptions): SimulationResult {
       crashes++;
       note(`crash replica ${victim} (${scripted.role}, scripted)`);
     }
-    const joining = master.configuration.joining;
-    const joiningTail = joining === null ? undefined : replicas.get(master.configuration.members.at(-1)!);
-    if (joining !== null && replicas.get(joining)!.alive && replicas.get(joining)!.node.joinCaughtUp && !handoffRequested.has(joining)) {
-      // The joiner has its snapshot: ask the tail to stop taking batches so it can catch up fully.
-      handoffRequested.add(joining);
-      send('master', { kind: 'replica', id: master.configuration.members.at(-1)! }, { kind: 'begin-handoff' });
+    // Now and then a replacement is asked for while the chain is short, as addReplica() would be.
+    const { joining, members } = master.configuration;
+    if (faults && joining === null && master.newcomer === null && members.length < replicaCount && random() < joinRate) {
+      master.requestJoin(nextReplicaId++);
     }
-    // Only a handoff in the current epoch counts: a tail that has not heard of it yet may still be
-    // handing off to an earlier joiner that failed (seed 1270 found this).
-    const handoffDone =
-      joiningTail !== undefined && joiningTail.alive && joiningTail.node.handoffReady && joiningTail.node.epoch === master.configuration.epoch;
-    if (joining !== null && handoffDone && handoffRequested.has(joining) && replicas.get(joining)!.alive) {
-      const event = master.completeJoin(joining);
-      reconfigurations++;
-      note(`master: ${joining} joined, epoch ${event.configuration.epoch} = ${event.configuration.members.join(' ')}`);
-      for (const id of event.configuration.members) send('master', { kind: 'replica', id }, { kind: 'configuration', configuration: event.configuration });
-    } else if (faults && joining === null && master.configuration.members.length < replicaCount && random() < joinRate) {
-      const id = nextReplicaId++;
-      const event = master.beginJoin(id, now);
-      reconfigurations++;
-      joins++;
-      appliedWrites.set(id, new Set());
-      addReplica(id, event.configuration);
-      note(`master: ${id} joining behind ${event.configuration.members.at(-1)}, epoch ${event.configuration.epoch}`);
-      for (const member of event.configuration.members) send('master', { kind: 'replica', id: member }, { kind: 'configuration', configuration: event.configuration });
-    }
+    master.settle({ now, statusOf, silenceCounts: true }, execute);
     if (faults && random() < crashRate) {
       const liveMembers = master.configuration.members.filter((id) => replicas.get(id)!.alive);
       const joiner = master.configuration.joining;
