@@ -10,7 +10,6 @@
  *   client --reads/replies----------------------------------> tail
  */
 import { EventEmitter } from 'node:events';
-import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import type { Role } from '../native-free-core/chain/node.js';
 import { DabbaError, ErrorCode, type WriteId } from '../native-free-core/errors.js';
@@ -19,21 +18,14 @@ import { removalRefusal, type LiveHostStatus } from '../native-free-core/master/
 import { InProcessMaster, type InProcessDecision } from '../native-free-core/master/in-process-master.js';
 import { SpscRing } from '../native-free-core/ring.js';
 import { Doorbell } from '../workers/doorbell.js';
-import {
-  CONTROL_CRASH,
-  CONTROL_FREEZE,
-  CONTROL_MESSAGES,
-  REPLICA_STAT_COUNT,
-  ReplicaStat,
-  type ControlReply,
-  type ControlRequest,
-  type ReplicaTask,
-} from '../workers/replica-task.js';
+import type { ReplicaTask } from '../workers/replica-task.js';
 import { closedError, resolveOptions, type ChainOptions, type ResolvedOptions } from './options.js';
-import { ReadPipeline, type VersionedValue } from './read-pipeline.js';
+import type { VersionedValue } from './read-pipeline.js';
 import { replicaLimits, replicaWorkerFilename } from './replica-worker.js';
-import { SealedValues, sealerFor, type ResealReport, type SealingOptions } from './sealing.js';
-import { WritePipeline, type KeyInput, type ValueInput } from './write-pipeline.js';
+import { ReplicaHandle } from './runtime/replica-handle.js';
+import { sealerFor, type ResealReport, type SealingOptions } from './sealing.js';
+import { ClientSession } from './session/client-session.js';
+import type { KeyInput, ValueInput } from './write-pipeline.js';
 import { batchesLink, clientAcksLink, CLIENT_END, LinkTable, linkNames, linksFor, readsLink, repliesLink } from './topology.js';
 
 export type { ChainOptions, KeyInput, ResealReport, SealingOptions, ValueInput, VersionedValue };
@@ -99,24 +91,6 @@ export interface ReplicaDigest {
   appliedSeq: number;
 }
 
-interface ReplicaHandle {
-  id: number;
-  role: Role;
-  alive: boolean;
-  /** The epoch the replica was started in. */
-  startEpoch: number;
-  /** Aborting terminates the worker at once, like a crash (crashReplica, and hung replicas). */
-  abort: AbortController;
-  /** Why its task was rejected (it crashed, threw or was terminated); undefined while it runs. */
-  failure: unknown;
-  lastHeartbeat: number;
-  port: MessagePort;
-  doorbell: Doorbell;
-  controlSignal: Int32Array;
-  stats: Float64Array;
-  done: Promise<unknown>;
-}
-
 const CLIENT_ID = 1;
 const INITIAL_EPOCH = 1;
 /** How often the main thread reads the replicas' heartbeat counters and asks the master what to do. */
@@ -137,10 +111,8 @@ export class Chain extends EventEmitter {
   private clientAcks: SpscRing;
   private readReplies: SpscRing;
   private tailDoorbell: Doorbell;
-  private readonly writes: WritePipeline;
-  private readonly reads: ReadPipeline;
-  /** The sealing layer over writes and reads, with the `sealing` option; null without it. */
-  private readonly sealed: SealedValues | null;
+  /** Writes, reads, sealing, idle waits: the same session connect() runs, over rings here. */
+  private readonly session: ClientSession;
   private readonly heartbeatTimer: NodeJS.Timeout;
   private reconfigurations = 0;
   private nextReplicaId: number;
@@ -150,12 +122,9 @@ export class Chain extends EventEmitter {
   private tailId: number;
   private state: 'open' | 'closing' | 'closed' | 'failed' = 'open';
   private closePromise: Promise<void> | null = null;
-  private readonly idleWaiters: Array<() => void> = [];
-  private nextControlRequest = 1;
-  private readonly digestWaiters = new Map<number, { replies: ReplicaDigest[]; resolve: (digests: ReplicaDigest[]) => void }>();
   private readonly serviceDone: Promise<void>;
   private readonly hasClientWork = (): boolean =>
-    !this.clientAcks.isEmpty() || !this.readReplies.isEmpty() || this.writes.canPump() || this.reads.canPump();
+    !this.clientAcks.isEmpty() || !this.readReplies.isEmpty() || this.session.writes.canPump() || this.session.reads.canPump();
 
   constructor(options: ChainOptions = {}) {
     super();
@@ -184,19 +153,19 @@ export class Chain extends EventEmitter {
     this.clientAcks = new SpscRing(this.links.link(clientAcksLink(tail), true).buffer);
     this.readReplies = new SpscRing(this.links.link(repliesLink(tail), false).buffer);
     this.tailDoorbell = new Doorbell(this.doorbellBuffers.get(tail)!);
-    this.writes = new WritePipeline(
+    this.session = new ClientSession(
       resolved,
-      CLIENT_ID,
-      new SpscRing(this.links.link(batchesLink(CLIENT_END, head), false).buffer),
-      new Doorbell(this.doorbellBuffers.get(head)!),
+      {
+        clientId: CLIENT_ID,
+        head: new SpscRing(this.links.link(batchesLink(CLIENT_END, head), false).buffer),
+        headDoorbell: new Doorbell(this.doorbellBuffers.get(head)!),
+        tail: new SpscRing(this.links.link(readsLink(tail), false).buffer),
+        tailDoorbell: this.tailDoorbell,
+        epoch: () => this.master.configuration.epoch,
+        sealer,
+      },
+      () => (this.state === 'open' ? null : this.unavailableError()),
     );
-    this.reads = new ReadPipeline(
-      resolved,
-      new SpscRing(this.links.link(readsLink(tail), false).buffer),
-      this.tailDoorbell,
-      () => this.master.configuration.epoch,
-    );
-    this.sealed = sealer === null ? null : new SealedValues(sealer, this.writes, this.reads, resolved, () => (this.state === 'open' ? null : this.unavailableError()));
 
     this.pool = new Piscina<ReplicaTask, string>({
       filename: replicaWorkerFilename(),
@@ -219,37 +188,15 @@ export class Chain extends EventEmitter {
   }
 
   private startReplica(id: number, configuration: Configuration): void {
-    const resolved = this.options;
-    const role = roleIn(configuration, id) as Role;
-    const channel = new MessageChannel();
-    const stats = new SharedArrayBuffer(REPLICA_STAT_COUNT * Float64Array.BYTES_PER_ELEMENT);
-    const controlSignal = new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT);
-    const task: ReplicaTask = {
+    const handle = new ReplicaHandle({
+      pool: this.pool,
       id,
       epoch: configuration.epoch,
-      role,
+      role: roleIn(configuration, id) as Role,
       links: linksFor(this.links, configuration, id, this.doorbellBuffers, this.clientDoorbellBuffer),
-      limits: replicaLimits(resolved),
-      stats,
-      port: channel.port2,
-      controlSignal,
-    };
-    const abort = new AbortController();
-    const handle: ReplicaHandle = {
-      id,
-      role,
-      alive: true,
-      startEpoch: configuration.epoch,
-      abort,
-      failure: undefined,
-      lastHeartbeat: -1,
-      port: channel.port1,
-      doorbell: new Doorbell(this.doorbellBuffers.get(id)!),
-      controlSignal: new Int32Array(controlSignal),
-      stats: new Float64Array(stats),
-      done: this.pool.run(task, { transferList: [channel.port2], signal: abort.signal }),
-    };
-    handle.port.on('message', (message: ControlReply) => this.onControlReply(message));
+      limits: replicaLimits(this.options),
+      onRejected: (code, reason) => this.emit('warning', new DabbaError(code as ErrorCode, `replica ${id} rejected a frame: ${reason}`)),
+    });
     handle.done.catch((error: unknown) => this.onReplicaFailure(handle, error));
     this.handles.set(id, handle);
   }
@@ -264,13 +211,13 @@ export class Chain extends EventEmitter {
     const configuration = this.master.configuration;
     const ids = [...configuration.members, ...(configuration.joining === null ? [] : [configuration.joining])];
     return ids.map((id) => {
-      const handle = this.handles.get(id)!;
+      const counters = this.handles.get(id)!.counters();
       return {
         id,
         role: roleIn(configuration, id) as Role,
-        epoch: handle.stats[ReplicaStat.epoch]! || INITIAL_EPOCH,
-        appliedSeq: handle.stats[ReplicaStat.appliedSeq]!,
-        committedSeq: handle.stats[ReplicaStat.committedSeq]!,
+        epoch: counters.epoch || INITIAL_EPOCH,
+        appliedSeq: counters.appliedSeq,
+        committedSeq: counters.committedSeq,
       };
     });
   }
@@ -326,9 +273,7 @@ export class Chain extends EventEmitter {
    * heartbeats gives it away. The master removes it after suspectAfterMs. For chaos testing.
    */
   freezeReplica(id: number): void {
-    const handle = this.liveMember(id, { joiner: true });
-    Atomics.store(handle.controlSignal, 0, CONTROL_FREEZE);
-    handle.doorbell.ring();
+    this.liveMember(id, { joiner: true }).freeze();
   }
 
   /** The handle of live member `id` (or, with `joiner`, of the replica joining). */
@@ -348,23 +293,17 @@ export class Chain extends EventEmitter {
    */
   crashReplica(id: number): void {
     const handle = this.liveMember(id, { joiner: true });
-    // Stop it dead at its next batch boundary (nothing it has not already sent leaves it), then
-    // terminate the thread.
-    Atomics.store(handle.controlSignal, 0, CONTROL_CRASH);
-    handle.doorbell.ring();
-    setImmediate(() => handle.abort.abort(new DabbaError(ErrorCode.replicaFailed, `replica ${id} crashed on request`)));
+    // The failure is noticed when its task is rejected (onReplicaFailure), as a real crash would be.
+    handle.crash(`replica ${id} crashed on request`);
   }
 
   /** Writes `value` under `key` (sealed first, with the `sealing` option); resolves when the tail has applied it. */
   put(key: KeyInput, value: ValueInput): Promise<void> {
-    if (this.state !== 'open') return Promise.reject(this.unavailableError());
-    if (this.sealed !== null) return this.sealed.put(key, value);
-    return this.writes.put(key, value);
+    return this.session.put(key, value);
   }
 
   delete(key: KeyInput): Promise<void> {
-    if (this.state !== 'open') return Promise.reject(this.unavailableError());
-    return this.writes.delete(key);
+    return this.session.delete(key);
   }
 
   /**
@@ -373,15 +312,12 @@ export class Chain extends EventEmitter {
    * per write. A refused entry (bad size, overload) rejects the call; the others are still written.
    */
   putMany(entries: Iterable<readonly [KeyInput, ValueInput]>): Promise<void> {
-    if (this.state !== 'open') return Promise.reject(this.unavailableError());
-    if (this.sealed !== null) return this.sealed.putMany(entries);
-    return this.writes.putMany(entries);
+    return this.session.putMany(entries);
   }
 
   /** The value of `key` at the tail, or undefined if it has none. */
-  async get(key: KeyInput): Promise<Buffer | undefined> {
-    const entry = await this.getVersioned(key);
-    return entry?.value;
+  get(key: KeyInput): Promise<Buffer | undefined> {
+    return this.session.get(key);
   }
 
   /**
@@ -389,9 +325,7 @@ export class Chain extends EventEmitter {
    * option, a value that does not open rejects with DABBA_ERR_CORRUPT.
    */
   getVersioned(key: KeyInput): Promise<VersionedValue | undefined> {
-    if (this.state !== 'open') return Promise.reject(this.unavailableError());
-    if (this.sealed !== null) return this.sealed.getVersioned(key);
-    return this.reads.get(key);
+    return this.session.getVersioned(key);
   }
 
   /**
@@ -399,7 +333,7 @@ export class Chain extends EventEmitter {
    * `sealing.current`, and a stored value opens while its version's key is in the set.
    */
   setSealingKeys(sealing: SealingOptions): void {
-    this.sealingLayer().setKeys(sealing);
+    this.session.setSealingKeys(sealing);
   }
 
   /**
@@ -408,17 +342,7 @@ export class Chain extends EventEmitter {
    * write back is overwritten with the older value. See SealedValues.reseal.
    */
   reseal(keys: Iterable<KeyInput>): Promise<ResealReport> {
-    if (this.state !== 'open') return Promise.reject(this.unavailableError());
-    try {
-      return this.sealingLayer().reseal(keys);
-    } catch (error) {
-      return Promise.reject(error);
-    }
-  }
-
-  private sealingLayer(): SealedValues {
-    if (this.sealed === null) throw new DabbaError(ErrorCode.invalidArgument, 'this chain was created without the sealing option');
-    return this.sealed;
+    return this.session.reseal(keys);
   }
 
   /**
@@ -429,72 +353,62 @@ export class Chain extends EventEmitter {
    * retried until it commits, so this waits for that. Rejects with DABBA_ERR_OUTCOME_UNKNOWN when
    * no replica is left that could say (the last one failed).
    */
-  async outcome(write: WriteId): Promise<'committed' | 'not-committed'> {
-    if (write === null || typeof write !== 'object' || write.clientId !== CLIENT_ID || !Number.isSafeInteger(write.clientSeq) || write.clientSeq < 1) {
-      throw new DabbaError(ErrorCode.invalidArgument, `not a write of this chain: ${JSON.stringify(write)}`);
-    }
-    if (write.clientSeq > this.writes.accepted) throw new DabbaError(ErrorCode.outOfRange, `write ${write.clientSeq} was never issued`);
-    return (await this.writes.outcome(write.clientSeq)) ? 'committed' : 'not-committed';
+  outcome(write: WriteId): Promise<'committed' | 'not-committed'> {
+    return this.session.outcome(write);
   }
 
   /** Sends the open batch now instead of at the end of the event-loop turn. */
   flush(): void {
-    this.writes.flush();
-    this.reads.flush();
+    this.session.flush();
   }
 
   stats(): ChainStats {
     return {
       replicas: this.master.configuration.members.map((id) => {
-        const handle = this.handles.get(id)!;
-        const stat = handle.stats;
+        const counters = this.handles.get(id)!.counters();
         return {
-          id: handle.id,
+          id,
           role: roleIn(this.master.configuration, id) as Role,
-          appliedSeq: stat[ReplicaStat.appliedSeq]!,
-          committedSeq: stat[ReplicaStat.committedSeq]!,
-          batchesApplied: stat[ReplicaStat.batchesApplied]!,
-          writesApplied: stat[ReplicaStat.writesApplied]!,
-          readsServed: stat[ReplicaStat.readsServed]!,
-          inflightBytes: stat[ReplicaStat.inflightBytes]!,
-          inflightBatches: stat[ReplicaStat.inflightBatches]!,
-          storeKeys: stat[ReplicaStat.storeKeys]!,
-          storeHeapBytes: stat[ReplicaStat.storeHeapBytes]!,
-          sleeps: stat[ReplicaStat.sleeps]!,
-          backpressureStalls: stat[ReplicaStat.backpressureStalls]!,
-          rejectedFrames: stat[ReplicaStat.rejectedFrames]!,
-          osThreadId: stat[ReplicaStat.osThreadId]!,
-          threadId: stat[ReplicaStat.threadId]!,
+          appliedSeq: counters.appliedSeq,
+          committedSeq: counters.committedSeq,
+          batchesApplied: counters.batchesApplied,
+          writesApplied: counters.writesApplied,
+          readsServed: counters.readsServed,
+          inflightBytes: counters.inflightBytes,
+          inflightBatches: counters.inflightBatches,
+          storeKeys: counters.storeKeys,
+          storeHeapBytes: counters.storeHeapBytes,
+          sleeps: counters.sleeps,
+          backpressureStalls: counters.backpressureStalls,
+          rejectedFrames: counters.rejectedFrames,
+          osThreadId: counters.osThreadId,
+          threadId: counters.threadId,
         };
       }),
       epoch: this.master.configuration.epoch,
       reconfigurations: this.reconfigurations,
-      writesAccepted: this.writes.accepted,
-      writesAcknowledged: this.writes.writesAcked,
-      writesPending: this.writes.pending,
-      readsAnswered: this.reads.readsAnswered,
-      readsPending: this.reads.pending,
-      batchesSent: this.writes.batchesSent,
-      bytesSent: this.writes.bytesSent,
-      batchesWaiting: this.writes.waitingBatches,
+      writesAccepted: this.session.writes.accepted,
+      writesAcknowledged: this.session.writes.writesAcked,
+      writesPending: this.session.writes.pending,
+      readsAnswered: this.session.reads.readsAnswered,
+      readsPending: this.session.reads.pending,
+      batchesSent: this.session.writes.batchesSent,
+      bytesSent: this.session.writes.bytesSent,
+      batchesWaiting: this.session.writes.waitingBatches,
     };
   }
 
   /** Each replica's store digest; equal digests mean identical state. Call when no writes are pending. */
-  digests(): Promise<ReplicaDigest[]> {
-    if (this.state !== 'open' && this.state !== 'closing') return Promise.reject(this.unavailableError());
-    const requestId = this.nextControlRequest++;
-    return new Promise((resolve) => {
-      this.digestWaiters.set(requestId, { replies: [], resolve });
-      for (const id of this.master.configuration.members) this.sendControl(this.handles.get(id)!, { type: 'digest', requestId });
-    });
+  async digests(): Promise<ReplicaDigest[]> {
+    if (this.state !== 'open' && this.state !== 'closing') throw this.unavailableError();
+    const members = this.master.configuration.members;
+    const digests = await Promise.all(members.map((id) => this.handles.get(id)!.digest()));
+    return digests.map((digest, index) => ({ id: members[index]!, ...digest }));
   }
 
   /** Resolves when every write and read issued so far has been answered. */
   whenIdle(): Promise<void> {
-    this.flush();
-    if (this.writes.pending === 0 && this.reads.pending === 0) return Promise.resolve();
-    return new Promise((resolve) => this.idleWaiters.push(resolve));
+    return this.session.whenIdle();
   }
 
   /**
@@ -509,16 +423,11 @@ export class Chain extends EventEmitter {
   private async shutdown(): Promise<void> {
     if (this.state === 'open') {
       this.state = 'closing';
-      let timer: NodeJS.Timeout | undefined;
-      const timeout = new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, this.options.closeTimeoutMs);
-      });
-      await Promise.race([this.whenIdle(), timeout]);
-      clearTimeout(timer);
+      await this.session.drain(this.options.closeTimeoutMs);
     }
     const wasFailed = this.state === 'failed';
     this.state = 'closed';
-    this.reads.fail(closedError());
+    this.session.reads.fail(closedError());
     clearInterval(this.heartbeatTimer);
     const live = [...this.handles.values()].filter((handle) => handle.alive);
     let tailStopped = false;
@@ -526,31 +435,22 @@ export class Chain extends EventEmitter {
       // Replicas send their last acks as they stop. Once the tail has stopped and its acks are
       // drained, a write not acknowledged is not committed and never will be: it fails plainly.
       const tail = this.handles.get(this.master.configuration.members.at(-1)!)!;
-      for (const handle of live) this.sendControl(handle, { type: 'stop' });
+      for (const handle of live) handle.stop();
       const stopped = await Promise.allSettled(live.map((handle) => handle.done));
       tailStopped = stopped[live.indexOf(tail)]?.status === 'fulfilled';
       this.service();
     }
-    this.writes.fail(closedError(), { outcomeKnown: tailStopped });
+    this.session.fail(closedError(), { outcomeKnown: tailStopped });
     this.clientDoorbell.ring();
     await this.serviceDone;
-    for (const handle of this.handles.values()) handle.port.close();
+    for (const handle of this.handles.values()) handle.closePort();
     await this.pool.destroy();
-    for (const waiter of this.digestWaiters.values()) waiter.resolve(waiter.replies);
-    this.digestWaiters.clear();
   }
 
   private unavailableError(): DabbaError {
     return this.state === 'failed'
       ? new DabbaError(ErrorCode.replicaFailed, 'a replica of this chain failed')
       : closedError();
-  }
-
-  private sendControl(handle: ReplicaHandle, request: ControlRequest): void {
-    handle.port.postMessage(request);
-    // Never overwrite a crash request with a message notice.
-    Atomics.compareExchange(handle.controlSignal, 0, 0, CONTROL_MESSAGES);
-    handle.doorbell.ring();
   }
 
   /** The main thread's side of the rings: acks, replies, and batches waiting for ring space. */
@@ -562,44 +462,23 @@ export class Chain extends EventEmitter {
   }
 
   private service(): void {
-    if (this.writes.drainAcks(this.clientAcks) > 0 || !this.clientAcks.isEmpty()) {
+    const session = this.session;
+    if (session.drainAcks(this.clientAcks) > 0 || !this.clientAcks.isEmpty()) {
       if (this.clientAcks.takeProducerWaiting()) this.tailDoorbell.ring();
     }
-    if (this.reads.drainReplies(this.readReplies) > 0) {
+    if (session.drainReplies(this.readReplies) > 0) {
       if (this.readReplies.takeProducerWaiting()) this.tailDoorbell.ring();
     }
-    if (this.writes.canPump()) this.writes.pump();
-    if (this.reads.canPump()) this.reads.pump();
-    if (this.idleWaiters.length > 0 && this.writes.pending === 0 && this.reads.pending === 0) {
-      for (const resolve of this.idleWaiters.splice(0)) resolve();
-    }
-  }
-
-  private onControlReply(message: ControlReply): void {
-    switch (message.type) {
-      case 'digest': {
-        const waiter = this.digestWaiters.get(message.requestId);
-        if (waiter === undefined) return;
-        waiter.replies.push({ id: message.replicaId, digest: message.digest, keys: message.keys, appliedSeq: message.appliedSeq });
-        if (waiter.replies.length === this.master.configuration.members.length) {
-          this.digestWaiters.delete(message.requestId);
-          waiter.resolve(waiter.replies.sort((a, b) => a.id - b.id));
-        }
-        return;
-      }
-      case 'rejected':
-        this.emit('warning', new DabbaError(message.code as ErrorCode, `replica ${message.replicaId} rejected a frame: ${message.reason}`));
-        return;
-      case 'stopped':
-        return;
-    }
+    if (session.writes.canPump()) session.pumpWrites();
+    if (session.reads.canPump()) session.pumpReads();
+    session.progressed();
   }
 
   /** A replica's task ended with an error: its worker crashed, threw, or was terminated. */
   private onReplicaFailure(handle: ReplicaHandle, error: unknown): void {
     if (this.state === 'closed' || !handle.alive) return;
     handle.alive = false;
-    handle.failure = error;
+    handle.failure ??= error;
     this.master.taskFailed(handle.id);
     this.settle();
     // The policy never removes the last member: its state was the only copy of every acknowledged write.
@@ -622,12 +501,8 @@ export class Chain extends EventEmitter {
     const { members, joining } = this.master.configuration;
     for (const id of [...members, ...(joining === null ? [] : [joining])]) {
       const handle = this.handles.get(id)!;
-      const beats = handle.stats[ReplicaStat.heartbeats]!;
-      if (beats !== handle.lastHeartbeat) {
-        handle.lastHeartbeat = beats;
-        this.master.heartbeat(id, now);
-      }
-      if (beats === 0) allStarted = false;
+      if (handle.heartbeatMoved()) this.master.heartbeat(id, now);
+      if (!handle.started) allStarted = false;
     }
     // Worker start-up (loading and compiling modules) is not a hang: silence counts once all have started.
     this.master.settle({ now, statusOf: this.statusOf, silenceCounts: allStarted }, this.execute);
@@ -635,21 +510,17 @@ export class Chain extends EventEmitter {
 
   /** A replica's progress as its worker last published it; null before its first heartbeat. */
   private readonly statusOf = (id: number): LiveHostStatus | null => {
-    const stat = this.handles.get(id)?.stats;
-    if (stat === undefined || stat[ReplicaStat.heartbeats] === 0) return null;
-    return {
-      epoch: stat[ReplicaStat.epoch]!,
-      appliedSeq: stat[ReplicaStat.appliedSeq]!,
-      joinCaughtUp: stat[ReplicaStat.joinCaughtUp] === 1,
-      handoffReadyEpoch: stat[ReplicaStat.handoffReadyEpoch]!,
-    };
+    const handle = this.handles.get(id);
+    if (handle === undefined || !handle.started) return null;
+    const counters = handle.counters();
+    return { epoch: counters.epoch, appliedSeq: counters.appliedSeq, joinCaughtUp: counters.joinCaughtUp, handoffReadyEpoch: counters.handoffReadyEpoch };
   };
 
   /** Carries out one decision of the master. */
   private readonly execute = (decision: InProcessDecision): void => {
     if (decision.kind === 'request-handoff') {
       // The tail stops taking writes until the joiner has everything.
-      this.sendControl(this.handles.get(this.master.configuration.members.at(-1)!)!, { type: 'begin-handoff' });
+      this.handles.get(this.master.configuration.members.at(-1)!)!.beginHandoff();
       return;
     }
     const { event } = decision;
@@ -675,8 +546,8 @@ export class Chain extends EventEmitter {
   private retire(handle: ReplicaHandle, options: { hung: boolean }): void {
     if (!handle.alive) return;
     handle.alive = false;
-    if (options.hung) handle.abort.abort(new DabbaError(ErrorCode.replicaFailed, `replica ${handle.id} stopped responding`));
-    else this.sendControl(handle, { type: 'stop' });
+    if (options.hung) handle.terminate(`replica ${handle.id} stopped responding`);
+    else handle.stop();
   }
 
   /** Settles addReplica()'s promise once its replica is the tail, or once the chain has moved on without it. */
@@ -700,10 +571,8 @@ export class Chain extends EventEmitter {
     this.state = 'failed';
     // Writes it was sent may or may not have been applied: each fails with OUTCOME_UNKNOWN.
     const failure = new DabbaError(ErrorCode.replicaFailed, `the last replica (${id}) failed`, { cause });
-    this.writes.fail(failure, { outcomeKnown: false });
-    this.reads.fail(new DabbaError(ErrorCode.replicaFailed, `the last replica (${id}) failed`, { cause }));
+    this.session.fail(failure, { outcomeKnown: false }, new DabbaError(ErrorCode.replicaFailed, `the last replica (${id}) failed`, { cause }));
     this.emit('replicaFailed', failure);
-    for (const resolve of this.idleWaiters.splice(0)) resolve();
   }
 
   /**
@@ -723,21 +592,20 @@ export class Chain extends EventEmitter {
       // A joiner started at this very epoch needs no reconfigure; later ones it follows.
       if (id === joiner && handle.startEpoch === configuration.epoch) continue;
       const links = linksFor(this.links, configuration, id, this.doorbellBuffers, this.clientDoorbellBuffer);
-      const role = roleIn(configuration, id) as Role;
-      this.sendControl(handle, { type: 'reconfigure', epoch: configuration.epoch, role, joiner: id === tail ? joiner : null, links });
+      handle.reconfigure(configuration.epoch, roleIn(configuration, id) as Role, id === tail ? joiner : null, links);
     }
     this.links.retainOnly(linkNames(configuration));
     const head = configuration.members[0]!;
     if (head !== this.headId) {
       this.headId = head;
-      this.writes.switchHead(new SpscRing(this.links.link(batchesLink(CLIENT_END, head), false).buffer), new Doorbell(this.doorbellBuffers.get(head)!));
+      this.session.switchHead(new SpscRing(this.links.link(batchesLink(CLIENT_END, head), false).buffer), new Doorbell(this.doorbellBuffers.get(head)!));
     }
     if (tail !== this.tailId) {
       this.tailId = tail;
       this.clientAcks = new SpscRing(this.links.link(clientAcksLink(tail), true).buffer);
       this.readReplies = new SpscRing(this.links.link(repliesLink(tail), false).buffer);
       this.tailDoorbell = new Doorbell(this.doorbellBuffers.get(tail)!);
-      this.reads.switchTail(new SpscRing(this.links.link(readsLink(tail), false).buffer), this.tailDoorbell);
+      this.session.switchTail(new SpscRing(this.links.link(readsLink(tail), false).buffer), this.tailDoorbell);
     }
     const removed = event.kind === 'removed' ? event.replicaId : null;
     const reconfigured: ReconfigurationEvent = {

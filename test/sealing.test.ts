@@ -202,9 +202,9 @@ describe('createChain({ sealing })', () => {
     chains.push(chain);
     return chain;
   }
-  /** The chain's read and write pipelines, under the sealing layer: the stored bytes as they are. */
+  /** The chain's session's read and write pipelines, under the sealing layer: the stored bytes as they are. */
   function rawSide(chain: Chain): { reads: ReadPipeline; writes: WritePipeline } {
-    return chain as unknown as { reads: ReadPipeline; writes: WritePipeline };
+    return (chain as unknown as { session: { reads: ReadPipeline; writes: WritePipeline } }).session;
   }
 
   test('round trip: put, putMany, get, getVersioned, delete, bytes and UTF-8; the tail holds only sealed bytes', async () => {

@@ -71,8 +71,16 @@ export class ReplicaHandle {
   readonly startEpoch: number;
   /** Settles when the task ends: fulfilled after stop(), rejected if the worker failed or was ended. */
   readonly done: Promise<unknown>;
-  /** False once it has failed, was crashed or asked to stop: it acts no more. */
+  /**
+   * False once its owner has written it off (it failed, hung, or was asked to stop): a failure
+   * reported after that is old news. The owner sets it; crash() leaves it, since a crash is to be
+   * noticed as a failure.
+   */
   alive = true;
+  /** Why its task was rejected (it crashed, threw or was terminated); undefined while it runs. */
+  failure: unknown = undefined;
+  /** The heartbeat counter when heartbeatMoved() last looked. */
+  private lastHeartbeat = -1;
   private readonly port: MessagePort;
   private readonly controlSignal: Int32Array;
   private readonly statistics: Float64Array;
@@ -103,6 +111,22 @@ export class ReplicaHandle {
       if (message.type === 'rejected') options.onRejected?.(message.code, message.reason);
     });
     this.done = options.pool.run(task, { transferList: [channel.port2], signal: this.abort.signal });
+    this.done.catch((error: unknown) => {
+      this.failure = error;
+    });
+  }
+
+  /** Whether the replica's loop went round since the last call (it is alive and not hung). */
+  heartbeatMoved(): boolean {
+    const beats = this.statistics[ReplicaStat.heartbeats]!;
+    if (beats === this.lastHeartbeat) return false;
+    this.lastHeartbeat = beats;
+    return true;
+  }
+
+  /** Whether the worker has started its loop yet (loading and compiling modules is not a hang). */
+  get started(): boolean {
+    return this.statistics[ReplicaStat.heartbeats]! > 0;
   }
 
   /** One published statistic (see ReplicaStat). */
@@ -162,7 +186,6 @@ export class ReplicaHandle {
 
   /** Asks the replica to stop (it sends its last acks first); `done` then fulfils. */
   stop(): void {
-    this.alive = false;
     this.sendControl({ type: 'stop' });
   }
 
@@ -171,7 +194,6 @@ export class ReplicaHandle {
    * not already sent leaves it), then its thread is terminated. `done` rejects.
    */
   crash(reason: string): void {
-    this.alive = false;
     Atomics.store(this.controlSignal, 0, CONTROL_CRASH);
     this.doorbell.ring();
     setImmediate(() => this.terminate(reason));
@@ -179,7 +201,6 @@ export class ReplicaHandle {
 
   /** Terminates the thread at once (a hung replica that must never act again). */
   terminate(reason: string): void {
-    this.alive = false;
     this.abort.abort(new DabbaError(ErrorCode.replicaFailed, reason));
   }
 
