@@ -84,3 +84,13 @@ export class DabbaError extends Error {
 export function isDabbaError(error: unknown, code?: ErrorCode): error is DabbaError {
   return error instanceof DabbaError && (code === undefined || error.code === code);
 }
+
+/** A RangeError coded DABBA_ERR_OUT_OF_RANGE: an option or argument outside its allowed range. */
+export function rangeError(message: string): RangeError & { code: ErrorCode } {
+  return Object.assign(new RangeError(message), { code: ErrorCode.outOfRange });
+}
+
+/** A TypeError coded DABBA_ERR_INVALID_ARGUMENT: an option or argument of the wrong type. */
+export function argumentTypeError(message: string): TypeError & { code: ErrorCode } {
+  return Object.assign(new TypeError(message), { code: ErrorCode.invalidArgument });
+}

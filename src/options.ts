@@ -2,10 +2,19 @@
  * createChain() options: validated once at the boundary with precise TypeError/RangeError (coded),
  * then turned into the fixed limits every ring, log and buffer is allocated from.
  */
-import { DabbaError, ErrorCode } from '../native-free-core/errors.js';
+import { argumentTypeError, DabbaError, ErrorCode, rangeError } from '../native-free-core/errors.js';
+
+export { argumentTypeError, rangeError };
 import { deriveLimits, type Limits } from '../native-free-core/limits.js';
 import { KEY_BYTES_LIMIT } from '../native-free-core/wire/codec.js';
-import type { SealingOptions } from './sealing.js';
+
+/** The `sealing` option of createChain() and connect() (see ./sealing.ts). */
+export interface SealingOptions {
+  /** Each key version (an integer, 1 .. 2^32-1) and its 32-byte AES-256 key. */
+  keys: { [version: number]: Uint8Array };
+  /** The version new writes are sealed with; must be one of `keys`. */
+  current: number;
+}
 
 export interface BatchOptions {
   /** Most writes coalesced into one batch (default 1024). */
@@ -104,16 +113,6 @@ function describe(value: unknown): string {
 
 function isPowerOfTwo(value: number): boolean {
   return value > 0 && (value & (value - 1)) === 0;
-}
-
-/** A RangeError coded DABBA_ERR_OUT_OF_RANGE: an option or argument outside its allowed range. */
-export function rangeError(message: string): RangeError {
-  return Object.assign(new RangeError(message), { code: ErrorCode.outOfRange });
-}
-
-/** A TypeError coded DABBA_ERR_INVALID_ARGUMENT: an option or argument of the wrong type. */
-export function argumentTypeError(message: string): TypeError {
-  return Object.assign(new TypeError(message), { code: ErrorCode.invalidArgument });
 }
 
 export function resolveOptions(options: ChainOptions = {}): ResolvedOptions {

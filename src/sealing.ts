@@ -31,18 +31,12 @@
 import { Buffer } from 'node:buffer';
 import { createCipheriv, createDecipheriv, createSecretKey, randomFillSync, type KeyObject } from 'node:crypto';
 import { assert } from '../native-free-core/assert.js';
-import { DabbaError, ErrorCode } from '../native-free-core/errors.js';
-import { argumentTypeError, rangeError } from './options.js';
+import { argumentTypeError, DabbaError, ErrorCode, rangeError } from '../native-free-core/errors.js';
 import type { VersionedValue } from './read-pipeline.js';
 import type { KeyInput, ValueInput } from './write-pipeline.js';
+import type { SealingOptions } from './options.js';
 
-/** The `sealing` option of createChain() and connect(). */
-export interface SealingOptions {
-  /** Each key version (an integer, 1 .. 2^32-1) and its 32-byte AES-256 key. */
-  keys: { [version: number]: Uint8Array };
-  /** The version new writes are sealed with; must be one of `keys`. */
-  current: number;
-}
+export type { SealingOptions };
 
 /** The first byte of a sealed value: AES-256-GCM in the layout above. Another layout gets another byte. */
 export const SEALED_FORMAT = 0xda;

@@ -37,6 +37,7 @@ import {
   type AckFields,
   type HelloFields,
 } from '../wire/codec.js';
+import { ordersWrites, servesReads } from '../master/chain-master.js';
 import { InflightLog } from './inflight-log.js';
 import { JoinSource } from './join-source.js';
 import { JoinTarget } from './join-target.js';
@@ -227,11 +228,11 @@ export class ChainNode {
     return this.committedSeqValue;
   }
   get isHead(): boolean {
-    return this.roleValue === 'head' || this.roleValue === 'solo';
+    return ordersWrites(this.roleValue);
   }
   /** Serves reads and acknowledges clients (the tail, or a chain of one). */
   get isTail(): boolean {
-    return this.roleValue === 'tail' || this.roleValue === 'solo';
+    return servesReads(this.roleValue);
   }
   /**
    * The last replica in line: it commits what it applies and has no one to forward to. A tail with a

@@ -39,6 +39,16 @@ export function predecessorOf(configuration: Configuration, replicaId: number): 
   return index > 0 ? configuration.members[index - 1]! : null;
 }
 
+/** The roles that serve reads and acknowledge clients: the tail, or a chain of one. */
+export function servesReads(role: ChainRole | 'joining' | null): boolean {
+  return role === 'tail' || role === 'solo';
+}
+
+/** The roles that take clients' writes and order them: the head, or a chain of one. */
+export function ordersWrites(role: ChainRole | 'joining' | null): boolean {
+  return role === 'head' || role === 'solo';
+}
+
 export function successorOf(configuration: Configuration, replicaId: number): number | null {
   const index = configuration.members.indexOf(replicaId);
   return index >= 0 && index < configuration.members.length - 1 ? configuration.members[index + 1]! : null;

@@ -24,7 +24,7 @@ import type { KeyObject } from 'node:crypto';
 import type { Role } from '../../native-free-core/chain/node.js';
 import { SnapshotView } from '../../native-free-core/chain/snapshot.js';
 import { ErrorCode } from '../../native-free-core/errors.js';
-import { predecessorOf, successorOf, type Configuration } from '../../native-free-core/master/chain-master.js';
+import { predecessorOf, servesReads, successorOf, type Configuration } from '../../native-free-core/master/chain-master.js';
 import { frameKind, HelloEncoder, MessageKind } from '../../native-free-core/wire/codec.js';
 import { InboundBudget } from './inbound-queue.js';
 import { closeReason, connectPeerLink, frameEnvelopeValidator, LinkCloseCode, type PeerLink, type PeerLinkHandlers, type PeerLinkLogEntry } from '../transport/peer-link.js';
@@ -131,7 +131,7 @@ export class ChainLinks {
       return;
     }
     const predecessor = role === 'joining' ? configuration.members.at(-1)! : predecessorOf(configuration, replicaId);
-    const isTail = role === 'tail' || role === 'solo';
+    const isTail = servesReads(role);
     this.successorId = successorOf(configuration, replicaId) ?? (isTail ? configuration.joining : null);
     this.admitCandidate();
     if (predecessor !== this.upstream?.replicaId) {

@@ -13,7 +13,7 @@ import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import type { Role } from '../../native-free-core/chain/node.js';
 import { DabbaError, ErrorCode } from '../../native-free-core/errors.js';
-import { roleIn, type Configuration } from '../../native-free-core/master/chain-master.js';
+import { ordersWrites, roleIn, servesReads, type Configuration } from '../../native-free-core/master/chain-master.js';
 import type { ClusterMember } from '../../native-free-core/wire/cluster-view.js';
 import { EtcdMaster } from '../master/etcd-master.js';
 import { EtcdConfigurationStore, type EtcdAuth, type EtcdTls, type HostInfo, type HostRegistration, type HostStatus, type StopWatching } from '../master/etcd-store.js';
@@ -229,7 +229,7 @@ export class DabbaHost extends EventEmitter {
       recordLimits: { keyBytesMax: this.options.keyBytesMax, valueBytesMax: this.options.valueBytesMax },
       allocateClientId: () => this.store.allocateId('client'),
       view: () => this.clusterView(),
-      isHead: () => this.role() === 'head' || this.role() === 'solo',
+      isHead: () => ordersWrites(this.role()),
       isServingReads: () => this.isServingReads(),
       connectionInboundBytesMax: this.connectionInboundBytesMax(),
       offerBatch: (frame, budget) => this.batchesQueue.offer(frame, budget),
@@ -388,13 +388,13 @@ export class DabbaHost extends EventEmitter {
       if (role === 'joining' || (role === 'solo' && configuration.epoch === 1)) this.startReplica(configuration.epoch, role);
       else if (previousRole === null) void this.rejoinAsNewReplica(); // A member we have no state for.
     } else if (configuration.epoch > this.replicaEpoch) {
-      const isTail = role === 'tail' || role === 'solo';
+      const isTail = servesReads(role);
       this.replica.reconfigure(configuration.epoch, role, isTail ? configuration.joining : null);
       this.replicaEpoch = configuration.epoch;
     }
     this.updateLinks();
     this.maybeBeginHandoff();
-    if (role !== 'tail' && role !== 'solo') this.sessions.forgetReads();
+    if (!servesReads(role)) this.sessions.forgetReads();
     this.placeMaster();
     this.sessions.broadcastView();
     this.emit('configured', configuration, role);
@@ -410,7 +410,7 @@ export class DabbaHost extends EventEmitter {
     const role = this.role();
     const configuration = this.configuration;
     if (this.master?.isLeader !== true || configuration === null || configuration.members.length < 2) return;
-    if (role === 'tail' || role === 'solo') return;
+    if (servesReads(role)) return;
     // Only if the tail's host stands for master (and is registered, so campaigning) right now.
     const tailHost = this.hostOf(configuration.members.at(-1)!);
     if (tailHost === null || this.hostTable.get(tailHost)?.status?.candidate !== true) return;
@@ -500,7 +500,7 @@ export class DabbaHost extends EventEmitter {
     const configuration = this.configuration;
     if (request === null || configuration === null || this.replica === null) return;
     const role = this.role();
-    if ((role !== 'tail' && role !== 'solo') || configuration.epoch !== request.epoch || configuration.joining !== request.joiner) return;
+    if (!servesReads(role) || configuration.epoch !== request.epoch || configuration.joining !== request.joiner) return;
     const key = `${request.epoch}:${request.joiner}`;
     if (this.handoffBegun === key) return;
     this.handoffBegun = key;
@@ -509,7 +509,7 @@ export class DabbaHost extends EventEmitter {
 
   private isServingReads(): boolean {
     const role = this.role();
-    if (this.replica === null || (role !== 'tail' && role !== 'solo') || this.registration === null) return false;
+    if (this.replica === null || !servesReads(role) || this.registration === null) return false;
     if (this.replicaEpoch !== this.configuration?.epoch) return false;
     return performance.now() < this.registration.leaseValidUntil() - LEASE_READ_MARGIN_MS;
   }

@@ -9,7 +9,7 @@
  */
 import { createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { argumentTypeError } from '../options.js';
+import { argumentTypeError } from '../../native-free-core/errors.js';
 
 /** PEM text or bytes, as `connect({ tls })` takes them. */
 export interface TlsOptions {
