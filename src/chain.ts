@@ -9,10 +9,9 @@
  *   client <----------------------- cumulative client acks ---+
  *   client --reads/replies----------------------------------> tail
  */
-import { EventEmitter } from 'node:events';
 import { Piscina } from 'piscina';
 import type { Role } from '../native-free-core/chain/node.js';
-import { DabbaError, ErrorCode, type WriteId } from '../native-free-core/errors.js';
+import { DabbaError, ErrorCode } from '../native-free-core/errors.js';
 import { roleIn, type Configuration, type MasterEvent } from '../native-free-core/master/chain-master.js';
 import { removalRefusal, type LiveHostStatus } from '../native-free-core/master/cluster-decisions.js';
 import { InProcessMaster, type InProcessDecision } from '../native-free-core/master/in-process-master.js';
@@ -22,34 +21,17 @@ import type { ReplicaTask } from '../workers/replica-task.js';
 import { closedError, resolveOptions, type ChainOptions, type ResolvedOptions } from './options.js';
 import type { VersionedValue } from './read-pipeline.js';
 import { replicaLimits, replicaWorkerFilename } from './replica-worker.js';
-import { ReplicaHandle } from './runtime/replica-handle.js';
+import { ReplicaHandle, type ReplicaCounters } from './runtime/replica-handle.js';
 import { sealerFor, type ResealReport, type SealingOptions } from './sealing.js';
 import { ClientSession } from './session/client-session.js';
+import { SessionApi } from './session/session-api.js';
 import type { KeyInput, ValueInput } from './write-pipeline.js';
 import { batchesLink, clientAcksLink, CLIENT_END, LinkTable, linkNames, linksFor, readsLink, repliesLink } from './topology.js';
 
 export type { ChainOptions, KeyInput, ResealReport, SealingOptions, ValueInput, VersionedValue };
 
-export interface ReplicaStats {
-  id: number;
-  role: Role;
-  appliedSeq: number;
-  committedSeq: number;
-  batchesApplied: number;
-  writesApplied: number;
-  readsServed: number;
-  inflightBytes: number;
-  inflightBatches: number;
-  storeKeys: number;
-  storeHeapBytes: number;
-  sleeps: number;
-  backpressureStalls: number;
-  rejectedFrames: number;
-  /** The replica's operating-system thread id (Linux; 0 elsewhere), for per-thread CPU accounting. */
-  osThreadId: number;
-  /** The replica's Node.js thread id (worker_threads.threadId): names its `--cpu-prof` file. */
-  threadId: number;
-}
+/** A replica's counters as stats() reports them: its id and role in the chain, and what it publishes. */
+export type ReplicaStats = { id: number; role: Role } & ReplicaCounters;
 
 export interface ChainStats {
   replicas: ReplicaStats[];
@@ -98,7 +80,7 @@ const HEARTBEAT_CHECK_MS = 25;
 const JOIN_THREADS_SPARE = 2;
 const REPLICAS_MAX = 16;
 
-export class Chain extends EventEmitter {
+export class Chain extends SessionApi {
   readonly options: ResolvedOptions;
   private readonly pool: Piscina<ReplicaTask, string>;
   private readonly master: InProcessMaster;
@@ -112,7 +94,7 @@ export class Chain extends EventEmitter {
   private readReplies: SpscRing;
   private tailDoorbell: Doorbell;
   /** Writes, reads, sealing, idle waits: the same session connect() runs, over rings here. */
-  private readonly session: ClientSession;
+  protected readonly session: ClientSession;
   private readonly heartbeatTimer: NodeJS.Timeout;
   private reconfigurations = 0;
   private nextReplicaId: number;
@@ -297,94 +279,13 @@ export class Chain extends EventEmitter {
     handle.crash(`replica ${id} crashed on request`);
   }
 
-  /** Writes `value` under `key` (sealed first, with the `sealing` option); resolves when the tail has applied it. */
-  put(key: KeyInput, value: ValueInput): Promise<void> {
-    return this.session.put(key, value);
-  }
-
-  delete(key: KeyInput): Promise<void> {
-    return this.session.delete(key);
-  }
-
-  /**
-   * Writes every entry (in order) with one promise for all: it resolves when all are acknowledged
-   * and rejects with the first error of any, like Promise.all over their puts, without a promise
-   * per write. A refused entry (bad size, overload) rejects the call; the others are still written.
-   */
-  putMany(entries: Iterable<readonly [KeyInput, ValueInput]>): Promise<void> {
-    return this.session.putMany(entries);
-  }
-
-  /** The value of `key` at the tail, or undefined if it has none. */
-  get(key: KeyInput): Promise<Buffer | undefined> {
-    return this.session.get(key);
-  }
-
-  /**
-   * The value and version (the sequence number of the write that produced it). With the `sealing`
-   * option, a value that does not open rejects with DABBA_ERR_CORRUPT.
-   */
-  getVersioned(key: KeyInput): Promise<VersionedValue | undefined> {
-    return this.session.getVersioned(key);
-  }
-
-  /**
-   * Key rotation, with the `sealing` option: replaces the key set; new writes are sealed under
-   * `sealing.current`, and a stored value opens while its version's key is in the set.
-   */
-  setSealingKeys(sealing: SealingOptions): void {
-    this.session.setSealingKeys(sealing);
-  }
-
-  /**
-   * Re-seals under the current key version every key of `keys` whose value was sealed under an
-   * older one (read, then write back). Not atomic: a write to the same key between the read and the
-   * write back is overwritten with the older value. See SealedValues.reseal.
-   */
-  reseal(keys: Iterable<KeyInput>): Promise<ResealReport> {
-    return this.session.reseal(keys);
-  }
-
-  /**
-   * Resolves the outcome of a write that failed with DABBA_ERR_OUTCOME_UNKNOWN (its error's
-   * `write`), or of any write of this chain by id: 'committed' once the tail has acknowledged it,
-   * 'not-committed' when it cannot be any more (the chain was closed and its tail's last acks
-   * drained, or the write never left this thread). While the chain runs, a write it was sent is
-   * retried until it commits, so this waits for that. Rejects with DABBA_ERR_OUTCOME_UNKNOWN when
-   * no replica is left that could say (the last one failed).
-   */
-  outcome(write: WriteId): Promise<'committed' | 'not-committed'> {
-    return this.session.outcome(write);
-  }
-
-  /** Sends the open batch now instead of at the end of the event-loop turn. */
-  flush(): void {
-    this.session.flush();
-  }
-
   stats(): ChainStats {
     return {
-      replicas: this.master.configuration.members.map((id) => {
-        const counters = this.handles.get(id)!.counters();
-        return {
-          id,
-          role: roleIn(this.master.configuration, id) as Role,
-          appliedSeq: counters.appliedSeq,
-          committedSeq: counters.committedSeq,
-          batchesApplied: counters.batchesApplied,
-          writesApplied: counters.writesApplied,
-          readsServed: counters.readsServed,
-          inflightBytes: counters.inflightBytes,
-          inflightBatches: counters.inflightBatches,
-          storeKeys: counters.storeKeys,
-          storeHeapBytes: counters.storeHeapBytes,
-          sleeps: counters.sleeps,
-          backpressureStalls: counters.backpressureStalls,
-          rejectedFrames: counters.rejectedFrames,
-          osThreadId: counters.osThreadId,
-          threadId: counters.threadId,
-        };
-      }),
+      replicas: this.master.configuration.members.map((id) => ({
+        id,
+        role: roleIn(this.master.configuration, id) as Role,
+        ...this.handles.get(id)!.counters(),
+      })),
       epoch: this.master.configuration.epoch,
       reconfigurations: this.reconfigurations,
       writesAccepted: this.session.writes.accepted,
@@ -404,11 +305,6 @@ export class Chain extends EventEmitter {
     const members = this.master.configuration.members;
     const digests = await Promise.all(members.map((id) => this.handles.get(id)!.digest()));
     return digests.map((digest, index) => ({ id: members[index]!, ...digest }));
-  }
-
-  /** Resolves when every write and read issued so far has been answered. */
-  whenIdle(): Promise<void> {
-    return this.session.whenIdle();
   }
 
   /**

@@ -15,19 +15,17 @@
  * Hosts serving TLS (`dabba serve --tls-*`) are wss:// URLs, and need `tls`: the CA their
  * certificates chain to, and this client's certificate and key, which they ask for.
  */
-import { EventEmitter } from 'node:events';
-import { DabbaError, ErrorCode, type WriteId } from '../../native-free-core/errors.js';
+import { DabbaError, ErrorCode } from '../../native-free-core/errors.js';
 import { clientNodeId, NEW_CLIENT_NODE_ID } from '../../native-free-core/wire/client-node-id.js';
 import { decodeClusterView, type ClusterViewFields } from '../../native-free-core/wire/cluster-view.js';
 import { frameKind, MessageKind } from '../../native-free-core/wire/codec.js';
 import { argumentTypeError, closedError, resolveOptions, type ChainOptions, type ResolvedOptions } from '../options.js';
-import type { VersionedValue } from '../read-pipeline.js';
 import type { RecordSink, Wakeable } from '../record-sink.js';
-import { refuseSealingIn, sealerFor, type ResealReport, type Sealer, type SealingOptions } from '../sealing.js';
+import { refuseSealingIn, sealerFor, type Sealer, type SealingOptions } from '../sealing.js';
 import { ClientSession } from '../session/client-session.js';
+import { SessionApi } from '../session/session-api.js';
 import { connectPeerLink, frameEnvelopeValidator, type PeerLink } from '../transport/peer-link.js';
 import { tlsCredentials, type TlsCredentials, type TlsOptions } from '../transport/tls.js';
-import type { KeyInput, ValueInput } from '../write-pipeline.js';
 
 export interface ConnectOptions {
   /** Base URLs of one or more hosts, e.g. ['ws://10.0.0.1:7400']; the rest are learned. */
@@ -163,7 +161,7 @@ class HostConnection implements RecordSink {
   }
 }
 
-export class RemoteClient extends EventEmitter {
+export class RemoteClient extends SessionApi {
   readonly clientId: number;
   /** Proves this client's id when it links to a host (issued with the id). */
   private readonly clientToken: string;
@@ -172,7 +170,7 @@ export class RemoteClient extends EventEmitter {
   private readonly secret: Buffer;
   private readonly connections = new Map<string, HostConnection>();
   /** Writes, reads, sealing, idle waits and resends: the same session createChain() runs. */
-  private readonly session: ClientSession;
+  protected readonly session: ClientSession;
   private head: HostConnection;
   private tail: HostConnection;
   private state: 'open' | 'closing' | 'closed' = 'open';
@@ -304,49 +302,6 @@ export class RemoteClient extends EventEmitter {
   private checkProgress(): void {
     if (this.state === 'closed' || !this.session.stalledFor(STALL_RESEND_MS)) return;
     this.session.resendTo(this.head, NO_WAKE, this.tail, NO_WAKE);
-  }
-
-  put(key: KeyInput, value: ValueInput): Promise<void> {
-    return this.session.put(key, value);
-  }
-
-  delete(key: KeyInput): Promise<void> {
-    return this.session.delete(key);
-  }
-
-  putMany(entries: Iterable<readonly [KeyInput, ValueInput]>): Promise<void> {
-    return this.session.putMany(entries);
-  }
-
-  get(key: KeyInput): Promise<Buffer | undefined> {
-    return this.session.get(key);
-  }
-
-  getVersioned(key: KeyInput): Promise<VersionedValue | undefined> {
-    return this.session.getVersioned(key);
-  }
-
-  /** As Chain.setSealingKeys(): key rotation, with the `sealing` option. */
-  setSealingKeys(sealing: SealingOptions): void {
-    this.session.setSealingKeys(sealing);
-  }
-
-  /** As Chain.reseal(): re-seals values sealed under an older key version (read, then write back; not atomic). */
-  reseal(keys: Iterable<KeyInput>): Promise<ResealReport> {
-    return this.session.reseal(keys);
-  }
-
-  /** As Chain.outcome(): whether a write of this client committed (waits while it may still). */
-  outcome(write: WriteId): Promise<'committed' | 'not-committed'> {
-    return this.session.outcome(write);
-  }
-
-  flush(): void {
-    this.session.flush();
-  }
-
-  whenIdle(): Promise<void> {
-    return this.session.whenIdle();
   }
 
   get epoch(): number {

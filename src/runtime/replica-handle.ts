@@ -53,7 +53,9 @@ export interface ReplicaCounters {
   joinCaughtUp: boolean;
   handoffReadyEpoch: number;
   heartbeats: number;
+  /** The replica's operating-system thread id (Linux; 0 elsewhere), for per-thread CPU accounting. */
   osThreadId: number;
+  /** The replica's Node.js thread id (worker_threads.threadId): names its `--cpu-prof` file. */
   threadId: number;
 }
 
