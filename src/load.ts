@@ -91,135 +91,168 @@ export function makeValue(valueBytes: number): Uint8Array {
 }
 
 export async function runClosedLoop(chain: LoadTarget, options: LoadOptions): Promise<LoadReport> {
-  const keySpace = options.keySpace ?? 100_000;
-  const keyBytes = options.keyBytes ?? 16;
-  const valueBytes = options.valueBytes ?? 100;
-  const writeWindow = options.writeWindow ?? 2048;
-  const writers = options.writers ?? 2;
-  const readers = chain.get === undefined ? 0 : (options.readers ?? 0);
-  const readWindow = options.readWindow ?? 256;
-  const sampleEvery = options.sampleEvery ?? 64;
-  const keys = makeKeys(keySpace, keyBytes);
-  const value = makeValue(valueBytes);
-  const histogram: RecordableHistogram = createHistogram();
+  return new ClosedLoop(chain, options).run();
+}
 
-  let writes = 0;
-  let reads = 0;
-  let resultHash = 0;
-  let running = true;
-  const rssStart = process.memoryUsage().rss;
-  const started = performance.now();
+/**
+ * A closed-loop load: writers (and readers) each keep a window of operations in flight, and issue
+ * the next window when the last of the previous one is answered, until the duration is up.
+ */
+class ClosedLoop {
+  private readonly keySpace: number;
+  private readonly keyBytes: number;
+  private readonly valueBytes: number;
+  private readonly writeWindow: number;
+  private readonly readRatio: number;
+  private readonly sampleEvery: number;
+  private readonly keys: string[];
+  private readonly value: Uint8Array;
+  private readonly histogram: RecordableHistogram = createHistogram();
+  private writes = 0;
+  private reads = 0;
+  private resultHash = 0;
+  private running = true;
 
-  const readRatio = options.readRatio ?? 0;
-  const get = chain.get?.bind(chain);
-  if (readRatio > 0 && get === undefined) throw new RangeError('a read ratio needs a target that serves reads');
-  if (options.putMany === true && (chain.putMany === undefined || readRatio > 0)) throw new RangeError('putMany windows need a target with putMany() and no read ratio');
-  const windowWriter = async (writerIndex: number): Promise<void> => {
-    let cursor = (writerIndex * 7919) % keySpace;
+  constructor(
+    private readonly chain: LoadTarget,
+    private readonly options: LoadOptions,
+  ) {
+    this.keySpace = options.keySpace ?? 100_000;
+    this.keyBytes = options.keyBytes ?? 16;
+    this.valueBytes = options.valueBytes ?? 100;
+    this.writeWindow = options.writeWindow ?? 2048;
+    this.readRatio = options.readRatio ?? 0;
+    this.sampleEvery = options.sampleEvery ?? 64;
+    this.keys = makeKeys(this.keySpace, this.keyBytes);
+    this.value = makeValue(this.valueBytes);
+    if (this.readRatio > 0 && chain.get === undefined) throw new RangeError('a read ratio needs a target that serves reads');
+    if (options.putMany === true && (chain.putMany === undefined || this.readRatio > 0)) {
+      throw new RangeError('putMany windows need a target with putMany() and no read ratio');
+    }
+  }
+
+  async run(): Promise<LoadReport> {
+    const { options } = this;
+    const writers = options.writers ?? 2;
+    const readers = this.chain.get === undefined ? 0 : (options.readers ?? 0);
+    const rssStart = process.memoryUsage().rss;
+    const started = performance.now();
+    const progressTimer = options.onProgress === undefined ? undefined : this.reportProgress(started, options.onProgress);
+    const stop = (): void => {
+      this.running = false;
+    };
+    const stopTimer = setTimeout(stop, options.durationMs);
+    options.signal?.addEventListener('abort', stop, { once: true });
+    const loops = [
+      ...Array.from({ length: writers }, (_, index) => (options.putMany === true ? this.windowWriter(index) : this.writer(index))),
+      ...Array.from({ length: readers }, (_, index) => this.reader(index)),
+    ];
+    await Promise.all(loops);
+    const seconds = (performance.now() - started) / 1000;
+    clearTimeout(stopTimer);
+    options.signal?.removeEventListener('abort', stop);
+    if (progressTimer !== undefined) clearInterval(progressTimer);
+    return this.report(seconds, rssStart);
+  }
+
+  /** One putMany() per window: one promise for the whole window. */
+  private async windowWriter(writerIndex: number): Promise<void> {
+    let cursor = (writerIndex * 7919) % this.keySpace;
     // One array of entries per writer, refilled each window: putMany encodes them before it returns.
-    const entries = Array.from({ length: writeWindow }, (): [string, Uint8Array] => ['', value]);
-    while (running) {
+    const entries = Array.from({ length: this.writeWindow }, (): [string, Uint8Array] => ['', this.value]);
+    while (this.running) {
       for (const entry of entries) {
-        entry[0] = keys[cursor]!;
-        if (++cursor === keySpace) cursor = 0;
+        entry[0] = this.keys[cursor]!;
+        if (++cursor === this.keySpace) cursor = 0;
       }
       const issued = performance.now();
-      await chain.putMany!(entries);
-      histogram.record(Math.max(1, Math.round((performance.now() - issued) * 1000)));
-      writes += writeWindow;
+      await this.chain.putMany!(entries);
+      this.histogram.record(Math.max(1, Math.round((performance.now() - issued) * 1000)));
+      this.writes += this.writeWindow;
     }
-  };
-  const writer = async (writerIndex: number): Promise<void> => {
-    if (options.putMany === true) return windowWriter(writerIndex);
+  }
+
+  /** One put() (or, at the read ratio, one get()) per operation, every sampleEvery-th timed. */
+  private async writer(writerIndex: number): Promise<void> {
+    const { chain, keys, keySpace, writeWindow } = this;
     let cursor = (writerIndex * 7919) % keySpace;
     let readCredit = 0;
-    while (running) {
+    while (this.running) {
       let last: Promise<unknown> | undefined;
       let windowReads = 0;
       for (let index = 0; index < writeWindow; index++) {
-        readCredit += readRatio;
+        readCredit += this.readRatio;
         if (readCredit >= 1) {
           readCredit -= 1;
           windowReads++;
-          last = get!(keys[cursor]!);
+          last = chain.get!(keys[cursor]!);
         } else {
-          last = chain.put(keys[cursor]!, value);
+          last = chain.put(keys[cursor]!, this.value);
         }
         if (++cursor === keySpace) cursor = 0;
-        if (index % sampleEvery === 0) {
+        if (index % this.sampleEvery === 0) {
           const issued = performance.now();
-          last.then(() => histogram.record(Math.max(1, Math.round((performance.now() - issued) * 1000))));
+          last.then(() => this.histogram.record(Math.max(1, Math.round((performance.now() - issued) * 1000))));
         }
       }
       await last;
-      writes += writeWindow - windowReads;
-      reads += windowReads;
+      this.writes += writeWindow - windowReads;
+      this.reads += windowReads;
     }
-  };
+  }
 
-  const reader = async (readerIndex: number): Promise<void> => {
-    let cursor = (readerIndex * 104729) % keySpace;
-    while (running) {
+  private async reader(readerIndex: number): Promise<void> {
+    const readWindow = this.options.readWindow ?? 256;
+    let cursor = (readerIndex * 104729) % this.keySpace;
+    while (this.running) {
       let last: Promise<Buffer | undefined> | undefined;
       for (let index = 0; index < readWindow; index++) {
-        last = chain.get!(keys[cursor]!);
-        if (++cursor === keySpace) cursor = 0;
+        last = this.chain.get!(this.keys[cursor]!);
+        if (++cursor === this.keySpace) cursor = 0;
       }
       const found = await last;
-      resultHash = (Math.imul(resultHash, 31) + (found?.length ?? 0) + 1) >>> 0;
-      reads += readWindow;
+      this.resultHash = (Math.imul(this.resultHash, 31) + (found?.length ?? 0) + 1) >>> 0;
+      this.reads += readWindow;
     }
-  };
+  }
 
-  let previous = { at: started, writes: 0, reads: 0 };
-  const progressTimer =
-    options.onProgress &&
-    setInterval(() => {
+  private reportProgress(started: number, onProgress: NonNullable<LoadOptions['onProgress']>): NodeJS.Timeout {
+    let previous = { at: started, writes: 0, reads: 0 };
+    return setInterval(() => {
       const now = performance.now();
       const intervalMs = now - previous.at;
-      options.onProgress!({
+      onProgress({
         elapsedMs: now - started,
-        writes,
-        reads,
-        writesPerSecond: ((writes - previous.writes) * 1000) / intervalMs,
-        readsPerSecond: ((reads - previous.reads) * 1000) / intervalMs,
+        writes: this.writes,
+        reads: this.reads,
+        writesPerSecond: ((this.writes - previous.writes) * 1000) / intervalMs,
+        readsPerSecond: ((this.reads - previous.reads) * 1000) / intervalMs,
       });
-      previous = { at: now, writes, reads };
+      previous = { at: now, writes: this.writes, reads: this.reads };
     }, 1000);
-  const stop = (): void => {
-    running = false;
-  };
-  const stopTimer = setTimeout(stop, options.durationMs);
-  options.signal?.addEventListener('abort', stop, { once: true });
+  }
 
-  const loops = [
-    ...Array.from({ length: writers }, (_, index) => writer(index)),
-    ...Array.from({ length: readers }, (_, index) => reader(index)),
-  ];
-  await Promise.all(loops);
-  const seconds = (performance.now() - started) / 1000;
-  clearTimeout(stopTimer);
-  options.signal?.removeEventListener('abort', stop);
-  if (progressTimer) clearInterval(progressTimer);
-
-  return {
-    seconds,
-    writes,
-    reads,
-    writesPerSecond: writes / seconds,
-    readsPerSecond: reads / seconds,
-    writeMegabytesPerSecond: (writes * (keyBytes + valueBytes)) / seconds / 1e6,
-    writeLatencyUs: {
-      p50: histogram.percentile(50),
-      p99: histogram.percentile(99),
-      p999: histogram.percentile(99.9),
-      max: histogram.max,
-      samples: histogram.count,
-    },
-    rssStartMiB: rssStart / 1048576,
-    rssEndMiB: process.memoryUsage().rss / 1048576,
-    resultHash,
-  };
+  private report(seconds: number, rssStart: number): LoadReport {
+    const { histogram } = this;
+    return {
+      seconds,
+      writes: this.writes,
+      reads: this.reads,
+      writesPerSecond: this.writes / seconds,
+      readsPerSecond: this.reads / seconds,
+      writeMegabytesPerSecond: (this.writes * (this.keyBytes + this.valueBytes)) / seconds / 1e6,
+      writeLatencyUs: {
+        p50: histogram.percentile(50),
+        p99: histogram.percentile(99),
+        p999: histogram.percentile(99.9),
+        max: histogram.max,
+        samples: histogram.count,
+      },
+      rssStartMiB: rssStart / 1048576,
+      rssEndMiB: process.memoryUsage().rss / 1048576,
+      resultHash: this.resultHash,
+    };
+  }
 }
 
 export interface OpenLoopOptions {
