@@ -1,7 +1,8 @@
 /**
  * `npm run test:sim -- --seeds N [--first S]` runs N seeds of the deterministic simulator;
  * `npm run test:sim -- --seed S [--verbose]` replays one (the seed a failure printed), with every
- * frame in the trace if verbose. Seeds vary the chain's length and the clients as `npm test` does.
+ * frame in the trace if verbose; `--bail` stops at the first failure. Seeds vary the chain's length
+ * and the clients as `npm test` does.
  */
 import { parseArgs } from 'node:util';
 import { seedOptions, simulate, type SimulationResult } from './simulator.js';
@@ -13,6 +14,7 @@ const { values } = parseArgs({
     first: { type: 'string' },
     replicas: { type: 'string' },
     verbose: { type: 'boolean' },
+    bail: { type: 'boolean' },
   },
 });
 const replicas = values.replicas === undefined ? undefined : Number(values.replicas);
@@ -23,7 +25,10 @@ const COUNTED = ['operations', 'crashes', 'restarts', 'rejoins', 'partitions', '
 const totals = Object.fromEntries(COUNTED.map((name) => [name, 0])) as Record<(typeof COUNTED)[number], number>;
 const started = performance.now();
 let failed = 0;
+let ran = 0;
 for (const seed of seeds) {
+  if (failed > 0 && values.bail === true) break;
+  ran++;
   let result: SimulationResult;
   try {
     result = await simulate({ ...seedOptions(seed), ...(replicas === undefined ? {} : { replicas }), verbose: values.verbose ?? false });
@@ -37,7 +42,7 @@ for (const seed of seeds) {
 }
 const seconds = (performance.now() - started) / 1000;
 process.stdout.write(
-  `${seeds.length - failed} passed, ${failed} failed (${seeds.length} seeds in ${seconds.toFixed(1)} s): ` +
+  `${ran - failed} passed, ${failed} failed (${ran} seeds in ${seconds.toFixed(1)} s): ` +
     `${COUNTED.map((name) => `${totals[name]} ${name}`).join(', ')}\n`,
 );
 process.exitCode = failed === 0 ? 0 : 1;

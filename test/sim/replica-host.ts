@@ -240,31 +240,31 @@ export class SimulatedHost {
     const result = node.step('upstream', bytes);
     if (result.status === 'full') return false;
     if (result.status === 'applied' && isBatch) this.world.checker.appliedBatch(node, appliedBefore, result, { clientId, firstClientSeq, count });
-    this.refusal(result, isBatch ? 'batch' : 'snapshot frame');
+    this.refusal(result, isBatch ? 'a batch' : 'a snapshot frame');
     this.performReady(null);
     return true;
   }
 
   /** An Ack or Hello from the successor (or joiner). */
   stepDownstream(bytes: Uint8Array): void {
-    this.refusal(this.node!.step('downstream', bytes), 'ack or hello');
+    this.refusal(this.node!.step('downstream', bytes), 'an ack or Hello');
     this.performReady(null);
   }
 
   /**
-   * A refusal the real runtime logs. One is expected: after a peer link is redialed, the predecessor
-   * forwards its next batches on the new link before the successor's Hello has rewound it, and the
-   * successor refuses them as a gap (the resend after the Hello carries them again). Any other
-   * rejection fails the run.
+   * A refusal the real runtime logs. A gap is expected in two cases, both repaired by a resend: a
+   * predecessor forwards its next batches on a redialed peer link before the successor's Hello has
+   * rewound it; and a client's batch reaches a head that dropped the one before (it was not the head
+   * yet when that one came). Any other rejection fails the run.
    */
   private refusal(result: ReceiveResult, what: string): void {
     if (result.status === 'ignored' && result.code === ErrorCode.staleEpoch) this.world.counts.staleEpochIgnored++;
     if (result.status !== 'rejected') return;
-    if (what === 'batch' && result.code === ErrorCode.sequenceGap) {
+    if (what === 'a batch' && result.code === ErrorCode.sequenceGap) {
       this.world.counts.gapsRefused++;
       return;
     }
-    this.world.trace.fail(`replica ${this.replicaId} rejected a ${what}: ${result.code} ${result.reason}`);
+    this.world.trace.fail(`replica ${this.replicaId} rejected ${what}: ${result.code} ${result.reason}`);
   }
 
   /** Runs the node's work loop again in `ticks` (a link came up; the last pass moved; or its sleep times out). */
@@ -350,7 +350,7 @@ export class SimulatedHost {
     }
     if (!this.node!.canAcceptReads()) return false;
     const result = this.node!.step('client', bytes);
-    this.refusal(result, 'read batch');
+    this.refusal(result, 'a read batch');
     this.performReady(clientId);
     return true;
   }

@@ -193,7 +193,11 @@ function resultOf(world: World, faults: FaultInjector, operations: number, micro
   };
 }
 
-/** The options a numbered seed runs with (npm test and the CLI alike): chains of 2 to 5, 1 to 3 clients. */
+/**
+ * The options a numbered seed runs with (npm test and the CLI alike): chains of 2 to 5, 1 to 3
+ * clients, and in one seed of five crashed hosts stay down, so that no join's reconfigurations
+ * come to resend what a client is stuck on (only its own resend after a stall can then).
+ */
 export function seedOptions(seed: number): SimulationOptions {
-  return { seed, replicas: 2 + (seed % 4), clients: 1 + (seed % 3) };
+  return { seed, replicas: 2 + (seed % 4), clients: 1 + (seed % 3), ...(seed % 5 === 0 ? { restartAfter: null } : {}) };
 }
