@@ -111,6 +111,11 @@ export class SimulatedClient {
     );
   }
 
+  /** The hosts of the view this client holds: the only ones it hears configurations from. */
+  get viewHosts(): readonly Endpoint[] {
+    return this.view.members;
+  }
+
   start(): void {
     for (const member of this.view.members) this.link(member).dial(this.world);
     for (let lane = 0; lane < this.lanes; lane++) this.world.scheduler.after(this.world.between(1, 20), () => this.issue(lane));
