@@ -374,12 +374,18 @@ export class WritePipeline {
   afterAcks(): void {
     if (this.outcomeWaiters.length > 0) this.settleOutcomeWaiters();
     const acked = this.futures.settled;
-    while (this.ackedIndex < this.pushedIndex && this.outstanding[this.ackedIndex]!.lastClientSeq <= acked) {
-      const batch = this.outstanding[this.ackedIndex++]!;
-      this.unackedBytes -= batch.frame!.length;
+    // Batches past pushedIndex can be acknowledged too: after switchHead() rewound it, the new head
+    // may not have taken them yet when the tail's ack for the old head's copies arrives. Left here,
+    // they would be sent again (and dropped by the head as duplicates, with no new ack) and count as
+    // in flight forever, holding back every partial batch (sealIfDue).
+    while (this.ackedIndex < this.outstanding.length && this.outstanding[this.ackedIndex]!.lastClientSeq <= acked) {
+      const batch = this.outstanding[this.ackedIndex]!;
+      if (this.ackedIndex < this.pushedIndex) this.unackedBytes -= batch.frame!.length;
+      this.ackedIndex++;
       batch.frame = null;
       this.freeBatches.push(batch);
     }
+    if (this.pushedIndex < this.ackedIndex) this.pushedIndex = this.ackedIndex;
     if (this.ackedIndex > 64 && this.ackedIndex * 2 > this.outstanding.length) {
       this.outstanding.splice(0, this.ackedIndex);
       this.pushedIndex -= this.ackedIndex;

@@ -1,65 +1,181 @@
 /**
- * The deterministic simulator in npm test: named scenarios that read like protocol diagrams, then
- * many random seeds. A failure prints `reproduce with --seed=N` (replay: npm run test:sim -- --seed N).
+ * The deterministic simulator in npm test (test/sim/simulator.ts): named scenarios that read like
+ * protocol diagrams (H the head, M1 the middle, T the tail, C the clients), then 2,000 random
+ * seeds. A failure prints `reproduce with --seed=N` (replay: npm run test:sim -- --seed N).
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { simulate } from './sim/simulator.js';
+import { AckEncoder } from '../native-free-core/wire/codec.js';
+import { resolveOptions } from '../src/options.js';
+import type { RecordSink, Wakeable } from '../src/record-sink.js';
+import type { Clock } from '../src/runtime/clock.js';
+import { ClientSession } from '../src/session/client-session.js';
+import { seedOptions, simulate, type SimulationOptions, type SimulationResult } from './sim/simulator.js';
 
-describe('scenarios: H, M1, T with one crash each, under concurrent clients', () => {
+/** Only the faults a scenario scripts (delays and duplicates stay). */
+function scripted(options: SimulationOptions): Promise<SimulationResult> {
+  return simulate({ crashRate: 0, partitionRate: 0, lossRate: 0, ...options });
+}
+
+describe('crashes: in a chain of three (replicas 1 2 3), under three clients', () => {
+  const crashed = { head: 1, middle: 2, tail: 3 } as const;
   for (const role of ['head', 'middle', 'tail'] as const) {
-    test(`${role} crashes mid-stream: the chain reconfigures, nothing acknowledged is lost, history linearizable`, () => {
-      const result = simulate({ seed: 11, replicas: 3, crashRate: 0, joinRate: 0, crashes: [{ at: 200, role }] });
+    test(`the ${role} crashes mid-stream: the chain goes on with two; its host comes back empty as replica 4, copies a snapshot from T, and takes over as T`, async () => {
+      const result = await scripted({ seed: 11, replicas: 3, script: [{ at: 200, crash: role }] });
       assert.equal(result.crashes, 1);
-      assert.equal(result.reconfigurations, 1);
-      assert.equal(result.finalMembers.length, 2);
-      assert.ok(result.operations > 50);
+      assert.equal(result.restarts, 1);
+      assert.equal(result.removals, 1);
+      assert.equal(result.joinsCompleted, 1);
+      assert.ok(result.snapshotFrames > 2, `only ${result.snapshotFrames} snapshot frames: a transfer should take several`);
+      assert.deepEqual([...result.finalMembers].sort(), [1, 2, 3, 4].filter((id) => id !== crashed[role]));
+      assert.equal(result.finalMembers.at(-1), 4, 'the new replica is the tail');
+      assert.ok(result.operations > 100);
     });
   }
 
-  test('H crashes, then the new T crashes: a chain of 4 keeps serving with 2', () => {
-    const result = simulate({ seed: 5, replicas: 4, crashRate: 0, joinRate: 0, crashes: [{ at: 150, role: 'head' }, { at: 400, role: 'tail' }] });
+  test('H crashes, then the new T crashes, and neither comes back: a chain of four keeps serving with two', async () => {
+    const result = await scripted({ seed: 5, replicas: 4, restartAfter: null, script: [{ at: 150, crash: 'head' }, { at: 400, crash: 'tail' }] });
     assert.equal(result.crashes, 2);
-    assert.equal(result.finalMembers.length, 2);
+    assert.deepEqual(result.finalMembers, [2, 3]);
   });
 
-  test('crashes down to a single survivor (I4: one replica is enough)', () => {
-    const result = simulate({
-      seed: 9,
-      replicas: 3,
-      crashRate: 0,
-      joinRate: 0,
-      crashes: [{ at: 120, role: 'middle' }, { at: 300, role: 'head' }],
-    });
-    assert.deepEqual(result.finalMembers.length, 1);
+  test('crashes down to a single survivor (I4: one replica is enough)', async () => {
+    const result = await scripted({ seed: 9, replicas: 3, restartAfter: null, script: [{ at: 120, crash: 'middle' }, { at: 300, crash: 'head' }] });
+    assert.deepEqual(result.finalMembers, [3]);
   });
 });
 
-describe('joins: a replacement copies a snapshot from the tail, catches up, and takes over as tail', () => {
-  test('T crashes; a new replica joins behind the new T, the tail hands over, and the chain is three again', () => {
-    const result = simulate({ seed: 21, replicas: 3, crashRate: 0, joinRate: 0.05, crashes: [{ at: 150, role: 'tail' }] });
-    assert.equal(result.crashes, 1);
-    assert.equal(result.joins, 1);
-    assert.deepEqual(result.finalMembers.length, 3);
-    assert.ok(result.finalMembers.includes(4), 'the new replica is a member');
+describe('partitions: a replica cut off is removed, and its old epoch fences it after the cut heals', () => {
+  test('T cut off from everyone: removed for its silence; healed, it hears it is out, rejoins as replica 4, and the chain is three again', async () => {
+    const result = await scripted({ seed: 3, replicas: 3, script: [{ at: 200, partition: ['tail'], healAfter: 80 }] });
+    assert.equal(result.partitions, 1);
+    assert.equal(result.removals, 1);
+    assert.equal(result.rejoins, 1);
+    assert.deepEqual(result.finalMembers, [1, 2, 4]);
+  });
+
+  test("H cut off from the master only, while C and M1 still reach it: removed, M1 takes over; H's lease runs out and it rejoins as replica 4; epochs fence what went in the old one", async () => {
+    const result = await scripted({ seed: 4, replicas: 3, script: [{ at: 200, partition: ['head'], from: ['master'], healAfter: 100 }] });
+    assert.equal(result.removals, 1);
+    assert.equal(result.rejoins, 1);
+    assert.ok(result.staleEpochIgnored > 0);
+    assert.deepEqual(result.finalMembers, [2, 3, 4]);
+  });
+
+  test('H and C cut off together: H applies their writes in its old epoch and cannot forward them; removed; healed, C resends to the new H and each write is applied once', async () => {
+    const result = await scripted({ seed: 4, replicas: 3, script: [{ at: 200, partition: ['head', 'clients'], healAfter: 60 }] });
+    assert.equal(result.removals, 1);
+    assert.equal(result.rejoins, 1);
+    assert.deepEqual(result.finalMembers, [2, 3, 4]);
+  });
+
+  test('T cut off from the master only: its reads stop before its lease can have lapsed, and the clients go to the new T', async () => {
+    const result = await scripted({ seed: 6, replicas: 3, script: [{ at: 200, partition: ['tail'], from: ['master'], healAfter: 100 }] });
+    assert.equal(result.removals, 1);
+    assert.ok(result.readsRefused > 0, 'reads reached T after its lease lapsed and were refused');
+    assert.deepEqual(result.finalMembers, [1, 2, 4]);
+  });
+
+  test('the clients cut off from the chain for a while: they resend everything when they can reach it again', async () => {
+    const result = await scripted({ seed: 8, replicas: 3, script: [{ at: 200, partition: ['clients'], healAfter: 150 }] });
+    assert.equal(result.reconfigurations, 0);
+    assert.ok(result.stallResends > 0);
   });
 });
 
-test('500 random seeds: crashes, joins, delays, duplicated messages; invariants after every step', () => {
-  let crashes = 0;
-  let joins = 0;
-  let snapshotFrames = 0;
-  let operations = 0;
-  for (let seed = 1; seed <= 500; seed++) {
-    const result = simulate({ seed, replicas: 2 + (seed % 4) });
-    crashes += result.crashes;
-    joins += result.joins;
-    snapshotFrames += result.snapshotFrames;
-    operations += result.operations;
+describe('loss: a lost frame breaks its link, and the runtime repairs it', () => {
+  test('a frame lost between H and M1: M1 redials and says Hello with its applied seq, H resends what was lost; no reconfiguration', async () => {
+    const result = await scripted({ seed: 12, replicas: 3, script: [{ at: 200, breakLink: ['head', 'middle'] }, { at: 400, breakLink: ['middle', 'tail'] }] });
+    assert.equal(result.linkRepairs, 2);
+    assert.equal(result.reconfigurations, 0);
+  });
+});
+
+test('2,000 random seeds: delays, duplicates, loss, partitions, crashes, restarts, several clients; invariants after every event', async () => {
+  const totals = { operations: 0, losses: 0, linkRepairs: 0, partitions: 0, crashes: 0, restarts: 0, rejoins: 0, stallResends: 0, joinsCompleted: 0, snapshotFrames: 0, duplicates: 0 };
+  let severalClients = 0;
+  for (let seed = 1; seed <= 2000; seed++) {
+    const options = seedOptions(seed);
+    const result = await simulate(options);
+    for (const name of Object.keys(totals) as Array<keyof typeof totals>) totals[name] += result[name];
+    if ((options.clients ?? 1) > 1) severalClients++;
   }
-  // The runs must actually exercise failures and joins, or passing them would mean nothing.
-  assert.ok(crashes > 300, `only ${crashes} crashes in 500 seeds`);
-  assert.ok(joins > 200, `only ${joins} joins in 500 seeds`);
-  assert.ok(snapshotFrames > 2 * joins, `only ${snapshotFrames} snapshot frames for ${joins} joins: transfers should take several`);
-  assert.ok(operations > 50_000, `only ${operations} client operations`);
+  // The runs must actually meet every fault, or passing them would mean nothing.
+  assert.ok(totals.losses > 1000, `only ${totals.losses} frames lost`);
+  assert.ok(totals.linkRepairs > 500, `only ${totals.linkRepairs} links repaired after a loss`);
+  assert.ok(totals.partitions > 1000, `only ${totals.partitions} partitions`);
+  assert.ok(totals.crashes > 1000 && totals.restarts > 1000, `${totals.crashes} crashes, ${totals.restarts} restarts`);
+  assert.ok(totals.rejoins > 1000, `only ${totals.rejoins} replicas left and joined again (removed, or their join or lease lost)`);
+  assert.ok(totals.stallResends > 500, `only ${totals.stallResends} stall resends`);
+  assert.ok(totals.joinsCompleted > 1000, `only ${totals.joinsCompleted} joins completed`);
+  assert.ok(totals.snapshotFrames > 3 * totals.joinsCompleted, `only ${totals.snapshotFrames} snapshot frames for ${totals.joinsCompleted} joins`);
+  assert.ok(totals.duplicates > 1000, `only ${totals.duplicates} duplicated frames`);
+  assert.ok(severalClients > 1000 && totals.operations > 200_000, `${severalClients} seeds with several clients, ${totals.operations} operations`);
+});
+
+/** A head or tail link of a client: records what it takes; refuses everything while down. */
+class RecordingSink implements RecordSink {
+  readonly frames: Uint8Array[] = [];
+  constructor(public up: boolean) {}
+  tryWrite(bytes: Uint8Array): boolean {
+    if (this.up) this.frames.push(bytes.slice());
+    return this.up;
+  }
+  canWrite(): boolean {
+    return this.up;
+  }
+  markProducerWaiting(): void {}
+  publish(): boolean {
+    return false;
+  }
+}
+
+/** Time stands still; soon() callbacks run when the test says so. */
+class SteppedClock implements Clock {
+  private readonly due: Array<() => void> = [];
+  nowMs(): number {
+    return 0;
+  }
+  soon(callback: () => void): void {
+    this.due.push(callback);
+  }
+  after(): { cancel(): void } {
+    return { cancel: () => undefined };
+  }
+  runSoon(): void {
+    for (const callback of this.due.splice(0)) callback();
+  }
+}
+
+describe("client session: a new head not reachable yet when the old head's batches are acknowledged", () => {
+  test("C sends two batches to H; the chain changes to H2, whose link is not up; T acknowledges both: nothing stays in flight, and C's next write leaves at once", async () => {
+    const noWake: Wakeable = { ring: () => undefined };
+    const clock = new SteppedClock();
+    const head = new RecordingSink(true);
+    const session = new ClientSession(
+      resolveOptions({ batch: { maxWrites: 8, maxInFlight: 2 } }),
+      { clientId: 7, head, headDoorbell: noWake, tail: new RecordingSink(true), tailDoorbell: noWake, epoch: () => 1, clock },
+      () => null,
+    );
+    const first = session.put('a', '1');
+    clock.runSoon();
+    const second = session.put('b', '2');
+    clock.runSoon();
+    assert.equal(head.frames.length, 2, 'H took one batch per write');
+
+    const newHead = new RecordingSink(false);
+    session.switchHead(newHead, noWake);
+    assert.equal(session.receiveAck(new AckEncoder().encode({ epoch: 1, committedSeq: 2, clientId: 7, committedClientSeq: 2 }).slice()), null);
+    await Promise.all([first, second]);
+    assert.equal(session.writes.batchesInFlight, 0, 'both batches are acknowledged, whichever head holds them');
+
+    newHead.up = true;
+    session.switchHead(newHead, noWake);
+    assert.equal(newHead.frames.length, 0, 'nothing acknowledged is sent again');
+    const third = session.put('c', '3');
+    clock.runSoon();
+    assert.equal(newHead.frames.length, 1, 'the next write is not held back behind acknowledged batches');
+    assert.equal(session.receiveAck(new AckEncoder().encode({ epoch: 2, committedSeq: 3, clientId: 7, committedClientSeq: 3 }).slice()), null);
+    await third;
+  });
 });

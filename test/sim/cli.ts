@@ -1,9 +1,11 @@
 /**
  * `npm run test:sim -- --seeds N [--first S]` runs N seeds of the deterministic simulator;
- * `npm run test:sim -- --seed S` replays one (the seed a failure printed).
+ * `npm run test:sim -- --seed S [--verbose]` replays one (the seed a failure printed), with every
+ * frame in the trace if verbose; `--bail` stops at the first failure. Seeds vary the chain's length
+ * and the clients as `npm test` does.
  */
 import { parseArgs } from 'node:util';
-import { simulate, type SimulationResult } from './simulator.js';
+import { seedOptions, simulate, type SimulationResult } from './simulator.js';
 
 const { values } = parseArgs({
   options: {
@@ -11,35 +13,36 @@ const { values } = parseArgs({
     seeds: { type: 'string' },
     first: { type: 'string' },
     replicas: { type: 'string' },
-    'join-rate': { type: 'string' },
+    verbose: { type: 'boolean' },
+    bail: { type: 'boolean' },
   },
 });
 const replicas = values.replicas === undefined ? undefined : Number(values.replicas);
-const joinRate = values['join-rate'] === undefined ? undefined : Number(values['join-rate']);
 const seeds =
-  values.seed !== undefined
-    ? [Number(values.seed)]
-    : Array.from({ length: Number(values.seeds ?? 100) }, (_, index) => Number(values.first ?? 1) + index);
-const totals = { operations: 0, crashes: 0, joins: 0, reconfigurations: 0 };
-const started = Date.now();
+  values.seed !== undefined ? [Number(values.seed)] : Array.from({ length: Number(values.seeds ?? 100) }, (_, index) => Number(values.first ?? 1) + index);
+
+const COUNTED = ['operations', 'crashes', 'restarts', 'rejoins', 'partitions', 'losses', 'linkRepairs', 'duplicates', 'stallResends', 'joinsBegun', 'joinsCompleted', 'reconfigurations'] as const;
+const totals = Object.fromEntries(COUNTED.map((name) => [name, 0])) as Record<(typeof COUNTED)[number], number>;
+const started = performance.now();
 let failed = 0;
+let ran = 0;
 for (const seed of seeds) {
+  if (failed > 0 && values.bail === true) break;
+  ran++;
   let result: SimulationResult;
   try {
-    result = simulate({ seed, ...(replicas === undefined ? {} : { replicas }), ...(joinRate === undefined ? {} : { joinRate }) });
+    result = await simulate({ ...seedOptions(seed), ...(replicas === undefined ? {} : { replicas }), verbose: values.verbose ?? false });
   } catch (error) {
     failed++;
     process.stderr.write(`seed ${seed} FAILED: ${error instanceof Error ? error.message : String(error)}\n`);
     continue;
   }
-  totals.operations += result.operations;
-  totals.crashes += result.crashes;
-  totals.reconfigurations += result.reconfigurations;
-  totals.joins += result.joins;
+  for (const name of COUNTED) totals[name] += result[name];
   if (seeds.length === 1) process.stdout.write(`${JSON.stringify(result)}\n`);
 }
+const seconds = (performance.now() - started) / 1000;
 process.stdout.write(
-  `${seeds.length - failed} passed, ${failed} failed (${seeds.length} seeds, ${totals.operations} client operations, ` +
-    `${totals.crashes} crashes, ${totals.joins} joins, ${totals.reconfigurations} reconfigurations, ${((Date.now() - started) / 1000).toFixed(1)} s)\n`,
+  `${ran - failed} passed, ${failed} failed (${ran} seeds in ${seconds.toFixed(1)} s): ` +
+    `${COUNTED.map((name) => `${totals[name]} ${name}`).join(', ')}\n`,
 );
 process.exitCode = failed === 0 ? 0 : 1;

@@ -1,0 +1,133 @@
+/**
+ * What must hold in every run (DESIGN.md, "The protocol"), checked from outside the nodes:
+ * - I1 (prefix): along the chain, in one epoch, a replica never has applied more than its predecessor;
+ * - I2 (nothing acknowledged beyond the tail): a client ack comes from a tail, for writes it has
+ *   applied, and never names a write the client did not send (the session refuses that; see the
+ *   client driver);
+ * - I3 (contiguous): each replica applies sequence numbers one after another, with no gap or repeat;
+ * - I4 (no acknowledged write lost): every live member holds every write acknowledged to a client;
+ * - exactly-once: no replica applies the same client write twice;
+ * after every event; and at the end, that the members agree (same writes at the same sequence
+ * numbers, same digest) and that the whole client history, with the final state read back, is
+ * linearizable (./linearizability.ts).
+ */
+import type { ChainNode, ReceiveResult } from '../../native-free-core/chain/node.js';
+import { servesReads } from '../../native-free-core/master/chain-master.js';
+import type { AckFields } from '../../native-free-core/wire/codec.js';
+import { checkLinearizable } from './linearizability.js';
+import type { SimulatedHost } from './replica-host.js';
+import type { Trace } from './trace.js';
+import type { World } from './world.js';
+
+/** The client writes a replica applied: by sequence number, and as a set (exactly-once). */
+interface AppliedWrites {
+  writes: Set<string>;
+  bySeq: Map<number, string>;
+}
+
+export interface CheckerCounts {
+  writesApplied: number;
+  clientAcks: number;
+}
+
+export class Checker {
+  readonly counts: CheckerCounts = { writesApplied: 0, clientAcks: 0 };
+  private readonly applied = new WeakMap<ChainNode, AppliedWrites>();
+  private readonly decoder = new TextDecoder();
+  private readonly encoder = new TextEncoder();
+
+  constructor(private readonly world: World) {}
+
+  nodeStarted(node: ChainNode): void {
+    this.applied.set(node, { writes: new Set(), bySeq: new Map() });
+  }
+
+  /** A write batch applied by `node` (I3, exactly-once). */
+  appliedBatch(node: ChainNode, appliedBefore: number, result: Extract<ReceiveResult, { status: 'applied' }>, batch: { clientId: number; firstClientSeq: number; count: number }): void {
+    const trace: Trace = this.world.trace;
+    trace.check(result.firstSeq === appliedBefore + 1 && node.appliedSeq === appliedBefore + result.count, () => `I3: replica ${node.id} applied ${result.firstSeq}..${result.firstSeq + result.count - 1} after ${appliedBefore}`);
+    trace.check(result.count === batch.count, () => `replica ${node.id} applied ${result.count} of a batch of ${batch.count}`);
+    const record = this.applied.get(node)!;
+    for (let index = 0; index < batch.count; index++) {
+      const write = `${batch.clientId}:${batch.firstClientSeq + index}`;
+      trace.check(!record.writes.has(write), () => `exactly-once: replica ${node.id} applied client write ${write} twice`);
+      record.writes.add(write);
+      record.bySeq.set(result.firstSeq + index, write);
+    }
+    this.counts.writesApplied += batch.count;
+  }
+
+  /** A client ack `node` produced (I2). */
+  clientAck(node: ChainNode, ack: AckFields): void {
+    this.counts.clientAcks++;
+    this.world.trace.check(servesReads(node.role), () => `I2: replica ${node.id} acknowledged client ${ack.clientId} as a ${node.role}`);
+    this.world.trace.check(
+      ack.committedClientSeq <= node.clientHighWaterMark(ack.clientId),
+      () => `I2: replica ${node.id} acknowledged client ${ack.clientId} through ${ack.committedClientSeq}, applied ${node.clientHighWaterMark(ack.clientId)}`,
+    );
+  }
+
+  /** The master's members whose replicas run now, in chain order. */
+  liveMembers(): SimulatedHost[] {
+    const hosts: SimulatedHost[] = [];
+    for (const member of this.world.master.configuration.members) {
+      const host = this.world.running(member);
+      if (host !== null && host.node !== null) hosts.push(host);
+    }
+    return hosts;
+  }
+
+  /** I1 and I4, after every event. */
+  afterEvent(): void {
+    const members = this.liveMembers();
+    const trace: Trace = this.world.trace;
+    for (let index = 1; index < members.length; index++) {
+      const before = members[index - 1]!.node!;
+      const after = members[index]!.node!;
+      if (before.epoch !== after.epoch) continue;
+      trace.check(after.appliedSeq <= before.appliedSeq, () => `I1: replica ${after.id} applied ${after.appliedSeq} > its predecessor ${before.id}'s ${before.appliedSeq}`);
+    }
+    for (const client of this.world.clients) {
+      const acknowledged = client.session.writes.committedClientSeq;
+      for (const host of members) {
+        const held = host.node!.clientHighWaterMark(client.id);
+        trace.check(held >= acknowledged, () => `I4: client ${client.id}'s writes through ${acknowledged} were acknowledged, but member ${host.replicaId} holds only through ${held}`);
+      }
+    }
+  }
+
+  /** At the end: the members agree, and the history with the final state is linearizable. */
+  final(): void {
+    const members = this.liveMembers();
+    const trace: Trace = this.world.trace;
+    trace.check(members.length > 0, () => 'no live member at the end');
+    const digests = members.map((host) => `${host.replicaId}:${host.node!.appliedSeq}:${host.node!.store.digest()}`);
+    trace.check(new Set(members.map((host) => `${host.node!.appliedSeq}:${host.node!.store.digest()}`)).size === 1, () => `members differ: ${digests.join(' ')}`);
+    const first = this.applied.get(members[0]!.node!)!;
+    for (const host of members.slice(1)) {
+      for (const [seq, write] of this.applied.get(host.node!)!.bySeq) {
+        const other = first.bySeq.get(seq);
+        trace.check(other === undefined || other === write, () => `I1: seq ${seq} is write ${write} at replica ${host.replicaId}, ${other} at ${members[0]!.replicaId}`);
+      }
+    }
+    this.checkHistory(members.at(-1)!.node!);
+  }
+
+  /**
+   * The final state joins the history as reads after everything else, so a lost acknowledged write
+   * shows up as a read the history cannot explain even if no client read that key late.
+   */
+  private checkHistory(tail: ChainNode): void {
+    const history = this.world.history;
+    const keys = new Set(history.map((entry) => entry.operation.key));
+    const end = this.world.now;
+    [...keys].sort().forEach((key, index) => {
+      const bytes = this.encoder.encode(key);
+      const handle = tail.store.find(bytes, 0, bytes.length);
+      const result = handle < 0 ? undefined : this.decoder.decode(tail.store.valueCopy(handle));
+      history.push({ client: 0, operation: { kind: 'get', key }, invokedAt: end + 1 + 2 * index, respondedAt: end + 2 + 2 * index, result });
+    });
+    const check = checkLinearizable(history);
+    this.world.trace.check(check.linearizable, () => `history is not linearizable: ${check.key ?? ''} ${check.explanation ?? ''}${check.exhausted === true ? ' (search exhausted)' : ''}`);
+  }
+}

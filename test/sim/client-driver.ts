@@ -1,0 +1,282 @@
+/**
+ * A simulated client: the real ClientSession (src/session/client-session.ts: WritePipeline,
+ * ReadPipeline, futures, resends) on simulated time, connected as the remote client is
+ * (src/client/remote-client.ts, whose view and link handling this mirrors):
+ * - one link per host of the view it holds, dialed again when it breaks; the head's link is the
+ *   session's write sink, the tail's its read sink; a link that (re)opens gets everything
+ *   unanswered again, as RemoteClient.connected does;
+ * - a newer view from any host is adopted: new links, head and tail re-pointed, everything
+ *   unanswered resent (resendTo);
+ * - when nothing has been answered for a while, everything is resent (stalledFor, as checkProgress).
+ *
+ * Its load: a few lanes, each a sequential process of the history, issuing put, delete, get,
+ * getVersioned or putMany at random times through the public API; the history is what the
+ * promises say, stamped with the simulated time at which they settle.
+ */
+import { ClientSession } from '../../src/session/client-session.js';
+import type { RecordSink, Wakeable } from '../../src/record-sink.js';
+import { frameKind, MessageKind } from '../../native-free-core/wire/codec.js';
+import type { HistoryEntry, Operation } from './linearizability.js';
+import type { Connection, Endpoint } from './network.js';
+import type { SimulatedView } from './replica-host.js';
+import { TIMING, type World } from './world.js';
+
+const NO_WAKE: Wakeable = { ring: () => undefined };
+/** Bytes of batches sent ahead of acks (RemoteClient's window, small here so it fills). */
+const UNACKED_BYTES_MAX = 2048;
+
+/** The client's link to one host (RemoteClient's HostConnection): a RecordSink while it is up. */
+class HostLink implements RecordSink {
+  wanted = true;
+  private dialing = false;
+  private attempts = 0;
+
+  constructor(
+    private readonly client: SimulatedClient,
+    readonly hostId: Endpoint,
+    readonly connection: Connection,
+  ) {}
+
+  dial(world: World): void {
+    if (this.dialing || this.connection.isUp || !this.wanted) return;
+    this.dialing = true;
+    const delay = this.attempts === 0 ? TIMING.clientRedialAfter : Math.min(TIMING.clientRedialAfterMax, TIMING.clientRedialAfter * 2 ** this.attempts);
+    world.scheduler.after(delay, () => {
+      this.dialing = false;
+      if (!this.wanted || this.connection.isUp) return;
+      const host = world.hosts.get(this.hostId)!;
+      if (!host.alive || world.network.isCut(this.client.endpoint, this.hostId)) {
+        this.attempts++;
+        return this.dial(world);
+      }
+      this.attempts = 0;
+      world.network.open(this.connection);
+      host.clientConnected(this.client.id);
+      this.client.connected(this);
+    });
+  }
+
+  // RecordSink: frames go straight into the socket, a copy each (the head stamps its copy in place).
+  tryWrite(bytes: Uint8Array): boolean {
+    return this.client.sendTo(this, bytes.slice());
+  }
+  canWrite(): boolean {
+    return this.connection.isUp;
+  }
+  markProducerWaiting(): void {}
+  publish(): boolean {
+    return false;
+  }
+}
+
+/** One operation in flight, and the session's sequence number that settles it. */
+interface PendingOperation {
+  /** Writes: the last client seq it staged. Reads: its position among this client's reads. */
+  through: number;
+  settled: boolean;
+}
+
+export class SimulatedClient {
+  readonly endpoint: Endpoint;
+  readonly session: ClientSession;
+  private view: SimulatedView;
+  private readonly links = new Map<Endpoint, HostLink>();
+  private head: HostLink;
+  private tail: HostLink;
+  /** Operations in flight, in the order their pipeline settles them. */
+  private readonly writes: PendingOperation[] = [];
+  private readonly reads: PendingOperation[] = [];
+  private readsIssued = 0;
+  private operationsIssued = 0;
+  /** History process ids of putMany's writes, each its own process: -(id * 1e6 + n). */
+  private putManyEntries = 0;
+  issuing = true;
+  viewsAdopted = 0;
+
+  constructor(
+    private readonly world: World,
+    readonly id: number,
+    view: SimulatedView,
+    private readonly lanes: number,
+    private readonly keys: number,
+  ) {
+    this.endpoint = `c${id}`;
+    this.view = view;
+    this.head = this.link(view.members[0]!);
+    this.tail = this.link(view.members.at(-1)!);
+    this.session = new ClientSession(
+      world.options,
+      { clientId: id, head: this.head, headDoorbell: NO_WAKE, tail: this.tail, tailDoorbell: NO_WAKE, epoch: () => this.view.epoch, unackedBytesMax: UNACKED_BYTES_MAX, clock: world.clock },
+      () => null,
+    );
+  }
+
+  /** The hosts of the view this client holds: the only ones it hears configurations from. */
+  get viewHosts(): readonly Endpoint[] {
+    return this.view.members;
+  }
+
+  start(): void {
+    for (const member of this.view.members) this.link(member).dial(this.world);
+    for (let lane = 0; lane < this.lanes; lane++) this.world.scheduler.after(this.world.between(1, 20), () => this.issue(lane));
+    this.world.scheduler.after(TIMING.stallResendAfter / 2, () => this.checkProgress());
+  }
+
+  private link(hostId: Endpoint): HostLink {
+    let link = this.links.get(hostId);
+    if (link === undefined) {
+      const host = this.world.hosts.get(hostId)!;
+      const created = new HostLink(this, hostId, host.clientConnection(this.id));
+      created.connection.onBreak = () => created.dial(this.world);
+      this.links.set(hostId, (link = created));
+    }
+    link.wanted = true;
+    return link;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Links and views
+
+  sendTo(link: HostLink, bytes: Uint8Array): boolean {
+    const host = this.world.hosts.get(link.hostId)!;
+    return this.world.network.send(link.connection, this.endpoint, link.hostId, () => host.fromClient(this.id, bytes), true);
+  }
+
+  /** A link (re)opened: whatever was sent on the old one may be lost, so send it again. */
+  connected(link: HostLink): void {
+    if (link === this.head) this.session.switchHead(link, NO_WAKE);
+    if (link === this.tail) this.session.switchTail(link, NO_WAKE);
+  }
+
+  /** An ack or a read reply from a host. */
+  receive(hostId: Endpoint, bytes: Uint8Array): boolean {
+    const kind = frameKind(bytes);
+    const refused = kind === MessageKind.ack ? this.session.receiveAck(bytes) : this.session.receiveReply(bytes);
+    this.world.trace.check(refused === null, () => `client ${this.id} refused a frame from ${hostId}: ${refused} (I2: nothing is acknowledged that was not sent)`);
+    return true;
+  }
+
+  /** A host's view: adopted if newer (RemoteClient.adopt); any view counts as progress. */
+  adoptView(view: SimulatedView): boolean {
+    if (view.epoch > this.view.epoch) {
+      this.view = view;
+      this.viewsAdopted++;
+      for (const [hostId, link] of this.links) {
+        if (view.members.includes(hostId)) continue;
+        link.wanted = false;
+        this.world.network.close(link.connection);
+      }
+      for (const member of view.members) this.link(member).dial(this.world);
+      // Resent even if head and tail are the same hosts: this client may have skipped epochs.
+      this.head = this.link(view.members[0]!);
+      this.tail = this.link(view.members.at(-1)!);
+      this.session.resendTo(this.head, NO_WAKE, this.tail, NO_WAKE);
+    }
+    this.session.progressed();
+    return true;
+  }
+
+  /** RemoteClient.checkProgress: nothing answered for a while, so everything goes again. */
+  private checkProgress(): void {
+    this.world.scheduler.after(TIMING.stallResendAfter / 2, () => this.checkProgress());
+    if (!this.session.stalledFor(TIMING.stallResendAfter)) return;
+    this.world.trace.note(`client ${this.id} stalled: resends to ${this.head.hostId} and ${this.tail.hostId}`);
+    this.session.resendTo(this.head, NO_WAKE, this.tail, NO_WAKE);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Operations
+
+  private issue(lane: number): void {
+    if (!this.issuing) return;
+    const world = this.world;
+    const key = `k${Math.floor(world.random() * this.keys)}`;
+    const value = `c${this.id}.${lane}.${++this.operationsIssued}`;
+    const roll = world.random();
+    const lanesClient = this.id * 100 + lane;
+    if (roll < 0.4) this.write(lane, [this.entry(lanesClient, { kind: 'put', key, value })], () => this.session.put(key, value));
+    else if (roll < 0.5) this.write(lane, [this.entry(lanesClient, { kind: 'delete', key })], () => this.session.delete(key));
+    else if (roll < 0.6) this.putMany(lane, value);
+    else this.read(lane, this.entry(lanesClient, { kind: 'get', key }), roll < 0.8);
+  }
+
+  private entry(client: number, operation: Operation): HistoryEntry {
+    const entry: HistoryEntry = { client, operation, invokedAt: this.world.now, respondedAt: Number.POSITIVE_INFINITY };
+    this.world.history.push(entry);
+    this.world.trace.detail(() => `client ${client} invokes ${operation.kind} ${operation.key}${operation.kind === 'put' ? `=${operation.value}` : ''}`);
+    return entry;
+  }
+
+  /** Two or three distinct keys in one call; each write is its own history process (they are concurrent). */
+  private putMany(lane: number, value: string): void {
+    const count = 2 + Math.floor(this.world.random() * 2);
+    const first = Math.floor(this.world.random() * this.keys);
+    const pairs: Array<[string, string]> = [];
+    const entries: HistoryEntry[] = [];
+    for (let index = 0; index < count && index < this.keys; index++) {
+      const key = `k${(first + index) % this.keys}`;
+      pairs.push([key, `${value}.${index}`]);
+      entries.push(this.entry(-(this.id * 1_000_000 + ++this.putManyEntries), { kind: 'put', key, value: `${value}.${index}` }));
+    }
+    this.write(lane, entries, () => this.session.putMany(pairs));
+  }
+
+  private write(lane: number, entries: HistoryEntry[], call: () => Promise<void>): void {
+    const promise = call();
+    const operation: PendingOperation = { through: this.session.writes.accepted, settled: false };
+    this.writes.push(operation);
+    promise.then(
+      () => this.responded(lane, operation, entries, undefined),
+      (error: unknown) => this.rejected(operation, entries, error),
+    );
+  }
+
+  private read(lane: number, entry: HistoryEntry, versioned: boolean): void {
+    const key = entry.operation.key;
+    const promise = versioned ? this.session.getVersioned(key).then((found) => found?.value) : this.session.get(key);
+    const operation: PendingOperation = { through: ++this.readsIssued, settled: false };
+    this.reads.push(operation);
+    promise.then(
+      (found) => this.responded(lane, operation, [entry], found?.toString('utf8')),
+      (error: unknown) => this.rejected(operation, [entry], error),
+    );
+  }
+
+  private responded(lane: number, operation: PendingOperation, entries: HistoryEntry[], result: string | undefined): void {
+    operation.settled = true;
+    for (const entry of entries) {
+      entry.respondedAt = this.world.now;
+      if (entry.operation.kind === 'get') entry.result = result;
+      this.world.trace.detail(() => `client ${entry.client} done: ${entry.operation.kind} ${entry.operation.key}${entry.operation.kind === 'get' ? ` -> ${String(result)}` : ''}`);
+    }
+    this.world.scheduler.after(this.world.between(1, 15), () => this.issue(lane));
+  }
+
+  private rejected(operation: PendingOperation, entries: HistoryEntry[], error: unknown): void {
+    operation.settled = true;
+    const code = (error as { code?: string }).code ?? String(error);
+    this.world.failLater(`client ${this.id}'s ${entries[0]!.operation.kind} ${entries[0]!.operation.key} was rejected: ${code} ${(error as Error).message}`);
+  }
+
+  /** Operations still waiting for their answer. */
+  get pending(): number {
+    return this.writes.filter((operation) => !operation.settled).length + this.reads.filter((operation) => !operation.settled).length;
+  }
+
+  /**
+   * Whether the session has settled a future whose promise callbacks have not run yet (they run in
+   * microtasks: the run loop must let them, so the history stamps them with this very time).
+   */
+  awaitsCallbacks(): boolean {
+    const writesSettled = this.session.writes.accepted - this.session.writes.pending;
+    const readsSettled = this.readsIssued - this.session.reads.pending;
+    return firstUnsettled(this.writes, writesSettled) || firstUnsettled(this.reads, readsSettled);
+  }
+}
+
+/** Drops settled operations from the front; true if the first one left is settled by the session but not yet answered. */
+function firstUnsettled(operations: PendingOperation[], settledThrough: number): boolean {
+  while (operations.length > 0 && operations[0]!.settled) operations.shift();
+  const first = operations[0];
+  return first !== undefined && first.through <= settledThrough;
+}

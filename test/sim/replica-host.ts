@@ -1,0 +1,394 @@
+/**
+ * One simulated host (`dabba serve`, src/host/host.ts and client-sessions.ts, in miniature): it
+ * runs one ChainNode at a time through its one door (step / ready / advance), follows the
+ * configuration the master publishes, keeps a lease alive with heartbeats, and serves clients.
+ *
+ * What it does as the real host does:
+ * - it adopts a newer configuration: reconfigures its node, or starts one as a joiner, or (removed,
+ *   or a member it has no state for) leaves and comes back as a new, empty replica with a new id;
+ * - writes are taken only while it is the head (else the client gets the view); reads only while it
+ *   is the tail and its lease holds (else the client's link is closed and it dials again);
+ * - the tail's client acks go to the client, and the newest one per client is kept and sent again
+ *   when that client reconnects; every new configuration is sent to connected clients as a view;
+ * - the tail begins a handoff when the master asks in the tail's current epoch.
+ * A crash loses everything: the node, the links, the acks kept. A restart is a new replica.
+ */
+import { ChainNode, type ReceiveResult, type Role } from '../../native-free-core/chain/node.js';
+import { snapshotFrameBytesFor } from '../../native-free-core/chain/snapshot.js';
+import { ordersWrites, roleIn, servesReads, type Configuration } from '../../native-free-core/master/chain-master.js';
+import type { HandoffRequest, LiveHostStatus } from '../../native-free-core/master/cluster-decisions.js';
+import { ErrorCode } from '../../native-free-core/errors.js';
+import { Store } from '../../native-free-core/store.js';
+import { AckEncoder, frameKind, HelloEncoder, MessageKind, WriteBatchView, type AckFields, type HelloFields } from '../../native-free-core/wire/codec.js';
+import { replicaLimits } from '../../src/replica-worker.js';
+import type { Connection, Endpoint } from './network.js';
+import { PeerLinks } from './peer-links.js';
+import { KEY_BYTES_MAX, MASTER, TIMING, VALUE_BYTES_MAX, type World } from './world.js';
+
+/** What a host tells clients of the chain: its epoch and members' hosts, head first (a ClusterView). */
+export interface SimulatedView {
+  epoch: number;
+  members: readonly Endpoint[];
+}
+
+export class SimulatedHost {
+  replicaId: number;
+  alive = true;
+  node: ChainNode | null = null;
+  configuration: Configuration | null = null;
+  readonly links: PeerLinks;
+  private leaseValidUntil = 0;
+  /** The epoch of the last configuration the host's watch delivered. */
+  private watchedEpoch = 0;
+  private handoffRequest: HandoffRequest | null = null;
+  private handoffBegun = '';
+  /** The newest client ack per client, sent again when that client reconnects. */
+  private readonly lastAcks = new Map<number, Uint8Array>();
+  /** Per client: the epoch of the last view sent on its current link. */
+  private readonly viewEpochSent = new Map<number, number>();
+  /** When the node's work loop runs next (Infinity: when a frame arrives). */
+  private wakeAt = Number.POSITIVE_INFINITY;
+  private readonly ackEncoder = new AckEncoder();
+  private readonly helloEncoder = new HelloEncoder();
+  private readonly peekView = new WriteBatchView();
+
+  constructor(
+    private readonly world: World,
+    readonly hostId: Endpoint,
+  ) {
+    this.replicaId = world.allocateReplicaId(this);
+    this.links = new PeerLinks(world, this);
+  }
+
+  runs(replicaId: number): boolean {
+    return this.alive && this.replicaId === replicaId;
+  }
+
+  role(): Role | null {
+    return this.configuration === null ? null : (roleIn(this.configuration, this.replicaId) as Role | null);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Life: start, crash, restart, leave and join again
+
+  /** One of the chain's first replicas, in the first configuration. */
+  startAsMember(configuration: Configuration): void {
+    this.configuration = configuration;
+    this.watchedEpoch = configuration.epoch;
+    this.leaseValidUntil = TIMING.suspectAfter;
+    this.startNode(configuration.epoch, this.role()!);
+    this.links.update();
+    this.world.scheduler.at(this.world.between(1, TIMING.heartbeatEvery), () => this.heartbeat());
+  }
+
+  private startNode(epoch: number, role: Role): void {
+    const limits = replicaLimits(this.world.options);
+    const replicaId = this.replicaId;
+    this.node = new ChainNode({
+      id: replicaId,
+      epoch,
+      role,
+      // A slot hash key per replica, as in production, derived from the seed (not drawn from the PRNG).
+      store: new Store({ hashKey: [this.world.seed >>> 0, replicaId], initialKeys: 16, initialHeapBytes: 4096 }),
+      inflightBytesMax: limits.inflightBytesMax,
+      inflightBatchesMax: limits.inflightBatchesMax,
+      readReplyPayloadBytesMax: limits.readReplyPayloadBytesMax,
+      readReplyResultsMax: limits.readReplyResultsMax,
+      keyBytesMax: limits.keyBytesMax,
+      valueBytesMax: limits.valueBytesMax,
+      // Frames of about one entry: a snapshot takes several, interleaved with new batches.
+      snapshotFrameBytesMax: snapshotFrameBytesFor(KEY_BYTES_MAX + VALUE_BYTES_MAX),
+      log: (line) => this.world.trace.note(`replica ${replicaId} ${line}`),
+    });
+    this.links.replicaStarted(epoch, role);
+    this.world.checker.nodeStarted(this.node);
+    this.world.trace.note(`${this.hostId}: replica ${replicaId} starts as ${role} in epoch ${epoch}`);
+  }
+
+  /** The process dies: its node, its links and everything it kept are gone. */
+  crash(): void {
+    this.world.trace.note(`crash ${this.hostId} (replica ${this.replicaId}, ${this.role() ?? 'not a member'})`);
+    this.alive = false;
+    this.links.breakAll();
+    this.node = null;
+    this.configuration = null;
+    this.lastAcks.clear();
+    this.handoffRequest = null;
+    for (const client of this.world.clients) this.world.network.break(this.clientConnection(client.id));
+  }
+
+  /** Back after a crash: an empty replica with a new id, which joins through the policy. */
+  restart(): void {
+    this.alive = true;
+    this.rejoin('restarted after a crash', false);
+  }
+
+  /**
+   * Leaves the chain for good as this replica id and registers again as a new, empty replica
+   * (host.ts rejoinAsNewReplica): the master sees a newcomer in its next heartbeat.
+   */
+  rejoin(why: string, counted = true): void {
+    this.links.breakAll();
+    this.node = null;
+    const known = this.configuration;
+    this.configuration = null;
+    this.leaseValidUntil = 0;
+    this.handoffBegun = '';
+    const previous = this.replicaId;
+    this.replicaId = this.world.allocateReplicaId(this);
+    this.world.trace.note(`${this.hostId}: replica ${previous} leaves (${why}); registers as replica ${this.replicaId}`);
+    if (counted) this.world.counts.rejoins++;
+    if (known !== null) this.adopt(known);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // The master: heartbeats out, leases and configurations in
+
+  private heartbeat(): void {
+    this.world.scheduler.after(TIMING.heartbeatEvery, () => this.heartbeat());
+    if (!this.alive) return;
+    // The etcd client reports a lease lost by itself about two TTLs after its last renewal.
+    if (this.leaseValidUntil > 0 && this.world.now >= this.leaseValidUntil + TIMING.suspectAfter) this.rejoin('its lease ran out (the master is out of reach)');
+    const replicaId = this.replicaId;
+    const status = this.status();
+    const sentAt = this.world.now;
+    this.world.network.sendControl(this.hostId, MASTER, () => this.world.master.heartbeat(this, replicaId, status, sentAt));
+  }
+
+  private status(): LiveHostStatus | null {
+    const node = this.node;
+    if (node === null) return null;
+    return { epoch: node.epoch, appliedSeq: node.appliedSeq, joinCaughtUp: node.joinCaughtUp, handoffReadyEpoch: node.handoffReady ? node.epoch : 0 };
+  }
+
+  /**
+   * The master's answer to a heartbeat sent at `sentAt`: the lease renewed, or lost (the host then
+   * registers again as a new replica, as host.ts does on `lost`). The master is reachable again:
+   * the watches catch up.
+   */
+  lease(replicaId: number, sentAt: number, granted: boolean): void {
+    if (!this.runs(replicaId)) return;
+    if (!granted) this.rejoin('its lease expired');
+    // The master measures silence from when it heard us, which is after we sent: safe for us to count from then.
+    else this.leaseValidUntil = Math.max(this.leaseValidUntil, sentAt + TIMING.suspectAfter);
+    this.watch();
+  }
+
+  /**
+   * The configuration watch (etcd's, which the host keeps across its replicas' lives): every
+   * configuration after the last one seen, in order; then the handoff request last written.
+   */
+  watch(): void {
+    if (!this.alive) return;
+    for (const configuration of this.world.master.configurationsAfter(this.watchedEpoch)) {
+      this.watchedEpoch = configuration.epoch;
+      this.adopt(configuration);
+    }
+    const handoff = this.world.master.handoffRequest;
+    if (handoff !== null) this.requestHandoff(handoff);
+  }
+
+  /** A configuration from the watch: adopted if newer (host.ts onConfiguration). */
+  private adopt(configuration: Configuration): void {
+    if (!this.alive || (this.configuration !== null && configuration.epoch <= this.configuration.epoch)) return;
+    const previousRole = this.role();
+    this.configuration = configuration;
+    const role = this.role();
+    const node = this.node;
+    if (role === null) {
+      if (node !== null) return this.rejoin(`not in epoch ${configuration.epoch}`);
+    } else if (node === null) {
+      if (role === 'joining') this.startNode(configuration.epoch, role);
+      else if (previousRole === null) return this.rejoin('a member with no state');
+    } else if (configuration.epoch > node.epoch) {
+      node.reconfigure(configuration.epoch, role, { joiner: servesReads(role) ? configuration.joining : null });
+      this.world.trace.note(`${this.hostId}: replica ${this.replicaId} is ${role} in epoch ${configuration.epoch}`);
+    }
+    this.links.update();
+    this.maybeBeginHandoff();
+    this.broadcastView();
+    this.kick();
+  }
+
+  /** The master asks the tail to hand over (pushed, or replayed by the watch). */
+  requestHandoff(request: HandoffRequest): void {
+    this.handoffRequest = request;
+    this.maybeBeginHandoff();
+  }
+
+  private maybeBeginHandoff(): void {
+    const { handoffRequest: request, configuration, node } = this;
+    if (request === null || configuration === null || node === null || !servesReads(this.role())) return;
+    if (configuration.epoch !== request.epoch || configuration.joining !== request.joiner) return;
+    const key = `${request.epoch}:${request.joiner}`;
+    if (this.handoffBegun === key) return;
+    this.handoffBegun = key;
+    // As the worker does: only a tail with a joiner behind it hands over.
+    if (node.forwardsDownstream && node.isTail) node.beginHandoff();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // The node's door
+
+  /** A batch (or a joiner's snapshot frame) from upstream; false to hold it (backpressure). */
+  stepUpstream(bytes: Uint8Array): boolean {
+    const node = this.node!;
+    const isBatch = frameKind(bytes) === MessageKind.writeBatch;
+    if (isBatch && this.peekView.open(bytes) !== null) this.world.trace.fail(`${this.hostId} got a malformed batch`);
+    const { clientId, firstClientSeq, count } = this.peekView;
+    const appliedBefore = node.appliedSeq;
+    const result = node.step('upstream', bytes);
+    if (result.status === 'full') return false;
+    if (result.status === 'applied' && isBatch) this.world.checker.appliedBatch(node, appliedBefore, result, { clientId, firstClientSeq, count });
+    this.refusal(result, isBatch ? 'a batch' : 'a snapshot frame');
+    this.performReady(null);
+    return true;
+  }
+
+  /** An Ack or Hello from the successor (or joiner). */
+  stepDownstream(bytes: Uint8Array): void {
+    this.refusal(this.node!.step('downstream', bytes), 'an ack or Hello');
+    this.performReady(null);
+  }
+
+  /**
+   * A refusal the real runtime logs. A gap is expected in two cases, both repaired by a resend: a
+   * predecessor forwards its next batches on a redialed peer link before the successor's Hello has
+   * rewound it; and a client's batch reaches a head that dropped the one before (it was not the head
+   * yet when that one came). Any other rejection fails the run.
+   */
+  private refusal(result: ReceiveResult, what: string): void {
+    if (result.status === 'ignored' && result.code === ErrorCode.staleEpoch) this.world.counts.staleEpochIgnored++;
+    if (result.status !== 'rejected') return;
+    if (what === 'a batch' && result.code === ErrorCode.sequenceGap) {
+      this.world.counts.gapsRefused++;
+      return;
+    }
+    this.world.trace.fail(`replica ${this.replicaId} rejected ${what}: ${result.code} ${result.reason}`);
+  }
+
+  /** Runs the node's work loop again in `ticks` (a link came up; the last pass moved; or its sleep times out). */
+  kick(ticks = 1): void {
+    const at = this.world.now + ticks;
+    if (this.node === null || this.wakeAt <= at) return;
+    this.wakeAt = at;
+    this.world.scheduler.at(at, () => {
+      if (this.wakeAt !== at) return;
+      this.wakeAt = Number.POSITIVE_INFINITY;
+      if (this.node !== null) this.performReady(null);
+    });
+  }
+
+  /**
+   * Carries out the node's Ready as the worker does (workers/replica.ts performReady): a snapshot
+   * frame, then batches, downstream; the Hello before the ack upstream; client acks and read
+   * replies (to `readOwner`, whose read batch was just stepped) to the clients.
+   */
+  private performReady(readOwner: number | null): void {
+    const node = this.node!;
+    if (!node.hasReady()) return;
+    const ready = node.ready();
+    const snapshotSent = ready.snapshot !== null && this.links.sendDownstream(ready.snapshot.slice(), false);
+    if (snapshotSent) this.world.counts.snapshotFrames++;
+    let forwarded = 0;
+    for (const batch of ready.forward) {
+      if (!this.links.sendDownstream(batch.slice(), true)) break;
+      forwarded++;
+    }
+    let acksSent = true;
+    if (ready.helloUpstream !== null) acksSent = this.links.sendUpstream(this.encodeHello(ready.helloUpstream), false);
+    if (ready.ackUpstream !== null && acksSent) acksSent = this.links.sendUpstream(this.ackEncoder.encode(ready.ackUpstream).slice(), true);
+    for (const ack of ready.clientAcks) this.deliverAck(node, ack);
+    this.world.trace.check(ready.readReplies.length === 0 || readOwner !== null, () => `replica ${this.replicaId} has read replies for no one`);
+    for (const reply of ready.readReplies) this.sendToClient(readOwner!, reply);
+    node.advance(ready, { forwarded, acksSent, repliesSent: ready.readReplies.length, snapshotSent });
+    // The worker's loop: a pass that moved anything is followed by another at once; one that moved
+    // nothing sleeps until a frame arrives or its sleep times out (sleepTimeoutMs), then looks again.
+    const hadAcks = ready.ackUpstream !== null || ready.clientAcks.length > 0;
+    const moved = forwarded > 0 || snapshotSent || (hadAcks && acksSent) || ready.readReplies.length > 0;
+    if (node.hasReady()) this.kick(moved ? 1 : TIMING.workerSleepTimeout);
+  }
+
+  encodeHello(hello: HelloFields): Uint8Array {
+    return this.helloEncoder.encode(hello).slice();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Clients (client-sessions.ts)
+
+  clientConnection(clientId: number): Connection {
+    return this.world.network.connection(`c${clientId}-${this.hostId}`, `c${clientId}`, this.hostId);
+  }
+
+  /** A client's link came up: it gets the view and its newest ack (it may have missed it). */
+  clientConnected(clientId: number): void {
+    this.viewEpochSent.delete(clientId);
+    this.sendView(clientId, true);
+    const lastAck = this.lastAcks.get(clientId);
+    if (lastAck !== undefined) this.sendToClient(clientId, lastAck);
+  }
+
+  /** A write or read batch from client `clientId`; false to hold it (backpressure). */
+  fromClient(clientId: number, bytes: Uint8Array): boolean {
+    const kind = frameKind(bytes);
+    if (kind === MessageKind.writeBatch) {
+      // Not the head (any more): the client learns the view and resends there; dropped here.
+      if (this.node === null || !ordersWrites(this.role())) {
+        this.world.counts.writesRedirected++;
+        this.sendView(clientId, true);
+        return true;
+      }
+      return this.stepUpstream(bytes);
+    }
+    this.world.trace.check(kind === MessageKind.readBatch, () => `client ${clientId} sent a frame of kind ${String(kind)}`);
+    if (!this.isServingReads()) {
+      // Not the tail, or the lease may have lapsed (another tail may exist): the client goes elsewhere.
+      this.world.counts.readsRefused++;
+      this.world.trace.detail(() => `${this.hostId} is not serving reads: closes client ${clientId}'s link`);
+      this.world.network.break(this.clientConnection(clientId));
+      return true;
+    }
+    if (!this.node!.canAcceptReads()) return false;
+    const result = this.node!.step('client', bytes);
+    this.refusal(result, 'a read batch');
+    this.performReady(clientId);
+    return true;
+  }
+
+  private isServingReads(): boolean {
+    return this.node !== null && servesReads(this.role()) && this.world.now < this.leaseValidUntil - TIMING.leaseReadMargin;
+  }
+
+  private deliverAck(node: ChainNode, ack: AckFields): void {
+    this.world.checker.clientAck(node, ack);
+    const bytes = this.ackEncoder.encode(ack).slice();
+    this.lastAcks.set(ack.clientId, bytes);
+    this.sendToClient(ack.clientId, bytes);
+  }
+
+  /** To a connected client; dropped if it is not connected (it gets the newest ack when it is). */
+  private sendToClient(clientId: number, bytes: Uint8Array): void {
+    const client = this.world.clients[clientId - 1]!;
+    this.world.network.send(this.clientConnection(clientId), this.hostId, client.endpoint, () => client.receive(this.hostId, bytes));
+  }
+
+  private view(): SimulatedView | null {
+    const configuration = this.configuration;
+    if (configuration === null) return null;
+    return { epoch: configuration.epoch, members: configuration.members.map((member) => this.world.hostOf(member).hostId) };
+  }
+
+  private sendView(clientId: number, force: boolean): void {
+    const view = this.view();
+    if (view === null || (!force && this.viewEpochSent.get(clientId) === view.epoch)) return;
+    const client = this.world.clients[clientId - 1]!;
+    const connection = this.clientConnection(clientId);
+    if (!connection.isUp) return;
+    this.viewEpochSent.set(clientId, view.epoch);
+    this.world.network.send(connection, this.hostId, client.endpoint, () => client.adoptView(view));
+  }
+
+  private broadcastView(): void {
+    for (const client of this.world.clients) this.sendView(client.id, false);
+  }
+}
