@@ -221,6 +221,29 @@ describe('ChainNode guards', () => {
     assert.equal(joiner.appliedSeq, 7);
   });
 
+  test('an idle tail sends its joiner one snapshot frame after another, without waiting for a batch turn', () => {
+    const tail = new ChainNode({ id: 3, epoch: 1, role: 'tail', store: new Store(), inflightBytesMax: 64 * 1024, inflightBatchesMax: 16, readReplyPayloadBytesMax: 4096, readReplyResultsMax: 8, keyBytesMax: 8, valueBytesMax: 1024, snapshotFrameBytesMax: 2048 });
+    for (let seq = 1; seq <= 8; seq++) {
+      const encoder = new WriteBatchEncoder({ writesMax: 1, payloadBytesMax: 1100 });
+      encoder.begin(1, seq);
+      encoder.addPut(text.encode(`k${seq}`), 0, 2, new Uint8Array(1000), 0, 1000);
+      const frame = encoder.finish().slice();
+      const view = new WriteBatchView();
+      view.open(frame);
+      view.stamp(1, seq);
+      assert.equal(tail.step('upstream', frame).status, 'applied');
+    }
+    tail.reconfigure(2, 'tail', { joiner: 4 });
+    // Eight 1 KB entries in 2 KB frames: several frames, and no batch in between to take turns with.
+    let frames = 0;
+    for (let ready = tail.ready(); ready.snapshot !== null; ready = tail.ready()) {
+      frames++;
+      tail.advance(ready, { forwarded: 0, acksSent: true, repliesSent: 0, snapshotSent: true });
+    }
+    assert.ok(frames >= 4, `${frames} frames in a row`);
+    assert.equal(tail.hasReady(), false, 'every frame went');
+  });
+
   test('keys and values above the limits are refused in batches, reads and snapshot frames', () => {
     const limited = (role: 'head' | 'tail' | 'joining'): ChainNode =>
       new ChainNode({ id: 1, epoch: 1, role, store: new Store(), inflightBytesMax: 64 * 1024, inflightBatchesMax: 16, readReplyPayloadBytesMax: 4096, readReplyResultsMax: 8, keyBytesMax: 8, valueBytesMax: 100 });

@@ -33,10 +33,12 @@ export class JoinSource {
 
   /**
    * The frame to send now, before any batch, or null when it is the batches' turn (or every frame
-   * is sent). The same frame comes back until framesSent() says it went.
+   * is sent). With no batch waiting (`batchesWaiting` false) a frame goes whatever the turn: an idle
+   * chain would otherwise send one frame per wake-up of its worker. The same frame comes back until
+   * sent() says it went.
    */
-  frameToSend(): Uint8Array | null {
-    if (this.writer !== null && this.frame === null && this.frameTurn) this.frame = this.writer.next();
+  frameToSend(batchesWaiting: boolean): Uint8Array | null {
+    if (this.writer !== null && this.frame === null && (this.frameTurn || !batchesWaiting)) this.frame = this.writer.next();
     return this.frame;
   }
 

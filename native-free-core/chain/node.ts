@@ -701,8 +701,9 @@ export class ChainNode {
     const forward: Uint8Array[] = [];
     const forwardSeqs: number[] = [];
     // A joiner's snapshot frame goes before any batch (see JoinSource.sent for why).
-    const snapshot = this.joinSource?.frameToSend() ?? null;
-    if (this.forwardsDownstream && !this.awaitingSuccessorHello && snapshot === null) {
+    const canForward = this.forwardsDownstream && !this.awaitingSuccessorHello;
+    const snapshot = this.joinSource?.frameToSend(canForward && this.inflight.pendingCount > 0) ?? null;
+    if (canForward && snapshot === null) {
       const log = this.inflight;
       for (let index = log.firstPendingIndex(); index < log.batchCount; index++) {
         forward.push(log.batchAt(index));
