@@ -201,12 +201,7 @@ export class DabbaHost extends EventEmitter {
       offerBatch: (frame, budget) => this.batchesQueue.offer(frame, budget),
       offerAck: (frame, budget) => this.acksQueue.offer(frame, budget),
       kick: () => this.replica?.kick(),
-      joinLinkLost: (predecessor) => {
-        // Snapshot frames were lost with the link, and a transfer cannot resume: start over as a new
-        // replica (the master abandons this join when our registration changes).
-        this.log('warn', 'join-link-lost', `lost the link to replica ${predecessor} while joining: joining again`);
-        void this.rejoinAsNewReplica();
-      },
+      joinLinkLost: (predecessor) => void this.onJoinLinkLost(predecessor),
       predecessorRefused: (predecessor) => {
         const down = predecessor ?? 0;
         if (down === this.predecessorDown) return;
@@ -445,6 +440,29 @@ export class DabbaHost extends EventEmitter {
       },
     );
     this.log('info', 'replica-started', `replica ${this.replicaId} started as ${role} in epoch ${epoch}`);
+  }
+
+  /**
+   * The link a joiner copies through broke. Snapshot frames were lost with it, and a transfer cannot
+   * resume: start over as a new replica (the master abandons this join when our registration
+   * changes). Unless the handoff already made this replica a member, in a configuration this host
+   * has not heard of yet: then its state is a full copy of the chain's, perhaps the only one left
+   * soon, and starting over would throw it away. So ask etcd first.
+   */
+  private async onJoinLinkLost(predecessor: number): Promise<void> {
+    let current: Configuration | null = null;
+    try {
+      current = await this.store.load();
+    } catch (error) {
+      this.log('warn', 'etcd', `cannot read the configuration after losing the join link: ${(error as Error).message}`);
+    }
+    if (current !== null && current.members.includes(this.replicaId)) {
+      this.log('info', 'join-link-lost', `lost the link to replica ${predecessor}, but the join is complete (epoch ${current.epoch}): following it`);
+      this.onConfiguration(current);
+      return;
+    }
+    this.log('warn', 'join-link-lost', `lost the link to replica ${predecessor} while joining: joining again`);
+    await this.rejoinAsNewReplica();
   }
 
   /**
