@@ -6,8 +6,6 @@
  */
 import { ReadBatchView, ReadReplyView } from './codec.js';
 
-// Verified in full before the rewrite: a frame whose first_request_id shares bytes with anything
-// else a reader trusts is refused (the views check it), so rewriting the field changes nothing else.
 const readsView = new ReadBatchView();
 const repliesView = new ReadReplyView();
 
@@ -16,6 +14,16 @@ export function restampFirstRequestId(bytes: Uint8Array, kind: 'reads' | 'replie
   const view = kind === 'reads' ? readsView : repliesView;
   const reason = view.open(bytes);
   if (reason !== null) return reason;
-  new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).setBigUint64(view.firstRequestIdPosition, BigInt(firstRequestId), true);
-  return view.firstRequestId;
+  const previous = view.firstRequestId;
+  rewriteFirstRequestId(bytes, view, firstRequestId);
+  return previous;
+}
+
+/**
+ * The rewrite alone, for a caller whose view has just opened `bytes` (and so verified them in
+ * full): a frame whose first_request_id shares bytes with anything else a reader trusts is refused
+ * by the views, so rewriting the field changes nothing else.
+ */
+export function rewriteFirstRequestId(bytes: Uint8Array, openedView: ReadBatchView | ReadReplyView, firstRequestId: number): void {
+  new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).setBigUint64(openedView.firstRequestIdPosition, BigInt(firstRequestId), true);
 }

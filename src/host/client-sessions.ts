@@ -12,8 +12,8 @@
 import type { TemplatedApp } from 'uWebSockets.js';
 import { ErrorCode } from '../../native-free-core/errors.js';
 import { encodeClusterView, type ClusterMember } from '../../native-free-core/wire/cluster-view.js';
-import { AckView, frameKind, MessageKind, ReadBatchView, WriteBatchView, type RecordLimits } from '../../native-free-core/wire/codec.js';
-import { restampFirstRequestId } from '../../native-free-core/wire/request-ids.js';
+import { AckView, frameKind, MessageKind, ReadBatchView, ReadReplyView, WriteBatchView, type RecordLimits } from '../../native-free-core/wire/codec.js';
+import { rewriteFirstRequestId } from '../../native-free-core/wire/request-ids.js';
 import { frameEnvelopeValidator, LinkCloseCode, type PeerLink, type PeerLinkHandlers, type PeerLinkLogEntry } from '../transport/peer-link.js';
 import { closeReason } from '../transport/peer-link-endpoint.js';
 import { attachPeerLinkRoute, type PeerLinkRoute } from '../transport/peer-link-server.js';
@@ -91,6 +91,7 @@ export class ClientSessions {
   private nextHostRequestId = 1;
   private route: PeerLinkRoute | null = null;
   private readonly ackView = new AckView();
+  private readonly replyView = new ReadReplyView();
   private readonly writeView: WriteBatchView;
   private readonly readView: ReadBatchView;
 
@@ -188,7 +189,8 @@ export class ClientSessions {
         }
         const count = this.readView.count;
         const start = this.nextHostRequestId;
-        const clientFirst = restampFirstRequestId(bytes, 'reads', start) as number;
+        const clientFirst = this.readView.firstRequestId;
+        rewriteFirstRequestId(bytes, this.readView, start);
         if (!this.options.offerReads(bytes, session.budget)) return this.end(session, ClientCloseCode.tooSlow, closeReason(ErrorCode.overloaded, 'this connection exceeded its inbound queue limit'));
         this.nextHostRequestId += count;
         this.readRoutes.push({ start, count, session, clientFirstRequestId: clientFirst });
@@ -216,8 +218,8 @@ export class ClientSessions {
   /** A read reply from the tail replica: back to the client whose reads it answers, with its ids. */
   deliverReadReply(frame: Uint8Array): boolean {
     const copy = frame.slice();
-    const first = restampFirstRequestId(copy, 'replies', 0);
-    if (typeof first === 'string') return true;
+    if (this.replyView.open(copy) !== null) return true;
+    const first = this.replyView.firstRequestId;
     // Reads the replica ignored (it stopped being the tail) are never answered: skip past them.
     while (this.readRoutesHead < this.readRoutes.length) {
       const route = this.readRoutes[this.readRoutesHead]!;
@@ -226,7 +228,7 @@ export class ClientSessions {
     }
     const route = this.readRoutes[this.readRoutesHead];
     if (route === undefined || first < route.start) return true;
-    restampFirstRequestId(copy, 'replies', route.clientFirstRequestId + (first - route.start));
+    rewriteFirstRequestId(copy, this.replyView, route.clientFirstRequestId + (first - route.start));
     if (route.session.open && !route.session.link.trySend(copy)) this.end(route.session, ClientCloseCode.tooSlow, 'replies not read fast enough');
     if (this.readRoutesHead > 1024 && this.readRoutesHead * 2 > this.readRoutes.length) {
       this.readRoutes.splice(0, this.readRoutesHead);
