@@ -28,6 +28,7 @@ import {
   WriteBatchView,
   frameKind,
 } from '../native-free-core/wire/codec.js';
+import { bytesOfHex, hexOf } from './fuzz/frame-mutator.js';
 
 const text = new TextEncoder();
 const decoder = new TextDecoder();
@@ -36,11 +37,7 @@ const decoder = new TextDecoder();
 function hex(lines: readonly string[]): Uint8Array {
   const digits = lines.join('').replace(/\s+/g, '');
   assert.match(digits, /^([0-9a-f]{2})*$/, 'pinned hex is whole bytes');
-  return Uint8Array.from(digits.match(/../g) ?? [], (pair) => Number.parseInt(pair, 16));
-}
-
-function hexOf(bytes: Uint8Array): string {
-  return Buffer.from(bytes).toString('hex');
+  return bytesOfHex(digits);
 }
 
 function assertBytes(actual: Uint8Array, pinned: readonly string[]): void {
