@@ -10,6 +10,8 @@ import { Store } from '../native-free-core/store.js';
 import { WriteBatchEncoder, WriteBatchView } from '../native-free-core/wire/codec.js';
 import { FutureRing } from '../src/futures.js';
 import { Sealer } from '../src/sealing.js';
+import type { ClientSession } from '../src/session/client-session.js';
+import { RoutedSession } from '../src/session/routed-session.js';
 import { printTable, type Environment } from '../src/bench/harness.js';
 import { record } from './ledger.js';
 
@@ -46,6 +48,11 @@ export async function micro(env: Environment, small: boolean): Promise<{ rows: M
   // Sealed values (the `sealing` option): what each write costs the client on top, and each read.
   const sealer = new Sealer({ keys: { 1: new Uint8Array(32).fill(1) }, current: 1 }, { valueBytesMax: 512 * 1024 });
   const sealedValue = sealer.seal(key, value);
+  // Routing keys to chains (chainOf needs only the chain count of the sessions it routes to).
+  const routedKeys = Array.from({ length: WRITES_PER_BATCH }, (_, index) => `key-${String(index).padStart(12, '0')}`);
+  const sessionsOf = (chains: number): ClientSession[] => Array.from({ length: chains }, () => ({}) as ClientSession);
+  const oneChain = new RoutedSession(sessionsOf(1), 1024);
+  const manyChains = new RoutedSession(sessionsOf(64), 1024);
 
   bench
     .add('codec: encode a batch (16 B key, 100 B value)', () => {
@@ -77,6 +84,12 @@ export async function micro(env: Environment, small: boolean): Promise<{ rows: M
     .add('client: one promise per write, resolved by one cumulative ack', () => {
       for (let index = 0; index < WRITES_PER_BATCH; index++) void futures.add();
       hash ^= futures.resolveThrough(futures.next - 1, undefined);
+    })
+    .add('client: route a 16 B string key to its chain, 1 chain', () => {
+      for (let index = 0; index < WRITES_PER_BATCH; index++) hash ^= oneChain.chainOf(routedKeys[index]!);
+    })
+    .add('client: route a 16 B string key to its chain, 64 chains', () => {
+      for (let index = 0; index < WRITES_PER_BATCH; index++) hash ^= manyChains.chainOf(routedKeys[index]!);
     })
     .add('client: one promise for the batch (putMany), resolved by one cumulative ack', () => {
       let resolveAll!: () => void;

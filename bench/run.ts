@@ -4,6 +4,7 @@
  */
 import { environment } from '../src/bench/harness.js';
 import { headline, soak, sweeps, type ChainBenchSettings } from './chain-bench.js';
+import { chainsBench } from './chains-bench.js';
 import { failover } from './failover-bench.js';
 import { hostsBatchBench, hostsBench, hostsNodeFlagsBench, hostsTlsBench } from './hosts-bench.js';
 import { hostsFailover } from './hosts-failover-bench.js';
@@ -44,6 +45,7 @@ export async function runBenchmarks(options: BenchOptions): Promise<Record<strin
   if (options.suites.includes('hosts-node-flags')) results.hostsNodeFlags = await hostsNodeFlagsBench(settings);
   if (options.suites.includes('hosts-tls')) results.hostsTls = await hostsTlsBench(settings);
   if (options.suites.includes('hosts-failover')) results.hostsFailover = await hostsFailover(env, log);
+  if (wants('chains')) results.chains = await chainsBench(env, options.small ? 0.5 : options.seconds, options.small ? 1 : options.runs, log);
   if (wants('cpu')) results.cpu = await threadCpu(env, options.seconds, options.small ? [1000] : [1000, 10_000, 100_000], log);
   return results;
 }

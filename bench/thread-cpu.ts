@@ -12,7 +12,8 @@ import { record } from './ledger.js';
 
 const CLOCK_TICKS_PER_SECOND = 100;
 
-function threadCpuMilliseconds(): Map<number, number> {
+/** Each thread of this process (by OS thread id): its user + system CPU time so far, in ms. */
+export function threadCpuMilliseconds(): Map<number, number> {
   const times = new Map<number, number>();
   for (const entry of readdirSync('/proc/self/task')) {
     try {

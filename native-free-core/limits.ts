@@ -7,8 +7,10 @@
  *
  * The derivation (each line needs the ones above it):
  *
- *   ringRecordBytesMax       = ringBytes / 2 - 8                (ring.ts: a record fits half the ring)
- *   controlRecordBytesMax    = controlRingBytes / 2 - 8         (the Ack/Hello rings)
+ *   ringRecordBytesMax       = ringBytes / 2 - 8 - 8            (ring.ts: a record fits half the ring;
+ *                                                                the frame in it follows its chain tag,
+ *                                                                wire/chain-tag.ts)
+ *   controlRecordBytesMax    = controlRingBytes / 2 - 8 - 8     (the Ack/Hello rings)
  *   linkRecordBytesMax       = ringRecordBytesMax               (a socket message becomes one data-ring
  *                                                                record, byte for byte; larger ones are
  *                                                                refused by the socket itself)
@@ -32,6 +34,7 @@
 import { assert } from './assert.js';
 import { snapshotFrameBytesFor } from './chain/snapshot.js';
 import { RING_RECORD_ALIGNMENT_BYTES } from './ring.js';
+import { CHAIN_TAG_BYTES } from './wire/chain-tag.js';
 import { FRAME_OVERHEAD_BYTES, KEY_BYTES_LIMIT, READ_RECORD_BYTES, READ_RESULT_BYTES, writeBatchFrameBytesMax } from './wire/codec.js';
 
 /** The settings every other limit is derived from (resolved options). */
@@ -77,8 +80,9 @@ const READ_REPLY_PAYLOAD_BYTES_LIMIT = 4 * 1024 * 1024;
 /** A read reply's status byte per result, beside its ReadResult struct. */
 const READ_STATUS_BYTES = 1;
 
+/** The largest frame one record of a ring of `ringBytes` carries, behind its chain tag. */
 export function ringRecordBytesMaxFor(ringBytes: number): number {
-  return ringBytes / 2 - RING_RECORD_ALIGNMENT_BYTES;
+  return ringBytes / 2 - RING_RECORD_ALIGNMENT_BYTES - CHAIN_TAG_BYTES;
 }
 
 /** Derives every limit, or returns why the settings cannot work together (for a RangeError). */

@@ -1,41 +1,57 @@
 /**
- * createChain(): a replicated chain inside one process. Each replica runs pinned on its own worker
- * thread (a long-running piscina task); adjacent threads exchange batches and acks through
- * SharedArrayBuffer rings; the main thread encodes writes into batches for the head, receives the
- * tail's cumulative acks, and sends reads to the tail.
+ * createChain(): replicated chains inside one process. The keyspace is split into `chains` chains
+ * (one by default), each with `replicas` replicas placed over `nodes` worker threads (long-running
+ * piscina tasks); a node holds one replica of each of several chains, and is head of some, middle
+ * of others and tail of the rest. Adjacent threads exchange batches and acks through
+ * SharedArrayBuffer rings, one ring per pair of threads and direction whatever the chain count
+ * (records carry their chain); the main thread encodes each chain's writes into batches for its
+ * head, receives its tail's cumulative acks, and sends its reads to its tail.
  *
- *   client --batches--> head --batches--> middle --batches--> tail
+ *   client --batches--> head --batches--> middle --batches--> tail      (per chain)
  *          <-----------acks------------- <-------acks-------- |
  *   client <----------------------- cumulative client acks ---+
  *   client --reads/replies----------------------------------> tail
+ *
+ * Each chain has its own master (the one cluster policy, cluster-decisions.ts); a placement
+ * (native-free-core/master/placement.ts) says which nodes each chain should be on, and the chains
+ * get there by joins at the tail and removals, a few at a time.
  */
 import { Piscina } from 'piscina';
 import type { Role } from '../native-free-core/chain/node.js';
+import { assert } from '../native-free-core/assert.js';
 import { DabbaError, ErrorCode } from '../native-free-core/errors.js';
 import { roleIn, type Configuration, type MasterEvent } from '../native-free-core/master/chain-master.js';
 import { removalRefusal, type LiveHostStatus } from '../native-free-core/master/cluster-decisions.js';
 import { InProcessMaster, type InProcessDecision } from '../native-free-core/master/in-process-master.js';
+import { place, type ChainPlacement } from '../native-free-core/master/placement.js';
 import { SpscRing } from '../native-free-core/ring.js';
+import { chainTagAt, taggedFrame } from '../native-free-core/wire/chain-tag.js';
 import { Doorbell } from '../workers/doorbell.js';
-import type { ReplicaTask } from '../workers/replica-task.js';
-import { closedError, resolveOptions, type ChainOptions, type ResolvedOptions } from './options.js';
+import type { NodeTask } from '../workers/replica-task.js';
+import { closedError, NODES_MAX, resolveOptions, type ChainOptions, type ResolvedOptions } from './options.js';
 import type { VersionedValue } from './read-pipeline.js';
+import { TaggedRingSink } from './record-sink.js';
 import { replicaLimits, replicaWorkerFilename } from './replica-worker.js';
-import { ReplicaHandle, type ReplicaCounters } from './runtime/replica-handle.js';
+import { NodeHandle, type ReplicaCounters } from './runtime/node-handle.js';
 import { sealerFor, type ResealReport, type SealingOptions } from './sealing.js';
 import { ClientSession } from './session/client-session.js';
+import { RoutedSession } from './session/routed-session.js';
 import { SessionApi } from './session/session-api.js';
 import type { KeyInput, ValueInput } from './write-pipeline.js';
-import { batchesLink, clientAcksLink, CLIENT_END, LinkTable, linkNames, linksFor, readsLink, repliesLink } from './topology.js';
+import { addLinkNames, batchesLink, clientAcksLink, CLIENT_END, LinkTable, linksFor, readsLink, repliesLink } from './topology.js';
 
 export type { ChainOptions, KeyInput, ResealReport, SealingOptions, ValueInput, VersionedValue };
 
-/** A replica's counters as stats() reports them: its id and role in the chain, and what it publishes. */
+/** A replica's counters as stats() reports them: its node's id and its role in the chain, and what it publishes. */
 export type ReplicaStats = { id: number; role: Role } & ReplicaCounters;
 
 export interface ChainStats {
+  /** Chain 0's replicas (the chain, with `chains: 1`); layout() has every chain. */
   replicas: ReplicaStats[];
+  /** Chain 0's epoch. */
   epoch: number;
+  chains: number;
+  nodes: number;
   reconfigurations: number;
   writesAccepted: number;
   writesAcknowledged: number;
@@ -44,11 +60,11 @@ export interface ChainStats {
   readsPending: number;
   batchesSent: number;
   bytesSent: number;
-  /** Batches sealed but waiting for room in the head's ring (client-side backpressure). */
+  /** Batches sealed but waiting for room in a head's ring (client-side backpressure). */
   batchesWaiting: number;
 }
 
-/** A member of the chain as the master sees it. */
+/** A member of chain 0 as its master sees it; `id` is its node. */
 export interface ReplicaInfo {
   id: number;
   role: Role;
@@ -57,56 +73,98 @@ export interface ReplicaInfo {
   committedSeq: number;
 }
 
-/** Emitted as 'reconfigured' after every membership change. */
-export interface ReconfigurationEvent {
+/** One chain of the table: its epoch and its members (node ids) in order, head first, a joiner last. */
+export interface ChainLayout {
+  chain: number;
   epoch: number;
+  members: Array<{ node: number; role: Role }>;
+}
+
+/** Emitted as 'reconfigured' after every membership change of any chain. */
+export interface ReconfigurationEvent {
+  chain: number;
+  epoch: number;
+  /** The chain's members, by node, head first. */
   members: number[];
+  /** The node whose replica left the chain, if one did. */
   removed: number | null;
   reason: 'failed' | 'requested';
   cause?: unknown;
 }
 
 export interface ReplicaDigest {
+  chain: number;
+  /** The node. */
   id: number;
   digest: string;
   keys: number;
   appliedSeq: number;
 }
 
-const CLIENT_ID = 1;
+/** One chain's runtime on the main thread: its master, its client session, where its ends are. */
+interface ChainRuntime {
+  readonly chain: number;
+  readonly master: InProcessMaster;
+  readonly session: ClientSession;
+  headNode: number;
+  tailNode: number;
+  /** Set when the chain's last replica failed: the chain is unavailable. */
+  failure: DabbaError | null;
+}
+
 const INITIAL_EPOCH = 1;
-/** How often the main thread reads the replicas' heartbeat counters and asks the master what to do. */
+/** How often the main thread reads the nodes' heartbeat counters and asks the masters what to do. */
 const HEARTBEAT_CHECK_MS = 25;
-const JOIN_THREADS_SPARE = 2;
-const REPLICAS_MAX = 16;
+/** Chains joining a node at once while a placement is carried out: copying snapshots must not starve writes. */
+const JOINS_AT_ONCE = 2;
+/** A session's pending writes and reads at least, however many chains share the totals. */
+const SESSION_PENDING_MIN = 1024;
+/** Rounds of settle() before it gives up for this tick: each round lands at least one decision. */
+const SETTLE_PASSES_MAX = 64;
 
 export class Chain extends SessionApi {
   readonly options: ResolvedOptions;
-  private readonly pool: Piscina<ReplicaTask, string>;
-  private readonly master: InProcessMaster;
+  private readonly pool: Piscina<NodeTask, string>;
   private readonly links: LinkTable;
-  private readonly handles = new Map<number, ReplicaHandle>();
+  private readonly runtimes: ChainRuntime[] = [];
+  private readonly nodes = new Map<number, NodeHandle>();
   private readonly doorbellBuffers = new Map<number, SharedArrayBuffer>();
+  /** The node each replica (of any chain) runs on; replica ids are never reused. */
+  private readonly replicaNode = new Map<number, number>();
+  /** The client's ends of rings, by link id (a ring end keeps its position: one object per link). */
+  private readonly clientEnds = new Map<number, SpscRing>();
+  private clientAckRings: SpscRing[] = [];
+  private replyRings: SpscRing[] = [];
   private readonly clientDoorbellBuffer: SharedArrayBuffer;
   private readonly clientDoorbell: Doorbell;
-  // The tail's rings to the client change when the tail does.
-  private clientAcks: SpscRing;
-  private readReplies: SpscRing;
-  private tailDoorbell: Doorbell;
-  /** Writes, reads, sealing, idle waits: the same session connect() runs, over rings here. */
-  protected readonly session: ClientSession;
+  /** Writes, reads, sealing, idle waits: each chain's session, behind a router by key. */
+  protected readonly session: RoutedSession;
   private readonly heartbeatTimer: NodeJS.Timeout;
   private reconfigurations = 0;
-  private nextReplicaId: number;
-  /** The replica an addReplica() call waits for, until it is the tail or its join is abandoned. */
-  private join: null | { id: number; resolve: (id: number) => void; reject: (error: unknown) => void } = null;
-  private headId: number;
-  private tailId: number;
-  private state: 'open' | 'closing' | 'closed' | 'failed' = 'open';
+  private nextNodeId: number;
+  private nextReplicaId = 1;
+  /** Replicas per chain: `replicas`, or with one chain, as many as addReplica/removeReplica made it. */
+  private replicationFactor: number;
+  /** Where the chains should be (node ids), for the nodes in `planNodes`. */
+  private plan: ChainPlacement[];
+  private planNodes: string;
+  /** Nodes asked to leave (removeReplica, or a join that was abandoned): they get no new replicas. */
+  private readonly leaving = new Set<number>();
+  /** The node an addReplica() call waits for, until every chain placed on it has it, or it fails. */
+  private join: null | { node: number; attempts: Set<number>; resolve: (id: number) => void; reject: (error: unknown) => void } = null;
+  /** removeReplica() calls waiting for their node to leave every chain, by node. */
+  private readonly removals = new Map<number, (error: unknown) => void>();
+  /** Who to wake when the client frees room in a ring a tail node writes to. */
+  private readonly clientRingProducers = new Map<SpscRing, Doorbell>();
+  private state: 'open' | 'closing' | 'closed' = 'open';
   private closePromise: Promise<void> | null = null;
   private readonly serviceDone: Promise<void>;
-  private readonly hasClientWork = (): boolean =>
-    !this.clientAcks.isEmpty() || !this.readReplies.isEmpty() || this.session.writes.canPump() || this.session.reads.canPump();
+  private readonly hasClientWork = (): boolean => {
+    for (const ring of this.clientAckRings) if (!ring.isEmpty()) return true;
+    for (const ring of this.replyRings) if (!ring.isEmpty()) return true;
+    for (const { session } of this.runtimes) if (session.writes.canPump() || session.reads.canPump()) return true;
+    return false;
+  };
 
   constructor(options: ChainOptions = {}) {
     super();
@@ -114,89 +172,136 @@ export class Chain extends SessionApi {
     this.options = resolved;
     // Validated before any thread starts; the keys stay on this thread.
     const sealer = sealerFor(options.sealing, resolved);
-    const count = resolved.replicas;
-
+    this.replicationFactor = resolved.replicas;
     this.links = new LinkTable({ dataBytes: resolved.ringBytes, controlBytes: resolved.controlRingBytes });
-    const memberIds = Array.from({ length: count }, (_, index) => index + 1);
-    this.nextReplicaId = count + 1;
-    this.master = new InProcessMaster({
-      configuration: { epoch: INITIAL_EPOCH, members: memberIds, joining: null },
-      suspectAfter: resolved.suspectAfterMs,
-      now: performance.now(),
-    });
-    const configuration = this.master.configuration;
     this.clientDoorbellBuffer = Doorbell.allocate();
     this.clientDoorbell = new Doorbell(this.clientDoorbellBuffer);
-    for (const id of memberIds) this.doorbellBuffers.set(id, Doorbell.allocate());
-    const head = configuration.members[0]!;
-    const tail = configuration.members.at(-1)!;
-    this.headId = head;
-    this.tailId = tail;
-    this.clientAcks = new SpscRing(this.links.link(clientAcksLink(tail), true).buffer);
-    this.readReplies = new SpscRing(this.links.link(repliesLink(tail), false).buffer);
-    this.tailDoorbell = new Doorbell(this.doorbellBuffers.get(tail)!);
-    this.session = new ClientSession(
-      resolved,
-      {
-        clientId: CLIENT_ID,
-        head: new SpscRing(this.links.link(batchesLink(CLIENT_END, head), false).buffer),
-        headDoorbell: new Doorbell(this.doorbellBuffers.get(head)!),
-        tail: new SpscRing(this.links.link(readsLink(tail), false).buffer),
-        tailDoorbell: this.tailDoorbell,
-        epoch: () => this.master.configuration.epoch,
-        sealer,
-      },
-      () => (this.state === 'open' ? null : this.unavailableError()),
+
+    const nodeIds = Array.from({ length: resolved.nodes }, (_, index) => index + 1);
+    this.nextNodeId = resolved.nodes + 1;
+    for (const id of nodeIds) this.doorbellBuffers.set(id, Doorbell.allocate());
+    this.plan = place({ nodes: nodeIds.map(placementNode), chains: resolved.chains, replicas: this.replicationFactor, current: null });
+    this.planNodes = nodeIds.join(',');
+
+    const sessionOptions = sharedOut(resolved);
+    const now = performance.now();
+    for (const { chain, members } of this.plan) {
+      const replicaIds = members.map((node) => this.newReplica(Number(node)));
+      const master = new InProcessMaster({
+        configuration: { epoch: INITIAL_EPOCH, members: replicaIds, joining: null },
+        suspectAfter: resolved.suspectAfterMs,
+        now,
+      });
+      const headNode = this.nodeOf(replicaIds[0]!);
+      const tailNode = this.nodeOf(replicaIds.at(-1)!);
+      const runtime: ChainRuntime = { chain, master, headNode, tailNode, failure: null, session: null! };
+      const session = new ClientSession(
+        sessionOptions,
+        {
+          clientId: chain + 1,
+          head: new TaggedRingSink(this.clientEnd(batchesLink(CLIENT_END, headNode), false), chain),
+          headDoorbell: new Doorbell(this.doorbellBuffers.get(headNode)!),
+          tail: new TaggedRingSink(this.clientEnd(readsLink(tailNode), false), chain),
+          tailDoorbell: new Doorbell(this.doorbellBuffers.get(tailNode)!),
+          epoch: () => master.configuration.epoch,
+          sealer,
+        },
+        () => (this.state !== 'open' ? closedError() : runtime.failure),
+      );
+      (runtime as { session: ClientSession }).session = session;
+      this.runtimes.push(runtime);
+    }
+    this.session = new RoutedSession(
+      this.runtimes.map((runtime) => runtime.session),
+      resolved.keyBytesMax,
     );
 
-    this.pool = new Piscina<ReplicaTask, string>({
+    this.pool = new Piscina<NodeTask, string>({
       filename: replicaWorkerFilename(),
-      // One thread more than the replicas, started and idle: a joining or replacement replica takes
-      // it at once instead of paying for a thread's start (a few hundred ms of CPU on a busy host).
-      minThreads: count + 1,
-      // Room for a joining replica and one more while a replaced one stops.
-      maxThreads: count + JOIN_THREADS_SPARE,
+      // One thread more than the nodes, started and idle: a node added takes it at once instead of
+      // paying for a thread's start (a few hundred ms of CPU on a busy host).
+      minThreads: resolved.nodes + 1,
+      // Room for every node there may be, and one more while a replaced one stops.
+      maxThreads: NODES_MAX + 1,
       concurrentTasksPerWorker: 1,
       ...(resolved.workerExecArgv === undefined ? {} : { execArgv: resolved.workerExecArgv }),
       idleTimeout: Number.POSITIVE_INFINITY,
-      maxQueue: count + JOIN_THREADS_SPARE,
+      maxQueue: NODES_MAX + 1,
       name: 'default',
     });
-    for (const id of memberIds) this.startReplica(id, configuration);
+    for (const id of nodeIds) this.startNode(id);
     this.links.prefaultNewRings = false;
+    this.recountClientRings();
     this.heartbeatTimer = setInterval(() => this.checkHeartbeats(), HEARTBEAT_CHECK_MS);
     this.heartbeatTimer.unref();
     this.serviceDone = this.serviceLoop();
   }
 
-  private startReplica(id: number, configuration: Configuration): void {
-    const handle = new ReplicaHandle({
+  private newReplica(node: number): number {
+    const id = this.nextReplicaId++;
+    this.replicaNode.set(id, node);
+    return id;
+  }
+
+  private readonly nodeOf = (replicaId: number): number => this.replicaNode.get(replicaId)!;
+
+  /** The client's end of a link's ring (one object per link: it keeps the read or write position). */
+  private clientEnd(name: string, control: boolean): SpscRing {
+    const link = this.links.link(name, control);
+    let ring = this.clientEnds.get(link.id);
+    if (ring === undefined) {
+      ring = new SpscRing(link.buffer);
+      this.clientEnds.set(link.id, ring);
+    }
+    return ring;
+  }
+
+  /** Starts node `id` with the replicas the chains have on it now. */
+  private startNode(id: number): void {
+    const replicas = [];
+    for (const runtime of this.runtimes) {
+      const configuration = runtime.master.configuration;
+      for (const replicaId of participants(configuration)) {
+        if (this.nodeOf(replicaId) !== id) continue;
+        replicas.push({ chain: runtime.chain, id: replicaId, epoch: configuration.epoch, role: roleIn(configuration, replicaId) as Role, links: this.linksOf(configuration, replicaId) });
+      }
+    }
+    const node = new NodeHandle({
       pool: this.pool,
       id,
-      epoch: configuration.epoch,
-      role: roleIn(configuration, id) as Role,
-      links: linksFor(this.links, configuration, id, this.doorbellBuffers, this.clientDoorbellBuffer),
+      replicas,
+      doorbell: this.doorbellBuffers.get(id)!,
       limits: replicaLimits(this.options),
-      onRejected: (code, reason) => this.emit('warning', new DabbaError(code as ErrorCode, `replica ${id} rejected a frame: ${reason}`)),
+      onRejected: (chain, code, reason) =>
+        this.emit('warning', new DabbaError(code as ErrorCode, `node ${id} rejected a frame of chain ${chain}: ${reason}`)),
     });
-    handle.done.catch((error: unknown) => this.onReplicaFailure(handle, error));
-    this.handles.set(id, handle);
+    node.done.catch((error: unknown) => this.onNodeFailure(node, error));
+    this.nodes.set(id, node);
   }
 
-  /** Replicas in the chain now (head first). */
+  private linksOf(configuration: Configuration, replicaId: number) {
+    return linksFor(this.links, configuration, replicaId, this.nodeOf, this.doorbellBuffers, this.clientDoorbellBuffer);
+  }
+
+  /** Replicas in chain 0 now (the chain, with `chains: 1`). */
   get replicas(): number {
-    return this.master.configuration.members.length;
+    return this.runtimes[0]!.master.configuration.members.length;
   }
 
-  /** The chain's members as the master sees them, head first. */
+  /** The chain `key` belongs to (0 .. chains - 1): a stable hash of its bytes. */
+  chainOf(key: KeyInput): number {
+    return this.session.chainOf(key);
+  }
+
+  /** Chain 0's members as its master sees them, head first, then a joiner (`id` is the node). */
   members(): ReplicaInfo[] {
-    const configuration = this.master.configuration;
-    const ids = [...configuration.members, ...(configuration.joining === null ? [] : [configuration.joining])];
-    return ids.map((id) => {
-      const counters = this.handles.get(id)!.counters();
+    const runtime = this.runtimes[0]!;
+    const configuration = runtime.master.configuration;
+    return participants(configuration).map((replicaId) => {
+      const counters = this.nodes.get(this.nodeOf(replicaId))!.counters(runtime.chain);
       return {
-        id,
-        role: roleIn(configuration, id) as Role,
+        id: this.nodeOf(replicaId),
+        role: roleIn(configuration, replicaId) as Role,
         epoch: counters.epoch || INITIAL_EPOCH,
         appliedSeq: counters.appliedSeq,
         committedSeq: counters.committedSeq,
@@ -204,111 +309,169 @@ export class Chain extends SessionApi {
     });
   }
 
+  /** The chain table: every chain's epoch and members (by node), head first, a joiner last. */
+  layout(): ChainLayout[] {
+    return this.runtimes.map(({ chain, master }) => {
+      const configuration = master.configuration;
+      return {
+        chain,
+        epoch: configuration.epoch,
+        members: participants(configuration).map((replicaId) => ({ node: this.nodeOf(replicaId), role: roleIn(configuration, replicaId) as Role })),
+      };
+    });
+  }
+
   /**
-   * Adds a replica online: it copies a snapshot from the tail, takes every later write from it, and
-   * becomes the new tail once it has caught up (the tail briefly stops taking batches for the
-   * handoff). Resolves with the new replica's id. Writes keep flowing meanwhile.
+   * Adds a node online and resolves with its id once it holds its share. With one chain it joins
+   * the chain (which grows by a replica): it copies a snapshot from the tail, takes every later
+   * write from it, and becomes the new tail once it has caught up. With many chains the
+   * replication factor stays, and chains move to the new node (each a join at its tail, then the
+   * removal of the replica it replaces), a few at a time. Writes keep flowing meanwhile. Rejects
+   * with DABBA_ERR_REPLICA_FAILED if the node fails or a chain it joins changes under it (the node
+   * is then let go).
    */
   addReplica(): Promise<number> {
-    if (this.state !== 'open') return Promise.reject(this.unavailableError());
-    if (this.join !== null) return Promise.reject(new DabbaError(ErrorCode.outOfRange, `replica ${this.join.id} is already joining`));
-    if (this.master.configuration.members.length >= REPLICAS_MAX) {
-      return Promise.reject(new DabbaError(ErrorCode.outOfRange, `a chain has at most ${REPLICAS_MAX} replicas`));
+    if (this.state !== 'open') return Promise.reject(closedError());
+    const failure = this.runtimes.every((runtime) => runtime.failure !== null) ? this.runtimes[0]!.failure : null;
+    if (failure !== null) return Promise.reject(failure);
+    if (this.join !== null) return Promise.reject(new DabbaError(ErrorCode.outOfRange, `replica ${this.join.node} is already joining`));
+    const live = this.liveNodeIds();
+    if (live.length >= NODES_MAX) {
+      const what = this.runtimes.length === 1 ? 'a chain has at most 16 replicas' : `at most ${NODES_MAX} nodes`;
+      return Promise.reject(new DabbaError(ErrorCode.outOfRange, what));
     }
-    const id = this.nextReplicaId++;
+    // One chain grows by the node; many keep their replication factor and move to it.
+    if (this.runtimes.length === 1) this.replicationFactor = Math.min(this.replicationFactor, live.length) + 1;
+    const id = this.nextNodeId++;
     this.doorbellBuffers.set(id, Doorbell.allocate());
     const joined = new Promise<number>((resolve, reject) => {
-      this.join = { id, resolve, reject };
+      this.join = { node: id, attempts: new Set(), resolve, reject };
     });
-    // The master starts the join (its worker starts then), asks for the handoff and completes it.
-    this.master.requestJoin(id);
+    this.startNode(id);
     this.settle();
     return joined;
   }
 
-  /** Removes replica `id` from the chain (it stops after the chain has moved on without it). */
+  /**
+   * Removes node `id`: every chain goes on without its replica (with one chain, the chain is one
+   * replica shorter; with many, each is repaired on another node when there is one), then the node
+   * stops. Refused if it holds the last replica of a chain.
+   */
   removeReplica(id: number): Promise<void> {
-    if (this.state !== 'open') return Promise.reject(this.unavailableError());
-    let handle: ReplicaHandle;
+    if (this.state !== 'open') return Promise.reject(closedError());
+    let node: NodeHandle;
     try {
-      handle = this.liveMember(id);
-      this.master.requestRemoval(id);
+      node = this.liveNode(id);
+      for (const runtime of this.runtimes) {
+        const replicaId = this.replicaOn(runtime, id);
+        if (replicaId === null) continue;
+        const refusal = removalRefusal(runtime.master.configuration, replicaId);
+        if (refusal !== null) throw new DabbaError(ErrorCode.outOfRange, refusal.replace(`replica ${replicaId}`, `replica on node ${id}`));
+      }
     } catch (error) {
       return Promise.reject(error);
     }
+    if (this.runtimes.length === 1) this.replicationFactor = Math.max(1, Math.min(this.replicationFactor, this.liveNodeIds().length) - 1);
+    this.leaving.add(id);
+    const removed = new Promise<void>((resolve, reject) => {
+      this.removals.set(id, reject);
+      node.done.then(() => resolve(), reject);
+    });
     this.settle();
-    // A failure handled first can leave it the last replica, which the policy refuses to remove.
-    if (this.master.configuration.members.includes(id)) return Promise.reject(new DabbaError(ErrorCode.outOfRange, removalRefusal(this.master.configuration, id)!));
-    return handle.done.then(() => undefined);
+    return removed;
   }
 
-  /** Replaces replica `id` by a new one: join the new replica, then remove the old. */
+  /** Replaces node `id` by a new one: add the new node, then remove the old. */
   async replaceReplica(id: number): Promise<number> {
-    this.liveMember(id);
+    this.liveNode(id);
     const added = await this.addReplica();
     await this.removeReplica(id);
     return added;
   }
 
   /**
-   * Makes replica `id` hang: its thread blocks for good without exiting, so nothing but missing
-   * heartbeats gives it away. The master removes it after suspectAfterMs. For chaos testing.
+   * Makes node `id` hang: its thread blocks for good without exiting, so nothing but missing
+   * heartbeats gives it away. Every chain removes it after suspectAfterMs. For chaos testing.
    */
   freezeReplica(id: number): void {
-    this.liveMember(id, { joiner: true }).freeze();
-  }
-
-  /** The handle of live member `id` (or, with `joiner`, of the replica joining). */
-  private liveMember(id: number, options: { joiner?: boolean } = {}): ReplicaHandle {
-    const handle = this.handles.get(id);
-    const { members, joining } = this.master.configuration;
-    const isPart = members.includes(id) || (options.joiner === true && joining === id);
-    if (handle === undefined || !handle.alive || !isPart) {
-      throw new DabbaError(ErrorCode.outOfRange, `replica ${id} is not a live member of the chain`);
-    }
-    return handle;
+    this.liveNode(id).freeze();
   }
 
   /**
-   * Terminates replica `id`'s worker at once, with no goodbye, exactly as a crash would; the chain
-   * detects it and reconfigures by itself. For chaos testing.
+   * Terminates node `id`'s worker at once, with no goodbye, exactly as a crash would; every chain
+   * it was in detects it and reconfigures by itself. For chaos testing.
    */
   crashReplica(id: number): void {
-    const handle = this.liveMember(id, { joiner: true });
-    // The failure is noticed when its task is rejected (onReplicaFailure), as a real crash would be.
-    handle.crash(`replica ${id} crashed on request`);
+    // The failure is noticed when its task is rejected (onNodeFailure), as a real crash would be.
+    this.liveNode(id).crash(`node ${id} crashed on request`);
+  }
+
+  /** Node `id`, if it runs and is part of some chain (a member or a joiner). */
+  private liveNode(id: number): NodeHandle {
+    const node = this.nodes.get(id);
+    const isPart = this.runtimes.some((runtime) => this.replicaOn(runtime, id) !== null);
+    if (node === undefined || !node.alive || !isPart) throw new DabbaError(ErrorCode.outOfRange, `replica ${id} is not a live member of the chain`);
+    return node;
+  }
+
+  /** The replica of `runtime`'s chain on node `nodeId` (a member or the joiner), or null. */
+  private replicaOn(runtime: ChainRuntime, nodeId: number): number | null {
+    for (const replicaId of participants(runtime.master.configuration)) if (this.nodeOf(replicaId) === nodeId) return replicaId;
+    return null;
+  }
+
+  private liveNodeIds(): number[] {
+    return [...this.nodes.values()].filter((node) => node.alive).map((node) => node.id);
   }
 
   stats(): ChainStats {
+    const runtime = this.runtimes[0]!;
+    const configuration = runtime.master.configuration;
+    const total = { accepted: 0, acked: 0, pending: 0, answered: 0, readsPending: 0, batches: 0, bytes: 0, waiting: 0 };
+    for (const { session } of this.runtimes) {
+      total.accepted += session.writes.accepted;
+      total.acked += session.writes.writesAcked;
+      total.pending += session.writes.pending;
+      total.answered += session.reads.readsAnswered;
+      total.readsPending += session.reads.pending;
+      total.batches += session.writes.batchesSent;
+      total.bytes += session.writes.bytesSent;
+      total.waiting += session.writes.waitingBatches;
+    }
     return {
-      replicas: this.master.configuration.members.map((id) => ({
-        id,
-        role: roleIn(this.master.configuration, id) as Role,
-        ...this.handles.get(id)!.counters(),
+      replicas: configuration.members.map((replicaId) => ({
+        id: this.nodeOf(replicaId),
+        role: roleIn(configuration, replicaId) as Role,
+        ...this.nodes.get(this.nodeOf(replicaId))!.counters(runtime.chain),
       })),
-      epoch: this.master.configuration.epoch,
+      epoch: configuration.epoch,
+      chains: this.runtimes.length,
+      nodes: this.liveNodeIds().length,
       reconfigurations: this.reconfigurations,
-      writesAccepted: this.session.writes.accepted,
-      writesAcknowledged: this.session.writes.writesAcked,
-      writesPending: this.session.writes.pending,
-      readsAnswered: this.session.reads.readsAnswered,
-      readsPending: this.session.reads.pending,
-      batchesSent: this.session.writes.batchesSent,
-      bytesSent: this.session.writes.bytesSent,
-      batchesWaiting: this.session.writes.waitingBatches,
+      writesAccepted: total.accepted,
+      writesAcknowledged: total.acked,
+      writesPending: total.pending,
+      readsAnswered: total.answered,
+      readsPending: total.readsPending,
+      batchesSent: total.batches,
+      bytesSent: total.bytes,
+      batchesWaiting: total.waiting,
     };
   }
 
-  /** Each replica's store digest; equal digests mean identical state. Call when no writes are pending. */
+  /**
+   * Each replica's store digest, chain by chain (members in order); equal digests within a chain
+   * mean identical state. Call when no writes are pending.
+   */
   async digests(): Promise<ReplicaDigest[]> {
-    if (this.state !== 'open' && this.state !== 'closing') throw this.unavailableError();
-    const members = this.master.configuration.members;
-    const digests = await Promise.all(members.map((id) => this.handles.get(id)!.digest()));
-    return digests.map((digest, index) => ({ id: members[index]!, ...digest }));
+    if (this.state === 'closed') throw closedError();
+    const wanted = this.runtimes.flatMap(({ chain, master }) => master.configuration.members.map((replicaId) => ({ chain, node: this.nodeOf(replicaId) })));
+    const digests = await Promise.all(wanted.map(({ chain, node }) => this.nodes.get(node)!.digest(chain)));
+    return digests.map((digest, index) => ({ chain: wanted[index]!.chain, id: wanted[index]!.node, ...digest }));
   }
 
   /**
-   * Waits (up to closeTimeoutMs) for pending writes and reads to be answered, stops the replicas
+   * Waits (up to closeTimeoutMs) for pending writes and reads to be answered, stops the nodes
    * and settles anything still pending with DABBA_ERR_CLOSED. Idempotent.
    */
   close(): Promise<void> {
@@ -319,34 +482,30 @@ export class Chain extends SessionApi {
   private async shutdown(): Promise<void> {
     if (this.state === 'open') {
       this.state = 'closing';
-      await this.session.drain(this.options.closeTimeoutMs);
+      await Promise.race([
+        this.session.whenIdle(),
+        new Promise<void>((resolve) => setTimeout(resolve, this.options.closeTimeoutMs).unref()),
+      ]);
     }
-    const wasFailed = this.state === 'failed';
     this.state = 'closed';
-    this.session.reads.fail(closedError());
+    for (const { session } of this.runtimes) session.reads.fail(closedError());
     clearInterval(this.heartbeatTimer);
-    const live = [...this.handles.values()].filter((handle) => handle.alive);
-    let tailStopped = false;
-    if (!wasFailed) {
-      // Replicas send their last acks as they stop. Once the tail has stopped and its acks are
-      // drained, a write not acknowledged is not committed and never will be: it fails plainly.
-      const tail = this.handles.get(this.master.configuration.members.at(-1)!)!;
-      for (const handle of live) handle.stop();
-      const stopped = await Promise.allSettled(live.map((handle) => handle.done));
-      tailStopped = stopped[live.indexOf(tail)]?.status === 'fulfilled';
-      this.service();
+    const live = [...this.nodes.values()].filter((node) => node.alive);
+    // Nodes send their last acks as they stop. Once a chain's tail has stopped and its acks are
+    // drained, a write not acknowledged is not committed and never will be: it fails plainly.
+    for (const node of live) node.stop();
+    const stopped = await Promise.allSettled(live.map((node) => node.done));
+    const cleanlyStopped = new Set(live.filter((_, index) => stopped[index]!.status === 'fulfilled').map((node) => node.id));
+    this.service();
+    for (const runtime of this.runtimes) {
+      if (runtime.failure !== null) continue;
+      const tailStopped = cleanlyStopped.has(this.nodeOf(runtime.master.configuration.members.at(-1)!));
+      runtime.session.fail(closedError(), { outcomeKnown: tailStopped });
     }
-    this.session.fail(closedError(), { outcomeKnown: tailStopped });
     this.clientDoorbell.ring();
     await this.serviceDone;
-    for (const handle of this.handles.values()) handle.closePort();
+    for (const node of this.nodes.values()) node.closePort();
     await this.pool.destroy();
-  }
-
-  private unavailableError(): DabbaError {
-    return this.state === 'failed'
-      ? new DabbaError(ErrorCode.replicaFailed, 'a replica of this chain failed')
-      : closedError();
   }
 
   /** The main thread's side of the rings: acks, replies, and batches waiting for ring space. */
@@ -358,164 +517,352 @@ export class Chain extends SessionApi {
   }
 
   private service(): void {
-    const session = this.session;
-    if (session.drainAcks(this.clientAcks) > 0 || !this.clientAcks.isEmpty()) {
-      if (this.clientAcks.takeProducerWaiting()) this.tailDoorbell.ring();
+    for (const ring of this.clientAckRings) this.drainClientAcks(ring);
+    for (const ring of this.replyRings) this.drainReplies(ring);
+    for (const { session } of this.runtimes) {
+      if (session.writes.canPump()) session.pumpWrites();
+      if (session.reads.canPump()) session.pumpReads();
+      session.progressed();
     }
-    if (session.drainReplies(this.readReplies) > 0) {
-      if (this.readReplies.takeProducerWaiting()) this.tailDoorbell.ring();
-    }
-    if (session.writes.canPump()) session.pumpWrites();
-    if (session.reads.canPump()) session.pumpReads();
-    session.progressed();
   }
 
-  /** A replica's task ended with an error: its worker crashed, threw, or was terminated. */
-  private onReplicaFailure(handle: ReplicaHandle, error: unknown): void {
-    if (this.state === 'closed' || !handle.alive) return;
-    handle.alive = false;
-    handle.failure ??= error;
-    this.master.taskFailed(handle.id);
+  /** Cumulative client acks from a tail node, each for its chain's session. */
+  private drainClientAcks(ring: SpscRing): void {
+    if (!ring.claim()) return;
+    const touched = new Set<ClientSession>();
+    for (let offset = ring.next(); offset >= 0; offset = ring.next()) {
+      const session = this.runtimes[chainTagAt(ring.bytes, offset)]!.session;
+      const outcome = session.writes.receiveAck(taggedFrame(ring.bytes, offset, ring.recordLength));
+      // Our own nodes wrote it, for a client of ours: anything else is a bug in the engine.
+      assert(typeof outcome === 'number', `client ack is malformed: ${outcome}`);
+      touched.add(session);
+    }
+    ring.release();
+    for (const session of touched) session.writes.afterAcks();
+    if (ring.takeProducerWaiting()) this.clientRingProducers.get(ring)?.ring();
+  }
+
+  /** Read replies from a tail node, each for its chain's session. */
+  private drainReplies(ring: SpscRing): void {
+    if (!ring.claim()) return;
+    const touched = new Set<ClientSession>();
+    for (let offset = ring.next(); offset >= 0; offset = ring.next()) {
+      const session = this.runtimes[chainTagAt(ring.bytes, offset)]!.session;
+      const outcome = session.reads.receiveReply(taggedFrame(ring.bytes, offset, ring.recordLength));
+      assert(typeof outcome === 'number', `read reply is malformed: ${outcome}`);
+      touched.add(session);
+    }
+    ring.release();
+    for (const session of touched) session.reads.afterReplies();
+    if (ring.takeProducerWaiting()) this.clientRingProducers.get(ring)?.ring();
+  }
+
+  /** The rings the client drains: those of every chain's tail node. */
+  private recountClientRings(): void {
+    const tails = [...new Set(this.runtimes.map((runtime) => runtime.tailNode))];
+    this.clientAckRings = tails.map((node) => this.clientEnd(clientAcksLink(node), true));
+    this.replyRings = tails.map((node) => this.clientEnd(repliesLink(node), false));
+    this.clientRingProducers.clear();
+    tails.forEach((node, index) => {
+      const doorbell = new Doorbell(this.doorbellBuffers.get(node)!);
+      this.clientRingProducers.set(this.clientAckRings[index]!, doorbell);
+      this.clientRingProducers.set(this.replyRings[index]!, doorbell);
+    });
+  }
+
+  /** A node's task ended with an error: its worker crashed, threw, or was terminated. */
+  private onNodeFailure(node: NodeHandle, error: unknown): void {
+    if (this.state === 'closed' || !node.alive) return;
+    this.nodeGone(node, error);
     this.settle();
-    // The policy never removes the last member: its state was the only copy of every acknowledged write.
-    if (this.master.configuration.members.includes(handle.id)) this.failLastReplica(handle.id, error);
   }
 
-  /** Runs every HEARTBEAT_CHECK_MS: the master hears who is moving and decides (hangs, joins, handoffs). */
+  /** Every chain hears that `node` is gone (it failed, or hung and was terminated). */
+  private nodeGone(node: NodeHandle, error: unknown): void {
+    node.alive = false;
+    node.failure ??= error;
+    for (const runtime of this.runtimes) {
+      const replicaId = this.replicaOn(runtime, node.id);
+      if (replicaId !== null) runtime.master.taskFailed(replicaId);
+    }
+    if (this.join?.node === node.id) this.rejectJoin(`node ${node.id} failed while it joined`, error);
+  }
+
+  /** Runs every HEARTBEAT_CHECK_MS: the masters hear who is moving and decide (hangs, joins, handoffs). */
   private checkHeartbeats(): void {
-    if (this.state !== 'open' && this.state !== 'closing') return;
+    if (this.state === 'closed') return;
     this.settle();
   }
 
   /**
-   * Tells the master what the replicas' counters say, then carries out what it decides until it has
-   * nothing left to do. Every change to the chain goes through here.
+   * Tells each chain's master what the nodes' counters say, carries out what it decides, then moves
+   * the chains towards their placement, until nothing is left to do. Every change goes through here.
    */
   private settle(): void {
-    const now = performance.now();
-    let allStarted = true;
-    const { members, joining } = this.master.configuration;
-    for (const id of [...members, ...(joining === null ? [] : [joining])]) {
-      const handle = this.handles.get(id)!;
-      if (handle.heartbeatMoved()) this.master.heartbeat(id, now);
-      if (!handle.started) allStarted = false;
+    for (let pass = 1; pass <= SETTLE_PASSES_MAX; pass++) {
+      const now = performance.now();
+      let allStarted = true;
+      const moved = new Set<number>();
+      for (const node of this.nodes.values()) {
+        if (!node.alive) continue;
+        if (node.heartbeatMoved()) moved.add(node.id);
+        if (!node.started) allStarted = false;
+      }
+      let acted = false;
+      for (const runtime of this.runtimes) {
+        for (const replicaId of participants(runtime.master.configuration)) {
+          if (moved.has(this.nodeOf(replicaId))) runtime.master.heartbeat(replicaId, now);
+        }
+        // Worker start-up (loading and compiling modules) is not a hang: silence counts once all have started.
+        const statusOf = (replicaId: number): LiveHostStatus | null => this.statusOf(runtime, replicaId);
+        runtime.master.settle({ now, statusOf, silenceCounts: allStarted }, (decision) => {
+          acted = true;
+          this.execute(runtime, decision);
+        });
+      }
+      this.failDeadChains();
+      this.followJoin();
+      this.stopIdleLeavers();
+      if (this.state === 'open' && this.carryOutPlan()) acted = true;
+      if (!acted) return;
     }
-    // Worker start-up (loading and compiling modules) is not a hang: silence counts once all have started.
-    this.master.settle({ now, statusOf: this.statusOf, silenceCounts: allStarted }, this.execute);
   }
 
-  /** A replica's progress as its worker last published it; null before its first heartbeat. */
-  private readonly statusOf = (id: number): LiveHostStatus | null => {
-    const handle = this.handles.get(id);
-    if (handle === undefined || !handle.started) return null;
-    const counters = handle.counters();
+  /** A replica's progress as its node last published it; null before the node's first heartbeat. */
+  private statusOf(runtime: ChainRuntime, replicaId: number): LiveHostStatus | null {
+    const node = this.nodes.get(this.nodeOf(replicaId));
+    if (node === undefined || !node.started || !node.replicas.has(runtime.chain)) return null;
+    const counters = node.counters(runtime.chain);
     return { epoch: counters.epoch, appliedSeq: counters.appliedSeq, joinCaughtUp: counters.joinCaughtUp, handoffReadyEpoch: counters.handoffReadyEpoch };
-  };
+  }
 
-  /** Carries out one decision of the master. */
-  private readonly execute = (decision: InProcessDecision): void => {
+  /** Carries out one decision of a chain's master. */
+  private execute(runtime: ChainRuntime, decision: InProcessDecision): void {
+    const chain = runtime.chain;
     if (decision.kind === 'request-handoff') {
       // The tail stops taking writes until the joiner has everything.
-      this.handles.get(this.master.configuration.members.at(-1)!)!.beginHandoff();
+      this.nodes.get(this.nodeOf(runtime.master.configuration.members.at(-1)!))!.beginHandoff(chain);
       return;
     }
     const { event } = decision;
-    if (event.kind === 'joining') this.startReplica(event.replicaId, event.configuration);
-    if (event.kind !== 'removed') {
-      this.applyConfiguration(event, null);
-    } else {
-      const removed = this.handles.get(event.replicaId)!;
-      this.applyConfiguration(event, this.removalCause(removed, event.reason));
-      // Removed as failed while its task still runs: it hangs.
-      this.retire(removed, { hung: event.reason === 'failed' });
+    if (event.kind === 'joining') {
+      const configuration = event.configuration;
+      this.nodes.get(this.nodeOf(event.replicaId))!.addReplica({
+        chain,
+        id: event.replicaId,
+        epoch: configuration.epoch,
+        role: 'joining',
+        links: this.linksOf(configuration, event.replicaId),
+      });
     }
-    this.followJoin();
-  };
-
-  /** Why `handle` was removed: its task's error, or its silence if it still runs (a hang); null when asked to. */
-  private removalCause(handle: ReplicaHandle, reason: 'failed' | 'requested'): unknown {
-    if (reason === 'requested') return null;
-    return handle.alive ? new DabbaError(ErrorCode.timeout, `replica ${handle.id} missed its heartbeats`) : handle.failure;
-  }
-
-  /** A replica out of the chain must never act again: a hung one is terminated, any other told to stop. */
-  private retire(handle: ReplicaHandle, options: { hung: boolean }): void {
-    if (!handle.alive) return;
-    handle.alive = false;
-    if (options.hung) handle.terminate(`replica ${handle.id} stopped responding`);
-    else handle.stop();
-  }
-
-  /** Settles addReplica()'s promise once its replica is the tail, or once the chain has moved on without it. */
-  private followJoin(): void {
-    const configuration = this.master.configuration;
-    const join = this.join;
-    const joiner = join === null ? undefined : this.handles.get(join.id);
-    if (join === null || joiner === undefined || configuration.joining === join.id) return;
-    this.join = null;
-    if (configuration.members.includes(join.id)) {
-      join.resolve(join.id);
+    if (event.kind !== 'removed') {
+      this.applyConfiguration(runtime, event, null);
       return;
     }
-    // The join was abandoned (the joiner, or the tail it copied from, failed): nothing wants it now.
-    this.retire(joiner, { hung: false });
-    join.reject(new DabbaError(ErrorCode.replicaFailed, `replica ${join.id} could not join: the chain changed under it`));
+    const removed = this.nodes.get(this.nodeOf(event.replicaId))!;
+    this.applyConfiguration(runtime, event, this.removalCause(removed, event.reason));
+    if (!removed.alive) return;
+    if (event.reason === 'failed') {
+      // Removed as failed while its task still runs: it hangs, in every chain. It must never act again.
+      removed.terminate(`node ${removed.id} stopped responding`);
+      this.nodeGone(removed, new DabbaError(ErrorCode.timeout, `node ${removed.id} missed its heartbeats`));
+    } else {
+      removed.dropReplica(chain);
+    }
   }
 
-  /** The last replica failed: the chain is unavailable, and every write not acknowledged has an unknown outcome. */
-  private failLastReplica(id: number, cause: unknown): void {
-    this.state = 'failed';
-    // Writes it was sent may or may not have been applied: each fails with OUTCOME_UNKNOWN.
-    const failure = new DabbaError(ErrorCode.replicaFailed, `the last replica (${id}) failed`, { cause });
-    this.session.fail(failure, { outcomeKnown: false }, new DabbaError(ErrorCode.replicaFailed, `the last replica (${id}) failed`, { cause }));
-    this.emit('replicaFailed', failure);
+  /** Why a replica on `node` was removed: its task's error, or its silence if it still runs (a hang); null when asked to. */
+  private removalCause(node: NodeHandle, reason: 'failed' | 'requested'): unknown {
+    if (reason === 'requested') return null;
+    return node.alive ? new DabbaError(ErrorCode.timeout, `replica on node ${node.id} missed its heartbeats`) : node.failure;
   }
 
   /**
-   * Installs a new configuration: new rings between new neighbours, a 'reconfigure' to every
+   * Moves the chains a step towards their placement (recomputed when the live nodes change): a
+   * chain missing a planned node gets a join there (a few chains at a time), and a chain with every
+   * planned node gets its extra replicas removed (at once for a node that is leaving). Returns
+   * whether it asked a master for anything.
+   */
+  private carryOutPlan(): boolean {
+    const planned = this.liveNodeIds().filter((id) => !this.leaving.has(id));
+    if (planned.join(',') !== this.planNodes) {
+      this.planNodes = planned.join(',');
+      const current = this.plan.map(({ chain, members }) => ({ chain, members: members.filter((member) => planned.includes(Number(member))) }));
+      this.plan = place({ nodes: planned.map(placementNode), chains: this.runtimes.length, replicas: this.replicationFactor, current });
+    } else if (this.runtimes.length === 1 && this.plan[0]!.members.length < Math.min(this.replicationFactor, planned.length)) {
+      this.plan = place({ nodes: planned.map(placementNode), chains: 1, replicas: this.replicationFactor, current: this.plan });
+    }
+    let joins = this.runtimes.filter((runtime) => runtime.master.configuration.joining !== null || runtime.master.newcomer !== null).length;
+    let asked = false;
+    for (const runtime of this.runtimes) {
+      if (runtime.failure !== null) continue;
+      const configuration = runtime.master.configuration;
+      const wanted = this.plan[runtime.chain]!.members.map(Number);
+      const memberNodes = configuration.members.map(this.nodeOf);
+      const busy = configuration.joining !== null || runtime.master.newcomer !== null;
+      const missing = wanted.filter((node) => !memberNodes.includes(node));
+      for (const replicaId of configuration.members) {
+        const node = this.nodeOf(replicaId);
+        const leaving = this.leaving.has(node) || !planned.includes(node);
+        // A member whose node is gone is the master's to remove, as failed.
+        if (!this.nodes.get(node)!.alive) continue;
+        if (wanted.includes(node) || (!leaving && missing.length > 0) || busy) continue;
+        if (configuration.members.length === 1) {
+          // The last replica of a chain cannot leave it (it holds the only copy of every write).
+          this.refuseRemoval(node, removalRefusal(configuration, replicaId)!);
+          continue;
+        }
+        runtime.master.requestRemoval(replicaId);
+        asked = true;
+        break;
+      }
+      if (busy || missing.length === 0 || joins >= JOINS_AT_ONCE || this.state !== 'open') continue;
+      const replicaId = this.newReplica(missing[0]!);
+      runtime.master.requestJoin(replicaId);
+      const join = this.join;
+      if (join !== null && join.node === missing[0]) join.attempts.add(replicaId);
+      joins++;
+      asked = true;
+    }
+    return asked;
+  }
+
+  private refuseRemoval(node: number, refusal: string): void {
+    this.leaving.delete(node);
+    const reject = this.removals.get(node);
+    this.removals.delete(node);
+    reject?.(new DabbaError(ErrorCode.outOfRange, refusal));
+  }
+
+  /** A chain whose every member's node is gone is unavailable (the policy never removes its last member). */
+  private failDeadChains(): void {
+    for (const runtime of this.runtimes) {
+      if (runtime.failure !== null) continue;
+      const members = runtime.master.configuration.members;
+      if (members.some((replicaId) => this.nodes.get(this.nodeOf(replicaId))!.alive)) continue;
+      const last = members.at(-1)!;
+      this.failChain(runtime, last, this.nodes.get(this.nodeOf(last))!.failure);
+    }
+  }
+
+  /** Stops a leaving node once no chain has a replica on it. */
+  private stopIdleLeavers(): void {
+    for (const id of this.leaving) {
+      const node = this.nodes.get(id)!;
+      if (this.runtimes.some((runtime) => this.replicaOn(runtime, id) !== null)) continue;
+      this.leaving.delete(id);
+      if (!node.alive) continue;
+      node.alive = false;
+      node.stop();
+    }
+  }
+
+  /**
+   * Settles addReplica()'s promise once every chain placed on its node has it as a member, or
+   * rejects it once a join onto it was abandoned (the chain changed under it): the node then leaves.
+   */
+  private followJoin(): void {
+    const join = this.join;
+    if (join === null) return;
+    for (const replicaId of join.attempts) {
+      const runtime = this.runtimes.find((candidate) => participants(candidate.master.configuration).includes(replicaId) || candidate.master.newcomer === replicaId);
+      if (runtime !== undefined) continue;
+      this.leaving.add(join.node);
+      this.rejectJoin(`replica ${join.node} could not join: the chain changed under it`);
+      return;
+    }
+    const placed = this.plan.filter(({ members }) => members.includes(String(join.node)));
+    const done = placed.length > 0 && placed.every(({ chain }) => this.runtimes[chain]!.master.configuration.members.some((replicaId) => this.nodeOf(replicaId) === join.node));
+    if (done) {
+      this.join = null;
+      join.resolve(join.node);
+    }
+  }
+
+  private rejectJoin(message: string, cause?: unknown): void {
+    const join = this.join!;
+    this.join = null;
+    join.reject(new DabbaError(ErrorCode.replicaFailed, message, cause === undefined ? undefined : { cause }));
+  }
+
+  /** A chain lost its last replica: it is unavailable, and every write of it not acknowledged has an unknown outcome. */
+  private failChain(runtime: ChainRuntime, replicaId: number, cause: unknown): void {
+    const node = this.nodeOf(replicaId);
+    const what = this.runtimes.length === 1 ? `the last replica (${node})` : `the last replica of chain ${runtime.chain} (node ${node})`;
+    runtime.failure = new DabbaError(ErrorCode.replicaFailed, `${what} failed`, { cause });
+    runtime.session.fail(runtime.failure, { outcomeKnown: false }, new DabbaError(ErrorCode.replicaFailed, `${what} failed`, { cause }));
+    this.emit('replicaFailed', runtime.failure);
+  }
+
+  /**
+   * Installs a chain's new configuration: rings between new neighbours, a 'reconfigure' to every
    * member, and the client re-pointed at the new head and tail. Unacknowledged writes and
    * unanswered reads are sent again; the head drops writes it already has (exactly-once).
    */
-  private applyConfiguration(event: MasterEvent, cause: unknown): void {
+  private applyConfiguration(runtime: ChainRuntime, event: MasterEvent, cause: unknown): void {
     const configuration = event.configuration;
+    const chain = runtime.chain;
     this.reconfigurations++;
-    // Drain what the old tail already published: it is committed, and its rings are about to go.
+    // Drain what the old tail already published: it is committed, and its rings may be about to go.
     this.service();
     const tail = configuration.members.at(-1)!;
     const joiner = configuration.joining;
-    for (const id of [...configuration.members, ...(joiner === null ? [] : [joiner])]) {
-      const handle = this.handles.get(id)!;
+    for (const replicaId of participants(configuration)) {
+      const node = this.nodes.get(this.nodeOf(replicaId))!;
       // A joiner started at this very epoch needs no reconfigure; later ones it follows.
-      if (id === joiner && handle.startEpoch === configuration.epoch) continue;
-      const links = linksFor(this.links, configuration, id, this.doorbellBuffers, this.clientDoorbellBuffer);
-      handle.reconfigure(configuration.epoch, roleIn(configuration, id) as Role, id === tail ? joiner : null, links);
+      if (replicaId === joiner && node.replicas.get(chain)?.startEpoch === configuration.epoch) continue;
+      node.reconfigure(chain, configuration.epoch, roleIn(configuration, replicaId) as Role, replicaId === tail ? joiner : null, this.linksOf(configuration, replicaId));
     }
-    this.links.retainOnly(linkNames(configuration));
-    const head = configuration.members[0]!;
-    if (head !== this.headId) {
-      this.headId = head;
-      this.session.switchHead(new SpscRing(this.links.link(batchesLink(CLIENT_END, head), false).buffer), new Doorbell(this.doorbellBuffers.get(head)!));
+    this.retainLinks();
+    const headNode = this.nodeOf(configuration.members[0]!);
+    const tailNode = this.nodeOf(tail);
+    if (headNode !== runtime.headNode) {
+      runtime.headNode = headNode;
+      runtime.session.switchHead(new TaggedRingSink(this.clientEnd(batchesLink(CLIENT_END, headNode), false), chain), new Doorbell(this.doorbellBuffers.get(headNode)!));
     }
-    if (tail !== this.tailId) {
-      this.tailId = tail;
-      this.clientAcks = new SpscRing(this.links.link(clientAcksLink(tail), true).buffer);
-      this.readReplies = new SpscRing(this.links.link(repliesLink(tail), false).buffer);
-      this.tailDoorbell = new Doorbell(this.doorbellBuffers.get(tail)!);
-      this.session.switchTail(new SpscRing(this.links.link(readsLink(tail), false).buffer), this.tailDoorbell);
+    if (tailNode !== runtime.tailNode) {
+      runtime.tailNode = tailNode;
+      runtime.session.switchTail(new TaggedRingSink(this.clientEnd(readsLink(tailNode), false), chain), new Doorbell(this.doorbellBuffers.get(tailNode)!));
+      this.recountClientRings();
     }
-    const removed = event.kind === 'removed' ? event.replicaId : null;
+    const removed = event.kind === 'removed' ? this.nodeOf(event.replicaId) : null;
     const reconfigured: ReconfigurationEvent = {
+      chain,
       epoch: configuration.epoch,
-      members: [...configuration.members],
+      members: configuration.members.map(this.nodeOf),
       removed,
       reason: event.kind === 'removed' ? event.reason : 'requested',
       cause,
     };
     this.emit('reconfigured', reconfigured);
   }
+
+  /** Keeps the links some chain uses, and forgets the client's ends of the rest. */
+  private retainLinks(): void {
+    const names = new Set<string>();
+    for (const { master } of this.runtimes) addLinkNames(names, master.configuration, this.nodeOf);
+    for (const id of this.links.retainOnly(names)) this.clientEnds.delete(id);
+  }
 }
 
-/** Starts a replicated chain in this process. See ChainOptions for limits and defaults. */
+/** The members and the joiner: every replica a chain is waiting on. */
+function participants(configuration: Configuration): number[] {
+  return configuration.joining === null ? [...configuration.members] : [...configuration.members, configuration.joining];
+}
+
+/** Nodes in one process are in one zone; ids as placement wants them (strings, ordered by number). */
+function placementNode(id: number): { id: string; zone: string } {
+  return { id: String(id), zone: 'local' };
+}
+
+/** Each chain's session gets its share of the pending limits (at least SESSION_PENDING_MIN each). */
+function sharedOut(resolved: ResolvedOptions): ResolvedOptions {
+  if (resolved.chains === 1) return resolved;
+  const share = (total: number): number => Math.max(Math.min(SESSION_PENDING_MIN, total), Math.ceil(total / resolved.chains));
+  return { ...resolved, pendingWritesMax: share(resolved.pendingWritesMax), pendingReadsMax: share(resolved.pendingReadsMax) };
+}
+
+/** Starts replicated chains in this process. See ChainOptions for limits and defaults. */
 export function createChain(options: ChainOptions = {}): Chain {
   return new Chain(options);
 }

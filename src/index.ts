@@ -9,6 +9,7 @@
  */
 export { Chain, createChain } from './chain.js';
 export type {
+  ChainLayout,
   ChainOptions,
   ChainStats,
   KeyInput,

@@ -36,8 +36,18 @@ export interface BatchOptions {
 }
 
 export interface ChainOptions {
-  /** Number of replicas, each on its own worker thread (default 3, 1..16). */
+  /** Replicas of each chain, each on a node of its own (default 3, 1..16). */
   replicas?: number;
+  /**
+   * Chains the keyspace is split into (default 1, 1..1024). Each key belongs to one chain by a
+   * stable hash of its bytes; chains are placed over the nodes with roles balanced.
+   */
+  chains?: number;
+  /**
+   * Nodes: worker threads, each holding one replica of each of several chains (default `replicas`,
+   * `replicas`..16). The thread count is the node count, whatever the chain count.
+   */
+  nodes?: number;
   batch?: BatchOptions;
   /** Capacity of each batch ring between threads, in bytes; a power of two (default 8 MiB). */
   ringBytes?: number;
@@ -79,6 +89,8 @@ export interface ChainOptions {
 /** The options with defaults filled in, and every size limit derived from them (see Limits). */
 export interface ResolvedOptions extends Limits {
   replicas: number;
+  chains: number;
+  nodes: number;
   lingerUs: number;
   batchInFlightMax: number;
   pendingWritesMax: number;
@@ -91,6 +103,9 @@ export interface ResolvedOptions extends Limits {
 }
 
 const MiB = 1024 * 1024;
+/** Worker threads in one process at most (and so replicas of a chain). */
+export const NODES_MAX = 16;
+export const CHAINS_MAX = 1024;
 /** Capacity of each ring that carries acks and Hellos (they are tiny). */
 const CONTROL_RING_BYTES = 64 * 1024;
 
@@ -123,7 +138,9 @@ export function resolveOptions(options: ChainOptions = {}): ResolvedOptions {
   if (typeof batch !== 'object' || batch === null) {
     throw Object.assign(new TypeError('batch must be an object'), { code: ErrorCode.invalidArgument });
   }
-  const replicas = integer(options.replicas, 'replicas', 3, 1, 16);
+  const replicas = integer(options.replicas, 'replicas', 3, 1, NODES_MAX);
+  const chains = integer(options.chains, 'chains', 1, 1, CHAINS_MAX);
+  const nodes = integer(options.nodes, 'nodes', replicas, replicas, NODES_MAX);
   const batchWritesMax = integer(batch.maxWrites, 'batch.maxWrites', 1024, 1, 65536);
   const batchBytesMax = integer(batch.maxBytes, 'batch.maxBytes', MiB, 1024, 64 * MiB);
   const lingerUs = integer(batch.lingerUs, 'batch.lingerUs', 0, 0, 1_000_000);
@@ -153,6 +170,8 @@ export function resolveOptions(options: ChainOptions = {}): ResolvedOptions {
   return {
     ...limits,
     replicas,
+    chains,
+    nodes,
     lingerUs,
     batchInFlightMax,
     pendingWritesMax,

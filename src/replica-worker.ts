@@ -5,10 +5,10 @@
 import type { ReplicaLimits } from '../workers/replica-task.js';
 import type { ResolvedOptions } from './options.js';
 
-/** The replica worker's module: under tsx (tests, development) the .ts source, in dist the .js. */
+/** The node worker's module: under tsx (tests, development) the .ts source, in dist the .js. */
 export function replicaWorkerFilename(): string {
   const extension = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
-  return new URL(`../workers/replica${extension}`, import.meta.url).href;
+  return new URL(`../workers/node${extension}`, import.meta.url).href;
 }
 
 export function replicaLimits(resolved: ResolvedOptions): ReplicaLimits {

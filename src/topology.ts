@@ -1,7 +1,8 @@
 /**
- * Which ring connects which two threads, for a chain configuration. Every link has a stable name
- * (its kind and its two ends) and gets one ring for as long as both ends stay neighbours; a
- * reconfiguration creates rings only for new neighbours, and drops the rest.
+ * Which ring connects which two threads. A link is named by its kind and its two ends, which are
+ * node threads (the client's end is 0), not replicas: one ring between two nodes carries every
+ * chain in which one follows the other, each record tagged with its chain. A link keeps its ring
+ * for as long as some chain uses it; a reconfiguration creates rings only for new neighbours.
  */
 import { predecessorOf, successorOf, type Configuration } from '../native-free-core/master/chain-master.js';
 import { SpscRing } from '../native-free-core/ring.js';
@@ -40,9 +41,15 @@ export class LinkTable {
     return link;
   }
 
-  /** Forgets links that are not in `names` (their rings are garbage once no thread holds them). */
-  retainOnly(names: ReadonlySet<string>): void {
-    for (const name of this.links.keys()) if (!names.has(name)) this.links.delete(name);
+  /** Forgets links that are not in `names` (their rings are garbage once no thread holds them); returns their ids. */
+  retainOnly(names: ReadonlySet<string>): number[] {
+    const dropped: number[] = [];
+    for (const [name, link] of this.links) {
+      if (names.has(name)) continue;
+      this.links.delete(name);
+      dropped.push(link.id);
+    }
+    return dropped;
   }
 }
 
@@ -62,10 +69,12 @@ export function repliesLink(tail: number): string {
   return `replies ${tail}`;
 }
 
-/** The names of every link `configuration` uses. */
-export function linkNames(configuration: Configuration): Set<string> {
-  const names = new Set<string>();
-  const { members } = configuration;
+/** The node a replica runs on. */
+export type NodeOf = (replicaId: number) => number;
+
+/** Adds the names of every link `configuration` uses (its replicas on the nodes `nodeOf` says) to `names`. */
+export function addLinkNames(names: Set<string>, configuration: Configuration, nodeOf: NodeOf): Set<string> {
+  const members = configuration.members.map(nodeOf);
   names.add(batchesLink(CLIENT_END, members[0]!));
   for (let index = 0; index + 1 < members.length; index++) {
     names.add(batchesLink(members[index]!, members[index + 1]!));
@@ -73,8 +82,9 @@ export function linkNames(configuration: Configuration): Set<string> {
   }
   const tail = members.at(-1)!;
   if (configuration.joining !== null) {
-    names.add(batchesLink(tail, configuration.joining));
-    names.add(acksLink(configuration.joining, tail));
+    const joiner = nodeOf(configuration.joining);
+    names.add(batchesLink(tail, joiner));
+    names.add(acksLink(joiner, tail));
   }
   names.add(clientAcksLink(tail));
   names.add(readsLink(tail));
@@ -87,6 +97,7 @@ export function linksFor(
   table: LinkTable,
   configuration: Configuration,
   id: number,
+  nodeOf: NodeOf,
   doorbells: ReadonlyMap<number, SharedArrayBuffer>,
   clientDoorbell: SharedArrayBuffer,
 ): ReplicaLinks {
@@ -96,17 +107,20 @@ export function linksFor(
   const predecessor = id === joining ? tail : predecessorOf(configuration, id);
   const successor = successorOf(configuration, id) ?? (id === tail ? joining : null);
   const isTail = id === tail;
+  const node = nodeOf(id);
+  const predecessorNode = predecessor === null ? CLIENT_END : nodeOf(predecessor);
+  const successorNode = successor === null ? null : nodeOf(successor);
   return {
-    batchesIn: table.link(batchesLink(predecessor ?? CLIENT_END, id), false),
-    batchesOut: successor === null ? null : table.link(batchesLink(id, successor), false),
-    acksIn: successor === null ? null : table.link(acksLink(successor, id), true),
-    acksOut: predecessor === null ? null : table.link(acksLink(id, predecessor), true),
-    clientAcksOut: isTail ? table.link(clientAcksLink(id), true) : null,
-    readsIn: isTail ? table.link(readsLink(id), false) : null,
-    readRepliesOut: isTail ? table.link(repliesLink(id), false) : null,
-    doorbell: doorbells.get(id)!,
-    upstreamDoorbell: predecessor === null ? clientDoorbell : doorbells.get(predecessor)!,
-    downstreamDoorbell: successor === null ? null : doorbells.get(successor)!,
+    batchesIn: table.link(batchesLink(predecessorNode, node), false),
+    batchesOut: successorNode === null ? null : table.link(batchesLink(node, successorNode), false),
+    acksIn: successorNode === null ? null : table.link(acksLink(successorNode, node), true),
+    acksOut: predecessor === null ? null : table.link(acksLink(node, predecessorNode), true),
+    clientAcksOut: isTail ? table.link(clientAcksLink(node), true) : null,
+    readsIn: isTail ? table.link(readsLink(node), false) : null,
+    readRepliesOut: isTail ? table.link(repliesLink(node), false) : null,
+    doorbell: doorbells.get(node)!,
+    upstreamDoorbell: predecessor === null ? clientDoorbell : doorbells.get(predecessorNode)!,
+    downstreamDoorbell: successorNode === null ? null : doorbells.get(successorNode)!,
     clientDoorbell,
   };
 }

@@ -204,7 +204,8 @@ describe('createChain({ sealing })', () => {
   }
   /** The chain's session's read and write pipelines, under the sealing layer: the stored bytes as they are. */
   function rawSide(chain: Chain): { reads: ReadPipeline; writes: WritePipeline } {
-    return (chain as unknown as { session: { reads: ReadPipeline; writes: WritePipeline } }).session;
+    // One chain: the router's only session.
+    return (chain as unknown as { session: { sessions: Array<{ reads: ReadPipeline; writes: WritePipeline }> } }).session.sessions[0]!;
   }
 
   test('round trip: put, putMany, get, getVersioned, delete, bytes and UTF-8; the tail holds only sealed bytes', async () => {

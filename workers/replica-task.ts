@@ -54,19 +54,35 @@ export interface ReplicaLinks {
   clientDoorbell: SharedArrayBuffer;
 }
 
-export interface ReplicaTask {
+/** One replica a node worker holds: its chain, its id in that chain, where it stands, and its rings. */
+export interface ReplicaSpec {
+  chain: number;
   id: number;
   epoch: number;
   role: Role;
   links: ReplicaLinks;
+  /** Float64 statistics the worker publishes for this replica; see ReplicaStat. */
+  stats: SharedArrayBuffer;
+}
+
+/**
+ * A node: one worker thread holding one replica of each of several chains. Rings between two
+ * threads are shared by every chain the two have in common (each record is tagged with its chain,
+ * native-free-core/wire/chain-tag.ts), so the thread and ring counts never grow with the chains.
+ */
+export interface NodeTask {
+  nodeId: number;
+  replicas: ReplicaSpec[];
   limits: ReplicaLimits;
-  /** Float64 statistics the worker publishes for stats(); see ReplicaStat. */
+  /** The thread's doorbell: every thread that gives it work rings it. */
+  doorbell: SharedArrayBuffer;
+  /** Float64 statistics of the thread itself; see NodeStat. */
   stats: SharedArrayBuffer;
   /** Control channel (transferred). */
   port: MessagePort;
   /**
    * Int32[1]: CONTROL_MESSAGES when the main thread has posted control messages, CONTROL_CRASH to
-   * make the replica stop dead (crashReplica). Checked without a syscall.
+   * make the node stop dead (crashReplica). Checked without a syscall.
    */
   controlSignal: SharedArrayBuffer;
 }
@@ -76,7 +92,7 @@ export const CONTROL_CRASH = 2;
 /** freezeReplica(): block forever without exiting, like a hung process (no heartbeats). */
 export const CONTROL_FREEZE = 3;
 
-/** Indices into a replica's Float64 statistics array. */
+/** Indices into a replica's Float64 statistics array (the thread's own are in NodeStat). */
 export const ReplicaStat = {
   appliedSeq: 0,
   committedSeq: 1,
@@ -85,32 +101,45 @@ export const ReplicaStat = {
   readsServed: 4,
   inflightBytes: 5,
   inflightBatches: 6,
-  sleeps: 7,
-  rejectedFrames: 8,
-  storeKeys: 9,
-  storeHeapBytes: 10,
-  backpressureStalls: 11,
-  /** The worker's operating-system thread id (Linux), so tools can attribute CPU time per replica. */
-  osThreadId: 12,
-  /** Loop iterations: it keeps moving while the replica is alive (the master's heartbeat). */
-  heartbeats: 13,
-  epoch: 14,
+  rejectedFrames: 7,
+  storeKeys: 8,
+  storeHeapBytes: 9,
+  backpressureStalls: 10,
+  epoch: 11,
   /** 1 once a joining replica has loaded its snapshot. */
-  joinCaughtUp: 15,
+  joinCaughtUp: 12,
   /** The epoch in which a tail handing over to its joiner has had everything acknowledged by it (else 0). */
-  handoffReadyEpoch: 16,
-  /** The worker's Node.js thread id (worker_threads.threadId). */
-  threadId: 17,
+  handoffReadyEpoch: 13,
+  /** Frames of an earlier epoch, dropped: the normal wake of a reconfiguration, so counted, not reported. */
+  staleFrames: 14,
 } as const;
-export const REPLICA_STAT_COUNT = 18;
+export const REPLICA_STAT_COUNT = 15;
+
+/** Indices into a node's Float64 statistics array (the thread's own, beside each replica's). */
+export const NodeStat = {
+  /** Loop iterations: it keeps moving while the node is alive (the master's heartbeat). */
+  heartbeats: 0,
+  /** Times the thread slept on its doorbell. */
+  sleeps: 1,
+  /** Frames for a chain this node holds no replica of: dropped and counted. */
+  framesForOtherChains: 2,
+  /** The thread's operating-system id (Linux), so tools can attribute CPU time per node. */
+  osThreadId: 3,
+  /** The thread's Node.js id (worker_threads.threadId): names its `--cpu-prof` file. */
+  threadId: 4,
+} as const;
+export const NODE_STAT_COUNT = 5;
 
 export type ControlRequest =
-  | { type: 'digest'; requestId: number }
-  | { type: 'reconfigure'; epoch: number; role: Role; joiner: number | null; links: ReplicaLinks }
-  | { type: 'begin-handoff' }
+  | { type: 'add-replica'; replica: ReplicaSpec }
+  /** The replica's chain went on without it: it stops and its state is dropped. */
+  | { type: 'drop-replica'; chain: number }
+  | { type: 'digest'; chain: number; requestId: number }
+  | { type: 'reconfigure'; chain: number; epoch: number; role: Role; joiner: number | null; links: ReplicaLinks }
+  | { type: 'begin-handoff'; chain: number }
   | { type: 'stop' };
 
 export type ControlReply =
-  | { type: 'digest'; requestId: number; replicaId: number; digest: string; keys: number; appliedSeq: number }
-  | { type: 'rejected'; replicaId: number; code: string; reason: string }
-  | { type: 'stopped'; replicaId: number };
+  | { type: 'digest'; requestId: number; chain: number; replicaId: number; digest: string; keys: number; appliedSeq: number }
+  | { type: 'rejected'; chain: number; replicaId: number; code: string; reason: string }
+  | { type: 'stopped'; nodeId: number };

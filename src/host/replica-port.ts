@@ -14,10 +14,11 @@ import type { Role } from '../../native-free-core/chain/node.js';
 import { assert } from '../../native-free-core/assert.js';
 import { SpscRing } from '../../native-free-core/ring.js';
 import { Doorbell } from '../../workers/doorbell.js';
-import type { ReplicaLinks, ReplicaTask } from '../../workers/replica-task.js';
+import { CHAIN_TAG_BYTES, chainTagAt, taggedFrame, tryWriteTagged } from '../../native-free-core/wire/chain-tag.js';
+import type { NodeTask, ReplicaLinks } from '../../workers/replica-task.js';
 import type { ResolvedOptions } from '../options.js';
 import { replicaLimits, replicaWorkerFilename } from '../replica-worker.js';
-import { ReplicaHandle, type ReplicaDigest } from '../runtime/replica-handle.js';
+import { NodeHandle, type ReplicaDigest } from '../runtime/node-handle.js';
 
 /** What the port does with the replica's output; each returns false if the socket is full. */
 export interface ReplicaOutputs {
@@ -52,9 +53,9 @@ const RECORDS_PER_PASS_MAX = 4096;
 
 export class ReplicaPort {
   readonly replicaId: number;
-  private readonly pool: Piscina<ReplicaTask, string>;
-  /** The replica's worker: its task, control port and statistics (as in createChain()). */
-  private readonly handle: ReplicaHandle;
+  private readonly pool: Piscina<NodeTask, string>;
+  /** The replica's worker: a node holding this one replica (as in createChain()). */
+  private readonly handle: NodeHandle;
   private readonly doorbell: Doorbell;
   private readonly netDoorbellBuffer = Doorbell.allocate();
   private readonly netDoorbell = new Doorbell(this.netDoorbellBuffer);
@@ -106,7 +107,7 @@ export class ReplicaPort {
       [new SpscRing(this.links.readRepliesOut!.buffer), 'readReply'],
       [new SpscRing(this.links.batchesOut!.buffer), 'downstream'],
     ];
-    this.pool = new Piscina<ReplicaTask, string>({
+    this.pool = new Piscina<NodeTask, string>({
       filename: replicaWorkerFilename(),
       minThreads: 1,
       maxThreads: 1,
@@ -115,14 +116,13 @@ export class ReplicaPort {
       maxQueue: 1,
       ...(resolved.workerExecArgv === undefined ? {} : { execArgv: resolved.workerExecArgv }),
     });
-    this.handle = new ReplicaHandle({
+    this.handle = new NodeHandle({
       pool: this.pool,
       id: options.replicaId,
-      epoch: options.epoch,
-      role: options.role,
-      links: this.links,
+      replicas: [{ chain: HOST_CHAIN, id: options.replicaId, epoch: options.epoch, role: options.role, links: this.links }],
+      doorbell: doorbellBuffer,
       limits: replicaLimits(resolved),
-      onRejected: (code, reason) => this.outputs.rejected?.(code, reason),
+      onRejected: (_chain, code, reason) => this.outputs.rejected?.(code, reason),
     });
     this.done = this.handle.done;
     this.done.catch(() => undefined).finally(() => {
@@ -145,8 +145,11 @@ export class ReplicaPort {
 
   private push(ring: SpscRing, frame: Uint8Array): boolean {
     // Paired with the checks where frames enter (link record limits, the control frame limit).
-    assert(frame.length <= ring.recordBytesMax, `ReplicaPort: a ${frame.length}-byte frame reached a ring of ${ring.recordBytesMax}-byte records`);
-    if (!ring.tryWrite(frame)) {
+    assert(
+      CHAIN_TAG_BYTES + frame.length <= ring.recordBytesMax,
+      `ReplicaPort: a ${frame.length}-byte frame reached a ring of ${ring.recordBytesMax}-byte records`,
+    );
+    if (!tryWriteTagged(ring, HOST_CHAIN, frame)) {
       ring.markProducerWaiting();
       return false;
     }
@@ -168,15 +171,15 @@ export class ReplicaPort {
   }
 
   reconfigure(epoch: number, role: Role, joiner: number | null): void {
-    this.handle.reconfigure(epoch, role, joiner, this.links);
+    this.handle.reconfigure(HOST_CHAIN, epoch, role, joiner, this.links);
   }
 
   beginHandoff(): void {
-    this.handle.beginHandoff();
+    this.handle.beginHandoff(HOST_CHAIN);
   }
 
   stats(): ReplicaSnapshotStats {
-    const counters = this.handle.counters();
+    const counters = this.handle.counters(HOST_CHAIN);
     return {
       epoch: counters.epoch,
       appliedSeq: counters.appliedSeq,
@@ -192,7 +195,7 @@ export class ReplicaPort {
 
   /** The replica's store digest, as in Chain.digests(). */
   digest(): Promise<ReplicaDigest> {
-    return this.handle.digest();
+    return this.handle.digest(HOST_CHAIN);
   }
 
   /** Stops the replica (it sends its last acks first) and its thread. */
@@ -228,7 +231,9 @@ export class ReplicaPort {
       const send = this.outputs[output];
       let taken = 0;
       for (let offset = ring.next(); offset >= 0; offset = ring.next()) {
-        if (!send(ring.bytes.subarray(offset, offset + ring.recordLength))) {
+        // The replica's rings carry its one chain; a tag for another is a bug in the worker.
+        assert(chainTagAt(ring.bytes, offset) === HOST_CHAIN, 'ReplicaPort: a record for another chain');
+        if (!send(taggedFrame(ring.bytes, offset, ring.recordLength))) {
           ring.unread();
           this.blocked.add(ring);
           break;
@@ -243,3 +248,6 @@ export class ReplicaPort {
 }
 
 let nextLinkId = 1;
+
+/** A host runs one chain today: its frames are tagged chain 0. */
+const HOST_CHAIN = 0;

@@ -1,6 +1,7 @@
 /**
  * The client API that createChain()'s Chain and connect()'s RemoteClient share, word for word: each
- * call goes to the engine's ClientSession (./client-session.ts). An engine adds only what is its
+ * call goes to the engine's ClientSession (./client-session.ts), or with many chains to the key's
+ * chain's session (./routed-session.ts). An engine adds only what is its
  * own (membership and chaos in one process, links and views across hosts).
  */
 import { EventEmitter } from 'node:events';
@@ -9,10 +10,10 @@ import type { SealingOptions } from '../options.js';
 import type { VersionedValue } from '../read-pipeline.js';
 import type { ResealReport } from '../sealing.js';
 import type { KeyInput, ValueInput } from '../write-pipeline.js';
-import type { ClientSession } from './client-session.js';
+import type { SessionCalls } from './routed-session.js';
 
 export abstract class SessionApi extends EventEmitter {
-  protected abstract readonly session: ClientSession;
+  protected abstract readonly session: SessionCalls;
 
   /** Writes `value` under `key` (sealed first, with the `sealing` option); resolves when the tail has applied it. */
   put(key: KeyInput, value: ValueInput): Promise<void> {

@@ -442,7 +442,7 @@ class FrameFuzzer {
     if (reason !== null) fail(`${what} does not open: ${reason}`);
   }
 
-  /** What the tail sends its joiner goes in on its upstream link, as in workers/replica.ts. */
+  /** What the tail sends its joiner goes in on its upstream link, as in workers/node.ts. */
   private deliverToJoiner(frame: Uint8Array, snapshot: boolean): void {
     const joiner = this.nodes.joiner;
     this.reader = snapshot ? 'joiner.upstream:snapshot from its tail' : 'joiner.upstream:batch from its tail';

@@ -280,7 +280,7 @@ export class SimulatedHost {
   }
 
   /**
-   * Carries out the node's Ready as the worker does (workers/replica.ts performReady): a snapshot
+   * Carries out the node's Ready as the worker does (workers/node.ts performReady): a snapshot
    * frame, then batches, downstream; the Hello before the ack upstream; client acks and read
    * replies (to `readOwner`, whose read batch was just stepped) to the clients.
    */

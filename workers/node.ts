@@ -1,0 +1,489 @@
+/**
+ * A node's worker thread: one replica of each of several chains, driven by one loop. A thin driver
+ * that feeds ring contents to each replica's pure ChainNode and performs its Ready. Hosted by
+ * piscina as a long-running task (the task resolves when the node is stopped, and rejects if it
+ * fails, which is how a crash surfaces to the main thread).
+ *
+ * Rings are shared: one ring from a thread to this one carries the frames of every chain the two
+ * have in common, each record tagged with its chain (wire/chain-tag.ts); the loop dispatches on the
+ * tag. A record for a chain this node holds no replica of is dropped and counted.
+ *
+ * Why a shared ring cannot deadlock: a replica refuses a batch only when its in-flight log is full,
+ * and a successor's in-flight log is never fuller than its predecessor's (it holds a suffix of what
+ * its predecessor held when it forwarded, and learns of commits first), so only a head refuses,
+ * and only on its ring from the client. A head's full log drains by acks, which never wait on
+ * batches. A batch that cannot be taken stays in its ring and holds back the ones behind it, on
+ * that one ring, until acks arrive.
+ *
+ * One loop iteration: control messages, acks (they free in-flight space), batches, reads, then each
+ * replica's Ready. When nothing moved, the thread spins briefly and then sleeps on its doorbell.
+ */
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { receiveMessageOnPort, threadId } from 'node:worker_threads';
+import { ChainNode, type Ready } from '../native-free-core/chain/node.js';
+import { ErrorCode } from '../native-free-core/errors.js';
+import { SpscRing } from '../native-free-core/ring.js';
+import { Store } from '../native-free-core/store.js';
+import { CHAIN_TAG_BYTES, chainTagAt, taggedFrame, tryWriteTagged } from '../native-free-core/wire/chain-tag.js';
+import { AckEncoder, HelloEncoder } from '../native-free-core/wire/codec.js';
+import { Doorbell } from './doorbell.js';
+import {
+  CONTROL_CRASH,
+  CONTROL_FREEZE,
+  CONTROL_MESSAGES,
+  NodeStat,
+  ReplicaStat,
+  type ControlReply,
+  type ControlRequest,
+  type NodeTask,
+  type ReplicaLinks,
+  type ReplicaSpec,
+  type RingLink,
+} from './replica-task.js';
+
+/** One replica on this node: its protocol state, and the (shared) rings it reads and writes. */
+class Replica {
+  readonly chain: number;
+  readonly node: ChainNode;
+  readonly stats: Float64Array;
+  batchesIn!: SpscRing;
+  batchesOut: SpscRing | null = null;
+  acksIn: SpscRing | null = null;
+  acksOut: SpscRing | null = null;
+  clientAcksOut: SpscRing | null = null;
+  readsIn: SpscRing | null = null;
+  readRepliesOut: SpscRing | null = null;
+  upstreamDoorbell!: Doorbell;
+  downstreamDoorbell: Doorbell | null = null;
+  clientDoorbell!: Doorbell;
+
+  constructor(spec: ReplicaSpec, task: NodeTask) {
+    this.chain = spec.chain;
+    this.stats = new Float64Array(spec.stats);
+    const { limits } = task;
+    this.node = new ChainNode({
+      id: spec.id,
+      epoch: spec.epoch,
+      role: spec.role,
+      store: new Store({ hashKey: randomHashKey() }),
+      inflightBytesMax: limits.inflightBytesMax,
+      inflightBatchesMax: limits.inflightBatchesMax,
+      readReplyPayloadBytesMax: limits.readReplyPayloadBytesMax,
+      readReplyResultsMax: limits.readReplyResultsMax,
+      snapshotFrameBytesMax: limits.snapshotFrameBytesMax,
+      keyBytesMax: limits.keyBytesMax,
+      valueBytesMax: limits.valueBytesMax,
+    });
+  }
+
+  publishStats(): void {
+    const stats = this.stats;
+    const node = this.node;
+    stats[ReplicaStat.epoch] = node.epoch;
+    stats[ReplicaStat.joinCaughtUp] = node.joinCaughtUp ? 1 : 0;
+    stats[ReplicaStat.handoffReadyEpoch] = node.handoffReady ? node.epoch : 0;
+    stats[ReplicaStat.appliedSeq] = node.appliedSeq;
+    stats[ReplicaStat.committedSeq] = node.committedSeq;
+    stats[ReplicaStat.inflightBytes] = node.inflightBytes;
+    stats[ReplicaStat.inflightBatches] = node.inflightBatches;
+    stats[ReplicaStat.storeKeys] = node.store.size;
+    stats[ReplicaStat.storeHeapBytes] = node.store.heapBytes;
+  }
+}
+
+type Source = 'upstream' | 'downstream' | 'client';
+
+class NodeDriver {
+  private readonly replicas = new Map<number, Replica>();
+  /** Open rings by link id, shared by the replicas that use them; kept across reconfigurations. */
+  private rings = new Map<number, SpscRing>();
+  /** Who to wake when this node frees room in an inbound ring: its producer's doorbell. */
+  private readonly producers = new Map<SpscRing, Doorbell>();
+  /** The distinct inbound rings, by what they carry (recomputed when replicas or links change). */
+  private acksRings: SpscRing[] = [];
+  private batchRings: SpscRing[] = [];
+  private readRings: SpscRing[] = [];
+  /** Batch rings whose first record waits for room in its replica's in-flight log (acks clear it). */
+  private readonly blockedInbound = new Set<SpscRing>();
+  /** Read rings whose first record waits for room for its replies (retried once a reply ring drains). */
+  private readonly blockedReads = new Set<SpscRing>();
+  private readonly doorbell: Doorbell;
+  private readonly helloEncoder = new HelloEncoder();
+  private readonly ackEncoder = new AckEncoder();
+  private readonly stats: Float64Array;
+  private readonly controlSignal: Int32Array;
+  private stopped = false;
+  /** Outbound rings that were too full for a record, and the record's length: retried when they drain. */
+  private readonly blockedRings: SpscRing[] = [];
+  private readonly blockedLengths: number[] = [];
+  private readonly hasWork = (): boolean => this.computeHasWork();
+
+  constructor(private readonly task: NodeTask) {
+    this.stats = new Float64Array(task.stats);
+    this.controlSignal = new Int32Array(task.controlSignal);
+    this.doorbell = new Doorbell(task.doorbell);
+    for (const spec of task.replicas) this.addReplica(spec);
+  }
+
+  private addReplica(spec: ReplicaSpec): void {
+    const replica = new Replica(spec, this.task);
+    this.replicas.set(spec.chain, replica);
+    this.applyLinks(replica, spec.links);
+  }
+
+  /** Points `replica` at the rings of `links` (opening new ones), then recounts the inbound rings. */
+  private applyLinks(replica: Replica, links: ReplicaLinks): void {
+    const open = (link: RingLink | null): SpscRing | null => {
+      if (link === null) return null;
+      let ring = this.rings.get(link.id);
+      if (ring === undefined) {
+        ring = new SpscRing(link.buffer);
+        this.rings.set(link.id, ring);
+      }
+      return ring;
+    };
+    replica.batchesIn = open(links.batchesIn)!;
+    replica.batchesOut = open(links.batchesOut);
+    replica.acksIn = open(links.acksIn);
+    replica.acksOut = open(links.acksOut);
+    replica.clientAcksOut = open(links.clientAcksOut);
+    replica.readsIn = open(links.readsIn);
+    replica.readRepliesOut = open(links.readRepliesOut);
+    replica.upstreamDoorbell = new Doorbell(links.upstreamDoorbell);
+    replica.downstreamDoorbell = links.downstreamDoorbell && new Doorbell(links.downstreamDoorbell);
+    replica.clientDoorbell = new Doorbell(links.clientDoorbell);
+    this.recountRings();
+  }
+
+  /** The inbound rings the replicas use now; rings no replica uses are closed. */
+  private recountRings(): void {
+    const acks = new Set<SpscRing>();
+    const batches = new Set<SpscRing>();
+    const reads = new Set<SpscRing>();
+    const used = new Set<SpscRing>();
+    this.producers.clear();
+    for (const replica of this.replicas.values()) {
+      batches.add(replica.batchesIn);
+      this.producers.set(replica.batchesIn, replica.upstreamDoorbell);
+      if (replica.acksIn !== null) {
+        acks.add(replica.acksIn);
+        this.producers.set(replica.acksIn, replica.downstreamDoorbell!);
+      }
+      if (replica.readsIn !== null) {
+        reads.add(replica.readsIn);
+        this.producers.set(replica.readsIn, replica.clientDoorbell);
+      }
+      for (const ring of [replica.batchesIn, replica.batchesOut, replica.acksIn, replica.acksOut, replica.clientAcksOut, replica.readsIn, replica.readRepliesOut]) {
+        if (ring !== null) used.add(ring);
+      }
+    }
+    this.acksRings = [...acks];
+    this.batchRings = [...batches];
+    this.readRings = [...reads];
+    for (const [id, ring] of this.rings) if (!used.has(ring)) this.rings.delete(id);
+    this.blockedInbound.clear();
+    this.blockedReads.clear();
+    this.blockedRings.length = 0;
+    this.blockedLengths.length = 0;
+  }
+
+  run(): void {
+    this.stats[NodeStat.osThreadId] = osThreadId();
+    this.stats[NodeStat.threadId] = threadId;
+    const { spinIterations, sleepTimeoutMs } = this.task.limits;
+    while (!this.stopped) {
+      const moved = this.iterate();
+      if (!moved && !this.stopped) {
+        this.stats[NodeStat.sleeps]!++;
+        this.doorbell.waitBlocking(this.hasWork, spinIterations, sleepTimeoutMs);
+      }
+    }
+    // A clean stop sends the last acks: the client can then tell every write it was not
+    // acknowledged is not committed (see Chain.close).
+    for (const replica of this.replicas.values()) if (replica.node.hasReady()) this.performReady(replica);
+    this.reply({ type: 'stopped', nodeId: this.task.nodeId });
+  }
+
+  private computeHasWork(): boolean {
+    if (Atomics.load(this.controlSignal, 0) !== 0) return true;
+    for (const ring of this.acksRings) if (!ring.isEmpty()) return true;
+    for (const ring of this.readRings) if (!this.blockedReads.has(ring) && !ring.isEmpty()) return true;
+    for (const ring of this.batchRings) if (!this.blockedInbound.has(ring) && !ring.isEmpty()) return true;
+    // A consumer released space we were waiting for: retry sending.
+    for (let index = 0; index < this.blockedRings.length; index++) {
+      if (this.blockedRings[index]!.canWrite(this.blockedLengths[index]!)) return true;
+    }
+    return false;
+  }
+
+  /** One pass over every input; returns whether anything moved. */
+  private iterate(): boolean {
+    let moved = false;
+    this.crashIfAsked();
+    if (Atomics.load(this.controlSignal, 0) !== 0) moved = this.handleControl() || moved;
+    this.blockedReads.clear();
+    for (const ring of this.acksRings) moved = this.drainAcks(ring) || moved;
+    for (const ring of this.batchRings) moved = this.drainBatches(ring) || moved;
+    for (const ring of this.readRings) moved = this.drainReads(ring) || moved;
+    this.blockedRings.length = 0;
+    this.blockedLengths.length = 0;
+    for (const replica of this.replicas.values()) {
+      if (replica.node.hasReady()) moved = this.performReady(replica) || moved;
+      replica.publishStats();
+    }
+    this.stats[NodeStat.heartbeats]!++;
+    return moved;
+  }
+
+  /**
+   * crashReplica(): stop dead, between two batches, with no goodbye and nothing flushed, the way a
+   * power cut would. Throwing rejects the piscina task, which is how the main thread learns of it.
+   */
+  private crashIfAsked(): void {
+    const signal = Atomics.load(this.controlSignal, 0);
+    if (signal === CONTROL_CRASH) throw new Error(`node ${this.task.nodeId} crashed on request`);
+    if (signal === CONTROL_FREEZE) {
+      // Hang: block this thread for good. Only the master's heartbeat detector notices.
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
+    }
+  }
+
+  private handleControl(): boolean {
+    Atomics.compareExchange(this.controlSignal, 0, CONTROL_MESSAGES, 0);
+    for (;;) {
+      const envelope = receiveMessageOnPort(this.task.port);
+      if (envelope === undefined) return true;
+      this.control(envelope.message as ControlRequest);
+    }
+  }
+
+  private control(request: ControlRequest): void {
+    if (request.type === 'stop') {
+      this.stopped = true;
+      return;
+    }
+    if (request.type === 'add-replica') {
+      this.addReplica(request.replica);
+      return;
+    }
+    const replica = this.replicas.get(request.chain);
+    if (replica === undefined) return;
+    switch (request.type) {
+      case 'digest':
+        this.reply({
+          type: 'digest',
+          requestId: request.requestId,
+          chain: replica.chain,
+          replicaId: replica.node.id,
+          digest: replica.node.store.digest(),
+          keys: replica.node.store.size,
+          appliedSeq: replica.node.appliedSeq,
+        });
+        break;
+      case 'reconfigure':
+        replica.node.reconfigure(request.epoch, request.role, { joiner: request.joiner });
+        this.applyLinks(replica, request.links);
+        break;
+      case 'begin-handoff':
+        if (replica.node.forwardsDownstream && replica.node.isTail) replica.node.beginHandoff();
+        break;
+      case 'drop-replica':
+        this.replicas.delete(request.chain);
+        this.recountRings();
+        break;
+    }
+  }
+
+  /**
+   * The replica a record is for. A record for a chain with no replica here may have overtaken the
+   * control message that adds one (a tail starts feeding a joiner as soon as it hears of it): read
+   * the control messages first, then drop the record if there is still none, and count it.
+   */
+  private replicaFor(chain: number): Replica | undefined {
+    let replica = this.replicas.get(chain);
+    if (replica === undefined && Atomics.load(this.controlSignal, 0) !== 0) {
+      this.handleControl();
+      replica = this.replicas.get(chain);
+    }
+    if (replica === undefined) this.stats[NodeStat.framesForOtherChains]!++;
+    return replica;
+  }
+
+  private drainAcks(ring: SpscRing): boolean {
+    if (!ring.claim()) return false;
+    for (let offset = ring.next(); offset >= 0; offset = ring.next()) {
+      const replica = this.replicaFor(chainTagAt(ring.bytes, offset));
+      if (replica === undefined) continue;
+      // The successor sends cumulative Acks, and a Hello after each reconfiguration.
+      this.step(replica, 'downstream', taggedFrame(ring.bytes, offset, ring.recordLength));
+    }
+    ring.release();
+    // Acks trimmed in-flight logs: inbound batches may fit again.
+    this.blockedInbound.clear();
+    this.notifyIfProducerWaits(ring);
+    return true;
+  }
+
+  private drainBatches(ring: SpscRing): boolean {
+    if (this.blockedInbound.has(ring) || !ring.claim()) return false;
+    let taken = 0;
+    for (let offset = ring.next(); offset >= 0; offset = ring.next()) {
+      const length = ring.recordLength;
+      const replica = this.replicaFor(chainTagAt(ring.bytes, offset));
+      taken++;
+      if (replica === undefined) continue;
+      const frame = taggedFrame(ring.bytes, offset, length);
+      if (!replica.node.canAccept(frame.length)) {
+        // In-flight log full: leave the batch in the ring until acks free space (backpressure).
+        ring.unread();
+        taken--;
+        this.blockedInbound.add(ring);
+        replica.stats[ReplicaStat.backpressureStalls]!++;
+        break;
+      }
+      this.crashIfAsked();
+      // Batches, and a joiner's snapshot frames before them, on the same link.
+      const result = this.step(replica, 'upstream', frame);
+      if (result === 'applied' && !replica.node.isTail) {
+        // Forward each batch as soon as it is applied, so the next replica works on it while this
+        // one applies the next: the chain is a pipeline, not a relay of bursts. The tail instead
+        // acknowledges once per drain: acks are cumulative, and waking the main thread (a
+        // waitAsync waiter) costs tens of microseconds each time.
+        this.performReady(replica);
+      }
+    }
+    ring.release();
+    if (taken > 0) this.notifyIfProducerWaits(ring);
+    return taken > 0;
+  }
+
+  private drainReads(ring: SpscRing): boolean {
+    if (!ring.claim()) return false;
+    let taken = 0;
+    for (let offset = ring.next(); offset >= 0; offset = ring.next()) {
+      const replica = this.replicaFor(chainTagAt(ring.bytes, offset));
+      if (replica !== undefined && !replica.node.canAcceptReads()) {
+        // Replies that cannot leave (a full ring) hold further reads back in theirs.
+        ring.unread();
+        this.blockedReads.add(ring);
+        break;
+      }
+      taken++;
+      if (replica !== undefined) this.step(replica, 'client', taggedFrame(ring.bytes, offset, ring.recordLength));
+    }
+    ring.release();
+    this.notifyIfProducerWaits(ring);
+    return taken > 0;
+  }
+
+  /** Hands one frame to a replica and counts what came of it; returns its status. */
+  private step(replica: Replica, source: Source, frame: Uint8Array): string {
+    const result = replica.node.step(source, frame);
+    if (result.status === 'applied') {
+      if (source === 'upstream') {
+        replica.stats[ReplicaStat.batchesApplied]!++;
+        replica.stats[ReplicaStat.writesApplied]! += result.count;
+      } else if (source === 'client') {
+        replica.stats[ReplicaStat.readsServed]! += result.count;
+      }
+    } else if (result.status === 'ignored' && result.code === ErrorCode.staleEpoch) {
+      replica.stats[ReplicaStat.staleFrames]!++;
+    } else if (result.status === 'rejected' || result.status === 'ignored') {
+      replica.stats[ReplicaStat.rejectedFrames]!++;
+      this.reply({ type: 'rejected', chain: replica.chain, replicaId: replica.node.id, code: result.code, reason: result.reason });
+    }
+    return result.status;
+  }
+
+  private performReady(replica: Replica): boolean {
+    const node = replica.node;
+    const chain = replica.chain;
+    const ready: Ready = node.ready();
+    let forwarded = 0;
+    const out = replica.batchesOut;
+    // A joiner's snapshot comes a frame at a time, and no batch goes before its last frame (the core
+    // leaves `forward` empty until then).
+    let snapshotSent = false;
+    if (out !== null && ready.snapshot !== null) {
+      snapshotSent = this.tryWrite(out, chain, ready.snapshot);
+      if (snapshotSent && out.publish()) replica.downstreamDoorbell!.ring();
+    }
+    if (out !== null && ready.forward.length > 0) {
+      for (const batch of ready.forward) {
+        if (!this.tryWrite(out, chain, batch)) break;
+        forwarded++;
+      }
+      if (forwarded > 0 && out.publish()) replica.downstreamDoorbell!.ring();
+    }
+    let acksSent = true;
+    if (ready.helloUpstream !== null) {
+      acksSent = this.send(replica.acksOut!, chain, this.helloEncoder.encode(ready.helloUpstream), replica.upstreamDoorbell);
+    }
+    if (ready.ackUpstream !== null && acksSent) {
+      acksSent = this.send(replica.acksOut!, chain, this.ackEncoder.encode(ready.ackUpstream), replica.upstreamDoorbell);
+    }
+    for (const clientAck of ready.clientAcks) {
+      acksSent = this.send(replica.clientAcksOut!, chain, this.ackEncoder.encode(clientAck), replica.clientDoorbell) && acksSent;
+    }
+    let repliesSent = 0;
+    for (const reply of ready.readReplies) {
+      if (!this.send(replica.readRepliesOut!, chain, reply, replica.clientDoorbell)) break;
+      repliesSent++;
+    }
+    node.advance(ready, { forwarded, acksSent, repliesSent, snapshotSent });
+    const hadAcks = ready.ackUpstream !== null || ready.clientAcks.length > 0;
+    return forwarded > 0 || snapshotSent || (hadAcks && acksSent) || repliesSent > 0;
+  }
+
+  /** Stages one tagged record; if the ring is full, asks its consumer to wake us when it frees space. */
+  private tryWrite(ring: SpscRing, chain: number, frame: Uint8Array): boolean {
+    if (tryWriteTagged(ring, chain, frame)) return true;
+    this.blockedRings.push(ring);
+    this.blockedLengths.push(CHAIN_TAG_BYTES + frame.length);
+    ring.markProducerWaiting();
+    return false;
+  }
+
+  /** Writes and publishes one record, ringing its consumer; false if the ring is full. */
+  private send(ring: SpscRing, chain: number, frame: Uint8Array, consumer: Doorbell): boolean {
+    if (!this.tryWrite(ring, chain, frame)) return false;
+    if (ring.publish()) consumer.ring();
+    return true;
+  }
+
+  /** After freeing ring space: wake the producer if it is waiting for space. */
+  private notifyIfProducerWaits(ring: SpscRing): void {
+    if (ring.takeProducerWaiting()) this.producers.get(ring)?.ring();
+  }
+
+  private reply(message: ControlReply): void {
+    this.task.port.postMessage(message);
+  }
+}
+
+/**
+ * A fresh secret key for a store's slot hash, one per replica: keys come from clients, and a key
+ * they cannot learn keeps them from crafting keys that pile up in one probe run (see StoreOptions).
+ */
+function randomHashKey(): [number, number] {
+  const bytes = randomBytes(8);
+  return [bytes.readUInt32LE(0), bytes.readUInt32LE(4)];
+}
+
+/** This thread's id in the operating system (Linux /proc), or 0 where there is no such file. */
+function osThreadId(): number {
+  try {
+    const stat = readFileSync('/proc/thread-self/stat', 'utf8');
+    return Number(stat.slice(0, stat.indexOf(' ')));
+  } catch {
+    return 0;
+  }
+}
+
+/** Piscina task entry: runs the node until it is told to stop. */
+export default function runNode(task: NodeTask): string {
+  new NodeDriver(task).run();
+  task.port.close();
+  return 'stopped';
+}
