@@ -522,7 +522,6 @@ export class Chain extends SessionApi {
     for (const { session } of this.runtimes) {
       if (session.writes.canPump()) session.pumpWrites();
       if (session.reads.canPump()) session.pumpReads();
-      session.progressed();
     }
   }
 
@@ -538,7 +537,10 @@ export class Chain extends SessionApi {
       touched.add(session);
     }
     ring.release();
-    for (const session of touched) session.writes.afterAcks();
+    for (const session of touched) {
+      session.writes.afterAcks();
+      session.progressed();
+    }
     if (ring.takeProducerWaiting()) this.clientRingProducers.get(ring)?.ring();
   }
 
@@ -553,7 +555,10 @@ export class Chain extends SessionApi {
       touched.add(session);
     }
     ring.release();
-    for (const session of touched) session.reads.afterReplies();
+    for (const session of touched) {
+      session.reads.afterReplies();
+      session.progressed();
+    }
     if (ring.takeProducerWaiting()) this.clientRingProducers.get(ring)?.ring();
   }
 

@@ -59,7 +59,10 @@ export interface ChainOptions {
   pendingWritesMax?: number;
   /** Reads sent but not yet answered before get() reports overload (default 65536). */
   pendingReadsMax?: number;
-  /** Bytes of in-flight (applied, unacknowledged) batches each non-tail replica keeps (default 32 MiB). */
+  /**
+   * Bytes of in-flight (applied, unacknowledged) batches a node keeps for its chains (default 32 MiB):
+   * each of its replicas keeps an equal share, and at least one full batch.
+   */
   inflightBytesMax?: number;
   /** Polls a replica spins before sleeping on Atomics.wait (default 2000). */
   spinIterations?: number;

@@ -12,9 +12,14 @@ export function replicaWorkerFilename(): string {
 }
 
 export function replicaLimits(resolved: ResolvedOptions): ReplicaLimits {
+  // A node holds a replica of several chains: their in-flight logs share inflightBytesMax, each
+  // keeping at least one full batch (every replica of a chain has the same limit, which the node
+  // worker's shared rings rely on: see workers/node.ts).
+  const share = Math.ceil(resolved.inflightBytesMax / resolved.chains / 8) * 8;
+  const inflightBytesMax = Math.max(Math.ceil(resolved.writeFrameBytesMax / 8) * 8, share);
   return {
-    inflightBytesMax: resolved.inflightBytesMax,
-    inflightBatchesMax: resolved.inflightBatchesMax,
+    inflightBytesMax,
+    inflightBatchesMax: Math.max(16, Math.ceil(resolved.inflightBatchesMax / resolved.chains)),
     readReplyPayloadBytesMax: resolved.readReplyPayloadBytesMax,
     readReplyResultsMax: resolved.readReplyResultsMax,
     spinIterations: resolved.spinIterations,

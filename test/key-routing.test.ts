@@ -4,7 +4,8 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { chainOf } from '../native-free-core/master/key-routing.js';
+import { chainOf, chainOfAscii } from '../native-free-core/master/key-routing.js';
+import { mulberry32 } from './helpers/prng.js';
 
 const text = new TextEncoder();
 const route = (key: string, chains: number): number => {
@@ -25,6 +26,18 @@ test('keys spread evenly over chains (100,000 keys over 64 chains: every chain w
   for (let index = 0; index < 100_000; index++) counts[route(`key-${index}`, 64)]!++;
   const share = 100_000 / 64;
   for (const [chain, count] of counts.entries()) assert.ok(Math.abs(count - share) < share * 0.1, `chain ${chain}: ${count} keys, share ${share}`);
+});
+
+test('an ASCII string routes without encoding, exactly as its UTF-8 bytes; any other string asks for the bytes', () => {
+  const random = mulberry32(12);
+  for (let round = 0; round < 5_000; round++) {
+    const length = Math.floor(random() * 40);
+    const key = Array.from({ length }, () => String.fromCharCode(Math.floor(random() * 128))).join('');
+    for (const chains of [1, 7, 64]) assert.equal(chainOfAscii(key, chains), route(key, chains), JSON.stringify(key));
+  }
+  assert.equal(chainOfAscii('user:é', 64), -1);
+  assert.equal(chainOfAscii('डब्बा', 64), -1);
+  assert.equal(chainOfAscii('डब्बा', 1), 0);
 });
 
 const PINNED = [9, 7, 56, 30];

@@ -47,6 +47,8 @@ class Replica {
   readonly chain: number;
   readonly node: ChainNode;
   readonly stats: Float64Array;
+  /** Something happened to it since its statistics were last published. */
+  touched = true;
   batchesIn!: SpscRing;
   batchesOut: SpscRing | null = null;
   acksIn: SpscRing | null = null;
@@ -230,6 +232,9 @@ class NodeDriver {
     this.blockedLengths.length = 0;
     for (const replica of this.replicas.values()) {
       if (replica.node.hasReady()) moved = this.performReady(replica) || moved;
+      // Only what changed: a node may hold many replicas, most idle in any one pass.
+      if (!replica.touched) continue;
+      replica.touched = false;
       replica.publishStats();
     }
     this.stats[NodeStat.heartbeats]!++;
@@ -282,10 +287,12 @@ class NodeDriver {
         });
         break;
       case 'reconfigure':
+        replica.touched = true;
         replica.node.reconfigure(request.epoch, request.role, { joiner: request.joiner });
         this.applyLinks(replica, request.links);
         break;
       case 'begin-handoff':
+        replica.touched = true;
         if (replica.node.forwardsDownstream && replica.node.isTail) replica.node.beginHandoff();
         break;
       case 'drop-replica':
@@ -379,6 +386,7 @@ class NodeDriver {
 
   /** Hands one frame to a replica and counts what came of it; returns its status. */
   private step(replica: Replica, source: Source, frame: Uint8Array): string {
+    replica.touched = true;
     const result = replica.node.step(source, frame);
     if (result.status === 'applied') {
       if (source === 'upstream') {
@@ -399,6 +407,7 @@ class NodeDriver {
   private performReady(replica: Replica): boolean {
     const node = replica.node;
     const chain = replica.chain;
+    replica.touched = true;
     const ready: Ready = node.ready();
     let forwarded = 0;
     const out = replica.batchesOut;

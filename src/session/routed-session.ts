@@ -4,11 +4,11 @@
  * batches, sequence and futures). A call about one key goes to that key's session; a call about
  * many keys is split by chain, and settles when every part has. Nothing is atomic across chains.
  *
- * Routing is O(1) per key: a string key is encoded into a scratch buffer (no allocation) and
- * hashed; with one chain nothing is hashed at all.
+ * Routing is O(1) per key: an ASCII string is hashed as it is, any other string is encoded into a
+ * scratch buffer first (no allocation); with one chain nothing is hashed at all.
  */
 import type { WriteId } from '../../native-free-core/errors.js';
-import { chainOf } from '../../native-free-core/master/key-routing.js';
+import { chainOf, chainOfAscii } from '../../native-free-core/master/key-routing.js';
 import type { VersionedValue } from '../read-pipeline.js';
 import type { ResealReport, SealingOptions } from '../sealing.js';
 import type { KeyInput, ValueInput } from '../write-pipeline.js';
@@ -45,6 +45,8 @@ export class RoutedSession implements SessionCalls {
     const chains = this.sessions.length;
     if (chains === 1) return 0;
     if (typeof key === 'string') {
+      const ascii = chainOfAscii(key, chains);
+      if (ascii >= 0) return ascii;
       if (key.length * UTF8_BYTES_PER_UNIT_MAX > this.scratch.length) this.scratch = new Uint8Array(key.length * UTF8_BYTES_PER_UNIT_MAX);
       const { written } = this.encoder.encodeInto(key, this.scratch);
       return chainOf(this.scratch, 0, written, chains);
