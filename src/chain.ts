@@ -23,7 +23,8 @@ import { DabbaError, ErrorCode } from '../native-free-core/errors.js';
 import { roleIn, type Configuration, type MasterEvent } from '../native-free-core/master/chain-master.js';
 import { removalRefusal, type LiveHostStatus } from '../native-free-core/master/cluster-decisions.js';
 import { InProcessMaster, type InProcessDecision } from '../native-free-core/master/in-process-master.js';
-import { place, type ChainPlacement } from '../native-free-core/master/placement.js';
+import { nextMoves, replan } from '../native-free-core/master/chain-moves.js';
+import type { ChainPlacement } from '../native-free-core/master/placement.js';
 import { SpscRing } from '../native-free-core/ring.js';
 import { chainTagAt, taggedFrame } from '../native-free-core/wire/chain-tag.js';
 import { Doorbell } from '../workers/doorbell.js';
@@ -180,7 +181,7 @@ export class Chain extends SessionApi {
     const nodeIds = Array.from({ length: resolved.nodes }, (_, index) => index + 1);
     this.nextNodeId = resolved.nodes + 1;
     for (const id of nodeIds) this.doorbellBuffers.set(id, Doorbell.allocate());
-    this.plan = place({ nodes: nodeIds.map(placementNode), chains: resolved.chains, replicas: this.replicationFactor, current: null });
+    this.plan = replan(null, nodeIds.map(placementNode), resolved.chains, this.replicationFactor);
     this.planNodes = nodeIds.join(',');
 
     const sessionOptions = sharedOut(resolved);
@@ -683,53 +684,39 @@ export class Chain extends SessionApi {
   }
 
   /**
-   * Moves the chains a step towards their placement (recomputed when the live nodes change): a
-   * chain missing a planned node gets a join there (a few chains at a time), and a chain with every
-   * planned node gets its extra replicas removed (at once for a node that is leaving). Returns
-   * whether it asked a master for anything.
+   * Moves the chains a step towards their placement (recomputed when the live nodes change), as
+   * nextMoves() says: joins where a chain misses a planned node, removals of the replicas a move or
+   * a leaving node leaves behind. Returns whether it asked a master for anything.
    */
   private carryOutPlan(): boolean {
     const planned = this.liveNodeIds().filter((id) => !this.leaving.has(id));
-    if (planned.join(',') !== this.planNodes) {
+    const short = this.runtimes.length === 1 && this.plan[0]!.members.length < Math.min(this.replicationFactor, planned.length);
+    if (planned.join(',') !== this.planNodes || short) {
       this.planNodes = planned.join(',');
-      const current = this.plan.map(({ chain, members }) => ({ chain, members: members.filter((member) => planned.includes(Number(member))) }));
-      this.plan = place({ nodes: planned.map(placementNode), chains: this.runtimes.length, replicas: this.replicationFactor, current });
-    } else if (this.runtimes.length === 1 && this.plan[0]!.members.length < Math.min(this.replicationFactor, planned.length)) {
-      this.plan = place({ nodes: planned.map(placementNode), chains: 1, replicas: this.replicationFactor, current: this.plan });
+      this.plan = replan(this.plan, planned.map(placementNode), this.runtimes.length, this.replicationFactor);
     }
-    let joins = this.runtimes.filter((runtime) => runtime.master.configuration.joining !== null || runtime.master.newcomer !== null).length;
-    let asked = false;
-    for (const runtime of this.runtimes) {
-      if (runtime.failure !== null) continue;
-      const configuration = runtime.master.configuration;
-      const wanted = this.plan[runtime.chain]!.members.map(Number);
-      const memberNodes = configuration.members.map(this.nodeOf);
-      const busy = configuration.joining !== null || runtime.master.newcomer !== null;
-      const missing = wanted.filter((node) => !memberNodes.includes(node));
-      for (const replicaId of configuration.members) {
-        const node = this.nodeOf(replicaId);
-        const leaving = this.leaving.has(node) || !planned.includes(node);
-        // A member whose node is gone is the master's to remove, as failed.
-        if (!this.nodes.get(node)!.alive) continue;
-        if (wanted.includes(node) || (!leaving && missing.length > 0) || busy) continue;
-        if (configuration.members.length === 1) {
-          // The last replica of a chain cannot leave it (it holds the only copy of every write).
-          this.refuseRemoval(node, removalRefusal(configuration, replicaId)!);
-          continue;
-        }
-        runtime.master.requestRemoval(replicaId);
-        asked = true;
-        break;
+    const moves = nextMoves({
+      chains: this.runtimes.map(({ chain, master, failure }) => ({ chain, configuration: master.configuration, newcomer: master.newcomer, failed: failure !== null })),
+      plan: this.plan,
+      nodeOf: (replicaId) => String(this.nodeOf(replicaId)),
+      up: new Set(this.liveNodeIds().map(String)),
+      leaving: new Set([...this.leaving].map(String)),
+      joinsAtOnce: JOINS_AT_ONCE,
+    });
+    for (const move of moves) {
+      const master = this.runtimes[move.chain]!.master;
+      if (move.kind === 'refuse-leave') {
+        this.refuseRemoval(Number(move.node), removalRefusal(master.configuration, master.configuration.members[0]!)!);
+      } else if (move.kind === 'remove') {
+        master.requestRemoval(move.replicaId);
+      } else {
+        const node = Number(move.node);
+        const replicaId = this.newReplica(node);
+        master.requestJoin(replicaId);
+        if (this.join !== null && this.join.node === node) this.join.attempts.add(replicaId);
       }
-      if (busy || missing.length === 0 || joins >= JOINS_AT_ONCE || this.state !== 'open') continue;
-      const replicaId = this.newReplica(missing[0]!);
-      runtime.master.requestJoin(replicaId);
-      const join = this.join;
-      if (join !== null && join.node === missing[0]) join.attempts.add(replicaId);
-      joins++;
-      asked = true;
     }
-    return asked;
+    return moves.some((move) => move.kind !== 'refuse-leave');
   }
 
   private refuseRemoval(node: number, refusal: string): void {

@@ -1,0 +1,86 @@
+/**
+ * Getting a chain table where the placement says it should be, one step at a time. The placement
+ * (./placement.ts) says which nodes each chain should be on; each chain's master (the one policy,
+ * ./cluster-decisions.ts) changes one chain one reconfiguration at a time. This decides what to ask
+ * each chain's master for next:
+ *
+ *  - a chain missing a planned node gets a join there (the replica joins at the tail, from a
+ *    snapshot), at most `joinsAtOnce` chains joining at a time across the table, so copying
+ *    snapshots never starves the writes;
+ *  - a chain with a member on a node that is not planned for it loses that member: at once if the
+ *    node is leaving (removed by an operator, or gone from the plan), else only once every planned
+ *    node is a member (a move is a join, then the removal of the replica it replaces);
+ *  - a chain's last member never leaves it (it holds the only copy of every write): a node asked
+ *    to leave that holds one is refused instead;
+ *  - nothing is asked of a chain with a join under way, or of one whose members are all gone.
+ *
+ * Members on nodes that are down are the masters' to remove (as failed), not this function's. A
+ * pure function of its input, so the in-process engine and the simulator run the same steps.
+ */
+import type { Configuration } from './chain-master.js';
+import { place, type ChainPlacement, type PlacementNode } from './placement.js';
+
+export interface ChainState {
+  chain: number;
+  configuration: Configuration;
+  /** A replica the chain's master was asked to let join and has not started yet. */
+  newcomer: number | null;
+  /** The chain is unavailable (its last replica is gone): nothing moves it. */
+  failed: boolean;
+}
+
+export interface MovesInput {
+  chains: readonly ChainState[];
+  /** Where each chain should be (placement node ids), by chain. */
+  plan: readonly ChainPlacement[];
+  /** The placement node id of a replica's node. */
+  nodeOf(replicaId: number): string;
+  /** Nodes that run now (their members stay until the master removes them). */
+  up: ReadonlySet<string>;
+  /** Nodes asked to leave: they get no new replicas, and lose theirs at once. */
+  leaving: ReadonlySet<string>;
+  joinsAtOnce: number;
+}
+
+export type Move =
+  | { kind: 'join'; chain: number; node: string }
+  | { kind: 'remove'; chain: number; replicaId: number }
+  /** A leaving node holds the last replica of `chain`: it cannot leave. */
+  | { kind: 'refuse-leave'; chain: number; node: string };
+
+export function nextMoves(input: MovesInput): Move[] {
+  const moves: Move[] = [];
+  let joins = input.chains.filter((state) => state.configuration.joining !== null || state.newcomer !== null).length;
+  for (const state of input.chains) {
+    const { chain, configuration } = state;
+    const busy = configuration.joining !== null || state.newcomer !== null;
+    if (state.failed || busy) continue;
+    const wanted = input.plan[chain]?.members ?? [];
+    const memberNodes = configuration.members.map((replicaId) => input.nodeOf(replicaId));
+    const missing = wanted.filter((node) => input.up.has(node) && !input.leaving.has(node) && !memberNodes.includes(node));
+    const leaver = configuration.members.find((replicaId) => {
+      const node = input.nodeOf(replicaId);
+      if (!input.up.has(node) || wanted.includes(node)) return false;
+      return input.leaving.has(node) || missing.length === 0;
+    });
+    if (leaver !== undefined) {
+      if (configuration.members.length === 1) moves.push({ kind: 'refuse-leave', chain, node: input.nodeOf(leaver) });
+      else moves.push({ kind: 'remove', chain, replicaId: leaver });
+      continue;
+    }
+    if (missing.length === 0 || joins >= input.joinsAtOnce) continue;
+    moves.push({ kind: 'join', chain, node: missing[0]! });
+    joins++;
+  }
+  return moves;
+}
+
+/**
+ * The placement for `nodes`, from the previous one: chains keep their members on nodes still
+ * planned, and short chains are filled (see place()). With no previous placement, from scratch.
+ */
+export function replan(previous: readonly ChainPlacement[] | null, nodes: readonly PlacementNode[], chains: number, replicas: number): ChainPlacement[] {
+  const ids = new Set(nodes.map((node) => node.id));
+  const current = previous?.map(({ chain, members }) => ({ chain, members: members.filter((member) => ids.has(member)) })) ?? null;
+  return place({ nodes, chains, replicas, current });
+}
