@@ -363,7 +363,8 @@ export class Chain extends SessionApi {
     let node: NodeHandle;
     try {
       node = this.liveNode(id);
-      for (const runtime of this.runtimes) {
+      // With one chain its last replica cannot go; with many, nextMoves() may move it first.
+      for (const runtime of this.runtimes.length === 1 ? this.runtimes : []) {
         const replicaId = this.replicaOn(runtime, id);
         if (replicaId === null) continue;
         const refusal = removalRefusal(runtime.master.configuration, replicaId);

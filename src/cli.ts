@@ -1,7 +1,7 @@
 #!/usr/bin/env -S node --initial-old-space-size=128
 /**
  * The dabba command line.
- *   dabba demo [--replicas N] [--seconds S] [--value-bytes B] [--readers R]
+ *   dabba demo [--replicas N] [--chains N] [--nodes N] [--seconds S] [--value-bytes B] [--readers R]
  *   dabba bench [scenario flags] (see usage)
  *   dabba serve --id ID --etcd URLS [--listen HOST:PORT] [--config FILE] ... (see src/host/serve-config.ts)
  *   dabba status --etcd URLS [--etcd-prefix P] [--etcd-ca F --etcd-cert F --etcd-key F --etcd-user U] [--json]
@@ -14,9 +14,10 @@ const usage = `usage: dabba <command> [options]
 
 commands:
   demo    run a replicated chain in this process under load and print a report
-          --replicas N (3)  --seconds S (10)  --value-bytes B (100)  --readers R (1)
+          --replicas N (3)  --chains N (1)  --nodes N (--replicas)  --seconds S (10)  --value-bytes B (100)  --readers R (1)
   bench   measure one scenario on an in-process chain, optionally beside peers
           --replicas N (3, 1-5)    --value-size B (100, up to 65536)   --key-space N (100000)
+          --chains N (1)           --nodes N (--replicas; in one process: chains over node threads)
           --batch N (adaptive)     --linger US                         --in-flight-batches N
           --read-ratio R (0)       --clients N (2)  --window N (2048 in flight per client)
           --seconds S (5)          --runs N (1; medians)
@@ -80,6 +81,8 @@ async function demoCommand(args: string[]): Promise<number> {
     args,
     options: {
       replicas: { type: 'string' },
+      chains: { type: 'string' },
+      nodes: { type: 'string' },
       seconds: { type: 'string' },
       'value-bytes': { type: 'string' },
       readers: { type: 'string' },
@@ -87,6 +90,8 @@ async function demoCommand(args: string[]): Promise<number> {
   });
   const ok = await runDemo({
     replicas: positiveInteger(values.replicas, 'replicas', 3),
+    chains: positiveInteger(values.chains, 'chains', 1),
+    nodes: positiveInteger(values.nodes, 'nodes', positiveInteger(values.replicas, 'replicas', 3)),
     seconds: positiveInteger(values.seconds, 'seconds', 10),
     valueBytes: positiveInteger(values['value-bytes'], 'value-bytes', 100),
     readers: positiveInteger(values.readers, 'readers', 1),
@@ -99,6 +104,8 @@ async function benchCommand(args: string[]): Promise<number> {
     args,
     options: {
       replicas: { type: 'string' },
+      chains: { type: 'string' },
+      nodes: { type: 'string' },
       'value-size': { type: 'string' },
       'key-space': { type: 'string' },
       batch: { type: 'string' },
@@ -127,6 +134,8 @@ async function benchCommand(args: string[]): Promise<number> {
   if (values['results-dir'] === '') throw new RangeError('--results-dir must name a directory');
   await runScenario({
     replicas: positiveInteger(values.replicas, 'replicas', SCENARIO_DEFAULTS.replicas),
+    chains: positiveInteger(values.chains, 'chains', 1),
+    nodes: optional(values.nodes, 'nodes'),
     valueBytes: positiveInteger(values['value-size'], 'value-size', SCENARIO_DEFAULTS.valueBytes),
     keySpace: positiveInteger(values['key-space'], 'key-space', SCENARIO_DEFAULTS.keySpace),
     batchWrites: optional(values.batch, 'batch'),

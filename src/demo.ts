@@ -8,6 +8,9 @@ import { runClosedLoop, type LoadProgress } from './load.js';
 
 export interface DemoOptions {
   replicas: number;
+  /** Chains the keyspace is split into, and node threads they are placed on (createChain's options). */
+  chains: number;
+  nodes: number;
   seconds: number;
   valueBytes: number;
   readers: number;
@@ -18,10 +21,14 @@ function formatRate(perSecond: number): string {
 }
 
 export async function runDemo(options: DemoOptions, out: NodeJS.WriteStream = process.stdout): Promise<boolean> {
-  const chain = createChain({ replicas: options.replicas });
+  const chain = createChain({ replicas: options.replicas, chains: options.chains, nodes: options.nodes });
   chain.on('warning', (warning: Error) => out.write(`warning: ${warning.message}\n`));
+  const shape =
+    options.chains === 1
+      ? `${options.replicas}-replica chain, one worker thread per replica`
+      : `${options.chains} chains of ${options.replicas} replicas on ${chain.stats().nodes} node threads`;
   out.write(
-    `dabba: ${options.replicas}-replica chain, one worker thread per replica; ${options.seconds} s of closed-loop load ` +
+    `dabba: ${shape}; ${options.seconds} s of closed-loop load ` +
       `(16 B keys, ${options.valueBytes} B values, ${options.readers} reader(s))\n`,
   );
   const live = out.isTTY === true;
@@ -43,9 +50,21 @@ export async function runDemo(options: DemoOptions, out: NodeJS.WriteStream = pr
   await chain.whenIdle();
   const digests = await chain.digests();
   const stats = chain.stats();
+  const layout = chain.layout();
   await chain.close();
 
-  const consistent = digests.every((digest) => digest.digest === digests[0]!.digest && digest.appliedSeq === digests[0]!.appliedSeq);
+  // Replicas of one chain must be identical; chains hold different keys.
+  const consistent = digests.every((digest) => {
+    const first = digests.find((other) => other.chain === digest.chain)!;
+    return digest.digest === first.digest && digest.appliedSeq === first.appliedSeq;
+  });
+  const replicaLines =
+    options.chains === 1
+      ? digests.map((digest) => `#${digest.id} applied ${digest.appliedSeq} keys ${digest.keys} digest ${digest.digest}`)
+      : layout.map(({ chain: id, members }) => {
+          const first = digests.find((digest) => digest.chain === id)!;
+          return `chain ${id} on nodes ${members.map((member) => member.node).join(' > ')}: applied ${first.appliedSeq} keys ${first.keys} digest ${first.digest}`;
+        });
   const latency = report.writeLatencyUs;
   out.write(
     [
@@ -56,9 +75,11 @@ export async function runDemo(options: DemoOptions, out: NodeJS.WriteStream = pr
       `write latency        p50 ${latency.p50} us   p99 ${latency.p99} us   p99.9 ${latency.p999} us   (${latency.samples} samples, put() to ack)`,
       `batches              ${stats.batchesSent.toLocaleString('en-US')} sent, ${(report.writes / Math.max(1, stats.batchesSent)).toFixed(0)} writes per batch on average`,
       `memory (RSS)         ${report.rssStartMiB.toFixed(0)} MiB at start, ${report.rssEndMiB.toFixed(0)} MiB at end`,
-      `replicas             ${digests.map((digest) => `#${digest.id} applied ${digest.appliedSeq} keys ${digest.keys} digest ${digest.digest}`).join('\n                     ')}`,
+      `replicas             ${replicaLines.join('\n                     ')}`,
       consistent
-        ? `consistency          OK: all ${digests.length} replicas hold identical state`
+        ? options.chains === 1
+          ? `consistency          OK: all ${digests.length} replicas hold identical state`
+          : `consistency          OK: the replicas of each of the ${options.chains} chains hold identical state`
         : 'consistency          FAILED: replicas differ',
       `result hash          ${report.resultHash}`,
       '',

@@ -45,11 +45,8 @@ function converge(model: Model, plan: readonly ChainPlacement[], up: Set<string>
       const configuration: Configuration = state.configuration;
       if (move.kind === 'remove') {
         const planned = plan[move.chain]!.members;
-        const node = model.nodeOfReplica.get(move.replicaId)!;
-        // A move removes the old replica only once every planned node is in; a leaving node at once.
-        if (!leaving.has(node)) {
-          for (const wanted of planned) assert.ok(configuration.members.some((id) => model.nodeOfReplica.get(id) === wanted), `chain ${move.chain} shortened before ${wanted} joined`);
-        }
+        // A replica is removed only once every planned node is in (a move, or a node leaving).
+        for (const wanted of planned) assert.ok(configuration.members.some((id) => model.nodeOfReplica.get(id) === wanted), `chain ${move.chain} shortened before ${wanted} joined`);
         assert.ok(configuration.members.length > 1, 'a chain lost its last member');
         state.configuration = { epoch: configuration.epoch + 1, members: configuration.members.filter((id) => id !== move.replicaId), joining: null };
       } else {
@@ -102,15 +99,21 @@ test('a node gone: the chains it was in are filled on the others', () => {
   }
 });
 
-test('a leaving node loses its replicas at once, a busy chain is left alone, and a last member never leaves', () => {
+test('a leaving node loses its replicas once their replacements are in, a busy chain is left alone, and a last member never leaves', () => {
   const plan: ChainPlacement[] = [{ chain: 0, members: ['a', 'b'] }, { chain: 1, members: ['b'] }, { chain: 2, members: ['a', 'b'] }];
   const model = modelOf([{ chain: 0, members: ['a', 'b', 'c'] }, { chain: 1, members: ['c'] }, { chain: 2, members: ['a', 'b', 'c'] }]);
   model.chains[2]!.newcomer = 99;
   const moves = nextMoves({ chains: model.chains, plan, nodeOf: (id) => model.nodeOfReplica.get(id)!, up: new Set(['a', 'b', 'c']), leaving: new Set(['c']), joinsAtOnce: 2 });
   assert.deepEqual(moves, [
     { kind: 'remove', chain: 0, replicaId: 3 },
-    { kind: 'refuse-leave', chain: 1, node: 'c' },
+    { kind: 'join', chain: 1, node: 'b' },
   ]);
+  // With nowhere to go, the last member's node is refused.
+  const nowhere = nextMoves({ chains: model.chains.slice(1, 2), plan: [plan[0]!, { chain: 1, members: [] }], nodeOf: (id) => model.nodeOfReplica.get(id)!, up: new Set(['c']), leaving: new Set(['c']), joinsAtOnce: 2 });
+  assert.deepEqual(nowhere, [{ kind: 'refuse-leave', chain: 1, node: 'c' }]);
+  // With a planned node to go to, the last member's chain first gets a join there.
+  const replaced = nextMoves({ chains: model.chains.slice(1, 2), plan: [plan[0]!, { chain: 1, members: ['b'] }], nodeOf: (id) => model.nodeOfReplica.get(id)!, up: new Set(['a', 'b', 'c']), leaving: new Set(['c']), joinsAtOnce: 2 });
+  assert.deepEqual(replaced, [{ kind: 'join', chain: 1, node: 'b' }]);
   // Members on nodes that are down are the master's to remove, as failed.
   const down = nextMoves({ chains: model.chains.slice(0, 1), plan, nodeOf: (id) => model.nodeOfReplica.get(id)!, up: new Set(['a', 'b']), leaving: new Set(), joinsAtOnce: 2 });
   assert.deepEqual(down, []);

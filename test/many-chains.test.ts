@@ -222,4 +222,66 @@ describe('many chains in one process', () => {
       await chain.close();
     }
   });
+
+  test('a node hangs: every chain removes it after suspectAfterMs and is repaired; removeReplica and replaceReplica move chains off a node', { timeout: 120_000 }, async () => {
+    const chain = createChain({ replicas: 3, chains: 8, nodes: 5, suspectAfterMs: 300 });
+    try {
+      const keys = Array.from({ length: 200 }, (_, index) => `key-${index}`);
+      await Promise.all(keys.map((key) => chain.put(key, 'v1')));
+      const onNode = (node: number): number => chain.layout().filter(({ members }) => members.some((member) => member.node === node)).length;
+      assert.ok(onNode(3) > 0);
+      chain.freezeReplica(3);
+      const writes = Promise.all(keys.map((key) => chain.put(key, 'v2')));
+      await writes;
+      await until(() => onNode(3) === 0 && chain.layout().every(({ members }) => members.length === 3 && members.every((member) => member.role !== 'joining')));
+      assert.equal(chain.stats().nodes, 4);
+
+      // An operator takes node 1 out: its chains are repaired on the three others first.
+      await chain.removeReplica(1);
+      assert.equal(onNode(1), 0);
+      for (const { members } of chain.layout()) assert.equal(members.length, 3);
+      // And replaces node 2 with a new one (6): a join of the new node, then node 2 leaves.
+      const added = await chain.replaceReplica(2);
+      assert.equal(added, 6);
+      assert.equal(onNode(2), 0);
+      assert.ok(onNode(6) > 0);
+      for (const key of keys) assert.equal((await chain.get(key))?.toString(), 'v2');
+      const acknowledged = new Map<number, number>();
+      for (const key of [...keys, ...keys]) acknowledged.set(chain.chainOf(key), (acknowledged.get(chain.chainOf(key)) ?? 0) + 1);
+      await assertConverged(chain, acknowledged);
+    } finally {
+      await chain.close();
+    }
+  });
+
+  test('a chain whose last replica fails is unavailable; the other chains go on', { timeout: 60_000 }, async () => {
+    const chain = createChain({ replicas: 1, chains: 6, nodes: 2 });
+    const failures: Error[] = [];
+    chain.on('replicaFailed', (error: Error) => failures.push(error));
+    try {
+      const keys = Array.from({ length: 60 }, (_, index) => `key-${index}`);
+      await Promise.all(keys.map((key) => chain.put(key, 'v')));
+      const onNode1 = new Set(chain.layout().filter(({ members }) => members[0]!.node === 1).map(({ chain: id }) => id));
+      assert.ok(onNode1.size > 0 && onNode1.size < 6);
+      chain.crashReplica(1);
+      await until(() => failures.length === onNode1.size);
+      for (const key of keys) {
+        if (onNode1.has(chain.chainOf(key))) await assert.rejects(chain.put(key, 'w'), { code: 'DABBA_ERR_REPLICA_FAILED' });
+        else await chain.put(key, 'w');
+      }
+      // Removing the node that holds a chain's only replica is refused, with nowhere to move it.
+      await assert.rejects(chain.removeReplica(2), { code: 'DABBA_ERR_OUT_OF_RANGE' });
+    } finally {
+      await chain.close();
+    }
+  });
 });
+
+/** Resolves once `condition` holds, looking every 10 ms (state that changes on the engine's own schedule). */
+async function until(condition: () => boolean, timeoutMs = 30_000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!condition()) {
+    assert.ok(performance.now() < deadline, 'condition not reached in time');
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}

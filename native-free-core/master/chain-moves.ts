@@ -7,11 +7,11 @@
  *  - a chain missing a planned node gets a join there (the replica joins at the tail, from a
  *    snapshot), at most `joinsAtOnce` chains joining at a time across the table, so copying
  *    snapshots never starves the writes;
- *  - a chain with a member on a node that is not planned for it loses that member: at once if the
- *    node is leaving (removed by an operator, or gone from the plan), else only once every planned
- *    node is a member (a move is a join, then the removal of the replica it replaces);
- *  - a chain's last member never leaves it (it holds the only copy of every write): a node asked
- *    to leave that holds one is refused instead;
+ *  - a chain with a member on a node that is not planned for it (a move, or a node leaving: removed
+ *    by an operator) loses that member once every planned node is a member: a move is a join, then
+ *    the removal of the replica it replaces, so a chain is never shorter than it must be;
+ *  - a chain's last member never leaves it (it holds the only copy of every write): a leaving node
+ *    holding one is refused when no planned node can take its place;
  *  - nothing is asked of a chain with a join under way, or of one whose members are all gone.
  *
  * Members on nodes that are down are the masters' to remove (as failed), not this function's. A
@@ -37,7 +37,7 @@ export interface MovesInput {
   nodeOf(replicaId: number): string;
   /** Nodes that run now (their members stay until the master removes them). */
   up: ReadonlySet<string>;
-  /** Nodes asked to leave: they get no new replicas, and lose theirs at once. */
+  /** Nodes asked to leave: they get no new replicas (the plan no longer has them). */
   leaving: ReadonlySet<string>;
   joinsAtOnce: number;
 }
@@ -58,14 +58,17 @@ export function nextMoves(input: MovesInput): Move[] {
     const wanted = input.plan[chain]?.members ?? [];
     const memberNodes = configuration.members.map((replicaId) => input.nodeOf(replicaId));
     const missing = wanted.filter((node) => input.up.has(node) && !input.leaving.has(node) && !memberNodes.includes(node));
-    const leaver = configuration.members.find((replicaId) => {
+    // A replica leaves only once every planned node is in: a chain is never shorter than it must be.
+    const leaver = missing.length > 0 ? undefined : configuration.members.find((replicaId) => {
       const node = input.nodeOf(replicaId);
-      if (!input.up.has(node) || wanted.includes(node)) return false;
-      return input.leaving.has(node) || missing.length === 0;
+      return input.up.has(node) && !wanted.includes(node);
     });
-    if (leaver !== undefined) {
-      if (configuration.members.length === 1) moves.push({ kind: 'refuse-leave', chain, node: input.nodeOf(leaver) });
-      else moves.push({ kind: 'remove', chain, replicaId: leaver });
+    if (leaver !== undefined && configuration.members.length > 1) {
+      moves.push({ kind: 'remove', chain, replicaId: leaver });
+      continue;
+    }
+    if (leaver !== undefined && missing.length === 0) {
+      moves.push({ kind: 'refuse-leave', chain, node: input.nodeOf(leaver) });
       continue;
     }
     if (missing.length === 0 || joins >= input.joinsAtOnce) continue;

@@ -26,6 +26,9 @@ export type PeerChoice = 'naive' | 'redis' | 'etcd';
 
 export interface ScenarioOptions {
   replicas: number;
+  /** Chains over node threads (one process only; createChain's `chains` and `nodes`). */
+  chains?: number;
+  nodes?: number | undefined;
   valueBytes: number;
   keySpace: number;
   /** Writes per batch; undefined = the engine's adaptive batching with its default maximum. */
@@ -88,7 +91,7 @@ export async function runScenario(options: ScenarioOptions, output: ScenarioOutp
 async function runSystems(options: ScenarioOptions, env: Environment, progress: Progress, hosts: LocalHosts | null, { resultsDirectory, out }: ScenarioOutput): Promise<ScenarioRow[]> {
   const systems: Array<{ name: string; measure: () => Promise<Measurement> }> = [
     hosts === null
-      ? { name: `dabba (${options.replicas} replicas)`, measure: () => measureDabba(options, progress) }
+      ? { name: `dabba (${options.replicas} replicas${(options.chains ?? 1) > 1 ? `, ${options.chains} chains` : ''})`, measure: () => measureDabba(options, progress) }
       : { name: `dabba (${options.replicas} dabba serve processes)`, measure: () => measureHosts(hosts, options, progress) },
   ];
   for (const peer of options.peers) systems.push(peerSystem(peer, options, progress));
@@ -162,6 +165,8 @@ function validate(options: ScenarioOptions): void {
     if (!ok) throw new RangeError(message);
   };
   check(Number.isInteger(options.replicas) && options.replicas >= 1 && options.replicas <= 5, '--replicas must be 1 to 5');
+  check((options.chains ?? 1) >= 1 && (options.chains ?? 1) <= 1024, '--chains must be 1 to 1024');
+  check(!options.hosts || ((options.chains ?? 1) === 1 && options.nodes === undefined), '--chains and --nodes are for the in-process engine; hosts run one chain');
   check(Number.isInteger(options.valueBytes) && options.valueBytes >= 1 && options.valueBytes <= 64 * 1024, '--value-size must be 1 B to 64 KiB');
   check(options.readRatio >= 0 && options.readRatio <= 1, '--read-ratio must be between 0 and 1');
   check(options.rate === undefined || options.readRatio === 0, '--rate (open loop) drives writes only: leave --read-ratio at 0');
@@ -176,6 +181,8 @@ function chainOptions(options: ScenarioOptions): ChainOptions {
   const ringBytes = Math.max(8 * 1024 * 1024, 2 ** Math.ceil(Math.log2(options.valueBytes * 64 * 4)));
   return {
     replicas: options.replicas,
+    ...(options.chains === undefined ? {} : { chains: options.chains }),
+    ...(options.nodes === undefined ? {} : { nodes: options.nodes }),
     ringBytes,
     batch: {
       ...(options.batchWrites === undefined ? {} : { maxWrites: options.batchWrites }),
