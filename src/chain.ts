@@ -135,6 +135,8 @@ export class Chain extends SessionApi {
   /** The client's ends of rings, by link id (a ring end keeps its position: one object per link). */
   private readonly clientEnds = new Map<number, SpscRing>();
   private clientAckRings: SpscRing[] = [];
+  /** The chains a drain of one ring touched (reused: no allocation per drain). */
+  private readonly touched: ChainRuntime[] = [];
   private replyRings: SpscRing[] = [];
   private readonly clientDoorbellBuffer: SharedArrayBuffer;
   private readonly clientDoorbell: Doorbell;
@@ -530,37 +532,40 @@ export class Chain extends SessionApi {
   /** Cumulative client acks from a tail node, each for its chain's session. */
   private drainClientAcks(ring: SpscRing): void {
     if (!ring.claim()) return;
-    const touched = new Set<ClientSession>();
+    const touched = this.touched;
     for (let offset = ring.next(); offset >= 0; offset = ring.next()) {
-      const session = this.runtimes[chainTagAt(ring.bytes, offset)]!.session;
-      const outcome = session.writes.receiveAck(taggedFrame(ring.bytes, offset, ring.recordLength));
+      const runtime = this.runtimes[chainTagAt(ring.bytes, offset)]!;
+      const outcome = runtime.session.writes.receiveAck(taggedFrame(ring.bytes, offset, ring.recordLength));
       // Our own nodes wrote it, for a client of ours: anything else is a bug in the engine.
       assert(typeof outcome === 'number', `client ack is malformed: ${outcome}`);
-      touched.add(session);
+      if (touched.at(-1) !== runtime) touched.push(runtime);
     }
     ring.release();
-    for (const session of touched) {
+    // A session may appear more than once (acks of chains interleave): afterAcks is idempotent.
+    for (const { session } of touched) {
       session.writes.afterAcks();
       session.progressed();
     }
+    touched.length = 0;
     if (ring.takeProducerWaiting()) this.clientRingProducers.get(ring)?.ring();
   }
 
   /** Read replies from a tail node, each for its chain's session. */
   private drainReplies(ring: SpscRing): void {
     if (!ring.claim()) return;
-    const touched = new Set<ClientSession>();
+    const touched = this.touched;
     for (let offset = ring.next(); offset >= 0; offset = ring.next()) {
-      const session = this.runtimes[chainTagAt(ring.bytes, offset)]!.session;
-      const outcome = session.reads.receiveReply(taggedFrame(ring.bytes, offset, ring.recordLength));
+      const runtime = this.runtimes[chainTagAt(ring.bytes, offset)]!;
+      const outcome = runtime.session.reads.receiveReply(taggedFrame(ring.bytes, offset, ring.recordLength));
       assert(typeof outcome === 'number', `read reply is malformed: ${outcome}`);
-      touched.add(session);
+      if (touched.at(-1) !== runtime) touched.push(runtime);
     }
     ring.release();
-    for (const session of touched) {
+    for (const { session } of touched) {
       session.reads.afterReplies();
       session.progressed();
     }
+    touched.length = 0;
     if (ring.takeProducerWaiting()) this.clientRingProducers.get(ring)?.ring();
   }
 

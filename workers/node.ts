@@ -98,6 +98,8 @@ type Source = 'upstream' | 'downstream' | 'client';
 
 class NodeDriver {
   private readonly replicas = new Map<number, Replica>();
+  /** The same replicas as an array: the loop walks it every pass, with no iterator to allocate. */
+  private replicaList: Replica[] = [];
   /** Open rings by link id, shared by the replicas that use them; kept across reconfigurations. */
   private rings = new Map<number, SpscRing>();
   /** Who to wake when this node frees room in an inbound ring: its producer's doorbell. */
@@ -131,6 +133,7 @@ class NodeDriver {
   private addReplica(spec: ReplicaSpec): void {
     const replica = new Replica(spec, this.task);
     this.replicas.set(spec.chain, replica);
+    this.replicaList = [...this.replicas.values()];
     this.applyLinks(replica, spec.links);
   }
 
@@ -230,7 +233,7 @@ class NodeDriver {
     for (const ring of this.readRings) moved = this.drainReads(ring) || moved;
     this.blockedRings.length = 0;
     this.blockedLengths.length = 0;
-    for (const replica of this.replicas.values()) {
+    for (const replica of this.replicaList) {
       if (replica.node.hasReady()) moved = this.performReady(replica) || moved;
       // Only what changed: a node may hold many replicas, most idle in any one pass.
       if (!replica.touched) continue;
@@ -297,6 +300,7 @@ class NodeDriver {
         break;
       case 'drop-replica':
         this.replicas.delete(request.chain);
+        this.replicaList = [...this.replicas.values()];
         this.recountRings();
         break;
     }

@@ -8,6 +8,7 @@
  * The frame itself is untouched: it is written once by its encoder and copied into the ring
  * behind its tag. A consumer dispatches on the tag and hands the frame to that chain's replica.
  */
+import { copyBytes } from '../bytes.js';
 import type { SpscRing } from '../ring.js';
 
 export const CHAIN_TAG_BYTES = 8;
@@ -30,7 +31,8 @@ export function tryWriteTagged(ring: SpscRing, chain: number, frame: Uint8Array)
   bytes[offset + 5] = 0;
   bytes[offset + 6] = 0;
   bytes[offset + 7] = 0;
-  bytes.set(frame, offset + CHAIN_TAG_BYTES);
+  // Word-wise into shared memory (bytes.ts): the frame stays 8-byte aligned behind its tag.
+  copyBytes(frame, 0, bytes, offset + CHAIN_TAG_BYTES, frame.length);
   return true;
 }
 
