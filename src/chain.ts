@@ -12,19 +12,18 @@
  *   client <----------------------- cumulative client acks ---+
  *   client --reads/replies----------------------------------> tail
  *
- * Each chain has its own master (the one cluster policy, cluster-decisions.ts); a placement
- * (native-free-core/master/placement.ts) says which nodes each chain should be on, and the chains
- * get there by joins at the tail and removals, a few at a time.
+ * Each chain has its own master (the one cluster policy, cluster-decisions.ts), and a table master
+ * (native-free-core/master/table-master.ts) keeps them with the placement of the chains over the
+ * nodes, which the chains reach by joins at the tail and removals, a few at a time.
  */
 import { Piscina } from 'piscina';
 import type { Role } from '../native-free-core/chain/node.js';
 import { assert } from '../native-free-core/assert.js';
 import { DabbaError, ErrorCode } from '../native-free-core/errors.js';
 import { roleIn, type Configuration, type MasterEvent } from '../native-free-core/master/chain-master.js';
-import { removalRefusal, type LiveHostStatus } from '../native-free-core/master/cluster-decisions.js';
-import { InProcessMaster, type InProcessDecision } from '../native-free-core/master/in-process-master.js';
-import { nextMoves, replan } from '../native-free-core/master/chain-moves.js';
-import type { ChainPlacement } from '../native-free-core/master/placement.js';
+import type { LiveHostStatus } from '../native-free-core/master/cluster-decisions.js';
+import type { InProcessDecision } from '../native-free-core/master/in-process-master.js';
+import { TableMaster } from '../native-free-core/master/table-master.js';
 import { SpscRing } from '../native-free-core/ring.js';
 import { chainTagAt, taggedFrame } from '../native-free-core/wire/chain-tag.js';
 import { Doorbell } from '../workers/doorbell.js';
@@ -102,10 +101,9 @@ export interface ReplicaDigest {
   appliedSeq: number;
 }
 
-/** One chain's runtime on the main thread: its master, its client session, where its ends are. */
+/** One chain's runtime on the main thread: its client session, and where its ends are. */
 interface ChainRuntime {
   readonly chain: number;
-  readonly master: InProcessMaster;
   readonly session: ClientSession;
   headNode: number;
   tailNode: number;
@@ -120,8 +118,6 @@ const HEARTBEAT_CHECK_MS = 25;
 const JOINS_AT_ONCE = 2;
 /** A session's pending writes and reads at least, however many chains share the totals. */
 const SESSION_PENDING_MIN = 1024;
-/** Rounds of settle() before it gives up for this tick: each round lands at least one decision. */
-const SETTLE_PASSES_MAX = 64;
 
 export class Chain extends SessionApi {
   readonly options: ResolvedOptions;
@@ -130,8 +126,8 @@ export class Chain extends SessionApi {
   private readonly runtimes: ChainRuntime[] = [];
   private readonly nodes = new Map<number, NodeHandle>();
   private readonly doorbellBuffers = new Map<number, SharedArrayBuffer>();
-  /** The node each replica (of any chain) runs on; replica ids are never reused. */
-  private readonly replicaNode = new Map<number, number>();
+  /** Every chain's master, the placement and the steps towards it (native-free-core/master/table-master.ts). */
+  private readonly table: TableMaster;
   /** The client's ends of rings, by link id (a ring end keeps its position: one object per link). */
   private readonly clientEnds = new Map<number, SpscRing>();
   private clientAckRings: SpscRing[] = [];
@@ -145,14 +141,6 @@ export class Chain extends SessionApi {
   private readonly heartbeatTimer: NodeJS.Timeout;
   private reconfigurations = 0;
   private nextNodeId: number;
-  private nextReplicaId = 1;
-  /** Replicas per chain: `replicas`, or with one chain, as many as addReplica/removeReplica made it. */
-  private replicationFactor: number;
-  /** Where the chains should be (node ids), for the nodes in `planNodes`. */
-  private plan: ChainPlacement[];
-  private planNodes: string;
-  /** Nodes asked to leave (removeReplica, or a join that was abandoned): they get no new replicas. */
-  private readonly leaving = new Set<number>();
   /** The node an addReplica() call waits for, until every chain placed on it has it, or it fails. */
   private join: null | { node: number; attempts: Set<number>; resolve: (id: number) => void; reject: (error: unknown) => void } = null;
   /** removeReplica() calls waiting for their node to leave every chain, by node. */
@@ -175,7 +163,6 @@ export class Chain extends SessionApi {
     this.options = resolved;
     // Validated before any thread starts; the keys stay on this thread.
     const sealer = sealerFor(options.sealing, resolved);
-    this.replicationFactor = resolved.replicas;
     this.links = new LinkTable({ dataBytes: resolved.ringBytes, controlBytes: resolved.controlRingBytes });
     this.clientDoorbellBuffer = Doorbell.allocate();
     this.clientDoorbell = new Doorbell(this.clientDoorbellBuffer);
@@ -183,21 +170,22 @@ export class Chain extends SessionApi {
     const nodeIds = Array.from({ length: resolved.nodes }, (_, index) => index + 1);
     this.nextNodeId = resolved.nodes + 1;
     for (const id of nodeIds) this.doorbellBuffers.set(id, Doorbell.allocate());
-    this.plan = replan(null, nodeIds.map(placementNode), resolved.chains, this.replicationFactor);
-    this.planNodes = nodeIds.join(',');
+    this.table = new TableMaster({
+      chains: resolved.chains,
+      replicas: resolved.replicas,
+      nodes: nodeIds.map(placementNode),
+      suspectAfter: resolved.suspectAfterMs,
+      now: performance.now(),
+      joinsAtOnce: JOINS_AT_ONCE,
+    });
 
     const sessionOptions = sharedOut(resolved);
-    const now = performance.now();
-    for (const { chain, members } of this.plan) {
-      const replicaIds = members.map((node) => this.newReplica(Number(node)));
-      const master = new InProcessMaster({
-        configuration: { epoch: INITIAL_EPOCH, members: replicaIds, joining: null },
-        suspectAfter: resolved.suspectAfterMs,
-        now,
-      });
-      const headNode = this.nodeOf(replicaIds[0]!);
-      const tailNode = this.nodeOf(replicaIds.at(-1)!);
-      const runtime: ChainRuntime = { chain, master, headNode, tailNode, failure: null, session: null! };
+    for (let chain = 0; chain < resolved.chains; chain++) {
+      const { members } = this.table.configuration(chain);
+      const headNode = this.nodeOf(members[0]!);
+      const tailNode = this.nodeOf(members.at(-1)!);
+      const runtime: ChainRuntime = { chain, headNode, tailNode, failure: null, session: null! };
+      const table = this.table;
       const session = new ClientSession(
         sessionOptions,
         {
@@ -206,7 +194,7 @@ export class Chain extends SessionApi {
           headDoorbell: new Doorbell(this.doorbellBuffers.get(headNode)!),
           tail: new TaggedRingSink(this.clientEnd(readsLink(tailNode), false), chain),
           tailDoorbell: new Doorbell(this.doorbellBuffers.get(tailNode)!),
-          epoch: () => master.configuration.epoch,
+          epoch: () => table.configuration(chain).epoch,
           sealer,
         },
         () => (this.state !== 'open' ? closedError() : runtime.failure),
@@ -240,13 +228,8 @@ export class Chain extends SessionApi {
     this.serviceDone = this.serviceLoop();
   }
 
-  private newReplica(node: number): number {
-    const id = this.nextReplicaId++;
-    this.replicaNode.set(id, node);
-    return id;
-  }
-
-  private readonly nodeOf = (replicaId: number): number => this.replicaNode.get(replicaId)!;
+  /** The node (thread) a replica of any chain runs on. */
+  private readonly nodeOf = (replicaId: number): number => Number(this.table.nodeOf(replicaId));
 
   /** The client's end of a link's ring (one object per link: it keeps the read or write position). */
   private clientEnd(name: string, control: boolean): SpscRing {
@@ -262,12 +245,11 @@ export class Chain extends SessionApi {
   /** Starts node `id` with the replicas the chains have on it now. */
   private startNode(id: number): void {
     const replicas = [];
-    for (const runtime of this.runtimes) {
-      const configuration = runtime.master.configuration;
-      for (const replicaId of participants(configuration)) {
-        if (this.nodeOf(replicaId) !== id) continue;
-        replicas.push({ chain: runtime.chain, id: replicaId, epoch: configuration.epoch, role: roleIn(configuration, replicaId) as Role, links: this.linksOf(configuration, replicaId) });
-      }
+    for (let chain = 0; chain < this.table.chains; chain++) {
+      const configuration = this.table.configuration(chain);
+      const replicaId = this.table.replicaOn(chain, String(id));
+      if (replicaId === null) continue;
+      replicas.push({ chain, id: replicaId, epoch: configuration.epoch, role: roleIn(configuration, replicaId) as Role, links: this.linksOf(configuration, replicaId) });
     }
     const node = new NodeHandle({
       pool: this.pool,
@@ -288,7 +270,7 @@ export class Chain extends SessionApi {
 
   /** Replicas in chain 0 now (the chain, with `chains: 1`). */
   get replicas(): number {
-    return this.runtimes[0]!.master.configuration.members.length;
+    return this.table.configuration(0).members.length;
   }
 
   /** The chain `key` belongs to (0 .. chains - 1): a stable hash of its bytes. */
@@ -298,10 +280,9 @@ export class Chain extends SessionApi {
 
   /** Chain 0's members as its master sees them, head first, then a joiner (`id` is the node). */
   members(): ReplicaInfo[] {
-    const runtime = this.runtimes[0]!;
-    const configuration = runtime.master.configuration;
-    return participants(configuration).map((replicaId) => {
-      const counters = this.nodes.get(this.nodeOf(replicaId))!.counters(runtime.chain);
+    const configuration = this.table.configuration(0);
+    return this.table.participants(0).map((replicaId) => {
+      const counters = this.nodes.get(this.nodeOf(replicaId))!.counters(0);
       return {
         id: this.nodeOf(replicaId),
         role: roleIn(configuration, replicaId) as Role,
@@ -314,12 +295,12 @@ export class Chain extends SessionApi {
 
   /** The chain table: every chain's epoch and members (by node), head first, a joiner last. */
   layout(): ChainLayout[] {
-    return this.runtimes.map(({ chain, master }) => {
-      const configuration = master.configuration;
+    return this.runtimes.map(({ chain }) => {
+      const configuration = this.table.configuration(chain);
       return {
         chain,
         epoch: configuration.epoch,
-        members: participants(configuration).map((replicaId) => ({ node: this.nodeOf(replicaId), role: roleIn(configuration, replicaId) as Role })),
+        members: this.table.participants(chain).map((replicaId) => ({ node: this.nodeOf(replicaId), role: roleIn(configuration, replicaId) as Role })),
       };
     });
   }
@@ -344,12 +325,13 @@ export class Chain extends SessionApi {
       return Promise.reject(new DabbaError(ErrorCode.outOfRange, what));
     }
     // One chain grows by the node; many keep their replication factor and move to it.
-    if (this.runtimes.length === 1) this.replicationFactor = Math.min(this.replicationFactor, live.length) + 1;
+    if (this.runtimes.length === 1) this.table.replicas = Math.min(this.table.replicas, live.length) + 1;
     const id = this.nextNodeId++;
     this.doorbellBuffers.set(id, Doorbell.allocate());
     const joined = new Promise<number>((resolve, reject) => {
       this.join = { node: id, attempts: new Set(), resolve, reject };
     });
+    this.table.addNode(placementNode(id));
     this.startNode(id);
     this.settle();
     return joined;
@@ -365,18 +347,14 @@ export class Chain extends SessionApi {
     let node: NodeHandle;
     try {
       node = this.liveNode(id);
-      // With one chain its last replica cannot go; with many, nextMoves() may move it first.
-      for (const runtime of this.runtimes.length === 1 ? this.runtimes : []) {
-        const replicaId = this.replicaOn(runtime, id);
-        if (replicaId === null) continue;
-        const refusal = removalRefusal(runtime.master.configuration, replicaId);
-        if (refusal !== null) throw new DabbaError(ErrorCode.outOfRange, refusal.replace(`replica ${replicaId}`, `replica on node ${id}`));
-      }
+      // With one chain its last replica cannot go; with many, it may move first (refused later if not).
+      const refusal = this.runtimes.length === 1 ? this.table.leaveRefusal(String(id)) : null;
+      if (refusal !== null) throw new DabbaError(ErrorCode.outOfRange, refusal);
     } catch (error) {
       return Promise.reject(error);
     }
-    if (this.runtimes.length === 1) this.replicationFactor = Math.max(1, Math.min(this.replicationFactor, this.liveNodeIds().length) - 1);
-    this.leaving.add(id);
+    if (this.runtimes.length === 1) this.table.replicas = Math.max(1, Math.min(this.table.replicas, this.liveNodeIds().length) - 1);
+    this.table.leave(String(id));
     const removed = new Promise<void>((resolve, reject) => {
       this.removals.set(id, reject);
       node.done.then(() => resolve(), reject);
@@ -413,15 +391,9 @@ export class Chain extends SessionApi {
   /** Node `id`, if it runs and is part of some chain (a member or a joiner). */
   private liveNode(id: number): NodeHandle {
     const node = this.nodes.get(id);
-    const isPart = this.runtimes.some((runtime) => this.replicaOn(runtime, id) !== null);
+    const isPart = this.runtimes.some(({ chain }) => this.table.replicaOn(chain, String(id)) !== null);
     if (node === undefined || !node.alive || !isPart) throw new DabbaError(ErrorCode.outOfRange, `replica ${id} is not a live member of the chain`);
     return node;
-  }
-
-  /** The replica of `runtime`'s chain on node `nodeId` (a member or the joiner), or null. */
-  private replicaOn(runtime: ChainRuntime, nodeId: number): number | null {
-    for (const replicaId of participants(runtime.master.configuration)) if (this.nodeOf(replicaId) === nodeId) return replicaId;
-    return null;
   }
 
   private liveNodeIds(): number[] {
@@ -429,8 +401,7 @@ export class Chain extends SessionApi {
   }
 
   stats(): ChainStats {
-    const runtime = this.runtimes[0]!;
-    const configuration = runtime.master.configuration;
+    const configuration = this.table.configuration(0);
     const total = { accepted: 0, acked: 0, pending: 0, answered: 0, readsPending: 0, batches: 0, bytes: 0, waiting: 0 };
     for (const { session } of this.runtimes) {
       total.accepted += session.writes.accepted;
@@ -446,7 +417,7 @@ export class Chain extends SessionApi {
       replicas: configuration.members.map((replicaId) => ({
         id: this.nodeOf(replicaId),
         role: roleIn(configuration, replicaId) as Role,
-        ...this.nodes.get(this.nodeOf(replicaId))!.counters(runtime.chain),
+        ...this.nodes.get(this.nodeOf(replicaId))!.counters(0),
       })),
       epoch: configuration.epoch,
       chains: this.runtimes.length,
@@ -469,7 +440,7 @@ export class Chain extends SessionApi {
    */
   async digests(): Promise<ReplicaDigest[]> {
     if (this.state === 'closed') throw closedError();
-    const wanted = this.runtimes.flatMap(({ chain, master }) => master.configuration.members.map((replicaId) => ({ chain, node: this.nodeOf(replicaId) })));
+    const wanted = this.runtimes.flatMap(({ chain }) => this.table.configuration(chain).members.map((replicaId) => ({ chain, node: this.nodeOf(replicaId) })));
     const digests = await Promise.all(wanted.map(({ chain, node }) => this.nodes.get(node)!.digest(chain)));
     return digests.map((digest, index) => ({ chain: wanted[index]!.chain, id: wanted[index]!.node, ...digest }));
   }
@@ -503,7 +474,7 @@ export class Chain extends SessionApi {
     this.service();
     for (const runtime of this.runtimes) {
       if (runtime.failure !== null) continue;
-      const tailStopped = cleanlyStopped.has(this.nodeOf(runtime.master.configuration.members.at(-1)!));
+      const tailStopped = cleanlyStopped.has(this.nodeOf(this.table.configuration(runtime.chain).members.at(-1)!));
       runtime.session.fail(closedError(), { outcomeKnown: tailStopped });
     }
     this.clientDoorbell.ring();
@@ -593,10 +564,7 @@ export class Chain extends SessionApi {
   private nodeGone(node: NodeHandle, error: unknown): void {
     node.alive = false;
     node.failure ??= error;
-    for (const runtime of this.runtimes) {
-      const replicaId = this.replicaOn(runtime, node.id);
-      if (replicaId !== null) runtime.master.taskFailed(replicaId);
-    }
+    this.table.nodeFailed(String(node.id));
     if (this.join?.node === node.id) this.rejectJoin(`node ${node.id} failed while it joined`, error);
   }
 
@@ -607,53 +575,53 @@ export class Chain extends SessionApi {
   }
 
   /**
-   * Tells each chain's master what the nodes' counters say, carries out what it decides, then moves
-   * the chains towards their placement, until nothing is left to do. Every change goes through here.
+   * Tells the chains' masters what the nodes' counters say, and carries out what they decide (the
+   * table master moves the chains towards their placement as it goes), until nothing is left to
+   * do. Every change to any chain goes through here.
    */
   private settle(): void {
-    for (let pass = 1; pass <= SETTLE_PASSES_MAX; pass++) {
-      const now = performance.now();
-      let allStarted = true;
-      const moved = new Set<number>();
-      for (const node of this.nodes.values()) {
-        if (!node.alive) continue;
-        if (node.heartbeatMoved()) moved.add(node.id);
-        if (!node.started) allStarted = false;
-      }
-      let acted = false;
-      for (const runtime of this.runtimes) {
-        for (const replicaId of participants(runtime.master.configuration)) {
-          if (moved.has(this.nodeOf(replicaId))) runtime.master.heartbeat(replicaId, now);
-        }
-        // Worker start-up (loading and compiling modules) is not a hang: silence counts once all have started.
-        const statusOf = (replicaId: number): LiveHostStatus | null => this.statusOf(runtime, replicaId);
-        runtime.master.settle({ now, statusOf, silenceCounts: allStarted }, (decision) => {
-          acted = true;
-          this.execute(runtime, decision);
-        });
-      }
-      this.failDeadChains();
-      this.followJoin();
-      this.stopIdleLeavers();
-      if (this.state === 'open' && this.carryOutPlan()) acted = true;
-      if (!acted) return;
+    const now = performance.now();
+    let allStarted = true;
+    for (const node of this.nodes.values()) {
+      if (!node.alive) continue;
+      if (node.heartbeatMoved()) this.table.heartbeat(String(node.id), now);
+      if (!node.started) allStarted = false;
+    }
+    // Worker start-up (loading and compiling modules) is not a hang: silence counts once all have started.
+    const news = this.table.settle({ now, statusOf: this.statusOf, silenceCounts: allStarted, moves: this.state === 'open' }, this.execute);
+    for (const id of news.hung) {
+      // It hangs, in every chain: it must never act again.
+      const node = this.nodes.get(Number(id))!;
+      if (!node.alive) continue;
+      node.terminate(`node ${id} stopped responding`);
+      this.nodeGone(node, new DabbaError(ErrorCode.timeout, `node ${id} missed its heartbeats`));
+    }
+    for (const { chain, lastReplica } of news.lost) this.failChain(this.runtimes[chain]!, lastReplica, this.nodes.get(this.nodeOf(lastReplica))!.failure);
+    for (const { node, reason } of news.refused) this.refuseRemoval(Number(node), reason);
+    for (const { replicaId, node } of news.joinsAsked) if (this.join?.node === Number(node)) this.join.attempts.add(replicaId);
+    this.followJoin();
+    for (const id of news.emptied) {
+      const node = this.nodes.get(Number(id))!;
+      if (!node.alive) continue;
+      node.alive = false;
+      node.stop();
     }
   }
 
   /** A replica's progress as its node last published it; null before the node's first heartbeat. */
-  private statusOf(runtime: ChainRuntime, replicaId: number): LiveHostStatus | null {
+  private readonly statusOf = (chain: number, replicaId: number): LiveHostStatus | null => {
     const node = this.nodes.get(this.nodeOf(replicaId));
-    if (node === undefined || !node.started || !node.replicas.has(runtime.chain)) return null;
-    const counters = node.counters(runtime.chain);
+    if (node === undefined || !node.started || !node.replicas.has(chain)) return null;
+    const counters = node.counters(chain);
     return { epoch: counters.epoch, appliedSeq: counters.appliedSeq, joinCaughtUp: counters.joinCaughtUp, handoffReadyEpoch: counters.handoffReadyEpoch };
-  }
+  };
 
   /** Carries out one decision of a chain's master. */
-  private execute(runtime: ChainRuntime, decision: InProcessDecision): void {
-    const chain = runtime.chain;
+  private readonly execute = (chain: number, decision: InProcessDecision): void => {
+    const runtime = this.runtimes[chain]!;
     if (decision.kind === 'request-handoff') {
       // The tail stops taking writes until the joiner has everything.
-      this.nodes.get(this.nodeOf(runtime.master.configuration.members.at(-1)!))!.beginHandoff(chain);
+      this.nodes.get(this.nodeOf(this.table.configuration(chain).members.at(-1)!))!.beginHandoff(chain);
       return;
     }
     const { event } = decision;
@@ -673,15 +641,9 @@ export class Chain extends SessionApi {
     }
     const removed = this.nodes.get(this.nodeOf(event.replicaId))!;
     this.applyConfiguration(runtime, event, this.removalCause(removed, event.reason));
-    if (!removed.alive) return;
-    if (event.reason === 'failed') {
-      // Removed as failed while its task still runs: it hangs, in every chain. It must never act again.
-      removed.terminate(`node ${removed.id} stopped responding`);
-      this.nodeGone(removed, new DabbaError(ErrorCode.timeout, `node ${removed.id} missed its heartbeats`));
-    } else {
-      removed.dropReplica(chain);
-    }
-  }
+    // Removed as failed while its task still runs, it hangs: the table reports it (news.hung).
+    if (removed.alive && event.reason === 'requested') removed.dropReplica(chain);
+  };
 
   /** Why a replica on `node` was removed: its task's error, or its silence if it still runs (a hang); null when asked to. */
   private removalCause(node: NodeHandle, reason: 'failed' | 'requested'): unknown {
@@ -689,70 +651,10 @@ export class Chain extends SessionApi {
     return node.alive ? new DabbaError(ErrorCode.timeout, `replica on node ${node.id} missed its heartbeats`) : node.failure;
   }
 
-  /**
-   * Moves the chains a step towards their placement (recomputed when the live nodes change), as
-   * nextMoves() says: joins where a chain misses a planned node, removals of the replicas a move or
-   * a leaving node leaves behind. Returns whether it asked a master for anything.
-   */
-  private carryOutPlan(): boolean {
-    const planned = this.liveNodeIds().filter((id) => !this.leaving.has(id));
-    const short = this.runtimes.length === 1 && this.plan[0]!.members.length < Math.min(this.replicationFactor, planned.length);
-    if (planned.join(',') !== this.planNodes || short) {
-      this.planNodes = planned.join(',');
-      this.plan = replan(this.plan, planned.map(placementNode), this.runtimes.length, this.replicationFactor);
-    }
-    const moves = nextMoves({
-      chains: this.runtimes.map(({ chain, master, failure }) => ({ chain, configuration: master.configuration, newcomer: master.newcomer, failed: failure !== null })),
-      plan: this.plan,
-      nodeOf: (replicaId) => String(this.nodeOf(replicaId)),
-      up: new Set(this.liveNodeIds().map(String)),
-      leaving: new Set([...this.leaving].map(String)),
-      joinsAtOnce: JOINS_AT_ONCE,
-    });
-    for (const move of moves) {
-      const master = this.runtimes[move.chain]!.master;
-      if (move.kind === 'refuse-leave') {
-        this.refuseRemoval(Number(move.node), removalRefusal(master.configuration, master.configuration.members[0]!)!);
-      } else if (move.kind === 'remove') {
-        master.requestRemoval(move.replicaId);
-      } else {
-        const node = Number(move.node);
-        const replicaId = this.newReplica(node);
-        master.requestJoin(replicaId);
-        if (this.join !== null && this.join.node === node) this.join.attempts.add(replicaId);
-      }
-    }
-    return moves.some((move) => move.kind !== 'refuse-leave');
-  }
-
   private refuseRemoval(node: number, refusal: string): void {
-    this.leaving.delete(node);
     const reject = this.removals.get(node);
     this.removals.delete(node);
     reject?.(new DabbaError(ErrorCode.outOfRange, refusal));
-  }
-
-  /** A chain whose every member's node is gone is unavailable (the policy never removes its last member). */
-  private failDeadChains(): void {
-    for (const runtime of this.runtimes) {
-      if (runtime.failure !== null) continue;
-      const members = runtime.master.configuration.members;
-      if (members.some((replicaId) => this.nodes.get(this.nodeOf(replicaId))!.alive)) continue;
-      const last = members.at(-1)!;
-      this.failChain(runtime, last, this.nodes.get(this.nodeOf(last))!.failure);
-    }
-  }
-
-  /** Stops a leaving node once no chain has a replica on it. */
-  private stopIdleLeavers(): void {
-    for (const id of this.leaving) {
-      const node = this.nodes.get(id)!;
-      if (this.runtimes.some((runtime) => this.replicaOn(runtime, id) !== null)) continue;
-      this.leaving.delete(id);
-      if (!node.alive) continue;
-      node.alive = false;
-      node.stop();
-    }
   }
 
   /**
@@ -762,15 +664,16 @@ export class Chain extends SessionApi {
   private followJoin(): void {
     const join = this.join;
     if (join === null) return;
+    const node = String(join.node);
     for (const replicaId of join.attempts) {
-      const runtime = this.runtimes.find((candidate) => participants(candidate.master.configuration).includes(replicaId) || candidate.master.newcomer === replicaId);
-      if (runtime !== undefined) continue;
-      this.leaving.add(join.node);
+      const pending = this.runtimes.some(({ chain }) => this.table.participants(chain).includes(replicaId) || this.table.newcomer(chain) === replicaId);
+      if (pending) continue;
       this.rejectJoin(`replica ${join.node} could not join: the chain changed under it`);
+      if (this.table.isUp(node)) this.table.leave(node);
       return;
     }
-    const placed = this.plan.filter(({ members }) => members.includes(String(join.node)));
-    const done = placed.length > 0 && placed.every(({ chain }) => this.runtimes[chain]!.master.configuration.members.some((replicaId) => this.nodeOf(replicaId) === join.node));
+    const placed = this.table.plan.filter(({ members }) => members.includes(node));
+    const done = placed.length > 0 && placed.every(({ chain }) => this.table.configuration(chain).members.some((replicaId) => this.nodeOf(replicaId) === join.node));
     if (done) {
       this.join = null;
       join.resolve(join.node);
@@ -805,7 +708,7 @@ export class Chain extends SessionApi {
     this.service();
     const tail = configuration.members.at(-1)!;
     const joiner = configuration.joining;
-    for (const replicaId of participants(configuration)) {
+    for (const replicaId of this.table.participants(chain)) {
       const node = this.nodes.get(this.nodeOf(replicaId))!;
       // A joiner started at this very epoch needs no reconfigure; later ones it follows.
       if (replicaId === joiner && node.replicas.get(chain)?.startEpoch === configuration.epoch) continue;
@@ -838,14 +741,9 @@ export class Chain extends SessionApi {
   /** Keeps the links some chain uses, and forgets the client's ends of the rest. */
   private retainLinks(): void {
     const names = new Set<string>();
-    for (const { master } of this.runtimes) addLinkNames(names, master.configuration, this.nodeOf);
+    for (const { chain } of this.runtimes) addLinkNames(names, this.table.configuration(chain), this.nodeOf);
     for (const id of this.links.retainOnly(names)) this.clientEnds.delete(id);
   }
-}
-
-/** The members and the joiner: every replica a chain is waiting on. */
-function participants(configuration: Configuration): number[] {
-  return configuration.joining === null ? [...configuration.members] : [...configuration.members, configuration.joining];
 }
 
 /** Nodes in one process are in one zone; ids as placement wants them (strings, ordered by number). */
