@@ -14,6 +14,7 @@ import type { MicroRow } from '../bench/micro-bench.js';
 import type { PeersResult } from '../bench/peers-bench.js';
 import type { OpenLoopRow } from '../bench/openloop-bench.js';
 import type { ThreadCpuRow } from '../bench/thread-cpu.js';
+import type { ChainsRow } from '../bench/chains-bench.js';
 import type { HostsBenchResult } from '../bench/hosts-bench.js';
 import { runBenchmarks } from '../bench/run.js';
 
@@ -31,7 +32,7 @@ test('every benchmark suite runs in its small setting and records its results', 
       log: (line) => lines.push(line),
     });
     const microResult = results.micro as { rows: MicroRow[]; hash: number };
-    assert.equal(microResult.rows.length, 8);
+    assert.equal(microResult.rows.length, 10);
     for (const row of microResult.rows) assert.ok(row.nsPerWrite > 0 && Number.isFinite(row.nsPerWrite), `${row.task}: ${row.nsPerWrite}`);
     const headlineResult = results.headline as HeadlineResult;
     assert.ok(headlineResult.dabbaWritesPerSecond > 0 && headlineResult.naiveWritesPerSecond > 0);
@@ -57,6 +58,9 @@ test('every benchmark suite runs in its small setting and records its results', 
       assert.ok(roles.includes(role), `CPU attributed to ${role}: ${roles.join(', ')}`);
     }
     assert.ok(cpuRows[0]!.nsPerWrite.total! > 0);
+    const chainsRows = results.chains as ChainsRow[];
+    assert.deepEqual(chainsRows.map((row) => row.chains), [1, 12]);
+    for (const row of chainsRows) assert.ok(row.writesPerSecond > 0 && row.nodeCpuPercent.length === 3 && row.mainCpuPercent > 0, JSON.stringify(row));
     // CI runs as root, so the peers' servers (redis-server, etcd) are installed on demand and none is skipped.
     const peersResult = results.peers as PeersResult;
     assert.deepEqual(peersResult.skipped, []);
