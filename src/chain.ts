@@ -112,6 +112,8 @@ interface ChainRuntime {
 }
 
 const INITIAL_EPOCH = 1;
+/** How long a node's worker may take to start its loop before its silence counts as a hang. */
+const NODE_START_GRACE_MS = 10_000;
 /** How often the main thread reads the nodes' heartbeat counters and asks the masters what to do. */
 const HEARTBEAT_CHECK_MS = 25;
 /** Chains joining a node at once while a placement is carried out: copying snapshots must not starve writes. */
@@ -581,14 +583,14 @@ export class Chain extends SessionApi {
    */
   private settle(): void {
     const now = performance.now();
-    let allStarted = true;
     for (const node of this.nodes.values()) {
       if (!node.alive) continue;
-      if (node.heartbeatMoved()) this.table.heartbeat(String(node.id), now);
-      if (!node.started) allStarted = false;
+      // A worker starting (loading modules, touching its rings) is not a hang, for a while: one
+      // that never starts its loop is, or it would hold up every other node's failure detection.
+      const starting = !node.started && now - node.createdAt < NODE_START_GRACE_MS;
+      if (node.heartbeatMoved() || starting) this.table.heartbeat(String(node.id), now);
     }
-    // Worker start-up (loading and compiling modules) is not a hang: silence counts once all have started.
-    const news = this.table.settle({ now, statusOf: this.statusOf, silenceCounts: allStarted, moves: this.state === 'open' }, this.execute);
+    const news = this.table.settle({ now, statusOf: this.statusOf, silenceCounts: true, moves: this.state === 'open' }, this.execute);
     for (const id of news.hung) {
       // It hangs, in every chain: it must never act again.
       const node = this.nodes.get(Number(id))!;

@@ -106,6 +106,8 @@ export class NodeHandle {
   failure: unknown = undefined;
   /** The replicas it holds, by chain. */
   readonly replicas = new Map<number, HeldReplica>();
+  /** When its task was started (performance.now()). */
+  readonly createdAt: number;
   /** The heartbeat counter when heartbeatMoved() last looked. */
   private lastHeartbeat = -1;
   private readonly port: MessagePort;
@@ -118,6 +120,7 @@ export class NodeHandle {
 
   constructor(options: NodeHandleOptions) {
     this.id = options.id;
+    this.createdAt = performance.now();
     const channel = new MessageChannel();
     this.port = channel.port1;
     const controlSignal = new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT);
