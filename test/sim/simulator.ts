@@ -11,10 +11,11 @@
  * and the linearizability of the whole history (./checkers.ts). A failure throws with
  * `reproduce with --seed=N` and the last events of the trace (./trace.ts).
  *
- * Many chains (the next issue shards keys over chains): a `chains` option would go here, making one
- * SimulatedMaster per chain, a node per chain in each SimulatedHost (keyed by chain id, as the
- * host's runtime will be), and a router over one ClientSession per chain in the client driver. Not
- * added now: every one of those seams is still single-chain in src/ too.
+ * Many chains: createChain() runs them in one process (native-free-core/master/table-master.ts
+ * decides for the whole table; src/session/routed-session.ts routes keys), hosts do not yet. A
+ * `chains` option would go here once they do, feeding a TableMaster from leases in the simulated
+ * master, a node per chain in each SimulatedHost, and a RoutedSession over one ClientSession per
+ * chain in the client driver.
  */
 import { SimulatedClient } from './client-driver.js';
 import { Checker } from './checkers.js';
