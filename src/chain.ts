@@ -14,31 +14,30 @@
  *
  * Each chain has its own master (the one cluster policy, cluster-decisions.ts), and a table master
  * (native-free-core/master/table-master.ts) keeps them with the placement of the chains over the
- * nodes, which the chains reach by joins at the tail and removals, a few at a time.
+ * nodes, which the chains reach by joins at the tail and removals, a few at a time. This module
+ * runs the node threads and carries out the table master's decisions; each chain's client session
+ * and the client's ends of the rings are in ./chain-clients.ts.
  */
 import { Piscina } from 'piscina';
 import type { Role } from '../native-free-core/chain/node.js';
-import { assert } from '../native-free-core/assert.js';
 import { DabbaError, ErrorCode } from '../native-free-core/errors.js';
 import { roleIn, type Configuration, type MasterEvent } from '../native-free-core/master/chain-master.js';
 import type { LiveHostStatus } from '../native-free-core/master/cluster-decisions.js';
 import type { InProcessDecision } from '../native-free-core/master/in-process-master.js';
 import { TableMaster } from '../native-free-core/master/table-master.js';
 import { SpscRing } from '../native-free-core/ring.js';
-import { chainTagAt, taggedFrame } from '../native-free-core/wire/chain-tag.js';
 import { Doorbell } from '../workers/doorbell.js';
 import type { NodeTask } from '../workers/replica-task.js';
+import { ChainClients, type ChainClient } from './chain-clients.js';
 import { closedError, NODES_MAX, resolveOptions, type ChainOptions, type ResolvedOptions } from './options.js';
 import type { VersionedValue } from './read-pipeline.js';
-import { TaggedRingSink } from './record-sink.js';
 import { replicaLimits, replicaWorkerFilename } from './replica-worker.js';
 import { NodeHandle, type ReplicaCounters } from './runtime/node-handle.js';
 import { sealerFor, type ResealReport, type SealingOptions } from './sealing.js';
-import { ClientSession } from './session/client-session.js';
 import { RoutedSession } from './session/routed-session.js';
 import { SessionApi } from './session/session-api.js';
 import type { KeyInput, ValueInput } from './write-pipeline.js';
-import { addLinkNames, batchesLink, clientAcksLink, CLIENT_END, LinkTable, linksFor, readsLink, repliesLink } from './topology.js';
+import { addLinkNames, LinkTable, linksFor } from './topology.js';
 
 export type { ChainOptions, KeyInput, ResealReport, SealingOptions, ValueInput, VersionedValue };
 
@@ -101,16 +100,6 @@ export interface ReplicaDigest {
   appliedSeq: number;
 }
 
-/** One chain's runtime on the main thread: its client session, and where its ends are. */
-interface ChainRuntime {
-  readonly chain: number;
-  readonly session: ClientSession;
-  headNode: number;
-  tailNode: number;
-  /** Set when the chain's last replica failed: the chain is unavailable. */
-  failure: DabbaError | null;
-}
-
 const INITIAL_EPOCH = 1;
 /** How long a node's worker may take to start its loop before its silence counts as a hang. */
 const NODE_START_GRACE_MS = 10_000;
@@ -125,17 +114,14 @@ export class Chain extends SessionApi {
   readonly options: ResolvedOptions;
   private readonly pool: Piscina<NodeTask, string>;
   private readonly links: LinkTable;
-  private readonly runtimes: ChainRuntime[] = [];
+  /** Each chain's client session, and the client's ends of the rings (./chain-clients.ts). */
+  private readonly clients: ChainClients;
   private readonly nodes = new Map<number, NodeHandle>();
   private readonly doorbellBuffers = new Map<number, SharedArrayBuffer>();
   /** Every chain's master, the placement and the steps towards it (native-free-core/master/table-master.ts). */
   private readonly table: TableMaster;
   /** The client's ends of rings, by link id (a ring end keeps its position: one object per link). */
   private readonly clientEnds = new Map<number, SpscRing>();
-  private clientAckRings: SpscRing[] = [];
-  /** The chains a drain of one ring touched (reused: no allocation per drain). */
-  private readonly touched: ChainRuntime[] = [];
-  private replyRings: SpscRing[] = [];
   private readonly clientDoorbellBuffer: SharedArrayBuffer;
   private readonly clientDoorbell: Doorbell;
   /** Writes, reads, sealing, idle waits: each chain's session, behind a router by key. */
@@ -147,17 +133,9 @@ export class Chain extends SessionApi {
   private join: null | { node: number; attempts: Set<number>; resolve: (id: number) => void; reject: (error: unknown) => void } = null;
   /** removeReplica() calls waiting for their node to leave every chain, by node. */
   private readonly removals = new Map<number, (error: unknown) => void>();
-  /** Who to wake when the client frees room in a ring a tail node writes to. */
-  private readonly clientRingProducers = new Map<SpscRing, Doorbell>();
   private state: 'open' | 'closing' | 'closed' = 'open';
   private closePromise: Promise<void> | null = null;
   private readonly serviceDone: Promise<void>;
-  private readonly hasClientWork = (): boolean => {
-    for (const ring of this.clientAckRings) if (!ring.isEmpty()) return true;
-    for (const ring of this.replyRings) if (!ring.isEmpty()) return true;
-    for (const { session } of this.runtimes) if (session.writes.canPump() || session.reads.canPump()) return true;
-    return false;
-  };
 
   constructor(options: ChainOptions = {}) {
     super();
@@ -181,31 +159,23 @@ export class Chain extends SessionApi {
       joinsAtOnce: JOINS_AT_ONCE,
     });
 
-    const sessionOptions = sharedOut(resolved);
-    for (let chain = 0; chain < resolved.chains; chain++) {
+    const ends = Array.from({ length: resolved.chains }, (_, chain) => {
       const { members } = this.table.configuration(chain);
-      const headNode = this.nodeOf(members[0]!);
-      const tailNode = this.nodeOf(members.at(-1)!);
-      const runtime: ChainRuntime = { chain, headNode, tailNode, failure: null, session: null! };
-      const table = this.table;
-      const session = new ClientSession(
-        sessionOptions,
-        {
-          clientId: chain + 1,
-          head: new TaggedRingSink(this.clientEnd(batchesLink(CLIENT_END, headNode), false), chain),
-          headDoorbell: new Doorbell(this.doorbellBuffers.get(headNode)!),
-          tail: new TaggedRingSink(this.clientEnd(readsLink(tailNode), false), chain),
-          tailDoorbell: new Doorbell(this.doorbellBuffers.get(tailNode)!),
-          epoch: () => table.configuration(chain).epoch,
-          sealer,
-        },
-        () => (this.state !== 'open' ? closedError() : runtime.failure),
-      );
-      (runtime as { session: ClientSession }).session = session;
-      this.runtimes.push(runtime);
-    }
+      return { headNode: this.nodeOf(members[0]!), tailNode: this.nodeOf(members.at(-1)!) };
+    });
+    this.clients = new ChainClients(
+      {
+        options: sharedOut(resolved),
+        sealer,
+        ringEnd: (name, control) => this.clientEnd(name, control),
+        doorbellOf: (node) => this.doorbellBuffers.get(node)!,
+        epochOf: (chain) => this.table.configuration(chain).epoch,
+        refusal: () => (this.state !== 'open' ? closedError() : null),
+      },
+      ends,
+    );
     this.session = new RoutedSession(
-      this.runtimes.map((runtime) => runtime.session),
+      this.clients.chains.map((client) => client.session),
       resolved.keyBytesMax,
     );
 
@@ -224,7 +194,6 @@ export class Chain extends SessionApi {
     });
     for (const id of nodeIds) this.startNode(id);
     this.links.prefaultNewRings = false;
-    this.recountClientRings();
     this.heartbeatTimer = setInterval(() => this.checkHeartbeats(), HEARTBEAT_CHECK_MS);
     this.heartbeatTimer.unref();
     this.serviceDone = this.serviceLoop();
@@ -297,7 +266,7 @@ export class Chain extends SessionApi {
 
   /** The chain table: every chain's epoch and members (by node), head first, a joiner last. */
   layout(): ChainLayout[] {
-    return this.runtimes.map(({ chain }) => {
+    return this.clients.chains.map(({ chain }) => {
       const configuration = this.table.configuration(chain);
       return {
         chain,
@@ -318,16 +287,16 @@ export class Chain extends SessionApi {
    */
   addReplica(): Promise<number> {
     if (this.state !== 'open') return Promise.reject(closedError());
-    const failure = this.runtimes.every((runtime) => runtime.failure !== null) ? this.runtimes[0]!.failure : null;
+    const failure = this.clients.chains.every((client) => client.failure !== null) ? this.clients.chains[0]!.failure : null;
     if (failure !== null) return Promise.reject(failure);
     if (this.join !== null) return Promise.reject(new DabbaError(ErrorCode.outOfRange, `replica ${this.join.node} is already joining`));
     const live = this.liveNodeIds();
     if (live.length >= NODES_MAX) {
-      const what = this.runtimes.length === 1 ? 'a chain has at most 16 replicas' : `at most ${NODES_MAX} nodes`;
+      const what = this.clients.chains.length === 1 ? 'a chain has at most 16 replicas' : `at most ${NODES_MAX} nodes`;
       return Promise.reject(new DabbaError(ErrorCode.outOfRange, what));
     }
     // One chain grows by the node; many keep their replication factor and move to it.
-    if (this.runtimes.length === 1) this.table.replicas = Math.min(this.table.replicas, live.length) + 1;
+    if (this.clients.chains.length === 1) this.table.replicas = Math.min(this.table.replicas, live.length) + 1;
     const id = this.nextNodeId++;
     this.doorbellBuffers.set(id, Doorbell.allocate());
     const joined = new Promise<number>((resolve, reject) => {
@@ -350,12 +319,12 @@ export class Chain extends SessionApi {
     try {
       node = this.liveNode(id);
       // With one chain its last replica cannot go; with many, it may move first (refused later if not).
-      const refusal = this.runtimes.length === 1 ? this.table.leaveRefusal(String(id)) : null;
+      const refusal = this.clients.chains.length === 1 ? this.table.leaveRefusal(String(id)) : null;
       if (refusal !== null) throw new DabbaError(ErrorCode.outOfRange, refusal);
     } catch (error) {
       return Promise.reject(error);
     }
-    if (this.runtimes.length === 1) this.table.replicas = Math.max(1, Math.min(this.table.replicas, this.liveNodeIds().length) - 1);
+    if (this.clients.chains.length === 1) this.table.replicas = Math.max(1, Math.min(this.table.replicas, this.liveNodeIds().length) - 1);
     this.table.leave(String(id));
     const removed = new Promise<void>((resolve, reject) => {
       this.removals.set(id, reject);
@@ -393,7 +362,7 @@ export class Chain extends SessionApi {
   /** Node `id`, if it runs and is part of some chain (a member or a joiner). */
   private liveNode(id: number): NodeHandle {
     const node = this.nodes.get(id);
-    const isPart = this.runtimes.some(({ chain }) => this.table.replicaOn(chain, String(id)) !== null);
+    const isPart = this.clients.chains.some(({ chain }) => this.table.replicaOn(chain, String(id)) !== null);
     if (node === undefined || !node.alive || !isPart) throw new DabbaError(ErrorCode.outOfRange, `replica ${id} is not a live member of the chain`);
     return node;
   }
@@ -405,7 +374,7 @@ export class Chain extends SessionApi {
   stats(): ChainStats {
     const configuration = this.table.configuration(0);
     const total = { accepted: 0, acked: 0, pending: 0, answered: 0, readsPending: 0, batches: 0, bytes: 0, waiting: 0 };
-    for (const { session } of this.runtimes) {
+    for (const { session } of this.clients.chains) {
       total.accepted += session.writes.accepted;
       total.acked += session.writes.writesAcked;
       total.pending += session.writes.pending;
@@ -422,7 +391,7 @@ export class Chain extends SessionApi {
         ...this.nodes.get(this.nodeOf(replicaId))!.counters(0),
       })),
       epoch: configuration.epoch,
-      chains: this.runtimes.length,
+      chains: this.clients.chains.length,
       nodes: this.liveNodeIds().length,
       reconfigurations: this.reconfigurations,
       writesAccepted: total.accepted,
@@ -442,7 +411,7 @@ export class Chain extends SessionApi {
    */
   async digests(): Promise<ReplicaDigest[]> {
     if (this.state === 'closed') throw closedError();
-    const wanted = this.runtimes.flatMap(({ chain }) => this.table.configuration(chain).members.map((replicaId) => ({ chain, node: this.nodeOf(replicaId) })));
+    const wanted = this.clients.chains.flatMap(({ chain }) => this.table.configuration(chain).members.map((replicaId) => ({ chain, node: this.nodeOf(replicaId) })));
     const digests = await Promise.all(wanted.map(({ chain, node }) => this.nodes.get(node)!.digest(chain)));
     return digests.map((digest, index) => ({ chain: wanted[index]!.chain, id: wanted[index]!.node, ...digest }));
   }
@@ -465,7 +434,7 @@ export class Chain extends SessionApi {
       ]);
     }
     this.state = 'closed';
-    for (const { session } of this.runtimes) session.reads.fail(closedError());
+    for (const { session } of this.clients.chains) session.reads.fail(closedError());
     clearInterval(this.heartbeatTimer);
     const live = [...this.nodes.values()].filter((node) => node.alive);
     // Nodes send their last acks as they stop. Once a chain's tail has stopped and its acks are
@@ -474,10 +443,10 @@ export class Chain extends SessionApi {
     const stopped = await Promise.allSettled(live.map((node) => node.done));
     const cleanlyStopped = new Set(live.filter((_, index) => stopped[index]!.status === 'fulfilled').map((node) => node.id));
     this.service();
-    for (const runtime of this.runtimes) {
-      if (runtime.failure !== null) continue;
-      const tailStopped = cleanlyStopped.has(this.nodeOf(this.table.configuration(runtime.chain).members.at(-1)!));
-      runtime.session.fail(closedError(), { outcomeKnown: tailStopped });
+    for (const client of this.clients.chains) {
+      if (client.failure !== null) continue;
+      const tailStopped = cleanlyStopped.has(this.nodeOf(this.table.configuration(client.chain).members.at(-1)!));
+      client.session.fail(closedError(), { outcomeKnown: tailStopped });
     }
     this.clientDoorbell.ring();
     await this.serviceDone;
@@ -488,71 +457,13 @@ export class Chain extends SessionApi {
   /** The main thread's side of the rings: acks, replies, and batches waiting for ring space. */
   private async serviceLoop(): Promise<void> {
     while (this.state !== 'closed') {
-      await this.clientDoorbell.waitAsync(this.hasClientWork, 20);
+      await this.clientDoorbell.waitAsync(this.clients.hasWork, 20);
       this.service();
     }
   }
 
   private service(): void {
-    for (const ring of this.clientAckRings) this.drainClientAcks(ring);
-    for (const ring of this.replyRings) this.drainReplies(ring);
-    for (const { session } of this.runtimes) {
-      if (session.writes.canPump()) session.pumpWrites();
-      if (session.reads.canPump()) session.pumpReads();
-    }
-  }
-
-  /** Cumulative client acks from a tail node, each for its chain's session. */
-  private drainClientAcks(ring: SpscRing): void {
-    if (!ring.claim()) return;
-    const touched = this.touched;
-    for (let offset = ring.next(); offset >= 0; offset = ring.next()) {
-      const runtime = this.runtimes[chainTagAt(ring.bytes, offset)]!;
-      const outcome = runtime.session.writes.receiveAck(taggedFrame(ring.bytes, offset, ring.recordLength));
-      // Our own nodes wrote it, for a client of ours: anything else is a bug in the engine.
-      assert(typeof outcome === 'number', `client ack is malformed: ${outcome}`);
-      if (touched.at(-1) !== runtime) touched.push(runtime);
-    }
-    ring.release();
-    // A session may appear more than once (acks of chains interleave): afterAcks is idempotent.
-    for (const { session } of touched) {
-      session.writes.afterAcks();
-      session.progressed();
-    }
-    touched.length = 0;
-    if (ring.takeProducerWaiting()) this.clientRingProducers.get(ring)?.ring();
-  }
-
-  /** Read replies from a tail node, each for its chain's session. */
-  private drainReplies(ring: SpscRing): void {
-    if (!ring.claim()) return;
-    const touched = this.touched;
-    for (let offset = ring.next(); offset >= 0; offset = ring.next()) {
-      const runtime = this.runtimes[chainTagAt(ring.bytes, offset)]!;
-      const outcome = runtime.session.reads.receiveReply(taggedFrame(ring.bytes, offset, ring.recordLength));
-      assert(typeof outcome === 'number', `read reply is malformed: ${outcome}`);
-      if (touched.at(-1) !== runtime) touched.push(runtime);
-    }
-    ring.release();
-    for (const { session } of touched) {
-      session.reads.afterReplies();
-      session.progressed();
-    }
-    touched.length = 0;
-    if (ring.takeProducerWaiting()) this.clientRingProducers.get(ring)?.ring();
-  }
-
-  /** The rings the client drains: those of every chain's tail node. */
-  private recountClientRings(): void {
-    const tails = [...new Set(this.runtimes.map((runtime) => runtime.tailNode))];
-    this.clientAckRings = tails.map((node) => this.clientEnd(clientAcksLink(node), true));
-    this.replyRings = tails.map((node) => this.clientEnd(repliesLink(node), false));
-    this.clientRingProducers.clear();
-    tails.forEach((node, index) => {
-      const doorbell = new Doorbell(this.doorbellBuffers.get(node)!);
-      this.clientRingProducers.set(this.clientAckRings[index]!, doorbell);
-      this.clientRingProducers.set(this.replyRings[index]!, doorbell);
-    });
+    this.clients.service();
   }
 
   /** A node's task ended with an error: its worker crashed, threw, or was terminated. */
@@ -598,7 +509,7 @@ export class Chain extends SessionApi {
       node.terminate(`node ${id} stopped responding`);
       this.nodeGone(node, new DabbaError(ErrorCode.timeout, `node ${id} missed its heartbeats`));
     }
-    for (const { chain, lastReplica } of news.lost) this.failChain(this.runtimes[chain]!, lastReplica, this.nodes.get(this.nodeOf(lastReplica))!.failure);
+    for (const { chain, lastReplica } of news.lost) this.failChain(this.clients.chains[chain]!, lastReplica, this.nodes.get(this.nodeOf(lastReplica))!.failure);
     for (const { node, reason } of news.refused) this.refuseRemoval(Number(node), reason);
     for (const { replicaId, node } of news.joinsAsked) if (this.join?.node === Number(node)) this.join.attempts.add(replicaId);
     this.followJoin();
@@ -620,7 +531,7 @@ export class Chain extends SessionApi {
 
   /** Carries out one decision of a chain's master. */
   private readonly execute = (chain: number, decision: InProcessDecision): void => {
-    const runtime = this.runtimes[chain]!;
+    const client = this.clients.chains[chain]!;
     if (decision.kind === 'request-handoff') {
       // The tail stops taking writes until the joiner has everything.
       this.nodes.get(this.nodeOf(this.table.configuration(chain).members.at(-1)!))!.beginHandoff(chain);
@@ -638,11 +549,11 @@ export class Chain extends SessionApi {
       });
     }
     if (event.kind !== 'removed') {
-      this.applyConfiguration(runtime, event, null);
+      this.applyConfiguration(client, event, null);
       return;
     }
     const removed = this.nodes.get(this.nodeOf(event.replicaId))!;
-    this.applyConfiguration(runtime, event, this.removalCause(removed, event.reason));
+    this.applyConfiguration(client, event, this.removalCause(removed, event.reason));
     // Removed as failed while its task still runs, it hangs: the table reports it (news.hung).
     if (removed.alive && event.reason === 'requested') removed.dropReplica(chain);
   };
@@ -668,7 +579,7 @@ export class Chain extends SessionApi {
     if (join === null) return;
     const node = String(join.node);
     for (const replicaId of join.attempts) {
-      const pending = this.runtimes.some(({ chain }) => this.table.participants(chain).includes(replicaId) || this.table.newcomer(chain) === replicaId);
+      const pending = this.clients.chains.some(({ chain }) => this.table.participants(chain).includes(replicaId) || this.table.newcomer(chain) === replicaId);
       if (pending) continue;
       this.rejectJoin(`replica ${join.node} could not join: the chain changed under it`);
       if (this.table.isUp(node)) this.table.leave(node);
@@ -689,12 +600,12 @@ export class Chain extends SessionApi {
   }
 
   /** A chain lost its last replica: it is unavailable, and every write of it not acknowledged has an unknown outcome. */
-  private failChain(runtime: ChainRuntime, replicaId: number, cause: unknown): void {
+  private failChain(client: ChainClient, replicaId: number, cause: unknown): void {
     const node = this.nodeOf(replicaId);
-    const what = this.runtimes.length === 1 ? `the last replica (${node})` : `the last replica of chain ${runtime.chain} (node ${node})`;
-    runtime.failure = new DabbaError(ErrorCode.replicaFailed, `${what} failed`, { cause });
-    runtime.session.fail(runtime.failure, { outcomeKnown: false }, new DabbaError(ErrorCode.replicaFailed, `${what} failed`, { cause }));
-    this.emit('replicaFailed', runtime.failure);
+    const what = this.clients.chains.length === 1 ? `the last replica (${node})` : `the last replica of chain ${client.chain} (node ${node})`;
+    client.failure = new DabbaError(ErrorCode.replicaFailed, `${what} failed`, { cause });
+    client.session.fail(client.failure, { outcomeKnown: false }, new DabbaError(ErrorCode.replicaFailed, `${what} failed`, { cause }));
+    this.emit('replicaFailed', client.failure);
   }
 
   /**
@@ -702,9 +613,9 @@ export class Chain extends SessionApi {
    * member, and the client re-pointed at the new head and tail. Unacknowledged writes and
    * unanswered reads are sent again; the head drops writes it already has (exactly-once).
    */
-  private applyConfiguration(runtime: ChainRuntime, event: MasterEvent, cause: unknown): void {
+  private applyConfiguration(client: ChainClient, event: MasterEvent, cause: unknown): void {
     const configuration = event.configuration;
-    const chain = runtime.chain;
+    const chain = client.chain;
     this.reconfigurations++;
     // Drain what the old tail already published: it is committed, and its rings may be about to go.
     this.service();
@@ -717,17 +628,7 @@ export class Chain extends SessionApi {
       node.reconfigure(chain, configuration.epoch, roleIn(configuration, replicaId) as Role, replicaId === tail ? joiner : null, this.linksOf(configuration, replicaId));
     }
     this.retainLinks();
-    const headNode = this.nodeOf(configuration.members[0]!);
-    const tailNode = this.nodeOf(tail);
-    if (headNode !== runtime.headNode) {
-      runtime.headNode = headNode;
-      runtime.session.switchHead(new TaggedRingSink(this.clientEnd(batchesLink(CLIENT_END, headNode), false), chain), new Doorbell(this.doorbellBuffers.get(headNode)!));
-    }
-    if (tailNode !== runtime.tailNode) {
-      runtime.tailNode = tailNode;
-      runtime.session.switchTail(new TaggedRingSink(this.clientEnd(readsLink(tailNode), false), chain), new Doorbell(this.doorbellBuffers.get(tailNode)!));
-      this.recountClientRings();
-    }
+    this.clients.follow(chain, this.nodeOf(configuration.members[0]!), this.nodeOf(tail));
     const removed = event.kind === 'removed' ? this.nodeOf(event.replicaId) : null;
     const reconfigured: ReconfigurationEvent = {
       chain,
@@ -743,7 +644,7 @@ export class Chain extends SessionApi {
   /** Keeps the links some chain uses, and forgets the client's ends of the rest. */
   private retainLinks(): void {
     const names = new Set<string>();
-    for (const { chain } of this.runtimes) addLinkNames(names, this.table.configuration(chain), this.nodeOf);
+    for (const { chain } of this.clients.chains) addLinkNames(names, this.table.configuration(chain), this.nodeOf);
     for (const id of this.links.retainOnly(names)) this.clientEnds.delete(id);
   }
 }

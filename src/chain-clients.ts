@@ -1,0 +1,170 @@
+/**
+ * The client side of createChain(), on the main thread: one client session per chain, and the
+ * client's ends of the rings they share. A chain's session writes its batches into its head node's
+ * ring and its reads into its tail node's, each record tagged with the chain; the client drains
+ * every tail node's ack and reply rings, handing each record to its chain's session, and pumps what
+ * waited for room. When a chain's head or tail moves, its session is pointed at the new node's rings.
+ */
+import { assert } from '../native-free-core/assert.js';
+import type { DabbaError } from '../native-free-core/errors.js';
+import type { SpscRing } from '../native-free-core/ring.js';
+import { chainTagAt, taggedFrame } from '../native-free-core/wire/chain-tag.js';
+import { Doorbell } from '../workers/doorbell.js';
+import type { ResolvedOptions } from './options.js';
+import { TaggedRingSink } from './record-sink.js';
+import type { Sealer } from './sealing.js';
+import { ClientSession, type Refusal } from './session/client-session.js';
+import { batchesLink, clientAcksLink, CLIENT_END, readsLink, repliesLink } from './topology.js';
+
+/** One chain as the client sees it: its session, the nodes its ends are on, and whether it is lost. */
+export interface ChainClient {
+  readonly chain: number;
+  readonly session: ClientSession;
+  headNode: number;
+  tailNode: number;
+  /** Set when the chain's last replica failed: the chain is unavailable. */
+  failure: DabbaError | null;
+}
+
+export interface ChainClientsOptions {
+  /** The session options (each chain's share of the pending limits). */
+  options: ResolvedOptions;
+  sealer: Sealer | null;
+  /** The client's end of a named link's ring (one object per link: it keeps its position). */
+  ringEnd(name: string, control: boolean): SpscRing;
+  /** A node's doorbell. */
+  doorbellOf(node: number): SharedArrayBuffer;
+  /** A chain's epoch now. */
+  epochOf(chain: number): number;
+  /** Why every call is refused now (closed), or null. */
+  refusal(): DabbaError | null;
+}
+
+export class ChainClients {
+  readonly chains: ChainClient[] = [];
+  private ackRings: SpscRing[] = [];
+  private replyRings: SpscRing[] = [];
+  /** Who to wake when the client frees room in a ring a tail node writes to. */
+  private readonly producers = new Map<SpscRing, Doorbell>();
+  /** The chains a drain of one ring touched (reused: no allocation per drain). */
+  private readonly touched: ChainClient[] = [];
+
+  constructor(
+    private readonly settings: ChainClientsOptions,
+    ends: ReadonlyArray<{ headNode: number; tailNode: number }>,
+  ) {
+    ends.forEach(({ headNode, tailNode }, chain) => {
+      const client: ChainClient = { chain, headNode, tailNode, failure: null, session: null! };
+      const refusal: Refusal = () => settings.refusal() ?? client.failure;
+      const session = new ClientSession(
+        settings.options,
+        {
+          clientId: chain + 1,
+          head: this.headSink(chain, headNode),
+          headDoorbell: new Doorbell(settings.doorbellOf(headNode)),
+          tail: this.readSink(chain, tailNode),
+          tailDoorbell: new Doorbell(settings.doorbellOf(tailNode)),
+          epoch: () => settings.epochOf(chain),
+          sealer: settings.sealer,
+        },
+        refusal,
+      );
+      (client as { session: ClientSession }).session = session;
+      this.chains.push(client);
+    });
+    this.recountRings();
+  }
+
+  private headSink(chain: number, node: number): TaggedRingSink {
+    return new TaggedRingSink(this.settings.ringEnd(batchesLink(CLIENT_END, node), false), chain);
+  }
+
+  private readSink(chain: number, node: number): TaggedRingSink {
+    return new TaggedRingSink(this.settings.ringEnd(readsLink(node), false), chain);
+  }
+
+  /** Whether anything waits for the client: acks, replies, or batches and reads that now fit. */
+  readonly hasWork = (): boolean => {
+    for (const ring of this.ackRings) if (!ring.isEmpty()) return true;
+    for (const ring of this.replyRings) if (!ring.isEmpty()) return true;
+    for (const { session } of this.chains) if (session.writes.canPump() || session.reads.canPump()) return true;
+    return false;
+  };
+
+  /** Drains every tail node's acks and replies, then sends what waited for room. */
+  service(): void {
+    for (const ring of this.ackRings) this.drainAcks(ring);
+    for (const ring of this.replyRings) this.drainReplies(ring);
+    for (const { session } of this.chains) {
+      if (session.writes.canPump()) session.pumpWrites();
+      if (session.reads.canPump()) session.pumpReads();
+    }
+  }
+
+  /** A chain's head or tail moved: its session sends to the new node (everything unanswered again). */
+  follow(chain: number, headNode: number, tailNode: number): void {
+    const client = this.chains[chain]!;
+    if (headNode !== client.headNode) {
+      client.headNode = headNode;
+      client.session.switchHead(this.headSink(chain, headNode), new Doorbell(this.settings.doorbellOf(headNode)));
+    }
+    if (tailNode !== client.tailNode) {
+      client.tailNode = tailNode;
+      client.session.switchTail(this.readSink(chain, tailNode), new Doorbell(this.settings.doorbellOf(tailNode)));
+      this.recountRings();
+    }
+  }
+
+  /** Cumulative client acks from a tail node, each for its chain's session. */
+  private drainAcks(ring: SpscRing): void {
+    if (!ring.claim()) return;
+    const touched = this.touched;
+    for (let offset = ring.next(); offset >= 0; offset = ring.next()) {
+      const client = this.chains[chainTagAt(ring.bytes, offset)]!;
+      const outcome = client.session.writes.receiveAck(taggedFrame(ring.bytes, offset, ring.recordLength));
+      // Our own nodes wrote it, for a client of ours: anything else is a bug in the engine.
+      assert(typeof outcome === 'number', `client ack is malformed: ${outcome}`);
+      if (touched.at(-1) !== client) touched.push(client);
+    }
+    ring.release();
+    // A session may appear more than once (acks of chains interleave): afterAcks is idempotent.
+    for (const { session } of touched) {
+      session.writes.afterAcks();
+      session.progressed();
+    }
+    touched.length = 0;
+    if (ring.takeProducerWaiting()) this.producers.get(ring)?.ring();
+  }
+
+  /** Read replies from a tail node, each for its chain's session. */
+  private drainReplies(ring: SpscRing): void {
+    if (!ring.claim()) return;
+    const touched = this.touched;
+    for (let offset = ring.next(); offset >= 0; offset = ring.next()) {
+      const client = this.chains[chainTagAt(ring.bytes, offset)]!;
+      const outcome = client.session.reads.receiveReply(taggedFrame(ring.bytes, offset, ring.recordLength));
+      assert(typeof outcome === 'number', `read reply is malformed: ${outcome}`);
+      if (touched.at(-1) !== client) touched.push(client);
+    }
+    ring.release();
+    for (const { session } of touched) {
+      session.reads.afterReplies();
+      session.progressed();
+    }
+    touched.length = 0;
+    if (ring.takeProducerWaiting()) this.producers.get(ring)?.ring();
+  }
+
+  /** The rings the client drains: those of every chain's tail node. */
+  private recountRings(): void {
+    const tails = [...new Set(this.chains.map((client) => client.tailNode))];
+    this.ackRings = tails.map((node) => this.settings.ringEnd(clientAcksLink(node), true));
+    this.replyRings = tails.map((node) => this.settings.ringEnd(repliesLink(node), false));
+    this.producers.clear();
+    tails.forEach((node, index) => {
+      const doorbell = new Doorbell(this.settings.doorbellOf(node));
+      this.producers.set(this.ackRings[index]!, doorbell);
+      this.producers.set(this.replyRings[index]!, doorbell);
+    });
+  }
+}
