@@ -44,6 +44,13 @@ test('closed loop with reads, beside the naive chain, as JSON', async () => {
   assert.ok(side.rows.every((row: { opsPerSecond: number }) => row.opsPerSecond > 0));
 });
 
+test('--chains splits the in-process load over chains on node threads', async () => {
+  const { stdout } = await bench(['--seconds', '0.4', '--chains', '6', '--nodes', '3', '--json']);
+  const [dabba] = JSON.parse(stdout).rows;
+  assert.equal(dabba.system, 'dabba (3 replicas, 6 chains)');
+  assert.ok(dabba.writesPerSecond > 0);
+});
+
 test('--hosts runs the chain as dabba serve processes on loopback, reads and writes through a remote client', async () => {
   const { stdout } = await bench(['--hosts', '--replicas', '2', '--seconds', '0.5', '--read-ratio', '0.2', '--json']);
   const [dabba] = JSON.parse(stdout).rows;
@@ -93,6 +100,8 @@ test('bad flags are refused with a message and exit code 2', async () => {
     [['--peers', 'mysql'], /unknown peer mysql/],
     [['--rate', '1000', '--read-ratio', '0.5'], /open loop\) drives writes only/],
     [['--results-dir='], /--results-dir must name a directory/],
+    [['--chains', '2000'], /--chains must be 1 to 1024/],
+    [['--hosts', '--chains', '4'], /--chains and --nodes are for the in-process engine/],
   ] as const) {
     await assert.rejects(bench([...args]), (error: { code: number; stderr: string }) => {
       assert.equal(error.code, 2);

@@ -18,3 +18,12 @@ test('dabba demo runs a 3-replica chain under load and reports identical replica
   assert.equal(digests.length, 3);
   assert.equal(new Set(digests).size, 1);
 });
+
+test('dabba demo --chains 6 --nodes 3 splits the keys over chains and reports each chain identical', async () => {
+  const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'demo', '--seconds', '1', '--chains', '6', '--nodes', '3'], {
+    timeout: 120_000,
+  });
+  assert.match(stdout, /dabba: 6 chains of 3 replicas on 3 node threads/);
+  assert.match(stdout, /consistency\s+OK: the replicas of each of the 6 chains hold identical state/);
+  assert.equal([...stdout.matchAll(/chain \d+ on nodes \d > \d > \d: applied \d+/g)].length, 6);
+});
