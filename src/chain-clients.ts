@@ -27,7 +27,7 @@ export interface ChainClient {
 }
 
 export interface ChainClientsOptions {
-  /** The session options (each chain's share of the pending limits). */
+  /** The session options (pendingWritesMax and pendingReadsMax hold per chain). */
   options: ResolvedOptions;
   sealer: Sealer | null;
   /** The client's end of a named link's ring (one object per link: it keeps its position). */

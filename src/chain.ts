@@ -107,8 +107,6 @@ const NODE_START_GRACE_MS = 10_000;
 const HEARTBEAT_CHECK_MS = 25;
 /** Chains joining a node at once while a placement is carried out: copying snapshots must not starve writes. */
 const JOINS_AT_ONCE = 2;
-/** A session's pending writes and reads at least, however many chains share the totals. */
-const SESSION_PENDING_MIN = 1024;
 
 export class Chain extends SessionApi {
   readonly options: ResolvedOptions;
@@ -165,7 +163,7 @@ export class Chain extends SessionApi {
     });
     this.clients = new ChainClients(
       {
-        options: sharedOut(resolved),
+        options: resolved,
         sealer,
         ringEnd: (name, control) => this.clientEnd(name, control),
         doorbellOf: (node) => this.doorbellBuffers.get(node)!,
@@ -652,13 +650,6 @@ export class Chain extends SessionApi {
 /** Nodes in one process are in one zone; ids as placement wants them (strings, ordered by number). */
 function placementNode(id: number): { id: string; zone: string } {
   return { id: String(id), zone: 'local' };
-}
-
-/** Each chain's session gets its share of the pending limits (at least SESSION_PENDING_MIN each). */
-function sharedOut(resolved: ResolvedOptions): ResolvedOptions {
-  if (resolved.chains === 1) return resolved;
-  const share = (total: number): number => Math.max(Math.min(SESSION_PENDING_MIN, total), Math.ceil(total / resolved.chains));
-  return { ...resolved, pendingWritesMax: share(resolved.pendingWritesMax), pendingReadsMax: share(resolved.pendingReadsMax) };
 }
 
 /** Starts replicated chains in this process. See ChainOptions for limits and defaults. */

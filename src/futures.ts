@@ -1,6 +1,8 @@
 /**
- * Pending promises indexed by a consecutive sequence number, in a fixed ring (no Map, no per-write
- * closure): acknowledgements are cumulative, so settling is a sweep over a range of slots.
+ * Pending promises indexed by a consecutive sequence number, in a ring (no Map, no per-write
+ * closure): acknowledgements are cumulative, so settling is a sweep over a range of slots. The ring
+ * starts small and doubles while more are pending, up to its capacity (the limit the caller checks
+ * with isFull), so a client that never has many writes pending never pays for the largest ring.
  *
  * A promise's resolve/reject pair is captured by one shared executor function instead of a closure
  * per promise, which saves an allocation on the hottest path of the client.
@@ -17,11 +19,15 @@ function captureExecutor(resolve: Resolve<never>, reject: Reject): void {
   capturedReject = reject;
 }
 
+/** Slots a ring starts with (or its capacity, if smaller). */
+const INITIAL_SLOTS = 1024;
+
 export class FutureRing<T> {
+  /** Pending promises at most. */
   readonly capacity: number;
-  private readonly mask: number;
-  private readonly resolvers: Array<Resolve<T> | null>;
-  private readonly rejecters: Array<Reject | null>;
+  private mask: number;
+  private resolvers: Array<Resolve<T> | null>;
+  private rejecters: Array<Reject | null>;
   /** Sequence numbers [settledThrough + 1, nextSeq) are pending. */
   private nextSeq: number;
   private settledThrough: number;
@@ -30,9 +36,10 @@ export class FutureRing<T> {
     let capacity = 1;
     while (capacity < capacityAtLeast) capacity *= 2;
     this.capacity = capacity;
-    this.mask = capacity - 1;
-    this.resolvers = new Array<Resolve<T> | null>(capacity).fill(null);
-    this.rejecters = new Array<Reject | null>(capacity).fill(null);
+    const slots = Math.min(capacity, INITIAL_SLOTS);
+    this.mask = slots - 1;
+    this.resolvers = new Array<Resolve<T> | null>(slots).fill(null);
+    this.rejecters = new Array<Reject | null>(slots).fill(null);
     this.nextSeq = firstSeq;
     this.settledThrough = firstSeq - 1;
   }
@@ -57,6 +64,7 @@ export class FutureRing<T> {
   /** Registers a promise for sequence number `next` and returns it. The caller checks isFull first. */
   add(): Promise<T> {
     assert(!this.isFull, 'FutureRing.add: ring is full');
+    if (this.pending > this.mask) this.grow();
     const promise = new Promise<T>(captureExecutor);
     const slot = this.nextSeq & this.mask;
     this.resolvers[slot] = capturedResolve as Resolve<T>;
@@ -72,12 +80,29 @@ export class FutureRing<T> {
    */
   addSettlers(reject: Reject): number {
     assert(!this.isFull, 'FutureRing.addSettlers: ring is full');
+    if (this.pending > this.mask) this.grow();
     const seq = this.nextSeq;
     const slot = seq & this.mask;
     this.resolvers[slot] = null;
     this.rejecters[slot] = reject;
     this.nextSeq++;
     return seq;
+  }
+
+  /** Every slot holds a pending promise: twice the slots, each pending one moved to its new slot. */
+  private grow(): void {
+    const slots = (this.mask + 1) * 2;
+    assert(slots <= this.capacity, 'FutureRing.grow: beyond capacity');
+    const mask = slots - 1;
+    const resolvers = new Array<Resolve<T> | null>(slots).fill(null);
+    const rejecters = new Array<Reject | null>(slots).fill(null);
+    for (let seq = this.settledThrough + 1; seq < this.nextSeq; seq++) {
+      resolvers[seq & mask] = this.resolvers[seq & this.mask] ?? null;
+      rejecters[seq & mask] = this.rejecters[seq & this.mask] ?? null;
+    }
+    this.mask = mask;
+    this.resolvers = resolvers;
+    this.rejecters = rejecters;
   }
 
   /** Sets the resolver of pending `seq` (from addSettlers); false if `seq` is already settled. */

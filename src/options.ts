@@ -55,9 +55,9 @@ export interface ChainOptions {
   keyBytesMax?: number;
   /** Largest value in bytes (default 512 KiB). */
   valueBytesMax?: number;
-  /** Writes accepted but not yet acknowledged before put() reports overload (default 131072). */
+  /** Writes accepted but not yet acknowledged before put() reports overload (default 131072; per chain). */
   pendingWritesMax?: number;
-  /** Reads sent but not yet answered before get() reports overload (default 65536). */
+  /** Reads sent but not yet answered before get() reports overload (default 65536; per chain). */
   pendingReadsMax?: number;
   /**
    * Bytes of in-flight (applied, unacknowledged) batches a node keeps for its chains (default 32 MiB):
