@@ -307,6 +307,17 @@ class NodeDriver {
   }
 
   /**
+   * After a claim, before any record of it is stepped: the control messages posted so far. The
+   * main thread posts a chain's reconfiguration before it sends that chain anything for the new
+   * configuration (a client's batches for a new head, its reads for a new tail), and a ring here is
+   * shared with other chains, so it may be read mid-pass: a record claimed now was published after
+   * any message already signalled, and must meet its replica reconfigured.
+   */
+  private controlFirst(): void {
+    if (Atomics.load(this.controlSignal, 0) === CONTROL_MESSAGES) this.handleControl();
+  }
+
+  /**
    * The replica a record is for. A record for a chain with no replica here may have overtaken the
    * control message that adds one (a tail starts feeding a joiner as soon as it hears of it): read
    * the control messages first, then drop the record if there is still none, and count it.
@@ -323,6 +334,7 @@ class NodeDriver {
 
   private drainAcks(ring: SpscRing): boolean {
     if (!ring.claim()) return false;
+    this.controlFirst();
     for (let offset = ring.next(); offset >= 0; offset = ring.next()) {
       const replica = this.replicaFor(chainTagAt(ring.bytes, offset));
       if (replica === undefined) continue;
@@ -338,6 +350,7 @@ class NodeDriver {
 
   private drainBatches(ring: SpscRing): boolean {
     if (this.blockedInbound.has(ring) || !ring.claim()) return false;
+    this.controlFirst();
     let taken = 0;
     for (let offset = ring.next(); offset >= 0; offset = ring.next()) {
       const length = ring.recordLength;
@@ -371,6 +384,7 @@ class NodeDriver {
 
   private drainReads(ring: SpscRing): boolean {
     if (!ring.claim()) return false;
+    this.controlFirst();
     let taken = 0;
     for (let offset = ring.next(); offset >= 0; offset = ring.next()) {
       const replica = this.replicaFor(chainTagAt(ring.bytes, offset));
