@@ -424,6 +424,17 @@ export class Chain extends SessionApi {
   }
 
   private async shutdown(): Promise<void> {
+    try {
+      await this.stopEverything();
+    } finally {
+      // Even after a broken invariant (reported already, as an unhandled rejection of the service
+      // loop, or thrown here), the threads are let go, so a failing process can exit.
+      for (const node of this.nodes.values()) node.closePort();
+      await this.pool.destroy();
+    }
+  }
+
+  private async stopEverything(): Promise<void> {
     if (this.state === 'open') {
       this.state = 'closing';
       await Promise.race([
@@ -448,8 +459,6 @@ export class Chain extends SessionApi {
     }
     this.clientDoorbell.ring();
     await this.serviceDone;
-    for (const node of this.nodes.values()) node.closePort();
-    await this.pool.destroy();
   }
 
   /** The main thread's side of the rings: acks, replies, and batches waiting for ring space. */
