@@ -318,16 +318,12 @@ class NodeDriver {
   }
 
   /**
-   * The replica a record is for. A record for a chain with no replica here may have overtaken the
-   * control message that adds one (a tail starts feeding a joiner as soon as it hears of it): read
-   * the control messages first, then drop the record if there is still none, and count it.
+   * The replica a record is for, or undefined (the record is dropped and counted) for a chain this
+   * node holds none of. A joiner's replica is there already: controlFirst() read the message that
+   * adds it before any record that could follow it.
    */
   private replicaFor(chain: number): Replica | undefined {
-    let replica = this.replicas.get(chain);
-    if (replica === undefined && Atomics.load(this.controlSignal, 0) !== 0) {
-      this.handleControl();
-      replica = this.replicas.get(chain);
-    }
+    const replica = this.replicas.get(chain);
     if (replica === undefined) this.stats[NodeStat.framesForOtherChains]!++;
     return replica;
   }

@@ -12,8 +12,6 @@ import { copyBytes } from '../bytes.js';
 import type { SpscRing } from '../ring.js';
 
 export const CHAIN_TAG_BYTES = 8;
-/** Chain ids are uint32s; a chain table has at most this many chains. */
-export const CHAIN_ID_MAX = 0xffff_ffff;
 
 /**
  * Stages `frame` behind the tag of `chain` in `ring`; false if the ring lacks room now (nothing

@@ -181,11 +181,6 @@ export class NodeHandle {
     return this.statistics[NodeStat.heartbeats]! > 0;
   }
 
-  /** One published statistic of the thread (see NodeStat). */
-  nodeStat(index: number): number {
-    return this.statistics[index]!;
-  }
-
   /** The counters of the node's replica of `chain` (zeros for a chain it does not hold). */
   counters(chain: number): ReplicaCounters {
     const stat = this.replicas.get(chain)?.statistics ?? EMPTY_REPLICA_STATS;
