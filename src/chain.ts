@@ -578,7 +578,8 @@ export class Chain extends SessionApi {
   }
 
   /**
-   * Settles addReplica()'s promise once every chain placed on its node has it as a member, or
+   * Settles addReplica()'s promise once every chain is where the plan says (the node has its share,
+   * and roles are rebalanced), or
    * rejects it once a join onto it was abandoned (the chain changed under it): the node then leaves.
    */
   private followJoin(): void {
@@ -586,6 +587,10 @@ export class Chain extends SessionApi {
     if (join === null) return;
     const node = String(join.node);
     for (const replicaId of join.attempts) {
+      if (this.clients.chains.some(({ chain }) => this.table.configuration(chain).members.includes(replicaId))) {
+        join.attempts.delete(replicaId); // In: a rotation may take it out again later, which is no failure.
+        continue;
+      }
       const pending = this.clients.chains.some(({ chain }) => this.table.participants(chain).includes(replicaId) || this.table.newcomer(chain) === replicaId);
       if (pending) continue;
       this.rejectJoin(`replica ${join.node} could not join: the chain changed under it`);
@@ -593,7 +598,8 @@ export class Chain extends SessionApi {
       return;
     }
     const placed = this.table.plan.filter(({ members }) => members.includes(node));
-    const done = placed.length > 0 && placed.every(({ chain }) => this.table.configuration(chain).members.some((replicaId) => this.nodeOf(replicaId) === join.node));
+    // Done once the table is where the plan says, roles included (rotations come after the moves).
+    const done = placed.length > 0 && this.table.atPlan();
     if (done) {
       this.join = null;
       join.resolve(join.node);

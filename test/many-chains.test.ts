@@ -216,6 +216,9 @@ describe('many chains in one process', () => {
       assert.ok((counts.get(4)?.replicas ?? 0) >= 8, `node 4 holds ${counts.get(4)?.replicas} chains`);
       for (const { chain: id, members } of layout) assert.equal(members.length, 3, `chain ${id} keeps 3 replicas`);
       assertBalanced(layout, 'replicas');
+      // Roles too: the chains whose head or tail belongs on node 4 were rotated.
+      assertBalanced(layout, 'head');
+      assertBalanced(layout, 'tail');
       assert.equal(chain.stats().nodes, 4);
       assertLinearizable(workload.history);
       await assertConverged(chain, workload.acknowledged);

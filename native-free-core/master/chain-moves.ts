@@ -10,6 +10,9 @@
  *  - a chain with a member on a node that is not planned for it (a move, or a node leaving: removed
  *    by an operator) loses that member once every planned node is a member: a move is a join, then
  *    the removal of the replica it replaces, so a chain is never shorter than it must be;
+ *  - a chain on the planned nodes in another order (its roles not the planned ones) has one member
+ *    taken out and joined again at the tail (see memberToRotate): one chain at a time, only while
+ *    every chain is whole, and only if it keeps at least two replicas meanwhile;
  *  - a chain's last member never leaves it (it holds the only copy of every write): a leaving node
  *    holding one is refused when no planned node can take its place;
  *  - nothing is asked of a chain with a join under way, or of one whose members are all gone.
@@ -48,8 +51,14 @@ export type Move =
   /** A leaving node holds the last replica of `chain`: it cannot leave. */
   | { kind: 'refuse-leave'; chain: number; node: string };
 
+/** A chain rotates a member only when it keeps two meanwhile. */
+const ROTATION_MEMBERS_MIN = 3;
+
 export function nextMoves(input: MovesInput): Move[] {
   const moves: Move[] = [];
+  // Roles move only while every chain is whole and where it should be: one rotation at a time
+  // (the chain it shortens is not whole until its member is back), and never beside a repair.
+  let rotations = input.chains.every((state) => isWhole(state, input)) ? 1 : 0;
   let joins = input.chains.filter((state) => state.configuration.joining !== null || state.newcomer !== null).length;
   for (const state of input.chains) {
     const { chain, configuration } = state;
@@ -71,11 +80,53 @@ export function nextMoves(input: MovesInput): Move[] {
       moves.push({ kind: 'refuse-leave', chain, node: input.nodeOf(leaver) });
       continue;
     }
-    if (missing.length === 0 || joins >= input.joinsAtOnce) continue;
-    moves.push({ kind: 'join', chain, node: missing[0]! });
+    if (joins >= input.joinsAtOnce) continue;
+    if (missing.length > 0) {
+      moves.push({ kind: 'join', chain, node: missing[0]! });
+      joins++;
+      continue;
+    }
+    const rotated = memberToRotate(memberNodes, wanted);
+    // Never down to one replica for roles' sake: a chain of two keeps its order.
+    if (rotated === null || configuration.members.length < ROTATION_MEMBERS_MIN || rotations === 0) continue;
+    moves.push({ kind: 'remove', chain, replicaId: configuration.members[memberNodes.indexOf(rotated)]! });
+    rotations--;
     joins++;
   }
   return moves;
+}
+
+/** Whether every chain is whole and in its planned order (chains of two: on their planned nodes). */
+export function atPlan(input: Omit<MovesInput, 'joinsAtOnce'>): boolean {
+  return input.chains.every((state) => {
+    if (!isWhole(state, input)) return false;
+    const wanted = input.plan[state.chain]!.members;
+    return wanted.length < ROTATION_MEMBERS_MIN || state.configuration.members.every((replicaId, index) => input.nodeOf(replicaId) === wanted[index]);
+  });
+}
+
+/** A chain with no join under way, whose members are all up and are the nodes planned for it. */
+function isWhole(state: ChainState, input: Omit<MovesInput, 'joinsAtOnce'>): boolean {
+  const { configuration } = state;
+  if (state.failed || configuration.joining !== null || state.newcomer !== null) return false;
+  const wanted = input.plan[state.chain]?.members ?? [];
+  const memberNodes = configuration.members.map((replicaId) => input.nodeOf(replicaId));
+  return memberNodes.length === wanted.length && memberNodes.every((node) => input.up.has(node) && wanted.includes(node));
+}
+
+/**
+ * The member to take out and join again at the tail so that the chain's order comes closer to the
+ * plan's (roles are part of the plan: heads and tails balanced over the nodes); null when the order
+ * is the plan's. Members that stay keep their order and those that rejoin line up behind them, so
+ * the longest prefix of the plan found in order among the members stays, and the rest rejoin in
+ * the plan's order, the first of them now. Each is a removal and a join (a snapshot copied), and
+ * counts as a join against joinsAtOnce.
+ */
+function memberToRotate(memberNodes: readonly string[], wanted: readonly string[]): string | null {
+  if (memberNodes.length !== wanted.length || memberNodes.every((node, index) => node === wanted[index])) return null;
+  let kept = 0;
+  for (const node of memberNodes) if (node === wanted[kept]) kept++;
+  return wanted[kept] ?? null;
 }
 
 /**

@@ -13,7 +13,7 @@
  */
 import { assert } from '../assert.js';
 import type { Configuration } from './chain-master.js';
-import { nextMoves, replan } from './chain-moves.js';
+import { atPlan, nextMoves, replan, type ChainState } from './chain-moves.js';
 import { removalRefusal, type LiveHostStatus } from './cluster-decisions.js';
 import { InProcessMaster, type InProcessDecision } from './in-process-master.js';
 import type { ChainPlacement, PlacementNode } from './placement.js';
@@ -210,6 +210,19 @@ export class TableMaster {
     return news;
   }
 
+  /** Whether every chain is where the plan says, roles included: no move is left to make. */
+  atPlan(): boolean {
+    return atPlan({ chains: this.chainStates(), plan: this.placement, nodeOf: (replicaId) => this.nodeOf(replicaId), up: this.upNodes(), leaving: this.leaving });
+  }
+
+  private chainStates(): ChainState[] {
+    return this.masters.map((master, chain) => ({ chain, configuration: master.configuration, newcomer: master.newcomer, failed: this.lostChains.has(chain) }));
+  }
+
+  private upNodes(): Set<string> {
+    return new Set([...this.nodes.keys()].filter((node) => !this.down.has(node)));
+  }
+
   /** One step of every chain towards the placement (replanned if the nodes changed); whether any was asked for. */
   private step(news: TableNews): boolean {
     const planned = this.plannedNodes();
@@ -219,10 +232,10 @@ export class TableMaster {
       this.placement = replan(this.placement, planned, this.masters.length, this.replicationFactor);
     }
     const moves = nextMoves({
-      chains: this.masters.map((master, chain) => ({ chain, configuration: master.configuration, newcomer: master.newcomer, failed: this.lostChains.has(chain) })),
+      chains: this.chainStates(),
       plan: this.placement,
       nodeOf: (replicaId) => this.nodeOf(replicaId),
-      up: new Set([...this.nodes.keys()].filter((node) => !this.down.has(node))),
+      up: this.upNodes(),
       leaving: this.leaving,
       joinsAtOnce: this.joinsAtOnce,
     });
