@@ -7,6 +7,7 @@ import { headline, soak, sweeps, type ChainBenchSettings } from './chain-bench.j
 import { chainsBench } from './chains-bench.js';
 import { failover } from './failover-bench.js';
 import { hostsBatchBench, hostsBench, hostsNodeFlagsBench, hostsTlsBench } from './hosts-bench.js';
+import { hostsChainsBench } from './hosts-chains-bench.js';
 import { hostsFailover } from './hosts-failover-bench.js';
 import { joinBench } from './join-bench.js';
 import { micro } from './micro-bench.js';
@@ -40,6 +41,7 @@ export async function runBenchmarks(options: BenchOptions): Promise<Record<strin
   // Each peer measurement starts and stops its own servers; --small keeps it to one short round.
   if (wants('peers')) results.peers = await peers(options.small ? { ...settings, seconds: 0.5, runs: 1 } : settings);
   if (wants('hosts')) results.hosts = await hostsBench(options.small ? { ...settings, seconds: 0.5, runs: 1 } : settings);
+  if (wants('hosts-chains')) results.hostsChains = await hostsChainsBench(options.small ? { ...settings, seconds: 0.5, runs: 1 } : settings);
   // Not in 'all': a comparison behind one default, rerun when that default is in question.
   if (options.suites.includes('hosts-batch')) results.hostsBatch = await hostsBatchBench(settings);
   if (options.suites.includes('hosts-node-flags')) results.hostsNodeFlags = await hostsNodeFlagsBench(settings);

@@ -24,11 +24,14 @@ commands:
           --rate W (open loop at W writes/s; default closed loop)
           --peers naive,redis,etcd (same load, same run; redis/etcd are started on loopback;
                                    a peer whose server or npm package is missing is skipped, naming what to install)
-          --hosts (the chain as --replicas dabba serve processes on loopback, with etcd, remote client)
+          --hosts (the chains as --replicas dabba serve processes on loopback, with etcd, remote client;
+                   --chains N splits the keyspace over N chains placed over those hosts)
           --json (one JSON object on stdout instead of the table)
           --results-dir DIR (rows appended to DIR/results.jsonl; default: a new directory under the temp dir)
-  serve   run one host of a chain that spans hosts (its replica, peer links, clients, HTTP API)
+  serve   run one host of a cluster of chains that spans hosts (its replicas, peer links, clients, HTTP API)
           --id ID (required)  --etcd URL,URL,... (required)  --listen HOST:PORT (127.0.0.1:7400)
+          --chains N (1)  --replicas R (3): fixed when the cluster is first started; a host given
+            others is refused, one given none takes the cluster's  --zone NAME (default)
           --advertise ws://HOST:PORT (wss:// with TLS)  --etcd-prefix /dabba/NAME/
           --tls-cert FILE --tls-key FILE --tls-ca FILE (TLS on the whole port: wss:// and https://)
           --etcd-ca FILE --etcd-cert FILE --etcd-key FILE (https:// etcd)
@@ -38,7 +41,7 @@ commands:
           --lease-ttl S (2)  --no-master  --http-token-file FILE (or DABBA_HTTP_TOKEN)
           --http-insecure (serve HTTP without a token on an address beyond loopback)
           --config FILE.json (the same settings as JSON)
-  status  print the chain of a cluster as etcd holds it: members, roles, health
+  status  print the chain table of a cluster as etcd holds it: members, roles, health, lag, chains per host
           --etcd URL,URL,... (required)  --etcd-prefix /dabba/NAME/  --json
           --etcd-ca FILE --etcd-cert FILE --etcd-key FILE --etcd-user USER (as for serve)
   reseal  after a sealing key rotation, rewrite values sealed under older versions (client secret in DABBA_CLIENT_SECRET)
@@ -182,10 +185,10 @@ async function statusCommand(args: string[]): Promise<number> {
   const { ETCD_ACCESS_FLAGS, parseEtcdAccess } = await import('./host/etcd-access.js');
   const { values } = parseArgs({ args, options: { ...ETCD_ACCESS_FLAGS, 'etcd-prefix': { type: 'string' }, json: { type: 'boolean' } } });
   const { etcd, ...access } = parseEtcdAccess(values, process.env, null);
-  const { readClusterStatus, formatClusterStatus } = await import('./host/status-command.js');
+  const { readClusterStatus, formatClusterStatus, isHealthy } = await import('./host/status-command.js');
   const status = await readClusterStatus(etcd, values['etcd-prefix'] ?? process.env.DABBA_ETCD_PREFIX, access);
   process.stdout.write(values.json === true ? `${JSON.stringify(status)}\n` : formatClusterStatus(status));
-  return status.configuration !== null && status.members.every((member) => member.healthy) ? 0 : 1;
+  return isHealthy(status) ? 0 : 1;
 }
 
 main(process.argv.slice(2)).then(

@@ -15,6 +15,7 @@ import type { PeersResult } from '../bench/peers-bench.js';
 import type { OpenLoopRow } from '../bench/openloop-bench.js';
 import type { ThreadCpuRow } from '../bench/thread-cpu.js';
 import type { ChainsRow } from '../bench/chains-bench.js';
+import type { HostsChainsRow } from '../bench/hosts-chains-bench.js';
 import type { HostsBenchResult } from '../bench/hosts-bench.js';
 import { runBenchmarks } from '../bench/run.js';
 
@@ -68,6 +69,9 @@ test('every benchmark suite runs in its small setting and records its results', 
     for (const row of peersResult.rows) assert.ok(row.writesPerSecond > 0 && row.dabbaRatio > 0 && row.dabbaPutManyRatio > 0, JSON.stringify(row));
     const hostsResult = results.hosts as HostsBenchResult;
     assert.ok(hostsResult.hostsWritesPerSecond > 0 && hostsResult.inProcessWritesPerSecond > 0 && hostsResult.hostsLatencyUs.p99 > 0, JSON.stringify(hostsResult));
+    const hostsChainsRows = results.hostsChains as HostsChainsRow[];
+    assert.deepEqual(hostsChainsRows.map((row) => row.chains), [1, 12]);
+    for (const row of hostsChainsRows) assert.ok(row.writesPerSecond > 0 && row.hostCpuPercent.length === 3 && row.hostCpuPercent[0]! > 0, JSON.stringify(row));
     const ledger = readFileSync(join(directory, 'results.jsonl'), 'utf8').trim().split('\n').map((line) => JSON.parse(line));
     assert.ok(ledger.length >= microResult.rows.length + 1 + sweepRows.length + 1);
     for (const entry of ledger) {

@@ -51,10 +51,10 @@ test('--chains splits the in-process load over chains on node threads', async ()
   assert.ok(dabba.writesPerSecond > 0);
 });
 
-test('--hosts runs the chain as dabba serve processes on loopback, reads and writes through a remote client', async () => {
-  const { stdout } = await bench(['--hosts', '--replicas', '2', '--seconds', '0.5', '--read-ratio', '0.2', '--json']);
+test('--hosts runs the chains as dabba serve processes on loopback, reads and writes through a remote client', async () => {
+  const { stdout } = await bench(['--hosts', '--replicas', '2', '--chains', '4', '--seconds', '0.5', '--read-ratio', '0.2', '--json']);
   const [dabba] = JSON.parse(stdout).rows;
-  assert.equal(dabba.system, 'dabba (2 dabba serve processes)');
+  assert.equal(dabba.system, 'dabba (2 dabba serve processes, 4 chains)');
   assert.ok(dabba.writesPerSecond > 0 && dabba.readsPerSecond > 0 && dabba.p99Us >= dabba.p50Us, JSON.stringify(dabba));
 });
 
@@ -101,7 +101,7 @@ test('bad flags are refused with a message and exit code 2', async () => {
     [['--rate', '1000', '--read-ratio', '0.5'], /open loop\) drives writes only/],
     [['--results-dir='], /--results-dir must name a directory/],
     [['--chains', '2000'], /--chains must be 1 to 1024/],
-    [['--hosts', '--chains', '4'], /--chains and --nodes are for the in-process engine/],
+    [['--hosts', '--nodes', '4'], /--nodes is for the in-process engine/],
   ] as const) {
     await assert.rejects(bench([...args]), (error: { code: number; stderr: string }) => {
       assert.equal(error.code, 2);

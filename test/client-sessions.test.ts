@@ -49,6 +49,7 @@ test('read replies reach only their own client, with its request ids, across spl
     const toReplica: Uint8Array[] = [];
     const tokens = new ClientTokens(Buffer.alloc(16, 1));
     const sessions = new ClientSessions({
+      path: '/client',
       secret: Buffer.alloc(16),
       tokens,
       nodeId: 'host:test',
@@ -56,7 +57,7 @@ test('read replies reach only their own client, with its request ids, across spl
       recordLimits: { keyBytesMax: 1024, valueBytesMax: 512 * 1024 },
       connectionInboundBytesMax: 1 << 20,
       allocateClientId: () => Promise.reject(new Error('not used')),
-      view: () => ({ epoch: 1, members: [{ replicaId: 1, url: 'ws://127.0.0.1:1' }], joining: null }),
+      view: () => ({ epoch: 1, members: [{ replicaId: 1, url: 'ws://127.0.0.1:1' }], joining: null, chains: 1 }),
       isHead: () => true,
       isServingReads: () => true,
       offerBatch: () => true,
@@ -130,6 +131,7 @@ test('read replies reach only their own client, with its request ids, across spl
 test('a client id is bound to the token issued with it: knowing the id is not enough to take it over', async () => {
   const tokens = new ClientTokens(Buffer.from('the-peer-secret-of-this-cluster'));
   const sessions = new ClientSessions({
+    path: '/client',
     secret: Buffer.from('the-client-secret-of-this-cluster'),
     tokens,
     nodeId: 'host:test',
@@ -137,7 +139,7 @@ test('a client id is bound to the token issued with it: knowing the id is not en
     recordLimits: { keyBytesMax: 1024, valueBytesMax: 512 * 1024 },
     connectionInboundBytesMax: 1 << 20,
     allocateClientId: () => Promise.resolve(7),
-    view: () => ({ epoch: 1, members: [{ replicaId: 1, url: 'ws://127.0.0.1:1' }], joining: null }),
+    view: () => ({ epoch: 1, members: [{ replicaId: 1, url: 'ws://127.0.0.1:1' }], joining: null, chains: 1 }),
     isHead: () => true,
     isServingReads: () => true,
     offerBatch: () => true,

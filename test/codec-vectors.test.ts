@@ -391,7 +391,7 @@ describe('Snapshot bytes', () => {
 });
 
 describe('ClusterView bytes', () => {
-  const fields = { epoch: 4, clientId: 17, clientToken: 'tok', members: [{ replicaId: 1, url: 'ws://a:1' }], joining: null };
+  const fields = { epoch: 4, clientId: 17, clientToken: 'tok', members: [{ replicaId: 1, url: 'ws://a:1' }], joining: null, chains: 1 };
 
   test('encodes to the pinned bytes', () => {
     assertBytes(encodeClusterView(fields), CLUSTER_VIEW);

@@ -72,7 +72,7 @@ test('PUT, GET, DELETE, errors with codes, /status and dabba status', async () =
   const solo = await host('solo', '/http-test/', true);
   const base = httpUrl(solo);
   // The master starts the chain with this host as its only replica.
-  if (solo.status().role !== 'solo') {
+  if (solo.roleIn() !== 'solo') {
     await new Promise<void>((resolve) => solo.on('configured', (_configuration: unknown, role: string) => role === 'solo' && resolve()));
   }
   let response = await fetch(`${base}/kv/user%3A1`, { method: 'PUT', body: 'Asha' });
@@ -109,16 +109,16 @@ test('PUT, GET, DELETE, errors with codes, /status and dabba status', async () =
 
   response = await fetch(`${base}/status`);
   assert.equal(response.status, 200);
-  const status = (await response.json()) as { role: string; epoch: number; members: Array<{ role: string; hostId: string }> };
-  assert.equal(status.role, 'solo');
-  assert.deepEqual(status.members.map((member) => [member.hostId, member.role]), [['solo', 'solo']]);
+  const status = (await response.json()) as { replicas: Array<{ chain: number; role: string }>; chains: Array<{ epoch: number; members: Array<{ role: string; hostId: string }> }> };
+  assert.deepEqual(status.replicas.map((replica) => [replica.chain, replica.role]), [[0, 'solo']]);
+  assert.deepEqual(status.chains[0]!.members.map((member) => [member.hostId, member.role]), [['solo', 'solo']]);
 
   const cluster = await readClusterStatus(etcd, '/http-test/');
-  assert.equal(cluster.configuration?.members.length, 1);
-  assert.equal(cluster.members[0]!.hostId, 'solo');
+  assert.equal(cluster.chains[0]!.members.length, 1);
+  assert.equal(cluster.chains[0]!.members[0]!.hostId, 'solo');
   const text = formatClusterStatus(cluster);
-  assert.match(text, /epoch \d+, 1 members/);
-  assert.match(text, /solo\s+solo/);
+  assert.match(text, /1 chain of 3 replicas, 1 live hosts/);
+  assert.match(text, /0\s+\d+\s+\d+\s+solo\s+solo\s/);
 });
 
 test('with a token, every HTTP request needs Authorization: Bearer <token>', async () => {
@@ -181,6 +181,26 @@ test('dabba status against an etcd that is not there fails with one clear line, 
   assert.equal(result.code, 1);
   assert.match(result.stderr, /^dabba: cannot use etcd at the endpoints given/);
   assert.equal(result.stderr.trim().split('\n').length, 1, result.stderr);
+});
+
+test('a host started with other --chains or --replicas than its cluster is refused with one line, exit 2; one without them takes the cluster\'s', async () => {
+  const first = await startHost({ hostId: 'settled', port: 0, etcd, etcdPrefix: '/http-settings/', peerSecret: PEER_SECRET, clientSecret: SECRET, chains: 4, replicas: 2, log: () => undefined });
+  hosts.push(first);
+  const { execFile } = await import('node:child_process');
+  const serve = (flags: string[]): Promise<{ code: number | null; stderr: string }> =>
+    new Promise((resolve) => {
+      execFile(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve', '--id', 'late', '--listen', '127.0.0.1:0', '--etcd', etcd.join(','), '--etcd-prefix', '/http-settings/', ...flags], {
+        timeout: 30_000,
+        env: { ...process.env, DABBA_PEER_SECRET: PEER_SECRET.toString(), DABBA_CLIENT_SECRET: SECRET.toString() },
+      }, (error, _stdout, stderr) => resolve({ code: error === null ? 0 : ((error as { code?: number }).code ?? null), stderr }));
+    });
+  const refused = await serve(['--chains', '8']);
+  assert.equal(refused.code, 2);
+  assert.match(refused.stderr, /^dabba: this cluster \(etcd key \/http-settings\/settings\) has --chains 4 --replicas 2, fixed when it was first started; this host was started with --chains 8/);
+  assert.equal(refused.stderr.trim().split('\n').length, 1, refused.stderr);
+  const later = await startHost({ hostId: 'later', port: 0, etcd, etcdPrefix: '/http-settings/', peerSecret: PEER_SECRET, clientSecret: SECRET, log: () => undefined });
+  hosts.push(later);
+  assert.deepEqual(later.status().settings, { chains: 4, replicas: 2 });
 });
 
 test('dabba serve settings: flags over environment over the config file; clear errors', () => {

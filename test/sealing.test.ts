@@ -346,7 +346,7 @@ describe('connect({ sealing }) to a dabba serve host', () => {
 
   test('values are sealed in the client: the host holds sealed bytes; a value the host stored unsealed fails to open', async () => {
     host = await startHost({ hostId: 'sealing-solo', port: 0, etcd, etcdPrefix: '/sealing-test/', peerSecret: Buffer.from('sealing-test-peer-secret-0123456789'), clientSecret: SECRET, master: true, log: () => undefined });
-    if (host.status().role !== 'solo') await once(host, 'configured');
+    if (host.roleIn() !== 'solo') await once(host, 'configured');
     const http = host.url.replace('ws://', 'http://');
     const client = await connect({ hosts: [host.url], secret: SECRET, sealing: SEALING_1 });
     const plain = await connect({ hosts: [host.url], secret: SECRET });

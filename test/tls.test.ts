@@ -245,7 +245,7 @@ test('a host serving TLS, on etcd over https with client certificates: wss:// cl
   });
   hosts.push(host);
   assert.match(host.url, /^wss:\/\/127\.0\.0\.1:\d+$/, 'the advertised URL says wss://');
-  await new Promise<void>((resolve) => (host.status().role === 'solo' ? resolve() : host.once('configured', () => resolve())));
+  await new Promise<void>((resolve) => (host.roleIn() === 'solo' ? resolve() : host.once('configured', () => resolve())));
 
   const client = await connect({ hosts: [host.url], secret: CLIENT_SECRET, tls: clientTls(ca) });
   await client.put('greeting', 'namaste over tls');
@@ -269,12 +269,12 @@ test('a host serving TLS, on etcd over https with client certificates: wss:// cl
     });
   const shown = await status(['--etcd-ca', ca.caFile, '--etcd-cert', ca.clientCertFile, '--etcd-key', ca.clientKeyFile, '--json']);
   assert.equal(shown.code, 0, shown.stderr);
-  const report = JSON.parse(shown.stdout) as { members: Array<{ role: string; url: string; healthy: boolean }> };
-  assert.deepEqual(report.members.map((member) => [member.role, member.url, member.healthy]), [['solo', host.url, true]]);
+  const report = JSON.parse(shown.stdout) as { chains: Array<{ members: Array<{ role: string; url: string; healthy: boolean }> }> };
+  assert.deepEqual(report.chains[0]!.members.map((member) => [member.role, member.url, member.healthy]), [['solo', host.url, true]]);
 
   const withoutCertificate = new EtcdConfigurationStore({ hosts: etcd.clientUrls, prefix: '/tls-test/', tls: { ca: ca.read(ca.caFile) } });
   try {
-    await assert.rejects(withTimeout(withoutCertificate.load(), 10_000), 'etcd requires a client certificate');
+    await assert.rejects(withTimeout(withoutCertificate.settings(), 10_000), 'etcd requires a client certificate');
   } finally {
     await withTimeout(withoutCertificate.close(), 2000).catch(() => undefined);
   }
@@ -291,8 +291,8 @@ test("etcd's own users: a store with --etcd-user and its password reads, one wit
   const withUser = new EtcdConfigurationStore({ hosts: etcd.clientUrls, prefix: '/tls-test/', tls, auth: { username: 'root', password: 'tls-test-root-password' } });
   const wrongPassword = new EtcdConfigurationStore({ hosts: etcd.clientUrls, prefix: '/tls-test/', tls, auth: { username: 'root', password: 'not-the-password' } });
   try {
-    assert.notEqual(await withUser.load(), null, 'the configuration the TLS host wrote');
-    await assert.rejects(withTimeout(wrongPassword.load(), 10_000));
+    assert.notEqual(await withUser.settings(), null, 'the settings the TLS host wrote');
+    await assert.rejects(withTimeout(wrongPassword.settings(), 10_000));
   } finally {
     await Promise.all([withUser, wrongPassword].map((store) => withTimeout(store.close(), 2000).catch(() => undefined)));
     // The host of the test above still talks to this etcd as a certificate's user, which has no

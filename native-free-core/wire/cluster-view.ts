@@ -25,16 +25,26 @@ export interface ClusterViewFields {
   /** Chain order: head first, tail last. */
   members: ClusterMember[];
   joining: ClusterMember | null;
+  /** How many chains the cluster's keyspace is split over (the client links to each chain's members). */
+  chains: number;
 }
 
 const URL_CHARS_MAX = 512;
 const TOKEN_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 const MEMBERS_MAX = 64;
+/** As many as createChain() and `dabba serve` take (src/options.ts). */
+const CHAINS_MAX = 1024;
 const textEncoder = new TextEncoder();
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
+/** Where clients link to `chain`'s replicas on a host: `/client` for chain 0, `/client/<chain>` for the others. */
+export function clientPath(chain: number): string {
+  return chain === 0 ? '/client' : `/client/${chain}`;
+}
+
 export function encodeClusterView(view: ClusterViewFields): Uint8Array {
-  const fields = view.clientToken === '' ? { members: view.members, joining: view.joining } : { members: view.members, joining: view.joining, clientToken: view.clientToken };
+  // `chains` only when there are several: a one-chain view keeps the bytes it always had.
+  const fields = { members: view.members, joining: view.joining, ...(view.clientToken === '' ? {} : { clientToken: view.clientToken }), ...(view.chains === 1 ? {} : { chains: view.chains }) };
   const text = textEncoder.encode(JSON.stringify(fields));
   const builder = new flatbuffers.Builder(text.length + 128);
   builder.forceDefaults(true);
@@ -62,7 +72,8 @@ export function decodeClusterView(bytes: Uint8Array): ClusterViewFields | string
       throw new MalformedFrame('cluster view is not UTF-8 JSON');
     }
     if (typeof parsed !== 'object' || parsed === null) throw new MalformedFrame('cluster view is not an object');
-    const { members, joining, clientToken = '' } = parsed as { members?: unknown; joining?: unknown; clientToken?: unknown };
+    const { members, joining, clientToken = '', chains = 1 } = parsed as { members?: unknown; joining?: unknown; clientToken?: unknown; chains?: unknown };
+    if (typeof chains !== 'number' || !Number.isSafeInteger(chains) || chains < 1 || chains > CHAINS_MAX) throw new MalformedFrame(`cluster view needs 1 to ${CHAINS_MAX} chains`);
     if (!Array.isArray(members) || members.length === 0 || members.length > MEMBERS_MAX) {
       throw new MalformedFrame(`cluster view needs 1 to ${MEMBERS_MAX} members`);
     }
@@ -74,6 +85,7 @@ export function decodeClusterView(bytes: Uint8Array): ClusterViewFields | string
       clientToken,
       members: members.map(checkMember),
       joining: joining === null || joining === undefined ? null : checkMember(joining),
+      chains,
     };
   });
   return reason ?? fields!;

@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { EtcdConfigurationStore } from '../master/etcd-store.js';
+import { EtcdConfigurationStore, type StoredTable } from '../master/etcd-store.js';
 import { SERVE_NODE_FLAGS } from '../host/node-flags.js';
 import type { TlsOptions } from '../transport/tls.js';
 import { startEtcdCluster } from './peers/etcd-cluster.js';
@@ -36,7 +36,7 @@ function cliCommand(): string[] {
 
 export async function startLocalHosts(
   count: number,
-  options: { log?: (line: string) => void; env?: NodeJS.ProcessEnv; nodeArgs?: string[]; serveNodeFlags?: readonly string[]; tls?: ThrowawayCa } = {},
+  options: { log?: (line: string) => void; env?: NodeJS.ProcessEnv; nodeArgs?: string[]; serveNodeFlags?: readonly string[]; tls?: ThrowawayCa; chains?: number; replicas?: number } = {},
 ): Promise<LocalHosts> {
   const servers = new LocalServers('hosts-bench');
   const children: ChildProcess[] = [];
@@ -66,11 +66,13 @@ export async function startLocalHosts(
     store = new EtcdConfigurationStore({ hosts: etcd.clientUrls, prefix });
     let resolveChain: () => void = () => undefined;
     const chainReady = new Promise<void>((resolve) => (resolveChain = resolve));
-    const stopWatch = await store.watch((configuration) => {
-      if (configuration.members.length === count && configuration.joining === null) resolveChain();
+    const chains = options.chains ?? 1;
+    const replicas = options.replicas ?? count;
+    const stopWatch = await store.watchTable(chains, (table) => {
+      if (tableSettled(table, Math.min(replicas, count), count)) resolveChain();
     });
     for (let index = 0; index < count; index++) {
-      const child = spawn(process.execPath, [...(options.serveNodeFlags ?? SERVE_NODE_FLAGS), ...(options.nodeArgs ?? []), ...cliCommand(), 'serve', '--id', `bench-h${index + 1}`, '--listen', `127.0.0.1:${ports[index]}`, '--etcd', etcd.clientUrls.join(','), '--etcd-prefix', prefix, ...tlsFlags], {
+      const child = spawn(process.execPath, [...(options.serveNodeFlags ?? SERVE_NODE_FLAGS), ...(options.nodeArgs ?? []), ...cliCommand(), 'serve', '--id', `bench-h${index + 1}`, '--listen', `127.0.0.1:${ports[index]}`, '--etcd', etcd.clientUrls.join(','), '--etcd-prefix', prefix, '--chains', String(chains), '--replicas', String(replicas), ...tlsFlags], {
         env: { ...process.env, ...options.env, DABBA_PEER_SECRET: peerSecret, DABBA_CLIENT_SECRET: secret },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
@@ -93,11 +95,32 @@ export async function startLocalHosts(
     const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`the ${count} hosts did not form a chain within 60 s`)), 60_000).unref());
     await Promise.race([chainReady, timeout]);
     await stopWatch();
-    options.log?.(`  ${count} dabba serve processes formed a chain: ${urls.join(' -> ')}`);
+    options.log?.(`  ${count} dabba serve processes formed ${chains === 1 ? 'a chain' : `${chains} chains`}: ${urls.join(chains === 1 ? ' -> ' : ', ')}`);
     const clientTls = tls === undefined ? null : { ca: tls.read(tls.caFile), cert: tls.read(tls.clientCertFile), key: tls.read(tls.clientKeyFile) };
     return { urls, secret, clientTls, pids: children.map((child) => child.pid!), logs, stop };
   } catch (error) {
     await stop();
     throw error;
   }
+}
+
+/**
+ * Whether every chain is placed with `size` members, none joining, and the heads and tails spread
+ * within one of even over the `hosts` (the master rotates roles last: a bench starts after that).
+ */
+export function tableSettled(table: StoredTable, size: number, hosts: number): boolean {
+  const heads = new Map<string, number>();
+  const tails = new Map<string, number>();
+  for (const entry of table.entries) {
+    if (entry === null || entry.configuration.joining !== null || entry.configuration.members.length !== size) return false;
+    const head = entry.homes.get(entry.configuration.members[0]!)!.host;
+    const tail = entry.homes.get(entry.configuration.members.at(-1)!)!.host;
+    heads.set(head, (heads.get(head) ?? 0) + 1);
+    tails.set(tail, (tails.get(tail) ?? 0) + 1);
+  }
+  const spread = (counts: Map<string, number>): boolean => {
+    const values = [...counts.values(), ...new Array(Math.max(0, hosts - counts.size)).fill(0)];
+    return Math.max(...values) - Math.min(...values) <= 1;
+  };
+  return table.entries.length === 1 || (spread(heads) && spread(tails));
 }

@@ -80,7 +80,7 @@ export async function runScenario(options: ScenarioOptions, output: ScenarioOutp
   const env = environment();
   const progress = options.json ? () => {} : progressLine();
   // Hosts are started once for every run, and stopped by pid at the end.
-  const hosts = options.hosts ? await startLocalHosts(options.replicas) : null;
+  const hosts = options.hosts ? await startLocalHosts(options.replicas, { chains: options.chains ?? 1, replicas: options.replicas }) : null;
   try {
     return await runSystems(options, env, progress, hosts, output);
   } finally {
@@ -92,7 +92,7 @@ async function runSystems(options: ScenarioOptions, env: Environment, progress: 
   const systems: Array<{ name: string; measure: () => Promise<Measurement> }> = [
     hosts === null
       ? { name: `dabba (${options.replicas} replicas${(options.chains ?? 1) > 1 ? `, ${options.chains} chains` : ''})`, measure: () => measureDabba(options, progress) }
-      : { name: `dabba (${options.replicas} dabba serve processes)`, measure: () => measureHosts(hosts, options, progress) },
+      : { name: `dabba (${options.replicas} dabba serve processes${(options.chains ?? 1) > 1 ? `, ${options.chains} chains` : ''})`, measure: () => measureHosts(hosts, options, progress) },
   ];
   for (const peer of options.peers) systems.push(peerSystem(peer, options, progress));
 
@@ -166,7 +166,7 @@ function validate(options: ScenarioOptions): void {
   };
   check(Number.isInteger(options.replicas) && options.replicas >= 1 && options.replicas <= 5, '--replicas must be 1 to 5');
   check((options.chains ?? 1) >= 1 && (options.chains ?? 1) <= 1024, '--chains must be 1 to 1024');
-  check(!options.hosts || ((options.chains ?? 1) === 1 && options.nodes === undefined), '--chains and --nodes are for the in-process engine; hosts run one chain');
+  check(!options.hosts || options.nodes === undefined, '--nodes is for the in-process engine; with --hosts every dabba serve process is a node');
   check(Number.isInteger(options.valueBytes) && options.valueBytes >= 1 && options.valueBytes <= 64 * 1024, '--value-size must be 1 B to 64 KiB');
   check(options.readRatio >= 0 && options.readRatio <= 1, '--read-ratio must be between 0 and 1');
   check(options.rate === undefined || options.readRatio === 0, '--rate (open loop) drives writes only: leave --read-ratio at 0');

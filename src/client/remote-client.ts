@@ -1,8 +1,10 @@
 /**
- * `connect()`: a client of a chain that spans hosts (`dabba serve`), with the API of createChain()
+ * `connect()`: a client of the chains that span hosts (`dabba serve`), with the API of createChain()
  * — put, delete, putMany, get, getVersioned — over authenticated WebSocket links.
  *
- * The client holds a link to every member. Writes are batched exactly as in one process (the same
+ * Each key belongs to one chain (the same stable hash as in one process); the client runs one
+ * RemoteChain per chain, each with its own client id, session and links, and routes every call by
+ * key (src/session/routed-session.ts). Per chain, the client holds a link to every member. Writes are batched exactly as in one process (the same
  * WritePipeline) and go to the head; the tail's cumulative acks resolve them in bulk; reads go to
  * the tail. Any host tells the client when the chain changes (a ClusterView frame): unacknowledged
  * batches are then sent again to the head, which drops the ones it already has by client sequence,
@@ -17,12 +19,14 @@
  */
 import { DabbaError, ErrorCode } from '../../native-free-core/errors.js';
 import { clientNodeId, NEW_CLIENT_NODE_ID } from '../../native-free-core/wire/client-node-id.js';
-import { decodeClusterView, type ClusterViewFields } from '../../native-free-core/wire/cluster-view.js';
+import { clientPath, decodeClusterView, type ClusterViewFields } from '../../native-free-core/wire/cluster-view.js';
+import { EventEmitter } from 'node:events';
 import { frameKind, MessageKind } from '../../native-free-core/wire/codec.js';
 import { argumentTypeError, closedError, resolveOptions, type ChainOptions, type ResolvedOptions } from '../options.js';
 import type { RecordSink, Wakeable } from '../record-sink.js';
 import { refuseSealingIn, sealerFor, type Sealer, type SealingOptions } from '../sealing.js';
 import { ClientSession } from '../session/client-session.js';
+import { RoutedSession } from '../session/routed-session.js';
 import { SessionApi } from '../session/session-api.js';
 import { connectPeerLink, frameEnvelopeValidator, type PeerLink } from '../transport/peer-link.js';
 import { tlsCredentials, type TlsCredentials, type TlsOptions } from '../transport/tls.js';
@@ -46,10 +50,14 @@ export interface ConnectOptions {
 }
 
 export interface RemoteClientStats {
+  /** Chain 0's client id (each chain's part of the client has its own: see `chains`). */
   clientId: number;
+  /** Chain 0's epoch, head and tail. */
   epoch: number;
   head: string | null;
   tail: string | null;
+  /** Chains the keyspace is split over. */
+  chains: number;
   writesAccepted: number;
   writesAcknowledged: number;
   writesPending: number;
@@ -59,6 +67,8 @@ export interface RemoteClientStats {
   reconfigurations: number;
   /** Times unanswered writes and reads were sent again after waiting with no answer at all. */
   resends: number;
+  /** Per chain: its client id, epoch, head and tail (the figures above are sums over them). */
+  perChain: Array<{ chain: number; clientId: number; epoch: number; head: string; tail: string }>;
 }
 
 const RECONNECT_DELAY_MS_MIN = 50;
@@ -93,7 +103,7 @@ class HostConnection implements RecordSink {
 
   constructor(
     readonly url: string,
-    private readonly client: RemoteClient,
+    private readonly client: RemoteChain,
   ) {}
 
   dial(): void {
@@ -161,36 +171,32 @@ class HostConnection implements RecordSink {
   }
 }
 
-export class RemoteClient extends SessionApi {
+/** One chain's part of a remote client: its view, its links to the chain's members, its session. */
+class RemoteChain {
   readonly clientId: number;
   /** Proves this client's id when it links to a host (issued with the id). */
   private readonly clientToken: string;
-  private view: ClusterViewFields;
-  private readonly options: ResolvedOptions;
-  private readonly secret: Buffer;
+  view: ClusterViewFields;
   private readonly connections = new Map<string, HostConnection>();
   /** Writes, reads, sealing, idle waits and resends: the same session createChain() runs. */
-  protected readonly session: ClientSession;
-  private head: HostConnection;
-  private tail: HostConnection;
-  private state: 'open' | 'closing' | 'closed' = 'open';
-  private reconfigurations = 0;
-  private readonly progressTimer: NodeJS.Timeout;
+  readonly session: ClientSession;
+  head: HostConnection;
+  tail: HostConnection;
+  state: 'open' | 'closing' | 'closed' = 'open';
+  reconfigurations = 0;
   private readonly validate = frameEnvelopeValidator();
 
-  /** Use connect(). */
   constructor(
-    secret: Buffer,
-    options: ResolvedOptions,
+    readonly chain: number,
+    private readonly secret: Buffer,
+    private readonly options: ResolvedOptions,
     clientId: number,
     clientToken: string,
     view: ClusterViewFields,
-    sealer: Sealer | null = null,
-    private readonly tls: TlsCredentials | null = null,
+    sealer: Sealer | null,
+    private readonly tls: TlsCredentials | null,
+    private readonly events: EventEmitter,
   ) {
-    super();
-    this.secret = secret;
-    this.options = options;
     this.clientId = clientId;
     this.clientToken = clientToken;
     this.view = view;
@@ -202,8 +208,6 @@ export class RemoteClient extends SessionApi {
       () => (this.state === 'open' ? null : closedError()),
     );
     for (const member of view.members) this.connection(member.url).dial();
-    this.progressTimer = setInterval(() => this.checkProgress(), STALL_RESEND_MS / 2);
-    this.progressTimer.unref();
   }
 
   private connection(url: string): HostConnection {
@@ -215,7 +219,7 @@ export class RemoteClient extends SessionApi {
   /** @internal Opens one authenticated link as this client. */
   dialLink(connection: HostConnection): Promise<PeerLink> {
     return connectPeerLink({
-      url: `${connection.url}/client`,
+      url: `${connection.url}${clientPath(this.chain)}`,
       secret: this.secret,
       tls: this.tls,
       nodeId: clientNodeId(this.clientId, this.clientToken),
@@ -268,7 +272,7 @@ export class RemoteClient extends SessionApi {
   }
 
   private warn(message: string): void {
-    this.emit('warning', new DabbaError(ErrorCode.malformedFrame, message));
+    this.events.emit('warning', new DabbaError(ErrorCode.malformedFrame, `chain ${this.chain}: ${message}`));
   }
 
   /** A newer configuration: dial new members, re-point writes and reads, resend what is unanswered. */
@@ -290,7 +294,7 @@ export class RemoteClient extends SessionApi {
     this.head = this.connection(view.members[0]!.url);
     this.tail = this.connection(view.members.at(-1)!.url);
     this.session.resendTo(this.head, NO_WAKE, this.tail, NO_WAKE);
-    this.emit('reconfigured', { epoch: view.epoch, members: view.members.map((member) => member.url) });
+    this.events.emit('reconfigured', { chain: this.chain, epoch: view.epoch, members: view.members.map((member) => member.url) });
   }
 
   /**
@@ -299,31 +303,82 @@ export class RemoteClient extends SessionApi {
    * otherwise send it again. When writes or reads have waited without any answer for a while,
    * send them again; duplicates are harmless (see adopt).
    */
-  private checkProgress(): void {
+  checkProgress(): void {
     if (this.state === 'closed' || !this.session.stalledFor(STALL_RESEND_MS)) return;
     this.session.resendTo(this.head, NO_WAKE, this.tail, NO_WAKE);
   }
 
+  get connectedHosts(): number {
+    let connected = 0;
+    for (const connection of this.connections.values()) if (connection.link !== null) connected++;
+    return connected;
+  }
+
+  closeLinks(): void {
+    for (const connection of this.connections.values()) connection.close();
+    this.connections.clear();
+  }
+}
+
+export class RemoteClient extends SessionApi {
+  /** Chain 0's client id. */
+  readonly clientId: number;
+  private readonly chains: RemoteChain[];
+  protected readonly session: RoutedSession;
+  private readonly options: ResolvedOptions;
+  private state: 'open' | 'closing' | 'closed' = 'open';
+  private readonly progressTimer: NodeJS.Timeout;
+
+  /** Use connect(). */
+  constructor(
+    secret: Buffer,
+    options: ResolvedOptions,
+    introductions: ReadonlyArray<{ clientId: number; view: ClusterViewFields }>,
+    sealer: Sealer | null = null,
+    tls: TlsCredentials | null = null,
+  ) {
+    super();
+    this.options = options;
+    this.chains = introductions.map(({ clientId, view }, chain) => new RemoteChain(chain, secret, options, clientId, view.clientToken, view, sealer, tls, this));
+    this.clientId = this.chains[0]!.clientId;
+    this.session = new RoutedSession(
+      this.chains.map((chain) => chain.session),
+      options.keyBytesMax,
+    );
+    this.progressTimer = setInterval(() => {
+      for (const chain of this.chains) chain.checkProgress();
+    }, STALL_RESEND_MS / 2);
+    this.progressTimer.unref();
+  }
+
+  /** The chain `key` belongs to. */
+  chainOf(key: Parameters<RoutedSession['chainOf']>[0]): number {
+    return this.session.chainOf(key);
+  }
+
+  /** Chain 0's epoch. */
   get epoch(): number {
-    return this.view.epoch;
+    return this.chains[0]!.view.epoch;
   }
 
   stats(): RemoteClientStats {
-    let connected = 0;
-    for (const connection of this.connections.values()) if (connection.link !== null) connected++;
+    const sum = (figure: (chain: RemoteChain) => number): number => this.chains.reduce((total, chain) => total + figure(chain), 0);
+    const first = this.chains[0]!;
     return {
       clientId: this.clientId,
-      epoch: this.view.epoch,
-      head: this.head.url,
-      tail: this.tail.url,
-      writesAccepted: this.session.writes.accepted,
-      writesAcknowledged: this.session.writes.writesAcked,
-      writesPending: this.session.writes.pending,
-      readsAnswered: this.session.reads.readsAnswered,
-      readsPending: this.session.reads.pending,
-      connectedHosts: connected,
-      reconfigurations: this.reconfigurations,
-      resends: this.session.stallResends,
+      epoch: first.view.epoch,
+      head: first.head.url,
+      tail: first.tail.url,
+      chains: this.chains.length,
+      writesAccepted: sum((chain) => chain.session.writes.accepted),
+      writesAcknowledged: sum((chain) => chain.session.writes.writesAcked),
+      writesPending: sum((chain) => chain.session.writes.pending),
+      readsAnswered: sum((chain) => chain.session.reads.readsAnswered),
+      readsPending: sum((chain) => chain.session.reads.pending),
+      connectedHosts: sum((chain) => chain.connectedHosts),
+      reconfigurations: sum((chain) => chain.reconfigurations),
+      resends: sum((chain) => chain.session.stallResends),
+      perChain: this.chains.map((chain) => ({ chain: chain.chain, clientId: chain.clientId, epoch: chain.view.epoch, head: chain.head.url, tail: chain.tail.url })),
     };
   }
 
@@ -335,18 +390,22 @@ export class RemoteClient extends SessionApi {
   async close(): Promise<void> {
     if (this.state !== 'open') return;
     this.state = 'closing';
-    await this.session.drain(this.options.closeTimeoutMs);
+    for (const chain of this.chains) chain.state = 'closing';
+    await Promise.all(this.chains.map((chain) => chain.session.drain(this.options.closeTimeoutMs)));
     this.state = 'closed';
     clearInterval(this.progressTimer);
-    this.session.fail(closedError(), { outcomeKnown: false });
-    for (const connection of this.connections.values()) connection.close();
-    this.connections.clear();
+    for (const chain of this.chains) {
+      chain.state = 'closed';
+      chain.session.fail(closedError(), { outcomeKnown: false });
+      chain.closeLinks();
+    }
   }
 }
 
 /**
- * Connects to a chain served by `dabba serve` hosts: asks the first reachable host in `hosts` for
- * a client id and the chain's members, then links to every member.
+ * Connects to the chains served by `dabba serve` hosts: asks the first reachable host in `hosts`
+ * for a client id and chain 0's members (its view says how many chains there are), then for a
+ * client id and the members of each other chain, then links to every chain's members.
  */
 export async function connect(options: ConnectOptions): Promise<RemoteClient> {
   const secret = typeof options.secret === 'string' ? Buffer.from(options.secret, 'utf8') : options.secret;
@@ -363,8 +422,9 @@ export async function connect(options: ConnectOptions): Promise<RemoteClient> {
   for (let round = 0; performance.now() < deadline; round++) {
     for (const url of options.hosts) {
       try {
-        const { clientId, view } = await introduce(url, secret, tls, resolved, validate, deadline);
-        return new RemoteClient(secret, resolved, clientId, view.clientToken, view, sealer, tls);
+        const first = await introduce(url, 0, secret, tls, resolved, validate, deadline);
+        const others = await Promise.all(Array.from({ length: first.view.chains - 1 }, (_, index) => introduce(url, index + 1, secret, tls, resolved, validate, deadline)));
+        return new RemoteClient(secret, resolved, [first, ...others], sealer, tls);
       } catch (error) {
         lastError = error;
         if (error instanceof DabbaError && error.code === ErrorCode.unauthenticated) throw error;
@@ -385,6 +445,7 @@ function checkHostUrl(url: unknown, tls: TlsCredentials | null): void {
 /** One connection as a new client: waits for the host's view carrying our assigned id, then hangs up. */
 function introduce(
   url: string,
+  chain: number,
   secret: Buffer,
   tls: TlsCredentials | null,
   options: ResolvedOptions,
@@ -394,7 +455,7 @@ function introduce(
   return new Promise((resolve, reject) => {
     let settled = false;
     let link: PeerLink | null = null;
-    const timer = setTimeout(() => finish(new DabbaError(ErrorCode.timeout, `${url} sent no chain view in time`)), Math.max(1, deadline - performance.now()));
+    const timer = setTimeout(() => finish(new DabbaError(ErrorCode.timeout, `${url} sent no view of chain ${chain} in time`)), Math.max(1, deadline - performance.now()));
     const finish = (outcome: Error | { clientId: number; view: ClusterViewFields }): void => {
       if (settled) return;
       settled = true;
@@ -404,7 +465,7 @@ function introduce(
       else resolve(outcome);
     };
     connectPeerLink({
-      url: `${url}/client`,
+      url: `${url}${clientPath(chain)}`,
       secret,
       tls,
       nodeId: NEW_CLIENT_NODE_ID,

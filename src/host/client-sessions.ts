@@ -1,5 +1,6 @@
 /**
- * Remote clients of one host, on the /client route: authenticated by the client secret (not the
+ * Remote clients of one chain's replica on one host, on that chain's route (`/client` for chain 0,
+ * `/client/<chain>` for the others: a client links to each chain's members, one link per chain): authenticated by the client secret (not the
  * peer secret: a client cannot link as a replica), then each connection is one client id. Writes
  * are taken only while this host is the head, reads only while it is the tail and holds a live
  * lease; the tail's cumulative client acks and read replies are routed back by client id and by
@@ -24,6 +25,8 @@ import { InboundBudget } from './inbound-queue.js';
 import { parseClientNodeId } from '../../native-free-core/wire/client-node-id.js';
 
 export interface ClientSessionsOptions {
+  /** The route: `/client` or `/client/<chain>` (clientPath, native-free-core/wire/cluster-view.ts). */
+  path: string;
   /** The client secret: what clients prove they hold. */
   secret: Buffer;
   /** Issues and checks the tokens that bind client ids to their holders. */
@@ -33,7 +36,7 @@ export interface ClientSessionsOptions {
   /** Keys and values above the chain's limits are refused here, before they reach the replica. */
   recordLimits: RecordLimits;
   allocateClientId(): Promise<number>;
-  view(): { epoch: number; members: ClusterMember[]; joining: ClusterMember | null } | null;
+  view(): { epoch: number; members: ClusterMember[]; joining: ClusterMember | null; chains: number } | null;
   isHead(): boolean;
   isServingReads(): boolean;
   /** Bytes of one connection's frames that may wait for room in the replica's rings. */
@@ -106,7 +109,7 @@ export class ClientSessions {
 
   attach(app: TemplatedApp, native: boolean, uws: UwsModule): void {
     this.route = attachPeerLinkRoute(app, native, uws, {
-      path: '/client',
+      path: this.options.path,
       secret: this.options.secret,
       tls: this.options.tls ?? null,
       nodeId: this.options.nodeId,

@@ -1,38 +1,54 @@
 /**
- * One host of a chain that spans hosts (`dabba serve`): a uWebSockets.js server for peer links
- * (/peer), remote clients (/client) and the HTTP API, one replica pinned on a worker thread behind
- * SharedArrayBuffer rings (./replica-port.ts), and the host's place in etcd: a lease-bound
- * registration, a status it refreshes, the configuration it follows, and a master candidate.
+ * One host of a chain table that spans hosts (`dabba serve`): a uWebSockets.js server for peer
+ * links (/peer), remote clients (/client, /client/<chain>) and the HTTP API, one node thread
+ * holding this host's replica of each chain placed on it, behind SharedArrayBuffer rings
+ * (./node-port.ts), and the host's place in etcd: the cluster's settings, a lease-bound
+ * registration (its incarnation, zone and URL), a status it refreshes, the chain table it follows,
+ * and a master candidate.
  *
- * This module follows the configuration and runs the replica's life: started as the chain's first
- * replica or as a joiner, reconfigured with every epoch, and replaced by a new, empty replica (a
- * new replica id) when it was removed, failed, or lost its lease. Links to the neighbours are in
- * ./chain-links.ts, remote clients in ./client-sessions.ts, HTTP in ./http-api.ts.
+ * Each chain's part (its entry, replica, links and clients) is a ChainSlot (./chain-slot.ts); this
+ * module runs what they share. A host's incarnation is one run of its node: when the node fails or
+ * the lease is lost, every replica goes with it, and the host registers again as a new incarnation
+ * (the master then places new replicas on it, which copy their chains). Links to the neighbours are
+ * in ./chain-links.ts, remote clients in ./client-sessions.ts, HTTP in ./http-api.ts.
  */
+import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import type { Role } from '../../native-free-core/chain/node.js';
 import { DabbaError, ErrorCode } from '../../native-free-core/errors.js';
-import { ordersWrites, roleIn, servesReads, type Configuration } from '../../native-free-core/master/chain-master.js';
-import type { ClusterMember } from '../../native-free-core/wire/cluster-view.js';
+import { servesReads, type Configuration } from '../../native-free-core/master/chain-master.js';
+import type { ReplicaHome } from '../../native-free-core/master/table-round.js';
 import { EtcdMaster } from '../master/etcd-master.js';
-import { EtcdConfigurationStore, type EtcdAuth, type EtcdTls, type HostInfo, type HostRegistration, type HostStatus, type StopWatching } from '../master/etcd-store.js';
-import { resolveOptions, type ChainOptions, type ResolvedOptions } from '../options.js';
+import {
+  EtcdConfigurationStore,
+  FAILED_REPLICAS_MAX,
+  ZONE,
+  type ClusterSettings,
+  type EtcdAuth,
+  type EtcdTls,
+  type HostInfo,
+  type HostRegistration,
+  type HostStatus,
+  type StopWatching,
+  type StoredTable,
+} from '../master/etcd-store.js';
+import { CHAINS_MAX, NODES_MAX, resolveOptions, type ChainOptions, type ResolvedOptions } from '../options.js';
 import { refuseSealingIn } from '../sealing.js';
 import { frameEnvelopeValidator, LinkCloseCode, type PeerLinkLogEntry } from '../transport/peer-link.js';
 import { checkSecret } from '../transport/peer-link-handshake.js';
 import { attachPeerLinkRoute, type PeerLinkRoute } from '../transport/peer-link-server.js';
 import type { TlsFiles } from '../transport/tls.js';
 import { createUwsApp, loadUws } from '../transport/uws.js';
-import { ChainLinks, HOST_PREFIX, LINK_HIGH_WATER_BYTES, type ReplicaIdentity } from './chain-links.js';
-import { ClientSessions } from './client-sessions.js';
+import { HOST_PREFIX, LINK_HIGH_WATER_BYTES, type ReplicaIdentity } from './chain-links.js';
+import { ChainSlot, type SlotHost } from './chain-slot.js';
 import { ClientTokens } from './client-tokens.js';
 import { HostIdentity, publicKeyFromText } from './host-identity.js';
 import { RefusalLog } from './refusal-log.js';
 import { attachHttpApi, type HttpApi } from './http-api.js';
 import { checkCertificateNames, resolveHostTls, type HostTls } from './host-tls.js';
 import { InboundQueue } from './inbound-queue.js';
-import { ReplicaPort } from './replica-port.js';
+import { NodePort, type ReplicaSnapshotStats } from './node-port.js';
 
 export interface HostOptions {
   /** This host's name in the cluster (etcd key hosts/<hostId>): letters, digits, '-', '_', '.'. */
@@ -70,6 +86,15 @@ export interface HostOptions {
   httpInsecure?: boolean;
   /** Lease TTL in seconds: how long a silent host stays a member. Default 2. */
   leaseTtlSeconds?: number;
+  /**
+   * The cluster's settings: how many chains its keyspace is split over, and replicas per chain.
+   * Fixed by the cluster's first host (defaults 1 and 3); a host given other values is refused,
+   * one given none takes the cluster's.
+   */
+  chains?: number;
+  replicas?: number;
+  /** This host's zone: replicas of one chain go to distinct zones when there are enough. Default 'default'. */
+  zone?: string;
   /** Run a master candidate on this host. Default true. */
   master?: boolean;
   /** Ring, batch and limit settings, as for createChain() (not `sealing`: clients seal, hosts hold no keys). */
@@ -85,17 +110,29 @@ export interface HostLogEntry {
   [field: string]: unknown;
 }
 
+/** One chain of the table, as this host sees it (GET /status). */
+export interface ChainReport {
+  chain: number;
+  epoch: number;
+  /** Head first, tail last, then the joiner (role 'joining'). */
+  members: Array<{ replicaId: number; hostId: string | null; role: string; appliedSeq: number | null; lag: number | null }>;
+}
+
 export interface HostStatusReport {
   hostId: string;
   url: string;
-  replicaId: number;
-  role: Role | null;
-  epoch: number;
-  servingReads: boolean;
+  zone: string;
+  /** This run of the host (a restarted host is a new incarnation, with new replicas). */
+  incarnation: string;
   isMaster: boolean;
-  configuration: Configuration | null;
-  members: Array<ClusterMember & { hostId: string | null; role: string; status: HostStatus | null }>;
-  replica: ReturnType<ReplicaPort['stats']> | null;
+  /** The cluster's settings (fixed when it was first started); null before this host read them. */
+  settings: ClusterSettings | null;
+  /** The chain table: every chain placed so far. */
+  chains: ChainReport[];
+  /** This host's replicas, by chain. */
+  replicas: Array<{ chain: number; replicaId: number; role: Role | null; epoch: number; servingReads: boolean; stats: ReplicaSnapshotStats | null }>;
+  /** Every live host, with how many chains it heads, is a middle of, tails and joins (from the chain table). */
+  hosts: Array<{ hostId: string; zone: string | null; url: string | null; heads: number; middles: number; tails: number; joining: number }>;
   writesPerSecond: number;
   clients: number;
   /** Inputs refused since the host started, by error code (malformed frames, failed handshakes, ...). */
@@ -112,6 +149,8 @@ const LEASE_READ_MARGIN_MS = 300;
 const INBOUND_QUEUE_BYTES_MAX = 256 * 1024 * 1024;
 /** Links on /peer at most, and of those still in their handshake. */
 const PEER_CONNECTIONS_MAX = 64;
+/** ...plus this many per chain: a replica links to its neighbours in each chain it is in. */
+const PEER_CONNECTIONS_PER_CHAIN = 2;
 const PEER_HANDSHAKES_MAX = 16;
 /** Addresses that only this machine can reach: the HTTP API may listen there without a token. */
 const LOOPBACK_HOSTS = /^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|::1|\[::1\]|localhost)$/;
@@ -123,32 +162,30 @@ export class DabbaHost extends EventEmitter {
   private readonly recordBytesMax: number;
   url = '';
   port = 0;
+  readonly zone: string;
   private readonly settings: Required<Pick<HostOptions, 'leaseTtlSeconds' | 'listenHost'>> & HostOptions;
+  /** The cluster's settings, once read from etcd (start()). */
+  private cluster: ClusterSettings | null = null;
   private readonly store: EtcdConfigurationStore;
   private master: EtcdMaster | null = null;
   private registration: HostRegistration | null = null;
-  private replicaId = 0;
-  private replica: ReplicaPort | null = null;
-  /** The epoch the replica was started in (a joiner) or last reconfigured to. */
-  private replicaEpoch = 0;
-  private configuration: Configuration | null = null;
-  /** The newest configuration the watch delivered, even while this host was re-registering. */
-  private latestConfiguration: Configuration | null = null;
+  /** This run's incarnation (see the module comment); a new one with every registration. */
+  private incarnation = newIncarnation();
+  private node: NodePort | null = null;
+  private slots: ChainSlot[] = [];
+  /** Where every replica of the table runs (from the chain entries). */
+  private homes = new Map<number, ReplicaHome>();
   private hostTable = new Map<string, { info: HostInfo | null; status: HostStatus | null }>();
-  private readonly links: ChainLinks;
+  /** Replicas this incarnation gave up, newest last (reported in the status). */
+  private failed: number[] = [];
   private readonly batchesQueue: InboundQueue;
   private readonly acksQueue: InboundQueue;
   private readonly readsQueue: InboundQueue;
-  private readonly sessions: ClientSessions;
   private peerRoute: PeerLinkRoute | null = null;
   private http: HttpApi | null = null;
   private listenSocket: unknown = null;
   private readonly stops: StopWatching[] = [];
   private statusTimer: NodeJS.Timeout | null = null;
-  private handoffRequest: { epoch: number; joiner: number } | null = null;
-  /** Our predecessor whose host refused a connection (see ChainLinks); 0 when none. */
-  private predecessorDown = 0;
-  private handoffBegun = '';
   private lastWritesApplied = 0;
   private lastStatusAt = performance.now();
   private writesPerSecond = 0;
@@ -157,6 +194,7 @@ export class DabbaHost extends EventEmitter {
   private readonly validate = frameEnvelopeValidator();
   /** This host's Ed25519 key pair: it signs peer-link handshakes (see ./host-identity.ts). */
   private readonly identity = new HostIdentity();
+  private readonly tokens: ClientTokens;
   /** Refusals by code (in /status), and the rate limit on their log lines. */
   private readonly refusals = new RefusalLog();
   /** The rate limit on links' other log lines (opened, closed). */
@@ -172,66 +210,79 @@ export class DabbaHost extends EventEmitter {
     checkSecrets(options.peerSecret, options.clientSecret);
     checkHttpExposure(options);
     refuseSealingIn(options.chain, 'a host: values are sealed by clients, and hosts never hold the keys');
+    checkClusterSettings(options);
+    this.zone = options.zone ?? 'default';
     this.settings = { leaseTtlSeconds: 2, listenHost: '127.0.0.1', ...options };
     this.options = resolveOptions(options.chain ?? {});
     this.recordBytesMax = this.options.linkRecordBytesMax;
     this.tls = resolveHostTls(options.tls, options.advertiseUrl);
+    this.tokens = new ClientTokens(options.peerSecret);
     this.store = new EtcdConfigurationStore({ hosts: options.etcd, ...(options.etcdPrefix === undefined ? {} : { prefix: options.etcdPrefix }), tls: options.etcdTls, auth: options.etcdAuth });
-    const push = (kind: 'batch' | 'ack' | 'reads') => (frame: Uint8Array): boolean => {
-      const replica = this.replica;
-      if (replica === null) return true; // No replica: nothing to deliver to; the sender will resend.
-      return kind === 'batch' ? replica.pushBatch(frame) : kind === 'ack' ? replica.pushAck(frame) : replica.pushReads(frame);
+    const push = (kind: 'batch' | 'ack' | 'reads') => (chain: number, frame: Uint8Array): boolean => {
+      const node = this.node;
+      if (node === null) return true; // No node: nothing to deliver to; the sender will resend.
+      return kind === 'batch' ? node.pushBatch(chain, frame) : kind === 'ack' ? node.pushAck(chain, frame) : node.pushReads(chain, frame);
     };
     this.batchesQueue = new InboundQueue(push('batch'), INBOUND_QUEUE_BYTES_MAX);
     this.acksQueue = new InboundQueue(push('ack'), INBOUND_QUEUE_BYTES_MAX);
     this.readsQueue = new InboundQueue(push('reads'), INBOUND_QUEUE_BYTES_MAX);
-    this.links = new ChainLinks({
-      secret: options.peerSecret,
-      identityKey: this.identity.privateKey,
-      identityOf: (replicaId) => this.identityOf(replicaId),
-      recordBytesMax: this.recordBytesMax,
-      controlFrameBytesMax: this.options.controlFrameBytesMax,
+  }
+
+  /** The chain slots, once the settings are known. */
+  private makeSlots(chains: number): ChainSlot[] {
+    const host: SlotHost = {
+      hostId: this.hostId,
+      chains,
+      incarnation: () => this.incarnation,
+      node: () => this.node,
       urlOf: (replicaId) => this.urlOf(replicaId),
-      tls: this.tls?.credentials ?? null,
-      replicaProgress: () => {
-        const stats = this.replica?.stats();
-        return stats === undefined ? null : { epoch: stats.epoch, appliedSeq: stats.appliedSeq };
-      },
-      connectionInboundBytesMax: this.connectionInboundBytesMax(),
-      offerBatch: (frame, budget) => this.batchesQueue.offer(frame, budget),
-      offerAck: (frame, budget) => this.acksQueue.offer(frame, budget),
-      kick: () => this.replica?.kick(),
-      joinLinkLost: (predecessor) => void this.onJoinLinkLost(predecessor),
-      predecessorRefused: (predecessor) => {
-        const down = predecessor ?? 0;
-        if (down === this.predecessorDown) return;
-        this.predecessorDown = down;
-        if (predecessor === null) return;
-        this.log('warn', 'predecessor-down', `replica ${predecessor}'s host refuses connections: reporting it, so the master need not wait for its lease`);
-        void this.publishStatus();
-      },
-      log: (entry) => {
-        if ('nodeId' in entry) this.logLink(entry);
-        else if (entry.code.startsWith('DABBA_ERR_')) this.logRefusal(entry.code, entry.code, entry.message);
-        else this.log(entry.level, entry.code, entry.message);
-      },
-    });
-    this.sessions = new ClientSessions({
-      secret: options.clientSecret,
-      tokens: new ClientTokens(options.peerSecret),
-      nodeId: `host:${this.hostId}`,
-      maxRecordBytes: this.recordBytesMax,
-      recordLimits: { keyBytesMax: this.options.keyBytesMax, valueBytesMax: this.options.valueBytesMax },
-      allocateClientId: () => this.store.allocateId('client'),
-      view: () => this.clusterView(),
-      isHead: () => ordersWrites(this.role()),
-      isServingReads: () => this.isServingReads(),
-      connectionInboundBytesMax: this.connectionInboundBytesMax(),
-      offerBatch: (frame, budget) => this.batchesQueue.offer(frame, budget),
-      offerReads: (frame, budget) => this.readsQueue.offer(frame, budget),
-      tls: this.tls?.credentials ?? null,
-      log: (entry) => this.logLink(entry),
-    });
+      ownUrl: () => this.url,
+      leaseAllowsReads: () => this.registration !== null && performance.now() < this.registration.leaseValidUntil() - LEASE_READ_MARGIN_MS,
+      gaveUp: (chain, replicaId, reason) => this.gaveUp(chain, replicaId, reason),
+      statusChanged: () => void this.publishStatus(),
+      configured: (chain, configuration, role) => this.emit('configured', configuration, role, chain),
+      log: (level, event, message) => this.log(level, event, message),
+    };
+    const slots: ChainSlot[] = [];
+    for (let chain = 0; chain < chains; chain++) {
+      slots.push(
+        new ChainSlot(
+          chain,
+          host,
+          {
+            secret: this.settings.peerSecret,
+            identityKey: this.identity.privateKey,
+            identityOf: (replicaId) => this.identityOf(replicaId),
+            recordBytesMax: this.recordBytesMax,
+            controlFrameBytesMax: this.options.controlFrameBytesMax,
+            tls: this.tls?.credentials ?? null,
+            connectionInboundBytesMax: this.connectionInboundBytesMax(),
+            offerBatch: (slotChain, frame, budget) => this.batchesQueue.offer(slotChain, frame, budget),
+            offerAck: (slotChain, frame, budget) => this.acksQueue.offer(slotChain, frame, budget),
+            kick: () => this.node?.kick(),
+            log: (entry) => {
+              if ('nodeId' in entry) this.logLink(entry);
+              else if (entry.code.startsWith('DABBA_ERR_')) this.logRefusal(entry.code, entry.code, entry.message);
+              else this.log(entry.level, entry.code, entry.message);
+            },
+          },
+          {
+            secret: this.settings.clientSecret,
+            tokens: this.tokens,
+            nodeId: `host:${this.hostId}`,
+            maxRecordBytes: this.recordBytesMax,
+            recordLimits: { keyBytesMax: this.options.keyBytesMax, valueBytesMax: this.options.valueBytesMax },
+            allocateClientId: () => this.store.allocateId('client'),
+            connectionInboundBytesMax: this.connectionInboundBytesMax(),
+            offerBatch: (slotChain, frame, budget) => this.batchesQueue.offer(slotChain, frame, budget),
+            offerReads: (slotChain, frame, budget) => this.readsQueue.offer(slotChain, frame, budget),
+            tls: this.tls?.credentials ?? null,
+            log: (entry) => this.logLink(entry),
+          },
+        ),
+      );
+    }
+    return slots;
   }
 
   /**
@@ -243,34 +294,28 @@ export class DabbaHost extends EventEmitter {
     return this.options.inflightBytesMax + this.options.linkRecordBytesMax;
   }
 
-  /** Listens, registers in etcd, follows the configuration. Resolves once the host is registered. */
+  /** Reads the cluster's settings, listens, registers in etcd, follows the chain table. Resolves once the host is registered. */
   async start(): Promise<void> {
+    this.cluster = await this.store.adoptSettings({
+      ...(this.settings.chains === undefined ? {} : { chains: this.settings.chains }),
+      ...(this.settings.replicas === undefined ? {} : { replicas: this.settings.replicas }),
+    });
+    this.slots = this.makeSlots(this.cluster.chains);
     await this.listen();
     if (this.tls !== null) checkCertificateNames(this.tls, this.url);
     if (this.tls !== null && this.settings.httpToken === undefined) this.log('warn', 'http-without-token', 'uWS does not require a client certificate of HTTP requests (links prove one in their handshake): without an HTTP token, anyone who reaches this port can use /kv');
-    this.replicaId = await this.store.allocateId('replica');
+    this.startNode();
     this.stops.push(await this.store.watchHostTable((table) => this.onHostTable(table), (error) => this.log('warn', 'etcd-watch', error.message)));
     await this.register();
-    this.stops.push(
-      await this.store.watch(
-        (configuration) => {
-          if (this.latestConfiguration === null || configuration.epoch > this.latestConfiguration.epoch) this.latestConfiguration = configuration;
-          // While re-registering as a new replica, configurations about the old one are moot; the
-          // newest is applied once the new registration is in place.
-          if (this.reregistering === null) this.onConfiguration(configuration);
-        },
-        (error) => this.log('warn', 'etcd-watch', error.message),
-      ),
-    );
-    this.stops.push(await this.store.watchHandoff((request) => this.onHandoffRequest(request)));
+    this.stops.push(await this.store.watchTable(this.cluster.chains, (table) => this.onTable(table), (error) => this.log('warn', 'etcd-watch', error.message)));
     this.statusTimer = setInterval(() => void this.publishStatus(), STATUS_INTERVAL_MS);
     if (this.settings.master !== false) {
-      this.master = new EtcdMaster({ store: this.store, candidateId: this.hostId, log: (line) => this.log('info', 'master', line) });
-      this.master.on('decision', (decision) => this.log('info', 'master-decision', JSON.stringify(decision)));
+      this.master = new EtcdMaster({ store: this.store, settings: this.cluster, candidateId: this.hostId, log: (line) => this.log('info', 'master', line) });
+      this.master.on('decision', (decision) => this.log('info', 'master-decision', JSON.stringify(decision, (_key, value: unknown) => (value instanceof Map ? Object.fromEntries(value) : value))));
       this.master.on('elected', () => this.placeMaster());
       this.master.start();
     }
-    this.log('info', 'host-started', `host ${this.hostId} serves at ${this.url} as replica ${this.replicaId}`);
+    this.log('info', 'host-started', `host ${this.hostId} serves at ${this.url} (zone ${this.zone}, incarnation ${this.incarnation}; ${this.cluster.chains} chains of ${this.cluster.replicas} replicas)`);
   }
 
   private listen(): Promise<void> {
@@ -283,21 +328,29 @@ export class DabbaHost extends EventEmitter {
       tls: this.tls?.credentials ?? null,
       nodeId: HOST_PREFIX + this.hostId,
       identityKey: this.identity.privateKey,
-      peerIdentity: (nodeId) => this.links.peerIdentity(nodeId),
+      peerIdentity: (nodeId) => this.slots[0]!.links.peerIdentity(nodeId),
       maxRecordBytes: this.recordBytesMax,
       validate: this.validate,
       highWaterBytes: LINK_HIGH_WATER_BYTES,
-      // A host links to a few neighbours (and a few waiting to be named): no crowd is legitimate.
-      connectionsMax: PEER_CONNECTIONS_MAX,
+      // A replica links to its neighbours in each chain it is in (and a few waiting to be named).
+      connectionsMax: PEER_CONNECTIONS_MAX + PEER_CONNECTIONS_PER_CHAIN * this.slots.length,
       handshakesMax: PEER_HANDSHAKES_MAX,
       log: (entry) => this.logLink(entry),
-      onLink: (link) => this.links.acceptDownstream(link),
+      onLink: (link) => {
+        // The link's replica names its chain: the chain whose entry has it.
+        const slot = this.slotOfPeer(link.remoteNodeId);
+        if (slot === null) {
+          link.close(LinkCloseCode.unauthenticated, `${link.remoteNodeId} is in no chain this host knows of (yet)`);
+          return { onRecord: () => undefined };
+        }
+        return slot.links.acceptDownstream(link);
+      },
     });
-    this.sessions.attach(app, native, uws);
+    for (const slot of this.slots) slot.sessions.attach(app, native, uws);
     this.http = attachHttpApi(app, {
       status: () => this.status(),
-      unavailable: () => (this.configuration === null ? 'no chain is configured yet: no host has started one in etcd' : null),
-      digest: () => this.digest(),
+      unavailable: () => (this.slots.every((slot) => slot.entry === null) ? 'no chain is configured yet: no host has started one in etcd' : null),
+      digest: async () => ({ hostId: this.hostId, replicas: await this.digests() }),
       secret: this.settings.clientSecret,
       hostUrl: () => this.url,
       ...(this.settings.chain === undefined ? {} : { chain: this.settings.chain }),
@@ -321,108 +374,23 @@ export class DabbaHost extends EventEmitter {
     });
   }
 
-  private async register(): Promise<void> {
-    const registration = await this.store.registerHost(this.hostId, this.settings.leaseTtlSeconds, {
-      replicaId: this.replicaId,
-      url: this.url,
-      publicKey: this.identity.publicKeyText,
-    });
-    this.registration = registration;
-    registration.lost.addEventListener('abort', () => {
-      if (this.registration !== registration || this.closed) return;
-      this.log('warn', 'lease-lost', `lost the etcd lease of replica ${this.replicaId}: leaving the chain, will join again`);
-      void this.rejoinAsNewReplica();
-    });
-  }
-
-  // ---------------------------------------------------------------------------------------------
-  // Following the configuration
-
-  private onHostTable(table: ReadonlyMap<string, { info: HostInfo | null; status: HostStatus | null }>): void {
-    this.hostTable = new Map(table);
-    // A member's URL may have just become known: dial it if it is our predecessor.
-    this.updateLinks();
-    this.placeMaster();
-    this.sessions.broadcastView();
-  }
-
-  private urlOf(replicaId: number): string | null {
-    for (const { info } of this.hostTable.values()) if (info !== null && info.replicaId === replicaId) return info.url;
+  /** The slot of the chain a peer's replica (`replica:<id>`) is in, or null. */
+  private slotOfPeer(nodeId: string): ChainSlot | null {
+    const replicaId = /^replica:([1-9][0-9]{0,15})$/.exec(nodeId)?.[1];
+    if (replicaId === undefined) return this.slots[0] ?? null; // acceptDownstream refuses it with the reason.
+    for (const slot of this.slots) if (slot.entry?.homes.has(Number(replicaId)) === true) return slot;
     return null;
   }
 
-  /** Replica `replicaId`'s host and the identity key that host registered, or null while unknown. */
-  private identityOf(replicaId: number): ReplicaIdentity | null {
-    for (const [hostId, { info }] of this.hostTable) {
-      if (info === null || info.replicaId !== replicaId || info.publicKey === undefined) continue;
-      const publicKey = publicKeyFromText(info.publicKey);
-      return publicKey === null ? null : { hostId, publicKey };
-    }
-    return null;
-  }
-
-  private hostOf(replicaId: number): string | null {
-    for (const [hostId, { info }] of this.hostTable) if (info !== null && info.replicaId === replicaId) return hostId;
-    return null;
-  }
-
-  private role(): Role | null {
-    return this.configuration === null ? null : (roleIn(this.configuration, this.replicaId) as Role | null);
-  }
-
-  private onConfiguration(configuration: Configuration): void {
-    if (this.closed || (this.configuration !== null && configuration.epoch <= this.configuration.epoch)) return;
-    const previousRole = this.role();
-    this.configuration = configuration;
-    const role = this.role();
-    this.log('info', 'configuration', `epoch ${configuration.epoch}: members ${configuration.members.join(',')}${configuration.joining === null ? '' : ` joining ${configuration.joining}`}; this replica (${this.replicaId}) is ${role ?? 'not in the chain'}`);
-    if (role === null) {
-      // Removed (our lease expired while we were cut off, or the replica failed), or not picked yet.
-      if (this.replica !== null) void this.rejoinAsNewReplica();
-    } else if (this.replica === null) {
-      if (role === 'joining' || (role === 'solo' && configuration.epoch === 1)) this.startReplica(configuration.epoch, role);
-      else if (previousRole === null) void this.rejoinAsNewReplica(); // A member we have no state for.
-    } else if (configuration.epoch > this.replicaEpoch) {
-      const isTail = servesReads(role);
-      this.replica.reconfigure(configuration.epoch, role, isTail ? configuration.joining : null);
-      this.replicaEpoch = configuration.epoch;
-    }
-    this.updateLinks();
-    this.maybeBeginHandoff();
-    if (!servesReads(role)) this.sessions.forgetReads();
-    this.placeMaster();
-    this.sessions.broadcastView();
-    this.emit('configured', configuration, role);
-  }
-
-  /**
-   * The master is best placed on the tail's host. A head or middle that dies is evicted at once on
-   * its successor's report (rule 2b), but only by a live master: if the master died with it, a new
-   * one is elected only when its lease runs out. The tail's death waits for its lease anyway, which
-   * a new election then overlaps. So a leader elsewhere steps down, and the next in line takes over.
-   */
-  private placeMaster(): void {
-    const role = this.role();
-    const configuration = this.configuration;
-    if (this.master?.isLeader !== true || configuration === null || configuration.members.length < 2) return;
-    if (servesReads(role)) return;
-    // Only if the tail's host stands for master (and is registered, so campaigning) right now.
-    const tailHost = this.hostOf(configuration.members.at(-1)!);
-    if (tailHost === null || this.hostTable.get(tailHost)?.status?.candidate !== true) return;
-    this.master.stepDown(`this host's replica is ${role ?? 'not a member'}: the master moves towards the tail's host`);
-  }
-
-  private startReplica(epoch: number, role: Role): void {
-    this.replicaEpoch = epoch;
-    this.links.replicaStarted(epoch, role);
-    const replica = new ReplicaPort(
-      { replicaId: this.replicaId, epoch, role, resolved: this.options },
+  private startNode(): void {
+    const node = new NodePort(
+      { nodeId: 1, resolved: this.options },
       {
-        downstream: (frame) => this.links.sendDownstream(frame),
-        upstream: (frame) => this.links.sendUpstream(frame),
-        clientAck: (frame) => this.sessions.deliverAck(frame),
-        readReply: (frame) => this.sessions.deliverReadReply(frame),
-        rejected: (code, reason) => this.logRefusal(code, 'replica-rejected', `${code}: ${reason}`),
+        downstream: (chain, frame) => this.slots[chain]?.links.sendDownstream(frame) ?? true,
+        upstream: (chain, frame) => this.slots[chain]?.links.sendUpstream(frame) ?? true,
+        clientAck: (chain, frame) => this.slots[chain]?.sessions.deliverAck(frame) ?? true,
+        readReply: (chain, frame) => this.slots[chain]?.sessions.deliverReadReply(frame) ?? true,
+        rejected: (chain, code, reason) => this.logRefusal(code, 'replica-rejected', `chain ${chain}: ${code}: ${reason}`),
         inboundRoom: () => {
           this.batchesQueue.drain();
           this.acksQueue.drain();
@@ -430,68 +398,132 @@ export class DabbaHost extends EventEmitter {
         },
       },
     );
-    this.replica = replica;
-    replica.done.then(
+    this.node = node;
+    node.done.then(
       () => undefined,
       (error: unknown) => {
-        if (this.replica !== replica || this.closed) return;
-        this.log('error', 'replica-failed', `replica ${this.replicaId} failed: ${(error as Error)?.message ?? error}`);
-        void this.rejoinAsNewReplica();
+        if (this.node !== node || this.closed) return;
+        this.log('error', 'node-failed', `the node thread failed: ${(error as Error)?.message ?? error}`);
+        void this.startOver();
       },
     );
-    this.log('info', 'replica-started', `replica ${this.replicaId} started as ${role} in epoch ${epoch}`);
+  }
+
+  private async register(): Promise<void> {
+    const registration = await this.store.registerHost(this.hostId, this.settings.leaseTtlSeconds, {
+      incarnation: this.incarnation,
+      zone: this.zone,
+      url: this.url,
+      publicKey: this.identity.publicKeyText,
+    });
+    this.registration = registration;
+    registration.lost.addEventListener('abort', () => {
+      if (this.registration !== registration || this.closed) return;
+      this.log('warn', 'lease-lost', `lost the etcd lease of incarnation ${this.incarnation}: leaving every chain, will be placed again`);
+      void this.startOver();
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Following the table
+
+  private onHostTable(table: ReadonlyMap<string, { info: HostInfo | null; status: HostStatus | null }>): void {
+    this.hostTable = new Map(table);
+    // A member's URL may have just become known: dial it if it is a predecessor.
+    for (const slot of this.slots) slot.follow();
+    this.placeMaster();
+  }
+
+  private onTable(table: StoredTable): void {
+    if (this.closed) return;
+    table.entries.forEach((entry, chain) => {
+      if (entry === null) return;
+      for (const [replicaId, home] of entry.homes) this.homes.set(replicaId, home);
+      // Only while the host is registered: entries about an earlier incarnation are moot meanwhile.
+      this.slots[chain]!.onEntry(entry);
+    });
+    table.handoffs.forEach((request, chain) => {
+      if (request !== null) this.slots[chain]!.onHandoff(request);
+    });
+    this.pruneHomes();
+    this.placeMaster();
+  }
+
+  /** Keeps the homes of the replicas the table names now (ids are never reused, so the map would only grow). */
+  private pruneHomes(): void {
+    if (this.homes.size <= 4 * this.slots.length * NODES_MAX) return;
+    const named = new Set<number>();
+    for (const slot of this.slots) for (const replicaId of slot.entry?.homes.keys() ?? []) named.add(replicaId);
+    for (const replicaId of this.homes.keys()) if (!named.has(replicaId)) this.homes.delete(replicaId);
+  }
+
+  /** The info of the host a replica runs on, if that host is registered in the replica's incarnation. */
+  private homeInfo(replicaId: number): { hostId: string; info: HostInfo } | null {
+    const home = this.homes.get(replicaId);
+    const info = home === undefined ? null : (this.hostTable.get(home.host)?.info ?? null);
+    return home === undefined || info === null || info.incarnation !== home.incarnation ? null : { hostId: home.host, info };
+  }
+
+  private urlOf(replicaId: number): string | null {
+    return this.homeInfo(replicaId)?.info.url ?? null;
+  }
+
+  /** Replica `replicaId`'s host and the identity key that host registered, or null while unknown. */
+  private identityOf(replicaId: number): ReplicaIdentity | null {
+    const home = this.homeInfo(replicaId);
+    const publicKey = home?.info.publicKey === undefined ? null : publicKeyFromText(home.info.publicKey);
+    return home === null || publicKey === null ? null : { hostId: home.hostId, publicKey };
   }
 
   /**
-   * The link a joiner copies through broke. Snapshot frames were lost with it, and a transfer cannot
-   * resume: start over as a new replica (the master abandons this join when our registration
-   * changes). Unless the handoff already made this replica a member, in a configuration this host
-   * has not heard of yet: then its state is a full copy of the chain's, perhaps the only one left
-   * soon, and starting over would throw it away. So ask etcd first.
+   * With one chain, the master is best placed on the tail's host. A head or middle that dies is
+   * evicted at once on its successor's report (rule 2b), but only by a live master: if the master
+   * died with it, a new one is elected only when its lease runs out. The tail's death waits for its
+   * lease anyway, which a new election then overlaps. So a leader elsewhere steps down, and the
+   * next in line takes over. With many chains every host is a tail of some: no host is better.
    */
-  private async onJoinLinkLost(predecessor: number): Promise<void> {
-    let current: Configuration | null = null;
-    try {
-      current = await this.store.load();
-    } catch (error) {
-      this.log('warn', 'etcd', `cannot read the configuration after losing the join link: ${(error as Error).message}`);
-    }
-    if (current !== null && current.members.includes(this.replicaId)) {
-      this.log('info', 'join-link-lost', `lost the link to replica ${predecessor}, but the join is complete (epoch ${current.epoch}): following it`);
-      this.onConfiguration(current);
-      return;
-    }
-    this.log('warn', 'join-link-lost', `lost the link to replica ${predecessor} while joining: joining again`);
-    await this.rejoinAsNewReplica();
+  private placeMaster(): void {
+    const slot = this.slots[0];
+    const configuration = slot?.configuration ?? null;
+    if (this.slots.length !== 1 || this.master?.isLeader !== true || configuration === null || configuration.members.length < 2) return;
+    if (servesReads(slot!.role())) return;
+    const tailHost = this.homeInfo(configuration.members.at(-1)!)?.hostId ?? null;
+    if (tailHost === null || this.hostTable.get(tailHost)?.status?.candidate !== true) return;
+    this.master.stepDown(`this host's replica is ${slot!.role() ?? 'not a member'}: the master moves towards the tail's host`);
+  }
+
+  private gaveUp(chain: number, replicaId: number, reason: string): void {
+    this.log('warn', 'replica-given-up', `chain ${chain}: gave replica ${replicaId} up (${reason}): the master places another`);
+    this.failed.push(replicaId);
+    if (this.failed.length > FAILED_REPLICAS_MAX) this.failed.shift();
+    void this.publishStatus();
   }
 
   /**
-   * Leaves the chain for good as this replica id (its state may be stale or gone) and comes back
-   * as a new, empty replica that joins from the tail: a replica id never returns once removed.
+   * The node failed or the lease was lost: every replica is gone. Start a new node and register as
+   * a new incarnation; the master places new replicas on it, which copy their chains.
    */
-  private rejoinAsNewReplica(): Promise<void> {
+  private startOver(): Promise<void> {
     if (this.reregistering !== null) return this.reregistering;
     this.reregistering = (async () => {
-      const replica = this.replica;
-      this.replica = null;
-      this.links.closeAll();
-      await replica?.kill();
+      const node = this.node;
+      this.node = null;
+      for (const slot of this.slots) slot.nodeLost();
+      await node?.kill();
       const old = this.registration;
       this.registration = null;
       await old?.revoke().catch(() => undefined);
       for (let attempt = 0; !this.closed; attempt++) {
         try {
-          this.replicaId = await this.store.allocateId('replica');
-          this.configuration = null;
+          this.incarnation = newIncarnation();
+          this.failed = [];
+          if (this.node === null) this.startNode();
           await this.register();
-          const loaded = await this.store.load();
-          const latest = this.latestConfiguration;
-          const current = loaded === null || (latest !== null && latest.epoch > loaded.epoch) ? latest : loaded;
-          if (current !== null) this.onConfiguration(current);
-          this.log('info', 'rejoining', `registered again as replica ${this.replicaId}`);
+          for (const slot of this.slots) slot.follow();
+          this.log('info', 'registered-again', `registered again as incarnation ${this.incarnation}`);
           return;
         } catch (error) {
-          this.log('warn', 'rejoin-retry', `cannot register yet: ${(error as Error).message}`);
+          this.log('warn', 'register-retry', `cannot register yet: ${(error as Error).message}`);
           await delay(Math.min(2000, 100 * 2 ** attempt));
         }
       }
@@ -501,59 +533,30 @@ export class DabbaHost extends EventEmitter {
     return this.reregistering;
   }
 
-  private updateLinks(): void {
-    this.links.update(this.replica === null ? null : this.configuration, this.replicaId, this.replica === null ? null : this.role());
-  }
-
   // ---------------------------------------------------------------------------------------------
-  // Handoff, status, reads
-
-  private onHandoffRequest(request: { epoch: number; joiner: number }): void {
-    this.handoffRequest = request;
-    this.maybeBeginHandoff();
-  }
-
-  private maybeBeginHandoff(): void {
-    const request = this.handoffRequest;
-    const configuration = this.configuration;
-    if (request === null || configuration === null || this.replica === null) return;
-    const role = this.role();
-    if (!servesReads(role) || configuration.epoch !== request.epoch || configuration.joining !== request.joiner) return;
-    const key = `${request.epoch}:${request.joiner}`;
-    if (this.handoffBegun === key) return;
-    this.handoffBegun = key;
-    this.replica.beginHandoff();
-  }
-
-  private isServingReads(): boolean {
-    const role = this.role();
-    if (this.replica === null || !servesReads(role) || this.registration === null) return false;
-    if (this.replicaEpoch !== this.configuration?.epoch) return false;
-    return performance.now() < this.registration.leaseValidUntil() - LEASE_READ_MARGIN_MS;
-  }
+  // Status
 
   private async publishStatus(): Promise<void> {
     const registration = this.registration;
     if (registration === null || this.closed) return;
-    const stats = this.replica?.stats() ?? null;
     const now = performance.now();
-    if (stats !== null) {
-      const elapsed = (now - this.lastStatusAt) / 1000;
-      if (elapsed > 0) this.writesPerSecond = Math.max(0, (stats.writesApplied - this.lastWritesApplied) / elapsed);
-      this.lastWritesApplied = stats.writesApplied;
+    let writesApplied = 0;
+    const replicas = [];
+    for (const slot of this.slots) {
+      const status = slot.status();
+      if (status !== null) replicas.push(status);
+      writesApplied += slot.stats()?.writesApplied ?? 0;
     }
+    const elapsed = (now - this.lastStatusAt) / 1000;
+    if (elapsed > 0) this.writesPerSecond = Math.max(0, (writesApplied - this.lastWritesApplied) / elapsed);
+    this.lastWritesApplied = writesApplied;
     this.lastStatusAt = now;
     const status: HostStatus = {
-      replicaId: this.replicaId,
-      epoch: stats?.epoch || this.replicaEpoch,
-      role: this.role() ?? 'none',
-      appliedSeq: stats?.appliedSeq ?? 0,
-      committedSeq: stats?.committedSeq ?? 0,
-      joinCaughtUp: stats?.joinCaughtUp ?? false,
-      handoffReadyEpoch: stats?.handoffReadyEpoch ?? 0,
-      writesPerSecond: Math.round(this.writesPerSecond),
-      predecessorDown: this.predecessorDown,
+      incarnation: this.incarnation,
       candidate: this.settings.master !== false,
+      writesPerSecond: Math.round(this.writesPerSecond),
+      replicas,
+      failed: [...this.failed],
     };
     try {
       await registration.putStatus(status);
@@ -563,59 +566,84 @@ export class DabbaHost extends EventEmitter {
     }
   }
 
-  private clusterView(): { epoch: number; members: ClusterMember[]; joining: ClusterMember | null } | null {
-    const configuration = this.configuration;
-    if (configuration === null) return null;
-    const members: ClusterMember[] = [];
-    for (const replicaId of configuration.members) {
-      const url = this.urlOf(replicaId);
-      // A member whose host entry is gone (its lease expired) is about to be removed: list it with
-      // its last URL unknown as this host's own, so clients never get an unusable view.
-      members.push({ replicaId, url: url ?? this.url });
-    }
-    const joiningUrl = configuration.joining === null ? null : this.urlOf(configuration.joining);
-    return {
-      epoch: configuration.epoch,
-      members,
-      joining: configuration.joining === null || joiningUrl === null ? null : { replicaId: configuration.joining, url: joiningUrl },
-    };
-  }
-
   status(): HostStatusReport {
-    const configuration = this.configuration;
-    const view = this.clusterView();
+    const chains: ChainReport[] = [];
+    const roles = new Map<string, { heads: number; middles: number; tails: number; joining: number }>();
+    for (const hostId of this.hostTable.keys()) roles.set(hostId, { heads: 0, middles: 0, tails: 0, joining: 0 });
+    for (const slot of this.slots) {
+      const configuration = slot.configuration;
+      if (configuration === null) continue;
+      const tailStatus = this.replicaStatus(configuration.members.at(-1)!);
+      const members = [...configuration.members, ...(configuration.joining === null ? [] : [configuration.joining])].map((replicaId, index) => {
+        const role = replicaId === configuration.joining ? 'joining' : roleAt(index, configuration.members.length);
+        const hostId = this.homeInfo(replicaId)?.hostId ?? null;
+        const count = hostId === null ? undefined : roles.get(hostId);
+        if (count !== undefined) {
+          if (role === 'head' || role === 'solo') count.heads++;
+          if (role === 'middle') count.middles++;
+          if (role === 'tail' || role === 'solo') count.tails++;
+          if (role === 'joining') count.joining++;
+        }
+        const appliedSeq = this.replicaStatus(replicaId)?.appliedSeq ?? null;
+        // Writes behind the tail (a joiner copying its snapshot reports 0 until it replays).
+        const lag = appliedSeq === null || tailStatus === null ? null : Math.max(0, tailStatus.appliedSeq - appliedSeq);
+        return { replicaId, hostId, role, appliedSeq, lag };
+      });
+      chains.push({ chain: slot.chain, epoch: configuration.epoch, members });
+    }
     return {
       hostId: this.hostId,
       url: this.url,
-      replicaId: this.replicaId,
-      role: this.role(),
-      epoch: configuration?.epoch ?? 0,
-      servingReads: this.isServingReads(),
+      zone: this.zone,
+      incarnation: this.incarnation,
       isMaster: this.master?.isLeader ?? false,
-      configuration,
-      members: (view?.members ?? []).map((member) => {
-        const hostId = this.hostOf(member.replicaId);
-        return {
-          ...member,
-          hostId,
-          role: configuration === null ? 'none' : String(roleIn(configuration, member.replicaId)),
-          status: hostId === null ? null : (this.hostTable.get(hostId)?.status ?? null),
-        };
+      settings: this.cluster,
+      chains,
+      replicas: this.slots
+        .filter((slot) => slot.replicaId !== 0)
+        .map((slot) => ({ chain: slot.chain, replicaId: slot.replicaId, role: slot.role(), epoch: slot.configuration?.epoch ?? 0, servingReads: slot.isServingReads(), stats: slot.stats() })),
+      hosts: [...roles].map(([hostId, count]) => {
+        const info = this.hostTable.get(hostId)?.info ?? null;
+        return { hostId, zone: info?.zone ?? null, url: info?.url ?? null, ...count };
       }),
-      replica: this.replica?.stats() ?? null,
       writesPerSecond: Math.round(this.writesPerSecond),
-      clients: this.sessions.count,
+      clients: this.slots.reduce((sum, slot) => sum + slot.sessions.count, 0),
       refusals: this.refusals.totals(),
     };
   }
 
-  /** Each replica's digest (tests): this host's replica. */
-  digest(): Promise<{ digest: string; keys: number; appliedSeq: number }> {
-    if (this.replica === null) return Promise.reject(new DabbaError(ErrorCode.closed, 'no replica runs on this host'));
-    return this.replica.digest();
+  /** A replica's latest reported progress (its host's status in its incarnation), or null. */
+  private replicaStatus(replicaId: number): { appliedSeq: number } | null {
+    const home = this.homeInfo(replicaId);
+    const status = home === null ? null : (this.hostTable.get(home.hostId)?.status ?? null);
+    if (status === null || status.incarnation !== home!.info.incarnation) return null;
+    return status.replicas.find((replica) => replica.replicaId === replicaId) ?? null;
   }
 
-  /** Leaves cleanly: revokes the lease (the master removes this replica at once), stops everything. */
+  /** This host's replica's role in `chain` (0 by default), or null when it has none there. */
+  roleIn(chain = 0): Role | null {
+    return this.slots[chain]?.role() ?? null;
+  }
+
+  /** Whether this host's replica of `chain` (0 by default) serves reads now (the tail, with a live lease). */
+  servingReads(chain = 0): boolean {
+    return this.slots[chain]?.isServingReads() ?? false;
+  }
+
+  /** The configuration of `chain` as this host follows it (tests), or null. */
+  configurationOf(chain: number): Configuration | null {
+    return this.slots[chain]?.configuration ?? null;
+  }
+
+  /** Each of this host's replicas' store digest, by chain (GET /digest, and tests). */
+  async digests(): Promise<Array<{ chain: number; replicaId: number; digest: string; keys: number; appliedSeq: number }>> {
+    const node = this.node;
+    if (node === null) throw new DabbaError(ErrorCode.closed, 'no node runs on this host');
+    const held = this.slots.filter((slot) => slot.replicaId !== 0 && slot.role() !== 'joining');
+    return Promise.all(held.map(async (slot) => ({ chain: slot.chain, replicaId: slot.replicaId, ...(await node.digest(slot.chain)) })));
+  }
+
+  /** Leaves cleanly: revokes the lease (the master removes this host's replicas at once), stops everything. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -626,14 +654,16 @@ export class DabbaHost extends EventEmitter {
     await settleBy(this.master?.close(), etcdDeadline);
     await settleBy(Promise.allSettled(this.stops.map((stop) => stop())), etcdDeadline);
     await settleBy(this.registration?.revoke(), etcdDeadline);
-    this.links.closeAll(LinkCloseCode.goingAway, 'host closing');
+    for (const slot of this.slots) {
+      slot.links.closeAll(LinkCloseCode.goingAway, 'host closing');
+      slot.sessions.closeAll();
+    }
     this.peerRoute?.closeAll();
-    this.sessions.closeAll();
     this.http?.close();
     if (this.listenSocket !== null) loadUws().uws.us_listen_socket_close(this.listenSocket as never);
-    await this.replica?.stop();
-    this.replica = null;
-    // Stopping the replica may have used up the deadline: closing the etcd client still gets a moment.
+    await this.node?.stop();
+    this.node = null;
+    // Stopping the node may have used up the deadline: closing the etcd client still gets a moment.
     await settleBy(this.store.close(), Math.max(etcdDeadline, performance.now() + CLOSE_ETCD_WAIT_MS / 4));
   }
 
@@ -664,6 +694,27 @@ export class DabbaHost extends EventEmitter {
     if (verdict === null) return;
     this.log('warn', event, message, verdict.suppressed > 0 ? { ...fields, code, suppressed: verdict.suppressed } : { ...fields, code });
   }
+}
+
+function newIncarnation(): string {
+  return randomBytes(9).toString('base64url');
+}
+
+/** A member's role by its place in a chain of `length`. */
+function roleAt(index: number, length: number): string {
+  if (length === 1) return 'solo';
+  return index === 0 ? 'head' : index === length - 1 ? 'tail' : 'middle';
+}
+
+function checkClusterSettings(options: HostOptions): void {
+  const { chains, replicas, zone } = options;
+  if (chains !== undefined && (!Number.isSafeInteger(chains) || chains < 1 || chains > CHAINS_MAX)) {
+    throw new DabbaError(ErrorCode.invalidArgument, `chains must be an integer in 1..${CHAINS_MAX} (got ${chains})`);
+  }
+  if (replicas !== undefined && (!Number.isSafeInteger(replicas) || replicas < 1 || replicas > NODES_MAX)) {
+    throw new DabbaError(ErrorCode.invalidArgument, `replicas must be an integer in 1..${NODES_MAX} (got ${replicas})`);
+  }
+  if (zone !== undefined && !ZONE.test(zone)) throw new DabbaError(ErrorCode.invalidArgument, `zone must be 1-64 letters, digits, '-', '_' or '.' (got ${JSON.stringify(zone)})`);
 }
 
 /**

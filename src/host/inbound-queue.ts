@@ -1,5 +1,5 @@
 /**
- * Frames from sockets on their way into one of the replica's inbound rings. A socket cannot be
+ * Frames from sockets on their way into one of the node's inbound rings, each for its chain. A socket cannot be
  * paused (uWS has no pause for WebSockets), so when the ring is full frames wait here, in order,
  * up to a byte limit for the queue and a smaller one for each connection (its InboundBudget). What
  * keeps a well-behaved sender under its budget is its own window: a predecessor sends at most its
@@ -16,12 +16,13 @@ export class InboundBudget {
 
 export class InboundQueue {
   private readonly frames: Uint8Array[] = [];
+  private readonly chains: number[] = [];
   private readonly owners: InboundBudget[] = [];
   private head = 0;
   private bytes = 0;
 
   constructor(
-    private readonly push: (frame: Uint8Array) => boolean,
+    private readonly push: (chain: number, frame: Uint8Array) => boolean,
     readonly bytesMax: number,
   ) {}
 
@@ -33,10 +34,11 @@ export class InboundQueue {
    * Hands `frame` on now if nothing waits and the ring has room, else keeps a copy charged to
    * `owner`. False if the queue's or the owner's limit would be exceeded (nothing was kept).
    */
-  offer(frame: Uint8Array, owner: InboundBudget): boolean {
-    if (this.head === this.frames.length && this.push(frame)) return true;
+  offer(chain: number, frame: Uint8Array, owner: InboundBudget): boolean {
+    if (this.head === this.frames.length && this.push(chain, frame)) return true;
     if (this.bytes + frame.length > this.bytesMax || owner.waitingBytes + frame.length > owner.bytesMax) return false;
     this.frames.push(frame.slice());
+    this.chains.push(chain);
     this.owners.push(owner);
     this.bytes += frame.length;
     owner.waitingBytes += frame.length;
@@ -45,7 +47,7 @@ export class InboundQueue {
 
   /** Moves waiting frames into the ring while it has room (call when the replica freed some). */
   drain(): void {
-    while (this.head < this.frames.length && this.push(this.frames[this.head]!)) {
+    while (this.head < this.frames.length && this.push(this.chains[this.head]!, this.frames[this.head]!)) {
       const length = this.frames[this.head]!.length;
       this.bytes -= length;
       this.owners[this.head]!.waitingBytes -= length;
@@ -53,10 +55,12 @@ export class InboundQueue {
     }
     if (this.head === this.frames.length) {
       this.frames.length = 0;
+      this.chains.length = 0;
       this.owners.length = 0;
       this.head = 0;
     } else if (this.head > 1024) {
       this.frames.splice(0, this.head);
+      this.chains.splice(0, this.head);
       this.owners.splice(0, this.head);
       this.head = 0;
     }

@@ -21,6 +21,9 @@
  *                    DABBA_HTTP_TOKEN                      the token itself
  *   --http-insecure  DABBA_HTTP_INSECURE=1 httpInsecure: true  serve HTTP with no token beyond loopback
  *   --no-master      DABBA_NO_MASTER=1    master: false    do not stand for master on this host
+ *   --chains         DABBA_CHAINS         chains           chains the keyspace is split over (the cluster's; 1 when first started)
+ *   --replicas       DABBA_REPLICAS       replicas         replicas per chain (the cluster's; 3 when first started)
+ *   --zone           DABBA_ZONE           zone             this host's zone: a chain's replicas go to distinct zones (default)
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -45,6 +48,9 @@ interface FileConfig extends EtcdAccessFile {
   master?: boolean;
   httpTokenFile?: string;
   httpInsecure?: boolean;
+  chains?: number;
+  replicas?: number;
+  zone?: string;
 }
 
 export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = process.env): HostOptions {
@@ -68,6 +74,9 @@ export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = proces
       'http-token-file': { type: 'string' },
       'no-master': { type: 'boolean' },
       'http-insecure': { type: 'boolean' },
+      chains: { type: 'string' },
+      replicas: { type: 'string' },
+      zone: { type: 'string' },
     },
   });
   const file = values.config === undefined ? {} : readConfigFile(values.config);
@@ -90,8 +99,15 @@ export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = proces
   const prefix = values['etcd-prefix'] ?? env.DABBA_ETCD_PREFIX ?? file.etcdPrefix;
   const tokenFile = values['http-token-file'] ?? env.DABBA_HTTP_TOKEN_FILE ?? file.httpTokenFile;
   const httpToken = tokenFile === undefined && env.DABBA_HTTP_TOKEN === undefined ? undefined : readSecret(tokenFile, env.DABBA_HTTP_TOKEN, 'HTTP token', '--http-token-file, DABBA_HTTP_TOKEN_FILE or DABBA_HTTP_TOKEN');
+  const chains = optionalInteger(values.chains ?? env.DABBA_CHAINS ?? file.chains, '--chains', 1, 1024);
+  const replicas = optionalInteger(values.replicas ?? env.DABBA_REPLICAS ?? file.replicas, '--replicas', 1, 16);
+  const zone = values.zone ?? env.DABBA_ZONE ?? file.zone;
+  if (zone !== undefined && !/^[A-Za-z0-9_.-]{1,64}$/.test(zone)) throw new ServeConfigError(`--zone must be 1-64 letters, digits, '-', '_' or '.', got ${JSON.stringify(zone)}`);
   return {
     hostId,
+    ...(chains === undefined ? {} : { chains }),
+    ...(replicas === undefined ? {} : { replicas }),
+    ...(zone === undefined ? {} : { zone }),
     listenHost: match[1]!,
     port: Number(match[2]),
     ...(advertise === undefined ? {} : { advertiseUrl: advertise }),
@@ -105,6 +121,14 @@ export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = proces
     ...(httpToken === undefined ? {} : { httpToken }),
     httpInsecure: values['http-insecure'] === true || env.DABBA_HTTP_INSECURE === '1' || file.httpInsecure === true,
   };
+}
+
+/** An integer setting in minimum..maximum, or undefined when not given. */
+function optionalInteger(text: string | number | undefined, flag: string, minimum: number, maximum: number): number | undefined {
+  if (text === undefined) return undefined;
+  const value = typeof text === 'number' ? text : /^[0-9]{1,7}$/.test(text) ? Number(text) : Number.NaN;
+  if (!Number.isSafeInteger(value) || value < minimum || value > maximum) throw new ServeConfigError(`${flag} must be an integer in ${minimum}..${maximum}, got ${text}`);
+  return value;
 }
 
 /** The three TLS files together, readable and matching (./host-tls.ts checks the rest at start-up), or null for none. */

@@ -1,11 +1,11 @@
 /**
- * The configuration master of a chain that spans hosts, on etcd. Any host may run a candidate;
- * etcd elects one (EtcdConfigurationStore.campaign). The leader follows the configuration, the
- * host table (`hosts/` and `status/`) and the handoff request through watches, runs the pure
- * decision rules (native-free-core/master/cluster-decisions.ts) on every change and every 200 ms,
- * and executes what they decide one decision at a time, each write fenced by its leadership: a
- * master that was deposed without knowing it yet (its lease expired while it was cut off) cannot
- * write, even when its epoch still matches.
+ * The configuration master of a chain table that spans hosts, on etcd. Any host may run a
+ * candidate; etcd elects one (EtcdConfigurationStore.campaign). The leader follows the chain
+ * table, the host table (`hosts/` and `status/`) and the handoff requests through watches, runs
+ * the pure round (native-free-core/master/table-round.ts: the cluster policy per chain, the
+ * placement and the moves towards it) on every change and every 200 ms, and writes each round's
+ * changes in one transaction, fenced by its leadership: a master that was deposed without knowing
+ * it yet (its lease expired while it was cut off) cannot write, even when the epochs still match.
  *
  * Failures are etcd's: an error is logged and the step retried with backoff; a lost lease ends the
  * term (watches stopped, nothing more decided) and the candidate campaigns again. Nothing here
@@ -13,26 +13,30 @@
  */
 import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Configuration } from '../../native-free-core/master/chain-master.js';
-import {
-  decide,
-  HANDOFF_CATCH_UP_MS_MAX,
-  HANDOFF_LAG_WRITES_MAX,
-  watchCatchUp,
-  type CatchUpWatch,
-  type Decision,
-  type LiveHost,
-} from '../../native-free-core/master/cluster-decisions.js';
+import { HANDOFF_CATCH_UP_MS_MAX, HANDOFF_LAG_WRITES_MAX, type CatchUpWatch, type LiveHostStatus } from '../../native-free-core/master/cluster-decisions.js';
+import { decideRound, type ChainChange, type TableHost, type TablePlan } from '../../native-free-core/master/table-round.js';
 import { DabbaError, ErrorCode, isDabbaError } from '../../native-free-core/errors.js';
-import type { EtcdConfigurationStore, HandoffRequest, HostTable, Leadership, StopWatching } from './etcd-store.js';
+import type { ClusterSettings, EtcdConfigurationStore, HostTable, Leadership, StopWatching, StoredTable } from './etcd-store.js';
 
 /** How often the leader decides even without a change (the catch-up time limit of rule 5 needs it). */
 const DECIDE_INTERVAL_MS = 200;
 const RETRY_BACKOFF_MS_MIN = 100;
 const RETRY_BACKOFF_MS_MAX = 5000;
+/**
+ * A table never configured is placed once `replicas` hosts are up, or this long after the first
+ * one registered: hosts started together get their chains at once, and a lone host still starts.
+ */
+const BOOTSTRAP_WAIT_MS = 1500;
+/** Chains joining at once across the table: each copies a snapshot while writes go on. */
+const JOINS_AT_ONCE = 2;
+
+/** What the leader wrote: a chain's next entry or a handoff request (one round's are one transaction), or an eviction. */
+export type MasterDecision = ChainChange | { kind: 'evict'; chain: number; hostId: string; replicaId: number };
 
 export interface EtcdMasterOptions {
   store: EtcdConfigurationStore;
+  /** The cluster's settings (EtcdConfigurationStore.adoptSettings). */
+  settings: ClusterSettings;
   /** This candidate's name in the election (the host id, typically). */
   candidateId: string;
   /** How long leadership outlives a silent master, in whole seconds. Default 2. */
@@ -49,12 +53,12 @@ export interface EtcdMasterOptions {
 
 export interface EtcdMaster {
   /** A decision the leader executed (written to etcd), after the write. */
-  on(event: 'decision', listener: (decision: Decision) => void): this;
+  on(event: 'decision', listener: (decision: MasterDecision) => void): this;
   /** This candidate became the leader. */
   on(event: 'elected', listener: () => void): this;
   /** This candidate's term ended (lease lost, fenced out, a watch failed, or close()). */
   on(event: 'deposed', listener: (reason: string) => void): this;
-  once(event: 'decision', listener: (decision: Decision) => void): this;
+  once(event: 'decision', listener: (decision: MasterDecision) => void): this;
   once(event: 'elected', listener: () => void): this;
   once(event: 'deposed', listener: (reason: string) => void): this;
 }
@@ -64,25 +68,31 @@ interface Term {
   readonly leadership: Leadership;
   /** Aborted when the term ends, with the reason (a string). */
   readonly ended: AbortController;
-  configuration: Configuration | null;
-  table: HostTable;
-  handoff: HandoffRequest | null;
-  /** When the master first saw the joiner report joinCaughtUp (rule 5's clock). */
-  catchUp: CatchUpWatch | null;
+  /** The chain table as the watch (and this master's own writes) left it; null until the watch delivers. */
+  table: StoredTable | null;
+  /** The first replica id not handed out (read when the term begins, then kept by this master's writes). */
+  nextReplicaId: number;
+  hosts: HostTable;
+  /** By chain: rule 5's clock. */
+  catchUp: Array<CatchUpWatch | null>;
+  plan: TablePlan | null;
+  /** When the first host was seen while the table was not placed yet (the bootstrap wait). */
+  firstHostAt: number | null;
   /** Every watch has delivered its first value: decisions may be taken. */
   ready: boolean;
   /** A step is running; `again` asks for another one when it is done. */
   busy: boolean;
   again: boolean;
-  /** The last write's outcome is unknown (an error): read the configuration before deciding. */
+  /** The last write's outcome is unknown (an error): read the table before deciding. */
   reload: boolean;
-  /** The situation of the last 'none' decision (logged once per situation). */
+  /** The situations of the chains that wait, as last logged. */
   idleReason: string | null;
   readonly backoff: Backoff;
 }
 
 export class EtcdMaster extends EventEmitter {
   private readonly store: EtcdConfigurationStore;
+  private readonly settings: ClusterSettings;
   private readonly candidateId: string;
   private readonly leadershipTtlSeconds: number;
   private readonly handoffLagWritesMax: number;
@@ -99,6 +109,7 @@ export class EtcdMaster extends EventEmitter {
       throw new DabbaError(ErrorCode.invalidArgument, 'candidateId must be a non-empty string');
     }
     this.store = options.store;
+    this.settings = options.settings;
     this.candidateId = options.candidateId;
     this.leadershipTtlSeconds = checkInteger('leadershipTtlSeconds', options.leadershipTtlSeconds ?? 2, 1);
     this.handoffLagWritesMax = checkInteger('handoffLagWritesMax', options.handoffLagWritesMax ?? HANDOFF_LAG_WRITES_MAX, 0);
@@ -158,14 +169,16 @@ export class EtcdMaster extends EventEmitter {
     const term: Term = {
       leadership,
       ended: new AbortController(),
-      configuration: null,
-      table: new Map(),
-      handoff: null,
-      catchUp: null,
+      table: null,
+      nextReplicaId: 1,
+      hosts: new Map(),
+      catchUp: [],
+      plan: null,
+      firstHostAt: null,
       ready: false,
       busy: false,
       again: false,
-      reload: false,
+      reload: true,
       idleReason: null,
       backoff: new Backoff(),
     };
@@ -192,10 +205,10 @@ export class EtcdMaster extends EventEmitter {
     const stops: StopWatching[] = [];
     let timer: NodeJS.Timeout | undefined;
     try {
+      const { chains } = this.settings;
       const watches: Array<() => Promise<StopWatching>> = [
-        () => this.store.watch((configuration) => (this.adopt(term, configuration), poke()), onWatchError),
-        () => this.store.watchHostTable((table) => ((term.table = table), poke()), onWatchError),
-        () => this.store.watchHandoff((request) => (this.adoptHandoff(term, request), poke()), onWatchError),
+        () => this.store.watchTable(chains, (table) => ((term.table = this.adopt(term, table)), poke()), onWatchError),
+        () => this.store.watchHostTable((table) => ((term.hosts = table), poke()), onWatchError),
       ];
       for (const watch of watches) stops.push(await untilAborted(watch(), term.ended.signal));
       // Only now: deciding from a configuration without the host table would remove every member.
@@ -237,30 +250,39 @@ export class EtcdMaster extends EventEmitter {
     });
   }
 
-  /** Decides once and executes the decision. Never rejects. */
+  /** Decides one round and writes it. Never rejects. */
   private async step(term: Term): Promise<void> {
-    let executed: Decision | null = null;
+    const executed: MasterDecision[] = [];
     try {
       if (term.reload) {
-        this.adopt(term, await this.store.load());
+        const stored = await this.store.loadTable(this.settings.chains);
+        term.table = this.adopt(term, stored);
+        term.nextReplicaId = Math.max(term.nextReplicaId, stored.nextReplicaId);
         term.reload = false;
       }
-      const decision = this.decide(term);
-      if (decision.kind === 'none') {
-        // Logged when the situation changes, not when its figures do (a catching-up joiner's lag
-        // changes at every step): the text before the first ':' names the situation.
-        const situation = decision.reason.split(':')[0]!;
-        if (situation !== term.idleReason) this.log(`master ${this.candidateId}: ${decision.reason}`);
-        term.idleReason = situation;
-        return;
+      const table = term.table!;
+      const round = this.decide(term, table);
+      term.catchUp = round.catchUp;
+      term.plan = round.plan;
+      for (const eviction of round.evictions) {
+        // Not fenced: evicting is idempotent, and a host evicted by mistake only joins again.
+        await this.store.evictHost(eviction.hostId);
+        executed.push({ kind: 'evict', ...eviction });
       }
-      term.idleReason = null;
-      if (await this.execute(term, decision)) {
-        executed = decision;
+      if (round.changes.length === 0) {
+        this.logIdle(term, round.idle, round.lost);
+      } else if (await this.store.commitRound(round.changes, { from: term.nextReplicaId, to: round.nextReplicaId }, term.leadership)) {
+        for (const change of round.changes) {
+          if (change.kind === 'configure') table.entries[change.chain] = change.entry;
+          else table.handoffs[change.chain] = change.request;
+        }
+        term.nextReplicaId = round.nextReplicaId;
+        term.idleReason = null;
+        executed.push(...round.changes);
         term.backoff.reset();
         term.again = true; // The next rule may apply at once (a removal, then a join).
-      } else if (decision.kind !== 'evict') {
-        await this.afterConflict(term, decision);
+      } else {
+        await this.afterConflict(term);
       }
     } catch (error) {
       // The outcome of a write that failed this way is unknown: read what etcd holds next time.
@@ -268,109 +290,99 @@ export class EtcdMaster extends EventEmitter {
       this.log(`master ${this.candidateId}: etcd error (${messageOf(error)}); again in ${term.backoff.ms} ms`);
       await term.backoff.wait(term.ended.signal);
       term.again = true;
-      return;
     }
-    if (executed === null) return;
-    this.log(`master ${this.candidateId}: ${describe(executed)}`);
-    try {
-      this.emit('decision', executed);
-    } catch (error) {
-      this.log(`master ${this.candidateId}: a 'decision' listener threw (${messageOf(error)})`);
+    for (const decision of executed) {
+      this.log(`master ${this.candidateId}: ${describe(decision)}`);
+      try {
+        this.emit('decision', decision);
+      } catch (error) {
+        this.log(`master ${this.candidateId}: a 'decision' listener threw (${messageOf(error)})`);
+      }
     }
   }
 
-  private decide(term: Term): Decision {
-    const hosts: LiveHost[] = [];
-    for (const [hostId, { info, status }] of term.table) {
+  private decide(term: Term, table: StoredTable): ReturnType<typeof decideRound> {
+    const hosts: TableHost[] = [];
+    for (const [hostId, { info, status }] of term.hosts) {
       if (info === null) continue; // Registered without (or with a malformed) info: not a replica host.
-      // A status left by an earlier replica of the same host (restarted within its old lease's TTL) is not this replica's.
-      const current = status !== null && status.replicaId === info.replicaId ? status : null;
-      hosts.push({
-        hostId,
-        replicaId: info.replicaId,
-        status: current === null ? null : {
-          epoch: current.epoch,
-          appliedSeq: current.appliedSeq,
-          joinCaughtUp: current.joinCaughtUp,
-          handoffReadyEpoch: current.handoffReadyEpoch,
-          predecessorDown: current.predecessorDown ?? 0,
-        },
-      });
+      // A status left by an earlier run of the same host (restarted within its old lease's TTL) is not this run's.
+      const current = status !== null && status.incarnation === info.incarnation ? status : null;
+      const replicas = new Map<number, LiveHostStatus>();
+      for (const replica of current?.replicas ?? []) replicas.set(replica.replicaId, replica);
+      hosts.push({ hostId, zone: info.zone, incarnation: info.incarnation, replicas, failed: new Set(current?.failed ?? []) });
     }
     const now = this.now();
-    term.catchUp = watchCatchUp(term.catchUp, term.configuration, hosts, now);
-    return decide({
-      configuration: term.configuration,
+    const placed = table.entries.some((entry) => entry !== null);
+    if (placed || hosts.length === 0) term.firstHostAt = null;
+    else term.firstHostAt ??= now;
+    const { chains, replicas } = this.settings;
+    return decideRound({
+      chains,
+      replicas,
+      entries: table.entries,
       hosts,
-      // Across hosts no operator asks for removals: a host leaves by letting its lease go.
-      removalsRequested: [],
+      handoffs: table.handoffs,
+      catchUp: term.catchUp,
+      plan: term.plan,
+      bootstrap: hosts.length >= replicas || (term.firstHostAt !== null && now - term.firstHostAt >= BOOTSTRAP_WAIT_MS),
       now,
-      joinCaughtUpSince: term.catchUp?.since ?? null,
-      handoffRequested: term.handoff,
       handoffLagWritesMax: this.handoffLagWritesMax,
       handoffCatchUpMsMax: this.handoffCatchUpMsMax,
+      joinsAtOnce: JOINS_AT_ONCE,
+      nextReplicaId: term.nextReplicaId,
     });
   }
 
-  /** Writes the decision, fenced; true if it is in etcd. */
-  private async execute(term: Term, decision: Exclude<Decision, { kind: 'none' }>): Promise<boolean> {
-    const fence = term.leadership;
-    switch (decision.kind) {
-      case 'initialize':
-        if (!(await this.store.initialize(decision.configuration, fence))) return false;
-        this.adopt(term, decision.configuration);
-        return true;
-      case 'reconfigure': {
-        const next = decision.event.configuration;
-        if (!(await this.store.compareAndSet(next.epoch - 1, next, fence))) return false;
-        this.adopt(term, next);
-        return true;
-      }
-      case 'request-handoff':
-        if (!(await this.store.requestHandoff(decision.epoch, decision.joiner, fence))) return false;
-        this.adoptHandoff(term, { epoch: decision.epoch, joiner: decision.joiner });
-        return true;
-      case 'evict':
-        // Not fenced: evicting is idempotent, and a host evicted by mistake only joins again.
-        await this.store.evictHost(decision.hostId);
-        return true;
-    }
+  /**
+   * Logs why the chains wait when that changes, not when its figures do (a catching-up joiner's
+   * lag changes at every step): the text before the first ':' names a chain's situation.
+   */
+  private logIdle(term: Term, idle: ReadonlyArray<string | null>, lost: readonly number[]): void {
+    const situations = new Map<string, number[]>();
+    idle.forEach((reason, chain) => {
+      if (reason === null) return;
+      const situation = reason.split(':')[0]!;
+      situations.set(situation, [...(situations.get(situation) ?? []), chain]);
+    });
+    const summary = [...situations].map(([situation, chains]) => `${situation} (chain${chains.length > 1 ? 's' : ''} ${chains.join(', ')})`).join('; ');
+    const text = lost.length > 0 ? `${summary}; unavailable: chains ${lost.join(', ')}` : summary;
+    if (text !== term.idleReason) this.log(`master ${this.candidateId}: ${text}`);
+    term.idleReason = text;
   }
 
   /**
-   * A fenced write failed: either the configuration moved on (adopt it and decide again) or this
-   * candidate no longer leads (the epoch is where the decision left it: end the term).
+   * A fenced round failed: either the table moved on (adopt it and decide again) or this
+   * candidate no longer leads (etcd holds what the round was decided from: end the term).
    */
-  private async afterConflict(term: Term, decision: Exclude<Decision, { kind: 'none' | 'evict' }>): Promise<void> {
-    const stored = await this.store.load();
-    const expectedEpoch =
-      decision.kind === 'initialize' ? null : decision.kind === 'reconfigure' ? decision.event.configuration.epoch - 1 : decision.epoch;
-    const fencedOut = decision.kind === 'request-handoff' || (stored?.epoch ?? null) === expectedEpoch;
-    if (fencedOut) {
+  private async afterConflict(term: Term): Promise<void> {
+    const stored = await this.store.loadTable(this.settings.chains);
+    const before = term.table!;
+    const moved =
+      stored.nextReplicaId !== term.nextReplicaId ||
+      stored.entries.some((entry, chain) => (entry?.configuration.epoch ?? 0) !== (before.entries[chain]?.configuration.epoch ?? 0));
+    if (!moved) {
       term.ended.abort('fenced out: another candidate leads');
       return;
     }
-    const epochBefore = term.configuration?.epoch;
-    this.adopt(term, stored);
+    term.table = this.adopt(term, stored);
+    term.nextReplicaId = Math.max(term.nextReplicaId, stored.nextReplicaId);
     term.again = true;
-    if (term.configuration?.epoch !== epochBefore) {
-      this.log(`master ${this.candidateId}: the configuration moved on to epoch ${term.configuration?.epoch}; deciding again`);
-      return;
-    }
-    // Nothing newer to adopt (say the configuration was deleted by hand): no tight loop of failing writes.
-    this.log(`master ${this.candidateId}: ${decision.kind} conflicted with etcd (stored epoch ${stored?.epoch ?? 'none'}); again in ${term.backoff.ms} ms`);
-    await term.backoff.wait(term.ended.signal);
+    this.log(`master ${this.candidateId}: the chain table moved on under this round; deciding again`);
   }
 
-  /** Keeps the newest handoff request seen (the watch may deliver an older one after this master wrote its own). */
-  private adoptHandoff(term: Term, request: HandoffRequest): void {
-    if (term.handoff === null || request.epoch >= term.handoff.epoch) term.handoff = request;
-  }
-
-  /** Keeps the newest configuration seen (the watch may deliver one this master already wrote). */
-  private adopt(term: Term, configuration: Configuration | null): void {
-    if (configuration === null) return;
-    if (term.configuration === null || configuration.epoch > term.configuration.epoch) term.configuration = configuration;
+  /** Keeps, per chain, the newest entry and handoff request seen (a watch may deliver what this master already wrote). */
+  private adopt(term: Term, incoming: StoredTable): StoredTable {
+    const current = term.table;
+    if (current === null) return { entries: [...incoming.entries], handoffs: [...incoming.handoffs], nextReplicaId: 0 };
+    incoming.entries.forEach((entry, chain) => {
+      const mine = current.entries[chain];
+      if (entry !== null && (mine === null || mine === undefined || entry.configuration.epoch > mine.configuration.epoch)) current.entries[chain] = entry;
+    });
+    incoming.handoffs.forEach((request, chain) => {
+      const mine = current.handoffs[chain];
+      if (request !== null && (mine === null || mine === undefined || request.epoch >= mine.epoch)) current.handoffs[chain] = request;
+    });
+    return current;
   }
 }
 
@@ -390,22 +402,16 @@ class Backoff {
   }
 }
 
-function describe(decision: Decision): string {
+function describe(decision: MasterDecision): string {
   switch (decision.kind) {
-    case 'initialize':
-      return `initialized epoch 1: members [${decision.configuration.members.join(', ')}]`;
     case 'request-handoff':
-      return `asked the tail of epoch ${decision.epoch} to hand over to joiner ${decision.joiner}`;
+      return `chain ${decision.chain}: asked the tail of epoch ${decision.request.epoch} to hand over to joiner ${decision.request.joiner}`;
     case 'evict':
-      return `evicted host ${decision.hostId}: its successor found replica ${decision.replicaId}'s process gone`;
-    case 'reconfigure': {
-      const { event } = decision;
-      const { epoch, members, joining } = event.configuration;
-      const what = event.kind === 'removed' ? `removed ${event.replicaId} (${event.reason})` : `${event.kind} ${event.replicaId}`;
-      return `${what}: epoch ${epoch}, members [${members.join(', ')}], joining ${joining ?? 'none'}`;
+      return `chain ${decision.chain}: evicted host ${decision.hostId}: its successor found replica ${decision.replicaId}'s process gone`;
+    case 'configure': {
+      const { epoch, members, joining } = decision.entry.configuration;
+      return `chain ${decision.chain}: ${decision.what}: epoch ${epoch}, members [${members.join(', ')}], joining ${joining ?? 'none'}`;
     }
-    case 'none':
-      return decision.reason;
   }
 }
 

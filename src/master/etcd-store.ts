@@ -4,30 +4,34 @@
  * drives it.
  *
  * Keys, all under one prefix per dabba cluster (default `/dabba/default/`):
- *   configuration              the current Configuration as JSON
- *   epoch                      its epoch in decimal, written in the same transactions as `configuration`
+ *   settings                   the cluster's fixed settings, JSON {chains, replicas}, written once by the first host
+ *   chains/<c>/configuration   chain c's ChainEntry as JSON: its Configuration and the home (host and
+ *                              incarnation) of every member and the joiner
+ *   chains/<c>/epoch           its epoch in decimal, written in the same transactions
+ *   chains/<c>/handoff         the master's latest handoff request of chain c, JSON {epoch, joiner}
  *   hosts/<hostId>             one per live host, attached to that host's lease: its HostInfo as JSON
  *                              (or the bare host id when it registered without one)
  *   status/<hostId>            the host's latest HostStatus as JSON, under the same lease
- *   counters/replica           the last replica id handed out, in decimal (allocateId)
+ *   counters/replica           the last replica id handed out, in decimal (the master's rounds)
  *   counters/client            the last client id handed out, in decimal (allocateId)
- *   handoff                    the master's latest handoff request, JSON {epoch, joiner}
  *   election/master/<leaseId>  the candidates for master (etcd3's Election layout)
  */
 import { Etcd3, Range, type Campaign, type ComparatorBuilder, type Lease, type Namespace, type Watcher } from 'etcd3';
-import type { Configuration } from '../../native-free-core/master/chain-master.js';
 import type { HandoffRequest } from '../../native-free-core/master/cluster-decisions.js';
+import type { ChainChange, ChainEntry } from '../../native-free-core/master/table-round.js';
 import { DabbaError, ErrorCode } from '../../native-free-core/errors.js';
-import { decodeConfiguration, encodeConfiguration } from './configuration-json.js';
+import { CHAINS_MAX, NODES_MAX } from '../options.js';
+import { decodeChainEntry, encodeChainEntry, INCARNATION } from './configuration-json.js';
 
-const CONFIGURATION_KEY = 'configuration';
-const EPOCH_KEY = 'epoch';
+const SETTINGS_KEY = 'settings';
+const CHAINS_PREFIX = 'chains/';
+const chainKey = (chain: number, what: 'configuration' | 'epoch' | 'handoff'): string => `${CHAINS_PREFIX}${chain}/${what}`;
 const HOSTS_PREFIX = 'hosts/';
 const STATUS_PREFIX = 'status/';
 /** The first key after every `status/...` key: '0' follows '/'. */
 const STATUS_RANGE_END = 'status0';
 const COUNTERS_PREFIX = 'counters/';
-const HANDOFF_KEY = 'handoff';
+const REPLICA_COUNTER_KEY = `${COUNTERS_PREFIX}replica`;
 const ELECTION_NAME = 'master';
 const DEFAULT_PREFIX = '/dabba/default/';
 const DEFAULT_LEADERSHIP_TTL_SECONDS = 10;
@@ -65,10 +69,24 @@ export interface HostChange {
   hostId: string;
 }
 
-/** What a host announces in `hosts/<hostId>`: who it is in the chain and where to reach it. */
+/** A cluster's settings, fixed when it is first initialised. */
+export interface ClusterSettings {
+  chains: number;
+  /** Replicas per chain (fewer while there are fewer hosts). */
+  replicas: number;
+}
+
+export const DEFAULT_SETTINGS: ClusterSettings = { chains: 1, replicas: 3 };
+
+/** What a host announces in `hosts/<hostId>`: who it is and where to reach it. */
 export interface HostInfo {
-  /** From allocateId('replica'): a host that restarts gets a new one (it starts empty and joins again). */
-  replicaId: number;
+  /**
+   * This run of the host (random): the master places replicas on an incarnation, so a host that
+   * restarts (it starts empty) is never taken for the replicas it ran before.
+   */
+  incarnation: string;
+  /** The host's zone: replicas of one chain go to distinct zones when there are enough. */
+  zone: string;
   /** The host's base ws/http URL, e.g. `ws://10.77.1.10:7400`. */
   url: string;
   /**
@@ -78,12 +96,13 @@ export interface HostInfo {
   publicKey?: string;
 }
 
-/** What a host reports about its replica in `status/<hostId>` (the master decides joins from it). */
-export interface HostStatus {
+/** What a host reports about one of its replicas (the master decides joins and handoffs from it). */
+export interface ReplicaStatus {
+  chain: number;
   replicaId: number;
   /** The configuration epoch the replica runs in. */
   epoch: number;
-  /** 'head' | 'middle' | 'tail' | 'solo' | 'joining', or anything the host wants to say (informative). */
+  /** 'head' | 'middle' | 'tail' | 'solo' | 'joining' (informative). */
   role: string;
   appliedSeq: number;
   committedSeq: number;
@@ -91,15 +110,24 @@ export interface HostStatus {
   joinCaughtUp: boolean;
   /** The epoch in which this tail became ready to hand over to its joiner; 0 when not ready. */
   handoffReadyEpoch: number;
-  writesPerSecond: number;
-  /**
-   * The replica id of this replica's predecessor (in `epoch`) whose host refused a connection: its
-   * process is gone, whatever its lease says. 0 when none. Absent in older statuses.
-   */
-  predecessorDown?: number;
-  /** Whether this host stands for master (not started with --no-master). Absent in older statuses. */
-  candidate?: boolean;
+  /** The replica id of its predecessor (in `epoch`) whose host refused a connection (its process is gone); 0 when none. */
+  predecessorDown: number;
 }
+
+/** What a host reports in `status/<hostId>`. */
+export interface HostStatus {
+  /** The incarnation this status is of (a status left by an earlier run is not this run's). */
+  incarnation: string;
+  /** Whether this host stands for master (not started with --no-master). */
+  candidate: boolean;
+  writesPerSecond: number;
+  replicas: ReplicaStatus[];
+  /** Replicas this run gave up while it stays up (a joiner whose link broke), newest last. */
+  failed: number[];
+}
+
+/** Replica ids a status lists as given up, at most (the master needs only the recent ones). */
+export const FAILED_REPLICAS_MAX = 64;
 
 /** One live host as seen by watchHostTable; null where the stored value is missing or malformed. */
 export interface HostTableEntry {
@@ -114,6 +142,14 @@ export type HostTable = ReadonlyMap<string, HostTableEntry>;
 export type { HandoffRequest };
 
 export type IdCounter = 'replica' | 'client';
+
+/** The chain table as etcd holds it (see loadTable and watchTable). */
+export interface StoredTable {
+  entries: Array<ChainEntry | null>;
+  handoffs: Array<HandoffRequest | null>;
+  /** The first replica id not handed out (0 from watchTable, which does not follow the counter). */
+  nextReplicaId: number;
+}
 
 export interface HostRegistration {
   readonly hostId: string;
@@ -198,78 +234,162 @@ export class EtcdConfigurationStore {
     this.namespace = this.client.namespace(prefix);
   }
 
-  /** The stored configuration, or null before initialize(). Throws if what is stored is malformed. */
-  async load(): Promise<Configuration | null> {
-    const text = await this.namespace.get(CONFIGURATION_KEY).string();
-    return text === null ? null : decodeConfiguration(text, this.keyName(CONFIGURATION_KEY));
+  /** The cluster's settings, or null before the first host wrote them. Throws if what is stored is malformed. */
+  async settings(): Promise<ClusterSettings | null> {
+    const text = await this.namespace.get(SETTINGS_KEY).string();
+    return text === null ? null : decodeSettings(text, this.keyName(SETTINGS_KEY));
   }
 
   /**
-   * Stores the first configuration; false (and nothing written) if one already exists, or if
-   * `fence` is given and that candidate no longer leads.
+   * The cluster's settings: written with `wanted` (the defaults filling what is not given) if this
+   * is the cluster's first host, else read back and checked against what `wanted` gives: a host
+   * started with other settings is refused, with one line saying what the cluster has.
    */
-  async initialize(configuration: Configuration, fence?: Leadership): Promise<boolean> {
-    checkWritable(configuration);
-    const transaction = this.namespace.if(CONFIGURATION_KEY, 'Create', '==', 0).and(EPOCH_KEY, 'Create', '==', 0);
-    const result = await this.fenced(transaction, fence)
-      .then(...this.writesOf(configuration))
-      .commit();
-    return result.succeeded;
-  }
-
-  /**
-   * Installs `next` only if the stored epoch is still `expectedEpoch`; false if another master
-   * changed it first (load() to adopt theirs). One etcd transaction.
-   *
-   * Why an `epoch` key rather than comparing the configuration's mod revision: the caller knows
-   * the epoch, not the revision, so a revision compare would need a read first (two round trips,
-   * and the read's answer is stale by the time it is used, which the compare then has to catch
-   * anyway). The epoch key makes the compare exactly the ConfigurationStore contract in one round
-   * trip. The two keys cannot drift apart because every write of either writes both, in one
-   * transaction.
-   *
-   * With `fence` (the master's Leadership) the transaction also requires that this candidate
-   * still leads (see LeadershipFence): false then tells either story; load() tells which (an
-   * unchanged epoch means the fence failed).
-   *
-   * An error (e.g. the connection broke) leaves the outcome unknown: the write may have committed.
-   * load() tells.
-   */
-  async compareAndSet(expectedEpoch: number, next: Configuration, fence?: Leadership): Promise<boolean> {
-    if (next.epoch !== expectedEpoch + 1) {
-      throw new DabbaError(ErrorCode.outOfRange, `the next configuration must have epoch ${expectedEpoch + 1} (got ${next.epoch})`);
+  async adoptSettings(wanted: Partial<ClusterSettings>): Promise<ClusterSettings> {
+    const first: ClusterSettings = { ...DEFAULT_SETTINGS, ...wanted };
+    const text = checkedJson(first, (json) => decodeSettings(json, 'the settings to write'));
+    const created = await this.namespace.if(SETTINGS_KEY, 'Create', '==', 0).then(this.namespace.put(SETTINGS_KEY).value(text)).commit();
+    if (created.succeeded) return first;
+    const stored = await this.settings();
+    if (stored === null) throw new DabbaError(ErrorCode.malformedFrame, `${this.keyName(SETTINGS_KEY)} was deleted while this host started`);
+    const differ = (['chains', 'replicas'] as const).filter((name) => wanted[name] !== undefined && wanted[name] !== stored[name]);
+    if (differ.length > 0) {
+      throw new DabbaError(
+        ErrorCode.invalidArgument,
+        `this cluster (${this.keyName(SETTINGS_KEY)}) has --chains ${stored.chains} --replicas ${stored.replicas}, fixed when it was first started; ` +
+          `this host was started with ${differ.map((name) => `--${name} ${wanted[name]}`).join(' ')}: start it with the cluster's settings (or without them), or use another --etcd-prefix`,
+      );
     }
-    checkWritable(next);
-    const transaction = this.namespace.if(EPOCH_KEY, 'Value', '==', String(expectedEpoch));
-    const result = await this.fenced(transaction, fence)
-      .then(...this.writesOf(next))
-      .commit();
-    return result.succeeded;
+    return stored;
   }
 
   /**
-   * Calls `onChange` with the current configuration (if any), then with every later one, in
-   * order, without gaps: the watch starts at the revision right after the read. A malformed value
-   * or a deleted key goes to `onError` (by default a process warning) instead.
+   * The chain table: every chain's entry and handoff request (null where there is none yet), and
+   * the first replica id not handed out. Throws if a stored value is malformed.
    */
-  async watch(onChange: (configuration: Configuration) => void, onError: (error: Error) => void = warn): Promise<StopWatching> {
-    const keyName = this.keyName(CONFIGURATION_KEY);
-    const snapshot = await this.namespace.get(CONFIGURATION_KEY).exec();
-    const current = snapshot.kvs[0];
-    if (current !== undefined) onChange(decodeConfiguration(current.value.toString(), keyName));
-    const watcher = this.namespace.watch().key(CONFIGURATION_KEY).startRevision(nextRevision(snapshot.header.revision)).watcher();
-    watcher.on('put', (kv) => {
-      let configuration: Configuration;
-      try {
-        configuration = decodeConfiguration(kv.value.toString(), keyName);
-      } catch (error) {
-        onError(error as Error);
-        return;
-      }
-      onChange(configuration);
+  async loadTable(chains: number): Promise<StoredTable> {
+    const table: StoredTable = { entries: new Array(chains).fill(null), handoffs: new Array(chains).fill(null), nextReplicaId: 1 };
+    const response = await this.namespace.getAll().prefix(CHAINS_PREFIX).exec();
+    for (const kv of response.kvs) this.applyTableKey(table, chains, kv.key.toString(), kv.value.toString(), (error) => {
+      throw error;
     });
-    watcher.on('delete', () => onError(new DabbaError(ErrorCode.malformedFrame, `${keyName} was deleted`)));
-    return this.started(watcher, onError);
+    const counter = (await this.namespace.get(REPLICA_COUNTER_KEY).exec()).kvs[0];
+    table.nextReplicaId = counter === undefined ? 1 : decodeCounter(counter.value.toString(), this.keyName(REPLICA_COUNTER_KEY)) + 1;
+    return table;
+  }
+
+  /**
+   * Calls `onChange` with the chain table now, then after every change to it, in order and without
+   * gaps (the watch starts at the revision right after the read). A malformed or deleted value
+   * goes to `onError` (by default a process warning), and the table keeps what it had.
+   */
+  async watchTable(chains: number, onChange: (table: StoredTable) => void, onError: (error: Error) => void = warn): Promise<StopWatching> {
+    const table: StoredTable = { entries: new Array(chains).fill(null), handoffs: new Array(chains).fill(null), nextReplicaId: 0 };
+    const snapshot = await this.namespace.getAll().prefix(CHAINS_PREFIX).exec();
+    for (const kv of snapshot.kvs) this.applyTableKey(table, chains, kv.key.toString(), kv.value.toString(), onError);
+    onChange(table);
+    let stopped = false;
+    let scheduled = false;
+    const changed = (): void => {
+      if (scheduled) return;
+      scheduled = true;
+      queueMicrotask(() => {
+        scheduled = false;
+        if (!stopped) onChange(table);
+      });
+    };
+    const watcher = this.namespace.watch().prefix(CHAINS_PREFIX).startRevision(nextRevision(snapshot.header.revision)).watcher();
+    watcher.on('put', (kv) => {
+      if (this.applyTableKey(table, chains, kv.key.toString(), kv.value.toString(), onError)) changed();
+    });
+    watcher.on('delete', (kv) => onError(new DabbaError(ErrorCode.malformedFrame, `${this.keyName(kv.key.toString())} was deleted`)));
+    const stop = await this.started(watcher, onError);
+    return async () => {
+      stopped = true;
+      await stop();
+    };
+  }
+
+  /**
+   * Writes a master's round in one transaction: every chain's new entry, if that chain is still
+   * at the epoch the round was decided from (not configured yet, for null), every handoff request,
+   * and the replica counter, if it still is where the round began. With `fence`, only while that
+   * candidate leads. False (nothing written) if any of it no longer holds: loadTable() tells what
+   * changed (nothing, when the fence failed).
+   *
+   * An error (e.g. the connection broke) leaves the outcome unknown: the round may have committed.
+   */
+  async commitRound(changes: readonly ChainChange[], replicaIds: { from: number; to: number }, fence?: Leadership): Promise<boolean> {
+    if (changes.length === 0) return true;
+    let transaction: ComparatorBuilder | null = null;
+    const and = (key: string, target: 'Create' | 'Value' | 'Version', value: string | number): void => {
+      const operator = value === -1 ? '>' : '==';
+      transaction = transaction === null ? this.namespace.if(key, target, operator, value) : transaction.and(key, target, operator, value);
+    };
+    const puts = [];
+    for (const change of changes) {
+      if (change.kind === 'request-handoff') {
+        const text = checkedJson(change.request, (json) => decodeHandoffRequest(json, 'the handoff request to write'));
+        puts.push(this.namespace.put(chainKey(change.chain, 'handoff')).value(text));
+        continue;
+      }
+      const { configuration } = change.entry;
+      const text = encodeChainEntry(change.entry);
+      try {
+        decodeChainEntry(text, 'the chain entry to write');
+      } catch (error) {
+        throw new DabbaError(ErrorCode.invalidArgument, (error as Error).message);
+      }
+      if (change.previousEpoch === null) and(chainKey(change.chain, 'epoch'), 'Create', 0);
+      else and(chainKey(change.chain, 'epoch'), 'Value', String(change.previousEpoch));
+      puts.push(this.namespace.put(chainKey(change.chain, 'epoch')).value(String(configuration.epoch)));
+      puts.push(this.namespace.put(chainKey(change.chain, 'configuration')).value(text));
+    }
+    if (replicaIds.to !== replicaIds.from) {
+      if (replicaIds.to - 1 > ID_MAX) throw new DabbaError(ErrorCode.outOfRange, `the replica ids are used up (${this.keyName(REPLICA_COUNTER_KEY)})`);
+      if (replicaIds.from === 1) and(REPLICA_COUNTER_KEY, 'Create', 0);
+      else and(REPLICA_COUNTER_KEY, 'Value', String(replicaIds.from - 1));
+      puts.push(this.namespace.put(REPLICA_COUNTER_KEY).value(String(replicaIds.to - 1)));
+    }
+    if (fence !== undefined) {
+      this.checkFence(fence);
+      and(fence.fence.electionKey, 'Create', fence.fence.createRevision);
+    }
+    // Handoff requests alone compare nothing but the fence (a request is harmless when stale): a
+    // compare that always holds opens the transaction.
+    if (transaction === null) and(chainKey(changes[0]!.chain, 'handoff'), 'Version', -1);
+    const result = await (transaction as unknown as ComparatorBuilder).then(...puts).commit();
+    return result.succeeded;
+  }
+
+  /** Applies one `chains/...` key to `table`; whether it changed anything. */
+  private applyTableKey(table: StoredTable, chains: number, key: string, text: string, onError: (error: Error) => void): boolean {
+    const match = /^chains\/(0|[1-9][0-9]{0,5})\/(configuration|epoch|handoff)$/.exec(key);
+    const chain = match === null ? -1 : Number(match[1]);
+    if (match === null || chain >= chains) {
+      onError(new DabbaError(ErrorCode.malformedFrame, `${this.keyName(key)} is not a key of this cluster's ${chains} chains`));
+      return false;
+    }
+    try {
+      if (match[2] === 'configuration') {
+        const entry = decodeChainEntry(text, this.keyName(key));
+        const current = table.entries[chain];
+        if (current !== null && current !== undefined && current.configuration.epoch >= entry.configuration.epoch) return false;
+        table.entries[chain] = entry;
+        return true;
+      }
+      if (match[2] === 'handoff') {
+        const request = decodeHandoffRequest(text, this.keyName(key));
+        const current = table.handoffs[chain];
+        if (current !== null && current !== undefined && current.epoch > request.epoch) return false;
+        table.handoffs[chain] = request;
+        return true;
+      }
+      return false; // The epoch key is for transactions' compares; the entry carries the epoch.
+    } catch (error) {
+      onError(error as Error);
+      return false;
+    }
   }
 
   /**
@@ -497,43 +617,6 @@ export class EtcdConfigurationStore {
     throw new DabbaError(ErrorCode.timeout, `gave up allocating a ${counter} id after ${ALLOCATE_ATTEMPTS_MAX} conflicting attempts`);
   }
 
-  /**
-   * Puts `handoff` = {epoch, joiner}: the tail of `epoch` is to stop taking writes until `joiner`
-   * has everything. With `fence` it is written only while that candidate leads (false otherwise).
-   */
-  async requestHandoff(epoch: number, joinerReplicaId: number, fence?: Leadership): Promise<boolean> {
-    const text = checkedJson({ epoch, joiner: joinerReplicaId }, (json) => decodeHandoffRequest(json, 'the handoff request to write'));
-    if (fence === undefined) {
-      await this.namespace.put(HANDOFF_KEY).value(text).exec();
-      return true;
-    }
-    this.checkFence(fence);
-    const result = await this.namespace
-      .if(fence.fence.electionKey, 'Create', '==', fence.fence.createRevision)
-      .then(this.namespace.put(HANDOFF_KEY).value(text))
-      .commit();
-    return result.succeeded;
-  }
-
-  /**
-   * Calls `onRequest` with the current handoff request (if any), then with every later one, in
-   * order and without gaps. A malformed value goes to `onError`.
-   */
-  async watchHandoff(onRequest: (request: HandoffRequest) => void, onError: (error: Error) => void = warn): Promise<StopWatching> {
-    const snapshot = await this.namespace.get(HANDOFF_KEY).exec();
-    const current = snapshot.kvs[0];
-    if (current !== undefined) {
-      const request = this.decodeOrReport(current.value.toString(), HANDOFF_KEY, decodeHandoffRequest, onError);
-      if (request !== null) onRequest(request);
-    }
-    const watcher = this.namespace.watch().key(HANDOFF_KEY).startRevision(nextRevision(snapshot.header.revision)).watcher();
-    watcher.on('put', (kv) => {
-      const request = this.decodeOrReport(kv.value.toString(), HANDOFF_KEY, decodeHandoffRequest, onError);
-      if (request !== null) onRequest(request);
-    });
-    return this.started(watcher, onError);
-  }
-
   /** Revokes host leases and resigns campaigns still held, cancels watches, closes the client. */
   async close(): Promise<void> {
     const endings = [
@@ -549,22 +632,8 @@ export class EtcdConfigurationStore {
     this.client.close();
   }
 
-  private writesOf(configuration: Configuration) {
-    return [
-      this.namespace.put(EPOCH_KEY).value(String(configuration.epoch)),
-      this.namespace.put(CONFIGURATION_KEY).value(encodeConfiguration(configuration)),
-    ];
-  }
-
   private keyName(key: string): string {
     return `etcd key ${this.prefix}${key}`;
-  }
-
-  /** Adds the leadership compare to a transaction (nothing without a fence). */
-  private fenced(transaction: ComparatorBuilder, fence: Leadership | undefined): ComparatorBuilder {
-    if (fence === undefined) return transaction;
-    this.checkFence(fence);
-    return transaction.and(fence.fence.electionKey, 'Create', '==', fence.fence.createRevision);
   }
 
   private checkFence(leadership: Leadership): void {
@@ -669,15 +738,6 @@ function nextRevision(revision: string): string {
   return (BigInt(revision) + 1n).toString();
 }
 
-function checkWritable(configuration: Configuration): void {
-  // Reuses the read-side validation, so nothing is written that load() would reject.
-  try {
-    decodeConfiguration(encodeConfiguration(configuration), 'the configuration to write');
-  } catch (error) {
-    throw new DabbaError(ErrorCode.invalidArgument, (error as Error).message);
-  }
-}
-
 /** Serialises `value` and checks it with the read-side decoder, so nothing is written that readers would reject. */
 function checkedJson(value: unknown, decode: (text: string) => unknown): string {
   const text = JSON.stringify(value);
@@ -715,33 +775,52 @@ function isCount(value: unknown): value is number {
 
 /** Parses and validates a `hosts/<hostId>` value; `source` names where it came from. */
 export function decodeHostInfo(text: string, source: string): HostInfo {
-  const { replicaId, url, publicKey } = parseObject(text, source, 'host info');
+  const { incarnation, zone, url, publicKey } = parseObject(text, source, 'host info');
   const malformed = (reason: string): DabbaError => malformedValue(source, 'host info', reason, text);
-  if (!isId(replicaId)) throw malformed(`replicaId must be an integer in 1..${ID_MAX}`);
+  if (typeof incarnation !== 'string' || !INCARNATION.test(incarnation)) throw malformed('incarnation must be 1-64 base64url characters');
+  if (typeof zone !== 'string' || !ZONE.test(zone)) throw malformed("zone must be 1-64 letters, digits, '-', '_' or '.'");
   if (typeof url !== 'string' || !isHostUrl(url)) throw malformed('url must be a ws://, wss://, http:// or https:// URL');
-  if (publicKey === undefined) return { replicaId, url };
+  if (publicKey === undefined) return { incarnation, zone, url };
   if (typeof publicKey !== 'string' || !/^[A-Za-z0-9_-]{43}$/.test(publicKey)) throw malformed('publicKey must be 32 bytes in base64url');
-  return { replicaId, url, publicKey };
+  return { incarnation, zone, url, publicKey };
 }
+
+/** Zone names, as `dabba serve --zone` takes them. */
+export const ZONE = /^[A-Za-z0-9_.-]{1,64}$/;
 
 /** Parses and validates a `status/<hostId>` value. */
 export function decodeHostStatus(text: string, source: string): HostStatus {
   const fields = parseObject(text, source, 'host status');
   const malformed = (reason: string): DabbaError => malformedValue(source, 'host status', reason, text);
-  const { replicaId, epoch, role, appliedSeq, committedSeq, joinCaughtUp, handoffReadyEpoch, writesPerSecond, predecessorDown = 0, candidate = false } = fields;
-  if (!isId(replicaId)) throw malformed(`replicaId must be an integer in 1..${ID_MAX}`);
-  if (!isCount(epoch)) throw malformed('epoch must be a non-negative integer');
-  if (typeof role !== 'string' || role.length > 64) throw malformed('role must be a string of at most 64 characters');
-  if (!isCount(appliedSeq)) throw malformed('appliedSeq must be a non-negative integer');
-  if (!isCount(committedSeq)) throw malformed('committedSeq must be a non-negative integer');
-  if (typeof joinCaughtUp !== 'boolean') throw malformed('joinCaughtUp must be a boolean');
-  if (!isCount(handoffReadyEpoch)) throw malformed('handoffReadyEpoch must be a non-negative integer');
-  if (typeof writesPerSecond !== 'number' || !Number.isFinite(writesPerSecond) || writesPerSecond < 0) {
-    throw malformed('writesPerSecond must be a finite non-negative number');
-  }
-  if (predecessorDown !== 0 && !isId(predecessorDown)) throw malformed(`predecessorDown must be 0 or an integer in 1..${ID_MAX}`);
+  const { incarnation, candidate, writesPerSecond, replicas, failed } = fields;
+  if (typeof incarnation !== 'string' || !INCARNATION.test(incarnation)) throw malformed('incarnation must be 1-64 base64url characters');
   if (typeof candidate !== 'boolean') throw malformed('candidate must be a boolean');
-  return { replicaId, epoch, role, appliedSeq, committedSeq, joinCaughtUp, handoffReadyEpoch, writesPerSecond, predecessorDown: predecessorDown as number, candidate };
+  if (typeof writesPerSecond !== 'number' || !Number.isFinite(writesPerSecond) || writesPerSecond < 0) throw malformed('writesPerSecond must be a finite non-negative number');
+  if (!Array.isArray(replicas) || replicas.length > CHAINS_MAX) throw malformed(`replicas must be an array of at most ${CHAINS_MAX}`);
+  if (!Array.isArray(failed) || failed.length > FAILED_REPLICAS_MAX || !failed.every(isId)) throw malformed(`failed must be an array of at most ${FAILED_REPLICAS_MAX} replica ids`);
+  return { incarnation, candidate, writesPerSecond, replicas: replicas.map((replica) => decodeReplicaStatus(replica, malformed)), failed: failed as number[] };
+}
+
+function decodeReplicaStatus(value: unknown, malformed: (reason: string) => DabbaError): ReplicaStatus {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw malformed('each of replicas must be an object');
+  const { chain, replicaId, epoch, role, appliedSeq, committedSeq, joinCaughtUp, handoffReadyEpoch, predecessorDown } = value as Record<string, unknown>;
+  if (!isCount(chain) || chain >= CHAINS_MAX) throw malformed(`a replica's chain must be an integer in 0..${CHAINS_MAX - 1}`);
+  if (!isId(replicaId)) throw malformed(`a replica's replicaId must be an integer in 1..${ID_MAX}`);
+  if (!isCount(epoch)) throw malformed("a replica's epoch must be a non-negative integer");
+  if (typeof role !== 'string' || role.length > 64) throw malformed("a replica's role must be a string of at most 64 characters");
+  if (!isCount(appliedSeq) || !isCount(committedSeq)) throw malformed("a replica's appliedSeq and committedSeq must be non-negative integers");
+  if (typeof joinCaughtUp !== 'boolean') throw malformed("a replica's joinCaughtUp must be a boolean");
+  if (!isCount(handoffReadyEpoch)) throw malformed("a replica's handoffReadyEpoch must be a non-negative integer");
+  if (predecessorDown !== 0 && !isId(predecessorDown)) throw malformed(`a replica's predecessorDown must be 0 or an integer in 1..${ID_MAX}`);
+  return { chain, replicaId, epoch, role, appliedSeq, committedSeq, joinCaughtUp, handoffReadyEpoch, predecessorDown: predecessorDown as number };
+}
+
+/** Parses and validates the `settings` value. */
+export function decodeSettings(text: string, source: string): ClusterSettings {
+  const { chains, replicas } = parseObject(text, source, 'cluster settings');
+  if (!isCount(chains) || chains < 1 || chains > CHAINS_MAX) throw malformedValue(source, 'cluster settings', `chains must be an integer in 1..${CHAINS_MAX}`, text);
+  if (!isCount(replicas) || replicas < 1 || replicas > NODES_MAX) throw malformedValue(source, 'cluster settings', `replicas must be an integer in 1..${NODES_MAX}`, text);
+  return { chains, replicas };
 }
 
 /** Parses and validates the `handoff` value. */

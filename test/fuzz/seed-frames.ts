@@ -143,7 +143,7 @@ export function seedFrames(): SeedFrame[] {
   add('snapshot: last chunk', MessageKind.snapshot, chunked[chunked.length - 1]!);
   add('snapshot: one frame', MessageKind.snapshot, snapshotFrames(random, 30, 16 * 1024)[0]!);
 
-  add('view: one member', MessageKind.clusterView, encodeClusterView({ epoch: 1, clientId: 0, clientToken: '', members: [{ replicaId: 1, url: 'ws://10.0.0.1:7400' }], joining: null }));
+  add('view: one member', MessageKind.clusterView, encodeClusterView({ epoch: 1, clientId: 0, clientToken: '', members: [{ replicaId: 1, url: 'ws://10.0.0.1:7400' }], joining: null, chains: 1 }));
   add(
     'view: three members and a joiner',
     MessageKind.clusterView,
@@ -157,6 +157,7 @@ export function seedFrames(): SeedFrame[] {
         { replicaId: 5, url: 'ws://[::1]:7401' },
       ],
       joining: { replicaId: 6, url: 'ws://10.0.0.6:7400' },
+      chains: 12,
     }),
   );
 

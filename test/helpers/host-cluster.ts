@@ -1,8 +1,8 @@
 /**
  * Three (or more) `dabba serve` processes for tests: each in its own network namespace of a
  * NetnsLab (as root; loopback ports otherwise), against a real etcd cluster. Hosts are started,
- * SIGKILLed and restarted by pid; the chain's configuration is followed through an etcd watch, so
- * tests wait for events, never for time.
+ * SIGKILLed and restarted by pid; the chain table is followed through an etcd watch, so tests wait
+ * for events, never for time. `current` and the single-chain helpers are about chain 0.
  *
  * With a test CA (`tls`), everything speaks TLS: hosts serve wss:// and https:// with the CA's
  * host certificate, etcd is https:// and every client of it (hosts, this watcher) presents the
@@ -14,8 +14,10 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Configuration } from '../../native-free-core/master/chain-master.js';
+import type { ChainEntry } from '../../native-free-core/master/table-round.js';
 import { connect, type ConnectOptions, type RemoteClient } from '../../src/client/index.js';
-import { EtcdConfigurationStore, type HostTable } from '../../src/master/etcd-store.js';
+import { EtcdConfigurationStore, type HostTable, type StoredTable } from '../../src/master/etcd-store.js';
+import { tableSettled } from '../../src/bench/local-hosts.js';
 import { SERVE_NODE_FLAGS } from '../../src/host/node-flags.js';
 import { freePorts } from '../../src/bench/peers/servers.js';
 import type { NetnsLab } from './netns-lab.js';
@@ -34,9 +36,18 @@ export interface HostProcess {
   log: string[];
 }
 
+export interface ClusterShape {
+  chains?: number;
+  replicas?: number;
+  /** Each host's zone, by index (default: all in one). */
+  zones?: string[];
+}
+
 export class HostCluster {
   readonly hosts: HostProcess[] = [];
   private configuration: Configuration | null = null;
+  /** Every chain's entry, as the watch delivered it. */
+  entries: Array<ChainEntry | null> = [];
   private readonly history: Array<{ at: number; configuration: Configuration }> = [];
   private table: HostTable = new Map();
   private readonly waiters: Array<{ predicate: () => boolean; resolve: () => void }> = [];
@@ -51,15 +62,16 @@ export class HostCluster {
     private readonly store: EtcdConfigurationStore,
     /** The test CA everything here speaks TLS with; null for plain connections. */
     readonly tls: TestCa | null,
+    readonly shape: Required<Pick<ClusterShape, 'chains' | 'replicas'>> & ClusterShape,
     /** The peer secret, which only the hosts hold. */
     readonly peerSecret: string = `peer-${secret}`,
   ) {}
 
-  static async create(lab: NetnsLab, etcd: string[], prefix: string, secret: string, options: { tls?: TestCa } = {}): Promise<HostCluster> {
+  static async create(lab: NetnsLab, etcd: string[], prefix: string, secret: string, options: { tls?: TestCa } & ClusterShape = {}): Promise<HostCluster> {
     const tls = options.tls ?? null;
     const etcdTls = tls === null ? undefined : { ca: tls.read(tls.caFile), cert: tls.read(tls.clientCertFile), key: tls.read(tls.clientKeyFile) };
     const store = new EtcdConfigurationStore({ hosts: etcd, prefix, tls: etcdTls });
-    const cluster = new HostCluster(lab, etcd, prefix, secret, store, tls);
+    const cluster = new HostCluster(lab, etcd, prefix, secret, store, tls, { chains: 1, replicas: lab.hosts.length, ...options });
     const ports = lab.isolated ? lab.hosts.map(() => PORT_ISOLATED) : await freePorts(lab.hosts.length);
     for (const host of lab.hosts) {
       const port = ports[host.index]!;
@@ -72,15 +84,19 @@ export class HostCluster {
         log: [],
       });
     }
-    cluster.stops.push(await store.watch((configuration) => cluster.onChange(configuration, null)));
+    cluster.stops.push(await store.watchTable(cluster.shape.chains, (table) => cluster.onChange(table, null)));
     cluster.stops.push(await store.watchHostTable((table) => cluster.onChange(null, table)));
     return cluster;
   }
 
-  private onChange(configuration: Configuration | null, table: HostTable | null): void {
-    if (configuration !== null) {
-      this.configuration = configuration;
-      this.history.push({ at: Date.now(), configuration });
+  private onChange(chains: StoredTable | null, table: HostTable | null): void {
+    if (chains !== null) {
+      this.entries = [...chains.entries];
+      const configuration = chains.entries[0]?.configuration ?? null;
+      if (configuration !== null && configuration.epoch !== this.configuration?.epoch) {
+        this.configuration = configuration;
+        this.history.push({ at: Date.now(), configuration });
+      }
     }
     if (table !== null) this.table = table;
     for (const waiter of [...this.waiters]) {
@@ -131,11 +147,18 @@ export class HostCluster {
     return requestUrl(`${this.hosts[index]!.httpUrl}${path}`, { ...init, ...(this.tls === null ? {} : { tls: clientTls(this.tls) }) });
   }
 
-  /** Host `index`'s replica's digest, from its HTTP API. */
-  async digest(index: number): Promise<{ digest: string; keys: number; appliedSeq: number }> {
+  /** Host `index`'s replicas' digests, by chain, from its HTTP API. */
+  async digests(index: number): Promise<Array<{ chain: number; replicaId: number; digest: string; keys: number; appliedSeq: number }>> {
     const answer = await this.request(index, '/digest');
     if (answer.status !== 200) throw new Error(`${this.hosts[index]!.httpUrl}/digest answered ${answer.status}: ${answer.body.toString()}`);
-    return JSON.parse(answer.body.toString('utf8')) as { digest: string; keys: number; appliedSeq: number };
+    return (JSON.parse(answer.body.toString('utf8')) as { replicas: Array<{ chain: number; replicaId: number; digest: string; keys: number; appliedSeq: number }> }).replicas;
+  }
+
+  /** Host `index`'s replica of chain 0's digest. */
+  async digest(index: number): Promise<{ digest: string; keys: number; appliedSeq: number }> {
+    const digest = (await this.digests(index)).find((replica) => replica.chain === 0);
+    if (digest === undefined) throw new Error(`host ${this.hosts[index]!.hostId} holds no replica of chain 0`);
+    return digest;
   }
 
   /** The flags that make a host serve TLS and reach etcd over TLS. */
@@ -152,7 +175,7 @@ export class HostCluster {
   async start(index: number): Promise<void> {
     const host = this.hosts[index]!;
     const { port, hostname: address } = new URL(host.httpUrl);
-    const child = this.lab.spawn(index, process.execPath, [...SERVE_NODE_FLAGS, '--import', 'tsx', CLI, 'serve', '--id', host.hostId, '--listen', `${address}:${port}`, '--http-insecure', '--etcd', this.etcd.join(','), '--etcd-prefix', this.prefix, ...this.tlsFlags()], {
+    const child = this.lab.spawn(index, process.execPath, [...SERVE_NODE_FLAGS, '--import', 'tsx', CLI, 'serve', '--id', host.hostId, '--listen', `${address}:${port}`, '--http-insecure', '--etcd', this.etcd.join(','), '--etcd-prefix', this.prefix, '--chains', String(this.shape.chains), '--replicas', String(this.shape.replicas), '--zone', this.shape.zones?.[index] ?? 'default', ...this.tlsFlags()], {
       env: { ...process.env, DABBA_PEER_SECRET: this.peerSecret, DABBA_CLIENT_SECRET: this.secret },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -192,9 +215,19 @@ export class HostCluster {
     if (code !== 0) throw new Error(`ss -K failed (${code}): ${stderr}`);
   }
 
-  /** The replica id host `index` currently serves as (from its etcd registration), or null. */
-  replicaOf(index: number): number | null {
-    return this.table.get(this.hosts[index]!.hostId)?.info?.replicaId ?? null;
+  /** Whether `replicaId` of `entry` runs on a host registered in the replica's incarnation. */
+  isLive(entry: ChainEntry, replicaId: number): boolean {
+    const home = entry.homes.get(replicaId);
+    return home !== undefined && this.table.get(home.host)?.info?.incarnation === home.incarnation;
+  }
+
+  /** The replica of `chain` host `index` runs in its current incarnation (a member or the joiner), or null. */
+  replicaOf(index: number, chain = 0): number | null {
+    const entry = this.entries[chain];
+    const incarnation = this.table.get(this.hosts[index]!.hostId)?.info?.incarnation;
+    if (entry === null || entry === undefined || incarnation === undefined) return null;
+    for (const [replicaId, home] of entry.homes) if (home.host === this.hosts[index]!.hostId && home.incarnation === incarnation) return replicaId;
+    return null;
   }
 
   /** The index of the host whose replica has `role` in the current configuration. */
@@ -213,7 +246,8 @@ export class HostCluster {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiters.splice(this.waiters.findIndex((waiter) => waiter.resolve === done), 1);
-        reject(new Error(`timed out waiting for ${what}; configuration ${JSON.stringify(this.configuration)}, hosts ${JSON.stringify([...this.table])}`));
+        const chains = this.entries.map((entry, chain) => `${chain}: ${entry === null ? '-' : `e${entry.configuration.epoch} [${entry.configuration.members.map((id) => `${id}@${entry.homes.get(id)?.host}`).join(' ')}] joining ${entry.configuration.joining ?? '-'}`}`);
+        reject(new Error(`timed out waiting for ${what}; chains ${chains.join('; ')}; hosts ${JSON.stringify([...this.table])}`));
       }, timeoutMs);
       const done = (): void => {
         clearTimeout(timer);
@@ -223,13 +257,28 @@ export class HostCluster {
     });
   }
 
-  /** A chain of every host's current replica, none joining. */
-  waitForFullChain(size = this.hosts.length): Promise<void> {
-    return this.waitFor(`a chain of ${size} live replicas`, (configuration, table) => {
-      if (configuration === null || configuration.joining !== null || configuration.members.length !== size) return false;
-      const live = new Set([...table.values()].map((entry) => entry.info?.replicaId));
-      return configuration.members.every((member) => live.has(member));
+  /** Chain 0 with `size` live replicas, none joining. */
+  waitForFullChain(size = Math.min(this.shape.replicas, this.hosts.length)): Promise<void> {
+    return this.waitFor(`a chain of ${size} live replicas`, (configuration) => {
+      const entry = this.entries[0];
+      if (configuration === null || entry === null || entry === undefined || configuration.joining !== null || configuration.members.length !== size) return false;
+      return configuration.members.every((member) => this.isLive(entry, member));
     });
+  }
+
+  /**
+   * Every chain with `size` live replicas, none joining, and heads and tails spread within one
+   * of even over the `hosts` live hosts: the table settled, roles included.
+   */
+  waitForTable(size: number, hosts: number, timeoutMs = 60_000): Promise<void> {
+    return this.waitFor(
+      `every chain with ${size} live replicas, roles balanced over ${hosts} hosts`,
+      () => {
+        if (!tableSettled({ entries: this.entries, handoffs: [], nextReplicaId: 0 }, size, hosts)) return false;
+        return this.entries.every((entry) => entry !== null && entry.configuration.members.every((member) => this.isLive(entry, member)));
+      },
+      timeoutMs,
+    );
   }
 
   async close(): Promise<void> {

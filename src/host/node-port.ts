@@ -1,9 +1,11 @@
 /**
- * The network thread's side of the one replica a host runs: the replica is pinned on its own
- * worker thread (a long-running piscina task, the same worker as in createChain), and every byte
- * it exchanges with the world passes through SharedArrayBuffer rings to and from this thread, which
- * carries them over the host's sockets. The rings live as long as the replica; the replica's role
- * (set by reconfigure) decides which of them it uses, and epochs make anything stale harmless.
+ * The network thread's side of the node a host runs: one worker thread (a long-running piscina
+ * task, the same worker as in createChain()) holding this host's replica of each chain placed on
+ * it. Every byte the replicas exchange with the world passes through SharedArrayBuffer rings to
+ * and from this thread, which carries them over the host's sockets. The rings are shared by every
+ * chain (each record is tagged with its chain, native-free-core/wire/chain-tag.ts) and live as
+ * long as the node; a replica's role (set by reconfigure) decides which of them it uses, and
+ * epochs make anything stale harmless.
  *
  *   socket --> batchesIn --> replica --> batchesOut --> socket (successor or joiner)
  *   socket --> acksIn ------^       \--> acksOut ----> socket (predecessor)
@@ -20,18 +22,18 @@ import type { ResolvedOptions } from '../options.js';
 import { replicaLimits, replicaWorkerFilename } from '../replica-worker.js';
 import { NodeHandle, type ReplicaDigest } from '../runtime/node-handle.js';
 
-/** What the port does with the replica's output; each returns false if the socket is full. */
-export interface ReplicaOutputs {
+/** What the port does with the replicas' output, by chain; each returns false if the socket is full. */
+export interface NodeOutputs {
   /** A batch or snapshot frame for the successor (or the joiner behind this tail). */
-  downstream(frame: Uint8Array): boolean;
+  downstream(chain: number, frame: Uint8Array): boolean;
   /** An Ack or Hello for the predecessor. */
-  upstream(frame: Uint8Array): boolean;
+  upstream(chain: number, frame: Uint8Array): boolean;
   /** A cumulative client Ack (tail): route by its client id. */
-  clientAck(frame: Uint8Array): boolean;
+  clientAck(chain: number, frame: Uint8Array): boolean;
   /** A ReadReplyBatch (tail), answering read batches in the order they went in. */
-  readReply(frame: Uint8Array): boolean;
+  readReply(chain: number, frame: Uint8Array): boolean;
   /** The replica refused a frame it was given (stale epoch and the like). */
-  rejected?(code: string, reason: string): void;
+  rejected?(chain: number, code: string, reason: string): void;
   /** Called after every service pass: the replica may have freed room in its inbound rings. */
   inboundRoom?(): void;
 }
@@ -51,10 +53,10 @@ export interface ReplicaSnapshotStats {
 /** Records of one ring handed out per service pass, at most: the event loop stays responsive. */
 const RECORDS_PER_PASS_MAX = 4096;
 
-export class ReplicaPort {
-  readonly replicaId: number;
+export class NodePort {
+  readonly nodeId: number;
   private readonly pool: Piscina<NodeTask, string>;
-  /** The replica's worker: a node holding this one replica (as in createChain()). */
+  /** The node's worker (as in createChain()). */
   private readonly handle: NodeHandle;
   private readonly doorbell: Doorbell;
   private readonly netDoorbellBuffer = Doorbell.allocate();
@@ -63,9 +65,16 @@ export class ReplicaPort {
   private readonly batchesIn: SpscRing;
   private readonly acksIn: SpscRing;
   private readonly readsIn: SpscRing;
-  private readonly outRings: Array<[SpscRing, 'downstream' | 'upstream' | 'clientAck' | 'readReply']>;
-  /** Out-rings whose consumer (a socket) refused a record: retried on kick(). */
+  private readonly outRings: Array<[SpscRing, OutputName]>;
+  /** Out-rings whose consumer (a socket) refused a record and whose parking is full: retried on kick(). */
   private readonly blocked = new Set<SpscRing>();
+  /**
+   * Frames a socket refused, by output and chain, in order: the rings are shared by every chain,
+   * so one chain's missing or full link must not hold up the others' frames behind it. Each queue
+   * is bounded (parkedBytesMax); past that the ring itself waits, as with one chain.
+   */
+  private readonly parked = new Map<string, { output: OutputName; chain: number; frames: Uint8Array[]; bytes: number }>();
+  private readonly parkedBytesMax: number;
   private running = true;
   readonly done: Promise<unknown>;
   private readonly serviceDone: Promise<void>;
@@ -76,11 +85,13 @@ export class ReplicaPort {
   };
 
   constructor(
-    options: { replicaId: number; epoch: number; role: Role; resolved: ResolvedOptions },
-    private readonly outputs: ReplicaOutputs,
+    options: { nodeId: number; resolved: ResolvedOptions },
+    private readonly outputs: NodeOutputs,
   ) {
     const { resolved } = options;
-    this.replicaId = options.replicaId;
+    this.nodeId = options.nodeId;
+    // A replica sends at most its in-flight log ahead of its successor's acks.
+    this.parkedBytesMax = resolved.inflightBytesMax + resolved.linkRecordBytesMax;
     const data = (): { id: number; buffer: SharedArrayBuffer } => ({ id: nextLinkId++, buffer: SpscRing.allocate(resolved.ringBytes) });
     const control = (): { id: number; buffer: SharedArrayBuffer } => ({ id: nextLinkId++, buffer: SpscRing.allocate(resolved.controlRingBytes) });
     const doorbellBuffer = Doorbell.allocate();
@@ -118,11 +129,11 @@ export class ReplicaPort {
     });
     this.handle = new NodeHandle({
       pool: this.pool,
-      id: options.replicaId,
-      replicas: [{ chain: HOST_CHAIN, id: options.replicaId, epoch: options.epoch, role: options.role, links: this.links }],
+      id: options.nodeId,
+      replicas: [],
       doorbell: doorbellBuffer,
       limits: replicaLimits(resolved),
-      onRejected: (_chain, code, reason) => this.outputs.rejected?.(code, reason),
+      onRejected: (chain, code, reason) => this.outputs.rejected?.(chain, code, reason),
     });
     this.done = this.handle.done;
     this.done.catch(() => undefined).finally(() => {
@@ -132,24 +143,24 @@ export class ReplicaPort {
     this.serviceDone = this.serviceLoop();
   }
 
-  /** Hands a frame to the replica; false if its ring is full (the caller keeps the frame). */
-  pushBatch(frame: Uint8Array): boolean {
-    return this.push(this.batchesIn, frame);
+  /** Hands a frame to the replica of `chain`; false if its ring is full (the caller keeps the frame). */
+  pushBatch(chain: number, frame: Uint8Array): boolean {
+    return this.push(this.batchesIn, chain, frame);
   }
-  pushAck(frame: Uint8Array): boolean {
-    return this.push(this.acksIn, frame);
+  pushAck(chain: number, frame: Uint8Array): boolean {
+    return this.push(this.acksIn, chain, frame);
   }
-  pushReads(frame: Uint8Array): boolean {
-    return this.push(this.readsIn, frame);
+  pushReads(chain: number, frame: Uint8Array): boolean {
+    return this.push(this.readsIn, chain, frame);
   }
 
-  private push(ring: SpscRing, frame: Uint8Array): boolean {
+  private push(ring: SpscRing, chain: number, frame: Uint8Array): boolean {
     // Paired with the checks where frames enter (link record limits, the control frame limit).
     assert(
       CHAIN_TAG_BYTES + frame.length <= ring.recordBytesMax,
-      `ReplicaPort: a ${frame.length}-byte frame reached a ring of ${ring.recordBytesMax}-byte records`,
+      `NodePort: a ${frame.length}-byte frame reached a ring of ${ring.recordBytesMax}-byte records`,
     );
-    if (!tryWriteTagged(ring, HOST_CHAIN, frame)) {
+    if (!tryWriteTagged(ring, chain, frame)) {
       ring.markProducerWaiting();
       return false;
     }
@@ -167,19 +178,38 @@ export class ReplicaPort {
   /** A socket became writable again: retry what the replica had for it. */
   kick(): void {
     this.blocked.clear();
+    this.flushParked();
     this.netDoorbell.ring();
   }
 
-  reconfigure(epoch: number, role: Role, joiner: number | null): void {
-    this.handle.reconfigure(HOST_CHAIN, epoch, role, joiner, this.links);
+  /** Starts this node's replica of `chain` (a joiner, or a member of a chain just placed). */
+  addReplica(chain: number, replicaId: number, epoch: number, role: Role): void {
+    this.handle.addReplica({ chain, id: replicaId, epoch, role, links: this.links });
   }
 
-  beginHandoff(): void {
-    this.handle.beginHandoff(HOST_CHAIN);
+  /** Stops and forgets this node's replica of `chain` (and whatever of its output waits for a socket). */
+  dropReplica(chain: number): void {
+    if (this.handle.replicas.has(chain)) this.handle.dropReplica(chain);
+    for (const [key, queue] of this.parked) if (queue.chain === chain) this.parked.delete(key);
   }
 
-  stats(): ReplicaSnapshotStats {
-    const counters = this.handle.counters(HOST_CHAIN);
+  /** The replica id this node runs in `chain`, or null. */
+  replicaOf(chain: number): number | null {
+    return this.handle.replicas.get(chain)?.id ?? null;
+  }
+
+  reconfigure(chain: number, epoch: number, role: Role, joiner: number | null): void {
+    this.handle.reconfigure(chain, epoch, role, joiner, this.links);
+  }
+
+  beginHandoff(chain: number): void {
+    this.handle.beginHandoff(chain);
+  }
+
+  /** The replica of `chain`'s figures, or null if this node holds none. */
+  stats(chain: number): ReplicaSnapshotStats | null {
+    if (!this.handle.replicas.has(chain)) return null;
+    const counters = this.handle.counters(chain);
     return {
       epoch: counters.epoch,
       appliedSeq: counters.appliedSeq,
@@ -193,12 +223,12 @@ export class ReplicaPort {
     };
   }
 
-  /** The replica's store digest, as in Chain.digests(). */
-  digest(): Promise<ReplicaDigest> {
-    return this.handle.digest(HOST_CHAIN);
+  /** The replica of `chain`'s store digest, as in Chain.digests(). */
+  digest(chain: number): Promise<ReplicaDigest> {
+    return this.handle.digest(chain);
   }
 
-  /** Stops the replica (it sends its last acks first) and its thread. */
+  /** Stops the replicas (they send their last acks first) and the thread. */
   async stop(): Promise<void> {
     if (this.running) this.handle.stop();
     await this.done.catch(() => undefined);
@@ -209,10 +239,10 @@ export class ReplicaPort {
     await this.pool.destroy();
   }
 
-  /** Ends the replica at once, as a crash would (its thread is terminated). */
+  /** Ends the node at once, as a crash would (its thread is terminated). */
   async kill(): Promise<void> {
-    this.handle.crash(`replica ${this.replicaId} was killed`);
-    this.handle.terminate(`replica ${this.replicaId} was killed`);
+    this.handle.crash(`node ${this.nodeId} was killed`);
+    this.handle.terminate(`node ${this.nodeId} was killed`);
     await this.stop();
   }
 
@@ -224,16 +254,22 @@ export class ReplicaPort {
     this.service();
   }
 
-  /** Hands every record the replica published to its socket, in order, until a socket is full. */
+  /**
+   * Hands every record the replicas published to its socket, in order per chain. A record a socket
+   * refuses waits in its chain's parking (its later records queue behind it); the ring stops only
+   * when that is full.
+   */
   private service(): void {
+    this.flushParked();
     for (const [ring, output] of this.outRings) {
       if (this.blocked.has(ring) || !ring.claim()) continue;
       const send = this.outputs[output];
       let taken = 0;
       for (let offset = ring.next(); offset >= 0; offset = ring.next()) {
-        // The replica's rings carry its one chain; a tag for another is a bug in the worker.
-        assert(chainTagAt(ring.bytes, offset) === HOST_CHAIN, 'ReplicaPort: a record for another chain');
-        if (!send(taggedFrame(ring.bytes, offset, ring.recordLength))) {
+        const chain = chainTagAt(ring.bytes, offset);
+        const frame = taggedFrame(ring.bytes, offset, ring.recordLength);
+        const waiting = this.parked.has(parkingKey(output, chain));
+        if ((waiting || !send(chain, frame)) && !this.park(output, chain, frame)) {
           ring.unread();
           this.blocked.add(ring);
           break;
@@ -245,9 +281,36 @@ export class ReplicaPort {
     }
     this.outputs.inboundRoom?.();
   }
+
+  /** Keeps a copy of a refused frame for later; false if its chain's parking is full. */
+  private park(output: OutputName, chain: number, frame: Uint8Array): boolean {
+    // Output of a replica no longer here has no one to go to.
+    if (!this.handle.replicas.has(chain)) return true;
+    const key = parkingKey(output, chain);
+    let queue = this.parked.get(key);
+    if (queue === undefined) this.parked.set(key, (queue = { output, chain, frames: [], bytes: 0 }));
+    if (queue.bytes + frame.length > this.parkedBytesMax) return false;
+    queue.frames.push(frame.slice());
+    queue.bytes += frame.length;
+    return true;
+  }
+
+  /** Sends what waits in each parking, in order, until its socket refuses again. */
+  private flushParked(): void {
+    for (const [key, queue] of this.parked) {
+      const send = this.outputs[queue.output];
+      let sent = 0;
+      while (sent < queue.frames.length && send(queue.chain, queue.frames[sent]!)) queue.bytes -= queue.frames[sent++]!.length;
+      if (sent === queue.frames.length) this.parked.delete(key);
+      else if (sent > 0) queue.frames.splice(0, sent);
+    }
+  }
+}
+
+type OutputName = 'downstream' | 'upstream' | 'clientAck' | 'readReply';
+
+function parkingKey(output: OutputName, chain: number): string {
+  return `${output}:${chain}`;
 }
 
 let nextLinkId = 1;
-
-/** A host runs one chain today: its frames are tagged chain 0. */
-const HOST_CHAIN = 0;

@@ -1,0 +1,273 @@
+/**
+ * One chain's part of a host (`dabba serve`): the chain's entry as etcd holds it, the replica this
+ * host runs in it (if the master placed one on this host's current incarnation), the links to that
+ * replica's neighbours (./chain-links.ts) and the remote clients of the chain on this host
+ * (./client-sessions.ts). The replica itself lives on the host's node thread (./node-port.ts),
+ * beside this host's replicas of the other chains.
+ *
+ * It follows the entry: starts the replica the entry places here (a joiner, or a member of a chain
+ * just placed, at epoch 1, when every replica starts empty), reconfigures it with every epoch, and
+ * drops it once the chain no longer names it. A replica it cannot run (a member it holds no state
+ * for, a joiner whose link broke) it gives up: the host reports it (HostStatus.failed) and the
+ * master removes it and places a new one, with a new id: a replica id never comes back.
+ */
+import type { Role } from '../../native-free-core/chain/node.js';
+import { roleIn, servesReads, type Configuration } from '../../native-free-core/master/chain-master.js';
+import type { HandoffRequest } from '../../native-free-core/master/cluster-decisions.js';
+import type { ChainEntry } from '../../native-free-core/master/table-round.js';
+import { clientPath, type ClusterMember } from '../../native-free-core/wire/cluster-view.js';
+import type { ReplicaStatus } from '../master/etcd-store.js';
+import { ChainLinks, type ChainLinksOptions } from './chain-links.js';
+import { ClientSessions, type ClientSessionsOptions } from './client-sessions.js';
+import type { InboundBudget } from './inbound-queue.js';
+import type { NodePort, ReplicaSnapshotStats } from './node-port.js';
+
+/** What a slot needs of its host. */
+export interface SlotHost {
+  readonly hostId: string;
+  /** The chains of the cluster (what clients are told). */
+  readonly chains: number;
+  /** This run's incarnation: replicas placed on it are this host's. */
+  incarnation(): string;
+  /** The node thread, or null while the host is between incarnations. */
+  node(): NodePort | null;
+  /** Where a replica's host can be reached (its home's host, registered in its incarnation); null while unknown. */
+  urlOf(replicaId: number): string | null;
+  /** This host's own URL. */
+  ownUrl(): string;
+  /** Whether this host's lease is surely alive for a read served now. */
+  leaseAllowsReads(): boolean;
+  /** A replica this host gives up (it is gone, though the host stays up): reported in its status. */
+  gaveUp(chain: number, replicaId: number, reason: string): void;
+  /** Something the master should hear of soon changed (a predecessor refused a connection). */
+  statusChanged(): void;
+  /** The replica's place in the chain changed (or the chain did): the host's 'configured' event. */
+  configured(chain: number, configuration: Configuration, role: Role | null): void;
+  log(level: 'info' | 'warn', event: string, message: string): void;
+}
+
+/** The host-wide parts of a slot's links and client sessions. */
+export type SlotLinkSettings = Omit<ChainLinksOptions, 'replicaProgress' | 'offerBatch' | 'offerAck' | 'joinLinkLost' | 'predecessorRefused' | 'urlOf'> & {
+  offerBatch(chain: number, frame: Uint8Array, budget: InboundBudget): boolean;
+  offerAck(chain: number, frame: Uint8Array, budget: InboundBudget): boolean;
+};
+export type SlotSessionSettings = Omit<ClientSessionsOptions, 'path' | 'view' | 'isHead' | 'isServingReads' | 'offerBatch' | 'offerReads'> & {
+  offerBatch(chain: number, frame: Uint8Array, budget: InboundBudget): boolean;
+  offerReads(chain: number, frame: Uint8Array, budget: InboundBudget): boolean;
+};
+
+/** Replica ids a slot remembers having given up (so it never starts one of them again). */
+const GIVEN_UP_MAX = 64;
+
+export class ChainSlot {
+  /** The newest entry seen, or null before the chain is placed. */
+  entry: ChainEntry | null = null;
+  /** The replica this host runs in the chain; 0 when none. */
+  replicaId = 0;
+  /** The epoch the replica was started in (a joiner) or last reconfigured to. */
+  private replicaEpoch = 0;
+  private handoff: HandoffRequest | null = null;
+  private handoffBegun = '';
+  /** Our predecessor whose host refused a connection (see ChainLinks); 0 when none. */
+  predecessorDown = 0;
+  private readonly givenUp: number[] = [];
+  readonly links: ChainLinks;
+  readonly sessions: ClientSessions;
+
+  constructor(
+    readonly chain: number,
+    private readonly host: SlotHost,
+    links: SlotLinkSettings,
+    sessions: SlotSessionSettings,
+  ) {
+    this.links = new ChainLinks({
+      ...links,
+      urlOf: (replicaId) => host.urlOf(replicaId),
+      replicaProgress: () => {
+        const stats = this.stats();
+        return stats === null ? null : { epoch: stats.epoch, appliedSeq: stats.appliedSeq };
+      },
+      offerBatch: (frame, budget) => links.offerBatch(chain, frame, budget),
+      offerAck: (frame, budget) => links.offerAck(chain, frame, budget),
+      joinLinkLost: (predecessor) => this.onJoinLinkLost(predecessor),
+      predecessorRefused: (predecessor) => {
+        const down = predecessor ?? 0;
+        if (down === this.predecessorDown) return;
+        this.predecessorDown = down;
+        if (predecessor === null) return;
+        host.log('warn', 'predecessor-down', `chain ${chain}: replica ${predecessor}'s host refuses connections: reporting it, so the master need not wait for its lease`);
+        host.statusChanged();
+      },
+    });
+    this.sessions = new ClientSessions({
+      ...sessions,
+      path: clientPath(chain),
+      view: () => this.view(),
+      isHead: () => this.replicaId !== 0 && (this.role() === 'head' || this.role() === 'solo'),
+      isServingReads: () => this.isServingReads(),
+      offerBatch: (frame, budget) => sessions.offerBatch(chain, frame, budget),
+      offerReads: (frame, budget) => sessions.offerReads(chain, frame, budget),
+    });
+  }
+
+  get configuration(): Configuration | null {
+    return this.entry?.configuration ?? null;
+  }
+
+  /** This host's replica's role in the chain, or null. */
+  role(): Role | null {
+    const configuration = this.configuration;
+    return configuration === null || this.replicaId === 0 ? null : (roleIn(configuration, this.replicaId) as Role | null);
+  }
+
+  /** A newer entry from etcd. */
+  onEntry(entry: ChainEntry): void {
+    if (this.entry !== null && entry.configuration.epoch <= this.entry.configuration.epoch) return;
+    this.entry = entry;
+    const { epoch, members, joining } = entry.configuration;
+    this.host.log('info', 'configuration', `chain ${this.chain}: epoch ${epoch}: members ${members.join(',')}${joining === null ? '' : ` joining ${joining}`}`);
+    this.follow();
+  }
+
+  onHandoff(request: HandoffRequest): void {
+    if (this.handoff !== null && request.epoch < this.handoff.epoch) return;
+    this.handoff = request;
+    this.maybeBeginHandoff();
+  }
+
+  /** Brings the replica in line with the entry (also after the host changed its incarnation or node). */
+  follow(): void {
+    const entry = this.entry;
+    const node = this.host.node();
+    const mine = entry === null || node === null ? 0 : this.placedHere(entry);
+    if (this.replicaId !== 0 && this.replicaId !== mine) this.dropReplica(`replica ${this.replicaId} is no longer in the chain`);
+    if (entry === null || node === null || mine === 0) {
+      this.links.update(null, 0, null);
+      this.sessions.forgetReads();
+      this.sessions.broadcastView();
+      return;
+    }
+    const { configuration } = entry;
+    const role = roleIn(configuration, mine) as Role;
+    if (this.replicaId === 0) {
+      if (this.givenUp.includes(mine)) return;
+      // A joiner starts empty and copies the tail; so does every member of a chain just placed.
+      if (role !== 'joining' && configuration.epoch !== 1) return this.giveUp(mine, `replica ${mine} is a member this host holds no state for`);
+      node.addReplica(this.chain, mine, configuration.epoch, role);
+      this.links.replicaStarted(configuration.epoch, role);
+      this.replicaId = mine;
+      this.replicaEpoch = configuration.epoch;
+      this.host.log('info', 'replica-started', `chain ${this.chain}: replica ${mine} started as ${role} in epoch ${configuration.epoch}`);
+    } else if (configuration.epoch > this.replicaEpoch) {
+      node.reconfigure(this.chain, configuration.epoch, role, servesReads(role) ? configuration.joining : null);
+      this.replicaEpoch = configuration.epoch;
+    }
+    this.links.update(configuration, mine, role);
+    this.maybeBeginHandoff();
+    if (!servesReads(role)) this.sessions.forgetReads();
+    this.sessions.broadcastView();
+    this.host.configured(this.chain, configuration, role);
+  }
+
+  /** The host's node is gone (a new incarnation follows): the replica went with it. */
+  nodeLost(): void {
+    this.replicaId = 0;
+    this.replicaEpoch = 0;
+    this.handoffBegun = '';
+    this.links.closeAll();
+    this.sessions.forgetReads();
+  }
+
+  /** The member or joiner placed on this host's incarnation, or 0. */
+  private placedHere(entry: ChainEntry): number {
+    const incarnation = this.host.incarnation();
+    for (const [replicaId, home] of entry.homes) if (home.host === this.host.hostId && home.incarnation === incarnation) return replicaId;
+    return 0;
+  }
+
+  private dropReplica(why: string): void {
+    this.host.node()?.dropReplica(this.chain);
+    this.host.log('info', 'replica-dropped', `chain ${this.chain}: ${why}: dropped`);
+    this.replicaId = 0;
+    this.replicaEpoch = 0;
+    this.handoffBegun = '';
+    this.links.closeAll();
+    this.sessions.forgetReads();
+  }
+
+  private giveUp(replicaId: number, reason: string): void {
+    if (this.replicaId === replicaId) this.dropReplica(reason);
+    if (this.givenUp.includes(replicaId)) return;
+    this.givenUp.push(replicaId);
+    if (this.givenUp.length > GIVEN_UP_MAX) this.givenUp.shift();
+    this.host.gaveUp(this.chain, replicaId, reason);
+  }
+
+  /**
+   * The link a joiner copies through broke: snapshot frames were lost with it, and a transfer
+   * cannot resume. Unless the handoff already made it a member (in an entry not seen yet: then it
+   * is a full copy, and follow() will keep it), give it up: the master places a new joiner.
+   */
+  private onJoinLinkLost(predecessor: number): void {
+    const replicaId = this.replicaId;
+    if (replicaId === 0 || this.configuration?.members.includes(replicaId) === true) return;
+    this.host.log('warn', 'join-link-lost', `chain ${this.chain}: lost the link to replica ${predecessor} while joining: giving replica ${replicaId} up`);
+    this.giveUp(replicaId, 'its join link broke');
+  }
+
+  private maybeBeginHandoff(): void {
+    const request = this.handoff;
+    const configuration = this.configuration;
+    const node = this.host.node();
+    if (request === null || configuration === null || this.replicaId === 0 || node === null) return;
+    if (!servesReads(this.role()) || configuration.epoch !== request.epoch || configuration.joining !== request.joiner) return;
+    const key = `${request.epoch}:${request.joiner}`;
+    if (this.handoffBegun === key) return;
+    this.handoffBegun = key;
+    node.beginHandoff(this.chain);
+  }
+
+  isServingReads(): boolean {
+    if (this.replicaId === 0 || !servesReads(this.role())) return false;
+    if (this.replicaEpoch !== this.configuration?.epoch) return false;
+    return this.host.leaseAllowsReads();
+  }
+
+  /** What clients of the chain are told: its members (head first) with their hosts' URLs. */
+  view(): { epoch: number; members: ClusterMember[]; joining: ClusterMember | null; chains: number } | null {
+    const configuration = this.configuration;
+    if (configuration === null) return null;
+    // A member whose host is gone (its lease expired) is about to be removed: list it with this
+    // host's URL, so clients never get an unusable view.
+    const own = this.host.ownUrl();
+    const members = configuration.members.map((replicaId) => ({ replicaId, url: this.host.urlOf(replicaId) ?? own }));
+    const joiningUrl = configuration.joining === null ? null : this.host.urlOf(configuration.joining);
+    return {
+      epoch: configuration.epoch,
+      members,
+      joining: configuration.joining === null || joiningUrl === null ? null : { replicaId: configuration.joining, url: joiningUrl },
+      chains: this.host.chains,
+    };
+  }
+
+  stats(): ReplicaSnapshotStats | null {
+    return this.replicaId === 0 ? null : (this.host.node()?.stats(this.chain) ?? null);
+  }
+
+  /** This replica's line in the host's status (what the master decides joins and handoffs from). */
+  status(): ReplicaStatus | null {
+    const stats = this.stats();
+    if (stats === null) return null;
+    return {
+      chain: this.chain,
+      replicaId: this.replicaId,
+      epoch: stats.epoch || this.replicaEpoch,
+      role: this.role() ?? 'none',
+      appliedSeq: stats.appliedSeq,
+      committedSeq: stats.committedSeq,
+      joinCaughtUp: stats.joinCaughtUp,
+      handoffReadyEpoch: stats.handoffReadyEpoch,
+      predecessorDown: this.predecessorDown,
+    };
+  }
+}
