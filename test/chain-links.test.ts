@@ -6,7 +6,6 @@
  * to 4 MiB, used to be taken towards a 64 KiB ring).
  */
 import assert from 'node:assert/strict';
-import { generateKeyPairSync } from 'node:crypto';
 import { test } from 'node:test';
 import type { Configuration } from '../native-free-core/master/chain-master.js';
 import { AckEncoder, HelloEncoder } from '../native-free-core/wire/codec.js';
@@ -22,11 +21,8 @@ interface FakeLink {
 function harness(): { links: ChainLinks; offered: Uint8Array[]; connect(nodeId: string): FakeLink } {
   const offered: Uint8Array[] = [];
   const links = new ChainLinks({
-    secret: Buffer.alloc(16, 1),
-    identityKey: generateKeyPairSync('ed25519').privateKey,
-    identityOf: () => null,
-    recordBytesMax: 1 << 20,
     controlFrameBytesMax: 1024,
+    openUpstream: () => Promise.reject(new Error('not used')),
     connectionInboundBytesMax: 1 << 20,
     urlOf: () => null,
     replicaProgress: () => null,

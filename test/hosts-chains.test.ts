@@ -129,6 +129,20 @@ test('12 chains on 4 hosts in two zones: a host killed and restarted, a fifth ad
     await cluster.start(4);
     await cluster.waitForTable(REPLICAS, 5);
     assert.ok(heldBy(4) >= 7, `the fifth host holds ${heldBy(4)} replicas`);
+    // One peer link per pair of hosts and direction carries every chain between them: 24 channels
+    // (12 chains, two non-heads each) over at most 20 links, so some link carries several.
+    let mostChainsOnALink = 0;
+    for (const host of cluster.hosts) {
+      const answer = await cluster.request(host.index, '/status');
+      const { peerLinks } = JSON.parse(answer.body.toString('utf8')) as { peerLinks: { dialed: Array<{ hostId: string; chains: number }>; accepted: Array<{ hostId: string; chains: number }> } };
+      for (const side of [peerLinks.dialed, peerLinks.accepted]) {
+        const peers = side.map((link) => link.hostId);
+        assert.equal(new Set(peers).size, peers.length, `${host.hostId}: one link per host and direction (${JSON.stringify(peerLinks)})`);
+        assert.ok(peers.length <= 4 && !peers.includes(host.hostId), `${host.hostId}: links only to the other hosts (${JSON.stringify(peerLinks)})`);
+      }
+      for (const link of peerLinks.dialed) mostChainsOnALink = Math.max(mostChainsOnALink, link.chains);
+    }
+    assert.ok(mostChainsOnALink >= 2, `a link carries several chains (at most ${mostChainsOnALink} seen)`);
     await progress(load, 300);
     t.diagnostic(`a fifth host added: replicas per host ${[0, 1, 2, 3, 4].map(heldBy).join(', ')}`);
   } finally {

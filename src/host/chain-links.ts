@@ -1,13 +1,15 @@
 /**
- * A host's links to its neighbours in the chain. Every replica dials its predecessor (a joiner
- * dials the tail it copies from): batches and snapshot frames come down that link, Hellos and Acks
- * go up it. Successors dial us on the /peer route; whatever we forward goes to the current
- * successor's link (or the joiner's, behind a tail).
+ * A replica's links to its neighbours in one chain. Every replica opens a link to its predecessor
+ * (a joiner to the tail it copies from): batches and snapshot frames come down that link, Hellos
+ * and Acks go up it. Successors open links to us; whatever we forward goes to the current
+ * successor's link (or the joiner's, behind a tail). A link here is a chain's channel on the one
+ * link between two hosts (./host-links.ts), which behaves as a link of its own.
  *
- * Who is at the other end is proven, not assumed: both sides of a link hold the peer secret (which
- * clients do not have) and each signs the handshake with its host's identity key, registered in
- * etcd (./host-identity.ts). A dialer checks it reached its predecessor's host; the accepting side
- * admits a link only from the replica the configuration names as its successor (or joiner): a link
+ * Who is at the other end is proven, not assumed: both hosts of a link hold the peer secret (which
+ * clients do not have) and each signs the handshake with its identity key, registered in etcd
+ * (./host-identity.ts), and a channel opens only for a replica whose home is the host at the other
+ * end. The accepting side admits a link only from the replica the configuration names as its
+ * successor (or joiner): a link
  * from any other replica waits a few seconds for a configuration that names it (the dialer may have
  * heard of it first), keeping only its latest Hello, and is closed if none comes.
  *
@@ -20,15 +22,13 @@
  * A link to the same predecessor that breaks and comes back within one epoch is repaired with a
  * Hello (see repairAfterRedial).
  */
-import type { KeyObject } from 'node:crypto';
 import type { Role } from '../../native-free-core/chain/node.js';
 import { SnapshotView } from '../../native-free-core/chain/snapshot.js';
 import { ErrorCode } from '../../native-free-core/errors.js';
 import { predecessorOf, servesReads, successorOf, type Configuration } from '../../native-free-core/master/chain-master.js';
 import { frameKind, HelloEncoder, MessageKind } from '../../native-free-core/wire/codec.js';
 import { InboundBudget } from './inbound-queue.js';
-import { closeReason, connectPeerLink, frameEnvelopeValidator, LinkCloseCode, type PeerLink, type PeerLinkHandlers, type PeerLinkLogEntry } from '../transport/peer-link.js';
-import type { TlsCredentials } from '../transport/tls.js';
+import { closeReason, LinkCloseCode, type PeerLink, type PeerLinkHandlers, type PeerLinkLogEntry } from '../transport/peer-link.js';
 
 export const PEER_PREFIX = 'replica:';
 /** The node id a host's peer-link server proves: host:<hostId>. */
@@ -43,26 +43,16 @@ export const NOT_A_NEIGHBOUR_CLOSE_CODE = 4005;
 /** Bytes a link may hold in its socket before trySend refuses (the ring behind it then fills). */
 export const LINK_HIGH_WATER_BYTES = 16 * 1024 * 1024;
 
-/** Who a replica is: the host it runs on and the public key that host registered. */
-export interface ReplicaIdentity {
-  hostId: string;
-  publicKey: KeyObject;
-}
-
 export interface ChainLinksOptions {
-  /** The peer secret (hosts only). */
-  secret: Buffer;
-  /** This host's identity key: it signs every peer-link handshake. */
-  identityKey: KeyObject;
-  /** The identity registered for `replicaId` (etcd host table), or null while unknown. */
-  identityOf(replicaId: number): ReplicaIdentity | null;
-  recordBytesMax: number;
   /** Largest Ack or Hello taken from a successor (they go to a small control ring). */
   controlFrameBytesMax: number;
   /** Where a replica's host can be reached, from the etcd host table; null while unknown. */
   urlOf(replicaId: number): string | null;
-  /** With TLS: the CA predecessors' certificates chain to, and this host's certificate to show them. */
-  tls?: TlsCredentials | null;
+  /**
+   * Opens this chain's channel from our replica `from` to `predecessor`'s host (one link per pair
+   * of hosts carries every chain: ./host-links.ts). Rejects when that host cannot be reached.
+   */
+  openUpstream(predecessor: number, from: number, handlers: PeerLinkHandlers): Promise<PeerLink>;
   /** The local replica's epoch and applied seq (for the redial Hello); null if none runs. */
   replicaProgress(): { epoch: number; appliedSeq: number } | null;
   /** Bytes of one link's frames that may wait for room in the replica's rings. */
@@ -111,7 +101,6 @@ export class ChainLinks {
   private joinStreamStarted = true;
   private readonly snapshotView = new SnapshotView();
   private readonly helloEncoder = new HelloEncoder();
-  private readonly validate = frameEnvelopeValidator();
 
   constructor(private readonly options: ChainLinksOptions) {}
 
@@ -158,18 +147,7 @@ export class ChainLinks {
     return this.upstream?.link?.trySend(frame) ?? false;
   }
 
-  /**
-   * The peer-link server's identity check: the public key replica `nodeId` must have signed with,
-   * or why it may not link here. Only replicas registered in etcd can.
-   */
-  peerIdentity(nodeId: string): KeyObject | string {
-    const replicaId = replicaIdOf(nodeId);
-    if (replicaId === null) return `${JSON.stringify(nodeId)} is not a replica`;
-    const identity = this.options.identityOf(replicaId);
-    return identity?.publicKey ?? `replica ${replicaId} is not registered (yet)`;
-  }
-
-  /** A replica dialed us on /peer (its identity proven): our successor, or perhaps about to be. */
+  /** A replica opened a channel to ours (its host's identity proven, ./host-links.ts): our successor, or perhaps about to be. */
   acceptDownstream(link: PeerLink): PeerLinkHandlers {
     const replicaId = replicaIdOf(link.remoteNodeId);
     if (replicaId === null) {
@@ -268,9 +246,8 @@ export class ChainLinks {
   }
 
   private dial(upstream: Upstream): void {
-    const url = this.options.urlOf(upstream.replicaId);
-    // Dialed later, when the host table names it; or a dial is under way.
-    if (url === null || upstream.attempt < 0) return;
+    // Dialed later, when the host table names its host; or a dial is under way.
+    if (this.options.urlOf(upstream.replicaId) === null || upstream.attempt < 0) return;
     const attempt = ++upstream.attempt;
     upstream.attempt = -attempt;
     // A retry is for a missing link only: one dialed meanwhile (after a reconfiguration) would be
@@ -282,56 +259,42 @@ export class ChainLinks {
     let dialed: PeerLink | null = null;
     let closed = false;
     const budget = new InboundBudget(this.options.connectionInboundBytesMax);
-    connectPeerLink({
-      url: `${url}/peer`,
-      secret: this.options.secret,
-      tls: this.options.tls ?? null,
-      nodeId: PEER_PREFIX + this.replicaId,
-      identityKey: this.options.identityKey,
-      // The host at that URL must be the predecessor's: a restarted host there is someone else.
-      peerIdentity: (nodeId) => {
-        const identity = this.options.identityOf(upstream.replicaId);
-        if (identity === null) return `replica ${upstream.replicaId} is not registered (yet)`;
-        if (nodeId !== HOST_PREFIX + identity.hostId) return `${url} is ${nodeId}, not replica ${upstream.replicaId}'s host ${identity.hostId}`;
-        return identity.publicKey;
-      },
-      maxRecordBytes: this.options.recordBytesMax,
-      validate: this.validate,
-      highWaterBytes: LINK_HIGH_WATER_BYTES,
-      log: (entry) => this.options.log(entry),
-      onRecord: (bytes) => this.fromPredecessor(upstream, bytes, budget),
-      onWritable: () => this.options.kick(),
-      onClose: () => {
-        closed = true;
-        if (this.upstream !== upstream || upstream.link !== dialed) return;
-        upstream.link = null;
-        if (this.role === 'joining') this.options.joinLinkLost(upstream.replicaId);
-        else retry(RECONNECT_DELAY_MS);
-      },
-    }).then(
-      (link) => {
-        upstream.attempt = attempt;
-        if (this.upstream !== upstream) {
-          link.close(LinkCloseCode.normal, 'no longer the predecessor');
-          return;
-        }
-        if (closed) return; // it closed before we got here, and its onClose scheduled a redial
-        dialed = link;
-        upstream.link = link;
-        this.options.predecessorRefused(null);
-        if (attempt > 1) this.repairAfterRedial(link, upstream.replicaId);
-        this.options.kick();
-      },
-      (error: Error) => {
-        upstream.attempt = attempt;
-        if (this.upstream !== upstream) return;
-        this.options.log({ level: 'warn', code: 'dial-failed', message: `cannot reach replica ${upstream.replicaId} at ${url}: ${error.message}` });
-        if ((error.cause as { code?: string } | undefined)?.code === 'ECONNREFUSED' && this.role !== 'joining') {
-          this.options.predecessorRefused(upstream.replicaId);
-        }
-        retry(Math.min(1000, RECONNECT_DELAY_MS * attempt));
-      },
-    );
+    this.options
+      .openUpstream(upstream.replicaId, this.replicaId, {
+        onRecord: (bytes) => this.fromPredecessor(upstream, bytes, budget),
+        onWritable: () => this.options.kick(),
+        onClose: () => {
+          closed = true;
+          if (this.upstream !== upstream || upstream.link !== dialed) return;
+          upstream.link = null;
+          if (this.role === 'joining') this.options.joinLinkLost(upstream.replicaId);
+          else retry(RECONNECT_DELAY_MS);
+        },
+      })
+      .then(
+        (link) => {
+          upstream.attempt = attempt;
+          if (this.upstream !== upstream) {
+            link.close(LinkCloseCode.normal, 'no longer the predecessor');
+            return;
+          }
+          if (closed) return; // it closed before we got here, and its onClose scheduled a redial
+          dialed = link;
+          upstream.link = link;
+          this.options.predecessorRefused(null);
+          if (attempt > 1) this.repairAfterRedial(link, upstream.replicaId);
+          this.options.kick();
+        },
+        (error: Error) => {
+          upstream.attempt = attempt;
+          if (this.upstream !== upstream) return;
+          this.options.log({ level: 'warn', code: 'dial-failed', message: `cannot reach replica ${upstream.replicaId}: ${error.message}` });
+          if ((error.cause as { code?: string } | undefined)?.code === 'ECONNREFUSED' && this.role !== 'joining') {
+            this.options.predecessorRefused(upstream.replicaId);
+          }
+          retry(Math.min(1000, RECONNECT_DELAY_MS * attempt));
+        },
+      );
   }
 
   /**

@@ -21,6 +21,7 @@ import { ChainLinks, type ChainLinksOptions } from './chain-links.js';
 import { ClientSessions, type ClientSessionsOptions } from './client-sessions.js';
 import type { InboundBudget } from './inbound-queue.js';
 import type { NodePort, ReplicaSnapshotStats } from './node-port.js';
+import type { PeerLink, PeerLinkHandlers } from '../transport/peer-link.js';
 
 /** What a slot needs of its host. */
 export interface SlotHost {
@@ -47,9 +48,10 @@ export interface SlotHost {
 }
 
 /** The host-wide parts of a slot's links and client sessions. */
-export type SlotLinkSettings = Omit<ChainLinksOptions, 'replicaProgress' | 'offerBatch' | 'offerAck' | 'joinLinkLost' | 'predecessorRefused' | 'urlOf'> & {
+export type SlotLinkSettings = Omit<ChainLinksOptions, 'replicaProgress' | 'offerBatch' | 'offerAck' | 'joinLinkLost' | 'predecessorRefused' | 'urlOf' | 'openUpstream'> & {
   offerBatch(chain: number, frame: Uint8Array, budget: InboundBudget): boolean;
   offerAck(chain: number, frame: Uint8Array, budget: InboundBudget): boolean;
+  openUpstream(chain: number, predecessor: number, from: number, handlers: PeerLinkHandlers): Promise<PeerLink>;
 };
 export type SlotSessionSettings = Omit<ClientSessionsOptions, 'path' | 'view' | 'isHead' | 'isServingReads' | 'offerBatch' | 'offerReads'> & {
   offerBatch(chain: number, frame: Uint8Array, budget: InboundBudget): boolean;
@@ -83,6 +85,7 @@ export class ChainSlot {
     this.links = new ChainLinks({
       ...links,
       urlOf: (replicaId) => host.urlOf(replicaId),
+      openUpstream: (predecessor, from, handlers) => links.openUpstream(chain, predecessor, from, handlers),
       replicaProgress: () => {
         const stats = this.stats();
         return stats === null ? null : { epoch: stats.epoch, appliedSeq: stats.appliedSeq };

@@ -35,12 +35,13 @@ import {
 } from '../master/etcd-store.js';
 import { CHAINS_MAX, NODES_MAX, resolveOptions, type ChainOptions, type ResolvedOptions } from '../options.js';
 import { refuseSealingIn } from '../sealing.js';
-import { frameEnvelopeValidator, LinkCloseCode, type PeerLinkLogEntry } from '../transport/peer-link.js';
+import { LinkCloseCode, type PeerLinkLogEntry } from '../transport/peer-link.js';
 import { checkSecret } from '../transport/peer-link-handshake.js';
 import { attachPeerLinkRoute, type PeerLinkRoute } from '../transport/peer-link-server.js';
 import type { TlsFiles } from '../transport/tls.js';
 import { createUwsApp, loadUws } from '../transport/uws.js';
-import { HOST_PREFIX, LINK_HIGH_WATER_BYTES, type ReplicaIdentity } from './chain-links.js';
+import { HOST_PREFIX, LINK_HIGH_WATER_BYTES } from './chain-links.js';
+import { HostLinks } from './host-links.js';
 import { ChainSlot, type SlotHost } from './chain-slot.js';
 import { ClientTokens } from './client-tokens.js';
 import { HostIdentity, publicKeyFromText } from './host-identity.js';
@@ -133,6 +134,11 @@ export interface HostStatusReport {
   replicas: Array<{ chain: number; replicaId: number; role: Role | null; epoch: number; servingReads: boolean; stats: ReplicaSnapshotStats | null }>;
   /** Every live host, with how many chains it heads, is a middle of, tails and joins (from the chain table). */
   hosts: Array<{ hostId: string; zone: string | null; url: string | null; heads: number; middles: number; tails: number; joining: number }>;
+  /**
+   * The peer links up now: one to each host that holds a predecessor of one of ours, one from each
+   * that holds a successor, each carrying every chain between the two (`chains`: channels on it).
+   */
+  peerLinks: { dialed: Array<{ hostId: string; chains: number }>; accepted: Array<{ hostId: string; chains: number }> };
   writesPerSecond: number;
   clients: number;
   /** Inputs refused since the host started, by error code (malformed frames, failed handshakes, ...). */
@@ -149,8 +155,6 @@ const LEASE_READ_MARGIN_MS = 300;
 const INBOUND_QUEUE_BYTES_MAX = 256 * 1024 * 1024;
 /** Links on /peer at most, and of those still in their handshake. */
 const PEER_CONNECTIONS_MAX = 64;
-/** ...plus this many per chain: a replica links to its neighbours in each chain it is in. */
-const PEER_CONNECTIONS_PER_CHAIN = 2;
 const PEER_HANDSHAKES_MAX = 16;
 /** Addresses that only this machine can reach: the HTTP API may listen there without a token. */
 const LOOPBACK_HOSTS = /^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|::1|\[::1\]|localhost)$/;
@@ -191,7 +195,6 @@ export class DabbaHost extends EventEmitter {
   private writesPerSecond = 0;
   private closed = false;
   private reregistering: Promise<void> | null = null;
-  private readonly validate = frameEnvelopeValidator();
   /** This host's Ed25519 key pair: it signs peer-link handshakes (see ./host-identity.ts). */
   private readonly identity = new HostIdentity();
   private readonly tokens: ClientTokens;
@@ -200,6 +203,8 @@ export class DabbaHost extends EventEmitter {
   /** The rate limit on links' other log lines (opened, closed). */
   private readonly linkEvents = new RefusalLog();
   private readonly tls: HostTls | null;
+  /** One link to each host that holds a predecessor of ours, and one from each that holds a successor. */
+  private readonly hostLinks: HostLinks;
 
   constructor(options: HostOptions) {
     super();
@@ -226,6 +231,31 @@ export class DabbaHost extends EventEmitter {
     this.batchesQueue = new InboundQueue(push('batch'), INBOUND_QUEUE_BYTES_MAX);
     this.acksQueue = new InboundQueue(push('ack'), INBOUND_QUEUE_BYTES_MAX);
     this.readsQueue = new InboundQueue(push('reads'), INBOUND_QUEUE_BYTES_MAX);
+    this.hostLinks = new HostLinks({
+      hostId: this.hostId,
+      secret: options.peerSecret,
+      identityKey: this.identity.privateKey,
+      tls: this.tls?.credentials ?? null,
+      frameBytesMax: this.recordBytesMax,
+      highWaterBytes: LINK_HIGH_WATER_BYTES,
+      hostOf: (hostId) => {
+        const info = this.hostTable.get(hostId)?.info ?? null;
+        const publicKey = info?.publicKey === undefined ? null : publicKeyFromText(info.publicKey);
+        return info === null || publicKey === null ? null : { url: info.url, publicKey };
+      },
+      homeOf: (replicaId) => this.homeInfo(replicaId)?.hostId ?? null,
+      acceptChannel: (chain, channel) => {
+        const slot = this.slots[chain];
+        if (slot !== undefined) return slot.links.acceptDownstream(channel);
+        channel.close(LinkCloseCode.unauthenticated, `chain ${chain} is not one of this cluster's`);
+        return { onRecord: () => undefined };
+      },
+      log: (entry) => {
+        if ('nodeId' in entry) this.logLink(entry);
+        else if (entry.code.startsWith('DABBA_ERR_')) this.logRefusal(entry.code, entry.code, entry.message);
+        else this.log(entry.level, entry.code, entry.message);
+      },
+    });
   }
 
   /** The chain slots, once the settings are known. */
@@ -250,13 +280,9 @@ export class DabbaHost extends EventEmitter {
           chain,
           host,
           {
-            secret: this.settings.peerSecret,
-            identityKey: this.identity.privateKey,
-            identityOf: (replicaId) => this.identityOf(replicaId),
-            recordBytesMax: this.recordBytesMax,
             controlFrameBytesMax: this.options.controlFrameBytesMax,
-            tls: this.tls?.credentials ?? null,
             connectionInboundBytesMax: this.connectionInboundBytesMax(),
+            openUpstream: (slotChain, predecessor, from, handlers) => this.hostLinks.open(slotChain, from, predecessor, handlers),
             offerBatch: (slotChain, frame, budget) => this.batchesQueue.offer(slotChain, frame, budget),
             offerAck: (slotChain, frame, budget) => this.acksQueue.offer(slotChain, frame, budget),
             kick: () => this.node?.kick(),
@@ -328,23 +354,15 @@ export class DabbaHost extends EventEmitter {
       tls: this.tls?.credentials ?? null,
       nodeId: HOST_PREFIX + this.hostId,
       identityKey: this.identity.privateKey,
-      peerIdentity: (nodeId) => this.slots[0]!.links.peerIdentity(nodeId),
-      maxRecordBytes: this.recordBytesMax,
-      validate: this.validate,
+      peerIdentity: (nodeId) => this.hostLinks.peerIdentity(nodeId),
+      maxRecordBytes: this.hostLinks.recordBytesMax,
+      validate: (bytes) => this.hostLinks.validate(bytes),
       highWaterBytes: LINK_HIGH_WATER_BYTES,
-      // A replica links to its neighbours in each chain it is in (and a few waiting to be named).
-      connectionsMax: PEER_CONNECTIONS_MAX + PEER_CONNECTIONS_PER_CHAIN * this.slots.length,
+      // One link from each other host at most (and a few replacing one that broke).
+      connectionsMax: PEER_CONNECTIONS_MAX,
       handshakesMax: PEER_HANDSHAKES_MAX,
       log: (entry) => this.logLink(entry),
-      onLink: (link) => {
-        // The link's replica names its chain: the chain whose entry has it.
-        const slot = this.slotOfPeer(link.remoteNodeId);
-        if (slot === null) {
-          link.close(LinkCloseCode.unauthenticated, `${link.remoteNodeId} is in no chain this host knows of (yet)`);
-          return { onRecord: () => undefined };
-        }
-        return slot.links.acceptDownstream(link);
-      },
+      onLink: (link) => this.hostLinks.acceptLink(link),
     });
     for (const slot of this.slots) slot.sessions.attach(app, native, uws);
     this.http = attachHttpApi(app, {
@@ -372,14 +390,6 @@ export class DabbaHost extends EventEmitter {
         resolve();
       });
     });
-  }
-
-  /** The slot of the chain a peer's replica (`replica:<id>`) is in, or null. */
-  private slotOfPeer(nodeId: string): ChainSlot | null {
-    const replicaId = /^replica:([1-9][0-9]{0,15})$/.exec(nodeId)?.[1];
-    if (replicaId === undefined) return this.slots[0] ?? null; // acceptDownstream refuses it with the reason.
-    for (const slot of this.slots) if (slot.entry?.homes.has(Number(replicaId)) === true) return slot;
-    return null;
   }
 
   private startNode(): void {
@@ -466,13 +476,6 @@ export class DabbaHost extends EventEmitter {
 
   private urlOf(replicaId: number): string | null {
     return this.homeInfo(replicaId)?.info.url ?? null;
-  }
-
-  /** Replica `replicaId`'s host and the identity key that host registered, or null while unknown. */
-  private identityOf(replicaId: number): ReplicaIdentity | null {
-    const home = this.homeInfo(replicaId);
-    const publicKey = home?.info.publicKey === undefined ? null : publicKeyFromText(home.info.publicKey);
-    return home === null || publicKey === null ? null : { hostId: home.hostId, publicKey };
   }
 
   /**
@@ -606,6 +609,7 @@ export class DabbaHost extends EventEmitter {
         const info = this.hostTable.get(hostId)?.info ?? null;
         return { hostId, zone: info?.zone ?? null, url: info?.url ?? null, ...count };
       }),
+      peerLinks: this.hostLinks.summary(),
       writesPerSecond: Math.round(this.writesPerSecond),
       clients: this.slots.reduce((sum, slot) => sum + slot.sessions.count, 0),
       refusals: this.refusals.totals(),
@@ -658,6 +662,7 @@ export class DabbaHost extends EventEmitter {
       slot.links.closeAll(LinkCloseCode.goingAway, 'host closing');
       slot.sessions.closeAll();
     }
+    this.hostLinks.closeAll(LinkCloseCode.goingAway, 'host closing');
     this.peerRoute?.closeAll();
     this.http?.close();
     if (this.listenSocket !== null) loadUws().uws.us_listen_socket_close(this.listenSocket as never);
