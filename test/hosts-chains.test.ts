@@ -5,11 +5,12 @@
  * SIGKILLed and restarted, then a fifth host is started. Each time the table must settle again:
  * every chain back to 3 live members, heads and tails spread within one of even over the hosts.
  * Then the history is linearizable, and per chain the replicas are identical and applied exactly
- * the writes acknowledged to that chain.
+ * the writes acknowledged to that chain. Last, the three hosts of one chain are killed at once: that
+ * chain is unavailable (a coded error, never a hang) and the others go on.
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import type { RemoteClient } from '../src/client/index.js';
+import { ErrorCode, isDabbaError, type RemoteClient } from '../src/client/index.js';
 import { startEtcdCluster } from '../src/bench/peers/etcd-cluster.js';
 import { LocalServers } from '../src/bench/peers/servers.js';
 import { checkLinearizable, type HistoryEntry } from './sim/linearizability.js';
@@ -169,5 +170,23 @@ test('12 chains on 4 hosts in two zones: a host killed and restarted, a fifth ad
     for (const digest of ofChain) assert.equal(digest.digest, ofChain[0]!.digest, `chain ${chain}: replicas differ: ${JSON.stringify(ofChain)}`);
     assert.equal(ofChain[0]!.appliedSeq, load.acknowledged.get(chain) ?? 0, `chain ${chain} applied ${ofChain[0]!.appliedSeq} writes; ${load.acknowledged.get(chain) ?? 0} were acknowledged`);
   }
+
+  // Every replica of one chain gone at once: that chain is unavailable (its data was only in
+  // memory), with a coded error and never a hang, while the chains with a survivor go on.
+  const doomed = [...new Set(cluster.entries[0]!.configuration.members.map((id) => cluster.hosts.findIndex((host) => host.hostId === cluster.entries[0]!.homes.get(id)!.host)))];
+  const survivesOn = (chain: number): boolean => cluster.entries[chain]!.configuration.members.some((id) => !doomed.includes(cluster.hosts.findIndex((host) => host.hostId === cluster.entries[chain]!.homes.get(id)!.host)));
+  const lostKey = KEYS.find((key) => clients[0]!.chainOf(key) === 0)!;
+  const liveKey = KEYS.find((key) => survivesOn(clients[0]!.chainOf(key)))!;
+  for (const index of doomed) await cluster.kill(index);
+  const killedAt = performance.now();
+  await assert.rejects(clients[0]!.put(lostKey, 'after the loss'), (error: unknown) => {
+    const coded = isDabbaError(error, ErrorCode.unavailable) || (isDabbaError(error, ErrorCode.outcomeUnknown) && isDabbaError((error as Error).cause, ErrorCode.unavailable));
+    assert.ok(coded, `a write to the lost chain fails with DABBA_ERR_UNAVAILABLE: ${String(error)}`);
+    return true;
+  });
+  await assert.rejects(clients[0]!.get(lostKey), (error: unknown) => isDabbaError(error, ErrorCode.unavailable));
+  t.diagnostic(`chain 0 lost with hosts ${doomed.map((index) => index + 1).join(', ')}: refused after ${Math.round(performance.now() - killedAt)} ms`);
+  await clients[0]!.put(liveKey, 'after the loss');
+  assert.equal((await clients[0]!.get(liveKey))?.toString(), 'after the loss', 'a chain with a survivor goes on');
   for (const client of clients) await client.close();
 });

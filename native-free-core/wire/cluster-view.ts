@@ -27,6 +27,8 @@ export interface ClusterViewFields {
   joining: ClusterMember | null;
   /** How many chains the cluster's keyspace is split over (the client links to each chain's members). */
   chains: number;
+  /** Every member of the chain is gone (its data with them): the chain is unavailable. */
+  lost?: boolean;
 }
 
 const URL_CHARS_MAX = 512;
@@ -44,7 +46,7 @@ export function clientPath(chain: number): string {
 
 export function encodeClusterView(view: ClusterViewFields): Uint8Array {
   // `chains` only when there are several: a one-chain view keeps the bytes it always had.
-  const fields = { members: view.members, joining: view.joining, ...(view.clientToken === '' ? {} : { clientToken: view.clientToken }), ...(view.chains === 1 ? {} : { chains: view.chains }) };
+  const fields = { members: view.members, joining: view.joining, ...(view.clientToken === '' ? {} : { clientToken: view.clientToken }), ...(view.chains === 1 ? {} : { chains: view.chains }), ...(view.lost === true ? { lost: true } : {}) };
   const text = textEncoder.encode(JSON.stringify(fields));
   const builder = new flatbuffers.Builder(text.length + 128);
   builder.forceDefaults(true);
@@ -72,7 +74,8 @@ export function decodeClusterView(bytes: Uint8Array): ClusterViewFields | string
       throw new MalformedFrame('cluster view is not UTF-8 JSON');
     }
     if (typeof parsed !== 'object' || parsed === null) throw new MalformedFrame('cluster view is not an object');
-    const { members, joining, clientToken = '', chains = 1 } = parsed as { members?: unknown; joining?: unknown; clientToken?: unknown; chains?: unknown };
+    const { members, joining, clientToken = '', chains = 1, lost = false } = parsed as { members?: unknown; joining?: unknown; clientToken?: unknown; chains?: unknown; lost?: unknown };
+    if (typeof lost !== 'boolean') throw new MalformedFrame('cluster view has a malformed lost flag');
     if (typeof chains !== 'number' || !Number.isSafeInteger(chains) || chains < 1 || chains > CHAINS_MAX) throw new MalformedFrame(`cluster view needs 1 to ${CHAINS_MAX} chains`);
     if (!Array.isArray(members) || members.length === 0 || members.length > MEMBERS_MAX) {
       throw new MalformedFrame(`cluster view needs 1 to ${MEMBERS_MAX} members`);
@@ -86,6 +89,7 @@ export function decodeClusterView(bytes: Uint8Array): ClusterViewFields | string
       members: members.map(checkMember),
       joining: joining === null || joining === undefined ? null : checkMember(joining),
       chains,
+      ...(lost ? { lost } : {}),
     };
   });
   return reason ?? fields!;

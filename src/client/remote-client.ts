@@ -91,6 +91,11 @@ const UNACKED_BYTES_MAX = 16 * 1024 * 1024;
 /** Writes or reads waiting this long without any answer are sent again (see checkProgress). */
 const STALL_RESEND_MS = 3000;
 const REMOTE_BATCH_DEFAULTS = { maxWrites: 4096, maxBytes: 2 * 1024 * 1024 };
+/**
+ * A chain none of whose members' hosts has been reachable this long is unavailable: longer than a
+ * host takes to restart and the master to move the chain onto live hosts (a lease TTL or two).
+ */
+const CHAIN_UNREACHABLE_MS = 10_000;
 
 /** One host link, kept open and redialed while its host is a member. */
 class HostConnection implements RecordSink {
@@ -184,6 +189,10 @@ class RemoteChain {
   tail: HostConnection;
   state: 'open' | 'closing' | 'closed' = 'open';
   reconfigurations = 0;
+  /** Set once the chain is unavailable (lost, or no member reachable for long): every call is refused with it. */
+  failure: DabbaError | null = null;
+  /** Since when no member's host has had a link up (performance.now()), or null. */
+  private unreachableSince: number | null = null;
   private readonly validate = frameEnvelopeValidator();
 
   constructor(
@@ -205,9 +214,20 @@ class RemoteChain {
     this.session = new ClientSession(
       options,
       { clientId, head: this.head, headDoorbell: NO_WAKE, tail: this.tail, tailDoorbell: NO_WAKE, epoch: () => this.view.epoch, unackedBytesMax: UNACKED_BYTES_MAX, sealer },
-      () => (this.state === 'open' ? null : closedError()),
+      () => (this.state === 'open' ? this.failure : closedError()),
     );
     for (const member of view.members) this.connection(member.url).dial();
+  }
+
+  /**
+   * The chain is unavailable: writes sent and not acknowledged have an unknown outcome, the rest
+   * and every later call fail with DABBA_ERR_UNAVAILABLE (the chain's replicas held its only copy).
+   */
+  private fail(reason: string): void {
+    if (this.failure !== null || this.state === 'closed') return;
+    this.failure = new DabbaError(ErrorCode.unavailable, `chain ${this.chain} is unavailable: ${reason}`);
+    this.session.fail(this.failure, { outcomeKnown: false });
+    this.events.emit('unavailable', { chain: this.chain, error: this.failure });
   }
 
   private connection(url: string): HostConnection {
@@ -262,6 +282,7 @@ class RemoteChain {
       case MessageKind.clusterView: {
         const view = decodeClusterView(bytes);
         if (typeof view === 'string') return this.warn(`cluster view refused: ${view}`);
+        if (view.lost === true) return this.fail('every one of its replicas is gone');
         if (view.epoch > this.view.epoch) this.adopt(view);
         this.session.progressed();
         return;
@@ -304,7 +325,13 @@ class RemoteChain {
    * send them again; duplicates are harmless (see adopt).
    */
   checkProgress(): void {
-    if (this.state === 'closed' || !this.session.stalledFor(STALL_RESEND_MS)) return;
+    if (this.state === 'closed' || this.failure !== null) return;
+    // No member reachable for long (their hosts are gone and none came back): never a hang.
+    const now = performance.now();
+    if (this.connectedHosts > 0) this.unreachableSince = null;
+    else if (this.unreachableSince === null) this.unreachableSince = now;
+    else if (now - this.unreachableSince >= CHAIN_UNREACHABLE_MS) return this.fail(`none of its members' hosts (${[...this.connections.keys()].join(', ')}) has been reachable for ${Math.round(now - this.unreachableSince)} ms`);
+    if (!this.session.stalledFor(STALL_RESEND_MS)) return;
     this.session.resendTo(this.head, NO_WAKE, this.tail, NO_WAKE);
   }
 

@@ -36,6 +36,8 @@ export interface SlotHost {
   urlOf(replicaId: number): string | null;
   /** This host's own URL. */
   ownUrl(): string;
+  /** Whether a replica is surely gone: its host's lease ended, or it runs another incarnation (after the host table is known). */
+  isGone(replicaId: number): boolean;
   /** Whether this host's lease is surely alive for a read served now. */
   leaseAllowsReads(): boolean;
   /** A replica this host gives up (it is gone, though the host stays up): reported in its status. */
@@ -236,8 +238,8 @@ export class ChainSlot {
     return this.host.leaseAllowsReads();
   }
 
-  /** What clients of the chain are told: its members (head first) with their hosts' URLs. */
-  view(): { epoch: number; members: ClusterMember[]; joining: ClusterMember | null; chains: number } | null {
+  /** What clients of the chain are told: its members (head first) with their hosts' URLs, and whether it is lost. */
+  view(): { epoch: number; members: ClusterMember[]; joining: ClusterMember | null; chains: number; lost: boolean } | null {
     const configuration = this.configuration;
     if (configuration === null) return null;
     // A member whose host is gone (its lease expired) is about to be removed: list it with this
@@ -250,6 +252,8 @@ export class ChainSlot {
       members,
       joining: configuration.joining === null || joiningUrl === null ? null : { replicaId: configuration.joining, url: joiningUrl },
       chains: this.host.chains,
+      // Every member gone at once: its data went with them, and nothing brings the chain back.
+      lost: configuration.members.every((replicaId) => this.host.isGone(replicaId)),
     };
   }
 

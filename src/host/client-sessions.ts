@@ -36,7 +36,7 @@ export interface ClientSessionsOptions {
   /** Keys and values above the chain's limits are refused here, before they reach the replica. */
   recordLimits: RecordLimits;
   allocateClientId(): Promise<number>;
-  view(): { epoch: number; members: ClusterMember[]; joining: ClusterMember | null; chains: number } | null;
+  view(): { epoch: number; members: ClusterMember[]; joining: ClusterMember | null; chains: number; lost?: boolean } | null;
   isHead(): boolean;
   isServingReads(): boolean;
   /** Bytes of one connection's frames that may wait for room in the replica's rings. */

@@ -180,6 +180,8 @@ export class DabbaHost extends EventEmitter {
   /** Where every replica of the table runs (from the chain entries). */
   private homes = new Map<number, ReplicaHome>();
   private hostTable = new Map<string, { info: HostInfo | null; status: HostStatus | null }>();
+  /** The host table watch has delivered (before that, every replica's host looks gone). */
+  private hostTableLoaded = false;
   /** Replicas this incarnation gave up, newest last (reported in the status). */
   private failed: number[] = [];
   private readonly batchesQueue: InboundQueue;
@@ -267,6 +269,7 @@ export class DabbaHost extends EventEmitter {
       node: () => this.node,
       urlOf: (replicaId) => this.urlOf(replicaId),
       ownUrl: () => this.url,
+      isGone: (replicaId) => this.hostTableLoaded && this.homes.has(replicaId) && this.homeInfo(replicaId) === null,
       leaseAllowsReads: () => this.registration !== null && performance.now() < this.registration.leaseValidUntil() - LEASE_READ_MARGIN_MS,
       gaveUp: (chain, replicaId, reason) => this.gaveUp(chain, replicaId, reason),
       statusChanged: () => void this.publishStatus(),
@@ -439,6 +442,7 @@ export class DabbaHost extends EventEmitter {
 
   private onHostTable(table: ReadonlyMap<string, { info: HostInfo | null; status: HostStatus | null }>): void {
     this.hostTable = new Map(table);
+    this.hostTableLoaded = true;
     // A member's URL may have just become known: dial it if it is a predecessor.
     for (const slot of this.slots) slot.follow();
     this.placeMaster();
