@@ -182,7 +182,9 @@ export class HostLinks {
     }).then(
       (link) => {
         host = new HostLink(link, hostId);
+        // Forgotten while dialing (the host left the table): not kept, so closed; openers retry.
         if (this.outbound.get(hostId) === dialing) this.outbound.set(hostId, host);
+        else link.close(LinkCloseCode.goingAway, `host ${hostId} left the cluster`);
         if (!link.isOpen) host.closed(LinkCloseCode.goingAway, 'closed as it opened');
         return host;
       },
@@ -266,6 +268,16 @@ export class HostLinks {
   private refuse(host: HostLink, detail: string): void {
     this.options.log({ level: 'warn', code: ErrorCode.protocolViolation, message: detail });
     host.link.close(LinkCloseCode.malformedRecord, closeReason(ErrorCode.protocolViolation, detail));
+  }
+
+  /** Closes the links to and from hosts the table no longer has (their leases ended): the maps stay as small as the cluster. */
+  forgetHostsExcept(live: ReadonlySet<string>): void {
+    for (const [hostId, host] of this.outbound) {
+      if (live.has(hostId)) continue;
+      this.outbound.delete(hostId);
+      if (host instanceof HostLink) host.link.close(LinkCloseCode.goingAway, `host ${hostId} left the cluster`);
+    }
+    for (const [hostId, host] of this.inbound) if (!live.has(hostId)) host.link.close(LinkCloseCode.goingAway, `host ${hostId} left the cluster`);
   }
 
   /** The host links up now: to whom this host dialed, from whom it accepted, and the channels on each. */

@@ -443,6 +443,7 @@ export class DabbaHost extends EventEmitter {
   private onHostTable(table: ReadonlyMap<string, { info: HostInfo | null; status: HostStatus | null }>): void {
     this.hostTable = new Map(table);
     this.hostTableLoaded = true;
+    this.hostLinks.forgetHostsExcept(new Set(table.keys()));
     // A member's URL may have just become known: dial it if it is a predecessor.
     for (const slot of this.slots) slot.follow();
     this.placeMaster();
