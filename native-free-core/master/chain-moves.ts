@@ -59,7 +59,8 @@ export function nextMoves(input: MovesInput): Move[] {
   // Roles move only while every chain is whole and where it should be: one rotation at a time
   // (the chain it shortens is not whole until its member is back), and never beside a repair.
   let rotations = input.chains.every((state) => isWhole(state, input)) ? 1 : 0;
-  let joins = input.chains.filter((state) => state.configuration.joining !== null || state.newcomer !== null).length;
+  // A lost chain's joiner never completes (nothing is left to copy from): it takes no join slot.
+  let joins = input.chains.filter((state) => !state.failed && (state.configuration.joining !== null || state.newcomer !== null)).length;
   for (const state of input.chains) {
     const { chain, configuration } = state;
     const busy = configuration.joining !== null || state.newcomer !== null;

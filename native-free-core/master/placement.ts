@@ -6,7 +6,8 @@
  * What the next table keeps, in this order of priority:
  * 1. every chain has min(replicas, nodes) members, on distinct nodes, and a chain keeps every member
  *    whose node is still up (a surviving replica holds the chain's data: it never moves for balance
- *    alone while the chain is short, and at most the moves balance needs otherwise);
+ *    alone while the chain is short, and at most the moves balance needs otherwise); a chain with
+ *    more members than that lets go of those on the most loaded nodes;
  * 2. a chain's members are in distinct zones whenever there are at least `replicas` zones;
  * 3. every node holds replicas of the chains within one of the mean (moving as few as that needs);
  * 4. roles are balanced: every node heads within one chain of the mean, and tails within one, as
@@ -52,6 +53,7 @@ export function place(input: PlacementInput): ChainPlacement[] {
   if (ids.length === 0) return table;
   const size = Math.min(replicas, ids.length);
   const spreadZones = new Set(zoneOf.values()).size >= size;
+  trimLongChains(table, ids, size);
   fillShortChains(table, ids, size, zoneOf, spreadZones);
   balanceReplicas(table, ids, zoneOf, spreadZones);
   balanceRoles(table, ids);
@@ -79,6 +81,23 @@ function replicaCounts(table: readonly ChainPlacement[], ids: readonly string[])
 function fits(node: string, members: readonly string[], zoneOf: ReadonlyMap<string, string>, spreadZones: boolean): boolean {
   if (members.includes(node)) return false;
   return !spreadZones || members.every((member) => zoneOf.get(member) !== zoneOf.get(node));
+}
+
+/**
+ * A chain with more members than `size` (caught between a move's join and its removal, or with
+ * fewer nodes than before) keeps `size` of them: it lets go of members on the most loaded nodes,
+ * the one nearest the head first on a tie (a move's joiner is at the tail).
+ */
+function trimLongChains(table: ChainPlacement[], ids: readonly string[], size: number): void {
+  const counts = replicaCounts(table, ids);
+  for (const entry of table) {
+    while (entry.members.length > size) {
+      let drop = 0;
+      for (let index = 1; index < entry.members.length; index++) if (counts.get(entry.members[index]!)! > counts.get(entry.members[drop]!)!) drop = index;
+      counts.set(entry.members[drop]!, counts.get(entry.members[drop]!)! - 1);
+      entry.members.splice(drop, 1);
+    }
+  }
 }
 
 /** Each short chain gets the least loaded nodes that fit, at its tail, until it has `size` members. */

@@ -112,7 +112,8 @@ export function decideRound(input: TableRoundInput): TableRound {
   for (const entry of input.entries) if (entry !== null) for (const replicaId of entry.homes.keys()) entryOf.set(replicaId, entry);
   const moves = nextMoves({
     chains: input.entries.flatMap((entry, chain) =>
-      entry === null ? [] : [{ chain, configuration: entry.configuration, newcomer: null, failed: !participants(entry.configuration).some((id) => alive(entry, id)) }],
+      // Lost: no live member (a joiner alone has no one left to copy from).
+      entry === null ? [] : [{ chain, configuration: entry.configuration, newcomer: null, failed: !entry.configuration.members.some((id) => alive(entry, id)) }],
     ),
     plan: plan.chains,
     nodeOf: (replicaId) => {
