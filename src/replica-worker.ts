@@ -1,6 +1,6 @@
 /**
  * What every replica worker is started with, wherever it runs (createChain's pool or a host's
- * ReplicaPort): the worker's module, and its limits from the resolved options.
+ * NodePort): the worker's module, and its limits from the resolved options.
  */
 import type { ReplicaLimits } from '../workers/replica-task.js';
 import type { ResolvedOptions } from './options.js';

@@ -125,7 +125,8 @@ export class SimulatedHost {
 
   /**
    * Leaves the chain for good as this replica id and registers again as a new, empty replica
-   * (host.ts rejoinAsNewReplica): the master sees a newcomer in its next heartbeat.
+   * (as host.ts's startOver registers a new incarnation, whose replicas are new): the master sees a
+   * newcomer in its next heartbeat.
    */
   rejoin(why: string, counted = true): void {
     this.links.breakAll();
