@@ -11,10 +11,11 @@
  * and the linearizability of the whole history (./checkers.ts). A failure throws with
  * `reproduce with --seed=N` and the last events of the trace (./trace.ts).
  *
- * Many chains: createChain() runs them in one process (native-free-core/master/table-master.ts
- * decides for the whole table; src/session/routed-session.ts routes keys), hosts do not yet. A
- * `chains` option would go here once they do, feeding a TableMaster from leases in the simulated
- * master, a node per chain in each SimulatedHost, and a RoutedSession over one ClientSession per
+ * Many chains: createChain() runs them in one process (native-free-core/master/table-master.ts)
+ * and hosts across processes (native-free-core/master/table-round.ts, whose rounds have a seeded
+ * chaos test of their own in test/table-round.test.ts). This simulator still runs one chain: a
+ * `chains` option would go here, feeding the table round from leases in the simulated master,
+ * every chain's ChainNode in each SimulatedHost, and a RoutedSession over one ClientSession per
  * chain in the client driver.
  */
 import { SimulatedClient } from './client-driver.js';
