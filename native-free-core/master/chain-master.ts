@@ -34,6 +34,11 @@ export function roleIn(configuration: Configuration, replicaId: number): ChainRo
   return index === configuration.members.length - 1 ? 'tail' : 'middle';
 }
 
+/** The members, head first, then the joiner: every replica the chain waits on. */
+export function participants(configuration: Configuration): number[] {
+  return configuration.joining === null ? [...configuration.members] : [...configuration.members, configuration.joining];
+}
+
 export function predecessorOf(configuration: Configuration, replicaId: number): number | null {
   const index = configuration.members.indexOf(replicaId);
   return index > 0 ? configuration.members[index - 1]! : null;

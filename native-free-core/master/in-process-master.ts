@@ -11,7 +11,7 @@
  */
 import { assert } from '../assert.js';
 import { DabbaError, ErrorCode } from '../errors.js';
-import { assertWellFormed, type Configuration } from './chain-master.js';
+import { assertWellFormed, participants, type Configuration } from './chain-master.js';
 import {
   decide,
   HANDOFF_CATCH_UP_MS_MAX,
@@ -177,10 +177,6 @@ export class InProcessMaster {
 }
 
 /** The members and the joiner: every replica the chain is waiting on. */
-function participants(configuration: Configuration): number[] {
-  return configuration.joining === null ? [...configuration.members] : [...configuration.members, configuration.joining];
-}
-
 /** In one process each replica runs on a worker of its own, which stands for its host. */
 function workerName(replicaId: number): string {
   return `worker-${replicaId}`;

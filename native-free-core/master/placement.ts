@@ -40,7 +40,8 @@ export interface PlacementInput {
   current: readonly ChainPlacement[] | null;
 }
 
-const compareIds = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
+/** Plain code-unit order of node ids, the same everywhere (ties break by it). */
+export const compareIds = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 
 export function place(input: PlacementInput): ChainPlacement[] {
   const { nodes, chains, replicas } = input;

@@ -12,7 +12,7 @@
  * chain's detector says it is silent (the runtime then ends it).
  */
 import { assert } from '../assert.js';
-import type { Configuration } from './chain-master.js';
+import { participants, type Configuration } from './chain-master.js';
 import { atPlan, nextMoves, replan, type ChainState } from './chain-moves.js';
 import { removalRefusal, type LiveHostStatus } from './cluster-decisions.js';
 import { InProcessMaster, type InProcessDecision } from './in-process-master.js';
@@ -114,8 +114,7 @@ export class TableMaster {
 
   /** The members and the joiner of `chain`: every replica it waits on. */
   participants(chain: number): number[] {
-    const { members, joining } = this.configuration(chain);
-    return joining === null ? [...members] : [...members, joining];
+    return participants(this.configuration(chain));
   }
 
   nodeOf(replicaId: number): string {

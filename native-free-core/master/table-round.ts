@@ -17,10 +17,10 @@
  *    reading its chain's configuration;
  *  - the first table is placed over the hosts up when the caller says it is time (`bootstrap`).
  */
-import type { Configuration } from './chain-master.js';
+import { participants, type Configuration } from './chain-master.js';
 import { nextMoves, replan } from './chain-moves.js';
 import { decide, watchCatchUp, type CatchUpWatch, type HandoffRequest, type LiveHost, type LiveHostStatus } from './cluster-decisions.js';
-import type { ChainPlacement, PlacementNode } from './placement.js';
+import { compareIds, type ChainPlacement, type PlacementNode } from './placement.js';
 
 /** Where a replica runs: a host, in one of its incarnations. */
 export interface ReplicaHome {
@@ -226,10 +226,3 @@ function planFor(input: TableRoundInput, nodes: readonly PlacementNode[], alive:
   return { hosts, chains: replan(previous, nodes, input.chains, input.replicas) };
 }
 
-function participants(configuration: Configuration): number[] {
-  return configuration.joining === null ? [...configuration.members] : [...configuration.members, configuration.joining];
-}
-
-function compareIds(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
-}

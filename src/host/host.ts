@@ -17,7 +17,7 @@ import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import type { Role } from '../../native-free-core/chain/node.js';
 import { DabbaError, ErrorCode } from '../../native-free-core/errors.js';
-import { servesReads, type Configuration } from '../../native-free-core/master/chain-master.js';
+import { participants, roleIn, servesReads, type Configuration } from '../../native-free-core/master/chain-master.js';
 import type { ReplicaHome } from '../../native-free-core/master/table-round.js';
 import { EtcdMaster } from '../master/etcd-master.js';
 import {
@@ -582,8 +582,8 @@ export class DabbaHost extends EventEmitter {
       const configuration = slot.configuration;
       if (configuration === null) continue;
       const tailStatus = this.replicaStatus(configuration.members.at(-1)!);
-      const members = [...configuration.members, ...(configuration.joining === null ? [] : [configuration.joining])].map((replicaId, index) => {
-        const role = replicaId === configuration.joining ? 'joining' : roleAt(index, configuration.members.length);
+      const members = participants(configuration).map((replicaId) => {
+        const role = String(roleIn(configuration, replicaId));
         const hostId = this.homeInfo(replicaId)?.hostId ?? null;
         const count = hostId === null ? undefined : roles.get(hostId);
         if (count !== undefined) {
@@ -708,12 +708,6 @@ export class DabbaHost extends EventEmitter {
 
 function newIncarnation(): string {
   return randomBytes(9).toString('base64url');
-}
-
-/** A member's role by its place in a chain of `length`. */
-function roleAt(index: number, length: number): string {
-  if (length === 1) return 'solo';
-  return index === 0 ? 'head' : index === length - 1 ? 'tail' : 'middle';
 }
 
 function checkClusterSettings(options: HostOptions): void {

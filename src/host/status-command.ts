@@ -5,7 +5,7 @@
  * incarnation and reports it in the chain's current epoch), and per host how many chains it heads,
  * is a middle of, tails and joins.
  */
-import { roleIn } from '../../native-free-core/master/chain-master.js';
+import { participants, roleIn } from '../../native-free-core/master/chain-master.js';
 import { EtcdConfigurationStore, type ClusterSettings, type EtcdAuth, type EtcdTls, type HostTable, type ReplicaStatus } from '../master/etcd-store.js';
 
 export interface ClusterStatus {
@@ -59,8 +59,7 @@ export async function readClusterStatus(etcd: string[], prefix?: string, access:
         return status.replicas.find((replica) => replica.replicaId === replicaId) ?? null;
       };
       const tail = reportOf(configuration.members.at(-1)!);
-      const ids = [...configuration.members, ...(configuration.joining === null ? [] : [configuration.joining])];
-      const members = ids.map((replicaId) => {
+      const members = participants(configuration).map((replicaId) => {
         const home = entry.homes.get(replicaId)!;
         const role = String(roleIn(configuration, replicaId));
         const report = reportOf(replicaId);

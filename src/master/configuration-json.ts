@@ -4,7 +4,7 @@
  * written by hand or by another version fails here with the key's name rather than later, deep in
  * the master.
  */
-import { assertWellFormed, type Configuration } from '../../native-free-core/master/chain-master.js';
+import { assertWellFormed, participants, type Configuration } from '../../native-free-core/master/chain-master.js';
 import { DabbaError, ErrorCode } from '../../native-free-core/errors.js';
 import type { ChainEntry, ReplicaHome } from '../../native-free-core/master/table-round.js';
 
@@ -59,13 +59,13 @@ export function decodeChainEntry(text: string, source: string): ChainEntry {
     new DabbaError(ErrorCode.malformedFrame, `${source} holds a malformed chain entry: ${reason} (value: ${preview(text)})`);
   const { homes } = JSON.parse(text) as { homes?: unknown };
   if (typeof homes !== 'object' || homes === null || Array.isArray(homes)) throw malformed('homes must be an object');
-  const participants = configuration.joining === null ? configuration.members : [...configuration.members, configuration.joining];
+  const ids = participants(configuration);
   const entries = Object.entries(homes as Record<string, unknown>);
-  if (entries.length !== participants.length) throw malformed('homes must name exactly the members and the joiner');
+  if (entries.length !== ids.length) throw malformed('homes must name exactly the members and the joiner');
   const decoded = new Map<number, ReplicaHome>();
   for (const [key, home] of entries) {
     const replicaId = Number(key);
-    if (!participants.includes(replicaId) || String(replicaId) !== key) throw malformed(`homes names ${JSON.stringify(key)}, not a member or the joiner`);
+    if (!ids.includes(replicaId) || String(replicaId) !== key) throw malformed(`homes names ${JSON.stringify(key)}, not a member or the joiner`);
     if (typeof home !== 'object' || home === null) throw malformed(`the home of ${key} must be an object`);
     const { host, incarnation } = home as Record<string, unknown>;
     if (typeof host !== 'string' || !HOST_ID.test(host)) throw malformed(`the home of ${key} must name a host id`);
