@@ -288,26 +288,13 @@ export class EtcdConfigurationStore {
     const snapshot = await this.namespace.getAll().prefix(CHAINS_PREFIX).exec();
     for (const kv of snapshot.kvs) this.applyTableKey(table, chains, kv.key.toString(), kv.value.toString(), onError);
     onChange(table);
-    let stopped = false;
-    let scheduled = false;
-    const changed = (): void => {
-      if (scheduled) return;
-      scheduled = true;
-      queueMicrotask(() => {
-        scheduled = false;
-        if (!stopped) onChange(table);
-      });
-    };
+    const delivery = coalesced(() => onChange(table));
     const watcher = this.namespace.watch().prefix(CHAINS_PREFIX).startRevision(nextRevision(snapshot.header.revision)).watcher();
     watcher.on('put', (kv) => {
-      if (this.applyTableKey(table, chains, kv.key.toString(), kv.value.toString(), onError)) changed();
+      if (this.applyTableKey(table, chains, kv.key.toString(), kv.value.toString(), onError)) delivery.changed();
     });
     watcher.on('delete', (kv) => onError(new DabbaError(ErrorCode.malformedFrame, `${this.keyName(kv.key.toString())} was deleted`)));
-    const stop = await this.started(watcher, onError);
-    return async () => {
-      stopped = true;
-      await stop();
-    };
+    return delivery.until(await this.started(watcher, onError));
   }
 
   /**
@@ -567,29 +554,15 @@ export class EtcdConfigurationStore {
     for (const kv of snapshot.kvs) apply(kv.key.toString(), kv.value.toString());
     onChange(table());
 
-    // One call per batch of events: etcd3 emits a response's events synchronously, one by one.
-    let stopped = false;
-    let scheduled = false;
-    const changed = (): void => {
-      if (scheduled) return;
-      scheduled = true;
-      queueMicrotask(() => {
-        scheduled = false;
-        if (!stopped) onChange(table());
-      });
-    };
+    const delivery = coalesced(() => onChange(table()));
     const watcher = this.namespace.watch().inRange(both).startRevision(nextRevision(snapshot.header.revision)).watcher();
     watcher.on('put', (kv) => {
-      if (apply(kv.key.toString(), kv.value.toString())) changed();
+      if (apply(kv.key.toString(), kv.value.toString())) delivery.changed();
     });
     watcher.on('delete', (kv) => {
-      if (apply(kv.key.toString(), null)) changed();
+      if (apply(kv.key.toString(), null)) delivery.changed();
     });
-    const stop = await this.started(watcher, onError);
-    return async () => {
-      stopped = true;
-      await stop();
-    };
+    return delivery.until(await this.started(watcher, onError));
   }
 
   /**
@@ -732,6 +705,30 @@ class LeaseValidity {
     this.ended = true;
     this.until = 0;
   }
+}
+
+/**
+ * One delivery per batch of watch events: etcd3 emits a response's events synchronously, one by
+ * one, so `changed()` schedules `deliver` once for the batch (a lease expiry that deletes a host's
+ * two keys makes one call). `until(stop)` is the watch's stop, after which nothing is delivered.
+ */
+function coalesced(deliver: () => void): { changed(): void; until(stop: StopWatching): StopWatching } {
+  let stopped = false;
+  let scheduled = false;
+  return {
+    changed: () => {
+      if (scheduled) return;
+      scheduled = true;
+      queueMicrotask(() => {
+        scheduled = false;
+        if (!stopped) deliver();
+      });
+    },
+    until: (stop) => async () => {
+      stopped = true;
+      await stop();
+    },
+  };
 }
 
 function nextRevision(revision: string): string {
