@@ -23,6 +23,7 @@ import { EtcdMaster } from '../master/etcd-master.js';
 import {
   EtcdConfigurationStore,
   FAILED_REPLICAS_MAX,
+  reportedStatus,
   ZONE,
   type ClusterSettings,
   type EtcdAuth,
@@ -623,10 +624,8 @@ export class DabbaHost extends EventEmitter {
 
   /** A replica's latest reported progress (its host's status in its incarnation), or null. */
   private replicaStatus(replicaId: number): { appliedSeq: number } | null {
-    const home = this.homeInfo(replicaId);
-    const status = home === null ? null : (this.hostTable.get(home.hostId)?.status ?? null);
-    if (status === null || status.incarnation !== home!.info.incarnation) return null;
-    return status.replicas.find((replica) => replica.replicaId === replicaId) ?? null;
+    const home = this.homes.get(replicaId);
+    return home === undefined ? null : reportedStatus(this.hostTable, home, replicaId);
   }
 
   /** This host's replica's role in `chain` (0 by default), or null when it has none there. */

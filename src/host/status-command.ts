@@ -6,7 +6,7 @@
  * is a middle of, tails and joins.
  */
 import { participants, roleIn } from '../../native-free-core/master/chain-master.js';
-import { EtcdConfigurationStore, type ClusterSettings, type EtcdAuth, type EtcdTls, type HostTable, type ReplicaStatus } from '../master/etcd-store.js';
+import { EtcdConfigurationStore, reportedStatus, type ClusterSettings, type EtcdAuth, type EtcdTls, type HostTable, type ReplicaStatus } from '../master/etcd-store.js';
 
 export interface ClusterStatus {
   prefix: string;
@@ -52,12 +52,7 @@ export async function readClusterStatus(etcd: string[], prefix?: string, access:
     const chains: ClusterStatus['chains'] = entries.map((entry, chain) => {
       if (entry === null) return { chain, epoch: 0, members: [] };
       const { configuration } = entry;
-      const reportOf = (replicaId: number): ReplicaStatus | null => {
-        const home = entry.homes.get(replicaId)!;
-        const { info, status } = table.get(home.host) ?? { info: null, status: null };
-        if (info?.incarnation !== home.incarnation || status?.incarnation !== home.incarnation) return null;
-        return status.replicas.find((replica) => replica.replicaId === replicaId) ?? null;
-      };
+      const reportOf = (replicaId: number): ReplicaStatus | null => reportedStatus(table, entry.homes.get(replicaId)!, replicaId);
       const tail = reportOf(configuration.members.at(-1)!);
       const members = participants(configuration).map((replicaId) => {
         const home = entry.homes.get(replicaId)!;

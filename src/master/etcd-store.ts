@@ -18,7 +18,7 @@
  */
 import { Etcd3, Range, type Campaign, type ComparatorBuilder, type Lease, type Namespace, type Watcher } from 'etcd3';
 import type { HandoffRequest } from '../../native-free-core/master/cluster-decisions.js';
-import type { ChainChange, ChainEntry } from '../../native-free-core/master/table-round.js';
+import type { ChainChange, ChainEntry, ReplicaHome } from '../../native-free-core/master/table-round.js';
 import { DabbaError, ErrorCode } from '../../native-free-core/errors.js';
 import { CHAINS_MAX, NODES_MAX } from '../options.js';
 import { decodeChainEntry, encodeChainEntry, INCARNATION } from './configuration-json.js';
@@ -137,6 +137,17 @@ export interface HostTableEntry {
 
 /** Every host whose `hosts/<hostId>` key exists, by host id (in host id order). */
 export type HostTable = ReadonlyMap<string, HostTableEntry>;
+
+/**
+ * What a replica's host last reported of it, if that host is registered in the replica's
+ * incarnation (`home`) and the status is of that incarnation; null otherwise (gone, restarted, or
+ * not reported yet).
+ */
+export function reportedStatus(table: HostTable, home: ReplicaHome, replicaId: number): ReplicaStatus | null {
+  const { info, status } = table.get(home.host) ?? { info: null, status: null };
+  if (info?.incarnation !== home.incarnation || status?.incarnation !== home.incarnation) return null;
+  return status.replicas.find((replica) => replica.replicaId === replicaId) ?? null;
+}
 
 /** The master asks the tail of `epoch` to stop taking writes until `joiner` has everything (key `handoff`). */
 export type { HandoffRequest };
