@@ -18,7 +18,7 @@
  */
 import type { KeyObject } from 'node:crypto';
 import { ErrorCode } from '../../native-free-core/errors.js';
-import { CHAIN_TAG_BYTES } from '../../native-free-core/wire/chain-tag.js';
+import { CHAIN_TAG_BYTES, chainTagAt } from '../../native-free-core/wire/chain-tag.js';
 import { FrameEnvelope, reasonIfMalformed } from '../../native-free-core/wire/codec.js';
 import { closeReason, connectPeerLink, LinkCloseCode, type PeerLink, type PeerLinkHandlers, type PeerLinkLogEntry } from '../transport/peer-link.js';
 import type { TlsCredentials } from '../transport/tls.js';
@@ -238,13 +238,13 @@ export class HostLinks {
   }
 
   private onRecord(host: HostLink, bytes: Uint8Array): void {
-    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    const chain = view.getUint32(0, true);
-    const kind = bytes[4];
-    if (kind === KIND_FRAME) {
+    const chain = chainTagAt(bytes, 0);
+    if (bytes[4] === KIND_FRAME) {
       host.channels.get(chain)?.handlers.onRecord(bytes.subarray(CHAIN_TAG_BYTES));
       return;
     }
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const kind = bytes[4];
     if (kind === KIND_CLOSE) {
       const channel = host.channels.get(chain);
       if (channel !== undefined) host.ended(channel, view.getUint16(6, true), textDecoder.decode(bytes.subarray(CHAIN_TAG_BYTES)));
@@ -296,11 +296,14 @@ export class HostLinks {
 }
 
 function writeTag(record: Uint8Array, chain: number, kind: number, code: number): void {
-  const view = new DataView(record.buffer, record.byteOffset, record.byteLength);
-  view.setUint32(0, chain, true);
+  record[0] = chain & 0xff;
+  record[1] = (chain >>> 8) & 0xff;
+  record[2] = (chain >>> 16) & 0xff;
+  record[3] = chain >>> 24;
   record[4] = kind;
   record[5] = 0;
-  view.setUint16(6, code, true);
+  record[6] = code & 0xff;
+  record[7] = code >>> 8;
 }
 
 function closeRecord(chain: number, code: number, reason: string): Uint8Array {

@@ -268,7 +268,8 @@ export class NodePort {
       for (let offset = ring.next(); offset >= 0; offset = ring.next()) {
         const chain = chainTagAt(ring.bytes, offset);
         const frame = taggedFrame(ring.bytes, offset, ring.recordLength);
-        const waiting = this.parked.has(parkingKey(output, chain));
+        // Only while something is parked: no key is built per record otherwise.
+        const waiting = this.parked.size > 0 && this.parked.has(parkingKey(output, chain));
         if ((waiting || !send(chain, frame)) && !this.park(output, chain, frame)) {
           ring.unread();
           this.blocked.add(ring);
