@@ -12,7 +12,7 @@
  * master removes it and places a new one, with a new id: a replica id never comes back.
  */
 import type { Role } from '../../native-free-core/chain/node.js';
-import { roleIn, servesReads, type Configuration } from '../../native-free-core/master/chain-master.js';
+import { ordersWrites, roleIn, servesReads, type Configuration } from '../../native-free-core/master/chain-master.js';
 import type { HandoffRequest } from '../../native-free-core/master/cluster-decisions.js';
 import type { ChainEntry } from '../../native-free-core/master/table-round.js';
 import { clientPath, type ClusterMember } from '../../native-free-core/wire/cluster-view.js';
@@ -108,7 +108,7 @@ export class ChainSlot {
       ...sessions,
       path: clientPath(chain),
       view: () => this.view(),
-      isHead: () => this.replicaId !== 0 && (this.role() === 'head' || this.role() === 'solo'),
+      isHead: () => ordersWrites(this.role()),
       isServingReads: () => this.isServingReads(),
       offerBatch: (frame, budget) => sessions.offerBatch(chain, frame, budget),
       offerReads: (frame, budget) => sessions.offerReads(chain, frame, budget),
