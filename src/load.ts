@@ -7,6 +7,11 @@
  * recorded from its put() call to its acknowledgement. Acks are cumulative and resolve writes in
  * bulk, so sampling one write in N is an unbiased view of per-write latency without adding a
  * callback to every write.
+ *
+ * A window ends when every operation in it is answered. Acks and replies arrive in order per chain,
+ * so awaiting the last write and the last read of each chain the window touched is enough (with
+ * many chains, the window's last write alone would leave the other chains' writes pending and the
+ * loop would not be closed).
  */
 import { createHistogram, performance, type RecordableHistogram } from 'node:perf_hooks';
 
@@ -15,6 +20,8 @@ export interface LoadTarget {
   put(key: string, value: Uint8Array): Promise<void>;
   get?(key: string): Promise<Buffer | undefined>;
   putMany?(entries: Iterable<readonly [string, Uint8Array]>): Promise<void>;
+  /** The chain a key belongs to, for a target with many chains (answers arrive in order per chain). */
+  chainOf?(key: string): number;
 }
 
 export interface LoadOptions {
@@ -90,6 +97,27 @@ export function makeValue(valueBytes: number): Uint8Array {
   return value;
 }
 
+/** The last write and the last read a window sent to each chain: once they are answered, all are. */
+class WindowEnds {
+  readonly lastWrite: Array<Promise<unknown> | undefined>;
+  readonly lastRead: Array<Promise<unknown> | undefined>;
+
+  constructor(chains: number) {
+    this.lastWrite = new Array<Promise<unknown> | undefined>(chains).fill(undefined);
+    this.lastRead = new Array<Promise<unknown> | undefined>(chains).fill(undefined);
+  }
+
+  async answered(): Promise<void> {
+    for (const ends of [this.lastWrite, this.lastRead]) {
+      for (let chain = 0; chain < ends.length; chain++) {
+        const last = ends[chain];
+        ends[chain] = undefined;
+        if (last !== undefined) await last;
+      }
+    }
+  }
+}
+
 export async function runClosedLoop(chain: LoadTarget, options: LoadOptions): Promise<LoadReport> {
   return new ClosedLoop(chain, options).run();
 }
@@ -106,6 +134,9 @@ class ClosedLoop {
   private readonly readRatio: number;
   private readonly sampleEvery: number;
   private readonly keys: string[];
+  /** Each key's chain (all 0 for a target with one chain or none). */
+  private readonly keyChains: Uint16Array;
+  private readonly chainCount: number;
   private readonly value: Uint8Array;
   private readonly histogram: RecordableHistogram = createHistogram();
   private writes = 0;
@@ -124,6 +155,8 @@ class ClosedLoop {
     this.readRatio = options.readRatio ?? 0;
     this.sampleEvery = options.sampleEvery ?? 64;
     this.keys = makeKeys(this.keySpace, this.keyBytes);
+    this.keyChains = Uint16Array.from(this.keys, (key) => chain.chainOf?.(key) ?? 0);
+    this.chainCount = this.keyChains.reduce((most, chainOfKey) => Math.max(most, chainOfKey), 0) + 1;
     this.value = makeValue(this.valueBytes);
     if (this.readRatio > 0 && chain.get === undefined) throw new RangeError('a read ratio needs a target that serves reads');
     if (options.putMany === true && (chain.putMany === undefined || this.readRatio > 0)) {
@@ -174,28 +207,29 @@ class ClosedLoop {
 
   /** One put() (or, at the read ratio, one get()) per operation, every sampleEvery-th timed. */
   private async writer(writerIndex: number): Promise<void> {
-    const { chain, keys, keySpace, writeWindow } = this;
+    const { chain, keys, keyChains, keySpace, writeWindow } = this;
+    const window = new WindowEnds(this.chainCount);
     let cursor = (writerIndex * 7919) % keySpace;
     let readCredit = 0;
     while (this.running) {
-      let last: Promise<unknown> | undefined;
       let windowReads = 0;
       for (let index = 0; index < writeWindow; index++) {
         readCredit += this.readRatio;
+        let operation: Promise<unknown>;
         if (readCredit >= 1) {
           readCredit -= 1;
           windowReads++;
-          last = chain.get!(keys[cursor]!);
+          operation = window.lastRead[keyChains[cursor]!] = chain.get!(keys[cursor]!);
         } else {
-          last = chain.put(keys[cursor]!, this.value);
+          operation = window.lastWrite[keyChains[cursor]!] = chain.put(keys[cursor]!, this.value);
         }
         if (++cursor === keySpace) cursor = 0;
         if (index % this.sampleEvery === 0) {
           const issued = performance.now();
-          last.then(() => this.histogram.record(Math.max(1, Math.round((performance.now() - issued) * 1000))));
+          operation.then(() => this.histogram.record(Math.max(1, Math.round((performance.now() - issued) * 1000))));
         }
       }
-      await last;
+      await window.answered();
       this.writes += writeWindow - windowReads;
       this.reads += windowReads;
     }
@@ -203,14 +237,16 @@ class ClosedLoop {
 
   private async reader(readerIndex: number): Promise<void> {
     const readWindow = this.options.readWindow ?? 256;
+    const window = new WindowEnds(this.chainCount);
     let cursor = (readerIndex * 104729) % this.keySpace;
     while (this.running) {
       let last: Promise<Buffer | undefined> | undefined;
       for (let index = 0; index < readWindow; index++) {
-        last = this.chain.get!(this.keys[cursor]!);
+        last = window.lastRead[this.keyChains[cursor]!] = this.chain.get!(this.keys[cursor]!);
         if (++cursor === this.keySpace) cursor = 0;
       }
       const found = await last;
+      await window.answered();
       this.resultHash = (Math.imul(this.resultHash, 31) + (found?.length ?? 0) + 1) >>> 0;
       this.reads += readWindow;
     }
