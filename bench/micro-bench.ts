@@ -10,7 +10,10 @@ import { Store } from '../native-free-core/store.js';
 import { WriteBatchEncoder, WriteBatchView } from '../native-free-core/wire/codec.js';
 import { FutureRing } from '../src/futures.js';
 import { Sealer } from '../src/sealing.js';
-import type { ClientSession } from '../src/session/client-session.js';
+import { ClientSession } from '../src/session/client-session.js';
+import { resolveOptions } from '../src/options.js';
+import type { Clock } from '../src/runtime/clock.js';
+import { AckEncoder } from '../native-free-core/wire/codec.js';
 import { RoutedSession } from '../src/session/routed-session.js';
 import { printTable, type Environment } from '../src/bench/harness.js';
 import { record } from './ledger.js';
@@ -53,6 +56,10 @@ export async function micro(env: Environment, small: boolean): Promise<{ rows: M
   const sessionsOf = (chains: number): ClientSession[] => Array.from({ length: chains }, () => ({}) as ClientSession);
   const oneChain = new RoutedSession(sessionsOf(1), 1024);
   const manyChains = new RoutedSession(sessionsOf(64), 1024);
+  // put() through the client's whole write path: route, encode into the chain's open batch, one
+  // promise; then the end-of-turn flush and one cumulative ack per chain (sinks take every frame).
+  const routedPut = clientWritePath(1);
+  const routedPut64 = clientWritePath(64);
 
   bench
     .add('codec: encode a batch (16 B key, 100 B value)', () => {
@@ -91,6 +98,12 @@ export async function micro(env: Environment, small: boolean): Promise<{ rows: M
     .add('client: route a 16 B string key to its chain, 64 chains', () => {
       for (let index = 0; index < WRITES_PER_BATCH; index++) hash ^= manyChains.chainOf(routedKeys[index]!);
     })
+    .add('client: put() through the write path, 1 chain (route, encode, promise, flush, ack)', () => {
+      hash ^= routedPut(routedKeys, value);
+    })
+    .add('client: put() through the write path, 64 chains (route, encode, promise, flush, ack)', () => {
+      hash ^= routedPut64(routedKeys, value);
+    })
     .add('client: one promise for the batch (putMany), resolved by one cumulative ack', () => {
       let resolveAll!: () => void;
       let rejectAll!: (reason: unknown) => void;
@@ -126,4 +139,34 @@ export async function micro(env: Environment, small: boolean): Promise<{ rows: M
     rows.map((row) => [row.task, row.nsPerWrite.toFixed(1), row.p99NsPerWrite.toFixed(1)]),
   );
   return { rows, hash };
+}
+
+/**
+ * A client's write path over `chains` sessions whose sinks take every frame: returns a function
+ * that puts each key, runs the end-of-turn flush, and acknowledges every chain's writes.
+ */
+function clientWritePath(chains: number): (keys: readonly string[], value: Uint8Array) => number {
+  const options = resolveOptions({});
+  const endOfTurn: Array<() => void> = [];
+  const clock: Clock = { nowMs: () => performance.now(), soon: (callback) => void endOfTurn.push(callback), after: () => ({ cancel() {} }) };
+  const sink = { tryWrite: () => true, canWrite: () => true, markProducerWaiting() {}, publish: () => false };
+  const doorbell = { ring() {} };
+  const sessions = Array.from(
+    { length: chains },
+    (_, chain) => new ClientSession(options, { clientId: chain + 1, head: sink, headDoorbell: doorbell, tail: sink, tailDoorbell: doorbell, epoch: () => 1, clock }, () => null),
+  );
+  const routed = new RoutedSession(sessions, options.keyBytesMax);
+  const acks = new AckEncoder();
+  return (keys, value) => {
+    for (const key of keys) void routed.put(key, value);
+    for (const callback of endOfTurn.splice(0)) callback();
+    let settled = 0;
+    for (const session of sessions) {
+      const through = session.writes.accepted;
+      if (session.writes.committedClientSeq === through) continue;
+      session.receiveAck(acks.encode({ epoch: 1, committedSeq: through, clientId: session.clientId, committedClientSeq: through }));
+      settled += through;
+    }
+    return settled;
+  };
 }
