@@ -14,6 +14,7 @@ import type { SpscRing } from '../native-free-core/ring.js';
 import type { RecordSink, Wakeable } from './record-sink.js';
 import { AckView, frameKind, MessageKind, Op, WriteBatchEncoder } from '../native-free-core/wire/codec.js';
 import { FutureRing } from './futures.js';
+import { nativeCrc32 } from '../workers/native-crc32.js';
 import { systemClock, type Clock } from './runtime/clock.js';
 import type { ResolvedOptions } from './options.js';
 
@@ -215,7 +216,7 @@ export class WritePipeline {
     let batch = this.freeBatches.pop();
     if (batch === undefined) {
       if (this.allocatedBatches >= this.batchesMax) return null;
-      const encoder = new WriteBatchEncoder({ writesMax: this.options.batchWritesMax, payloadBytesMax: this.options.batchBytesMax });
+      const encoder = new WriteBatchEncoder({ writesMax: this.options.batchWritesMax, payloadBytesMax: this.options.batchBytesMax }, nativeCrc32);
       batch = {
         encoder,
         payload: Buffer.from(encoder.payload.buffer, encoder.payload.byteOffset, encoder.payload.length),

@@ -2,11 +2,13 @@
  * Read routing on a host: many clients' read batches share one replica, their request ids overlap
  * (every client counts from 1), and the replica may split a batch's answers over several replies or
  * ignore batches (it stopped being the tail). Seeded random schedules check that every reply reaches
- * the client whose reads it answers, with that client's own request ids, and nobody else.
+ * the client whose reads it answers, with that client's own request ids, and nobody else. Also what
+ * a host refuses from a client: ids without their token, batches damaged on the way.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ReadBatchEncoder, ReadBatchView, ReadReplyEncoder, ReadReplyView, ReadStatus } from '../native-free-core/wire/codec.js';
+import { ReadBatchEncoder, ReadBatchView, ReadReplyEncoder, ReadReplyView, ReadStatus, WriteBatchEncoder } from '../native-free-core/wire/codec.js';
+import { nativeCrc32 } from '../workers/native-crc32.js';
 import { ClientTokens } from '../src/host/client-tokens.js';
 import { clientNodeId } from '../native-free-core/wire/client-node-id.js';
 import { decodeClusterView } from '../native-free-core/wire/cluster-view.js';
@@ -169,4 +171,42 @@ test('a client id is bound to the token issued with it: knowing the id is not en
   await new Promise((resolve) => setImmediate(resolve));
   assert.equal(resumed.closed(), false);
   assert.equal(sessions.count, 2);
+});
+
+test('a write batch whose bytes do not match its checksum is refused and its link closed (the client resends on its next link)', async () => {
+  const offered: Uint8Array[] = [];
+  const sessions = new ClientSessions({
+    path: '/client',
+    secret: Buffer.from('the-client-secret-of-this-cluster'),
+    tokens: new ClientTokens(Buffer.from('the-peer-secret-of-this-cluster')),
+    nodeId: 'host:test',
+    maxRecordBytes: 1 << 20,
+    recordLimits: { keyBytesMax: 1024, valueBytesMax: 512 * 1024 },
+    connectionInboundBytesMax: 1 << 20,
+    allocateClientId: () => Promise.resolve(7),
+    view: () => ({ epoch: 1, members: [{ replicaId: 1, url: 'ws://127.0.0.1:1' }], joining: null, chains: 1 }),
+    isHead: () => true,
+    isServingReads: () => true,
+    offerBatch: (frame) => {
+      offered.push(frame.slice());
+      return true;
+    },
+    offerReads: () => true,
+    log: () => undefined,
+  });
+  let closedWith: string | null = null;
+  const link: PeerLink = { ...fakeLink('client', [], () => undefined), close: (_code?: number, reason?: string) => void (closedWith = reason ?? '') };
+  const handlers = (sessions as unknown as { onLink(link: PeerLink): PeerLinkHandlers }).onLink(link);
+  await new Promise((resolve) => setImmediate(resolve)); // the client id is assigned
+  const writes = new WriteBatchEncoder({ writesMax: 4, payloadBytesMax: 256 }, nativeCrc32);
+  writes.begin(7, 1);
+  writes.addPut(Buffer.from('key'), 0, 3, Buffer.from('value'), 0, 5);
+  const good = writes.finish().slice();
+  handlers.onRecord(good);
+  assert.equal(offered.length, 1, 'an intact batch goes to the head');
+  const damaged = good.slice();
+  damaged[damaged.length - 1]! ^= 0x01; // the last byte of the value
+  handlers.onRecord(damaged);
+  assert.equal(offered.length, 1, 'the damaged batch never reaches the head');
+  assert.match(closedWith ?? 'not closed', /DABBA_ERR_CORRUPT/);
 });

@@ -14,7 +14,9 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { ChainNode, type Role } from '../native-free-core/chain/node.js';
 import { Store } from '../native-free-core/store.js';
-import { ReadBatchView, WriteBatchView } from '../native-free-core/wire/codec.js';
+import * as flatbuffers from 'flatbuffers';
+import { ReadBatchView, WriteBatchEncoder, WriteBatchView } from '../native-free-core/wire/codec.js';
+import { Frame, WriteBatch } from '../native-free-core/wire/generated/schema_generated.js';
 import { restampFirstRequestId } from '../native-free-core/wire/request-ids.js';
 import { bytesOfHex } from './fuzz/frame-mutator.js';
 import { KIND_NAMES, describeFinding, runFuzz, type FuzzReport } from './fuzz/frame-harness.js';
@@ -102,6 +104,32 @@ function tailWithJoiner(): ChainNode {
   return tail;
 }
 
+/** WriteBatch's fields by their index in the schema. */
+const FIELD = { epoch: 0, firstSeq: 1, count: 2 } as const;
+
+/** The absolute position of WriteBatch field `field` in `frame`, and of its vtable entry. */
+function batchField(frame: Uint8Array, field: number): { position: number; vtableEntry: number } {
+  const batch = Frame.getRootAsFrame(new flatbuffers.ByteBuffer(frame)).message(new WriteBatch()) as WriteBatch;
+  const table = batch.bb_pos;
+  const vtable = table - new DataView(frame.buffer, frame.byteOffset).getInt32(table, true);
+  return { position: table + batch.bb!.__offset(table, 4 + 2 * field), vtableEntry: vtable + 4 + 2 * field };
+}
+
+/**
+ * A batch as a client encodes it (its checksum valid), stamped as given: a head's stamp is written
+ * where stamp() would write it, for numbers stamp() itself would refuse.
+ */
+function stampedBatch(clientId: number, firstClientSeq: number, keys: string[], epoch: number, firstSeq: number): Uint8Array {
+  const encoder = new WriteBatchEncoder({ writesMax: 8, payloadBytesMax: 256 });
+  encoder.begin(clientId, firstClientSeq);
+  for (const key of keys) encoder.addPut(Buffer.from(key), 0, key.length, Buffer.from('v'), 0, 1);
+  const frame = encoder.finish().slice();
+  const view = new DataView(frame.buffer);
+  view.setUint32(batchField(frame, FIELD.epoch).position, epoch, true);
+  view.setBigUint64(batchField(frame, FIELD.firstSeq).position, BigInt(firstSeq), true);
+  return frame;
+}
+
 describe('fuzzer findings, fixed', () => {
   test('a host rewrites a read batch\'s request ids only in a frame that verifies in full (1M-frame run, seed 1, iteration 120792)', () => {
     // A ReadBatch whose vtable was moved: the envelope and first_request_id looked fine, so the
@@ -116,13 +144,13 @@ describe('fuzzer findings, fixed', () => {
   });
 
   test("a batch whose first_seq shares bytes with its count is refused: the head's stamp would change what it forwards", () => {
-    // Two writes from client 7; the vtable entry of first_seq (bytes 32-33) is 24 instead of 28,
-    // so first_seq (bytes 68-75) covers count (68-71). The head used to apply both writes, stamp
-    // first_seq = 1 over count, and forward a batch of "count 1" that every successor refused.
-    const frame = bytesOfHex(
-      '100000000000000008000a00090004000800000018000000000112002c0028001800180014000c0008000400120000004400000024000000' +
-        '01000000000000000700000002000000000000000000000000000000000000000200000000000200030000000000000001000100000000000500000006000000616278797a630000',
-    );
+    // Two writes from client 7 whose vtable puts first_seq where count is: first_seq (8 bytes)
+    // covers count. The head used to apply both writes, stamp first_seq = 1 over count, and forward
+    // a batch of "count 1" that every successor refused.
+    const frame = stampedBatch(7, 1, ['ab', 'xy'], 0, 0);
+    const count = batchField(frame, FIELD.count);
+    const firstSeq = batchField(frame, FIELD.firstSeq);
+    frame.copyWithin(firstSeq.vtableEntry, count.vtableEntry, count.vtableEntry + 2);
     assert.match(new WriteBatchView().open(frame)!, /^first_seq, which the head stamps, shares bytes with another part of the batch$/);
     const head = makeNode('head', 1);
     const result = head.step('upstream', frame);
@@ -144,10 +172,7 @@ describe('fuzzer findings, fixed', () => {
 
   test('a joiner refuses batches until its snapshot starts (it asserted it was empty when the snapshot came)', () => {
     // A batch of one write stamped epoch 2, seq 1; then an empty store's snapshot at applied seq 0.
-    const batch = bytesOfHex(
-      '100000000000000008000a00090004000800000018000000000112002c0028001c00180014000c000800040012000000380000002400000001000000000000000700000001000000' +
-        '0100000000000000000000000200000001000000000001000100000000000000020000006b760000',
-    );
+    const batch = stampedBatch(7, 1, ['k'], 2, 1);
     const snapshot = bytesOfHex(
       '0c00000008000a0009000400080000001800000000061200240020001800170010000c000800040012000000200000002c000000200000001800000000000001' +
         '0000000000000000020000000000000000000000000000000000000000000000',
@@ -166,10 +191,7 @@ describe('fuzzer findings, fixed', () => {
       '0c00000008000a0009000400080000001800000000061200240020001800170010000c000800040012000000200000002c000000200000001800000000000001' +
         'feffffffffff1f00020000000000000000000000000000000000000000000000',
     );
-    const batch = bytesOfHex(
-      '100000000000000008000a0009000400080000001800000000011200280024001c00180014000c0008000400120000004000000020000000' +
-        '01000000000000000700000002000000ffffffffffff1f000200000002000000000001000100000000000000000001000100000002000000040000006b766b76',
-    );
+    const batch = stampedBatch(7, 1, ['k', 'v'], 2, 2 ** 53 - 1);
     assert.match(new WriteBatchView().open(batch)!, /^2 writes from seq 9007199254740991, client seq 1, pass 2\^53$/);
     const joiner = makeNode('joining', 2);
     assert.equal(joiner.step('upstream', snapshot).status, 'applied');
@@ -181,10 +203,7 @@ describe('fuzzer findings, fixed', () => {
   test('a batch whose implied client seqs pass 2^53 is refused (the tail acknowledged a client seq no reader takes)', () => {
     // Two writes from client 7 at client seq 2^53 - 1, stamped epoch 1, seq 1. The tail used to
     // apply them and acknowledge client seq 2^53, which AckView refuses: the client never heard.
-    const batch = bytesOfHex(
-      '100000000000000008000a0009000400080000001800000000011200280024001c00180014000c0008000400120000004000000020000000' +
-        'ffffffffffff1f00070000000200000001000000000000000100000002000000000001000100000000000000000001000100000002000000040000006b766b76',
-    );
+    const batch = stampedBatch(7, 2 ** 53 - 1, ['k', 'v'], 1, 1);
     assert.match(new WriteBatchView().open(batch)!, /^2 writes from seq 1, client seq 9007199254740991, pass 2\^53$/);
     const tail = makeNode('tail', 1);
     const result = tail.step('upstream', batch);

@@ -10,6 +10,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { SnapshotView, SnapshotWriter } from '../native-free-core/chain/snapshot.js';
+import { crc32 } from '../native-free-core/checksum.js';
 import { Store } from '../native-free-core/store.js';
 import { decodeClusterView, encodeClusterView } from '../native-free-core/wire/cluster-view.js';
 import {
@@ -47,43 +48,47 @@ function assertBytes(actual: Uint8Array, pinned: readonly string[]): void {
 // ---------------------------------------------------------------------------------------------
 // The pinned frames
 
-/** Client 7, first client seq 100: put "ab" = "xyz", delete "c". Not yet stamped (epoch 0, first_seq 0). */
+/**
+ * Client 7, first client seq 100: put "ab" = "xyz", delete "c". Not yet stamped (epoch 0, first_seq
+ * 0). The checksum is the CRC-32 of these 136 bytes with it read as zero (as here before it is set).
+ */
 const WRITE_BATCH = [
   '10000000', //  0 root: the Frame table is at 16
   '00000000', //  4 padding
-  '08000a00', //  8 Frame vtable: 8 bytes; the table is 10 bytes
-  '09000400', // 12   message_type at +9, message at +4
+  '08000c00', //  8 Frame vtable: 8 bytes; the table is 12 bytes
+  '0b000400', // 12   message_type at +11, message at +4
   '08000000', // 16 Frame table: its vtable is at 16 - 8
-  '18000000', // 20   message: the WriteBatch table at 20 + 24 = 44
-  '0001', //     24   padding, message_type 1 (WriteBatch)
-  '1200', //     26 WriteBatch vtable: 18 bytes
-  '2c002800', // 28   table 44 bytes; epoch at +40
-  '1c001800', // 32   first_seq at +28, count at +24
-  '14000c00', // 36   client_id at +20, first_client_seq at +12
-  '08000400', // 40   records at +8, payload at +4
-  '12000000', // 44 WriteBatch table: its vtable is at 44 - 18
-  '44000000', // 48   payload: at 48 + 68 = 116
-  '24000000', // 52   records: at 52 + 36 = 88
-  '64000000 00000000', // 56   first_client_seq 100
-  '07000000', // 64   client_id 7
-  '02000000', // 68   count 2
-  '00000000 00000000', // 72   first_seq 0 (the head stamps it)
-  '00000000', // 80   padding
-  '00000000', // 84   epoch 0 (the head stamps it)
-  '02000000', // 88 records: 2 WriteRecords of 12 bytes
-  '00 00 0200 03000000 00000000', // 92   Put, flags 0, key 2 bytes, value 3 bytes, payload offset 0
-  '01 00 0100 00000000 05000000', // 104  Delete, flags 0, key 1 byte, no value, payload offset 5
-  '06000000', // 116 payload: 6 bytes
-  '6162 78797a 63 0000', // 120  "ab" "xyz" "c", padding
+  '1c000000', // 20   message: the WriteBatch table at 20 + 28 = 48
+  '000000 01', // 24   padding, message_type 1 (WriteBatch)
+  '1400 3000', // 28 WriteBatch vtable: 20 bytes; the table is 48 bytes
+  '2c002000', // 32   epoch at +44, first_seq at +32
+  '1c001800', // 36   count at +28, client_id at +24
+  '10000c00', // 40   first_client_seq at +16, records at +12
+  '08000400', // 44   payload at +8, checksum at +4
+  '14000000', // 48 WriteBatch table: its vtable is at 48 - 20
+  '3651bde6', // 52   checksum 0xe6bd5136
+  '44000000', // 56   payload: at 56 + 68 = 124
+  '24000000', // 60   records: at 60 + 36 = 96
+  '64000000 00000000', // 64   first_client_seq 100
+  '07000000', // 72   client_id 7
+  '02000000', // 76   count 2
+  '00000000 00000000', // 80   first_seq 0 (the head stamps it)
+  '00000000', // 88   padding
+  '00000000', // 92   epoch 0 (the head stamps it)
+  '02000000', // 96 records: 2 WriteRecords of 12 bytes
+  '00 00 0200 03000000 00000000', // 100  Put, flags 0, key 2 bytes, value 3 bytes, payload offset 0
+  '01 00 0100 00000000 05000000', // 112  Delete, flags 0, key 1 byte, no value, payload offset 5
+  '06000000', // 124 payload: 6 bytes
+  '6162 78797a 63 0000', // 128  "ab" "xyz" "c", padding
 ];
 
 /** WRITE_BATCH as the head stamped it: epoch 3, first_seq 42. Only those two fields differ. */
 const WRITE_BATCH_STAMPED = [
-  ...WRITE_BATCH.slice(0, 18),
-  '2a000000 00000000', // 72   first_seq 42
-  '00000000', // 80   padding
-  '03000000', // 84   epoch 3
-  ...WRITE_BATCH.slice(21),
+  ...WRITE_BATCH.slice(0, 19),
+  '2a000000 00000000', // 80   first_seq 42
+  '00000000', // 88   padding
+  '03000000', // 92   epoch 3
+  ...WRITE_BATCH.slice(22),
 ];
 
 /** Epoch 3, committed seq 2^40 + 5, client 42, committed client seq 12345. */
@@ -261,6 +266,8 @@ describe('WriteBatch bytes', () => {
       { epoch: view.epoch, firstSeq: view.firstSeq, count: view.count, clientId: view.clientId, firstClientSeq: view.firstClientSeq },
       { epoch: 3, firstSeq: 42, count: 2, clientId: 7, firstClientSeq: 100 },
     );
+    assert.equal(view.checksum, 0xe6bd5136);
+    assert.ok(view.checksumMatches(crc32), 'the stamps are not part of what the checksum covers');
     const writes = Array.from({ length: view.count }, (_, index) => {
       const record = view.recordAt(index);
       const keyStart = view.keyPosition(record);

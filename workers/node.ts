@@ -28,6 +28,7 @@ import { Store } from '../native-free-core/store.js';
 import { CHAIN_TAG_BYTES, chainTagAt, taggedFrame, tryWriteTagged } from '../native-free-core/wire/chain-tag.js';
 import { AckEncoder, HelloEncoder } from '../native-free-core/wire/codec.js';
 import { Doorbell } from './doorbell.js';
+import { nativeCrc32 } from './native-crc32.js';
 import {
   CONTROL_CRASH,
   CONTROL_FREEZE,
@@ -76,6 +77,7 @@ class Replica {
       snapshotFrameBytesMax: limits.snapshotFrameBytesMax,
       keyBytesMax: limits.keyBytesMax,
       valueBytesMax: limits.valueBytesMax,
+      checksum: nativeCrc32,
     });
   }
 

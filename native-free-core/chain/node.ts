@@ -21,6 +21,7 @@
  * unexpected-frame (a kind never sent on that link), stale-epoch, sequence-gap, duplicate.
  */
 import { assert } from '../assert.js';
+import { crc32, type Crc32 } from '../checksum.js';
 import { ErrorCode } from '../errors.js';
 import type { Store } from '../store.js';
 import {
@@ -76,6 +77,8 @@ export interface ChainNodeOptions {
    * frame with a larger one is refused, so the store only holds values a reply can carry.
    */
   valueBytesMax?: number;
+  /** The CRC-32 every batch is checked with (default: the core's; a runtime may pass a faster one). */
+  checksum?: Crc32;
 }
 
 /** Outcome of offering a frame to the node. Expected conditions, never exceptions. */
@@ -184,6 +187,7 @@ export class ChainNode {
   private readonly envelope = new FrameEnvelope();
   private readonly helloView = new HelloView();
   private readonly batchView: WriteBatchView;
+  private readonly checksum: Crc32;
   private readonly ackView = new AckView();
   private readonly readView: ReadBatchView;
   private readonly replyEncoder: ReadReplyEncoder;
@@ -208,6 +212,7 @@ export class ChainNode {
       'ChainNode: an entry of keyBytesMax and valueBytesMax must fit one snapshot frame',
     );
     this.batchView = new WriteBatchView(this.limits);
+    this.checksum = options.checksum ?? crc32;
     this.readView = new ReadBatchView(this.limits.keyBytesMax);
     this.joinTarget = options.role === 'joining' ? new JoinTarget(this.limits) : null;
     this.log = options.log ?? (() => {});
@@ -378,7 +383,19 @@ export class ChainNode {
     if (!this.canAccept(bytes.length)) return FULL;
     const malformed = this.batchView.open(bytes);
     if (malformed !== null) return rejected(ErrorCode.malformedFrame, malformed);
+    if (!this.batchView.checksumMatches(this.checksum)) return this.refuseCorrupt(this.batchView);
     return orders ? this.orderBatch(this.batchView) : this.continueBatch(this.batchView);
+  }
+
+  /**
+   * A batch whose bytes are not those its client encoded is never applied nor forwarded. A node
+   * with a predecessor asks it, with a Hello, to send again everything after what this node has
+   * applied (the batches behind the bad one are refused as gaps until the resend comes); a client's
+   * batch is sent again by the client, which resends what stays unacknowledged.
+   */
+  private refuseCorrupt(batch: WriteBatchView): ReceiveResult {
+    if (!this.isHead && this.roleValue !== 'joining') this.helloPending = true;
+    return rejected(ErrorCode.corrupt, `batch of client ${batch.clientId} from client seq ${batch.firstClientSeq}: its checksum does not match its bytes`);
   }
 
   /** Head: give a client's batch its sequence numbers, once per client sequence (exactly-once). */

@@ -7,6 +7,7 @@
 import * as flatbuffers from 'flatbuffers';
 import { assert } from '../assert.js';
 import { copyBytes } from '../bytes.js';
+import { crc32 as javascriptCrc32, type Crc32 } from '../checksum.js';
 import {
   Ack,
   Frame,
@@ -83,6 +84,38 @@ function newBuilder(bytesAtLeast: number): flatbuffers.Builder {
 }
 
 /** Whether the byte ranges [start, start + length) and [otherStart, otherStart + otherLength) share a byte. */
+/** The fields a write batch's checksum reads as zeros, in the order frameChecksum takes them. */
+const EXCLUDED_FIELD_NAMES = ['epoch, which the head stamps,', 'first_seq, which the head stamps,', 'checksum'];
+const ZEROS = new Uint8Array(8);
+/** Scratch for frameChecksum (no allocation per batch). */
+const EXCLUDED_STARTS = new Int32Array(3);
+const EXCLUDED_LENGTHS = Int32Array.of(4, 8, 4);
+
+/**
+ * The CRC-32 of a write batch frame with its epoch (4 bytes), first_seq (8) and checksum (4) fields
+ * read as zeros: the encoder sums the frame before the head stamps anything, and every replica
+ * after, so the stamps must not count (the verifier made sure the three share no byte).
+ */
+function frameChecksum(bytes: Uint8Array, epochPosition: number, firstSeqPosition: number, checksumPosition: number, crc: Crc32): number {
+  const starts = EXCLUDED_STARTS;
+  const lengths = EXCLUDED_LENGTHS;
+  starts[0] = epochPosition;
+  starts[1] = firstSeqPosition;
+  starts[2] = checksumPosition;
+  let value = 0;
+  let position = 0;
+  for (let taken = 0; taken < 3; taken++) {
+    let next = -1;
+    for (let field = 0; field < 3; field++) {
+      if (starts[field]! >= position && (next < 0 || starts[field]! < starts[next]!)) next = field;
+    }
+    value = crc(bytes, position, starts[next]!, value);
+    value = crc(ZEROS, 0, lengths[next]!, value);
+    position = starts[next]! + lengths[next]!;
+  }
+  return crc(bytes, position, bytes.length, value);
+}
+
 function rangesMeet(start: number, length: number, otherStart: number, otherLength: number): boolean {
   return otherLength > 0 && start < otherStart + otherLength && otherStart < start + length;
 }
@@ -182,6 +215,9 @@ export class WriteBatchView {
   private recordsPosition = 0;
   private epochPosition = 0;
   private firstSeqPosition = 0;
+  private checksumPosition = 0;
+  /** The checksum the frame carries (see checksumMatches). */
+  checksum = 0;
 
   /** Records beyond `limits` make a frame malformed, as if its bytes were. */
   constructor(private readonly limits: RecordLimits = FORMAT_RECORD_LIMITS) {}
@@ -202,8 +238,10 @@ export class WriteBatchView {
     const firstClientSeqPosition = fieldPosition(bytes, table, 4, 8);
     const recordsField = requiredFieldPosition(bytes, table, 5, 4, 'records');
     const payloadField = fieldPosition(bytes, table, 6, 4);
+    this.checksumPosition = requiredFieldPosition(bytes, table, 7, 4, 'checksum');
 
     this.epoch = readUint32(bytes, this.epochPosition);
+    this.checksum = readUint32(bytes, this.checksumPosition);
     this.firstSeq = readUint64AsNumber(bytes, this.firstSeqPosition);
     this.count = readUint32(bytes, countPosition);
     this.clientId = clientIdPosition === 0 ? 0 : readUint32(bytes, clientIdPosition);
@@ -235,13 +273,15 @@ export class WriteBatchView {
     // The head stamps epoch and first_seq in place after this check (stamp()), then applies the
     // records and forwards the bytes. Neither field may share a byte with anything else a reader
     // trusts, or stamping would rewrite a verified count, offset or record behind the verifier's
-    // back: the head would apply one batch and forward another, which its successor refuses.
+    // back: the head would apply one batch and forward another, which its successor refuses. The
+    // checksum is read as zeros when checked, so it may share no byte with anything either.
     const frameTable = envelope.table;
     const payloadVectorBytes = payloadField === 0 ? 0 : 4 + this.payloadLength;
-    for (let stamped = 0; stamped < 2; stamped++) {
-      const start = stamped === 0 ? this.epochPosition : this.firstSeqPosition;
-      const length = stamped === 0 ? 4 : 8;
-      if (
+    const excluded = [this.epochPosition, 4, this.firstSeqPosition, 8, this.checksumPosition, 4];
+    for (let field = 0; field < excluded.length; field += 2) {
+      const start = excluded[field]!;
+      const length = excluded[field + 1]!;
+      let meets =
         rangesMeet(start, length, 0, 4) ||
         rangesMeet(start, length, frameTable.vtablePosition, frameTable.vtableBytes) ||
         rangesMeet(start, length, frameTable.position, frameTable.tableBytes) ||
@@ -252,11 +292,9 @@ export class WriteBatchView {
         rangesMeet(start, length, recordsField, 4) ||
         rangesMeet(start, length, payloadField, payloadField === 0 ? 0 : 4) ||
         rangesMeet(start, length, recordsVector, 4 + recordCount * WRITE_RECORD_BYTES) ||
-        rangesMeet(start, length, this.payloadPosition - 4, payloadVectorBytes) ||
-        (stamped === 0 && rangesMeet(start, length, this.firstSeqPosition, 8))
-      ) {
-        throw new MalformedFrame(`${stamped === 0 ? 'epoch' : 'first_seq'}, which the head stamps, shares bytes with another part of the batch`);
-      }
+        rangesMeet(start, length, this.payloadPosition - 4, payloadVectorBytes);
+      for (let other = field + 2; other < excluded.length && !meets; other += 2) meets = rangesMeet(start, length, excluded[other]!, excluded[other + 1]!);
+      if (meets) throw new MalformedFrame(`${EXCLUDED_FIELD_NAMES[field / 2]} shares bytes with another part of the batch`);
     }
 
     this.bytes = bytes;
@@ -280,6 +318,14 @@ export class WriteBatchView {
         throw new MalformedFrame(`record ${index} has a ${valueLength}-byte value, above valueBytesMax ${this.limits.valueBytesMax}`);
       }
     }
+  }
+
+  /**
+   * Whether the frame's bytes are those its client encoded: the CRC-32 of the whole frame, with
+   * epoch, first_seq and the checksum read as zeros, equals the checksum it carries.
+   */
+  checksumMatches(crc: Crc32): boolean {
+    return frameChecksum(this.bytes, this.epochPosition, this.firstSeqPosition, this.checksumPosition, crc) === this.checksum;
   }
 
   /** The generated struct accessor positioned on record `index` (one reused object). */
@@ -337,8 +383,14 @@ export class WriteBatchEncoder {
 
   private readonly recordWords: Uint32Array;
   private readonly builder: flatbuffers.Builder;
+  private readonly envelope = new FrameEnvelope();
+  private readonly table = new TableLocation();
 
-  constructor(limits: WriteBatchLimits) {
+  /** `crc` computes the checksum every batch carries (a faster one may be passed in). */
+  constructor(
+    limits: WriteBatchLimits,
+    private readonly crc: Crc32 = javascriptCrc32,
+  ) {
     assert(Number.isSafeInteger(limits.writesMax) && limits.writesMax >= 1, 'writesMax must be a positive integer');
     assert(Number.isSafeInteger(limits.payloadBytesMax) && limits.payloadBytesMax >= 1, 'payloadBytesMax must be positive');
     this.writesMax = limits.writesMax;
@@ -430,10 +482,19 @@ export class WriteBatchEncoder {
       BigInt(this.firstClientSeq),
       recordsOffset,
       payloadOffset,
+      0,
     );
     builder.finish(Frame.createFrame(builder, Message.WriteBatch, batchOffset));
     const bytes = builder.asUint8Array();
     assert(bytes.length <= this.frameBytesMax, 'finish: frame exceeds its computed maximum');
+    // Epoch, first_seq and the checksum are all zero here, so the whole frame is what is summed.
+    openMessage(this.envelope, bytes, Message.WriteBatch, 'WriteBatch', this.table);
+    const checksumPosition = requiredFieldPosition(bytes, this.table, 7, 4, 'checksum');
+    const checksum = this.crc(bytes, 0, bytes.length, 0);
+    bytes[checksumPosition] = checksum & 0xff;
+    bytes[checksumPosition + 1] = (checksum >>> 8) & 0xff;
+    bytes[checksumPosition + 2] = (checksum >>> 16) & 0xff;
+    bytes[checksumPosition + 3] = checksum >>> 24;
     return bytes;
   }
 }

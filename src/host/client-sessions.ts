@@ -13,6 +13,7 @@
 import type { TemplatedApp } from 'uWebSockets.js';
 import { ErrorCode } from '../../native-free-core/errors.js';
 import { encodeClusterView, type ClusterMember } from '../../native-free-core/wire/cluster-view.js';
+import { nativeCrc32 } from '../../workers/native-crc32.js';
 import { AckView, frameKind, MessageKind, ReadBatchView, ReadReplyView, WriteBatchView, type RecordLimits } from '../../native-free-core/wire/codec.js';
 import { rewriteFirstRequestId } from '../../native-free-core/wire/request-ids.js';
 import { frameEnvelopeValidator, LinkCloseCode, type PeerLink, type PeerLinkHandlers, type PeerLinkLogEntry } from '../transport/peer-link.js';
@@ -177,6 +178,10 @@ export class ClientSessions {
         if (malformed !== null) return this.end(session, LinkCloseCode.malformedRecord, closeReason(ErrorCode.malformedFrame, malformed));
         if (this.writeView.clientId !== session.clientId) {
           return this.end(session, LinkCloseCode.malformedRecord, closeReason(ErrorCode.malformedFrame, `batch of client ${this.writeView.clientId} on client ${session.clientId}'s link`));
+        }
+        // Damaged on the way: the client reconnects and sends everything unacknowledged again.
+        if (!this.writeView.checksumMatches(nativeCrc32)) {
+          return this.end(session, LinkCloseCode.malformedRecord, closeReason(ErrorCode.corrupt, `batch from client seq ${this.writeView.firstClientSeq}: its checksum does not match its bytes`));
         }
         // Not the head (any more): the client learns the new view and resends there; drop it here.
         if (!this.options.isHead()) return this.sendView(session, true);

@@ -252,8 +252,24 @@ payloadArray():Uint8Array|null {
   return offset ? new Uint8Array(this.bb!.bytes().buffer, this.bb!.bytes().byteOffset + this.bb!.__vector(this.bb_pos + offset), this.bb!.__vector_len(this.bb_pos + offset)) : null;
 }
 
+checksum():number {
+  const offset = this.bb!.__offset(this.bb_pos, 18);
+  return offset ? this.bb!.readUint32(this.bb_pos + offset) : 0;
+}
+
+mutate_checksum(value:number):boolean {
+  const offset = this.bb!.__offset(this.bb_pos, 18);
+
+  if (offset === 0) {
+    return false;
+  }
+
+  this.bb!.writeUint32(this.bb_pos + offset, value);
+  return true;
+}
+
 static startWriteBatch(builder:flatbuffers.Builder) {
-  builder.startObject(7);
+  builder.startObject(8);
 }
 
 static addEpoch(builder:flatbuffers.Builder, epoch:number) {
@@ -300,12 +316,16 @@ static startPayloadVector(builder:flatbuffers.Builder, numElems:number) {
   builder.startVector(1, numElems, 1);
 }
 
+static addChecksum(builder:flatbuffers.Builder, checksum:number) {
+  builder.addFieldInt32(7, checksum, 0);
+}
+
 static endWriteBatch(builder:flatbuffers.Builder):flatbuffers.Offset {
   const offset = builder.endObject();
   return offset;
 }
 
-static createWriteBatch(builder:flatbuffers.Builder, epoch:number, firstSeq:bigint, count:number, clientId:number, firstClientSeq:bigint, recordsOffset:flatbuffers.Offset, payloadOffset:flatbuffers.Offset):flatbuffers.Offset {
+static createWriteBatch(builder:flatbuffers.Builder, epoch:number, firstSeq:bigint, count:number, clientId:number, firstClientSeq:bigint, recordsOffset:flatbuffers.Offset, payloadOffset:flatbuffers.Offset, checksum:number):flatbuffers.Offset {
   WriteBatch.startWriteBatch(builder);
   WriteBatch.addEpoch(builder, epoch);
   WriteBatch.addFirstSeq(builder, firstSeq);
@@ -314,6 +334,7 @@ static createWriteBatch(builder:flatbuffers.Builder, epoch:number, firstSeq:bigi
   WriteBatch.addFirstClientSeq(builder, firstClientSeq);
   WriteBatch.addRecords(builder, recordsOffset);
   WriteBatch.addPayload(builder, payloadOffset);
+  WriteBatch.addChecksum(builder, checksum);
   return WriteBatch.endWriteBatch(builder);
 }
 }
