@@ -34,6 +34,11 @@ export class InflightLog {
   private size = 0;
   /** Last sequence number handed to the successor (batches after it are pending). */
   private forwardedSeqValue = 0;
+  /**
+   * The most this successor can have: the highest forwardedSeq since it reported where it stood. A
+   * rewind to resend lowers forwardedSeq, not this, and acks up to it stay believable.
+   */
+  private sentSeqValue = 0;
   private lastSeqValue = 0;
 
   /**
@@ -71,6 +76,10 @@ export class InflightLog {
 
   get forwardedSeq(): number {
     return this.forwardedSeqValue;
+  }
+
+  get sentSeq(): number {
+    return this.sentSeqValue;
   }
 
   /** Oldest logged sequence number, or lastSeq + 1 when empty. */
@@ -183,13 +192,9 @@ export class InflightLog {
   markForwardedThrough(seq: number): void {
     assert(seq >= this.forwardedSeqValue && seq <= this.lastSeqValue, `markForwardedThrough: ${seq} out of range`);
     this.forwardedSeqValue = seq;
+    if (seq > this.sentSeqValue) this.sentSeqValue = seq;
   }
 
-  /**
-   * Rewinds forwarding to resend everything after `seq` (the CR paper's middle-failure repair: the
-   * new successor reports its last applied seq). `seq` must be at least the oldest logged seq - 1,
-   * which holds because the successor has applied everything the tail acknowledged.
-   */
   /** Whether `seq` ends a logged batch (or precedes the first): where a successor can have stopped. */
   isBatchBoundary(seq: number): boolean {
     if (seq === this.firstSeq - 1) return true;
@@ -199,9 +204,27 @@ export class InflightLog {
     return false;
   }
 
-  rewindForwardingTo(seq: number): void {
+  /**
+   * Rewinds forwarding to resend everything after `seq`: the successor reported (a Hello) that it
+   * has applied through `seq`. After a middle failed, that is a new successor (the CR paper's
+   * repair), which has nothing else of ours; the same successor may also ask again within an epoch
+   * (a link repaired, a batch that arrived damaged), and may have applied more by the time later
+   * acks arrive. `seq` is at least the oldest logged seq - 1: the successor has everything the tail
+   * acknowledged.
+   */
+  rewindForwardingTo(seq: number, options: { newSuccessor: boolean }): void {
     assert(seq >= this.firstSeq - 1 && seq <= this.lastSeqValue, `rewindForwardingTo: ${seq} outside the log`);
     this.forwardedSeqValue = seq;
+    this.sentSeqValue = options.newSuccessor ? seq : Math.max(this.sentSeqValue, seq);
+  }
+
+  /**
+   * An ack shows the successor has everything through `seq`, beyond where a Hello it sent earlier
+   * rewound forwarding: those batches need not be sent again.
+   */
+  skipForwardingTo(seq: number): void {
+    assert(seq <= this.sentSeqValue, `skipForwardingTo: ${seq} was never sent (sent through ${this.sentSeqValue})`);
+    if (seq > this.forwardedSeqValue) this.forwardedSeqValue = seq;
   }
 
   /** Resets an empty log to continue after `seq` (a node that starts or becomes non-tail). */
@@ -209,6 +232,7 @@ export class InflightLog {
     assert(this.size === 0, 'InflightLog.resetAfter: log not empty');
     this.lastSeqValue = seq;
     this.forwardedSeqValue = seq;
+    this.sentSeqValue = seq;
     this.startCounter = this.endCounter;
   }
 }

@@ -504,10 +504,12 @@ export class ChainNode {
     if (ack.committedSeq <= this.committedSeqValue) return DUPLICATE;
     // I1: the successor's applied writes are a prefix of ours, and we forwarded them. A correct
     // successor never acks more; one that does is refused (the master decides about it).
-    if (ack.committedSeq > this.inflight.forwardedSeq) {
-      this.log(`ignoring (ack ${ack.committedSeq} beyond forwarded ${this.inflight.forwardedSeq})`);
-      return rejected(ErrorCode.protocolViolation, `ack ${ack.committedSeq} beyond forwarded ${this.inflight.forwardedSeq}`);
+    if (ack.committedSeq > this.inflight.sentSeq) {
+      this.log(`ignoring (ack ${ack.committedSeq} beyond forwarded ${this.inflight.sentSeq})`);
+      return rejected(ErrorCode.protocolViolation, `ack ${ack.committedSeq} beyond forwarded ${this.inflight.sentSeq}`);
     }
+    // Its Hello (sent before this ack) rewound forwarding; what the ack covers needs no resend.
+    this.inflight.skipForwardingTo(ack.committedSeq);
     this.inflight.trimThrough(ack.committedSeq);
     this.committedSeqValue = ack.committedSeq;
     this.ackPending = !this.isHead;
@@ -552,7 +554,7 @@ export class ChainNode {
       this.log(`ignoring (a Hello claiming seq ${hello.appliedSeq}, inside a batch)`);
       return rejected(ErrorCode.protocolViolation, `successor claims seq ${hello.appliedSeq}, inside a logged batch`);
     }
-    this.inflight.rewindForwardingTo(hello.appliedSeq);
+    this.inflight.rewindForwardingTo(hello.appliedSeq, { newSuccessor: this.awaitingSuccessorHello });
     this.awaitingSuccessorHello = false;
     return { status: 'applied', firstSeq: hello.appliedSeq, count: 0 };
   }

@@ -5,7 +5,8 @@
  */
 import { ChainNode, type Role } from '../../native-free-core/chain/node.js';
 import { Store } from '../../native-free-core/store.js';
-import { AckEncoder, AckView, WriteBatchEncoder, type AckFields } from '../../native-free-core/wire/codec.js';
+import { ErrorCode } from '../../native-free-core/errors.js';
+import { AckEncoder, AckView, HelloEncoder, WriteBatchEncoder, type AckFields } from '../../native-free-core/wire/codec.js';
 import { mulberry32 } from './prng.js';
 
 export interface HarnessOptions {
@@ -13,6 +14,11 @@ export interface HarnessOptions {
   seed: number;
   inflightBytesMax?: number;
   inflightBatchesMax?: number;
+  /**
+   * Each batch forwarded between nodes has one of its last bytes (its payload) flipped with this
+   * probability: the receiver must refuse it and ask for it again (default 0).
+   */
+  corruptRate?: number;
 }
 
 export class ChainHarness {
@@ -25,6 +31,11 @@ export class ChainHarness {
   readonly random: () => number;
   readonly encoder = new WriteBatchEncoder({ writesMax: 64, payloadBytesMax: 64 * 1024 });
   private readonly ackEncoder = new AckEncoder();
+  private readonly helloEncoder = new HelloEncoder();
+  private readonly corruptRate: number;
+  /** Batches damaged on the way, and refusals they caused (the damaged one, and gaps behind it). */
+  corrupted = 0;
+  refusedWhileCorrupt = 0;
   private nextClientSeq = 1;
   /** Every (node, seq) application in order, to check the prefix invariant. */
   readonly appliedLog: number[][] = [];
@@ -32,6 +43,7 @@ export class ChainHarness {
 
   constructor(options: HarnessOptions) {
     this.random = mulberry32(options.seed);
+    this.corruptRate = options.corruptRate ?? 0;
     for (let index = 0; index < options.replicas; index++) {
       const role: Role =
         options.replicas === 1 ? 'solo' : index === 0 ? 'head' : index === options.replicas - 1 ? 'tail' : 'middle';
@@ -90,6 +102,8 @@ export class ChainHarness {
           batches.shift();
           if (result.status === 'applied') {
             for (let seq = result.firstSeq; seq < result.firstSeq + result.count; seq++) this.appliedLog[index]!.push(seq);
+          } else if (this.corruptRate > 0 && result.status === 'rejected' && (result.code === ErrorCode.corrupt || result.code === ErrorCode.sequenceGap)) {
+            this.refusedWhileCorrupt++;
           } else if (result.status !== 'duplicate') {
             throw new Error(`node ${node.id} refused a batch: ${result.status} ${'reason' in result ? result.reason : ''}`);
           }
@@ -121,11 +135,19 @@ export class ChainHarness {
     const ready = node.ready();
     // At least one, so every step makes progress; a random prefix models a link that is partly full.
     const forwarded = ready.forward.length === 0 ? 0 : 1 + Math.floor(this.random() * ready.forward.length);
-    for (let batch = 0; batch < forwarded; batch++) this.batchQueues[index + 1]!.push(ready.forward[batch]!.slice());
+    for (let batch = 0; batch < forwarded; batch++) {
+      const copy = ready.forward[batch]!.slice();
+      if (this.corruptRate > 0 && this.random() < this.corruptRate) {
+        copy[copy.length - 1 - Math.floor(this.random() * 8)]! ^= 1 << Math.floor(this.random() * 8);
+        this.corrupted++;
+      }
+      this.batchQueues[index + 1]!.push(copy);
+    }
     if (ready.ackUpstream !== null) this.ackQueues[index - 1]!.push(this.ackEncoder.encode(ready.ackUpstream).slice());
+    if (ready.helloUpstream !== null) this.ackQueues[index - 1]!.push(this.helloEncoder.encode(ready.helloUpstream).slice());
     for (const ack of ready.clientAcks) this.clientAcks.push({ ...ack });
     node.advance(ready, { forwarded, acksSent: true, repliesSent: ready.readReplies.length });
-    return forwarded > 0 || ready.ackUpstream !== null || ready.clientAcks.length > 0 || ready.readReplies.length > 0;
+    return forwarded > 0 || ready.ackUpstream !== null || ready.helloUpstream !== null || ready.clientAcks.length > 0 || ready.readReplies.length > 0;
   }
 
   /** Runs until nothing is deliverable (or `stepsMax` steps). */
