@@ -14,6 +14,8 @@ import { ClientSession } from '../src/session/client-session.js';
 import { resolveOptions } from '../src/options.js';
 import type { Clock } from '../src/runtime/clock.js';
 import { AckEncoder } from '../native-free-core/wire/codec.js';
+import { crc32 } from '../native-free-core/checksum.js';
+import { nativeCrc32 } from '../workers/native-crc32.js';
 import { RoutedSession } from '../src/session/routed-session.js';
 import { printTable, type Environment } from '../src/bench/harness.js';
 import { record } from './ledger.js';
@@ -32,7 +34,7 @@ export async function micro(env: Environment, small: boolean): Promise<{ rows: M
 
   const key = new TextEncoder().encode('key-000000000042');
   const value = new Uint8Array(100).fill(7);
-  const encoder = new WriteBatchEncoder({ writesMax: WRITES_PER_BATCH, payloadBytesMax: WRITES_PER_BATCH * 128 });
+  const encoder = new WriteBatchEncoder({ writesMax: WRITES_PER_BATCH, payloadBytesMax: WRITES_PER_BATCH * 128 }, nativeCrc32);
   const encodeBatch = (): Uint8Array => {
     encoder.begin(1, 1);
     for (let index = 0; index < WRITES_PER_BATCH; index++) encoder.addPut(key, 0, key.length, value, 0, value.length);
@@ -42,6 +44,11 @@ export async function micro(env: Environment, small: boolean): Promise<{ rows: M
   const sharedFrame = new Uint8Array(new SharedArrayBuffer(frame.length + 8), 8, frame.length);
   sharedFrame.set(frame);
   const view = new WriteBatchView();
+  // Its own copy: the store task below rewrites keys in sharedFrame, which would break its checksum.
+  const checksummed = new Uint8Array(new SharedArrayBuffer(frame.length));
+  checksummed.set(frame);
+  const checksumView = new WriteBatchView();
+  if (checksumView.open(checksummed) !== null) throw new Error('malformed');
 
   const producer = new SpscRing(SpscRing.allocate(8 * 1024 * 1024));
   const consumer = new SpscRing(producer.bytes.buffer as SharedArrayBuffer);
@@ -64,6 +71,12 @@ export async function micro(env: Environment, small: boolean): Promise<{ rows: M
   bench
     .add('codec: encode a batch (16 B key, 100 B value)', () => {
       hash ^= encodeBatch().length;
+    })
+    .add('codec: check a batch\'s checksum (zlib.crc32, native)', () => {
+      if (!checksumView.checksumMatches(nativeCrc32)) throw new Error('checksum');
+    })
+    .add('codec: check a batch\'s checksum (the core\'s JavaScript CRC-32)', () => {
+      if (!checksumView.checksumMatches(crc32)) throw new Error('checksum');
     })
     .add('codec: verify a batch and read every record', () => {
       if (view.open(sharedFrame) !== null) throw new Error('malformed');

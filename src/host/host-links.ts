@@ -19,7 +19,7 @@
 import type { KeyObject } from 'node:crypto';
 import { ErrorCode } from '../../native-free-core/errors.js';
 import { CHAIN_TAG_BYTES, chainTagAt } from '../../native-free-core/wire/chain-tag.js';
-import { FrameEnvelope, reasonIfMalformed } from '../../native-free-core/wire/codec.js';
+import { FrameEnvelope, frameKind, MessageKind, reasonIfMalformed } from '../../native-free-core/wire/codec.js';
 import { closeReason, connectPeerLink, LinkCloseCode, type PeerLink, type PeerLinkHandlers, type PeerLinkLogEntry } from '../transport/peer-link.js';
 import type { TlsCredentials } from '../transport/tls.js';
 import { HOST_PREFIX, PEER_PREFIX } from './chain-links.js';
@@ -49,6 +49,12 @@ export interface HostLinksOptions {
   homeOf(replicaId: number): string | null;
   /** A channel another host opened for `chain` from its replica `replicaId`: that chain's links take it. */
   acceptChannel(chain: number, channel: PeerLink): PeerLinkHandlers;
+  /**
+   * A test hook (DABBA_TEST_DAMAGE_BATCH_EVERY): every Nth write batch sent on a channel has one of
+   * its bytes flipped on the way (the sender's own copy stays intact), so tests can watch a receiver
+   * refuse it and ask for it again. 0 or absent: never.
+   */
+  damageBatchEvery?: number;
   log(entry: PeerLinkLogEntry | { level: 'info' | 'warn'; code: string; message: string }): void;
 }
 
@@ -61,6 +67,7 @@ class Channel implements PeerLink {
     private readonly host: HostLink,
     readonly chain: number,
     readonly remoteNodeId: string,
+    private readonly damage: ((record: Uint8Array) => void) | null = null,
   ) {}
 
   get localNodeId(): string {
@@ -80,6 +87,7 @@ class Channel implements PeerLink {
     const record = new Uint8Array(CHAIN_TAG_BYTES + bytes.length);
     writeTag(record, this.chain, KIND_FRAME, 0);
     record.set(bytes, CHAIN_TAG_BYTES);
+    this.damage?.(record);
     return this.host.link.trySend(record, { retained: true });
   }
 
@@ -123,8 +131,19 @@ export class HostLinks {
   /** Links other hosts dialed, by host (the newest wins). */
   private readonly inbound = new Map<string, HostLink>();
   private readonly envelope = new FrameEnvelope();
+  private readonly damage: ((record: Uint8Array) => void) | null;
 
-  constructor(private readonly options: HostLinksOptions) {}
+  constructor(private readonly options: HostLinksOptions) {
+    const every = options.damageBatchEvery ?? 0;
+    let batches = 0;
+    this.damage =
+      every > 0
+        ? (record) => {
+            if (frameKind(record.subarray(CHAIN_TAG_BYTES)) !== MessageKind.writeBatch || ++batches % every !== 0) return;
+            record[record.length - 1]! ^= 0x01; // the end of the payload, which the batch's checksum covers
+          }
+        : null;
+  }
 
   /**
    * Opens `chain`'s channel from this host's replica `from` to the host that holds replica `to`
@@ -136,7 +155,7 @@ export class HostLinks {
     if (hostId === null) throw new Error(`replica ${to}'s host is not registered (yet)`);
     const host = await this.dial(hostId);
     if (!host.link.isOpen) throw new Error(`the link to host ${hostId} closed as it opened`);
-    const channel = new Channel(host, chain, `${PEER_PREFIX}${to}`);
+    const channel = new Channel(host, chain, `${PEER_PREFIX}${to}`, this.damage);
     channel.handlers = handlers;
     const previous = host.channels.get(chain);
     host.channels.set(chain, channel);
@@ -258,7 +277,7 @@ export class HostLinks {
       host.link.trySend(closeRecord(chain, LinkCloseCode.unauthenticated, closeReason(ErrorCode.unauthenticated, `replica ${from} is not on host ${host.hostId} (yet)`)));
       return;
     }
-    const channel = new Channel(host, chain, `${PEER_PREFIX}${from}`);
+    const channel = new Channel(host, chain, `${PEER_PREFIX}${from}`, this.damage);
     const previous = host.channels.get(chain);
     host.channels.set(chain, channel);
     if (previous !== undefined) host.ended(previous, LinkCloseCode.normal, 'replaced by a newer channel');

@@ -241,6 +241,7 @@ export class DabbaHost extends EventEmitter {
       tls: this.tls?.credentials ?? null,
       frameBytesMax: this.recordBytesMax,
       highWaterBytes: LINK_HIGH_WATER_BYTES,
+      damageBatchEvery: Number(process.env.DABBA_TEST_DAMAGE_BATCH_EVERY ?? 0) || 0,
       hostOf: (hostId) => {
         const info = this.hostTable.get(hostId)?.info ?? null;
         const publicKey = info?.publicKey === undefined ? null : publicKeyFromText(info.publicKey);

@@ -41,6 +41,8 @@ export interface ClusterShape {
   replicas?: number;
   /** Each host's zone, by index (default: all in one). */
   zones?: string[];
+  /** More environment for every host (test hooks). */
+  env?: Record<string, string>;
 }
 
 export class HostCluster {
@@ -176,7 +178,7 @@ export class HostCluster {
     const host = this.hosts[index]!;
     const { port, hostname: address } = new URL(host.httpUrl);
     const child = this.lab.spawn(index, process.execPath, [...SERVE_NODE_FLAGS, '--import', 'tsx', CLI, 'serve', '--id', host.hostId, '--listen', `${address}:${port}`, '--http-insecure', '--etcd', this.etcd.join(','), '--etcd-prefix', this.prefix, '--chains', String(this.shape.chains), '--replicas', String(this.shape.replicas), '--zone', this.shape.zones?.[index] ?? 'default', ...this.tlsFlags()], {
-      env: { ...process.env, DABBA_PEER_SECRET: this.peerSecret, DABBA_CLIENT_SECRET: this.secret },
+      env: { ...process.env, ...this.shape.env, DABBA_PEER_SECRET: this.peerSecret, DABBA_CLIENT_SECRET: this.secret },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     host.child = child;
