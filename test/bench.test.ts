@@ -33,7 +33,7 @@ test('every benchmark suite runs in its small setting and records its results', 
       log: (line) => lines.push(line),
     });
     const microResult = results.micro as { rows: MicroRow[]; hash: number };
-    assert.equal(microResult.rows.length, 10);
+    assert.equal(microResult.rows.length, 14);
     for (const row of microResult.rows) assert.ok(row.nsPerWrite > 0 && Number.isFinite(row.nsPerWrite), `${row.task}: ${row.nsPerWrite}`);
     const headlineResult = results.headline as HeadlineResult;
     assert.ok(headlineResult.dabbaWritesPerSecond > 0 && headlineResult.naiveWritesPerSecond > 0);

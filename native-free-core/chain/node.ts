@@ -30,7 +30,6 @@ import {
   HelloView,
   KEY_BYTES_LIMIT,
   MessageKind,
-  Op,
   ReadBatchView,
   ReadReplyEncoder,
   WriteBatchView,
@@ -40,6 +39,7 @@ import {
 } from '../wire/codec.js';
 import { ordersWrites, servesReads } from '../master/chain-master.js';
 import { InflightLog } from './inflight-log.js';
+import { applyBatch } from './apply-batch.js';
 import { JoinSource } from './join-source.js';
 import { JoinTarget } from './join-target.js';
 import { snapshotFrameBytesFor } from './snapshot.js';
@@ -446,7 +446,7 @@ export class ChainNode {
     const count = batch.count;
     assert(firstSeq === this.appliedSeqValue + 1, 'I3: sequence numbers must be contiguous');
     assert(batch.epoch === this.epochValue || this.roleValue === 'joining', 'a batch is applied only in its own epoch');
-    this.apply(batch);
+    applyBatch(this.store, batch);
     this.appliedSeqValue = firstSeq + count - 1;
     const lastClientSeq = batch.firstClientSeq + count - 1;
     if (lastClientSeq > (this.clientHighWater.get(batch.clientId) ?? 0)) this.clientHighWater.set(batch.clientId, lastClientSeq);
@@ -462,22 +462,6 @@ export class ChainNode {
     if (this.forwardsDownstream) this.inflight.append(batch.bytes, firstSeq, count, batch.clientId, lastClientSeq);
     assert(this.committedSeqValue <= this.appliedSeqValue, 'committed never exceeds applied');
     return { status: 'applied', firstSeq, count };
-  }
-
-  private apply(batch: WriteBatchView): void {
-    const store = this.store;
-    const bytes = batch.bytes;
-    let seq = batch.firstSeq;
-    for (let index = 0; index < batch.count; index++, seq++) {
-      const record = batch.recordAt(index);
-      const keyPosition = batch.keyPosition(record);
-      const keyLength = record.keyLength();
-      if (record.op() === Op.Put) {
-        store.put(bytes, keyPosition, keyLength, bytes, keyPosition + keyLength, record.valueLength(), seq);
-      } else {
-        store.delete(bytes, keyPosition, keyLength);
-      }
-    }
   }
 
   // ---------------------------------------------------------------------------------------------
