@@ -1,0 +1,184 @@
+/**
+ * A replica's log on disk (issue 13's durable log; the engine does not use it yet): the batches it
+ * applied, in segment files of native-free-core/log/segment.ts, written by the replica's own worker
+ * thread with synchronous calls (the thread blocks on its rings anyway).
+ *
+ * Group commit: append() stages each applied batch; commit(), once per pass over the rings and
+ * before the pass's batches are forwarded or acknowledged, writes everything staged with one write
+ * and, in `fsync` mode, one fdatasync. In `async` mode the data goes to the OS at each commit and is
+ * synced at most `syncIntervalMs` later: a process crash loses nothing handed to the OS, a machine
+ * crash at most that interval.
+ *
+ * open() recovers: it replays every segment into the store (checksums, no gaps: log/replay.ts),
+ * truncates a torn end of the last one (a crash while appending) and appends after it. Damage
+ * anywhere else refuses to start, with one line naming the file and the offset.
+ *
+ * Files: `<directory>/<first seq, 20 digits>.log`; a new segment starts when the current one would
+ * pass `segmentBytesMax`.
+ */
+import { closeSync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { DabbaError, ErrorCode } from '../native-free-core/errors.js';
+import { replaySegments, type ReplayResult, type SegmentBytes } from '../native-free-core/log/replay.js';
+import { recordBytes, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, writeRecord } from '../native-free-core/log/segment.js';
+import type { Store } from '../native-free-core/store.js';
+import { WriteBatchView, type RecordLimits } from '../native-free-core/wire/codec.js';
+import { nativeCrc32 } from './native-crc32.js';
+
+export type LogDurability = 'async' | 'fsync';
+
+export interface ReplicaLogOptions {
+  directory: string;
+  durability: LogDurability;
+  /** A segment is closed and a new one started before it would pass this many bytes. */
+  segmentBytesMax: number;
+  /** Largest batch frame (a record holding more is damage). */
+  frameBytesMax: number;
+  limits: RecordLimits;
+  /** `async` mode: the longest a commit's data waits for an fdatasync. */
+  syncIntervalMs: number;
+  /** Monotonic milliseconds (tests pass their own). */
+  now?: () => number;
+}
+
+const SEGMENT_SUFFIX = '.log';
+
+export class ReplicaLog {
+  private fd = -1;
+  private segmentBytes = 0;
+  /** Records staged since the last commit, and where the next one goes. */
+  private readonly staged: Uint8Array;
+  private stagedBytes = 0;
+  private readonly view: WriteBatchView;
+  private lastSyncAt: number;
+  private unsynced = false;
+  private readonly now: () => number;
+  /** The last sequence number appended (staged or written), and the last one on disk for sure. */
+  appendedSeq: number;
+  syncedSeq: number;
+  writtenSeq: number;
+  syncs = 0;
+  bytesWritten = 0;
+
+  private constructor(
+    private readonly options: ReplicaLogOptions,
+    recovered: ReplayResult,
+  ) {
+    this.now = options.now ?? (() => performance.now());
+    this.lastSyncAt = this.now();
+    this.staged = new Uint8Array(recordBytes(options.frameBytesMax) * 2);
+    this.view = new WriteBatchView(options.limits);
+    this.appendedSeq = this.writtenSeq = this.syncedSeq = recovered.appliedSeq;
+  }
+
+  /**
+   * Opens the log in `options.directory` (made if missing), replaying what it holds into `store`
+   * after `afterSeq` (what a snapshot the store was loaded from holds). Throws DABBA_ERR_CORRUPT,
+   * naming the file and offset, if the log cannot be trusted.
+   */
+  static open(options: ReplicaLogOptions, store: Store, afterSeq = 0): { log: ReplicaLog; recovered: ReplayResult } {
+    if (recordBytes(options.frameBytesMax) + SEGMENT_HEADER_BYTES > options.segmentBytesMax) {
+      throw new DabbaError(ErrorCode.outOfRange, `a segment of ${options.segmentBytesMax} bytes cannot hold a batch of ${options.frameBytesMax}`);
+    }
+    mkdirSync(options.directory, { recursive: true });
+    const names = readdirSync(options.directory)
+      .filter((name) => name.endsWith(SEGMENT_SUFFIX))
+      .sort();
+    const segments: SegmentBytes[] = names.map((name) => ({ name: join(options.directory, name), bytes: readFileSync(join(options.directory, name)) }));
+    const recovered = replaySegments(segments, store, { crc: nativeCrc32, frameBytesMax: options.frameBytesMax, limits: options.limits, afterSeq });
+    if (recovered.corrupt !== null) {
+      const { name, offset, reason } = recovered.corrupt;
+      throw new DabbaError(ErrorCode.corrupt, `log segment ${name} is damaged at offset ${offset}: ${reason}`);
+    }
+    const log = new ReplicaLog(options, recovered);
+    const last = segments.at(-1);
+    if (last !== undefined) {
+      log.fd = openSync(last.name, 'r+');
+      const end = recovered.tornAt?.offset ?? last.bytes.length;
+      if (end < SEGMENT_HEADER_BYTES) {
+        // Torn before its header was whole: start the segment again.
+        ftruncateSync(log.fd, 0);
+        writeSync(log.fd, SEGMENT_MAGIC, 0, SEGMENT_HEADER_BYTES, 0);
+        log.segmentBytes = SEGMENT_HEADER_BYTES;
+      } else {
+        if (end < fstatSync(log.fd).size) ftruncateSync(log.fd, end);
+        log.segmentBytes = end;
+      }
+      fdatasyncSync(log.fd);
+    }
+    return { log, recovered };
+  }
+
+  /** Stages one applied batch (its stamped bytes); commit() makes it durable. */
+  append(frame: Uint8Array): void {
+    const problem = this.view.open(frame);
+    if (problem !== null) throw new DabbaError(ErrorCode.malformedFrame, `only batches are logged: ${problem}`);
+    const lastSeq = this.view.firstSeq + this.view.count - 1;
+    if (this.view.firstSeq !== this.appendedSeq + 1) {
+      throw new DabbaError(ErrorCode.sequenceGap, `batch ${this.view.firstSeq}..${lastSeq} does not follow ${this.appendedSeq} in the log`);
+    }
+    const bytes = recordBytes(frame.length);
+    if (this.stagedBytes + bytes > this.staged.length) this.write();
+    if (this.fd < 0 || this.segmentBytes + this.stagedBytes + bytes > this.options.segmentBytesMax) {
+      this.write();
+      this.startSegment(this.view.firstSeq);
+    }
+    this.stagedBytes = writeRecord(this.staged, this.stagedBytes, frame, nativeCrc32);
+    this.appendedSeq = lastSeq;
+  }
+
+  /** Writes what is staged; in `fsync` mode syncs it, in `async` mode syncs if the interval passed. */
+  commit(): void {
+    this.write();
+    if (!this.unsynced) return;
+    if (this.options.durability === 'fsync' || this.now() - this.lastSyncAt >= this.options.syncIntervalMs) this.sync();
+  }
+
+  close(): void {
+    this.write();
+    if (this.unsynced) this.sync();
+    if (this.fd >= 0) closeSync(this.fd);
+    this.fd = -1;
+  }
+
+  private write(): void {
+    if (this.stagedBytes === 0) return;
+    let written = 0;
+    while (written < this.stagedBytes) {
+      written += writeSync(this.fd, this.staged, written, this.stagedBytes - written, this.segmentBytes + written);
+    }
+    this.segmentBytes += this.stagedBytes;
+    this.bytesWritten += this.stagedBytes;
+    this.stagedBytes = 0;
+    this.writtenSeq = this.appendedSeq;
+    this.unsynced = true;
+  }
+
+  private sync(): void {
+    fdatasyncSync(this.fd);
+    this.syncs++;
+    this.syncedSeq = this.writtenSeq;
+    this.unsynced = false;
+    this.lastSyncAt = this.now();
+  }
+
+  /** Closes the current segment (synced) and starts the next, named by its first sequence number. */
+  private startSegment(firstSeq: number): void {
+    if (this.fd >= 0) {
+      if (this.unsynced) this.sync();
+      closeSync(this.fd);
+    }
+    const name = join(this.options.directory, `${String(firstSeq).padStart(20, '0')}${SEGMENT_SUFFIX}`);
+    this.fd = openSync(name, 'wx+');
+    writeSync(this.fd, SEGMENT_MAGIC, 0, SEGMENT_HEADER_BYTES, 0);
+    this.segmentBytes = SEGMENT_HEADER_BYTES;
+    // The new file's name must survive a crash too: sync the directory.
+    const directory = openSync(this.options.directory, 'r');
+    try {
+      fdatasyncSync(directory);
+    } finally {
+      closeSync(directory);
+    }
+    this.unsynced = true;
+  }
+}
