@@ -2,8 +2,9 @@
  * A replica's log on disk (workers/replica-log.ts), against the real file system: what is
  * committed reads back after a reopen, across segment files; a torn end (a file cut short) is
  * truncated and appending goes on after it; damage before the end refuses to open, naming the file
- * and the offset; and a writer SIGKILLed while appending in `fsync` mode, three times over, loses
- * nothing it reported durable.
+ * and the offset; a checkpoint plus the log after it is the whole store, and deletes what it covers;
+ * and a writer SIGKILLed while appending in `fsync` mode, three times over, loses nothing it reported
+ * durable.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -14,7 +15,8 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { isDabbaError } from '../native-free-core/errors.js';
 import { Store } from '../native-free-core/store.js';
-import { FORMAT_RECORD_LIMITS } from '../native-free-core/wire/codec.js';
+import { applyBatch } from '../native-free-core/chain/apply-batch.js';
+import { FORMAT_RECORD_LIMITS, WriteBatchView } from '../native-free-core/wire/codec.js';
 import { ReplicaLog, type ReplicaLogOptions } from '../workers/replica-log.js';
 import { ChainHarness } from './helpers/chain-harness.js';
 
@@ -129,4 +131,49 @@ test('a writer killed with SIGKILL while appending in fsync mode loses nothing i
     assert.ok(recovered.appliedSeq >= reported, `round ${round}: recovered through ${recovered.appliedSeq}, the writer reported ${reported} durable`);
     assert.ok(store.size > 0);
   }
+}));
+
+test('a checkpoint plus the log after it is the whole store, and the segments it covers are deleted', withDirectory((directory) => {
+  const { frames, harness } = tailBatches(4);
+  const options = optionsIn(directory);
+  const { log } = ReplicaLog.open(options, new Store());
+  // The replica's own store, kept as it applies each batch (what a checkpoint is taken of).
+  const live = new Store();
+  const marks = new Map<number, number>();
+  const view = new WriteBatchView();
+  let appliedSeq = 0;
+  let checkpointSeq = 0;
+  const half = Math.floor(frames.length * 0.7);
+  frames.forEach((frame, index) => {
+    log.append(frame);
+    assert.equal(view.open(frame), null);
+    applyBatch(live, view);
+    appliedSeq = view.firstSeq + view.count - 1;
+    marks.set(view.clientId, view.firstClientSeq + view.count - 1);
+    if (index % 5 === 4) log.commit();
+    if (index === half) {
+      log.checkpoint({ store: live, epoch: 1, appliedSeq, clientHighWater: marks }, 64 * 1024);
+      checkpointSeq = appliedSeq;
+    }
+  });
+  log.close();
+  const names = readdirSync(directory);
+  assert.deepEqual(names.filter((name) => name.endsWith('.checkpoint')), [`${String(checkpointSeq).padStart(20, '0')}.checkpoint`]);
+  assert.ok(names.filter((name) => name.endsWith('.log')).every((name) => Number(name.slice(0, 20)) > 1), `the first segments are gone: ${names.join(' ')}`);
+  writeFileSync(join(directory, 'stray.checkpoint.tmp'), 'a checkpoint a crash cut short');
+  const store = new Store();
+  const { log: reopened, recovered } = ReplicaLog.open(options, store, 64 * 1024);
+  reopened.close();
+  assert.equal(recovered.checkpointSeq, checkpointSeq);
+  assert.equal(recovered.appliedSeq, harness.tail.appliedSeq);
+  assert.equal(store.digest(), harness.tail.store.digest(), 'checkpoint + replay = the live store');
+  assert.equal(recovered.clientHighWater.get(1), harness.tail.clientHighWaterMark(1));
+  assert.ok(!readdirSync(directory).includes('stray.checkpoint.tmp'), 'an unfinished checkpoint is removed');
+  // A damaged checkpoint is not trusted.
+  const [checkpoint] = readdirSync(directory).filter((name) => name.endsWith('.checkpoint'));
+  const path = join(directory, checkpoint!);
+  const bytes = readFileSync(path);
+  bytes[bytes.length - 3]! ^= 0x01;
+  writeFileSync(path, bytes);
+  assert.throws(() => ReplicaLog.open(options, new Store(), 64 * 1024), (error: unknown) => isDabbaError(error) && error.message.startsWith(`checkpoint ${path} is damaged at offset`));
 }));

@@ -13,12 +13,17 @@
  * truncates a torn end of the last one (a crash while appending) and appends after it. Damage
  * anywhere else refuses to start, with one line naming the file and the offset.
  *
- * Files: `<directory>/<first seq, 20 digits>.log`; a new segment starts when the current one would
- * pass `segmentBytesMax`.
+ * checkpoint() writes the whole store (log/checkpoint.ts) and deletes the segments it covers, so
+ * disk use follows live data; open() loads the newest checkpoint first and replays only after it.
+ *
+ * Files: `<directory>/<first seq, 20 digits>.log` (a new segment starts when the current one would
+ * pass `segmentBytesMax`) and `<seq, 20 digits>.checkpoint` (written as `.tmp`, synced, renamed).
  */
-import { closeSync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, writeSync } from 'node:fs';
+import { closeSync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { DabbaError, ErrorCode } from '../native-free-core/errors.js';
+import type { SnapshotSource } from '../native-free-core/chain/snapshot.js';
+import { encodeCheckpoint, loadCheckpoint } from '../native-free-core/log/checkpoint.js';
 import { replaySegments, type ReplayResult, type SegmentBytes } from '../native-free-core/log/replay.js';
 import { recordBytes, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, writeRecord } from '../native-free-core/log/segment.js';
 import type { Store } from '../native-free-core/store.js';
@@ -42,6 +47,17 @@ export interface ReplicaLogOptions {
 }
 
 const SEGMENT_SUFFIX = '.log';
+const CHECKPOINT_SUFFIX = '.checkpoint';
+const TEMPORARY_SUFFIX = '.tmp';
+
+/** What open() recovered: the log's replay, after the checkpoint it started from (0: none). */
+export interface Recovered extends ReplayResult {
+  checkpointSeq: number;
+}
+
+function fileName(seq: number, suffix: string): string {
+  return `${String(seq).padStart(20, '0')}${suffix}`;
+}
 
 export class ReplicaLog {
   private fd = -1;
@@ -59,6 +75,7 @@ export class ReplicaLog {
   writtenSeq: number;
   syncs = 0;
   bytesWritten = 0;
+  checkpoints = 0;
 
   private constructor(
     private readonly options: ReplicaLogOptions,
@@ -72,20 +89,34 @@ export class ReplicaLog {
   }
 
   /**
-   * Opens the log in `options.directory` (made if missing), replaying what it holds into `store`
-   * after `afterSeq` (what a snapshot the store was loaded from holds). Throws DABBA_ERR_CORRUPT,
-   * naming the file and offset, if the log cannot be trusted.
+   * Opens the log in `options.directory` (made if missing): loads its newest checkpoint into the
+   * empty `store` and replays the segments after it. Throws DABBA_ERR_CORRUPT, naming the file and
+   * offset, if the log cannot be trusted. `snapshotFrameBytesMax` bounds a checkpoint's frames.
    */
-  static open(options: ReplicaLogOptions, store: Store, afterSeq = 0): { log: ReplicaLog; recovered: ReplayResult } {
+  static open(options: ReplicaLogOptions, store: Store, snapshotFrameBytesMax = 1024 * 1024): { log: ReplicaLog; recovered: Recovered } {
     if (recordBytes(options.frameBytesMax) + SEGMENT_HEADER_BYTES > options.segmentBytesMax) {
       throw new DabbaError(ErrorCode.outOfRange, `a segment of ${options.segmentBytesMax} bytes cannot hold a batch of ${options.frameBytesMax}`);
     }
     mkdirSync(options.directory, { recursive: true });
-    const names = readdirSync(options.directory)
+    const files = readdirSync(options.directory).sort();
+    // A checkpoint a crash interrupted before its rename: never trusted, never needed.
+    for (const name of files) if (name.endsWith(TEMPORARY_SUFFIX)) rmSync(join(options.directory, name));
+    let checkpointSeq = 0;
+    let checkpointMarks = new Map<number, number>();
+    const checkpoint = files.filter((name) => name.endsWith(CHECKPOINT_SUFFIX)).at(-1);
+    if (checkpoint !== undefined) {
+      const path = join(options.directory, checkpoint);
+      const loaded = loadCheckpoint(readFileSync(path), store, { crc: nativeCrc32, frameBytesMax: snapshotFrameBytesMax, limits: options.limits });
+      if ('reason' in loaded) throw new DabbaError(ErrorCode.corrupt, `checkpoint ${path} is damaged at offset ${loaded.offset}: ${loaded.reason}`);
+      checkpointSeq = loaded.appliedSeq;
+      checkpointMarks = loaded.clientHighWater;
+    }
+    const segments: SegmentBytes[] = files
       .filter((name) => name.endsWith(SEGMENT_SUFFIX))
-      .sort();
-    const segments: SegmentBytes[] = names.map((name) => ({ name: join(options.directory, name), bytes: readFileSync(join(options.directory, name)) }));
-    const recovered = replaySegments(segments, store, { crc: nativeCrc32, frameBytesMax: options.frameBytesMax, limits: options.limits, afterSeq });
+      .map((name) => ({ name: join(options.directory, name), bytes: readFileSync(join(options.directory, name)) }));
+    const replayed = replaySegments(segments, store, { crc: nativeCrc32, frameBytesMax: options.frameBytesMax, limits: options.limits, afterSeq: checkpointSeq });
+    for (const [client, mark] of checkpointMarks) if (mark > (replayed.clientHighWater.get(client) ?? 0)) replayed.clientHighWater.set(client, mark);
+    const recovered: Recovered = { ...replayed, checkpointSeq };
     if (recovered.corrupt !== null) {
       const { name, offset, reason } = recovered.corrupt;
       throw new DabbaError(ErrorCode.corrupt, `log segment ${name} is damaged at offset ${offset}: ${reason}`);
@@ -125,6 +156,40 @@ export class ReplicaLog {
     }
     this.stagedBytes = writeRecord(this.staged, this.stagedBytes, frame, nativeCrc32);
     this.appendedSeq = lastSeq;
+  }
+
+  /**
+   * Writes a checkpoint of `source`, the replica's store at the end of this log (appliedSeq equal
+   * to what was appended), then deletes the older checkpoints and every segment it covers.
+   */
+  checkpoint(source: SnapshotSource, snapshotFrameBytesMax: number): void {
+    if (source.appliedSeq !== this.appendedSeq) {
+      throw new DabbaError(ErrorCode.outOfRange, `a checkpoint at seq ${source.appliedSeq} of a log that ends at ${this.appendedSeq}`);
+    }
+    this.commit();
+    const directory = this.options.directory;
+    const final = join(directory, fileName(source.appliedSeq, CHECKPOINT_SUFFIX));
+    const temporary = `${final}${TEMPORARY_SUFFIX}`;
+    const bytes = encodeCheckpoint(source, snapshotFrameBytesMax, nativeCrc32);
+    const fd = openSync(temporary, 'w');
+    try {
+      for (let written = 0; written < bytes.length; ) written += writeSync(fd, bytes, written, bytes.length - written, written);
+      fdatasyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(temporary, final);
+    syncDirectory(directory);
+    // What the checkpoint covers: older checkpoints, and each segment whose successor starts at or
+    // before the seq after it (all its batches are in the checkpoint). The newest segment stays.
+    const files = readdirSync(directory).sort();
+    for (const name of files) if (name.endsWith(CHECKPOINT_SUFFIX) && join(directory, name) !== final) rmSync(join(directory, name));
+    const segments = files.filter((name) => name.endsWith(SEGMENT_SUFFIX));
+    for (let index = 0; index + 1 < segments.length; index++) {
+      if (Number(segments[index + 1]!.slice(0, 20)) <= source.appliedSeq + 1) rmSync(join(directory, segments[index]!));
+    }
+    syncDirectory(directory);
+    this.checkpoints++;
   }
 
   /** Writes what is staged; in `fsync` mode syncs it, in `async` mode syncs if the interval passed. */
@@ -168,17 +233,22 @@ export class ReplicaLog {
       if (this.unsynced) this.sync();
       closeSync(this.fd);
     }
-    const name = join(this.options.directory, `${String(firstSeq).padStart(20, '0')}${SEGMENT_SUFFIX}`);
+    const name = join(this.options.directory, fileName(firstSeq, SEGMENT_SUFFIX));
     this.fd = openSync(name, 'wx+');
     writeSync(this.fd, SEGMENT_MAGIC, 0, SEGMENT_HEADER_BYTES, 0);
     this.segmentBytes = SEGMENT_HEADER_BYTES;
-    // The new file's name must survive a crash too: sync the directory.
-    const directory = openSync(this.options.directory, 'r');
-    try {
-      fdatasyncSync(directory);
-    } finally {
-      closeSync(directory);
-    }
+    // The new file's name must survive a crash too.
+    syncDirectory(this.options.directory);
     this.unsynced = true;
+  }
+}
+
+/** Makes the names in `directory` (new, renamed, deleted) durable. */
+function syncDirectory(directory: string): void {
+  const fd = openSync(directory, 'r');
+  try {
+    fdatasyncSync(fd);
+  } finally {
+    closeSync(fd);
   }
 }
