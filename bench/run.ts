@@ -10,6 +10,7 @@ import { hostsBatchBench, hostsBench, hostsNodeFlagsBench, hostsTlsBench } from 
 import { hostsChainsBench } from './hosts-chains-bench.js';
 import { hostsFailover } from './hosts-failover-bench.js';
 import { joinBench } from './join-bench.js';
+import { logBench } from './log-bench.js';
 import { micro } from './micro-bench.js';
 import { peers } from './peers-bench.js';
 import { openLoop } from './openloop-bench.js';
@@ -48,6 +49,7 @@ export async function runBenchmarks(options: BenchOptions): Promise<Record<strin
   if (options.suites.includes('hosts-tls')) results.hostsTls = await hostsTlsBench(settings);
   if (options.suites.includes('hosts-failover')) results.hostsFailover = await hostsFailover(env, log);
   if (wants('chains')) results.chains = await chainsBench(env, options.small ? 0.5 : options.seconds, options.small ? 1 : options.runs, log);
+  if (wants('log')) results.log = logBench(env, options.small ? 0.2 : options.seconds, log);
   if (wants('cpu')) results.cpu = await threadCpu(env, options.seconds, options.small ? [1000] : [1000, 10_000, 100_000], log);
   return results;
 }
