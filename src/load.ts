@@ -312,11 +312,6 @@ export interface OpenLoopReport {
 }
 
 /**
- * Open-loop load: writes are issued on a fixed schedule whatever the chain's speed, and each sampled
- * write's latency is measured from its INTENDED start time, so a stall delays the schedule's later
- * writes and shows up in their latency (no coordinated omission).
- */
-/**
  * Writes every key of the key space once, a window at a time. Latency measurements start after
  * it: the first pass grows each replica's store through fresh memory (a few ms per MiB here, on
  * every replica in turn), a one-off cost that would otherwise land in the measured tail.
@@ -324,13 +319,21 @@ export interface OpenLoopReport {
 export async function prefill(chain: LoadTarget, options: { keySpace?: number; keyBytes?: number; valueBytes?: number }): Promise<void> {
   const keys = makeKeys(options.keySpace ?? 100_000, options.keyBytes ?? 16);
   const value = makeValue(options.valueBytes ?? 100);
+  // Each window is answered in full before the next (answers come in order per chain only).
+  const window = new WindowEnds(1 + keys.reduce((most, key) => Math.max(most, chain.chainOf?.(key) ?? 0), 0));
   for (let start = 0; start < keys.length; start += 4096) {
-    let last: Promise<void> = Promise.resolve();
-    for (let index = start; index < Math.min(keys.length, start + 4096); index++) last = chain.put(keys[index]!, value);
-    await last;
+    for (let index = start; index < Math.min(keys.length, start + 4096); index++) {
+      window.lastWrite[chain.chainOf?.(keys[index]!) ?? 0] = chain.put(keys[index]!, value);
+    }
+    await window.answered();
   }
 }
 
+/**
+ * Open-loop load: writes are issued on a fixed schedule whatever the chain's speed, and each sampled
+ * write's latency is measured from its INTENDED start time, so a stall delays the schedule's later
+ * writes and shows up in their latency (no coordinated omission).
+ */
 export async function runOpenLoop(chain: LoadTarget, options: OpenLoopOptions): Promise<OpenLoopReport> {
   const keys = makeKeys(options.keySpace ?? 100_000, options.keyBytes ?? 16);
   const value = makeValue(options.valueBytes ?? 100);
