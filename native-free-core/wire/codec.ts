@@ -83,7 +83,6 @@ function newBuilder(bytesAtLeast: number): flatbuffers.Builder {
   return new flatbuffers.Builder(Math.ceil(bytesAtLeast / 8) * 8);
 }
 
-/** Whether the byte ranges [start, start + length) and [otherStart, otherStart + otherLength) share a byte. */
 /** The fields a write batch's checksum reads as zeros, in the order frameChecksum takes them. */
 const EXCLUDED_FIELD_NAMES = ['epoch, which the head stamps,', 'first_seq, which the head stamps,', 'checksum'];
 const ZEROS = new Uint8Array(8);
@@ -116,6 +115,7 @@ function frameChecksum(bytes: Uint8Array, epochPosition: number, firstSeqPositio
   return crc(bytes, position, bytes.length, value);
 }
 
+/** Whether the byte ranges [start, start + length) and [otherStart, otherStart + otherLength) share a byte. */
 function rangesMeet(start: number, length: number, otherStart: number, otherLength: number): boolean {
   return otherLength > 0 && start < otherStart + otherLength && otherStart < start + length;
 }

@@ -220,6 +220,19 @@ export class ChainSlot {
     this.giveUp(replicaId, 'its join link broke');
   }
 
+  /**
+   * A batch reached replica `replicaId` damaged. A member asked its predecessor to send it again (a
+   * Hello, see ChainNode); a joiner cannot: its batches and snapshot frames share one stream that
+   * cannot resume, as when its join link breaks. Unless the handoff already made it a member, it is
+   * given up and the master places a new joiner.
+   */
+  onDamagedBatch(replicaId: number): void {
+    if (replicaId === 0 || replicaId !== this.replicaId || this.role() !== 'joining') return;
+    if (this.configuration?.members.includes(replicaId) === true) return;
+    this.host.log('warn', 'join-batch-damaged', `chain ${this.chain}: a batch reached joining replica ${replicaId} damaged: giving it up`);
+    this.giveUp(replicaId, 'a batch reached it damaged while it was joining');
+  }
+
   private maybeBeginHandoff(): void {
     const request = this.handoff;
     const configuration = this.configuration;

@@ -55,6 +55,8 @@ export interface HostLinksOptions {
    * refuse it and ask for it again. 0 or absent: never.
    */
   damageBatchEvery?: number;
+  /** With damageBatchEvery: damage at most this many batches (DABBA_TEST_DAMAGE_BATCHES; default: no limit). */
+  damageBatchesMax?: number;
   log(entry: PeerLinkLogEntry | { level: 'info' | 'warn'; code: string; message: string }): void;
 }
 
@@ -135,12 +137,14 @@ export class HostLinks {
 
   constructor(private readonly options: HostLinksOptions) {
     const every = options.damageBatchEvery ?? 0;
+    let damagesLeft = options.damageBatchesMax ?? Number.POSITIVE_INFINITY;
     let batches = 0;
     this.damage =
       every > 0
         ? (record) => {
-            if (frameKind(record.subarray(CHAIN_TAG_BYTES)) !== MessageKind.writeBatch || ++batches % every !== 0) return;
+            if (damagesLeft === 0 || frameKind(record.subarray(CHAIN_TAG_BYTES)) !== MessageKind.writeBatch || ++batches % every !== 0) return;
             record[record.length - 1]! ^= 0x01; // the end of the payload, which the batch's checksum covers
+            damagesLeft--;
           }
         : null;
   }

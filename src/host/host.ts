@@ -242,6 +242,7 @@ export class DabbaHost extends EventEmitter {
       frameBytesMax: this.recordBytesMax,
       highWaterBytes: LINK_HIGH_WATER_BYTES,
       damageBatchEvery: Number(process.env.DABBA_TEST_DAMAGE_BATCH_EVERY ?? 0) || 0,
+      damageBatchesMax: Number(process.env.DABBA_TEST_DAMAGE_BATCHES ?? Number.POSITIVE_INFINITY),
       hostOf: (hostId) => {
         const info = this.hostTable.get(hostId)?.info ?? null;
         const publicKey = info?.publicKey === undefined ? null : publicKeyFromText(info.publicKey);
@@ -405,7 +406,10 @@ export class DabbaHost extends EventEmitter {
         upstream: (chain, frame) => this.slots[chain]?.links.sendUpstream(frame) ?? true,
         clientAck: (chain, frame) => this.slots[chain]?.sessions.deliverAck(frame) ?? true,
         readReply: (chain, frame) => this.slots[chain]?.sessions.deliverReadReply(frame) ?? true,
-        rejected: (chain, code, reason) => this.logRefusal(code, 'replica-rejected', `chain ${chain}: ${code}: ${reason}`),
+        rejected: (chain, code, reason, replicaId) => {
+          this.logRefusal(code, 'replica-rejected', `chain ${chain}: ${code}: ${reason}`);
+          if (code === ErrorCode.corrupt) this.slots[chain]?.onDamagedBatch(replicaId);
+        },
         inboundRoom: () => {
           this.batchesQueue.drain();
           this.acksQueue.drain();

@@ -33,7 +33,7 @@ export interface NodeOutputs {
   /** A ReadReplyBatch (tail), answering read batches in the order they went in. */
   readReply(chain: number, frame: Uint8Array): boolean;
   /** The replica refused a frame it was given (stale epoch and the like). */
-  rejected?(chain: number, code: string, reason: string): void;
+  rejected?(chain: number, code: string, reason: string, replicaId: number): void;
   /** Called after every service pass: the replica may have freed room in its inbound rings. */
   inboundRoom?(): void;
 }
@@ -133,7 +133,7 @@ export class NodePort {
       replicas: [],
       doorbell: doorbellBuffer,
       limits: replicaLimits(resolved),
-      onRejected: (chain, code, reason) => this.outputs.rejected?.(chain, code, reason),
+      onRejected: (chain, code, reason, replicaId) => this.outputs.rejected?.(chain, code, reason, replicaId),
     });
     this.done = this.handle.done;
     this.done.catch(() => undefined).finally(() => {

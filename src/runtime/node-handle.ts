@@ -46,7 +46,7 @@ export interface NodeHandleOptions {
   doorbell: SharedArrayBuffer;
   limits: ReplicaLimits;
   /** A replica refused a frame it was given. */
-  onRejected?(chain: number, code: string, reason: string): void;
+  onRejected?(chain: number, code: string, reason: string, replicaId: number): void;
 }
 
 /** What a replica reports of itself, read from its (and its thread's) shared statistics. */
@@ -138,7 +138,7 @@ export class NodeHandle {
       controlSignal,
     };
     this.port.on('message', (message: ControlReply) => {
-      if (message.type === 'rejected') options.onRejected?.(message.chain, message.code, message.reason);
+      if (message.type === 'rejected') options.onRejected?.(message.chain, message.code, message.reason, message.replicaId);
       if (message.type !== 'digest') return;
       const resolve = this.digestWaiters.get(message.requestId);
       this.digestWaiters.delete(message.requestId);
