@@ -79,6 +79,12 @@ export interface ChainNodeOptions {
   valueBytesMax?: number;
   /** The CRC-32 every batch is checked with (default: the core's; a runtime may pass a faster one). */
   checksum?: Crc32;
+  /**
+   * A member restarted from its own log (issue 13): `store` already holds everything through
+   * `appliedSeq` and these are its clients' high-water marks. It tells its predecessor with a Hello
+   * how far it got, and the predecessor resends only what comes after (from its in-flight list).
+   */
+  recovered?: { appliedSeq: number; clientHighWater: ReadonlyMap<number, number> };
 }
 
 /** Outcome of offering a frame to the node. Expected conditions, never exceptions. */
@@ -217,6 +223,24 @@ export class ChainNode {
     this.joinTarget = options.role === 'joining' ? new JoinTarget(this.limits) : null;
     this.log = options.log ?? (() => {});
     this.stepRole = this.stepFunctionOf(options.role);
+    if (options.recovered !== undefined) this.resume(options.recovered);
+  }
+
+  /** Starts from a recovered state instead of an empty one (see ChainNodeOptions.recovered). */
+  private resume(recovered: { appliedSeq: number; clientHighWater: ReadonlyMap<number, number> }): void {
+    assert(this.roleValue !== 'joining', 'a joining replica starts from a snapshot, not from a log');
+    assert(Number.isSafeInteger(recovered.appliedSeq) && recovered.appliedSeq >= 0, 'recovered: appliedSeq must be a safe integer');
+    this.appliedSeqValue = recovered.appliedSeq;
+    for (const [clientId, clientSeq] of recovered.clientHighWater) this.clientHighWater.set(clientId, clientSeq);
+    this.inflight.resetAfter(recovered.appliedSeq);
+    if (this.isTail) {
+      // The end of the line commits what it holds. Its old clients are not told again: their
+      // sessions ended with the process that held them (a client acked twice would be refused).
+      this.committedSeqValue = this.appliedSeqValue;
+      for (const [clientId, clientSeq] of this.clientHighWater) this.committedClientHighWater.set(clientId, clientSeq);
+      this.ackPending = true;
+    }
+    this.helloPending = !this.isHead;
   }
 
   get role(): Role {
