@@ -11,7 +11,7 @@ import { AckEncoder, HelloEncoder, ReadBatchEncoder, ReadReplyView, ReadStatus, 
 import { SnapshotWriter } from '../native-free-core/chain/snapshot.js';
 import { ChainHarness } from './helpers/chain-harness.js';
 import { crc32 } from '../native-free-core/checksum.js';
-import { recordBytes, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, writeRecord } from '../native-free-core/log/segment.js';
+import { encodeSegment } from '../native-free-core/log/segment.js';
 import { replaySegments, type SegmentBytes } from '../native-free-core/log/replay.js';
 import { FORMAT_RECORD_LIMITS } from '../native-free-core/wire/codec.js';
 
@@ -19,11 +19,7 @@ const text = new TextEncoder();
 
 /** The frames a replica logged, as one segment file. */
 function segmentsOf(frames: Uint8Array[]): SegmentBytes[] {
-  const bytes = new Uint8Array(SEGMENT_HEADER_BYTES + frames.reduce((sum, frame) => sum + recordBytes(frame.length), 0));
-  bytes.set(SEGMENT_MAGIC);
-  let offset = SEGMENT_HEADER_BYTES;
-  for (const frame of frames) offset = writeRecord(bytes, offset, frame, crc32);
-  return [{ name: 'segment', bytes }];
+  return [{ name: 'segment', bytes: encodeSegment(frames, crc32) }];
 }
 
 function checkPrefixInvariant(harness: ChainHarness): void {

@@ -12,7 +12,7 @@ import { nativeCrc32 } from '../workers/native-crc32.js';
 import { ClientTokens } from '../src/host/client-tokens.js';
 import { clientNodeId } from '../native-free-core/wire/client-node-id.js';
 import { decodeClusterView } from '../native-free-core/wire/cluster-view.js';
-import { ClientSessions } from '../src/host/client-sessions.js';
+import { ClientSessions, type ClientSessionsOptions } from '../src/host/client-sessions.js';
 import type { PeerLink, PeerLinkHandlers } from '../src/transport/peer-link.js';
 import { mulberry32 } from './helpers/prng.js';
 
@@ -38,6 +38,27 @@ function fakeLink(remoteNodeId: string, received: Uint8Array[], onClose: () => v
   };
 }
 
+/** A host's client sessions, always the head and serving reads, with `overrides` on the defaults. */
+function sessionsWith(overrides: Partial<ClientSessionsOptions>): ClientSessions {
+  return new ClientSessions({
+    path: '/client',
+    secret: Buffer.from('the-client-secret-of-this-cluster'),
+    tokens: new ClientTokens(Buffer.from('the-peer-secret-of-this-cluster')),
+    nodeId: 'host:test',
+    maxRecordBytes: 1 << 20,
+    recordLimits: { keyBytesMax: 1024, valueBytesMax: 512 * 1024 },
+    connectionInboundBytesMax: 1 << 20,
+    allocateClientId: () => Promise.resolve(7),
+    view: () => ({ epoch: 1, members: [{ replicaId: 1, url: 'ws://127.0.0.1:1' }], joining: null, chains: 1 }),
+    isHead: () => true,
+    isServingReads: () => true,
+    offerBatch: () => true,
+    offerReads: () => true,
+    log: () => undefined,
+    ...overrides,
+  });
+}
+
 const encoder = new ReadBatchEncoder({ readsMax: 64, keyBytesMax: 64 });
 function readBatch(firstRequestId: number, keys: string[]): Uint8Array {
   encoder.begin(firstRequestId);
@@ -50,24 +71,14 @@ test('read replies reach only their own client, with its request ids, across spl
     const random = mulberry32(seed);
     const toReplica: Uint8Array[] = [];
     const tokens = new ClientTokens(Buffer.alloc(16, 1));
-    const sessions = new ClientSessions({
-      path: '/client',
+    const sessions = sessionsWith({
       secret: Buffer.alloc(16),
       tokens,
-      nodeId: 'host:test',
-      maxRecordBytes: 1 << 20,
-      recordLimits: { keyBytesMax: 1024, valueBytesMax: 512 * 1024 },
-      connectionInboundBytesMax: 1 << 20,
       allocateClientId: () => Promise.reject(new Error('not used')),
-      view: () => ({ epoch: 1, members: [{ replicaId: 1, url: 'ws://127.0.0.1:1' }], joining: null, chains: 1 }),
-      isHead: () => true,
-      isServingReads: () => true,
-      offerBatch: () => true,
       offerReads: (frame) => {
         toReplica.push(frame.slice());
         return true;
       },
-      log: () => undefined,
     });
     const clients: FakeClient[] = [];
     for (let index = 0; index < 3; index++) {
@@ -132,22 +143,7 @@ test('read replies reach only their own client, with its request ids, across spl
 
 test('a client id is bound to the token issued with it: knowing the id is not enough to take it over', async () => {
   const tokens = new ClientTokens(Buffer.from('the-peer-secret-of-this-cluster'));
-  const sessions = new ClientSessions({
-    path: '/client',
-    secret: Buffer.from('the-client-secret-of-this-cluster'),
-    tokens,
-    nodeId: 'host:test',
-    maxRecordBytes: 1 << 20,
-    recordLimits: { keyBytesMax: 1024, valueBytesMax: 512 * 1024 },
-    connectionInboundBytesMax: 1 << 20,
-    allocateClientId: () => Promise.resolve(7),
-    view: () => ({ epoch: 1, members: [{ replicaId: 1, url: 'ws://127.0.0.1:1' }], joining: null, chains: 1 }),
-    isHead: () => true,
-    isServingReads: () => true,
-    offerBatch: () => true,
-    offerReads: () => true,
-    log: () => undefined,
-  });
+  const sessions = sessionsWith({ tokens });
   const connectAs = (nodeId: string): { closed: () => boolean; received: Uint8Array[] } => {
     const received: Uint8Array[] = [];
     let closed = false;
@@ -175,24 +171,11 @@ test('a client id is bound to the token issued with it: knowing the id is not en
 
 test('a write batch whose bytes do not match its checksum is refused and its link closed (the client resends on its next link)', async () => {
   const offered: Uint8Array[] = [];
-  const sessions = new ClientSessions({
-    path: '/client',
-    secret: Buffer.from('the-client-secret-of-this-cluster'),
-    tokens: new ClientTokens(Buffer.from('the-peer-secret-of-this-cluster')),
-    nodeId: 'host:test',
-    maxRecordBytes: 1 << 20,
-    recordLimits: { keyBytesMax: 1024, valueBytesMax: 512 * 1024 },
-    connectionInboundBytesMax: 1 << 20,
-    allocateClientId: () => Promise.resolve(7),
-    view: () => ({ epoch: 1, members: [{ replicaId: 1, url: 'ws://127.0.0.1:1' }], joining: null, chains: 1 }),
-    isHead: () => true,
-    isServingReads: () => true,
+  const sessions = sessionsWith({
     offerBatch: (frame) => {
       offered.push(frame.slice());
       return true;
     },
-    offerReads: () => true,
-    log: () => undefined,
   });
   let closedWith: string | null = null;
   const link: PeerLink = { ...fakeLink('client', [], () => undefined), close: (_code?: number, reason?: string) => void (closedWith = reason ?? '') };

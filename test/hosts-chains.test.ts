@@ -15,7 +15,7 @@ import { startEtcdCluster } from '../src/bench/peers/etcd-cluster.js';
 import { LocalServers } from '../src/bench/peers/servers.js';
 import { checkLinearizable, type HistoryEntry } from './sim/linearizability.js';
 import { createNetnsLab, type NetnsLab } from './helpers/netns-lab.js';
-import { HostCluster } from './helpers/host-cluster.js';
+import { closeHostTest, HostCluster } from './helpers/host-cluster.js';
 
 const SECRET = 'hosts-chains-test-secret-0123456789';
 const CHAINS = 12;
@@ -36,14 +36,7 @@ before(async () => {
   });
 });
 
-after(async () => {
-  try {
-    await cluster?.close();
-  } finally {
-    await lab?.close();
-    await servers.stop(1000);
-  }
-});
+after(() => closeHostTest(cluster, lab, servers));
 
 interface Load {
   history: HistoryEntry[];

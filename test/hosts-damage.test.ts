@@ -15,7 +15,7 @@ import { after, before, test } from 'node:test';
 import { startEtcdCluster } from '../src/bench/peers/etcd-cluster.js';
 import { LocalServers } from '../src/bench/peers/servers.js';
 import { createNetnsLab, type NetnsLab } from './helpers/netns-lab.js';
-import { HostCluster } from './helpers/host-cluster.js';
+import { closeHostTest, HostCluster } from './helpers/host-cluster.js';
 import { burst, checkOutcome, killAndRejoin, progress, startLoad, stopLoad } from './helpers/hosts-scenario.js';
 
 const SECRET = 'hosts-damage-test-secret-0123456789';
@@ -32,14 +32,7 @@ before(async () => {
   });
 });
 
-after(async () => {
-  try {
-    await cluster?.close();
-  } finally {
-    await lab?.close();
-    await servers.stop(1000);
-  }
-});
+after(() => closeHostTest(cluster, lab, servers));
 
 test('batches damaged between hosts are refused and sent again, within the epoch; a joiner that gets one is replaced; nothing damaged is applied', { timeout: 180_000 }, async (t) => {
   for (let index = 0; index < 3; index++) await cluster.start(index);

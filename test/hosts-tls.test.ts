@@ -15,7 +15,7 @@ import { startEtcdCluster } from '../src/bench/peers/etcd-cluster.js';
 import { LocalServers } from '../src/bench/peers/servers.js';
 import { connect } from '../src/client/index.js';
 import { connectPeerLink, frameEnvelopeValidator } from '../src/transport/peer-link.js';
-import { HostCluster } from './helpers/host-cluster.js';
+import { closeHostTest, HostCluster } from './helpers/host-cluster.js';
 import { checkOutcome, killAndRejoin, progress, startLoad, stopLoad } from './helpers/hosts-scenario.js';
 import { createNetnsLab, type NetnsLab } from './helpers/netns-lab.js';
 import { clientTls, createTestCa, etcdTls, type TestCa } from './helpers/test-ca.js';
@@ -40,10 +40,8 @@ before(async () => {
 
 after(async () => {
   try {
-    await cluster?.close();
+    await closeHostTest(cluster, lab, servers);
   } finally {
-    await lab?.close();
-    await servers.stop(1000);
     ca?.remove();
     otherCa?.remove();
   }

@@ -15,7 +15,7 @@ import { startEtcdCluster } from '../src/bench/peers/etcd-cluster.js';
 import { LocalServers } from '../src/bench/peers/servers.js';
 import { connectPeerLink, frameEnvelopeValidator, LinkCloseCode } from '../src/transport/peer-link.js';
 import { createNetnsLab, type NetnsLab } from './helpers/netns-lab.js';
-import { HostCluster } from './helpers/host-cluster.js';
+import { closeHostTest, HostCluster } from './helpers/host-cluster.js';
 import { burst, checkOutcome, killAndRejoin, progress, startLoad, stopLoad } from './helpers/hosts-scenario.js';
 
 const SECRET = 'hosts-test-secret-0123456789abcdef';
@@ -32,14 +32,7 @@ before(async () => {
   cluster = await HostCluster.create(lab, etcd.clientUrls, `/dabba-hosts-test-${process.pid}/`, SECRET);
 });
 
-after(async () => {
-  try {
-    await cluster?.close();
-  } finally {
-    await lab?.close();
-    await servers.stop(1000);
-  }
-});
+after(() => closeHostTest(cluster, lab, servers));
 
 test('three hosts survive kill -9 of head, middle and tail, a partition, and bad peers', { timeout: 240_000 }, async (t) => {
   for (let index = 0; index < 3; index++) await cluster.start(index);

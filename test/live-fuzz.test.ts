@@ -13,7 +13,7 @@ import { startEtcdCluster } from '../src/bench/peers/etcd-cluster.js';
 import { LocalServers } from '../src/bench/peers/servers.js';
 import { resolveOptions } from '../src/options.js';
 import { fuzzCluster } from './fuzz/live-session.js';
-import { HostCluster } from './helpers/host-cluster.js';
+import { closeHostTest, HostCluster } from './helpers/host-cluster.js';
 import { createNetnsLab, type NetnsLab } from './helpers/netns-lab.js';
 
 const SECRET = 'live-fuzz-client-secret-0123456789';
@@ -29,14 +29,7 @@ before(async () => {
   cluster = await HostCluster.create(lab, etcd.clientUrls, `/dabba-live-fuzz-${process.pid}/`, SECRET);
 });
 
-after(async () => {
-  try {
-    await cluster?.close();
-  } finally {
-    await lab?.close();
-    await servers.stop(1000);
-  }
-});
+after(() => closeHostTest(cluster, lab, servers));
 
 test('hostile input on every door of three hosts: refused, nothing crashes, nothing is lost', { timeout: 240_000 }, async (t) => {
   for (let index = 0; index < 3; index++) await cluster.start(index);

@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { crc32 } from '../native-free-core/checksum.js';
-import { recordBytes, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, writeRecord } from '../native-free-core/log/segment.js';
+import { encodeSegment, recordBytes } from '../native-free-core/log/segment.js';
 import { replaySegments, type SegmentBytes } from '../native-free-core/log/replay.js';
 import { Store } from '../native-free-core/store.js';
 import { FORMAT_RECORD_LIMITS, WriteBatchView } from '../native-free-core/wire/codec.js';
@@ -44,12 +44,7 @@ function segmentsOf(frames: Uint8Array[], seed: number): SegmentBytes[] {
   let start = 0;
   while (start < frames.length) {
     const end = Math.min(frames.length, start + 1 + Math.floor(random() * 12));
-    const part = frames.slice(start, end);
-    const bytes = new Uint8Array(SEGMENT_HEADER_BYTES + part.reduce((sum, frame) => sum + recordBytes(frame.length), 0));
-    bytes.set(SEGMENT_MAGIC);
-    let offset = SEGMENT_HEADER_BYTES;
-    for (const frame of part) offset = writeRecord(bytes, offset, frame, crc32);
-    segments.push({ name: `segment-${segments.length}`, bytes });
+    segments.push({ name: `segment-${segments.length}`, bytes: encodeSegment(frames.slice(start, end), crc32) });
     start = end;
   }
   return segments;

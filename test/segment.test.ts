@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { crc32 } from '../native-free-core/checksum.js';
-import { recordBytes, scanSegment, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, writeRecord } from '../native-free-core/log/segment.js';
+import { encodeSegment, recordBytes, scanSegment, SEGMENT_HEADER_BYTES } from '../native-free-core/log/segment.js';
 import { hexOf } from './fuzz/frame-mutator.js';
 import { mulberry32 } from './helpers/prng.js';
 
@@ -15,11 +15,7 @@ const FRAME_BYTES_MAX = 4096;
 
 /** A segment holding `frames`, as an appender writes it. */
 function segmentOf(frames: Uint8Array[]): Uint8Array {
-  const bytes = new Uint8Array(SEGMENT_HEADER_BYTES + frames.reduce((sum, frame) => sum + recordBytes(frame.length), 0));
-  bytes.set(SEGMENT_MAGIC);
-  let offset = SEGMENT_HEADER_BYTES;
-  for (const frame of frames) offset = writeRecord(bytes, offset, frame, crc32);
-  return bytes;
+  return encodeSegment(frames, crc32);
 }
 
 function framesOf(seed: number, count: number): Uint8Array[] {

@@ -11,7 +11,7 @@
 import type { Crc32 } from '../checksum.js';
 import { SnapshotView, SnapshotWriter, type SnapshotEntryLimits, type SnapshotSource } from '../chain/snapshot.js';
 import type { Store } from '../store.js';
-import { recordBytes, scanSegment, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, writeRecord } from './segment.js';
+import { encodeSegment, scanSegment, SEGMENT_HEADER_BYTES } from './segment.js';
 
 export interface LoadedCheckpoint {
   appliedSeq: number;
@@ -23,11 +23,7 @@ export function encodeCheckpoint(source: SnapshotSource, frameBytesMax: number, 
   const writer = new SnapshotWriter(source, frameBytesMax);
   const frames: Uint8Array[] = [];
   while (!writer.done) frames.push(writer.next().slice());
-  const bytes = new Uint8Array(SEGMENT_HEADER_BYTES + frames.reduce((sum, frame) => sum + recordBytes(frame.length), 0));
-  bytes.set(SEGMENT_MAGIC);
-  let offset = SEGMENT_HEADER_BYTES;
-  for (const frame of frames) offset = writeRecord(bytes, offset, frame, crc);
-  return bytes;
+  return encodeSegment(frames, crc);
 }
 
 /**

@@ -57,6 +57,15 @@ export function writeRecord(target: Uint8Array, offset: number, frame: Uint8Arra
   return end;
 }
 
+/** A whole segment holding `frames`, in order (a checkpoint file, or a log as an appender leaves it). */
+export function encodeSegment(frames: readonly Uint8Array[], crc: Crc32): Uint8Array {
+  const bytes = new Uint8Array(SEGMENT_HEADER_BYTES + frames.reduce((sum, frame) => sum + recordBytes(frame.length), 0));
+  bytes.set(SEGMENT_MAGIC);
+  let offset = SEGMENT_HEADER_BYTES;
+  for (const frame of frames) offset = writeRecord(bytes, offset, frame, crc);
+  return bytes;
+}
+
 /** Where a record's frame lies in the segment. */
 export interface SegmentRecord {
   /** Offset of the record (its header) in the segment. */

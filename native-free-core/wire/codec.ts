@@ -216,6 +216,8 @@ export class WriteBatchView {
   private epochPosition = 0;
   private firstSeqPosition = 0;
   private checksumPosition = 0;
+  /** Start and length of each field the checksum skips (starts set per frame; no allocation per batch). */
+  private readonly excludedRanges = Int32Array.of(0, 4, 0, 8, 0, 4);
   /** The checksum the frame carries (see checksumMatches). */
   checksum = 0;
 
@@ -277,7 +279,10 @@ export class WriteBatchView {
     // checksum is read as zeros when checked, so it may share no byte with anything either.
     const frameTable = envelope.table;
     const payloadVectorBytes = payloadField === 0 ? 0 : 4 + this.payloadLength;
-    const excluded = [this.epochPosition, 4, this.firstSeqPosition, 8, this.checksumPosition, 4];
+    const excluded = this.excludedRanges;
+    excluded[0] = this.epochPosition;
+    excluded[2] = this.firstSeqPosition;
+    excluded[4] = this.checksumPosition;
     for (let field = 0; field < excluded.length; field += 2) {
       const start = excluded[field]!;
       const length = excluded[field + 1]!;

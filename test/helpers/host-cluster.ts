@@ -19,7 +19,7 @@ import { connect, type ConnectOptions, type RemoteClient } from '../../src/clien
 import { EtcdConfigurationStore, type HostTable, type StoredTable } from '../../src/master/etcd-store.js';
 import { tableSettled } from '../../src/bench/local-hosts.js';
 import { SERVE_NODE_FLAGS } from '../../src/host/node-flags.js';
-import { freePorts } from '../../src/bench/peers/servers.js';
+import { freePorts, type LocalServers } from '../../src/bench/peers/servers.js';
 import type { NetnsLab } from './netns-lab.js';
 import { clientTls, requestUrl, type HttpAnswer, type TestCa } from './test-ca.js';
 
@@ -43,6 +43,19 @@ export interface ClusterShape {
   zones?: string[];
   /** More environment for every host (test hooks). */
   env?: Record<string, string>;
+}
+
+/**
+ * What every hosts test does last: stops its hosts, then its lab, then the servers it started (by
+ * pid), whatever failed before (any may be undefined if the test's setup failed first).
+ */
+export async function closeHostTest(cluster: HostCluster | undefined, lab: NetnsLab | undefined, servers: LocalServers): Promise<void> {
+  try {
+    await cluster?.close();
+  } finally {
+    await lab?.close();
+    await servers.stop(1000);
+  }
 }
 
 export class HostCluster {
