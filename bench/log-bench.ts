@@ -48,7 +48,7 @@ function measure(durability: LogDurability, writesPerBatch: number, seconds: num
       const frame = encoder.finish();
       view.open(frame);
       view.stamp(1, seq + 1);
-      log.append(frame);
+      log.append(frame, seq + 1, view.count);
       seq += writesPerBatch;
       const before = performance.now();
       log.commit();

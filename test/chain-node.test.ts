@@ -194,6 +194,63 @@ describe('ChainNode guards', () => {
     }
   });
 
+  test('a whole chain restarted from its logs: each node keeps its log\'s newest batches in flight and resends what its successor lacks', () => {
+    for (let seed = 1; seed <= 20; seed++) {
+      const inflight = { bytesMax: 64 * 1024, batchesMax: 64 };
+      const harness = new ChainHarness({ replicas: 3, seed, inflightBytesMax: inflight.bytesMax, inflightBatchesMax: inflight.batchesMax });
+      const logs: Uint8Array[][] = harness.nodes.map(() => []);
+      harness.nodes.forEach((node, index) => {
+        const step = node.step.bind(node);
+        node.step = (source, frame) => {
+          const result = step(source, frame);
+          // The stamped bytes (the head stamps the client's frame in place).
+          if (source === 'upstream' && result.status === 'applied') logs[index]!.push(frame.slice());
+          return result;
+        };
+      });
+      let submitted = 0;
+      for (let round = 0; round < 12; round++) {
+        const count = 1 + ((seed + round * 5) % 11);
+        harness.submit(count);
+        submitted += count;
+        for (let steps = Math.floor(harness.random() * 12); steps > 0 && harness.step(); steps--);
+      }
+      // Every process dies at once; what was between nodes is lost. Each restarts from its log.
+      const before = harness.nodes.map((node) => node.appliedSeq);
+      for (const queue of [harness.batchQueues[1]!, harness.batchQueues[2]!, ...harness.ackQueues]) queue.length = 0;
+      const roles = ['head', 'middle', 'tail'] as const;
+      harness.nodes.forEach((crashed, index) => {
+        const store = new Store();
+        const recovered = replaySegments(segmentsOf(logs[index]!), store, { crc: crc32, frameBytesMax: 1 << 20, limits: FORMAT_RECORD_LIMITS, afterSeq: 0, keepRecent: inflight });
+        assert.equal(recovered.appliedSeq, before[index]);
+        assert.equal(recovered.recent.length > 0, recovered.appliedSeq > 0, 'the newest batches are kept');
+        harness.nodes[index] = new ChainNode({
+          id: crashed.id,
+          epoch: 2,
+          role: roles[index]!,
+          store,
+          inflightBytesMax: inflight.bytesMax,
+          inflightBatchesMax: inflight.batchesMax,
+          readReplyPayloadBytesMax: 64 * 1024,
+          readReplyResultsMax: 64,
+          recovered: { ...recovered, inflight: recovered.recent },
+        });
+      });
+      assert.ok(harness.head.committedSeq <= before[2]!, `seed ${seed}: the head holds in flight everything after what the tail has`);
+      harness.settle();
+      const headSeq = harness.head.appliedSeq;
+      assert.ok(headSeq >= before[0]!, 'the head keeps what its log held');
+      assert.deepEqual(harness.nodes.map((node) => node.appliedSeq), [headSeq, headSeq, headSeq], `seed ${seed}: the others caught up with the head`);
+      for (let round = 0; round < 4; round++) {
+        harness.submit(3);
+        submitted += 3;
+      }
+      harness.settle();
+      for (const node of harness.nodes) assert.equal(node.store.digest(), harness.head.store.digest(), `seed ${seed}: node ${node.id} holds what the head does`);
+      assert.equal(harness.clientAcks.at(-1)!.committedClientSeq, submitted, 'the client hears of every write');
+    }
+  });
+
   test('a middle drops batches from another epoch, ignores duplicates and rejects gaps', () => {
     const messages: string[] = [];
     const middle = new ChainNode({

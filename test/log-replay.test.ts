@@ -79,6 +79,31 @@ test("a snapshot's prefix is skipped: snapshot plus the rest of the log is the w
   assert.equal(store.digest(), harness.tail.store.digest());
 });
 
+test('keepRecent keeps the newest contiguous batches within its budget, ending at the applied seq', () => {
+  const { logs } = appliedBatches(4);
+  const frames = logs[0]!;
+  const view = new WriteBatchView();
+  for (const budget of [{ bytesMax: 1 << 20, batchesMax: 5 }, { bytesMax: 600, batchesMax: 1000 }, { bytesMax: 1 << 30, batchesMax: 1 << 20 }]) {
+    const result = replaySegments(segmentsOf(frames, 7), new Store(), { ...OPTIONS, afterSeq: 0, keepRecent: budget });
+    assert.ok(result.recent.length >= 1 && result.recent.length <= budget.batchesMax);
+    assert.ok(result.recent.reduce((sum, frame) => sum + frame.length, 0) <= budget.bytesMax || result.recent.length === 0);
+    let next = -1;
+    for (const frame of result.recent) {
+      assert.equal(view.open(frame), null);
+      if (next >= 0) assert.equal(view.firstSeq, next, 'contiguous');
+      next = view.firstSeq + view.count;
+    }
+    assert.equal(next - 1, result.appliedSeq, 'ending at the applied seq');
+    assert.deepEqual([...result.recent.at(-1)!], [...frames.at(-1)!], 'the newest is the last logged');
+  }
+  assert.equal(replaySegments(segmentsOf(frames, 7), new Store(), { ...OPTIONS, afterSeq: 0 }).recent.length, 0, 'none unless asked');
+  // A log that ends at its snapshot (a joiner's, before its first batch) has none to keep.
+  const store = new Store();
+  const snapshot = replaySegments(segmentsOf(frames, 8), store, { ...OPTIONS, afterSeq: 0 });
+  const after = replaySegments([], store, { ...OPTIONS, afterSeq: snapshot.appliedSeq, keepRecent: { bytesMax: 1 << 20, batchesMax: 8 } });
+  assert.deepEqual(after.recent, []);
+});
+
 test('a torn end of the last segment is dropped; anywhere else the replay stops and names the place', () => {
   const { harness, logs } = appliedBatches(4);
   const frames = logs[1]!;

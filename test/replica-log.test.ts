@@ -20,6 +20,13 @@ import { FORMAT_RECORD_LIMITS, WriteBatchView } from '../native-free-core/wire/c
 import { ReplicaLog, type ReplicaLogOptions } from '../workers/replica-log.js';
 import { ChainHarness } from './helpers/chain-harness.js';
 
+/** Appends a stamped batch as a replica does, with the seq range it checked. */
+function appendTo(log: ReplicaLog, frame: Uint8Array): void {
+  const view = new WriteBatchView();
+  assert.equal(view.open(frame), null);
+  log.append(frame, view.firstSeq, view.count);
+}
+
 function optionsIn(directory: string, overrides: Partial<ReplicaLogOptions> = {}): ReplicaLogOptions {
   return { directory, durability: 'fsync', segmentBytesMax: 8 * 1024, frameBytesMax: 4 * 1024, limits: FORMAT_RECORD_LIMITS, syncIntervalMs: 100, ...overrides };
 }
@@ -54,7 +61,7 @@ test('committed batches read back after a reopen, across segment files', withDir
   const { frames, harness } = tailBatches(1);
   const { log } = ReplicaLog.open(optionsIn(directory), new Store());
   frames.forEach((frame, index) => {
-    log.append(frame);
+    appendTo(log, frame);
     if (index % 4 === 3) log.commit();
   });
   log.close();
@@ -71,7 +78,7 @@ test('a torn end is truncated and appending goes on after it', withDirectory((di
   const { frames, harness } = tailBatches(2);
   const half = Math.floor(frames.length / 2);
   const { log } = ReplicaLog.open(optionsIn(directory, { segmentBytesMax: 1 << 20 }), new Store());
-  for (const frame of frames.slice(0, half)) log.append(frame);
+  for (const frame of frames.slice(0, half)) appendTo(log, frame);
   log.close();
   const [segment] = readdirSync(directory);
   const path = join(directory, segment!);
@@ -79,7 +86,7 @@ test('a torn end is truncated and appending goes on after it', withDirectory((di
   const { log: reopened, recovered } = ReplicaLog.open(optionsIn(directory, { segmentBytesMax: 1 << 20 }), new Store());
   assert.notEqual(recovered.tornAt, null);
   // The last batch is gone; the writer (a replica catching up) appends it and the rest again.
-  for (const frame of frames.slice(half - 1)) reopened.append(frame);
+  for (const frame of frames.slice(half - 1)) appendTo(reopened, frame);
   reopened.close();
   const store = new Store();
   const { log: last, recovered: again } = ReplicaLog.open(optionsIn(directory, { segmentBytesMax: 1 << 20 }), store);
@@ -92,7 +99,7 @@ test('a torn end is truncated and appending goes on after it', withDirectory((di
 test('damage before the end refuses to open, naming the file and the offset', withDirectory((directory) => {
   const { frames } = tailBatches(3);
   const { log } = ReplicaLog.open(optionsIn(directory, { segmentBytesMax: 1 << 20 }), new Store());
-  for (const frame of frames) log.append(frame);
+  for (const frame of frames) appendTo(log, frame);
   log.close();
   const [segment] = readdirSync(directory);
   const path = join(directory, segment!);
@@ -145,7 +152,7 @@ test('a checkpoint plus the log after it is the whole store, and the segments it
   let checkpointSeq = 0;
   const half = Math.floor(frames.length * 0.7);
   frames.forEach((frame, index) => {
-    log.append(frame);
+    appendTo(log, frame);
     assert.equal(view.open(frame), null);
     applyBatch(live, view);
     appliedSeq = view.firstSeq + view.count - 1;

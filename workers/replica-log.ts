@@ -1,6 +1,5 @@
 /**
- * A replica's log on disk (issue 13's durable log; the engine does not use it yet): the batches it
- * applied, in segment files of native-free-core/log/segment.ts, written by the replica's own worker
+ * A replica's log on disk (`durability: 'async' | 'fsync'`): the batches it applied, in segment files of native-free-core/log/segment.ts, written by the replica's own worker
  * thread with synchronous calls (the thread blocks on its rings anyway).
  *
  * Group commit: append() stages each applied batch; commit(), once per pass over the rings and
@@ -27,7 +26,8 @@ import { encodeCheckpoint, loadCheckpoint } from '../native-free-core/log/checkp
 import { replaySegments, type ReplayResult, type SegmentBytes } from '../native-free-core/log/replay.js';
 import { recordBytes, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, writeRecord } from '../native-free-core/log/segment.js';
 import type { Store } from '../native-free-core/store.js';
-import { WriteBatchView, type RecordLimits } from '../native-free-core/wire/codec.js';
+import type { RecordLimits } from '../native-free-core/wire/codec.js';
+import { assert } from '../native-free-core/assert.js';
 import { nativeCrc32 } from './native-crc32.js';
 
 export type LogDurability = 'async' | 'fsync';
@@ -44,6 +44,8 @@ export interface ReplicaLogOptions {
   syncIntervalMs: number;
   /** Monotonic milliseconds (tests pass their own). */
   now?: () => number;
+  /** Keep the newest batches that fit this budget in `recovered.recent` (see log/replay.ts). */
+  keepRecent?: { bytesMax: number; batchesMax: number };
 }
 
 const SEGMENT_SUFFIX = '.log';
@@ -65,8 +67,8 @@ export class ReplicaLog {
   /** Records staged since the last commit, and where the next one goes. */
   private readonly staged: Uint8Array;
   private stagedBytes = 0;
-  private readonly view: WriteBatchView;
   private lastSyncAt: number;
+  private bytesAtCheckpoint = 0;
   private unsynced = false;
   private readonly now: () => number;
   /** The last sequence number appended (staged or written), and the last one on disk for sure. */
@@ -84,7 +86,6 @@ export class ReplicaLog {
     this.now = options.now ?? (() => performance.now());
     this.lastSyncAt = this.now();
     this.staged = new Uint8Array(recordBytes(options.frameBytesMax) * 2);
-    this.view = new WriteBatchView(options.limits);
     this.appendedSeq = this.writtenSeq = this.syncedSeq = recovered.appliedSeq;
   }
 
@@ -114,7 +115,13 @@ export class ReplicaLog {
     const segments: SegmentBytes[] = files
       .filter((name) => name.endsWith(SEGMENT_SUFFIX))
       .map((name) => ({ name: join(options.directory, name), bytes: readFileSync(join(options.directory, name)) }));
-    const replayed = replaySegments(segments, store, { crc: nativeCrc32, frameBytesMax: options.frameBytesMax, limits: options.limits, afterSeq: checkpointSeq });
+    const replayed = replaySegments(segments, store, {
+      crc: nativeCrc32,
+      frameBytesMax: options.frameBytesMax,
+      limits: options.limits,
+      afterSeq: checkpointSeq,
+      ...(options.keepRecent === undefined ? {} : { keepRecent: options.keepRecent }),
+    });
     for (const [client, mark] of checkpointMarks) if (mark > (replayed.clientHighWater.get(client) ?? 0)) replayed.clientHighWater.set(client, mark);
     const recovered: Recovered = { ...replayed, checkpointSeq };
     if (recovered.corrupt !== null) {
@@ -140,29 +147,36 @@ export class ReplicaLog {
     return { log, recovered };
   }
 
-  /** Stages one applied batch (its stamped bytes); commit() makes it durable. */
-  append(frame: Uint8Array): void {
-    const problem = this.view.open(frame);
-    if (problem !== null) throw new DabbaError(ErrorCode.malformedFrame, `only batches are logged: ${problem}`);
-    const lastSeq = this.view.firstSeq + this.view.count - 1;
-    if (this.view.firstSeq !== this.appendedSeq + 1) {
-      throw new DabbaError(ErrorCode.sequenceGap, `batch ${this.view.firstSeq}..${lastSeq} does not follow ${this.appendedSeq} in the log`);
-    }
+  /**
+   * Stages one applied batch: its stamped bytes, which hold seq `firstSeq` .. `firstSeq + count - 1`
+   * (the replica checked them before applying). commit() makes it durable.
+   */
+  append(frame: Uint8Array, firstSeq: number, count: number): void {
+    const lastSeq = firstSeq + count - 1;
+    assert(firstSeq === this.appendedSeq + 1, `ReplicaLog: batch ${firstSeq}..${lastSeq} does not follow ${this.appendedSeq} in the log`);
+    assert(frame.length <= this.options.frameBytesMax, `ReplicaLog: a batch of ${frame.length} bytes is larger than frameBytesMax`);
     const bytes = recordBytes(frame.length);
     if (this.stagedBytes + bytes > this.staged.length) this.write();
     if (this.fd < 0 || this.segmentBytes + this.stagedBytes + bytes > this.options.segmentBytesMax) {
       this.write();
-      this.startSegment(this.view.firstSeq);
+      this.startSegment(firstSeq);
     }
     this.stagedBytes = writeRecord(this.staged, this.stagedBytes, frame, nativeCrc32);
     this.appendedSeq = lastSeq;
   }
 
+  /** Bytes appended since the last checkpoint (or since the log was opened). */
+  get bytesSinceCheckpoint(): number {
+    return this.bytesWritten + this.stagedBytes - this.bytesAtCheckpoint;
+  }
+
   /**
    * Writes a checkpoint of `source`, the replica's store at the end of this log (appliedSeq equal
-   * to what was appended), then deletes the older checkpoints and every segment it covers.
+   * to what was appended), then deletes the older checkpoints and every segment it covers, keeping
+   * those that hold any batch after `keepAfterSeq` (a replica keeps what it may have to resend: its
+   * batches not yet acknowledged, see log/replay.ts's keepRecent).
    */
-  checkpoint(source: SnapshotSource, snapshotFrameBytesMax: number): void {
+  checkpoint(source: SnapshotSource, snapshotFrameBytesMax: number, keepAfterSeq = source.appliedSeq): void {
     if (source.appliedSeq !== this.appendedSeq) {
       throw new DabbaError(ErrorCode.outOfRange, `a checkpoint at seq ${source.appliedSeq} of a log that ends at ${this.appendedSeq}`);
     }
@@ -186,10 +200,11 @@ export class ReplicaLog {
     for (const name of files) if (name.endsWith(CHECKPOINT_SUFFIX) && join(directory, name) !== final) rmSync(join(directory, name));
     const segments = files.filter((name) => name.endsWith(SEGMENT_SUFFIX));
     for (let index = 0; index + 1 < segments.length; index++) {
-      if (Number(segments[index + 1]!.slice(0, 20)) <= source.appliedSeq + 1) rmSync(join(directory, segments[index]!));
+      if (Number(segments[index + 1]!.slice(0, 20)) <= Math.min(keepAfterSeq, source.appliedSeq) + 1) rmSync(join(directory, segments[index]!));
     }
     syncDirectory(directory);
     this.checkpoints++;
+    this.bytesAtCheckpoint = this.bytesWritten;
   }
 
   /** Writes what is staged; in `fsync` mode syncs it, in `async` mode syncs if the interval passed. */
@@ -197,6 +212,23 @@ export class ReplicaLog {
     this.write();
     if (!this.unsynced) return;
     if (this.options.durability === 'fsync' || this.now() - this.lastSyncAt >= this.options.syncIntervalMs) this.sync();
+  }
+
+  /** `async` mode: syncs what was written if it has waited syncIntervalMs (call when idle). */
+  syncIfDue(): void {
+    if (this.unsynced && this.now() - this.lastSyncAt >= this.options.syncIntervalMs) this.sync();
+  }
+
+  /** How long until written data is due for a sync, in ms; Infinity if none waits. */
+  msUntilSyncDue(): number {
+    return this.unsynced ? Math.max(0, this.lastSyncAt + this.options.syncIntervalMs - this.now()) : Number.POSITIVE_INFINITY;
+  }
+
+  /** A crash: let the file go without writing what is staged (the tests' and crashReplica's power cut). */
+  abandon(): void {
+    if (this.fd >= 0) closeSync(this.fd);
+    this.fd = -1;
+    this.stagedBytes = 0;
   }
 
   close(): void {

@@ -84,7 +84,19 @@ export interface ChainNodeOptions {
    * `appliedSeq` and these are its clients' high-water marks. It tells its predecessor with a Hello
    * how far it got, and the predecessor resends only what comes after (from its in-flight list).
    */
-  recovered?: { appliedSeq: number; clientHighWater: ReadonlyMap<number, number> };
+  recovered?: RecoveredState;
+}
+
+/** What a member restarted from its own log starts with (see ChainNodeOptions.recovered). */
+export interface RecoveredState {
+  appliedSeq: number;
+  clientHighWater: ReadonlyMap<number, number>;
+  /**
+   * The newest batches of its log, oldest first, ending at appliedSeq: a node with a successor
+   * keeps them in flight (those that fit), as if not yet acknowledged, so a successor that stopped
+   * with less is sent what it lacks. A tail ignores them.
+   */
+  inflight?: readonly Uint8Array[];
 }
 
 /** Outcome of offering a frame to the node. Expected conditions, never exceptions. */
@@ -227,12 +239,13 @@ export class ChainNode {
   }
 
   /** Starts from a recovered state instead of an empty one (see ChainNodeOptions.recovered). */
-  private resume(recovered: { appliedSeq: number; clientHighWater: ReadonlyMap<number, number> }): void {
+  private resume(recovered: RecoveredState): void {
     assert(this.roleValue !== 'joining', 'a joining replica starts from a snapshot, not from a log');
     assert(Number.isSafeInteger(recovered.appliedSeq) && recovered.appliedSeq >= 0, 'recovered: appliedSeq must be a safe integer');
     this.appliedSeqValue = recovered.appliedSeq;
     for (const [clientId, clientSeq] of recovered.clientHighWater) this.clientHighWater.set(clientId, clientSeq);
     this.inflight.resetAfter(recovered.appliedSeq);
+    if (this.forwardsDownstream && recovered.inflight !== undefined) this.preloadInflight(recovered.inflight, recovered.appliedSeq);
     if (this.isTail) {
       // The end of the line commits what it holds. Its old clients are not told again: their
       // sessions ended with the process that held them (a client acked twice would be refused).
@@ -241,6 +254,42 @@ export class ChainNode {
       this.ackPending = true;
     }
     this.helloPending = !this.isHead;
+    // Its successor restarted too: nothing goes to it before it says what it has.
+    this.awaitingSuccessorHello = this.forwardsDownstream;
+  }
+
+  /**
+   * Puts the newest of `batches` (logged, so checked on recovery) that fit into the empty in-flight
+   * list, ending at `appliedSeq`, stamped with this node's epoch: what is in it counts as not yet
+   * acknowledged, and a Hello from a successor that has less rewinds into it.
+   */
+  private preloadInflight(batches: readonly Uint8Array[], appliedSeq: number): void {
+    const view = this.batchView;
+    let start = batches.length;
+    let bytes = 0;
+    // Newest first, while they fit: a new node's list fills its arena from offset 0, each batch
+    // 8-byte aligned, so aligned lengths that add up to bytesMax fit.
+    while (start > 0 && batches.length - start < this.inflight.batchesMax) {
+      const aligned = Math.ceil(batches[start - 1]!.length / 8) * 8;
+      if (bytes + aligned > this.inflight.bytesMax) break;
+      bytes += aligned;
+      start--;
+    }
+    let firstSeq = -1;
+    for (let index = start; index < batches.length; index++) {
+      const bytesOf = batches[index]!;
+      assert(view.open(bytesOf) === null, 'recovered: a logged batch is well-formed');
+      if (firstSeq < 0) {
+        firstSeq = view.firstSeq;
+        this.inflight.resetAfter(firstSeq - 1);
+      }
+      this.inflight.append(bytesOf, view.firstSeq, view.count, view.clientId, view.firstClientSeq + view.count - 1);
+    }
+    assert(this.inflight.batchCount === 0 || this.inflight.lastSeq === appliedSeq, 'recovered: the logged batches end at appliedSeq');
+    // As if sent before the restart and not yet acknowledged: the successor's Hello says what it has.
+    if (this.inflight.batchCount > 0) this.inflight.markForwardedThrough(appliedSeq);
+    this.committedSeqValue = this.inflight.firstSeq - 1;
+    this.restampInflight();
   }
 
   get role(): Role {

@@ -29,6 +29,11 @@ export interface ReplayOptions {
   limits: RecordLimits;
   /** The sequence number the store already holds (a snapshot's), 0 for an empty store. */
   afterSeq: number;
+  /**
+   * Keep the newest batches that end the log, at most this many bytes and batches (`recent`): a
+   * restarted replica resends them to a successor that has less (its in-flight list's share).
+   */
+  keepRecent?: { bytesMax: number; batchesMax: number };
 }
 
 export interface ReplayResult {
@@ -41,11 +46,17 @@ export interface ReplayResult {
   tornAt: { segment: number; offset: number; reason: string } | null;
   /** Damage that must stop the replica from starting; null if none. */
   corrupt: { name: string; offset: number; reason: string } | null;
+  /**
+   * The newest batches, oldest first, contiguous and ending at appliedSeq (views of the segments'
+   * bytes), within `keepRecent`; empty if not asked for or if the log's end is a snapshot's.
+   */
+  recent: Uint8Array[];
 }
 
 export function replaySegments(segments: readonly SegmentBytes[], store: Store, options: ReplayOptions): ReplayResult {
   const view = new WriteBatchView(options.limits);
-  const result: ReplayResult = { appliedSeq: options.afterSeq, batchesApplied: 0, clientHighWater: new Map(), tornAt: null, corrupt: null };
+  const result: ReplayResult = { appliedSeq: options.afterSeq, batchesApplied: 0, clientHighWater: new Map(), tornAt: null, corrupt: null, recent: [] };
+  const recent = new RecentBatches(options.keepRecent ?? { bytesMax: 0, batchesMax: 0 });
   for (let index = 0; index < segments.length; index++) {
     const { name, bytes } = segments[index]!;
     const scan = scanSegment(bytes, options.crc, options.frameBytesMax);
@@ -59,6 +70,7 @@ export function replaySegments(segments: readonly SegmentBytes[], store: Store, 
       const lastSeq = view.firstSeq + view.count - 1;
       const lastClientSeq = view.firstClientSeq + view.count - 1;
       if (lastClientSeq > (result.clientHighWater.get(view.clientId) ?? 0)) result.clientHighWater.set(view.clientId, lastClientSeq);
+      recent.add(frame, view.firstSeq, lastSeq);
       if (lastSeq <= result.appliedSeq) continue; // in the snapshot already
       applyBatch(store, view);
       result.appliedSeq = lastSeq;
@@ -74,7 +86,36 @@ export function replaySegments(segments: readonly SegmentBytes[], store: Store, 
       }
     }
   }
+  result.recent = recent.endingAt(result.appliedSeq);
   return result;
+}
+
+/** A window over the newest contiguous batches seen, within a byte and a batch budget. */
+class RecentBatches {
+  private frames: Uint8Array[] = [];
+  private bytes = 0;
+  private lastSeq = -1;
+
+  constructor(private readonly budget: { bytesMax: number; batchesMax: number }) {}
+
+  add(frame: Uint8Array, firstSeq: number, lastSeq: number): void {
+    if (this.budget.batchesMax === 0) return;
+    // Batches the snapshot covers may overlap or precede others: the window holds one run.
+    if (firstSeq !== this.lastSeq + 1) {
+      this.frames = [];
+      this.bytes = 0;
+    }
+    this.frames.push(frame);
+    this.bytes += frame.length;
+    this.lastSeq = lastSeq;
+    let drop = 0;
+    while (this.frames.length - drop > this.budget.batchesMax || this.bytes > this.budget.bytesMax) this.bytes -= this.frames[drop++]!.length;
+    if (drop > 0) this.frames = this.frames.slice(drop);
+  }
+
+  endingAt(seq: number): Uint8Array[] {
+    return this.lastSeq === seq ? this.frames : [];
+  }
 }
 
 /**

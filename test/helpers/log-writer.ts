@@ -27,7 +27,7 @@ for (let batch = 0; ; batch++) {
   const frame = encoder.finish().slice();
   if (view.open(frame) !== null) throw new Error('malformed');
   view.stamp(1, seq + 1);
-  log.append(frame);
+  log.append(frame, seq + 1, view.count);
   seq += count;
   if (batch % 3 === 2) {
     log.commit();
