@@ -26,6 +26,8 @@
  *                            >= valueBytesMax                  (any value fits one read reply)
  *   snapshotFrameBytesMax    = max(256 KiB, one frame holding one largest entry)
  *                            <= ringRecordBytesMax              (any entry fits one snapshot frame)
+ *   segmentBytesMax          = max(64 MiB, a segment holding one record of writeFrameBytesMax)
+ *                                                               (a replica's log: any batch fits a segment)
  *
  * A value that passed put() or a socket is at most valueBytesMax, so a store only ever holds
  * entries that a read reply and a snapshot frame can carry: the reply encoder's and the snapshot
@@ -33,6 +35,7 @@
  */
 import { assert } from './assert.js';
 import { snapshotFrameBytesFor } from './chain/snapshot.js';
+import { recordBytes, SEGMENT_HEADER_BYTES } from './log/segment.js';
 import { RING_RECORD_ALIGNMENT_BYTES } from './ring.js';
 import { CHAIN_TAG_BYTES } from './wire/chain-tag.js';
 import { FRAME_OVERHEAD_BYTES, KEY_BYTES_LIMIT, READ_RECORD_BYTES, READ_RESULT_BYTES, writeBatchFrameBytesMax } from './wire/codec.js';
@@ -69,12 +72,15 @@ export interface Limits extends LimitSettings {
   readReplyPayloadBytesMax: number;
   /** Largest Snapshot frame a tail cuts for a joiner. */
   snapshotFrameBytesMax: number;
+  /** Largest file of a replica's log (workers/replica-log.ts starts a new one before it would pass it). */
+  segmentBytesMax: number;
 }
 
 /** An Ack or Hello is about 64 bytes; anything much larger is padding nobody sends. */
 export const CONTROL_FRAME_BYTES_MAX = 1024;
 /** Snapshot frames aim at this size, so cutting one never holds up the batches a tail applies. */
 const SNAPSHOT_FRAME_BYTES_TARGET = 256 * 1024;
+const SEGMENT_BYTES_TARGET = 64 * 1024 * 1024;
 const READ_BATCH_READS_LIMIT = 1024;
 const READ_REPLY_PAYLOAD_BYTES_LIMIT = 4 * 1024 * 1024;
 /** A read reply's status byte per result, beside its ReadResult struct. */
@@ -130,6 +136,7 @@ export function deriveLimits(settings: LimitSettings): Limits | string {
     readReplyResultsMax,
     readReplyPayloadBytesMax,
     snapshotFrameBytesMax: Math.min(ringRecordBytesMax, Math.max(SNAPSHOT_FRAME_BYTES_TARGET, largestEntryFrameBytes)),
+    segmentBytesMax: Math.max(SEGMENT_BYTES_TARGET, SEGMENT_HEADER_BYTES + recordBytes(writeFrameBytesMax)),
   };
   checkLimits(limits);
   return limits;
@@ -143,6 +150,7 @@ export function checkLimits(limits: Limits): void {
   assert(limits.keyBytesMax + limits.valueBytesMax <= limits.batchBytesMax, 'limits: one write must fit one batch');
   assert(limits.writeFrameBytesMax <= limits.ringRecordBytesMax, 'limits: a full batch must fit a ring record');
   assert(limits.writeFrameBytesMax <= limits.inflightBytesMax, 'limits: a full batch must fit the in-flight log');
+  assert(SEGMENT_HEADER_BYTES + recordBytes(limits.writeFrameBytesMax) <= limits.segmentBytesMax, 'limits: a full batch must fit a log segment');
   assert(limits.valueBytesMax <= limits.readReplyPayloadBytesMax, 'limits: any value must fit one read reply');
   assert(
     readReplyFrameBytesMax(limits) <= limits.ringRecordBytesMax,

@@ -9,6 +9,7 @@ import { assert } from '../native-free-core/assert.js';
 import type { DabbaError } from '../native-free-core/errors.js';
 import type { SpscRing } from '../native-free-core/ring.js';
 import { chainTagAt, taggedFrame } from '../native-free-core/wire/chain-tag.js';
+import { AckView } from '../native-free-core/wire/codec.js';
 import { Doorbell } from '../workers/doorbell.js';
 import type { ResolvedOptions } from './options.js';
 import { TaggedRingSink } from './record-sink.js';
@@ -38,6 +39,8 @@ export interface ChainClientsOptions {
   epochOf(chain: number): number;
   /** Why every call is refused now (closed), or null. */
   refusal(): DabbaError | null;
+  /** Chain c's client has id clientIdBase + c + 1 (a durable runtime's generation sets it: src/data-dir.ts). */
+  clientIdBase: number;
 }
 
 export class ChainClients {
@@ -48,6 +51,12 @@ export class ChainClients {
   private readonly producers = new Map<SpscRing, Doorbell>();
   /** The chains a drain of one ring touched (reused: no allocation per drain). */
   private readonly touched: ChainClient[] = [];
+  private readonly ackView = new AckView();
+  /**
+   * Acks for the clients of an earlier process on the same data directory, dropped: a chain
+   * restarted from its logs resends their last writes to replicas that lack them (src/data-dir.ts).
+   */
+  earlierProcessAcks = 0;
 
   constructor(
     private readonly settings: ChainClientsOptions,
@@ -59,7 +68,7 @@ export class ChainClients {
       const session = new ClientSession(
         settings.options,
         {
-          clientId: chain + 1,
+          clientId: settings.clientIdBase + chain + 1,
           head: this.headSink(chain, headNode),
           headDoorbell: new Doorbell(settings.doorbellOf(headNode)),
           tail: this.readSink(chain, tailNode),
@@ -115,13 +124,23 @@ export class ChainClients {
     }
   }
 
+  /** Whether a client ack is for a client id of an earlier generation of the data directory. */
+  private isForEarlierProcess(frame: Uint8Array): boolean {
+    return this.settings.clientIdBase > 0 && this.ackView.open(frame) === null && this.ackView.clientId <= this.settings.clientIdBase;
+  }
+
   /** Cumulative client acks from a tail node, each for its chain's session. */
   private drainAcks(ring: SpscRing): void {
     if (!ring.claim()) return;
     const touched = this.touched;
     for (let offset = ring.next(); offset >= 0; offset = ring.next()) {
       const client = this.chains[chainTagAt(ring.bytes, offset)]!;
-      const outcome = client.session.writes.receiveAck(taggedFrame(ring.bytes, offset, ring.recordLength));
+      const frame = taggedFrame(ring.bytes, offset, ring.recordLength);
+      if (this.isForEarlierProcess(frame)) {
+        this.earlierProcessAcks++;
+        continue;
+      }
+      const outcome = client.session.writes.receiveAck(frame);
       // Our own nodes wrote it, for a client of ours: anything else is a bug in the engine.
       assert(typeof outcome === 'number', `client ack is malformed: ${outcome}`);
       if (touched.at(-1) !== client) touched.push(client);

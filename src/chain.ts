@@ -27,8 +27,9 @@ import type { InProcessDecision } from '../native-free-core/master/in-process-ma
 import { TableMaster } from '../native-free-core/master/table-master.js';
 import { SpscRing } from '../native-free-core/ring.js';
 import { Doorbell } from '../workers/doorbell.js';
-import type { NodeTask } from '../workers/replica-task.js';
+import type { NodeTask, ReplicaLogPlacement } from '../workers/replica-task.js';
 import { ChainClients, type ChainClient } from './chain-clients.js';
+import { DataDir } from './data-dir.js';
 import { closedError, NODES_MAX, resolveOptions, type ChainOptions, type ResolvedOptions } from './options.js';
 import type { VersionedValue } from './read-pipeline.js';
 import { replicaLimits, replicaWorkerFilename } from './replica-worker.js';
@@ -134,6 +135,8 @@ export class Chain extends SessionApi {
   private state: 'open' | 'closing' | 'closed' = 'open';
   private closePromise: Promise<void> | null = null;
   private readonly serviceDone: Promise<void>;
+  /** A durable runtime's data directory (null in memory). */
+  private readonly dataDir: DataDir | null;
 
   constructor(options: ChainOptions = {}) {
     super();
@@ -145,17 +148,26 @@ export class Chain extends SessionApi {
     this.clientDoorbellBuffer = Doorbell.allocate();
     this.clientDoorbell = new Doorbell(this.clientDoorbellBuffer);
 
-    const nodeIds = Array.from({ length: resolved.nodes }, (_, index) => index + 1);
-    this.nextNodeId = resolved.nodes + 1;
+    // Durable: the directory's lock, and the members the chains had, to restart them in that order.
+    this.dataDir = resolved.dataDir === null ? null : DataDir.open(resolved.dataDir, resolved.chains);
+    const recovered = this.dataDir?.recovered ?? null;
+    const nodeIds =
+      recovered === null ? Array.from({ length: resolved.nodes }, (_, index) => index + 1) : [...new Set(recovered.flat())].sort((a, b) => a - b);
+    this.nextNodeId = Math.max(...nodeIds) + 1;
     for (const id of nodeIds) this.doorbellBuffers.set(id, Doorbell.allocate());
     this.table = new TableMaster({
       chains: resolved.chains,
-      replicas: resolved.replicas,
+      replicas: recovered === null ? resolved.replicas : Math.max(...recovered.map((members) => members.length)),
       nodes: nodeIds.map(placementNode),
       suspectAfter: resolved.suspectAfterMs,
       now: performance.now(),
       joinsAtOnce: JOINS_AT_ONCE,
+      ...(recovered === null ? {} : { members: recovered.map((members) => members.map(String)) }),
     });
+    if (this.dataDir !== null) {
+      this.saveMembers();
+      this.dataDir.removeStrays(this.currentMembers());
+    }
 
     const ends = Array.from({ length: resolved.chains }, (_, chain) => {
       const { members } = this.table.configuration(chain);
@@ -169,6 +181,7 @@ export class Chain extends SessionApi {
         doorbellOf: (node) => this.doorbellBuffers.get(node)!,
         epochOf: (chain) => this.table.configuration(chain).epoch,
         refusal: () => (this.state !== 'open' ? closedError() : null),
+        clientIdBase: this.dataDir?.clientIdBase() ?? 0,
       },
       ends,
     );
@@ -190,7 +203,7 @@ export class Chain extends SessionApi {
       maxQueue: NODES_MAX + 1,
       name: 'default',
     });
-    for (const id of nodeIds) this.startNode(id);
+    for (const id of nodeIds) this.startNode(id, { recover: recovered !== null });
     this.links.prefaultNewRings = false;
     this.heartbeatTimer = setInterval(() => this.checkHeartbeats(), HEARTBEAT_CHECK_MS);
     this.heartbeatTimer.unref();
@@ -211,14 +224,21 @@ export class Chain extends SessionApi {
     return ring;
   }
 
-  /** Starts node `id` with the replicas the chains have on it now. */
-  private startNode(id: number): void {
+  /** Starts node `id` with the replicas the chains have on it now; `recover`: from their logs. */
+  private startNode(id: number, { recover }: { recover: boolean }): void {
     const replicas = [];
     for (let chain = 0; chain < this.table.chains; chain++) {
       const configuration = this.table.configuration(chain);
       const replicaId = this.table.replicaOn(chain, String(id));
       if (replicaId === null) continue;
-      replicas.push({ chain, id: replicaId, epoch: configuration.epoch, role: roleIn(configuration, replicaId) as Role, links: this.linksOf(configuration, replicaId) });
+      replicas.push({
+        chain,
+        id: replicaId,
+        epoch: configuration.epoch,
+        role: roleIn(configuration, replicaId) as Role,
+        links: this.linksOf(configuration, replicaId),
+        ...this.logPlacement(chain, id, { fresh: !recover }),
+      });
     }
     const node = new NodeHandle({
       pool: this.pool,
@@ -231,6 +251,21 @@ export class Chain extends SessionApi {
     });
     node.done.catch((error: unknown) => this.onNodeFailure(node, error));
     this.nodes.set(id, node);
+  }
+
+  /** Where a replica on `node` keeps its log, for a durable runtime. */
+  private logPlacement(chain: number, node: number, { fresh }: { fresh: boolean }): { log?: ReplicaLogPlacement } {
+    return this.dataDir === null ? {} : { log: { directory: this.dataDir.replicaDirectory(chain, node), fresh } };
+  }
+
+  /** Each chain's members now, by node, head first. */
+  private currentMembers(): number[][] {
+    return Array.from({ length: this.table.chains }, (_, chain) => this.table.configuration(chain).members.map(this.nodeOf));
+  }
+
+  /** Durable runtimes: the members, on disk before any replica acts on them (src/data-dir.ts). */
+  private saveMembers(): void {
+    this.dataDir?.saveMembers(this.currentMembers());
   }
 
   private linksOf(configuration: Configuration, replicaId: number) {
@@ -301,7 +336,7 @@ export class Chain extends SessionApi {
       this.join = { node: id, attempts: new Set(), resolve, reject };
     });
     this.table.addNode(placementNode(id));
-    this.startNode(id);
+    this.startNode(id, { recover: false });
     this.settle();
     return joined;
   }
@@ -431,6 +466,7 @@ export class Chain extends SessionApi {
       // loop, or thrown here), the threads are let go, so a failing process can exit.
       for (const node of this.nodes.values()) node.closePort();
       await this.pool.destroy();
+      this.dataDir?.release();
     }
   }
 
@@ -553,6 +589,7 @@ export class Chain extends SessionApi {
         epoch: configuration.epoch,
         role: 'joining',
         links: this.linksOf(configuration, event.replicaId),
+        ...this.logPlacement(chain, this.nodeOf(event.replicaId), { fresh: true }),
       });
     }
     if (event.kind !== 'removed') {
@@ -630,6 +667,7 @@ export class Chain extends SessionApi {
     const configuration = event.configuration;
     const chain = client.chain;
     this.reconfigurations++;
+    this.saveMembers();
     // Drain what the old tail already published: it is committed, and its rings may be about to go.
     this.service();
     const tail = configuration.members.at(-1)!;

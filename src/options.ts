@@ -87,7 +87,26 @@ export interface ChainOptions {
    * part of ResolvedOptions, so the keys never travel to the replicas' threads.
    */
   sealing?: SealingOptions;
+  /**
+   * A directory for the replicas' logs (made if missing). With it the chains are durable (see
+   * `durability`), and a later createChain() with the same directory recovers every acknowledged
+   * write. One process at a time may use it.
+   */
+  dataDir?: string;
+  /**
+   * What an acknowledged write survives: 'memory' (default without dataDir) nothing beyond the
+   * process; 'async' a crash of the process (each replica writes its batches to its log before it
+   * forwards them, and fdatasyncs every syncIntervalMs); 'fsync' (default with dataDir) a crash of
+   * the machine too (each replica fdatasyncs before it forwards or acknowledges: a write is
+   * acknowledged once every replica has it on disk).
+   */
+  durability?: Durability;
+  /** 'async' mode: the longest written data waits for an fdatasync, in ms (default 100). */
+  syncIntervalMs?: number;
 }
+
+export type Durability = 'memory' | 'async' | 'fsync';
+const DURABILITIES: readonly Durability[] = ['memory', 'async', 'fsync'];
 
 /** The options with defaults filled in, and every size limit derived from them (see Limits). */
 export interface ResolvedOptions extends Limits {
@@ -103,6 +122,10 @@ export interface ResolvedOptions extends Limits {
   closeTimeoutMs: number;
   suspectAfterMs: number;
   workerExecArgv: string[] | undefined;
+  /** Where the replicas' logs are, or null in memory. */
+  dataDir: string | null;
+  durability: Durability;
+  syncIntervalMs: number;
 }
 
 const MiB = 1024 * 1024;
@@ -184,7 +207,24 @@ export function resolveOptions(options: ChainOptions = {}): ResolvedOptions {
     closeTimeoutMs,
     suspectAfterMs,
     workerExecArgv: stringList(options.workerExecArgv, 'workerExecArgv'),
+    ...durabilityOf(options),
   };
+}
+
+/** dataDir, durability and syncIntervalMs, checked against each other. */
+function durabilityOf(options: ChainOptions): { dataDir: string | null; durability: Durability; syncIntervalMs: number } {
+  const { dataDir } = options;
+  if (dataDir !== undefined && (typeof dataDir !== 'string' || dataDir.length === 0)) {
+    throw Object.assign(new TypeError(`dataDir must be a non-empty string, got ${describe(dataDir)}`), { code: ErrorCode.invalidArgument });
+  }
+  const durability = options.durability ?? (dataDir === undefined ? 'memory' : 'fsync');
+  if (!DURABILITIES.includes(durability)) {
+    throw Object.assign(new TypeError(`durability must be one of ${DURABILITIES.join(', ')}, got ${describe(durability)}`), { code: ErrorCode.invalidArgument });
+  }
+  if (durability === 'memory' && dataDir !== undefined) throw rangeError(`durability 'memory' keeps nothing on disk: leave dataDir out, or ask for 'async' or 'fsync'`);
+  if (durability !== 'memory' && dataDir === undefined) throw rangeError(`durability '${durability}' needs a dataDir to keep the logs in`);
+  const syncIntervalMs = integer(options.syncIntervalMs, 'syncIntervalMs', 100, 1, 60_000);
+  return { dataDir: dataDir ?? null, durability, syncIntervalMs };
 }
 
 function stringList(value: unknown, name: string): string[] | undefined {

@@ -11,6 +11,9 @@ export function replicaWorkerFilename(): string {
   return new URL(`../workers/node${extension}`, import.meta.url).href;
 }
 
+/** Log bytes after which a replica checkpoints its store, if its store is smaller (see workers/node.ts). */
+const CHECKPOINT_BYTES_MIN = 256 * 1024 * 1024;
+
 export function replicaLimits(resolved: ResolvedOptions): ReplicaLimits {
   // A node holds a replica of several chains: their in-flight logs share inflightBytesMax, each
   // keeping at least one full batch (every replica of a chain has the same limit, which the node
@@ -27,5 +30,15 @@ export function replicaLimits(resolved: ResolvedOptions): ReplicaLimits {
     snapshotFrameBytesMax: resolved.snapshotFrameBytesMax,
     keyBytesMax: resolved.keyBytesMax,
     valueBytesMax: resolved.valueBytesMax,
+    log:
+      resolved.durability === 'memory'
+        ? null
+        : {
+            durability: resolved.durability,
+            syncIntervalMs: resolved.syncIntervalMs,
+            segmentBytesMax: resolved.segmentBytesMax,
+            frameBytesMax: resolved.writeFrameBytesMax,
+            checkpointBytesMin: CHECKPOINT_BYTES_MIN,
+          },
   };
 }

@@ -19,9 +19,9 @@
  * replica's Ready. When nothing moved, the thread spins briefly and then sleeps on its doorbell.
  */
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { receiveMessageOnPort, threadId } from 'node:worker_threads';
-import { ChainNode, type Ready } from '../native-free-core/chain/node.js';
+import { ChainNode, type Ready, type RecoveredState } from '../native-free-core/chain/node.js';
 import { ErrorCode } from '../native-free-core/errors.js';
 import { SpscRing } from '../native-free-core/ring.js';
 import { Store } from '../native-free-core/store.js';
@@ -29,6 +29,7 @@ import { CHAIN_TAG_BYTES, chainTagAt, taggedFrame, tryWriteTagged } from '../nat
 import { AckEncoder, HelloEncoder } from '../native-free-core/wire/codec.js';
 import { Doorbell } from './doorbell.js';
 import { nativeCrc32 } from './native-crc32.js';
+import { ReplicaLog, type Recovered } from './replica-log.js';
 import {
   CONTROL_CRASH,
   CONTROL_FREEZE,
@@ -37,7 +38,9 @@ import {
   ReplicaStat,
   type ControlReply,
   type ControlRequest,
+  type LogSettings,
   type NodeTask,
+  type ReplicaLimits,
   type ReplicaLinks,
   type ReplicaSpec,
   type RingLink,
@@ -61,15 +64,31 @@ class Replica {
   downstreamDoorbell: Doorbell | null = null;
   clientDoorbell!: Doorbell;
 
+  /** Its log on disk, or null in memory; `logging` once it appends (a joiner: after its snapshot's checkpoint). */
+  readonly log: ReplicaLog | null = null;
+  logging = false;
+
   constructor(spec: ReplicaSpec, task: NodeTask) {
     this.chain = spec.chain;
     this.stats = new Float64Array(spec.stats);
     const { limits } = task;
+    const store = new Store({ hashKey: randomHashKey() });
+    let recovered: RecoveredState | undefined;
+    if (spec.log !== undefined && limits.log !== null) {
+      const opened = openReplicaLog(spec, limits, store);
+      this.log = opened.log;
+      this.logging = spec.role !== 'joining';
+      if (opened.recovered.appliedSeq > 0 && spec.role !== 'joining') {
+        recovered = { appliedSeq: opened.recovered.appliedSeq, clientHighWater: opened.recovered.clientHighWater, inflight: opened.recovered.recent };
+      }
+      this.stats[ReplicaStat.recoveredSeq] = opened.recovered.appliedSeq;
+    }
     this.node = new ChainNode({
       id: spec.id,
       epoch: spec.epoch,
       role: spec.role,
-      store: new Store({ hashKey: randomHashKey() }),
+      store,
+      ...(recovered === undefined ? {} : { recovered }),
       inflightBytesMax: limits.inflightBytesMax,
       inflightBatchesMax: limits.inflightBatchesMax,
       readReplyPayloadBytesMax: limits.readReplyPayloadBytesMax,
@@ -93,7 +112,57 @@ class Replica {
     stats[ReplicaStat.inflightBatches] = node.inflightBatches;
     stats[ReplicaStat.storeKeys] = node.store.size;
     stats[ReplicaStat.storeHeapBytes] = node.store.heapBytes;
+    const log = this.log;
+    if (log !== null) {
+      stats[ReplicaStat.logSyncs] = log.syncs;
+      stats[ReplicaStat.logBytesWritten] = log.bytesWritten;
+      stats[ReplicaStat.logCheckpoints] = log.checkpoints;
+      stats[ReplicaStat.logSyncedSeq] = log.syncedSeq;
+    }
   }
+
+  /**
+   * After a batch was applied: stage it in the log. A joiner's log starts with a checkpoint of the
+   * snapshot it loaded, before the first batch after it.
+   */
+  logApplied(frame: Uint8Array, firstSeq: number, count: number, snapshotFrameBytesMax: number): void {
+    const log = this.log!;
+    if (this.logging) {
+      if (count > 0) log.append(frame, firstSeq, count);
+      return;
+    }
+    if (!this.node.joinCaughtUp) return;
+    log.checkpoint(this.node.checkpointSource(), snapshotFrameBytesMax);
+    this.logging = true;
+  }
+
+  /** A checkpoint once the log since the last one outgrew the store (or checkpointBytesMin): disk use follows live data. */
+  checkpointIfDue(settings: LogSettings, snapshotFrameBytesMax: number): void {
+    const log = this.log!;
+    if (!this.logging || log.bytesSinceCheckpoint < Math.max(settings.checkpointBytesMin, this.node.store.heapBytes)) return;
+    // It keeps the segments of its unacknowledged batches: a successor may have to be sent them after a restart.
+    log.checkpoint(this.node.checkpointSource(), snapshotFrameBytesMax, this.node.committedSeq);
+  }
+}
+
+/** Opens (or, for a fresh replica, empties and opens) a replica's log, loading it into `store`. */
+function openReplicaLog(spec: ReplicaSpec, limits: ReplicaLimits, store: Store): { log: ReplicaLog; recovered: Recovered } {
+  const placement = spec.log!;
+  const settings = limits.log!;
+  if (placement.fresh || spec.role === 'joining') rmSync(placement.directory, { recursive: true, force: true });
+  return ReplicaLog.open(
+    {
+      directory: placement.directory,
+      durability: settings.durability,
+      segmentBytesMax: settings.segmentBytesMax,
+      frameBytesMax: settings.frameBytesMax,
+      limits: { keyBytesMax: limits.keyBytesMax, valueBytesMax: limits.valueBytesMax },
+      syncIntervalMs: settings.syncIntervalMs,
+      keepRecent: { bytesMax: limits.inflightBytesMax, batchesMax: limits.inflightBatchesMax },
+    },
+    store,
+    limits.snapshotFrameBytesMax,
+  );
 }
 
 type Source = 'upstream' | 'downstream' | 'client';
@@ -203,13 +272,26 @@ class NodeDriver {
       const moved = this.iterate();
       if (!moved && !this.stopped) {
         this.stats[NodeStat.sleeps]!++;
-        this.doorbell.waitBlocking(this.hasWork, spinIterations, sleepTimeoutMs);
+        this.doorbell.waitBlocking(this.hasWork, spinIterations, this.sleepMs(sleepTimeoutMs));
       }
     }
     // A clean stop sends the last acks: the client can then tell every write it was not
     // acknowledged is not committed (see Chain.close).
     for (const replica of this.replicas.values()) if (replica.node.hasReady()) this.performReady(replica);
+    for (const replica of this.replicas.values()) replica.log?.close();
     this.reply({ type: 'stopped', nodeId: this.task.nodeId });
+  }
+
+  /** How long to sleep at most: until the next log sync falls due (`async` mode), within sleepTimeoutMs. */
+  private sleepMs(sleepTimeoutMs: number): number {
+    let sleep = sleepTimeoutMs;
+    for (const replica of this.replicaList) if (replica.log !== null) sleep = Math.min(sleep, replica.log.msUntilSyncDue());
+    return Math.max(1, Math.ceil(sleep));
+  }
+
+  /** A crash: every log let go as it is, with nothing staged written (what a power cut leaves). */
+  abandonLogs(): void {
+    for (const replica of this.replicas.values()) replica.log?.abandon();
   }
 
   private computeHasWork(): boolean {
@@ -237,6 +319,10 @@ class NodeDriver {
     this.blockedLengths.length = 0;
     for (const replica of this.replicaList) {
       if (replica.node.hasReady()) moved = this.performReady(replica) || moved;
+      if (replica.log !== null) {
+        replica.log.syncIfDue();
+        replica.checkpointIfDue(this.task.limits.log!, this.task.limits.snapshotFrameBytesMax);
+      }
       // Only what changed: a node may hold many replicas, most idle in any one pass.
       if (!replica.touched) continue;
       replica.touched = false;
@@ -301,6 +387,11 @@ class NodeDriver {
         if (replica.node.forwardsDownstream && replica.node.isTail) replica.node.beginHandoff();
         break;
       case 'drop-replica':
+        // Its chain went on without it: its log is of no use to anyone.
+        if (replica.log !== null) {
+          replica.log.abandon();
+          rmSync(replica.log.directory, { recursive: true, force: true });
+        }
         this.replicas.delete(request.chain);
         this.replicaList = [...this.replicas.values()];
         this.recountRings();
@@ -367,11 +458,13 @@ class NodeDriver {
       this.crashIfAsked();
       // Batches, and a joiner's snapshot frames before them, on the same link.
       const result = this.step(replica, 'upstream', frame);
-      if (result === 'applied' && !replica.node.isTail) {
+      if (result === 'applied' && !replica.node.isTail && replica.log === null) {
         // Forward each batch as soon as it is applied, so the next replica works on it while this
         // one applies the next: the chain is a pipeline, not a relay of bursts. The tail instead
         // acknowledges once per drain: acks are cumulative, and waking the main thread (a
-        // waitAsync waiter) costs tens of microseconds each time.
+        // waitAsync waiter) costs tens of microseconds each time. A replica with a log forwards
+        // once per drain too: one write (and in `fsync` mode one fdatasync) covers the drain's
+        // batches, before any of them leaves (group commit).
         this.performReady(replica);
       }
     }
@@ -406,6 +499,8 @@ class NodeDriver {
     const result = replica.node.step(source, frame);
     if (result.status === 'applied') {
       if (source === 'upstream') {
+        // Before it is forwarded or acknowledged: performReady() commits the log first.
+        if (replica.log !== null) replica.logApplied(frame, result.firstSeq, result.count, this.task.limits.snapshotFrameBytesMax);
         replica.stats[ReplicaStat.batchesApplied]!++;
         replica.stats[ReplicaStat.writesApplied]! += result.count;
       } else if (source === 'client') {
@@ -424,6 +519,9 @@ class NodeDriver {
     const node = replica.node;
     const chain = replica.chain;
     replica.touched = true;
+    // What it applied is in its log (on disk in `fsync` mode) before it forwards, acknowledges or
+    // answers a read of it.
+    replica.log?.commit();
     const ready: Ready = node.ready();
     let forwarded = 0;
     const out = replica.batchesOut;
@@ -508,7 +606,13 @@ function osThreadId(): number {
 
 /** Piscina task entry: runs the node until it is told to stop. */
 export default function runNode(task: NodeTask): string {
-  new NodeDriver(task).run();
+  const driver = new NodeDriver(task);
+  try {
+    driver.run();
+  } catch (error) {
+    driver.abandonLogs();
+    throw error;
+  }
   task.port.close();
   return 'stopped';
 }

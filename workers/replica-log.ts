@@ -77,6 +77,7 @@ export class ReplicaLog {
   writtenSeq: number;
   syncs = 0;
   bytesWritten = 0;
+  readonly directory: string;
   checkpoints = 0;
 
   private constructor(
@@ -84,6 +85,7 @@ export class ReplicaLog {
     recovered: ReplayResult,
   ) {
     this.now = options.now ?? (() => performance.now());
+    this.directory = options.directory;
     this.lastSyncAt = this.now();
     this.staged = new Uint8Array(recordBytes(options.frameBytesMax) * 2);
     this.appendedSeq = this.writtenSeq = this.syncedSeq = recovered.appliedSeq;
@@ -177,7 +179,9 @@ export class ReplicaLog {
    * batches not yet acknowledged, see log/replay.ts's keepRecent).
    */
   checkpoint(source: SnapshotSource, snapshotFrameBytesMax: number, keepAfterSeq = source.appliedSeq): void {
-    if (source.appliedSeq !== this.appendedSeq) {
+    const started = this.fd >= 0 || this.appendedSeq > 0;
+    // A fresh log may start at a snapshot's seq (a joiner's first checkpoint); others only at their end.
+    if (started ? source.appliedSeq !== this.appendedSeq : source.appliedSeq < this.appendedSeq) {
       throw new DabbaError(ErrorCode.outOfRange, `a checkpoint at seq ${source.appliedSeq} of a log that ends at ${this.appendedSeq}`);
     }
     this.commit();
@@ -205,6 +209,7 @@ export class ReplicaLog {
     syncDirectory(directory);
     this.checkpoints++;
     this.bytesAtCheckpoint = this.bytesWritten;
+    this.appendedSeq = this.writtenSeq = this.syncedSeq = source.appliedSeq;
   }
 
   /** Writes what is staged; in `fsync` mode syncs it, in `async` mode syncs if the interval passed. */

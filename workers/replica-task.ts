@@ -21,6 +21,31 @@ export interface ReplicaLimits {
   /** Largest key and value a frame may carry: larger ones are refused (native-free-core/limits.ts). */
   keyBytesMax: number;
   valueBytesMax: number;
+  /** How replicas with a log directory keep it (null: every replica is in memory only). */
+  log: LogSettings | null;
+}
+
+/** A durable replica's log settings (workers/replica-log.ts), the same for every replica of a runtime. */
+export interface LogSettings {
+  durability: 'async' | 'fsync';
+  /** `async`: the longest written data waits for an fdatasync, in ms. */
+  syncIntervalMs: number;
+  /** Largest segment file (native-free-core/limits.ts derives it from the largest batch). */
+  segmentBytesMax: number;
+  /** Largest batch frame. */
+  frameBytesMax: number;
+  /** A checkpoint is written once this many log bytes (or the store's size, if larger) came after the last. */
+  checkpointBytesMin: number;
+}
+
+/** Where a durable replica keeps its log, and whether it starts from it. */
+export interface ReplicaLogPlacement {
+  directory: string;
+  /**
+   * Start empty, removing whatever the directory holds: a joiner (it copies a snapshot, then
+   * checkpoints it) or a replica new to its chain. Otherwise the replica recovers from the log.
+   */
+  fresh: boolean;
 }
 
 /**
@@ -63,6 +88,8 @@ export interface ReplicaSpec {
   links: ReplicaLinks;
   /** Float64 statistics the worker publishes for this replica; see ReplicaStat. */
   stats: SharedArrayBuffer;
+  /** Its log on disk; absent: in memory only. */
+  log?: ReplicaLogPlacement;
 }
 
 /**
@@ -112,8 +139,15 @@ export const ReplicaStat = {
   handoffReadyEpoch: 13,
   /** Frames of an earlier epoch, dropped: the normal wake of a reconfiguration, so counted, not reported. */
   staleFrames: 14,
+  /** Its log (0 without one): fdatasyncs, bytes written, checkpoints written, the last seq on disk for sure. */
+  logSyncs: 15,
+  logBytesWritten: 16,
+  logCheckpoints: 17,
+  logSyncedSeq: 18,
+  /** Where its log began when the replica started: the seq it recovered (0: none or empty). */
+  recoveredSeq: 19,
 } as const;
-export const REPLICA_STAT_COUNT = 15;
+export const REPLICA_STAT_COUNT = 20;
 
 /** Indices into a node's Float64 statistics array (the thread's own, beside each replica's). */
 export const NodeStat = {

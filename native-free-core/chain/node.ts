@@ -42,7 +42,7 @@ import { InflightLog } from './inflight-log.js';
 import { applyBatch } from './apply-batch.js';
 import { JoinSource } from './join-source.js';
 import { JoinTarget } from './join-target.js';
-import { snapshotFrameBytesFor } from './snapshot.js';
+import { snapshotFrameBytesFor, type SnapshotSource } from './snapshot.js';
 
 export type Role = 'head' | 'middle' | 'tail' | 'solo' | 'joining';
 
@@ -342,6 +342,11 @@ export class ChainNode {
   }
   clientHighWaterMark(clientId: number): number {
     return this.clientHighWater.get(clientId) ?? 0;
+  }
+
+  /** The store as of now, for a checkpoint of the replica's log (taken between two steps). */
+  checkpointSource(): SnapshotSource {
+    return { store: this.store, epoch: this.epochValue, appliedSeq: this.appliedSeqValue, clientHighWater: new Map(this.clientHighWater) };
   }
 
   /**

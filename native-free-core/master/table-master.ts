@@ -29,6 +29,12 @@ export interface TableMasterOptions {
   now: number;
   /** Chains joining at once while the placement is carried out. */
   joinsAtOnce: number;
+  /**
+   * Each chain's members (nodes, head first) to start from, instead of a new placement: a table
+   * restarted from its replicas' logs keeps the order its logs were written in. They are the
+   * placement too, until the nodes change.
+   */
+  members?: ReadonlyArray<readonly string[]>;
 }
 
 /** What the runtime sees when it asks for decisions. */
@@ -80,7 +86,11 @@ export class TableMaster {
     this.replicationFactor = options.replicas;
     this.joinsAtOnce = options.joinsAtOnce;
     for (const node of options.nodes) this.nodes.set(node.id, node);
-    this.placement = replan(null, options.nodes, options.chains, options.replicas);
+    if (options.members !== undefined) {
+      assert(options.members.length === options.chains, 'TableMaster: members for every chain');
+      for (const members of options.members) assert(members.length >= 1 && members.every((node) => this.nodes.has(node)), 'TableMaster: members must be known nodes');
+    }
+    this.placement = options.members?.map((members, chain) => ({ chain, members: [...members] })) ?? replan(null, options.nodes, options.chains, options.replicas);
     this.placedFor = this.plannedNodes().map((node) => node.id).join(',');
     for (const { members } of this.placement) {
       const configuration: Configuration = { epoch: 1, members: members.map((node) => this.newReplica(node)), joining: null };

@@ -25,6 +25,7 @@ import {
   type NodeTask,
   type ReplicaLimits,
   type ReplicaLinks,
+  type ReplicaLogPlacement,
   type ReplicaSpec,
 } from '../../workers/replica-task.js';
 
@@ -35,6 +36,8 @@ export interface ReplicaPlacement {
   epoch: number;
   role: Role;
   links: ReplicaLinks;
+  /** Its log on disk (durable runtimes only). */
+  log?: ReplicaLogPlacement;
 }
 
 export interface NodeHandleOptions {
@@ -68,6 +71,13 @@ export interface ReplicaCounters {
   staleFrames: number;
   joinCaughtUp: boolean;
   handoffReadyEpoch: number;
+  /** Its log on disk (all 0 in memory): fdatasyncs, bytes written, checkpoints, the last seq surely on disk. */
+  logSyncs: number;
+  logBytesWritten: number;
+  logCheckpoints: number;
+  logSyncedSeq: number;
+  /** The seq its log recovered when it started (0: it started empty). */
+  recoveredSeq: number;
   heartbeats: number;
   /** The thread's operating-system id (Linux; 0 elsewhere), for per-thread CPU accounting. */
   osThreadId: number;
@@ -202,6 +212,11 @@ export class NodeHandle {
       staleFrames: stat[ReplicaStat.staleFrames]!,
       joinCaughtUp: stat[ReplicaStat.joinCaughtUp] === 1,
       handoffReadyEpoch: stat[ReplicaStat.handoffReadyEpoch]!,
+      logSyncs: stat[ReplicaStat.logSyncs]!,
+      logBytesWritten: stat[ReplicaStat.logBytesWritten]!,
+      logCheckpoints: stat[ReplicaStat.logCheckpoints]!,
+      logSyncedSeq: stat[ReplicaStat.logSyncedSeq]!,
+      recoveredSeq: stat[ReplicaStat.recoveredSeq]!,
       heartbeats: node[NodeStat.heartbeats]!,
       osThreadId: node[NodeStat.osThreadId]!,
       threadId: node[NodeStat.threadId]!,
