@@ -26,6 +26,7 @@ commands:
                                    a peer whose server or npm package is missing is skipped, naming what to install)
           --hosts (the chains as --replicas dabba serve processes on loopback, with etcd, remote client;
                    --chains N splits the keyspace over N chains placed over those hosts)
+          --durability memory|async|fsync (memory; in one process: the logs in a new temp directory, removed after)
           --json (one JSON object on stdout instead of the table)
           --results-dir DIR (rows appended to DIR/results.jsonl; default: a new directory under the temp dir)
   serve   run one host of a cluster of chains that spans hosts (its replicas, peer links, clients, HTTP API)
@@ -122,6 +123,7 @@ async function benchCommand(args: string[]): Promise<number> {
       rate: { type: 'string' },
       peers: { type: 'string' },
       hosts: { type: 'boolean' },
+      durability: { type: 'string' },
       json: { type: 'boolean' },
       'results-dir': { type: 'string' },
     },
@@ -152,6 +154,7 @@ async function benchCommand(args: string[]): Promise<number> {
     rate: optional(values.rate, 'rate'),
     peers: peers as Array<'naive' | 'redis' | 'etcd'>,
     hosts: values.hosts ?? false,
+    ...(values.durability === undefined ? {} : { durability: values.durability as 'memory' | 'async' | 'fsync' }),
     json: values.json ?? false,
   }, { resultsDirectory: values['results-dir'], out: process.stdout });
   return 0;

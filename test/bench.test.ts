@@ -17,6 +17,7 @@ import type { ThreadCpuRow } from '../bench/thread-cpu.js';
 import type { ChainsRow } from '../bench/chains-bench.js';
 import type { HostsChainsRow } from '../bench/hosts-chains-bench.js';
 import type { HostsBenchResult } from '../bench/hosts-bench.js';
+import type { DurabilityRow } from '../bench/durability-bench.js';
 import { runBenchmarks } from '../bench/run.js';
 
 test('every benchmark suite runs in its small setting and records its results', async () => {
@@ -62,6 +63,10 @@ test('every benchmark suite runs in its small setting and records its results', 
     const chainsRows = results.chains as ChainsRow[];
     assert.deepEqual(chainsRows.map((row) => row.chains), [1, 12]);
     for (const row of chainsRows) assert.ok(row.writesPerSecond > 0 && row.nodeCpuPercent.length === 3 && row.mainCpuPercent > 0, JSON.stringify(row));
+    const durabilityRows = results.durability as DurabilityRow[];
+    assert.deepEqual(durabilityRows.map((row) => row.durability), ['memory', 'async', 'fsync']);
+    for (const row of durabilityRows) assert.ok(row.writesPerSecond > 0 && row.ratioToMemory > 0, JSON.stringify(row));
+    assert.ok(durabilityRows[2]!.syncsPerSecond > 0 && durabilityRows[2]!.logBytesPerWrite > 100, 'fsync mode syncs its logs');
     // CI runs as root, so the peers' servers (redis-server, etcd) are installed on demand and none is skipped.
     const peersResult = results.peers as PeersResult;
     assert.deepEqual(peersResult.skipped, []);

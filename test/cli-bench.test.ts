@@ -51,6 +51,15 @@ test('--chains splits the in-process load over chains on node threads', async ()
   assert.ok(dabba.writesPerSecond > 0);
 });
 
+test('--durability fsync keeps the logs in a temp directory it removes after', async () => {
+  const before = new Set(readdirSync(tmpdir()).filter((name) => name.startsWith('dabba-bench-data-')));
+  const { stdout } = await bench(['--seconds', '0.4', '--durability', 'fsync', '--json']);
+  const [dabba] = JSON.parse(stdout).rows;
+  assert.equal(dabba.system, 'dabba (3 replicas, fsync)');
+  assert.ok(dabba.writesPerSecond > 0);
+  assert.deepEqual(readdirSync(tmpdir()).filter((name) => name.startsWith('dabba-bench-data-') && !before.has(name)), [], 'nothing left behind');
+});
+
 test('--hosts runs the chains as dabba serve processes on loopback, reads and writes through a remote client', async () => {
   const { stdout } = await bench(['--hosts', '--replicas', '2', '--chains', '4', '--seconds', '0.5', '--read-ratio', '0.2', '--json']);
   const [dabba] = JSON.parse(stdout).rows;
@@ -102,6 +111,8 @@ test('bad flags are refused with a message and exit code 2', async () => {
     [['--results-dir='], /--results-dir must name a directory/],
     [['--chains', '2000'], /--chains must be 1 to 1024/],
     [['--hosts', '--nodes', '4'], /--nodes is for the in-process engine/],
+    [['--durability', 'disk'], /--durability must be memory, async or fsync/],
+    [['--hosts', '--durability', 'fsync'], /--durability is for the in-process engine/],
   ] as const) {
     await assert.rejects(bench([...args]), (error: { code: number; stderr: string }) => {
       assert.equal(error.code, 2);

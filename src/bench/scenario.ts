@@ -8,11 +8,11 @@
  * names (--results-dir) or else in a fresh temp directory, never in the working directory uninvited,
  * and the output says which file.
  */
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { connect } from '../client/index.js';
-import { createChain, type ChainOptions } from '../index.js';
+import { createChain, type ChainOptions, type Durability } from '../index.js';
 import { prefill, runClosedLoop, runOpenLoop, type LoadTarget } from '../load.js';
 import { appendResult, environment, formatRate, median, printTable, type Environment } from './harness.js';
 import { startLocalHosts, type LocalHosts } from './local-hosts.js';
@@ -48,6 +48,8 @@ export interface ScenarioOptions {
   peers: PeerChoice[];
   /** Run the chain as `replicas` dabba serve processes on loopback, driven by a remote client. */
   hosts: boolean;
+  /** In one process: 'async' and 'fsync' keep the replicas' logs in a new directory under the temp dir, removed after. */
+  durability?: Durability;
   json: boolean;
 }
 
@@ -91,7 +93,7 @@ export async function runScenario(options: ScenarioOptions, output: ScenarioOutp
 async function runSystems(options: ScenarioOptions, env: Environment, progress: Progress, hosts: LocalHosts | null, { resultsDirectory, out }: ScenarioOutput): Promise<ScenarioRow[]> {
   const systems: Array<{ name: string; measure: () => Promise<Measurement> }> = [
     hosts === null
-      ? { name: `dabba (${options.replicas} replicas${(options.chains ?? 1) > 1 ? `, ${options.chains} chains` : ''})`, measure: () => measureDabba(options, progress) }
+      ? { name: `dabba (${options.replicas} replicas${(options.chains ?? 1) > 1 ? `, ${options.chains} chains` : ''}${(options.durability ?? 'memory') === 'memory' ? '' : `, ${options.durability}`})`, measure: () => measureDabba(options, progress) }
       : { name: `dabba (${options.replicas} dabba serve processes${(options.chains ?? 1) > 1 ? `, ${options.chains} chains` : ''})`, measure: () => measureHosts(hosts, options, progress) },
   ];
   for (const peer of options.peers) systems.push(peerSystem(peer, options, progress));
@@ -167,6 +169,8 @@ function validate(options: ScenarioOptions): void {
   check(Number.isInteger(options.replicas) && options.replicas >= 1 && options.replicas <= 5, '--replicas must be 1 to 5');
   check((options.chains ?? 1) >= 1 && (options.chains ?? 1) <= 1024, '--chains must be 1 to 1024');
   check(!options.hosts || options.nodes === undefined, '--nodes is for the in-process engine; with --hosts every dabba serve process is a node');
+  check(options.durability === undefined || ['memory', 'async', 'fsync'].includes(options.durability), '--durability must be memory, async or fsync');
+  check(!options.hosts || (options.durability ?? 'memory') === 'memory', '--durability is for the in-process engine (dabba serve keeps no log yet)');
   check(Number.isInteger(options.valueBytes) && options.valueBytes >= 1 && options.valueBytes <= 64 * 1024, '--value-size must be 1 B to 64 KiB');
   check(options.readRatio >= 0 && options.readRatio <= 1, '--read-ratio must be between 0 and 1');
   check(options.rate === undefined || options.readRatio === 0, '--rate (open loop) drives writes only: leave --read-ratio at 0');
@@ -193,11 +197,14 @@ function chainOptions(options: ScenarioOptions): ChainOptions {
 }
 
 async function measureDabba(options: ScenarioOptions, progress: Progress): Promise<Measurement> {
-  const chain = createChain(chainOptions(options));
+  const durability = options.durability ?? 'memory';
+  const dataDir = durability === 'memory' ? null : mkdtempSync(join(tmpdir(), 'dabba-bench-data-'));
+  const chain = createChain({ ...chainOptions(options), ...(dataDir === null ? {} : { dataDir, durability }) });
   try {
     return await measureTarget(chain, options, `dabba`, progress);
   } finally {
     await chain.close();
+    if (dataDir !== null) rmSync(dataDir, { recursive: true, force: true });
   }
 }
 
