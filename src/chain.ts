@@ -30,6 +30,7 @@ import { Doorbell } from '../workers/doorbell.js';
 import type { NodeTask, ReplicaLogPlacement } from '../workers/replica-task.js';
 import { ChainClients, type ChainClient } from './chain-clients.js';
 import { DataDir } from './data-dir.js';
+import { logEnd } from '../workers/replica-log.js';
 import { closedError, NODES_MAX, resolveOptions, type ChainOptions, type ResolvedOptions } from './options.js';
 import type { VersionedValue } from './read-pipeline.js';
 import { replicaLimits, replicaWorkerFilename } from './replica-worker.js';
@@ -137,6 +138,8 @@ export class Chain extends SessionApi {
   private readonly serviceDone: Promise<void>;
   /** A durable runtime's data directory (null in memory). */
   private readonly dataDir: DataDir | null;
+  /** Restarted from a data directory: where each chain's longest log ended. */
+  private readonly longestLogEnds: number[] = [];
 
   constructor(options: ChainOptions = {}) {
     super();
@@ -150,7 +153,7 @@ export class Chain extends SessionApi {
 
     // Durable: the directory's lock, and the members the chains had, to restart them in that order.
     this.dataDir = resolved.dataDir === null ? null : DataDir.open(resolved.dataDir, resolved.chains);
-    const recovered = this.dataDir?.recovered ?? null;
+    const recovered = this.dataDir === null ? null : this.longestLogFirst(this.dataDir, resolved);
     const nodeIds =
       recovered === null ? Array.from({ length: resolved.nodes }, (_, index) => index + 1) : [...new Set(recovered.flat())].sort((a, b) => a - b);
     this.nextNodeId = Math.max(...nodeIds) + 1;
@@ -210,6 +213,22 @@ export class Chain extends SessionApi {
     this.serviceDone = this.serviceLoop();
   }
 
+  /**
+   * The members each chain had in `dataDir`, longest log first: in `fsync` mode, and after a crash
+   * of the process in `async` mode, that is their order (a replica writes before it forwards); after
+   * a machine crash in `async` mode a successor's log may reach further than its predecessor's, and
+   * the chain must start from the longest.
+   */
+  private longestLogFirst(dataDir: DataDir, resolved: ResolvedOptions): number[][] | null {
+    return (
+      dataDir.recovered?.map((members, chain) => {
+        const ends = new Map(members.map((node) => [node, logEnd(dataDir.replicaDirectory(chain, node), resolved.writeFrameBytesMax)]));
+        this.longestLogEnds[chain] = Math.max(...ends.values());
+        return [...members].sort((a, b) => ends.get(b)! - ends.get(a)!);
+      }) ?? null
+    );
+  }
+
   /** The node (thread) a replica of any chain runs on. */
   private readonly nodeOf = (replicaId: number): number => Number(this.table.nodeOf(replicaId));
 
@@ -255,7 +274,9 @@ export class Chain extends SessionApi {
 
   /** Where a replica on `node` keeps its log, for a durable runtime. */
   private logPlacement(chain: number, node: number, { fresh }: { fresh: boolean }): { log?: ReplicaLogPlacement } {
-    return this.dataDir === null ? {} : { log: { directory: this.dataDir.replicaDirectory(chain, node), fresh } };
+    if (this.dataDir === null) return {};
+    const directory = this.dataDir.replicaDirectory(chain, node);
+    return { log: fresh ? { directory, fresh } : { directory, fresh, readsWaitFor: this.longestLogEnds[chain] ?? 0 } };
   }
 
   /** Each chain's members now, by node, head first. */

@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -185,6 +185,26 @@ describe('durable chains in one process', () => {
       assert.match(cause.message!, new RegExp(`log segment ${path.replaceAll('.', '\\.')} is damaged at offset \\d+`));
       assert.equal((await second.get('k19999'))?.toString(), 'value 19999');
       await second.put('after', 'damage');
+      await assertIdentical(second, 20_001);
+    } finally {
+      await second.close();
+    }
+  });
+
+  test('a head whose log lost its end (an async-mode machine crash) restarts behind the others: the longest log leads', async () => {
+    const directory = dataDirectory();
+    const first = createChain({ dataDir: directory, durability: 'async' });
+    await writeKeys(first, 0, 20_000);
+    await first.close();
+    const head = join(directory, 'chain-0', 'node-1');
+    const [segment] = readdirSync(head).filter((name) => name.endsWith('.log'));
+    const path = join(head, segment!);
+    truncateSync(path, statSync(path).size - 10_000); // its last batches, and a torn record
+    const second = createChain({ dataDir: directory, durability: 'async' });
+    try {
+      assert.deepEqual(second.members().map(({ id }) => id), [2, 3, 1], 'the replicas with the whole log first');
+      assert.equal((await second.get('k19999'))?.toString(), 'value 19999');
+      await second.put('after', 'restart');
       await assertIdentical(second, 20_001);
     } finally {
       await second.close();

@@ -79,7 +79,12 @@ class Replica {
       this.log = opened.log;
       this.logging = spec.role !== 'joining';
       if (opened.recovered.appliedSeq > 0 && spec.role !== 'joining') {
-        recovered = { appliedSeq: opened.recovered.appliedSeq, clientHighWater: opened.recovered.clientHighWater, inflight: opened.recovered.recent };
+        recovered = {
+          appliedSeq: opened.recovered.appliedSeq,
+          clientHighWater: opened.recovered.clientHighWater,
+          inflight: opened.recovered.recent,
+          readsWaitFor: spec.log.readsWaitFor ?? 0,
+        };
       }
       this.stats[ReplicaStat.recoveredSeq] = opened.recovered.appliedSeq;
     }

@@ -18,15 +18,15 @@
  * Files: `<directory>/<first seq, 20 digits>.log` (a new segment starts when the current one would
  * pass `segmentBytesMax`) and `<seq, 20 digits>.checkpoint` (written as `.tmp`, synced, renamed).
  */
-import { closeSync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { DabbaError, ErrorCode } from '../native-free-core/errors.js';
 import type { SnapshotSource } from '../native-free-core/chain/snapshot.js';
 import { encodeCheckpoint, loadCheckpoint } from '../native-free-core/log/checkpoint.js';
 import { replaySegments, type ReplayResult, type SegmentBytes } from '../native-free-core/log/replay.js';
-import { recordBytes, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, writeRecord } from '../native-free-core/log/segment.js';
+import { recordBytes, scanSegment, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, writeRecord } from '../native-free-core/log/segment.js';
 import type { Store } from '../native-free-core/store.js';
-import type { RecordLimits } from '../native-free-core/wire/codec.js';
+import { FORMAT_RECORD_LIMITS, WriteBatchView, type RecordLimits } from '../native-free-core/wire/codec.js';
 import { assert } from '../native-free-core/assert.js';
 import { nativeCrc32 } from './native-crc32.js';
 
@@ -278,6 +278,28 @@ export class ReplicaLog {
     syncDirectory(this.options.directory);
     this.unsynced = true;
   }
+}
+
+/**
+ * How far the log in `directory` reaches, without loading it: the last sequence number of its last
+ * whole record, or of its checkpoint (0 for none). A restarted chain puts its longest log first.
+ * Damage is not judged here: the replica that opens the log does that.
+ */
+export function logEnd(directory: string, frameBytesMax: number): number {
+  if (!existsSync(directory)) return 0;
+  const files = readdirSync(directory).sort();
+  const checkpoint = files.filter((name) => name.endsWith(CHECKPOINT_SUFFIX)).at(-1);
+  const checkpointSeq = checkpoint === undefined ? 0 : Number(checkpoint.slice(0, 20));
+  const view = new WriteBatchView(FORMAT_RECORD_LIMITS);
+  const segments = files.filter((name) => name.endsWith(SEGMENT_SUFFIX));
+  for (let index = segments.length - 1; index >= 0; index--) {
+    const bytes = readFileSync(join(directory, segments[index]!));
+    const last = scanSegment(bytes, nativeCrc32, frameBytesMax).records.at(-1);
+    if (last === undefined) continue;
+    if (view.open(bytes.subarray(last.frameOffset, last.frameOffset + last.frameLength)) !== null) continue;
+    return Math.max(checkpointSeq, view.firstSeq + view.count - 1);
+  }
+  return checkpointSeq;
 }
 
 /** Makes the names in `directory` (new, renamed, deleted) durable. */

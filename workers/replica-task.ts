@@ -46,6 +46,8 @@ export interface ReplicaLogPlacement {
    * checkpoints it) or a replica new to its chain. Otherwise the replica recovers from the log.
    */
   fresh: boolean;
+  /** Where the longest log of its restarted chain ends (see RecoveredState.readsWaitFor). */
+  readsWaitFor?: number;
 }
 
 /**

@@ -97,6 +97,12 @@ export interface RecoveredState {
    * with less is sent what it lacks. A tail ignores them.
    */
   inflight?: readonly Uint8Array[];
+  /**
+   * Where the longest log of the restarted chain ends: this replica answers no read until it has
+   * applied through it (or the chain is reconfigured), so a tail that restarted behind the others
+   * never answers with less than a write acknowledged before the restart.
+   */
+  readsWaitFor?: number;
 }
 
 /** Outcome of offering a frame to the node. Expected conditions, never exceptions. */
@@ -190,6 +196,8 @@ export class ChainNode {
   private helloPending = false;
   /** After a reconfiguration, forwarding waits for the successor's Hello (its applied seq). */
   private awaitingSuccessorHello = false;
+  /** See RecoveredState.readsWaitFor. */
+  private readsWaitFor = 0;
   /** A Hello from a successor already in a newer epoch than ours, applied when we get there. */
   private helloFromNextEpoch: HelloFields | null = null;
   private readonly readReplies: Uint8Array[] = [];
@@ -253,6 +261,7 @@ export class ChainNode {
       for (const [clientId, clientSeq] of this.clientHighWater) this.committedClientHighWater.set(clientId, clientSeq);
       this.ackPending = true;
     }
+    this.readsWaitFor = recovered.readsWaitFor ?? 0;
     this.helloPending = !this.isHead;
     // Its successor restarted too: nothing goes to it before it says what it has.
     this.awaitingSuccessorHello = this.forwardsDownstream;
@@ -360,7 +369,7 @@ export class ChainNode {
 
   /** Whether a read batch can be taken now (else it waits in its ring until replies are sent). */
   canAcceptReads(): boolean {
-    return this.readReplies.length < READ_REPLIES_WAITING_MAX;
+    return this.readReplies.length < READ_REPLIES_WAITING_MAX && this.appliedSeqValue >= this.readsWaitFor;
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -678,6 +687,8 @@ export class ChainNode {
    */
   reconfigure(epoch: number, role: Role, options: { joiner?: number | null } = {}): void {
     assert(epoch > this.epochValue, `reconfigure: epoch ${epoch} does not move past ${this.epochValue}`);
+    // The chain went on without the longest log: what the others hold is all there is.
+    this.readsWaitFor = 0;
     if (role === 'joining') {
       // Still joining, in a newer configuration: only the epoch moves; re-acknowledge in it.
       assert(this.roleValue === 'joining', 'reconfigure: a replica becomes joining only when it is created');

@@ -73,6 +73,12 @@ export class ChainHarness {
     return this.nodes[this.nodes.length - 1]!;
   }
 
+  /** The client's process died too: what it had on its way to the head is lost, and a new client counts from 1. */
+  restartClient(): void {
+    this.nextClientSeq = 1;
+    this.batchQueues[0]!.length = 0;
+  }
+
   /** Encodes `count` puts of key `k<n % keys>` as one client batch and queues it for the head. */
   submit(count: number, keys = 50, clientId = 1): { firstClientSeq: number; count: number } {
     const firstClientSeq = this.nextClientSeq;
