@@ -4,6 +4,9 @@
  * `fsync` run alternated, run by run (medians; this machine is shared and noisy, so the ratios
  * within a run are what count). Reports writes/s, each mode's ratio to memory, fdatasyncs per
  * second and per replica, writes per fdatasync (group commit), and log bytes per write per replica.
+ * Beside them, in the same runs, two systems that also keep every acknowledged write on disk: a
+ * 3-member etcd (an fsync per Raft batch on a majority) and Redis, a primary and 2 replicas with
+ * `appendfsync always`, each window of SETs followed by `WAIT 2 0`.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,6 +15,45 @@ import { createChain, type Durability } from '../src/index.js';
 import { runClosedLoop } from '../src/load.js';
 import { formatRate, median, printTable, type Environment } from '../src/bench/harness.js';
 import { record } from './ledger.js';
+import { etcdCluster } from '../src/bench/peers/etcd.js';
+import { MissingPackageError } from '../src/bench/peers/optional-package.js';
+import { redisReplicated } from '../src/bench/peers/redis.js';
+import { MissingBinaryError } from '../src/bench/peers/servers.js';
+
+/** A peer measured in the same runs as dabba's `fsync` mode. */
+export interface DurabilityPeerRow {
+  system: string;
+  /** What its acknowledged write survives. */
+  guarantee: string;
+  writesPerSecond: number;
+  /** dabba `fsync` mode's writes/s over this peer's, run by run, median. */
+  fsyncRatio: number;
+}
+
+export interface DurabilityResult {
+  modes: DurabilityRow[];
+  peers: DurabilityPeerRow[];
+  skipped: string[];
+}
+
+interface DurablePeer {
+  system: string;
+  guarantee: string;
+  measure(seconds: number): Promise<number>;
+}
+
+const PEERS: readonly DurablePeer[] = [
+  {
+    system: 'etcd, 3 members (256 puts in flight)',
+    guarantee: 'on disk on a majority (Raft: fsync before acking)',
+    measure: async (seconds) => (await etcdCluster({ seconds, valueBytes: 100 })).writesPerSecond,
+  },
+  {
+    system: 'Redis primary + 2 replicas, appendfsync always, WAIT 2 0 (2 x 2048 pipelined)',
+    guarantee: "on the primary's disk, in the replicas' memory (WAITAOF, which waits for replicas' fsync, is Redis 7.2; Debian 12 has 7.0)",
+    measure: async (seconds) => (await redisReplicated({ seconds, valueBytes: 100, appendFsync: 'always' })).writesPerSecond,
+  },
+];
 
 export interface DurabilityRow {
   durability: Durability;
@@ -54,15 +96,34 @@ async function measure(durability: Durability, seconds: number): Promise<Omit<Du
   }
 }
 
-export async function durabilityBench(env: Environment, seconds: number, runs: number, log: (line: string) => void): Promise<DurabilityRow[]> {
+export async function durabilityBench(env: Environment, seconds: number, runs: number, log: (line: string) => void): Promise<DurabilityResult> {
   const all: DurabilityRow[] = [];
+  const peerRuns = new Map<string, { rates: number[]; ratios: number[] }>();
+  const skipped: string[] = [];
   for (let run = 1; run <= runs; run++) {
     let memory = 0;
+    let fsync = 0;
     for (const durability of MODES) {
       const row = await measure(durability, seconds);
       if (durability === 'memory') memory = row.writesPerSecond;
+      if (durability === 'fsync') fsync = row.writesPerSecond;
       all.push({ ...row, ratioToMemory: row.writesPerSecond / memory });
       log(`  run ${run}, ${durability}: ${formatRate(row.writesPerSecond)} (${(row.writesPerSecond / memory).toFixed(2)}x memory), ${row.syncsPerSecond.toFixed(0)} fdatasyncs/s`);
+    }
+    for (const peer of PEERS) {
+      if (skipped.some((reason) => reason.startsWith(peer.system))) continue;
+      try {
+        const rate = await peer.measure(seconds);
+        const entry = peerRuns.get(peer.system) ?? { rates: [], ratios: [] };
+        entry.rates.push(rate);
+        entry.ratios.push(fsync / rate);
+        peerRuns.set(peer.system, entry);
+        log(`  run ${run}, ${peer.system}: ${formatRate(rate)} (dabba fsync ${(fsync / rate).toFixed(2)}x)`);
+      } catch (error) {
+        if (!(error instanceof MissingBinaryError || error instanceof MissingPackageError)) throw error;
+        skipped.push(`${peer.system}: ${error.message}`);
+        log(`  skipping ${peer.system}: ${error.message}`);
+      }
     }
   }
   const rows = MODES.map((durability) => {
@@ -76,7 +137,14 @@ export async function durabilityBench(env: Environment, seconds: number, runs: n
       logBytesPerWrite: median(of.map((row) => row.logBytesPerWrite)),
     };
   });
+  const peers: DurabilityPeerRow[] = PEERS.filter((peer) => peerRuns.has(peer.system)).map((peer) => ({
+    system: peer.system,
+    guarantee: peer.guarantee,
+    writesPerSecond: median(peerRuns.get(peer.system)!.rates),
+    fsyncRatio: median(peerRuns.get(peer.system)!.ratios),
+  }));
   for (const row of rows) record('durability', { ...row, runs }, env);
+  for (const row of peers) record('durability-peers', { ...row, runs }, env);
   printTable(
     `Durability modes in one process (3 replicas, 100 B values, closed loop, logs in ${tmpdir()}; medians of ${runs} alternated runs)`,
     ['durability', 'writes/s', 'x memory', 'fdatasyncs/s per replica', 'writes per fdatasync', 'log bytes per write per replica'],
@@ -89,5 +157,13 @@ export async function durabilityBench(env: Environment, seconds: number, runs: n
       row.logBytesPerWrite.toFixed(0),
     ]),
   );
-  return rows;
+  printTable(
+    `Beside dabba's fsync mode, in the same runs (100 B values, on this machine's disk; medians of ${runs})`,
+    ['system', 'an acknowledged write is', 'writes/s', 'dabba fsync / system'],
+    [
+      ['dabba, 3 replicas, fsync', 'on disk on every replica (fdatasync before forwarding or acking)', formatRate(rows[2]!.writesPerSecond), '1.00'],
+      ...peers.map((row) => [row.system, row.guarantee, formatRate(row.writesPerSecond), row.fsyncRatio.toFixed(2)]),
+    ],
+  );
+  return { modes: rows, peers, skipped };
 }

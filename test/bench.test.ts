@@ -17,7 +17,7 @@ import type { ThreadCpuRow } from '../bench/thread-cpu.js';
 import type { ChainsRow } from '../bench/chains-bench.js';
 import type { HostsChainsRow } from '../bench/hosts-chains-bench.js';
 import type { HostsBenchResult } from '../bench/hosts-bench.js';
-import type { DurabilityRow } from '../bench/durability-bench.js';
+import type { DurabilityResult } from '../bench/durability-bench.js';
 import { runBenchmarks } from '../bench/run.js';
 
 test('every benchmark suite runs in its small setting and records its results', async () => {
@@ -63,7 +63,11 @@ test('every benchmark suite runs in its small setting and records its results', 
     const chainsRows = results.chains as ChainsRow[];
     assert.deepEqual(chainsRows.map((row) => row.chains), [1, 12]);
     for (const row of chainsRows) assert.ok(row.writesPerSecond > 0 && row.nodeCpuPercent.length === 3 && row.mainCpuPercent > 0, JSON.stringify(row));
-    const durabilityRows = results.durability as DurabilityRow[];
+    const durabilityResult = results.durability as DurabilityResult;
+    const durabilityRows = durabilityResult.modes;
+    assert.deepEqual(durabilityResult.skipped, [], 'etcd and Redis are installed on demand as root');
+    assert.equal(durabilityResult.peers.length, 2);
+    for (const row of durabilityResult.peers) assert.ok(row.writesPerSecond > 0 && row.fsyncRatio > 0 && row.guarantee.length > 0, JSON.stringify(row));
     assert.deepEqual(durabilityRows.map((row) => row.durability), ['memory', 'async', 'fsync']);
     for (const row of durabilityRows) assert.ok(row.writesPerSecond > 0 && row.ratioToMemory > 0, JSON.stringify(row));
     assert.ok(durabilityRows[2]!.syncsPerSecond > 0 && durabilityRows[2]!.logBytesPerWrite > 100, 'fsync mode syncs its logs');

@@ -35,6 +35,11 @@ export interface RedisReplicatedOptions {
   keySpace?: number;
   /** SETs pipelined before each WAIT (default 2048, like dabba's write window). */
   window?: number;
+  /**
+   * 'always': every server keeps an append-only file fsynced before it replies (`appendonly yes`,
+   * `appendfsync always`); default: none (`appendonly no`, `save ""`), in memory only.
+   */
+  appendFsync?: 'always';
 }
 
 const newClient = (createClient: CreateClient, port: number) =>
@@ -64,12 +69,12 @@ async function withClient<T>(createClient: CreateClient, port: number, use: (cli
   }
 }
 
-function startRedis(servers: LocalServers, binary: string, name: string, port: number, extraArgs: string[] = []): StartedServer {
+function startRedis(servers: LocalServers, binary: string, name: string, port: number, extraArgs: string[] = [], appendFsync?: 'always'): StartedServer {
   return servers.start(name, binary, [
     '--bind', HOST,
     '--port', String(port),
     '--save', '',
-    '--appendonly', 'no',
+    ...(appendFsync === 'always' ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no']),
     '--dir', servers.dataDir(name),
     // Redis 7 waits 5 s by default before a diskless full sync, to batch replicas: start at once.
     '--repl-diskless-sync-delay', '0',
@@ -80,12 +85,12 @@ function startRedis(servers: LocalServers, binary: string, name: string, port: n
 const infoField = (info: string, field: string): string | undefined => new RegExp(`^${field}:(\\S+)`, 'm').exec(info)?.[1];
 
 /** Starts a primary and two replicas and returns once both replicas are linked and in sync. */
-async function startReplicatedRedis(servers: LocalServers, createClient: CreateClient): Promise<number> {
+async function startReplicatedRedis(servers: LocalServers, createClient: CreateClient, appendFsync?: 'always'): Promise<number> {
   const binary = await ensureBinary('redis-server', DEBIAN_PACKAGE);
   const [primaryPort, ...replicaPorts] = await freePorts(3);
-  const started = [startRedis(servers, binary, 'primary', primaryPort!)];
+  const started = [startRedis(servers, binary, 'primary', primaryPort!, [], appendFsync)];
   for (const [index, port] of replicaPorts.entries()) {
-    started.push(startRedis(servers, binary, `replica-${index + 1}`, port, ['--replicaof', HOST, String(primaryPort)]));
+    started.push(startRedis(servers, binary, `replica-${index + 1}`, port, ['--replicaof', HOST, String(primaryPort)], appendFsync));
   }
   await waitUntilReady(
     'the Redis primary to have 2 replicas with their links up',
@@ -117,7 +122,7 @@ export async function redisReplicated(options: RedisReplicatedOptions): Promise<
   const servers = new LocalServers('redis');
   const pipelines: RespPipeline[] = [];
   try {
-    const primaryPort = await startReplicatedRedis(servers, createClient);
+    const primaryPort = await startReplicatedRedis(servers, createClient, options.appendFsync);
     for (let index = 0; index < 2; index++) pipelines.push(await RespPipeline.open(HOST, primaryPort));
     // Every SET of the key space, encoded once: a window is a slice of them plus one WAIT.
     const keys = makeKeys(keySpace, 16);
