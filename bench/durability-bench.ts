@@ -8,7 +8,7 @@
  * 3-member etcd (an fsync per Raft batch on a majority) and Redis, a primary and 2 replicas with
  * `appendfsync always`, each window of SETs followed by `WAIT 2 0`.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createChain, type Durability } from '../src/index.js';
@@ -167,3 +167,75 @@ export async function durabilityBench(env: Environment, seconds: number, runs: n
   );
   return { modes: rows, peers, skipped };
 }
+
+export interface DurabilitySoakRow {
+  seconds: number;
+  writesPerSecond: number;
+  /** The data directory's size, in MiB: sampled every second, the largest, and at the end. */
+  diskMaxMiB: number;
+  diskEndMiB: number;
+  /** The live data: the store's bytes on one replica at the end. */
+  storeMiB: number;
+  /** Log bytes each replica wrote (median), and the checkpoints each took. */
+  logWrittenMiB: number;
+  checkpoints: number;
+}
+
+/** Bytes of every file under `directory`. */
+function directoryBytes(directory: string): number {
+  let total = 0;
+  for (const entry of readdirSync(directory, { withFileTypes: true })) {
+    const path = join(directory, entry.name);
+    // A checkpoint may be renamed or a segment deleted between the listing and the stat.
+    if (entry.isDirectory()) total += directoryBytes(path);
+    else total += statSync(path, { throwIfNoEntry: false })?.size ?? 0;
+  }
+  return total;
+}
+
+/**
+ * `fsync` mode under closed-loop load for `seconds` (100 B values over the load's key space): the
+ * data directory's size, sampled each second, against the live data and what the logs wrote. With
+ * checkpoints it stays bounded by the log written between two checkpoints plus the store's copies.
+ */
+export async function durabilitySoak(env: Environment, seconds: number, log: (line: string) => void): Promise<DurabilitySoakRow> {
+  const directory = mkdtempSync(join(tmpdir(), 'dabba-durability-soak-'));
+  const chain = createChain({ replicas: 3, dataDir: directory, durability: 'fsync' });
+  let diskMax = 0;
+  const sampler = setInterval(() => {
+    diskMax = Math.max(diskMax, directoryBytes(directory));
+  }, 1000);
+  try {
+    const report = await runClosedLoop(chain, {
+      durationMs: seconds * 1000,
+      writeWindow: 4096,
+      onProgress: (progress) => {
+        if (Math.round(progress.elapsedMs / 1000) % 10 === 0) log(`  ${Math.round(progress.elapsedMs / 1000)} s: ${formatRate(progress.writesPerSecond)}, disk ${(directoryBytes(directory) / MIB).toFixed(0)} MiB`);
+      },
+    });
+    const stats = chain.stats();
+    const diskEnd = directoryBytes(directory);
+    const row: DurabilitySoakRow = {
+      seconds,
+      writesPerSecond: report.writesPerSecond,
+      diskMaxMiB: Math.max(diskMax, diskEnd) / MIB,
+      diskEndMiB: diskEnd / MIB,
+      storeMiB: stats.replicas[0]!.storeHeapBytes / MIB,
+      logWrittenMiB: median(stats.replicas.map((replica) => replica.logBytesWritten)) / MIB,
+      checkpoints: median(stats.replicas.map((replica) => replica.logCheckpoints)),
+    };
+    record('durability-soak', { ...row }, env);
+    printTable(
+      `Soak: ${seconds} s closed loop, 3 replicas, fsync, 100 B values (data directory in ${tmpdir()})`,
+      ['writes/s', 'log written per replica', 'checkpoints per replica', 'disk use, largest', 'disk use at the end', 'store per replica'],
+      [[formatRate(row.writesPerSecond), `${row.logWrittenMiB.toFixed(0)} MiB`, row.checkpoints, `${row.diskMaxMiB.toFixed(0)} MiB`, `${row.diskEndMiB.toFixed(0)} MiB`, `${row.storeMiB.toFixed(0)} MiB`]],
+    );
+    return row;
+  } finally {
+    clearInterval(sampler);
+    await chain.close();
+    rmSync(directory, { recursive: true, force: true });
+  }
+}
+
+const MIB = 1024 * 1024;

@@ -5,7 +5,7 @@
 import { environment } from '../src/bench/harness.js';
 import { headline, soak, sweeps, type ChainBenchSettings } from './chain-bench.js';
 import { chainsBench } from './chains-bench.js';
-import { durabilityBench } from './durability-bench.js';
+import { durabilityBench, durabilitySoak } from './durability-bench.js';
 import { failover } from './failover-bench.js';
 import { hostsBatchBench, hostsBench, hostsNodeFlagsBench, hostsTlsBench } from './hosts-bench.js';
 import { hostsChainsBench } from './hosts-chains-bench.js';
@@ -51,6 +51,7 @@ export async function runBenchmarks(options: BenchOptions): Promise<Record<strin
   if (options.suites.includes('hosts-failover')) results.hostsFailover = await hostsFailover(env, log);
   if (wants('chains')) results.chains = await chainsBench(env, options.small ? 0.5 : options.seconds, options.small ? 1 : options.runs, log);
   if (wants('log')) results.log = logBench(env, options.small ? 0.2 : options.seconds, log);
+  if (wants('durability-soak')) results.durabilitySoak = await durabilitySoak(env, options.small ? 1 : options.soakSeconds, log);
   if (wants('durability')) results.durability = await durabilityBench(env, options.small ? 0.5 : options.seconds, options.small ? 1 : options.runs, log);
   if (wants('cpu')) results.cpu = await threadCpu(env, options.seconds, options.small ? [1000] : [1000, 10_000, 100_000], log);
   return results;

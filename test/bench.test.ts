@@ -17,7 +17,7 @@ import type { ThreadCpuRow } from '../bench/thread-cpu.js';
 import type { ChainsRow } from '../bench/chains-bench.js';
 import type { HostsChainsRow } from '../bench/hosts-chains-bench.js';
 import type { HostsBenchResult } from '../bench/hosts-bench.js';
-import type { DurabilityResult } from '../bench/durability-bench.js';
+import type { DurabilityResult, DurabilitySoakRow } from '../bench/durability-bench.js';
 import { runBenchmarks } from '../bench/run.js';
 
 test('every benchmark suite runs in its small setting and records its results', async () => {
@@ -63,6 +63,8 @@ test('every benchmark suite runs in its small setting and records its results', 
     const chainsRows = results.chains as ChainsRow[];
     assert.deepEqual(chainsRows.map((row) => row.chains), [1, 12]);
     for (const row of chainsRows) assert.ok(row.writesPerSecond > 0 && row.nodeCpuPercent.length === 3 && row.mainCpuPercent > 0, JSON.stringify(row));
+    const soakRow = results.durabilitySoak as DurabilitySoakRow;
+    assert.ok(soakRow.writesPerSecond > 0 && soakRow.diskEndMiB > 0 && soakRow.logWrittenMiB > 0, JSON.stringify(soakRow));
     const durabilityResult = results.durability as DurabilityResult;
     const durabilityRows = durabilityResult.modes;
     assert.deepEqual(durabilityResult.skipped, [], 'etcd and Redis are installed on demand as root');
