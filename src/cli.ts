@@ -41,6 +41,8 @@ commands:
           --client-secret-file FILE (or DABBA_CLIENT_SECRET: what clients hold)
           --lease-ttl S (2)  --no-master  --http-token-file FILE (or DABBA_HTTP_TOKEN)
           --http-insecure (serve HTTP without a token on an address beyond loopback)
+          --data-dir DIR  --durability memory|async|fsync (fsync with --data-dir)  --sync-interval-ms MS (100)
+            (the replicas' logs: a host restarted with its directory recovers its replicas from them)
           --config FILE.json (the same settings as JSON)
   status  print the chain table of a cluster as etcd holds it: members, roles, health, lag, chains per host
           --etcd URL,URL,... (required)  --etcd-prefix /dabba/NAME/  --json

@@ -15,7 +15,7 @@
  * the exactly-once marks recovered from the logs never mistake a new client's writes for old ones.
  */
 import { closeSync, existsSync, fdatasyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { DabbaError, ErrorCode } from '../native-free-core/errors.js';
 
 const STATE_FILE = 'dabba-data.json';
@@ -86,17 +86,7 @@ export class DataDir {
    */
   saveMembers(members: number[][]): void {
     const state: SavedState = { format: FORMAT, chains: this.chains, generation: this.generation, members };
-    const final = join(this.path, STATE_FILE);
-    const temporary = `${final}.tmp`;
-    const fd = openSync(temporary, 'w');
-    try {
-      writeSync(fd, `${JSON.stringify(state)}\n`);
-      fdatasyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(temporary, final);
-    syncDirectory(this.path);
+    writeFileDurably(join(this.path, STATE_FILE), `${JSON.stringify(state)}\n`);
   }
 
   /** Removes every replica directory that is not of a member in `members`. */
@@ -113,7 +103,7 @@ export class DataDir {
   release(): void {
     if (this.released) return;
     this.released = true;
-    rmSync(join(this.path, LOCK_FILE), { force: true });
+    releaseLock(this.path);
   }
 }
 
@@ -146,7 +136,7 @@ function isSavedState(value: unknown): value is SavedState {
 }
 
 /** One process at a time: the lock file names its pid; a lock whose process is gone is taken over. */
-function takeLock(path: string): void {
+export function takeLock(path: string): void {
   const file = join(path, LOCK_FILE);
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
@@ -172,6 +162,25 @@ function isAlive(pid: number): boolean {
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+/** Lets a directory taken with takeLock() go. */
+export function releaseLock(path: string): void {
+  rmSync(join(path, LOCK_FILE), { force: true });
+}
+
+/** Writes `text` to `path` durably: a temporary file, synced, renamed over it, the directory synced. */
+export function writeFileDurably(path: string, text: string): void {
+  const temporary = `${path}.tmp`;
+  const fd = openSync(temporary, 'w');
+  try {
+    writeSync(fd, text);
+    fdatasyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(temporary, path);
+  syncDirectory(dirname(path));
 }
 
 function syncDirectory(path: string): void {

@@ -255,10 +255,14 @@ export class ChainNode {
     this.inflight.resetAfter(recovered.appliedSeq);
     if (this.forwardsDownstream && recovered.inflight !== undefined) this.preloadInflight(recovered.inflight, recovered.appliedSeq);
     if (this.isTail) {
-      // The end of the line commits what it holds. Its old clients are not told again: their
-      // sessions ended with the process that held them (a client acked twice would be refused).
+      // The end of the line commits what it holds, and tells every client it has writes of how far
+      // they are committed: a client that outlived the restart (a remote one) may be waiting for an
+      // ack lost with the process. (In one process the clients died with it: their acks are dropped.)
       this.committedSeqValue = this.appliedSeqValue;
-      for (const [clientId, clientSeq] of this.clientHighWater) this.committedClientHighWater.set(clientId, clientSeq);
+      for (const [clientId, clientSeq] of this.clientHighWater) {
+        this.committedClientHighWater.set(clientId, clientSeq);
+        this.clientsToAck.add(clientId);
+      }
       this.ackPending = true;
     }
     this.readsWaitFor = recovered.readsWaitFor ?? 0;

@@ -22,6 +22,7 @@ import { ClientSessions, type ClientSessionsOptions } from './client-sessions.js
 import type { InboundBudget } from './inbound-queue.js';
 import type { NodePort, ReplicaSnapshotStats } from './node-port.js';
 import type { PeerLink, PeerLinkHandlers } from '../transport/peer-link.js';
+import type { ReplicaLogPlacement } from '../../workers/replica-task.js';
 
 /** What a slot needs of its host. */
 export interface SlotHost {
@@ -30,6 +31,11 @@ export interface SlotHost {
   readonly chains: number;
   /** This run's incarnation: replicas placed on it are this host's. */
   incarnation(): string;
+  /**
+   * Where a replica keeps its log (a durable host), or undefined in memory; `fresh`: it starts
+   * empty. With `fresh` false, undefined also when the host has no log of it to restart from.
+   */
+  logOf(chain: number, replicaId: number, fresh: boolean): ReplicaLogPlacement | undefined;
   /** The node thread, or null while the host is between incarnations. */
   node(): NodePort | null;
   /** Where a replica's host can be reached (its home's host, registered in its incarnation); null while unknown. */
@@ -156,13 +162,17 @@ export class ChainSlot {
     const role = roleIn(configuration, mine) as Role;
     if (this.replicaId === 0) {
       if (this.givenUp.includes(mine)) return;
-      // A joiner starts empty and copies the tail; so does every member of a chain just placed.
-      if (role !== 'joining' && configuration.epoch !== 1) return this.giveUp(mine, `replica ${mine} is a member this host holds no state for`);
-      node.addReplica(this.chain, mine, configuration.epoch, role);
+      // A joiner starts empty and copies the tail; so does every member of a chain just placed. A
+      // durable host restarted in its incarnation restarts its members from their logs.
+      const recovered = role === 'joining' ? undefined : this.host.logOf(this.chain, mine, false);
+      const fresh = recovered === undefined;
+      if (fresh && role !== 'joining' && configuration.epoch !== 1) return this.giveUp(mine, `replica ${mine} is a member this host holds no state for`);
+      const log = recovered ?? this.host.logOf(this.chain, mine, true);
+      node.addReplica(this.chain, mine, configuration.epoch, role, log);
       this.links.replicaStarted(configuration.epoch, role);
       this.replicaId = mine;
       this.replicaEpoch = configuration.epoch;
-      this.host.log('info', 'replica-started', `chain ${this.chain}: replica ${mine} started as ${role} in epoch ${configuration.epoch}`);
+      this.host.log('info', 'replica-started', `chain ${this.chain}: replica ${mine} started as ${role} in epoch ${configuration.epoch}${fresh ? '' : ', from its log'}`);
     } else if (configuration.epoch > this.replicaEpoch) {
       node.reconfigure(this.chain, configuration.epoch, role, servesReads(role) ? configuration.joining : null);
       this.replicaEpoch = configuration.epoch;

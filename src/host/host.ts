@@ -21,6 +21,7 @@ import { participants, roleIn, servesReads, type Configuration } from '../../nat
 import type { ReplicaHome } from '../../native-free-core/master/table-round.js';
 import { EtcdMaster } from '../master/etcd-master.js';
 import {
+  DEFAULT_PREFIX,
   EtcdConfigurationStore,
   FAILED_REPLICAS_MAX,
   reportedStatus,
@@ -51,6 +52,7 @@ import { attachHttpApi, type HttpApi } from './http-api.js';
 import { checkCertificateNames, resolveHostTls, type HostTls } from './host-tls.js';
 import { InboundQueue } from './inbound-queue.js';
 import { NodePort, type ReplicaSnapshotStats } from './node-port.js';
+import { HostDataDir } from './host-data-dir.js';
 
 export interface HostOptions {
   /** This host's name in the cluster (etcd key hosts/<hostId>): letters, digits, '-', '_', '.'. */
@@ -174,8 +176,10 @@ export class DabbaHost extends EventEmitter {
   private readonly store: EtcdConfigurationStore;
   private master: EtcdMaster | null = null;
   private registration: HostRegistration | null = null;
-  /** This run's incarnation (see the module comment); a new one with every registration. */
+  /** This run's incarnation (see the module comment); a new one with every registration (a durable host restarts in its own). */
   private incarnation = newIncarnation();
+  /** A durable host's data directory (null in memory). */
+  private readonly dataDir: HostDataDir | null;
   private node: NodePort | null = null;
   private slots: ChainSlot[] = [];
   /** Where every replica of the table runs (from the chain entries). */
@@ -226,6 +230,10 @@ export class DabbaHost extends EventEmitter {
     this.tls = resolveHostTls(options.tls, options.advertiseUrl);
     this.tokens = new ClientTokens(options.peerSecret);
     this.store = new EtcdConfigurationStore({ hosts: options.etcd, ...(options.etcdPrefix === undefined ? {} : { prefix: options.etcdPrefix }), tls: options.etcdTls, auth: options.etcdAuth });
+    // Durable: its replicas' logs, and the incarnation they were placed on (./host-data-dir.ts).
+    const { dataDir, durability } = this.options;
+    this.dataDir = dataDir === null || durability === 'memory' ? null : HostDataDir.open(dataDir, this.hostId, options.etcdPrefix ?? DEFAULT_PREFIX, durability, this.incarnation);
+    if (this.dataDir !== null) this.incarnation = this.dataDir.incarnation;
     const push = (kind: 'batch' | 'ack' | 'reads') => (chain: number, frame: Uint8Array): boolean => {
       const node = this.node;
       if (node === null) return true; // No node: nothing to deliver to; the sender will resend.
@@ -269,6 +277,11 @@ export class DabbaHost extends EventEmitter {
       hostId: this.hostId,
       chains,
       incarnation: () => this.incarnation,
+      logOf: (chain, replicaId, fresh) => {
+        const dataDir = this.dataDir;
+        if (dataDir === null || (!fresh && !dataDir.hasLog(chain, replicaId))) return undefined;
+        return dataDir.logPlacement(chain, replicaId, fresh);
+      },
       node: () => this.node,
       urlOf: (replicaId) => this.urlOf(replicaId),
       ownUrl: () => this.url,
@@ -530,6 +543,7 @@ export class DabbaHost extends EventEmitter {
       for (let attempt = 0; !this.closed; attempt++) {
         try {
           this.incarnation = newIncarnation();
+          this.dataDir?.startOver(this.incarnation);
           this.failed = [];
           if (this.node === null) this.startNode();
           await this.register();
@@ -677,6 +691,7 @@ export class DabbaHost extends EventEmitter {
     if (this.listenSocket !== null) loadUws().uws.us_listen_socket_close(this.listenSocket as never);
     await this.node?.stop();
     this.node = null;
+    this.dataDir?.release();
     // Stopping the node may have used up the deadline: closing the etcd client still gets a moment.
     await settleBy(this.store.close(), Math.max(etcdDeadline, performance.now() + CLOSE_ETCD_WAIT_MS / 4));
   }

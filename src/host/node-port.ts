@@ -17,7 +17,7 @@ import { assert } from '../../native-free-core/assert.js';
 import { SpscRing } from '../../native-free-core/ring.js';
 import { Doorbell } from '../../workers/doorbell.js';
 import { CHAIN_TAG_BYTES, chainTagAt, taggedFrame, tryWriteTagged } from '../../native-free-core/wire/chain-tag.js';
-import type { NodeTask, ReplicaLinks } from '../../workers/replica-task.js';
+import type { ReplicaLogPlacement, NodeTask, ReplicaLinks } from '../../workers/replica-task.js';
 import type { ResolvedOptions } from '../options.js';
 import { replicaLimits, replicaWorkerFilename } from '../replica-worker.js';
 import { NodeHandle, type ReplicaDigest } from '../runtime/node-handle.js';
@@ -48,6 +48,11 @@ export interface ReplicaSnapshotStats {
   heartbeats: number;
   storeKeys: number;
   inflightBytes: number;
+  /** With --data-dir: where its log ended when it started (0: it started empty), the last seq surely on disk, fdatasyncs, log bytes written. */
+  recoveredSeq: number;
+  logSyncedSeq: number;
+  logSyncs: number;
+  logBytesWritten: number;
 }
 
 /** Records of one ring handed out per service pass, at most: the event loop stays responsive. */
@@ -183,8 +188,8 @@ export class NodePort {
   }
 
   /** Starts this node's replica of `chain` (a joiner, or a member of a chain just placed). */
-  addReplica(chain: number, replicaId: number, epoch: number, role: Role): void {
-    this.handle.addReplica({ chain, id: replicaId, epoch, role, links: this.links });
+  addReplica(chain: number, replicaId: number, epoch: number, role: Role, log?: ReplicaLogPlacement): void {
+    this.handle.addReplica({ chain, id: replicaId, epoch, role, links: this.links, ...(log === undefined ? {} : { log }) });
   }
 
   /** Stops and forgets this node's replica of `chain` (and whatever of its output waits for a socket). */
@@ -220,6 +225,10 @@ export class NodePort {
       heartbeats: counters.heartbeats,
       storeKeys: counters.storeKeys,
       inflightBytes: counters.inflightBytes,
+      recoveredSeq: counters.recoveredSeq,
+      logSyncedSeq: counters.logSyncedSeq,
+      logSyncs: counters.logSyncs,
+      logBytesWritten: counters.logBytesWritten,
     };
   }
 

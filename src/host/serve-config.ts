@@ -24,6 +24,9 @@
  *   --chains         DABBA_CHAINS         chains           chains the keyspace is split over (the cluster's; 1 when first started)
  *   --replicas       DABBA_REPLICAS       replicas         replicas per chain (the cluster's; 3 when first started)
  *   --zone           DABBA_ZONE           zone             this host's zone: a chain's replicas go to distinct zones (default)
+ *   --data-dir       DABBA_DATA_DIR       dataDir          keep the replicas' logs here: restarted, the host recovers them
+ *   --durability     DABBA_DURABILITY     durability       memory | async | fsync (memory; fsync with --data-dir)
+ *   --sync-interval-ms DABBA_SYNC_INTERVAL_MS syncIntervalMs  async mode: the longest data waits for fdatasync (100)
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -51,6 +54,9 @@ interface FileConfig extends EtcdAccessFile {
   chains?: number;
   replicas?: number;
   zone?: string;
+  dataDir?: string;
+  durability?: string;
+  syncIntervalMs?: number;
 }
 
 export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = process.env): HostOptions {
@@ -77,6 +83,9 @@ export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = proces
       chains: { type: 'string' },
       replicas: { type: 'string' },
       zone: { type: 'string' },
+      'data-dir': { type: 'string' },
+      durability: { type: 'string' },
+      'sync-interval-ms': { type: 'string' },
     },
   });
   const file = values.config === undefined ? {} : readConfigFile(values.config);
@@ -103,8 +112,10 @@ export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = proces
   const replicas = optionalInteger(values.replicas ?? env.DABBA_REPLICAS ?? file.replicas, '--replicas', 1, 16);
   const zone = values.zone ?? env.DABBA_ZONE ?? file.zone;
   if (zone !== undefined && !/^[A-Za-z0-9_.-]{1,64}$/.test(zone)) throw new ServeConfigError(`--zone must be 1-64 letters, digits, '-', '_' or '.', got ${JSON.stringify(zone)}`);
+  const chain = durabilityOf(values, env, file);
   return {
     hostId,
+    ...(chain === null ? {} : { chain }),
     ...(chains === undefined ? {} : { chains }),
     ...(replicas === undefined ? {} : { replicas }),
     ...(zone === undefined ? {} : { zone }),
@@ -120,6 +131,27 @@ export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = proces
     master,
     ...(httpToken === undefined ? {} : { httpToken }),
     httpInsecure: values['http-insecure'] === true || env.DABBA_HTTP_INSECURE === '1' || file.httpInsecure === true,
+  };
+}
+
+/** --data-dir, --durability and --sync-interval-ms, as createChain() takes them; null when none is given. */
+function durabilityOf(
+  values: { 'data-dir'?: string; durability?: string; 'sync-interval-ms'?: string },
+  env: NodeJS.ProcessEnv,
+  file: FileConfig,
+): { dataDir?: string; durability?: 'memory' | 'async' | 'fsync'; syncIntervalMs?: number } | null {
+  const dataDir = values['data-dir'] ?? env.DABBA_DATA_DIR ?? file.dataDir;
+  const durability = values.durability ?? env.DABBA_DURABILITY ?? file.durability;
+  const syncIntervalMs = optionalInteger(values['sync-interval-ms'] ?? env.DABBA_SYNC_INTERVAL_MS ?? file.syncIntervalMs, '--sync-interval-ms', 1, 60_000);
+  if (dataDir === undefined && durability === undefined && syncIntervalMs === undefined) return null;
+  if (dataDir === '') throw new ServeConfigError('--data-dir must name a directory');
+  if (durability !== undefined && !['memory', 'async', 'fsync'].includes(durability)) throw new ServeConfigError(`--durability must be memory, async or fsync, got ${durability}`);
+  if (durability !== undefined && durability !== 'memory' && dataDir === undefined) throw new ServeConfigError(`--durability ${durability} needs --data-dir to keep the logs in`);
+  if (durability === 'memory' && dataDir !== undefined) throw new ServeConfigError('--durability memory keeps nothing on disk: leave --data-dir out, or ask for async or fsync');
+  return {
+    ...(dataDir === undefined ? {} : { dataDir }),
+    ...(durability === undefined ? {} : { durability: durability as 'memory' | 'async' | 'fsync' }),
+    ...(syncIntervalMs === undefined ? {} : { syncIntervalMs }),
   };
 }
 

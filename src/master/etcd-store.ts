@@ -33,7 +33,7 @@ const STATUS_RANGE_END = 'status0';
 const COUNTERS_PREFIX = 'counters/';
 const REPLICA_COUNTER_KEY = `${COUNTERS_PREFIX}replica`;
 const ELECTION_NAME = 'master';
-const DEFAULT_PREFIX = '/dabba/default/';
+export const DEFAULT_PREFIX = '/dabba/default/';
 const DEFAULT_LEADERSHIP_TTL_SECONDS = 10;
 /** Replica and client ids travel as uint32 on the wire (schema.fbs). */
 const ID_MAX = 0xffffffff;

@@ -43,6 +43,8 @@ export interface ClusterShape {
   zones?: string[];
   /** More environment for every host (test hooks). */
   env?: Record<string, string>;
+  /** More flags for host `index` (its data directory, say). */
+  args?: (index: number) => string[];
 }
 
 /**
@@ -190,7 +192,7 @@ export class HostCluster {
   async start(index: number): Promise<void> {
     const host = this.hosts[index]!;
     const { port, hostname: address } = new URL(host.httpUrl);
-    const child = this.lab.spawn(index, process.execPath, [...SERVE_NODE_FLAGS, '--import', 'tsx', CLI, 'serve', '--id', host.hostId, '--listen', `${address}:${port}`, '--http-insecure', '--etcd', this.etcd.join(','), '--etcd-prefix', this.prefix, '--chains', String(this.shape.chains), '--replicas', String(this.shape.replicas), '--zone', this.shape.zones?.[index] ?? 'default', ...this.tlsFlags()], {
+    const child = this.lab.spawn(index, process.execPath, [...SERVE_NODE_FLAGS, '--import', 'tsx', CLI, 'serve', '--id', host.hostId, '--listen', `${address}:${port}`, '--http-insecure', '--etcd', this.etcd.join(','), '--etcd-prefix', this.prefix, '--chains', String(this.shape.chains), '--replicas', String(this.shape.replicas), '--zone', this.shape.zones?.[index] ?? 'default', ...this.tlsFlags(), ...(this.shape.args?.(index) ?? [])], {
       env: { ...process.env, ...this.shape.env, DABBA_PEER_SECRET: this.peerSecret, DABBA_CLIENT_SECRET: this.secret },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
