@@ -1,11 +1,15 @@
 /**
  * The largest legal input on every path of one process: a key of keyBytesMax bytes with a value of
  * valueBytesMax bytes is written, read, copied to a joiner, handed over, and survives the failure
- * of the replica that held it, with the limits at their defaults and at other settings. (Values
+ * of the replica that held it, with the limits at their defaults and at other settings; and on a
+ * durable chain it is logged, checkpointed by a joiner, and read back after a restart. (Values
  * over ~255 KiB used to crash the tail as soon as a replica joined: the snapshot frame was smaller
  * than one entry.)
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { isDabbaError, ErrorCode } from '../native-free-core/errors.js';
 import { createChain, type Chain, type ChainOptions } from '../src/index.js';
@@ -61,5 +65,35 @@ for (const options of [{}, { valueBytesMax: 3 * 1024 * 1024, batch: { maxBytes: 
     assert.equal(chain.members().length, 4);
     await assertIdentical(chain);
     assert.deepEqual(warnings.map((warning) => warning.message), [], 'no replica refused a frame');
+  });
+}
+
+for (const options of [{}, { valueBytesMax: 3 * 1024 * 1024, batch: { maxBytes: 4 * 1024 * 1024 }, ringBytes: 16 << 20 }] as ChainOptions[]) {
+  const resolved = resolveOptions(options);
+  const label = `key ${resolved.keyBytesMax} B, value ${resolved.valueBytesMax} B`;
+  test(`the largest key and value (${label}) are logged, checkpointed by a joiner and read back after a restart`, { timeout: 120_000 }, async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'dabba-largest-durable-'));
+    try {
+      const key = patterned(resolved.keyBytesMax, 5);
+      const value = patterned(resolved.valueBytesMax, 6);
+      const first = createChain({ replicas: 2, dataDir, ...options });
+      await first.put(key, value);
+      // More of the largest writes: batches at the size limit, the largest records a segment holds.
+      await first.putMany(Array.from({ length: 3 }, (_, index) => [patterned(resolved.keyBytesMax, 10 + index), value] as [Buffer, Buffer]));
+      await first.addReplica(); // its log starts with a checkpoint holding the entry
+      await first.close();
+      const second = createChain({ dataDir, ...options });
+      try {
+        assert.equal(second.members().length, 3);
+        assert.ok((await second.get(key))?.equals(value), 'read back after the restart');
+        assert.ok((await second.get(patterned(resolved.keyBytesMax, 12)))?.equals(value));
+        assert.ok(second.stats().replicas.every((replica) => replica.recoveredSeq === 4), 'every replica recovered all four writes');
+        await assertIdentical(second);
+      } finally {
+        await second.close();
+      }
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
   });
 }
