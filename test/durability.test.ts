@@ -73,12 +73,13 @@ describe('durable chains in one process', () => {
         assert.equal((await second.get('k7'))?.toString(), 'overwritten');
         assert.equal(await second.get('k8'), undefined);
         assert.equal((await second.get('k29999'))?.toString(), 'value 29999');
-        const recovered = second.stats().replicas.map((replica) => replica.recoveredSeq);
-        assert.ok(recovered.every((seq) => seq > 0), `every replica of chain 0 recovered its log (${recovered})`);
         // New writes, from a client the logs never saw (a new generation): none is taken for a duplicate.
         await writeKeys(second, 30_000, 5_000);
         assert.equal((await second.get('k34999'))?.toString(), 'value 34999');
         await assertIdentical(second, 34_999);
+        // Read once every replica has answered (so has opened its log).
+        const recovered = second.stats().replicas.map((replica) => replica.recoveredSeq);
+        assert.ok(recovered.every((seq) => seq > 0), `every replica of chain 0 recovered its log (${recovered})`);
       } finally {
         await second.close();
       }
