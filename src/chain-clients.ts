@@ -136,11 +136,12 @@ export class ChainClients {
     for (let offset = ring.next(); offset >= 0; offset = ring.next()) {
       const client = this.chains[chainTagAt(ring.bytes, offset)]!;
       const frame = taggedFrame(ring.bytes, offset, ring.recordLength);
-      if (this.isForEarlierProcess(frame)) {
+      const outcome = client.session.writes.receiveAck(frame);
+      // Refused (nothing changed): for a client of an earlier process, it is dropped and counted.
+      if (typeof outcome === 'string' && this.isForEarlierProcess(frame)) {
         this.earlierProcessAcks++;
         continue;
       }
-      const outcome = client.session.writes.receiveAck(frame);
       // Our own nodes wrote it, for a client of ours: anything else is a bug in the engine.
       assert(typeof outcome === 'number', `client ack is malformed: ${outcome}`);
       if (touched.at(-1) !== client) touched.push(client);

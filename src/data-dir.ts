@@ -14,9 +14,10 @@
  * Each start is a new generation: the clients of this process get ids no earlier process used, so
  * the exactly-once marks recovered from the logs never mistake a new client's writes for old ones.
  */
-import { closeSync, existsSync, fdatasyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { DabbaError, ErrorCode } from '../native-free-core/errors.js';
+import { writeFileDurably } from '../workers/durable-files.js';
 
 const STATE_FILE = 'dabba-data.json';
 const LOCK_FILE = 'lock';
@@ -86,7 +87,7 @@ export class DataDir {
    */
   saveMembers(members: number[][]): void {
     const state: SavedState = { format: FORMAT, chains: this.chains, generation: this.generation, members };
-    writeFileDurably(join(this.path, STATE_FILE), `${JSON.stringify(state)}\n`);
+    writeFileDurably(join(this.path, STATE_FILE), Buffer.from(`${JSON.stringify(state)}\n`));
   }
 
   /** Removes every replica directory that is not of a member in `members`. */
@@ -167,27 +168,4 @@ function isAlive(pid: number): boolean {
 /** Lets a directory taken with takeLock() go. */
 export function releaseLock(path: string): void {
   rmSync(join(path, LOCK_FILE), { force: true });
-}
-
-/** Writes `text` to `path` durably: a temporary file, synced, renamed over it, the directory synced. */
-export function writeFileDurably(path: string, text: string): void {
-  const temporary = `${path}.tmp`;
-  const fd = openSync(temporary, 'w');
-  try {
-    writeSync(fd, text);
-    fdatasyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(temporary, path);
-  syncDirectory(dirname(path));
-}
-
-function syncDirectory(path: string): void {
-  const fd = openSync(path, 'r');
-  try {
-    fdatasyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
 }

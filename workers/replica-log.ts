@@ -18,7 +18,7 @@
  * Files: `<directory>/<first seq, 20 digits>.log` (a new segment starts when the current one would
  * pass `segmentBytesMax`) and `<seq, 20 digits>.checkpoint` (written as `.tmp`, synced, renamed).
  */
-import { closeSync, existsSync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { DabbaError, ErrorCode } from '../native-free-core/errors.js';
 import type { SnapshotSource } from '../native-free-core/chain/snapshot.js';
@@ -28,6 +28,7 @@ import { recordBytes, scanSegment, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, writeRec
 import type { Store } from '../native-free-core/store.js';
 import { FORMAT_RECORD_LIMITS, WriteBatchView, type RecordLimits } from '../native-free-core/wire/codec.js';
 import { assert } from '../native-free-core/assert.js';
+import { syncDirectory, TEMPORARY_SUFFIX, writeFileDurably } from './durable-files.js';
 import { nativeCrc32 } from './native-crc32.js';
 
 export type LogDurability = 'async' | 'fsync';
@@ -50,7 +51,6 @@ export interface ReplicaLogOptions {
 
 const SEGMENT_SUFFIX = '.log';
 const CHECKPOINT_SUFFIX = '.checkpoint';
-const TEMPORARY_SUFFIX = '.tmp';
 
 /** What open() recovered: the log's replay, after the checkpoint it started from (0: none). */
 export interface Recovered extends ReplayResult {
@@ -187,17 +187,7 @@ export class ReplicaLog {
     this.commit();
     const directory = this.options.directory;
     const final = join(directory, fileName(source.appliedSeq, CHECKPOINT_SUFFIX));
-    const temporary = `${final}${TEMPORARY_SUFFIX}`;
-    const bytes = encodeCheckpoint(source, snapshotFrameBytesMax, nativeCrc32);
-    const fd = openSync(temporary, 'w');
-    try {
-      for (let written = 0; written < bytes.length; ) written += writeSync(fd, bytes, written, bytes.length - written, written);
-      fdatasyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(temporary, final);
-    syncDirectory(directory);
+    writeFileDurably(final, encodeCheckpoint(source, snapshotFrameBytesMax, nativeCrc32));
     // What the checkpoint covers: older checkpoints, and each segment whose successor starts at or
     // before the seq after it (all its batches are in the checkpoint). The newest segment stays.
     const files = readdirSync(directory).sort();
@@ -300,14 +290,4 @@ export function logEnd(directory: string, frameBytesMax: number): number {
     return Math.max(checkpointSeq, view.firstSeq + view.count - 1);
   }
   return checkpointSeq;
-}
-
-/** Makes the names in `directory` (new, renamed, deleted) durable. */
-function syncDirectory(directory: string): void {
-  const fd = openSync(directory, 'r');
-  try {
-    fdatasyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
 }

@@ -16,7 +16,8 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { DabbaError, ErrorCode } from '../../native-free-core/errors.js';
-import { releaseLock, takeLock, writeFileDurably } from '../data-dir.js';
+import { releaseLock, takeLock } from '../data-dir.js';
+import { writeFileDurably } from '../../workers/durable-files.js';
 import type { ReplicaLogPlacement } from '../../workers/replica-task.js';
 
 const STATE_FILE = 'dabba-host.json';
@@ -105,7 +106,7 @@ export class HostDataDir {
   }
 
   private save(): void {
-    writeFileDurably(join(this.path, STATE_FILE), `${JSON.stringify(this.saved)}\n`);
+    writeFileDurably(join(this.path, STATE_FILE), Buffer.from(`${JSON.stringify(this.saved)}\n`));
   }
 }
 
