@@ -8,7 +8,7 @@ import { ChainNode } from '../native-free-core/chain/node.js';
 import { InflightLog } from '../native-free-core/chain/inflight-log.js';
 import { Store } from '../native-free-core/store.js';
 import { AckEncoder, HelloEncoder, ReadBatchEncoder, ReadReplyView, ReadStatus, WriteBatchEncoder, WriteBatchView } from '../native-free-core/wire/codec.js';
-import { SnapshotWriter } from '../native-free-core/chain/snapshot.js';
+import { SnapshotView, SnapshotWriter } from '../native-free-core/chain/snapshot.js';
 import { ChainHarness } from './helpers/chain-harness.js';
 import { crc32 } from '../native-free-core/checksum.js';
 import { encodeSegment } from '../native-free-core/log/segment.js';
@@ -264,6 +264,21 @@ describe('ChainNode guards', () => {
       assert.equal(harness.clientAcks.filter((ack) => ack.clientId === 2).at(-1)!.committedClientSeq, 12, 'the new client hears of every write');
       assert.ok(submitted > 0);
     }
+  });
+
+  test('a tail restarted from its log in a configuration that names a joiner sends that joiner its snapshot (a head does not)', () => {
+    const source = makeNode('tail');
+    source.step('upstream', stampedBatch(1, 1, 3));
+    const recovered = { appliedSeq: 3, clientHighWater: new Map([[1, 3]]) };
+    const options = { id: 2, epoch: 4, store: source.store, inflightBytesMax: 64 * 1024, inflightBatchesMax: 16, readReplyPayloadBytesMax: 4096, readReplyResultsMax: 8, recovered, joiner: 7 };
+    const tail = new ChainNode({ ...options, role: 'tail' });
+    const snapshot = tail.ready().snapshot;
+    assert.ok(snapshot !== null, 'the joiner is sent a snapshot frame');
+    const view = new SnapshotView();
+    assert.equal(view.open(snapshot), null);
+    assert.equal(view.appliedSeq, 3);
+    const head = new ChainNode({ ...options, role: 'head' });
+    assert.equal(head.ready().snapshot, null);
   });
 
   test('a middle drops batches from another epoch, ignores duplicates and rejects gaps', () => {

@@ -94,6 +94,7 @@ class Replica {
       role: spec.role,
       store,
       ...(recovered === undefined ? {} : { recovered }),
+      joiner: spec.joiner ?? null,
       inflightBytesMax: limits.inflightBytesMax,
       inflightBatchesMax: limits.inflightBatchesMax,
       readReplyPayloadBytesMax: limits.readReplyPayloadBytesMax,

@@ -22,8 +22,9 @@ import { closeSync, existsSync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSy
 import { join } from 'node:path';
 import { DabbaError, ErrorCode } from '../native-free-core/errors.js';
 import type { SnapshotSource } from '../native-free-core/chain/snapshot.js';
-import { encodeCheckpoint, loadCheckpoint } from '../native-free-core/log/checkpoint.js';
-import { replaySegments, type ReplayResult, type SegmentBytes } from '../native-free-core/log/replay.js';
+import { encodeCheckpoint } from '../native-free-core/log/checkpoint.js';
+import { recoverLog, type Recovered } from '../native-free-core/log/recover.js';
+import type { SegmentBytes } from '../native-free-core/log/replay.js';
 import { recordBytes, scanSegment, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, writeRecord } from '../native-free-core/log/segment.js';
 import type { Store } from '../native-free-core/store.js';
 import { FORMAT_RECORD_LIMITS, WriteBatchView, type RecordLimits } from '../native-free-core/wire/codec.js';
@@ -53,9 +54,7 @@ const SEGMENT_SUFFIX = '.log';
 const CHECKPOINT_SUFFIX = '.checkpoint';
 
 /** What open() recovered: the log's replay, after the checkpoint it started from (0: none). */
-export interface Recovered extends ReplayResult {
-  checkpointSeq: number;
-}
+export type { Recovered };
 
 function fileName(seq: number, suffix: string): string {
   return `${String(seq).padStart(20, '0')}${suffix}`;
@@ -82,7 +81,7 @@ export class ReplicaLog {
 
   private constructor(
     private readonly options: ReplicaLogOptions,
-    recovered: ReplayResult,
+    recovered: Recovered,
   ) {
     this.now = options.now ?? (() => performance.now());
     this.directory = options.directory;
@@ -104,31 +103,21 @@ export class ReplicaLog {
     const files = readdirSync(options.directory).sort();
     // A checkpoint a crash interrupted before its rename: never trusted, never needed.
     for (const name of files) if (name.endsWith(TEMPORARY_SUFFIX)) rmSync(join(options.directory, name));
-    let checkpointSeq = 0;
-    let checkpointMarks = new Map<number, number>();
     const checkpoint = files.filter((name) => name.endsWith(CHECKPOINT_SUFFIX)).at(-1);
-    if (checkpoint !== undefined) {
-      const path = join(options.directory, checkpoint);
-      const loaded = loadCheckpoint(readFileSync(path), store, { crc: nativeCrc32, frameBytesMax: snapshotFrameBytesMax, limits: options.limits });
-      if ('reason' in loaded) throw new DabbaError(ErrorCode.corrupt, `checkpoint ${path} is damaged at offset ${loaded.offset}: ${loaded.reason}`);
-      checkpointSeq = loaded.appliedSeq;
-      checkpointMarks = loaded.clientHighWater;
-    }
+    const checkpointPath = checkpoint === undefined ? null : join(options.directory, checkpoint);
     const segments: SegmentBytes[] = files
       .filter((name) => name.endsWith(SEGMENT_SUFFIX))
       .map((name) => ({ name: join(options.directory, name), bytes: readFileSync(join(options.directory, name)) }));
-    const replayed = replaySegments(segments, store, {
+    const recovered = recoverLog(checkpointPath === null ? null : { name: checkpointPath, bytes: readFileSync(checkpointPath) }, segments, store, {
       crc: nativeCrc32,
       frameBytesMax: options.frameBytesMax,
+      snapshotFrameBytesMax,
       limits: options.limits,
-      afterSeq: checkpointSeq,
       ...(options.keepRecent === undefined ? {} : { keepRecent: options.keepRecent }),
     });
-    for (const [client, mark] of checkpointMarks) if (mark > (replayed.clientHighWater.get(client) ?? 0)) replayed.clientHighWater.set(client, mark);
-    const recovered: Recovered = { ...replayed, checkpointSeq };
     if (recovered.corrupt !== null) {
-      const { name, offset, reason } = recovered.corrupt;
-      throw new DabbaError(ErrorCode.corrupt, `log segment ${name} is damaged at offset ${offset}: ${reason}`);
+      const { file, name, offset, reason } = recovered.corrupt;
+      throw new DabbaError(ErrorCode.corrupt, `${file} ${name} is damaged at offset ${offset}: ${reason}`);
     }
     const log = new ReplicaLog(options, recovered);
     const last = segments.at(-1);

@@ -92,6 +92,8 @@ export interface ReplicaSpec {
   stats: SharedArrayBuffer;
   /** Its log on disk; absent: in memory only. */
   log?: ReplicaLogPlacement;
+  /** A tail restarted from its log while a replica joins behind it: that joiner (see ChainNodeOptions.joiner). */
+  joiner?: number | null;
 }
 
 /**

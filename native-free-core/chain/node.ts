@@ -85,6 +85,12 @@ export interface ChainNodeOptions {
    * how far it got, and the predecessor resends only what comes after (from its in-flight list).
    */
   recovered?: RecoveredState;
+  /**
+   * The replica joining behind this node, if the configuration it starts in names one (a tail
+   * restarted from its log while a join was under way): it starts the join's snapshot, as
+   * reconfigure() would have.
+   */
+  joiner?: number | null;
 }
 
 /** What a member restarted from its own log starts with (see ChainNodeOptions.recovered). */
@@ -244,6 +250,7 @@ export class ChainNode {
     this.log = options.log ?? (() => {});
     this.stepRole = this.stepFunctionOf(options.role);
     if (options.recovered !== undefined) this.resume(options.recovered);
+    if (this.isTail && options.joiner !== undefined && options.joiner !== null) this.startJoin(options.joiner);
   }
 
   /** Starts from a recovered state instead of an empty one (see ChainNodeOptions.recovered). */

@@ -163,12 +163,15 @@ export class ChainSlot {
     if (this.replicaId === 0) {
       if (this.givenUp.includes(mine)) return;
       // A joiner starts empty and copies the tail; so does every member of a chain just placed. A
-      // durable host restarted in its incarnation restarts its members from their logs.
-      const recovered = role === 'joining' ? undefined : this.host.logOf(this.chain, mine, false);
+      // durable host restarted in its incarnation restarts its members from their logs; a joiner
+      // placed before the restart is given up, as when its join link breaks: a transfer cannot resume.
+      const saved = this.host.logOf(this.chain, mine, false);
+      if (role === 'joining' && saved !== undefined) return this.giveUp(mine, `replica ${mine} was joining when this host restarted`);
+      const recovered = role === 'joining' ? undefined : saved;
       const fresh = recovered === undefined;
       if (fresh && role !== 'joining' && configuration.epoch !== 1) return this.giveUp(mine, `replica ${mine} is a member this host holds no state for`);
       const log = recovered ?? this.host.logOf(this.chain, mine, true);
-      node.addReplica(this.chain, mine, configuration.epoch, role, log);
+      node.addReplica(this.chain, mine, configuration.epoch, role, servesReads(role) ? configuration.joining : null, log);
       this.links.replicaStarted(configuration.epoch, role);
       this.replicaId = mine;
       this.replicaEpoch = configuration.epoch;

@@ -188,8 +188,8 @@ export class NodePort {
   }
 
   /** Starts this node's replica of `chain` (a joiner, or a member of a chain just placed). */
-  addReplica(chain: number, replicaId: number, epoch: number, role: Role, log?: ReplicaLogPlacement): void {
-    this.handle.addReplica({ chain, id: replicaId, epoch, role, links: this.links, ...(log === undefined ? {} : { log }) });
+  addReplica(chain: number, replicaId: number, epoch: number, role: Role, joiner: number | null, log?: ReplicaLogPlacement): void {
+    this.handle.addReplica({ chain, id: replicaId, epoch, role, joiner, links: this.links, ...(log === undefined ? {} : { log }) });
   }
 
   /** Stops and forgets this node's replica of `chain` (and whatever of its output waits for a socket). */

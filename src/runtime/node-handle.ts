@@ -38,6 +38,8 @@ export interface ReplicaPlacement {
   links: ReplicaLinks;
   /** Its log on disk (durable runtimes only). */
   log?: ReplicaLogPlacement;
+  /** A tail restarted from its log while a replica joins behind it: that joiner. */
+  joiner?: number | null;
 }
 
 export interface NodeHandleOptions {

@@ -42,6 +42,25 @@ export class Checker {
     this.applied.set(node, { writes: new Set(), bySeq: new Map() });
   }
 
+  /**
+   * `node` restarted from the log of `crashed` (the same replica before its crash): it holds the
+   * writes that one applied through its recovered appliedSeq, and no later ones.
+   */
+  nodeRecovered(node: ChainNode, crashed: ChainNode | null): void {
+    const record: AppliedWrites = { writes: new Set(), bySeq: new Map() };
+    const before = crashed === null ? undefined : this.applied.get(crashed);
+    this.world.trace.check(node.appliedSeq === 0 || before !== undefined, () => `replica ${node.id} recovered ${node.appliedSeq} from a log no node wrote`);
+    if (before !== undefined) {
+      this.world.trace.check(node.appliedSeq <= crashed!.appliedSeq, () => `replica ${node.id} recovered ${node.appliedSeq}, more than the ${crashed!.appliedSeq} it had applied`);
+      for (const [seq, write] of before.bySeq) {
+        if (seq > node.appliedSeq) continue;
+        record.writes.add(write);
+        record.bySeq.set(seq, write);
+      }
+    }
+    this.applied.set(node, record);
+  }
+
   /** A write batch applied by `node` (I3, exactly-once). */
   appliedBatch(node: ChainNode, appliedBefore: number, result: Extract<ReceiveResult, { status: 'applied' }>, batch: { clientId: number; firstClientSeq: number; count: number }): void {
     const trace: Trace = this.world.trace;

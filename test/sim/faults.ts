@@ -23,6 +23,8 @@ export type PartitionPart = ChainPosition | 'master' | 'clients';
 
 export type ScriptedFault =
   | { at: number; crash: ChainPosition }
+  /** Every host at once (a power cut): only hosts with a disk keep anything. */
+  | { at: number; crashAll: true }
   /** `partition` cut off from `from` (by default, from everyone else) for `healAfter` ticks. */
   | { at: number; partition: readonly PartitionPart[]; from?: readonly PartitionPart[]; healAfter: number }
   | { at: number; breakLink: readonly [ChainPosition, ChainPosition] };
@@ -143,6 +145,11 @@ export class FaultInjector {
 
   private scripted(fault: ScriptedFault): void {
     if ('crash' in fault) return this.crash(this.hostAt(fault.crash));
+    if ('crashAll' in fault) {
+      this.world.trace.note('every host crashes at once');
+      for (const host of this.world.hosts.values()) if (host.alive) this.crash(host);
+      return;
+    }
     if ('partition' in fault) return this.partition(this.endpoints(fault.partition), fault.healAfter, fault.from === undefined ? null : this.endpoints(fault.from));
     const [a, b] = fault.breakLink.map((position) => this.hostAt(position));
     this.world.trace.note(`scripted loss on the link between replicas ${a!.replicaId} and ${b!.replicaId}`);

@@ -66,11 +66,12 @@ export class SimulatedMaster {
 
   /**
    * A host's heartbeat, sent at `sentAt`: its lease's keep-alive and its status. A replica id heard
-   * for the first time is a new registration (a newcomer); one whose lease expired is told so.
+   * for the first time is a new registration (a newcomer); one whose lease expired is told so,
+   * unless its host `registers` it again (a durable host restarted with its log gets a new lease).
    */
-  heartbeat(host: SimulatedHost, replicaId: number, status: LiveHostStatus | null, sentAt: number): void {
+  heartbeat(host: SimulatedHost, replicaId: number, status: LiveHostStatus | null, sentAt: number, registers = false): void {
     const registered = this.leases.has(replicaId);
-    const granted = !registered || this.heardWithin(replicaId, TIMING.suspectAfter);
+    const granted = !registered || registers || this.heardWithin(replicaId, TIMING.suspectAfter);
     if (granted) {
       if (!registered) this.newcomers.push(replicaId);
       this.leases.set(replicaId, this.world.now);

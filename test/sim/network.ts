@@ -137,6 +137,11 @@ export class Network {
     connection.generation++;
   }
 
+  /** The process at `endpoint` dies: every socket it had goes down, and the other ends are told. */
+  breakEvery(endpoint: Endpoint): void {
+    for (const connection of this.connections.values()) if (connection.a === endpoint || connection.b === endpoint) this.break(connection);
+  }
+
   /** A fault takes the socket down: what is in transit is lost, and the owner is told. */
   break(connection: Connection): void {
     if (connection.state !== 'up') return;

@@ -5,7 +5,8 @@
  * - batches and snapshot frames only from the current predecessor; a joiner drops snapshot frames
  *   of an earlier join and batches before its own first snapshot frame;
  * - Acks only from the current successor (or joiner); a Hello from a replica that is not (yet) the
- *   successor is kept, the latest one, and handed over if the configuration names it later.
+ *   successor, or that reaches a restarted host before its replica started, is kept, the latest
+ *   one, and handed over once the configuration names it.
  * A link that breaks (a lost frame) is redialed by the successor, which then sends a Hello saying
  * how far it has applied, so the predecessor resends what was lost (repairAfterRedial). A joiner
  * whose link breaks cannot resume its transfer: it joins again as a new replica.
@@ -154,9 +155,9 @@ export class PeerLinks {
     return this.world.network.send(this.linkTo(predecessor), this.host.hostId, target.hostId, () => this.deliverTo(target, predecessor, (links) => links.fromSuccessor(from, bytes)), duplicable);
   }
 
-  /** Hands a frame to replica `replicaId` if its host still runs it; false to hold it. */
+  /** Hands a frame to replica `replicaId` if its host still runs it (its node may not have started yet); false to hold it. */
   private deliverTo(target: SimulatedHost, replicaId: number, take: (links: PeerLinks) => boolean): boolean {
-    return !target.runs(replicaId) || target.node === null || take(target.links);
+    return !target.runs(replicaId) || take(target.links);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -166,7 +167,7 @@ export class PeerLinks {
   fromPredecessor(from: number, bytes: Uint8Array): boolean {
     const kind = frameKind(bytes);
     this.world.trace.detail(() => `replica ${this.host.replicaId} gets a frame of kind ${String(kind)} from ${from}${from === this.predecessor ? '' : ' (not its predecessor: dropped)'}`);
-    if (from !== this.predecessor) return true;
+    if (from !== this.predecessor || this.host.node === null) return true;
     if (kind === MessageKind.snapshot) {
       if (this.snapshotView.open(bytes) !== null || this.snapshotView.epoch < this.joinEpoch) return true;
       this.joinStreamStarted = true;
@@ -178,11 +179,11 @@ export class PeerLinks {
 
   /** An Ack or Hello from replica `from`. */
   fromSuccessor(from: number, bytes: Uint8Array): boolean {
-    const role = this.host.role();
-    if (role === null || role === 'joining') return true;
+    if (this.host.role() === 'joining') return true;
     const kind = frameKind(bytes);
     this.world.trace.detail(() => `replica ${this.host.replicaId} gets a frame of kind ${String(kind)} from ${from}${from === this.successor ? '' : ' (not its successor)'}`);
-    if (from !== this.successor) {
+    // Not the successor, or not yet: this replica restarted and waits for its configuration.
+    if (from !== this.successor || this.host.node === null) {
       // Acks are cumulative (the next one overtakes a dropped one); a Hello is sent once per epoch.
       if (kind === MessageKind.hello) this.parkedHellos.set(from, bytes);
       return true;

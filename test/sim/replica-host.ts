@@ -11,9 +11,12 @@
  * - the tail's client acks go to the client, and the newest one per client is kept and sent again
  *   when that client reconnects; every new configuration is sent to connected clients as a view;
  * - the tail begins a handoff when the master asks in the tail's current epoch.
- * A crash loses everything: the node, the links, the acks kept. A restart is a new replica.
+ * A crash loses everything: the node, the links, the acks kept. A restart is a new replica, unless
+ * the host has a disk (`fsync` mode, ./disk.ts): then, as a durable host restarted in its
+ * incarnation does, it registers again as the same replica and, if the master still lists it as a
+ * member, restarts it from its log in the current epoch, sent only what it missed.
  */
-import { ChainNode, type ReceiveResult, type Role } from '../../native-free-core/chain/node.js';
+import { ChainNode, type ReceiveResult, type RecoveredState, type Role } from '../../native-free-core/chain/node.js';
 import { snapshotFrameBytesFor } from '../../native-free-core/chain/snapshot.js';
 import { ordersWrites, roleIn, servesReads, type Configuration } from '../../native-free-core/master/chain-master.js';
 import type { HandoffRequest, LiveHostStatus } from '../../native-free-core/master/cluster-decisions.js';
@@ -21,9 +24,13 @@ import { ErrorCode } from '../../native-free-core/errors.js';
 import { Store } from '../../native-free-core/store.js';
 import { AckEncoder, frameKind, HelloEncoder, MessageKind, WriteBatchView, type AckFields, type HelloFields } from '../../native-free-core/wire/codec.js';
 import { replicaLimits } from '../../src/replica-worker.js';
+import { SimulatedDisk } from './disk.js';
 import type { Connection, Endpoint } from './network.js';
 import { PeerLinks } from './peer-links.js';
 import { KEY_BYTES_MAX, MASTER, TIMING, VALUE_BYTES_MAX, type World } from './world.js';
+
+/** A simulated log is checkpointed past this many batches (the worker: past max(256 MiB, its store)). */
+const DISK_CHECKPOINT_BATCHES = 24;
 
 /** What a host tells clients of the chain: its epoch and members' hosts, head first (a ClusterView). */
 export interface SimulatedView {
@@ -51,6 +58,14 @@ export class SimulatedHost {
   private readonly ackEncoder = new AckEncoder();
   private readonly helloEncoder = new HelloEncoder();
   private readonly peekView = new WriteBatchView();
+  /** Its replica's log in `fsync` mode, or null (memory: a restart comes back empty). */
+  readonly disk: SimulatedDisk | null;
+  /** Restarted from its disk as the same replica: waits for the configuration to say what it is. */
+  private recovering = false;
+  /** Registers again at its next heartbeat (a new lease for the same replica). */
+  private registering = false;
+  /** The node the crash took (the checker carries its record of writes over to the recovered one). */
+  private crashedNode: ChainNode | null = null;
 
   constructor(
     private readonly world: World,
@@ -58,6 +73,7 @@ export class SimulatedHost {
   ) {
     this.replicaId = world.allocateReplicaId(this);
     this.links = new PeerLinks(world, this);
+    this.disk = world.durable ? new SimulatedDisk(world.random) : null;
   }
 
   runs(replicaId: number): boolean {
@@ -82,14 +98,38 @@ export class SimulatedHost {
   }
 
   private startNode(epoch: number, role: Role): void {
+    this.disk?.startFresh(this.replicaId, role === 'joining');
+    this.createNode(epoch, role, null);
+  }
+
+  /** Its replica again after a crash, from its log, in the configuration's epoch and role. */
+  private startFromDisk(epoch: number, role: Role): void {
+    const limits = replicaLimits(this.world.options);
+    const store = this.newStore();
+    const recovered = this.disk!.recover(store, { bytesMax: limits.inflightBytesMax, batchesMax: limits.inflightBatchesMax });
+    if (typeof recovered === 'string') return this.world.trace.fail(`${this.hostId}: replica ${this.replicaId}'s log: ${recovered}`);
+    this.world.counts.recoveredFromDisk++;
+    this.world.trace.note(`${this.hostId}: replica ${this.replicaId} recovers ${recovered.appliedSeq} from its log`);
+    // As the worker does: a log that holds nothing starts an empty replica.
+    this.createNode(epoch, role, recovered.appliedSeq > 0 ? { store, recovered } : null);
+    this.world.checker.nodeRecovered(this.node!, this.crashedNode);
+  }
+
+  private newStore(): Store {
+    // A slot hash key per replica, as in production, derived from the seed (not drawn from the PRNG).
+    return new Store({ hashKey: [this.world.seed >>> 0, this.replicaId], initialKeys: 16, initialHeapBytes: 4096 });
+  }
+
+  private createNode(epoch: number, role: Role, from: { store: Store; recovered: RecoveredState } | null): void {
     const limits = replicaLimits(this.world.options);
     const replicaId = this.replicaId;
     this.node = new ChainNode({
       id: replicaId,
       epoch,
       role,
-      // A slot hash key per replica, as in production, derived from the seed (not drawn from the PRNG).
-      store: new Store({ hashKey: [this.world.seed >>> 0, replicaId], initialKeys: 16, initialHeapBytes: 4096 }),
+      store: from?.store ?? this.newStore(),
+      ...(from === null ? {} : { recovered: from.recovered }),
+      joiner: servesReads(role) ? (this.configuration?.joining ?? null) : null,
       inflightBytesMax: limits.inflightBytesMax,
       inflightBatchesMax: limits.inflightBatchesMax,
       readReplyPayloadBytesMax: limits.readReplyPayloadBytesMax,
@@ -101,7 +141,7 @@ export class SimulatedHost {
       log: (line) => this.world.trace.note(`replica ${replicaId} ${line}`),
     });
     this.links.replicaStarted(epoch, role);
-    this.world.checker.nodeStarted(this.node);
+    if (from === null) this.world.checker.nodeStarted(this.node);
     this.world.trace.note(`${this.hostId}: replica ${replicaId} starts as ${role} in epoch ${epoch}`);
   }
 
@@ -110,17 +150,30 @@ export class SimulatedHost {
     this.world.trace.note(`crash ${this.hostId} (replica ${this.replicaId}, ${this.role() ?? 'not a member'})`);
     this.alive = false;
     this.links.breakAll();
+    this.disk?.crash();
+    if (this.node !== null) this.crashedNode = this.node;
     this.node = null;
     this.configuration = null;
     this.lastAcks.clear();
     this.handoffRequest = null;
-    for (const client of this.world.clients) this.world.network.break(this.clientConnection(client.id));
+    // Its peers' and clients' sockets, whatever the replica was (or was about to be).
+    this.world.network.breakEvery(this.hostId);
   }
 
-  /** Back after a crash: an empty replica with a new id, which joins through the policy. */
+  /**
+   * Back after a crash. With its replica's log on disk: the same replica, registered again, whose
+   * part the next configuration says. Without: an empty replica with a new id, which joins through
+   * the policy.
+   */
   restart(): void {
     this.alive = true;
-    this.rejoin('restarted after a crash', false);
+    if (this.disk === null || this.disk.replicaId !== this.replicaId) return this.rejoin('restarted after a crash', false);
+    this.world.trace.note(`${this.hostId}: restarts with replica ${this.replicaId}'s log`);
+    this.recovering = true;
+    this.registering = true;
+    this.watchedEpoch = 0;
+    this.leaseValidUntil = 0;
+    this.handoffBegun = '';
   }
 
   /**
@@ -136,6 +189,7 @@ export class SimulatedHost {
     this.leaseValidUntil = 0;
     this.handoffBegun = '';
     const previous = this.replicaId;
+    this.recovering = false;
     this.replicaId = this.world.allocateReplicaId(this);
     this.world.trace.note(`${this.hostId}: replica ${previous} leaves (${why}); registers as replica ${this.replicaId}`);
     if (counted) this.world.counts.rejoins++;
@@ -153,7 +207,8 @@ export class SimulatedHost {
     const replicaId = this.replicaId;
     const status = this.status();
     const sentAt = this.world.now;
-    this.world.network.sendControl(this.hostId, MASTER, () => this.world.master.heartbeat(this, replicaId, status, sentAt));
+    const registering = this.registering;
+    this.world.network.sendControl(this.hostId, MASTER, () => this.world.master.heartbeat(this, replicaId, status, sentAt, registering));
   }
 
   private status(): LiveHostStatus | null {
@@ -169,6 +224,7 @@ export class SimulatedHost {
    */
   lease(replicaId: number, sentAt: number, granted: boolean): void {
     if (!this.runs(replicaId)) return;
+    if (granted) this.registering = false;
     if (!granted) this.rejoin('its lease expired');
     // The master measures silence from when it heard us, which is after we sent: safe for us to count from then.
     else this.leaseValidUntil = Math.max(this.leaseValidUntil, sentAt + TIMING.suspectAfter);
@@ -181,6 +237,8 @@ export class SimulatedHost {
    */
   watch(): void {
     if (!this.alive) return;
+    // Restarted: it reads the chain's entry as it is now, then watches from there.
+    if (this.recovering) this.watchedEpoch = Math.max(this.watchedEpoch, this.world.master.configuration.epoch - 1);
     for (const configuration of this.world.master.configurationsAfter(this.watchedEpoch)) {
       this.watchedEpoch = configuration.epoch;
       this.adopt(configuration);
@@ -196,10 +254,15 @@ export class SimulatedHost {
     this.configuration = configuration;
     const role = this.role();
     const node = this.node;
+    const recovering = this.recovering;
+    this.recovering = false;
     if (role === null) {
-      if (node !== null) return this.rejoin(`not in epoch ${configuration.epoch}`);
+      if (node !== null || recovering) return this.rejoin(`not in epoch ${configuration.epoch}`);
     } else if (node === null) {
+      // A joiner's transfer cannot resume after a restart (host.ts gives it up, as when its join link breaks).
+      if (role === 'joining' && recovering) return this.rejoin('it was joining when its host restarted');
       if (role === 'joining') this.startNode(configuration.epoch, role);
+      else if (recovering) this.startFromDisk(configuration.epoch, role);
       else if (previousRole === null) return this.rejoin('a member with no state');
     } else if (configuration.epoch > node.epoch) {
       node.reconfigure(configuration.epoch, role, { joiner: servesReads(role) ? configuration.joining : null });
@@ -240,9 +303,14 @@ export class SimulatedHost {
     const appliedBefore = node.appliedSeq;
     const result = node.step('upstream', bytes);
     if (result.status === 'full') return false;
-    if (result.status === 'applied' && isBatch) this.world.checker.appliedBatch(node, appliedBefore, result, { clientId, firstClientSeq, count });
+    if (result.status === 'applied') {
+      if (isBatch) this.world.checker.appliedBatch(node, appliedBefore, result, { clientId, firstClientSeq, count });
+      this.disk?.applied(node, bytes, isBatch);
+    }
     this.refusal(result, isBatch ? 'a batch' : 'a snapshot frame');
-    this.performReady(null);
+    // With a log, batches are forwarded once per drain (group commit): a crash may come between.
+    if (this.disk !== null && isBatch) this.kick();
+    else this.performReady(null);
     return true;
   }
 
@@ -287,6 +355,8 @@ export class SimulatedHost {
    */
   private performReady(readOwner: number | null): void {
     const node = this.node!;
+    // What it applied is on disk before anything leaves (workers/node.ts performReady).
+    this.disk?.commit();
     if (!node.hasReady()) return;
     const ready = node.ready();
     const snapshotSent = ready.snapshot !== null && this.links.sendDownstream(ready.snapshot.slice(), false);
@@ -303,6 +373,7 @@ export class SimulatedHost {
     this.world.trace.check(ready.readReplies.length === 0 || readOwner !== null, () => `replica ${this.replicaId} has read replies for no one`);
     for (const reply of ready.readReplies) this.sendToClient(readOwner!, reply);
     node.advance(ready, { forwarded, acksSent, repliesSent: ready.readReplies.length, snapshotSent });
+    this.disk?.checkpointIfDue(node, DISK_CHECKPOINT_BATCHES);
     // The worker's loop: a pass that moved anything is followed by another at once; one that moved
     // nothing sleeps until a frame arrives or its sleep times out (sleepTimeoutMs), then looks again.
     const hadAcks = ready.ackUpstream !== null || ready.clientAcks.length > 0;

@@ -5,7 +5,8 @@
  * real ClientSession, WritePipeline and ReadPipeline on a simulated clock (./client-driver.ts).
  *
  * A run is a safety phase, with faults (./faults.ts, ./network.ts: delays, duplication, loss that
- * breaks links, partitions that heal, crashes, restarts as new replicas), then a quiet phase with
+ * breaks links, partitions that heal, crashes, restarts as new replicas or, with a disk, from the
+ * replica's log: ./disk.ts), then a quiet phase with
  * none, in which every client operation must complete and every host be a member again
  * (liveness). The invariants are checked after every event, and at the end the members' agreement
  * and the linearizability of the whole history (./checkers.ts). A failure throws with
@@ -45,6 +46,8 @@ export interface SimulationOptions {
   partitionTicks?: readonly [number, number];
   /** Ticks after which a crashed host restarts as a new replica; null: crashed hosts stay down. */
   restartAfter?: readonly [number, number] | null;
+  /** Hosts keep their replica's log on a disk (`fsync` mode) and restart from it (./disk.ts). */
+  disk?: boolean;
   script?: readonly ScriptedFault[];
   /** Trace every frame (for a replay). */
   verbose?: boolean;
@@ -86,11 +89,12 @@ const DEFAULTS: Omit<Settings, 'seed'> = {
   partitionRate: 1 / 300,
   partitionTicks: [10, 120],
   restartAfter: [10, 100],
+  disk: false,
 };
 
 export async function simulate(options: SimulationOptions): Promise<SimulationResult> {
   const settings: Settings & SimulationOptions = { ...DEFAULTS, ...options };
-  const world = new World(settings.seed, { delayMax: settings.delayMax, lossRate: settings.lossRate, duplicateRate: settings.duplicateRate }, {
+  const world = new World(settings.seed, settings.disk, { delayMax: settings.delayMax, lossRate: settings.lossRate, duplicateRate: settings.duplicateRate }, {
     kept: settings.traceKept ?? Number(process.env.DABBA_SIM_TRACE ?? 40),
     verbose: settings.verbose ?? false,
   });
@@ -198,8 +202,9 @@ function resultOf(world: World, faults: FaultInjector, operations: number, micro
 /**
  * The options a numbered seed runs with (npm test and the CLI alike): chains of 2 to 5, 1 to 3
  * clients, and in one seed of five crashed hosts stay down, so that no join's reconfigurations
- * come to resend what a client is stuck on (only its own resend after a stall can then).
+ * come to resend what a client is stuck on (only its own resend after a stall can then). In every
+ * other seed hosts have disks, and a crashed one back before its lease ends is the same replica.
  */
 export function seedOptions(seed: number): SimulationOptions {
-  return { seed, replicas: 2 + (seed % 4), clients: 1 + (seed % 3), ...(seed % 5 === 0 ? { restartAfter: null } : {}) };
+  return { seed, replicas: 2 + (seed % 4), clients: 1 + (seed % 3), disk: seed % 2 === 0, ...(seed % 5 === 0 ? { restartAfter: null } : {}) };
 }

@@ -72,6 +72,8 @@ export interface HostCounts {
   writesRedirected: number;
   /** Read batches refused by a host not serving reads (not the tail, or its lease may have lapsed). */
   readsRefused: number;
+  /** Replicas restarted from their logs (hosts with a disk). */
+  recoveredFromDisk: number;
 }
 
 export class World {
@@ -84,7 +86,7 @@ export class World {
   readonly hosts = new Map<Endpoint, SimulatedHost>();
   readonly clients: SimulatedClient[] = [];
   readonly history: HistoryEntry[] = [];
-  readonly counts: HostCounts = { rejoins: 0, linkRepairs: 0, snapshotFrames: 0, gapsRefused: 0, staleEpochIgnored: 0, writesRedirected: 0, readsRefused: 0 };
+  readonly counts: HostCounts = { rejoins: 0, linkRepairs: 0, snapshotFrames: 0, gapsRefused: 0, staleEpochIgnored: 0, writesRedirected: 0, readsRefused: 0, recoveredFromDisk: 0 };
   master!: SimulatedMaster;
   checker!: Checker;
   /** A failure noticed where it cannot throw (a promise callback); the run loop fails with it. */
@@ -94,6 +96,8 @@ export class World {
 
   constructor(
     readonly seed: number,
+    /** Whether hosts keep their replica's log on a disk (`fsync` mode): see ./disk.ts. */
+    readonly durable: boolean,
     faults: NetworkFaults,
     trace: { kept: number; verbose: boolean },
   ) {

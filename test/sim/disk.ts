@@ -1,0 +1,121 @@
+/**
+ * A simulated host's disk in `fsync` mode: the log of the one replica it runs, as the worker keeps
+ * it (workers/node.ts with workers/replica-log.ts), in the real formats and read back by the real
+ * recovery code (native-free-core/log/: encodeCheckpoint, loadCheckpoint, replaySegments).
+ *
+ * - A member's log starts empty; a joiner's starts with a checkpoint of the snapshot it loaded.
+ * - Each batch the replica applies is staged; the host's next Ready commits what is staged (write
+ *   and fdatasync) before anything leaves the replica. Group commit: a drain stages several.
+ * - Now and then a checkpoint of the whole store replaces the log, keeping the batches not yet
+ *   acknowledged (a successor may have to be sent them after a restart).
+ * - A crash keeps what was committed and, of what was staged, any prefix, possibly cut mid-record
+ *   (a torn write): recovery truncates it.
+ */
+import type { ChainNode, RecoveredState } from '../../native-free-core/chain/node.js';
+import { crc32 } from '../../native-free-core/checksum.js';
+import { encodeCheckpoint } from '../../native-free-core/log/checkpoint.js';
+import { recoverLog } from '../../native-free-core/log/recover.js';
+import { encodeSegment, SEGMENT_HEADER_BYTES } from '../../native-free-core/log/segment.js';
+import type { Store } from '../../native-free-core/store.js';
+import { FORMAT_RECORD_LIMITS, WriteBatchView } from '../../native-free-core/wire/codec.js';
+
+const FRAME_BYTES_MAX = 1 << 20;
+
+export class SimulatedDisk {
+  /** The replica whose log this is (0: none). */
+  replicaId = 0;
+  /** Whether batches are logged (a joiner's log starts at its checkpoint). */
+  logging = false;
+  /** The newest checkpoint's bytes, or null. */
+  private checkpoint: Uint8Array | null = null;
+  /** Batches on disk after (or overlapping) the checkpoint, oldest first. */
+  private committed: Uint8Array[] = [];
+  /** Applied, not yet committed: lost or torn in a crash. */
+  private staged: Uint8Array[] = [];
+  /** The start of a record a crash cut short, after the committed ones (recovery truncates it). */
+  private tornRecord: Uint8Array | null = null;
+  private readonly view = new WriteBatchView();
+  readonly counts = { checkpoints: 0, tornRecords: 0, stagedLost: 0 };
+
+  constructor(private readonly random: () => number) {}
+
+  /** A new replica's empty log (a joiner's stays unused until its snapshot is loaded). */
+  startFresh(replicaId: number, joining: boolean): void {
+    this.replicaId = replicaId;
+    this.logging = !joining;
+    this.checkpoint = null;
+    this.committed = [];
+    this.staged = [];
+    this.tornRecord = null;
+  }
+
+  /** After `node` applied a frame from upstream (a batch, or a joiner's snapshot frame). */
+  applied(node: ChainNode, frame: Uint8Array, isBatch: boolean): void {
+    if (this.logging) {
+      if (isBatch) this.staged.push(frame.slice());
+      return;
+    }
+    // A joiner's log starts with a checkpoint of what it loaded, written whole and synced.
+    if (!node.joinCaughtUp) return;
+    this.writeCheckpoint(node, Number.POSITIVE_INFINITY);
+    this.logging = true;
+  }
+
+  /** The start of every Ready: what was staged is on disk before anything leaves. */
+  commit(): void {
+    if (this.staged.length > 0) this.committed.push(...this.staged.splice(0));
+  }
+
+  /** Checkpoints once the log holds more than `batchesMax` batches, keeping those after the committed seq. */
+  checkpointIfDue(node: ChainNode, batchesMax: number): void {
+    if (!this.logging || this.committed.length + this.staged.length <= batchesMax) return;
+    this.writeCheckpoint(node, node.committedSeq);
+  }
+
+  private writeCheckpoint(node: ChainNode, keepAfterSeq: number): void {
+    this.commit();
+    this.checkpoint = encodeCheckpoint(node.checkpointSource(), FRAME_BYTES_MAX, crc32);
+    this.committed = this.committed.filter((frame) => {
+      this.view.open(frame);
+      return this.view.firstSeq + this.view.count - 1 > keepAfterSeq;
+    });
+    this.counts.checkpoints++;
+  }
+
+  /** The process dies: what was committed stays; of what was staged, any prefix, and maybe part of the next record. */
+  crash(): void {
+    const kept = Math.floor(this.random() * (this.staged.length + 1));
+    this.committed.push(...this.staged.slice(0, kept));
+    const next = this.staged[kept];
+    this.counts.stagedLost += this.staged.length - kept;
+    this.staged = [];
+    if (next === undefined || this.random() < 0.5) return;
+    const record = encodeSegment([next], crc32).subarray(SEGMENT_HEADER_BYTES);
+    this.tornRecord = record.slice(0, 1 + Math.floor(this.random() * (record.length - 1)));
+    this.counts.tornRecords++;
+  }
+
+  /**
+   * What the restarted replica starts from: its store loaded from the log, as the worker's
+   * ReplicaLog.open does, or 'unusable' with why (damage, which the simulator never makes).
+   */
+  recover(store: Store, keepRecent: { bytesMax: number; batchesMax: number }): RecoveredState | string {
+    const committed = encodeSegment(this.committed, crc32);
+    const torn = this.tornRecord;
+    const bytes = torn === null ? committed : new Uint8Array([...committed, ...torn]);
+    const recovered = recoverLog(this.checkpoint === null ? null : { name: 'checkpoint', bytes: this.checkpoint }, [{ name: 'segment', bytes }], store, {
+      crc: crc32,
+      frameBytesMax: FRAME_BYTES_MAX,
+      snapshotFrameBytesMax: FRAME_BYTES_MAX,
+      limits: FORMAT_RECORD_LIMITS,
+      keepRecent,
+    });
+    if (recovered.corrupt !== null) return `${recovered.corrupt.file} damaged at ${recovered.corrupt.offset}: ${recovered.corrupt.reason}`;
+    if ((recovered.tornAt === null) !== (torn === null) || (recovered.tornAt !== null && recovered.tornAt.offset !== committed.length)) {
+      return `the torn record at ${committed.length} was found at ${recovered.tornAt?.offset ?? 'none'}`;
+    }
+    // Truncated there, as the worker does: the log goes on after the last whole record.
+    this.tornRecord = null;
+    return { appliedSeq: recovered.appliedSeq, clientHighWater: recovered.clientHighWater, inflight: recovered.recent };
+  }
+}
