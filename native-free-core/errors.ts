@@ -59,6 +59,12 @@ export const ErrorCode = {
    * all. The read is refused rather than answered with bytes that cannot be trusted.
    */
   corrupt: 'DABBA_ERR_CORRUPT',
+  /**
+   * A replica of the chain has no room left for its log (below its disk reserve, or a write failed
+   * with ENOSPC). The write was refused before it was sent, so nothing was applied: retry once space
+   * is freed. Reads go on.
+   */
+  diskFull: 'DABBA_ERR_DISK_FULL',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

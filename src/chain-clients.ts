@@ -39,6 +39,8 @@ export interface ChainClientsOptions {
   epochOf(chain: number): number;
   /** Why every call is refused now (closed), or null. */
   refusal(): DabbaError | null;
+  /** Why writes to chain `chain` are refused now (a replica's disk is full), or null. */
+  writeRefusal(chain: number): DabbaError | null;
   /** Chain c's client has id clientIdBase + c + 1 (a durable runtime's generation sets it: src/data-dir.ts). */
   clientIdBase: number;
 }
@@ -77,6 +79,7 @@ export class ChainClients {
           sealer: settings.sealer,
         },
         refusal,
+        () => settings.writeRefusal(chain),
       );
       (client as { session: ClientSession }).session = session;
       this.chains.push(client);

@@ -34,7 +34,7 @@ import { logEnd } from '../workers/replica-log.js';
 import { closedError, NODES_MAX, resolveOptions, type ChainOptions, type ResolvedOptions } from './options.js';
 import type { VersionedValue } from './read-pipeline.js';
 import { replicaLimits, replicaWorkerFilename } from './replica-worker.js';
-import { NodeHandle, type ReplicaCounters } from './runtime/node-handle.js';
+import { NodeHandle, type DiskReport, type ReplicaCounters } from './runtime/node-handle.js';
 import { sealerFor, type ResealReport, type SealingOptions } from './sealing.js';
 import { RoutedSession } from './session/routed-session.js';
 import { SessionApi } from './session/session-api.js';
@@ -82,6 +82,17 @@ export interface ChainLayout {
 }
 
 /** Emitted as 'reconfigured' after every membership change of any chain. */
+/** A replica's disk filled up (its chain refuses writes with DABBA_ERR_DISK_FULL) or has room again. */
+export interface DiskEvent {
+  chain: number;
+  replicaId: number;
+  node: number;
+  full: boolean;
+  /** Free bytes on its log's file system when it changed (Infinity if a write failed before any was read). */
+  freeBytes: number;
+  reserveBytes: number;
+}
+
 export interface ReconfigurationEvent {
   chain: number;
   epoch: number;
@@ -140,6 +151,8 @@ export class Chain extends SessionApi {
   private readonly dataDir: DataDir | null;
   /** Restarted from a data directory: where each chain's longest log ended. */
   private readonly longestLogEnds: number[] = [];
+  /** Replicas whose disk is full, by chain: why their chain refuses writes (workers/disk-room.ts). */
+  private readonly fullDisks = new Map<number, Map<number, DabbaError>>();
 
   constructor(options: ChainOptions = {}) {
     super();
@@ -184,6 +197,7 @@ export class Chain extends SessionApi {
         doorbellOf: (node) => this.doorbellBuffers.get(node)!,
         epochOf: (chain) => this.table.configuration(chain).epoch,
         refusal: () => (this.state !== 'open' ? closedError() : null),
+        writeRefusal: (chain) => this.diskRefusal(chain),
         clientIdBase: this.dataDir?.clientIdBase() ?? 0,
       },
       ends,
@@ -267,9 +281,44 @@ export class Chain extends SessionApi {
       limits: replicaLimits(this.options),
       onRejected: (chain, code, reason) =>
         this.emit('warning', new DabbaError(code as ErrorCode, `node ${id} rejected a frame of chain ${chain}: ${reason}`)),
+      onDisk: (report) => this.onDisk(id, report),
     });
     node.done.catch((error: unknown) => this.onNodeFailure(node, error));
     this.nodes.set(id, node);
+  }
+
+  /**
+   * A replica's disk filled up (its chain refuses writes from now on, and a 'warning' says why) or
+   * has room again: a 'disk' event either way.
+   */
+  private onDisk(node: number, { chain, replicaId, full, freeBytes, reserveBytes }: DiskReport): void {
+    let disks = this.fullDisks.get(chain);
+    const event: DiskEvent = { chain, replicaId, node, full, freeBytes, reserveBytes };
+    if (!full) {
+      disks?.delete(replicaId);
+      this.emit('disk', event);
+      return;
+    }
+    const free = Number.isFinite(freeBytes) ? `${freeBytes} bytes free` : 'no room';
+    const error = new DabbaError(
+      ErrorCode.diskFull,
+      `chain ${chain}: the disk of replica ${replicaId} (node ${node}) is full (${free}, reserve ${reserveBytes}): writes are refused until space is freed`,
+    );
+    if (disks === undefined) this.fullDisks.set(chain, (disks = new Map()));
+    disks.set(replicaId, error);
+    this.emit('warning', error);
+    this.emit('disk', event);
+  }
+
+  /** Why chain `chain` refuses writes now: one of its replicas (still in it) has a full disk. */
+  private diskRefusal(chain: number): DabbaError | null {
+    const disks = this.fullDisks.get(chain);
+    if (disks === undefined || disks.size === 0) return null;
+    for (const [replicaId, error] of disks) {
+      if (this.table.participants(chain).includes(replicaId)) return error;
+      disks.delete(replicaId);
+    }
+    return null;
   }
 
   /** Where a replica on `node` keeps its log, for a durable runtime. */

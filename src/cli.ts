@@ -43,6 +43,7 @@ commands:
           --http-insecure (serve HTTP without a token on an address beyond loopback)
           --data-dir DIR  --durability memory|async|fsync (fsync with --data-dir)  --sync-interval-ms MS (100)
             (the replicas' logs: a host restarted with its directory recovers its replicas from them)
+          --disk-reserve-bytes N (64 MiB: free bytes a replica's disk keeps; below, its chain refuses writes)
           --config FILE.json (the same settings as JSON)
   status  print the chain table of a cluster as etcd holds it: members, roles, health, lag, chains per host
           --etcd URL,URL,... (required)  --etcd-prefix /dabba/NAME/  --json

@@ -103,9 +103,16 @@ export interface ChainOptions {
   durability?: Durability;
   /** 'async' mode: the longest written data waits for an fdatasync, in ms (default 100). */
   syncIntervalMs?: number;
+  /**
+   * Free bytes each replica's disk keeps: below them its chain refuses writes with
+   * DABBA_ERR_DISK_FULL until space is freed (default 64 MiB, one log segment; 0: only when a write fails).
+   */
+  diskReserveBytes?: number;
 }
 
 export type Durability = 'memory' | 'async' | 'fsync';
+/** One log segment's room (native-free-core/limits.ts): a replica stops taking batches before a write can fail. */
+const DISK_RESERVE_BYTES_DEFAULT = 64 * 1024 * 1024;
 const DURABILITIES: readonly Durability[] = ['memory', 'async', 'fsync'];
 
 /** The options with defaults filled in, and every size limit derived from them (see Limits). */
@@ -126,6 +133,7 @@ export interface ResolvedOptions extends Limits {
   dataDir: string | null;
   durability: Durability;
   syncIntervalMs: number;
+  diskReserveBytes: number;
 }
 
 const MiB = 1024 * 1024;
@@ -212,7 +220,7 @@ export function resolveOptions(options: ChainOptions = {}): ResolvedOptions {
 }
 
 /** dataDir, durability and syncIntervalMs, checked against each other. */
-function durabilityOf(options: ChainOptions): { dataDir: string | null; durability: Durability; syncIntervalMs: number } {
+function durabilityOf(options: ChainOptions): { dataDir: string | null; durability: Durability; syncIntervalMs: number; diskReserveBytes: number } {
   const { dataDir } = options;
   if (dataDir !== undefined && (typeof dataDir !== 'string' || dataDir.length === 0)) {
     throw Object.assign(new TypeError(`dataDir must be a non-empty string, got ${describe(dataDir)}`), { code: ErrorCode.invalidArgument });
@@ -224,7 +232,8 @@ function durabilityOf(options: ChainOptions): { dataDir: string | null; durabili
   if (durability === 'memory' && dataDir !== undefined) throw rangeError(`durability 'memory' keeps nothing on disk: leave dataDir out, or ask for 'async' or 'fsync'`);
   if (durability !== 'memory' && dataDir === undefined) throw rangeError(`durability '${durability}' needs a dataDir to keep the logs in`);
   const syncIntervalMs = integer(options.syncIntervalMs, 'syncIntervalMs', 100, 1, 60_000);
-  return { dataDir: dataDir ?? null, durability, syncIntervalMs };
+  const diskReserveBytes = integer(options.diskReserveBytes, 'diskReserveBytes', DISK_RESERVE_BYTES_DEFAULT, 0, Number.MAX_SAFE_INTEGER);
+  return { dataDir: dataDir ?? null, durability, syncIntervalMs, diskReserveBytes };
 }
 
 function stringList(value: unknown, name: string): string[] | undefined {

@@ -39,6 +39,7 @@ export function replicaLimits(resolved: ResolvedOptions): ReplicaLimits {
             segmentBytesMax: resolved.segmentBytesMax,
             frameBytesMax: resolved.writeFrameBytesMax,
             checkpointBytesMin: CHECKPOINT_BYTES_MIN,
+            diskReserveBytes: resolved.diskReserveBytes,
           },
   };
 }

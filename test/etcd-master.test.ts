@@ -93,7 +93,7 @@ function hostStatus(incarnation: string, replicas: Array<Partial<ReplicaStatus> 
     candidate: false,
     writesPerSecond: 0,
     failed,
-    replicas: replicas.map((replica) => ({ chain: 0, epoch: 1, role: 'solo', appliedSeq: 0, committedSeq: 0, joinCaughtUp: false, handoffReadyEpoch: 0, predecessorDown: 0, ...replica })),
+    replicas: replicas.map((replica) => ({ chain: 0, epoch: 1, role: 'solo', appliedSeq: 0, committedSeq: 0, joinCaughtUp: false, handoffReadyEpoch: 0, predecessorDown: 0, diskFull: false, ...replica })),
   };
 }
 

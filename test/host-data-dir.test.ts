@@ -71,18 +71,21 @@ test('a directory of another host or cluster, or not a host\'s, is refused', () 
   assert.throws(() => HostDataDir.open(path, 'h1', '/dabba/a/', 'fsync', 'x'), { code: 'DABBA_ERR_CORRUPT' });
 });
 
-test('dabba serve --data-dir, --durability and --sync-interval-ms, from flags, environment or config file', () => {
+test('dabba serve --data-dir, --durability, --sync-interval-ms and --disk-reserve-bytes, from flags, environment or config file', () => {
   const base = ['--id', 'h1', '--etcd', 'http://127.0.0.1:2379'];
   const env = { DABBA_PEER_SECRET: 'peer-secret-0123456789', DABBA_CLIENT_SECRET: 'client-secret-0123456789' };
   assert.equal(parseServeConfig(base, env).chain, undefined, 'memory by default');
   assert.deepEqual(parseServeConfig([...base, '--data-dir', '/var/lib/dabba'], env).chain, { dataDir: '/var/lib/dabba' });
   assert.deepEqual(parseServeConfig([...base, '--data-dir', '/d', '--durability', 'async', '--sync-interval-ms', '20'], env).chain, { dataDir: '/d', durability: 'async', syncIntervalMs: 20 });
   assert.deepEqual(parseServeConfig(base, { ...env, DABBA_DATA_DIR: '/e', DABBA_DURABILITY: 'fsync' }).chain, { dataDir: '/e', durability: 'fsync' });
+  assert.deepEqual(parseServeConfig([...base, '--data-dir', '/d', '--disk-reserve-bytes', '0'], env).chain, { dataDir: '/d', diskReserveBytes: 0 });
+  assert.deepEqual(parseServeConfig([...base, '--data-dir', '/d'], { ...env, DABBA_DISK_RESERVE_BYTES: '1048576' }).chain, { dataDir: '/d', diskReserveBytes: 1048576 });
   for (const [args, message] of [
     [['--durability', 'fsync'], /--durability fsync needs --data-dir/],
     [['--data-dir', '/d', '--durability', 'memory'], /--durability memory keeps nothing on disk/],
     [['--data-dir', '/d', '--durability', 'disk'], /--durability must be memory, async or fsync/],
     [['--data-dir', '/d', '--sync-interval-ms', '0'], /--sync-interval-ms must be an integer in 1..60000/],
+    [['--data-dir', '/d', '--disk-reserve-bytes', 'lots'], /--disk-reserve-bytes must be an integer in 0\.\./],
   ] as const) {
     assert.throws(() => parseServeConfig([...base, ...args], env), { message });
   }

@@ -6,16 +6,17 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { connect as connectTcp } from 'node:net';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { ErrorCode } from '../native-free-core/errors.js';
 import { startEtcdCluster } from '../src/bench/peers/etcd-cluster.js';
 import { LocalServers } from '../src/bench/peers/servers.js';
-import { DabbaHost, startHost } from '../src/host/host.js';
+import { DabbaHost, startHost, type HostLogEntry } from '../src/host/host.js';
 import { parseServeConfig, ServeConfigError } from '../src/host/serve-config.js';
 import { formatClusterStatus, readClusterStatus } from '../src/host/status-command.js';
+import { fillLeaving, mountTmpfs } from './helpers/tmpfs.js';
 
 const SECRET = Buffer.from('http-api-test-secret-0123456789');
 const PEER_SECRET = Buffer.from('http-api-test-peer-secret-0123456789');
@@ -119,6 +120,62 @@ test('PUT, GET, DELETE, errors with codes, /status and dabba status', async () =
   const text = formatClusterStatus(cluster);
   assert.match(text, /1 chain of 3 replicas, 1 live hosts/);
   assert.match(text, /0\s+\d+\s+\d+\s+solo\s+solo\s/);
+});
+
+test('a durable host whose disk fills answers HTTP writes 507 DABBA_ERR_DISK_FULL and still serves reads; space freed, writes go on', async (t) => {
+  const disk = mountTmpfs(32 * 1024 * 1024);
+  const logs: HostLogEntry[] = [];
+  const heard = (event: string): Promise<void> =>
+    new Promise((resolve) => {
+      if (logs.some((entry) => entry.event === event)) return resolve();
+      const onLog = (entry: HostLogEntry): void => {
+        if (entry.event !== event) return;
+        durable.off('log', onLog);
+        resolve();
+      };
+      durable.on('log', onLog);
+    });
+  const durable = await startHost({
+    hostId: 'durable',
+    port: 0,
+    etcd,
+    etcdPrefix: '/http-test-disk/',
+    peerSecret: PEER_SECRET,
+    clientSecret: SECRET,
+    master: true,
+    log: (entry) => logs.push(entry),
+    chain: { valueBytesMax: 4096, dataDir: join(disk.path, 'data'), durability: 'fsync', diskReserveBytes: 8 * 1024 * 1024 },
+  });
+  t.after(async () => {
+    await durable.close();
+    disk.unmount();
+  });
+  if (durable.roleIn() !== 'solo') {
+    await new Promise<void>((resolve) => durable.on('configured', (_configuration: unknown, role: string) => role === 'solo' && resolve()));
+  }
+  const base = httpUrl(durable);
+  assert.equal((await fetch(`${base}/kv/before`, { method: 'PUT', body: 'written' })).status, 204);
+  const full = heard('disk-full');
+  const filler = fillLeaving(disk.path, 4 * 1024 * 1024);
+  await full;
+  const status = (await (await fetch(`${base}/status`)).json()) as { replicas: Array<{ stats: { diskFull: boolean; diskFreeBytes: number } }> };
+  assert.equal(status.replicas[0]!.stats.diskFull, true);
+  assert.ok(status.replicas[0]!.stats.diskFreeBytes < 8 * 1024 * 1024);
+  for (const method of ['PUT', 'DELETE']) {
+    const response = await fetch(`${base}/kv/before`, { method, ...(method === 'PUT' ? { body: 'refused' } : {}) });
+    assert.equal(response.status, 507, method);
+    const body = await json(response);
+    assert.equal(body.code, ErrorCode.diskFull);
+    assert.match(body.message, /disk of replica \d+ is full/);
+  }
+  const read = await fetch(`${base}/kv/before`);
+  assert.equal(read.status, 200);
+  assert.equal(await read.text(), 'written', 'reads go on, and the refused writes changed nothing');
+  const room = heard('disk-ok');
+  rmSync(filler);
+  await room;
+  const response = await fetch(`${base}/kv/after`, { method: 'PUT', body: 'room again' });
+  assert.equal(response.status, 204);
 });
 
 test('with a token, every HTTP request needs Authorization: Bearer <token>', async () => {

@@ -3,7 +3,7 @@
  * over it, and the directory synced so the new name holds too. Used by replica logs' checkpoints and
  * by the data directories' state files.
  */
-import { closeSync, fdatasyncSync, openSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, fdatasyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 
 /** The suffix of a file being written: one a crash left behind is never trusted. */
@@ -16,9 +16,13 @@ export function writeFileDurably(path: string, bytes: Uint8Array): void {
   try {
     for (let written = 0; written < bytes.length; ) written += writeSync(fd, bytes, written, bytes.length - written, written);
     fdatasyncSync(fd);
-  } finally {
+  } catch (error) {
+    // Out of space, say: the part written would only take more of it.
     closeSync(fd);
+    rmSync(temporary, { force: true });
+    throw error;
   }
+  closeSync(fd);
   renameSync(temporary, path);
   syncDirectory(dirname(path));
 }

@@ -27,6 +27,7 @@ import { SpscRing } from '../native-free-core/ring.js';
 import { Store } from '../native-free-core/store.js';
 import { CHAIN_TAG_BYTES, chainTagAt, taggedFrame, tryWriteTagged } from '../native-free-core/wire/chain-tag.js';
 import { AckEncoder, HelloEncoder } from '../native-free-core/wire/codec.js';
+import { DiskRoom, isOutOfSpace } from './disk-room.js';
 import { Doorbell } from './doorbell.js';
 import { nativeCrc32 } from './native-crc32.js';
 import { ReplicaLog, type Recovered } from './replica-log.js';
@@ -67,6 +68,12 @@ class Replica {
   /** Its log on disk, or null in memory; `logging` once it appends (a joiner: after its snapshot's checkpoint). */
   readonly log: ReplicaLog | null = null;
   logging = false;
+  /** Whether its disk has room to go on logging (with a log only). */
+  readonly room: DiskRoom | null = null;
+  /** A free-space check ran since a write last failed for want of space: one retry may go. */
+  private retryDue = false;
+  /** Whether its chain was last told its disk is full. */
+  reportedFull = false;
 
   constructor(spec: ReplicaSpec, task: NodeTask) {
     this.chain = spec.chain;
@@ -78,6 +85,7 @@ class Replica {
       const opened = openReplicaLog(spec, limits, store);
       this.log = opened.log;
       this.logging = spec.role !== 'joining';
+      this.room = new DiskRoom(spec.log.directory, limits.log.diskReserveBytes);
       if (opened.recovered.appliedSeq > 0 && spec.role !== 'joining') {
         recovered = {
           appliedSeq: opened.recovered.appliedSeq,
@@ -124,7 +132,46 @@ class Replica {
       stats[ReplicaStat.logBytesWritten] = log.bytesWritten;
       stats[ReplicaStat.logCheckpoints] = log.checkpoints;
       stats[ReplicaStat.logSyncedSeq] = log.syncedSeq;
+      stats[ReplicaStat.diskFull] = this.diskFull ? 1 : 0;
+      stats[ReplicaStat.diskFreeBytes] = Number.isFinite(this.room!.freeBytes) ? this.room!.freeBytes : 0;
     }
+  }
+
+  /** No room for its log: it takes no new batches (its chain refuses writes) until space is freed. */
+  get diskFull(): boolean {
+    return this.room !== null && (this.room.full || this.log!.hasPending);
+  }
+
+  /** Reads its free space if a check is due (after which a failed write may be retried). */
+  checkDisk(): void {
+    if (this.room!.check()) this.retryDue = true;
+  }
+
+  /**
+   * Makes what it applied durable before anything of it leaves (performReady). False while its disk
+   * is out of space: nothing goes out, and the write is retried after the next free-space check.
+   */
+  commitLog(snapshotFrameBytesMax: number): boolean {
+    const room = this.room!;
+    if (room.writeFailing && !this.retryDue) return false;
+    this.retryDue = false;
+    try {
+      // A joiner whose first checkpoint found no room: it has nothing durable to stand on yet.
+      if (!this.logging && this.node.joinCaughtUp) this.startLogging(snapshotFrameBytesMax);
+      if (!this.log!.commit()) throw Object.assign(new Error('out of space'), { code: 'ENOSPC' });
+    } catch (error) {
+      if (!isOutOfSpace(error)) throw error;
+      room.writeFailed();
+      this.touched = true;
+      return false;
+    }
+    room.writeSucceeded();
+    return true;
+  }
+
+  private startLogging(snapshotFrameBytesMax: number): void {
+    this.log!.checkpoint(this.node.checkpointSource(), snapshotFrameBytesMax);
+    this.logging = true;
   }
 
   /**
@@ -138,16 +185,28 @@ class Replica {
       return;
     }
     if (!this.node.joinCaughtUp) return;
-    log.checkpoint(this.node.checkpointSource(), snapshotFrameBytesMax);
-    this.logging = true;
+    try {
+      this.startLogging(snapshotFrameBytesMax);
+    } catch (error) {
+      // No room for it: commitLog() tries again, and nothing leaves the joiner until it is written.
+      if (!isOutOfSpace(error)) throw error;
+      this.room!.writeFailed();
+    }
   }
 
   /** A checkpoint once the log since the last one outgrew the store (or checkpointBytesMin): disk use follows live data. */
   checkpointIfDue(settings: LogSettings, snapshotFrameBytesMax: number): void {
     const log = this.log!;
-    if (!this.logging || log.bytesSinceCheckpoint < Math.max(settings.checkpointBytesMin, this.node.store.heapBytes)) return;
-    // It keeps the segments of its unacknowledged batches: a successor may have to be sent them after a restart.
-    log.checkpoint(this.node.checkpointSource(), snapshotFrameBytesMax, this.node.committedSeq);
+    if (!this.logging || this.diskFull || log.bytesSinceCheckpoint < Math.max(settings.checkpointBytesMin, this.node.store.heapBytes)) return;
+    try {
+      // It keeps the segments of its unacknowledged batches: a successor may have to be sent them after a restart.
+      log.checkpoint(this.node.checkpointSource(), snapshotFrameBytesMax, this.node.committedSeq);
+    } catch (error) {
+      // No room for it: the log stays as it was (the checkpoint's file is removed), and grows.
+      if (!isOutOfSpace(error)) throw error;
+      this.room!.writeFailed();
+      this.touched = true;
+    }
   }
 }
 
@@ -328,6 +387,8 @@ class NodeDriver {
       if (replica.log !== null) {
         replica.log.syncIfDue();
         replica.checkpointIfDue(this.task.limits.log!, this.task.limits.snapshotFrameBytesMax);
+        replica.checkDisk();
+        this.reportDisk(replica);
       }
       // Only what changed: a node may hold many replicas, most idle in any one pass.
       if (!replica.touched) continue;
@@ -336,6 +397,17 @@ class NodeDriver {
     }
     this.stats[NodeStat.heartbeats]!++;
     return moved;
+  }
+
+  /** If a replica's disk filled up or has room again: its chain hears of it; with room, its batches flow again. */
+  private reportDisk(replica: Replica): void {
+    const full = replica.diskFull;
+    if (full === replica.reportedFull) return;
+    replica.reportedFull = full;
+    replica.touched = true;
+    const room = replica.room!;
+    this.reply({ type: 'disk', chain: replica.chain, replicaId: replica.node.id, full, freeBytes: room.freeBytes, reserveBytes: room.reserveBytes });
+    if (!full) this.blockedInbound.clear();
   }
 
   /**
@@ -453,6 +525,13 @@ class NodeDriver {
       taken++;
       if (replica === undefined) continue;
       const frame = taggedFrame(ring.bytes, offset, length);
+      if (replica.diskFull) {
+        // No room for its log: the batch waits in its ring until space is freed (see DiskRoom).
+        ring.unread();
+        taken--;
+        this.blockedInbound.add(ring);
+        break;
+      }
       if (!replica.node.canAccept(frame.length)) {
         // In-flight log full: leave the batch in the ring until acks free space (backpressure).
         ring.unread();
@@ -525,9 +604,11 @@ class NodeDriver {
     const node = replica.node;
     const chain = replica.chain;
     replica.touched = true;
-    // What it applied is in its log (on disk in `fsync` mode) before it forwards, acknowledges or
-    // answers a read of it.
-    replica.log?.commit();
+    // What it applied is in its log (on disk in `fsync` mode) before it forwards or acknowledges it.
+    if (replica.log !== null && !replica.commitLog(this.task.limits.snapshotFrameBytesMax)) {
+      this.reportDisk(replica);
+      return this.answerReadsOnly(replica);
+    }
     const ready: Ready = node.ready();
     let forwarded = 0;
     const out = replica.batchesOut;
@@ -563,6 +644,24 @@ class NodeDriver {
     node.advance(ready, { forwarded, acksSent, repliesSent, snapshotSent });
     const hadAcks = ready.ackUpstream !== null || ready.clientAcks.length > 0;
     return forwarded > 0 || snapshotSent || (hadAcks && acksSent) || repliesSent > 0;
+  }
+
+  /**
+   * Out of space for its log: nothing it applied since its last commit may be forwarded or
+   * acknowledged, but a tail still answers reads. What it applied and could not log, each
+   * predecessor logged before forwarding it, so no crash can take away a write a read has seen
+   * (a solo replica has no predecessor: it answers nothing until its log is written).
+   */
+  private answerReadsOnly(replica: Replica): boolean {
+    if (replica.node.isHead) return false;
+    const ready = replica.node.ready();
+    let repliesSent = 0;
+    for (const reply of ready.readReplies) {
+      if (!this.send(replica.readRepliesOut!, replica.chain, reply, replica.clientDoorbell)) break;
+      repliesSent++;
+    }
+    replica.node.advance(ready, { forwarded: 0, acksSent: false, repliesSent, snapshotSent: false });
+    return repliesSent > 0;
   }
 
   /** Stages one tagged record; if the ring is full, asks its consumer to wake us when it frees space. */

@@ -8,6 +8,13 @@
  * synced at most `syncIntervalMs` later: a process crash loses nothing handed to the OS, a machine
  * crash at most that interval.
  *
+ * Out of space (ENOSPC, EDQUOT on a write): nothing is lost and nothing half-written counts. A
+ * batch that could not be staged waits in memory (`pending`, one batch: the replica takes no more
+ * while its disk is full, see ./disk-room.ts); commit() returns false until a retry writes it all,
+ * and every retry writes from the last whole record again (positioned writes), so a partial write
+ * is overwritten. A failed fdatasync is not retried: after one, what the page cache holds is unknown
+ * (the replica fails, and the chain goes on without it).
+ *
  * open() recovers: it replays every segment into the store (checksums, no gaps: log/replay.ts),
  * truncates a torn end of the last one (a crash while appending) and appends after it. Damage
  * anywhere else refuses to start, with one line naming the file and the offset.
@@ -30,6 +37,7 @@ import type { Store } from '../native-free-core/store.js';
 import { FORMAT_RECORD_LIMITS, WriteBatchView, type RecordLimits } from '../native-free-core/wire/codec.js';
 import { assert } from '../native-free-core/assert.js';
 import { syncDirectory, TEMPORARY_SUFFIX, writeFileDurably } from './durable-files.js';
+import { isOutOfSpace } from './disk-room.js';
 import { nativeCrc32 } from './native-crc32.js';
 
 export type LogDurability = 'async' | 'fsync';
@@ -66,6 +74,8 @@ export class ReplicaLog {
   /** Records staged since the last commit, and where the next one goes. */
   private readonly staged: Uint8Array;
   private stagedBytes = 0;
+  /** Batches appended while the disk was out of space, oldest first (see the module comment). */
+  private readonly pending: Array<{ frame: Uint8Array; firstSeq: number; lastSeq: number }> = [];
   private lastSyncAt: number;
   private bytesAtCheckpoint = 0;
   private unsynced = false;
@@ -144,8 +154,25 @@ export class ReplicaLog {
    */
   append(frame: Uint8Array, firstSeq: number, count: number): void {
     const lastSeq = firstSeq + count - 1;
-    assert(firstSeq === this.appendedSeq + 1, `ReplicaLog: batch ${firstSeq}..${lastSeq} does not follow ${this.appendedSeq} in the log`);
+    const expected = (this.pending.at(-1)?.lastSeq ?? this.appendedSeq) + 1;
+    assert(firstSeq === expected, `ReplicaLog: batch ${firstSeq}..${lastSeq} does not follow ${expected - 1} in the log`);
     assert(frame.length <= this.options.frameBytesMax, `ReplicaLog: a batch of ${frame.length} bytes is larger than frameBytesMax`);
+    if (this.pending.length === 0) {
+      try {
+        return this.stage(frame, firstSeq, lastSeq);
+      } catch (error) {
+        if (!isOutOfSpace(error)) throw error;
+      }
+    }
+    this.pending.push({ frame: frame.slice(), firstSeq, lastSeq });
+  }
+
+  /** Whether batches wait in memory for room on the disk (see the module comment). */
+  get hasPending(): boolean {
+    return this.pending.length > 0;
+  }
+
+  private stage(frame: Uint8Array, firstSeq: number, lastSeq: number): void {
     const bytes = recordBytes(frame.length);
     if (this.stagedBytes + bytes > this.staged.length) this.write();
     if (this.fd < 0 || this.segmentBytes + this.stagedBytes + bytes > this.options.segmentBytesMax) {
@@ -168,12 +195,13 @@ export class ReplicaLog {
    * batches not yet acknowledged, see log/replay.ts's keepRecent).
    */
   checkpoint(source: SnapshotSource, snapshotFrameBytesMax: number, keepAfterSeq = source.appliedSeq): void {
+    // What was appended goes first (a checkpoint covers it, and the log must not end before it).
+    if (!this.commit()) throw Object.assign(new Error(`no space left to write the log in ${this.options.directory}`), { code: 'ENOSPC' });
     const started = this.fd >= 0 || this.appendedSeq > 0;
     // A fresh log may start at a snapshot's seq (a joiner's first checkpoint); others only at their end.
     if (started ? source.appliedSeq !== this.appendedSeq : source.appliedSeq < this.appendedSeq) {
       throw new DabbaError(ErrorCode.outOfRange, `a checkpoint at seq ${source.appliedSeq} of a log that ends at ${this.appendedSeq}`);
     }
-    this.commit();
     const directory = this.options.directory;
     const final = join(directory, fileName(source.appliedSeq, CHECKPOINT_SUFFIX));
     writeFileDurably(final, encodeCheckpoint(source, snapshotFrameBytesMax, nativeCrc32));
@@ -191,11 +219,24 @@ export class ReplicaLog {
     this.appendedSeq = this.writtenSeq = this.syncedSeq = source.appliedSeq;
   }
 
-  /** Writes what is staged; in `fsync` mode syncs it, in `async` mode syncs if the interval passed. */
-  commit(): void {
-    this.write();
-    if (!this.unsynced) return;
-    if (this.options.durability === 'fsync' || this.now() - this.lastSyncAt >= this.options.syncIntervalMs) this.sync();
+  /**
+   * Writes what is staged; in `fsync` mode syncs it, in `async` mode syncs if the interval passed.
+   * False if the disk is out of space: nothing appended may leave the replica yet (retry later).
+   */
+  commit(): boolean {
+    try {
+      while (this.pending.length > 0) {
+        const { frame, firstSeq, lastSeq } = this.pending[0]!;
+        this.stage(frame, firstSeq, lastSeq);
+        this.pending.shift();
+      }
+      this.write();
+    } catch (error) {
+      if (isOutOfSpace(error)) return false;
+      throw error;
+    }
+    if (this.unsynced && (this.options.durability === 'fsync' || this.now() - this.lastSyncAt >= this.options.syncIntervalMs)) this.sync();
+    return true;
   }
 
   /** `async` mode: syncs what was written if it has waited syncIntervalMs (call when idle). */
@@ -216,7 +257,12 @@ export class ReplicaLog {
   }
 
   close(): void {
-    this.write();
+    try {
+      this.write();
+    } catch (error) {
+      // Out of space: what it held never left the replica (commit() comes first), so no one counts on it.
+      if (!isOutOfSpace(error)) throw error;
+    }
     if (this.unsynced) this.sync();
     if (this.fd >= 0) closeSync(this.fd);
     this.fd = -1;
@@ -243,15 +289,25 @@ export class ReplicaLog {
     this.lastSyncAt = this.now();
   }
 
-  /** Closes the current segment (synced) and starts the next, named by its first sequence number. */
+  /**
+   * Starts the next segment, named by its first sequence number, and closes the current one
+   * (synced). If the new file cannot be written (out of space), it is removed and nothing changes.
+   */
   private startSegment(firstSeq: number): void {
+    const name = join(this.options.directory, fileName(firstSeq, SEGMENT_SUFFIX));
+    const fd = openSync(name, 'wx+');
+    try {
+      writeSync(fd, SEGMENT_MAGIC, 0, SEGMENT_HEADER_BYTES, 0);
+    } catch (error) {
+      closeSync(fd);
+      rmSync(name, { force: true });
+      throw error;
+    }
     if (this.fd >= 0) {
       if (this.unsynced) this.sync();
       closeSync(this.fd);
     }
-    const name = join(this.options.directory, fileName(firstSeq, SEGMENT_SUFFIX));
-    this.fd = openSync(name, 'wx+');
-    writeSync(this.fd, SEGMENT_MAGIC, 0, SEGMENT_HEADER_BYTES, 0);
+    this.fd = fd;
     this.segmentBytes = SEGMENT_HEADER_BYTES;
     // The new file's name must survive a crash too.
     syncDirectory(this.options.directory);

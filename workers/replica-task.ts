@@ -36,6 +36,8 @@ export interface LogSettings {
   frameBytesMax: number;
   /** A checkpoint is written once this many log bytes (or the store's size, if larger) came after the last. */
   checkpointBytesMin: number;
+  /** Free bytes the disk keeps: below them the replica takes no new batches (workers/disk-room.ts). */
+  diskReserveBytes: number;
 }
 
 /** Where a durable replica keeps its log, and whether it starts from it. */
@@ -150,8 +152,12 @@ export const ReplicaStat = {
   logSyncedSeq: 18,
   /** Where its log began when the replica started: the seq it recovered (0: none or empty). */
   recoveredSeq: 19,
+  /** 1 while its disk is below its reserve or a write failed for want of space (workers/disk-room.ts). */
+  diskFull: 20,
+  /** Free bytes on its log's file system, as last read (0 without a log). */
+  diskFreeBytes: 21,
 } as const;
-export const REPLICA_STAT_COUNT = 20;
+export const REPLICA_STAT_COUNT = 22;
 
 /** Indices into a node's Float64 statistics array (the thread's own, beside each replica's). */
 export const NodeStat = {
@@ -180,4 +186,6 @@ export type ControlRequest =
 export type ControlReply =
   | { type: 'digest'; requestId: number; chain: number; replicaId: number; digest: string; keys: number; appliedSeq: number }
   | { type: 'rejected'; chain: number; replicaId: number; code: string; reason: string }
+  /** A replica's disk became full, or has room again (workers/disk-room.ts). */
+  | { type: 'disk'; chain: number; replicaId: number; full: boolean; freeBytes: number; reserveBytes: number }
   | { type: 'stopped'; nodeId: number };

@@ -301,6 +301,7 @@ export class ChainSlot {
       joinCaughtUp: stats.joinCaughtUp,
       handoffReadyEpoch: stats.handoffReadyEpoch,
       predecessorDown: this.predecessorDown,
+      diskFull: stats.diskFull,
     };
   }
 }

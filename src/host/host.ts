@@ -18,6 +18,7 @@ import { hostname } from 'node:os';
 import type { Role } from '../../native-free-core/chain/node.js';
 import { DabbaError, ErrorCode } from '../../native-free-core/errors.js';
 import { participants, roleIn, servesReads, type Configuration } from '../../native-free-core/master/chain-master.js';
+import { chainOf } from '../../native-free-core/master/key-routing.js';
 import type { ReplicaHome } from '../../native-free-core/master/table-round.js';
 import { EtcdMaster } from '../master/etcd-master.js';
 import {
@@ -187,6 +188,8 @@ export class DabbaHost extends EventEmitter {
   private hostTable = new Map<string, { info: HostInfo | null; status: HostStatus | null }>();
   /** The host table watch has delivered (before that, every replica's host looks gone). */
   private hostTableLoaded = false;
+  /** This node's replicas whose disk is full, as the node last said (workers/disk-room.ts). */
+  private readonly fullDisks = new Set<number>();
   /** Replicas this incarnation gave up, newest last (reported in the status). */
   private failed: number[] = [];
   private readonly batchesQueue: InboundQueue;
@@ -391,6 +394,7 @@ export class DabbaHost extends EventEmitter {
       secret: this.settings.clientSecret,
       hostUrl: () => this.url,
       ...(this.settings.chain === undefined ? {} : { chain: this.settings.chain }),
+      writeRefusal: (key) => this.diskRefusal(chainOf(key, 0, key.length, this.slots.length)),
       keyBytesMax: this.options.keyBytesMax,
       valueBytesMax: this.options.valueBytesMax,
       ...(this.settings.httpToken === undefined ? {} : { token: this.settings.httpToken }),
@@ -422,6 +426,12 @@ export class DabbaHost extends EventEmitter {
         rejected: (chain, code, reason, replicaId) => {
           this.logRefusal(code, 'replica-rejected', `chain ${chain}: ${code}: ${reason}`);
           if (code === ErrorCode.corrupt) this.slots[chain]?.onDamagedBatch(replicaId);
+        },
+        disk: ({ chain, replicaId, full, freeBytes, reserveBytes }) => {
+          if (full) this.fullDisks.add(replicaId);
+          else this.fullDisks.delete(replicaId);
+          if (full) this.log('warn', 'disk-full', `chain ${chain}: replica ${replicaId}'s disk is full (${freeBytes} bytes free, reserve ${reserveBytes}): the chain refuses writes until space is freed`);
+          else this.log('info', 'disk-ok', `chain ${chain}: replica ${replicaId}'s disk has room again (${freeBytes} bytes free)`);
         },
         inboundRoom: () => {
           this.batchesQueue.drain();
@@ -642,7 +652,21 @@ export class DabbaHost extends EventEmitter {
   }
 
   /** A replica's latest reported progress (its host's status in its incarnation), or null. */
-  private replicaStatus(replicaId: number): { appliedSeq: number } | null {
+  /** Why `chain` refuses writes now (a member's or its joiner's disk is full, as its host reports), or null. */
+  private diskRefusal(chain: number): string | null {
+    const configuration = this.slots[chain]?.configuration ?? null;
+    if (configuration === null) return null;
+    for (const replicaId of participants(configuration)) {
+      // This host's own replica as its node last said; the others as their hosts last reported.
+      const full = this.slots[chain]!.replicaId === replicaId ? this.fullDisks.has(replicaId) : this.replicaStatus(replicaId)?.diskFull === true;
+      if (full) {
+        return `chain ${chain}: the disk of replica ${replicaId} is full: writes are refused until space is freed`;
+      }
+    }
+    return null;
+  }
+
+  private replicaStatus(replicaId: number): { appliedSeq: number; diskFull: boolean } | null {
     const home = this.homes.get(replicaId);
     return home === undefined ? null : reportedStatus(this.hostTable, home, replicaId);
   }

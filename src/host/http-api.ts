@@ -12,7 +12,8 @@
  *
  * Errors are JSON `{ "code": "DABBA_ERR_...", "message": "..." }`: 400 malformed request, 404
  * unknown route, 405 wrong method, 413 body too large, 503 while no chain can serve (no
- * configuration yet, or not acknowledged in time: the write may still commit).
+ * configuration yet, or not acknowledged in time: the write may still commit), 507 a write to a
+ * chain one of whose replicas has a full disk (DABBA_ERR_DISK_FULL: nothing was applied).
  *
  * A request whose framing is ambiguous (two Content-Length headers, or one that is not a decimal
  * number) is answered 400 DABBA_ERR_MALFORMED_REQUEST and its connection closed: a proxy in front
@@ -33,6 +34,8 @@ export interface HttpApiOptions {
   status(): unknown;
   /** Why /kv requests cannot be served now (no chain configured yet), or null. */
   unavailable(): string | null;
+  /** Why a write of `key` is refused now (a replica of its chain has a full disk), or null. */
+  writeRefusal?(key: Uint8Array): string | null;
   digest(): Promise<unknown>;
   secret: Buffer;
   hostUrl(): string;
@@ -193,6 +196,9 @@ function serveKey(response: HttpResponse, request: HttpRequest, options: HttpApi
       if (entry === undefined) answer.respond('404 Not Found', JSON.stringify({ code: ErrorCode.notFound, message: `no value for key ${JSON.stringify(key)}` }), JSON_HEADERS);
       else answer.respond('200 OK', entry.value, { 'content-type': 'application/octet-stream', 'x-dabba-version': String(entry.version) });
     }, answer.fail);
+  } else if ((method === 'DELETE' || method === 'PUT') && diskRefusal(options, key) !== null) {
+    if (method === 'PUT') response.onData(() => undefined);
+    answer.fail(new HttpError('507 Insufficient Storage', ErrorCode.diskFull, diskRefusal(options, key)!));
   } else if (method === 'DELETE') {
     withTimeout(client.get().then((remote) => remote.delete(key))).then(() => answer.respond('204 No Content', null), answer.fail);
   } else if (method === 'PUT') {
@@ -202,6 +208,10 @@ function serveKey(response: HttpResponse, request: HttpRequest, options: HttpApi
   } else {
     answer.fail(new HttpError('405 Method Not Allowed', ErrorCode.invalidArgument, `${method} is not supported on /kv/:key (PUT, GET, DELETE)`));
   }
+}
+
+function diskRefusal(options: HttpApiOptions, key: string): string | null {
+  return options.writeRefusal?.(Buffer.from(key)) ?? null;
 }
 
 /** Reads a PUT's body up to `valueBytesMax` bytes (413 beyond, declared or not), then hands it on. */

@@ -20,7 +20,7 @@ import { CHAIN_TAG_BYTES, chainTagAt, taggedFrame, tryWriteTagged } from '../../
 import type { ReplicaLogPlacement, NodeTask, ReplicaLinks } from '../../workers/replica-task.js';
 import type { ResolvedOptions } from '../options.js';
 import { replicaLimits, replicaWorkerFilename } from '../replica-worker.js';
-import { NodeHandle, type ReplicaDigest } from '../runtime/node-handle.js';
+import { NodeHandle, type DiskReport, type ReplicaDigest } from '../runtime/node-handle.js';
 
 /** What the port does with the replicas' output, by chain; each returns false if the socket is full. */
 export interface NodeOutputs {
@@ -34,6 +34,8 @@ export interface NodeOutputs {
   readReply(chain: number, frame: Uint8Array): boolean;
   /** The replica refused a frame it was given (stale epoch and the like). */
   rejected?(chain: number, code: string, reason: string, replicaId: number): void;
+  /** A replica's disk filled up, or has room again. */
+  disk?(report: DiskReport): void;
   /** Called after every service pass: the replica may have freed room in its inbound rings. */
   inboundRoom?(): void;
 }
@@ -53,6 +55,9 @@ export interface ReplicaSnapshotStats {
   logSyncedSeq: number;
   logSyncs: number;
   logBytesWritten: number;
+  /** Whether its disk is full (its chain refuses writes), and its free bytes as last read (0 in memory). */
+  diskFull: boolean;
+  diskFreeBytes: number;
 }
 
 /** Records of one ring handed out per service pass, at most: the event loop stays responsive. */
@@ -139,6 +144,7 @@ export class NodePort {
       doorbell: doorbellBuffer,
       limits: replicaLimits(resolved),
       onRejected: (chain, code, reason, replicaId) => this.outputs.rejected?.(chain, code, reason, replicaId),
+      onDisk: (report) => this.outputs.disk?.(report),
     });
     this.done = this.handle.done;
     this.done.catch(() => undefined).finally(() => {
@@ -229,6 +235,8 @@ export class NodePort {
       logSyncedSeq: counters.logSyncedSeq,
       logSyncs: counters.logSyncs,
       logBytesWritten: counters.logBytesWritten,
+      diskFull: counters.diskFull,
+      diskFreeBytes: counters.diskFreeBytes,
     };
   }
 

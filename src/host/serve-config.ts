@@ -27,6 +27,7 @@
  *   --data-dir       DABBA_DATA_DIR       dataDir          keep the replicas' logs here: restarted, the host recovers them
  *   --durability     DABBA_DURABILITY     durability       memory | async | fsync (memory; fsync with --data-dir)
  *   --sync-interval-ms DABBA_SYNC_INTERVAL_MS syncIntervalMs  async mode: the longest data waits for fdatasync (100)
+ *   --disk-reserve-bytes DABBA_DISK_RESERVE_BYTES diskReserveBytes  free bytes a replica's disk keeps: below, writes are refused (64 MiB)
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -57,6 +58,7 @@ interface FileConfig extends EtcdAccessFile {
   dataDir?: string;
   durability?: string;
   syncIntervalMs?: number;
+  diskReserveBytes?: number;
 }
 
 export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = process.env): HostOptions {
@@ -86,6 +88,7 @@ export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = proces
       'data-dir': { type: 'string' },
       durability: { type: 'string' },
       'sync-interval-ms': { type: 'string' },
+      'disk-reserve-bytes': { type: 'string' },
     },
   });
   const file = values.config === undefined ? {} : readConfigFile(values.config);
@@ -136,14 +139,15 @@ export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = proces
 
 /** --data-dir, --durability and --sync-interval-ms, as createChain() takes them; null when none is given. */
 function durabilityOf(
-  values: { 'data-dir'?: string; durability?: string; 'sync-interval-ms'?: string },
+  values: { 'data-dir'?: string; durability?: string; 'sync-interval-ms'?: string; 'disk-reserve-bytes'?: string },
   env: NodeJS.ProcessEnv,
   file: FileConfig,
-): { dataDir?: string; durability?: 'memory' | 'async' | 'fsync'; syncIntervalMs?: number } | null {
+): { dataDir?: string; durability?: 'memory' | 'async' | 'fsync'; syncIntervalMs?: number; diskReserveBytes?: number } | null {
   const dataDir = values['data-dir'] ?? env.DABBA_DATA_DIR ?? file.dataDir;
   const durability = values.durability ?? env.DABBA_DURABILITY ?? file.durability;
   const syncIntervalMs = optionalInteger(values['sync-interval-ms'] ?? env.DABBA_SYNC_INTERVAL_MS ?? file.syncIntervalMs, '--sync-interval-ms', 1, 60_000);
-  if (dataDir === undefined && durability === undefined && syncIntervalMs === undefined) return null;
+  const diskReserveBytes = optionalInteger(values['disk-reserve-bytes'] ?? env.DABBA_DISK_RESERVE_BYTES ?? file.diskReserveBytes, '--disk-reserve-bytes', 0, Number.MAX_SAFE_INTEGER);
+  if (dataDir === undefined && durability === undefined && syncIntervalMs === undefined && diskReserveBytes === undefined) return null;
   if (dataDir === '') throw new ServeConfigError('--data-dir must name a directory');
   if (durability !== undefined && !['memory', 'async', 'fsync'].includes(durability)) throw new ServeConfigError(`--durability must be memory, async or fsync, got ${durability}`);
   if (durability !== undefined && durability !== 'memory' && dataDir === undefined) throw new ServeConfigError(`--durability ${durability} needs --data-dir to keep the logs in`);
@@ -152,6 +156,7 @@ function durabilityOf(
     ...(dataDir === undefined ? {} : { dataDir }),
     ...(durability === undefined ? {} : { durability: durability as 'memory' | 'async' | 'fsync' }),
     ...(syncIntervalMs === undefined ? {} : { syncIntervalMs }),
+    ...(diskReserveBytes === undefined ? {} : { diskReserveBytes }),
   };
 }
 

@@ -112,6 +112,8 @@ export interface ReplicaStatus {
   handoffReadyEpoch: number;
   /** The replica id of its predecessor (in `epoch`) whose host refused a connection (its process is gone); 0 when none. */
   predecessorDown: number;
+  /** Its disk is full: the chain refuses writes (absent, from a host that predates it: false). */
+  diskFull: boolean;
 }
 
 /** What a host reports in `status/<hostId>`. */
@@ -811,7 +813,7 @@ export function decodeHostStatus(text: string, source: string): HostStatus {
 
 function decodeReplicaStatus(value: unknown, malformed: (reason: string) => DabbaError): ReplicaStatus {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw malformed('each of replicas must be an object');
-  const { chain, replicaId, epoch, role, appliedSeq, committedSeq, joinCaughtUp, handoffReadyEpoch, predecessorDown } = value as Record<string, unknown>;
+  const { chain, replicaId, epoch, role, appliedSeq, committedSeq, joinCaughtUp, handoffReadyEpoch, predecessorDown, diskFull } = value as Record<string, unknown>;
   if (!isCount(chain) || chain >= CHAINS_MAX) throw malformed(`a replica's chain must be an integer in 0..${CHAINS_MAX - 1}`);
   if (!isId(replicaId)) throw malformed(`a replica's replicaId must be an integer in 1..${ID_MAX}`);
   if (!isCount(epoch)) throw malformed("a replica's epoch must be a non-negative integer");
@@ -820,7 +822,8 @@ function decodeReplicaStatus(value: unknown, malformed: (reason: string) => Dabb
   if (typeof joinCaughtUp !== 'boolean') throw malformed("a replica's joinCaughtUp must be a boolean");
   if (!isCount(handoffReadyEpoch)) throw malformed("a replica's handoffReadyEpoch must be a non-negative integer");
   if (predecessorDown !== 0 && !isId(predecessorDown)) throw malformed(`a replica's predecessorDown must be 0 or an integer in 1..${ID_MAX}`);
-  return { chain, replicaId, epoch, role, appliedSeq, committedSeq, joinCaughtUp, handoffReadyEpoch, predecessorDown: predecessorDown as number };
+  if (diskFull !== undefined && typeof diskFull !== 'boolean') throw malformed("a replica's diskFull must be a boolean");
+  return { chain, replicaId, epoch, role, appliedSeq, committedSeq, joinCaughtUp, handoffReadyEpoch, predecessorDown: predecessorDown as number, diskFull: diskFull ?? false };
 }
 
 /** Parses and validates the `settings` value. */

@@ -52,6 +52,17 @@ export interface NodeHandleOptions {
   limits: ReplicaLimits;
   /** A replica refused a frame it was given. */
   onRejected?(chain: number, code: string, reason: string, replicaId: number): void;
+  /** A replica's disk became full, or has room again (workers/disk-room.ts). */
+  onDisk?(report: DiskReport): void;
+}
+
+/** What a replica says of its disk when it fills up or has room again. */
+export interface DiskReport {
+  chain: number;
+  replicaId: number;
+  full: boolean;
+  freeBytes: number;
+  reserveBytes: number;
 }
 
 /** What a replica reports of itself, read from its (and its thread's) shared statistics. */
@@ -80,6 +91,9 @@ export interface ReplicaCounters {
   logSyncedSeq: number;
   /** The seq its log recovered when it started (0: it started empty). */
   recoveredSeq: number;
+  /** Whether its disk is full (its chain refuses writes), and the free bytes last read (0 in memory). */
+  diskFull: boolean;
+  diskFreeBytes: number;
   heartbeats: number;
   /** The thread's operating-system id (Linux; 0 elsewhere), for per-thread CPU accounting. */
   osThreadId: number;
@@ -151,6 +165,7 @@ export class NodeHandle {
     };
     this.port.on('message', (message: ControlReply) => {
       if (message.type === 'rejected') options.onRejected?.(message.chain, message.code, message.reason, message.replicaId);
+      if (message.type === 'disk') options.onDisk?.(message);
       if (message.type !== 'digest') return;
       const resolve = this.digestWaiters.get(message.requestId);
       this.digestWaiters.delete(message.requestId);
@@ -219,6 +234,8 @@ export class NodeHandle {
       logCheckpoints: stat[ReplicaStat.logCheckpoints]!,
       logSyncedSeq: stat[ReplicaStat.logSyncedSeq]!,
       recoveredSeq: stat[ReplicaStat.recoveredSeq]!,
+      diskFull: stat[ReplicaStat.diskFull] === 1,
+      diskFreeBytes: stat[ReplicaStat.diskFreeBytes]!,
       heartbeats: node[NodeStat.heartbeats]!,
       osThreadId: node[NodeStat.osThreadId]!,
       threadId: node[NodeStat.threadId]!,

@@ -54,6 +54,8 @@ export class ClientSession {
     session: ClientSessionOptions,
     /** Why calls are refused now (closed, failed), checked at each call. */
     private readonly refusal: Refusal,
+    /** Why writes alone are refused now (a replica's disk is full), checked at each write. */
+    private readonly writeRefusal: Refusal = () => null,
   ) {
     this.clientId = session.clientId;
     this.clock = session.clock ?? systemClock;
@@ -67,20 +69,20 @@ export class ClientSession {
   // The API both engines expose
 
   put(key: KeyInput, value: ValueInput): Promise<void> {
-    const refused = this.refusal();
+    const refused = this.refusal() ?? this.writeRefusal();
     if (refused !== null) return Promise.reject(refused);
     return this.sealed !== null ? this.sealed.put(key, value) : this.writes.put(key, value);
   }
 
   delete(key: KeyInput): Promise<void> {
-    const refused = this.refusal();
+    const refused = this.refusal() ?? this.writeRefusal();
     if (refused !== null) return Promise.reject(refused);
     return this.writes.delete(key);
   }
 
   /** Every entry (in order) with one promise for all, as Promise.all over their puts would settle. */
   putMany(entries: Iterable<readonly [KeyInput, ValueInput]>): Promise<void> {
-    const refused = this.refusal();
+    const refused = this.refusal() ?? this.writeRefusal();
     if (refused !== null) return Promise.reject(refused);
     return this.sealed !== null ? this.sealed.putMany(entries) : this.writes.putMany(entries);
   }
@@ -102,7 +104,7 @@ export class ClientSession {
 
   /** Re-seals values sealed under an older key version (read, then write back; not atomic). */
   reseal(keys: Iterable<KeyInput>): Promise<ResealReport> {
-    const refused = this.refusal();
+    const refused = this.refusal() ?? this.writeRefusal();
     if (refused !== null) return Promise.reject(refused);
     try {
       return this.sealingLayer().reseal(keys);

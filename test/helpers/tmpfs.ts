@@ -1,0 +1,39 @@
+/**
+ * A small file system of its own (tmpfs) for tests that fill a disk: mounted on a fresh directory,
+ * unmounted and removed by the returned function. Mounting needs root (CAP_SYS_ADMIN), as the
+ * network-namespace tests do; without it this fails naming the command, never skips.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export function mountTmpfs(bytes: number): { path: string; unmount(): void } {
+  const path = mkdtempSync(join(tmpdir(), 'dabba-tmpfs-'));
+  const args = ['-t', 'tmpfs', '-o', `size=${bytes}`, 'tmpfs', path];
+  try {
+    execFileSync('mount', args, { stdio: 'pipe' });
+  } catch (error) {
+    rmSync(path, { recursive: true, force: true });
+    throw new Error(`this test fills a small file system and could not mount one (\`mount ${args.join(' ')}\` needs root): ${(error as Error).message}`);
+  }
+  return {
+    path,
+    unmount: () => {
+      execFileSync('umount', [path], { stdio: 'pipe' });
+      rmSync(path, { recursive: true, force: true });
+    },
+  };
+}
+
+export function freeBytes(path: string): number {
+  const stats = statfsSync(path);
+  return stats.bavail * stats.bsize;
+}
+
+/** Takes all but about `leaveBytes` of the free space at `path` with one file, and returns its name. */
+export function fillLeaving(path: string, leaveBytes: number, name = 'filler'): string {
+  const file = join(path, name);
+  writeFileSync(file, Buffer.alloc(Math.max(0, freeBytes(path) - leaveBytes)));
+  return file;
+}
