@@ -44,6 +44,7 @@ commands:
           --data-dir DIR  --durability memory|async|fsync (fsync with --data-dir)  --sync-interval-ms MS (100)
             (the replicas' logs: a host restarted with its directory recovers its replicas from them)
           --disk-reserve-bytes N (64 MiB: free bytes a replica's disk keeps; below, its chain refuses writes)
+          --repair (discard a damaged replica log, whose replica then rejoins with a copy, instead of refusing to start)
           --config FILE.json (the same settings as JSON)
   status  print the chain table of a cluster as etcd holds it: members, roles, health, lag, chains per host
           --etcd URL,URL,... (required)  --etcd-prefix /dabba/NAME/  --json
@@ -207,6 +208,12 @@ main(process.argv.slice(2)).then(
     if (error instanceof RangeError || error instanceof TypeError || isDabbaError(error, ErrorCode.invalidArgument)) {
       process.stderr.write(`dabba: ${error.message}\n`);
       process.exitCode = 2;
+      return;
+    }
+    // A damaged log in --data-dir: the file and the offset, and what --repair would do.
+    if (isDabbaError(error, ErrorCode.corrupt)) {
+      process.stderr.write(`dabba: ${error.message}\n`);
+      process.exitCode = 1;
       return;
     }
     // etcd3 reports an unreachable cluster as a gRPC error: one line, without its stack.

@@ -5,11 +5,15 @@
  * in use, and one that is not a host's.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
+import { Store } from '../native-free-core/store.js';
+import { FORMAT_RECORD_LIMITS, WriteBatchEncoder, WriteBatchView } from '../native-free-core/wire/codec.js';
 import { HostDataDir } from '../src/host/host-data-dir.js';
+import { logDamage, ReplicaLog } from '../workers/replica-log.js';
 import { parseServeConfig } from '../src/host/serve-config.js';
 
 const root = mkdtempSync(join(tmpdir(), 'dabba-host-data-dir-'));
@@ -58,6 +62,75 @@ test('async after a machine restart, or another mode: a new incarnation with emp
   otherMode.release();
 });
 
+/** A replica log of a few batches in `directory`, as a replica writes it. */
+function writeLog(directory: string): void {
+  const { log } = ReplicaLog.open({ directory, durability: 'fsync', segmentBytesMax: 64 * 1024, frameBytesMax: 8 * 1024, limits: FORMAT_RECORD_LIMITS, syncIntervalMs: 100 }, new Store());
+  const encoder = new WriteBatchEncoder({ writesMax: 16, payloadBytesMax: 4096 });
+  const view = new WriteBatchView();
+  for (let seq = 1; seq <= 40; seq++) {
+    encoder.begin(1, seq);
+    const key = Buffer.from(`k${seq}`);
+    encoder.addPut(key, 0, key.length, Buffer.alloc(100, seq), 0, 100);
+    const frame = encoder.finish().slice();
+    assert.equal(view.open(frame), null);
+    view.stamp(1, seq);
+    log.append(frame, seq, 1);
+  }
+  log.close();
+}
+
+test('a damaged replica log stops the host with one line naming the file and the offset; with --repair only that log is discarded', () => {
+  const path = fresh();
+  const first = HostDataDir.open(path, 'h1', '/dabba/a/', 'fsync', 'first');
+  const damaged = first.logPlacement(0, 7, true).directory;
+  const sound = first.logPlacement(1, 8, true).directory;
+  writeLog(damaged);
+  writeLog(sound);
+  first.release();
+  const segment = join(damaged, readdirSync(damaged).find((name) => name.endsWith('.log'))!);
+  const bytes = readFileSync(segment);
+  bytes[Math.floor(bytes.length / 2)]! ^= 0xff;
+  writeFileSync(segment, bytes);
+  const limits = { frameBytesMax: 8 * 1024, snapshotFrameBytesMax: 64 * 1024, limits: FORMAT_RECORD_LIMITS };
+  const restarted = HostDataDir.open(path, 'h1', '/dabba/a/', 'fsync', 'second');
+  assert.throws(() => restarted.checkLogs((directory) => logDamage(directory, limits), false), {
+    code: 'DABBA_ERR_CORRUPT',
+    message: new RegExp(`^log segment ${segment.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} is damaged at offset \\d+: .*start with --repair`),
+  });
+  assert.ok(existsSync(damaged), 'nothing is discarded without --repair');
+  const lines = restarted.checkLogs((directory) => logDamage(directory, limits), true);
+  assert.equal(lines.length, 1);
+  assert.match(lines[0]!, /is damaged at offset \d+: .*discarded .*replica-7; its replica rejoins with a copy of its chain/);
+  assert.equal(existsSync(damaged), false);
+  assert.equal(restarted.discardedLog(0, 7), true);
+  assert.equal(restarted.hasLog(1, 8), true, 'the sound log stays');
+  assert.equal(restarted.discardedLog(1, 8), false);
+  assert.deepEqual(restarted.checkLogs((directory) => logDamage(directory, limits), false), [], 'what is left is sound');
+  restarted.release();
+});
+
+test('dabba serve with a damaged log exits 1 with that one line, before it reaches etcd', () => {
+  const path = fresh();
+  const first = HostDataDir.open(path, 'h1', '/dabba/default/', 'fsync', 'first');
+  const directory = first.logPlacement(0, 3, true).directory;
+  writeLog(directory);
+  first.release();
+  const segment = join(directory, readdirSync(directory).find((name) => name.endsWith('.log'))!);
+  const bytes = readFileSync(segment);
+  bytes[bytes.length - 30]! ^= 0x01;
+  // Damage before a whole record that follows it: not a torn end.
+  writeFileSync(segment, Buffer.concat([bytes, bytes.subarray(8)]));
+  const result = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve', '--id', 'h1', '--etcd', 'http://127.0.0.1:9', '--data-dir', path], {
+    env: { ...process.env, DABBA_PEER_SECRET: 'peer-secret-0123456789', DABBA_CLIENT_SECRET: 'client-secret-0123456789' },
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  assert.equal(result.status, 1, result.stderr);
+  const lines = result.stderr.trim().split('\n');
+  assert.equal(lines.length, 1, result.stderr);
+  assert.match(lines[0]!, /^dabba: log segment .*\.log is damaged at offset \d+: .*--repair/);
+});
+
 test('a directory of another host or cluster, or not a host\'s, is refused', () => {
   const path = fresh();
   HostDataDir.open(path, 'h1', '/dabba/a/', 'fsync', 'first').release();
@@ -71,7 +144,7 @@ test('a directory of another host or cluster, or not a host\'s, is refused', () 
   assert.throws(() => HostDataDir.open(path, 'h1', '/dabba/a/', 'fsync', 'x'), { code: 'DABBA_ERR_CORRUPT' });
 });
 
-test('dabba serve --data-dir, --durability, --sync-interval-ms and --disk-reserve-bytes, from flags, environment or config file', () => {
+test('dabba serve --data-dir, --durability, --sync-interval-ms, --disk-reserve-bytes and --repair, from flags, environment or config file', () => {
   const base = ['--id', 'h1', '--etcd', 'http://127.0.0.1:2379'];
   const env = { DABBA_PEER_SECRET: 'peer-secret-0123456789', DABBA_CLIENT_SECRET: 'client-secret-0123456789' };
   assert.equal(parseServeConfig(base, env).chain, undefined, 'memory by default');
@@ -80,6 +153,9 @@ test('dabba serve --data-dir, --durability, --sync-interval-ms and --disk-reserv
   assert.deepEqual(parseServeConfig(base, { ...env, DABBA_DATA_DIR: '/e', DABBA_DURABILITY: 'fsync' }).chain, { dataDir: '/e', durability: 'fsync' });
   assert.deepEqual(parseServeConfig([...base, '--data-dir', '/d', '--disk-reserve-bytes', '0'], env).chain, { dataDir: '/d', diskReserveBytes: 0 });
   assert.deepEqual(parseServeConfig([...base, '--data-dir', '/d'], { ...env, DABBA_DISK_RESERVE_BYTES: '1048576' }).chain, { dataDir: '/d', diskReserveBytes: 1048576 });
+  assert.equal(parseServeConfig([...base, '--data-dir', '/d', '--repair'], env).repair, true);
+  assert.equal(parseServeConfig([...base, '--data-dir', '/d'], { ...env, DABBA_REPAIR: '1' }).repair, true);
+  assert.equal(parseServeConfig([...base, '--data-dir', '/d'], env).repair, undefined);
   for (const [args, message] of [
     [['--durability', 'fsync'], /--durability fsync needs --data-dir/],
     [['--data-dir', '/d', '--durability', 'memory'], /--durability memory keeps nothing on disk/],

@@ -33,7 +33,7 @@ import { encodeCheckpoint } from '../native-free-core/log/checkpoint.js';
 import { recoverLog, type Recovered } from '../native-free-core/log/recover.js';
 import type { SegmentBytes } from '../native-free-core/log/replay.js';
 import { recordBytes, scanSegment, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, writeRecord } from '../native-free-core/log/segment.js';
-import type { Store } from '../native-free-core/store.js';
+import { Store } from '../native-free-core/store.js';
 import { FORMAT_RECORD_LIMITS, WriteBatchView, type RecordLimits } from '../native-free-core/wire/codec.js';
 import { assert } from '../native-free-core/assert.js';
 import { syncDirectory, TEMPORARY_SUFFIX, writeFileDurably } from './durable-files.js';
@@ -113,12 +113,8 @@ export class ReplicaLog {
     const files = readdirSync(options.directory).sort();
     // A checkpoint a crash interrupted before its rename: never trusted, never needed.
     for (const name of files) if (name.endsWith(TEMPORARY_SUFFIX)) rmSync(join(options.directory, name));
-    const checkpoint = files.filter((name) => name.endsWith(CHECKPOINT_SUFFIX)).at(-1);
-    const checkpointPath = checkpoint === undefined ? null : join(options.directory, checkpoint);
-    const segments: SegmentBytes[] = files
-      .filter((name) => name.endsWith(SEGMENT_SUFFIX))
-      .map((name) => ({ name: join(options.directory, name), bytes: readFileSync(join(options.directory, name)) }));
-    const recovered = recoverLog(checkpointPath === null ? null : { name: checkpointPath, bytes: readFileSync(checkpointPath) }, segments, store, {
+    const { checkpoint, segments } = readLogFiles(options.directory, files);
+    const recovered = recoverLog(checkpoint, segments, store, {
       crc: nativeCrc32,
       frameBytesMax: options.frameBytesMax,
       snapshotFrameBytesMax,
@@ -313,6 +309,24 @@ export class ReplicaLog {
     syncDirectory(this.options.directory);
     this.unsynced = true;
   }
+}
+
+/** A log directory's newest checkpoint and its segments, oldest first, read whole. */
+function readLogFiles(directory: string, files: readonly string[]): { checkpoint: SegmentBytes | null; segments: SegmentBytes[] } {
+  const checkpoint = files.filter((name) => name.endsWith(CHECKPOINT_SUFFIX)).at(-1);
+  const read = (name: string): SegmentBytes => ({ name: join(directory, name), bytes: readFileSync(join(directory, name)) });
+  return { checkpoint: checkpoint === undefined ? null : read(checkpoint), segments: files.filter((name) => name.endsWith(SEGMENT_SUFFIX)).map(read) };
+}
+
+/**
+ * The damage that would stop the log in `directory` from opening (see open()), or null: it is
+ * loaded into a store of its own and let go, and nothing on disk changes (dabba serve checks its
+ * replicas' logs so before it starts; see src/host/host-data-dir.ts).
+ */
+export function logDamage(directory: string, options: { frameBytesMax: number; snapshotFrameBytesMax: number; limits: RecordLimits }): Recovered['corrupt'] {
+  const files = readdirSync(directory).sort().filter((name) => !name.endsWith(TEMPORARY_SUFFIX));
+  const { checkpoint, segments } = readLogFiles(directory, files);
+  return recoverLog(checkpoint, segments, new Store(), { crc: nativeCrc32, ...options }).corrupt;
 }
 
 /**

@@ -36,6 +36,8 @@ export interface SlotHost {
    * empty. With `fresh` false, undefined also when the host has no log of it to restart from.
    */
   logOf(chain: number, replicaId: number, fresh: boolean): ReplicaLogPlacement | undefined;
+  /** Whether `dabba serve --repair` discarded that replica's damaged log (it holds nothing now). */
+  logDiscarded(chain: number, replicaId: number): boolean;
   /** The node thread, or null while the host is between incarnations. */
   node(): NodePort | null;
   /** Where a replica's host can be reached (its home's host, registered in its incarnation); null while unknown. */
@@ -169,7 +171,7 @@ export class ChainSlot {
       if (role === 'joining' && saved !== undefined) return this.giveUp(mine, `replica ${mine} was joining when this host restarted`);
       const recovered = role === 'joining' ? undefined : saved;
       const fresh = recovered === undefined;
-      if (fresh && role !== 'joining' && configuration.epoch !== 1) return this.giveUp(mine, `replica ${mine} is a member this host holds no state for`);
+      if (fresh && role !== 'joining' && (configuration.epoch !== 1 || this.host.logDiscarded(this.chain, mine))) return this.giveUp(mine, `replica ${mine} is a member this host holds no state for`);
       const log = recovered ?? this.host.logOf(this.chain, mine, true);
       node.addReplica(this.chain, mine, configuration.epoch, role, servesReads(role) ? configuration.joining : null, log);
       this.links.replicaStarted(configuration.epoch, role);

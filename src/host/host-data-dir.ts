@@ -44,6 +44,8 @@ export class HostDataDir {
     readonly recovering: boolean,
   ) {}
 
+  private readonly discarded = new Set<string>();
+
   /**
    * Opens `path` (made if missing) for host `hostId` of the cluster at etcd prefix `cluster`:
    * takes its lock, and refuses a directory of another host or cluster. `newIncarnation` names a
@@ -86,6 +88,36 @@ export class HostDataDir {
   /** Whether a log of replica `replicaId` of `chain` is here to restart it from. */
   hasLog(chain: number, replicaId: number): boolean {
     return this.recovering && existsSync(this.logPlacement(chain, replicaId, false).directory);
+  }
+
+  /**
+   * Checks every replica log here before any replica starts (`damageOf` loads one and says where it
+   * is damaged, or null). A damaged log stops the host with one line naming the file and the offset,
+   * unless `repair`: then that replica's log is discarded (its replica, one this host holds no state
+   * for, is given up and the master places a new one, which copies the chain) and the others
+   * restart from theirs. Returns a line per log discarded.
+   */
+  checkLogs(damageOf: (directory: string) => { name: string; offset: number; reason: string; file: string } | null, repair: boolean): string[] {
+    if (!this.recovering) return [];
+    const discarded: string[] = [];
+    for (const chain of readdirSync(this.path).filter((name) => name.startsWith('chain-'))) {
+      for (const replica of readdirSync(join(this.path, chain)).filter((name) => name.startsWith('replica-'))) {
+        const directory = join(this.path, chain, replica);
+        const damage = damageOf(directory);
+        if (damage === null) continue;
+        const where = `${damage.file} ${damage.name} is damaged at offset ${damage.offset}: ${damage.reason}`;
+        if (!repair) throw new DabbaError(ErrorCode.corrupt, `${where} (start with --repair to discard that replica's log: it rejoins with a copy of its chain)`);
+        rmSync(directory, { recursive: true, force: true });
+        this.discarded.add(directory);
+        discarded.push(`${where}: discarded ${directory}; its replica rejoins with a copy of its chain`);
+      }
+    }
+    return discarded;
+  }
+
+  /** Whether checkLogs() discarded the log of replica `replicaId` of `chain` (that replica holds nothing, whatever its epoch). */
+  discardedLog(chain: number, replicaId: number): boolean {
+    return this.discarded.has(this.logPlacement(chain, replicaId, false).directory);
   }
 
   /** A new incarnation (the node failed, or the lease was lost): the old replicas' logs are of no use. */

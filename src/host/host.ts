@@ -54,6 +54,7 @@ import { checkCertificateNames, resolveHostTls, type HostTls } from './host-tls.
 import { InboundQueue } from './inbound-queue.js';
 import { NodePort, type ReplicaSnapshotStats } from './node-port.js';
 import { HostDataDir } from './host-data-dir.js';
+import { logDamage } from '../../workers/replica-log.js';
 
 export interface HostOptions {
   /** This host's name in the cluster (etcd key hosts/<hostId>): letters, digits, '-', '_', '.'. */
@@ -104,6 +105,8 @@ export interface HostOptions {
   master?: boolean;
   /** Ring, batch and limit settings, as for createChain() (not `sealing`: clients seal, hosts hold no keys). */
   chain?: Omit<ChainOptions, 'sealing'>;
+  /** With a data directory: discard a replica log found damaged (its replica rejoins with a copy) instead of refusing to start. */
+  repair?: boolean;
   /** Where log lines go (one JSON object each). Default stderr. */
   log?: (entry: HostLogEntry) => void;
 }
@@ -236,7 +239,17 @@ export class DabbaHost extends EventEmitter {
     // Durable: its replicas' logs, and the incarnation they were placed on (./host-data-dir.ts).
     const { dataDir, durability } = this.options;
     this.dataDir = dataDir === null || durability === 'memory' ? null : HostDataDir.open(dataDir, this.hostId, options.etcdPrefix ?? DEFAULT_PREFIX, durability, this.incarnation);
-    if (this.dataDir !== null) this.incarnation = this.dataDir.incarnation;
+    if (this.dataDir !== null) {
+      this.incarnation = this.dataDir.incarnation;
+      // A damaged log stops the host here (one line naming the file and offset), unless --repair.
+      try {
+        const limits = { frameBytesMax: this.options.writeFrameBytesMax, snapshotFrameBytesMax: this.options.snapshotFrameBytesMax, limits: this.options };
+        for (const line of this.dataDir.checkLogs((directory) => logDamage(directory, limits), options.repair === true)) this.log('warn', 'log-repaired', line);
+      } catch (error) {
+        this.dataDir.release();
+        throw error;
+      }
+    }
     const push = (kind: 'batch' | 'ack' | 'reads') => (chain: number, frame: Uint8Array): boolean => {
       const node = this.node;
       if (node === null) return true; // No node: nothing to deliver to; the sender will resend.
@@ -285,6 +298,7 @@ export class DabbaHost extends EventEmitter {
         if (dataDir === null || (!fresh && !dataDir.hasLog(chain, replicaId))) return undefined;
         return dataDir.logPlacement(chain, replicaId, fresh);
       },
+      logDiscarded: (chain, replicaId) => this.dataDir?.discardedLog(chain, replicaId) ?? false,
       node: () => this.node,
       urlOf: (replicaId) => this.urlOf(replicaId),
       ownUrl: () => this.url,

@@ -28,6 +28,7 @@
  *   --durability     DABBA_DURABILITY     durability       memory | async | fsync (memory; fsync with --data-dir)
  *   --sync-interval-ms DABBA_SYNC_INTERVAL_MS syncIntervalMs  async mode: the longest data waits for fdatasync (100)
  *   --disk-reserve-bytes DABBA_DISK_RESERVE_BYTES diskReserveBytes  free bytes a replica's disk keeps: below, writes are refused (64 MiB)
+ *   --repair         DABBA_REPAIR=1       repair: true     discard a damaged replica log (it rejoins with a copy) instead of refusing to start
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -59,6 +60,7 @@ interface FileConfig extends EtcdAccessFile {
   durability?: string;
   syncIntervalMs?: number;
   diskReserveBytes?: number;
+  repair?: boolean;
 }
 
 export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = process.env): HostOptions {
@@ -89,6 +91,7 @@ export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = proces
       durability: { type: 'string' },
       'sync-interval-ms': { type: 'string' },
       'disk-reserve-bytes': { type: 'string' },
+      repair: { type: 'boolean' },
     },
   });
   const file = values.config === undefined ? {} : readConfigFile(values.config);
@@ -134,6 +137,7 @@ export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = proces
     master,
     ...(httpToken === undefined ? {} : { httpToken }),
     httpInsecure: values['http-insecure'] === true || env.DABBA_HTTP_INSECURE === '1' || file.httpInsecure === true,
+    ...(values.repair === true || env.DABBA_REPAIR === '1' || file.repair === true ? { repair: true } : {}),
   };
 }
 
