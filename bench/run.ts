@@ -12,6 +12,7 @@ import { hostsChainsBench } from './hosts-chains-bench.js';
 import { hostsFailover } from './hosts-failover-bench.js';
 import { joinBench } from './join-bench.js';
 import { logBench } from './log-bench.js';
+import { restartBench } from './restart-bench.js';
 import { micro } from './micro-bench.js';
 import { peers } from './peers-bench.js';
 import { openLoop } from './openloop-bench.js';
@@ -52,6 +53,7 @@ export async function runBenchmarks(options: BenchOptions): Promise<Record<strin
   if (wants('chains')) results.chains = await chainsBench(env, options.small ? 0.5 : options.seconds, options.small ? 1 : options.runs, log);
   if (wants('log')) results.log = logBench(env, options.small ? 0.2 : options.seconds, log);
   if (wants('durability-soak')) results.durabilitySoak = await durabilitySoak(env, options.small ? 1 : options.soakSeconds, log);
+  if (wants('restart')) results.restart = await restartBench(env, log, options.small ? { runs: 1, keys: 5_000, downMs: 500 } : { runs: options.runs });
   if (wants('durability')) results.durability = await durabilityBench(env, options.small ? 0.5 : options.seconds, options.small ? 1 : options.runs, log);
   if (wants('cpu')) results.cpu = await threadCpu(env, options.seconds, options.small ? [1000] : [1000, 10_000, 100_000], log);
   return results;

@@ -18,6 +18,7 @@ import type { ChainsRow } from '../bench/chains-bench.js';
 import type { HostsChainsRow } from '../bench/hosts-chains-bench.js';
 import type { HostsBenchResult } from '../bench/hosts-bench.js';
 import type { DurabilityResult, DurabilitySoakRow } from '../bench/durability-bench.js';
+import type { RestartRow } from '../bench/restart-bench.js';
 import { runBenchmarks } from '../bench/run.js';
 
 test('every benchmark suite runs in its small setting and records its results', async () => {
@@ -63,6 +64,11 @@ test('every benchmark suite runs in its small setting and records its results', 
     const chainsRows = results.chains as ChainsRow[];
     assert.deepEqual(chainsRows.map((row) => row.chains), [1, 12]);
     for (const row of chainsRows) assert.ok(row.writesPerSecond > 0 && row.nodeCpuPercent.length === 3 && row.mainCpuPercent > 0, JSON.stringify(row));
+    const restartRows = results.restart as RestartRow[];
+    assert.deepEqual(restartRows.map((row) => row.how), ['delta', 'snapshot']);
+    for (const row of restartRows) assert.ok(row.catchUpMs > 0, JSON.stringify(row));
+    assert.ok(restartRows[0]!.recoveredWrites >= 5_000, `the restarted replica recovered its log: ${JSON.stringify(restartRows[0])}`);
+    assert.equal(restartRows[1]!.recoveredWrites, 0, 'the new replica started empty');
     const soakRow = results.durabilitySoak as DurabilitySoakRow;
     assert.ok(soakRow.writesPerSecond > 0 && soakRow.diskEndMiB > 0 && soakRow.logWrittenMiB > 0, JSON.stringify(soakRow));
     const durabilityResult = results.durability as DurabilityResult;

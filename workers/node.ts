@@ -404,7 +404,8 @@ class NodeDriver {
     const full = replica.diskFull;
     if (full === replica.reportedFull) return;
     replica.reportedFull = full;
-    replica.touched = true;
+    // Its statistics first: whoever hears of the change reads them consistent with it.
+    replica.publishStats();
     const room = replica.room!;
     this.reply({ type: 'disk', chain: replica.chain, replicaId: replica.node.id, full, freeBytes: room.freeBytes, reserveBytes: room.reserveBytes });
     if (!full) this.blockedInbound.clear();

@@ -24,6 +24,10 @@ export interface LocalHosts {
   readonly pids: number[];
   /** The last lines each host logged (stderr), for diagnosing a run. */
   readonly logs: string[][];
+  /** Starts host `index` again (after it was killed), with the same id, address and flags. */
+  restart(index: number): Promise<void>;
+  /** Starts one more host (a new id and address) with these flags; returns its index. */
+  add(args: string[]): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -36,7 +40,17 @@ function cliCommand(): string[] {
 
 export async function startLocalHosts(
   count: number,
-  options: { log?: (line: string) => void; env?: NodeJS.ProcessEnv; nodeArgs?: string[]; serveNodeFlags?: readonly string[]; tls?: ThrowawayCa; chains?: number; replicas?: number } = {},
+  options: {
+    log?: (line: string) => void;
+    env?: NodeJS.ProcessEnv;
+    nodeArgs?: string[];
+    serveNodeFlags?: readonly string[];
+    tls?: ThrowawayCa;
+    chains?: number;
+    replicas?: number;
+    /** More `dabba serve` flags for host `index` (--data-dir, --lease-ttl, ...). */
+    hostArgs?: (index: number) => string[];
+  } = {},
 ): Promise<LocalHosts> {
   const servers = new LocalServers('hosts-bench');
   const children: ChildProcess[] = [];
@@ -71,14 +85,15 @@ export async function startLocalHosts(
     const stopWatch = await store.watchTable(chains, (table) => {
       if (tableSettled(table, Math.min(replicas, count), count)) resolveChain();
     });
-    for (let index = 0; index < count; index++) {
-      const child = spawn(process.execPath, [...(options.serveNodeFlags ?? SERVE_NODE_FLAGS), ...(options.nodeArgs ?? []), ...cliCommand(), 'serve', '--id', `bench-h${index + 1}`, '--listen', `127.0.0.1:${ports[index]}`, '--etcd', etcd.clientUrls.join(','), '--etcd-prefix', prefix, '--chains', String(chains), '--replicas', String(replicas), ...tlsFlags], {
+    const argsOf: string[][] = [];
+    /** Starts host `index` (its id, port and flags kept for a restart) and waits until it serves. */
+    const launch = async (index: number): Promise<void> => {
+      const child = spawn(process.execPath, [...(options.serveNodeFlags ?? SERVE_NODE_FLAGS), ...(options.nodeArgs ?? []), ...cliCommand(), 'serve', '--id', `bench-h${index + 1}`, '--listen', `127.0.0.1:${ports[index]}`, '--etcd', etcd.clientUrls.join(','), '--etcd-prefix', prefix, '--chains', String(chains), '--replicas', String(replicas), ...tlsFlags, ...argsOf[index]!], {
         env: { ...process.env, ...options.env, DABBA_PEER_SECRET: peerSecret, DABBA_CLIENT_SECRET: secret },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
-      children.push(child);
-      const log: string[] = [];
-      logs.push(log);
+      children[index] = child;
+      const log: string[] = (logs[index] ??= []);
       child.stderr!.setEncoding('utf8').on('data', (text: string) => {
         log.push(text);
         if (log.length > 400) log.shift();
@@ -91,13 +106,29 @@ export async function startLocalHosts(
         });
         child.once('exit', (code, signal) => reject(new Error(`host ${index + 1} exited (${code ?? signal}):\n${log.join('').slice(-3000)}`)));
       });
+      pids[index] = child.pid!;
+    };
+    const pids: number[] = [];
+    for (let index = 0; index < count; index++) {
+      argsOf.push(options.hostArgs?.(index) ?? []);
+      await launch(index);
     }
     const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`the ${count} hosts did not form a chain within 60 s`)), 60_000).unref());
     await Promise.race([chainReady, timeout]);
     await stopWatch();
     options.log?.(`  ${count} dabba serve processes formed ${chains === 1 ? 'a chain' : `${chains} chains`}: ${urls.join(chains === 1 ? ' -> ' : ', ')}`);
     const clientTls = tls === undefined ? null : { ca: tls.read(tls.caFile), cert: tls.read(tls.clientCertFile), key: tls.read(tls.clientKeyFile) };
-    return { urls, secret, clientTls, pids: children.map((child) => child.pid!), logs, stop };
+    const restart = (index: number): Promise<void> => launch(index);
+    const add = async (args: string[]): Promise<number> => {
+      const index = argsOf.length;
+      const [port] = await freePorts(1);
+      ports.push(port!);
+      urls.push(`${tls === undefined ? 'ws' : 'wss'}://127.0.0.1:${port}`);
+      argsOf.push(args);
+      await launch(index);
+      return index;
+    };
+    return { urls, secret, clientTls, pids, logs, restart, add, stop };
   } catch (error) {
     await stop();
     throw error;

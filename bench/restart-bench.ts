@@ -1,0 +1,150 @@
+/**
+ * A durable host's restart against a snapshot join of the same state: three `dabba serve
+ * --data-dir --durability fsync` processes on loopback, a state of `keys` keys (100 B values),
+ * then a closed loop from a remote client. The tail's host is SIGKILLed under load and, `downMs`
+ * later, either
+ * - restarted with its data directory (`delta`): the same replica recovers its log and is sent
+ *   only what it missed (its lease, 15 s here, keeps it listed meanwhile; the writes wait for it,
+ *   since only the tail acknowledges), or
+ * - replaced (`snapshot`): once the master removed it (lease 2 s), a new host with an empty
+ *   directory joins and copies a snapshot of the whole state, then replays what came during it.
+ * Reported: from the process start to a caught-up member (the replica in the chain, not joining,
+ * and applied through what the head had applied when the process started), the writes its log
+ * recovered and the writes it was sent. Runs alternate the two; medians.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect } from '../src/client/index.js';
+import { makeKeys, makeValue, runClosedLoop } from '../src/load.js';
+import { median, printTable, type Environment } from '../src/bench/harness.js';
+import { startLocalHosts, type LocalHosts } from '../src/bench/local-hosts.js';
+import { record } from './ledger.js';
+
+export interface RestartRow {
+  how: 'delta' | 'snapshot';
+  keys: number;
+  downMs: number;
+  /** Process start to a caught-up member, median over runs. */
+  catchUpMs: number;
+  /** Writes its log held when it started (0 for a new replica). */
+  recoveredWrites: number;
+  /** Writes applied after it started: what it was sent (a snapshot's entries not counted). */
+  writesSent: number;
+  runs: number;
+}
+
+interface ReplicaLine {
+  chain: number;
+  replicaId: number;
+  role: string;
+  stats: { appliedSeq: number; recoveredSeq: number; writesApplied: number } | null;
+}
+
+const POLL_MS = 20;
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function replicaOf(hosts: LocalHosts, index: number): Promise<ReplicaLine | null> {
+  try {
+    const response = await fetch(`${hosts.urls[index]!.replace('ws://', 'http://')}/status`);
+    const status = (await response.json()) as { replicas: ReplicaLine[] };
+    return status.replicas.find((replica) => replica.chain === 0) ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/** Polls host `index` until its replica is a member applied through `seq`; returns it. */
+async function caughtUp(hosts: LocalHosts, index: number, seq: number, deadline: number): Promise<ReplicaLine> {
+  for (;;) {
+    const replica = await replicaOf(hosts, index);
+    if (replica !== null && replica.role !== 'joining' && replica.stats !== null && replica.stats.appliedSeq >= seq) return replica;
+    if (performance.now() > deadline) throw new Error(`host ${index + 1} did not catch up within the time allowed: ${JSON.stringify(replica)}`);
+    await sleep(POLL_MS);
+  }
+}
+
+/** Polls host `index` until chain 0 has `count` members and no joiner. */
+async function membersOf(hosts: LocalHosts, index: number, count: number, deadline: number): Promise<void> {
+  for (;;) {
+    try {
+      const response = await fetch(`${hosts.urls[index]!.replace('ws://', 'http://')}/status`);
+      const status = (await response.json()) as { chains: Array<{ chain: number; members: Array<{ role: string }> }> };
+      const members = status.chains.find((chain) => chain.chain === 0)?.members ?? [];
+      if (members.length === count && members.every((member) => member.role !== 'joining')) return;
+    } catch {
+      // Not answering yet: poll again.
+    }
+    if (performance.now() > deadline) throw new Error(`chain 0 did not come to ${count} members in time`);
+    await sleep(POLL_MS);
+  }
+}
+
+async function measure(how: 'delta' | 'snapshot', keys: number, downMs: number, log: (line: string) => void): Promise<{ catchUpMs: number; recoveredWrites: number; writesSent: number }> {
+  const root = mkdtempSync(join(tmpdir(), 'dabba-restart-bench-'));
+  const lease = how === 'delta' ? '15' : '2';
+  const hosts = await startLocalHosts(3, { hostArgs: (index) => ['--data-dir', join(root, `h${index + 1}`), '--durability', 'fsync', '--lease-ttl', lease] });
+  try {
+    const client = await connect({ hosts: hosts.urls, secret: hosts.secret });
+    const stopLoad = new AbortController();
+    try {
+      const names = makeKeys(keys, 16);
+      const value = makeValue(100);
+      for (let start = 0; start < keys; start += 5000) await client.putMany(names.slice(start, start + 5000).map((key) => [key, value] as const));
+      const load = runClosedLoop(client, { durationMs: 120_000, keySpace: keys, writers: 2, writeWindow: 1024, signal: stopLoad.signal });
+      await sleep(1000);
+      const { head, tail } = client.stats();
+      const tailIndex = hosts.urls.indexOf(tail!);
+      const headIndex = hosts.urls.indexOf(head!);
+      process.kill(hosts.pids[tailIndex]!, 'SIGKILL');
+      await sleep(downMs);
+      // The snapshot case starts once the master removed the dead tail (its lease is 2 s), so that
+      // only the join is timed.
+      if (how === 'snapshot') await membersOf(hosts, headIndex, 2, performance.now() + 30_000);
+      let index = tailIndex;
+      const target = (await replicaOf(hosts, headIndex))?.stats?.appliedSeq ?? 0;
+      const started = performance.now();
+      if (how === 'delta') await hosts.restart(tailIndex);
+      else index = await hosts.add(['--data-dir', join(root, 'new'), '--durability', 'fsync', '--lease-ttl', lease]);
+      const replica = await caughtUp(hosts, index, target, started + 60_000);
+      const catchUpMs = performance.now() - started;
+      stopLoad.abort();
+      await load;
+      const recoveredWrites = replica.stats!.recoveredSeq;
+      const result = { catchUpMs, recoveredWrites, writesSent: replica.stats!.writesApplied };
+      log(`  ${how}: ${keys} keys, down ${downMs} ms: caught up ${Math.round(catchUpMs)} ms after its start (recovered ${recoveredWrites}, sent ${result.writesSent} writes)`);
+      return result;
+    } finally {
+      stopLoad.abort();
+      await client.close();
+    }
+  } finally {
+    await hosts.stop();
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+export async function restartBench(env: Environment, log: (line: string) => void, settings: { runs: number; keys?: number; downMs?: number }): Promise<RestartRow[]> {
+  const keys = settings.keys ?? 200_000;
+  const downMs = settings.downMs ?? 10_000;
+  const samples = { delta: [] as Array<{ catchUpMs: number; recoveredWrites: number; writesSent: number }>, snapshot: [] as Array<{ catchUpMs: number; recoveredWrites: number; writesSent: number }> };
+  for (let run = 0; run < settings.runs; run++) {
+    for (const how of run % 2 === 0 ? (['delta', 'snapshot'] as const) : (['snapshot', 'delta'] as const)) samples[how].push(await measure(how, keys, downMs, log));
+  }
+  const rows: RestartRow[] = (['delta', 'snapshot'] as const).map((how) => ({
+    how,
+    keys,
+    downMs,
+    catchUpMs: Math.round(median(samples[how].map((sample) => sample.catchUpMs))),
+    recoveredWrites: Math.round(median(samples[how].map((sample) => sample.recoveredWrites))),
+    writesSent: Math.round(median(samples[how].map((sample) => sample.writesSent))),
+    runs: settings.runs,
+  }));
+  for (const row of rows) record('restart', row, env);
+  printTable(
+    `A durable host's tail killed under load and back ${downMs} ms later, against a new host copying a snapshot (${keys} keys of 100 B, 3 dabba serve --durability fsync, medians of ${settings.runs})`,
+    ['how', 'start to caught up', 'writes recovered from its log', 'writes sent to it'],
+    rows.map((row) => [row.how, `${row.catchUpMs} ms`, String(row.recoveredWrites), String(row.writesSent)]),
+  );
+  return rows;
+}
