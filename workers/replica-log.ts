@@ -33,7 +33,7 @@ import { encodeCheckpoint } from '../native-free-core/log/checkpoint.js';
 import { recoverLog, type Recovered } from '../native-free-core/log/recover.js';
 import type { SegmentBytes } from '../native-free-core/log/replay.js';
 import { recordBytes, scanSegment, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, writeRecord } from '../native-free-core/log/segment.js';
-import { Store } from '../native-free-core/store.js';
+import type { Store } from '../native-free-core/store.js';
 import { FORMAT_RECORD_LIMITS, WriteBatchView, type RecordLimits } from '../native-free-core/wire/codec.js';
 import { assert } from '../native-free-core/assert.js';
 import { syncDirectory, TEMPORARY_SUFFIX, writeFileDurably } from './durable-files.js';
@@ -319,14 +319,14 @@ function readLogFiles(directory: string, files: readonly string[]): { checkpoint
 }
 
 /**
- * The damage that would stop the log in `directory` from opening (see open()), or null: it is
- * loaded into a store of its own and let go, and nothing on disk changes (dabba serve checks its
+ * The damage that would stop the log in `directory` from opening (see open()), or null: every
+ * record and batch is checked as open() checks them, nothing is applied, and nothing on disk changes (dabba serve checks its
  * replicas' logs so before it starts; see src/host/host-data-dir.ts).
  */
 export function logDamage(directory: string, options: { frameBytesMax: number; snapshotFrameBytesMax: number; limits: RecordLimits }): Recovered['corrupt'] {
   const files = readdirSync(directory).sort().filter((name) => !name.endsWith(TEMPORARY_SUFFIX));
   const { checkpoint, segments } = readLogFiles(directory, files);
-  return recoverLog(checkpoint, segments, new Store(), { crc: nativeCrc32, ...options }).corrupt;
+  return recoverLog(checkpoint, segments, null, { crc: nativeCrc32, ...options }).corrupt;
 }
 
 /**

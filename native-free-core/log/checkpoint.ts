@@ -27,12 +27,12 @@ export function encodeCheckpoint(source: SnapshotSource, frameBytesMax: number, 
 }
 
 /**
- * Loads a checkpoint file's bytes into an empty `store`. Returns what it holds, or why it cannot be
- * trusted and where (then the store holds part of it and must be dropped).
+ * Loads a checkpoint file's bytes into an empty `store` (null: only checks them). Returns what it
+ * holds, or why it cannot be trusted and where (then the store holds part of it and must be dropped).
  */
 export function loadCheckpoint(
   bytes: Uint8Array,
-  store: Store,
+  store: Store | null,
   options: { crc: Crc32; frameBytesMax: number; limits: SnapshotEntryLimits },
 ): LoadedCheckpoint | { offset: number; reason: string } {
   const scan = scanSegment(bytes, options.crc, options.frameBytesMax);
@@ -46,7 +46,7 @@ export function loadCheckpoint(
     if (malformed !== null) return { offset: record.offset, reason: `not a snapshot frame: ${malformed}` };
     if (appliedSeq >= 0 && view.appliedSeq !== appliedSeq) return { offset: record.offset, reason: `a frame at seq ${view.appliedSeq} in a checkpoint at ${appliedSeq}` };
     appliedSeq = view.appliedSeq;
-    view.applyTo(store, clientHighWater);
+    if (store !== null) view.applyTo(store, clientHighWater);
     if (view.last !== (index === scan.records.length - 1)) {
       return { offset: record.offset, reason: view.last ? 'frames after the last one' : 'the checkpoint ends before its last frame' };
     }

@@ -28,7 +28,8 @@ export interface Recovered extends ReplayResult {
   corrupt: { name: string; offset: number; reason: string; file: 'checkpoint' | 'log segment' } | null;
 }
 
-export function recoverLog(checkpoint: SegmentBytes | null, segments: readonly SegmentBytes[], store: Store, options: RecoverOptions): Recovered {
+/** With a null store, only checks the log (what logDamage() in workers/replica-log.ts needs): nothing is applied. */
+export function recoverLog(checkpoint: SegmentBytes | null, segments: readonly SegmentBytes[], store: Store | null, options: RecoverOptions): Recovered {
   let checkpointSeq = 0;
   let checkpointMarks = new Map<number, number>();
   if (checkpoint !== null) {

@@ -53,7 +53,8 @@ export interface ReplayResult {
   recent: Uint8Array[];
 }
 
-export function replaySegments(segments: readonly SegmentBytes[], store: Store, options: ReplayOptions): ReplayResult {
+/** Replays `segments` into `store`; with a null store, only checks them (nothing is applied). */
+export function replaySegments(segments: readonly SegmentBytes[], store: Store | null, options: ReplayOptions): ReplayResult {
   const view = new WriteBatchView(options.limits);
   const result: ReplayResult = { appliedSeq: options.afterSeq, batchesApplied: 0, clientHighWater: new Map(), tornAt: null, corrupt: null, recent: [] };
   const recent = new RecentBatches(options.keepRecent ?? { bytesMax: 0, batchesMax: 0 });
@@ -72,7 +73,7 @@ export function replaySegments(segments: readonly SegmentBytes[], store: Store, 
       if (lastClientSeq > (result.clientHighWater.get(view.clientId) ?? 0)) result.clientHighWater.set(view.clientId, lastClientSeq);
       recent.add(frame, view.firstSeq, lastSeq);
       if (lastSeq <= result.appliedSeq) continue; // in the snapshot already
-      applyBatch(store, view);
+      if (store !== null) applyBatch(store, view);
       result.appliedSeq = lastSeq;
       result.batchesApplied++;
     }
