@@ -154,6 +154,8 @@ export interface HostStatusReport {
 
 /** How often the host refreshes its status in etcd (the master drives joins from it). */
 const STATUS_INTERVAL_MS = 200;
+/** A host whose status has not changed for this long may be dead: the master does not move to it. */
+const STATUS_SILENCE_MS = 3 * STATUS_INTERVAL_MS;
 /** How long close() waits, in all, for the steps that need etcd (resign, revoke, watches). */
 const CLOSE_ETCD_WAIT_MS = 2000;
 /** Reads stop this long before the lease could have expired: time for a read in flight to finish. */
@@ -189,6 +191,8 @@ export class DabbaHost extends EventEmitter {
   /** Where every replica of the table runs (from the chain entries). */
   private homes = new Map<number, ReplicaHome>();
   private hostTable = new Map<string, { info: HostInfo | null; status: HostStatus | null }>();
+  /** When each host's status last changed here (a live host publishes one every STATUS_INTERVAL_MS). */
+  private readonly statusHeardAt = new Map<string, number>();
   /** The host table watch has delivered (before that, every replica's host looks gone). */
   private hostTableLoaded = false;
   /** This node's replicas whose disk is full, as the node last said (workers/disk-room.ts). */
@@ -484,6 +488,9 @@ export class DabbaHost extends EventEmitter {
   // Following the table
 
   private onHostTable(table: ReadonlyMap<string, { info: HostInfo | null; status: HostStatus | null }>): void {
+    const now = performance.now();
+    for (const [hostId, { status }] of table) if (status !== null && status !== this.hostTable.get(hostId)?.status) this.statusHeardAt.set(hostId, now);
+    for (const hostId of this.statusHeardAt.keys()) if (!table.has(hostId)) this.statusHeardAt.delete(hostId);
     this.hostTable = new Map(table);
     this.hostTableLoaded = true;
     this.hostLinks.forgetHostsExcept(new Set(table.keys()));
@@ -532,6 +539,9 @@ export class DabbaHost extends EventEmitter {
    * died with it, a new one is elected only when its lease runs out. The tail's death waits for its
    * lease anyway, which a new election then overlaps. So a leader elsewhere steps down, and the
    * next in line takes over. With many chains every host is a tail of some: no host is better.
+   * Only towards a tail's host that is alive, as its status refreshed lately shows: one that died
+   * keeps its registration until its lease runs out, and stepping down towards it meanwhile would
+   * pass leadership round the others, every term ended at once, with no master deciding anything.
    */
   private placeMaster(): void {
     const slot = this.slots[0];
@@ -540,6 +550,7 @@ export class DabbaHost extends EventEmitter {
     if (servesReads(slot!.role())) return;
     const tailHost = this.homeInfo(configuration.members.at(-1)!)?.hostId ?? null;
     if (tailHost === null || this.hostTable.get(tailHost)?.status?.candidate !== true) return;
+    if (performance.now() - (this.statusHeardAt.get(tailHost) ?? Number.NEGATIVE_INFINITY) > STATUS_SILENCE_MS) return;
     this.master.stepDown(`this host's replica is ${slot!.role() ?? 'not a member'}: the master moves towards the tail's host`);
   }
 
