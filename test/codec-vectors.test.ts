@@ -409,4 +409,14 @@ describe('ClusterView bytes', () => {
     assert.equal(frameKind(frame), MessageKind.clusterView);
     assert.deepEqual(decodeClusterView(frame), fields);
   });
+
+  test('the diskFull flag: in the JSON only when set, read back; a malformed one refuses the view', () => {
+    assert.deepEqual(decodeClusterView(encodeClusterView({ ...fields, diskFull: true })), { ...fields, diskFull: true });
+    assert.deepEqual(encodeClusterView({ ...fields, diskFull: false }), encodeClusterView(fields), 'a view of a chain with room keeps its bytes');
+    // The same frame with `"diskFull":true` made `"diskFull":1234` (same length: the frame stays whole).
+    const malformed = Buffer.from(encodeClusterView({ ...fields, diskFull: true }));
+    const at = malformed.indexOf('"diskFull":true') + '"diskFull":'.length;
+    malformed.write('1234', at);
+    assert.match(String(decodeClusterView(malformed)), /malformed diskFull flag/);
+  });
 });

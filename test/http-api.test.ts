@@ -13,6 +13,7 @@ import { after, before, test } from 'node:test';
 import { ErrorCode } from '../native-free-core/errors.js';
 import { startEtcdCluster } from '../src/bench/peers/etcd-cluster.js';
 import { LocalServers } from '../src/bench/peers/servers.js';
+import { connect } from '../src/client/index.js';
 import { DabbaHost, startHost, type HostLogEntry } from '../src/host/host.js';
 import { parseServeConfig, ServeConfigError } from '../src/host/serve-config.js';
 import { formatClusterStatus, readClusterStatus } from '../src/host/status-command.js';
@@ -155,9 +156,16 @@ test('a durable host whose disk fills answers HTTP writes 507 DABBA_ERR_DISK_FUL
   }
   const base = httpUrl(durable);
   assert.equal((await fetch(`${base}/kv/before`, { method: 'PUT', body: 'written' })).status, 204);
+  const client = await connect({ hosts: [durable.url], secret: SECRET });
+  t.after(() => client.close());
+  await client.put('remote', 'written');
   const full = heard('disk-full');
+  const clientHeard = once(client, 'disk');
   const filler = fillLeaving(disk.path, 4 * 1024 * 1024);
   await full;
+  assert.deepEqual((await clientHeard)[0], { chain: 0, full: true });
+  await assert.rejects(client.put('remote', 'refused'), { code: ErrorCode.diskFull, message: /disk is full/ });
+  assert.equal((await client.get('remote'))?.toString(), 'written', 'a connect() client reads on');
   const status = (await (await fetch(`${base}/status`)).json()) as { replicas: Array<{ stats: { diskFull: boolean; diskFreeBytes: number } }> };
   assert.equal(status.replicas[0]!.stats.diskFull, true);
   assert.ok(status.replicas[0]!.stats.diskFreeBytes < 8 * 1024 * 1024);
@@ -172,8 +180,11 @@ test('a durable host whose disk fills answers HTTP writes 507 DABBA_ERR_DISK_FUL
   assert.equal(read.status, 200);
   assert.equal(await read.text(), 'written', 'reads go on, and the refused writes changed nothing');
   const room = heard('disk-ok');
+  const clientRoom = once(client, 'disk');
   rmSync(filler);
   await room;
+  assert.deepEqual((await clientRoom)[0], { chain: 0, full: false });
+  await client.put('remote', 'room again');
   const response = await fetch(`${base}/kv/after`, { method: 'PUT', body: 'room again' });
   assert.equal(response.status, 204);
 });

@@ -29,6 +29,8 @@ export interface ClusterViewFields {
   chains: number;
   /** Every member of the chain is gone (its data with them): the chain is unavailable. */
   lost?: boolean;
+  /** A replica of the chain has a full disk: writes are refused (DABBA_ERR_DISK_FULL) until space is freed. */
+  diskFull?: boolean;
 }
 
 const URL_CHARS_MAX = 512;
@@ -46,7 +48,7 @@ export function clientPath(chain: number): string {
 
 export function encodeClusterView(view: ClusterViewFields): Uint8Array {
   // `chains` only when there are several: a one-chain view keeps the bytes it always had.
-  const fields = { members: view.members, joining: view.joining, ...(view.clientToken === '' ? {} : { clientToken: view.clientToken }), ...(view.chains === 1 ? {} : { chains: view.chains }), ...(view.lost === true ? { lost: true } : {}) };
+  const fields = { members: view.members, joining: view.joining, ...(view.clientToken === '' ? {} : { clientToken: view.clientToken }), ...(view.chains === 1 ? {} : { chains: view.chains }), ...(view.lost === true ? { lost: true } : {}), ...(view.diskFull === true ? { diskFull: true } : {}) };
   const text = textEncoder.encode(JSON.stringify(fields));
   const builder = new flatbuffers.Builder(text.length + 128);
   builder.forceDefaults(true);
@@ -74,8 +76,9 @@ export function decodeClusterView(bytes: Uint8Array): ClusterViewFields | string
       throw new MalformedFrame('cluster view is not UTF-8 JSON');
     }
     if (typeof parsed !== 'object' || parsed === null) throw new MalformedFrame('cluster view is not an object');
-    const { members, joining, clientToken = '', chains = 1, lost = false } = parsed as { members?: unknown; joining?: unknown; clientToken?: unknown; chains?: unknown; lost?: unknown };
+    const { members, joining, clientToken = '', chains = 1, lost = false, diskFull = false } = parsed as { members?: unknown; joining?: unknown; clientToken?: unknown; chains?: unknown; lost?: unknown; diskFull?: unknown };
     if (typeof lost !== 'boolean') throw new MalformedFrame('cluster view has a malformed lost flag');
+    if (typeof diskFull !== 'boolean') throw new MalformedFrame('cluster view has a malformed diskFull flag');
     if (typeof chains !== 'number' || !Number.isSafeInteger(chains) || chains < 1 || chains > CHAINS_MAX) throw new MalformedFrame(`cluster view needs 1 to ${CHAINS_MAX} chains`);
     if (!Array.isArray(members) || members.length === 0 || members.length > MEMBERS_MAX) {
       throw new MalformedFrame(`cluster view needs 1 to ${MEMBERS_MAX} members`);
@@ -90,6 +93,7 @@ export function decodeClusterView(bytes: Uint8Array): ClusterViewFields | string
       joining: joining === null || joining === undefined ? null : checkMember(joining),
       chains,
       ...(lost ? { lost } : {}),
+      ...(diskFull ? { diskFull } : {}),
     };
   });
   return reason ?? fields!;

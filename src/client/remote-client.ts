@@ -189,6 +189,8 @@ class RemoteChain {
   tail: HostConnection;
   state: 'open' | 'closing' | 'closed' = 'open';
   reconfigurations = 0;
+  /** While the latest view says a replica's disk is full: writes are refused with it. */
+  private diskFull: DabbaError | null = null;
   /** Set once the chain is unavailable (lost, or no member reachable for long): every call is refused with it. */
   failure: DabbaError | null = null;
   /** Since when no member's host has had a link up (performance.now()), or null. */
@@ -209,12 +211,14 @@ class RemoteChain {
     this.clientId = clientId;
     this.clientToken = clientToken;
     this.view = view;
+    this.noteDisk(view);
     this.head = this.connection(view.members[0]!.url);
     this.tail = this.connection(view.members.at(-1)!.url);
     this.session = new ClientSession(
       options,
       { clientId, head: this.head, headDoorbell: NO_WAKE, tail: this.tail, tailDoorbell: NO_WAKE, epoch: () => this.view.epoch, unackedBytesMax: UNACKED_BYTES_MAX, sealer },
       () => (this.state === 'open' ? this.failure : closedError()),
+      () => this.diskFull,
     );
     for (const member of view.members) this.connection(member.url).dial();
   }
@@ -283,6 +287,7 @@ class RemoteChain {
         const view = decodeClusterView(bytes);
         if (typeof view === 'string') return this.warn(`cluster view refused: ${view}`);
         if (view.lost === true) return this.fail('every one of its replicas is gone');
+        if (view.epoch >= this.view.epoch) this.noteDisk(view);
         if (view.epoch > this.view.epoch) this.adopt(view);
         this.session.progressed();
         return;
@@ -290,6 +295,14 @@ class RemoteChain {
       default:
         return;
     }
+  }
+
+  /** A view of the current epoch or newer says whether writes are refused for a full disk ('disk' when that changes). */
+  private noteDisk(view: ClusterViewFields): void {
+    const full = view.diskFull === true;
+    if (full === (this.diskFull !== null)) return;
+    this.diskFull = full ? new DabbaError(ErrorCode.diskFull, `chain ${this.chain}: a replica's disk is full: writes are refused until space is freed`) : null;
+    this.events.emit('disk', { chain: this.chain, full });
   }
 
   private warn(message: string): void {

@@ -36,6 +36,8 @@ export interface SlotHost {
    * empty. With `fresh` false, undefined also when the host has no log of it to restart from.
    */
   logOf(chain: number, replicaId: number, fresh: boolean): ReplicaLogPlacement | undefined;
+  /** Why `chain` refuses writes now (a replica's disk is full), or null. */
+  diskRefusal(chain: number): string | null;
   /** Whether `dabba serve --repair` discarded that replica's damaged log (it holds nothing now). */
   logDiscarded(chain: number, replicaId: number): boolean;
   /** The node thread, or null while the host is between incarnations. */
@@ -267,7 +269,7 @@ export class ChainSlot {
   }
 
   /** What clients of the chain are told: its members (head first) with their hosts' URLs, and whether it is lost. */
-  view(): { epoch: number; members: ClusterMember[]; joining: ClusterMember | null; chains: number; lost: boolean } | null {
+  view(): { epoch: number; members: ClusterMember[]; joining: ClusterMember | null; chains: number; lost: boolean; diskFull: boolean } | null {
     const configuration = this.configuration;
     if (configuration === null) return null;
     // A member whose host is gone (its lease expired) is about to be removed: list it with this
@@ -282,6 +284,7 @@ export class ChainSlot {
       chains: this.host.chains,
       // Every member gone at once: its data went with them, and nothing brings the chain back.
       lost: configuration.members.every((replicaId) => this.host.isGone(replicaId)),
+      diskFull: this.host.diskRefusal(this.chain) !== null,
     };
   }
 

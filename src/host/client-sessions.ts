@@ -37,7 +37,7 @@ export interface ClientSessionsOptions {
   /** Keys and values above the chain's limits are refused here, before they reach the replica. */
   recordLimits: RecordLimits;
   allocateClientId(): Promise<number>;
-  view(): { epoch: number; members: ClusterMember[]; joining: ClusterMember | null; chains: number; lost?: boolean } | null;
+  view(): { epoch: number; members: ClusterMember[]; joining: ClusterMember | null; chains: number; lost?: boolean; diskFull?: boolean } | null;
   isHead(): boolean;
   isServingReads(): boolean;
   /** Bytes of one connection's frames that may wait for room in the replica's rings. */
@@ -54,8 +54,8 @@ interface Session {
   link: PeerLink;
   /** 0 until assigned. */
   clientId: number;
-  /** The epoch of the last view sent. */
-  viewEpoch: number;
+  /** The epoch and disk flag of the last view sent (a view goes again when either changes). */
+  viewSent: string;
   /** An id assigned by this host and not yet sent (there was no configuration to send it with). */
   unsentClientId: number;
   /** Its token, sent with it. */
@@ -128,7 +128,7 @@ export class ClientSessions {
     const session: Session = {
       link,
       clientId: 0,
-      viewEpoch: 0,
+      viewSent: '',
       unsentClientId: 0,
       unsentClientToken: '',
       budget: new InboundBudget(this.options.connectionInboundBytesMax),
@@ -265,8 +265,9 @@ export class ClientSessions {
     const view = this.options.view();
     // Before the first configuration there is nothing to send: a new client's id waits for it.
     if (view === null) return;
-    if (!force && session.unsentClientId === 0 && view.epoch === session.viewEpoch) return;
-    session.viewEpoch = view.epoch;
+    const key = `${view.epoch}:${view.diskFull === true}`;
+    if (!force && session.unsentClientId === 0 && key === session.viewSent) return;
+    session.viewSent = key;
     if (session.link.trySend(encodeClusterView({ ...view, clientId: session.unsentClientId, clientToken: session.unsentClientToken }))) {
       session.unsentClientId = 0;
       session.unsentClientToken = '';

@@ -303,6 +303,7 @@ export class DabbaHost extends EventEmitter {
         return dataDir.logPlacement(chain, replicaId, fresh);
       },
       logDiscarded: (chain, replicaId) => this.dataDir?.discardedLog(chain, replicaId) ?? false,
+      diskRefusal: (chain) => this.diskRefusal(chain),
       node: () => this.node,
       urlOf: (replicaId) => this.urlOf(replicaId),
       ownUrl: () => this.url,
@@ -448,6 +449,8 @@ export class DabbaHost extends EventEmitter {
         disk: ({ chain, replicaId, full, freeBytes, reserveBytes }) => {
           if (full) this.fullDisks.add(replicaId);
           else this.fullDisks.delete(replicaId);
+          // Clients hear of it with the view: their writes to that chain are refused meanwhile.
+          this.slots[chain]?.sessions.broadcastView();
           if (full) this.log('warn', 'disk-full', `chain ${chain}: replica ${replicaId}'s disk is full (${freeBytes} bytes free, reserve ${reserveBytes}): the chain refuses writes until space is freed`);
           else this.log('info', 'disk-ok', `chain ${chain}: replica ${replicaId}'s disk has room again (${freeBytes} bytes free)`);
         },
@@ -494,7 +497,8 @@ export class DabbaHost extends EventEmitter {
     this.hostTable = new Map(table);
     this.hostTableLoaded = true;
     this.hostLinks.forgetHostsExcept(new Set(table.keys()));
-    // A member's URL may have just become known: dial it if it is a predecessor.
+    // A member's URL may have just become known: dial it if it is a predecessor. (follow() also
+    // sends clients the view again if it changed: another host's replica may have filled its disk.)
     for (const slot of this.slots) slot.follow();
     this.placeMaster();
   }
@@ -678,7 +682,7 @@ export class DabbaHost extends EventEmitter {
 
   /** A replica's latest reported progress (its host's status in its incarnation), or null. */
   /** Why `chain` refuses writes now (a member's or its joiner's disk is full, as its host reports), or null. */
-  private diskRefusal(chain: number): string | null {
+  diskRefusal(chain: number): string | null {
     const configuration = this.slots[chain]?.configuration ?? null;
     if (configuration === null) return null;
     for (const replicaId of participants(configuration)) {
