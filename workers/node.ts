@@ -155,23 +155,28 @@ class Replica {
     const room = this.room!;
     if (room.writeFailing && !this.retryDue) return false;
     this.retryDue = false;
-    try {
-      // A joiner whose first checkpoint found no room: it has nothing durable to stand on yet.
-      if (!this.logging && this.node.joinCaughtUp) this.startLogging(snapshotFrameBytesMax);
-      if (!this.log!.commit()) throw Object.assign(new Error('out of space'), { code: 'ENOSPC' });
-    } catch (error) {
-      if (!isOutOfSpace(error)) throw error;
-      room.writeFailed();
-      this.touched = true;
-      return false;
-    }
-    room.writeSucceeded();
-    return true;
+    // A joiner whose first checkpoint found no room has nothing durable to stand on yet: it tries again.
+    const written = this.withRoom(() => (this.logging || !this.node.joinCaughtUp || this.startLogging(snapshotFrameBytesMax)) && this.log!.commit());
+    if (written) room.writeSucceeded();
+    return written;
   }
 
-  private startLogging(snapshotFrameBytesMax: number): void {
+  /** Runs a write to the log; false, with the disk marked out of space, if it found no room. */
+  private withRoom(write: () => boolean): boolean {
+    try {
+      if (write()) return true;
+    } catch (error) {
+      if (!isOutOfSpace(error)) throw error;
+    }
+    this.room!.writeFailed();
+    this.touched = true;
+    return false;
+  }
+
+  private startLogging(snapshotFrameBytesMax: number): true {
     this.log!.checkpoint(this.node.checkpointSource(), snapshotFrameBytesMax);
     this.logging = true;
+    return true;
   }
 
   /**
@@ -185,28 +190,20 @@ class Replica {
       return;
     }
     if (!this.node.joinCaughtUp) return;
-    try {
-      this.startLogging(snapshotFrameBytesMax);
-    } catch (error) {
-      // No room for it: commitLog() tries again, and nothing leaves the joiner until it is written.
-      if (!isOutOfSpace(error)) throw error;
-      this.room!.writeFailed();
-    }
+    // No room for it: commitLog() tries again, and nothing leaves the joiner until it is written.
+    this.withRoom(() => this.startLogging(snapshotFrameBytesMax));
   }
 
   /** A checkpoint once the log since the last one outgrew the store (or checkpointBytesMin): disk use follows live data. */
   checkpointIfDue(settings: LogSettings, snapshotFrameBytesMax: number): void {
     const log = this.log!;
     if (!this.logging || this.diskFull || log.bytesSinceCheckpoint < Math.max(settings.checkpointBytesMin, this.node.store.heapBytes)) return;
-    try {
-      // It keeps the segments of its unacknowledged batches: a successor may have to be sent them after a restart.
+    // It keeps the segments of its unacknowledged batches: a successor may have to be sent them
+    // after a restart. With no room for it, the log stays as it was (the file is removed), and grows.
+    this.withRoom(() => {
       log.checkpoint(this.node.checkpointSource(), snapshotFrameBytesMax, this.node.committedSeq);
-    } catch (error) {
-      // No room for it: the log stays as it was (the checkpoint's file is removed), and grows.
-      if (!isOutOfSpace(error)) throw error;
-      this.room!.writeFailed();
-      this.touched = true;
-    }
+      return true;
+    });
   }
 }
 
