@@ -4,7 +4,7 @@
  * `node --cpu-prof`, which writes one .cpuprofile per thread, names each by the replica it was,
  * prints each thread's top functions by self time, and renders each as a flame graph with 0x.
  *
- *   node dist/bench/profile-workers.js [--seconds S] [--out DIR] [--no-flame]
+ *   node dist/bench/profile-workers.js [--seconds S] [--out DIR] [--no-flame] [--durability async|fsync]
  *
  * Output: DIR/<thread>/profile.cpuprofile (load it in Chrome DevTools' Performance panel too),
  * DIR/<thread>/flamegraph.html, and DIR/index.html linking them with the top-function tables.
@@ -19,7 +19,7 @@ import { topSelfTime, type CpuProfile, type SelfTimeRow } from './cpu-profile.js
 const ZERO_X = '0x@6.0.0';
 
 const { values } = parseArgs({
-  options: { seconds: { type: 'string' }, out: { type: 'string' }, 'no-flame': { type: 'boolean' } },
+  options: { seconds: { type: 'string' }, out: { type: 'string' }, 'no-flame': { type: 'boolean' }, durability: { type: 'string' } },
 });
 const seconds = values.seconds ?? '10';
 const stamp = new Date().toISOString().replace(/[:.]/g, '-');
@@ -27,7 +27,7 @@ const out = resolve(values.out ?? join('bench', 'profiles', `workers-${stamp}`))
 mkdirSync(out, { recursive: true });
 const here = dirname(fileURLToPath(import.meta.url));
 
-execFileSync(process.execPath, ['--cpu-prof', `--cpu-prof-dir=${out}`, join(here, 'profile-workload.js'), '--seconds', seconds], {
+execFileSync(process.execPath, ['--cpu-prof', `--cpu-prof-dir=${out}`, join(here, 'profile-workload.js'), '--seconds', seconds, ...(values.durability === undefined ? [] : ['--durability', values.durability])], {
   stdio: 'inherit',
   env: { ...process.env, DABBA_PROFILE_DIR: out },
 });
