@@ -65,6 +65,12 @@ export const ErrorCode = {
    * is freed. Reads go on.
    */
   diskFull: 'DABBA_ERR_DISK_FULL',
+  /**
+   * A joiner restarted from its own log was sent a snapshot: the tail cannot continue that log (it
+   * holds writes the chain went on without, or the tail's log no longer reaches back to it). The
+   * runtime starts that replica over, empty.
+   */
+  logDiverged: 'DABBA_ERR_LOG_DIVERGED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

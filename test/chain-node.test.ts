@@ -272,6 +272,8 @@ describe('ChainNode guards', () => {
     const recovered = { appliedSeq: 3, clientHighWater: new Map([[1, 3]]) };
     const options = { id: 2, epoch: 4, store: source.store, inflightBytesMax: 64 * 1024, inflightBatchesMax: 16, readReplyPayloadBytesMax: 4096, readReplyResultsMax: 8, recovered, joiner: 7 };
     const tail = new ChainNode({ ...options, role: 'tail' });
+    assert.equal(tail.ready().snapshot, null, 'nothing goes to the joiner before its Hello says what it holds');
+    assert.equal(tail.step('downstream', new HelloEncoder().encode({ epoch: 4, replicaId: 7, appliedSeq: 0 }).slice()).status, 'applied');
     const snapshot = tail.ready().snapshot;
     assert.ok(snapshot !== null, 'the joiner is sent a snapshot frame');
     const view = new SnapshotView();
@@ -418,6 +420,7 @@ describe('ChainNode guards', () => {
       assert.equal(tail.step('upstream', frame).status, 'applied');
     }
     tail.reconfigure(2, 'tail', { joiner: 4 });
+    assert.equal(tail.step('downstream', new HelloEncoder().encode({ epoch: 2, replicaId: 4, appliedSeq: 0 }).slice()).status, 'applied');
     // Eight 1 KB entries in 2 KB frames: several frames, and no batch in between to take turns with.
     let frames = 0;
     for (let ready = tail.ready(); ready.snapshot !== null; ready = tail.ready()) {

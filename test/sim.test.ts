@@ -60,6 +60,26 @@ describe('disks (fsync mode): a host restarted with its log is the same replica 
     });
   }
 
+  for (const role of ['head', 'middle', 'tail'] as const) {
+    test(`the ${role} crashes and is back after the chain went on without it: its host's next joiner starts from the log it left and is sent only what it missed, from the tail's log (no snapshot)`, async () => {
+      const result = await scripted({ seed: 13, replicas: 3, disk: true, restartAfter: [120, 120], script: [{ at: 200, crash: role }] });
+      assert.equal(result.removals, 1);
+      assert.equal(result.resumedJoins, 1);
+      assert.equal(result.catchUpsCompleted, 1);
+      assert.equal(result.logsDiverged, 0);
+      assert.equal(result.snapshotFrames, 1, 'one frame: the end of the catch-up, no copy of the store');
+      assert.equal(result.finalMembers.at(-1), 4, 'the joiner is the tail');
+    });
+  }
+
+  test('a head cut off with its clients orders writes the chain never gets: back, its log is not a prefix of the chain, the tail sends a snapshot, the joiner refuses it and starts over empty', async () => {
+    const result = await scripted({ seed: 4, replicas: 3, disk: true, script: [{ at: 200, partition: ['head', 'clients'], healAfter: 60 }] });
+    assert.equal(result.removals, 1);
+    assert.ok(result.resumedJoins >= 1);
+    assert.ok(result.logsDiverged >= 1, 'the old head offered a log the chain cannot continue');
+    assert.ok(result.snapshotFrames > 2, 'and was then sent a copy');
+  });
+
   test('every host crashes at once under load, 30 seeds: they restart from their logs and every acknowledged write is there (the history with the final state is linearizable)', async () => {
     let recovered = 0;
     for (let seed = 1; seed <= 30; seed++) {
@@ -124,7 +144,22 @@ describe('loss: a lost frame breaks its link, and the runtime repairs it', () =>
 });
 
 test('2,000 random seeds: delays, duplicates, loss, partitions, crashes, restarts (half with disks), several clients; invariants after every event', async () => {
-  const totals = { operations: 0, losses: 0, linkRepairs: 0, partitions: 0, crashes: 0, restarts: 0, rejoins: 0, stallResends: 0, joinsCompleted: 0, snapshotFrames: 0, duplicates: 0, recoveredFromDisk: 0 };
+  const totals = {
+    operations: 0,
+    losses: 0,
+    linkRepairs: 0,
+    partitions: 0,
+    crashes: 0,
+    restarts: 0,
+    rejoins: 0,
+    stallResends: 0,
+    joinsCompleted: 0,
+    snapshotFrames: 0,
+    duplicates: 0,
+    recoveredFromDisk: 0,
+    catchUpsCompleted: 0,
+    logsDiverged: 0,
+  };
   let severalClients = 0;
   for (let seed = 1; seed <= 2000; seed++) {
     const options = seedOptions(seed);
@@ -143,6 +178,8 @@ test('2,000 random seeds: delays, duplicates, loss, partitions, crashes, restart
   assert.ok(totals.snapshotFrames > 3 * totals.joinsCompleted, `only ${totals.snapshotFrames} snapshot frames for ${totals.joinsCompleted} joins`);
   assert.ok(totals.duplicates > 1000, `only ${totals.duplicates} duplicated frames`);
   assert.ok(totals.recoveredFromDisk > 300, `only ${totals.recoveredFromDisk} replicas restarted from their logs`);
+  assert.ok(totals.catchUpsCompleted > 500, `only ${totals.catchUpsCompleted} joiners caught up from a tail's log`);
+  assert.ok(totals.logsDiverged > 200, `only ${totals.logsDiverged} joiners offered a log the tail could not continue`);
   assert.ok(severalClients > 1000 && totals.operations > 200_000, `${severalClients} seeds with several clients, ${totals.operations} operations`);
 });
 

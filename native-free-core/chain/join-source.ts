@@ -1,34 +1,95 @@
 /**
- * The tail's side of a join: the replica joining behind it gets the tail's state as Snapshot
- * frames cut a few at a time from a fuzzy scan (./snapshot.ts), taking turns with the batches the
- * tail applies meanwhile on the same link, so the joiner applies both in link order and converges
- * on the tail's state; then, for the handoff, the tail stops taking batches until the joiner has
- * acknowledged everything it applied.
+ * The tail's side of a join. The joiner first says, with a Hello, what it already holds:
+ * - nothing (a new replica), or a log this tail cannot continue: it gets the tail's state as
+ *   Snapshot frames cut a few at a time from a fuzzy scan (./snapshot.ts), taking turns with the
+ *   batches the tail applies meanwhile on the same link, so the joiner applies both in link order
+ *   and converges on the tail's state;
+ * - its own log, up to a batch this tail's log also holds (../log/catch-up.ts): it gets the
+ *   batches after it, read back from this tail's log up to the seq the join started at, then an
+ *   empty last Snapshot frame at that seq (the catch-up is complete), then the batches after it;
+ * then, for the handoff, the tail stops taking batches until the joiner has acknowledged
+ * everything it applied.
  *
  * The ChainNode owns one while it is a tail with a joiner; this holds only the join's own state.
  */
-import { SnapshotWriter, type SnapshotSource } from './snapshot.js';
+import type { CatchUp } from '../log/catch-up.js';
+import { encodeCatchUpEnd, SnapshotWriter, type SnapshotSource } from './snapshot.js';
+
+/** The most logged batches one Ready forwards during a catch-up. */
+const CATCH_UP_BATCHES_PER_READY = 64;
 
 export class JoinSource {
-  private writer: SnapshotWriter | null;
-  /** The writer's current frame, kept until the runtime reports it sent. */
+  private writer: SnapshotWriter | null = null;
+  private catchUp: CatchUp | null = null;
+  /** A catch-up's batches read and not yet reported sent (views of the log's bytes). */
+  private readonly catchUpBatches: Uint8Array[] = [];
+  /** Where the catch-up ends (the tail's applied seq when it began), and the tail's epoch then. */
+  private catchUpSeq = 0;
+  private catchUpEpoch = 0;
+  /** The writer's current frame (or the catch-up's end), kept until the runtime reports it sent. */
   private frame: Uint8Array | null = null;
   /** Whether the next frame goes before the batches pending now (else they go first). */
   private frameTurn = true;
+  /** Until the joiner's Hello says what it holds, nothing goes to it. */
+  awaitingOffer = true;
   /** The tail stopped taking batches so the joiner can catch up (see ChainNode.beginHandoff). */
   handingOff = false;
 
   constructor(
     readonly joinerId: number,
-    source: SnapshotSource,
-    frameBytesMax: number,
-  ) {
-    this.writer = new SnapshotWriter(source, frameBytesMax);
+    private readonly frameBytesMax: number,
+  ) {}
+
+  /** The joiner holds nothing this tail can continue: it gets a snapshot of `source`. */
+  startSnapshot(source: SnapshotSource): void {
+    this.awaitingOffer = false;
+    this.writer = new SnapshotWriter(source, this.frameBytesMax);
   }
 
-  /** Whether frames remain to be sent. */
+  /** The joiner holds this tail's history up to a point: it gets `catchUp`'s batches, then an end at `throughSeq`. */
+  startCatchUp(catchUp: CatchUp, epoch: number, throughSeq: number): void {
+    this.awaitingOffer = false;
+    this.catchUp = catchUp;
+    this.catchUpSeq = throughSeq;
+    this.catchUpEpoch = epoch;
+  }
+
+  /** Whether frames (or catch-up batches) remain to be sent. */
   get sending(): boolean {
-    return this.writer !== null;
+    return this.writer !== null || this.catchUp !== null || this.frame !== null;
+  }
+
+  /** Whether logged batches go now instead of the in-flight list's (every one of them comes first). */
+  get catchingUp(): boolean {
+    return this.catchUp !== null;
+  }
+
+  /**
+   * During a catch-up: the logged batches to forward now (none once all went, or while none is on
+   * disk yet). The same ones come back until catchUpSent() says they went.
+   */
+  catchUpToSend(): Uint8Array[] {
+    const catchUp = this.catchUp;
+    if (catchUp === null) return [];
+    while (this.catchUpBatches.length < CATCH_UP_BATCHES_PER_READY) {
+      const batch = catchUp.next();
+      if (batch === null) break;
+      this.catchUpBatches.push(batch);
+    }
+    this.endCatchUpIfDone();
+    return this.catchUpBatches;
+  }
+
+  /** How many of catchUpToSend()'s batches went; after the last, the catch-up's end frame is next. */
+  catchUpSent(count: number): void {
+    this.catchUpBatches.splice(0, count);
+    this.endCatchUpIfDone();
+  }
+
+  private endCatchUpIfDone(): void {
+    if (this.catchUpBatches.length > 0 || this.catchUp?.done !== true) return;
+    this.catchUp = null;
+    this.frame = encodeCatchUpEnd(this.catchUpEpoch, this.catchUpSeq);
   }
 
   /**
@@ -52,7 +113,7 @@ export class JoinSource {
     if (frame !== null && frame === this.frame && frameSent) {
       this.frame = null;
       this.frameTurn = false;
-      if (this.writer!.done) this.writer = null;
+      if (this.writer?.done === true) this.writer = null;
     } else if (allBatchesSent) {
       this.frameTurn = true;
     }
@@ -62,6 +123,8 @@ export class JoinSource {
   close(): void {
     this.writer?.close();
     this.writer = null;
+    this.catchUp = null;
+    this.catchUpBatches.length = 0;
     this.frame = null;
   }
 }

@@ -40,6 +40,7 @@ import {
 import { ordersWrites, servesReads } from '../master/chain-master.js';
 import { InflightLog } from './inflight-log.js';
 import { applyBatch } from './apply-batch.js';
+import type { CatchUp } from '../log/catch-up.js';
 import { JoinSource } from './join-source.js';
 import { JoinTarget } from './join-target.js';
 import { snapshotFrameBytesFor, type SnapshotSource } from './snapshot.js';
@@ -83,14 +84,22 @@ export interface ChainNodeOptions {
    * A member restarted from its own log (issue 13): `store` already holds everything through
    * `appliedSeq` and these are its clients' high-water marks. It tells its predecessor with a Hello
    * how far it got, and the predecessor resends only what comes after (from its in-flight list).
+   * A joiner restarted from its own log tells the tail so, with the epoch of its last batch, and is
+   * sent what it lacks from the tail's log if the tail can continue it (else it is refused a
+   * snapshot: DABBA_ERR_LOG_DIVERGED).
    */
   recovered?: RecoveredState;
   /**
    * The replica joining behind this node, if the configuration it starts in names one (a tail
-   * restarted from its log while a join was under way): it starts the join's snapshot, as
-   * reconfigure() would have.
+   * restarted from its log while a join was under way): it starts the join, as reconfigure() would have.
    */
   joiner?: number | null;
+  /**
+   * A tail with a log: the batches it logged after `afterSeq`, through `throughSeq`, if its log
+   * holds the batch ending at afterSeq stamped `afterEpoch` (../log/catch-up.ts), else null. A
+   * joiner restarted from its own log is then sent only those, not a snapshot.
+   */
+  openCatchUp?: (afterSeq: number, afterEpoch: number, throughSeq: number) => CatchUp | null;
 }
 
 /** What a member restarted from its own log starts with (see ChainNodeOptions.recovered). */
@@ -161,6 +170,11 @@ export interface Ready {
   snapshot: Uint8Array | null;
   forward: Uint8Array[];
   forwardSeqs: number[];
+  /**
+   * `forward` holds a joiner's catch-up: batches read back from this tail's log, not its in-flight
+   * list's (forwardSeqs is empty then). Sent the same way; advance() tells them apart.
+   */
+  catchUp?: boolean;
   ackUpstream: AckFields | null;
   /**
    * After a reconfiguration: tell the predecessor how far this node has applied, so it resends the
@@ -211,6 +225,9 @@ export class ChainNode {
   private joinSource: JoinSource | null = null;
   /** A joining replica's load of its snapshot (null once it is a member). */
   private joinTarget: JoinTarget | null;
+  /** A joiner restarted from its log: the epoch stamped on its last batch (0 if unknown). */
+  private resumedEpoch = 0;
+  private readonly openCatchUp: ChainNodeOptions['openCatchUp'] | null;
   private readonly snapshotFrameBytesMax: number;
   private readonly limits: { keyBytesMax: number; valueBytesMax: number };
 
@@ -246,10 +263,15 @@ export class ChainNode {
     this.batchView = new WriteBatchView(this.limits);
     this.checksum = options.checksum ?? crc32;
     this.readView = new ReadBatchView(this.limits.keyBytesMax);
-    this.joinTarget = options.role === 'joining' ? new JoinTarget(this.limits) : null;
+    const resumed = options.role === 'joining' && options.recovered !== undefined;
+    this.joinTarget = options.role === 'joining' ? new JoinTarget(this.limits, resumed) : null;
+    this.openCatchUp = options.openCatchUp ?? null;
     this.log = options.log ?? (() => {});
     this.stepRole = this.stepFunctionOf(options.role);
-    if (options.recovered !== undefined) this.resume(options.recovered);
+    // A joiner first tells the tail what it holds (nothing, or its log: see takeJoinOffer).
+    this.helloPending = options.role === 'joining';
+    if (resumed) this.resumeJoining(options.recovered!);
+    else if (options.recovered !== undefined) this.resume(options.recovered);
     if (this.isTail && options.joiner !== undefined && options.joiner !== null) this.startJoin(options.joiner);
   }
 
@@ -276,6 +298,20 @@ export class ChainNode {
     this.helloPending = !this.isHead;
     // Its successor restarted too: nothing goes to it before it says what it has.
     this.awaitingSuccessorHello = this.forwardsDownstream;
+  }
+
+  /** A joiner restarted from its log: what it holds, and the stamp of its last batch for its Hello. */
+  private resumeJoining(recovered: RecoveredState): void {
+    assert(Number.isSafeInteger(recovered.appliedSeq) && recovered.appliedSeq > 0, 'recovered: a resumed joiner holds writes');
+    this.appliedSeqValue = recovered.appliedSeq;
+    this.committedSeqValue = recovered.appliedSeq;
+    for (const [clientId, clientSeq] of recovered.clientHighWater) this.clientHighWater.set(clientId, clientSeq);
+    const last = recovered.inflight?.at(-1);
+    if (last !== undefined) {
+      const view = this.batchView;
+      assert(view.open(last) === null, 'recovered: a logged batch is well-formed');
+      if (view.firstSeq + view.count - 1 === recovered.appliedSeq) this.resumedEpoch = view.epoch;
+    }
   }
 
   /**
@@ -349,6 +385,10 @@ export class ChainNode {
    */
   get handoffReady(): boolean {
     return this.joinSource?.handingOff === true && this.inflight.batchCount === 0 && this.inflight.forwardedSeq === this.appliedSeqValue;
+  }
+  /** A tail sending its joiner batches from its log: its log must keep them (no checkpoint) meanwhile. */
+  get joinCatchingUp(): boolean {
+    return this.joinSource?.catchingUp === true;
   }
   /** A joining replica that has loaded its snapshot and is applying the stream after it. */
   get joinCaughtUp(): boolean {
@@ -519,6 +559,7 @@ export class ChainNode {
     // A joining replica hears only from the tail it copies, in order, and takes whatever epoch its
     // batches were stamped in (that tail applied them in their epoch); everyone else takes batches
     // of its own epoch only. A joiner's first frame is a snapshot frame: a batch before it is not its own.
+    if (this.joinTarget !== null) this.joinTarget.heard = true;
     if (this.joinTarget !== null && !this.joinTarget.started) {
       this.log('ignoring (a batch before the first snapshot frame)');
       return ignored(ErrorCode.protocolViolation, 'a joining replica takes batches only after its first snapshot frame');
@@ -557,7 +598,8 @@ export class ChainNode {
       }
       this.ackPending = true;
     }
-    if (this.forwardsDownstream) this.inflight.append(batch.bytes, firstSeq, count, batch.clientId, lastClientSeq);
+    // A joiner that has not said what it holds will be sent everything applied so far another way.
+    if (this.forwardsDownstream && this.joinSource?.awaitingOffer !== true) this.inflight.append(batch.bytes, firstSeq, count, batch.clientId, lastClientSeq);
     assert(this.committedSeqValue <= this.appliedSeqValue, 'committed never exceeds applied');
     return { status: 'applied', firstSeq, count };
   }
@@ -606,11 +648,14 @@ export class ChainNode {
   }
 
   private takeHelloFields(hello: HelloFields): ReceiveResult {
+    // The joiner's, whatever its epoch (it takes whatever epoch this tail's batches carry). Once
+    // answered, a Hello from it is either a repeat or, after the handoff, its first as a member.
+    if (this.joinSource?.awaitingOffer === true && hello.replicaId === this.joinSource.joinerId) return this.takeJoinOffer(hello);
     if (hello.epoch > this.epochValue) {
       // The successor heard of the new configuration before we did: keep it for when we do (the
       // newest one wins; older epochs' Hellos are moot once a newer one has been sent).
       if (this.helloFromNextEpoch === null || hello.epoch >= this.helloFromNextEpoch.epoch) {
-        this.helloFromNextEpoch = { epoch: hello.epoch, replicaId: hello.replicaId, appliedSeq: hello.appliedSeq };
+        this.helloFromNextEpoch = { epoch: hello.epoch, replicaId: hello.replicaId, appliedSeq: hello.appliedSeq, appliedEpoch: hello.appliedEpoch ?? 0 };
       }
       return ignored(ErrorCode.staleEpoch, `hello from epoch ${hello.epoch}, kept for later`);
     }
@@ -618,8 +663,7 @@ export class ChainNode {
       this.log(`ignoring (stale epoch ${hello.epoch} hello, node is at ${this.epochValue})`);
       return ignored(ErrorCode.staleEpoch, `hello epoch ${hello.epoch} != ${this.epochValue}`);
     }
-    // Only a node with a successor that was just (re)configured hears a Hello: a tail has no
-    // successor, and a tail's joiner sends none (it acknowledges from its snapshot on).
+    // Only a node with a successor that was just (re)configured hears a Hello (a tail's joiner's is above).
     if (!this.forwardsDownstream || this.joinSource !== null) return this.refuseNotForwarding(MessageKind.hello);
     // I1: the successor's applied writes are a prefix of ours, and it has everything the tail has,
     // so everything after its applied seq is still in our in-flight list. A Hello claiming more is
@@ -671,7 +715,8 @@ export class ChainNode {
   private takeSnapshot(bytes: Uint8Array): ReceiveResult {
     const target = this.joinTarget;
     assert(target !== null, 'takeSnapshot: a joining node has a join target');
-    const result = target.take(bytes, this.store, this.clientHighWater);
+    target.heard = true;
+    const result = target.take(bytes, this.store, this.clientHighWater, this.appliedSeqValue);
     if (result.status !== 'first' && result.status !== 'applied') return result;
     if (result.status === 'first') {
       assert(this.appliedSeqValue === 0, 'a joining replica starts empty');
@@ -705,6 +750,8 @@ export class ChainNode {
       assert(this.roleValue === 'joining', 'reconfigure: a replica becomes joining only when it is created');
       this.epochValue = epoch;
       this.ackPending = this.joinTarget!.started;
+      // Until the tail has answered, it may not have heard what this joiner holds: say it again.
+      if (!this.joinTarget!.heard) this.helloPending = true;
       return;
     }
     const forwardedBefore = this.forwardsDownstream;
@@ -733,7 +780,8 @@ export class ChainNode {
     const early = this.helloFromNextEpoch;
     if (early !== null && early.epoch <= epoch) {
       this.helloFromNextEpoch = null;
-      if (early.epoch === epoch && this.forwardsDownstream && this.joinSource === null) this.takeHelloFields(early);
+      if (this.joinSource?.awaitingOffer === true && early.replicaId === this.joinSource.joinerId) this.takeJoinOffer(early);
+      else if (early.epoch === epoch && this.forwardsDownstream && this.joinSource === null) this.takeHelloFields(early);
     }
   }
 
@@ -757,14 +805,34 @@ export class ChainNode {
   }
 
   /**
-   * A replica joins behind this tail: it starts from a snapshot of everything applied so far, then
-   * takes every later batch from the in-flight list. The snapshot is cut a frame at a time from a
-   * fuzzy scan, so this tail goes on applying writes while it is sent.
+   * A replica joins behind this tail. Nothing goes to it until its Hello says what it holds (see
+   * takeJoinOffer); batches applied meanwhile are part of what it is then sent.
    */
   private startJoin(joiner: number): void {
-    this.inflight.resetAfter(this.appliedSeqValue);
-    const source = { store: this.store, epoch: this.epochValue, appliedSeq: this.appliedSeqValue, clientHighWater: new Map(this.clientHighWater) };
-    this.joinSource = new JoinSource(joiner, source, this.snapshotFrameBytesMax);
+    this.joinSource = new JoinSource(joiner, this.snapshotFrameBytesMax);
+  }
+
+  /**
+   * The joiner's Hello. A joiner restarted from its own log that this tail's log can continue gets
+   * the logged batches after its applied seq, through this tail's applied seq; any other joiner a
+   * snapshot of everything applied so far, cut a frame at a time from a fuzzy scan, so this tail
+   * goes on applying writes while it is sent. Either way, every batch applied from now on follows
+   * from the in-flight list.
+   */
+  private takeJoinOffer(hello: HelloFields): ReceiveResult {
+    const join = this.joinSource!;
+    const applied = this.appliedSeqValue;
+    const offered = hello.appliedSeq > 0 && hello.appliedSeq <= applied && this.openCatchUp !== null;
+    const catchUp = offered ? this.openCatchUp!(hello.appliedSeq, hello.appliedEpoch ?? 0, applied) : null;
+    this.inflight.resetAfter(applied);
+    if (catchUp !== null) {
+      this.log(`joiner ${join.joinerId} resumes from seq ${hello.appliedSeq}: sending it ${applied - hello.appliedSeq} writes from the log`);
+      join.startCatchUp(catchUp, this.epochValue, applied);
+    } else {
+      if (hello.appliedSeq > 0) this.log(`joiner ${join.joinerId} offers its log through seq ${hello.appliedSeq}, which this tail cannot continue: sending a snapshot`);
+      join.startSnapshot({ store: this.store, epoch: this.epochValue, appliedSeq: applied, clientHighWater: new Map(this.clientHighWater) });
+    }
+    return { status: 'applied', firstSeq: hello.appliedSeq, count: 0 };
   }
 
   private restampInflight(): void {
@@ -796,17 +864,22 @@ export class ChainNode {
       this.helloPending ||
       this.joinSource?.sending === true ||
       this.readReplies.length > 0 ||
-      (this.forwardsDownstream && !this.awaitingSuccessorHello && this.inflight.pendingCount > 0)
+      (this.forwardsDownstream && !this.awaitingSuccessorHello && this.joinSource?.awaitingOffer !== true && this.inflight.pendingCount > 0)
     );
   }
 
   ready(): Ready {
     const forward: Uint8Array[] = [];
     const forwardSeqs: number[] = [];
-    // A joiner's snapshot frame goes before any batch (see JoinSource.sent for why).
-    const canForward = this.forwardsDownstream && !this.awaitingSuccessorHello;
-    const snapshot = this.joinSource?.frameToSend(canForward && this.inflight.pendingCount > 0) ?? null;
-    if (canForward && snapshot === null) {
+    const join = this.joinSource;
+    // A joiner's snapshot frame goes before any batch (see JoinSource.sent for why), and the
+    // batches of its catch-up before every batch of the in-flight list.
+    const canForward = this.forwardsDownstream && !this.awaitingSuccessorHello && join?.awaitingOffer !== true;
+    const catchUp = canForward && join !== null && join.catchingUp ? join.catchUpToSend() : null;
+    const snapshot = join?.frameToSend(canForward && this.inflight.pendingCount > 0) ?? null;
+    if (catchUp !== null) {
+      if (snapshot === null) forward.push(...catchUp);
+    } else if (canForward && snapshot === null) {
       const log = this.inflight;
       for (let index = log.firstPendingIndex(); index < log.batchCount; index++) {
         forward.push(log.batchAt(index));
@@ -828,14 +901,22 @@ export class ChainNode {
         });
       }
     }
-    const helloUpstream = this.helloPending ? { epoch: this.epochValue, replicaId: this.id, appliedSeq: this.appliedSeqValue } : null;
-    return { snapshot, forward, forwardSeqs, ackUpstream, helloUpstream, clientAcks, readReplies: this.readReplies.slice() };
+    const helloUpstream = this.helloPending ? this.hello() : null;
+    return { snapshot, forward, forwardSeqs, catchUp: catchUp !== null, ackUpstream, helloUpstream, clientAcks, readReplies: this.readReplies.slice() };
+  }
+
+  /** How far this node got; a joiner restarted from its log adds the epoch of its last batch. */
+  private hello(): HelloFields {
+    const hello: HelloFields = { epoch: this.epochValue, replicaId: this.id, appliedSeq: this.appliedSeqValue };
+    if (this.joinTarget?.resumed === true) hello.appliedEpoch = this.resumedEpoch;
+    return hello;
   }
 
   /** The runtime performed `ready`: forwarded a prefix of `forward` and sent every ack and reply. */
   advance(ready: Ready, report: AdvanceReport): void {
     assert(report.forwarded >= 0 && report.forwarded <= ready.forward.length, 'advance: forwarded out of range');
-    if (report.forwarded > 0) this.inflight.markForwardedThrough(ready.forwardSeqs[report.forwarded - 1]!);
+    if (ready.catchUp === true) this.joinSource?.catchUpSent(report.forwarded);
+    else if (report.forwarded > 0) this.inflight.markForwardedThrough(ready.forwardSeqs[report.forwarded - 1]!);
     assert(report.repliesSent >= 0 && report.repliesSent <= ready.readReplies.length, 'advance: repliesSent out of range');
     this.joinSource?.sent(ready.snapshot, report.snapshotSent ?? true, report.forwarded === ready.forward.length);
     if (report.acksSent && ready.helloUpstream !== null) this.helloPending = false;

@@ -152,16 +152,16 @@ export class SnapshotWriter {
     Snapshot.startClientsVector(builder, marks.length);
     for (let index = marks.length - 1; index >= 0; index--) ClientMark.createClientMark(builder, marks[index]![0], 0, marks[index]![1]);
     const clientsOffset = builder.endVector();
-    const snapshot = Snapshot.createSnapshot(
-      builder,
-      epoch,
-      BigInt(appliedSeq),
-      this.finished,
-      recordsOffset,
-      versionsOffset,
-      payloadOffset,
-      clientsOffset,
-    );
+    // Built field by field so catch_up_end stays absent (false): a copy's bytes are as they always were.
+    Snapshot.startSnapshot(builder);
+    Snapshot.addEpoch(builder, epoch);
+    Snapshot.addAppliedSeq(builder, BigInt(appliedSeq));
+    Snapshot.addLast(builder, this.finished);
+    Snapshot.addRecords(builder, recordsOffset);
+    Snapshot.addVersions(builder, versionsOffset);
+    Snapshot.addPayload(builder, payloadOffset);
+    Snapshot.addClients(builder, clientsOffset);
+    const snapshot = Snapshot.endSnapshot(builder);
     builder.finish(Frame.createFrame(builder, Message.Snapshot, snapshot));
     const frame = builder.asUint8Array();
     assert(frame.length <= this.frameBytesMax, `SnapshotWriter: a frame of ${frame.length} bytes exceeds ${this.frameBytesMax}`);
@@ -169,11 +169,31 @@ export class SnapshotWriter {
   }
 }
 
+/**
+ * The frame that ends a catch-up join (./join-source.ts): a last Snapshot frame with no entries at
+ * `appliedSeq`, which the joiner, having applied every batch through it, takes as "caught up".
+ */
+export function encodeCatchUpEnd(epoch: number, appliedSeq: number): Uint8Array {
+  const builder = new flatbuffers.Builder(256);
+  builder.forceDefaults(true);
+  const payloadOffset = builder.createByteVector(new Uint8Array(0));
+  const versionsOffset = Snapshot.createVersionsVector(builder, []);
+  Snapshot.startRecordsVector(builder, 0);
+  const recordsOffset = builder.endVector();
+  Snapshot.startClientsVector(builder, 0);
+  const clientsOffset = builder.endVector();
+  const snapshot = Snapshot.createSnapshot(builder, epoch, BigInt(appliedSeq), true, recordsOffset, versionsOffset, payloadOffset, clientsOffset, true);
+  builder.finish(Frame.createFrame(builder, Message.Snapshot, snapshot));
+  return builder.asUint8Array().slice();
+}
+
 /** A verified Snapshot frame, read in place. */
 export class SnapshotView {
   epoch = 0;
   appliedSeq = 0;
   last = false;
+  /** The end of a catch-up, not part of a copy of the store (see encodeCatchUpEnd). */
+  catchUpEnd = false;
   count = 0;
   clientCount = 0;
   private bytes: Uint8Array = new Uint8Array(0);
@@ -203,6 +223,9 @@ export class SnapshotView {
       if (verifyVector(bytes, versions, 8, 'versions') !== this.count) throw new MalformedFrame('versions length mismatch');
       const payloadLength = verifyVector(bytes, payload, 1, 'payload');
       this.clientCount = verifyVector(bytes, clients, 16, 'clients');
+      const catchUpEndPosition = fieldPosition(bytes, table, 7, 1);
+      this.catchUpEnd = catchUpEndPosition !== 0 && bytes[catchUpEndPosition] !== 0;
+      if (this.catchUpEnd && (!this.last || this.count > 0 || this.clientCount > 0)) throw new MalformedFrame('a catch-up end holds entries or marks, or is not last');
       this.bytes = bytes;
       this.recordsPosition = records + 4;
       this.versionsPosition = versions + 4;

@@ -880,6 +880,8 @@ export interface HelloFields {
   epoch: number;
   replicaId: number;
   appliedSeq: number;
+  /** The epoch stamped on the batch ending at appliedSeq, when a joiner offers its log (else 0, sent as absent). */
+  appliedEpoch?: number;
 }
 
 export class HelloEncoder {
@@ -890,7 +892,14 @@ export class HelloEncoder {
     const builder = this.builder;
     builder.clear();
     builder.forceDefaults(true);
-    const helloOffset = Hello.createHello(builder, hello.epoch, hello.replicaId, BigInt(hello.appliedSeq));
+    Hello.startHello(builder);
+    Hello.addEpoch(builder, hello.epoch);
+    Hello.addReplicaId(builder, hello.replicaId);
+    Hello.addAppliedSeq(builder, BigInt(hello.appliedSeq));
+    // Absent when 0, so a member's Hello keeps the bytes it always had.
+    builder.forceDefaults(false);
+    Hello.addAppliedEpoch(builder, hello.appliedEpoch ?? 0);
+    const helloOffset = Hello.endHello(builder);
     builder.finish(Frame.createFrame(builder, Message.Hello, helloOffset));
     return builder.asUint8Array();
   }
@@ -900,6 +909,7 @@ export class HelloView implements HelloFields {
   epoch = 0;
   replicaId = 0;
   appliedSeq = 0;
+  appliedEpoch = 0;
   private readonly envelope = new FrameEnvelope();
   private readonly table = new TableLocation();
 
@@ -910,6 +920,8 @@ export class HelloView implements HelloFields {
       this.epoch = readUint32(bytes, requiredFieldPosition(bytes, table, 0, 4, 'epoch'));
       this.replicaId = readUint32(bytes, requiredFieldPosition(bytes, table, 1, 4, 'replica_id'));
       this.appliedSeq = readUint64AsNumber(bytes, requiredFieldPosition(bytes, table, 2, 8, 'applied_seq'));
+      const appliedEpoch = fieldPosition(bytes, table, 3, 4);
+      this.appliedEpoch = appliedEpoch === 0 ? 0 : readUint32(bytes, appliedEpoch);
     });
   }
 }

@@ -10,11 +10,14 @@
  *   acknowledged (a successor may have to be sent them after a restart).
  * - A crash keeps what was committed and, of what was staged, any prefix, possibly cut mid-record
  *   (a torn write): recovery truncates it.
+ * - A host whose replica left the chain keeps its log: a joiner it runs next starts from it (resume)
+ *   and is sent only what it lacks, read back from the tail's log (catchUpFiles, one segment).
  */
 import type { ChainNode, RecoveredState } from '../../native-free-core/chain/node.js';
 import { crc32 } from '../../native-free-core/checksum.js';
 import { encodeCheckpoint } from '../../native-free-core/log/checkpoint.js';
 import { recoverLog } from '../../native-free-core/log/recover.js';
+import type { CatchUpFiles } from '../../native-free-core/log/catch-up.js';
 import { encodeSegment, SEGMENT_HEADER_BYTES } from '../../native-free-core/log/segment.js';
 import type { Store } from '../../native-free-core/store.js';
 import { FORMAT_RECORD_LIMITS, WriteBatchView } from '../../native-free-core/wire/codec.js';
@@ -49,6 +52,35 @@ export class SimulatedDisk {
     this.tornRecord = null;
   }
 
+  /** Whether it holds a log to start a replica from (a checkpoint or a logged batch). */
+  get holdsLog(): boolean {
+    return this.replicaId !== 0 && (this.checkpoint !== null || this.committed.length > 0 || this.staged.length > 0);
+  }
+
+  /** The replica left the chain, its process still up: the log is closed whole (nothing staged is lost). */
+  closeCleanly(): void {
+    this.commit();
+  }
+
+  /** A joiner starts from this log (recover() loaded it) and appends to it from there. */
+  resume(replicaId: number): void {
+    this.replicaId = replicaId;
+    this.logging = true;
+  }
+
+  /** The log as the segment files a tail's catch-up reads (../../native-free-core/log/catch-up.ts): one segment. */
+  catchUpFiles(): CatchUpFiles {
+    return {
+      list: () => {
+        const first = this.committed[0];
+        if (first === undefined) return [];
+        this.view.open(first);
+        return [{ firstSeq: this.view.firstSeq, name: 'segment' }];
+      },
+      read: () => encodeSegment(this.committed, crc32),
+    };
+  }
+
   /** After `node` applied a frame from upstream (a batch, or a joiner's snapshot frame). */
   applied(node: ChainNode, frame: Uint8Array, isBatch: boolean): void {
     if (this.logging) {
@@ -66,18 +98,23 @@ export class SimulatedDisk {
     if (this.staged.length > 0) this.committed.push(...this.staged.splice(0));
   }
 
-  /** Checkpoints once the log holds more than `batchesMax` batches, keeping those after the committed seq. */
-  checkpointIfDue(node: ChainNode, batchesMax: number): void {
+  /**
+   * Checkpoints once the log holds more than `batchesMax` batches, keeping those after the committed
+   * seq and the newest `retain` (as the worker keeps its newest segments: a replica that was away
+   * catches up from them).
+   */
+  checkpointIfDue(node: ChainNode, batchesMax: number, retain: number): void {
     if (!this.logging || this.committed.length + this.staged.length <= batchesMax) return;
-    this.writeCheckpoint(node, node.committedSeq);
+    this.writeCheckpoint(node, node.committedSeq, retain);
   }
 
-  private writeCheckpoint(node: ChainNode, keepAfterSeq: number): void {
+  private writeCheckpoint(node: ChainNode, keepAfterSeq: number, retain = 0): void {
     this.commit();
     this.checkpoint = encodeCheckpoint(node.checkpointSource(), FRAME_BYTES_MAX, crc32);
-    this.committed = this.committed.filter((frame) => {
+    const retainFrom = this.committed.length - retain;
+    this.committed = this.committed.filter((frame, index) => {
       this.view.open(frame);
-      return this.view.firstSeq + this.view.count - 1 > keepAfterSeq;
+      return index >= retainFrom || this.view.firstSeq + this.view.count - 1 > keepAfterSeq;
     });
     this.counts.checkpoints++;
   }

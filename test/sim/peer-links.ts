@@ -38,9 +38,10 @@ export class PeerLinks {
     private readonly host: SimulatedHost,
   ) {}
 
-  replicaStarted(epoch: number, role: Role): void {
+  /** `resumed`: it started from a log (a joiner so is sent batches first, not a snapshot frame). */
+  replicaStarted(epoch: number, role: Role, resumed = false): void {
     this.joinEpoch = role === 'joining' ? epoch : 0;
-    this.joinStreamStarted = role !== 'joining';
+    this.joinStreamStarted = role !== 'joining' || resumed;
   }
 
   /** The peer link between this replica and `other` (one per pair of replica ids, ids are never reused). */
@@ -179,8 +180,12 @@ export class PeerLinks {
 
   /** An Ack or Hello from replica `from`. */
   fromSuccessor(from: number, bytes: Uint8Array): boolean {
-    if (this.host.role() === 'joining') return true;
     const kind = frameKind(bytes);
+    if (this.host.role() === 'joining') {
+      // A joiner behind it, heard of before this replica knows it is the tail (its handoff is in flight).
+      if (kind === MessageKind.hello) this.parkedHellos.set(from, bytes);
+      return true;
+    }
     this.world.trace.detail(() => `replica ${this.host.replicaId} gets a frame of kind ${String(kind)} from ${from}${from === this.successor ? '' : ' (not its successor)'}`);
     // Not the successor, or not yet: this replica restarted and waits for its configuration.
     if (from !== this.successor || this.host.node === null) {

@@ -14,23 +14,32 @@
  * A crash loses everything: the node, the links, the acks kept. A restart is a new replica, unless
  * the host has a disk (`fsync` mode, ./disk.ts): then, as a durable host restarted in its
  * incarnation does, it registers again as the same replica and, if the master still lists it as a
- * member, restarts it from its log in the current epoch, sent only what it missed.
+ * member, restarts it from its log in the current epoch, sent only what it missed. A replica the
+ * chain went on without leaves its log on the disk, and the next joiner the host runs starts from
+ * it: the tail sends it what it lacks from the tail's own log, or, if it cannot continue that log,
+ * a snapshot, which the joiner refuses (DABBA_ERR_LOG_DIVERGED), and the host starts over empty.
  */
 import { ChainNode, type ReceiveResult, type RecoveredState, type Role } from '../../native-free-core/chain/node.js';
 import { snapshotFrameBytesFor } from '../../native-free-core/chain/snapshot.js';
 import { ordersWrites, roleIn, servesReads, type Configuration } from '../../native-free-core/master/chain-master.js';
 import type { HandoffRequest, LiveHostStatus } from '../../native-free-core/master/cluster-decisions.js';
 import { ErrorCode } from '../../native-free-core/errors.js';
+import { openCatchUp } from '../../native-free-core/log/catch-up.js';
+import { crc32 } from '../../native-free-core/checksum.js';
 import { Store } from '../../native-free-core/store.js';
-import { AckEncoder, frameKind, HelloEncoder, MessageKind, WriteBatchView, type AckFields, type HelloFields } from '../../native-free-core/wire/codec.js';
+import { AckEncoder, FORMAT_RECORD_LIMITS, frameKind, HelloEncoder, MessageKind, WriteBatchView, type AckFields, type HelloFields } from '../../native-free-core/wire/codec.js';
 import { replicaLimits } from '../../src/replica-worker.js';
 import { SimulatedDisk } from './disk.js';
 import type { Connection, Endpoint } from './network.js';
 import { PeerLinks } from './peer-links.js';
 import { KEY_BYTES_MAX, MASTER, TIMING, VALUE_BYTES_MAX, type World } from './world.js';
 
-/** A simulated log is checkpointed past this many batches (the worker: past max(256 MiB, its store)). */
-const DISK_CHECKPOINT_BATCHES = 24;
+/**
+ * A simulated log is checkpointed past this many batches, keeping the newest DISK_RETAINED_BATCHES
+ * (the worker: past max(256 MiB, its store), keeping its newest 256 MiB).
+ */
+const DISK_CHECKPOINT_BATCHES = 48;
+const DISK_RETAINED_BATCHES = 24;
 
 /** What a host tells clients of the chain: its epoch and members' hosts, head first (a ClusterView). */
 export interface SimulatedView {
@@ -66,6 +75,10 @@ export class SimulatedHost {
   private registering = false;
   /** The node the crash took (the checker carries its record of writes over to the recovered one). */
   private crashedNode: ChainNode | null = null;
+  /** The node whose log the disk holds after it left the chain (a resumed joiner's checker record starts from it). */
+  private logWriter: ChainNode | null = null;
+  /** Its node is a joiner that started from the disk's log. */
+  private resumedJoin = false;
 
   constructor(
     private readonly world: World,
@@ -98,8 +111,29 @@ export class SimulatedHost {
   }
 
   private startNode(epoch: number, role: Role): void {
+    this.resumedJoin = false;
+    if (role === 'joining' && this.disk?.holdsLog === true && this.startJoinerFromDisk(epoch)) return;
     this.disk?.startFresh(this.replicaId, role === 'joining');
     this.createNode(epoch, role, null);
+  }
+
+  /** A joiner from the log a replica this host ran before left on the disk; false if it holds nothing. */
+  private startJoinerFromDisk(epoch: number): boolean {
+    const limits = replicaLimits(this.world.options);
+    const store = this.newStore();
+    const recovered = this.disk!.recover(store, { bytesMax: limits.inflightBytesMax, batchesMax: limits.inflightBatchesMax });
+    if (typeof recovered === 'string') {
+      this.world.trace.fail(`${this.hostId}: the log kept for replica ${this.replicaId}: ${recovered}`);
+      return true;
+    }
+    if (recovered.appliedSeq === 0) return false;
+    this.disk!.resume(this.replicaId);
+    this.world.counts.resumedJoins++;
+    this.resumedJoin = true;
+    this.world.trace.note(`${this.hostId}: joiner ${this.replicaId} starts from the log on its disk, through seq ${recovered.appliedSeq}`);
+    this.createNode(epoch, 'joining', { store, recovered });
+    this.world.checker.nodeRecovered(this.node!, this.logWriter);
+    return true;
   }
 
   /** Its replica again after a crash, from its log, in the configuration's epoch and role. */
@@ -138,11 +172,18 @@ export class SimulatedHost {
       valueBytesMax: limits.valueBytesMax,
       // Frames of about one entry: a snapshot takes several, interleaved with new batches.
       snapshotFrameBytesMax: snapshotFrameBytesFor(KEY_BYTES_MAX + VALUE_BYTES_MAX),
+      ...(this.disk === null ? {} : { openCatchUp: (afterSeq: number, afterEpoch: number, throughSeq: number) => this.openCatchUp(afterSeq, afterEpoch, throughSeq) }),
       log: (line) => this.world.trace.note(`replica ${replicaId} ${line}`),
     });
-    this.links.replicaStarted(epoch, role);
+    this.links.replicaStarted(epoch, role, from !== null);
     if (from === null) this.world.checker.nodeStarted(this.node);
     this.world.trace.note(`${this.hostId}: replica ${replicaId} starts as ${role} in epoch ${epoch}`);
+    // Its first pass, as the worker runs one for a replica it adds (a joiner has a Hello to send).
+    this.kick();
+  }
+
+  private openCatchUp(afterSeq: number, afterEpoch: number, throughSeq: number) {
+    return openCatchUp(this.disk!.catchUpFiles(), afterSeq, afterEpoch, throughSeq, { crc: crc32, frameBytesMax: 1 << 20, limits: FORMAT_RECORD_LIMITS });
   }
 
   /** The process dies: its node, its links and everything it kept are gone. */
@@ -151,7 +192,7 @@ export class SimulatedHost {
     this.alive = false;
     this.links.breakAll();
     this.disk?.crash();
-    if (this.node !== null) this.crashedNode = this.node;
+    if (this.node !== null) this.crashedNode = this.logWriter = this.node;
     this.node = null;
     this.configuration = null;
     this.lastAcks.clear();
@@ -183,6 +224,11 @@ export class SimulatedHost {
    */
   rejoin(why: string, counted = true): void {
     this.links.breakAll();
+    // Its log stays on the disk, whole, for the next joiner this host runs.
+    if (this.node !== null) {
+      this.disk?.closeCleanly();
+      this.logWriter = this.node;
+    }
     this.node = null;
     const known = this.configuration;
     this.configuration = null;
@@ -303,6 +349,14 @@ export class SimulatedHost {
     const appliedBefore = node.appliedSeq;
     const result = node.step('upstream', bytes);
     if (result.status === 'full') return false;
+    if (result.status === 'rejected' && result.code === ErrorCode.logDiverged) {
+      // The host starts that replica over, empty (host.ts gives it up and drops its log).
+      this.world.counts.logsDiverged++;
+      this.disk!.startFresh(0, false);
+      this.rejoin(`its log does not continue the chain's (${result.reason})`);
+      return true;
+    }
+    if (result.status === 'applied' && !isBatch && this.resumedJoin && node.joinCaughtUp) this.world.counts.catchUpsCompleted++;
     if (result.status === 'applied') {
       if (isBatch) this.world.checker.appliedBatch(node, appliedBefore, result, { clientId, firstClientSeq, count });
       this.disk?.applied(node, bytes, isBatch);
@@ -373,7 +427,8 @@ export class SimulatedHost {
     this.world.trace.check(ready.readReplies.length === 0 || readOwner !== null, () => `replica ${this.replicaId} has read replies for no one`);
     for (const reply of ready.readReplies) this.sendToClient(readOwner!, reply);
     node.advance(ready, { forwarded, acksSent, repliesSent: ready.readReplies.length, snapshotSent });
-    this.disk?.checkpointIfDue(node, DISK_CHECKPOINT_BATCHES);
+    // A tail sending its joiner batches from its log keeps them (as the worker does).
+    if (!node.joinCatchingUp) this.disk?.checkpointIfDue(node, DISK_CHECKPOINT_BATCHES, DISK_RETAINED_BATCHES);
     // The worker's loop: a pass that moved anything is followed by another at once; one that moved
     // nothing sleeps until a frame arrives or its sleep times out (sleepTimeoutMs), then looks again.
     const hadAcks = ready.ackUpstream !== null || ready.clientAcks.length > 0;

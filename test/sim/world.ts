@@ -74,6 +74,11 @@ export interface HostCounts {
   readsRefused: number;
   /** Replicas restarted from their logs (hosts with a disk). */
   recoveredFromDisk: number;
+  /** Joiners that started from the log a host kept of a replica it ran before, and how many caught up from the tail's log. */
+  resumedJoins: number;
+  catchUpsCompleted: number;
+  /** Resumed joiners a tail could not continue (sent a snapshot: the host starts them over, empty). */
+  logsDiverged: number;
 }
 
 export class World {
@@ -86,7 +91,7 @@ export class World {
   readonly hosts = new Map<Endpoint, SimulatedHost>();
   readonly clients: SimulatedClient[] = [];
   readonly history: HistoryEntry[] = [];
-  readonly counts: HostCounts = { rejoins: 0, linkRepairs: 0, snapshotFrames: 0, gapsRefused: 0, staleEpochIgnored: 0, writesRedirected: 0, readsRefused: 0, recoveredFromDisk: 0 };
+  readonly counts: HostCounts = { rejoins: 0, linkRepairs: 0, snapshotFrames: 0, gapsRefused: 0, staleEpochIgnored: 0, writesRedirected: 0, readsRefused: 0, recoveredFromDisk: 0, resumedJoins: 0, catchUpsCompleted: 0, logsDiverged: 0 };
   master!: SimulatedMaster;
   checker!: Checker;
   /** A failure noticed where it cannot throw (a promise callback); the run loop fails with it. */

@@ -969,8 +969,24 @@ mutate_applied_seq(value:bigint):boolean {
   return true;
 }
 
+appliedEpoch():number {
+  const offset = this.bb!.__offset(this.bb_pos, 10);
+  return offset ? this.bb!.readUint32(this.bb_pos + offset) : 0;
+}
+
+mutate_applied_epoch(value:number):boolean {
+  const offset = this.bb!.__offset(this.bb_pos, 10);
+
+  if (offset === 0) {
+    return false;
+  }
+
+  this.bb!.writeUint32(this.bb_pos + offset, value);
+  return true;
+}
+
 static startHello(builder:flatbuffers.Builder) {
-  builder.startObject(3);
+  builder.startObject(4);
 }
 
 static addEpoch(builder:flatbuffers.Builder, epoch:number) {
@@ -985,16 +1001,21 @@ static addAppliedSeq(builder:flatbuffers.Builder, appliedSeq:bigint) {
   builder.addFieldInt64(2, appliedSeq, BigInt('0'));
 }
 
+static addAppliedEpoch(builder:flatbuffers.Builder, appliedEpoch:number) {
+  builder.addFieldInt32(3, appliedEpoch, 0);
+}
+
 static endHello(builder:flatbuffers.Builder):flatbuffers.Offset {
   const offset = builder.endObject();
   return offset;
 }
 
-static createHello(builder:flatbuffers.Builder, epoch:number, replicaId:number, appliedSeq:bigint):flatbuffers.Offset {
+static createHello(builder:flatbuffers.Builder, epoch:number, replicaId:number, appliedSeq:bigint, appliedEpoch:number):flatbuffers.Offset {
   Hello.startHello(builder);
   Hello.addEpoch(builder, epoch);
   Hello.addReplicaId(builder, replicaId);
   Hello.addAppliedSeq(builder, appliedSeq);
+  Hello.addAppliedEpoch(builder, appliedEpoch);
   return Hello.endHello(builder);
 }
 }
@@ -1165,8 +1186,24 @@ clientsLength():number {
   return offset ? this.bb!.__vector_len(this.bb_pos + offset) : 0;
 }
 
+catchUpEnd():boolean {
+  const offset = this.bb!.__offset(this.bb_pos, 18);
+  return offset ? !!this.bb!.readInt8(this.bb_pos + offset) : false;
+}
+
+mutate_catch_up_end(value:boolean):boolean {
+  const offset = this.bb!.__offset(this.bb_pos, 18);
+
+  if (offset === 0) {
+    return false;
+  }
+
+  this.bb!.writeInt8(this.bb_pos + offset, +value);
+  return true;
+}
+
 static startSnapshot(builder:flatbuffers.Builder) {
-  builder.startObject(7);
+  builder.startObject(8);
 }
 
 static addEpoch(builder:flatbuffers.Builder, epoch:number) {
@@ -1234,12 +1271,16 @@ static startClientsVector(builder:flatbuffers.Builder, numElems:number) {
   builder.startVector(16, numElems, 8);
 }
 
+static addCatchUpEnd(builder:flatbuffers.Builder, catchUpEnd:boolean) {
+  builder.addFieldInt8(7, +catchUpEnd, +false);
+}
+
 static endSnapshot(builder:flatbuffers.Builder):flatbuffers.Offset {
   const offset = builder.endObject();
   return offset;
 }
 
-static createSnapshot(builder:flatbuffers.Builder, epoch:number, appliedSeq:bigint, last:boolean, recordsOffset:flatbuffers.Offset, versionsOffset:flatbuffers.Offset, payloadOffset:flatbuffers.Offset, clientsOffset:flatbuffers.Offset):flatbuffers.Offset {
+static createSnapshot(builder:flatbuffers.Builder, epoch:number, appliedSeq:bigint, last:boolean, recordsOffset:flatbuffers.Offset, versionsOffset:flatbuffers.Offset, payloadOffset:flatbuffers.Offset, clientsOffset:flatbuffers.Offset, catchUpEnd:boolean):flatbuffers.Offset {
   Snapshot.startSnapshot(builder);
   Snapshot.addEpoch(builder, epoch);
   Snapshot.addAppliedSeq(builder, appliedSeq);
@@ -1248,6 +1289,7 @@ static createSnapshot(builder:flatbuffers.Builder, epoch:number, appliedSeq:bigi
   Snapshot.addVersions(builder, versionsOffset);
   Snapshot.addPayload(builder, payloadOffset);
   Snapshot.addClients(builder, clientsOffset);
+  Snapshot.addCatchUpEnd(builder, catchUpEnd);
   return Snapshot.endSnapshot(builder);
 }
 }
