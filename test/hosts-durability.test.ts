@@ -7,6 +7,9 @@
  *   comes back in its incarnation, with the same replica id: it restarts from its log and is sent only the writes it missed (its
  *   writes applied after the restart are a small part of its state), and no reconfiguration is
  *   needed if it is back before its lease ends.
+ * - The head's host killed and restarted: the chain went on without it at once (its successor
+ *   found its port closed), so its host gets a new replica, a joiner, which starts from the log
+ *   the old one left and is sent only what that lacks, from the tail's log: no copy of the store.
  * - All three killed at once and restarted: every acknowledged write is there, the history stays
  *   linearizable, the replicas are identical and applied exactly the writes acknowledged.
  */
@@ -53,7 +56,7 @@ async function replicaOn(index: number): Promise<ReplicaLine> {
   return status.replicas.find((replica) => replica.chain === 0)!;
 }
 
-test('durable hosts: one restarted catches up by delta as the same replica; all three killed at once lose no acknowledged write', { timeout: 240_000 }, async (t) => {
+test('durable hosts: one restarted catches up by delta as the same replica, or as a joiner from its old log once the chain went on without it; all three killed at once lose no acknowledged write', { timeout: 240_000 }, async (t) => {
   await Promise.all([0, 1, 2].map((index) => cluster.start(index)));
   await cluster.waitForFullChain();
   const client = await cluster.connect();
@@ -82,6 +85,21 @@ test('durable hosts: one restarted catches up by delta as the same replica; all 
     assert.ok(restarted.stats!.recoveredSeq >= 20_000, `it recovered its log (through seq ${restarted.stats!.recoveredSeq})`);
     assert.ok(restarted.stats!.writesApplied * 20 < restarted.stats!.appliedSeq, `sent only what it missed: ${restarted.stats!.writesApplied} writes of ${restarted.stats!.appliedSeq}`);
     t.diagnostic(`tail restarted: recovered through seq ${restarted.stats!.recoveredSeq}, then applied ${restarted.stats!.writesApplied} writes to reach ${restarted.stats!.appliedSeq}; epoch ${epoch} -> ${cluster.current!.epoch}`);
+
+    // The head: removed at once, so its host comes back to a chain that went on without it.
+    const head = cluster.hostWithRole('head');
+    const oldHead = cluster.replicaOf(head)!;
+    await cluster.kill(head);
+    await cluster.waitFor('the chain to go on without the old head', (configuration) => configuration !== null && !configuration.members.includes(oldHead));
+    await cluster.start(head);
+    await cluster.waitForFullChain();
+    await progress(load, 300);
+    const joined = await replicaOn(head);
+    assert.notEqual(joined.replicaId, oldHead, 'a new replica: the old one was removed');
+    assert.ok(joined.stats!.recoveredSeq >= 20_000, `it started from the old head's log (through seq ${joined.stats!.recoveredSeq})`);
+    // What it missed while its host restarted under load, and what came after: a part of the state, not a copy of it.
+    assert.ok(joined.stats!.writesApplied * 4 < joined.stats!.appliedSeq, `sent only what that log lacked: ${joined.stats!.writesApplied} writes of ${joined.stats!.appliedSeq}`);
+    t.diagnostic(`head restarted after its removal: joiner ${joined.replicaId} started from the log of ${oldHead} through seq ${joined.stats!.recoveredSeq}, then applied ${joined.stats!.writesApplied} writes to reach ${joined.stats!.appliedSeq}`);
 
     // All three at once, in the middle of a burst of pipelined writes.
     burst(client, load, 'before-the-kill');

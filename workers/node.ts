@@ -19,11 +19,12 @@
  * replica's Ready. When nothing moved, the thread spins briefly and then sleeps on its doorbell.
  */
 import { randomBytes } from 'node:crypto';
-import { readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { receiveMessageOnPort, threadId } from 'node:worker_threads';
 import { ChainNode, type Ready, type RecoveredState } from '../native-free-core/chain/node.js';
 import { ErrorCode } from '../native-free-core/errors.js';
 import { SpscRing } from '../native-free-core/ring.js';
+import { openCatchUp } from '../native-free-core/log/catch-up.js';
 import { Store } from '../native-free-core/store.js';
 import { CHAIN_TAG_BYTES, chainTagAt, taggedFrame, tryWriteTagged } from '../native-free-core/wire/chain-tag.js';
 import { AckEncoder, HelloEncoder } from '../native-free-core/wire/codec.js';
@@ -84,9 +85,11 @@ class Replica {
     if (spec.log !== undefined && limits.log !== null) {
       const opened = openReplicaLog(spec, limits, store);
       this.log = opened.log;
-      this.logging = spec.role !== 'joining';
+      // A joiner restarted from a log continues it; a new one logs from its snapshot's checkpoint on.
+      const resumed = opened.recovered.appliedSeq > 0;
+      this.logging = spec.role !== 'joining' || resumed;
       this.room = new DiskRoom(spec.log.directory, limits.log.diskReserveBytes);
-      if (opened.recovered.appliedSeq > 0 && spec.role !== 'joining') {
+      if (resumed) {
         recovered = {
           appliedSeq: opened.recovered.appliedSeq,
           clientHighWater: opened.recovered.clientHighWater,
@@ -96,6 +99,8 @@ class Replica {
       }
       this.stats[ReplicaStat.recoveredSeq] = opened.recovered.appliedSeq;
     }
+    const log = this.log;
+    const catchUpOptions = { crc: nativeCrc32, frameBytesMax: limits.log?.frameBytesMax ?? 0, limits: { keyBytesMax: limits.keyBytesMax, valueBytesMax: limits.valueBytesMax } };
     this.node = new ChainNode({
       id: spec.id,
       epoch: spec.epoch,
@@ -103,6 +108,7 @@ class Replica {
       store,
       ...(recovered === undefined ? {} : { recovered }),
       joiner: spec.joiner ?? null,
+      ...(log === null ? {} : { openCatchUp: (afterSeq: number, afterEpoch: number, throughSeq: number) => openCatchUp(log.catchUpFiles(), afterSeq, afterEpoch, throughSeq, catchUpOptions) }),
       inflightBytesMax: limits.inflightBytesMax,
       inflightBatchesMax: limits.inflightBatchesMax,
       readReplyPayloadBytesMax: limits.readReplyPayloadBytesMax,
@@ -198,6 +204,8 @@ class Replica {
   checkpointIfDue(settings: LogSettings, snapshotFrameBytesMax: number): void {
     const log = this.log!;
     if (!this.logging || this.diskFull || log.bytesSinceCheckpoint < Math.max(settings.checkpointBytesMin, this.node.store.heapBytes)) return;
+    // Its joiner is being sent batches from its log: they stay until the catch-up is done.
+    if (this.node.joinCatchingUp) return;
     // It keeps the segments of its unacknowledged batches: a successor may have to be sent them
     // after a restart. With no room for it, the log stays as it was (the file is removed), and grows.
     this.withRoom(() => {
@@ -207,20 +215,35 @@ class Replica {
   }
 }
 
-/** Opens (or, for a fresh replica, empties and opens) a replica's log, loading it into `store`. */
+/**
+ * Opens (or, for a fresh replica, empties and opens) a replica's log, loading it into `store`. A
+ * joiner that is not fresh first takes over the log it adopts (ReplicaLogPlacement.adoptFrom); if
+ * that holds nothing, it starts empty like any joiner.
+ */
 function openReplicaLog(spec: ReplicaSpec, limits: ReplicaLimits, store: Store): { log: ReplicaLog; recovered: Recovered } {
   const placement = spec.log!;
+  if (placement.fresh) rmSync(placement.directory, { recursive: true, force: true });
+  else if (placement.adoptFrom !== undefined && existsSync(placement.adoptFrom)) renameSync(placement.adoptFrom, placement.directory);
+  const opened = openLogAt(placement.directory, limits, store);
+  if (spec.role !== 'joining' || opened.recovered.appliedSeq > 0) return opened;
+  opened.log.close();
+  rmSync(placement.directory, { recursive: true, force: true });
+  return openLogAt(placement.directory, limits, store);
+}
+
+function openLogAt(directory: string, limits: ReplicaLimits, store: Store): { log: ReplicaLog; recovered: Recovered } {
   const settings = limits.log!;
-  if (placement.fresh || spec.role === 'joining') rmSync(placement.directory, { recursive: true, force: true });
   return ReplicaLog.open(
     {
-      directory: placement.directory,
+      directory,
       durability: settings.durability,
       segmentBytesMax: settings.segmentBytesMax,
       frameBytesMax: settings.frameBytesMax,
       limits: { keyBytesMax: limits.keyBytesMax, valueBytesMax: limits.valueBytesMax },
       syncIntervalMs: settings.syncIntervalMs,
       keepRecent: { bytesMax: limits.inflightBytesMax, batchesMax: limits.inflightBatchesMax },
+      // A replica that was away catches up from the newest part of this log (log/catch-up.ts).
+      retainBytes: settings.checkpointBytesMin,
     },
     store,
     limits.snapshotFrameBytesMax,
@@ -463,8 +486,10 @@ class NodeDriver {
         if (replica.node.forwardsDownstream && replica.node.isTail) replica.node.beginHandoff();
         break;
       case 'drop-replica':
-        // Its chain went on without it: its log is of no use to anyone.
-        if (replica.log !== null) {
+        // Its chain went on without it. Its log is of use only to a joiner its host may run next.
+        if (replica.log !== null && request.keepLog) {
+          replica.log.close();
+        } else if (replica.log !== null) {
           replica.log.abandon();
           rmSync(replica.log.directory, { recursive: true, force: true });
         }

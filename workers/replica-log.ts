@@ -21,14 +21,17 @@
  *
  * checkpoint() writes the whole store (log/checkpoint.ts) and deletes the segments it covers, so
  * disk use follows live data; open() loads the newest checkpoint first and replays only after it.
+ * It keeps the newest segments that add up to `retainBytes` even so: a tail sends a joiner that
+ * restarted from its own log the batches it missed from them (catchUpFiles(), log/catch-up.ts).
  *
  * Files: `<directory>/<first seq, 20 digits>.log` (a new segment starts when the current one would
  * pass `segmentBytesMax`) and `<seq, 20 digits>.checkpoint` (written as `.tmp`, synced, renamed).
  */
-import { closeSync, existsSync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { DabbaError, ErrorCode } from '../native-free-core/errors.js';
 import type { SnapshotSource } from '../native-free-core/chain/snapshot.js';
+import type { CatchUpFiles } from '../native-free-core/log/catch-up.js';
 import { encodeCheckpoint } from '../native-free-core/log/checkpoint.js';
 import { recoverLog, type Recovered } from '../native-free-core/log/recover.js';
 import type { SegmentBytes } from '../native-free-core/log/replay.js';
@@ -56,6 +59,8 @@ export interface ReplicaLogOptions {
   now?: () => number;
   /** Keep the newest batches that fit this budget in `recovered.recent` (see log/replay.ts). */
   keepRecent?: { bytesMax: number; batchesMax: number };
+  /** A checkpoint keeps the newest segments adding up to this many bytes (default 0). */
+  retainBytes?: number;
 }
 
 const SEGMENT_SUFFIX = '.log';
@@ -206,13 +211,35 @@ export class ReplicaLog {
     const files = readdirSync(directory).sort();
     for (const name of files) if (name.endsWith(CHECKPOINT_SUFFIX) && join(directory, name) !== final) rmSync(join(directory, name));
     const segments = files.filter((name) => name.endsWith(SEGMENT_SUFFIX));
-    for (let index = 0; index + 1 < segments.length; index++) {
+    const retained = this.retainedFrom(segments);
+    for (let index = 0; index + 1 < segments.length && index < retained; index++) {
       if (Number(segments[index + 1]!.slice(0, 20)) <= Math.min(keepAfterSeq, source.appliedSeq) + 1) rmSync(join(directory, segments[index]!));
     }
     syncDirectory(directory);
     this.checkpoints++;
     this.bytesAtCheckpoint = this.bytesWritten;
     this.appendedSeq = this.writtenSeq = this.syncedSeq = source.appliedSeq;
+  }
+
+  /** The index of the oldest of `segments` (oldest first) the newest retainBytes of the log reach into. */
+  private retainedFrom(segments: readonly string[]): number {
+    let bytes = 0;
+    let index = segments.length;
+    while (index > 0 && bytes < (this.options.retainBytes ?? 0)) bytes += statSync(join(this.options.directory, segments[--index]!)).size;
+    return index;
+  }
+
+  /** The segments as a tail's catch-up reads them (log/catch-up.ts); what is staged is not there yet. */
+  catchUpFiles(): CatchUpFiles {
+    const directory = this.options.directory;
+    return {
+      list: () =>
+        readdirSync(directory)
+          .filter((name) => name.endsWith(SEGMENT_SUFFIX))
+          .sort()
+          .map((name) => ({ firstSeq: Number(name.slice(0, 20)), name })),
+      read: (name) => readFileSync(join(directory, name)),
+    };
   }
 
   /**

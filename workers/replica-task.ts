@@ -50,6 +50,11 @@ export interface ReplicaLogPlacement {
   fresh: boolean;
   /** Where the longest log of its restarted chain ends (see RecoveredState.readsWaitFor). */
   readsWaitFor?: number;
+  /**
+   * A joiner (not fresh): the log directory of a replica this host ran before in the chain, which
+   * is moved to `directory` and continued: the tail sends only the batches after it, if it can.
+   */
+  adoptFrom?: string;
 }
 
 /**
@@ -176,8 +181,8 @@ export const NODE_STAT_COUNT = 5;
 
 export type ControlRequest =
   | { type: 'add-replica'; replica: ReplicaSpec }
-  /** The replica's chain went on without it: it stops and its state is dropped. */
-  | { type: 'drop-replica'; chain: number }
+  /** The replica's chain went on without it: it stops and its state is dropped (its log too, unless `keepLog`). */
+  | { type: 'drop-replica'; chain: number; keepLog: boolean }
   | { type: 'digest'; chain: number; requestId: number }
   | { type: 'reconfigure'; chain: number; epoch: number; role: Role; joiner: number | null; links: ReplicaLinks }
   | { type: 'begin-handoff'; chain: number }

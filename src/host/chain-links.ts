@@ -16,7 +16,8 @@
  * Epochs make most stale frames harmless (a node drops frames of other epochs); what they cannot
  * sort out is filtered here:
  * - batches from anyone but the current predecessor are dropped;
- * - a joiner drops snapshot frames of an earlier, failed join and batches before its own first frame;
+ * - a joiner drops snapshot frames of an earlier, failed join and batches before its own first frame
+ *   (unless it started from a log: its catch-up starts with batches);
  * - Acks and Hellos are taken only from the current successor's link (a tail with a joiner takes
  *   the joiner's acks of any epoch).
  * A link to the same predecessor that breaks and comes back within one epoch is repaired with a
@@ -104,10 +105,13 @@ export class ChainLinks {
 
   constructor(private readonly options: ChainLinksOptions) {}
 
-  /** A new replica starts: as a joiner in `epoch`, or as a member. */
-  replicaStarted(epoch: number, role: Role): void {
+  /**
+   * A new replica starts: as a joiner in `epoch`, or as a member. A joiner that starts from a log
+   * (`fromLog`) may be sent batches first (a catch-up), not a snapshot frame.
+   */
+  replicaStarted(epoch: number, role: Role, fromLog = false): void {
     this.joinEpoch = role === 'joining' ? epoch : 0;
-    this.joinStreamStarted = role !== 'joining';
+    this.joinStreamStarted = role !== 'joining' || fromLog;
   }
 
   /** Follows a configuration: dials a new predecessor, forwards to the new successor. */

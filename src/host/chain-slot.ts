@@ -9,7 +9,10 @@
  * just placed, at epoch 1, when every replica starts empty), reconfigures it with every epoch, and
  * drops it once the chain no longer names it. A replica it cannot run (a member it holds no state
  * for, a joiner whose link broke) it gives up: the host reports it (HostStatus.failed) and the
- * master removes it and places a new one, with a new id: a replica id never comes back.
+ * master removes it and places a new one, with a new id: a replica id never comes back. On a
+ * durable host a replica dropped or given up leaves its log, and the next joiner of the chain
+ * placed here starts from it: the tail sends it only the writes it lacks, if the tail's log can
+ * continue it (else the joiner refuses the snapshot it is sent, and is given up with that log).
  */
 import type { Role } from '../../native-free-core/chain/node.js';
 import { ordersWrites, roleIn, servesReads, type Configuration } from '../../native-free-core/master/chain-master.js';
@@ -40,6 +43,13 @@ export interface SlotHost {
   diskRefusal(chain: number): string | null;
   /** Whether `dabba serve --repair` discarded that replica's damaged log (it holds nothing now). */
   logDiscarded(chain: number, replicaId: number): boolean;
+  /**
+   * A durable host: the log directory of a replica it ran in `chain` before (none of `inChain`),
+   * for joiner `replicaId` to start from (see ReplicaLogPlacement.adoptFrom), or undefined.
+   */
+  adoptableLog(chain: number, replicaId: number, inChain: readonly number[]): string | undefined;
+  /** Removes a replica's log (its chain cannot continue it). */
+  discardLog(chain: number, replicaId: number): void;
   /** The node thread, or null while the host is between incarnations. */
   node(): NodePort | null;
   /** Where a replica's host can be reached (its home's host, registered in its incarnation); null while unknown. */
@@ -174,12 +184,16 @@ export class ChainSlot {
       const recovered = role === 'joining' ? undefined : saved;
       const fresh = recovered === undefined;
       if (fresh && role !== 'joining' && (configuration.epoch !== 1 || this.host.logDiscarded(this.chain, mine))) return this.giveUp(mine, `replica ${mine} is a member this host holds no state for`);
-      const log = recovered ?? this.host.logOf(this.chain, mine, true);
+      const inChain = configuration.joining === null ? configuration.members : [...configuration.members, configuration.joining];
+      const adoptFrom = role === 'joining' ? this.host.adoptableLog(this.chain, mine, inChain) : undefined;
+      const newLog = this.host.logOf(this.chain, mine, true);
+      const log = recovered ?? (adoptFrom === undefined || newLog === undefined ? newLog : { ...newLog, fresh: false, adoptFrom });
       node.addReplica(this.chain, mine, configuration.epoch, role, servesReads(role) ? configuration.joining : null, log);
-      this.links.replicaStarted(configuration.epoch, role);
+      this.links.replicaStarted(configuration.epoch, role, adoptFrom !== undefined);
       this.replicaId = mine;
       this.replicaEpoch = configuration.epoch;
-      this.host.log('info', 'replica-started', `chain ${this.chain}: replica ${mine} started as ${role} in epoch ${configuration.epoch}${fresh ? '' : ', from its log'}`);
+      const from = !fresh ? ', from its log' : adoptFrom === undefined ? '' : `, from the log in ${adoptFrom} (it is sent only what that lacks, if the tail can continue it)`;
+      this.host.log('info', 'replica-started', `chain ${this.chain}: replica ${mine} started as ${role} in epoch ${configuration.epoch}${from}`);
     } else if (configuration.epoch > this.replicaEpoch) {
       node.reconfigure(this.chain, configuration.epoch, role, servesReads(role) ? configuration.joining : null);
       this.replicaEpoch = configuration.epoch;
@@ -207,8 +221,9 @@ export class ChainSlot {
     return 0;
   }
 
-  private dropReplica(why: string): void {
-    this.host.node()?.dropReplica(this.chain);
+  /** `keepLog`: a joiner placed here later may start from its log (false: its chain cannot continue it). */
+  private dropReplica(why: string, keepLog = true): void {
+    this.host.node()?.dropReplica(this.chain, keepLog);
     this.host.log('info', 'replica-dropped', `chain ${this.chain}: ${why}: dropped`);
     this.replicaId = 0;
     this.replicaEpoch = 0;
@@ -217,8 +232,10 @@ export class ChainSlot {
     this.sessions.forgetReads();
   }
 
-  private giveUp(replicaId: number, reason: string): void {
-    if (this.replicaId === replicaId) this.dropReplica(reason);
+  private giveUp(replicaId: number, reason: string, keepLog = true): void {
+    // A running replica's worker removes its log itself, once it has stopped writing to it.
+    if (this.replicaId === replicaId) this.dropReplica(reason, keepLog);
+    else if (!keepLog) this.host.discardLog(this.chain, replicaId);
     if (this.givenUp.includes(replicaId)) return;
     this.givenUp.push(replicaId);
     if (this.givenUp.length > GIVEN_UP_MAX) this.givenUp.shift();
@@ -248,6 +265,17 @@ export class ChainSlot {
     if (this.configuration?.members.includes(replicaId) === true) return;
     this.host.log('warn', 'join-batch-damaged', `chain ${this.chain}: a batch reached joining replica ${replicaId} damaged: giving it up`);
     this.giveUp(replicaId, 'a batch reached it damaged while it was joining');
+  }
+
+  /**
+   * A joiner that started from an old log was sent a snapshot: the tail cannot continue that log
+   * (it holds writes the chain went on without, or the tail's log no longer reaches back to it).
+   * Given up with its log, so the next joiner placed here starts empty and copies the chain.
+   */
+  onLogDiverged(replicaId: number): void {
+    if (replicaId === 0 || replicaId !== this.replicaId || this.role() !== 'joining') return;
+    this.host.log('warn', 'log-diverged', `chain ${this.chain}: the tail cannot continue the log joining replica ${replicaId} started from: giving it up, with that log`);
+    this.giveUp(replicaId, 'the tail could not continue the log it started from', false);
   }
 
   private maybeBeginHandoff(): void {

@@ -115,6 +115,28 @@ export class HostDataDir {
     return discarded;
   }
 
+  /**
+   * The log a joiner `replicaId` of `chain` can start from: that of the newest replica this host
+   * ran in the chain and no longer runs (its ids rise), not one of `inChain`. The older ones are
+   * removed: a joiner needs one. Undefined if there is none.
+   */
+  adoptableLog(chain: number, replicaId: number, inChain: readonly number[]): string | undefined {
+    const directory = join(this.path, `chain-${chain}`);
+    if (!existsSync(directory)) return undefined;
+    const ids = readdirSync(directory)
+      .filter((name) => /^replica-\d+$/.test(name))
+      .map((name) => Number(name.slice('replica-'.length)))
+      .filter((id) => id !== replicaId && !inChain.includes(id))
+      .sort((a, b) => b - a);
+    for (const id of ids.slice(1)) rmSync(join(directory, `replica-${id}`), { recursive: true, force: true });
+    return ids.length === 0 ? undefined : join(directory, `replica-${ids[0]}`);
+  }
+
+  /** Removes replica `replicaId`'s log (no joiner may start from it). */
+  discardLog(chain: number, replicaId: number): void {
+    rmSync(this.logPlacement(chain, replicaId, false).directory, { recursive: true, force: true });
+  }
+
   /** Whether checkLogs() discarded the log of replica `replicaId` of `chain` (that replica holds nothing, whatever its epoch). */
   discardedLog(chain: number, replicaId: number): boolean {
     return this.discarded.has(this.logPlacement(chain, replicaId, false).directory);

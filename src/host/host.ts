@@ -303,6 +303,8 @@ export class DabbaHost extends EventEmitter {
         return dataDir.logPlacement(chain, replicaId, fresh);
       },
       logDiscarded: (chain, replicaId) => this.dataDir?.discardedLog(chain, replicaId) ?? false,
+      adoptableLog: (chain, replicaId, inChain) => this.dataDir?.adoptableLog(chain, replicaId, inChain),
+      discardLog: (chain, replicaId) => this.dataDir?.discardLog(chain, replicaId),
       diskRefusal: (chain) => this.diskRefusal(chain),
       node: () => this.node,
       urlOf: (replicaId) => this.urlOf(replicaId),
@@ -445,6 +447,7 @@ export class DabbaHost extends EventEmitter {
         rejected: (chain, code, reason, replicaId) => {
           this.logRefusal(code, 'replica-rejected', `chain ${chain}: ${code}: ${reason}`);
           if (code === ErrorCode.corrupt) this.slots[chain]?.onDamagedBatch(replicaId);
+          if (code === ErrorCode.logDiverged) this.slots[chain]?.onLogDiverged(replicaId);
         },
         disk: ({ chain, replicaId, full, freeBytes, reserveBytes }) => {
           if (full) this.fullDisks.add(replicaId);

@@ -199,8 +199,8 @@ export class NodePort {
   }
 
   /** Stops and forgets this node's replica of `chain` (and whatever of its output waits for a socket). */
-  dropReplica(chain: number): void {
-    if (this.handle.replicas.has(chain)) this.handle.dropReplica(chain);
+  dropReplica(chain: number, keepLog = false): void {
+    if (this.handle.replicas.has(chain)) this.handle.dropReplica(chain, keepLog);
     for (const [key, queue] of this.parked) if (queue.chain === chain) this.parked.delete(key);
   }
 

@@ -189,10 +189,13 @@ export class NodeHandle {
     this.sendControl({ type: 'add-replica', replica: this.hold(placement) });
   }
 
-  /** The node stops its replica of `chain` and forgets its state (the chain went on without it). */
-  dropReplica(chain: number): void {
+  /**
+   * The node stops its replica of `chain` and forgets its state (the chain went on without it);
+   * `keepLog`: its log stays, closed whole, for a joiner this host may run next (see ReplicaLogPlacement.adoptFrom).
+   */
+  dropReplica(chain: number, keepLog = false): void {
     this.replicas.delete(chain);
-    this.sendControl({ type: 'drop-replica', chain });
+    this.sendControl({ type: 'drop-replica', chain, keepLog });
   }
 
   /** Whether the node's loop went round since the last call (it is alive and not hung). */
