@@ -44,7 +44,7 @@ commands:
           --data-dir DIR  --durability memory|async|fsync (fsync with --data-dir)  --sync-interval-ms MS (100)
             (the replicas' logs: a host restarted with its directory recovers its replicas from them)
           --disk-reserve-bytes N (64 MiB: free bytes a replica's disk keeps; below, its chain refuses writes)
-          --repair (discard a damaged replica log, whose replica then rejoins with a copy, instead of refusing to start)
+          --repair (cut a damaged replica log at the damage, whose replica then rejoins from what is left, instead of refusing to start)
           --config FILE.json (the same settings as JSON)
   status  print the chain table of a cluster as etcd holds it: members, roles, health, lag, chains per host
           --etcd URL,URL,... (required)  --etcd-prefix /dabba/NAME/  --json

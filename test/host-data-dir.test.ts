@@ -79,7 +79,7 @@ function writeLog(directory: string): void {
   log.close();
 }
 
-test('a damaged replica log stops the host with one line naming the file and the offset; with --repair only that log is discarded', () => {
+test('a damaged replica log stops the host with one line naming the file and the offset; with --repair only that log is cut there', () => {
   const path = fresh();
   const first = HostDataDir.open(path, 'h1', '/dabba/a/', 'fsync', 'first');
   const damaged = first.logPlacement(0, 7, true).directory;
@@ -98,11 +98,14 @@ test('a damaged replica log stops the host with one line naming the file and the
     message: new RegExp(`^log segment ${segment.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} is damaged at offset \\d+: .*start with --repair`),
   });
   assert.ok(existsSync(damaged), 'nothing is discarded without --repair');
+  const before = readFileSync(segment).length;
   const lines = restarted.checkLogs((directory) => logDamage(directory, limits), true);
   assert.equal(lines.length, 1);
-  assert.match(lines[0]!, /is damaged at offset \d+: .*discarded .*replica-7; its replica rejoins with a copy of its chain/);
-  assert.equal(existsSync(damaged), false);
-  assert.equal(restarted.discardedLog(0, 7), true);
+  assert.match(lines[0]!, /is damaged at offset \d+: .*cut there, later segments removed; its replica is given up/);
+  const offset = Number(/at offset (\d+)/.exec(lines[0]!)![1]);
+  assert.ok(offset > 8 && offset < before, `cut inside the segment (${offset} of ${before} bytes)`);
+  assert.equal(readFileSync(segment).length, offset, 'the sound prefix stays, for the next joiner here');
+  assert.equal(restarted.discardedLog(0, 7), true, 'its replica is given up all the same');
   assert.equal(restarted.hasLog(1, 8), true, 'the sound log stays');
   assert.equal(restarted.discardedLog(1, 8), false);
   assert.deepEqual(restarted.checkLogs((directory) => logDamage(directory, limits), false), [], 'what is left is sound');

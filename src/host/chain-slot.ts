@@ -179,6 +179,9 @@ export class ChainSlot {
       // A joiner starts empty and copies the tail; so does every member of a chain just placed. A
       // durable host restarted in its incarnation restarts its members from their logs; a joiner
       // placed before the restart is given up, as when its join link breaks: a transfer cannot resume.
+      // `--repair` cut its log at the damage: it lost writes it had, so it cannot be the member it
+      // was. Given up; the next joiner here starts from what is left of that log.
+      if (this.host.logDiscarded(this.chain, mine)) return this.giveUp(mine, `replica ${mine}'s log was cut at the damage --repair found`);
       const saved = this.host.logOf(this.chain, mine, false);
       if (role === 'joining' && saved !== undefined) return this.giveUp(mine, `replica ${mine} was joining when this host restarted`);
       const recovered = role === 'joining' ? undefined : saved;

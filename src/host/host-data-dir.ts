@@ -13,8 +13,8 @@
  * incarnation with empty logs: in `async` mode after the machine restarted (the last interval may
  * be lost), or when the directory was written in another mode.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, truncateSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { DabbaError, ErrorCode } from '../../native-free-core/errors.js';
 import { releaseLock, takeLock } from '../data-dir.js';
 import { writeFileDurably } from '../../workers/durable-files.js';
@@ -93,9 +93,11 @@ export class HostDataDir {
   /**
    * Checks every replica log here before any replica starts (`damageOf` loads one and says where it
    * is damaged, or null). A damaged log stops the host with one line naming the file and the offset,
-   * unless `repair`: then that replica's log is discarded (its replica, one this host holds no state
-   * for, is given up and the master places a new one, which copies the chain) and the others
-   * restart from theirs. Returns a line per log discarded.
+   * unless `repair`: then that replica's log is cut at the damage (its later segments removed; the
+   * whole log if the damage is in its checkpoint or in a segment the checkpoint reaches into), its
+   * replica, which lost writes it had, is given up, and the next joiner the master places here
+   * starts from what is left (a catch-up join, or a copy of the chain if the tail cannot continue
+   * it); the others restart from theirs. Returns a line per log repaired.
    */
   checkLogs(damageOf: (directory: string) => { name: string; offset: number; reason: string; file: string } | null, repair: boolean): string[] {
     if (!this.recovering) return [];
@@ -106,10 +108,14 @@ export class HostDataDir {
         const damage = damageOf(directory);
         if (damage === null) continue;
         const where = `${damage.file} ${damage.name} is damaged at offset ${damage.offset}: ${damage.reason}`;
-        if (!repair) throw new DabbaError(ErrorCode.corrupt, `${where} (start with --repair to discard that replica's log: it rejoins with a copy of its chain)`);
-        rmSync(directory, { recursive: true, force: true });
+        if (!repair) throw new DabbaError(ErrorCode.corrupt, `${where} (start with --repair to cut that replica's log there: it rejoins from what is left)`);
         this.discarded.add(directory);
-        discarded.push(`${where}: discarded ${directory}; its replica rejoins with a copy of its chain`);
+        if (damage.file === 'log segment' && cutLogAt(directory, damage.name, damage.offset)) {
+          discarded.push(`${where}: cut there, later segments removed; its replica is given up and the next joiner here starts from what is left`);
+        } else {
+          rmSync(directory, { recursive: true, force: true });
+          discarded.push(`${where}: discarded ${directory}; its replica rejoins with a copy of its chain`);
+        }
       }
     }
     return discarded;
@@ -137,7 +143,7 @@ export class HostDataDir {
     rmSync(this.logPlacement(chain, replicaId, false).directory, { recursive: true, force: true });
   }
 
-  /** Whether checkLogs() discarded the log of replica `replicaId` of `chain` (that replica holds nothing, whatever its epoch). */
+  /** Whether checkLogs() cut or discarded the log of replica `replicaId` of `chain` (that replica holds nothing, whatever its epoch). */
   discardedLog(chain: number, replicaId: number): boolean {
     return this.discarded.has(this.logPlacement(chain, replicaId, false).directory);
   }
@@ -194,4 +200,19 @@ function currentBootId(): string {
   } catch {
     return '';
   }
+}
+
+/**
+ * Cuts a replica's log at a damaged record: the segment is truncated there and every later one
+ * removed. False (nothing changed) when the segment starts at or before the log's checkpoint:
+ * what precedes the damage may then end before the checkpoint, and the log would have a gap.
+ */
+function cutLogAt(directory: string, segment: string, offset: number): boolean {
+  const names = readdirSync(directory).sort();
+  const checkpoint = names.filter((name) => name.endsWith('.checkpoint')).at(-1);
+  const name = basename(segment);
+  if (checkpoint !== undefined && Number(name.slice(0, 20)) <= Number(checkpoint.slice(0, 20))) return false;
+  for (const later of names.filter((other) => other.endsWith('.log') && other > name)) rmSync(join(directory, later));
+  truncateSync(join(directory, name), offset);
+  return true;
 }

@@ -105,7 +105,7 @@ export interface HostOptions {
   master?: boolean;
   /** Ring, batch and limit settings, as for createChain() (not `sealing`: clients seal, hosts hold no keys). */
   chain?: Omit<ChainOptions, 'sealing'>;
-  /** With a data directory: discard a replica log found damaged (its replica rejoins with a copy) instead of refusing to start. */
+  /** With a data directory: cut a replica log found damaged at the damage (its replica rejoins from what is left) instead of refusing to start. */
   repair?: boolean;
   /** Where log lines go (one JSON object each). Default stderr. */
   log?: (entry: HostLogEntry) => void;

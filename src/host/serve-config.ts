@@ -28,7 +28,7 @@
  *   --durability     DABBA_DURABILITY     durability       memory | async | fsync (memory; fsync with --data-dir)
  *   --sync-interval-ms DABBA_SYNC_INTERVAL_MS syncIntervalMs  async mode: the longest data waits for fdatasync (100)
  *   --disk-reserve-bytes DABBA_DISK_RESERVE_BYTES diskReserveBytes  free bytes a replica's disk keeps: below, writes are refused (64 MiB)
- *   --repair         DABBA_REPAIR=1       repair: true     discard a damaged replica log (it rejoins with a copy) instead of refusing to start
+ *   --repair         DABBA_REPAIR=1       repair: true     cut a damaged replica log at the damage (it rejoins from what is left) instead of refusing to start
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
