@@ -8,6 +8,9 @@
  *   since only the tail acknowledges), or
  * - replaced (`snapshot`): once the master removed it (lease 2 s), a new host with an empty
  *   directory joins and copies a snapshot of the whole state, then replays what came during it.
+ * And `catch-up`: the head's host is killed instead (removed at once, the chain goes on without
+ * it) and restarted with its data directory once the master removed it: its new replica, a
+ * joiner, starts from the log the old one left and is sent what that lacks from the tail's log.
  * Reported: from the process start to a caught-up member (the replica in the chain, not joining,
  * and applied through what the head had applied when the process started), the writes its log
  * recovered and the writes it was sent. Runs alternate the two; medians.
@@ -22,7 +25,7 @@ import { startLocalHosts, type LocalHosts } from '../src/bench/local-hosts.js';
 import { record } from './ledger.js';
 
 export interface RestartRow {
-  how: 'delta' | 'snapshot';
+  how: Way;
   keys: number;
   downMs: number;
   /** Process start to a caught-up member, median over runs. */
@@ -35,6 +38,9 @@ export interface RestartRow {
   writesSent: number;
   runs: number;
 }
+
+type Way = 'delta' | 'catch-up' | 'snapshot';
+const WAYS: readonly Way[] = ['delta', 'catch-up', 'snapshot'];
 
 interface ReplicaLine {
   chain: number;
@@ -89,7 +95,7 @@ interface Sample {
   writesSent: number;
 }
 
-async function measure(how: 'delta' | 'snapshot', keys: number, downMs: number, log: (line: string) => void): Promise<Sample> {
+async function measure(how: Way, keys: number, downMs: number, log: (line: string) => void): Promise<Sample> {
   const root = mkdtempSync(join(tmpdir(), 'dabba-restart-bench-'));
   // Delta: a lease that surely outlives the outage (it may have been renewed last a third of a TTL
   // before the kill, and the host takes a second or two to start); snapshot: the default, 2 s.
@@ -107,16 +113,19 @@ async function measure(how: 'delta' | 'snapshot', keys: number, downMs: number, 
       const { head, tail } = client.stats();
       const tailIndex = hosts.urls.indexOf(tail!);
       const headIndex = hosts.urls.indexOf(head!);
-      process.kill(hosts.pids[tailIndex]!, 'SIGKILL');
+      // The one killed, and one that stays up to ask how far the chain got.
+      const killed = how === 'catch-up' ? headIndex : tailIndex;
+      const survivor = how === 'catch-up' ? tailIndex : headIndex;
+      process.kill(hosts.pids[killed]!, 'SIGKILL');
       await sleep(downMs);
-      // The snapshot case starts once the master removed the dead tail (its lease is 2 s), so that
+      // The snapshot and catch-up cases start once the master removed the dead replica, so that
       // only the join is timed.
-      if (how === 'snapshot') await membersOf(hosts, headIndex, 2, performance.now() + 30_000);
-      let index = tailIndex;
-      const target = (await replicaOf(hosts, headIndex))?.stats?.appliedSeq ?? 0;
+      if (how !== 'delta') await membersOf(hosts, survivor, 2, performance.now() + 30_000);
+      let index = killed;
+      const target = (await replicaOf(hosts, survivor))?.stats?.appliedSeq ?? 0;
       const started = performance.now();
-      if (how === 'delta') await hosts.restart(tailIndex);
-      else index = await hosts.add(['--data-dir', join(root, 'new'), '--durability', 'fsync', '--lease-ttl', lease]);
+      if (how === 'snapshot') index = await hosts.add(['--data-dir', join(root, 'new'), '--durability', 'fsync', '--lease-ttl', lease]);
+      else await hosts.restart(killed);
       const serveMs = performance.now() - started;
       const replica = await caughtUp(hosts, index, target, started + 60_000);
       const catchUpMs = performance.now() - started;
@@ -139,11 +148,15 @@ async function measure(how: 'delta' | 'snapshot', keys: number, downMs: number, 
 export async function restartBench(env: Environment, log: (line: string) => void, settings: { runs: number; keys?: number; downMs?: number }): Promise<RestartRow[]> {
   const keys = settings.keys ?? 200_000;
   const downMs = settings.downMs ?? 10_000;
-  const samples = { delta: [] as Sample[], snapshot: [] as Sample[] };
+  const samples: Record<Way, Sample[]> = { delta: [], 'catch-up': [], snapshot: [] };
   for (let run = 0; run < settings.runs; run++) {
-    for (const how of run % 2 === 0 ? (['delta', 'snapshot'] as const) : (['snapshot', 'delta'] as const)) samples[how].push(await measure(how, keys, downMs, log));
+    // Alternated: each way goes first, second and last in turn.
+    for (let turn = 0; turn < WAYS.length; turn++) {
+      const how = WAYS[(run + turn) % WAYS.length]!;
+      samples[how].push(await measure(how, keys, downMs, log));
+    }
   }
-  const rows: RestartRow[] = (['delta', 'snapshot'] as const).map((how) => ({
+  const rows: RestartRow[] = WAYS.map((how) => ({
     how,
     keys,
     downMs,
@@ -155,7 +168,7 @@ export async function restartBench(env: Environment, log: (line: string) => void
   }));
   for (const row of rows) record('restart', row, env);
   printTable(
-    `A durable host's tail killed under load and back ${downMs} ms later, against a new host copying a snapshot (${keys} keys of 100 B, 3 dabba serve --durability fsync, medians of ${settings.runs})`,
+    `A durable host killed under load and back ${downMs} ms later: the tail, still listed (delta); the head, removed meanwhile (catch-up join from its old log); against a new host copying a snapshot (${keys} keys of 100 B, 3 dabba serve --durability fsync, medians of ${settings.runs})`,
     ['how', 'start to serving', 'start to caught up', 'writes recovered from its log', 'writes sent to it'],
     rows.map((row) => [row.how, `${row.serveMs} ms`, `${row.catchUpMs} ms`, String(row.recoveredWrites), String(row.writesSent)]),
   );

@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { SnapshotView, SnapshotWriter } from '../native-free-core/chain/snapshot.js';
+import { encodeCatchUpEnd, SnapshotView, SnapshotWriter } from '../native-free-core/chain/snapshot.js';
 import { crc32 } from '../native-free-core/checksum.js';
 import { Store } from '../native-free-core/store.js';
 import { decodeClusterView, encodeClusterView } from '../native-free-core/wire/cluster-view.js';
@@ -366,6 +366,15 @@ describe('Hello bytes', () => {
     const view = new HelloView();
     assert.equal(view.open(frame), null);
     assert.deepEqual({ epoch: view.epoch, replicaId: view.replicaId, appliedSeq: view.appliedSeq }, { epoch: 5, replicaId: 2, appliedSeq: 77 });
+    assert.equal(view.appliedEpoch, 0, 'a member sends no applied_epoch');
+  });
+
+  test("a joiner's offer adds applied_epoch, and the same fields otherwise", () => {
+    const frame = new HelloEncoder().encode({ epoch: 5, replicaId: 2, appliedSeq: 77, appliedEpoch: 3 }).slice();
+    assert.ok(frame.length > hex(HELLO).length);
+    const view = new HelloView();
+    assert.equal(view.open(frame), null);
+    assert.deepEqual({ epoch: view.epoch, replicaId: view.replicaId, appliedSeq: view.appliedSeq, appliedEpoch: view.appliedEpoch }, { epoch: 5, replicaId: 2, appliedSeq: 77, appliedEpoch: 3 });
   });
 });
 
@@ -394,6 +403,16 @@ describe('Snapshot bytes', () => {
     store.forEach((key, value, version) => entries.push([decoder.decode(key), decoder.decode(value), version]));
     assert.deepEqual(entries, [['k1', 'v1', 3]]);
     assert.deepEqual([...clients], [[7, 9]]);
+    assert.equal(view.catchUpEnd, false, 'a copy of the store is not the end of a catch-up');
+  });
+
+  test('the end of a catch-up: last, no entries, no marks, catch_up_end set', () => {
+    const view = new SnapshotView();
+    assert.equal(view.open(encodeCatchUpEnd(4, 123)), null);
+    assert.deepEqual(
+      { epoch: view.epoch, appliedSeq: view.appliedSeq, last: view.last, count: view.count, clientCount: view.clientCount, catchUpEnd: view.catchUpEnd },
+      { epoch: 4, appliedSeq: 123, last: true, count: 0, clientCount: 0, catchUpEnd: true },
+    );
   });
 });
 
