@@ -17,7 +17,7 @@ import { isDabbaError } from '../native-free-core/errors.js';
 import { Store } from '../native-free-core/store.js';
 import { applyBatch } from '../native-free-core/chain/apply-batch.js';
 import { FORMAT_RECORD_LIMITS, WriteBatchView } from '../native-free-core/wire/codec.js';
-import { ReplicaLog, type ReplicaLogOptions } from '../workers/replica-log.js';
+import { readCommittedMark, ReplicaLog, type ReplicaLogOptions } from '../workers/replica-log.js';
 import { ChainHarness } from './helpers/chain-harness.js';
 
 /** Appends a stamped batch as a replica does, with the seq range it checked. */
@@ -183,4 +183,38 @@ test('a checkpoint plus the log after it is the whole store, and the segments it
   bytes[bytes.length - 3]! ^= 0x01;
   writeFileSync(path, bytes);
   assert.throws(() => ReplicaLog.open(options, new Store(), 64 * 1024), (error: unknown) => isDabbaError(error) && error.message.startsWith(`checkpoint ${path} is damaged at offset`));
+}));
+
+test('a log opened only through its committed mark (a joiner adopting it) ends there: later segments are removed, the rest is cut, and appending goes on from there', withDirectory((directory) => {
+  const { frames } = tailBatches(7);
+  const log = ReplicaLog.open(optionsIn(directory, { segmentBytesMax: 4 * 1024 + 64 }), new Store()).log;
+  for (const frame of frames) {
+    appendTo(log, frame);
+    assert.ok(log.commit());
+  }
+  const view = new WriteBatchView();
+  const ends = frames.map((frame) => (view.open(frame), view.firstSeq + view.count - 1));
+  const mark = ends[Math.floor(frames.length / 3)]!;
+  log.markCommitted(mark, true);
+  log.markCommitted(ends.at(-1)!, false); // within 100 ms of the last: not written (it may lag, never lead)
+  log.close();
+  assert.equal(readCommittedMark(directory), mark);
+  const segmentsBefore = readdirSync(directory).filter((name) => name.endsWith('.log')).length;
+  assert.ok(segmentsBefore > 2, `${segmentsBefore} segments`);
+
+  const store = new Store();
+  const { log: reopened, recovered } = ReplicaLog.open(optionsIn(directory, { stopAfterSeq: mark }), store);
+  assert.equal(recovered.appliedSeq, mark);
+  assert.ok(recovered.cutAt !== null);
+  const expected = new Store();
+  for (const frame of frames.slice(0, Math.floor(frames.length / 3) + 1)) {
+    view.open(frame);
+    applyBatch(expected, view);
+  }
+  assert.equal(store.digest(), expected.digest(), 'the store holds the batches through the mark, and no later one');
+  assert.ok(readdirSync(directory).filter((name) => name.endsWith('.log')).length < segmentsBefore, 'segments after the cut are gone');
+  appendTo(reopened, frames[Math.floor(frames.length / 3) + 1]!);
+  assert.ok(reopened.commit());
+  reopened.close();
+  assert.equal(ReplicaLog.open(optionsIn(directory), new Store()).recovered.appliedSeq, ends[Math.floor(frames.length / 3) + 1], 'the log goes on after the cut, with no gap');
 }));

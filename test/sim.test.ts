@@ -72,12 +72,14 @@ describe('disks (fsync mode): a host restarted with its log is the same replica 
     });
   }
 
-  test('a head cut off with its clients orders writes the chain never gets: back, its log is not a prefix of the chain, the tail sends a snapshot, the joiner refuses it and starts over empty', async () => {
+  test("a head cut off with its clients orders writes the chain never gets: back, its host's joiner keeps the old log only through what it knew committed, so the tail continues it and those writes are gone", async () => {
     const result = await scripted({ seed: 4, replicas: 3, disk: true, script: [{ at: 200, partition: ['head', 'clients'], healAfter: 60 }] });
     assert.equal(result.removals, 1);
-    assert.ok(result.resumedJoins >= 1);
-    assert.ok(result.logsDiverged >= 1, 'the old head offered a log the chain cannot continue');
-    assert.ok(result.snapshotFrames > 2, 'and was then sent a copy');
+    assert.equal(result.resumedJoins, 1);
+    // Keeping the whole log (no stop at the committed mark) makes the tail refuse it here.
+    assert.equal(result.logsDiverged, 0);
+    assert.equal(result.catchUpsCompleted, 1);
+    assert.equal(result.snapshotFrames, 1);
   });
 
   test('every host crashes at once under load, 30 seeds: they restart from their logs and every acknowledged write is there (the history with the final state is linearizable)', async () => {
@@ -178,8 +180,8 @@ test('2,000 random seeds: delays, duplicates, loss, partitions, crashes, restart
   assert.ok(totals.snapshotFrames > 3 * totals.joinsCompleted, `only ${totals.snapshotFrames} snapshot frames for ${totals.joinsCompleted} joins`);
   assert.ok(totals.duplicates > 1000, `only ${totals.duplicates} duplicated frames`);
   assert.ok(totals.recoveredFromDisk > 300, `only ${totals.recoveredFromDisk} replicas restarted from their logs`);
-  assert.ok(totals.catchUpsCompleted > 500, `only ${totals.catchUpsCompleted} joiners caught up from a tail's log`);
-  assert.ok(totals.logsDiverged > 200, `only ${totals.logsDiverged} joiners offered a log the tail could not continue`);
+  assert.ok(totals.catchUpsCompleted > 1000, `only ${totals.catchUpsCompleted} joiners caught up from a tail's log`);
+  assert.ok(totals.logsDiverged > 50, `only ${totals.logsDiverged} joiners offered a log the tail could not continue`);
   assert.ok(severalClients > 1000 && totals.operations > 200_000, `${severalClients} seeds with several clients, ${totals.operations} operations`);
 });
 

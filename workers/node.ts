@@ -31,7 +31,7 @@ import { AckEncoder, HelloEncoder } from '../native-free-core/wire/codec.js';
 import { DiskRoom, isOutOfSpace } from './disk-room.js';
 import { Doorbell } from './doorbell.js';
 import { nativeCrc32 } from './native-crc32.js';
-import { ReplicaLog, type Recovered } from './replica-log.js';
+import { readCommittedMark, ReplicaLog, type Recovered } from './replica-log.js';
 import {
   CONTROL_CRASH,
   CONTROL_FREEZE,
@@ -224,14 +224,16 @@ function openReplicaLog(spec: ReplicaSpec, limits: ReplicaLimits, store: Store):
   const placement = spec.log!;
   if (placement.fresh) rmSync(placement.directory, { recursive: true, force: true });
   else if (placement.adoptFrom !== undefined && existsSync(placement.adoptFrom)) renameSync(placement.adoptFrom, placement.directory);
-  const opened = openLogAt(placement.directory, limits, store);
+  // An adopted log counts only as far as its replica knew it committed: after that, it may hold
+  // writes the chain never took (a head that failed before forwarding them), which no tail continues.
+  const opened = openLogAt(placement.directory, limits, store, spec.role === 'joining' ? readCommittedMark(placement.directory) : undefined);
   if (spec.role !== 'joining' || opened.recovered.appliedSeq > 0) return opened;
   opened.log.close();
   rmSync(placement.directory, { recursive: true, force: true });
   return openLogAt(placement.directory, limits, store);
 }
 
-function openLogAt(directory: string, limits: ReplicaLimits, store: Store): { log: ReplicaLog; recovered: Recovered } {
+function openLogAt(directory: string, limits: ReplicaLimits, store: Store, stopAfterSeq?: number): { log: ReplicaLog; recovered: Recovered } {
   const settings = limits.log!;
   return ReplicaLog.open(
     {
@@ -244,6 +246,7 @@ function openLogAt(directory: string, limits: ReplicaLimits, store: Store): { lo
       keepRecent: { bytesMax: limits.inflightBytesMax, batchesMax: limits.inflightBatchesMax },
       // A replica that was away catches up from the newest part of this log (log/catch-up.ts).
       retainBytes: settings.checkpointBytesMin,
+      ...(stopAfterSeq === undefined ? {} : { stopAfterSeq }),
     },
     store,
     limits.snapshotFrameBytesMax,
@@ -406,6 +409,7 @@ class NodeDriver {
       if (replica.node.hasReady()) moved = this.performReady(replica) || moved;
       if (replica.log !== null) {
         replica.log.syncIfDue();
+        replica.log.markCommitted(replica.node.committedSeq);
         replica.checkpointIfDue(this.task.limits.log!, this.task.limits.snapshotFrameBytesMax);
         replica.checkDisk();
         this.reportDisk(replica);
@@ -488,6 +492,7 @@ class NodeDriver {
       case 'drop-replica':
         // Its chain went on without it. Its log is of use only to a joiner its host may run next.
         if (replica.log !== null && request.keepLog) {
+          replica.log.markCommitted(replica.node.committedSeq, true);
           replica.log.close();
         } else if (replica.log !== null) {
           replica.log.abandon();

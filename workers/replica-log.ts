@@ -27,7 +27,7 @@
  * Files: `<directory>/<first seq, 20 digits>.log` (a new segment starts when the current one would
  * pass `segmentBytesMax`) and `<seq, 20 digits>.checkpoint` (written as `.tmp`, synced, renamed).
  */
-import { closeSync, existsSync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { DabbaError, ErrorCode } from '../native-free-core/errors.js';
 import type { SnapshotSource } from '../native-free-core/chain/snapshot.js';
@@ -61,10 +61,18 @@ export interface ReplicaLogOptions {
   keepRecent?: { bytesMax: number; batchesMax: number };
   /** A checkpoint keeps the newest segments adding up to this many bytes (default 0). */
   retainBytes?: number;
+  /**
+   * Open only through this seq: the log after it is removed (a joiner adopting an old log stops
+   * where it was committed, see readCommittedMark). Default: all of it.
+   */
+  stopAfterSeq?: number;
 }
 
 const SEGMENT_SUFFIX = '.log';
 const CHECKPOINT_SUFFIX = '.checkpoint';
+/** The highest seq the replica knew committed at the tail, written now and then (see markCommitted). */
+const COMMITTED_MARK = 'committed';
+const MARK_INTERVAL_MS = 100;
 
 /** What open() recovered: the log's replay, after the checkpoint it started from (0: none). */
 export type { Recovered };
@@ -82,6 +90,8 @@ export class ReplicaLog {
   /** Batches appended while the disk was out of space, oldest first (see the module comment). */
   private readonly pending: Array<{ frame: Uint8Array; firstSeq: number; lastSeq: number }> = [];
   private lastSyncAt: number;
+  private markedSeq = 0;
+  private markedAt = 0;
   private bytesAtCheckpoint = 0;
   private unsynced = false;
   private readonly now: () => number;
@@ -125,16 +135,20 @@ export class ReplicaLog {
       snapshotFrameBytesMax,
       limits: options.limits,
       ...(options.keepRecent === undefined ? {} : { keepRecent: options.keepRecent }),
+      ...(options.stopAfterSeq === undefined ? {} : { stopAfterSeq: options.stopAfterSeq }),
     });
     if (recovered.corrupt !== null) {
       const { file, name, offset, reason } = recovered.corrupt;
       throw new DabbaError(ErrorCode.corrupt, `${file} ${name} is damaged at offset ${offset}: ${reason}`);
     }
     const log = new ReplicaLog(options, recovered);
-    const last = segments.at(-1);
+    // Stopped short (stopAfterSeq): the log ends where the replay stopped; what came after goes.
+    const cut = recovered.cutAt;
+    if (cut !== null) for (const later of segments.slice(cut.segment + 1)) rmSync(later.name);
+    const last = cut === null ? segments.at(-1) : segments[cut.segment];
     if (last !== undefined) {
       log.fd = openSync(last.name, 'r+');
-      const end = recovered.tornAt?.offset ?? last.bytes.length;
+      const end = cut?.offset ?? recovered.tornAt?.offset ?? last.bytes.length;
       if (end < SEGMENT_HEADER_BYTES) {
         // Torn before its header was whole: start the segment again.
         ftruncateSync(log.fd, 0);
@@ -182,6 +196,20 @@ export class ReplicaLog {
     }
     this.stagedBytes = writeRecord(this.staged, this.stagedBytes, frame, nativeCrc32);
     this.appendedSeq = lastSeq;
+  }
+
+  /**
+   * Notes how far the chain committed, as this replica knows it (its committedSeq), in a small file
+   * written at most every 100 ms and not synced: it may lag, never lead. A joiner that adopts this
+   * log later stops there (readCommittedMark): batches after it may be writes the chain never took.
+   */
+  markCommitted(seq: number, now = false): void {
+    if (seq <= this.markedSeq || (!now && this.now() - this.markedAt < MARK_INTERVAL_MS)) return;
+    const temporary = join(this.options.directory, COMMITTED_MARK + TEMPORARY_SUFFIX);
+    writeFileSync(temporary, String(seq));
+    renameSync(temporary, join(this.options.directory, COMMITTED_MARK));
+    this.markedSeq = seq;
+    this.markedAt = this.now();
   }
 
   /** Bytes appended since the last checkpoint (or since the log was opened). */
@@ -376,4 +404,14 @@ export function logEnd(directory: string, frameBytesMax: number): number {
     return Math.max(checkpointSeq, view.firstSeq + view.count - 1);
   }
   return checkpointSeq;
+}
+
+/** The committed seq a log's replica last noted (markCommitted), or 0 if none can be read. */
+export function readCommittedMark(directory: string): number {
+  try {
+    const seq = Number(readFileSync(join(directory, COMMITTED_MARK), 'utf8'));
+    return Number.isSafeInteger(seq) && seq > 0 ? seq : 0;
+  } catch {
+    return 0;
+  }
 }

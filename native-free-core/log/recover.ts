@@ -19,6 +19,8 @@ export interface RecoverOptions {
   limits: RecordLimits;
   /** See ReplayOptions.keepRecent. */
   keepRecent?: { bytesMax: number; batchesMax: number };
+  /** See ReplayOptions.stopAfterSeq. */
+  stopAfterSeq?: number;
 }
 
 export interface Recovered extends ReplayResult {
@@ -36,7 +38,7 @@ export function recoverLog(checkpoint: SegmentBytes | null, segments: readonly S
     const loaded = loadCheckpoint(checkpoint.bytes, store, { crc: options.crc, frameBytesMax: options.snapshotFrameBytesMax, limits: options.limits });
     if ('reason' in loaded) {
       const corrupt = { name: checkpoint.name, offset: loaded.offset, reason: loaded.reason, file: 'checkpoint' as const };
-      return { appliedSeq: 0, batchesApplied: 0, clientHighWater: new Map(), tornAt: null, recent: [], checkpointSeq: 0, corrupt };
+      return { appliedSeq: 0, batchesApplied: 0, clientHighWater: new Map(), tornAt: null, cutAt: null, recent: [], checkpointSeq: 0, corrupt };
     }
     checkpointSeq = loaded.appliedSeq;
     checkpointMarks = loaded.clientHighWater;
@@ -47,6 +49,7 @@ export function recoverLog(checkpoint: SegmentBytes | null, segments: readonly S
     limits: options.limits,
     afterSeq: checkpointSeq,
     ...(options.keepRecent === undefined ? {} : { keepRecent: options.keepRecent }),
+    ...(options.stopAfterSeq === undefined ? {} : { stopAfterSeq: options.stopAfterSeq }),
   });
   for (const [client, mark] of checkpointMarks) if (mark > (replayed.clientHighWater.get(client) ?? 0)) replayed.clientHighWater.set(client, mark);
   return { ...replayed, checkpointSeq, corrupt: replayed.corrupt === null ? null : { ...replayed.corrupt, file: 'log segment' } };

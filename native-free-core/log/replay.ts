@@ -34,6 +34,12 @@ export interface ReplayOptions {
    * restarted replica resends them to a successor that has less (its in-flight list's share).
    */
   keepRecent?: { bytesMax: number; batchesMax: number };
+  /**
+   * Replay only through this seq (never below afterSeq): the first batch that ends past it, and
+   * everything after, is left out and reported as `cutAt` for the runtime to remove. A joiner that
+   * adopts an old log stops where that log is known to be committed (see ../chain/node.ts).
+   */
+  stopAfterSeq?: number;
 }
 
 export interface ReplayResult {
@@ -44,6 +50,8 @@ export interface ReplayResult {
   clientHighWater: Map<number, number>;
   /** Where the last segment's torn end starts, to truncate; null if it ends cleanly. */
   tornAt: { segment: number; offset: number; reason: string } | null;
+  /** With stopAfterSeq: the first record left out (its segment's index and offset); null if none was. */
+  cutAt: { segment: number; offset: number } | null;
   /** Damage that must stop the replica from starting; null if none. */
   corrupt: { name: string; offset: number; reason: string } | null;
   /**
@@ -56,7 +64,8 @@ export interface ReplayResult {
 /** Replays `segments` into `store`; with a null store, only checks them (nothing is applied). */
 export function replaySegments(segments: readonly SegmentBytes[], store: Store | null, options: ReplayOptions): ReplayResult {
   const view = new WriteBatchView(options.limits);
-  const result: ReplayResult = { appliedSeq: options.afterSeq, batchesApplied: 0, clientHighWater: new Map(), tornAt: null, corrupt: null, recent: [] };
+  const result: ReplayResult = { appliedSeq: options.afterSeq, batchesApplied: 0, clientHighWater: new Map(), tornAt: null, cutAt: null, corrupt: null, recent: [] };
+  const stopAfterSeq = Math.max(options.afterSeq, options.stopAfterSeq ?? Number.POSITIVE_INFINITY);
   const recent = new RecentBatches(options.keepRecent ?? { bytesMax: 0, batchesMax: 0 });
   for (let index = 0; index < segments.length; index++) {
     const { name, bytes } = segments[index]!;
@@ -69,6 +78,11 @@ export function replaySegments(segments: readonly SegmentBytes[], store: Store |
         return result;
       }
       const lastSeq = view.firstSeq + view.count - 1;
+      if (lastSeq > stopAfterSeq) {
+        result.cutAt = { segment: index, offset: record.offset };
+        result.recent = recent.endingAt(result.appliedSeq);
+        return result;
+      }
       const lastClientSeq = view.firstClientSeq + view.count - 1;
       if (lastClientSeq > (result.clientHighWater.get(view.clientId) ?? 0)) result.clientHighWater.set(view.clientId, lastClientSeq);
       recent.add(frame, view.firstSeq, lastSeq);

@@ -10,8 +10,10 @@
  *   acknowledged (a successor may have to be sent them after a restart).
  * - A crash keeps what was committed and, of what was staged, any prefix, possibly cut mid-record
  *   (a torn write): recovery truncates it.
- * - A host whose replica left the chain keeps its log: a joiner it runs next starts from it (resume)
- *   and is sent only what it lacks, read back from the tail's log (catchUpFiles, one segment).
+ * - A host whose replica left the chain keeps its log: a joiner it runs next starts from it (resume),
+ *   only through the committed seq the replica last noted (its log after that may hold writes the
+ *   chain never took), and is sent what it lacks, read back from the tail's log (catchUpFiles).
+ *   The note is kept through a crash (the worker's may lag by 100 ms: never ahead).
  */
 import type { ChainNode, RecoveredState } from '../../native-free-core/chain/node.js';
 import { crc32 } from '../../native-free-core/checksum.js';
@@ -38,6 +40,8 @@ export class SimulatedDisk {
   /** The start of a record a crash cut short, after the committed ones (recovery truncates it). */
   private tornRecord: Uint8Array | null = null;
   private readonly view = new WriteBatchView();
+  /** The replica's committed seq as it last noted it (workers/replica-log.ts markCommitted). */
+  private committedMark = 0;
   readonly counts = { checkpoints: 0, tornRecords: 0, stagedLost: 0 };
 
   constructor(private readonly random: () => number) {}
@@ -50,6 +54,12 @@ export class SimulatedDisk {
     this.committed = [];
     this.staged = [];
     this.tornRecord = null;
+    this.committedMark = 0;
+  }
+
+  /** The replica's committed seq, noted after each Ready. */
+  noteCommitted(seq: number): void {
+    if (seq > this.committedMark) this.committedMark = seq;
   }
 
   /** Whether it holds a log to start a replica from (a checkpoint or a logged batch). */
@@ -136,7 +146,7 @@ export class SimulatedDisk {
    * What the restarted replica starts from: its store loaded from the log, as the worker's
    * ReplicaLog.open does, or 'unusable' with why (damage, which the simulator never makes).
    */
-  recover(store: Store, keepRecent: { bytesMax: number; batchesMax: number }): RecoveredState | string {
+  recover(store: Store, keepRecent: { bytesMax: number; batchesMax: number }, throughCommitted = false): RecoveredState | string {
     const committed = encodeSegment(this.committed, crc32);
     const torn = this.tornRecord;
     const bytes = torn === null ? committed : new Uint8Array([...committed, ...torn]);
@@ -146,13 +156,23 @@ export class SimulatedDisk {
       snapshotFrameBytesMax: FRAME_BYTES_MAX,
       limits: FORMAT_RECORD_LIMITS,
       keepRecent,
+      ...(throughCommitted ? { stopAfterSeq: this.committedMark } : {}),
     });
     if (recovered.corrupt !== null) return `${recovered.corrupt.file} damaged at ${recovered.corrupt.offset}: ${recovered.corrupt.reason}`;
-    if ((recovered.tornAt === null) !== (torn === null) || (recovered.tornAt !== null && recovered.tornAt.offset !== committed.length)) {
+    // (A replay stopped short of the end, with stopAfterSeq, does not reach a torn record.)
+    const tornSeen = recovered.cutAt === null && torn !== null;
+    if ((recovered.tornAt !== null) !== tornSeen || (recovered.tornAt !== null && recovered.tornAt.offset !== committed.length)) {
       return `the torn record at ${committed.length} was found at ${recovered.tornAt?.offset ?? 'none'}`;
     }
-    // Truncated there, as the worker does: the log goes on after the last whole record.
+    // Truncated there, as the worker does: the log goes on after the last whole record (or where
+    // the replay stopped, short of a cut).
     this.tornRecord = null;
+    if (recovered.cutAt !== null) {
+      this.committed = this.committed.filter((frame) => {
+        this.view.open(frame);
+        return this.view.firstSeq + this.view.count - 1 <= recovered.appliedSeq;
+      });
+    }
     return { appliedSeq: recovered.appliedSeq, clientHighWater: recovered.clientHighWater, inflight: recovered.recent };
   }
 }

@@ -121,7 +121,7 @@ export class SimulatedHost {
   private startJoinerFromDisk(epoch: number): boolean {
     const limits = replicaLimits(this.world.options);
     const store = this.newStore();
-    const recovered = this.disk!.recover(store, { bytesMax: limits.inflightBytesMax, batchesMax: limits.inflightBatchesMax });
+    const recovered = this.disk!.recover(store, { bytesMax: limits.inflightBytesMax, batchesMax: limits.inflightBatchesMax }, true);
     if (typeof recovered === 'string') {
       this.world.trace.fail(`${this.hostId}: the log kept for replica ${this.replicaId}: ${recovered}`);
       return true;
@@ -427,6 +427,7 @@ export class SimulatedHost {
     this.world.trace.check(ready.readReplies.length === 0 || readOwner !== null, () => `replica ${this.replicaId} has read replies for no one`);
     for (const reply of ready.readReplies) this.sendToClient(readOwner!, reply);
     node.advance(ready, { forwarded, acksSent, repliesSent: ready.readReplies.length, snapshotSent });
+    this.disk?.noteCommitted(node.committedSeq);
     // A tail sending its joiner batches from its log keeps them (as the worker does).
     if (!node.joinCatchingUp) this.disk?.checkpointIfDue(node, DISK_CHECKPOINT_BATCHES, DISK_RETAINED_BATCHES);
     // The worker's loop: a pass that moved anything is followed by another at once; one that moved
