@@ -2,7 +2,7 @@
  * `npm run bench`: the benchmark suites, from the compiled build.
  *
  *   node dist/bench/main.js [--suite micro|headline|openloop|sweeps|cpu|chains|log|durability|restart|failover|join|peers|hosts|hosts-chains|hosts-batch|hosts-node-flags|hosts-tls|hosts-failover|soak|durability-soak|all]... [--seconds S] [--runs N]
- *                           [--soak-seconds S] [--small]
+ *                           [--soak-seconds S] [--down-ms MS] [--small]
  */
 import { parseArgs } from 'node:util';
 import { runBenchmarks } from './run.js';
@@ -13,6 +13,7 @@ const { values } = parseArgs({
     seconds: { type: 'string' },
     runs: { type: 'string' },
     'soak-seconds': { type: 'string' },
+    'down-ms': { type: 'string' },
     small: { type: 'boolean' },
   },
 });
@@ -22,6 +23,7 @@ runBenchmarks({
   seconds: Number(values.seconds ?? (small ? 0.5 : 5)),
   runs: Number(values.runs ?? (small ? 1 : 5)),
   soakSeconds: Number(values['soak-seconds'] ?? 60),
+  ...(values['down-ms'] === undefined ? {} : { downMs: Number(values['down-ms']) }),
   small,
 }).catch((error: unknown) => {
   process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);

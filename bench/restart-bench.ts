@@ -40,7 +40,7 @@ export interface RestartRow {
 }
 
 type Way = 'delta' | 'catch-up' | 'snapshot';
-const WAYS: readonly Way[] = ['delta', 'catch-up', 'snapshot'];
+const WAYS: readonly Way[] = process.env.DABBA_BENCH_DEBUG === '1' ? ['catch-up'] : ['delta', 'catch-up', 'snapshot'];
 
 interface ReplicaLine {
   chain: number;
@@ -140,6 +140,7 @@ async function measure(how: Way, keys: number, downMs: number, log: (line: strin
       await client.close();
     }
   } finally {
+    if (process.env.DABBA_BENCH_DEBUG === "1") log(hosts.logs.flat().join('').split('\n').filter((line) => /warn|error|adopt|link/.test(line)).join('\n'));
     await hosts.stop();
     rmSync(root, { recursive: true, force: true });
   }

@@ -23,6 +23,8 @@ export interface BenchOptions {
   seconds: number;
   runs: number;
   soakSeconds: number;
+  /** The restart suite: how long the killed host stays down (default 10 s). */
+  downMs?: number;
   small: boolean;
   log?: (line: string) => void;
 }
@@ -53,7 +55,7 @@ export async function runBenchmarks(options: BenchOptions): Promise<Record<strin
   if (wants('chains')) results.chains = await chainsBench(env, options.small ? 0.5 : options.seconds, options.small ? 1 : options.runs, log);
   if (wants('log')) results.log = logBench(env, options.small ? 0.2 : options.seconds, log);
   if (wants('durability-soak')) results.durabilitySoak = await durabilitySoak(env, options.small ? 1 : options.soakSeconds, log);
-  if (wants('restart')) results.restart = await restartBench(env, log, options.small ? { runs: 1, keys: 5_000, downMs: 500 } : { runs: options.runs });
+  if (wants('restart')) results.restart = await restartBench(env, log, options.small ? { runs: 1, keys: 5_000, downMs: 500 } : { runs: options.runs, ...(options.downMs === undefined ? {} : { downMs: options.downMs }) });
   if (wants('durability')) results.durability = await durabilityBench(env, options.small ? 0.5 : options.seconds, options.small ? 1 : options.runs, log);
   if (wants('cpu')) results.cpu = await threadCpu(env, options.seconds, options.small ? [1000] : [1000, 10_000, 100_000], log);
   return results;

@@ -66,9 +66,9 @@ export const ErrorCode = {
    */
   diskFull: 'DABBA_ERR_DISK_FULL',
   /**
-   * A joiner restarted from its own log was sent a snapshot: the tail cannot continue that log (it
-   * holds writes the chain went on without, or the tail's log no longer reaches back to it). The
-   * runtime starts that replica over, empty.
+   * A joiner restarted from its own log was sent a snapshot: the tail does not continue that log
+   * (it holds writes the chain went on without, the tail's log no longer reaches back to it, or it
+   * missed more writes than a snapshot holds keys). The runtime starts that replica over, empty.
    */
   logDiverged: 'DABBA_ERR_LOG_DIVERGED',
 } as const;

@@ -13,7 +13,7 @@ import { ErrorCode } from '../native-free-core/errors.js';
 import { openCatchUp, type CatchUpFiles } from '../native-free-core/log/catch-up.js';
 import { encodeSegment } from '../native-free-core/log/segment.js';
 import { Store } from '../native-free-core/store.js';
-import { FORMAT_RECORD_LIMITS, frameKind, HelloEncoder, MessageKind, WriteBatchEncoder, WriteBatchView } from '../native-free-core/wire/codec.js';
+import { AckEncoder, FORMAT_RECORD_LIMITS, frameKind, HelloEncoder, MessageKind, WriteBatchEncoder, WriteBatchView } from '../native-free-core/wire/codec.js';
 
 const OPTIONS = { crc: crc32, frameBytesMax: 1 << 20, limits: FORMAT_RECORD_LIMITS };
 const text = new TextEncoder();
@@ -135,10 +135,13 @@ describe('a joiner restarted from its log', () => {
     const kinds: MessageKind[] = [];
     const refusals: string[] = [];
     const hello = new HelloEncoder();
+    const ack = new AckEncoder();
     for (let round = 0; round < 100 && (tail.hasReady() || joiner.hasReady()); round++) {
       if (joiner.hasReady()) {
         const ready = joiner.ready();
         if (ready.helloUpstream !== null) tail.step('downstream', hello.encode(ready.helloUpstream).slice());
+        // Its acks open the catch-up's window and let its end go.
+        if (ready.ackUpstream !== null) tail.step('downstream', ack.encode(ready.ackUpstream).slice());
         joiner.advance(ready, { forwarded: 0, acksSent: true, repliesSent: 0 });
       }
       if (!tail.hasReady()) continue;
@@ -169,6 +172,48 @@ describe('a joiner restarted from its log', () => {
     run(tail, joiner);
     assert.equal(joiner.appliedSeq, 9);
     assert.equal(joiner.store.digest(), tail.store.digest());
+  });
+
+  test('the catch-up stays within the in-flight window: no more than that is sent ahead of the joiner\'s acks', () => {
+    const history = Array.from({ length: 40 }, (_, index) => batch(1, 1 + index * 4, 4, 'x'.repeat(200)));
+    const tail = new ChainNode({ id: 1, epoch: 1, role: 'tail', store: new Store(), ...limits, inflightBytesMax: 4096, catchUpOnlyIfSmaller: false, openCatchUp: (after, epoch, through) => openCatchUp(log, after, epoch, through, OPTIONS) });
+    const log = new MemoryLog();
+    for (const frame of history) {
+      assert.equal(tail.step('upstream', frame).status, 'applied');
+      log.append(frame);
+    }
+    tail.reconfigure(2, 'tail', { joiner: 9 });
+    const joiner = resumedJoiner(history.slice(0, 1));
+    const helloReady = joiner.ready();
+    tail.step('downstream', new HelloEncoder().encode(helloReady.helloUpstream!).slice());
+    joiner.advance(helloReady, { forwarded: 0, acksSent: true, repliesSent: 0 });
+    // Sent without any ack: the window's worth, then nothing.
+    let sentBytes = 0;
+    for (let round = 0; round < 10; round++) {
+      const ready = tail.ready();
+      for (const frame of ready.forward) {
+        sentBytes += frame.length;
+        assert.equal(joiner.step('upstream', frame.slice()).status, 'applied');
+      }
+      tail.advance(ready, { forwarded: ready.forward.length, acksSent: true, repliesSent: 0, snapshotSent: true });
+    }
+    assert.ok(sentBytes > 0 && sentBytes <= 4096 + 1024, `${sentBytes} bytes ahead of the joiner's acks`);
+    assert.equal(joiner.joinCaughtUp, false);
+    // Its acks open the window again, until the catch-up ends.
+    const { refusals } = run(tail, joiner);
+    assert.deepEqual(refusals, []);
+    assert.equal(joiner.joinCaughtUp, true);
+    assert.equal(joiner.store.digest(), tail.store.digest());
+  });
+
+  test('it missed more writes than the store holds keys: the tail sends the smaller transfer, a snapshot, which it refuses', () => {
+    const history = Array.from({ length: 6 }, (_, index) => batch(1, 1 + index * 4, 4));
+    const tail = tailWith(history, new MemoryLog());
+    assert.equal(tail.store.size, 5);
+    const joiner = resumedJoiner(history.slice(0, 2));
+    const { kinds, refusals } = run(tail, joiner);
+    assert.equal(kinds[0], MessageKind.snapshot, '16 writes missed, 5 keys: a copy is smaller');
+    assert.deepEqual(refusals, [ErrorCode.logDiverged]);
   });
 
   test('its last batch ordered in another epoch (it was a head the chain went on without): it is sent a snapshot and refuses it', () => {

@@ -13,6 +13,7 @@
  * The ChainNode owns one while it is a tail with a joiner; this holds only the join's own state.
  */
 import type { CatchUp } from '../log/catch-up.js';
+import { WriteBatchView } from '../wire/codec.js';
 import { encodeCatchUpEnd, SnapshotWriter, type SnapshotSource } from './snapshot.js';
 
 /** The most logged batches one Ready forwards during a catch-up. */
@@ -23,6 +24,15 @@ export class JoinSource {
   private catchUp: CatchUp | null = null;
   /** A catch-up's batches read and not yet reported sent (views of the log's bytes). */
   private readonly catchUpBatches: Uint8Array[] = [];
+  private catchUpBatchBytes = 0;
+  /**
+   * Catch-up batches sent and not yet acknowledged by the joiner, oldest first. Like a
+   * predecessor's in-flight list, they stay within `windowBytes`: what the joiner's host queues
+   * for a sender is sized for that much (src/host/inbound-queue.ts).
+   */
+  private readonly unacked: Array<{ lastSeq: number; bytes: number }> = [];
+  private unackedBytes = 0;
+  private readonly view = new WriteBatchView();
   /** Where the catch-up ends (the tail's applied seq when it began), and the tail's epoch then. */
   private catchUpSeq = 0;
   private catchUpEpoch = 0;
@@ -38,6 +48,7 @@ export class JoinSource {
   constructor(
     readonly joinerId: number,
     private readonly frameBytesMax: number,
+    private readonly windowBytes: number,
   ) {}
 
   /** The joiner holds nothing this tail can continue: it gets a snapshot of `source`. */
@@ -71,23 +82,38 @@ export class JoinSource {
   catchUpToSend(): Uint8Array[] {
     const catchUp = this.catchUp;
     if (catchUp === null) return [];
-    while (this.catchUpBatches.length < CATCH_UP_BATCHES_PER_READY) {
+    while (this.catchUpBatches.length < CATCH_UP_BATCHES_PER_READY && this.unackedBytes + this.catchUpBatchBytes < this.windowBytes) {
       const batch = catchUp.next();
       if (batch === null) break;
       this.catchUpBatches.push(batch);
+      this.catchUpBatchBytes += batch.length;
     }
     this.endCatchUpIfDone();
     return this.catchUpBatches;
   }
 
-  /** How many of catchUpToSend()'s batches went; after the last, the catch-up's end frame is next. */
+  /** How many of catchUpToSend()'s batches went; after the last is acknowledged, the catch-up's end frame is next. */
   catchUpSent(count: number): void {
-    this.catchUpBatches.splice(0, count);
+    for (const batch of this.catchUpBatches.splice(0, count)) {
+      this.view.open(batch);
+      this.unacked.push({ lastSeq: this.view.firstSeq + this.view.count - 1, bytes: batch.length });
+      this.unackedBytes += batch.length;
+      this.catchUpBatchBytes -= batch.length;
+    }
     this.endCatchUpIfDone();
   }
 
+  /** The joiner has applied everything through `seq` (its cumulative ack). */
+  acknowledged(seq: number): void {
+    let drop = 0;
+    while (drop < this.unacked.length && this.unacked[drop]!.lastSeq <= seq) this.unackedBytes -= this.unacked[drop++]!.bytes;
+    if (drop > 0) this.unacked.splice(0, drop);
+    this.endCatchUpIfDone();
+  }
+
+  /** The end goes once every batch of the catch-up is read, sent and acknowledged (then the in-flight list's batches follow). */
   private endCatchUpIfDone(): void {
-    if (this.catchUpBatches.length > 0 || this.catchUp?.done !== true) return;
+    if (this.catchUpBatches.length > 0 || this.unacked.length > 0 || this.catchUp?.done !== true) return;
     this.catchUp = null;
     this.frame = encodeCatchUpEnd(this.catchUpEpoch, this.catchUpSeq);
   }
@@ -125,6 +151,9 @@ export class JoinSource {
     this.writer = null;
     this.catchUp = null;
     this.catchUpBatches.length = 0;
+    this.catchUpBatchBytes = 0;
+    this.unacked.length = 0;
+    this.unackedBytes = 0;
     this.frame = null;
   }
 }

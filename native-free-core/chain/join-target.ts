@@ -6,9 +6,10 @@
  * tail's state. The joiner serves nothing until it becomes the tail.
  *
  * A joiner restarted from its own log (`resumed`) instead takes the batches after its applied seq,
- * then an empty last frame at the seq the tail's catch-up ended at. A snapshot frame with entries
- * means the tail could not continue its log (the histories differ, or the tail's log no longer
- * holds that range): refused, and the runtime starts the replica over, empty.
+ * then an empty last frame at the seq the tail's catch-up ended at. A copy of the store means the
+ * tail did not continue its log (the histories differ, the tail's log no longer holds that range,
+ * or the writes missed outnumber the store's keys): refused, and the runtime starts the replica
+ * over, empty, to take a copy.
  *
  * The ChainNode owns one while it is joining; this holds only the join's own state.
  */
@@ -49,7 +50,7 @@ export class JoinTarget {
     if (this.resumed) {
       // The catch-up's end, once every batch through it is in; anything else is a copy of the store.
       if (!view.catchUpEnd) {
-        return { status: 'rejected', code: ErrorCode.logDiverged, reason: `the tail sends a snapshot at seq ${view.appliedSeq}: it cannot continue this replica's log (applied through ${appliedSeq})` };
+        return { status: 'rejected', code: ErrorCode.logDiverged, reason: `the tail sends a snapshot at seq ${view.appliedSeq}: it does not continue this replica's log (applied through ${appliedSeq})` };
       }
       if (view.appliedSeq !== appliedSeq) return { status: 'rejected', code: ErrorCode.sequenceGap, reason: `a catch-up that ends at seq ${view.appliedSeq} reached this replica at ${appliedSeq}` };
       this.loaded = true;

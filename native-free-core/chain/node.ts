@@ -100,6 +100,12 @@ export interface ChainNodeOptions {
    * joiner restarted from its own log is then sent only those, not a snapshot.
    */
   openCatchUp?: (afterSeq: number, afterEpoch: number, throughSeq: number) => CatchUp | null;
+  /**
+   * Catch up a joiner only if it missed no more writes than the store holds keys (default true):
+   * past that, a snapshot is the smaller transfer. The simulator turns it off (its stores hold a
+   * handful of keys, so every catch-up would become a snapshot).
+   */
+  catchUpOnlyIfSmaller?: boolean;
 }
 
 /** What a member restarted from its own log starts with (see ChainNodeOptions.recovered). */
@@ -228,6 +234,7 @@ export class ChainNode {
   /** A joiner restarted from its log: the epoch stamped on its last batch (0 if unknown). */
   private resumedEpoch = 0;
   private readonly openCatchUp: ChainNodeOptions['openCatchUp'] | null;
+  private readonly catchUpOnlyIfSmaller: boolean;
   private readonly snapshotFrameBytesMax: number;
   private readonly limits: { keyBytesMax: number; valueBytesMax: number };
 
@@ -266,6 +273,7 @@ export class ChainNode {
     const resumed = options.role === 'joining' && options.recovered !== undefined;
     this.joinTarget = options.role === 'joining' ? new JoinTarget(this.limits, resumed) : null;
     this.openCatchUp = options.openCatchUp ?? null;
+    this.catchUpOnlyIfSmaller = options.catchUpOnlyIfSmaller ?? true;
     this.log = options.log ?? (() => {});
     this.stepRole = this.stepFunctionOf(options.role);
     // A joiner first tells the tail what it holds (nothing, or its log: see takeJoinOffer).
@@ -616,7 +624,9 @@ export class ChainNode {
     if (!this.forwardsDownstream) return this.refuseNotForwarding(MessageKind.ack);
     if (this.joinSource !== null) {
       // From the joiner, whatever the epoch each of us is at: it only ever hears from this tail,
-      // and its cumulative ack only trims what this tail keeps for it (all of it committed here).
+      // and its cumulative ack only trims what this tail keeps for it (all of it committed here):
+      // its catch-up's window, then its in-flight list.
+      this.joinSource.acknowledged(ack.committedSeq);
       if (ack.committedSeq > this.inflight.forwardedSeq || ack.committedSeq < this.inflight.firstSeq - 1) return DUPLICATE;
       this.inflight.trimThrough(ack.committedSeq);
       return { status: 'applied', firstSeq: ack.committedSeq, count: 0 };
@@ -809,12 +819,13 @@ export class ChainNode {
    * takeJoinOffer); batches applied meanwhile are part of what it is then sent.
    */
   private startJoin(joiner: number): void {
-    this.joinSource = new JoinSource(joiner, this.snapshotFrameBytesMax);
+    this.joinSource = new JoinSource(joiner, this.snapshotFrameBytesMax, this.inflight.bytesMax);
   }
 
   /**
    * The joiner's Hello. A joiner restarted from its own log that this tail's log can continue gets
-   * the logged batches after its applied seq, through this tail's applied seq; any other joiner a
+   * the logged batches after its applied seq, through this tail's applied seq, unless it missed
+   * more writes than the store holds keys (a snapshot is then smaller); any other joiner a
    * snapshot of everything applied so far, cut a frame at a time from a fuzzy scan, so this tail
    * goes on applying writes while it is sent. Either way, every batch applied from now on follows
    * from the in-flight list.
@@ -822,14 +833,17 @@ export class ChainNode {
   private takeJoinOffer(hello: HelloFields): ReceiveResult {
     const join = this.joinSource!;
     const applied = this.appliedSeqValue;
-    const offered = hello.appliedSeq > 0 && hello.appliedSeq <= applied && this.openCatchUp !== null;
+    const missed = applied - hello.appliedSeq;
+    const smaller = !this.catchUpOnlyIfSmaller || missed <= this.store.size;
+    const offered = hello.appliedSeq > 0 && missed >= 0 && smaller && this.openCatchUp !== null;
     const catchUp = offered ? this.openCatchUp!(hello.appliedSeq, hello.appliedEpoch ?? 0, applied) : null;
     this.inflight.resetAfter(applied);
     if (catchUp !== null) {
       this.log(`joiner ${join.joinerId} resumes from seq ${hello.appliedSeq}: sending it ${applied - hello.appliedSeq} writes from the log`);
       join.startCatchUp(catchUp, this.epochValue, applied);
     } else {
-      if (hello.appliedSeq > 0) this.log(`joiner ${join.joinerId} offers its log through seq ${hello.appliedSeq}, which this tail cannot continue: sending a snapshot`);
+      if (hello.appliedSeq > 0 && !smaller) this.log(`joiner ${join.joinerId} missed ${missed} writes, more than the ${this.store.size} keys of a snapshot: sending a snapshot`);
+      else if (hello.appliedSeq > 0) this.log(`joiner ${join.joinerId} offers its log through seq ${hello.appliedSeq}, which this tail cannot continue: sending a snapshot`);
       join.startSnapshot({ store: this.store, epoch: this.epochValue, appliedSeq: applied, clientHighWater: new Map(this.clientHighWater) });
     }
     return { status: 'applied', firstSeq: hello.appliedSeq, count: 0 };

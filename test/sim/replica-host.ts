@@ -173,6 +173,8 @@ export class SimulatedHost {
       // Frames of about one entry: a snapshot takes several, interleaved with new batches.
       snapshotFrameBytesMax: snapshotFrameBytesFor(KEY_BYTES_MAX + VALUE_BYTES_MAX),
       ...(this.disk === null ? {} : { openCatchUp: (afterSeq: number, afterEpoch: number, throughSeq: number) => this.openCatchUp(afterSeq, afterEpoch, throughSeq) }),
+      // Its stores hold a handful of keys: the size rule would turn every catch-up into a snapshot.
+      catchUpOnlyIfSmaller: false,
       log: (line) => this.world.trace.note(`replica ${replicaId} ${line}`),
     });
     this.links.replicaStarted(epoch, role, from !== null);
