@@ -40,7 +40,7 @@ export interface RestartRow {
 }
 
 type Way = 'delta' | 'catch-up' | 'snapshot';
-const WAYS: readonly Way[] = process.env.DABBA_BENCH_DEBUG === '1' ? ['catch-up'] : ['delta', 'catch-up', 'snapshot'];
+const WAYS: readonly Way[] = ['delta', 'catch-up', 'snapshot'];
 
 interface ReplicaLine {
   chain: number;
@@ -104,11 +104,12 @@ async function measure(how: Way, keys: number, downMs: number, log: (line: strin
   try {
     const client = await connect({ hosts: hosts.urls, secret: hosts.secret });
     const stopLoad = new AbortController();
+    let load: Promise<unknown> | null = null;
     try {
       const names = makeKeys(keys, 16);
       const value = makeValue(100);
       for (let start = 0; start < keys; start += 5000) await client.putMany(names.slice(start, start + 5000).map((key) => [key, value] as const));
-      const load = runClosedLoop(client, { durationMs: 120_000, keySpace: keys, writers: 2, writeWindow: 1024, signal: stopLoad.signal });
+      load = runClosedLoop(client, { durationMs: 120_000, keySpace: keys, writers: 2, writeWindow: 1024, signal: stopLoad.signal });
       await sleep(1000);
       const { head, tail } = client.stats();
       const tailIndex = hosts.urls.indexOf(tail!);
@@ -136,11 +137,12 @@ async function measure(how: Way, keys: number, downMs: number, log: (line: strin
       log(`  ${how}: ${keys} keys, down ${downMs} ms: serving after ${Math.round(serveMs)} ms, caught up ${Math.round(catchUpMs)} ms after its start (recovered ${recoveredWrites}, sent ${result.writesSent} writes)`);
       return result;
     } finally {
+      // A run that failed stops its load before the client goes (its writes then fail as it closes).
       stopLoad.abort();
+      await load?.catch(() => undefined);
       await client.close();
     }
   } finally {
-    if (process.env.DABBA_BENCH_DEBUG === "1") log(hosts.logs.flat().join('').split('\n').filter((line) => /warn|error|adopt|link/.test(line)).join('\n'));
     await hosts.stop();
     rmSync(root, { recursive: true, force: true });
   }
