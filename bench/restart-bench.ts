@@ -88,6 +88,15 @@ async function membersOf(hosts: LocalHosts, index: number, count: number, deadli
   }
 }
 
+/** Waits for the stopped load's last writes, at most 10 s: a chain that stopped acknowledging must not hang the bench. */
+async function settled(load: Promise<unknown>, log: (line: string) => void): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), 10_000)));
+  const outcome = await Promise.race([load.then(() => 'done' as const), late]);
+  clearTimeout(timer);
+  if (outcome === 'late') log('  (the stopped load still had writes unacknowledged after 10 s; the client is closed on them)');
+}
+
 interface Sample {
   catchUpMs: number;
   serveMs: number;
@@ -131,15 +140,21 @@ async function measure(how: Way, keys: number, downMs: number, log: (line: strin
       const replica = await caughtUp(hosts, index, target, started + 60_000);
       const catchUpMs = performance.now() - started;
       stopLoad.abort();
-      await load;
+      await settled(load, log);
       const recoveredWrites = replica.stats!.recoveredSeq;
       const result = { catchUpMs, serveMs, recoveredWrites, writesSent: replica.stats!.writesApplied };
       log(`  ${how}: ${keys} keys, down ${downMs} ms: serving after ${Math.round(serveMs)} ms, caught up ${Math.round(catchUpMs)} ms after its start (recovered ${recoveredWrites}, sent ${result.writesSent} writes)`);
       return result;
+    } catch (error) {
+      // What the hosts warned of says why (the error alone rarely does).
+      for (const [index, lines] of hosts.logs.entries()) {
+        for (const line of lines.join('').split('\n').filter((text) => text.includes('"level":"warn"') || text.includes('"level":"error"')).slice(-8)) log(`  host ${index + 1}: ${line}`);
+      }
+      throw error;
     } finally {
       // A run that failed stops its load before the client goes (its writes then fail as it closes).
       stopLoad.abort();
-      await load?.catch(() => undefined);
+      if (load !== null) await settled(load.catch(() => undefined), log);
       await client.close();
     }
   } finally {

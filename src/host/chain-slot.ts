@@ -15,6 +15,7 @@
  * continue it (else the joiner refuses the snapshot it is sent, and is given up with that log).
  */
 import type { Role } from '../../native-free-core/chain/node.js';
+import { ErrorCode } from '../../native-free-core/errors.js';
 import { ordersWrites, roleIn, servesReads, type Configuration } from '../../native-free-core/master/chain-master.js';
 import type { HandoffRequest } from '../../native-free-core/master/cluster-decisions.js';
 import type { ChainEntry } from '../../native-free-core/master/table-round.js';
@@ -48,8 +49,8 @@ export interface SlotHost {
    * for joiner `replicaId` to start from (see ReplicaLogPlacement.adoptFrom), or undefined.
    */
   adoptableLog(chain: number, replicaId: number, inChain: readonly number[]): string | undefined;
-  /** Removes a replica's log (its chain cannot continue it). */
-  discardLog(chain: number, replicaId: number): void;
+  /** No joiner may start from a replica's log (its chain did not continue it); `remove`: delete it now. */
+  discardLog(chain: number, replicaId: number, remove: boolean): void;
   /** The node thread, or null while the host is between incarnations. */
   node(): NodePort | null;
   /** Where a replica's host can be reached (its home's host, registered in its incarnation); null while unknown. */
@@ -236,9 +237,11 @@ export class ChainSlot {
   }
 
   private giveUp(replicaId: number, reason: string, keepLog = true): void {
-    // A running replica's worker removes its log itself, once it has stopped writing to it.
-    if (this.replicaId === replicaId) this.dropReplica(reason, keepLog);
-    else if (!keepLog) this.host.discardLog(this.chain, replicaId);
+    // A running replica's worker removes its log itself, once it has stopped writing to it; no
+    // joiner placed here meanwhile may adopt it.
+    const running = this.replicaId === replicaId;
+    if (!keepLog) this.host.discardLog(this.chain, replicaId, !running);
+    if (running) this.dropReplica(reason, keepLog);
     if (this.givenUp.includes(replicaId)) return;
     this.givenUp.push(replicaId);
     if (this.givenUp.length > GIVEN_UP_MAX) this.givenUp.shift();
@@ -258,16 +261,18 @@ export class ChainSlot {
   }
 
   /**
-   * A batch reached replica `replicaId` damaged. A member asked its predecessor to send it again (a
-   * Hello, see ChainNode); a joiner cannot: its batches and snapshot frames share one stream that
-   * cannot resume, as when its join link breaks. Unless the handoff already made it a member, it is
-   * given up and the master places a new joiner.
+   * A batch reached replica `replicaId` damaged, or after a gap. A member asked its predecessor to
+   * send it again (a Hello, see ChainNode); a joiner cannot: its batches and snapshot frames share
+   * one stream that cannot resume, as when its join link breaks (a gap there means frames were
+   * lost, and the tail would wait for it forever at the handoff). Unless the handoff already made
+   * it a member, it is given up and the master places a new joiner.
    */
-  onDamagedBatch(replicaId: number): void {
+  onDamagedBatch(replicaId: number, code: ErrorCode): void {
     if (replicaId === 0 || replicaId !== this.replicaId || this.role() !== 'joining') return;
     if (this.configuration?.members.includes(replicaId) === true) return;
-    this.host.log('warn', 'join-batch-damaged', `chain ${this.chain}: a batch reached joining replica ${replicaId} damaged: giving it up`);
-    this.giveUp(replicaId, 'a batch reached it damaged while it was joining');
+    const what = code === ErrorCode.corrupt ? 'damaged' : 'after a gap in its stream';
+    this.host.log('warn', 'join-batch-damaged', `chain ${this.chain}: a batch reached joining replica ${replicaId} ${what}: giving it up`);
+    this.giveUp(replicaId, `a batch reached it ${what} while it was joining`);
   }
 
   /**

@@ -45,6 +45,8 @@ export class HostDataDir {
   ) {}
 
   private readonly discarded = new Set<string>();
+  /** Logs no joiner may adopt (`chain:replicaId`): their chain did not continue them. */
+  private readonly notAdoptable = new Set<string>();
 
   /**
    * Opens `path` (made if missing) for host `hostId` of the cluster at etcd prefix `cluster`:
@@ -132,15 +134,19 @@ export class HostDataDir {
     const ids = readdirSync(directory)
       .filter((name) => /^replica-\d+$/.test(name))
       .map((name) => Number(name.slice('replica-'.length)))
-      .filter((id) => id !== replicaId && !inChain.includes(id))
+      .filter((id) => id !== replicaId && !inChain.includes(id) && !this.notAdoptable.has(`${chain}:${id}`))
       .sort((a, b) => b - a);
     for (const id of ids.slice(1)) rmSync(join(directory, `replica-${id}`), { recursive: true, force: true });
     return ids.length === 0 ? undefined : join(directory, `replica-${ids[0]}`);
   }
 
-  /** Removes replica `replicaId`'s log (no joiner may start from it). */
-  discardLog(chain: number, replicaId: number): void {
-    rmSync(this.logPlacement(chain, replicaId, false).directory, { recursive: true, force: true });
+  /**
+   * No joiner may start from replica `replicaId`'s log; `remove`: delete it now (else its worker
+   * deletes it once it has stopped writing to it).
+   */
+  discardLog(chain: number, replicaId: number, remove: boolean): void {
+    this.notAdoptable.add(`${chain}:${replicaId}`);
+    if (remove) rmSync(this.logPlacement(chain, replicaId, false).directory, { recursive: true, force: true });
   }
 
   /** Whether checkLogs() cut or discarded the log of replica `replicaId` of `chain` (that replica holds nothing, whatever its epoch). */

@@ -304,7 +304,7 @@ export class DabbaHost extends EventEmitter {
       },
       logDiscarded: (chain, replicaId) => this.dataDir?.discardedLog(chain, replicaId) ?? false,
       adoptableLog: (chain, replicaId, inChain) => this.dataDir?.adoptableLog(chain, replicaId, inChain),
-      discardLog: (chain, replicaId) => this.dataDir?.discardLog(chain, replicaId),
+      discardLog: (chain, replicaId, remove) => this.dataDir?.discardLog(chain, replicaId, remove),
       diskRefusal: (chain) => this.diskRefusal(chain),
       node: () => this.node,
       urlOf: (replicaId) => this.urlOf(replicaId),
@@ -446,7 +446,7 @@ export class DabbaHost extends EventEmitter {
         readReply: (chain, frame) => this.slots[chain]?.sessions.deliverReadReply(frame) ?? true,
         rejected: (chain, code, reason, replicaId) => {
           this.logRefusal(code, 'replica-rejected', `chain ${chain}: ${code}: ${reason}`);
-          if (code === ErrorCode.corrupt) this.slots[chain]?.onDamagedBatch(replicaId);
+          if (code === ErrorCode.corrupt || code === ErrorCode.sequenceGap) this.slots[chain]?.onDamagedBatch(replicaId, code);
           if (code === ErrorCode.logDiverged) this.slots[chain]?.onLogDiverged(replicaId);
         },
         disk: ({ chain, replicaId, full, freeBytes, reserveBytes }) => {
