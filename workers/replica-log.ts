@@ -27,8 +27,8 @@
  * Files: `<directory>/<first seq, 20 digits>.log` (a new segment starts when the current one would
  * pass `segmentBytesMax`) and `<seq, 20 digits>.checkpoint` (written as `.tmp`, synced, renamed).
  */
-import { closeSync, existsSync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
-import { join } from 'node:path';
+import { closeSync, existsSync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { DabbaError, ErrorCode } from '../native-free-core/errors.js';
 import type { SnapshotSource } from '../native-free-core/chain/snapshot.js';
 import type { CatchUpFiles } from '../native-free-core/log/catch-up.js';
@@ -414,4 +414,19 @@ export function readCommittedMark(directory: string): number {
   } catch {
     return 0;
   }
+}
+
+/**
+ * Cuts a replica's log at a damaged record: the segment is truncated there and every later one
+ * removed. False (nothing changed) when the segment starts at or before the log's checkpoint:
+ * what precedes the damage may then end before the checkpoint, and the log would have a gap.
+ */
+export function cutLogAt(directory: string, segment: string, offset: number): boolean {
+  const names = readdirSync(directory).sort();
+  const checkpoint = names.filter((name) => name.endsWith(CHECKPOINT_SUFFIX)).at(-1);
+  const name = basename(segment);
+  if (checkpoint !== undefined && Number(name.slice(0, 20)) <= Number(checkpoint.slice(0, 20))) return false;
+  for (const later of names.filter((other) => other.endsWith(SEGMENT_SUFFIX) && other > name)) rmSync(join(directory, later));
+  truncateSync(join(directory, name), offset);
+  return true;
 }

@@ -13,11 +13,12 @@
  * incarnation with empty logs: in `async` mode after the machine restarted (the last interval may
  * be lost), or when the directory was written in another mode.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, truncateSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { DabbaError, ErrorCode } from '../../native-free-core/errors.js';
 import { releaseLock, takeLock } from '../data-dir.js';
 import { writeFileDurably } from '../../workers/durable-files.js';
+import { cutLogAt } from '../../workers/replica-log.js';
 import type { ReplicaLogPlacement } from '../../workers/replica-task.js';
 
 const STATE_FILE = 'dabba-host.json';
@@ -206,19 +207,4 @@ function currentBootId(): string {
   } catch {
     return '';
   }
-}
-
-/**
- * Cuts a replica's log at a damaged record: the segment is truncated there and every later one
- * removed. False (nothing changed) when the segment starts at or before the log's checkpoint:
- * what precedes the damage may then end before the checkpoint, and the log would have a gap.
- */
-function cutLogAt(directory: string, segment: string, offset: number): boolean {
-  const names = readdirSync(directory).sort();
-  const checkpoint = names.filter((name) => name.endsWith('.checkpoint')).at(-1);
-  const name = basename(segment);
-  if (checkpoint !== undefined && Number(name.slice(0, 20)) <= Number(checkpoint.slice(0, 20))) return false;
-  for (const later of names.filter((other) => other.endsWith('.log') && other > name)) rmSync(join(directory, later));
-  truncateSync(join(directory, name), offset);
-  return true;
 }
