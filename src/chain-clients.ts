@@ -1,9 +1,10 @@
 /**
  * The client side of createChain(), on the main thread: one client session per chain, and the
  * client's ends of the rings they share. A chain's session writes its batches into its head node's
- * ring and its reads into its tail node's, each record tagged with the chain; the client drains
- * every tail node's ack and reply rings, handing each record to its chain's session, and pumps what
- * waited for room. When a chain's head or tail moves, its session is pointed at the new node's rings.
+ * ring and its reads into its tail node's (with `reads: 'any'`, spread over every member's), each
+ * record tagged with the chain; the client drains every tail node's ack ring and every serving
+ * node's reply ring, handing each record to its chain's session, and pumps what waited for room.
+ * When a chain's members move, its session is pointed at the new nodes' rings.
  */
 import { assert } from '../native-free-core/assert.js';
 import type { DabbaError } from '../native-free-core/errors.js';
@@ -14,6 +15,7 @@ import { Doorbell } from '../workers/doorbell.js';
 import type { ResolvedOptions } from './options.js';
 import { TaggedRingSink } from './record-sink.js';
 import type { Sealer } from './sealing.js';
+import type { ReadTarget } from './read-lanes.js';
 import { ClientSession, type Refusal } from './session/client-session.js';
 import { batchesLink, clientAcksLink, CLIENT_END, readsLink, repliesLink } from './topology.js';
 
@@ -23,6 +25,8 @@ export interface ChainClient {
   readonly session: ClientSession;
   headNode: number;
   tailNode: number;
+  /** The nodes its reads go to: the tail's, or with `reads: 'any'` every member's, head first. */
+  readNodes: number[];
   /** Set when the chain's last replica failed: the chain is unavailable. */
   failure: DabbaError | null;
 }
@@ -62,10 +66,12 @@ export class ChainClients {
 
   constructor(
     private readonly settings: ChainClientsOptions,
-    ends: ReadonlyArray<{ headNode: number; tailNode: number }>,
+    ends: ReadonlyArray<{ headNode: number; tailNode: number; memberNodes: readonly number[] }>,
   ) {
-    ends.forEach(({ headNode, tailNode }, chain) => {
-      const client: ChainClient = { chain, headNode, tailNode, failure: null, session: null! };
+    const anyReplica = settings.options.reads === 'any';
+    ends.forEach(({ headNode, tailNode, memberNodes }, chain) => {
+      const readNodes = anyReplica ? [...memberNodes] : [tailNode];
+      const client: ChainClient = { chain, headNode, tailNode, readNodes, failure: null, session: null! };
       const refusal: Refusal = () => settings.refusal() ?? client.failure;
       const session = new ClientSession(
         settings.options,
@@ -75,6 +81,8 @@ export class ChainClients {
           headDoorbell: new Doorbell(settings.doorbellOf(headNode)),
           tail: this.readSink(chain, tailNode),
           tailDoorbell: new Doorbell(settings.doorbellOf(tailNode)),
+          readTargets: this.readTargets(chain, readNodes),
+          readLanes: anyReplica ? settings.options.replicas : 1,
           epoch: () => settings.epochOf(chain),
           sealer: settings.sealer,
         },
@@ -95,6 +103,10 @@ export class ChainClients {
     return new TaggedRingSink(this.settings.ringEnd(readsLink(node), false), chain);
   }
 
+  private readTargets(chain: number, nodes: readonly number[]): ReadTarget[] {
+    return nodes.map((node) => ({ key: node, sink: this.readSink(chain, node), doorbell: new Doorbell(this.settings.doorbellOf(node)) }));
+  }
+
   /** Whether anything waits for the client: acks, replies, or batches and reads that now fit. */
   readonly hasWork = (): boolean => {
     for (const ring of this.ackRings) if (!ring.isEmpty()) return true;
@@ -113,16 +125,24 @@ export class ChainClients {
     }
   }
 
-  /** A chain's head or tail moved: its session sends to the new node (everything unanswered again). */
-  follow(chain: number, headNode: number, tailNode: number): void {
+  /**
+   * A chain's members moved: its session sends to the new head, and its read lanes to the new
+   * serving nodes (each lane whose node changed sends its unanswered reads again).
+   */
+  follow(chain: number, memberNodes: readonly number[]): void {
     const client = this.chains[chain]!;
+    const headNode = memberNodes[0]!;
+    const tailNode = memberNodes.at(-1)!;
     if (headNode !== client.headNode) {
       client.headNode = headNode;
       client.session.switchHead(this.headSink(chain, headNode), new Doorbell(this.settings.doorbellOf(headNode)));
     }
-    if (tailNode !== client.tailNode) {
+    const readNodes = this.settings.options.reads === 'any' ? [...memberNodes] : [tailNode];
+    const readsMoved = readNodes.length !== client.readNodes.length || readNodes.some((node, index) => node !== client.readNodes[index]);
+    if (tailNode !== client.tailNode || readsMoved) {
       client.tailNode = tailNode;
-      client.session.switchTail(this.readSink(chain, tailNode), new Doorbell(this.settings.doorbellOf(tailNode)));
+      client.readNodes = readNodes;
+      client.session.pointReads(this.readTargets(chain, readNodes));
       this.recountRings();
     }
   }
@@ -178,16 +198,14 @@ export class ChainClients {
     if (ring.takeProducerWaiting()) this.producers.get(ring)?.ring();
   }
 
-  /** The rings the client drains: those of every chain's tail node. */
+  /** The rings the client drains: acks from every chain's tail node, replies from every serving node. */
   private recountRings(): void {
     const tails = [...new Set(this.chains.map((client) => client.tailNode))];
+    const servers = [...new Set(this.chains.flatMap((client) => client.readNodes))];
     this.ackRings = tails.map((node) => this.settings.ringEnd(clientAcksLink(node), true));
-    this.replyRings = tails.map((node) => this.settings.ringEnd(repliesLink(node), false));
+    this.replyRings = servers.map((node) => this.settings.ringEnd(repliesLink(node), false));
     this.producers.clear();
-    tails.forEach((node, index) => {
-      const doorbell = new Doorbell(this.settings.doorbellOf(node));
-      this.producers.set(this.ackRings[index]!, doorbell);
-      this.producers.set(this.replyRings[index]!, doorbell);
-    });
+    tails.forEach((node, index) => this.producers.set(this.ackRings[index]!, new Doorbell(this.settings.doorbellOf(node))));
+    servers.forEach((node, index) => this.producers.set(this.replyRings[index]!, new Doorbell(this.settings.doorbellOf(node))));
   }
 }

@@ -187,7 +187,7 @@ export class Chain extends SessionApi {
 
     const ends = Array.from({ length: resolved.chains }, (_, chain) => {
       const { members } = this.table.configuration(chain);
-      return { headNode: this.nodeOf(members[0]!), tailNode: this.nodeOf(members.at(-1)!) };
+      return { headNode: this.nodeOf(members[0]!), tailNode: this.nodeOf(members.at(-1)!), memberNodes: members.map(this.nodeOf) };
     });
     this.clients = new ChainClients(
       {
@@ -339,7 +339,7 @@ export class Chain extends SessionApi {
   }
 
   private linksOf(configuration: Configuration, replicaId: number) {
-    return linksFor(this.links, configuration, replicaId, this.nodeOf, this.doorbellBuffers, this.clientDoorbellBuffer);
+    return linksFor(this.links, configuration, replicaId, this.nodeOf, this.doorbellBuffers, this.clientDoorbellBuffer, this.options.reads === 'any');
   }
 
   /** Replicas in chain 0 now (the chain, with `chains: 1`). */
@@ -749,7 +749,7 @@ export class Chain extends SessionApi {
       node.reconfigure(chain, configuration.epoch, roleIn(configuration, replicaId) as Role, replicaId === tail ? joiner : null, this.linksOf(configuration, replicaId));
     }
     this.retainLinks();
-    this.clients.follow(chain, this.nodeOf(configuration.members[0]!), this.nodeOf(tail));
+    this.clients.follow(chain, configuration.members.map(this.nodeOf));
     const removed = event.kind === 'removed' ? this.nodeOf(event.replicaId) : null;
     const reconfigured: ReconfigurationEvent = {
       chain,
@@ -765,7 +765,7 @@ export class Chain extends SessionApi {
   /** Keeps the links some chain uses, and forgets the client's ends of the rest. */
   private retainLinks(): void {
     const names = new Set<string>();
-    for (const { chain } of this.clients.chains) addLinkNames(names, this.table.configuration(chain), this.nodeOf);
+    for (const { chain } of this.clients.chains) addLinkNames(names, this.table.configuration(chain), this.nodeOf, this.options.reads === 'any');
     for (const id of this.links.retainOnly(names)) this.clientEnds.delete(id);
   }
 }

@@ -108,8 +108,15 @@ export interface ChainOptions {
    * DABBA_ERR_DISK_FULL until space is freed (default 64 MiB, one log segment; 0: only when a write fails).
    */
   diskReserveBytes?: number;
+  /**
+   * Which replicas answer reads: 'any' (default; CRAQ) every member of a chain, the client's reads
+   * spread over them; 'tail' the tail alone. Linearizable either way.
+   */
+  reads?: ReadMode;
 }
 
+export type ReadMode = 'any' | 'tail';
+export const READ_MODES: readonly ReadMode[] = ['any', 'tail'];
 export type Durability = 'memory' | 'async' | 'fsync';
 /** One log segment's room (native-free-core/limits.ts): a replica stops taking batches before a write can fail. */
 const DISK_RESERVE_BYTES_DEFAULT = 64 * 1024 * 1024;
@@ -134,6 +141,7 @@ export interface ResolvedOptions extends Limits {
   durability: Durability;
   syncIntervalMs: number;
   diskReserveBytes: number;
+  reads: ReadMode;
 }
 
 const MiB = 1024 * 1024;
@@ -215,6 +223,7 @@ export function resolveOptions(options: ChainOptions = {}): ResolvedOptions {
     closeTimeoutMs,
     suspectAfterMs,
     workerExecArgv: stringList(options.workerExecArgv, 'workerExecArgv'),
+    reads: readModeOf(options.reads),
     ...durabilityOf(options),
   };
 }
@@ -234,6 +243,14 @@ function durabilityOf(options: ChainOptions): { dataDir: string | null; durabili
   const syncIntervalMs = integer(options.syncIntervalMs, 'syncIntervalMs', 100, 1, 60_000);
   const diskReserveBytes = integer(options.diskReserveBytes, 'diskReserveBytes', DISK_RESERVE_BYTES_DEFAULT, 0, Number.MAX_SAFE_INTEGER);
   return { dataDir: dataDir ?? null, durability, syncIntervalMs, diskReserveBytes };
+}
+
+function readModeOf(value: unknown): ReadMode {
+  if (value === undefined) return 'any';
+  if (!READ_MODES.includes(value as ReadMode)) {
+    throw Object.assign(new TypeError(`reads must be one of ${READ_MODES.join(', ')}, got ${describe(value)}`), { code: ErrorCode.invalidArgument });
+  }
+  return value as ReadMode;
 }
 
 function stringList(value: unknown, name: string): string[] | undefined {

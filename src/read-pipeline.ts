@@ -5,9 +5,7 @@
  * write acknowledged before it was issued (linearizable reads at the tail).
  */
 import { Buffer } from 'node:buffer';
-import { assert } from '../native-free-core/assert.js';
 import { DabbaError, ErrorCode } from '../native-free-core/errors.js';
-import type { SpscRing } from '../native-free-core/ring.js';
 import { ReadBatchEncoder, ReadReplyView, ReadStatus } from '../native-free-core/wire/codec.js';
 import type { RecordSink, Wakeable } from './record-sink.js';
 import { FutureRing } from './futures.js';
@@ -44,8 +42,11 @@ export class ReadPipeline {
     private tailDoorbell: Wakeable,
     private readonly epoch: () => number,
     private readonly clock: Clock = systemClock,
+    /** This pipeline's lane among its client's (./read-lanes.ts): stamped on its batches, echoed in replies. */
+    readonly lane = 0,
+    pendingReadsMax = options.pendingReadsMax,
   ) {
-    this.futures = new FutureRing(options.pendingReadsMax);
+    this.futures = new FutureRing(pendingReadsMax);
     this.encoder = new ReadBatchEncoder({ readsMax: options.readBatchReadsMax, keyBytesMax: options.keyBytesMax });
     this.payload = Buffer.from(this.encoder.payload.buffer, this.encoder.payload.byteOffset, this.encoder.payload.length);
     this.encoder.begin(this.futures.next);
@@ -53,6 +54,14 @@ export class ReadPipeline {
 
   get pending(): number {
     return this.futures.pending;
+  }
+
+  /** The request id of the newest read, and through which every read is settled (ids count from 1). */
+  get lastRequestId(): number {
+    return this.futures.next - 1;
+  }
+  get settledRequestId(): number {
+    return this.futures.settled;
   }
 
   get(key: KeyInput): Promise<VersionedValue | undefined> {
@@ -99,7 +108,7 @@ export class ReadPipeline {
   }
 
   private seal(): void {
-    const frame = this.encoder.finish(this.epoch()).slice();
+    const frame = this.encoder.finish(this.epoch(), this.lane).slice();
     this.unanswered.push({ frame, lastRequestId: this.futures.next - 1 });
     this.encoder.begin(this.futures.next);
     this.pump();
@@ -131,24 +140,16 @@ export class ReadPipeline {
     this.pump();
   }
 
-  drainReplies(replies: SpscRing): number {
-    if (!replies.claim()) return 0;
-    let answered = 0;
-    for (let offset = replies.next(); offset >= 0; offset = replies.next()) {
-      const outcome = this.receiveReply(replies.bytes.subarray(offset, offset + replies.recordLength));
-      assert(typeof outcome === 'number', `read reply is malformed: ${outcome}`);
-      answered += outcome as number;
-    }
-    replies.release();
-    this.afterReplies();
-    return answered;
-  }
-
   /** One ReadReplyBatch from the tail: returns how many reads it answered, or why it is malformed. */
   receiveReply(frame: Uint8Array): number | string {
     const view = this.replyView;
     const malformed = view.open(frame);
     if (malformed !== null) return malformed;
+    return this.answer(view);
+  }
+
+  /** A reply already opened (and so verified) by `view`, for this lane. */
+  answer(view: ReadReplyView): number | string {
     if (view.firstRequestId + view.count - 1 >= this.futures.next) return `reply for read ${view.firstRequestId + view.count - 1}, never sent`;
     let answered = 0;
     for (let index = 0; index < view.count; index++) {

@@ -30,6 +30,7 @@ export function replicaLimits(resolved: ResolvedOptions): ReplicaLimits {
     snapshotFrameBytesMax: resolved.snapshotFrameBytesMax,
     keyBytesMax: resolved.keyBytesMax,
     valueBytesMax: resolved.valueBytesMax,
+    readsAtAnyReplica: resolved.reads === 'any',
     log:
       resolved.durability === 'memory'
         ? null

@@ -72,8 +72,11 @@ export function repliesLink(tail: number): string {
 /** The node a replica runs on. */
 export type NodeOf = (replicaId: number) => number;
 
-/** Adds the names of every link `configuration` uses (its replicas on the nodes `nodeOf` says) to `names`. */
-export function addLinkNames(names: Set<string>, configuration: Configuration, nodeOf: NodeOf): Set<string> {
+/**
+ * Adds the names of every link `configuration` uses (its replicas on the nodes `nodeOf` says) to
+ * `names`; with `readsAtAnyReplica`, every member's read and reply rings.
+ */
+export function addLinkNames(names: Set<string>, configuration: Configuration, nodeOf: NodeOf, readsAtAnyReplica = false): Set<string> {
   const members = configuration.members.map(nodeOf);
   names.add(batchesLink(CLIENT_END, members[0]!));
   for (let index = 0; index + 1 < members.length; index++) {
@@ -87,8 +90,10 @@ export function addLinkNames(names: Set<string>, configuration: Configuration, n
     names.add(acksLink(joiner, tail));
   }
   names.add(clientAcksLink(tail));
-  names.add(readsLink(tail));
-  names.add(repliesLink(tail));
+  for (const node of readsAtAnyReplica ? members : [tail]) {
+    names.add(readsLink(node));
+    names.add(repliesLink(node));
+  }
   return names;
 }
 
@@ -100,6 +105,7 @@ export function linksFor(
   nodeOf: NodeOf,
   doorbells: ReadonlyMap<number, SharedArrayBuffer>,
   clientDoorbell: SharedArrayBuffer,
+  readsAtAnyReplica = false,
 ): ReplicaLinks {
   const tail = configuration.members.at(-1)!;
   const joining = configuration.joining;
@@ -107,6 +113,8 @@ export function linksFor(
   const predecessor = id === joining ? tail : predecessorOf(configuration, id);
   const successor = successorOf(configuration, id) ?? (id === tail ? joining : null);
   const isTail = id === tail;
+  // With reads at any replica every member serves them (a joiner only once it is one).
+  const servesReads = isTail || (readsAtAnyReplica && id !== joining);
   const node = nodeOf(id);
   const predecessorNode = predecessor === null ? CLIENT_END : nodeOf(predecessor);
   const successorNode = successor === null ? null : nodeOf(successor);
@@ -116,8 +124,8 @@ export function linksFor(
     acksIn: successorNode === null ? null : table.link(acksLink(successorNode, node), true),
     acksOut: predecessor === null ? null : table.link(acksLink(node, predecessorNode), true),
     clientAcksOut: isTail ? table.link(clientAcksLink(node), true) : null,
-    readsIn: isTail ? table.link(readsLink(node), false) : null,
-    readRepliesOut: isTail ? table.link(repliesLink(node), false) : null,
+    readsIn: servesReads ? table.link(readsLink(node), false) : null,
+    readRepliesOut: servesReads ? table.link(repliesLink(node), false) : null,
     doorbell: doorbells.get(node)!,
     upstreamDoorbell: predecessor === null ? clientDoorbell : doorbells.get(predecessorNode)!,
     downstreamDoorbell: successorNode === null ? null : doorbells.get(successorNode)!,

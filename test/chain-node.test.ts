@@ -479,6 +479,103 @@ describe('ChainNode guards', () => {
   });
 });
 
+describe('ChainNode: reads at any replica (CRAQ)', () => {
+  const reads = new ReadBatchEncoder({ readsMax: 4, keyBytesMax: 8 });
+  function readFrame(firstRequestId: number, keys: string[], lane = 0): Uint8Array {
+    reads.begin(firstRequestId);
+    for (const key of keys) reads.addRead(text.encode(key), 0, key.length);
+    return reads.finish(1, lane).slice();
+  }
+  function batch(firstSeq: number, writes: Array<[string, string | null]>, firstClientSeq = firstSeq): Uint8Array {
+    const encoder = new WriteBatchEncoder({ writesMax: 64, payloadBytesMax: 4096 });
+    encoder.begin(1, firstClientSeq);
+    for (const [key, value] of writes) {
+      if (value === null) encoder.addDelete(text.encode(key), 0, key.length);
+      else encoder.addPut(text.encode(key), 0, key.length, text.encode(value), 0, value.length);
+    }
+    const frame = encoder.finish().slice();
+    const view = new WriteBatchView();
+    assert.equal(view.open(frame), null);
+    view.stamp(1, firstSeq);
+    return frame;
+  }
+  function middle(readsAtAnyReplica: boolean): ChainNode {
+    return new ChainNode({ id: 2, epoch: 1, role: 'middle', store: new Store(), inflightBytesMax: 64 * 1024, inflightBatchesMax: 16, readReplyPayloadBytesMax: 4096, readReplyResultsMax: 8, readsAtAnyReplica });
+  }
+  function ack(committedSeq: number): Uint8Array {
+    return new AckEncoder().encode({ epoch: 1, committedSeq, clientId: 0, committedClientSeq: 0 }).slice();
+  }
+  function answers(node: ChainNode): Array<{ lane: number; first: number; results: Array<string | null> }> {
+    const ready = node.ready();
+    node.advance(ready, { forwarded: ready.forward.length, acksSent: true, repliesSent: ready.readReplies.length });
+    const view = new ReadReplyView();
+    return ready.readReplies.map((frame) => {
+      assert.equal(view.open(frame), null);
+      const results = Array.from({ length: view.count }, (_, index) => {
+        if (view.statusAt(index) === ReadStatus.NotFound) return null;
+        const result = view.resultAt(index);
+        const start = view.payloadPosition + result.valueOffset();
+        return `${Buffer.from(view.bytes.subarray(start, start + result.valueLength())).toString()}@${result.version()}`;
+      });
+      return { lane: view.lane, first: view.firstRequestId, results };
+    });
+  }
+
+  test('a clean key is answered at once; a dirty one is held, with the value it had when the read came, until the commit point reaches it', () => {
+    const node = middle(true);
+    assert.equal(node.step('upstream', batch(1, [['a', 'a1'], ['b', 'b1']])).status, 'applied');
+    answers(node); // forwarded
+    assert.equal(node.step('downstream', ack(2)).status, 'applied');
+    assert.equal(node.step('upstream', batch(3, [['a', 'a2']])).status, 'applied');
+    answers(node);
+    // b is clean (its write, seq 2, is committed); a's newest write (seq 3) is not.
+    assert.equal(node.step('client', readFrame(10, ['b'], 2)).status, 'applied');
+    assert.deepEqual(answers(node), [{ lane: 2, first: 10, results: ['b1@2'] }]);
+    assert.equal(node.step('client', readFrame(11, ['a', 'b'], 2)).status, 'applied');
+    assert.equal(node.step('upstream', batch(4, [['a', 'a3']])).status, 'applied');
+    assert.deepEqual(answers(node), [], 'a read of a dirty key waits');
+    assert.equal(node.step('client', readFrame(13, ['b'], 2)).status, 'applied');
+    assert.deepEqual(answers(node), [], 'replies leave in order: a clean read waits behind a held one');
+    assert.equal(node.dirtyReads, 1);
+    assert.equal(node.step('downstream', ack(3)).status, 'applied');
+    assert.deepEqual(answers(node), [
+      { lane: 2, first: 11, results: ['a2@3', 'b1@2'] },
+      { lane: 2, first: 13, results: ['b1@2'] },
+    ], 'seq 3 committed: the value a had when the read came, though a3 was applied since');
+  });
+
+  test('an absent key is dated by the newest delete: after an uncommitted delete, its absence waits for the commit point', () => {
+    const node = middle(true);
+    node.step('upstream', batch(1, [['a', 'a1']]));
+    answers(node); // forwarded
+    node.step('downstream', ack(1));
+    assert.equal(node.step('client', readFrame(1, ['zz'])).status, 'applied');
+    assert.deepEqual(answers(node), [{ lane: 0, first: 1, results: [null] }], 'never written, no delete pending: clean');
+    node.step('upstream', batch(2, [['a', null]], 2));
+    assert.equal(node.step('client', readFrame(2, ['a'])).status, 'applied');
+    assert.deepEqual(answers(node), [], 'deleted at seq 2, not committed: held');
+    node.step('downstream', ack(2));
+    assert.deepEqual(answers(node), [{ lane: 0, first: 2, results: [null] }]);
+  });
+
+  test("with reads 'tail' a middle refuses reads, and a joiner refuses them either way", () => {
+    const refused = middle(false).step('client', readFrame(1, ['a']));
+    assert.equal(refused.status === 'ignored' && refused.code, 'DABBA_ERR_NOT_TAIL');
+    const joiner = new ChainNode({ id: 4, epoch: 1, role: 'joining', store: new Store(), inflightBytesMax: 64 * 1024, inflightBatchesMax: 16, readReplyPayloadBytesMax: 4096, readReplyResultsMax: 8, readsAtAnyReplica: true });
+    const joinerRefusal = joiner.step('client', readFrame(1, ['a']));
+    assert.equal(joinerRefusal.status === 'ignored' && joinerRefusal.code, 'DABBA_ERR_NOT_TAIL');
+  });
+
+  test('a middle that becomes the tail commits what it applied: held reads leave', () => {
+    const node = middle(true);
+    node.step('upstream', batch(1, [['a', 'a1']]));
+    node.step('client', readFrame(5, ['a']));
+    assert.deepEqual(answers(node), []);
+    node.reconfigure(2, 'tail');
+    assert.deepEqual(answers(node), [{ lane: 0, first: 5, results: ['a1@1'] }]);
+  });
+});
+
 describe('InflightLog', () => {
   test('wraps around its arena, trims by cumulative ack, and rewinds forwarding', () => {
     const log = new InflightLog(1024, 8);

@@ -325,6 +325,40 @@ describe('ReadBatch bytes', () => {
   });
 });
 
+describe('read lanes: a lane other than 0 travels in ReadBatch and ReadReplyBatch (field `lane`); lane 0 is left out, so the bytes above stay those of every client before lanes', () => {
+  // The frames above with lane 3: a vtable entry more, and the byte at the end of each table.
+  const READ_BATCH_LANE_3 =
+    '100000000000000008000c000b000400080000001800000000000003100020001c00140010000c000800070010000000000000032c0000001400000002000000f4010000000000000400000002000000000000000100000001000000020000000300000061626200';
+  const READ_REPLY_LANE_3 =
+    '0c00000008000c000b000400080000001c00000000000004140030002c0024002000140010000c0008000700140000000000000354000000240000004400000063000000000000000000000002000000f4010000000000000400000002000000000000000000264000000000030000000000000000000000000000000000000002000000000100000300000076616c00';
+
+  test('ReadBatch: encodes and decodes lane 3; the pinned frame without it decodes as lane 0', () => {
+    const encoder = new ReadBatchEncoder({ readsMax: 4, keyBytesMax: 4 });
+    encoder.begin(500);
+    encoder.addRead(text.encode('a'), 0, 1);
+    encoder.addRead(text.encode('bb'), 0, 2);
+    assert.equal(Buffer.from(encoder.finish(4, 3)).toString('hex'), READ_BATCH_LANE_3);
+    const view = new ReadBatchView();
+    assert.equal(view.open(Buffer.from(READ_BATCH_LANE_3, 'hex')), null);
+    assert.deepEqual({ lane: view.lane, firstRequestId: view.firstRequestId, count: view.count }, { lane: 3, firstRequestId: 500, count: 2 });
+    assert.equal(view.open(hex(READ_BATCH)), null);
+    assert.equal(view.lane, 0);
+  });
+
+  test('ReadReplyBatch: encodes and decodes lane 3; the pinned frame without it decodes as lane 0', () => {
+    const encoder = new ReadReplyEncoder(4, 16);
+    encoder.begin(500);
+    encoder.addFound(text.encode('val'), 0, 3, 11);
+    encoder.addNotFound();
+    assert.equal(Buffer.from(encoder.finish(4, 99, 3)).toString('hex'), READ_REPLY_LANE_3);
+    const view = new ReadReplyView();
+    assert.equal(view.open(Buffer.from(READ_REPLY_LANE_3, 'hex')), null);
+    assert.deepEqual({ lane: view.lane, firstRequestId: view.firstRequestId, appliedSeq: view.appliedSeq }, { lane: 3, firstRequestId: 500, appliedSeq: 99 });
+    assert.equal(view.open(hex(READ_REPLY)), null);
+    assert.equal(view.lane, 0);
+  });
+});
+
 describe('ReadReplyBatch bytes', () => {
   test('encodes to the pinned bytes', () => {
     const encoder = new ReadReplyEncoder(4, 16);

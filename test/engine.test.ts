@@ -258,3 +258,38 @@ describe('outcome(): asking the chain whether a write is committed', () => {
     await chain.close();
   });
 });
+
+describe("reads: 'any' replica (CRAQ, the default) or the 'tail'", () => {
+  test("with reads 'any' every replica answers reads, each read sees every write acknowledged before it, and some waited for the commit point", async () => {
+    const chain = track(createChain({ replicas: 3 }));
+    // Sequential: each get follows the put it must see, whichever replica answers it.
+    for (let index = 0; index < 300; index++) {
+      await chain.put(`k${index % 10}`, `v${index}`);
+      assert.equal((await chain.get(`k${index % 10}`))?.toString(), `v${index}`);
+    }
+    // Concurrent: reads of keys with writes in flight.
+    const writes: Array<Promise<void>> = [];
+    const reads: Array<Promise<unknown>> = [];
+    for (let index = 0; index < 20_000; index++) {
+      writes.push(chain.put(`hot${index % 16}`, `w${index}`));
+      if (index % 4 === 0) reads.push(chain.get(`hot${index % 16}`));
+    }
+    await Promise.all([...writes, ...reads]);
+    const replicas = chain.stats().replicas;
+    for (const replica of replicas) assert.ok(replica.readsServed > 1000, `the ${replica.role} answered only ${replica.readsServed} reads`);
+    assert.equal(replicas.at(-1)!.dirtyReads, 0, 'at the tail every key is clean');
+    assert.ok(replicas.some((replica) => replica.dirtyReads > 0), 'under load some reads at the head or middle waited for the commit point');
+    await chain.close();
+  });
+
+  test("with reads 'tail' only the tail answers reads; the option is checked", async () => {
+    assert.throws(() => createChain({ reads: 'some' as never }), { name: 'TypeError', code: 'DABBA_ERR_INVALID_ARGUMENT', message: /reads must be one of any, tail/ });
+    const chain = track(createChain({ replicas: 3, reads: 'tail' }));
+    await chain.put('a', '1');
+    await Promise.all(Array.from({ length: 500 }, () => chain.get('a')));
+    const replicas = chain.stats().replicas;
+    assert.equal(replicas.at(-1)!.readsServed, 500);
+    assert.equal(replicas[0]!.readsServed + replicas[1]!.readsServed, 0);
+    await chain.close();
+  });
+});

@@ -117,6 +117,7 @@ class Replica {
       keyBytesMax: limits.keyBytesMax,
       valueBytesMax: limits.valueBytesMax,
       checksum: nativeCrc32,
+      readsAtAnyReplica: limits.readsAtAnyReplica,
     });
   }
 
@@ -132,6 +133,7 @@ class Replica {
     stats[ReplicaStat.inflightBatches] = node.inflightBatches;
     stats[ReplicaStat.storeKeys] = node.store.size;
     stats[ReplicaStat.storeHeapBytes] = node.store.heapBytes;
+    stats[ReplicaStat.dirtyReads] = node.dirtyReads;
     const log = this.log;
     if (log !== null) {
       stats[ReplicaStat.logSyncs] = log.syncs;

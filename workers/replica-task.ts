@@ -21,6 +21,8 @@ export interface ReplicaLimits {
   /** Largest key and value a frame may carry: larger ones are refused (native-free-core/limits.ts). */
   keyBytesMax: number;
   valueBytesMax: number;
+  /** CRAQ: every member answers reads, not only the tail (native-free-core/chain/node.ts). */
+  readsAtAnyReplica: boolean;
   /** How replicas with a log directory keep it (null: every replica is in memory only). */
   log: LogSettings | null;
 }
@@ -161,8 +163,10 @@ export const ReplicaStat = {
   diskFull: 20,
   /** Free bytes on its log's file system, as last read (0 without a log). */
   diskFreeBytes: 21,
+  /** Reads whose newest write here was not committed yet: answered once it was (CRAQ's dirty reads). */
+  dirtyReads: 22,
 } as const;
-export const REPLICA_STAT_COUNT = 22;
+export const REPLICA_STAT_COUNT = 23;
 
 /** Indices into a node's Float64 statistics array (the thread's own, beside each replica's). */
 export const NodeStat = {

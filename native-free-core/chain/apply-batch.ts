@@ -6,9 +6,11 @@
 import type { Store } from '../store.js';
 import { Op, type WriteBatchView } from '../wire/codec.js';
 
-export function applyBatch(store: Store, batch: WriteBatchView): void {
+/** Applies `batch`; returns the sequence number of its last delete (0 if it has none). */
+export function applyBatch(store: Store, batch: WriteBatchView): number {
   const bytes = batch.bytes;
   let seq = batch.firstSeq;
+  let lastDeleteSeq = 0;
   for (let index = 0; index < batch.count; index++, seq++) {
     const record = batch.recordAt(index);
     const keyPosition = batch.keyPosition(record);
@@ -17,6 +19,8 @@ export function applyBatch(store: Store, batch: WriteBatchView): void {
       store.put(bytes, keyPosition, keyLength, bytes, keyPosition + keyLength, record.valueLength(), seq);
     } else {
       store.delete(bytes, keyPosition, keyLength);
+      lastDeleteSeq = seq;
     }
   }
+  return lastDeleteSeq;
 }

@@ -10,7 +10,8 @@
  * as raft swaps `r.step`:
  * - head: takes client batches, stamps epoch and sequence numbers, applies, logs, forwards;
  * - middle: applies a batch that continues its prefix, logs, forwards;
- * - tail: applies and acknowledges cumulatively; serves reads;
+ * - tail: applies and acknowledges cumulatively; serves reads (with `readsAtAnyReplica`, head and
+ *   middles serve them too: see serveReads);
  * - solo: a chain of one, head and tail at once;
  * - joining: loads a snapshot from the tail it joins behind, then that tail's batches.
  * A tail with a replica joining behind it also forwards (./join-source.ts); the joiner's own state
@@ -106,6 +107,12 @@ export interface ChainNodeOptions {
    * handful of keys, so every catch-up would become a snapshot).
    */
   catchUpOnlyIfSmaller?: boolean;
+  /**
+   * CRAQ (Terrace & Freedman, ATC'09): every member answers reads, not only the tail. A key whose
+   * newest write here is committed is answered at once; one with a newer, uncommitted write is
+   * answered with that write's value once the commit point reaches it (see serveReads).
+   */
+  readsAtAnyReplica?: boolean;
 }
 
 /** What a member restarted from its own log starts with (see ChainNodeOptions.recovered). */
@@ -226,7 +233,17 @@ export class ChainNode {
   private readsWaitFor = 0;
   /** A Hello from a successor already in a newer epoch than ours, applied when we get there. */
   private helloFromNextEpoch: HelloFields | null = null;
+  /** Read replies in the order their batches came, each sent once the commit point reaches its readReleaseAt. */
   private readonly readReplies: Uint8Array[] = [];
+  private readonly readReleaseAt: number[] = [];
+  private readonly readsAtAnyReplica: boolean;
+  /**
+   * The newest delete this node applied: a read of an absent key is clean only once it is
+   * committed (a key has no version once deleted, so its absence is dated by the newest delete).
+   */
+  private newestDeleteSeq = 0;
+  /** Reads answered only after the commit point reached the write they return (CRAQ's dirty reads). */
+  dirtyReads = 0;
   /** A tail's join: the replica copying its state (null when none). */
   private joinSource: JoinSource | null = null;
   /** A joining replica's load of its snapshot (null once it is a member). */
@@ -274,6 +291,7 @@ export class ChainNode {
     this.joinTarget = options.role === 'joining' ? new JoinTarget(this.limits, resumed) : null;
     this.openCatchUp = options.openCatchUp ?? null;
     this.catchUpOnlyIfSmaller = options.catchUpOnlyIfSmaller ?? true;
+    this.readsAtAnyReplica = options.readsAtAnyReplica ?? false;
     this.log = options.log ?? (() => {});
     this.stepRole = this.stepFunctionOf(options.role);
     // A joiner first tells the tail what it holds (nothing, or its log: see takeJoinOffer).
@@ -303,6 +321,8 @@ export class ChainNode {
       this.ackPending = true;
     }
     this.readsWaitFor = recovered.readsWaitFor ?? 0;
+    // Which of the recovered writes were deletes is not kept: absences are dated by the newest write.
+    this.newestDeleteSeq = recovered.appliedSeq;
     this.helloPending = !this.isHead;
     // Its successor restarted too: nothing goes to it before it says what it has.
     this.awaitingSuccessorHello = this.forwardsDownstream;
@@ -462,7 +482,7 @@ export class ChainNode {
     if (from === 'upstream' && kind === MessageKind.writeBatch) return this.takeBatch(bytes, true);
     if (from === 'downstream' && kind === MessageKind.ack) return this.takeAck(bytes);
     if (from === 'downstream' && kind === MessageKind.hello) return this.takeHello(bytes);
-    if (from === 'client' && kind === MessageKind.readBatch) return this.refuseRead();
+    if (from === 'client' && kind === MessageKind.readBatch) return this.readsAtAnyReplica ? this.serveReads(bytes) : this.refuseRead();
     return this.unexpected(from, kind);
   }
 
@@ -471,7 +491,7 @@ export class ChainNode {
     if (from === 'upstream' && kind === MessageKind.writeBatch) return this.takeBatch(bytes, false);
     if (from === 'downstream' && kind === MessageKind.ack) return this.takeAck(bytes);
     if (from === 'downstream' && kind === MessageKind.hello) return this.takeHello(bytes);
-    if (from === 'client' && kind === MessageKind.readBatch) return this.refuseRead();
+    if (from === 'client' && kind === MessageKind.readBatch) return this.readsAtAnyReplica ? this.serveReads(bytes) : this.refuseRead();
     return this.unexpected(from, kind);
   }
 
@@ -510,6 +530,7 @@ export class ChainNode {
   }
 
   private refuseRead(): Refusal {
+    if (this.readsAtAnyReplica) return ignored(ErrorCode.notTail, 'a joining replica serves no reads');
     return ignored(ErrorCode.notTail, `reads are served by the tail; this replica is ${this.roleValue}`);
   }
 
@@ -593,7 +614,8 @@ export class ChainNode {
     const count = batch.count;
     assert(firstSeq === this.appliedSeqValue + 1, 'I3: sequence numbers must be contiguous');
     assert(batch.epoch === this.epochValue || this.roleValue === 'joining', 'a batch is applied only in its own epoch');
-    applyBatch(this.store, batch);
+    const lastDeleteSeq = applyBatch(this.store, batch);
+    if (lastDeleteSeq > 0) this.newestDeleteSeq = lastDeleteSeq;
     this.appliedSeqValue = firstSeq + count - 1;
     const lastClientSeq = batch.firstClientSeq + count - 1;
     if (lastClientSeq > (this.clientHighWater.get(batch.clientId) ?? 0)) this.clientHighWater.set(batch.clientId, lastClientSeq);
@@ -698,27 +720,62 @@ export class ChainNode {
   // ---------------------------------------------------------------------------------------------
   // Reads and snapshots
 
-  /** A read batch (tail): answered from the store, which holds every committed write. */
+  /**
+   * A read batch, answered from the store. At the tail (and at a solo) every write applied is
+   * committed, so the answer is the committed state now. At a head or middle (CRAQ) a key is
+   * *clean* when its newest write here is committed (version <= committedSeq): no later write to
+   * it can be committed anywhere, since the tail applies only what passed through here (I1), so the
+   * value is the committed one now. A *dirty* key's value is the newest write here, not committed
+   * yet: its reply is held until the commit point reaches that write. That is linearizable too: the
+   * write was not committed when the read came (else the key was clean), no write after it exists
+   * yet, and the tail commits it before this node hears so, so there is a moment within the read at
+   * which it is the committed value. (CRAQ asks the tail for the committed version instead; here a
+   * question to the tail travels the chain behind the very write that made the key dirty, so the
+   * answer could come no sooner than the ack.) An absent key is dated by the newest delete.
+   * Replies leave in the order their batches came.
+   */
   private serveReads(bytes: Uint8Array): ReceiveResult {
     const malformed = this.readView.open(bytes);
     if (malformed !== null) return rejected(ErrorCode.malformedFrame, malformed);
     const reads = this.readView;
     const encoder = this.replyEncoder;
     const store = this.store;
+    const committed = this.committedSeqValue;
+    let releaseAt = 0;
     encoder.begin(reads.firstRequestId);
     for (let index = 0; index < reads.count; index++) {
       const record = reads.recordAt(index);
       const handle = store.find(reads.bytes, reads.payloadPosition + record.keyOffset(), record.keyLength());
       const valueLength = handle < 0 ? 0 : store.valueLength(handle);
       if (!encoder.fits(valueLength)) {
-        this.readReplies.push(encoder.finish(this.epochValue, this.appliedSeqValue).slice());
+        this.holdReply(encoder.finish(this.epochValue, this.appliedSeqValue, reads.lane).slice(), releaseAt);
         encoder.begin(reads.firstRequestId + index);
+        releaseAt = 0;
+      }
+      const version = handle < 0 ? this.newestDeleteSeq : store.version(handle);
+      if (version > committed) {
+        this.dirtyReads++;
+        if (version > releaseAt) releaseAt = version;
       }
       if (handle < 0) encoder.addNotFound();
-      else encoder.addFound(store.heap, store.valueOffset(handle), valueLength, store.version(handle));
+      else encoder.addFound(store.heap, store.valueOffset(handle), valueLength, version);
     }
-    this.readReplies.push(encoder.finish(this.epochValue, this.appliedSeqValue).slice());
+    this.holdReply(encoder.finish(this.epochValue, this.appliedSeqValue, reads.lane).slice(), releaseAt);
     return { status: 'applied', firstSeq: reads.firstRequestId, count: reads.count };
+  }
+
+  /** Queues a read reply, to leave once the commit point reaches `releaseAt` (and those before it have left). */
+  private holdReply(frame: Uint8Array, releaseAt: number): void {
+    assert(releaseAt <= this.appliedSeqValue, 'a read waits only for a write this node applied');
+    this.readReplies.push(frame);
+    this.readReleaseAt.push(releaseAt);
+  }
+
+  /** Read replies at the front of the queue whose writes are committed. */
+  private releasableReplies(): number {
+    let count = 0;
+    while (count < this.readReleaseAt.length && this.readReleaseAt[count]! <= this.committedSeqValue) count++;
+    return count;
   }
 
   /** A joiner's snapshot frame (see ./join-target.ts): the first one sets where batches continue. */
@@ -877,7 +934,7 @@ export class ChainNode {
       this.ackPending ||
       this.helloPending ||
       this.joinSource?.sending === true ||
-      this.readReplies.length > 0 ||
+      (this.readReplies.length > 0 && this.readReleaseAt[0]! <= this.committedSeqValue) ||
       (this.forwardsDownstream && !this.awaitingSuccessorHello && this.joinSource?.awaitingOffer !== true && this.inflight.pendingCount > 0)
     );
   }
@@ -916,7 +973,8 @@ export class ChainNode {
       }
     }
     const helloUpstream = this.helloPending ? this.hello() : null;
-    return { snapshot, forward, forwardSeqs, catchUp: catchUp !== null, ackUpstream, helloUpstream, clientAcks, readReplies: this.readReplies.slice() };
+    const readReplies = this.readReplies.slice(0, this.releasableReplies());
+    return { snapshot, forward, forwardSeqs, catchUp: catchUp !== null, ackUpstream, helloUpstream, clientAcks, readReplies };
   }
 
   /** How far this node got; a joiner restarted from its log adds the epoch of its last batch. */
@@ -939,5 +997,6 @@ export class ChainNode {
       this.clientsToAck.clear();
     }
     this.readReplies.splice(0, report.repliesSent);
+    this.readReleaseAt.splice(0, report.repliesSent);
   }
 }

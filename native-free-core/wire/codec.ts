@@ -51,6 +51,8 @@ export type MessageKind = (typeof MessageKind)[keyof typeof MessageKind];
 
 /** Largest key, in bytes (the record's key_length is a uint16). */
 export const KEY_BYTES_LIMIT = 0xffff;
+/** Highest read lane a batch can name (the field is a ubyte). */
+export const READ_LANE_MAX = 0xff;
 const WRITE_RECORD_BYTES = WriteRecord.sizeOf();
 export const READ_RECORD_BYTES = ReadRecord.sizeOf();
 export const READ_RESULT_BYTES = ReadResult.sizeOf();
@@ -612,8 +614,10 @@ export class ReadBatchEncoder {
     this.addRecord(keyLength);
   }
 
-  finish(epoch: number): Uint8Array {
+  /** The client's read lane this batch goes out on (echoed in its replies). */
+  finish(epoch: number, lane = 0): Uint8Array {
     assert(this.count > 0, 'finish: empty read batch');
+    assert(Number.isInteger(lane) && lane >= 0 && lane <= READ_LANE_MAX, 'finish: lane out of range');
     const builder = this.builder;
     builder.clear();
     builder.forceDefaults(true);
@@ -623,14 +627,15 @@ export class ReadBatchEncoder {
       ReadRecord.createReadRecord(builder, this.recordWords[index * 2]!, this.recordWords[index * 2 + 1]!, 0);
     }
     const recordsOffset = builder.endVector();
-    const batchOffset = ReadBatch.createReadBatch(
-      builder,
-      epoch,
-      BigInt(this.firstRequestId),
-      this.count,
-      recordsOffset,
-      payloadOffset,
-    );
+    ReadBatch.startReadBatch(builder);
+    ReadBatch.addEpoch(builder, epoch);
+    ReadBatch.addFirstRequestId(builder, BigInt(this.firstRequestId));
+    ReadBatch.addCount(builder, this.count);
+    ReadBatch.addRecords(builder, recordsOffset);
+    ReadBatch.addPayload(builder, payloadOffset);
+    // Lane 0 is left out: a client with one lane sends the bytes it always sent.
+    if (lane !== 0) ReadBatch.addLane(builder, lane);
+    const batchOffset = ReadBatch.endReadBatch(builder);
     builder.finish(Frame.createFrame(builder, Message.ReadBatch, batchOffset));
     return builder.asUint8Array();
   }
@@ -641,6 +646,8 @@ export class ReadBatchView {
   epoch = 0;
   firstRequestId = 0;
   count = 0;
+  /** The client's read lane (0 when absent), echoed in the replies. */
+  lane = 0;
   payloadPosition = 0;
   payloadLength = 0;
   private byteBuffer = new flatbuffers.ByteBuffer(new Uint8Array(0));
@@ -680,9 +687,12 @@ export class ReadBatchView {
       const payloadVector = followOffset(bytes, payloadField);
       this.payloadLength = verifyVector(bytes, payloadVector, 1, 'payload');
       this.payloadPosition = payloadVector + 4;
+      const lanePosition = fieldPosition(bytes, table, 5, 1);
+      this.lane = lanePosition === 0 ? 0 : bytes[lanePosition]!;
       checkRewrittenFieldAlone('first_request_id', this.firstRequestIdPosition, 8, envelope, table, [
         epochPosition, epochPosition === 0 ? 0 : 4,
         countPosition, 4,
+        lanePosition, lanePosition === 0 ? 0 : 1,
         recordsField, 4,
         payloadField, 4,
         recordsVector, 4 + recordCount * READ_RECORD_BYTES,
@@ -770,7 +780,7 @@ export class ReadReplyEncoder {
     this.valueWords[index * 2 + 1] = 0;
   }
 
-  finish(epoch: number, appliedSeq: number): Uint8Array {
+  finish(epoch: number, appliedSeq: number, lane = 0): Uint8Array {
     assert(this.count > 0, 'finish: empty reply');
     const builder = this.builder;
     builder.clear();
@@ -782,16 +792,16 @@ export class ReadReplyEncoder {
       ReadResult.createReadResult(builder, this.versions[index]!, this.valueWords[index * 2]!, this.valueWords[index * 2 + 1]!);
     }
     const resultsOffset = builder.endVector();
-    const replyOffset = ReadReplyBatch.createReadReplyBatch(
-      builder,
-      epoch,
-      BigInt(this.firstRequestId),
-      this.count,
-      BigInt(appliedSeq),
-      statusesOffset,
-      resultsOffset,
-      payloadOffset,
-    );
+    ReadReplyBatch.startReadReplyBatch(builder);
+    ReadReplyBatch.addEpoch(builder, epoch);
+    ReadReplyBatch.addFirstRequestId(builder, BigInt(this.firstRequestId));
+    ReadReplyBatch.addCount(builder, this.count);
+    ReadReplyBatch.addAppliedSeq(builder, BigInt(appliedSeq));
+    ReadReplyBatch.addStatuses(builder, statusesOffset);
+    ReadReplyBatch.addResults(builder, resultsOffset);
+    ReadReplyBatch.addPayload(builder, payloadOffset);
+    if (lane !== 0) ReadReplyBatch.addLane(builder, lane);
+    const replyOffset = ReadReplyBatch.endReadReplyBatch(builder);
     builder.finish(Frame.createFrame(builder, Message.ReadReplyBatch, replyOffset));
     return builder.asUint8Array();
   }
@@ -803,6 +813,8 @@ export class ReadReplyView {
   firstRequestId = 0;
   count = 0;
   appliedSeq = 0;
+  /** The lane of the reads it answers (0 when absent). */
+  lane = 0;
   payloadPosition = 0;
   payloadLength = 0;
   private statusesPosition = 0;
@@ -837,10 +849,13 @@ export class ReadReplyView {
         throw new MalformedFrame('results length mismatch');
       }
       this.payloadLength = verifyVector(bytes, payloadVector, 1, 'payload');
+      const lanePosition = fieldPosition(bytes, table, 7, 1);
+      this.lane = lanePosition === 0 ? 0 : bytes[lanePosition]!;
       checkRewrittenFieldAlone('first_request_id', this.firstRequestIdPosition, 8, envelope, table, [
         epochPosition, epochPosition === 0 ? 0 : 4,
         countPosition, 4,
         appliedPosition, appliedPosition === 0 ? 0 : 8,
+        lanePosition, lanePosition === 0 ? 0 : 1,
         statusesField, 4,
         resultsField, 4,
         payloadField, 4,

@@ -27,7 +27,7 @@ import type { Role } from '../../native-free-core/chain/node.js';
 import { SnapshotView } from '../../native-free-core/chain/snapshot.js';
 import { ErrorCode } from '../../native-free-core/errors.js';
 import { predecessorOf, servesReads, successorOf, type Configuration } from '../../native-free-core/master/chain-master.js';
-import { frameKind, HelloEncoder, MessageKind } from '../../native-free-core/wire/codec.js';
+import { AckEncoder, frameKind, HelloEncoder, MessageKind } from '../../native-free-core/wire/codec.js';
 import { InboundBudget } from './inbound-queue.js';
 import { closeReason, LinkCloseCode, type PeerLink, type PeerLinkHandlers, type PeerLinkLogEntry } from '../transport/peer-link.js';
 
@@ -54,8 +54,8 @@ export interface ChainLinksOptions {
    * of hosts carries every chain: ./host-links.ts). Rejects when that host cannot be reached.
    */
   openUpstream(predecessor: number, from: number, handlers: PeerLinkHandlers): Promise<PeerLink>;
-  /** The local replica's epoch and applied seq (for the redial Hello); null if none runs. */
-  replicaProgress(): { epoch: number; appliedSeq: number } | null;
+  /** The local replica's epoch, applied and committed seq (for the redial Hello and ack); null if none runs. */
+  replicaProgress(): { epoch: number; appliedSeq: number; committedSeq: number } | null;
   /** Bytes of one link's frames that may wait for room in the replica's rings. */
   connectionInboundBytesMax: number;
   /** Hands a batch or snapshot frame to the replica, charged to its link; false if a limit is exceeded. */
@@ -102,6 +102,7 @@ export class ChainLinks {
   private joinStreamStarted = true;
   private readonly snapshotView = new SnapshotView();
   private readonly helloEncoder = new HelloEncoder();
+  private readonly ackEncoder = new AckEncoder();
 
   constructor(private readonly options: ChainLinksOptions) {}
 
@@ -305,13 +306,16 @@ export class ChainLinks {
    * A link to the same predecessor broke and came back within one epoch: whatever was on the wire
    * is lost, and the predecessor believes it was delivered. Tell it how far this replica has
    * applied, as after a reconfiguration, and it resends the rest from its in-flight list (what
-   * arrives twice is dropped by sequence number). The applied seq read here may lag the replica's
-   * own; that only makes the resend longer.
+   * arrives twice is dropped by sequence number). Acks on the wire were lost too: the cumulative
+   * ack goes again after the Hello, or a predecessor would hold reads of keys written last until
+   * the next write comes through (reads at any replica wait for the commit point). The seqs read
+   * here may lag the replica's own; that only makes the resend longer, and the ack one it has sent.
    */
   private repairAfterRedial(link: PeerLink, predecessor: number): void {
     const progress = this.options.replicaProgress();
     if (progress === null || progress.epoch === 0 || this.role === 'joining') return;
     link.trySend(this.helloEncoder.encode({ epoch: progress.epoch, replicaId: this.replicaId, appliedSeq: progress.appliedSeq }));
+    link.trySend(this.ackEncoder.encode({ epoch: progress.epoch, committedSeq: progress.committedSeq, clientId: 0, committedClientSeq: 0 }));
     this.options.log({ level: 'info', code: 'link-repaired', message: `redialed replica ${predecessor}: asked it to resend after seq ${progress.appliedSeq}` });
   }
 

@@ -111,7 +111,7 @@ export class ChainSlot {
       openUpstream: (predecessor, from, handlers) => links.openUpstream(chain, predecessor, from, handlers),
       replicaProgress: () => {
         const stats = this.stats();
-        return stats === null ? null : { epoch: stats.epoch, appliedSeq: stats.appliedSeq };
+        return stats === null ? null : { epoch: stats.epoch, appliedSeq: stats.appliedSeq, committedSeq: stats.committedSeq };
       },
       offerBatch: (frame, budget) => links.offerBatch(chain, frame, budget),
       offerAck: (frame, budget) => links.offerAck(chain, frame, budget),

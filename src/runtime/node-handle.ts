@@ -73,6 +73,8 @@ export interface ReplicaCounters {
   batchesApplied: number;
   writesApplied: number;
   readsServed: number;
+  /** Reads it answered only once the write they return was committed (CRAQ's dirty reads; 0 at a tail). */
+  dirtyReads: number;
   inflightBytes: number;
   inflightBatches: number;
   storeKeys: number;
@@ -222,6 +224,7 @@ export class NodeHandle {
       batchesApplied: stat[ReplicaStat.batchesApplied]!,
       writesApplied: stat[ReplicaStat.writesApplied]!,
       readsServed: stat[ReplicaStat.readsServed]!,
+      dirtyReads: stat[ReplicaStat.dirtyReads]!,
       inflightBytes: stat[ReplicaStat.inflightBytes]!,
       inflightBatches: stat[ReplicaStat.inflightBatches]!,
       storeKeys: stat[ReplicaStat.storeKeys]!,

@@ -14,7 +14,8 @@
 import { DabbaError, ErrorCode, type WriteId } from '../../native-free-core/errors.js';
 import type { SpscRing } from '../../native-free-core/ring.js';
 import type { ResolvedOptions } from '../options.js';
-import { ReadPipeline, type VersionedValue } from '../read-pipeline.js';
+import type { VersionedValue } from '../read-pipeline.js';
+import { ReadLanes, type ReadTarget } from '../read-lanes.js';
 import type { RecordSink, Wakeable } from '../record-sink.js';
 import { systemClock, type Clock } from '../runtime/clock.js';
 import { SealedValues, type ResealReport, type Sealer, type SealingOptions } from '../sealing.js';
@@ -26,6 +27,12 @@ export interface ClientSessionOptions {
   headDoorbell: Wakeable;
   tail: RecordSink;
   tailDoorbell: Wakeable;
+  /**
+   * With `reads: 'any'`: the replicas reads are spread over (every member), and how many lanes to
+   * spread them on (one per replica the chain has at most); without, every read goes to `tail`.
+   */
+  readTargets?: readonly ReadTarget[];
+  readLanes?: number;
   /** The configuration epoch read batches are sent in. */
   epoch(): number;
   /** Bytes of batches sent ahead of the tail's acks at most (a socket cannot be paused; rings bound themselves). */
@@ -40,7 +47,7 @@ export type Refusal = () => DabbaError | null;
 export class ClientSession {
   readonly clientId: number;
   readonly writes: WritePipeline;
-  readonly reads: ReadPipeline;
+  readonly reads: ReadLanes;
   private readonly sealed: SealedValues | null;
   private readonly idleWaiters: Array<() => void> = [];
   private readonly clock: Clock;
@@ -60,7 +67,8 @@ export class ClientSession {
     this.clientId = session.clientId;
     this.clock = session.clock ?? systemClock;
     this.writes = new WritePipeline(options, session.clientId, session.head, session.headDoorbell, session.unackedBytesMax, this.clock);
-    this.reads = new ReadPipeline(options, session.tail, session.tailDoorbell, session.epoch, this.clock);
+    const readTargets = session.readTargets ?? [{ key: 'tail', sink: session.tail, doorbell: session.tailDoorbell }];
+    this.reads = new ReadLanes(options, readTargets, session.readLanes ?? 1, session.epoch, this.clock);
     this.sealed = (session.sealer ?? null) === null ? null : new SealedValues(session.sealer!, this.writes, this.reads, options, refusal);
     this.lastProgressAtMs = this.clock.nowMs();
   }
@@ -198,13 +206,6 @@ export class ClientSession {
     return settled;
   }
 
-  /** The read replies a tail published in its ring; returns how many reads were answered. */
-  drainReplies(ring: SpscRing): number {
-    const answered = this.reads.drainReplies(ring);
-    if (answered > 0) this.progressed();
-    return answered;
-  }
-
   /** Something moved: note it, and end idle waits if nothing is left. */
   progressed(): void {
     this.lastProgressAtMs = this.clock.nowMs();
@@ -221,13 +222,30 @@ export class ClientSession {
 
   /** A new tail: every unanswered read goes to it again (a read answered twice counts once). */
   switchTail(sink: RecordSink, doorbell: Wakeable): void {
-    this.reads.switchTail(sink, doorbell);
+    this.reads.point([{ key: 'tail', sink, doorbell }], true);
   }
 
-  /** Sends every unacknowledged batch and every unanswered read again, to the head and tail given. */
-  resendTo(head: RecordSink, headDoorbell: Wakeable, tail: RecordSink, tailDoorbell: Wakeable): void {
+  /**
+   * The replicas that serve reads now (./read-lanes.ts): lanes whose replica changed, or all with
+   * `resendAll`, send their unanswered reads to their new one.
+   */
+  pointReads(targets: readonly ReadTarget[], resendAll = false): void {
+    this.reads.point(targets, resendAll);
+  }
+
+  /** The link to a replica reads go to (re)opened: what its lanes sent may be lost, so send it again. */
+  resendReadsOn(target: ReadTarget): void {
+    this.reads.resendOn(target);
+  }
+
+  /**
+   * Sends every unacknowledged batch and every unanswered read again, to the head given and to the
+   * tail (or to `readTargets`, with reads at any replica).
+   */
+  resendTo(head: RecordSink, headDoorbell: Wakeable, tail: RecordSink, tailDoorbell: Wakeable, readTargets?: readonly ReadTarget[]): void {
     this.switchHead(head, headDoorbell);
-    this.switchTail(tail, tailDoorbell);
+    if (readTargets !== undefined) this.pointReads(readTargets, true);
+    else this.switchTail(tail, tailDoorbell);
     this.lastProgressAtMs = this.clock.nowMs();
   }
 

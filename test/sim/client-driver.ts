@@ -3,7 +3,8 @@
  * ReadPipeline, futures, resends) on simulated time, connected as the remote client is
  * (src/client/remote-client.ts, whose view and link handling this mirrors):
  * - one link per host of the view it holds, dialed again when it breaks; the head's link is the
- *   session's write sink, the tail's its read sink; a link that (re)opens gets everything
+ *   session's write sink, and its reads go to the tail's link or, with reads at any replica (the
+ *   default), are spread over every member's, a lane each; a link that (re)opens gets everything
  *   unanswered again, as RemoteClient.connected does;
  * - a newer view from any host is adopted: new links, head and tail re-pointed, everything
  *   unanswered resent (resendTo);
@@ -14,6 +15,8 @@
  * promises say, stamped with the simulated time at which they settle.
  */
 import { ClientSession } from '../../src/session/client-session.js';
+import type { ReadPipeline } from '../../src/read-pipeline.js';
+import type { ReadTarget } from '../../src/read-lanes.js';
 import type { RecordSink, Wakeable } from '../../src/record-sink.js';
 import { frameKind, MessageKind } from '../../native-free-core/wire/codec.js';
 import type { HistoryEntry, Operation } from './linearizability.js';
@@ -71,9 +74,11 @@ class HostLink implements RecordSink {
 
 /** One operation in flight, and the session's sequence number that settles it. */
 interface PendingOperation {
-  /** Writes: the last client seq it staged. Reads: its position among this client's reads. */
+  /** Writes: the last client seq it staged. Reads: its request id in its lane. */
   through: number;
   settled: boolean;
+  /** Reads: the read lane it went out on. */
+  lane?: ReadPipeline;
 }
 
 export class SimulatedClient {
@@ -86,7 +91,6 @@ export class SimulatedClient {
   /** Operations in flight, in the order their pipeline settles them. */
   private readonly writes: PendingOperation[] = [];
   private readonly reads: PendingOperation[] = [];
-  private readsIssued = 0;
   private operationsIssued = 0;
   /** History process ids of putMany's writes, each its own process: -(id * 1e6 + n). */
   private putManyEntries = 0;
@@ -104,11 +108,28 @@ export class SimulatedClient {
     this.view = view;
     this.head = this.link(view.members[0]!);
     this.tail = this.link(view.members.at(-1)!);
+    const anyReplica = world.options.reads === 'any';
     this.session = new ClientSession(
       world.options,
-      { clientId: id, head: this.head, headDoorbell: NO_WAKE, tail: this.tail, tailDoorbell: NO_WAKE, epoch: () => this.view.epoch, unackedBytesMax: UNACKED_BYTES_MAX, clock: world.clock },
+      {
+        clientId: id,
+        head: this.head,
+        headDoorbell: NO_WAKE,
+        tail: this.tail,
+        tailDoorbell: NO_WAKE,
+        ...(anyReplica ? { readTargets: this.readTargets(), readLanes: world.options.replicas } : {}),
+        epoch: () => this.view.epoch,
+        unackedBytesMax: UNACKED_BYTES_MAX,
+        clock: world.clock,
+      },
       () => null,
     );
+  }
+
+  /** With reads at any replica: every member's link, a lane each (RemoteClient.readTargets). */
+  private readTargets(): ReadTarget[] | undefined {
+    if (this.world.options.reads !== 'any') return undefined;
+    return this.view.members.map((hostId) => ({ key: hostId, sink: this.link(hostId), doorbell: NO_WAKE }));
   }
 
   /** The hosts of the view this client holds: the only ones it hears configurations from. */
@@ -145,7 +166,8 @@ export class SimulatedClient {
   /** A link (re)opened: whatever was sent on the old one may be lost, so send it again. */
   connected(link: HostLink): void {
     if (link === this.head) this.session.switchHead(link, NO_WAKE);
-    if (link === this.tail) this.session.switchTail(link, NO_WAKE);
+    if (this.world.options.reads === 'any') this.session.resendReadsOn({ key: link.hostId, sink: link, doorbell: NO_WAKE });
+    else if (link === this.tail) this.session.switchTail(link, NO_WAKE);
   }
 
   /** An ack or a read reply from a host. */
@@ -170,7 +192,7 @@ export class SimulatedClient {
       // Resent even if head and tail are the same hosts: this client may have skipped epochs.
       this.head = this.link(view.members[0]!);
       this.tail = this.link(view.members.at(-1)!);
-      this.session.resendTo(this.head, NO_WAKE, this.tail, NO_WAKE);
+      this.session.resendTo(this.head, NO_WAKE, this.tail, NO_WAKE, this.readTargets());
     }
     this.session.progressed();
     return true;
@@ -181,7 +203,7 @@ export class SimulatedClient {
     this.world.scheduler.after(TIMING.stallResendAfter / 2, () => this.checkProgress());
     if (!this.session.stalledFor(TIMING.stallResendAfter)) return;
     this.world.trace.note(`client ${this.id} stalled: resends to ${this.head.hostId} and ${this.tail.hostId}`);
-    this.session.resendTo(this.head, NO_WAKE, this.tail, NO_WAKE);
+    this.session.resendTo(this.head, NO_WAKE, this.tail, NO_WAKE, this.readTargets());
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -234,7 +256,8 @@ export class SimulatedClient {
   private read(lane: number, entry: HistoryEntry, versioned: boolean): void {
     const key = entry.operation.key;
     const promise = versioned ? this.session.getVersioned(key).then((found) => found?.value) : this.session.get(key);
-    const operation: PendingOperation = { through: ++this.readsIssued, settled: false };
+    const readLane = this.session.reads.lastLane;
+    const operation: PendingOperation = { through: readLane.lastRequestId, settled: false, lane: readLane };
     this.reads.push(operation);
     promise.then(
       (found) => this.responded(lane, operation, [entry], found?.toString('utf8')),
@@ -269,8 +292,10 @@ export class SimulatedClient {
    */
   awaitsCallbacks(): boolean {
     const writesSettled = this.session.writes.accepted - this.session.writes.pending;
-    const readsSettled = this.readsIssued - this.session.reads.pending;
-    return firstUnsettled(this.writes, writesSettled) || firstUnsettled(this.reads, readsSettled);
+    if (firstUnsettled(this.writes, writesSettled)) return true;
+    // Reads settle in order within a lane, not across lanes.
+    while (this.reads.length > 0 && this.reads[0]!.settled) this.reads.shift();
+    return this.reads.some((operation) => !operation.settled && operation.through <= operation.lane!.settledRequestId);
   }
 }
 

@@ -120,8 +120,11 @@ export class PeerLinks {
     this.world.counts.linkRepairs++;
     const hello = this.host.encodeHello({ epoch: node.epoch, replicaId: this.host.replicaId, appliedSeq: node.appliedSeq });
     const from = this.host.replicaId;
-    this.world.trace.note(`replica ${from} redialed replica ${predecessor.replicaId}: Hello at seq ${node.appliedSeq}`);
+    // And the cumulative ack again (chain-links.ts): acks on the wire were lost with it.
+    const ack = this.host.encodeAck({ epoch: node.epoch, committedSeq: node.committedSeq, clientId: 0, committedClientSeq: 0 });
+    this.world.trace.note(`replica ${from} redialed replica ${predecessor.replicaId}: Hello at seq ${node.appliedSeq}, ack at ${node.committedSeq}`);
     this.world.network.send(connection, this.host.hostId, predecessor.hostId, () => this.deliverTo(predecessor, predecessor.replicaId, (links) => links.fromSuccessor(from, hello)));
+    this.world.network.send(connection, this.host.hostId, predecessor.hostId, () => this.deliverTo(predecessor, predecessor.replicaId, (links) => links.fromSuccessor(from, ack)));
   }
 
   /** Breaks both links (the host crashed, or leaves the chain as this replica id). */

@@ -27,7 +27,7 @@ import { ErrorCode } from '../../native-free-core/errors.js';
 import { openCatchUp } from '../../native-free-core/log/catch-up.js';
 import { crc32 } from '../../native-free-core/checksum.js';
 import { Store } from '../../native-free-core/store.js';
-import { AckEncoder, FORMAT_RECORD_LIMITS, frameKind, HelloEncoder, MessageKind, WriteBatchView, type AckFields, type HelloFields } from '../../native-free-core/wire/codec.js';
+import { AckEncoder, FORMAT_RECORD_LIMITS, frameKind, HelloEncoder, MessageKind, ReadBatchView, ReadReplyView, WriteBatchView, type AckFields, type HelloFields } from '../../native-free-core/wire/codec.js';
 import { replicaLimits } from '../../src/replica-worker.js';
 import { SimulatedDisk } from './disk.js';
 import type { Connection, Endpoint } from './network.js';
@@ -67,6 +67,14 @@ export class SimulatedHost {
   private readonly ackEncoder = new AckEncoder();
   private readonly helloEncoder = new HelloEncoder();
   private readonly peekView = new WriteBatchView();
+  private readonly readsView = new ReadBatchView();
+  private readonly replyView = new ReadReplyView();
+  /**
+   * The read batches its node took, oldest first, and whose they are (client-sessions.ts's read
+   * routes): the node answers them in order, some only once the commit point reaches the write a
+   * read returns, so replies go to the client at the front, not to whoever sent the last batch.
+   */
+  private readRoutes: Array<{ clientId: number; lastRequestId: number }> = [];
   /** Its replica's log in `fsync` mode, or null (memory: a restart comes back empty). */
   readonly disk: SimulatedDisk | null;
   /** Restarted from its disk as the same replica: waits for the configuration to say what it is. */
@@ -157,7 +165,9 @@ export class SimulatedHost {
   private createNode(epoch: number, role: Role, from: { store: Store; recovered: RecoveredState } | null): void {
     const limits = replicaLimits(this.world.options);
     const replicaId = this.replicaId;
+    this.readRoutes = [];
     this.node = new ChainNode({
+      readsAtAnyReplica: this.world.options.reads === 'any',
       id: replicaId,
       epoch,
       role,
@@ -366,14 +376,14 @@ export class SimulatedHost {
     this.refusal(result, isBatch ? 'a batch' : 'a snapshot frame');
     // With a log, batches are forwarded once per drain (group commit): a crash may come between.
     if (this.disk !== null && isBatch) this.kick();
-    else this.performReady(null);
+    else this.performReady();
     return true;
   }
 
   /** An Ack or Hello from the successor (or joiner). */
   stepDownstream(bytes: Uint8Array): void {
     this.refusal(this.node!.step('downstream', bytes), 'an ack or Hello');
-    this.performReady(null);
+    this.performReady();
   }
 
   /**
@@ -400,16 +410,16 @@ export class SimulatedHost {
     this.world.scheduler.at(at, () => {
       if (this.wakeAt !== at) return;
       this.wakeAt = Number.POSITIVE_INFINITY;
-      if (this.node !== null) this.performReady(null);
+      if (this.node !== null) this.performReady();
     });
   }
 
   /**
    * Carries out the node's Ready as the worker does (workers/node.ts performReady): a snapshot
    * frame, then batches, downstream; the Hello before the ack upstream; client acks and read
-   * replies (to `readOwner`, whose read batch was just stepped) to the clients.
+   * replies (to the client whose read batch each answers) to the clients.
    */
-  private performReady(readOwner: number | null): void {
+  private performReady(): void {
     const node = this.node!;
     // What it applied is on disk before anything leaves (workers/node.ts performReady).
     this.disk?.commit();
@@ -426,8 +436,7 @@ export class SimulatedHost {
     if (ready.helloUpstream !== null) acksSent = this.links.sendUpstream(this.encodeHello(ready.helloUpstream), false);
     if (ready.ackUpstream !== null && acksSent) acksSent = this.links.sendUpstream(this.ackEncoder.encode(ready.ackUpstream).slice(), true);
     for (const ack of ready.clientAcks) this.deliverAck(node, ack);
-    this.world.trace.check(ready.readReplies.length === 0 || readOwner !== null, () => `replica ${this.replicaId} has read replies for no one`);
-    for (const reply of ready.readReplies) this.sendToClient(readOwner!, reply);
+    for (const reply of ready.readReplies) this.sendReply(reply);
     node.advance(ready, { forwarded, acksSent, repliesSent: ready.readReplies.length, snapshotSent });
     this.disk?.noteCommitted(node.committedSeq);
     // A tail sending its joiner batches from its log keeps them (as the worker does).
@@ -441,6 +450,10 @@ export class SimulatedHost {
 
   encodeHello(hello: HelloFields): Uint8Array {
     return this.helloEncoder.encode(hello).slice();
+  }
+
+  encodeAck(ack: AckFields): Uint8Array {
+    return this.ackEncoder.encode(ack).slice();
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -479,14 +492,36 @@ export class SimulatedHost {
       return true;
     }
     if (!this.node!.canAcceptReads()) return false;
+    const dirtyBefore = this.node!.dirtyReads;
     const result = this.node!.step('client', bytes);
+    this.world.counts.dirtyReads += this.node!.dirtyReads - dirtyBefore;
     this.refusal(result, 'a read batch');
-    this.performReady(clientId);
+    if (result.status === 'applied') {
+      if (!servesReads(this.role())) this.world.counts.readsOffTail += result.count;
+      this.world.trace.check(this.readsView.open(bytes) === null, () => `${this.hostId} served a malformed read batch`);
+      this.readRoutes.push({ clientId, lastRequestId: this.readsView.firstRequestId + this.readsView.count - 1 });
+    }
+    this.performReady();
     return true;
   }
 
+  /** A reply to the client whose read batch is the oldest one unanswered. */
+  private sendReply(reply: Uint8Array): void {
+    const route = this.readRoutes[0];
+    this.world.trace.check(route !== undefined, () => `replica ${this.replicaId} has a read reply for no one`);
+    this.world.trace.check(this.replyView.open(reply) === null, () => `replica ${this.replicaId} made a malformed read reply`);
+    if (this.replyView.firstRequestId + this.replyView.count - 1 >= route!.lastRequestId) this.readRoutes.shift();
+    this.sendToClient(route!.clientId, reply);
+  }
+
+  /**
+   * Whether it may answer reads (host.ts, chain-slot.ts): its replica is the tail, or any member but
+   * a joiner with reads at any replica, and its lease holds (else another may be serving in its place).
+   */
   private isServingReads(): boolean {
-    return this.node !== null && servesReads(this.role()) && this.world.now < this.leaseValidUntil - TIMING.leaseReadMargin;
+    const role = this.role();
+    const serves = servesReads(role) || (this.world.options.reads === 'any' && role !== null && role !== 'joining');
+    return this.node !== null && serves && this.world.now < this.leaseValidUntil - TIMING.leaseReadMargin;
   }
 
   private deliverAck(node: ChainNode, ack: AckFields): void {

@@ -48,6 +48,8 @@ export interface SimulationOptions {
   restartAfter?: readonly [number, number] | null;
   /** Hosts keep their replica's log on a disk (`fsync` mode) and restart from it (./disk.ts). */
   disk?: boolean;
+  /** Which replicas answer reads: every member (CRAQ, the default) or the tail alone. */
+  reads?: 'any' | 'tail';
   script?: readonly ScriptedFault[];
   /** Trace every frame (for a replay). */
   verbose?: boolean;
@@ -90,11 +92,12 @@ const DEFAULTS: Omit<Settings, 'seed'> = {
   partitionTicks: [10, 120],
   restartAfter: [10, 100],
   disk: false,
+  reads: 'any',
 };
 
 export async function simulate(options: SimulationOptions): Promise<SimulationResult> {
   const settings: Settings & SimulationOptions = { ...DEFAULTS, ...options };
-  const world = new World(settings.seed, settings.disk, { delayMax: settings.delayMax, lossRate: settings.lossRate, duplicateRate: settings.duplicateRate }, {
+  const world = new World(settings.seed, settings.disk, settings.reads, { delayMax: settings.delayMax, lossRate: settings.lossRate, duplicateRate: settings.duplicateRate }, {
     kept: settings.traceKept ?? Number(process.env.DABBA_SIM_TRACE ?? 40),
     verbose: settings.verbose ?? false,
   });
@@ -206,5 +209,5 @@ function resultOf(world: World, faults: FaultInjector, operations: number, micro
  * other seed hosts have disks, and a crashed one back before its lease ends is the same replica.
  */
 export function seedOptions(seed: number): SimulationOptions {
-  return { seed, replicas: 2 + (seed % 4), clients: 1 + (seed % 3), disk: seed % 2 === 0, ...(seed % 5 === 0 ? { restartAfter: null } : {}) };
+  return { seed, replicas: 2 + (seed % 4), clients: 1 + (seed % 3), disk: seed % 2 === 0, ...(seed % 5 === 0 ? { restartAfter: null } : {}), ...(seed % 7 === 3 ? { reads: 'tail' } : {}) };
 }

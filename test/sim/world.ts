@@ -44,8 +44,9 @@ export const VALUE_BYTES_MAX = 24;
 export const MASTER: Endpoint = 'master';
 
 /** The client's options: small batches, windows and rings, so batching, flow control and resends all happen. */
-export function simulatedChainOptions(): ResolvedOptions {
+export function simulatedChainOptions(reads: 'any' | 'tail' = 'any'): ResolvedOptions {
   return resolveOptions({
+    reads,
     keyBytesMax: KEY_BYTES_MAX,
     valueBytesMax: VALUE_BYTES_MAX,
     batch: { maxWrites: 6, maxBytes: 1024, maxInFlight: 2 },
@@ -79,6 +80,9 @@ export interface HostCounts {
   catchUpsCompleted: number;
   /** Resumed joiners a tail could not continue (sent a snapshot: the host starts them over, empty). */
   logsDiverged: number;
+  /** Reads a head or middle answered (reads at any replica), and those of them held for the commit point (dirty). */
+  readsOffTail: number;
+  dirtyReads: number;
 }
 
 export class World {
@@ -87,11 +91,11 @@ export class World {
   readonly random: () => number;
   readonly network: Network;
   readonly trace: Trace;
-  readonly options = simulatedChainOptions();
+  readonly options: ResolvedOptions;
   readonly hosts = new Map<Endpoint, SimulatedHost>();
   readonly clients: SimulatedClient[] = [];
   readonly history: HistoryEntry[] = [];
-  readonly counts: HostCounts = { rejoins: 0, linkRepairs: 0, snapshotFrames: 0, gapsRefused: 0, staleEpochIgnored: 0, writesRedirected: 0, readsRefused: 0, recoveredFromDisk: 0, resumedJoins: 0, catchUpsCompleted: 0, logsDiverged: 0 };
+  readonly counts: HostCounts = { rejoins: 0, linkRepairs: 0, snapshotFrames: 0, gapsRefused: 0, staleEpochIgnored: 0, writesRedirected: 0, readsRefused: 0, recoveredFromDisk: 0, resumedJoins: 0, catchUpsCompleted: 0, logsDiverged: 0, readsOffTail: 0, dirtyReads: 0 };
   master!: SimulatedMaster;
   checker!: Checker;
   /** A failure noticed where it cannot throw (a promise callback); the run loop fails with it. */
@@ -103,9 +107,11 @@ export class World {
     readonly seed: number,
     /** Whether hosts keep their replica's log on a disk (`fsync` mode): see ./disk.ts. */
     readonly durable: boolean,
+    reads: 'any' | 'tail',
     faults: NetworkFaults,
     trace: { kept: number; verbose: boolean },
   ) {
+    this.options = simulatedChainOptions(reads);
     this.random = mulberry32(seed);
     this.network = new Network(this.scheduler, this.random, faults);
     this.trace = new Trace(seed, this.scheduler, trace.kept, trace.verbose);

@@ -480,8 +480,24 @@ payloadArray():Uint8Array|null {
   return offset ? new Uint8Array(this.bb!.bytes().buffer, this.bb!.bytes().byteOffset + this.bb!.__vector(this.bb_pos + offset), this.bb!.__vector_len(this.bb_pos + offset)) : null;
 }
 
+lane():number {
+  const offset = this.bb!.__offset(this.bb_pos, 14);
+  return offset ? this.bb!.readUint8(this.bb_pos + offset) : 0;
+}
+
+mutate_lane(value:number):boolean {
+  const offset = this.bb!.__offset(this.bb_pos, 14);
+
+  if (offset === 0) {
+    return false;
+  }
+
+  this.bb!.writeUint8(this.bb_pos + offset, value);
+  return true;
+}
+
 static startReadBatch(builder:flatbuffers.Builder) {
-  builder.startObject(5);
+  builder.startObject(6);
 }
 
 static addEpoch(builder:flatbuffers.Builder, epoch:number) {
@@ -520,18 +536,23 @@ static startPayloadVector(builder:flatbuffers.Builder, numElems:number) {
   builder.startVector(1, numElems, 1);
 }
 
+static addLane(builder:flatbuffers.Builder, lane:number) {
+  builder.addFieldInt8(5, lane, 0);
+}
+
 static endReadBatch(builder:flatbuffers.Builder):flatbuffers.Offset {
   const offset = builder.endObject();
   return offset;
 }
 
-static createReadBatch(builder:flatbuffers.Builder, epoch:number, firstRequestId:bigint, count:number, recordsOffset:flatbuffers.Offset, payloadOffset:flatbuffers.Offset):flatbuffers.Offset {
+static createReadBatch(builder:flatbuffers.Builder, epoch:number, firstRequestId:bigint, count:number, recordsOffset:flatbuffers.Offset, payloadOffset:flatbuffers.Offset, lane:number):flatbuffers.Offset {
   ReadBatch.startReadBatch(builder);
   ReadBatch.addEpoch(builder, epoch);
   ReadBatch.addFirstRequestId(builder, firstRequestId);
   ReadBatch.addCount(builder, count);
   ReadBatch.addRecords(builder, recordsOffset);
   ReadBatch.addPayload(builder, payloadOffset);
+  ReadBatch.addLane(builder, lane);
   return ReadBatch.endReadBatch(builder);
 }
 }
@@ -708,8 +729,24 @@ payloadArray():Uint8Array|null {
   return offset ? new Uint8Array(this.bb!.bytes().buffer, this.bb!.bytes().byteOffset + this.bb!.__vector(this.bb_pos + offset), this.bb!.__vector_len(this.bb_pos + offset)) : null;
 }
 
+lane():number {
+  const offset = this.bb!.__offset(this.bb_pos, 18);
+  return offset ? this.bb!.readUint8(this.bb_pos + offset) : 0;
+}
+
+mutate_lane(value:number):boolean {
+  const offset = this.bb!.__offset(this.bb_pos, 18);
+
+  if (offset === 0) {
+    return false;
+  }
+
+  this.bb!.writeUint8(this.bb_pos + offset, value);
+  return true;
+}
+
 static startReadReplyBatch(builder:flatbuffers.Builder) {
-  builder.startObject(7);
+  builder.startObject(8);
 }
 
 static addEpoch(builder:flatbuffers.Builder, epoch:number) {
@@ -768,12 +805,16 @@ static startPayloadVector(builder:flatbuffers.Builder, numElems:number) {
   builder.startVector(1, numElems, 1);
 }
 
+static addLane(builder:flatbuffers.Builder, lane:number) {
+  builder.addFieldInt8(7, lane, 0);
+}
+
 static endReadReplyBatch(builder:flatbuffers.Builder):flatbuffers.Offset {
   const offset = builder.endObject();
   return offset;
 }
 
-static createReadReplyBatch(builder:flatbuffers.Builder, epoch:number, firstRequestId:bigint, count:number, appliedSeq:bigint, statusesOffset:flatbuffers.Offset, resultsOffset:flatbuffers.Offset, payloadOffset:flatbuffers.Offset):flatbuffers.Offset {
+static createReadReplyBatch(builder:flatbuffers.Builder, epoch:number, firstRequestId:bigint, count:number, appliedSeq:bigint, statusesOffset:flatbuffers.Offset, resultsOffset:flatbuffers.Offset, payloadOffset:flatbuffers.Offset, lane:number):flatbuffers.Offset {
   ReadReplyBatch.startReadReplyBatch(builder);
   ReadReplyBatch.addEpoch(builder, epoch);
   ReadReplyBatch.addFirstRequestId(builder, firstRequestId);
@@ -782,6 +823,7 @@ static createReadReplyBatch(builder:flatbuffers.Builder, epoch:number, firstRequ
   ReadReplyBatch.addStatuses(builder, statusesOffset);
   ReadReplyBatch.addResults(builder, resultsOffset);
   ReadReplyBatch.addPayload(builder, payloadOffset);
+  ReadReplyBatch.addLane(builder, lane);
   return ReadReplyBatch.endReadReplyBatch(builder);
 }
 }
