@@ -8,10 +8,11 @@
  * bulk, so sampling one write in N is an unbiased view of per-write latency without adding a
  * callback to every write.
  *
- * A window ends when every operation in it is answered. Acks and replies arrive in order per chain,
- * so awaiting the last write and the last read of each chain the window touched is enough (with
- * many chains, the window's last write alone would leave the other chains' writes pending and the
- * loop would not be closed).
+ * A window ends when every operation in it is answered. Acks arrive in order per chain, so awaiting
+ * the last write of each chain the window touched is enough (with many chains, the window's last
+ * write alone would leave the other chains' writes pending and the loop would not be closed).
+ * Replies do not: reads are spread over replicas (read lanes), each answering in its own time, so
+ * every read of the window is awaited.
  */
 import { createHistogram, performance, type RecordableHistogram } from 'node:perf_hooks';
 
@@ -97,24 +98,24 @@ export function makeValue(valueBytes: number): Uint8Array {
   return value;
 }
 
-/** The last write and the last read a window sent to each chain: once they are answered, all are. */
+/** The last write a window sent to each chain, and every read it sent: once they are answered, all are. */
 class WindowEnds {
   readonly lastWrite: Array<Promise<unknown> | undefined>;
-  readonly lastRead: Array<Promise<unknown> | undefined>;
+  readonly reads: Array<Promise<unknown>> = [];
 
   constructor(chains: number) {
     this.lastWrite = new Array<Promise<unknown> | undefined>(chains).fill(undefined);
-    this.lastRead = new Array<Promise<unknown> | undefined>(chains).fill(undefined);
   }
 
   async answered(): Promise<void> {
-    for (const ends of [this.lastWrite, this.lastRead]) {
-      for (let chain = 0; chain < ends.length; chain++) {
-        const last = ends[chain];
-        ends[chain] = undefined;
-        if (last !== undefined) await last;
-      }
+    const ends = this.lastWrite;
+    for (let chain = 0; chain < ends.length; chain++) {
+      const last = ends[chain];
+      ends[chain] = undefined;
+      if (last !== undefined) await last;
     }
+    if (this.reads.length > 0) await Promise.all(this.reads);
+    this.reads.length = 0;
   }
 }
 
@@ -219,7 +220,8 @@ class ClosedLoop {
         if (readCredit >= 1) {
           readCredit -= 1;
           windowReads++;
-          operation = window.lastRead[keyChains[cursor]!] = chain.get!(keys[cursor]!);
+          operation = chain.get!(keys[cursor]!);
+          window.reads.push(operation);
         } else {
           operation = window.lastWrite[keyChains[cursor]!] = chain.put(keys[cursor]!, this.value);
         }
@@ -242,7 +244,8 @@ class ClosedLoop {
     while (this.running) {
       let last: Promise<Buffer | undefined> | undefined;
       for (let index = 0; index < readWindow; index++) {
-        last = window.lastRead[this.keyChains[cursor]!] = this.chain.get!(this.keys[cursor]!);
+        last = this.chain.get!(this.keys[cursor]!);
+        window.reads.push(last);
         if (++cursor === this.keySpace) cursor = 0;
       }
       const found = await last;

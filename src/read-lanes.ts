@@ -1,7 +1,8 @@
 /**
  * A client's reads of one chain, spread over the replicas that serve them. With `reads: 'tail'` one
  * lane sends every read to the tail; with `reads: 'any'` (CRAQ) there is a lane per replica, and
- * gets take the lanes in turn. Each lane is a ReadPipeline of its own (its request ids, its futures,
+ * gets take the lanes in turn, a batch at a time (a read per lane in turn would send each replica
+ * batches a third the size: more frames and wake-ups for the same reads). Each lane is a ReadPipeline of its own (its request ids, its futures,
  * its unanswered batches), stamps its number on its batches, and is answered in order by the one
  * replica it points at: replies carry the lane back, so whatever link they arrive on, they reach
  * their lane. When the chain changes, each lane is pointed at a member again, and a lane whose
@@ -44,7 +45,12 @@ export class ReadLanes {
 
   get(key: KeyInput): Promise<VersionedValue | undefined> {
     const lanes = this.lanes;
-    const lane = lanes.length === 1 ? lanes[0]! : lanes[this.turn++ % lanes.length]!;
+    let lane = lanes[this.turn]!;
+    // The lane's batch left (full, or at the end of the last turn): the next batch goes to the next lane.
+    if (lanes.length > 1 && lane.openReads === 0) {
+      this.turn = this.turn + 1 === lanes.length ? 0 : this.turn + 1;
+      lane = lanes[this.turn]!;
+    }
     this.lastLane = lane;
     return lane.get(key);
   }

@@ -56,6 +56,11 @@ export class ReadPipeline {
     return this.futures.pending;
   }
 
+  /** Reads in the batch being filled (0: the next get() starts a batch). */
+  get openReads(): number {
+    return this.encoder.count;
+  }
+
   /** The request id of the newest read, and through which every read is settled (ids count from 1). */
   get lastRequestId(): number {
     return this.futures.next - 1;

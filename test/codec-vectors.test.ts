@@ -472,4 +472,16 @@ describe('ClusterView bytes', () => {
     malformed.write('1234', at);
     assert.match(String(decodeClusterView(malformed)), /malformed diskFull flag/);
   });
+
+  test('reads at any replica and the members\' zones: in the JSON only when set, read back; malformed ones refuse the view', () => {
+    const spread = { ...fields, members: [{ replicaId: 1, url: 'ws://a:1', zone: 'eu-1' }, { replicaId: 2, url: 'ws://b:1' }], readsAnyReplica: true };
+    assert.deepEqual(decodeClusterView(encodeClusterView(spread)), spread);
+    assert.deepEqual(encodeClusterView({ ...fields, readsAnyReplica: false }), encodeClusterView(fields), 'a view of a chain read at its tail keeps its bytes');
+    const badFlag = Buffer.from(encodeClusterView(spread));
+    badFlag.write('1234', badFlag.indexOf('"readsAnyReplica":true') + '"readsAnyReplica":'.length);
+    assert.match(String(decodeClusterView(badFlag)), /malformed readsAnyReplica flag/);
+    const badZone = Buffer.from(encodeClusterView(spread));
+    badZone.write('e/', badZone.indexOf('"eu-1"') + 1);
+    assert.match(String(decodeClusterView(badZone)), /malformed zone/);
+  });
 });

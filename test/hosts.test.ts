@@ -139,5 +139,14 @@ test('three hosts survive kill -9 of head, middle and tail, a partition, and bad
   t.diagnostic(`clients resent after a silence: ${clients.map((client) => client.stats().resends).join(', ')} times`);
 
   await checkOutcome(cluster, clients, load);
+  // Reads at any replica (the default): every member's host answered some of the reads since it
+  // last joined, and the history above, read from all of them, was linearizable.
+  await Promise.all(Array.from({ length: 600 }, (_, index) => clients[index % 2]!.get(`k${index % 8}`)));
+  for (const host of cluster.hosts) {
+    const status = JSON.parse((await cluster.request(host.index, '/status')).body.toString()) as { replicas: Array<{ role: string | null; servingReads: boolean; stats: { readsServed: number } | null }> };
+    const replica = status.replicas[0]!;
+    assert.equal(replica.servingReads, true, `${host.hostId}, the ${replica.role}, answers reads`);
+    assert.ok(replica.stats!.readsServed > 0, `${host.hostId}, the ${replica.role}, answered no read`);
+  }
   for (const client of clients) await client.close();
 });

@@ -308,4 +308,8 @@ test('dabba serve settings: flags over environment over the config file; clear e
   assert.throws(() => parseServeConfig(['--id', 'x', '--lease-ttl', '0'], env), /1-60 seconds/);
   assert.equal(parseServeConfig(['--id', 'x'], { ...env, DABBA_HTTP_TOKEN: 'a-token-of-16-bytes-or-more' }).httpToken?.toString(), 'a-token-of-16-bytes-or-more');
   assert.throws(() => parseServeConfig(['--id', 'x'], { ...env, DABBA_HTTP_TOKEN: 'short' }), /HTTP token must be at least 16 bytes/);
+  assert.equal(parseServeConfig(['--id', 'x'], env).chain, undefined, 'reads at any replica unless told');
+  assert.deepEqual(parseServeConfig(['--id', 'x', '--reads', 'tail'], env).chain, { reads: 'tail' });
+  assert.deepEqual(parseServeConfig(['--id', 'x'], { ...env, DABBA_READS: 'any' }).chain, { reads: 'any' });
+  assert.throws(() => parseServeConfig(['--id', 'x', '--reads', 'middle'], env), /--reads must be any or tail, got "middle"/);
 });

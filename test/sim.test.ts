@@ -127,10 +127,17 @@ describe('partitions: a replica cut off is removed, and its old epoch fences it 
   });
 
   test('T cut off from the master only: its reads stop before its lease can have lapsed, and the clients go to the new T', async () => {
-    const result = await scripted({ seed: 6, replicas: 3, script: [{ at: 200, partition: ['tail'], from: ['master'], healAfter: 100 }] });
+    const result = await scripted({ seed: 6, replicas: 3, reads: 'tail', script: [{ at: 200, partition: ['tail'], from: ['master'], healAfter: 100 }] });
     assert.equal(result.removals, 1);
     assert.ok(result.readsRefused > 0, 'reads reached T after its lease lapsed and were refused');
     assert.deepEqual(result.finalMembers, [1, 2, 4]);
+  });
+
+  test('with reads at any replica, M1 cut off from the master only: its reads stop before its lease can have lapsed too', async () => {
+    const result = await scripted({ seed: 17, replicas: 3, reads: 'any', script: [{ at: 200, partition: ['middle'], from: ['master'], healAfter: 100 }] });
+    assert.equal(result.removals, 1);
+    assert.ok(result.readsRefused > 0, 'reads reached M1 after its lease lapsed and were refused');
+    assert.ok(result.readsOffTail > 30);
   });
 
   test('the clients cut off from the chain for a while: they resend everything when they can reach it again', async () => {

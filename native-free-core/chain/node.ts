@@ -233,6 +233,11 @@ export class ChainNode {
   private readsWaitFor = 0;
   /** A Hello from a successor already in a newer epoch than ours, applied when we get there. */
   private helloFromNextEpoch: HelloFields | null = null;
+  /**
+   * Its ack, likewise: dropped, the commit point would stay behind here until the next write comes
+   * through, and reads held for it (reads at any replica) with it.
+   */
+  private ackFromNextEpoch: { epoch: number; committedSeq: number } | null = null;
   /** Read replies in the order their batches came, each sent once the commit point reaches its readReleaseAt. */
   private readonly readReplies: Uint8Array[] = [];
   private readonly readReleaseAt: number[] = [];
@@ -653,24 +658,35 @@ export class ChainNode {
       this.inflight.trimThrough(ack.committedSeq);
       return { status: 'applied', firstSeq: ack.committedSeq, count: 0 };
     }
+    if (ack.epoch > this.epochValue) {
+      // The successor heard of the new configuration before we did: kept, as its Hello is.
+      if (this.ackFromNextEpoch === null || ack.epoch >= this.ackFromNextEpoch.epoch) this.ackFromNextEpoch = { epoch: ack.epoch, committedSeq: ack.committedSeq };
+      return ignored(ErrorCode.staleEpoch, `ack from epoch ${ack.epoch}, kept for later`);
+    }
     if (ack.epoch !== this.epochValue) {
       this.log(`ignoring (stale epoch ${ack.epoch} ack, node is at ${this.epochValue})`);
       return ignored(ErrorCode.staleEpoch, `ack epoch ${ack.epoch} != ${this.epochValue}`);
     }
-    if (ack.committedSeq <= this.committedSeqValue) return DUPLICATE;
+    return this.takeAckOfEpoch(ack.committedSeq);
+  }
+
+  /** The successor's cumulative ack, in this node's epoch. */
+  private takeAckOfEpoch(committedSeq: number): ReceiveResult {
+    if (committedSeq <= this.committedSeqValue) return DUPLICATE;
     // I1: the successor's applied writes are a prefix of ours, and we forwarded them. A correct
     // successor never acks more; one that does is refused (the master decides about it).
-    if (ack.committedSeq > this.inflight.sentSeq) {
-      this.log(`ignoring (ack ${ack.committedSeq} beyond forwarded ${this.inflight.sentSeq})`);
-      return rejected(ErrorCode.protocolViolation, `ack ${ack.committedSeq} beyond forwarded ${this.inflight.sentSeq}`);
+    if (committedSeq > this.inflight.sentSeq) {
+      this.log(`ignoring (ack ${committedSeq} beyond forwarded ${this.inflight.sentSeq})`);
+      return rejected(ErrorCode.protocolViolation, `ack ${committedSeq} beyond forwarded ${this.inflight.sentSeq}`);
     }
     // Its Hello (sent before this ack) rewound forwarding; what the ack covers needs no resend.
-    this.inflight.skipForwardingTo(ack.committedSeq);
-    this.inflight.trimThrough(ack.committedSeq);
-    this.committedSeqValue = ack.committedSeq;
+    this.inflight.skipForwardingTo(committedSeq);
+    this.inflight.trimThrough(committedSeq);
+    this.committedSeqValue = committedSeq;
     this.ackPending = !this.isHead;
-    return { status: 'applied', firstSeq: ack.committedSeq, count: 0 };
+    return { status: 'applied', firstSeq: committedSeq, count: 0 };
   }
+
 
   /** The successor's Hello after a reconfiguration: resend everything after its applied seq. */
   private takeHello(bytes: Uint8Array): ReceiveResult {
@@ -841,6 +857,9 @@ export class ChainNode {
       this.restampInflight();
     }
     this.helloPending = !this.isHead;
+    // And the commit point it knows, again in the new epoch: an ack of the old one may have been
+    // dropped by a predecessor that was not there yet (it keeps only the newer epochs' ones).
+    if (!this.isHead) this.ackPending = true;
     assert(this.committedSeqValue <= this.appliedSeqValue, 'committed never exceeds applied');
     // A Hello that overtook our own reconfiguration: apply it now if it is for this epoch, keep it if
     // it is for a later one (we may be passing through several epochs), drop it if it is older.
@@ -849,6 +868,15 @@ export class ChainNode {
       this.helloFromNextEpoch = null;
       if (this.joinSource?.awaitingOffer === true && early.replicaId === this.joinSource.joinerId) this.takeJoinOffer(early);
       else if (early.epoch === epoch && this.forwardsDownstream && this.joinSource === null) this.takeHelloFields(early);
+    }
+    // Then the ack that came with it (after its Hello, as it was sent).
+    const earlyAck = this.ackFromNextEpoch;
+    if (earlyAck !== null && earlyAck.epoch <= epoch) {
+      this.ackFromNextEpoch = null;
+      if (earlyAck.epoch === epoch && this.forwardsDownstream && this.joinSource === null && !this.awaitingSuccessorHello) {
+        const result = this.takeAckOfEpoch(earlyAck.committedSeq);
+        if (result.status === 'rejected') this.log(`ignoring (an early ack: ${result.reason})`);
+      }
     }
   }
 

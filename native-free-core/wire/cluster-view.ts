@@ -14,6 +14,8 @@ export interface ClusterMember {
   replicaId: number;
   /** Base URL of the member's host, e.g. ws://10.0.0.2:7400 (peer, client and HTTP routes hang off it). */
   url: string;
+  /** The zone of the member's host (`--zone`), when known: a client in that zone reads from it first. */
+  zone?: string;
 }
 
 export interface ClusterViewFields {
@@ -31,10 +33,14 @@ export interface ClusterViewFields {
   lost?: boolean;
   /** A replica of the chain has a full disk: writes are refused (DABBA_ERR_DISK_FULL) until space is freed. */
   diskFull?: boolean;
+  /** Every member answers reads (`--reads any`): clients spread them; absent, they go to the tail. */
+  readsAnyReplica?: boolean;
 }
 
 const URL_CHARS_MAX = 512;
 const TOKEN_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+/** As `dabba serve --zone` takes them. */
+const ZONE_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
 const MEMBERS_MAX = 64;
 /** As many as createChain() and `dabba serve` take (src/options.ts). */
 const CHAINS_MAX = 1024;
@@ -48,7 +54,7 @@ export function clientPath(chain: number): string {
 
 export function encodeClusterView(view: ClusterViewFields): Uint8Array {
   // `chains` only when there are several: a one-chain view keeps the bytes it always had.
-  const fields = { members: view.members, joining: view.joining, ...(view.clientToken === '' ? {} : { clientToken: view.clientToken }), ...(view.chains === 1 ? {} : { chains: view.chains }), ...(view.lost === true ? { lost: true } : {}), ...(view.diskFull === true ? { diskFull: true } : {}) };
+  const fields = { members: view.members, joining: view.joining, ...(view.clientToken === '' ? {} : { clientToken: view.clientToken }), ...(view.chains === 1 ? {} : { chains: view.chains }), ...(view.lost === true ? { lost: true } : {}), ...(view.diskFull === true ? { diskFull: true } : {}), ...(view.readsAnyReplica === true ? { readsAnyReplica: true } : {}) };
   const text = textEncoder.encode(JSON.stringify(fields));
   const builder = new flatbuffers.Builder(text.length + 128);
   builder.forceDefaults(true);
@@ -76,8 +82,9 @@ export function decodeClusterView(bytes: Uint8Array): ClusterViewFields | string
       throw new MalformedFrame('cluster view is not UTF-8 JSON');
     }
     if (typeof parsed !== 'object' || parsed === null) throw new MalformedFrame('cluster view is not an object');
-    const { members, joining, clientToken = '', chains = 1, lost = false, diskFull = false } = parsed as { members?: unknown; joining?: unknown; clientToken?: unknown; chains?: unknown; lost?: unknown; diskFull?: unknown };
+    const { members, joining, clientToken = '', chains = 1, lost = false, diskFull = false, readsAnyReplica = false } = parsed as { members?: unknown; joining?: unknown; clientToken?: unknown; chains?: unknown; lost?: unknown; diskFull?: unknown; readsAnyReplica?: unknown };
     if (typeof lost !== 'boolean') throw new MalformedFrame('cluster view has a malformed lost flag');
+    if (typeof readsAnyReplica !== 'boolean') throw new MalformedFrame('cluster view has a malformed readsAnyReplica flag');
     if (typeof diskFull !== 'boolean') throw new MalformedFrame('cluster view has a malformed diskFull flag');
     if (typeof chains !== 'number' || !Number.isSafeInteger(chains) || chains < 1 || chains > CHAINS_MAX) throw new MalformedFrame(`cluster view needs 1 to ${CHAINS_MAX} chains`);
     if (!Array.isArray(members) || members.length === 0 || members.length > MEMBERS_MAX) {
@@ -94,6 +101,7 @@ export function decodeClusterView(bytes: Uint8Array): ClusterViewFields | string
       chains,
       ...(lost ? { lost } : {}),
       ...(diskFull ? { diskFull } : {}),
+      ...(readsAnyReplica ? { readsAnyReplica } : {}),
     };
   });
   return reason ?? fields!;
@@ -101,10 +109,11 @@ export function decodeClusterView(bytes: Uint8Array): ClusterViewFields | string
 
 function checkMember(value: unknown): ClusterMember {
   if (typeof value !== 'object' || value === null) throw new MalformedFrame('cluster member is not an object');
-  const { replicaId, url } = value as { replicaId?: unknown; url?: unknown };
+  const { replicaId, url, zone } = value as { replicaId?: unknown; url?: unknown; zone?: unknown };
   if (typeof replicaId !== 'number' || !Number.isSafeInteger(replicaId) || replicaId < 0) throw new MalformedFrame('cluster member has no valid replicaId');
   if (typeof url !== 'string' || url.length === 0 || url.length > URL_CHARS_MAX || !/^wss?:\/\//.test(url)) {
     throw new MalformedFrame('cluster member has no valid ws:// url');
   }
-  return { replicaId, url };
+  if (zone !== undefined && (typeof zone !== 'string' || !ZONE_PATTERN.test(zone))) throw new MalformedFrame('cluster member has a malformed zone');
+  return zone === undefined ? { replicaId, url } : { replicaId, url, zone };
 }

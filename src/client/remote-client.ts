@@ -5,8 +5,9 @@
  * Each key belongs to one chain (the same stable hash as in one process); the client runs one
  * RemoteChain per chain, each with its own client id, session and links, and routes every call by
  * key (src/session/routed-session.ts). Per chain, the client holds a link to every member. Writes are batched exactly as in one process (the same
- * WritePipeline) and go to the head; the tail's cumulative acks resolve them in bulk; reads go to
- * the tail. Any host tells the client when the chain changes (a ClusterView frame): unacknowledged
+ * WritePipeline) and go to the head; the tail's cumulative acks resolve them in bulk; reads are
+ * spread over every member when the hosts answer reads at any replica (their view says so; members
+ * in the client's `zone` first), else they go to the tail. Any host tells the client when the chain changes (a ClusterView frame): unacknowledged
  * batches are then sent again to the head, which drops the ones it already has by client sequence,
  * so a write is applied once however often it is resent (exactly-once). With `sealing`, values are
  * sealed here, before they leave the process, and opened here (the same layer as createChain()'s).
@@ -21,10 +22,11 @@ import { DabbaError, ErrorCode } from '../../native-free-core/errors.js';
 import { clientNodeId, NEW_CLIENT_NODE_ID } from '../../native-free-core/wire/client-node-id.js';
 import { clientPath, decodeClusterView, type ClusterViewFields } from '../../native-free-core/wire/cluster-view.js';
 import { EventEmitter } from 'node:events';
-import { frameKind, MessageKind } from '../../native-free-core/wire/codec.js';
+import { frameKind, MessageKind, READ_LANE_MAX } from '../../native-free-core/wire/codec.js';
 import { argumentTypeError, closedError, resolveOptions, type ChainOptions, type ResolvedOptions } from '../options.js';
 import type { RecordSink, Wakeable } from '../record-sink.js';
 import { refuseSealingIn, sealerFor, type Sealer, type SealingOptions } from '../sealing.js';
+import type { ReadTarget } from '../read-lanes.js';
 import { ClientSession } from '../session/client-session.js';
 import { RoutedSession } from '../session/routed-session.js';
 import { SessionApi } from '../session/session-api.js';
@@ -42,6 +44,11 @@ export interface ConnectOptions {
   sealing?: SealingOptions;
   /** How long connect() tries before it gives up. Default 10 s. */
   connectTimeoutMs?: number;
+  /**
+   * This client's zone (as hosts take `--zone`): with reads at any replica, reads go to the chain's
+   * members in this zone when it has any, else to every member.
+   */
+  zone?: string;
   /**
    * For hosts that serve TLS (wss:// URLs): the CA their certificates chain to, and this client's
    * certificate and key (PEM), which such hosts require (they refuse a client without one).
@@ -196,7 +203,6 @@ class RemoteChain {
   /** Since when no member's host has had a link up (performance.now()), or null. */
   private unreachableSince: number | null = null;
   private readonly validate = frameEnvelopeValidator();
-
   constructor(
     readonly chain: number,
     private readonly secret: Buffer,
@@ -207,6 +213,7 @@ class RemoteChain {
     sealer: Sealer | null,
     private readonly tls: TlsCredentials | null,
     private readonly events: EventEmitter,
+    private readonly zone: string | null,
   ) {
     this.clientId = clientId;
     this.clientToken = clientToken;
@@ -214,9 +221,22 @@ class RemoteChain {
     this.noteDisk(view);
     this.head = this.connection(view.members[0]!.url);
     this.tail = this.connection(view.members.at(-1)!.url);
+    const readTargets = this.readTargets();
     this.session = new ClientSession(
       options,
-      { clientId, head: this.head, headDoorbell: NO_WAKE, tail: this.tail, tailDoorbell: NO_WAKE, epoch: () => this.view.epoch, unackedBytesMax: UNACKED_BYTES_MAX, sealer },
+      {
+        clientId,
+        head: this.head,
+        headDoorbell: NO_WAKE,
+        tail: this.tail,
+        tailDoorbell: NO_WAKE,
+        // A lane per member it reads from, as the first view has them (later views re-point them).
+        readTargets,
+        readLanes: Math.min(READ_LANE_MAX + 1, readTargets.length),
+        epoch: () => this.view.epoch,
+        unackedBytesMax: UNACKED_BYTES_MAX,
+        sealer,
+      },
       () => (this.state === 'open' ? this.failure : closedError()),
       () => this.diskFull,
     );
@@ -232,6 +252,19 @@ class RemoteChain {
     this.failure = new DabbaError(ErrorCode.unavailable, `chain ${this.chain} is unavailable: ${reason}`);
     this.session.fail(this.failure, { outcomeKnown: false });
     this.events.emit('unavailable', { chain: this.chain, error: this.failure });
+  }
+
+  /**
+   * Where the read lanes go: with reads at any replica (the view says so, and this client did not
+   * ask for the tail), the members in this client's zone if it has any there, else every member
+   * (head first); else the tail.
+   */
+  private readTargets(): ReadTarget[] {
+    // The client may keep to the tail (`chain: { reads: 'tail' }`) even where every member answers.
+    if (this.view.readsAnyReplica !== true || this.options.reads === 'tail') return [{ key: this.tail.url, sink: this.tail, doorbell: NO_WAKE }];
+    const local = this.zone === null ? [] : this.view.members.filter((member) => member.zone === this.zone);
+    const members = local.length > 0 ? local : this.view.members;
+    return members.map((member) => ({ key: member.url, sink: this.connection(member.url), doorbell: NO_WAKE }));
   }
 
   private connection(url: string): HostConnection {
@@ -262,13 +295,13 @@ class RemoteChain {
   connected(connection: HostConnection): void {
     connection.takeWaiting();
     if (connection === this.head) this.session.switchHead(connection, NO_WAKE);
-    if (connection === this.tail) this.session.switchTail(connection, NO_WAKE);
+    this.session.resendReadsOn({ key: connection.url, sink: connection, doorbell: NO_WAKE });
   }
 
   private pumpTo(connection: HostConnection): void {
     if (!connection.takeWaiting()) return;
     if (connection === this.head) this.session.pumpWrites();
-    if (connection === this.tail) this.session.pumpReads();
+    this.session.pumpReads();
   }
 
   private onRecord(bytes: Uint8Array): void {
@@ -327,7 +360,7 @@ class RemoteChain {
     // answered twice counts once.
     this.head = this.connection(view.members[0]!.url);
     this.tail = this.connection(view.members.at(-1)!.url);
-    this.session.resendTo(this.head, NO_WAKE, this.tail, NO_WAKE);
+    this.session.resendTo(this.head, NO_WAKE, this.tail, NO_WAKE, this.readTargets());
     this.events.emit('reconfigured', { chain: this.chain, epoch: view.epoch, members: view.members.map((member) => member.url) });
   }
 
@@ -345,7 +378,7 @@ class RemoteChain {
     else if (this.unreachableSince === null) this.unreachableSince = now;
     else if (now - this.unreachableSince >= CHAIN_UNREACHABLE_MS) return this.fail(`none of its members' hosts (${[...this.connections.keys()].join(', ')}) has been reachable for ${Math.round(now - this.unreachableSince)} ms`);
     if (!this.session.stalledFor(STALL_RESEND_MS)) return;
-    this.session.resendTo(this.head, NO_WAKE, this.tail, NO_WAKE);
+    this.session.resendTo(this.head, NO_WAKE, this.tail, NO_WAKE, this.readTargets());
   }
 
   get connectedHosts(): number {
@@ -376,10 +409,11 @@ export class RemoteClient extends SessionApi {
     introductions: ReadonlyArray<{ clientId: number; view: ClusterViewFields }>,
     sealer: Sealer | null = null,
     tls: TlsCredentials | null = null,
+    zone: string | null = null,
   ) {
     super();
     this.options = options;
-    this.chains = introductions.map(({ clientId, view }, chain) => new RemoteChain(chain, secret, options, clientId, view.clientToken, view, sealer, tls, this));
+    this.chains = introductions.map(({ clientId, view }, chain) => new RemoteChain(chain, secret, options, clientId, view.clientToken, view, sealer, tls, this, zone));
     this.clientId = this.chains[0]!.clientId;
     this.session = new RoutedSession(
       this.chains.map((chain) => chain.session),
@@ -456,6 +490,8 @@ export async function connect(options: ConnectOptions): Promise<RemoteClient> {
   const sealer = sealerFor(options.sealing, resolved);
   const tls = options.tls === undefined ? null : tlsCredentials(options.tls);
   for (const url of options.hosts) checkHostUrl(url, tls);
+  const zone = options.zone ?? null;
+  if (zone !== null && (typeof zone !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(zone))) throw argumentTypeError(`zone must be 1-64 letters, digits, '-', '_' or '.', got ${JSON.stringify(zone)}`);
   const deadline = performance.now() + (options.connectTimeoutMs ?? 10_000);
   const validate = frameEnvelopeValidator();
   let lastError: unknown = null;
@@ -464,7 +500,7 @@ export async function connect(options: ConnectOptions): Promise<RemoteClient> {
       try {
         const first = await introduce(url, 0, secret, tls, resolved, validate, deadline);
         const others = await Promise.all(Array.from({ length: first.view.chains - 1 }, (_, index) => introduce(url, index + 1, secret, tls, resolved, validate, deadline)));
-        return new RemoteClient(secret, resolved, [first, ...others], sealer, tls);
+        return new RemoteClient(secret, resolved, [first, ...others], sealer, tls, zone);
       } catch (error) {
         lastError = error;
         if (error instanceof DabbaError && error.code === ErrorCode.unauthenticated) throw error;

@@ -55,6 +55,10 @@ export interface SlotHost {
   node(): NodePort | null;
   /** Where a replica's host can be reached (its home's host, registered in its incarnation); null while unknown. */
   urlOf(replicaId: number): string | null;
+  /** The zone of a replica's host; null while unknown. */
+  zoneOf(replicaId: number): string | null;
+  /** Every member of a chain answers reads (`--reads any`, CRAQ), not only its tail. */
+  readonly readsAtAnyReplica: boolean;
   /** This host's own URL. */
   ownUrl(): string;
   /** Whether a replica is surely gone: its host's lease ended, or it runs another incarnation (after the host table is known). */
@@ -204,7 +208,7 @@ export class ChainSlot {
     }
     this.links.update(configuration, mine, role);
     this.maybeBeginHandoff();
-    if (!servesReads(role)) this.sessions.forgetReads();
+    if (!this.answersReadsAs(role)) this.sessions.forgetReads();
     this.sessions.broadcastView();
     this.host.configured(this.chain, configuration, role);
   }
@@ -298,20 +302,36 @@ export class ChainSlot {
     node.beginHandoff(this.chain);
   }
 
+  /**
+   * Whether this host answers the chain's reads now: its replica is the tail, or with reads at any
+   * replica a member (not a joiner), in the configuration's epoch, and its lease holds (a host that
+   * may have been removed for silence stops first: LEASE_READ_MARGIN_MS).
+   */
   isServingReads(): boolean {
-    if (this.replicaId === 0 || !servesReads(this.role())) return false;
+    if (this.replicaId === 0 || !this.answersReadsAs(this.role())) return false;
     if (this.replicaEpoch !== this.configuration?.epoch) return false;
     return this.host.leaseAllowsReads();
   }
 
-  /** What clients of the chain are told: its members (head first) with their hosts' URLs, and whether it is lost. */
-  view(): { epoch: number; members: ClusterMember[]; joining: ClusterMember | null; chains: number; lost: boolean; diskFull: boolean } | null {
+  /** Whether a replica with `role` answers reads: the tail, or any member with reads at any replica. */
+  private answersReadsAs(role: Role | null): boolean {
+    return servesReads(role) || (this.host.readsAtAnyReplica && role !== null && role !== 'joining');
+  }
+
+  /**
+   * What clients of the chain are told: its members (head first) with their hosts' URLs and zones,
+   * whether every member answers reads, and whether it is lost.
+   */
+  view(): { epoch: number; members: ClusterMember[]; joining: ClusterMember | null; chains: number; lost: boolean; diskFull: boolean; readsAnyReplica: boolean } | null {
     const configuration = this.configuration;
     if (configuration === null) return null;
     // A member whose host is gone (its lease expired) is about to be removed: list it with this
     // host's URL, so clients never get an unusable view.
     const own = this.host.ownUrl();
-    const members = configuration.members.map((replicaId) => ({ replicaId, url: this.host.urlOf(replicaId) ?? own }));
+    const members = configuration.members.map((replicaId) => {
+      const zone = this.host.zoneOf(replicaId);
+      return { replicaId, url: this.host.urlOf(replicaId) ?? own, ...(zone === null ? {} : { zone }) };
+    });
     const joiningUrl = configuration.joining === null ? null : this.host.urlOf(configuration.joining);
     return {
       epoch: configuration.epoch,
@@ -321,6 +341,7 @@ export class ChainSlot {
       // Every member gone at once: its data went with them, and nothing brings the chain back.
       lost: configuration.members.every((replicaId) => this.host.isGone(replicaId)),
       diskFull: this.host.diskRefusal(this.chain) !== null,
+      readsAnyReplica: this.host.readsAtAnyReplica,
     };
   }
 

@@ -308,6 +308,8 @@ export class DabbaHost extends EventEmitter {
       diskRefusal: (chain) => this.diskRefusal(chain),
       node: () => this.node,
       urlOf: (replicaId) => this.urlOf(replicaId),
+      zoneOf: (replicaId) => this.homeInfo(replicaId)?.info.zone ?? null,
+      readsAtAnyReplica: this.options.reads === 'any',
       ownUrl: () => this.url,
       isGone: (replicaId) => this.hostTableLoaded && this.homes.has(replicaId) && this.homeInfo(replicaId) === null,
       leaseAllowsReads: () => this.registration !== null && performance.now() < this.registration.leaseValidUntil() - LEASE_READ_MARGIN_MS,

@@ -45,6 +45,9 @@ export interface ReplicaSnapshotStats {
   appliedSeq: number;
   committedSeq: number;
   writesApplied: number;
+  /** Reads it answered, and those of them held until the commit point reached the write they return (reads at any replica). */
+  readsServed: number;
+  dirtyReads: number;
   joinCaughtUp: boolean;
   handoffReadyEpoch: number;
   heartbeats: number;
@@ -226,6 +229,8 @@ export class NodePort {
       appliedSeq: counters.appliedSeq,
       committedSeq: counters.committedSeq,
       writesApplied: counters.writesApplied,
+      readsServed: counters.readsServed,
+      dirtyReads: counters.dirtyReads,
       joinCaughtUp: counters.joinCaughtUp,
       handoffReadyEpoch: counters.handoffReadyEpoch,
       heartbeats: counters.heartbeats,

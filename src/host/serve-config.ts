@@ -24,6 +24,7 @@
  *   --chains         DABBA_CHAINS         chains           chains the keyspace is split over (the cluster's; 1 when first started)
  *   --replicas       DABBA_REPLICAS       replicas         replicas per chain (the cluster's; 3 when first started)
  *   --zone           DABBA_ZONE           zone             this host's zone: a chain's replicas go to distinct zones (default)
+ *   --reads          DABBA_READS          reads            any | tail: which replicas answer reads (any: every member, CRAQ)
  *   --data-dir       DABBA_DATA_DIR       dataDir          keep the replicas' logs here: restarted, the host recovers them
  *   --durability     DABBA_DURABILITY     durability       memory | async | fsync (memory; fsync with --data-dir)
  *   --sync-interval-ms DABBA_SYNC_INTERVAL_MS syncIntervalMs  async mode: the longest data waits for fdatasync (100)
@@ -56,6 +57,7 @@ interface FileConfig extends EtcdAccessFile {
   chains?: number;
   replicas?: number;
   zone?: string;
+  reads?: string;
   dataDir?: string;
   durability?: string;
   syncIntervalMs?: number;
@@ -87,6 +89,7 @@ export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = proces
       chains: { type: 'string' },
       replicas: { type: 'string' },
       zone: { type: 'string' },
+      reads: { type: 'string' },
       'data-dir': { type: 'string' },
       durability: { type: 'string' },
       'sync-interval-ms': { type: 'string' },
@@ -118,7 +121,10 @@ export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = proces
   const replicas = optionalInteger(values.replicas ?? env.DABBA_REPLICAS ?? file.replicas, '--replicas', 1, 16);
   const zone = values.zone ?? env.DABBA_ZONE ?? file.zone;
   if (zone !== undefined && !/^[A-Za-z0-9_.-]{1,64}$/.test(zone)) throw new ServeConfigError(`--zone must be 1-64 letters, digits, '-', '_' or '.', got ${JSON.stringify(zone)}`);
-  const chain = durabilityOf(values, env, file);
+  const reads = values.reads ?? env.DABBA_READS ?? file.reads;
+  if (reads !== undefined && reads !== 'any' && reads !== 'tail') throw new ServeConfigError(`--reads must be any or tail, got ${JSON.stringify(reads)}`);
+  const durability = durabilityOf(values, env, file);
+  const chain = durability === null && reads === undefined ? null : { ...durability, ...(reads === undefined ? {} : { reads: reads as 'any' | 'tail' }) };
   return {
     hostId,
     ...(chain === null ? {} : { chain }),

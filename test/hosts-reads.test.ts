@@ -1,0 +1,91 @@
+/**
+ * Reads across hosts: with `--reads any` (the default) every member's host answers reads, and a
+ * client given a `zone` reads from the members in its zone; with `--reads tail` only the tail's
+ * host does. Three `dabba serve` hosts (own network namespaces as root, loopback otherwise) in
+ * zones z1, z2, z3, one etcd; what each host answered is read from its GET /status.
+ */
+import assert from 'node:assert/strict';
+import { after, test } from 'node:test';
+import { startEtcdCluster } from '../src/bench/peers/etcd-cluster.js';
+import { LocalServers } from '../src/bench/peers/servers.js';
+import { connect, type RemoteClient } from '../src/client/index.js';
+import { closeHostTest, HostCluster } from './helpers/host-cluster.js';
+import { createNetnsLab, type NetnsLab } from './helpers/netns-lab.js';
+
+const SECRET = 'hosts-reads-secret-0123456789abcdef';
+const servers = new LocalServers('hosts-reads-test');
+let lab: NetnsLab | undefined;
+let cluster: HostCluster | undefined;
+
+after(() => closeHostTest(cluster, lab, servers));
+
+/** Starts three hosts (zones z1..z3) with `args`, and waits for the whole chain. */
+async function startCluster(name: string, args: string[]): Promise<HostCluster> {
+  lab = await createNetnsLab(name, 3);
+  const etcd = await startEtcdCluster(servers, 1, await lab.addServerAddress());
+  const started = await HostCluster.create(lab, etcd.clientUrls, `/dabba-${name}-${process.pid}/`, SECRET, { zones: ['z1', 'z2', 'z3'], args: () => args });
+  cluster = started;
+  for (let index = 0; index < 3; index++) await started.start(index);
+  await started.waitForFullChain();
+  return started;
+}
+
+/** Each host's reads answered so far, and whether it serves reads, by host index. */
+async function readsServed(hosts: HostCluster): Promise<Array<{ role: string | null; servingReads: boolean; readsServed: number }>> {
+  return Promise.all(
+    hosts.hosts.map(async (host) => {
+      const status = JSON.parse((await hosts.request(host.index, '/status')).body.toString()) as { replicas: Array<{ role: string | null; servingReads: boolean; stats: { readsServed: number } | null }> };
+      const replica = status.replicas[0]!;
+      return { role: replica.role, servingReads: replica.servingReads, readsServed: replica.stats?.readsServed ?? 0 };
+    }),
+  );
+}
+
+/** Writes keys, then reads each back `rounds` times: every read sees its key's acknowledged value. */
+async function writeThenRead(client: RemoteClient, prefix: string, rounds: number): Promise<void> {
+  await Promise.all(Array.from({ length: 50 }, (_, index) => client.put(`${prefix}${index}`, `v${index}`)));
+  for (let round = 0; round < rounds; round++) {
+    const values = await Promise.all(Array.from({ length: 50 }, (_, index) => client.get(`${prefix}${index}`)));
+    values.forEach((value, index) => assert.equal(value?.toString(), `v${index}`));
+  }
+}
+
+test("--reads any (the default): every member's host answers reads; a client in zone z2 reads from z2's host only", { timeout: 120_000 }, async () => {
+  const hosts = await startCluster('dabreadany', []);
+  const spread = await hosts.connect();
+  const before = await readsServed(hosts);
+  await writeThenRead(spread, 'a', 6);
+  const afterSpread = await readsServed(hosts);
+  afterSpread.forEach((host, index) => {
+    assert.equal(host.servingReads, true, `host ${index + 1} (${host.role}) serves reads`);
+    assert.ok(host.readsServed - before[index]!.readsServed >= 50, `host ${index + 1} (${host.role}) answered ${host.readsServed - before[index]!.readsServed} of 300 reads`);
+  });
+
+  const local = await connect({ ...hosts.clientOptions(), zone: 'z2' });
+  await writeThenRead(local, 'b', 4);
+  const afterLocal = await readsServed(hosts);
+  afterLocal.forEach((host, index) => {
+    const answered = host.readsServed - afterSpread[index]!.readsServed;
+    if (index === 1) assert.equal(answered, 200, "z2's host answered every read of the z2 client");
+    else assert.equal(answered, 0, `host ${index + 1} (zone z${index + 1}) answered ${answered} reads of the z2 client`);
+  });
+  await assert.rejects(
+    connect({ ...hosts.clientOptions(), zone: 'not a zone' }),
+    { code: 'DABBA_ERR_INVALID_ARGUMENT', message: /zone must be/ },
+  );
+  await Promise.all([spread.close(), local.close()]);
+  await closeHostTest(hosts, lab, servers);
+  cluster = lab = undefined;
+});
+
+test('--reads tail: only the tail host answers reads, and the clients send them there', { timeout: 120_000 }, async () => {
+  const hosts = await startCluster('dabreadtail', ['--reads', 'tail']);
+  const client = await hosts.connect();
+  await writeThenRead(client, 't', 4);
+  const served = await readsServed(hosts);
+  for (const host of served) {
+    assert.equal(host.servingReads, host.role === 'tail', `the ${host.role} serves reads: ${host.servingReads}`);
+    assert.equal(host.readsServed, host.role === 'tail' ? 200 : 0, `the ${host.role} answered ${host.readsServed} reads`);
+  }
+  await client.close();
+});
