@@ -41,6 +41,8 @@ export const ErrorCode = {
    * have been applied. Neither success nor plain failure; read the key to find out.
    */
   outcomeUnknown: 'DABBA_ERR_OUTCOME_UNKNOWN',
+  /** A conditional write (ifVersion, ifAbsent) found the key at another version: not applied. */
+  conditionFailed: 'DABBA_ERR_CONDITION_FAILED',
   /** The operation did not complete in its time limit. */
   timeout: 'DABBA_ERR_TIMEOUT',
   /** A peer that did not prove it holds the cluster secret, or spoke before it had. */
@@ -85,11 +87,14 @@ export class DabbaError extends Error {
   readonly code: ErrorCode;
   /** With DABBA_ERR_OUTCOME_UNKNOWN: the write whose outcome is unknown (ask chain.outcome(write)). */
   readonly write?: WriteId;
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; write?: WriteId }) {
+  /** With DABBA_ERR_CONDITION_FAILED: the key's version when the chain got to the write (0: absent). */
+  readonly currentVersion?: number;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; write?: WriteId; currentVersion?: number }) {
     super(message, options);
     this.name = 'DabbaError';
     this.code = code;
     if (options?.write !== undefined) this.write = options.write;
+    if (options?.currentVersion !== undefined) this.currentVersion = options.currentVersion;
   }
 }
 

@@ -129,6 +129,21 @@ export class FutureRing<T> {
     return settled;
   }
 
+  /**
+   * Rejects pending sequence number `seq` now, ahead of the ones before it; a later resolveThrough
+   * passes over it. False if it is not pending (settled already, or never added).
+   */
+  rejectOne(seq: number, reason: unknown): boolean {
+    if (seq <= this.settledThrough || seq >= this.nextSeq) return false;
+    const slot = seq & this.mask;
+    const reject = this.rejecters[slot];
+    if (reject === null || reject === undefined) return false;
+    this.resolvers[slot] = null;
+    this.rejecters[slot] = null;
+    reject(reason);
+    return true;
+  }
+
   /** Resolves exactly sequence number `seq`, which must be the oldest pending one. */
   resolveOne(seq: number, value: T): void {
     assert(seq === this.settledThrough + 1 && seq < this.nextSeq, `FutureRing.resolveOne: ${seq} is not the oldest pending`);

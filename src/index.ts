@@ -21,6 +21,7 @@ export type {
   ValueInput,
   VersionedValue,
 } from './chain.js';
-export type { BatchOptions, Durability } from './options.js';
+export type { BatchOptions, Durability, ReadMode } from './options.js';
+export type { WriteConditions } from './conditions.js';
 export { SEAL_OVERHEAD_BYTES, SEALED_FORMAT, Sealer, type ResealReport, type SealingOptions } from './sealing.js';
 export { DabbaError, ErrorCode, isDabbaError, type WriteId } from '../native-free-core/errors.js';

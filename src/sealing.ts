@@ -237,7 +237,7 @@ export function describeKey(key: KeyInput): string {
 
 /** The write side a SealedValues layer sits on (a WritePipeline). */
 export interface ValueWrites {
-  put(key: KeyInput, value: ValueInput): Promise<void>;
+  put(key: KeyInput, value: ValueInput, expectedVersion?: number): Promise<void>;
   putMany(entries: Iterable<readonly [KeyInput, ValueInput]>): Promise<void>;
 }
 
@@ -294,14 +294,14 @@ export class SealedValues {
     this.sealer = new Sealer(sealing, this.limits);
   }
 
-  put(key: KeyInput, value: ValueInput): Promise<void> {
+  put(key: KeyInput, value: ValueInput, expectedVersion = -1): Promise<void> {
     let sealed: Uint8Array;
     try {
       sealed = this.sealer.seal(key, value);
     } catch (error) {
       return Promise.reject(error);
     }
-    return this.writes.put(key, sealed);
+    return this.writes.put(key, sealed, expectedVersion);
   }
 
   /**

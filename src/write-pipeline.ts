@@ -65,6 +65,12 @@ export class WritePipeline {
   private sentThroughClientSeq = 0;
   /** The highest client seq the tail has acknowledged: committed. */
   private committedThroughClientSeq = 0;
+  /**
+   * The client seqs of conditional writes not yet acknowledged, oldest first: an ack settles each
+   * as its report says (failed, applied, or unknown when the report does not reach back to it).
+   */
+  private readonly conditionalSeqs: number[] = [];
+  private conditionalHead = 0;
   /** chain.outcome() calls waiting for a write's ack, settled on acks or on failure. */
   private readonly outcomeWaiters: Array<{ clientSeq: number; resolve: (committed: boolean) => void; reject: (error: unknown) => void }> = [];
 
@@ -101,12 +107,13 @@ export class WritePipeline {
     return this.futures.next - 1;
   }
 
-  put(key: KeyInput, value: ValueInput): Promise<void> {
-    return this.write(Op.Put, key, value);
+  /** With `expectedVersion` (>= 0; 0: absent) the write applies only if the key is at that version then. */
+  put(key: KeyInput, value: ValueInput, expectedVersion = -1): Promise<void> {
+    return this.write(Op.Put, key, value, expectedVersion);
   }
 
-  delete(key: KeyInput): Promise<void> {
-    return this.write(Op.Delete, key, EMPTY);
+  delete(key: KeyInput, expectedVersion = -1): Promise<void> {
+    return this.write(Op.Delete, key, EMPTY, expectedVersion);
   }
 
   /**
@@ -138,9 +145,10 @@ export class WritePipeline {
     return all;
   }
 
-  private write(op: Op, key: KeyInput, value: ValueInput): Promise<void> {
-    const problem = this.stage(op, key, value);
+  private write(op: Op, key: KeyInput, value: ValueInput, expectedVersion = -1): Promise<void> {
+    const problem = this.stage(op, key, value, expectedVersion);
     if (problem !== null) return Promise.reject(problem);
+    if (expectedVersion >= 0) this.conditionalSeqs.push(this.futures.next);
     const promise = this.futures.add();
     this.staged();
     return promise;
@@ -150,7 +158,7 @@ export class WritePipeline {
    * Encodes one write into the open batch; the caller then registers its future and calls
    * staged(). Returns why the write was refused instead, having staged nothing.
    */
-  private stage(op: Op, key: KeyInput, value: ValueInput): Error | null {
+  private stage(op: Op, key: KeyInput, value: ValueInput, expectedVersion = -1): Error | null {
     if (this.failure !== null) return this.failure;
     const keyIsString = typeof key === 'string';
     const valueIsString = typeof value === 'string';
@@ -183,7 +191,7 @@ export class WritePipeline {
     const invalid = this.checkSizes(keyLength, valueLength);
     if (invalid !== null) return invalid;
 
-    encoder.addRecord(op, keyLength, valueLength);
+    encoder.addRecord(op, keyLength, valueLength, expectedVersion);
     return null;
   }
 
@@ -365,9 +373,42 @@ export class WritePipeline {
     if (malformed !== null) return malformed;
     if (this.ackView.clientId !== this.clientId) return `ack for client ${this.ackView.clientId}, this is client ${this.clientId}`;
     if (this.ackView.committedClientSeq >= this.futures.next) return `ack for write ${this.ackView.committedClientSeq}, never sent (I2)`;
-    const settled = this.futures.resolveThrough(this.ackView.committedClientSeq, undefined);
+    let settled = 0;
+    if (this.conditionalHead < this.conditionalSeqs.length) settled += this.settleConditional(this.ackView);
+    settled += this.futures.resolveThrough(this.ackView.committedClientSeq, undefined);
     if (this.ackView.committedClientSeq > this.committedThroughClientSeq) this.committedThroughClientSeq = this.ackView.committedClientSeq;
     this.writesAcked += settled;
+    return settled;
+  }
+
+  /**
+   * The conditional writes an ack covers: those it lists as failed reject with
+   * DABBA_ERR_CONDITION_FAILED (and the key's version then); those before the client seq its report
+   * starts from that no earlier ack settled reject with DABBA_ERR_OUTCOME_UNKNOWN (a tail that took
+   * over after the one that knew, or acks lost with a link); the rest were applied, and resolve
+   * with the writes around them.
+   */
+  private settleConditional(ack: AckView): number {
+    let settled = 0;
+    for (let index = 0; index < ack.failureCount; index++) {
+      const clientSeq = ack.failureClientSeqAt(index);
+      const currentVersion = ack.failureVersionAt(index);
+      const error = new DabbaError(ErrorCode.conditionFailed, `the condition of write ${clientSeq} failed: the key's version was ${currentVersion}`, { currentVersion });
+      if (this.futures.rejectOne(clientSeq, error)) settled++;
+    }
+    const seqs = this.conditionalSeqs;
+    const reportedFrom = ack.reportedFrom === 0 ? Number.POSITIVE_INFINITY : ack.reportedFrom;
+    while (this.conditionalHead < seqs.length && seqs[this.conditionalHead]! <= ack.committedClientSeq) {
+      const clientSeq = seqs[this.conditionalHead++]!;
+      if (clientSeq >= reportedFrom) continue;
+      const write = { clientId: this.clientId, clientSeq };
+      const error = new DabbaError(ErrorCode.outcomeUnknown, `whether the condition of write ${clientSeq} held is unknown: the tail that reported it is gone; read the key to find out`, { write });
+      if (this.futures.rejectOne(clientSeq, error)) settled++;
+    }
+    if (this.conditionalHead > 1024 && this.conditionalHead * 2 > seqs.length) {
+      seqs.splice(0, this.conditionalHead);
+      this.conditionalHead = 0;
+    }
     return settled;
   }
 

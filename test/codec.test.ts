@@ -159,7 +159,7 @@ describe('WriteBatch', () => {
     builder.writeInt32((1 << 16) | Op.Put);
     const records = builder.endVector();
     const payload = builder.createByteVector(new Uint8Array([65]));
-    const batch = WriteBatch.createWriteBatch(builder, 0, BigInt(0), 1, 1, BigInt(1), records, payload, 0);
+    const batch = WriteBatch.createWriteBatch(builder, 0, BigInt(0), 1, 1, BigInt(1), records, payload, 0, 0);
     builder.finish(Frame.createFrame(builder, Message.WriteBatch, batch));
     assert.match(new WriteBatchView().open(builder.asUint8Array())!, /required field epoch is absent/);
   });

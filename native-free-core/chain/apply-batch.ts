@@ -4,17 +4,34 @@
  * replaying its log after a restart, so both build the same store from the same bytes.
  */
 import type { Store } from '../store.js';
-import { Op, type WriteBatchView } from '../wire/codec.js';
+import { CONDITIONAL_FLAG, Op, type WriteBatchView } from '../wire/codec.js';
 
-/** Applies `batch`; returns the sequence number of its last delete (0 if it has none). */
-export function applyBatch(store: Store, batch: WriteBatchView): number {
+/** A conditional write that was not applied: its index in the batch, and the key's version then (0: absent). */
+export type ConditionFailed = (index: number, currentVersion: number) => void;
+
+/**
+ * Applies `batch`; returns the sequence number of its last delete (0 if it has none). A
+ * conditional write applies only if its key's version (the seq of its last write; 0 when absent)
+ * is the one it expects; otherwise it is skipped and `failed` hears of it. Every replica applies
+ * the same batches to the same state in the same order, so all skip the same writes.
+ */
+export function applyBatch(store: Store, batch: WriteBatchView, failed?: ConditionFailed): number {
   const bytes = batch.bytes;
   let seq = batch.firstSeq;
   let lastDeleteSeq = 0;
+  let conditional = 0;
   for (let index = 0; index < batch.count; index++, seq++) {
     const record = batch.recordAt(index);
     const keyPosition = batch.keyPosition(record);
     const keyLength = record.keyLength();
+    if (record.flags() === CONDITIONAL_FLAG) {
+      const handle = store.find(bytes, keyPosition, keyLength);
+      const currentVersion = handle < 0 ? 0 : store.version(handle);
+      if (currentVersion !== batch.expectedVersionAt(conditional++)) {
+        failed?.(index, currentVersion);
+        continue;
+      }
+    }
     if (record.op() === Op.Put) {
       store.put(bytes, keyPosition, keyLength, bytes, keyPosition + keyLength, record.valueLength(), seq);
     } else {

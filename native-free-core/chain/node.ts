@@ -35,7 +35,9 @@ import {
   ReadReplyEncoder,
   WriteBatchView,
   reasonIfMalformed,
+  ACK_FAILURES_MAX,
   type AckFields,
+  type ConditionFailureFields,
   type HelloFields,
 } from '../wire/codec.js';
 import { ordersWrites, servesReads } from '../master/chain-master.js';
@@ -249,6 +251,22 @@ export class ChainNode {
   private newestDeleteSeq = 0;
   /** Reads answered only after the commit point reached the write they return (CRAQ's dirty reads). */
   dirtyReads = 0;
+  /**
+   * Conditional writes not applied (their condition failed), and what the clients are told of
+   * them. A replica that is not the tail keeps those of its writes not yet committed, so that it
+   * can report them if it becomes the tail; the tail reports each client's in its next ack, which
+   * says from which client seq its report is complete (what a client did not hear before that, it
+   * cannot know: such a conditional write's outcome is unknown).
+   */
+  conditionFailures = 0;
+  private readonly uncommittedFailures: Array<{ seq: number; clientId: number; clientSeq: number; currentVersion: number }> = [];
+  private readonly failuresToReport = new Map<number, ConditionFailureFields[]>();
+  /** Per client, the client seq through which the tail's acks have reported conditional writes. */
+  private readonly reportedThrough = new Map<number, number>();
+  /** The batch being applied, for onConditionFailed (no closure per batch). */
+  private applyingFirstSeq = 0;
+  private applyingClientId = 0;
+  private applyingFirstClientSeq = 0;
   /** A tail's join: the replica copying its state (null when none). */
   private joinSource: JoinSource | null = null;
   /** A joining replica's load of its snapshot (null once it is a member). */
@@ -322,6 +340,8 @@ export class ChainNode {
       for (const [clientId, clientSeq] of this.clientHighWater) {
         this.committedClientHighWater.set(clientId, clientSeq);
         this.clientsToAck.add(clientId);
+        // How its conditional writes before the restart ended is not in the log: unknown.
+        this.reportedThrough.set(clientId, clientSeq);
       }
       this.ackPending = true;
     }
@@ -619,7 +639,10 @@ export class ChainNode {
     const count = batch.count;
     assert(firstSeq === this.appliedSeqValue + 1, 'I3: sequence numbers must be contiguous');
     assert(batch.epoch === this.epochValue || this.roleValue === 'joining', 'a batch is applied only in its own epoch');
-    const lastDeleteSeq = applyBatch(this.store, batch);
+    this.applyingFirstSeq = firstSeq;
+    this.applyingClientId = batch.clientId;
+    this.applyingFirstClientSeq = batch.firstClientSeq;
+    const lastDeleteSeq = applyBatch(this.store, batch, batch.conditionalCount > 0 ? this.onConditionFailed : undefined);
     if (lastDeleteSeq > 0) this.newestDeleteSeq = lastDeleteSeq;
     this.appliedSeqValue = firstSeq + count - 1;
     const lastClientSeq = batch.firstClientSeq + count - 1;
@@ -633,10 +656,34 @@ export class ChainNode {
       }
       this.ackPending = true;
     }
+    if (!this.isTail) this.forgetCommittedFailures();
     // A joiner that has not said what it holds will be sent everything applied so far another way.
     if (this.forwardsDownstream && this.joinSource?.awaitingOffer !== true) this.inflight.append(batch.bytes, firstSeq, count, batch.clientId, lastClientSeq);
     assert(this.committedSeqValue <= this.appliedSeqValue, 'committed never exceeds applied');
     return { status: 'applied', firstSeq, count };
+  }
+
+  /** A conditional write of the batch being applied was skipped (see ./apply-batch.ts). */
+  private readonly onConditionFailed = (index: number, currentVersion: number): void => {
+    this.conditionFailures++;
+    const clientId = this.applyingClientId;
+    const clientSeq = this.applyingFirstClientSeq + index;
+    if (this.isTail) this.reportFailure(clientId, { clientSeq, currentVersion });
+    else this.uncommittedFailures.push({ seq: this.applyingFirstSeq + index, clientId, clientSeq, currentVersion });
+  };
+
+  private reportFailure(clientId: number, failure: ConditionFailureFields): void {
+    let failures = this.failuresToReport.get(clientId);
+    if (failures === undefined) this.failuresToReport.set(clientId, (failures = []));
+    failures.push(failure);
+  }
+
+  /** Not the tail: the failures of writes now committed are the tail's to report. */
+  private forgetCommittedFailures(): void {
+    const failures = this.uncommittedFailures;
+    let committed = 0;
+    while (committed < failures.length && failures[committed]!.seq <= this.committedSeqValue) committed++;
+    if (committed > 0) failures.splice(0, committed);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -683,6 +730,7 @@ export class ChainNode {
     this.inflight.skipForwardingTo(committedSeq);
     this.inflight.trimThrough(committedSeq);
     this.committedSeqValue = committedSeq;
+    this.forgetCommittedFailures();
     this.ackPending = !this.isHead;
     return { status: 'applied', firstSeq: committedSeq, count: 0 };
   }
@@ -838,6 +886,7 @@ export class ChainNode {
       return;
     }
     const forwardedBefore = this.forwardsDownstream;
+    const wasTail = this.isTail;
     this.epochValue = epoch;
     this.roleValue = role;
     this.stepRole = this.stepFunctionOf(role);
@@ -850,6 +899,7 @@ export class ChainNode {
       this.joinSource = null;
     }
     if (this.isTail) {
+      if (!wasTail) this.takeOverReports();
       this.becomeTail(forwardedBefore && !sameJoin);
       if (joiner !== null && !sameJoin) this.startJoin(joiner);
     } else {
@@ -897,6 +947,24 @@ export class ChainNode {
     }
     this.ackPending = true;
     this.awaitingSuccessorHello = false;
+  }
+
+  /**
+   * A replica that was not the tail becomes it: it reports the failed conditional writes it kept
+   * (those not committed when it last heard, all committed now), and for each client, from the
+   * first of its writes among them (or, if it holds none, from after the client's last write):
+   * what the old tail told the client before that, this one cannot repeat.
+   */
+  private takeOverReports(): void {
+    for (const [clientId, clientSeq] of this.clientHighWater) this.reportedThrough.set(clientId, clientSeq);
+    const log = this.inflight;
+    for (let index = 0; index < log.batchCount; index++) {
+      const clientId = log.clientIdAt(index);
+      const firstClientSeq = log.lastClientSeqAt(index) - log.countAt(index) + 1;
+      if (firstClientSeq - 1 < (this.reportedThrough.get(clientId) ?? 0)) this.reportedThrough.set(clientId, firstClientSeq - 1);
+    }
+    for (const failure of this.uncommittedFailures) this.reportFailure(failure.clientId, { clientSeq: failure.clientSeq, currentVersion: failure.currentVersion });
+    this.uncommittedFailures.length = 0;
   }
 
   /**
@@ -991,18 +1059,26 @@ export class ChainNode {
       ackUpstream = { epoch: this.epochValue, committedSeq: this.committedSeqValue, clientId: 0, committedClientSeq: 0 };
     }
     if (this.isTail) {
-      for (const clientId of this.clientsToAck) {
-        clientAcks.push({
-          epoch: this.epochValue,
-          committedSeq: this.committedSeqValue,
-          clientId,
-          committedClientSeq: this.committedClientHighWater.get(clientId) ?? 0,
-        });
-      }
+      for (const clientId of this.clientsToAck) clientAcks.push(this.clientAck(clientId));
     }
     const helloUpstream = this.helloPending ? this.hello() : null;
     const readReplies = this.readReplies.slice(0, this.releasableReplies());
     return { snapshot, forward, forwardSeqs, catchUp: catchUp !== null, ackUpstream, helloUpstream, clientAcks, readReplies };
+  }
+
+  /**
+   * A client's ack: its writes through the client seq committed, with the conditional ones among
+   * them that failed since the last ack (at most ACK_FAILURES_MAX: with more, the ack stops before
+   * the first left out, and the next one goes on from there).
+   */
+  private clientAck(clientId: number): AckFields {
+    let committedClientSeq = this.committedClientHighWater.get(clientId) ?? 0;
+    const failures = this.failuresToReport.get(clientId);
+    const reportedFrom = (this.reportedThrough.get(clientId) ?? 0) + 1;
+    if (failures === undefined || failures.length === 0) return { epoch: this.epochValue, committedSeq: this.committedSeqValue, clientId, committedClientSeq, reportedFrom };
+    const listed = failures.length > ACK_FAILURES_MAX ? failures.slice(0, ACK_FAILURES_MAX) : failures.slice();
+    if (failures.length > ACK_FAILURES_MAX) committedClientSeq = failures[ACK_FAILURES_MAX]!.clientSeq - 1;
+    return { epoch: this.epochValue, committedSeq: this.committedSeqValue, clientId, committedClientSeq, reportedFrom, failures: listed };
   }
 
   /** How far this node got; a joiner restarted from its log adds the epoch of its last batch. */
@@ -1010,6 +1086,21 @@ export class ChainNode {
     const hello: HelloFields = { epoch: this.epochValue, replicaId: this.id, appliedSeq: this.appliedSeqValue };
     if (this.joinTarget?.resumed === true) hello.appliedEpoch = this.resumedEpoch;
     return hello;
+  }
+
+  /** A client ack went: what it reported is not reported again; the rest goes in the next one. */
+  private reported(ack: AckFields): void {
+    if (ack.committedClientSeq > (this.reportedThrough.get(ack.clientId) ?? 0)) this.reportedThrough.set(ack.clientId, ack.committedClientSeq);
+    const failures = this.failuresToReport.get(ack.clientId);
+    if (failures === undefined) return;
+    let sent = 0;
+    while (sent < failures.length && failures[sent]!.clientSeq <= ack.committedClientSeq) sent++;
+    failures.splice(0, sent);
+    if (failures.length === 0) this.failuresToReport.delete(ack.clientId);
+    else {
+      this.clientsToAck.add(ack.clientId);
+      this.ackPending = true;
+    }
   }
 
   /** The runtime performed `ready`: forwarded a prefix of `forward` and sent every ack and reply. */
@@ -1023,6 +1114,7 @@ export class ChainNode {
     if (report.acksSent && (ready.ackUpstream !== null || ready.clientAcks.length > 0)) {
       this.ackPending = false;
       this.clientsToAck.clear();
+      for (const ack of ready.clientAcks) this.reported(ack);
     }
     this.readReplies.splice(0, report.repliesSent);
     this.readReleaseAt.splice(0, report.repliesSent);

@@ -10,6 +10,7 @@ import { copyBytes } from '../bytes.js';
 import { crc32 as javascriptCrc32, type Crc32 } from '../checksum.js';
 import {
   Ack,
+  ConditionFailure,
   Frame,
   Hello,
   Message,
@@ -72,8 +73,13 @@ export const FORMAT_RECORD_LIMITS: RecordLimits = { keyBytesMax: KEY_BYTES_LIMIT
 /** Bytes of a frame beyond its records and payload: root, vtables, header fields, alignment. */
 export const FRAME_OVERHEAD_BYTES = 256;
 
+/** WriteRecord.flags bit 0: the write is conditional (its expected version is in expected_versions). */
+export const CONDITIONAL_FLAG = 1;
+/** Bytes of one expected version (a double). */
+const EXPECTED_VERSION_BYTES = 8;
+
 export function writeBatchFrameBytesMax(writesMax: number, payloadBytesMax: number): number {
-  return FRAME_OVERHEAD_BYTES + writesMax * WRITE_RECORD_BYTES + payloadBytesMax;
+  return FRAME_OVERHEAD_BYTES + writesMax * (WRITE_RECORD_BYTES + EXPECTED_VERSION_BYTES) + payloadBytesMax;
 }
 
 /**
@@ -208,6 +214,9 @@ export class WriteBatchView {
   /** Absolute position in `bytes` of the payload blob. */
   payloadPosition = 0;
   payloadLength = 0;
+  /** How many records are conditional (0: none; see expectedVersionAt). */
+  conditionalCount = 0;
+  private expectedVersionsPosition = 0;
 
   private byteBuffer = new flatbuffers.ByteBuffer(new Uint8Array(0));
   private readonly envelope = new FrameEnvelope();
@@ -243,6 +252,7 @@ export class WriteBatchView {
     const recordsField = requiredFieldPosition(bytes, table, 5, 4, 'records');
     const payloadField = fieldPosition(bytes, table, 6, 4);
     this.checksumPosition = requiredFieldPosition(bytes, table, 7, 4, 'checksum');
+    const expectedField = fieldPosition(bytes, table, 8, 4);
 
     this.epoch = readUint32(bytes, this.epochPosition);
     this.checksum = readUint32(bytes, this.checksumPosition);
@@ -279,6 +289,14 @@ export class WriteBatchView {
     // trusts, or stamping would rewrite a verified count, offset or record behind the verifier's
     // back: the head would apply one batch and forward another, which its successor refuses. The
     // checksum is read as zeros when checked, so it may share no byte with anything either.
+    let expectedVector = 0;
+    this.conditionalCount = 0;
+    if (expectedField !== 0) {
+      expectedVector = followOffset(bytes, expectedField);
+      this.conditionalCount = verifyVector(bytes, expectedVector, EXPECTED_VERSION_BYTES, 'expected_versions');
+      if (((expectedVector + 4) & 7) !== 0) throw new MalformedFrame('expected_versions is not 8-byte aligned');
+    }
+    this.expectedVersionsPosition = expectedVector + 4;
     const frameTable = envelope.table;
     const payloadVectorBytes = payloadField === 0 ? 0 : 4 + this.payloadLength;
     const excluded = this.excludedRanges;
@@ -299,7 +317,9 @@ export class WriteBatchView {
         rangesMeet(start, length, recordsField, 4) ||
         rangesMeet(start, length, payloadField, payloadField === 0 ? 0 : 4) ||
         rangesMeet(start, length, recordsVector, 4 + recordCount * WRITE_RECORD_BYTES) ||
-        rangesMeet(start, length, this.payloadPosition - 4, payloadVectorBytes);
+        rangesMeet(start, length, this.payloadPosition - 4, payloadVectorBytes) ||
+        rangesMeet(start, length, expectedField, expectedField === 0 ? 0 : 4) ||
+        rangesMeet(start, length, expectedVector, expectedField === 0 ? 0 : 4 + this.conditionalCount * EXPECTED_VERSION_BYTES);
       for (let other = field + 2; other < excluded.length && !meets; other += 2) meets = rangesMeet(start, length, excluded[other]!, excluded[other + 1]!);
       if (meets) throw new MalformedFrame(`${EXCLUDED_FIELD_NAMES[field / 2]} shares bytes with another part of the batch`);
     }
@@ -309,9 +329,17 @@ export class WriteBatchView {
     this.batch.__init(envelope.messagePosition, this.byteBuffer);
     // Every record's key and value must lie inside the payload before anyone reads them.
     const payloadLength = this.payloadLength;
+    let conditional = 0;
     for (let index = 0; index < recordCount; index++) {
       const record = this.recordAt(index);
       const op = record.op();
+      const flags = record.flags();
+      if ((flags & ~CONDITIONAL_FLAG) !== 0) throw new MalformedFrame(`record ${index} has unknown flags ${flags}`);
+      if (flags === CONDITIONAL_FLAG) {
+        if (conditional === this.conditionalCount) throw new MalformedFrame(`record ${index} is conditional beyond the ${this.conditionalCount} expected versions`);
+        const expected = this.expectedVersionAt(conditional++);
+        if (!Number.isSafeInteger(expected) || expected < 0) throw new MalformedFrame(`record ${index} expects version ${expected}, not a safe integer >= 0`);
+      }
       const keyLength = record.keyLength();
       const valueLength = record.valueLength();
       if (op !== Op.Put && op !== Op.Delete) throw new MalformedFrame(`record ${index} has unknown op ${op}`);
@@ -325,6 +353,12 @@ export class WriteBatchView {
         throw new MalformedFrame(`record ${index} has a ${valueLength}-byte value, above valueBytesMax ${this.limits.valueBytesMax}`);
       }
     }
+    if (conditional !== this.conditionalCount) throw new MalformedFrame(`${this.conditionalCount} expected versions for ${conditional} conditional records`);
+  }
+
+  /** The expected version of the `conditional`-th conditional record (in record order). */
+  expectedVersionAt(conditional: number): number {
+    return new DataView(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength).getFloat64(this.expectedVersionsPosition + conditional * EXPECTED_VERSION_BYTES, true);
   }
 
   /**
@@ -389,6 +423,9 @@ export class WriteBatchEncoder {
   firstClientSeq = 0;
 
   private readonly recordWords: Uint32Array;
+  /** The expected versions of the conditional writes staged, in order. */
+  private readonly expectedVersions: Float64Array;
+  conditionalCount = 0;
   private readonly builder: flatbuffers.Builder;
   private readonly envelope = new FrameEnvelope();
   private readonly table = new TableLocation();
@@ -405,6 +442,7 @@ export class WriteBatchEncoder {
     this.frameBytesMax = writeBatchFrameBytesMax(limits.writesMax, limits.payloadBytesMax);
     this.payload = new Uint8Array(limits.payloadBytesMax);
     this.recordWords = new Uint32Array(limits.writesMax * 3);
+    this.expectedVersions = new Float64Array(limits.writesMax);
     this.builder = newBuilder(this.frameBytesMax);
   }
 
@@ -414,6 +452,7 @@ export class WriteBatchEncoder {
     this.firstClientSeq = firstClientSeq;
     this.count = 0;
     this.payloadLength = 0;
+    this.conditionalCount = 0;
   }
 
   /** Whether one more write of these sizes fits in this batch. */
@@ -423,15 +462,22 @@ export class WriteBatchEncoder {
 
   /**
    * Records a write whose key (then value) the caller already wrote at payload[payloadLength...].
-   * The caller must have checked fits().
+   * The caller must have checked fits(). With `expectedVersion` (>= 0; 0: absent) the write is
+   * conditional: it applies only if the key has that version when the chain gets to it.
    */
-  addRecord(op: Op, keyLength: number, valueLength: number): void {
+  addRecord(op: Op, keyLength: number, valueLength: number, expectedVersion = -1): void {
     assert(this.fits(keyLength, valueLength), 'addRecord: batch is full');
     assert(keyLength >= 1 && keyLength <= KEY_BYTES_LIMIT, 'addRecord: key length out of range');
     const words = this.recordWords;
     const base = this.count * 3;
+    let flags = 0;
+    if (expectedVersion >= 0) {
+      assert(Number.isSafeInteger(expectedVersion), 'addRecord: expected version is not a safe integer');
+      this.expectedVersions[this.conditionalCount++] = expectedVersion;
+      flags = CONDITIONAL_FLAG;
+    }
     // Little-endian WriteRecord: op (byte 0), flags (byte 1), key_length (bytes 2-3).
-    words[base] = (op | (keyLength << 16)) >>> 0;
+    words[base] = (op | (flags << 8) | (keyLength << 16)) >>> 0;
     words[base + 1] = valueLength;
     words[base + 2] = this.payloadLength;
     this.payloadLength += keyLength + valueLength;
@@ -445,17 +491,18 @@ export class WriteBatchEncoder {
     valueSource: Uint8Array,
     valueStart: number,
     valueLength: number,
+    expectedVersion = -1,
   ): void {
     assert(this.fits(keyLength, valueLength), 'addPut: batch is full');
     copyBytes(keySource, keyStart, this.payload, this.payloadLength, keyLength);
     copyBytes(valueSource, valueStart, this.payload, this.payloadLength + keyLength, valueLength);
-    this.addRecord(Op.Put, keyLength, valueLength);
+    this.addRecord(Op.Put, keyLength, valueLength, expectedVersion);
   }
 
-  addDelete(keySource: Uint8Array, keyStart: number, keyLength: number): void {
+  addDelete(keySource: Uint8Array, keyStart: number, keyLength: number, expectedVersion = -1): void {
     assert(this.fits(keyLength, 0), 'addDelete: batch is full');
     copyBytes(keySource, keyStart, this.payload, this.payloadLength, keyLength);
-    this.addRecord(Op.Delete, keyLength, 0);
+    this.addRecord(Op.Delete, keyLength, 0, expectedVersion);
   }
 
   /**
@@ -480,17 +527,24 @@ export class WriteBatchEncoder {
       builder.writeInt32(words[base]! | 0);
     }
     const recordsOffset = builder.endVector();
-    const batchOffset = WriteBatch.createWriteBatch(
-      builder,
-      0,
-      ZERO_SEQ,
-      this.count,
-      this.clientId,
-      BigInt(this.firstClientSeq),
-      recordsOffset,
-      payloadOffset,
-      0,
-    );
+    let expectedOffset = 0;
+    if (this.conditionalCount > 0) {
+      builder.startVector(EXPECTED_VERSION_BYTES, this.conditionalCount, EXPECTED_VERSION_BYTES);
+      for (let index = this.conditionalCount - 1; index >= 0; index--) builder.addFloat64(this.expectedVersions[index]!);
+      expectedOffset = builder.endVector();
+    }
+    WriteBatch.startWriteBatch(builder);
+    WriteBatch.addEpoch(builder, 0);
+    WriteBatch.addFirstSeq(builder, ZERO_SEQ);
+    WriteBatch.addCount(builder, this.count);
+    WriteBatch.addClientId(builder, this.clientId);
+    WriteBatch.addFirstClientSeq(builder, BigInt(this.firstClientSeq));
+    WriteBatch.addRecords(builder, recordsOffset);
+    WriteBatch.addPayload(builder, payloadOffset);
+    WriteBatch.addChecksum(builder, 0);
+    // Only when a write is conditional: a batch without conditions keeps the bytes it always had.
+    if (expectedOffset !== 0) WriteBatch.addExpectedVersions(builder, expectedOffset);
+    const batchOffset = WriteBatch.endWriteBatch(builder);
     builder.finish(Frame.createFrame(builder, Message.WriteBatch, batchOffset));
     const bytes = builder.asUint8Array();
     assert(bytes.length <= this.frameBytesMax, 'finish: frame exceeds its computed maximum');
@@ -511,29 +565,57 @@ const ZERO_SEQ = BigInt(0);
 // ---------------------------------------------------------------------------------------------
 // Ack
 
+/** A conditional write whose condition failed, as a client ack reports it. */
+export interface ConditionFailureFields {
+  clientSeq: number;
+  /** The key's version when the chain got to the write (0: absent). */
+  currentVersion: number;
+}
+
 /** A cumulative acknowledgement: everything through committedSeq is applied at the tail. */
 export interface AckFields {
   epoch: number;
   committedSeq: number;
   clientId: number;
   committedClientSeq: number;
+  /**
+   * Client acks of a chain with conditional writes: `failures` are every conditional write of
+   * client seq in [reportedFrom, committedClientSeq] that was not applied (absent or 0: no report).
+   */
+  reportedFrom?: number;
+  failures?: readonly ConditionFailureFields[];
 }
 
+/** Bytes of one ConditionFailure in an ack. */
+const CONDITION_FAILURE_BYTES = 16;
+/** Most failures one ack carries (an ack fits a control-ring record; the rest go in the next). */
+export const ACK_FAILURES_MAX = 1024;
+
 export class AckEncoder {
-  private readonly builder = newBuilder(128);
+  private readonly builder = newBuilder(128 + ACK_FAILURES_MAX * CONDITION_FAILURE_BYTES);
 
   /** The returned view is valid until the next encode(). */
   encode(ack: AckFields): Uint8Array {
     const builder = this.builder;
     builder.clear();
     builder.forceDefaults(true);
-    const ackOffset = Ack.createAck(
-      builder,
-      ack.epoch,
-      BigInt(ack.committedSeq),
-      ack.clientId,
-      BigInt(ack.committedClientSeq),
-    );
+    const failures = ack.failures ?? [];
+    assert(failures.length <= ACK_FAILURES_MAX, 'AckEncoder: too many failures for one ack');
+    let failuresOffset = 0;
+    if (failures.length > 0) {
+      builder.startVector(CONDITION_FAILURE_BYTES, failures.length, 8);
+      for (let index = failures.length - 1; index >= 0; index--) ConditionFailure.createConditionFailure(builder, failures[index]!.clientSeq, failures[index]!.currentVersion);
+      failuresOffset = builder.endVector();
+    }
+    Ack.startAck(builder);
+    Ack.addEpoch(builder, ack.epoch);
+    Ack.addCommittedSeq(builder, BigInt(ack.committedSeq));
+    Ack.addClientId(builder, ack.clientId);
+    Ack.addCommittedClientSeq(builder, BigInt(ack.committedClientSeq));
+    // Only with a report: an ack without one keeps the bytes it always had.
+    if ((ack.reportedFrom ?? 0) > 0) Ack.addReportedFrom(builder, BigInt(ack.reportedFrom!));
+    if (failuresOffset !== 0) Ack.addFailures(builder, failuresOffset);
+    const ackOffset = Ack.endAck(builder);
     builder.finish(Frame.createFrame(builder, Message.Ack, ackOffset));
     return builder.asUint8Array();
   }
@@ -544,8 +626,21 @@ export class AckView implements AckFields {
   committedSeq = 0;
   clientId = 0;
   committedClientSeq = 0;
+  /** 0: no report of conditional writes. */
+  reportedFrom = 0;
+  failureCount = 0;
+  private failuresPosition = 0;
+  private bytes: Uint8Array = new Uint8Array(0);
   private readonly envelope = new FrameEnvelope();
   private readonly table = new TableLocation();
+
+  /** The client seq and the key's version of failure `index` (client seqs ascend). */
+  failureClientSeqAt(index: number): number {
+    return new DataView(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength).getFloat64(this.failuresPosition + index * CONDITION_FAILURE_BYTES, true);
+  }
+  failureVersionAt(index: number): number {
+    return new DataView(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength).getFloat64(this.failuresPosition + index * CONDITION_FAILURE_BYTES + 8, true);
+  }
 
   open(bytes: Uint8Array): string | null {
     return reasonIfMalformed(() => {
@@ -557,6 +652,28 @@ export class AckView implements AckFields {
       this.clientId = clientIdPosition === 0 ? 0 : readUint32(bytes, clientIdPosition);
       const clientSeqPosition = fieldPosition(bytes, table, 3, 8);
       this.committedClientSeq = clientSeqPosition === 0 ? 0 : readUint64AsNumber(bytes, clientSeqPosition);
+      const reportedPosition = fieldPosition(bytes, table, 4, 8);
+      this.reportedFrom = reportedPosition === 0 ? 0 : readUint64AsNumber(bytes, reportedPosition);
+      const failuresField = fieldPosition(bytes, table, 5, 4);
+      this.failureCount = 0;
+      this.bytes = bytes;
+      if (failuresField !== 0) {
+        const vector = followOffset(bytes, failuresField);
+        this.failureCount = verifyVector(bytes, vector, CONDITION_FAILURE_BYTES, 'failures');
+        if (((vector + 4) & 7) !== 0) throw new MalformedFrame('failures are not 8-byte aligned');
+        this.failuresPosition = vector + 4;
+        if (this.failureCount > 0 && this.reportedFrom === 0) throw new MalformedFrame('an ack lists failures without reported_from');
+        let previous = this.reportedFrom - 1;
+        for (let index = 0; index < this.failureCount; index++) {
+          const clientSeq = this.failureClientSeqAt(index);
+          const version = this.failureVersionAt(index);
+          if (!Number.isSafeInteger(clientSeq) || clientSeq <= previous || clientSeq > this.committedClientSeq) {
+            throw new MalformedFrame(`failure ${index} is for client seq ${clientSeq}, not in order within ${this.reportedFrom}..${this.committedClientSeq}`);
+          }
+          if (!Number.isSafeInteger(version) || version < 0) throw new MalformedFrame(`failure ${index} has version ${version}`);
+          previous = clientSeq;
+        }
+      }
     });
   }
 }

@@ -4,6 +4,8 @@
  *   PUT    /kv/:key   body = value        204 once the tail has acknowledged it
  *   GET    /kv/:key   200 value bytes (header x-dabba-version), 404 if absent
  *   DELETE /kv/:key                      204 once acknowledged
+ *   PUT or DELETE with `If-Match: <version>`, PUT with `If-None-Match: *`: conditional (412 if the
+ *   key was at another version, or present; the JSON error carries `currentVersion`)
  *   GET    /status    200 JSON: members, roles, epoch, sequence numbers, throughput
  *   GET    /digest    200 JSON: this host's replica's store digest, keys and applied seq (checks)
  *
@@ -28,6 +30,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { DabbaError, ErrorCode, isDabbaError } from '../../native-free-core/errors.js';
 import { connect, type RemoteClient } from '../client/remote-client.js';
 import type { ChainOptions } from '../options.js';
+import type { WriteConditions } from '../conditions.js';
 import type { TlsOptions } from '../transport/tls.js';
 
 export interface HttpApiOptions {
@@ -168,6 +171,9 @@ function answerFor(response: HttpResponse, options: HttpApiOptions): Answer {
   };
   const fail = (error: unknown): void => {
     if (error instanceof HttpError) return respond(error.status, JSON.stringify({ code: error.code, message: error.message }), JSON_HEADERS);
+    if (isDabbaError(error, ErrorCode.conditionFailed)) {
+      return respond('412 Precondition Failed', JSON.stringify({ code: error.code, message: error.message, currentVersion: error.currentVersion ?? 0 }), JSON_HEADERS);
+    }
     if (isDabbaError(error)) {
       const status = BAD_REQUEST_CODES.has(error.code) ? '400 Bad Request' : '503 Service Unavailable';
       return respond(status, JSON.stringify({ code: error.code, message: error.message }), JSON_HEADERS);
@@ -183,10 +189,12 @@ function serveKey(response: HttpResponse, request: HttpRequest, options: HttpApi
   const method = request.getMethod().toUpperCase();
   const answer = answerFor(response, options);
   let key: string;
+  let conditions: WriteConditions | undefined;
   try {
     const reason = options.unavailable();
     if (reason !== null) throw new HttpError('503 Service Unavailable', ErrorCode.unavailable, reason);
     key = parseKey(request, options.keyBytesMax);
+    conditions = parseConditions(request, method);
   } catch (error) {
     if (method === 'PUT') response.onData(() => undefined);
     return answer.fail(error);
@@ -200,14 +208,34 @@ function serveKey(response: HttpResponse, request: HttpRequest, options: HttpApi
     if (method === 'PUT') response.onData(() => undefined);
     answer.fail(new HttpError('507 Insufficient Storage', ErrorCode.diskFull, diskRefusal(options, key)!));
   } else if (method === 'DELETE') {
-    withTimeout(client.get().then((remote) => remote.delete(key))).then(() => answer.respond('204 No Content', null), answer.fail);
+    withTimeout(client.get().then((remote) => remote.delete(key, conditions))).then(() => answer.respond('204 No Content', null), answer.fail);
   } else if (method === 'PUT') {
     receiveValue(response, request, options.valueBytesMax, answer, (value) => {
-      withTimeout(client.get().then((remote) => remote.put(key, value))).then(() => answer.respond('204 No Content', null), answer.fail);
+      withTimeout(client.get().then((remote) => remote.put(key, value, conditions))).then(() => answer.respond('204 No Content', null), answer.fail);
     });
   } else {
     answer.fail(new HttpError('405 Method Not Allowed', ErrorCode.invalidArgument, `${method} is not supported on /kv/:key (PUT, GET, DELETE)`));
   }
+}
+
+/**
+ * `If-Match: <version>` (PUT, DELETE: the key must be at that version, as x-dabba-version gave it;
+ * quoted as an ETag or not) and `If-None-Match: *` (PUT: the key must be absent). Read before the
+ * handler returns: uWebSockets.js's request is gone after.
+ */
+function parseConditions(request: HttpRequest, method: string): WriteConditions | undefined {
+  const ifMatch = request.getHeader('if-match');
+  const ifNoneMatch = request.getHeader('if-none-match');
+  if (ifMatch === '' && ifNoneMatch === '') return undefined;
+  if (method !== 'PUT' && method !== 'DELETE') throw new HttpError('400 Bad Request', ErrorCode.invalidArgument, 'If-Match and If-None-Match apply to PUT and DELETE');
+  if (ifMatch !== '' && ifNoneMatch !== '') throw new HttpError('400 Bad Request', ErrorCode.invalidArgument, 'give If-Match or If-None-Match, not both');
+  if (ifNoneMatch !== '') {
+    if (ifNoneMatch !== '*' || method !== 'PUT') throw new HttpError('400 Bad Request', ErrorCode.invalidArgument, 'If-None-Match takes only *, on PUT (put if absent)');
+    return { ifAbsent: true };
+  }
+  const version = /^"?([1-9][0-9]{0,15})"?$/.exec(ifMatch);
+  if (version === null || !Number.isSafeInteger(Number(version[1]))) throw new HttpError('400 Bad Request', ErrorCode.invalidArgument, `If-Match takes a version (x-dabba-version), got ${JSON.stringify(ifMatch.slice(0, 40))}`);
+  return { ifVersion: Number(version[1]) };
 }
 
 function diskRefusal(options: HttpApiOptions, key: string): string | null {

@@ -20,6 +20,7 @@ import type { RecordSink, Wakeable } from '../record-sink.js';
 import { systemClock, type Clock } from '../runtime/clock.js';
 import { SealedValues, type ResealReport, type Sealer, type SealingOptions } from '../sealing.js';
 import { WritePipeline, type KeyInput, type ValueInput } from '../write-pipeline.js';
+import { expectedVersionOf, type WriteConditions } from '../conditions.js';
 
 export interface ClientSessionOptions {
   clientId: number;
@@ -76,16 +77,20 @@ export class ClientSession {
   // ---------------------------------------------------------------------------------------------
   // The API both engines expose
 
-  put(key: KeyInput, value: ValueInput): Promise<void> {
+  put(key: KeyInput, value: ValueInput, conditions?: WriteConditions): Promise<void> {
     const refused = this.refusal() ?? this.writeRefusal();
     if (refused !== null) return Promise.reject(refused);
-    return this.sealed !== null ? this.sealed.put(key, value) : this.writes.put(key, value);
+    const expected = expectedVersionOf(conditions, false);
+    if (typeof expected !== 'number') return Promise.reject(expected);
+    return this.sealed !== null ? this.sealed.put(key, value, expected) : this.writes.put(key, value, expected);
   }
 
-  delete(key: KeyInput): Promise<void> {
+  delete(key: KeyInput, conditions?: WriteConditions): Promise<void> {
     const refused = this.refusal() ?? this.writeRefusal();
     if (refused !== null) return Promise.reject(refused);
-    return this.writes.delete(key);
+    const expected = expectedVersionOf(conditions, true);
+    if (typeof expected !== 'number') return Promise.reject(expected);
+    return this.writes.delete(key, expected);
   }
 
   /** Every entry (in order) with one promise for all, as Promise.all over their puts would settle. */

@@ -12,12 +12,13 @@ import { chainOf, chainOfAscii } from '../../native-free-core/master/key-routing
 import type { VersionedValue } from '../read-pipeline.js';
 import type { ResealReport, SealingOptions } from '../sealing.js';
 import type { KeyInput, ValueInput } from '../write-pipeline.js';
+import type { WriteConditions } from '../conditions.js';
 import type { ClientSession } from './client-session.js';
 
 /** What SessionApi needs of a session: one ClientSession, or many behind a router. */
 export interface SessionCalls {
-  put(key: KeyInput, value: ValueInput): Promise<void>;
-  delete(key: KeyInput): Promise<void>;
+  put(key: KeyInput, value: ValueInput, conditions?: WriteConditions): Promise<void>;
+  delete(key: KeyInput, conditions?: WriteConditions): Promise<void>;
   putMany(entries: Iterable<readonly [KeyInput, ValueInput]>): Promise<void>;
   get(key: KeyInput): Promise<Buffer | undefined>;
   getVersioned(key: KeyInput): Promise<VersionedValue | undefined>;
@@ -59,12 +60,12 @@ export class RoutedSession implements SessionCalls {
     return this.sessions[this.chainOf(key)]!;
   }
 
-  put(key: KeyInput, value: ValueInput): Promise<void> {
-    return this.sessionOf(key).put(key, value);
+  put(key: KeyInput, value: ValueInput, conditions?: WriteConditions): Promise<void> {
+    return this.sessionOf(key).put(key, value, conditions);
   }
 
-  delete(key: KeyInput): Promise<void> {
-    return this.sessionOf(key).delete(key);
+  delete(key: KeyInput, conditions?: WriteConditions): Promise<void> {
+    return this.sessionOf(key).delete(key, conditions);
   }
 
   /** Each chain's part in one call to its session; settles when every part has (rejects with the first error). */

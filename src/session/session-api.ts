@@ -7,6 +7,7 @@
 import { EventEmitter } from 'node:events';
 import type { WriteId } from '../../native-free-core/errors.js';
 import type { SealingOptions } from '../options.js';
+import type { WriteConditions } from '../conditions.js';
 import type { VersionedValue } from '../read-pipeline.js';
 import type { ResealReport } from '../sealing.js';
 import type { KeyInput, ValueInput } from '../write-pipeline.js';
@@ -15,13 +16,19 @@ import type { SessionCalls } from './routed-session.js';
 export abstract class SessionApi extends EventEmitter {
   protected abstract readonly session: SessionCalls;
 
-  /** Writes `value` under `key` (sealed first, with the `sealing` option); resolves when the tail has applied it. */
-  put(key: KeyInput, value: ValueInput): Promise<void> {
-    return this.session.put(key, value);
+  /**
+   * Writes `value` under `key` (sealed first, with the `sealing` option); resolves when the tail has
+   * applied it. With `{ ifVersion }` or `{ ifAbsent: true }` the write applies only if the key is at
+   * that version (getVersioned()) or absent when the chain gets to it; else it rejects with
+   * DABBA_ERR_CONDITION_FAILED, its `currentVersion` the key's (0: absent). See ../conditions.ts.
+   */
+  put(key: KeyInput, value: ValueInput, conditions?: WriteConditions): Promise<void> {
+    return this.session.put(key, value, conditions);
   }
 
-  delete(key: KeyInput): Promise<void> {
-    return this.session.delete(key);
+  /** Deletes `key` (with `{ ifVersion }`: only if the key is at that version). */
+  delete(key: KeyInput, conditions?: WriteConditions): Promise<void> {
+    return this.session.delete(key, conditions);
   }
 
   /**

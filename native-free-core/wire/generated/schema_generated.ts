@@ -268,8 +268,23 @@ mutate_checksum(value:number):boolean {
   return true;
 }
 
+expectedVersions(index: number):number|null {
+  const offset = this.bb!.__offset(this.bb_pos, 20);
+  return offset ? this.bb!.readFloat64(this.bb!.__vector(this.bb_pos + offset) + index * 8) : 0;
+}
+
+expectedVersionsLength():number {
+  const offset = this.bb!.__offset(this.bb_pos, 20);
+  return offset ? this.bb!.__vector_len(this.bb_pos + offset) : 0;
+}
+
+expectedVersionsArray():Float64Array|null {
+  const offset = this.bb!.__offset(this.bb_pos, 20);
+  return offset ? new Float64Array(this.bb!.bytes().buffer, this.bb!.bytes().byteOffset + this.bb!.__vector(this.bb_pos + offset), this.bb!.__vector_len(this.bb_pos + offset)) : null;
+}
+
 static startWriteBatch(builder:flatbuffers.Builder) {
-  builder.startObject(8);
+  builder.startObject(9);
 }
 
 static addEpoch(builder:flatbuffers.Builder, epoch:number) {
@@ -320,12 +335,33 @@ static addChecksum(builder:flatbuffers.Builder, checksum:number) {
   builder.addFieldInt32(7, checksum, 0);
 }
 
+static addExpectedVersions(builder:flatbuffers.Builder, expectedVersionsOffset:flatbuffers.Offset) {
+  builder.addFieldOffset(8, expectedVersionsOffset, 0);
+}
+
+static createExpectedVersionsVector(builder:flatbuffers.Builder, data:number[]|Float64Array):flatbuffers.Offset;
+/**
+ * @deprecated This Uint8Array overload will be removed in the future.
+ */
+static createExpectedVersionsVector(builder:flatbuffers.Builder, data:number[]|Uint8Array):flatbuffers.Offset;
+static createExpectedVersionsVector(builder:flatbuffers.Builder, data:number[]|Float64Array|Uint8Array):flatbuffers.Offset {
+  builder.startVector(8, data.length, 8);
+  for (let i = data.length - 1; i >= 0; i--) {
+    builder.addFloat64(data[i]!);
+  }
+  return builder.endVector();
+}
+
+static startExpectedVersionsVector(builder:flatbuffers.Builder, numElems:number) {
+  builder.startVector(8, numElems, 8);
+}
+
 static endWriteBatch(builder:flatbuffers.Builder):flatbuffers.Offset {
   const offset = builder.endObject();
   return offset;
 }
 
-static createWriteBatch(builder:flatbuffers.Builder, epoch:number, firstSeq:bigint, count:number, clientId:number, firstClientSeq:bigint, recordsOffset:flatbuffers.Offset, payloadOffset:flatbuffers.Offset, checksum:number):flatbuffers.Offset {
+static createWriteBatch(builder:flatbuffers.Builder, epoch:number, firstSeq:bigint, count:number, clientId:number, firstClientSeq:bigint, recordsOffset:flatbuffers.Offset, payloadOffset:flatbuffers.Offset, checksum:number, expectedVersionsOffset:flatbuffers.Offset):flatbuffers.Offset {
   WriteBatch.startWriteBatch(builder);
   WriteBatch.addEpoch(builder, epoch);
   WriteBatch.addFirstSeq(builder, firstSeq);
@@ -335,6 +371,7 @@ static createWriteBatch(builder:flatbuffers.Builder, epoch:number, firstSeq:bigi
   WriteBatch.addRecords(builder, recordsOffset);
   WriteBatch.addPayload(builder, payloadOffset);
   WriteBatch.addChecksum(builder, checksum);
+  WriteBatch.addExpectedVersions(builder, expectedVersionsOffset);
   return WriteBatch.endWriteBatch(builder);
 }
 }
@@ -828,6 +865,46 @@ static createReadReplyBatch(builder:flatbuffers.Builder, epoch:number, firstRequ
 }
 }
 
+export class ConditionFailure {
+  bb: flatbuffers.ByteBuffer|null = null;
+  bb_pos = 0;
+  __init(i:number, bb:flatbuffers.ByteBuffer):ConditionFailure {
+  this.bb_pos = i;
+  this.bb = bb;
+  return this;
+}
+
+clientSeq():number {
+  return this.bb!.readFloat64(this.bb_pos);
+}
+
+mutate_client_seq(value:number):boolean {
+  this.bb!.writeFloat64(this.bb_pos + 0, value);
+  return true;
+}
+
+currentVersion():number {
+  return this.bb!.readFloat64(this.bb_pos + 8);
+}
+
+mutate_current_version(value:number):boolean {
+  this.bb!.writeFloat64(this.bb_pos + 8, value);
+  return true;
+}
+
+static sizeOf():number {
+  return 16;
+}
+
+static createConditionFailure(builder:flatbuffers.Builder, client_seq: number, current_version: number):flatbuffers.Offset {
+  builder.prep(8, 16);
+  builder.writeFloat64(current_version);
+  builder.writeFloat64(client_seq);
+  return builder.offset();
+}
+
+}
+
 export class Ack {
   bb: flatbuffers.ByteBuffer|null = null;
   bb_pos = 0;
@@ -910,8 +987,34 @@ mutate_committed_client_seq(value:bigint):boolean {
   return true;
 }
 
+reportedFrom():bigint {
+  const offset = this.bb!.__offset(this.bb_pos, 12);
+  return offset ? this.bb!.readUint64(this.bb_pos + offset) : BigInt('0');
+}
+
+mutate_reported_from(value:bigint):boolean {
+  const offset = this.bb!.__offset(this.bb_pos, 12);
+
+  if (offset === 0) {
+    return false;
+  }
+
+  this.bb!.writeUint64(this.bb_pos + offset, value);
+  return true;
+}
+
+failures(index: number, obj?:ConditionFailure):ConditionFailure|null {
+  const offset = this.bb!.__offset(this.bb_pos, 14);
+  return offset ? (obj || new ConditionFailure()).__init(this.bb!.__vector(this.bb_pos + offset) + index * 16, this.bb!) : null;
+}
+
+failuresLength():number {
+  const offset = this.bb!.__offset(this.bb_pos, 14);
+  return offset ? this.bb!.__vector_len(this.bb_pos + offset) : 0;
+}
+
 static startAck(builder:flatbuffers.Builder) {
-  builder.startObject(4);
+  builder.startObject(6);
 }
 
 static addEpoch(builder:flatbuffers.Builder, epoch:number) {
@@ -930,17 +1033,31 @@ static addCommittedClientSeq(builder:flatbuffers.Builder, committedClientSeq:big
   builder.addFieldInt64(3, committedClientSeq, BigInt('0'));
 }
 
+static addReportedFrom(builder:flatbuffers.Builder, reportedFrom:bigint) {
+  builder.addFieldInt64(4, reportedFrom, BigInt('0'));
+}
+
+static addFailures(builder:flatbuffers.Builder, failuresOffset:flatbuffers.Offset) {
+  builder.addFieldOffset(5, failuresOffset, 0);
+}
+
+static startFailuresVector(builder:flatbuffers.Builder, numElems:number) {
+  builder.startVector(16, numElems, 8);
+}
+
 static endAck(builder:flatbuffers.Builder):flatbuffers.Offset {
   const offset = builder.endObject();
   return offset;
 }
 
-static createAck(builder:flatbuffers.Builder, epoch:number, committedSeq:bigint, clientId:number, committedClientSeq:bigint):flatbuffers.Offset {
+static createAck(builder:flatbuffers.Builder, epoch:number, committedSeq:bigint, clientId:number, committedClientSeq:bigint, reportedFrom:bigint, failuresOffset:flatbuffers.Offset):flatbuffers.Offset {
   Ack.startAck(builder);
   Ack.addEpoch(builder, epoch);
   Ack.addCommittedSeq(builder, committedSeq);
   Ack.addClientId(builder, clientId);
   Ack.addCommittedClientSeq(builder, committedClientSeq);
+  Ack.addReportedFrom(builder, reportedFrom);
+  Ack.addFailures(builder, failuresOffset);
   return Ack.endAck(builder);
 }
 }
