@@ -4,6 +4,7 @@
  * timer's cost is amortised; results are reported per write. A result hash is printed so the JIT
  * cannot drop the work.
  */
+import type { WriteConditions } from '../src/conditions.js';
 import { Bench } from 'tinybench';
 import { SpscRing } from '../native-free-core/ring.js';
 import { Store } from '../native-free-core/store.js';
@@ -67,6 +68,7 @@ export async function micro(env: Environment, small: boolean): Promise<{ rows: M
   // promise; then the end-of-turn flush and one cumulative ack per chain (sinks take every frame).
   const routedPut = clientWritePath(1);
   const routedPut64 = clientWritePath(64);
+  const conditionalPut = clientWritePath(1, { ifVersion: 7 });
 
   bench
     .add('codec: encode a batch (16 B key, 100 B value)', () => {
@@ -117,6 +119,9 @@ export async function micro(env: Environment, small: boolean): Promise<{ rows: M
     .add('client: put() through the write path, 64 chains (route, encode, promise, flush, ack)', () => {
       hash ^= routedPut64(routedKeys, value);
     })
+    .add('client: conditional put(key, value, { ifVersion }) through the write path, 1 chain', () => {
+      hash ^= conditionalPut(routedKeys, value);
+    })
     .add('client: one promise for the batch (putMany), resolved by one cumulative ack', () => {
       let resolveAll!: () => void;
       let rejectAll!: (reason: unknown) => void;
@@ -158,7 +163,7 @@ export async function micro(env: Environment, small: boolean): Promise<{ rows: M
  * A client's write path over `chains` sessions whose sinks take every frame: returns a function
  * that puts each key, runs the end-of-turn flush, and acknowledges every chain's writes.
  */
-function clientWritePath(chains: number): (keys: readonly string[], value: Uint8Array) => number {
+function clientWritePath(chains: number, conditions?: WriteConditions): (keys: readonly string[], value: Uint8Array) => number {
   const options = resolveOptions({});
   const endOfTurn: Array<() => void> = [];
   const clock: Clock = { nowMs: () => performance.now(), soon: (callback) => void endOfTurn.push(callback), after: () => ({ cancel() {} }) };
@@ -171,13 +176,15 @@ function clientWritePath(chains: number): (keys: readonly string[], value: Uint8
   const routed = new RoutedSession(sessions, options.keyBytesMax);
   const acks = new AckEncoder();
   return (keys, value) => {
-    for (const key of keys) void routed.put(key, value);
+    for (const key of keys) void routed.put(key, value, conditions);
     for (const callback of endOfTurn.splice(0)) callback();
     let settled = 0;
     for (const session of sessions) {
       const through = session.writes.accepted;
       if (session.writes.committedClientSeq === through) continue;
-      session.receiveAck(acks.encode({ epoch: 1, committedSeq: through, clientId: session.clientId, committedClientSeq: through }));
+      // With its report of conditional writes (none failed), as a tail sends it.
+      const reportedFrom = session.writes.committedClientSeq + 1;
+      session.receiveAck(acks.encode({ epoch: 1, committedSeq: through, clientId: session.clientId, committedClientSeq: through, reportedFrom }));
       settled += through;
     }
     return settled;

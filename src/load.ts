@@ -15,10 +15,11 @@
  * every read of the window is awaited.
  */
 import { createHistogram, performance, type RecordableHistogram } from 'node:perf_hooks';
+import type { WriteConditions } from './conditions.js';
 
 /** What the load generator drives: the engine, or a baseline with the same put/get signatures. */
 export interface LoadTarget {
-  put(key: string, value: Uint8Array): Promise<void>;
+  put(key: string, value: Uint8Array, conditions?: WriteConditions): Promise<void>;
   get?(key: string): Promise<Buffer | undefined>;
   putMany?(entries: Iterable<readonly [string, Uint8Array]>): Promise<void>;
   /** The chain a key belongs to, for a target with many chains (answers arrive in order per chain). */
@@ -53,6 +54,8 @@ export interface LoadOptions {
   putMany?: boolean;
   /** Record the latency of one operation in this many (default 64). */
   sampleEvery?: number;
+  /** Every put() is conditional on these (conditional writes' cost: bench/conditions-bench.ts). */
+  writeConditions?: WriteConditions;
   /** Called about once a second with progress so far. */
   onProgress?: (progress: LoadProgress) => void;
   /** Stops the load early (it then ends as at durationMs: windows in flight finish first). */
@@ -81,6 +84,8 @@ export interface LoadReport {
   rssEndMiB: number;
   /** A hash of the values read, printed so the work cannot be optimised away. */
   resultHash: number;
+  /** With writeConditions: puts whose condition failed (counted among the writes). */
+  conditionFailures: number;
 }
 
 export function makeKeys(count: number, keyBytes: number): string[] {
@@ -142,6 +147,12 @@ class ClosedLoop {
   private readonly histogram: RecordableHistogram = createHistogram();
   private writes = 0;
   private reads = 0;
+  private conditionFailures = 0;
+  /** A conditional put whose condition failed (anything else is rethrown). */
+  private readonly countConditionFailed = (error: unknown): void => {
+    if ((error as { code?: string }).code !== 'DABBA_ERR_CONDITION_FAILED') throw error;
+    this.conditionFailures++;
+  };
   private resultHash = 0;
   private running = true;
 
@@ -210,6 +221,7 @@ class ClosedLoop {
   private async writer(writerIndex: number): Promise<void> {
     const { chain, keys, keyChains, keySpace, writeWindow } = this;
     const window = new WindowEnds(this.chainCount);
+    const conditions = this.options.writeConditions;
     let cursor = (writerIndex * 7919) % keySpace;
     let readCredit = 0;
     while (this.running) {
@@ -223,7 +235,8 @@ class ClosedLoop {
           operation = chain.get!(keys[cursor]!);
           window.reads.push(operation);
         } else {
-          operation = window.lastWrite[keyChains[cursor]!] = chain.put(keys[cursor]!, this.value);
+          operation = window.lastWrite[keyChains[cursor]!] =
+            conditions === undefined ? chain.put(keys[cursor]!, this.value) : chain.put(keys[cursor]!, this.value, conditions).catch(this.countConditionFailed);
         }
         if (++cursor === keySpace) cursor = 0;
         if (index % this.sampleEvery === 0) {
@@ -290,6 +303,7 @@ class ClosedLoop {
       rssStartMiB: rssStart / 1048576,
       rssEndMiB: process.memoryUsage().rss / 1048576,
       resultHash: this.resultHash,
+      conditionFailures: this.conditionFailures,
     };
   }
 }

@@ -576,6 +576,58 @@ describe('ChainNode: reads at any replica (CRAQ)', () => {
   });
 });
 
+describe('ChainNode: conditional writes', () => {
+  function conditionalBatch(firstSeq: number, firstClientSeq: number, writes: Array<[string, number]>): Uint8Array {
+    const encoder = new WriteBatchEncoder({ writesMax: 2048, payloadBytesMax: 64 * 1024 });
+    encoder.begin(5, firstClientSeq);
+    for (const [key, expected] of writes) encoder.addPut(text.encode(key), 0, key.length, text.encode('v'), 0, 1, expected);
+    const frame = encoder.finish().slice();
+    const view = new WriteBatchView();
+    assert.equal(view.open(frame), null);
+    view.stamp(1, firstSeq);
+    return frame;
+  }
+  function node(role: 'middle' | 'tail'): ChainNode {
+    return new ChainNode({ id: 2, epoch: 1, role, store: new Store(), inflightBytesMax: 256 * 1024, inflightBatchesMax: 16, readReplyPayloadBytesMax: 4096, readReplyResultsMax: 8 });
+  }
+  function clientAcks(target: ChainNode) {
+    const ready = target.ready();
+    target.advance(ready, { forwarded: ready.forward.length, acksSent: true, repliesSent: ready.readReplies.length });
+    return ready.clientAcks;
+  }
+
+  test('the tail reports failed conditions in the client ack, at most ACK_FAILURES_MAX at a time, the next ack going on from there', () => {
+    const tail = node('tail');
+    // 1100 puts of distinct keys expecting version 99: every one fails (the keys are absent).
+    const writes = Array.from({ length: 1100 }, (_, index): [string, number] => [`k${index}`, 99]);
+    assert.equal(tail.step('upstream', conditionalBatch(1, 1, writes)).status, 'applied');
+    assert.equal(tail.store.size, 0, 'nothing was applied');
+    assert.equal(tail.conditionFailures, 1100);
+    const [first] = clientAcks(tail);
+    assert.deepEqual({ from: first!.reportedFrom, through: first!.committedClientSeq, listed: first!.failures!.length }, { from: 1, through: 1024, listed: 1024 });
+    assert.deepEqual(first!.failures![0], { clientSeq: 1, currentVersion: 0 });
+    const [second] = clientAcks(tail);
+    assert.deepEqual({ from: second!.reportedFrom, through: second!.committedClientSeq, listed: second!.failures!.length }, { from: 1025, through: 1100, listed: 76 });
+    assert.deepEqual(clientAcks(tail), [], 'everything reported');
+  });
+
+  test('a middle keeps the failures of its uncommitted writes; made the tail, it reports them, from the first of its uncommitted writes', () => {
+    const middle = node('middle');
+    middle.step('upstream', conditionalBatch(1, 1, [['a', 0], ['a', 0]]));
+    middle.step('upstream', conditionalBatch(3, 3, [['b', 5], ['c', 0]]));
+    assert.equal(middle.conditionFailures, 2, "the second put of a and b's failed");
+    clientAcks(middle); // forwards both batches
+    middle.step('downstream', new AckEncoder().encode({ epoch: 1, committedSeq: 2, clientId: 0, committedClientSeq: 0 }).slice());
+    middle.reconfigure(2, 'tail');
+    const [ack] = clientAcks(middle);
+    assert.deepEqual(
+      { clientId: ack!.clientId, from: ack!.reportedFrom, through: ack!.committedClientSeq, failures: ack!.failures },
+      { clientId: 5, from: 3, through: 4, failures: [{ clientSeq: 3, currentVersion: 0 }] },
+      "the failure of client seq 2 was the old tail's to report (committed before); b's is this one's",
+    );
+  });
+});
+
 describe('InflightLog', () => {
   test('wraps around its arena, trims by cumulative ack, and rewinds forwarding', () => {
     const log = new InflightLog(1024, 8);

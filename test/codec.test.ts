@@ -21,6 +21,7 @@ import {
 } from '../native-free-core/wire/codec.js';
 import { Frame, Message, WriteBatch } from '../native-free-core/wire/generated/schema_generated.js';
 import { mulberry32 } from './helpers/prng.js';
+import { crc32 } from '../native-free-core/checksum.js';
 
 const text = new TextEncoder();
 const bytesOf = (value: string): Uint8Array => text.encode(value);
@@ -279,5 +280,67 @@ describe('generated code', () => {
     } finally {
       rmSync(directory, { recursive: true, force: true });
     }
+  });
+});
+
+describe('conditional writes on the wire', () => {
+  function conditionalBatch(): Uint8Array {
+    const encoder = new WriteBatchEncoder({ writesMax: 8, payloadBytesMax: 256 });
+    encoder.begin(3, 1);
+    encoder.addPut(bytesOf('a'), 0, 1, bytesOf('1'), 0, 1, 7);
+    encoder.addPut(bytesOf('b'), 0, 1, bytesOf('2'), 0, 1);
+    encoder.addDelete(bytesOf('c'), 0, 1, 0);
+    return encoder.finish().slice();
+  }
+
+  test('a batch carries the expected version of each conditional record, in order; one without conditions has no vector', () => {
+    const view = new WriteBatchView();
+    assert.equal(view.open(conditionalBatch()), null);
+    assert.equal(view.conditionalCount, 2);
+    assert.deepEqual([0, 1, 2].map((index) => view.recordAt(index).flags()), [1, 0, 1]);
+    assert.deepEqual([view.expectedVersionAt(0), view.expectedVersionAt(1)], [7, 0]);
+    assert.ok(view.checksumMatches(crc32), 'the expected versions are under the checksum');
+    assert.equal(view.open(sampleBatch()), null);
+    assert.equal(view.conditionalCount, 0);
+  });
+
+  test('unknown flags, a conditional record with no expected version, and an expected version that is no version are malformed', () => {
+    const view = new WriteBatchView();
+    const recordFlags = (frame: Uint8Array, index: number): number => {
+      assert.equal(view.open(frame), null);
+      return view.recordAt(index).bb_pos + 1;
+    };
+    const unknownFlag = conditionalBatch();
+    unknownFlag[recordFlags(unknownFlag, 1)] = 2;
+    assert.match(view.open(unknownFlag)!, /unknown flags 2/);
+    const unmatched = conditionalBatch();
+    unmatched[recordFlags(unmatched, 1)] = 1;
+    assert.match(view.open(unmatched)!, /conditional beyond the 2 expected versions/);
+    const plain = sampleBatch();
+    plain[recordFlags(plain, 0)] = 1;
+    assert.match(view.open(plain)!, /conditional beyond the 0 expected versions/);
+    const notAVersion = conditionalBatch();
+    assert.equal(view.open(notAVersion), null);
+    const at = Buffer.from(notAVersion).indexOf(Buffer.from(new Float64Array([7]).buffer));
+    new DataView(notAVersion.buffer, notAVersion.byteOffset).setFloat64(at, 2.5, true);
+    assert.match(view.open(notAVersion)!, /expects version 2.5/);
+  });
+
+  test('a client ack lists failed conditional writes from reported_from on, in order; anything else is malformed', () => {
+    const encoder = new AckEncoder();
+    const view = new AckView();
+    const ack = { epoch: 2, committedSeq: 40, clientId: 3, committedClientSeq: 20, reportedFrom: 11, failures: [{ clientSeq: 12, currentVersion: 9 }, { clientSeq: 20, currentVersion: 0 }] };
+    assert.equal(view.open(encoder.encode(ack)), null);
+    assert.deepEqual(
+      { reportedFrom: view.reportedFrom, failures: Array.from({ length: view.failureCount }, (_, index) => ({ clientSeq: view.failureClientSeqAt(index), currentVersion: view.failureVersionAt(index) })) },
+      { reportedFrom: 11, failures: ack.failures },
+    );
+    assert.equal(view.open(encoder.encode({ epoch: 2, committedSeq: 40, clientId: 3, committedClientSeq: 20 })), null);
+    assert.deepEqual([view.reportedFrom, view.failureCount], [0, 0], 'an ack without a report keeps its old bytes and reads as none');
+    assert.match(view.open(encoder.encode({ ...ack, failures: [...ack.failures].reverse() }))!, /not in order/);
+    assert.match(view.open(encoder.encode({ ...ack, failures: [{ clientSeq: 21, currentVersion: 1 }] }))!, /not in order within 11..20/);
+    assert.match(view.open(encoder.encode({ ...ack, failures: [{ clientSeq: 10, currentVersion: 1 }] }))!, /not in order within 11..20/);
+    assert.match(view.open(encoder.encode({ ...ack, reportedFrom: 0 }))!, /failures without reported_from/);
+    assert.match(view.open(encoder.encode({ ...ack, failures: [{ clientSeq: 12, currentVersion: -1 }] }))!, /has version -1/);
   });
 });

@@ -1,7 +1,8 @@
 /**
- * Reads across hosts: with `--reads any` (the default) every member's host answers reads, and a
- * client given a `zone` reads from the members in its zone; with `--reads tail` only the tail's
- * host does. Three `dabba serve` hosts (own network namespaces as root, loopback otherwise) in
+ * Reads and conditional writes across hosts: with `--reads any` (the default) every member's host
+ * answers reads, and a client given a `zone` reads from the members in its zone; with `--reads
+ * tail` only the tail's host does. Two remote clients increment one counter by ifVersion retry
+ * loops, reading it from every host: its value is the number of increments that succeeded. Three `dabba serve` hosts (own network namespaces as root, loopback otherwise) in
  * zones z1, z2, z3, one etcd; what each host answered is read from its GET /status.
  */
 import assert from 'node:assert/strict';
@@ -73,6 +74,24 @@ test("--reads any (the default): every member's host answers reads; a client in 
     connect({ ...hosts.clientOptions(), zone: 'not a zone' }),
     { code: 'DABBA_ERR_INVALID_ARGUMENT', message: /zone must be/ },
   );
+  // Conditional writes over the same links: compare-and-set increments from both clients.
+  await spread.put('counter', '0');
+  const increment = async (client: RemoteClient): Promise<void> => {
+    for (;;) {
+      const current = (await client.getVersioned('counter'))!;
+      try {
+        return await client.put('counter', String(Number(current.value.toString()) + 1), { ifVersion: current.version });
+      } catch (error) {
+        if ((error as { code?: string }).code !== 'DABBA_ERR_CONDITION_FAILED') throw error;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: 8 }, async (_, loop) => {
+    for (let round = 0; round < 15; round++) await increment(loop % 2 === 0 ? spread : local);
+  }));
+  assert.equal((await spread.get('counter'))?.toString(), '120');
+  await assert.rejects(spread.put('counter', 'x', { ifAbsent: true }), (error: { code?: string; currentVersion?: number }) => error.code === 'DABBA_ERR_CONDITION_FAILED' && (error.currentVersion ?? 0) > 0);
+
   await Promise.all([spread.close(), local.close()]);
   await closeHostTest(hosts, lab, servers);
   cluster = lab = undefined;

@@ -109,6 +109,33 @@ test('PUT, GET, DELETE, errors with codes, /status and dabba status', async () =
   response = await fetch(`${base}/kv/after`, { method: 'PUT', body: 'still here' });
   assert.equal(response.status, 204);
 
+  // Conditional writes: If-None-Match: * (put if absent), If-Match: <version> (put or delete if at it).
+  response = await fetch(`${base}/kv/cas`, { method: 'PUT', body: 'one', headers: { 'if-none-match': '*' } });
+  assert.equal(response.status, 204);
+  response = await fetch(`${base}/kv/cas`, { method: 'PUT', body: 'again', headers: { 'if-none-match': '*' } });
+  assert.equal(response.status, 412);
+  const present = (await response.json()) as { code: string; currentVersion: number };
+  assert.equal(present.code, ErrorCode.conditionFailed);
+  const version = Number((await fetch(`${base}/kv/cas`)).headers.get('x-dabba-version'));
+  assert.equal(present.currentVersion, version);
+  response = await fetch(`${base}/kv/cas`, { method: 'PUT', body: 'two', headers: { 'if-match': String(version) } });
+  assert.equal(response.status, 204);
+  response = await fetch(`${base}/kv/cas`, { method: 'PUT', body: 'stale', headers: { 'if-match': `"${version}"` } });
+  assert.equal(response.status, 412);
+  response = await fetch(`${base}/kv/cas`);
+  assert.equal(await response.text(), 'two');
+  const second = Number(response.headers.get('x-dabba-version'));
+  response = await fetch(`${base}/kv/cas`, { method: 'DELETE', headers: { 'if-match': String(version) } });
+  assert.equal(response.status, 412);
+  response = await fetch(`${base}/kv/cas`, { method: 'DELETE', headers: { 'if-match': String(second) } });
+  assert.equal(response.status, 204);
+  const badConditions: Array<Record<string, string>> = [{ 'if-match': 'abc' }, { 'if-match': '0' }, { 'if-none-match': 'x' }, { 'if-match': '3', 'if-none-match': '*' }];
+  for (const headers of badConditions) {
+    response = await fetch(`${base}/kv/cas`, { method: 'PUT', body: 'v', headers });
+    assert.equal(response.status, 400, JSON.stringify(headers));
+    assert.equal((await json(response)).code, ErrorCode.invalidArgument);
+  }
+
   response = await fetch(`${base}/status`);
   assert.equal(response.status, 200);
   const status = (await response.json()) as { replicas: Array<{ chain: number; role: string }>; chains: Array<{ epoch: number; members: Array<{ role: string; hostId: string }> }> };
