@@ -19,6 +19,8 @@ import type { HostsChainsRow } from '../bench/hosts-chains-bench.js';
 import type { HostsBenchResult } from '../bench/hosts-bench.js';
 import type { DurabilityResult, DurabilitySoakRow } from '../bench/durability-bench.js';
 import type { RestartRow } from '../bench/restart-bench.js';
+import type { ReadsRow } from '../bench/reads-bench.js';
+import type { ConditionsRow } from '../bench/conditions-bench.js';
 import { runBenchmarks } from '../bench/run.js';
 
 test('every benchmark suite runs in its small setting and records its results', async () => {
@@ -35,8 +37,16 @@ test('every benchmark suite runs in its small setting and records its results', 
       log: (line) => lines.push(line),
     });
     const microResult = results.micro as { rows: MicroRow[]; hash: number };
-    assert.equal(microResult.rows.length, 14);
+    assert.equal(microResult.rows.length, 15);
     for (const row of microResult.rows) assert.ok(row.nsPerWrite > 0 && Number.isFinite(row.nsPerWrite), `${row.task}: ${row.nsPerWrite}`);
+    const readsRows = results.reads as ReadsRow[];
+    assert.deepEqual(readsRows.map((row) => [row.setup, row.reads]), [['one process', 'any'], ['one process', 'tail']]);
+    for (const row of readsRows) assert.ok(row.readsPerSecond > 0 && row.writesPerSecond > 0, JSON.stringify(row));
+    assert.ok(readsRows[0]!.readShares.every((share) => share > 0), 'with reads any, every replica answered some');
+    assert.equal(readsRows[1]!.readShares[2], 100, 'with reads tail, the tail answered all');
+    const conditionsRows = results.conditions as ConditionsRow[];
+    assert.deepEqual(conditionsRows.map((row) => row.kind), ['plain', 'ifAbsent']);
+    for (const row of conditionsRows) assert.ok(row.writesPerSecond > 0 && row.conditionFailures === 0, JSON.stringify(row));
     const headlineResult = results.headline as HeadlineResult;
     assert.ok(headlineResult.dabbaWritesPerSecond > 0 && headlineResult.naiveWritesPerSecond > 0);
     assert.ok(headlineResult.halfLoad.p99Us > 0);
