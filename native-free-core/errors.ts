@@ -43,6 +43,8 @@ export const ErrorCode = {
   outcomeUnknown: 'DABBA_ERR_OUTCOME_UNKNOWN',
   /** A conditional write (ifVersion, ifAbsent) found the key at another version: not applied. */
   conditionFailed: 'DABBA_ERR_CONDITION_FAILED',
+  /** The head's admission hook refused the write (the message has its reason): not applied. */
+  rejected: 'DABBA_ERR_REJECTED',
   /** The operation did not complete in its time limit. */
   timeout: 'DABBA_ERR_TIMEOUT',
   /** A peer that did not prove it holds the cluster secret, or spoke before it had. */

@@ -89,6 +89,8 @@ export class ChainClients {
         refusal,
         () => settings.writeRefusal(chain),
       );
+      // Under an admission hook any write may be refused: a report that does not reach back to one leaves its outcome unknown.
+      session.writes.admissionReported = settings.options.admit !== null;
       (client as { session: ClientSession }).session = session;
       this.chains.push(client);
     });

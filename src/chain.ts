@@ -280,7 +280,7 @@ export class Chain extends SessionApi {
       doorbell: this.doorbellBuffers.get(id)!,
       limits: replicaLimits(this.options),
       onRejected: (chain, code, reason) =>
-        this.emit('warning', new DabbaError(code as ErrorCode, `node ${id} rejected a frame of chain ${chain}: ${reason}`)),
+        this.emit('warning', new DabbaError(code as ErrorCode, code === ErrorCode.rejected ? `node ${id}, head of chain ${chain}: ${reason}` : `node ${id} rejected a frame of chain ${chain}: ${reason}`)),
       onDisk: (report) => this.onDisk(id, report),
     });
     node.done.catch((error: unknown) => this.onNodeFailure(node, error));

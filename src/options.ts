@@ -5,6 +5,8 @@
 import { argumentTypeError, DabbaError, ErrorCode, rangeError } from '../native-free-core/errors.js';
 
 export { argumentTypeError, rangeError };
+import { existsSync } from 'node:fs';
+import { isAbsolute } from 'node:path';
 import { deriveLimits, type Limits } from '../native-free-core/limits.js';
 import { KEY_BYTES_LIMIT } from '../native-free-core/wire/codec.js';
 
@@ -113,6 +115,16 @@ export interface ChainOptions {
    * spread over them; 'tail' the tail alone. Linearizable either way.
    */
   reads?: ReadMode;
+  /**
+   * An admission hook: the absolute path of a JavaScript module whose default export
+   * `(write) => true | string` the head runs on every write before ordering it (write: `{ op,
+   * key, value, clientId }`, key and value Buffers). A string refuses the write with
+   * DABBA_ERR_REJECTED and that reason; a hook that throws or runs past `admitBudgetUs` refuses it
+   * too, and is counted and logged (workers/admission.ts).
+   */
+  admit?: string;
+  /** Longest one admission hook call may take, in microseconds (default 1000). */
+  admitBudgetUs?: number;
 }
 
 export type ReadMode = 'any' | 'tail';
@@ -142,6 +154,9 @@ export interface ResolvedOptions extends Limits {
   syncIntervalMs: number;
   diskReserveBytes: number;
   reads: ReadMode;
+  /** The admission hook's module, or null (see ChainOptions.admit). */
+  admit: string | null;
+  admitBudgetUs: number;
 }
 
 const MiB = 1024 * 1024;
@@ -224,6 +239,8 @@ export function resolveOptions(options: ChainOptions = {}): ResolvedOptions {
     suspectAfterMs,
     workerExecArgv: stringList(options.workerExecArgv, 'workerExecArgv'),
     reads: readModeOf(options.reads),
+    admit: admitPathOf(options.admit),
+    admitBudgetUs: integer(options.admitBudgetUs, 'admitBudgetUs', 1000, 1, 10_000_000),
     ...durabilityOf(options),
   };
 }
@@ -243,6 +260,16 @@ function durabilityOf(options: ChainOptions): { dataDir: string | null; durabili
   const syncIntervalMs = integer(options.syncIntervalMs, 'syncIntervalMs', 100, 1, 60_000);
   const diskReserveBytes = integer(options.diskReserveBytes, 'diskReserveBytes', DISK_RESERVE_BYTES_DEFAULT, 0, Number.MAX_SAFE_INTEGER);
   return { dataDir: dataDir ?? null, durability, syncIntervalMs, diskReserveBytes };
+}
+
+/** An absolute path to a file that exists (its module is loaded and checked by the head's worker). */
+function admitPathOf(value: unknown): string | null {
+  if (value === undefined) return null;
+  if (typeof value !== 'string' || !isAbsolute(value)) {
+    throw Object.assign(new TypeError(`admit must be the absolute path of a JavaScript module, got ${describe(value)}`), { code: ErrorCode.invalidArgument });
+  }
+  if (!existsSync(value)) throw Object.assign(new TypeError(`admit: no module at ${value}`), { code: ErrorCode.invalidArgument });
+  return value;
 }
 
 function readModeOf(value: unknown): ReadMode {

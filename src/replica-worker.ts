@@ -31,6 +31,9 @@ export function replicaLimits(resolved: ResolvedOptions): ReplicaLimits {
     keyBytesMax: resolved.keyBytesMax,
     valueBytesMax: resolved.valueBytesMax,
     readsAtAnyReplica: resolved.reads === 'any',
+    admit: resolved.admit,
+    admitBudgetMs: resolved.admitBudgetUs / 1000,
+    writeFrameBytesMax: resolved.writeFrameBytesMax,
     log:
       resolved.durability === 'memory'
         ? null

@@ -71,6 +71,11 @@ export class WritePipeline {
    */
   private readonly conditionalSeqs: number[] = [];
   private conditionalHead = 0;
+  /**
+   * The chain's head runs an admission hook, so any write may be refused: one that an ack's report
+   * does not reach back to has an unknown outcome, not a success.
+   */
+  admissionReported = false;
   /** chain.outcome() calls waiting for a write's ack, settled on acks or on failure. */
   private readonly outcomeWaiters: Array<{ clientSeq: number; resolve: (committed: boolean) => void; reject: (error: unknown) => void }> = [];
 
@@ -374,7 +379,7 @@ export class WritePipeline {
     if (this.ackView.clientId !== this.clientId) return `ack for client ${this.ackView.clientId}, this is client ${this.clientId}`;
     if (this.ackView.committedClientSeq >= this.futures.next) return `ack for write ${this.ackView.committedClientSeq}, never sent (I2)`;
     let settled = 0;
-    if (this.conditionalHead < this.conditionalSeqs.length) settled += this.settleConditional(this.ackView);
+    if (this.conditionalHead < this.conditionalSeqs.length || this.admissionReported || this.ackView.failureCount > 0 || this.ackView.rejections.length > 0) settled += this.settleReported(this.ackView);
     settled += this.futures.resolveThrough(this.ackView.committedClientSeq, undefined);
     if (this.ackView.committedClientSeq > this.committedThroughClientSeq) this.committedThroughClientSeq = this.ackView.committedClientSeq;
     this.writesAcked += settled;
@@ -382,14 +387,25 @@ export class WritePipeline {
   }
 
   /**
-   * The conditional writes an ack covers: those it lists as failed reject with
-   * DABBA_ERR_CONDITION_FAILED (and the key's version then); those before the client seq its report
-   * starts from that no earlier ack settled reject with DABBA_ERR_OUTCOME_UNKNOWN (a tail that took
-   * over after the one that knew, or acks lost with a link); the rest were applied, and resolve
-   * with the writes around them.
+   * The writes an ack covers that were not applied: those it lists as failed conditions reject with
+   * DABBA_ERR_CONDITION_FAILED (and the key's version then), those the head's admission hook refused
+   * with DABBA_ERR_REJECTED (and its reason). A conditional write (or, under an admission hook, any
+   * write) before the client seq the report starts from that no earlier ack settled rejects with
+   * DABBA_ERR_OUTCOME_UNKNOWN (a tail that took over after the one that knew, or acks lost with a
+   * link); the rest were applied, and resolve with the writes around them.
    */
-  private settleConditional(ack: AckView): number {
+  private settleReported(ack: AckView): number {
     let settled = 0;
+    for (const { clientSeq, reason } of ack.rejections) {
+      if (this.futures.rejectOne(clientSeq, new DabbaError(ErrorCode.rejected, `write ${clientSeq} was refused by the admission hook: ${reason}`))) settled++;
+    }
+    if (this.admissionReported) {
+      const reportedThrough = ack.reportedFrom === 0 ? ack.committedClientSeq : Math.min(ack.reportedFrom - 1, ack.committedClientSeq);
+      for (let clientSeq = this.committedThroughClientSeq + 1; clientSeq <= reportedThrough; clientSeq++) {
+        const error = new DabbaError(ErrorCode.outcomeUnknown, `whether write ${clientSeq} was admitted is unknown: the tail that reported it is gone; read the key to find out`, { write: { clientId: this.clientId, clientSeq } });
+        if (this.futures.rejectOne(clientSeq, error)) settled++;
+      }
+    }
     for (let index = 0; index < ack.failureCount; index++) {
       const clientSeq = ack.failureClientSeqAt(index);
       const currentVersion = ack.failureVersionAt(index);

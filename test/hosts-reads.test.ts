@@ -2,10 +2,15 @@
  * Reads and conditional writes across hosts: with `--reads any` (the default) every member's host
  * answers reads, and a client given a `zone` reads from the members in its zone; with `--reads
  * tail` only the tail's host does. Two remote clients increment one counter by ifVersion retry
- * loops, reading it from every host: its value is the number of increments that succeeded. Three `dabba serve` hosts (own network namespaces as root, loopback otherwise) in
+ * loops, reading it from every host: its value is the number of increments that succeeded. The
+ * first cluster runs an admission hook (`--admit`): a write it refuses rejects with
+ * DABBA_ERR_REJECTED through the client and 403 over HTTP, and is applied nowhere. Three `dabba serve` hosts (own network namespaces as root, loopback otherwise) in
  * zones z1, z2, z3, one etcd; what each host answered is read from its GET /status.
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { startEtcdCluster } from '../src/bench/peers/etcd-cluster.js';
 import { LocalServers } from '../src/bench/peers/servers.js';
@@ -18,7 +23,14 @@ const servers = new LocalServers('hosts-reads-test');
 let lab: NetnsLab | undefined;
 let cluster: HostCluster | undefined;
 
-after(() => closeHostTest(cluster, lab, servers));
+const hookDirectory = mkdtempSync(join(tmpdir(), 'dabba-hosts-admit-'));
+const HOOK = join(hookDirectory, 'admit.mjs');
+writeFileSync(HOOK, "export default (write) => write.key.toString().startsWith('deny:') ? 'no deny: keys here' : true;\n");
+
+after(async () => {
+  await closeHostTest(cluster, lab, servers);
+  rmSync(hookDirectory, { recursive: true, force: true });
+});
 
 /** Starts three hosts (zones z1..z3) with `args`, and waits for the whole chain. */
 async function startCluster(name: string, args: string[]): Promise<HostCluster> {
@@ -51,8 +63,8 @@ async function writeThenRead(client: RemoteClient, prefix: string, rounds: numbe
   }
 }
 
-test("--reads any (the default): every member's host answers reads; a client in zone z2 reads from z2's host only", { timeout: 120_000 }, async () => {
-  const hosts = await startCluster('dabreadany', []);
+test("--reads any (the default): every member's host answers reads; a client in zone z2 reads from z2's host only; --admit refuses writes", { timeout: 120_000 }, async () => {
+  const hosts = await startCluster('dabreadany', ['--admit', HOOK]);
   const spread = await hosts.connect();
   const before = await readsServed(hosts);
   await writeThenRead(spread, 'a', 6);
@@ -91,6 +103,15 @@ test("--reads any (the default): every member's host answers reads; a client in 
   }));
   assert.equal((await spread.get('counter'))?.toString(), '120');
   await assert.rejects(spread.put('counter', 'x', { ifAbsent: true }), (error: { code?: string; currentVersion?: number }) => error.code === 'DABBA_ERR_CONDITION_FAILED' && (error.currentVersion ?? 0) > 0);
+
+  // The admission hook on every head: refused through the client and over HTTP, applied nowhere.
+  await assert.rejects(spread.put('deny:1', 'x'), { code: 'DABBA_ERR_REJECTED', message: /no deny: keys here/ });
+  const answer = await hosts.request(0, '/kv/deny%3A2', { method: 'PUT', body: 'x' });
+  assert.equal(answer.status, 403);
+  assert.equal((JSON.parse(answer.body.toString()) as { code: string }).code, 'DABBA_ERR_REJECTED');
+  await spread.put('allowed', 'x');
+  assert.equal(await local.get('deny:1'), undefined);
+  assert.equal(await spread.get('deny:2'), undefined);
 
   await Promise.all([spread.close(), local.close()]);
   await closeHostTest(hosts, lab, servers);

@@ -27,7 +27,8 @@ import { SpscRing } from '../native-free-core/ring.js';
 import { openCatchUp } from '../native-free-core/log/catch-up.js';
 import { Store } from '../native-free-core/store.js';
 import { CHAIN_TAG_BYTES, chainTagAt, taggedFrame, tryWriteTagged } from '../native-free-core/wire/chain-tag.js';
-import { AckEncoder, HelloEncoder } from '../native-free-core/wire/codec.js';
+import { AckEncoder, HelloEncoder, WriteBatchView } from '../native-free-core/wire/codec.js';
+import { Admission, loadAdmissionFunction, type AdmissionFunction } from './admission.js';
 import { DiskRoom, isOutOfSpace } from './disk-room.js';
 import { Doorbell } from './doorbell.js';
 import { nativeCrc32 } from './native-crc32.js';
@@ -284,7 +285,24 @@ class NodeDriver {
   private readonly blockedLengths: number[] = [];
   private readonly hasWork = (): boolean => this.computeHasWork();
 
-  constructor(private readonly task: NodeTask) {
+  /** The head's admission hook (./admission.ts), or null. */
+  private readonly admission: Admission | null;
+  /** Reads a client batch's client seqs before it is screened (any record limits: the core checks them). */
+  private readonly peekView = new WriteBatchView();
+  /** The replica whose batch the hook is screening (its failures are reported as that replica's). */
+  private screening: Replica | null = null;
+
+  constructor(
+    private readonly task: NodeTask,
+    admit: AdmissionFunction | null = null,
+  ) {
+    this.admission =
+      admit === null
+        ? null
+        : new Admission(admit, task.limits.admitBudgetMs, { keyBytesMax: task.limits.keyBytesMax, valueBytesMax: task.limits.valueBytesMax }, task.limits.writeFrameBytesMax, (reason) => {
+            const replica = this.screening;
+            if (replica !== null) this.reply({ type: 'rejected', chain: replica.chain, replicaId: replica.node.id, code: ErrorCode.rejected, reason });
+          });
     this.stats = new Float64Array(task.stats);
     this.controlSignal = new Int32Array(task.controlSignal);
     this.doorbell = new Doorbell(task.doorbell);
@@ -572,7 +590,7 @@ class NodeDriver {
       }
       this.crashIfAsked();
       // Batches, and a joiner's snapshot frames before them, on the same link.
-      const result = this.step(replica, 'upstream', frame);
+      const result = this.step(replica, 'upstream', this.admission !== null && replica.node.isHead ? this.screen(replica, frame) : frame);
       if (result === 'applied' && !replica.node.isTail && replica.log === null) {
         // Forward each batch as soon as it is applied, so the next replica works on it while this
         // one applies the next: the chain is a pipeline, not a relay of bursts. The tail instead
@@ -586,6 +604,21 @@ class NodeDriver {
     ring.release();
     if (taken > 0) this.notifyIfProducerWaits(ring);
     return taken > 0;
+  }
+
+  /**
+   * A client batch at a head with an admission hook: screened (./admission.ts), unless the head has
+   * ordered it already (a resend: the first copy's decision stands, and the head drops this one).
+   */
+  private screen(replica: Replica, frame: Uint8Array): Uint8Array {
+    const view = this.peekView;
+    if (view.open(frame) !== null || view.firstClientSeq + view.count - 1 <= replica.node.clientHighWaterMark(view.clientId)) return frame;
+    this.screening = replica;
+    const screened = this.admission!.screen(frame);
+    this.screening = null;
+    this.stats[NodeStat.admissionRefused] = this.admission!.refused;
+    this.stats[NodeStat.admissionFailures] = this.admission!.failures;
+    return screened;
   }
 
   private drainReads(ring: SpscRing): boolean {
@@ -739,9 +772,10 @@ function osThreadId(): number {
   }
 }
 
-/** Piscina task entry: runs the node until it is told to stop. */
-export default function runNode(task: NodeTask): string {
-  const driver = new NodeDriver(task);
+/** Piscina task entry: runs the node until it is told to stop (first loading its admission hook, if any). */
+export default async function runNode(task: NodeTask): Promise<string> {
+  const admit = task.limits.admit === null ? null : await loadAdmissionFunction(task.limits.admit);
+  const driver = new NodeDriver(task, admit);
   try {
     driver.run();
   } catch (error) {

@@ -23,6 +23,12 @@ export interface ReplicaLimits {
   valueBytesMax: number;
   /** CRAQ: every member answers reads, not only the tail (native-free-core/chain/node.ts). */
   readsAtAnyReplica: boolean;
+  /** The admission hook's module (an absolute path), run by a head on every client write (./admission.ts); null: none. */
+  admit: string | null;
+  /** Longest a hook call may take, in ms, before the write is refused. */
+  admitBudgetMs: number;
+  /** Largest write batch frame (what a ring record and an in-flight list hold). */
+  writeFrameBytesMax: number;
   /** How replicas with a log directory keep it (null: every replica is in memory only). */
   log: LogSettings | null;
 }
@@ -180,8 +186,11 @@ export const NodeStat = {
   osThreadId: 3,
   /** The thread's Node.js id (worker_threads.threadId): names its `--cpu-prof` file. */
   threadId: 4,
+  /** Writes its admission hook refused, and those refused because the hook threw or ran late (./admission.ts). */
+  admissionRefused: 5,
+  admissionFailures: 6,
 } as const;
-export const NODE_STAT_COUNT = 5;
+export const NODE_STAT_COUNT = 7;
 
 export type ControlRequest =
   | { type: 'add-replica'; replica: ReplicaSpec }

@@ -259,7 +259,9 @@ export class ChainNode {
    * cannot know: such a conditional write's outcome is unknown).
    */
   conditionFailures = 0;
-  private readonly uncommittedFailures: Array<{ seq: number; clientId: number; clientSeq: number; currentVersion: number }> = [];
+  /** Writes the head's admission hook refused (Op.Rejected records), counted by every replica. */
+  admissionRejections = 0;
+  private readonly uncommittedFailures: Array<{ seq: number; clientId: number; clientSeq: number; currentVersion: number; reason?: Uint8Array }> = [];
   private readonly failuresToReport = new Map<number, ConditionFailureFields[]>();
   /** Per client, the client seq through which the tail's acks have reported conditional writes. */
   private readonly reportedThrough = new Map<number, number>();
@@ -267,6 +269,7 @@ export class ChainNode {
   private applyingFirstSeq = 0;
   private applyingClientId = 0;
   private applyingFirstClientSeq = 0;
+  private applyingBatch: WriteBatchView | null = null;
   /** A tail's join: the replica copying its state (null when none). */
   private joinSource: JoinSource | null = null;
   /** A joining replica's load of its snapshot (null once it is a member). */
@@ -642,7 +645,9 @@ export class ChainNode {
     this.applyingFirstSeq = firstSeq;
     this.applyingClientId = batch.clientId;
     this.applyingFirstClientSeq = batch.firstClientSeq;
-    const lastDeleteSeq = applyBatch(this.store, batch, batch.conditionalCount > 0 ? this.onConditionFailed : undefined);
+    this.applyingBatch = batch;
+    const lastDeleteSeq = applyBatch(this.store, batch, this.onConditionFailed);
+    this.applyingBatch = null;
     if (lastDeleteSeq > 0) this.newestDeleteSeq = lastDeleteSeq;
     this.appliedSeqValue = firstSeq + count - 1;
     const lastClientSeq = batch.firstClientSeq + count - 1;
@@ -665,11 +670,22 @@ export class ChainNode {
 
   /** A conditional write of the batch being applied was skipped (see ./apply-batch.ts). */
   private readonly onConditionFailed = (index: number, currentVersion: number): void => {
-    this.conditionFailures++;
     const clientId = this.applyingClientId;
     const clientSeq = this.applyingFirstClientSeq + index;
-    if (this.isTail) this.reportFailure(clientId, { clientSeq, currentVersion });
-    else this.uncommittedFailures.push({ seq: this.applyingFirstSeq + index, clientId, clientSeq, currentVersion });
+    let failure: ConditionFailureFields;
+    if (currentVersion === -1) {
+      // Refused by the head's admission hook: the record's value is its reason.
+      this.admissionRejections++;
+      const batch = this.applyingBatch!;
+      const record = batch.recordAt(index);
+      const start = batch.keyPosition(record) + record.keyLength();
+      failure = { clientSeq, currentVersion, reason: batch.bytes.slice(start, start + record.valueLength()) };
+    } else {
+      this.conditionFailures++;
+      failure = { clientSeq, currentVersion };
+    }
+    if (this.isTail) this.reportFailure(clientId, failure);
+    else this.uncommittedFailures.push({ seq: this.applyingFirstSeq + index, clientId, ...failure });
   };
 
   private reportFailure(clientId: number, failure: ConditionFailureFields): void {
@@ -963,7 +979,7 @@ export class ChainNode {
       const firstClientSeq = log.lastClientSeqAt(index) - log.countAt(index) + 1;
       if (firstClientSeq - 1 < (this.reportedThrough.get(clientId) ?? 0)) this.reportedThrough.set(clientId, firstClientSeq - 1);
     }
-    for (const failure of this.uncommittedFailures) this.reportFailure(failure.clientId, { clientSeq: failure.clientSeq, currentVersion: failure.currentVersion });
+    for (const { clientId, clientSeq, currentVersion, reason } of this.uncommittedFailures) this.reportFailure(clientId, reason === undefined ? { clientSeq, currentVersion } : { clientSeq, currentVersion, reason });
     this.uncommittedFailures.length = 0;
   }
 

@@ -35,6 +35,8 @@ export interface ClusterViewFields {
   diskFull?: boolean;
   /** Every member answers reads (`--reads any`): clients spread them; absent, they go to the tail. */
   readsAnyReplica?: boolean;
+  /** The head runs an admission hook (`--admit`): any write may be refused (DABBA_ERR_REJECTED). */
+  admits?: boolean;
 }
 
 const URL_CHARS_MAX = 512;
@@ -54,7 +56,7 @@ export function clientPath(chain: number): string {
 
 export function encodeClusterView(view: ClusterViewFields): Uint8Array {
   // `chains` only when there are several: a one-chain view keeps the bytes it always had.
-  const fields = { members: view.members, joining: view.joining, ...(view.clientToken === '' ? {} : { clientToken: view.clientToken }), ...(view.chains === 1 ? {} : { chains: view.chains }), ...(view.lost === true ? { lost: true } : {}), ...(view.diskFull === true ? { diskFull: true } : {}), ...(view.readsAnyReplica === true ? { readsAnyReplica: true } : {}) };
+  const fields = { members: view.members, joining: view.joining, ...(view.clientToken === '' ? {} : { clientToken: view.clientToken }), ...(view.chains === 1 ? {} : { chains: view.chains }), ...(view.lost === true ? { lost: true } : {}), ...(view.diskFull === true ? { diskFull: true } : {}), ...(view.readsAnyReplica === true ? { readsAnyReplica: true } : {}), ...(view.admits === true ? { admits: true } : {}) };
   const text = textEncoder.encode(JSON.stringify(fields));
   const builder = new flatbuffers.Builder(text.length + 128);
   builder.forceDefaults(true);
@@ -82,7 +84,8 @@ export function decodeClusterView(bytes: Uint8Array): ClusterViewFields | string
       throw new MalformedFrame('cluster view is not UTF-8 JSON');
     }
     if (typeof parsed !== 'object' || parsed === null) throw new MalformedFrame('cluster view is not an object');
-    const { members, joining, clientToken = '', chains = 1, lost = false, diskFull = false, readsAnyReplica = false } = parsed as { members?: unknown; joining?: unknown; clientToken?: unknown; chains?: unknown; lost?: unknown; diskFull?: unknown; readsAnyReplica?: unknown };
+    const { members, joining, clientToken = '', chains = 1, lost = false, diskFull = false, readsAnyReplica = false, admits = false } = parsed as { members?: unknown; joining?: unknown; clientToken?: unknown; chains?: unknown; lost?: unknown; diskFull?: unknown; readsAnyReplica?: unknown; admits?: unknown };
+    if (typeof admits !== 'boolean') throw new MalformedFrame('cluster view has a malformed admits flag');
     if (typeof lost !== 'boolean') throw new MalformedFrame('cluster view has a malformed lost flag');
     if (typeof readsAnyReplica !== 'boolean') throw new MalformedFrame('cluster view has a malformed readsAnyReplica flag');
     if (typeof diskFull !== 'boolean') throw new MalformedFrame('cluster view has a malformed diskFull flag');
@@ -102,6 +105,7 @@ export function decodeClusterView(bytes: Uint8Array): ClusterViewFields | string
       ...(lost ? { lost } : {}),
       ...(diskFull ? { diskFull } : {}),
       ...(readsAnyReplica ? { readsAnyReplica } : {}),
+      ...(admits ? { admits } : {}),
     };
   });
   return reason ?? fields!;

@@ -11,6 +11,7 @@ import { crc32 as javascriptCrc32, type Crc32 } from '../checksum.js';
 import {
   Ack,
   ConditionFailure,
+  Rejection,
   Frame,
   Hello,
   Message,
@@ -52,6 +53,8 @@ export type MessageKind = (typeof MessageKind)[keyof typeof MessageKind];
 
 /** Largest key, in bytes (the record's key_length is a uint16). */
 export const KEY_BYTES_LIMIT = 0xffff;
+/** Reasons in acks are text; a malformed sequence reads as U+FFFD, never a throw. */
+const utf8 = new TextDecoder('utf-8');
 /** Highest read lane a batch can name (the field is a ubyte). */
 export const READ_LANE_MAX = 0xff;
 const WRITE_RECORD_BYTES = WriteRecord.sizeOf();
@@ -72,6 +75,9 @@ export interface RecordLimits {
 export const FORMAT_RECORD_LIMITS: RecordLimits = { keyBytesMax: KEY_BYTES_LIMIT, valueBytesMax: VALUE_BYTES_LIMIT };
 /** Bytes of a frame beyond its records and payload: root, vtables, header fields, alignment. */
 export const FRAME_OVERHEAD_BYTES = 256;
+
+/** Longest reason (UTF-8 bytes) an admission hook's refusal carries in its record and in the ack. */
+export const REJECTION_REASON_BYTES_MAX = 256;
 
 /** WriteRecord.flags bit 0: the write is conditional (its expected version is in expected_versions). */
 export const CONDITIONAL_FLAG = 1;
@@ -342,7 +348,8 @@ export class WriteBatchView {
       }
       const keyLength = record.keyLength();
       const valueLength = record.valueLength();
-      if (op !== Op.Put && op !== Op.Delete) throw new MalformedFrame(`record ${index} has unknown op ${op}`);
+      if (op !== Op.Put && op !== Op.Delete && op !== Op.Rejected) throw new MalformedFrame(`record ${index} has unknown op ${op}`);
+      if (op === Op.Rejected && (flags !== 0 || valueLength > REJECTION_REASON_BYTES_MAX)) throw new MalformedFrame(`rejected record ${index} is conditional or has a reason over ${REJECTION_REASON_BYTES_MAX} bytes`);
       if (keyLength === 0) throw new MalformedFrame(`record ${index} has an empty key`);
       if (op === Op.Delete && valueLength !== 0) throw new MalformedFrame(`delete record ${index} carries a value`);
       if (record.payloadOffset() + keyLength + valueLength > payloadLength) {
@@ -565,11 +572,13 @@ const ZERO_SEQ = BigInt(0);
 // ---------------------------------------------------------------------------------------------
 // Ack
 
-/** A conditional write whose condition failed, as a client ack reports it. */
+/** A conditional write whose condition failed, or (with `reason`) a write the admission hook refused, as a client ack reports it. */
 export interface ConditionFailureFields {
   clientSeq: number;
-  /** The key's version when the chain got to the write (0: absent). */
+  /** The key's version when the chain got to the write (0: absent); -1 for a refused write. */
   currentVersion: number;
+  /** A refused write: the hook's reason (UTF-8). */
+  reason?: Uint8Array;
 }
 
 /** A cumulative acknowledgement: everything through committedSeq is applied at the tail. */
@@ -592,20 +601,27 @@ const CONDITION_FAILURE_BYTES = 16;
 export const ACK_FAILURES_MAX = 1024;
 
 export class AckEncoder {
-  private readonly builder = newBuilder(128 + ACK_FAILURES_MAX * CONDITION_FAILURE_BYTES);
+  private readonly builder = newBuilder(128 + ACK_FAILURES_MAX * (CONDITION_FAILURE_BYTES + 32 + REJECTION_REASON_BYTES_MAX));
 
   /** The returned view is valid until the next encode(). */
   encode(ack: AckFields): Uint8Array {
     const builder = this.builder;
     builder.clear();
     builder.forceDefaults(true);
-    const failures = ack.failures ?? [];
-    assert(failures.length <= ACK_FAILURES_MAX, 'AckEncoder: too many failures for one ack');
+    const all = ack.failures ?? [];
+    assert(all.length <= ACK_FAILURES_MAX, 'AckEncoder: too many failures for one ack');
+    const failures = all.filter((failure) => failure.reason === undefined);
+    const rejections = all.filter((failure) => failure.reason !== undefined);
     let failuresOffset = 0;
     if (failures.length > 0) {
       builder.startVector(CONDITION_FAILURE_BYTES, failures.length, 8);
       for (let index = failures.length - 1; index >= 0; index--) ConditionFailure.createConditionFailure(builder, failures[index]!.clientSeq, failures[index]!.currentVersion);
       failuresOffset = builder.endVector();
+    }
+    let rejectionsOffset = 0;
+    if (rejections.length > 0) {
+      const tables = rejections.map((rejection) => Rejection.createRejection(builder, BigInt(rejection.clientSeq), builder.createString(rejection.reason!)));
+      rejectionsOffset = Ack.createRejectionsVector(builder, tables);
     }
     Ack.startAck(builder);
     Ack.addEpoch(builder, ack.epoch);
@@ -615,6 +631,7 @@ export class AckEncoder {
     // Only with a report: an ack without one keeps the bytes it always had.
     if ((ack.reportedFrom ?? 0) > 0) Ack.addReportedFrom(builder, BigInt(ack.reportedFrom!));
     if (failuresOffset !== 0) Ack.addFailures(builder, failuresOffset);
+    if (rejectionsOffset !== 0) Ack.addRejections(builder, rejectionsOffset);
     const ackOffset = Ack.endAck(builder);
     builder.finish(Frame.createFrame(builder, Message.Ack, ackOffset));
     return builder.asUint8Array();
@@ -629,6 +646,8 @@ export class AckView implements AckFields {
   /** 0: no report of conditional writes. */
   reportedFrom = 0;
   failureCount = 0;
+  /** Writes the admission hook refused, in client seq order, with the hook's reasons. */
+  readonly rejections: Array<{ clientSeq: number; reason: string }> = [];
   private failuresPosition = 0;
   private bytes: Uint8Array = new Uint8Array(0);
   private readonly envelope = new FrameEnvelope();
@@ -674,7 +693,29 @@ export class AckView implements AckFields {
           previous = clientSeq;
         }
       }
+      this.rejections.length = 0;
+      const rejectionsField = fieldPosition(bytes, table, 6, 4);
+      if (rejectionsField !== 0) this.readRejections(bytes, followOffset(bytes, rejectionsField));
     });
+  }
+
+  /** The rejections vector (tables: client_seq, reason), verified as the other fields are. */
+  private readRejections(bytes: Uint8Array, vector: number): void {
+    const count = verifyVector(bytes, vector, 4, 'rejections');
+    if (count > ACK_FAILURES_MAX) throw new MalformedFrame(`${count} rejections in one ack`);
+    if (count > 0 && this.reportedFrom === 0) throw new MalformedFrame('an ack lists rejections without reported_from');
+    const rejection = new TableLocation();
+    let previous = this.reportedFrom - 1;
+    for (let index = 0; index < count; index++) {
+      verifyTable(bytes, followOffset(bytes, vector + 4 + index * 4), rejection);
+      const clientSeq = readUint64AsNumber(bytes, requiredFieldPosition(bytes, rejection, 0, 8, 'client_seq'));
+      if (clientSeq <= previous || clientSeq > this.committedClientSeq) throw new MalformedFrame(`rejection ${index} is for client seq ${clientSeq}, not in order within ${this.reportedFrom}..${this.committedClientSeq}`);
+      const reasonVector = followOffset(bytes, requiredFieldPosition(bytes, rejection, 1, 4, 'reason'));
+      const length = verifyVector(bytes, reasonVector, 1, 'reason');
+      if (length > REJECTION_REASON_BYTES_MAX) throw new MalformedFrame(`rejection ${index} has a reason of ${length} bytes`);
+      this.rejections.push({ clientSeq, reason: utf8.decode(bytes.subarray(reasonVector + 4, reasonVector + 4 + length)) });
+      previous = clientSeq;
+    }
   }
 }
 

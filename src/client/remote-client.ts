@@ -240,6 +240,7 @@ class RemoteChain {
       () => (this.state === 'open' ? this.failure : closedError()),
       () => this.diskFull,
     );
+    this.session.writes.admissionReported = view.admits === true;
     for (const member of view.members) this.connection(member.url).dial();
   }
 
@@ -345,6 +346,7 @@ class RemoteChain {
   /** A newer configuration: dial new members, re-point writes and reads, resend what is unanswered. */
   private adopt(view: ClusterViewFields): void {
     this.view = view;
+    this.session.writes.admissionReported = view.admits === true;
     this.reconfigurations++;
     const urls = new Set(view.members.map((member) => member.url));
     for (const url of urls) this.connection(url).dial();

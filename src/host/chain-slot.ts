@@ -59,6 +59,8 @@ export interface SlotHost {
   zoneOf(replicaId: number): string | null;
   /** Every member of a chain answers reads (`--reads any`, CRAQ), not only its tail. */
   readonly readsAtAnyReplica: boolean;
+  /** The cluster's heads run an admission hook (`--admit`). */
+  readonly admits: boolean;
   /** This host's own URL. */
   ownUrl(): string;
   /** Whether a replica is surely gone: its host's lease ended, or it runs another incarnation (after the host table is known). */
@@ -322,7 +324,7 @@ export class ChainSlot {
    * What clients of the chain are told: its members (head first) with their hosts' URLs and zones,
    * whether every member answers reads, and whether it is lost.
    */
-  view(): { epoch: number; members: ClusterMember[]; joining: ClusterMember | null; chains: number; lost: boolean; diskFull: boolean; readsAnyReplica: boolean } | null {
+  view(): { epoch: number; members: ClusterMember[]; joining: ClusterMember | null; chains: number; lost: boolean; diskFull: boolean; readsAnyReplica: boolean; admits: boolean } | null {
     const configuration = this.configuration;
     if (configuration === null) return null;
     // A member whose host is gone (its lease expired) is about to be removed: list it with this
@@ -342,6 +344,7 @@ export class ChainSlot {
       lost: configuration.members.every((replicaId) => this.host.isGone(replicaId)),
       diskFull: this.host.diskRefusal(this.chain) !== null,
       readsAnyReplica: this.host.readsAtAnyReplica,
+      admits: this.host.admits,
     };
   }
 

@@ -310,6 +310,7 @@ export class DabbaHost extends EventEmitter {
       urlOf: (replicaId) => this.urlOf(replicaId),
       zoneOf: (replicaId) => this.homeInfo(replicaId)?.info.zone ?? null,
       readsAtAnyReplica: this.options.reads === 'any',
+      admits: this.options.admit !== null,
       ownUrl: () => this.url,
       isGone: (replicaId) => this.hostTableLoaded && this.homes.has(replicaId) && this.homeInfo(replicaId) === null,
       leaseAllowsReads: () => this.registration !== null && performance.now() < this.registration.leaseValidUntil() - LEASE_READ_MARGIN_MS,

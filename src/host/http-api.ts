@@ -171,6 +171,7 @@ function answerFor(response: HttpResponse, options: HttpApiOptions): Answer {
   };
   const fail = (error: unknown): void => {
     if (error instanceof HttpError) return respond(error.status, JSON.stringify({ code: error.code, message: error.message }), JSON_HEADERS);
+    if (isDabbaError(error, ErrorCode.rejected)) return respond('403 Forbidden', JSON.stringify({ code: error.code, message: error.message }), JSON_HEADERS);
     if (isDabbaError(error, ErrorCode.conditionFailed)) {
       return respond('412 Precondition Failed', JSON.stringify({ code: error.code, message: error.message, currentVersion: error.currentVersion ?? 0 }), JSON_HEADERS);
     }

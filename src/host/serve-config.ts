@@ -25,13 +25,15 @@
  *   --replicas       DABBA_REPLICAS       replicas         replicas per chain (the cluster's; 3 when first started)
  *   --zone           DABBA_ZONE           zone             this host's zone: a chain's replicas go to distinct zones (default)
  *   --reads          DABBA_READS          reads            any | tail: which replicas answer reads (any: every member, CRAQ)
+ *   --admit          DABBA_ADMIT          admit            a JavaScript module: the head's admission hook on every write (workers/admission.ts)
  *   --data-dir       DABBA_DATA_DIR       dataDir          keep the replicas' logs here: restarted, the host recovers them
  *   --durability     DABBA_DURABILITY     durability       memory | async | fsync (memory; fsync with --data-dir)
  *   --sync-interval-ms DABBA_SYNC_INTERVAL_MS syncIntervalMs  async mode: the longest data waits for fdatasync (100)
  *   --disk-reserve-bytes DABBA_DISK_RESERVE_BYTES diskReserveBytes  free bytes a replica's disk keeps: below, writes are refused (64 MiB)
  *   --repair         DABBA_REPAIR=1       repair: true     cut a damaged replica log at the damage (it rejoins from what is left) instead of refusing to start
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { readTlsFiles, type TlsFiles } from '../transport/tls.js';
 import { ServeConfigError } from './config-error.js';
@@ -58,6 +60,7 @@ interface FileConfig extends EtcdAccessFile {
   replicas?: number;
   zone?: string;
   reads?: string;
+  admit?: string;
   dataDir?: string;
   durability?: string;
   syncIntervalMs?: number;
@@ -90,6 +93,7 @@ export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = proces
       replicas: { type: 'string' },
       zone: { type: 'string' },
       reads: { type: 'string' },
+      admit: { type: 'string' },
       'data-dir': { type: 'string' },
       durability: { type: 'string' },
       'sync-interval-ms': { type: 'string' },
@@ -123,8 +127,13 @@ export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = proces
   if (zone !== undefined && !/^[A-Za-z0-9_.-]{1,64}$/.test(zone)) throw new ServeConfigError(`--zone must be 1-64 letters, digits, '-', '_' or '.', got ${JSON.stringify(zone)}`);
   const reads = values.reads ?? env.DABBA_READS ?? file.reads;
   if (reads !== undefined && reads !== 'any' && reads !== 'tail') throw new ServeConfigError(`--reads must be any or tail, got ${JSON.stringify(reads)}`);
+  const admitFile = values.admit ?? env.DABBA_ADMIT ?? file.admit;
+  if (admitFile === '') throw new ServeConfigError('--admit must name a JavaScript module');
+  const admit = admitFile === undefined ? undefined : resolve(admitFile);
+  if (admit !== undefined && !existsSync(admit)) throw new ServeConfigError(`--admit: no module at ${admit}`);
   const durability = durabilityOf(values, env, file);
-  const chain = durability === null && reads === undefined ? null : { ...durability, ...(reads === undefined ? {} : { reads: reads as 'any' | 'tail' }) };
+  const extra = { ...(reads === undefined ? {} : { reads: reads as 'any' | 'tail' }), ...(admit === undefined ? {} : { admit }) };
+  const chain = durability === null && Object.keys(extra).length === 0 ? null : { ...durability, ...extra };
   return {
     hostId,
     ...(chain === null ? {} : { chain }),

@@ -101,6 +101,9 @@ export interface ReplicaCounters {
   osThreadId: number;
   /** The thread's Node.js id (worker_threads.threadId): names its `--cpu-prof` file. */
   threadId: number;
+  /** Its thread's admission hook (a head's): writes it refused, and writes refused because it threw or ran late. */
+  admissionRefused: number;
+  admissionFailures: number;
 }
 
 export interface ReplicaDigest {
@@ -245,6 +248,8 @@ export class NodeHandle {
       heartbeats: node[NodeStat.heartbeats]!,
       osThreadId: node[NodeStat.osThreadId]!,
       threadId: node[NodeStat.threadId]!,
+      admissionRefused: node[NodeStat.admissionRefused]!,
+      admissionFailures: node[NodeStat.admissionFailures]!,
     };
   }
 

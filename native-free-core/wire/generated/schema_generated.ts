@@ -5,7 +5,8 @@ import * as flatbuffers from 'flatbuffers';
 
 export enum Op {
   Put = 0,
-  Delete = 1
+  Delete = 1,
+  Rejected = 2
 }
 
 export enum ReadStatus {
@@ -1013,8 +1014,18 @@ failuresLength():number {
   return offset ? this.bb!.__vector_len(this.bb_pos + offset) : 0;
 }
 
+rejections(index: number, obj?:Rejection):Rejection|null {
+  const offset = this.bb!.__offset(this.bb_pos, 16);
+  return offset ? (obj || new Rejection()).__init(this.bb!.__indirect(this.bb!.__vector(this.bb_pos + offset) + index * 4), this.bb!) : null;
+}
+
+rejectionsLength():number {
+  const offset = this.bb!.__offset(this.bb_pos, 16);
+  return offset ? this.bb!.__vector_len(this.bb_pos + offset) : 0;
+}
+
 static startAck(builder:flatbuffers.Builder) {
-  builder.startObject(6);
+  builder.startObject(7);
 }
 
 static addEpoch(builder:flatbuffers.Builder, epoch:number) {
@@ -1045,12 +1056,28 @@ static startFailuresVector(builder:flatbuffers.Builder, numElems:number) {
   builder.startVector(16, numElems, 8);
 }
 
+static addRejections(builder:flatbuffers.Builder, rejectionsOffset:flatbuffers.Offset) {
+  builder.addFieldOffset(6, rejectionsOffset, 0);
+}
+
+static createRejectionsVector(builder:flatbuffers.Builder, data:flatbuffers.Offset[]):flatbuffers.Offset {
+  builder.startVector(4, data.length, 4);
+  for (let i = data.length - 1; i >= 0; i--) {
+    builder.addOffset(data[i]!);
+  }
+  return builder.endVector();
+}
+
+static startRejectionsVector(builder:flatbuffers.Builder, numElems:number) {
+  builder.startVector(4, numElems, 4);
+}
+
 static endAck(builder:flatbuffers.Builder):flatbuffers.Offset {
   const offset = builder.endObject();
   return offset;
 }
 
-static createAck(builder:flatbuffers.Builder, epoch:number, committedSeq:bigint, clientId:number, committedClientSeq:bigint, reportedFrom:bigint, failuresOffset:flatbuffers.Offset):flatbuffers.Offset {
+static createAck(builder:flatbuffers.Builder, epoch:number, committedSeq:bigint, clientId:number, committedClientSeq:bigint, reportedFrom:bigint, failuresOffset:flatbuffers.Offset, rejectionsOffset:flatbuffers.Offset):flatbuffers.Offset {
   Ack.startAck(builder);
   Ack.addEpoch(builder, epoch);
   Ack.addCommittedSeq(builder, committedSeq);
@@ -1058,7 +1085,74 @@ static createAck(builder:flatbuffers.Builder, epoch:number, committedSeq:bigint,
   Ack.addCommittedClientSeq(builder, committedClientSeq);
   Ack.addReportedFrom(builder, reportedFrom);
   Ack.addFailures(builder, failuresOffset);
+  Ack.addRejections(builder, rejectionsOffset);
   return Ack.endAck(builder);
+}
+}
+
+export class Rejection {
+  bb: flatbuffers.ByteBuffer|null = null;
+  bb_pos = 0;
+  __init(i:number, bb:flatbuffers.ByteBuffer):Rejection {
+  this.bb_pos = i;
+  this.bb = bb;
+  return this;
+}
+
+static getRootAsRejection(bb:flatbuffers.ByteBuffer, obj?:Rejection):Rejection {
+  return (obj || new Rejection()).__init(bb.readInt32(bb.position()) + bb.position(), bb);
+}
+
+static getSizePrefixedRootAsRejection(bb:flatbuffers.ByteBuffer, obj?:Rejection):Rejection {
+  bb.setPosition(bb.position() + flatbuffers.SIZE_PREFIX_LENGTH);
+  return (obj || new Rejection()).__init(bb.readInt32(bb.position()) + bb.position(), bb);
+}
+
+clientSeq():bigint {
+  const offset = this.bb!.__offset(this.bb_pos, 4);
+  return offset ? this.bb!.readUint64(this.bb_pos + offset) : BigInt('0');
+}
+
+mutate_client_seq(value:bigint):boolean {
+  const offset = this.bb!.__offset(this.bb_pos, 4);
+
+  if (offset === 0) {
+    return false;
+  }
+
+  this.bb!.writeUint64(this.bb_pos + offset, value);
+  return true;
+}
+
+reason():string|null
+reason(optionalEncoding:flatbuffers.Encoding):string|Uint8Array|null
+reason(optionalEncoding?:any):string|Uint8Array|null {
+  const offset = this.bb!.__offset(this.bb_pos, 6);
+  return offset ? this.bb!.__string(this.bb_pos + offset, optionalEncoding) : null;
+}
+
+static startRejection(builder:flatbuffers.Builder) {
+  builder.startObject(2);
+}
+
+static addClientSeq(builder:flatbuffers.Builder, clientSeq:bigint) {
+  builder.addFieldInt64(0, clientSeq, BigInt('0'));
+}
+
+static addReason(builder:flatbuffers.Builder, reasonOffset:flatbuffers.Offset) {
+  builder.addFieldOffset(1, reasonOffset, 0);
+}
+
+static endRejection(builder:flatbuffers.Builder):flatbuffers.Offset {
+  const offset = builder.endObject();
+  return offset;
+}
+
+static createRejection(builder:flatbuffers.Builder, clientSeq:bigint, reasonOffset:flatbuffers.Offset):flatbuffers.Offset {
+  Rejection.startRejection(builder);
+  Rejection.addClientSeq(builder, clientSeq);
+  Rejection.addReason(builder, reasonOffset);
+  return Rejection.endRejection(builder);
 }
 }
 
