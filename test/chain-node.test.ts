@@ -7,7 +7,7 @@ import { describe, test } from 'node:test';
 import { ChainNode } from '../native-free-core/chain/node.js';
 import { InflightLog } from '../native-free-core/chain/inflight-log.js';
 import { Store } from '../native-free-core/store.js';
-import { AckEncoder, HelloEncoder, ReadBatchEncoder, ReadReplyView, ReadStatus, WriteBatchEncoder, WriteBatchView } from '../native-free-core/wire/codec.js';
+import { AckEncoder, HelloEncoder, Op, ReadBatchEncoder, ReadReplyView, ReadStatus, WriteBatchEncoder, WriteBatchView } from '../native-free-core/wire/codec.js';
 import { SnapshotView, SnapshotWriter } from '../native-free-core/chain/snapshot.js';
 import { ChainHarness } from './helpers/chain-harness.js';
 import { crc32 } from '../native-free-core/checksum.js';
@@ -609,6 +609,35 @@ describe('ChainNode: conditional writes', () => {
     const [second] = clientAcks(tail);
     assert.deepEqual({ from: second!.reportedFrom, through: second!.committedClientSeq, listed: second!.failures!.length }, { from: 1025, through: 1100, listed: 76 });
     assert.deepEqual(clientAcks(tail), [], 'everything reported');
+  });
+
+  test("writes the head's admission hook refused are skipped, and reported with their reasons in acks that fit a control ring's record", () => {
+    const tail = node('tail');
+    const encoder = new WriteBatchEncoder({ writesMax: 512, payloadBytesMax: 256 * 1024 });
+    encoder.begin(5, 1);
+    const reason = text.encode('r'.repeat(200));
+    for (let index = 0; index < 300; index++) {
+      encoder.payload.set(text.encode(`k${index}`.padEnd(6, '-')), encoder.payloadLength);
+      encoder.payload.set(reason, encoder.payloadLength + 6);
+      encoder.addRecord(Op.Rejected, 6, reason.length);
+    }
+    const frame = encoder.finish().slice();
+    const view = new WriteBatchView();
+    assert.equal(view.open(frame), null);
+    view.stamp(1, 1);
+    assert.equal(tail.step('upstream', frame).status, 'applied');
+    assert.equal(tail.store.size, 0);
+    assert.equal(tail.admissionRejections, 300);
+    const encoded = new AckEncoder();
+    let reported = 0;
+    for (let ack = clientAcks(tail)[0]; ack !== undefined; ack = clientAcks(tail)[0]) {
+      const bytes = encoded.encode(ack).length;
+      assert.ok(bytes <= 32 * 1024 - 8, `an ack of ${bytes} bytes does not fit a control ring's record`);
+      assert.equal(ack.reportedFrom, reported + 1);
+      reported = ack.committedClientSeq;
+      assert.ok(ack.failures!.every((failure) => failure.reason !== undefined && failure.reason.length === 200));
+    }
+    assert.equal(reported, 300, 'every refused write reported, over several acks');
   });
 
   test('a middle keeps the failures of its uncommitted writes; made the tail, it reports them, from the first of its uncommitted writes', () => {

@@ -36,6 +36,8 @@ import {
   WriteBatchView,
   reasonIfMalformed,
   ACK_FAILURES_MAX,
+  ACK_REPORT_BYTES_MAX,
+  reportBytes,
   type AckFields,
   type ConditionFailureFields,
   type HelloFields,
@@ -1084,7 +1086,8 @@ export class ChainNode {
 
   /**
    * A client's ack: its writes through the client seq committed, with the conditional ones among
-   * them that failed since the last ack (at most ACK_FAILURES_MAX: with more, the ack stops before
+   * them that failed since the last ack (at most ACK_FAILURES_MAX of them and ACK_REPORT_BYTES_MAX
+   * of report, so the ack fits a control ring's record: with more, the ack stops before
    * the first left out, and the next one goes on from there).
    */
   private clientAck(clientId: number): AckFields {
@@ -1092,8 +1095,11 @@ export class ChainNode {
     const failures = this.failuresToReport.get(clientId);
     const reportedFrom = (this.reportedThrough.get(clientId) ?? 0) + 1;
     if (failures === undefined || failures.length === 0) return { epoch: this.epochValue, committedSeq: this.committedSeqValue, clientId, committedClientSeq, reportedFrom };
-    const listed = failures.length > ACK_FAILURES_MAX ? failures.slice(0, ACK_FAILURES_MAX) : failures.slice();
-    if (failures.length > ACK_FAILURES_MAX) committedClientSeq = failures[ACK_FAILURES_MAX]!.clientSeq - 1;
+    let count = 0;
+    let bytes = 0;
+    while (count < failures.length && count < ACK_FAILURES_MAX && bytes + reportBytes(failures[count]!) <= ACK_REPORT_BYTES_MAX) bytes += reportBytes(failures[count++]!);
+    const listed = failures.slice(0, count);
+    if (count < failures.length) committedClientSeq = failures[count]!.clientSeq - 1;
     return { epoch: this.epochValue, committedSeq: this.committedSeqValue, clientId, committedClientSeq, reportedFrom, failures: listed };
   }
 

@@ -599,9 +599,19 @@ export interface AckFields {
 const CONDITION_FAILURE_BYTES = 16;
 /** Most failures one ack carries (an ack fits a control-ring record; the rest go in the next). */
 export const ACK_FAILURES_MAX = 1024;
+/**
+ * Most bytes of failures and rejections one ack carries (see reportBytes): with its header it stays
+ * far below the smallest ring record a client ack travels in (half a 64 KiB control ring).
+ */
+export const ACK_REPORT_BYTES_MAX = 16 * 1024;
+
+/** What one failure or rejection adds to an ack, at most (a rejection: its table, offset and reason). */
+export function reportBytes(failure: ConditionFailureFields): number {
+  return failure.reason === undefined ? CONDITION_FAILURE_BYTES : 32 + Math.ceil(failure.reason.length / 4) * 4;
+}
 
 export class AckEncoder {
-  private readonly builder = newBuilder(128 + ACK_FAILURES_MAX * (CONDITION_FAILURE_BYTES + 32 + REJECTION_REASON_BYTES_MAX));
+  private readonly builder = newBuilder(256 + ACK_REPORT_BYTES_MAX);
 
   /** The returned view is valid until the next encode(). */
   encode(ack: AckFields): Uint8Array {
@@ -610,6 +620,7 @@ export class AckEncoder {
     builder.forceDefaults(true);
     const all = ack.failures ?? [];
     assert(all.length <= ACK_FAILURES_MAX, 'AckEncoder: too many failures for one ack');
+    assert(all.reduce((bytes, failure) => bytes + reportBytes(failure), 0) <= ACK_REPORT_BYTES_MAX, 'AckEncoder: too large a report for one ack');
     const failures = all.filter((failure) => failure.reason === undefined);
     const rejections = all.filter((failure) => failure.reason !== undefined);
     let failuresOffset = 0;

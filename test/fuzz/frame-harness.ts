@@ -26,6 +26,7 @@ import {
   HelloView,
   MessageKind,
   Op,
+  REJECTION_REASON_BYTES_MAX,
   ReadBatchView,
   ReadReplyView,
   ReadStatus,
@@ -569,7 +570,9 @@ class FrameFuzzer {
       const op = record.op();
       const keyStart = view.keyPosition(record);
       const end = keyStart + record.keyLength() + record.valueLength();
-      if (op !== Op.Put && op !== Op.Delete) fail(`accepted record ${index} has op ${op}`);
+      if (op !== Op.Put && op !== Op.Delete && op !== Op.Rejected) fail(`accepted record ${index} has op ${op}`);
+      if (op === Op.Rejected && (record.flags() !== 0 || record.valueLength() > REJECTION_REASON_BYTES_MAX)) fail(`accepted refused record ${index} is conditional or has a long reason`);
+      if (record.flags() > 1) fail(`accepted record ${index} has flags ${record.flags()}`);
       if (record.keyLength() === 0 || keyStart < view.payloadPosition || end > payloadEnd) fail(`accepted record ${index} lies outside the payload`);
       sum += bytes[keyStart]! + (end > keyStart ? bytes[end - 1]! : 0);
     }
