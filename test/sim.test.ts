@@ -173,7 +173,7 @@ describe('reads at every replica (CRAQ): H and M1 answer too, and the history st
   });
 });
 
-test('2,000 random seeds: delays, duplicates, loss, partitions, crashes, restarts (half with disks), several clients; invariants after every event', async () => {
+test('2,000 random seeds: delays, duplicates, loss, partitions, crashes, restarts (half with disks), several clients, compare-and-set; invariants after every event', async () => {
   const totals = {
     operations: 0,
     losses: 0,
@@ -191,6 +191,8 @@ test('2,000 random seeds: delays, duplicates, loss, partitions, crashes, restart
     logsDiverged: 0,
     readsOffTail: 0,
     dirtyReads: 0,
+    conditionalApplied: 0,
+    conditionsFailed: 0,
   };
   let severalClients = 0;
   let tailReads = 0;
@@ -216,6 +218,9 @@ test('2,000 random seeds: delays, duplicates, loss, partitions, crashes, restart
   assert.ok(totals.logsDiverged > 50, `only ${totals.logsDiverged} joiners offered a log the tail could not continue`);
   assert.ok(totals.readsOffTail > 20_000 && totals.dirtyReads > 5000, `${totals.readsOffTail} reads answered off the tail, ${totals.dirtyReads} of dirty keys`);
   assert.ok(tailReads > 250, `only ${tailReads} seeds with reads at the tail alone`);
+  // Compare-and-set: each applied one is in the history as a put, each refused one is not; two
+  // applied expecting the same version of a key would fail the run (checkers.ts).
+  assert.ok(totals.conditionalApplied > 5000 && totals.conditionsFailed > 2000, `${totals.conditionalApplied} conditional writes applied, ${totals.conditionsFailed} refused`);
   assert.ok(severalClients > 1000 && totals.operations > 200_000, `${severalClients} seeds with several clients, ${totals.operations} operations`);
 });
 

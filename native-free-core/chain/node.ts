@@ -916,6 +916,11 @@ export class ChainNode {
       this.joinSource?.close();
       this.joinSource = null;
     }
+    if (wasTail && !this.isTail) {
+      // No longer the tail: what it had not reported, the next tail reports (or cannot, and says so).
+      this.failuresToReport.clear();
+      this.reportedThrough.clear();
+    }
     if (this.isTail) {
       if (!wasTail) this.takeOverReports();
       this.becomeTail(forwardedBefore && !sameJoin);
@@ -1099,6 +1104,7 @@ export class ChainNode {
     let bytes = 0;
     while (count < failures.length && count < ACK_FAILURES_MAX && bytes + reportBytes(failures[count]!) <= ACK_REPORT_BYTES_MAX) bytes += reportBytes(failures[count++]!);
     const listed = failures.slice(0, count);
+    assert(count === 0 || listed[0]!.clientSeq >= reportedFrom, `client ${clientId}: a failure at client seq ${listed[0]?.clientSeq} before its report's start ${reportedFrom}`);
     if (count < failures.length) committedClientSeq = failures[count]!.clientSeq - 1;
     return { epoch: this.epochValue, committedSeq: this.committedSeqValue, clientId, committedClientSeq, reportedFrom, failures: listed };
   }

@@ -130,6 +130,24 @@ export class Checker {
       }
     }
     this.checkHistory(members.at(-1)!.node!);
+    this.checkConditionalWrites();
+  }
+
+  /**
+   * Compare-and-set is atomic: a version is the seq of one write, and once a conditional write on
+   * it is applied the key has a newer one, so at most one applied conditional write of a key may
+   * expect a given version (absence, 0, can come back with a delete: not counted). Whether each was
+   * applied at all is what the history checks: a refused one is not in it, so a value it wrote
+   * would be a read nothing explains.
+   */
+  private checkConditionalWrites(): void {
+    const applied = new Set<string>();
+    for (const { key, expected, applied: wasApplied } of this.world.conditionalWrites) {
+      if (!wasApplied || expected === 0) continue;
+      const name = `${key}@${expected}`;
+      this.world.trace.check(!applied.has(name), () => `two conditional writes of ${key} expecting version ${expected} were both applied`);
+      applied.add(name);
+    }
   }
 
   /**

@@ -11,8 +11,9 @@
  * - when nothing has been answered for a while, everything is resent (stalledFor, as checkProgress).
  *
  * Its load: a few lanes, each a sequential process of the history, issuing put, delete, get,
- * getVersioned or putMany at random times through the public API; the history is what the
- * promises say, stamped with the simulated time at which they settle.
+ * getVersioned, putMany or a compare-and-set (getVersioned, then a put on that version) at random
+ * times through the public API; the history is what the promises say, stamped with the simulated
+ * time at which they settle.
  */
 import { ClientSession } from '../../src/session/client-session.js';
 import type { ReadPipeline } from '../../src/read-pipeline.js';
@@ -219,6 +220,7 @@ export class SimulatedClient {
     if (roll < 0.4) this.write(lane, [this.entry(lanesClient, { kind: 'put', key, value })], () => this.session.put(key, value));
     else if (roll < 0.5) this.write(lane, [this.entry(lanesClient, { kind: 'delete', key })], () => this.session.delete(key));
     else if (roll < 0.6) this.putMany(lane, value);
+    else if (roll < 0.68) this.compareAndSet(lane, lanesClient, key, value);
     else this.read(lane, this.entry(lanesClient, { kind: 'get', key }), roll < 0.8);
   }
 
@@ -262,6 +264,50 @@ export class SimulatedClient {
     promise.then(
       (found) => this.responded(lane, operation, [entry], found?.toString('utf8')),
       (error: unknown) => this.rejected(operation, [entry], error),
+    );
+  }
+
+  /**
+   * A compare-and-set: getVersioned, then a put conditional on the version read (or on absence).
+   * In the history the get is a get, and the put a put only if it was applied (or may have been:
+   * outcome unknown); one refused for its condition had no effect and is dropped from it. Each
+   * applied one is noted: two applied with the same expected version of a key break atomicity.
+   */
+  private compareAndSet(lane: number, client: number, key: string, value: string): void {
+    const get = this.entry(client, { kind: 'get', key });
+    const promise = this.session.getVersioned(key);
+    const readLane = this.session.reads.lastLane;
+    const read: PendingOperation = { through: readLane.lastRequestId, settled: false, lane: readLane };
+    this.reads.push(read);
+    promise.then(
+      (found) => {
+        read.settled = true;
+        get.respondedAt = this.world.now;
+        get.result = found?.value.toString('utf8');
+        const put = this.entry(client, { kind: 'put', key, value });
+        const expected = found?.version ?? 0;
+        const written = this.session.put(key, value, found === undefined ? { ifAbsent: true } : { ifVersion: found.version });
+        const write: PendingOperation = { through: this.session.writes.accepted, settled: false };
+        this.writes.push(write);
+        written.then(
+          () => {
+            this.world.conditionalWrites.push({ key, expected, applied: true });
+            this.world.counts.conditionalApplied++;
+            this.responded(lane, write, [put], undefined);
+          },
+          (error: { code?: string }) => {
+            if (error.code !== 'DABBA_ERR_CONDITION_FAILED' && error.code !== 'DABBA_ERR_OUTCOME_UNKNOWN') return this.rejected(write, [put], error);
+            write.settled = true;
+            if (error.code === 'DABBA_ERR_CONDITION_FAILED') {
+              this.world.history.splice(this.world.history.lastIndexOf(put), 1);
+              this.world.conditionalWrites.push({ key, expected, applied: false });
+              this.world.counts.conditionsFailed++;
+            }
+            this.world.scheduler.after(this.world.between(1, 15), () => this.issue(lane));
+          },
+        );
+      },
+      (error: unknown) => this.rejected(read, [get], error),
     );
   }
 

@@ -80,6 +80,9 @@ export interface HostCounts {
   catchUpsCompleted: number;
   /** Resumed joiners a tail could not continue (sent a snapshot: the host starts them over, empty). */
   logsDiverged: number;
+  /** Conditional writes the clients had applied, and refused for their condition. */
+  conditionalApplied: number;
+  conditionsFailed: number;
   /** Reads a head or middle answered (reads at any replica), and those of them held for the commit point (dirty). */
   readsOffTail: number;
   dirtyReads: number;
@@ -95,7 +98,9 @@ export class World {
   readonly hosts = new Map<Endpoint, SimulatedHost>();
   readonly clients: SimulatedClient[] = [];
   readonly history: HistoryEntry[] = [];
-  readonly counts: HostCounts = { rejoins: 0, linkRepairs: 0, snapshotFrames: 0, gapsRefused: 0, staleEpochIgnored: 0, writesRedirected: 0, readsRefused: 0, recoveredFromDisk: 0, resumedJoins: 0, catchUpsCompleted: 0, logsDiverged: 0, readsOffTail: 0, dirtyReads: 0 };
+  /** The clients' conditional writes that settled: applied, or refused for their condition. */
+  readonly conditionalWrites: Array<{ key: string; expected: number; applied: boolean }> = [];
+  readonly counts: HostCounts = { rejoins: 0, linkRepairs: 0, snapshotFrames: 0, gapsRefused: 0, staleEpochIgnored: 0, writesRedirected: 0, readsRefused: 0, recoveredFromDisk: 0, resumedJoins: 0, catchUpsCompleted: 0, logsDiverged: 0, readsOffTail: 0, dirtyReads: 0, conditionalApplied: 0, conditionsFailed: 0 };
   master!: SimulatedMaster;
   checker!: Checker;
   /** A failure noticed where it cannot throw (a promise callback); the run loop fails with it. */
