@@ -4,6 +4,7 @@
  * timer's cost is amortised; results are reported per write. A result hash is printed so the JIT
  * cannot drop the work.
  */
+import { Admission } from '../workers/admission.js';
 import type { WriteConditions } from '../src/conditions.js';
 import { Bench } from 'tinybench';
 import { SpscRing } from '../native-free-core/ring.js';
@@ -69,6 +70,8 @@ export async function micro(env: Environment, small: boolean): Promise<{ rows: M
   const routedPut = clientWritePath(1);
   const routedPut64 = clientWritePath(64);
   const conditionalPut = clientWritePath(1, { ifVersion: 7 });
+  // A head's admission hook (workers/admission.ts) with a hook that admits every write.
+  const admission = new Admission(() => true, 1000, { keyBytesMax: 1024, valueBytesMax: 512 * 1024 }, 1 << 24, () => undefined);
 
   bench
     .add('codec: encode a batch (16 B key, 100 B value)', () => {
@@ -121,6 +124,9 @@ export async function micro(env: Environment, small: boolean): Promise<{ rows: M
     })
     .add('client: conditional put(key, value, { ifVersion }) through the write path, 1 chain', () => {
       hash ^= conditionalPut(routedKeys, value);
+    })
+    .add('head: screen a batch with an admission hook that admits every write', () => {
+      hash ^= admission.screen(checksummed).length;
     })
     .add('client: one promise for the batch (putMany), resolved by one cumulative ack', () => {
       let resolveAll!: () => void;

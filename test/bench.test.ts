@@ -37,7 +37,7 @@ test('every benchmark suite runs in its small setting and records its results', 
       log: (line) => lines.push(line),
     });
     const microResult = results.micro as { rows: MicroRow[]; hash: number };
-    assert.equal(microResult.rows.length, 15);
+    assert.equal(microResult.rows.length, 16);
     for (const row of microResult.rows) assert.ok(row.nsPerWrite > 0 && Number.isFinite(row.nsPerWrite), `${row.task}: ${row.nsPerWrite}`);
     const readsRows = results.reads as ReadsRow[];
     assert.deepEqual(readsRows.map((row) => [row.setup, row.reads]), [['one process', 'any'], ['one process', 'tail']]);
