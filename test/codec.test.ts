@@ -326,6 +326,22 @@ describe('conditional writes on the wire', () => {
     assert.match(view.open(notAVersion)!, /expects version 2.5/);
   });
 
+  test("a refused record's value is its reason: bounded by REJECTION_REASON_BYTES_MAX, not by valueBytesMax (a chain of small values still carries a long reason)", () => {
+    const encoder = new WriteBatchEncoder({ writesMax: 2, payloadBytesMax: 1024 });
+    encoder.begin(3, 1);
+    const reason = bytesOf('r'.repeat(100));
+    encoder.payload.set(bytesOf('k'), 0);
+    encoder.payload.set(reason, 1);
+    encoder.addRecord(Op.Rejected, 1, reason.length);
+    const frame = encoder.finish().slice();
+    assert.equal(new WriteBatchView({ keyBytesMax: 8, valueBytesMax: 24 }).open(frame), null);
+    const long = new WriteBatchEncoder({ writesMax: 2, payloadBytesMax: 1024 });
+    long.begin(3, 1);
+    long.payload.set(bytesOf('k'), 0);
+    long.addRecord(Op.Rejected, 1, 300);
+    assert.match(new WriteBatchView().open(long.finish())!, /reason over 256 bytes/);
+  });
+
   test('a client ack lists failed conditional writes from reported_from on, in order; anything else is malformed', () => {
     const encoder = new AckEncoder();
     const view = new AckView();

@@ -356,7 +356,8 @@ export class WriteBatchView {
         throw new MalformedFrame(`record ${index} overruns the payload of ${payloadLength} bytes`);
       }
       if (keyLength > this.limits.keyBytesMax) throw new MalformedFrame(`record ${index} has a ${keyLength}-byte key, above keyBytesMax ${this.limits.keyBytesMax}`);
-      if (valueLength > this.limits.valueBytesMax) {
+      // A refused record's value is the hook's reason, bounded on its own (it is never stored).
+      if (valueLength > this.limits.valueBytesMax && op !== Op.Rejected) {
         throw new MalformedFrame(`record ${index} has a ${valueLength}-byte value, above valueBytesMax ${this.limits.valueBytesMax}`);
       }
     }

@@ -23,7 +23,7 @@ import { frameKind, MessageKind } from '../../native-free-core/wire/codec.js';
 import type { HistoryEntry, Operation } from './linearizability.js';
 import type { Connection, Endpoint } from './network.js';
 import type { SimulatedView } from './replica-host.js';
-import { TIMING, type World } from './world.js';
+import { refusedByHook, TIMING, type World } from './world.js';
 
 const NO_WAKE: Wakeable = { ring: () => undefined };
 /** Bytes of batches sent ahead of acks (RemoteClient's window, small here so it fills). */
@@ -125,6 +125,7 @@ export class SimulatedClient {
       },
       () => null,
     );
+    this.session.writes.admissionReported = world.admission !== null;
   }
 
   /** With reads at any replica: every member's link, a lane each (RemoteClient.readTargets). */
@@ -251,8 +252,27 @@ export class SimulatedClient {
     this.writes.push(operation);
     promise.then(
       () => this.responded(lane, operation, entries, undefined),
-      (error: unknown) => this.rejected(operation, entries, error),
+      (error: unknown) => (this.refusedOrUnknown(lane, operation, entries, error) ? undefined : this.rejected(operation, entries, error)),
     );
+  }
+
+  /**
+   * Under an admission hook: a write it refused had no effect and leaves the history; its call's
+   * other writes (a putMany's) may have applied or not, when the call rejected: unknown; a write
+   * whose outcome is unknown stays so. False for any other error (a failure of the run).
+   */
+  private refusedOrUnknown(lane: number, operation: PendingOperation, entries: HistoryEntry[], error: unknown): boolean {
+    const code = (error as { code?: string }).code;
+    if (this.world.admission === null || (code !== 'DABBA_ERR_REJECTED' && code !== 'DABBA_ERR_OUTCOME_UNKNOWN')) return false;
+    operation.settled = true;
+    for (const entry of entries) {
+      if (code === 'DABBA_ERR_REJECTED' && entry.operation.kind === 'put' && refusedByHook(entry.operation.value)) {
+        this.world.history.splice(this.world.history.lastIndexOf(entry), 1);
+        this.world.counts.admissionRefused++;
+      }
+    }
+    this.world.scheduler.after(this.world.between(1, 15), () => this.issue(lane));
+    return true;
   }
 
   private read(lane: number, entry: HistoryEntry, versioned: boolean): void {
@@ -296,6 +316,7 @@ export class SimulatedClient {
             this.responded(lane, write, [put], undefined);
           },
           (error: { code?: string }) => {
+            if (error.code === 'DABBA_ERR_REJECTED' && this.refusedOrUnknown(lane, write, [put], error)) return;
             if (error.code !== 'DABBA_ERR_CONDITION_FAILED' && error.code !== 'DABBA_ERR_OUTCOME_UNKNOWN') return this.rejected(write, [put], error);
             write.settled = true;
             if (error.code === 'DABBA_ERR_CONDITION_FAILED') {

@@ -471,6 +471,15 @@ export class SimulatedHost {
     if (lastAck !== undefined) this.sendToClient(clientId, lastAck);
   }
 
+  /** A client batch through the admission hook, as the worker screens it (unless the head ordered it already). */
+  private screen(bytes: Uint8Array): Uint8Array {
+    const admission = this.world.admission;
+    if (admission === null || this.peekView.open(bytes) !== null) return bytes;
+    const { clientId, firstClientSeq, count } = this.peekView;
+    if (firstClientSeq + count - 1 <= this.node!.clientHighWaterMark(clientId)) return bytes;
+    return admission.screen(bytes);
+  }
+
   /** A write or read batch from client `clientId`; false to hold it (backpressure). */
   fromClient(clientId: number, bytes: Uint8Array): boolean {
     const kind = frameKind(bytes);
@@ -481,7 +490,7 @@ export class SimulatedHost {
         this.sendView(clientId, true);
         return true;
       }
-      return this.stepUpstream(bytes);
+      return this.stepUpstream(this.screen(bytes));
     }
     this.world.trace.check(kind === MessageKind.readBatch, () => `client ${clientId} sent a frame of kind ${String(kind)}`);
     if (!this.isServingReads()) {

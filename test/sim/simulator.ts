@@ -50,6 +50,8 @@ export interface SimulationOptions {
   disk?: boolean;
   /** Which replicas answer reads: every member (CRAQ, the default) or the tail alone. */
   reads?: 'any' | 'tail';
+  /** Heads run an admission hook (refusing puts of values that end in 3: world.ts). */
+  admission?: boolean;
   script?: readonly ScriptedFault[];
   /** Trace every frame (for a replay). */
   verbose?: boolean;
@@ -93,11 +95,12 @@ const DEFAULTS: Omit<Settings, 'seed'> = {
   restartAfter: [10, 100],
   disk: false,
   reads: 'any',
+  admission: false,
 };
 
 export async function simulate(options: SimulationOptions): Promise<SimulationResult> {
   const settings: Settings & SimulationOptions = { ...DEFAULTS, ...options };
-  const world = new World(settings.seed, settings.disk, settings.reads, { delayMax: settings.delayMax, lossRate: settings.lossRate, duplicateRate: settings.duplicateRate }, {
+  const world = new World(settings.seed, settings.disk, settings.reads, settings.admission, { delayMax: settings.delayMax, lossRate: settings.lossRate, duplicateRate: settings.duplicateRate }, {
     kept: settings.traceKept ?? Number(process.env.DABBA_SIM_TRACE ?? 40),
     verbose: settings.verbose ?? false,
   });
@@ -209,5 +212,5 @@ function resultOf(world: World, faults: FaultInjector, operations: number, micro
  * other seed hosts have disks, and a crashed one back before its lease ends is the same replica.
  */
 export function seedOptions(seed: number): SimulationOptions {
-  return { seed, replicas: 2 + (seed % 4), clients: 1 + (seed % 3), disk: seed % 2 === 0, ...(seed % 5 === 0 ? { restartAfter: null } : {}), ...(seed % 7 === 3 ? { reads: 'tail' } : {}) };
+  return { seed, replicas: 2 + (seed % 4), clients: 1 + (seed % 3), disk: seed % 2 === 0, ...(seed % 5 === 0 ? { restartAfter: null } : {}), ...(seed % 7 === 3 ? { reads: 'tail' } : {}), ...(seed % 3 === 1 ? { admission: true } : {}) };
 }

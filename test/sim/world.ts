@@ -5,6 +5,8 @@
  * only lets them find each other.
  */
 import { resolveOptions, type ResolvedOptions } from '../../src/options.js';
+import { FORMAT_RECORD_LIMITS } from '../../native-free-core/wire/codec.js';
+import { Admission } from '../../workers/admission.js';
 import type { HistoryEntry } from './linearizability.js';
 import { Scheduler, SimulatedClock } from './clock.js';
 import { Network, type Endpoint, type NetworkFaults } from './network.js';
@@ -42,6 +44,12 @@ export const KEY_BYTES_MAX = 8;
 export const VALUE_BYTES_MAX = 24;
 
 export const MASTER: Endpoint = 'master';
+
+/** The simulated admission hook's verdict: puts of a value ending in 3 are refused (deletes never). */
+export function refusedByHook(value: Uint8Array | string | undefined): boolean {
+  if (value === undefined) return false;
+  return typeof value === 'string' ? value.endsWith('3') : value.length > 0 && value[value.length - 1] === 0x33;
+}
 
 /** The client's options: small batches, windows and rings, so batching, flow control and resends all happen. */
 export function simulatedChainOptions(reads: 'any' | 'tail' = 'any'): ResolvedOptions {
@@ -83,6 +91,8 @@ export interface HostCounts {
   /** Conditional writes the clients had applied, and refused for their condition. */
   conditionalApplied: number;
   conditionsFailed: number;
+  /** Writes the heads' admission hook refused, as the clients heard. */
+  admissionRefused: number;
   /** Reads a head or middle answered (reads at any replica), and those of them held for the commit point (dirty). */
   readsOffTail: number;
   dirtyReads: number;
@@ -95,12 +105,14 @@ export class World {
   readonly network: Network;
   readonly trace: Trace;
   readonly options: ResolvedOptions;
+  /** The heads' admission hook (workers/admission.ts), or null: it refuses puts whose value ends in 3. */
+  readonly admission: Admission | null;
   readonly hosts = new Map<Endpoint, SimulatedHost>();
   readonly clients: SimulatedClient[] = [];
   readonly history: HistoryEntry[] = [];
   /** The clients' conditional writes that settled: applied, or refused for their condition. */
   readonly conditionalWrites: Array<{ key: string; expected: number; applied: boolean }> = [];
-  readonly counts: HostCounts = { rejoins: 0, linkRepairs: 0, snapshotFrames: 0, gapsRefused: 0, staleEpochIgnored: 0, writesRedirected: 0, readsRefused: 0, recoveredFromDisk: 0, resumedJoins: 0, catchUpsCompleted: 0, logsDiverged: 0, readsOffTail: 0, dirtyReads: 0, conditionalApplied: 0, conditionsFailed: 0 };
+  readonly counts: HostCounts = { rejoins: 0, linkRepairs: 0, snapshotFrames: 0, gapsRefused: 0, staleEpochIgnored: 0, writesRedirected: 0, readsRefused: 0, recoveredFromDisk: 0, resumedJoins: 0, catchUpsCompleted: 0, logsDiverged: 0, readsOffTail: 0, dirtyReads: 0, conditionalApplied: 0, conditionsFailed: 0, admissionRefused: 0 };
   master!: SimulatedMaster;
   checker!: Checker;
   /** A failure noticed where it cannot throw (a promise callback); the run loop fails with it. */
@@ -113,10 +125,12 @@ export class World {
     /** Whether hosts keep their replica's log on a disk (`fsync` mode): see ./disk.ts. */
     readonly durable: boolean,
     reads: 'any' | 'tail',
+    admits: boolean,
     faults: NetworkFaults,
     trace: { kept: number; verbose: boolean },
   ) {
     this.options = simulatedChainOptions(reads);
+    this.admission = admits ? new Admission((write) => (refusedByHook(write.value) ? 'values ending in 3 are refused' : true), 1000, FORMAT_RECORD_LIMITS, 1 << 30, () => undefined) : null;
     this.random = mulberry32(seed);
     this.network = new Network(this.scheduler, this.random, faults);
     this.trace = new Trace(seed, this.scheduler, trace.kept, trace.verbose);
