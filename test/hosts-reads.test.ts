@@ -65,6 +65,16 @@ async function writeThenRead(client: RemoteClient, prefix: string, rounds: numbe
 
 test("--reads any (the default): every member's host answers reads; a client in zone z2 reads from z2's host only; --admit refuses writes", { timeout: 120_000 }, async () => {
   const hosts = await startCluster('dabreadany', ['--admit', HOOK]);
+  try {
+    await readsAndWrites(hosts);
+  } finally {
+    // Closed here, failed or not: the next test starts a cluster of its own.
+    await closeHostTest(hosts, lab, servers);
+    cluster = lab = undefined;
+  }
+});
+
+async function readsAndWrites(hosts: HostCluster): Promise<void> {
   const spread = await hosts.connect();
   const before = await readsServed(hosts);
   await writeThenRead(spread, 'a', 6);
@@ -114,9 +124,7 @@ test("--reads any (the default): every member's host answers reads; a client in 
   assert.equal(await spread.get('deny:2'), undefined);
 
   await Promise.all([spread.close(), local.close()]);
-  await closeHostTest(hosts, lab, servers);
-  cluster = lab = undefined;
-});
+}
 
 test('--reads tail: only the tail host answers reads, and the clients send them there', { timeout: 120_000 }, async () => {
   const hosts = await startCluster('dabreadtail', ['--reads', 'tail']);
