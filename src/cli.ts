@@ -1,7 +1,7 @@
 #!/usr/bin/env -S node --initial-old-space-size=128
 /**
  * The dabba command line.
- *   dabba demo [--replicas N] [--chains N] [--nodes N] [--seconds S] [--value-bytes B] [--readers R]
+ *   dabba demo [--replicas N] [--chains N] [--nodes N] [--seconds S] [--value-bytes B] [--readers R] [--reads any|tail]
  *   dabba bench [scenario flags] (see usage)
  *   dabba serve --id ID --etcd URLS [--listen HOST:PORT] [--config FILE] ... (see src/host/serve-config.ts)
  *   dabba status --etcd URLS [--etcd-prefix P] [--etcd-ca F --etcd-cert F --etcd-key F --etcd-user U] [--json]
@@ -15,11 +15,13 @@ const usage = `usage: dabba <command> [options]
 commands:
   demo    run a replicated chain in this process under load and print a report
           --replicas N (3)  --chains N (1)  --nodes N (--replicas)  --seconds S (10)  --value-bytes B (100)  --readers R (1)
+          --reads any|tail (any: every replica answers reads)
   bench   measure one scenario on an in-process chain, optionally beside peers
           --replicas N (3, 1-5)    --value-size B (100, up to 65536)   --key-space N (100000)
           --chains N (1)           --nodes N (--replicas; in one process: chains over node threads)
           --batch N (adaptive)     --linger US                         --in-flight-batches N
           --read-ratio R (0)       --clients N (2)  --window N (2048 in flight per client)
+          --reads any|tail (any: reads spread over every replica; tail: all at the tail)
           --seconds S (5)          --runs N (1; medians)
           --rate W (open loop at W writes/s; default closed loop)
           --peers naive,redis,etcd (same load, same run; redis/etcd are started on loopback;
@@ -94,9 +96,11 @@ async function demoCommand(args: string[]): Promise<number> {
       seconds: { type: 'string' },
       'value-bytes': { type: 'string' },
       readers: { type: 'string' },
+      reads: { type: 'string' },
     },
   });
   const ok = await runDemo({
+    reads: readMode(values.reads),
     replicas: positiveInteger(values.replicas, 'replicas', 3),
     chains: positiveInteger(values.chains, 'chains', 1),
     nodes: positiveInteger(values.nodes, 'nodes', positiveInteger(values.replicas, 'replicas', 3)),
@@ -120,6 +124,7 @@ async function benchCommand(args: string[]): Promise<number> {
       linger: { type: 'string' },
       'in-flight-batches': { type: 'string' },
       'read-ratio': { type: 'string' },
+      reads: { type: 'string' },
       clients: { type: 'string' },
       window: { type: 'string' },
       seconds: { type: 'string' },
@@ -151,6 +156,7 @@ async function benchCommand(args: string[]): Promise<number> {
     lingerUs: optional(values.linger, 'linger'),
     batchesInFlight: optional(values['in-flight-batches'], 'in-flight-batches'),
     readRatio: values['read-ratio'] === undefined ? 0 : Number(values['read-ratio']),
+    reads: readMode(values.reads),
     clients: positiveInteger(values.clients, 'clients', SCENARIO_DEFAULTS.clients),
     window: positiveInteger(values.window, 'window', SCENARIO_DEFAULTS.window),
     seconds: values.seconds === undefined ? SCENARIO_DEFAULTS.seconds : Number(values.seconds),
@@ -162,6 +168,13 @@ async function benchCommand(args: string[]): Promise<number> {
     json: values.json ?? false,
   }, { resultsDirectory: values['results-dir'], out: process.stdout });
   return 0;
+}
+
+/** --reads: any (the default) or tail. */
+function readMode(text: string | undefined): 'any' | 'tail' {
+  if (text === undefined) return 'any';
+  if (text !== 'any' && text !== 'tail') throw new RangeError(`--reads must be any or tail, got ${text}`);
+  return text;
 }
 
 async function serveCommand(args: string[]): Promise<number> {

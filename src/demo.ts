@@ -14,6 +14,8 @@ export interface DemoOptions {
   seconds: number;
   valueBytes: number;
   readers: number;
+  /** Which replicas answer reads (createChain's `reads`; default any). */
+  reads?: 'any' | 'tail';
 }
 
 function formatRate(perSecond: number): string {
@@ -21,7 +23,7 @@ function formatRate(perSecond: number): string {
 }
 
 export async function runDemo(options: DemoOptions, out: NodeJS.WriteStream = process.stdout): Promise<boolean> {
-  const chain = createChain({ replicas: options.replicas, chains: options.chains, nodes: options.nodes });
+  const chain = createChain({ replicas: options.replicas, chains: options.chains, nodes: options.nodes, reads: options.reads ?? 'any' });
   chain.on('warning', (warning: Error) => out.write(`warning: ${warning.message}\n`));
   const shape =
     options.chains === 1
@@ -71,7 +73,7 @@ export async function runDemo(options: DemoOptions, out: NodeJS.WriteStream = pr
       '',
       `acknowledged writes  ${report.writes.toLocaleString('en-US')} in ${report.seconds.toFixed(1)} s = ${formatRate(report.writesPerSecond)}` +
         `  (${report.writeMegabytesPerSecond.toFixed(1)} MB/s of keys + values)`,
-      `reads                ${report.reads.toLocaleString('en-US')} = ${formatRate(report.readsPerSecond)} (answered by every replica; ${describeReads(stats)})`,
+      `reads                ${report.reads.toLocaleString('en-US')} = ${formatRate(report.readsPerSecond)} (answered by ${options.reads === 'tail' ? 'the tail' : 'every replica'}; ${describeReads(stats)})`,
       `write latency        p50 ${latency.p50} us   p99 ${latency.p99} us   p99.9 ${latency.p999} us   (${latency.samples} samples, put() to ack)`,
       `batches              ${stats.batchesSent.toLocaleString('en-US')} sent, ${(report.writes / Math.max(1, stats.batchesSent)).toFixed(0)} writes per batch on average`,
       `memory (RSS)         ${report.rssStartMiB.toFixed(0)} MiB at start, ${report.rssEndMiB.toFixed(0)} MiB at end`,

@@ -36,6 +36,10 @@ test('closed loop with reads, beside the naive chain, as JSON', async () => {
   assert.ok(dabba.p99Us >= dabba.p50Us && dabba.p50Us > 0);
   assert.equal(summary.environment.cores > 0, true);
 
+  // --reads tail: the same load, every read at the tail (the default spreads them: README).
+  const atTail = JSON.parse((await bench(['--seconds', '0.4', '--replicas', '2', '--read-ratio', '0.5', '--reads', 'tail', '--json'])).stdout);
+  assert.ok(atTail.rows[0].readsPerSecond > 0);
+
   const side = JSON.parse((await bench(['--seconds', '0.4', '--peers', 'naive', '--json'])).stdout);
   assert.deepEqual(
     side.rows.map((row: { system: string }) => row.system),
@@ -113,6 +117,7 @@ test('bad flags are refused with a message and exit code 2', async () => {
     [['--hosts', '--nodes', '4'], /--nodes is for the in-process engine/],
     [['--durability', 'disk'], /--durability must be memory, async or fsync/],
     [['--hosts', '--durability', 'fsync'], /--durability is for the in-process engine/],
+    [['--reads', 'middle'], /--reads must be any or tail, got middle/],
   ] as const) {
     await assert.rejects(bench([...args]), (error: { code: number; stderr: string }) => {
       assert.equal(error.code, 2);

@@ -38,6 +38,8 @@ export interface ScenarioOptions {
   batchesInFlight: number | undefined;
   /** Fraction of operations that are reads (closed loop only). */
   readRatio: number;
+  /** Which replicas answer reads (createChain's and dabba serve's `reads`; default any). */
+  reads?: 'any' | 'tail';
   clients: number;
   /** Operations each client keeps in flight (closed loop). */
   window: number;
@@ -82,7 +84,7 @@ export async function runScenario(options: ScenarioOptions, output: ScenarioOutp
   const env = environment();
   const progress = options.json ? () => {} : progressLine();
   // Hosts are started once for every run, and stopped by pid at the end.
-  const hosts = options.hosts ? await startLocalHosts(options.replicas, { chains: options.chains ?? 1, replicas: options.replicas }) : null;
+  const hosts = options.hosts ? await startLocalHosts(options.replicas, { chains: options.chains ?? 1, replicas: options.replicas, ...(options.reads === undefined ? {} : { hostArgs: () => ['--reads', options.reads!] }) }) : null;
   try {
     return await runSystems(options, env, progress, hosts, output);
   } finally {
@@ -185,6 +187,7 @@ function chainOptions(options: ScenarioOptions): ChainOptions {
   const ringBytes = Math.max(8 * 1024 * 1024, 2 ** Math.ceil(Math.log2(options.valueBytes * 64 * 4)));
   return {
     replicas: options.replicas,
+    ...(options.reads === undefined ? {} : { reads: options.reads }),
     ...(options.chains === undefined ? {} : { chains: options.chains }),
     ...(options.nodes === undefined ? {} : { nodes: options.nodes }),
     ringBytes,
