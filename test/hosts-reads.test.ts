@@ -40,7 +40,22 @@ async function startCluster(name: string, args: string[]): Promise<HostCluster> 
   cluster = started;
   for (let index = 0; index < 3; index++) await started.start(index);
   await started.waitForFullChain();
+  await replicasStarted(started);
   return started;
+}
+
+/**
+ * Until every host's /status lists its replica: etcd holds the whole chain a moment before each
+ * host has started its part (asked every 50 ms, for at most 10 s).
+ */
+async function replicasStarted(hosts: HostCluster): Promise<void> {
+  const deadline = performance.now() + 10_000;
+  for (;;) {
+    const listed = await Promise.all(hosts.hosts.map(async (host) => ((JSON.parse((await hosts.request(host.index, '/status')).body.toString()) as { replicas: unknown[] }).replicas.length > 0)));
+    if (listed.every(Boolean)) return;
+    assert.ok(performance.now() < deadline, `hosts without a replica 10 s after the chain was whole: ${listed.map((has, index) => (has ? '' : `h${index + 1}`)).join(' ')}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 }
 
 /** Each host's reads answered so far, and whether it serves reads, by host index. */
