@@ -4,7 +4,7 @@
  * chain in which one follows the other, each record tagged with its chain. A link keeps its ring
  * for as long as some chain uses it; a reconfiguration creates rings only for new neighbours.
  */
-import { predecessorOf, successorOf, type Configuration } from '../native-free-core/master/chain-master.js';
+import { answersReads, predecessorOf, roleIn, successorOf, type Configuration } from '../native-free-core/master/chain-master.js';
 import { SpscRing } from '../native-free-core/ring.js';
 import type { ReplicaLinks, RingLink } from '../workers/replica-task.js';
 
@@ -113,8 +113,7 @@ export function linksFor(
   const predecessor = id === joining ? tail : predecessorOf(configuration, id);
   const successor = successorOf(configuration, id) ?? (id === tail ? joining : null);
   const isTail = id === tail;
-  // With reads at any replica every member serves them (a joiner only once it is one).
-  const servesReads = isTail || (readsAtAnyReplica && id !== joining);
+  const servesReads = answersReads(roleIn(configuration, id), readsAtAnyReplica);
   const node = nodeOf(id);
   const predecessorNode = predecessor === null ? CLIENT_END : nodeOf(predecessor);
   const successorNode = successor === null ? null : nodeOf(successor);

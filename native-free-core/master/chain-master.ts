@@ -49,6 +49,14 @@ export function servesReads(role: ChainRole | 'joining' | null): boolean {
   return role === 'tail' || role === 'solo';
 }
 
+/**
+ * The roles that answer clients' reads: the tail (or a chain of one), or with reads at any replica
+ * (CRAQ) every member; never a joiner.
+ */
+export function answersReads(role: ChainRole | 'joining' | null, readsAtAnyReplica: boolean): boolean {
+  return servesReads(role) || (readsAtAnyReplica && role !== null && role !== 'joining');
+}
+
 /** The roles that take clients' writes and order them: the head, or a chain of one. */
 export function ordersWrites(role: ChainRole | 'joining' | null): boolean {
   return role === 'head' || role === 'solo';

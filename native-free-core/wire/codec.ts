@@ -223,6 +223,8 @@ export class WriteBatchView {
   /** How many records are conditional (0: none; see expectedVersionAt). */
   conditionalCount = 0;
   private expectedVersionsPosition = 0;
+  /** Over `bytes`, made only for a batch with conditional records. */
+  private expectedVersions: DataView | null = null;
 
   private byteBuffer = new flatbuffers.ByteBuffer(new Uint8Array(0));
   private readonly envelope = new FrameEnvelope();
@@ -333,6 +335,7 @@ export class WriteBatchView {
     this.bytes = bytes;
     this.byteBuffer = new flatbuffers.ByteBuffer(bytes);
     this.batch.__init(envelope.messagePosition, this.byteBuffer);
+    this.expectedVersions = this.conditionalCount === 0 ? null : new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     // Every record's key and value must lie inside the payload before anyone reads them.
     const payloadLength = this.payloadLength;
     let conditional = 0;
@@ -366,7 +369,7 @@ export class WriteBatchView {
 
   /** The expected version of the `conditional`-th conditional record (in record order). */
   expectedVersionAt(conditional: number): number {
-    return new DataView(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength).getFloat64(this.expectedVersionsPosition + conditional * EXPECTED_VERSION_BYTES, true);
+    return this.expectedVersions!.getFloat64(this.expectedVersionsPosition + conditional * EXPECTED_VERSION_BYTES, true);
   }
 
   /**
@@ -619,21 +622,24 @@ export class AckEncoder {
     const builder = this.builder;
     builder.clear();
     builder.forceDefaults(true);
-    const all = ack.failures ?? [];
-    assert(all.length <= ACK_FAILURES_MAX, 'AckEncoder: too many failures for one ack');
-    assert(all.reduce((bytes, failure) => bytes + reportBytes(failure), 0) <= ACK_REPORT_BYTES_MAX, 'AckEncoder: too large a report for one ack');
-    const failures = all.filter((failure) => failure.reason === undefined);
-    const rejections = all.filter((failure) => failure.reason !== undefined);
     let failuresOffset = 0;
-    if (failures.length > 0) {
-      builder.startVector(CONDITION_FAILURE_BYTES, failures.length, 8);
-      for (let index = failures.length - 1; index >= 0; index--) ConditionFailure.createConditionFailure(builder, failures[index]!.clientSeq, failures[index]!.currentVersion);
-      failuresOffset = builder.endVector();
-    }
     let rejectionsOffset = 0;
-    if (rejections.length > 0) {
-      const tables = rejections.map((rejection) => Rejection.createRejection(builder, BigInt(rejection.clientSeq), builder.createString(rejection.reason!)));
-      rejectionsOffset = Ack.createRejectionsVector(builder, tables);
+    // Most acks report nothing (every ack between replicas, most to clients): no work for them.
+    if (ack.failures !== undefined && ack.failures.length > 0) {
+      const all = ack.failures;
+      assert(all.length <= ACK_FAILURES_MAX, 'AckEncoder: too many failures for one ack');
+      assert(all.reduce((bytes, failure) => bytes + reportBytes(failure), 0) <= ACK_REPORT_BYTES_MAX, 'AckEncoder: too large a report for one ack');
+      const failures = all.filter((failure) => failure.reason === undefined);
+      const rejections = all.filter((failure) => failure.reason !== undefined);
+      if (failures.length > 0) {
+        builder.startVector(CONDITION_FAILURE_BYTES, failures.length, 8);
+        for (let index = failures.length - 1; index >= 0; index--) ConditionFailure.createConditionFailure(builder, failures[index]!.clientSeq, failures[index]!.currentVersion);
+        failuresOffset = builder.endVector();
+      }
+      if (rejections.length > 0) {
+        const tables = rejections.map((rejection) => Rejection.createRejection(builder, BigInt(rejection.clientSeq), builder.createString(rejection.reason!)));
+        rejectionsOffset = Ack.createRejectionsVector(builder, tables);
+      }
     }
     Ack.startAck(builder);
     Ack.addEpoch(builder, ack.epoch);
@@ -661,16 +667,17 @@ export class AckView implements AckFields {
   /** Writes the admission hook refused, in client seq order, with the hook's reasons. */
   readonly rejections: Array<{ clientSeq: number; reason: string }> = [];
   private failuresPosition = 0;
-  private bytes: Uint8Array = new Uint8Array(0);
+  /** Over the ack's bytes, made only for an ack that lists failures. */
+  private failureWords: DataView | null = null;
   private readonly envelope = new FrameEnvelope();
   private readonly table = new TableLocation();
 
   /** The client seq and the key's version of failure `index` (client seqs ascend). */
   failureClientSeqAt(index: number): number {
-    return new DataView(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength).getFloat64(this.failuresPosition + index * CONDITION_FAILURE_BYTES, true);
+    return this.failureWords!.getFloat64(this.failuresPosition + index * CONDITION_FAILURE_BYTES, true);
   }
   failureVersionAt(index: number): number {
-    return new DataView(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength).getFloat64(this.failuresPosition + index * CONDITION_FAILURE_BYTES + 8, true);
+    return this.failureWords!.getFloat64(this.failuresPosition + index * CONDITION_FAILURE_BYTES + 8, true);
   }
 
   open(bytes: Uint8Array): string | null {
@@ -687,12 +694,12 @@ export class AckView implements AckFields {
       this.reportedFrom = reportedPosition === 0 ? 0 : readUint64AsNumber(bytes, reportedPosition);
       const failuresField = fieldPosition(bytes, table, 5, 4);
       this.failureCount = 0;
-      this.bytes = bytes;
       if (failuresField !== 0) {
         const vector = followOffset(bytes, failuresField);
         this.failureCount = verifyVector(bytes, vector, CONDITION_FAILURE_BYTES, 'failures');
         if (((vector + 4) & 7) !== 0) throw new MalformedFrame('failures are not 8-byte aligned');
         this.failuresPosition = vector + 4;
+        this.failureWords = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
         if (this.failureCount > 0 && this.reportedFrom === 0) throw new MalformedFrame('an ack lists failures without reported_from');
         let previous = this.reportedFrom - 1;
         for (let index = 0; index < this.failureCount; index++) {

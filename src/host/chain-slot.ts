@@ -16,7 +16,7 @@
  */
 import type { Role } from '../../native-free-core/chain/node.js';
 import { ErrorCode } from '../../native-free-core/errors.js';
-import { ordersWrites, roleIn, servesReads, type Configuration } from '../../native-free-core/master/chain-master.js';
+import { answersReads, ordersWrites, roleIn, servesReads, type Configuration } from '../../native-free-core/master/chain-master.js';
 import type { HandoffRequest } from '../../native-free-core/master/cluster-decisions.js';
 import type { ChainEntry } from '../../native-free-core/master/table-round.js';
 import { clientPath, type ClusterMember } from '../../native-free-core/wire/cluster-view.js';
@@ -210,7 +210,7 @@ export class ChainSlot {
     }
     this.links.update(configuration, mine, role);
     this.maybeBeginHandoff();
-    if (!this.answersReadsAs(role)) this.sessions.forgetReads();
+    if (!answersReads(role, this.host.readsAtAnyReplica)) this.sessions.forgetReads();
     this.sessions.broadcastView();
     this.host.configured(this.chain, configuration, role);
   }
@@ -310,14 +310,9 @@ export class ChainSlot {
    * may have been removed for silence stops first: LEASE_READ_MARGIN_MS).
    */
   isServingReads(): boolean {
-    if (this.replicaId === 0 || !this.answersReadsAs(this.role())) return false;
+    if (this.replicaId === 0 || !answersReads(this.role(), this.host.readsAtAnyReplica)) return false;
     if (this.replicaEpoch !== this.configuration?.epoch) return false;
     return this.host.leaseAllowsReads();
-  }
-
-  /** Whether a replica with `role` answers reads: the tail, or any member with reads at any replica. */
-  private answersReadsAs(role: Role | null): boolean {
-    return servesReads(role) || (this.host.readsAtAnyReplica && role !== null && role !== 'joining');
   }
 
   /**

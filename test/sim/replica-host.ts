@@ -21,7 +21,7 @@
  */
 import { ChainNode, type ReceiveResult, type RecoveredState, type Role } from '../../native-free-core/chain/node.js';
 import { snapshotFrameBytesFor } from '../../native-free-core/chain/snapshot.js';
-import { ordersWrites, roleIn, servesReads, type Configuration } from '../../native-free-core/master/chain-master.js';
+import { answersReads, ordersWrites, roleIn, servesReads, type Configuration } from '../../native-free-core/master/chain-master.js';
 import type { HandoffRequest, LiveHostStatus } from '../../native-free-core/master/cluster-decisions.js';
 import { ErrorCode } from '../../native-free-core/errors.js';
 import { openCatchUp } from '../../native-free-core/log/catch-up.js';
@@ -528,9 +528,7 @@ export class SimulatedHost {
    * a joiner with reads at any replica, and its lease holds (else another may be serving in its place).
    */
   private isServingReads(): boolean {
-    const role = this.role();
-    const serves = servesReads(role) || (this.world.options.reads === 'any' && role !== null && role !== 'joining');
-    return this.node !== null && serves && this.world.now < this.leaseValidUntil - TIMING.leaseReadMargin;
+    return this.node !== null && answersReads(this.role(), this.world.options.reads === 'any') && this.world.now < this.leaseValidUntil - TIMING.leaseReadMargin;
   }
 
   private deliverAck(node: ChainNode, ack: AckFields): void {
