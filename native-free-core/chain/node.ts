@@ -42,8 +42,11 @@ import {
   type ConditionFailureFields,
   type HelloFields,
 } from '../wire/codec.js';
-import { ordersWrites, servesReads } from '../master/chain-master.js';
+import { answersReads, ordersWrites, servesReads } from '../master/chain-master.js';
 import { InflightLog } from './inflight-log.js';
+import { ChangeHistory } from './change-history.js';
+import { WatchPolls } from './watch-polls.js';
+import { watchChangeBytes, WatchReplyEncoder, WatchRequestView } from '../wire/watch-frames.js';
 import { applyBatch } from './apply-batch.js';
 import type { CatchUp } from '../log/catch-up.js';
 import { JoinSource } from './join-source.js';
@@ -117,6 +120,16 @@ export interface ChainNodeOptions {
    * answered with that write's value once the commit point reaches it (see serveReads).
    */
   readsAtAnyReplica?: boolean;
+  /**
+   * The change history watches are served from (./change-history.ts): its bytes (at least one
+   * batch of the largest kind this node takes; default 256 KiB) and batches (default 1024).
+   */
+  watchHistoryBytesMax?: number;
+  watchHistoryBatchesMax?: number;
+  /** Key, value and per-change bytes one watch reply carries at most (default 64 KiB; must hold the largest key and value). */
+  watchReplyContentBytesMax?: number;
+  /** Watch polls held at most (default 1024; see ./watch-polls.ts). */
+  watchPollsHeldMax?: number;
 }
 
 /** What a member restarted from its own log starts with (see ChainNodeOptions.recovered). */
@@ -246,6 +259,10 @@ export class ChainNode {
   private readonly readReplies: Uint8Array[] = [];
   private readonly readReleaseAt: number[] = [];
   private readonly readsAtAnyReplica: boolean;
+  /** Watches: the recent batches this replica applied, and the polls it holds (./watch-polls.ts). */
+  private readonly history: ChangeHistory;
+  private readonly watchPolls: WatchPolls;
+  private readonly watchRequestView: WatchRequestView;
   /**
    * The newest delete this node applied: a read of an absent key is clean only once it is
    * committed (a key has no version once deleted, so its absence is dated by the newest delete).
@@ -320,6 +337,12 @@ export class ChainNode {
     this.openCatchUp = options.openCatchUp ?? null;
     this.catchUpOnlyIfSmaller = options.catchUpOnlyIfSmaller ?? true;
     this.readsAtAnyReplica = options.readsAtAnyReplica ?? false;
+    this.history = new ChangeHistory(options.watchHistoryBytesMax ?? 256 * 1024, options.watchHistoryBatchesMax ?? 1024);
+    const largestChangeBytes = watchChangeBytes(this.limits.keyBytesMax, this.limits.valueBytesMax);
+    const watchReplyContentBytesMax = options.watchReplyContentBytesMax ?? Math.max(64 * 1024, largestChangeBytes);
+    assert(watchReplyContentBytesMax >= largestChangeBytes, 'ChainNode: a change of keyBytesMax and valueBytesMax must fit one watch reply');
+    this.watchPolls = new WatchPolls(this.history, new WatchReplyEncoder(watchReplyContentBytesMax), options.watchPollsHeldMax ?? 1024);
+    this.watchRequestView = new WatchRequestView(this.limits.keyBytesMax);
     this.log = options.log ?? (() => {});
     this.stepRole = this.stepFunctionOf(options.role);
     // A joiner first tells the tail what it holds (nothing, or its log: see takeJoinOffer).
@@ -336,6 +359,8 @@ export class ChainNode {
     this.appliedSeqValue = recovered.appliedSeq;
     for (const [clientId, clientSeq] of recovered.clientHighWater) this.clientHighWater.set(clientId, clientSeq);
     this.inflight.resetAfter(recovered.appliedSeq);
+    // Which logged writes were skipped is not in the log: watches start after the restart.
+    this.history.resetAfter(recovered.appliedSeq);
     if (this.forwardsDownstream && recovered.inflight !== undefined) this.preloadInflight(recovered.inflight, recovered.appliedSeq);
     if (this.isTail) {
       // The end of the line commits what it holds, and tells every client it has writes of how far
@@ -363,6 +388,7 @@ export class ChainNode {
     assert(Number.isSafeInteger(recovered.appliedSeq) && recovered.appliedSeq > 0, 'recovered: a resumed joiner holds writes');
     this.appliedSeqValue = recovered.appliedSeq;
     this.committedSeqValue = recovered.appliedSeq;
+    this.history.resetAfter(recovered.appliedSeq);
     for (const [clientId, clientSeq] of recovered.clientHighWater) this.clientHighWater.set(clientId, clientSeq);
     const last = recovered.inflight?.at(-1);
     if (last !== undefined) {
@@ -513,6 +539,7 @@ export class ChainNode {
     if (from === 'downstream' && kind === MessageKind.ack) return this.takeAck(bytes);
     if (from === 'downstream' && kind === MessageKind.hello) return this.takeHello(bytes);
     if (from === 'client' && kind === MessageKind.readBatch) return this.readsAtAnyReplica ? this.serveReads(bytes) : this.refuseRead();
+    if (from === 'client' && kind === MessageKind.watchRequest) return this.readsAtAnyReplica ? this.takeWatchPoll(bytes) : this.refuseRead();
     return this.unexpected(from, kind);
   }
 
@@ -522,6 +549,7 @@ export class ChainNode {
     if (from === 'downstream' && kind === MessageKind.ack) return this.takeAck(bytes);
     if (from === 'downstream' && kind === MessageKind.hello) return this.takeHello(bytes);
     if (from === 'client' && kind === MessageKind.readBatch) return this.readsAtAnyReplica ? this.serveReads(bytes) : this.refuseRead();
+    if (from === 'client' && kind === MessageKind.watchRequest) return this.readsAtAnyReplica ? this.takeWatchPoll(bytes) : this.refuseRead();
     return this.unexpected(from, kind);
   }
 
@@ -529,6 +557,7 @@ export class ChainNode {
   private stepTail(from: FrameSource, kind: MessageKind, bytes: Uint8Array): ReceiveResult {
     if (from === 'upstream' && kind === MessageKind.writeBatch) return this.takeBatch(bytes, false);
     if (from === 'client' && kind === MessageKind.readBatch) return this.serveReads(bytes);
+    if (from === 'client' && kind === MessageKind.watchRequest) return this.takeWatchPoll(bytes);
     if (from === 'downstream' && kind === MessageKind.ack) return this.takeAck(bytes);
     if (from === 'downstream' && kind === MessageKind.hello) return this.takeHello(bytes);
     return this.unexpected(from, kind);
@@ -538,6 +567,7 @@ export class ChainNode {
   private stepSolo(from: FrameSource, kind: MessageKind, bytes: Uint8Array): ReceiveResult {
     if (from === 'upstream' && kind === MessageKind.writeBatch) return this.takeBatch(bytes, true);
     if (from === 'client' && kind === MessageKind.readBatch) return this.serveReads(bytes);
+    if (from === 'client' && kind === MessageKind.watchRequest) return this.takeWatchPoll(bytes);
     if (from === 'downstream' && kind === MessageKind.ack) return this.takeAck(bytes);
     if (from === 'downstream' && kind === MessageKind.hello) return this.takeHello(bytes);
     return this.unexpected(from, kind);
@@ -547,7 +577,7 @@ export class ChainNode {
   private stepJoining(from: FrameSource, kind: MessageKind, bytes: Uint8Array): ReceiveResult {
     if (from === 'upstream' && kind === MessageKind.snapshot) return this.takeSnapshot(bytes);
     if (from === 'upstream' && kind === MessageKind.writeBatch) return this.takeBatch(bytes, false);
-    if (from === 'client' && kind === MessageKind.readBatch) return this.refuseRead();
+    if (from === 'client' && (kind === MessageKind.readBatch || kind === MessageKind.watchRequest)) return this.refuseRead();
     if (from === 'downstream' && (kind === MessageKind.ack || kind === MessageKind.hello)) return this.refuseNotForwarding(kind);
     return this.unexpected(from, kind);
   }
@@ -651,6 +681,7 @@ export class ChainNode {
     const lastDeleteSeq = applyBatch(this.store, batch, this.onConditionFailed);
     this.applyingBatch = null;
     if (lastDeleteSeq > 0) this.newestDeleteSeq = lastDeleteSeq;
+    this.history.append(batch.bytes, firstSeq, count);
     this.appliedSeqValue = firstSeq + count - 1;
     const lastClientSeq = batch.firstClientSeq + count - 1;
     if (lastClientSeq > (this.clientHighWater.get(batch.clientId) ?? 0)) this.clientHighWater.set(batch.clientId, lastClientSeq);
@@ -672,6 +703,7 @@ export class ChainNode {
 
   /** A conditional write of the batch being applied was skipped (see ./apply-batch.ts). */
   private readonly onConditionFailed = (index: number, currentVersion: number): void => {
+    this.history.skip(this.applyingFirstSeq + index);
     const clientId = this.applyingClientId;
     const clientSeq = this.applyingFirstClientSeq + index;
     let failure: ConditionFailureFields;
@@ -846,6 +878,38 @@ export class ChainNode {
     return { status: 'applied', firstSeq: reads.firstRequestId, count: reads.count };
   }
 
+  /**
+   * A watch's poll (./watch-polls.ts): answered from the change history with what is committed, or
+   * held until the commit point passes a change it asks for. Its reply leaves with the read replies.
+   */
+  private takeWatchPoll(bytes: Uint8Array): ReceiveResult {
+    const request = this.watchRequestView;
+    const malformed = request.open(bytes);
+    if (malformed !== null) return rejected(ErrorCode.malformedFrame, malformed);
+    const evicted: Uint8Array[] = [];
+    const reply = this.watchPolls.take(request, this.committedSeqValue, evicted);
+    for (const frame of evicted) this.holdReply(frame, 0);
+    if (reply !== null) this.holdReply(reply, 0);
+    return { status: 'applied', firstSeq: request.requestId, count: 1 };
+  }
+
+  private serveWatchPolls(): void {
+    const replies: Uint8Array[] = [];
+    this.watchPolls.serve(this.committedSeqValue, replies);
+    for (const frame of replies) this.holdReply(frame, 0);
+  }
+
+  private releaseWatchPolls(): void {
+    const replies: Uint8Array[] = [];
+    this.watchPolls.release(replies);
+    for (const frame of replies) this.holdReply(frame, 0);
+  }
+
+  /** Watch polls held for a change (for stats). */
+  get watchPollsHeld(): number {
+    return this.watchPolls.heldCount;
+  }
+
   /** Queues a read reply, to leave once the commit point reaches `releaseAt` (and those before it have left). */
   private holdReply(frame: Uint8Array, releaseAt: number): void {
     assert(releaseAt <= this.appliedSeqValue, 'a read waits only for a write this node applied');
@@ -871,6 +935,7 @@ export class ChainNode {
       assert(this.appliedSeqValue === 0, 'a joining replica starts empty');
       this.appliedSeqValue = result.appliedSeq;
       this.committedSeqValue = result.appliedSeq;
+      this.history.resetAfter(result.appliedSeq);
       this.ackPending = true;
     }
     return { status: 'applied', firstSeq: result.appliedSeq, count: result.count };
@@ -905,6 +970,8 @@ export class ChainNode {
     }
     const forwardedBefore = this.forwardsDownstream;
     const wasTail = this.isTail;
+    // Its watchers poll wherever the new configuration sends them (an empty reply frees each).
+    if (!answersReads(role, this.readsAtAnyReplica)) this.releaseWatchPolls();
     this.epochValue = epoch;
     this.roleValue = role;
     this.stepRole = this.stepFunctionOf(role);
@@ -1054,6 +1121,7 @@ export class ChainNode {
       this.helloPending ||
       this.joinSource?.sending === true ||
       (this.readReplies.length > 0 && this.readReleaseAt[0]! <= this.committedSeqValue) ||
+      this.watchPolls.due(this.committedSeqValue) ||
       (this.forwardsDownstream && !this.awaitingSuccessorHello && this.joinSource?.awaitingOffer !== true && this.inflight.pendingCount > 0)
     );
   }
@@ -1085,6 +1153,7 @@ export class ChainNode {
       for (const clientId of this.clientsToAck) clientAcks.push(this.clientAck(clientId));
     }
     const helloUpstream = this.helloPending ? this.hello() : null;
+    if (this.watchPolls.due(this.committedSeqValue)) this.serveWatchPolls();
     const readReplies = this.readReplies.slice(0, this.releasableReplies());
     return { snapshot, forward, forwardSeqs, catchUp: catchUp !== null, ackUpstream, helloUpstream, clientAcks, readReplies };
   }

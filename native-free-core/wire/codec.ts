@@ -48,6 +48,8 @@ export const MessageKind = {
   hello: Message.Hello,
   snapshot: Message.Snapshot,
   clusterView: Message.ClusterView,
+  watchRequest: Message.WatchRequest,
+  watchReply: Message.WatchReply,
 } as const;
 export type MessageKind = (typeof MessageKind)[keyof typeof MessageKind];
 
@@ -93,7 +95,7 @@ export function writeBatchFrameBytesMax(writesMax: number, payloadBytesMax: numb
  * END of the builder's storage, so this makes every finished frame start 8-byte aligned, which lets
  * the copy into a ring use word-sized views (see ../bytes.ts).
  */
-function newBuilder(bytesAtLeast: number): flatbuffers.Builder {
+export function newBuilder(bytesAtLeast: number): flatbuffers.Builder {
   return new flatbuffers.Builder(Math.ceil(bytesAtLeast / 8) * 8);
 }
 
@@ -140,7 +142,7 @@ function rangesMeet(start: number, length: number, otherStart: number, otherLeng
  * message's vtable, or any of `parts` (pairs of start and length: every other field and vector a
  * reader trusts). Otherwise rewriting it would change something already verified.
  */
-function checkRewrittenFieldAlone(name: string, start: number, length: number, envelope: FrameEnvelope, message: TableLocation, parts: number[]): void {
+export function checkRewrittenFieldAlone(name: string, start: number, length: number, envelope: FrameEnvelope, message: TableLocation, parts: number[]): void {
   const frame = envelope.table;
   let meets = rangesMeet(start, length, 0, 4) || rangesMeet(start, length, frame.vtablePosition, frame.vtableBytes);
   meets ||= rangesMeet(start, length, frame.position, frame.tableBytes) || rangesMeet(start, length, message.vtablePosition, message.vtableBytes);
@@ -197,6 +199,8 @@ export function frameKind(bytes: Uint8Array): MessageKind | string {
     case Message.Hello:
     case Message.Snapshot:
     case Message.ClusterView:
+    case Message.WatchRequest:
+    case Message.WatchReply:
       return envelope.kind;
     default:
       return `unknown message type ${envelope.kind}`;

@@ -37,6 +37,7 @@ import {
   type HelloFields,
 } from '../../native-free-core/wire/codec.js';
 import { restampFirstRequestId } from '../../native-free-core/wire/request-ids.js';
+import { WatchReplyView, WatchRequestView } from '../../native-free-core/wire/watch-frames.js';
 import { readUint32 } from '../../native-free-core/wire/verify.js';
 import { Random, hexOf, mutate, writeUint32, writeUint64 } from './frame-mutator.js';
 import type { KnownFinding } from './known-findings.js';
@@ -50,6 +51,8 @@ export const KIND_NAMES: Record<MessageKind, string> = {
   [MessageKind.hello]: 'Hello',
   [MessageKind.snapshot]: 'Snapshot',
   [MessageKind.clusterView]: 'ClusterView',
+  [MessageKind.watchRequest]: 'WatchRequest',
+  [MessageKind.watchReply]: 'WatchReply',
 };
 const KINDS = Object.keys(KIND_NAMES).map(Number) as MessageKind[];
 
@@ -198,6 +201,8 @@ class FrameFuzzer {
   private readonly replyView = new ReadReplyView();
   private readonly helloView = new HelloView();
   private readonly snapshotView = new SnapshotView();
+  private readonly watchRequestView = new WatchRequestView();
+  private readonly watchReplyView = new WatchReplyView();
   private readonly ackEncoder = new AckEncoder();
   private readonly helloEncoder = new HelloEncoder();
 
@@ -413,7 +418,10 @@ class FrameFuzzer {
         this.checkOpens(this.batchView.open(batch), 'a batch the node forwards');
         if (role === 'tailWithJoiner') this.deliverToJoiner(batch, false);
       }
-      for (const reply of ready.readReplies) this.checkOpens(this.replyView.open(reply), 'a read reply the node emitted');
+      for (const reply of ready.readReplies) {
+        if (frameKind(reply) === MessageKind.watchReply) this.checkOpens(this.watchReplyView.open(reply), 'a watch reply the node emitted');
+        else this.checkOpens(this.replyView.open(reply), 'a read reply the node emitted');
+      }
       if (ready.ackUpstream !== null) {
         const ack = this.ackRoundTrip(ready.ackUpstream);
         if (role === 'joiner') {
@@ -549,6 +557,34 @@ class FrameFuzzer {
         this.traceVerdict(typeof view === 'string' ? view : null);
         if (typeof view === 'string') return false;
         if (view.members.length === 0 || !view.members.every((member) => isSeq(member.replicaId) && typeof member.url === 'string')) fail('an accepted view has a bad member');
+        return true;
+      }
+      case MessageKind.watchRequest: {
+        this.reader = 'WatchRequestView.open';
+        const view = this.watchRequestView;
+        const reason = view.open(bytes);
+        this.traceVerdict(reason);
+        if (reason !== null) return false;
+        if (!isSeq(view.requestId) || !isSeq(view.fromVersion) || view.bytesMax < 1) fail('an accepted watch poll has a bad header');
+        if (view.prefixPosition + view.prefixLength > bytes.length) fail('an accepted watch poll has its prefix outside the frame');
+        this.verdict(view.prefixLength);
+        return true;
+      }
+      case MessageKind.watchReply: {
+        this.reader = 'WatchReplyView.open';
+        const view = this.watchReplyView;
+        const reason = view.open(bytes);
+        this.traceVerdict(reason);
+        if (reason !== null) return false;
+        this.reader = 'WatchReplyView changes';
+        let previous = 0;
+        for (let index = 0; index < view.count; index++) {
+          const change = view.changeAt(index);
+          if (change.keyStart + change.keyLength + change.valueLength > bytes.length) fail(`accepted change ${index} lies outside the frame`);
+          if (change.version <= previous || change.version > view.throughVersion) fail(`accepted change ${index} is out of order`);
+          previous = change.version;
+        }
+        this.verdict(view.count);
         return true;
       }
     }

@@ -134,6 +134,21 @@ const MESSAGE_FIELDS: Record<MessageKind, readonly FieldShape[]> = {
     { index: 1, type: 'u32' },
     { index: 2, type: 'vector', elementBytes: 1 },
   ],
+  [MessageKind.watchRequest]: [
+    { index: 0, type: 'u64' },
+    { index: 1, type: 'u64' },
+    { index: 2, type: 'u32' },
+    { index: 3, type: 'vector', elementBytes: 1 },
+  ],
+  [MessageKind.watchReply]: [
+    { index: 0, type: 'u64' },
+    { index: 1, type: 'u8' },
+    { index: 2, type: 'u64' },
+    { index: 3, type: 'u64' },
+    { index: 4, type: 'vector', elementBytes: 12, elementFields: WRITE_RECORD_FIELDS },
+    { index: 5, type: 'vector', elementBytes: 8, elementFields: [[0, 'f64']] },
+    { index: 6, type: 'vector', elementBytes: 1 },
+  ],
 };
 
 const SCALAR_BYTES: Record<ScalarType, number> = { u8: 1, u16: 2, u32: 4, u64: 8, f64: 8 };

@@ -6,6 +6,7 @@
 import { SnapshotWriter } from '../../native-free-core/chain/snapshot.js';
 import { Store } from '../../native-free-core/store.js';
 import { encodeClusterView } from '../../native-free-core/wire/cluster-view.js';
+import { encodeWatchRequest, WatchReplyEncoder, WatchStatus } from '../../native-free-core/wire/watch-frames.js';
 import {
   AckEncoder,
   HelloEncoder,
@@ -14,6 +15,7 @@ import {
   ReadReplyEncoder,
   WriteBatchEncoder,
   WriteBatchView,
+  Op,
 } from '../../native-free-core/wire/codec.js';
 import { Random, layoutOf, type FrameLayout } from './frame-mutator.js';
 
@@ -160,6 +162,18 @@ export function seedFrames(): SeedFrame[] {
       chains: 12,
     }),
   );
+
+  add('watch poll: every key, from now', MessageKind.watchRequest, encodeWatchRequest({ requestId: 1, fromVersion: 0, bytesMax: 65536, prefix: new Uint8Array(0) }));
+  add('watch poll: a prefix', MessageKind.watchRequest, encodeWatchRequest({ requestId: 9, fromVersion: 3, bytesMax: 1024, prefix: new TextEncoder().encode('user:') }));
+  const replies = new WatchReplyEncoder(4096);
+  replies.begin(0);
+  add('watch reply: empty', MessageKind.watchReply, replies.finish(1, WatchStatus.Changes, 7, 0));
+  add('watch reply: lagged', MessageKind.watchReply, replies.finish(2, WatchStatus.Lagged, 2, 40));
+  replies.begin(4096);
+  const change = new TextEncoder().encode('user:1value-1user:2');
+  replies.add(Op.Put, change, 0, 6, 7, 5);
+  replies.add(Op.Delete, change, 13, 6, 0, 9);
+  add('watch reply: a put and a delete', MessageKind.watchReply, replies.finish(3, WatchStatus.Changes, 12, 0));
 
   return frames.map(([name, kind, bytes]) => {
     const layout = layoutOf(bytes);

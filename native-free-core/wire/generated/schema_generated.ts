@@ -14,6 +14,11 @@ export enum ReadStatus {
   NotFound = 1
 }
 
+export enum WatchStatus {
+  Changes = 0,
+  Lagged = 1
+}
+
 export enum Message {
   NONE = 0,
   WriteBatch = 1,
@@ -22,13 +27,15 @@ export enum Message {
   ReadReplyBatch = 4,
   Hello = 5,
   Snapshot = 6,
-  ClusterView = 7
+  ClusterView = 7,
+  WatchRequest = 8,
+  WatchReply = 9
 }
 
 export function unionToMessage(
   type: Message,
-  accessor: (obj:Ack|ClusterView|Hello|ReadBatch|ReadReplyBatch|Snapshot|WriteBatch) => Ack|ClusterView|Hello|ReadBatch|ReadReplyBatch|Snapshot|WriteBatch|null
-): Ack|ClusterView|Hello|ReadBatch|ReadReplyBatch|Snapshot|WriteBatch|null {
+  accessor: (obj:Ack|ClusterView|Hello|ReadBatch|ReadReplyBatch|Snapshot|WatchReply|WatchRequest|WriteBatch) => Ack|ClusterView|Hello|ReadBatch|ReadReplyBatch|Snapshot|WatchReply|WatchRequest|WriteBatch|null
+): Ack|ClusterView|Hello|ReadBatch|ReadReplyBatch|Snapshot|WatchReply|WatchRequest|WriteBatch|null {
   switch(Message[type]) {
     case 'NONE': return null; 
     case 'WriteBatch': return accessor(new WriteBatch())! as WriteBatch;
@@ -38,15 +45,17 @@ export function unionToMessage(
     case 'Hello': return accessor(new Hello())! as Hello;
     case 'Snapshot': return accessor(new Snapshot())! as Snapshot;
     case 'ClusterView': return accessor(new ClusterView())! as ClusterView;
+    case 'WatchRequest': return accessor(new WatchRequest())! as WatchRequest;
+    case 'WatchReply': return accessor(new WatchReply())! as WatchReply;
     default: return null;
   }
 }
 
 export function unionListToMessage(
   type: Message, 
-  accessor: (index: number, obj:Ack|ClusterView|Hello|ReadBatch|ReadReplyBatch|Snapshot|WriteBatch) => Ack|ClusterView|Hello|ReadBatch|ReadReplyBatch|Snapshot|WriteBatch|null, 
+  accessor: (index: number, obj:Ack|ClusterView|Hello|ReadBatch|ReadReplyBatch|Snapshot|WatchReply|WatchRequest|WriteBatch) => Ack|ClusterView|Hello|ReadBatch|ReadReplyBatch|Snapshot|WatchReply|WatchRequest|WriteBatch|null, 
   index: number
-): Ack|ClusterView|Hello|ReadBatch|ReadReplyBatch|Snapshot|WriteBatch|null {
+): Ack|ClusterView|Hello|ReadBatch|ReadReplyBatch|Snapshot|WatchReply|WatchRequest|WriteBatch|null {
   switch(Message[type]) {
     case 'NONE': return null; 
     case 'WriteBatch': return accessor(index, new WriteBatch())! as WriteBatch;
@@ -56,6 +65,8 @@ export function unionListToMessage(
     case 'Hello': return accessor(index, new Hello())! as Hello;
     case 'Snapshot': return accessor(index, new Snapshot())! as Snapshot;
     case 'ClusterView': return accessor(index, new ClusterView())! as ClusterView;
+    case 'WatchRequest': return accessor(index, new WatchRequest())! as WatchRequest;
+    case 'WatchReply': return accessor(index, new WatchReply())! as WatchReply;
     default: return null;
   }
 }
@@ -1651,6 +1662,339 @@ static createClusterView(builder:flatbuffers.Builder, epoch:number, clientId:num
   ClusterView.addClientId(builder, clientId);
   ClusterView.addView(builder, viewOffset);
   return ClusterView.endClusterView(builder);
+}
+}
+
+export class WatchRequest {
+  bb: flatbuffers.ByteBuffer|null = null;
+  bb_pos = 0;
+  __init(i:number, bb:flatbuffers.ByteBuffer):WatchRequest {
+  this.bb_pos = i;
+  this.bb = bb;
+  return this;
+}
+
+static getRootAsWatchRequest(bb:flatbuffers.ByteBuffer, obj?:WatchRequest):WatchRequest {
+  return (obj || new WatchRequest()).__init(bb.readInt32(bb.position()) + bb.position(), bb);
+}
+
+static getSizePrefixedRootAsWatchRequest(bb:flatbuffers.ByteBuffer, obj?:WatchRequest):WatchRequest {
+  bb.setPosition(bb.position() + flatbuffers.SIZE_PREFIX_LENGTH);
+  return (obj || new WatchRequest()).__init(bb.readInt32(bb.position()) + bb.position(), bb);
+}
+
+requestId():bigint {
+  const offset = this.bb!.__offset(this.bb_pos, 4);
+  return offset ? this.bb!.readUint64(this.bb_pos + offset) : BigInt('0');
+}
+
+mutate_request_id(value:bigint):boolean {
+  const offset = this.bb!.__offset(this.bb_pos, 4);
+
+  if (offset === 0) {
+    return false;
+  }
+
+  this.bb!.writeUint64(this.bb_pos + offset, value);
+  return true;
+}
+
+fromVersion():bigint {
+  const offset = this.bb!.__offset(this.bb_pos, 6);
+  return offset ? this.bb!.readUint64(this.bb_pos + offset) : BigInt('0');
+}
+
+mutate_from_version(value:bigint):boolean {
+  const offset = this.bb!.__offset(this.bb_pos, 6);
+
+  if (offset === 0) {
+    return false;
+  }
+
+  this.bb!.writeUint64(this.bb_pos + offset, value);
+  return true;
+}
+
+bytesMax():number {
+  const offset = this.bb!.__offset(this.bb_pos, 8);
+  return offset ? this.bb!.readUint32(this.bb_pos + offset) : 0;
+}
+
+mutate_bytes_max(value:number):boolean {
+  const offset = this.bb!.__offset(this.bb_pos, 8);
+
+  if (offset === 0) {
+    return false;
+  }
+
+  this.bb!.writeUint32(this.bb_pos + offset, value);
+  return true;
+}
+
+prefix(index: number):number|null {
+  const offset = this.bb!.__offset(this.bb_pos, 10);
+  return offset ? this.bb!.readUint8(this.bb!.__vector(this.bb_pos + offset) + index) : 0;
+}
+
+prefixLength():number {
+  const offset = this.bb!.__offset(this.bb_pos, 10);
+  return offset ? this.bb!.__vector_len(this.bb_pos + offset) : 0;
+}
+
+prefixArray():Uint8Array|null {
+  const offset = this.bb!.__offset(this.bb_pos, 10);
+  return offset ? new Uint8Array(this.bb!.bytes().buffer, this.bb!.bytes().byteOffset + this.bb!.__vector(this.bb_pos + offset), this.bb!.__vector_len(this.bb_pos + offset)) : null;
+}
+
+static startWatchRequest(builder:flatbuffers.Builder) {
+  builder.startObject(4);
+}
+
+static addRequestId(builder:flatbuffers.Builder, requestId:bigint) {
+  builder.addFieldInt64(0, requestId, BigInt('0'));
+}
+
+static addFromVersion(builder:flatbuffers.Builder, fromVersion:bigint) {
+  builder.addFieldInt64(1, fromVersion, BigInt('0'));
+}
+
+static addBytesMax(builder:flatbuffers.Builder, bytesMax:number) {
+  builder.addFieldInt32(2, bytesMax, 0);
+}
+
+static addPrefix(builder:flatbuffers.Builder, prefixOffset:flatbuffers.Offset) {
+  builder.addFieldOffset(3, prefixOffset, 0);
+}
+
+static createPrefixVector(builder:flatbuffers.Builder, data:number[]|Uint8Array):flatbuffers.Offset {
+  builder.startVector(1, data.length, 1);
+  for (let i = data.length - 1; i >= 0; i--) {
+    builder.addInt8(data[i]!);
+  }
+  return builder.endVector();
+}
+
+static startPrefixVector(builder:flatbuffers.Builder, numElems:number) {
+  builder.startVector(1, numElems, 1);
+}
+
+static endWatchRequest(builder:flatbuffers.Builder):flatbuffers.Offset {
+  const offset = builder.endObject();
+  return offset;
+}
+
+static createWatchRequest(builder:flatbuffers.Builder, requestId:bigint, fromVersion:bigint, bytesMax:number, prefixOffset:flatbuffers.Offset):flatbuffers.Offset {
+  WatchRequest.startWatchRequest(builder);
+  WatchRequest.addRequestId(builder, requestId);
+  WatchRequest.addFromVersion(builder, fromVersion);
+  WatchRequest.addBytesMax(builder, bytesMax);
+  WatchRequest.addPrefix(builder, prefixOffset);
+  return WatchRequest.endWatchRequest(builder);
+}
+}
+
+export class WatchReply {
+  bb: flatbuffers.ByteBuffer|null = null;
+  bb_pos = 0;
+  __init(i:number, bb:flatbuffers.ByteBuffer):WatchReply {
+  this.bb_pos = i;
+  this.bb = bb;
+  return this;
+}
+
+static getRootAsWatchReply(bb:flatbuffers.ByteBuffer, obj?:WatchReply):WatchReply {
+  return (obj || new WatchReply()).__init(bb.readInt32(bb.position()) + bb.position(), bb);
+}
+
+static getSizePrefixedRootAsWatchReply(bb:flatbuffers.ByteBuffer, obj?:WatchReply):WatchReply {
+  bb.setPosition(bb.position() + flatbuffers.SIZE_PREFIX_LENGTH);
+  return (obj || new WatchReply()).__init(bb.readInt32(bb.position()) + bb.position(), bb);
+}
+
+requestId():bigint {
+  const offset = this.bb!.__offset(this.bb_pos, 4);
+  return offset ? this.bb!.readUint64(this.bb_pos + offset) : BigInt('0');
+}
+
+mutate_request_id(value:bigint):boolean {
+  const offset = this.bb!.__offset(this.bb_pos, 4);
+
+  if (offset === 0) {
+    return false;
+  }
+
+  this.bb!.writeUint64(this.bb_pos + offset, value);
+  return true;
+}
+
+status():WatchStatus {
+  const offset = this.bb!.__offset(this.bb_pos, 6);
+  return offset ? this.bb!.readUint8(this.bb_pos + offset) : WatchStatus.Changes;
+}
+
+mutate_status(value:WatchStatus):boolean {
+  const offset = this.bb!.__offset(this.bb_pos, 6);
+
+  if (offset === 0) {
+    return false;
+  }
+
+  this.bb!.writeUint8(this.bb_pos + offset, value);
+  return true;
+}
+
+throughVersion():bigint {
+  const offset = this.bb!.__offset(this.bb_pos, 8);
+  return offset ? this.bb!.readUint64(this.bb_pos + offset) : BigInt('0');
+}
+
+mutate_through_version(value:bigint):boolean {
+  const offset = this.bb!.__offset(this.bb_pos, 8);
+
+  if (offset === 0) {
+    return false;
+  }
+
+  this.bb!.writeUint64(this.bb_pos + offset, value);
+  return true;
+}
+
+resumeVersion():bigint {
+  const offset = this.bb!.__offset(this.bb_pos, 10);
+  return offset ? this.bb!.readUint64(this.bb_pos + offset) : BigInt('0');
+}
+
+mutate_resume_version(value:bigint):boolean {
+  const offset = this.bb!.__offset(this.bb_pos, 10);
+
+  if (offset === 0) {
+    return false;
+  }
+
+  this.bb!.writeUint64(this.bb_pos + offset, value);
+  return true;
+}
+
+records(index: number, obj?:WriteRecord):WriteRecord|null {
+  const offset = this.bb!.__offset(this.bb_pos, 12);
+  return offset ? (obj || new WriteRecord()).__init(this.bb!.__vector(this.bb_pos + offset) + index * 12, this.bb!) : null;
+}
+
+recordsLength():number {
+  const offset = this.bb!.__offset(this.bb_pos, 12);
+  return offset ? this.bb!.__vector_len(this.bb_pos + offset) : 0;
+}
+
+versions(index: number):number|null {
+  const offset = this.bb!.__offset(this.bb_pos, 14);
+  return offset ? this.bb!.readFloat64(this.bb!.__vector(this.bb_pos + offset) + index * 8) : 0;
+}
+
+versionsLength():number {
+  const offset = this.bb!.__offset(this.bb_pos, 14);
+  return offset ? this.bb!.__vector_len(this.bb_pos + offset) : 0;
+}
+
+versionsArray():Float64Array|null {
+  const offset = this.bb!.__offset(this.bb_pos, 14);
+  return offset ? new Float64Array(this.bb!.bytes().buffer, this.bb!.bytes().byteOffset + this.bb!.__vector(this.bb_pos + offset), this.bb!.__vector_len(this.bb_pos + offset)) : null;
+}
+
+payload(index: number):number|null {
+  const offset = this.bb!.__offset(this.bb_pos, 16);
+  return offset ? this.bb!.readUint8(this.bb!.__vector(this.bb_pos + offset) + index) : 0;
+}
+
+payloadLength():number {
+  const offset = this.bb!.__offset(this.bb_pos, 16);
+  return offset ? this.bb!.__vector_len(this.bb_pos + offset) : 0;
+}
+
+payloadArray():Uint8Array|null {
+  const offset = this.bb!.__offset(this.bb_pos, 16);
+  return offset ? new Uint8Array(this.bb!.bytes().buffer, this.bb!.bytes().byteOffset + this.bb!.__vector(this.bb_pos + offset), this.bb!.__vector_len(this.bb_pos + offset)) : null;
+}
+
+static startWatchReply(builder:flatbuffers.Builder) {
+  builder.startObject(7);
+}
+
+static addRequestId(builder:flatbuffers.Builder, requestId:bigint) {
+  builder.addFieldInt64(0, requestId, BigInt('0'));
+}
+
+static addStatus(builder:flatbuffers.Builder, status:WatchStatus) {
+  builder.addFieldInt8(1, status, WatchStatus.Changes);
+}
+
+static addThroughVersion(builder:flatbuffers.Builder, throughVersion:bigint) {
+  builder.addFieldInt64(2, throughVersion, BigInt('0'));
+}
+
+static addResumeVersion(builder:flatbuffers.Builder, resumeVersion:bigint) {
+  builder.addFieldInt64(3, resumeVersion, BigInt('0'));
+}
+
+static addRecords(builder:flatbuffers.Builder, recordsOffset:flatbuffers.Offset) {
+  builder.addFieldOffset(4, recordsOffset, 0);
+}
+
+static startRecordsVector(builder:flatbuffers.Builder, numElems:number) {
+  builder.startVector(12, numElems, 4);
+}
+
+static addVersions(builder:flatbuffers.Builder, versionsOffset:flatbuffers.Offset) {
+  builder.addFieldOffset(5, versionsOffset, 0);
+}
+
+static createVersionsVector(builder:flatbuffers.Builder, data:number[]|Float64Array):flatbuffers.Offset;
+/**
+ * @deprecated This Uint8Array overload will be removed in the future.
+ */
+static createVersionsVector(builder:flatbuffers.Builder, data:number[]|Uint8Array):flatbuffers.Offset;
+static createVersionsVector(builder:flatbuffers.Builder, data:number[]|Float64Array|Uint8Array):flatbuffers.Offset {
+  builder.startVector(8, data.length, 8);
+  for (let i = data.length - 1; i >= 0; i--) {
+    builder.addFloat64(data[i]!);
+  }
+  return builder.endVector();
+}
+
+static startVersionsVector(builder:flatbuffers.Builder, numElems:number) {
+  builder.startVector(8, numElems, 8);
+}
+
+static addPayload(builder:flatbuffers.Builder, payloadOffset:flatbuffers.Offset) {
+  builder.addFieldOffset(6, payloadOffset, 0);
+}
+
+static createPayloadVector(builder:flatbuffers.Builder, data:number[]|Uint8Array):flatbuffers.Offset {
+  builder.startVector(1, data.length, 1);
+  for (let i = data.length - 1; i >= 0; i--) {
+    builder.addInt8(data[i]!);
+  }
+  return builder.endVector();
+}
+
+static startPayloadVector(builder:flatbuffers.Builder, numElems:number) {
+  builder.startVector(1, numElems, 1);
+}
+
+static endWatchReply(builder:flatbuffers.Builder):flatbuffers.Offset {
+  const offset = builder.endObject();
+  return offset;
+}
+
+static createWatchReply(builder:flatbuffers.Builder, requestId:bigint, status:WatchStatus, throughVersion:bigint, resumeVersion:bigint, recordsOffset:flatbuffers.Offset, versionsOffset:flatbuffers.Offset, payloadOffset:flatbuffers.Offset):flatbuffers.Offset {
+  WatchReply.startWatchReply(builder);
+  WatchReply.addRequestId(builder, requestId);
+  WatchReply.addStatus(builder, status);
+  WatchReply.addThroughVersion(builder, throughVersion);
+  WatchReply.addResumeVersion(builder, resumeVersion);
+  WatchReply.addRecords(builder, recordsOffset);
+  WatchReply.addVersions(builder, versionsOffset);
+  WatchReply.addPayload(builder, payloadOffset);
+  return WatchReply.endWatchReply(builder);
 }
 }
 
