@@ -45,6 +45,11 @@ export const ErrorCode = {
   conditionFailed: 'DABBA_ERR_CONDITION_FAILED',
   /** The head's admission hook refused the write (the message has its reason): not applied. */
   rejected: 'DABBA_ERR_REJECTED',
+  /**
+   * A watch fell behind what the replicas still hold of the chain's history: the error's
+   * `resumeVersion` is the oldest version they have (and `chain` the chain). Changes between were missed.
+   */
+  watchLagged: 'DABBA_ERR_WATCH_LAGGED',
   /** The operation did not complete in its time limit. */
   timeout: 'DABBA_ERR_TIMEOUT',
   /** A peer that did not prove it holds the cluster secret, or spoke before it had. */
@@ -91,12 +96,17 @@ export class DabbaError extends Error {
   readonly write?: WriteId;
   /** With DABBA_ERR_CONDITION_FAILED: the key's version when the chain got to the write (0: absent). */
   readonly currentVersion?: number;
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; write?: WriteId; currentVersion?: number }) {
+  /** With DABBA_ERR_WATCH_LAGGED: the oldest version the replica still holds changes from, and its chain. */
+  readonly resumeVersion?: number;
+  readonly chain?: number;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; write?: WriteId; currentVersion?: number; resumeVersion?: number; chain?: number }) {
     super(message, options);
     this.name = 'DabbaError';
     this.code = code;
     if (options?.write !== undefined) this.write = options.write;
     if (options?.currentVersion !== undefined) this.currentVersion = options.currentVersion;
+    if (options?.resumeVersion !== undefined) this.resumeVersion = options.resumeVersion;
+    if (options?.chain !== undefined) this.chain = options.chain;
   }
 }
 

@@ -26,6 +26,8 @@
  *                            >= valueBytesMax                  (any value fits one read reply)
  *   snapshotFrameBytesMax    = max(256 KiB, one frame holding one largest entry)
  *                            <= ringRecordBytesMax              (any entry fits one snapshot frame)
+ *   watchReplyContentBytesMax = max(256 KiB, one change of keyBytesMax and valueBytesMax), its frame
+ *                            <= ringRecordBytesMax              (any change fits one watch reply)
  *   segmentBytesMax          = max(64 MiB, a segment holding one record of writeFrameBytesMax)
  *                                                               (a replica's log: any batch fits a segment)
  *
@@ -38,6 +40,7 @@ import { snapshotFrameBytesFor } from './chain/snapshot.js';
 import { recordBytes, SEGMENT_HEADER_BYTES } from './log/segment.js';
 import { RING_RECORD_ALIGNMENT_BYTES } from './ring.js';
 import { CHAIN_TAG_BYTES } from './wire/chain-tag.js';
+import { watchChangeBytes, watchReplyFrameBytesFor } from './wire/watch-frames.js';
 import { FRAME_OVERHEAD_BYTES, KEY_BYTES_LIMIT, READ_RECORD_BYTES, READ_RESULT_BYTES, writeBatchFrameBytesMax } from './wire/codec.js';
 
 /** The settings every other limit is derived from (resolved options). */
@@ -72,6 +75,8 @@ export interface Limits extends LimitSettings {
   readReplyPayloadBytesMax: number;
   /** Largest Snapshot frame a tail cuts for a joiner. */
   snapshotFrameBytesMax: number;
+  /** Key, value and per-change bytes one watch reply carries at most. */
+  watchReplyContentBytesMax: number;
   /** Largest file of a replica's log (workers/replica-log.ts starts a new one before it would pass it). */
   segmentBytesMax: number;
 }
@@ -80,6 +85,8 @@ export interface Limits extends LimitSettings {
 export const CONTROL_FRAME_BYTES_MAX = 1024;
 /** Snapshot frames aim at this size, so cutting one never holds up the batches a tail applies. */
 const SNAPSHOT_FRAME_BYTES_TARGET = 256 * 1024;
+/** Watch replies aim at this much content, so one poll never holds up the replica's loop for long. */
+const WATCH_REPLY_CONTENT_BYTES_TARGET = 256 * 1024;
 const SEGMENT_BYTES_TARGET = 64 * 1024 * 1024;
 const READ_BATCH_READS_LIMIT = 1024;
 const READ_REPLY_PAYLOAD_BYTES_LIMIT = 4 * 1024 * 1024;
@@ -125,6 +132,10 @@ export function deriveLimits(settings: LimitSettings): Limits | string {
   if (largestEntryFrameBytes > ringRecordBytesMax) {
     return `ringBytes (${ringBytes}) is too small for a snapshot frame holding a ${keyBytesMax}-byte key and a ${valueBytesMax}-byte value`;
   }
+  const largestChangeBytes = watchChangeBytes(keyBytesMax, valueBytesMax);
+  if (watchReplyFrameBytesFor(largestChangeBytes) > ringRecordBytesMax) {
+    return `ringBytes (${ringBytes}) is too small for a watch reply holding a ${keyBytesMax}-byte key and a ${valueBytesMax}-byte value`;
+  }
   const limits: Limits = {
     ...settings,
     ringRecordBytesMax,
@@ -136,6 +147,7 @@ export function deriveLimits(settings: LimitSettings): Limits | string {
     readReplyResultsMax,
     readReplyPayloadBytesMax,
     snapshotFrameBytesMax: Math.min(ringRecordBytesMax, Math.max(SNAPSHOT_FRAME_BYTES_TARGET, largestEntryFrameBytes)),
+    watchReplyContentBytesMax: Math.max(largestChangeBytes, Math.min(WATCH_REPLY_CONTENT_BYTES_TARGET, ringRecordBytesMax - watchReplyFrameBytesFor(0))),
     segmentBytesMax: Math.max(SEGMENT_BYTES_TARGET, SEGMENT_HEADER_BYTES + recordBytes(writeFrameBytesMax)),
   };
   checkLimits(limits);
@@ -161,6 +173,8 @@ export function checkLimits(limits: Limits): void {
     'limits: the largest entry must fit one snapshot frame',
   );
   assert(limits.snapshotFrameBytesMax <= limits.ringRecordBytesMax, 'limits: a snapshot frame must fit a ring record');
+  assert(watchChangeBytes(limits.keyBytesMax, limits.valueBytesMax) <= limits.watchReplyContentBytesMax, 'limits: the largest change must fit one watch reply');
+  assert(watchReplyFrameBytesFor(limits.watchReplyContentBytesMax) <= limits.ringRecordBytesMax, 'limits: a full watch reply must fit a ring record');
 }
 
 function readReplyFrameBytesMax(limits: Limits): number {

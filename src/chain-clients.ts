@@ -10,7 +10,7 @@ import { assert } from '../native-free-core/assert.js';
 import type { DabbaError } from '../native-free-core/errors.js';
 import type { SpscRing } from '../native-free-core/ring.js';
 import { chainTagAt, taggedFrame } from '../native-free-core/wire/chain-tag.js';
-import { AckView } from '../native-free-core/wire/codec.js';
+import { AckView, isWatchReply } from '../native-free-core/wire/codec.js';
 import { Doorbell } from '../workers/doorbell.js';
 import type { ResolvedOptions } from './options.js';
 import { TaggedRingSink } from './record-sink.js';
@@ -77,6 +77,7 @@ export class ChainClients {
         settings.options,
         {
           clientId: settings.clientIdBase + chain + 1,
+          chain,
           head: this.headSink(chain, headNode),
           headDoorbell: new Doorbell(settings.doorbellOf(headNode)),
           tail: this.readSink(chain, tailNode),
@@ -113,7 +114,7 @@ export class ChainClients {
   readonly hasWork = (): boolean => {
     for (const ring of this.ackRings) if (!ring.isEmpty()) return true;
     for (const ring of this.replyRings) if (!ring.isEmpty()) return true;
-    for (const { session } of this.chains) if (session.writes.canPump() || session.reads.canPump()) return true;
+    for (const { session } of this.chains) if (session.writes.canPump() || session.reads.canPump() || session.watches.canPump()) return true;
     return false;
   };
 
@@ -123,7 +124,7 @@ export class ChainClients {
     for (const ring of this.replyRings) this.drainReplies(ring);
     for (const { session } of this.chains) {
       if (session.writes.canPump()) session.pumpWrites();
-      if (session.reads.canPump()) session.pumpReads();
+      if (session.reads.canPump() || session.watches.canPump()) session.pumpReads();
     }
   }
 
@@ -187,7 +188,13 @@ export class ChainClients {
     const touched = this.touched;
     for (let offset = ring.next(); offset >= 0; offset = ring.next()) {
       const client = this.chains[chainTagAt(ring.bytes, offset)]!;
-      const outcome = client.session.reads.receiveReply(taggedFrame(ring.bytes, offset, ring.recordLength));
+      const frame = taggedFrame(ring.bytes, offset, ring.recordLength);
+      if (isWatchReply(frame)) {
+        const refused = client.session.receiveWatchReply(frame);
+        assert(refused === null, `watch reply is malformed: ${refused}`);
+        continue;
+      }
+      const outcome = client.session.reads.receiveReply(frame);
       assert(typeof outcome === 'number', `read reply is malformed: ${outcome}`);
       if (touched.at(-1) !== client) touched.push(client);
     }

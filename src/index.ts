@@ -23,5 +23,6 @@ export type {
 } from './chain.js';
 export type { BatchOptions, Durability, ReadMode } from './options.js';
 export type { WriteConditions } from './conditions.js';
+export type { Watch, WatchChange, WatchOptions } from './watch.js';
 export { SEAL_OVERHEAD_BYTES, SEALED_FORMAT, Sealer, type ResealReport, type SealingOptions } from './sealing.js';
 export { DabbaError, ErrorCode, isDabbaError, type WriteId } from '../native-free-core/errors.js';

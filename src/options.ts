@@ -129,6 +129,12 @@ export interface ChainOptions {
    * keep it well above what the hook itself costs, or writes are refused for the machine's noise.
    */
   admitBudgetUs?: number;
+  /**
+   * Bytes of recent batches a node keeps for watches to be served from (default 64 MiB): each of
+   * its replicas keeps an equal share, and at least one full batch. A watch that falls further
+   * behind than its replica's history reaches gets DABBA_ERR_WATCH_LAGGED.
+   */
+  watchHistoryBytes?: number;
 }
 
 export type ReadMode = 'any' | 'tail';
@@ -161,6 +167,7 @@ export interface ResolvedOptions extends Limits {
   /** The admission hook's module, or null (see ChainOptions.admit). */
   admit: string | null;
   admitBudgetUs: number;
+  watchHistoryBytes: number;
 }
 
 const MiB = 1024 * 1024;
@@ -245,6 +252,7 @@ export function resolveOptions(options: ChainOptions = {}): ResolvedOptions {
     reads: readModeOf(options.reads),
     admit: admitPathOf(options.admit),
     admitBudgetUs: integer(options.admitBudgetUs, 'admitBudgetUs', 50_000, 1, 10_000_000),
+    watchHistoryBytes: integer(options.watchHistoryBytes, 'watchHistoryBytes', 64 * MiB, 4096, 4096 * MiB),
     ...durabilityOf(options),
   };
 }

@@ -20,8 +20,15 @@ export function replicaLimits(resolved: ResolvedOptions): ReplicaLimits {
   // worker's shared rings rely on: see workers/node.ts).
   const share = Math.ceil(resolved.inflightBytesMax / resolved.chains / 8) * 8;
   const inflightBytesMax = Math.max(Math.ceil(resolved.writeFrameBytesMax / 8) * 8, share);
+  // Their change histories share watchHistoryBytes the same way.
+  const fullBatch = Math.ceil(resolved.writeFrameBytesMax / 8) * 8;
+  const watchHistoryBytesMax = Math.max(fullBatch, Math.ceil(resolved.watchHistoryBytes / resolved.chains / 8) * 8);
   return {
     inflightBytesMax,
+    watchHistoryBytesMax,
+    // A slot per KiB: a quiet chain's batches of one write each still make a long history.
+    watchHistoryBatchesMax: Math.max(16, Math.ceil(watchHistoryBytesMax / 1024)),
+    watchReplyContentBytesMax: resolved.watchReplyContentBytesMax,
     inflightBatchesMax: Math.max(16, Math.ceil(resolved.inflightBatchesMax / resolved.chains)),
     readReplyPayloadBytesMax: resolved.readReplyPayloadBytesMax,
     readReplyResultsMax: resolved.readReplyResultsMax,

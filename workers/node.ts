@@ -119,6 +119,9 @@ class Replica {
       valueBytesMax: limits.valueBytesMax,
       checksum: nativeCrc32,
       readsAtAnyReplica: limits.readsAtAnyReplica,
+      watchHistoryBytesMax: limits.watchHistoryBytesMax,
+      watchHistoryBatchesMax: limits.watchHistoryBatchesMax,
+      watchReplyContentBytesMax: limits.watchReplyContentBytesMax,
     });
   }
 

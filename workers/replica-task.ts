@@ -27,6 +27,11 @@ export interface ReplicaLimits {
   admit: string | null;
   /** Longest a hook call may take, in ms, before the write is refused. */
   admitBudgetMs: number;
+  /** Each replica's change history for watches: its bytes and batches (native-free-core/chain/change-history.ts). */
+  watchHistoryBytesMax: number;
+  watchHistoryBatchesMax: number;
+  /** Content one watch reply carries at most (native-free-core/limits.ts). */
+  watchReplyContentBytesMax: number;
   /** Largest write batch frame (what a ring record and an in-flight list hold). */
   writeFrameBytesMax: number;
   /** How replicas with a log directory keep it (null: every replica is in memory only). */

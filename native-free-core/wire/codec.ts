@@ -207,6 +207,13 @@ export function frameKind(bytes: Uint8Array): MessageKind | string {
   }
 }
 
+const kindEnvelope = new FrameEnvelope();
+
+/** Whether a frame on a read replies link is a watch's reply (the rest are read replies). */
+export function isWatchReply(bytes: Uint8Array): boolean {
+  return reasonIfMalformed(() => kindEnvelope.open(bytes)) === null && kindEnvelope.kind === Message.WatchReply;
+}
+
 // ---------------------------------------------------------------------------------------------
 // WriteBatch
 

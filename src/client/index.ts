@@ -14,3 +14,4 @@ export { DabbaError, ErrorCode, isDabbaError, type WriteId } from '../../native-
 export type { VersionedValue } from '../read-pipeline.js';
 export type { TlsOptions } from '../transport/tls.js';
 export { SEAL_OVERHEAD_BYTES, SEALED_FORMAT, Sealer, type ResealReport, type SealingOptions } from '../sealing.js';
+export type { Watch, WatchChange, WatchOptions } from '../watch.js';

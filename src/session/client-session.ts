@@ -21,9 +21,12 @@ import { systemClock, type Clock } from '../runtime/clock.js';
 import { SealedValues, type ResealReport, type Sealer, type SealingOptions } from '../sealing.js';
 import { WritePipeline, type KeyInput, type ValueInput } from '../write-pipeline.js';
 import { expectedVersionOf, type WriteConditions } from '../conditions.js';
+import { WatchStreams, type Watch } from '../watch.js';
 
 export interface ClientSessionOptions {
   clientId: number;
+  /** The chain this session writes to (0 with one chain): watches name it in their changes. */
+  chain?: number;
   head: RecordSink;
   headDoorbell: Wakeable;
   tail: RecordSink;
@@ -49,6 +52,8 @@ export class ClientSession {
   readonly clientId: number;
   readonly writes: WritePipeline;
   readonly reads: ReadLanes;
+  /** Watches' polls, to the replicas that answer reads (../watch.ts). */
+  readonly watches: WatchStreams;
   private readonly sealed: SealedValues | null;
   private readonly idleWaiters: Array<() => void> = [];
   private readonly clock: Clock;
@@ -70,6 +75,7 @@ export class ClientSession {
     this.writes = new WritePipeline(options, session.clientId, session.head, session.headDoorbell, session.unackedBytesMax, this.clock);
     const readTargets = session.readTargets ?? [{ key: 'tail', sink: session.tail, doorbell: session.tailDoorbell }];
     this.reads = new ReadLanes(options, readTargets, session.readLanes ?? 1, session.epoch, this.clock);
+    this.watches = new WatchStreams(session.chain ?? 0, readTargets, session.sealer ?? null);
     this.sealed = (session.sealer ?? null) === null ? null : new SealedValues(session.sealer!, this.writes, this.reads, options, refusal);
     this.lastProgressAtMs = this.clock.nowMs();
   }
@@ -108,6 +114,13 @@ export class ClientSession {
 
   async get(key: KeyInput): Promise<Buffer | undefined> {
     return (await this.getVersioned(key))?.value;
+  }
+
+  /** Opens `watch`'s stream on this chain (see ../watch.ts). */
+  watch(watch: Watch): void {
+    const refused = this.refusal();
+    if (refused !== null) return watch.fail(refused);
+    this.watches.open(watch);
   }
 
   /** Key rotation, with the `sealing` option. */
@@ -180,6 +193,7 @@ export class ClientSession {
   fail(error: DabbaError, options: { outcomeKnown: boolean }, readError: DabbaError = error): void {
     this.writes.fail(error, options);
     this.reads.fail(readError);
+    this.watches.fail(readError);
     this.releaseIdleWaiters();
   }
 
@@ -202,6 +216,11 @@ export class ClientSession {
     this.reads.afterReplies();
     this.progressed();
     return null;
+  }
+
+  /** One WatchReply: hands its changes to their watch. A reason if it is not one for us. */
+  receiveWatchReply(frame: Uint8Array): string | null {
+    return this.watches.receive(frame);
   }
 
   /** The acks a tail published in its ring (in one process); returns how many writes were settled. */
@@ -228,6 +247,7 @@ export class ClientSession {
   /** A new tail: every unanswered read goes to it again (a read answered twice counts once). */
   switchTail(sink: RecordSink, doorbell: Wakeable): void {
     this.reads.point([{ key: 'tail', sink, doorbell }], true);
+    this.watches.point([{ key: 'tail', sink, doorbell }], true);
   }
 
   /**
@@ -236,11 +256,13 @@ export class ClientSession {
    */
   pointReads(targets: readonly ReadTarget[], resendAll = false): void {
     this.reads.point(targets, resendAll);
+    this.watches.point(targets, resendAll);
   }
 
   /** The link to a replica reads go to (re)opened: what its lanes sent may be lost, so send it again. */
   resendReadsOn(target: ReadTarget): void {
     this.reads.resendOn(target);
+    this.watches.resendOn(target);
   }
 
   /**
@@ -272,6 +294,7 @@ export class ClientSession {
 
   pumpReads(): void {
     this.reads.pump();
+    this.watches.pump();
   }
 }
 

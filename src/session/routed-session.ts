@@ -14,6 +14,7 @@ import type { ResealReport, SealingOptions } from '../sealing.js';
 import type { KeyInput, ValueInput } from '../write-pipeline.js';
 import type { WriteConditions } from '../conditions.js';
 import type { ClientSession } from './client-session.js';
+import { Watch, watchSettings, type WatchOptions } from '../watch.js';
 
 /** What SessionApi needs of a session: one ClientSession, or many behind a router. */
 export interface SessionCalls {
@@ -27,6 +28,7 @@ export interface SessionCalls {
   outcome(write: WriteId): Promise<'committed' | 'not-committed'>;
   flush(): void;
   whenIdle(): Promise<void>;
+  watch(keyOrPrefix: KeyInput, options?: WatchOptions): Watch;
 }
 
 /** UTF-8 needs at most 3 bytes per UTF-16 unit. */
@@ -37,7 +39,10 @@ export class RoutedSession implements SessionCalls {
   private scratch: Uint8Array;
 
   /** `sessions[c]` is chain c's; its client id names it in outcome(). */
-  constructor(readonly sessions: readonly ClientSession[], keyBytesMax: number) {
+  constructor(
+    readonly sessions: readonly ClientSession[],
+    private readonly keyBytesMax: number,
+  ) {
     this.scratch = new Uint8Array(keyBytesMax * UTF8_BYTES_PER_UNIT_MAX);
   }
 
@@ -117,6 +122,14 @@ export class RoutedSession implements SessionCalls {
 
   flush(): void {
     for (const session of this.sessions) session.flush();
+  }
+
+  /** A watch on one key (`exact`) is on its chain; on a prefix, on every chain (keys under it may be anywhere). */
+  watch(keyOrPrefix: KeyInput, options?: WatchOptions): Watch {
+    const watch = new Watch(watchSettings(keyOrPrefix, options, this.keyBytesMax));
+    if (watch.settings.exact) this.sessions[this.chainOf(watch.settings.prefix)]!.watch(watch);
+    else for (const session of this.sessions) session.watch(watch);
+    return watch;
   }
 
   async whenIdle(): Promise<void> {

@@ -12,6 +12,7 @@ import type { VersionedValue } from '../read-pipeline.js';
 import type { ResealReport } from '../sealing.js';
 import type { KeyInput, ValueInput } from '../write-pipeline.js';
 import type { SessionCalls } from './routed-session.js';
+import type { Watch, WatchOptions } from '../watch.js';
 
 export abstract class SessionApi extends EventEmitter {
   protected abstract readonly session: SessionCalls;
@@ -89,5 +90,16 @@ export abstract class SessionApi extends EventEmitter {
   /** Resolves when every write and read issued so far has been answered. */
   whenIdle(): Promise<void> {
     return this.session.whenIdle();
+  }
+
+  /**
+   * The committed changes to every key under `keyOrPrefix` (or to that key alone, with `exact`),
+   * as an async iterator: in version order per chain, each exactly once, with no uncommitted one,
+   * across failovers and reconnects. From the changes committed after it starts, or from
+   * `fromVersion`. Leave the loop or call close() to stop it. It throws DABBA_ERR_WATCH_LAGGED
+   * (with `resumeVersion`) if it falls behind what the replicas still hold. See ../watch.ts.
+   */
+  watch(keyOrPrefix: KeyInput, options?: WatchOptions): Watch {
+    return this.session.watch(keyOrPrefix, options);
   }
 }
