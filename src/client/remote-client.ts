@@ -226,6 +226,7 @@ class RemoteChain {
       options,
       {
         clientId,
+        chain,
         head: this.head,
         headDoorbell: NO_WAKE,
         tail: this.tail,
@@ -310,6 +311,11 @@ class RemoteChain {
       case MessageKind.ack: {
         const refused = this.session.receiveAck(bytes);
         if (refused !== null) this.warn(`ack refused: ${refused}`);
+        return;
+      }
+      case MessageKind.watchReply: {
+        const refused = this.session.receiveWatchReply(bytes);
+        if (refused !== null) this.warn(`watch reply refused: ${refused}`);
         return;
       }
       case MessageKind.readReplyBatch: {

@@ -14,7 +14,8 @@ import type { TemplatedApp } from 'uWebSockets.js';
 import { ErrorCode } from '../../native-free-core/errors.js';
 import { encodeClusterView, type ClusterMember } from '../../native-free-core/wire/cluster-view.js';
 import { nativeCrc32 } from '../../workers/native-crc32.js';
-import { AckView, frameKind, MessageKind, ReadBatchView, ReadReplyView, WriteBatchView, type RecordLimits } from '../../native-free-core/wire/codec.js';
+import { AckView, frameKind, isWatchReply, MessageKind, ReadBatchView, ReadReplyView, WriteBatchView, type RecordLimits } from '../../native-free-core/wire/codec.js';
+import { rewriteWatchRequestId, WatchReplyView, WatchRequestView } from '../../native-free-core/wire/watch-frames.js';
 import { rewriteFirstRequestId } from '../../native-free-core/wire/request-ids.js';
 import { frameEnvelopeValidator, LinkCloseCode, type PeerLink, type PeerLinkHandlers, type PeerLinkLogEntry } from '../transport/peer-link.js';
 import { closeReason } from '../transport/peer-link-endpoint.js';
@@ -63,6 +64,14 @@ interface Session {
   /** This connection's share of the inbound queues. */
   budget: InboundBudget;
   open: boolean;
+  /** Host ids of its watch polls on their way through the replica, oldest first. */
+  watchPolls: Set<number>;
+}
+
+/** A watch poll on its way through the replica: whose it is, and its id at the client. */
+interface WatchRoute {
+  session: Session;
+  clientRequestId: number;
 }
 
 /** A read batch on its way through the replica: its host-side id range and whose it is. */
@@ -84,6 +93,11 @@ const LAST_ACKS_MAX = 65536;
 /** Client links on one host at most, and of those still in their handshake. */
 const CLIENT_CONNECTIONS_MAX = 1024;
 const CLIENT_HANDSHAKES_MAX = 64;
+/**
+ * Watch polls one connection has on their way at most (a client has one per watch per chain): a
+ * poll the replica never answered (it was dropped, the chain moved) is forgotten past it.
+ */
+const WATCH_POLLS_PER_CONNECTION_MAX = 1024;
 
 export class ClientSessions {
   private readonly sessions = new Set<Session>();
@@ -98,10 +112,14 @@ export class ClientSessions {
   private readonly replyView = new ReadReplyView();
   private readonly writeView: WriteBatchView;
   private readonly readView: ReadBatchView;
+  private readonly watchRequestView: WatchRequestView;
+  private readonly watchReplyView = new WatchReplyView();
+  private readonly watchRoutes = new Map<number, WatchRoute>();
 
   constructor(private readonly options: ClientSessionsOptions) {
     this.writeView = new WriteBatchView(options.recordLimits);
     this.readView = new ReadBatchView(options.recordLimits.keyBytesMax);
+    this.watchRequestView = new WatchRequestView(options.recordLimits.keyBytesMax);
   }
 
   get count(): number {
@@ -133,6 +151,7 @@ export class ClientSessions {
       unsentClientToken: '',
       budget: new InboundBudget(this.options.connectionInboundBytesMax),
       open: true,
+      watchPolls: new Set(),
     };
     const remote = parseClientNodeId(link.remoteNodeId);
     const handlers: PeerLinkHandlers = {
@@ -204,9 +223,44 @@ export class ClientSessions {
         this.readRoutes.push({ start, count, session, clientFirstRequestId: clientFirst });
         return;
       }
+      case MessageKind.watchRequest:
+        return this.takeWatchPoll(session, bytes);
       default:
-        return this.end(session, LinkCloseCode.malformedRecord, closeReason(ErrorCode.malformedFrame, 'clients send write and read batches only'));
+        return this.end(session, LinkCloseCode.malformedRecord, closeReason(ErrorCode.malformedFrame, 'clients send write and read batches and watch polls only'));
     }
+  }
+
+  /** A watch poll: to the replica under an id of this host's, routed back by it (as reads are). */
+  private takeWatchPoll(session: Session, bytes: Uint8Array): void {
+    const view = this.watchRequestView;
+    const malformed = view.open(bytes);
+    if (malformed !== null) return this.end(session, LinkCloseCode.malformedRecord, closeReason(ErrorCode.malformedFrame, malformed));
+    if (!this.options.isServingReads()) return this.end(session, ClientCloseCode.notServing, closeReason(ErrorCode.staleEpoch, 'this host is not serving reads now'));
+    const hostId = this.nextHostRequestId++;
+    const clientRequestId = view.requestId;
+    rewriteWatchRequestId(bytes, view, hostId);
+    if (!this.options.offerReads(bytes, session.budget)) return this.end(session, ClientCloseCode.tooSlow, closeReason(ErrorCode.overloaded, 'this connection exceeded its inbound queue limit'));
+    this.watchRoutes.set(hostId, { session, clientRequestId });
+    session.watchPolls.add(hostId);
+    if (session.watchPolls.size > WATCH_POLLS_PER_CONNECTION_MAX) {
+      const oldest = session.watchPolls.values().next().value!;
+      session.watchPolls.delete(oldest);
+      this.watchRoutes.delete(oldest);
+    }
+  }
+
+  /** A watch poll's reply from the replica: to the connection that sent the poll, under its id. */
+  private deliverWatchReply(frame: Uint8Array): boolean {
+    const copy = frame.slice();
+    if (this.watchReplyView.open(copy) !== null) return true;
+    const hostId = this.watchReplyView.requestId;
+    const route = this.watchRoutes.get(hostId);
+    if (route === undefined) return true;
+    this.watchRoutes.delete(hostId);
+    route.session.watchPolls.delete(hostId);
+    rewriteWatchRequestId(copy, this.watchReplyView, route.clientRequestId);
+    if (route.session.open && !route.session.link.trySend(copy)) this.end(route.session, ClientCloseCode.tooSlow, 'replies not read fast enough');
+    return true;
   }
 
   /** A cumulative client ack from the tail replica: to that client's connections. Never blocks. */
@@ -225,6 +279,7 @@ export class ClientSessions {
 
   /** A read reply from the tail replica: back to the client whose reads it answers, with its ids. */
   deliverReadReply(frame: Uint8Array): boolean {
+    if (isWatchReply(frame)) return this.deliverWatchReply(frame);
     const copy = frame.slice();
     if (this.replyView.open(copy) !== null) return true;
     const first = this.replyView.firstRequestId;
@@ -291,6 +346,8 @@ export class ClientSessions {
     const sessions = this.byClient.get(session.clientId);
     sessions?.delete(session);
     if (sessions !== undefined && sessions.size === 0) this.byClient.delete(session.clientId);
+    for (const hostId of session.watchPolls) this.watchRoutes.delete(hostId);
+    session.watchPolls.clear();
   }
 
   closeAll(code: number = LinkCloseCode.goingAway, reason = 'host closing'): void {

@@ -6,6 +6,8 @@
  *   DELETE /kv/:key                      204 once acknowledged
  *   PUT or DELETE with `If-Match: <version>`, PUT with `If-None-Match: *`: conditional (412 if the
  *   key was at another version, or present; the JSON error carries `currentVersion`)
+ *   GET    /watch/:prefix?from=<version>&exact=1&encoding=utf8|base64
+ *                      200 text/event-stream: the committed changes under the prefix (see serveWatch)
  *   GET    /status    200 JSON: members, roles, epoch, sequence numbers, throughput
  *   GET    /digest    200 JSON: this host's replica's store digest, keys and applied seq (checks)
  *
@@ -32,6 +34,7 @@ import { connect, type RemoteClient } from '../client/remote-client.js';
 import type { ChainOptions } from '../options.js';
 import type { WriteConditions } from '../conditions.js';
 import type { TlsOptions } from '../transport/tls.js';
+import { watchSettings, type Watch, type WatchOptions } from '../watch.js';
 
 export interface HttpApiOptions {
   status(): unknown;
@@ -95,9 +98,14 @@ export function attachHttpApi(app: TemplatedApp, options: HttpApiOptions): HttpA
     serveKey(response, request, options, client);
   });
 
+  app.get('/watch/*', (response, request) => {
+    if (!authorized(response, request)) return;
+    serveWatch(response, request, options, client);
+  });
+
   app.any('/*', (response, request) => {
     if (!authorized(response, request)) return;
-    sendJson(response, '404 Not Found', { code: ErrorCode.notFound, message: 'routes: /kv/:key (PUT, GET, DELETE), /status, /digest' });
+    sendJson(response, '404 Not Found', { code: ErrorCode.notFound, message: 'routes: /kv/:key (PUT, GET, DELETE), /watch/:prefix (GET), /status, /digest' });
   });
 
   return { close: () => client.close() };
@@ -217,6 +225,136 @@ function serveKey(response: HttpResponse, request: HttpRequest, options: HttpApi
   } else {
     answer.fail(new HttpError('405 Method Not Allowed', ErrorCode.invalidArgument, `${method} is not supported on /kv/:key (PUT, GET, DELETE)`));
   }
+}
+
+/** A comment line sent this often keeps an idle event stream open through proxies. */
+const WATCH_KEEPALIVE_MS = 15_000;
+
+/**
+ * GET /watch/:prefix as server-sent events: one event per committed change, `event: put` or
+ * `event: delete`, its data JSON `{ key, value, version, chain }` (key and value in `encoding`:
+ * utf8, the default, or base64; no value for a delete), its id the watch's position after it
+ * (`chain:nextVersion` per chain, comma-separated). A client that reconnects with that id as
+ * Last-Event-ID (as EventSource does) goes on without a gap; `from=<version>` starts at a version
+ * (default: the changes committed after the request). A watch that falls behind the replicas'
+ * history ends with `event: error` and data `{ code: "DABBA_ERR_WATCH_LAGGED", message,
+ * resumeVersion, chain }`. The stream is written only as fast as the client reads it.
+ */
+function serveWatch(response: HttpResponse, request: HttpRequest, options: HttpApiOptions, client: LazyClient): void {
+  let watchOptions: WatchOptions;
+  let prefix: string;
+  let encoding: BufferEncoding;
+  try {
+    const reason = options.unavailable();
+    if (reason !== null) throw new HttpError('503 Service Unavailable', ErrorCode.unavailable, reason);
+    prefix = parsePrefix(request, options.keyBytesMax);
+    ({ watchOptions, encoding } = parseWatchQuery(request));
+    watchSettings(prefix, watchOptions, options.keyBytesMax);
+  } catch (error) {
+    return answerFor(response, options).fail(error);
+  }
+  let aborted = false;
+  let watch: Watch | null = null;
+  let writable: (() => void) | null = null;
+  let keepalive: NodeJS.Timeout | undefined;
+  const stop = (): void => {
+    aborted = true;
+    clearInterval(keepalive);
+    watch?.close();
+    writable?.();
+  };
+  response.onAborted(stop);
+  response.onWritable(() => {
+    const resume = writable;
+    writable = null;
+    resume?.();
+    return true;
+  });
+  const send = (text: string): Promise<void> | null => {
+    let sent = false;
+    response.cork(() => {
+      sent = response.write(text);
+    });
+    return sent ? null : new Promise<void>((resolve) => (writable = resolve));
+  };
+  const streamChanges = async (remote: RemoteClient): Promise<void> => {
+    if (aborted) return;
+    watch = remote.watch(prefix, watchOptions);
+    response.cork(() => {
+      response.writeStatus('200 OK').writeHeader('content-type', 'text/event-stream').writeHeader('cache-control', 'no-store');
+      response.write(': watching\n\n');
+    });
+    keepalive = setInterval(() => {
+      if (!aborted) response.cork(() => response.write(': keepalive\n\n'));
+    }, WATCH_KEEPALIVE_MS);
+    try {
+      for await (const change of watch) {
+        if (aborted) return;
+        const data: Record<string, unknown> = { key: change.key.toString(encoding), version: change.version, chain: change.chain };
+        if (change.value !== undefined) data.value = change.value.toString(encoding);
+        const position = Object.entries(watch.position()).map(([chain, version]) => `${chain}:${version}`).join(',');
+        const backpressure = send(`id: ${position}\nevent: ${change.op}\ndata: ${JSON.stringify(data)}\n\n`);
+        if (backpressure !== null) await backpressure;
+      }
+    } catch (error) {
+      if (aborted) return;
+      const failure = isDabbaError(error) ? { code: error.code, message: error.message, resumeVersion: error.resumeVersion, chain: error.chain } : { code: 'DABBA_ERR_INTERNAL', message: String(error) };
+      send(`event: error\ndata: ${JSON.stringify(failure)}\n\n`);
+    }
+    if (!aborted) {
+      clearInterval(keepalive);
+      aborted = true;
+      response.cork(() => response.end());
+    }
+  };
+  withTimeout(client.get()).then(
+    (remote) => streamChanges(remote).catch((error: unknown) => options.log('error', 'http-error', String((error as Error)?.stack ?? error))),
+    (error: unknown) => {
+      if (aborted) return;
+      aborted = true;
+      const status = isDabbaError(error) ? '503 Service Unavailable' : '500 Internal Server Error';
+      sendJson(response, status, { code: isDabbaError(error) ? error.code : 'DABBA_ERR_INTERNAL', message: String((error as Error)?.message ?? error) });
+    },
+  );
+}
+
+/** The prefix of /watch/:prefix (may be empty: every key). */
+function parsePrefix(request: HttpRequest, keyBytesMax: number): string {
+  let prefix: string;
+  try {
+    prefix = decodeURIComponent(request.getUrl().slice('/watch/'.length));
+  } catch {
+    throw new HttpError('400 Bad Request', ErrorCode.invalidArgument, 'the prefix is not valid percent-encoded UTF-8');
+  }
+  if (Buffer.byteLength(prefix) > keyBytesMax) throw new HttpError('400 Bad Request', ErrorCode.keyTooLarge, `a prefix is at most ${keyBytesMax} bytes`);
+  return prefix;
+}
+
+/** `from`, `exact` and `encoding` from the query, and Last-Event-ID (which wins over `from`). */
+function parseWatchQuery(request: HttpRequest): { watchOptions: WatchOptions; encoding: BufferEncoding } {
+  const query = new URLSearchParams(request.getQuery() ?? '');
+  const watchOptions: WatchOptions = {};
+  const from = query.get('from');
+  if (from !== null) {
+    if (!/^[0-9]{1,15}$/.test(from)) throw new HttpError('400 Bad Request', ErrorCode.invalidArgument, `from takes a version, got ${JSON.stringify(from.slice(0, 40))}`);
+    watchOptions.fromVersion = Number(from);
+  }
+  const lastEventId = request.getHeader('last-event-id');
+  if (lastEventId !== '') {
+    const position: Record<number, number> = {};
+    for (const part of lastEventId.split(',')) {
+      const match = /^([0-9]{1,4}):([0-9]{1,15})$/.exec(part);
+      if (match === null) throw new HttpError('400 Bad Request', ErrorCode.invalidArgument, `Last-Event-ID takes chain:version pairs, got ${JSON.stringify(lastEventId.slice(0, 80))}`);
+      position[Number(match[1])] = Number(match[2]);
+    }
+    watchOptions.fromVersion = position;
+  }
+  const exact = query.get('exact');
+  if (exact !== null && exact !== '1' && exact !== 'true') throw new HttpError('400 Bad Request', ErrorCode.invalidArgument, 'exact takes 1 or true');
+  if (exact !== null) watchOptions.exact = true;
+  const encoding = query.get('encoding') ?? 'utf8';
+  if (encoding !== 'utf8' && encoding !== 'base64') throw new HttpError('400 Bad Request', ErrorCode.invalidArgument, 'encoding takes utf8 or base64');
+  return { watchOptions, encoding };
 }
 
 /**
