@@ -161,6 +161,33 @@ export class Watch implements AsyncIterableIterator<WatchChange> {
     }
   }
 
+  /** Why the watch ended (after the changes before it are taken), or null while it runs or after close(). */
+  get failure(): DabbaError | null {
+    return this.error;
+  }
+
+  /**
+   * Every change received and not yet taken, at once and without waiting (possibly none): for a
+   * consumer that takes changes in bulk rather than one promise each. Check `failure` when it is empty.
+   */
+  take(): WatchChange[] {
+    const changes = this.queue.slice(this.queueHead);
+    this.queue.length = 0;
+    this.queueHead = 0;
+    if (changes.length > 0) for (const stream of this.streams) stream.resume();
+    return changes;
+  }
+
+  /** The next changes, at least one, as many as have arrived (waits for one if none has); rejects as next() does. */
+  async nextBatch(): Promise<WatchChange[]> {
+    if (this.buffered === 0) {
+      const first = await this.next();
+      if (first.done === true) return [];
+      return [first.value, ...this.take()];
+    }
+    return this.take();
+  }
+
   next(): Promise<IteratorResult<WatchChange>> {
     if (this.buffered > 0) {
       const change = this.queue[this.queueHead++]!;
@@ -297,6 +324,11 @@ export class WatchStreams {
 
   canPump(): boolean {
     return this.waiting.size > 0;
+  }
+
+  /** Each stream's next version, poll on its way and replica (for traces). */
+  describe(): string {
+    return [...this.streams].map((stream) => `from ${stream.next}, poll ${stream.pollId} at ${String(stream.target?.key)}`).join('; ');
   }
 
   /** Sends the polls that found no room before. */

@@ -190,3 +190,24 @@ describe('ChainNode: watch polls', () => {
     assert.deepEqual(replies(restarted).find((reply) => reply.id === 1), { id: 1, status: 'lagged', through: 2, resume: 6, changes: [] });
   });
 });
+
+describe('ChainNode: idle watch polls', () => {
+  test('a held poll is answered empty once enough versions passed with no change under its prefix: its watcher’s position moves on', () => {
+    const tail = new ChainNode({
+      id: 2, epoch: 1, role: 'tail', store: new Store(), inflightBytesMax: 64 * 1024, inflightBatchesMax: 16, readReplyPayloadBytesMax: 4096, readReplyResultsMax: 8,
+      watchIdleReplyVersions: 5,
+    });
+    tail.step('client', poll(1, 'quiet:', 1));
+    for (let seq = 1; seq <= 4; seq++) tail.step('upstream', batch(seq, [['busy', `${seq}`]]));
+    assert.deepEqual(replies(tail), [], 'four versions passed: still held');
+    tail.step('upstream', batch(5, [['busy', '5']]));
+    assert.deepEqual(replies(tail), [{ id: 1, status: 'changes', through: 5, resume: 0, changes: [] }]);
+  });
+
+  test('heldChanges lists what a watch of every key would be sent', () => {
+    const tail = replica('tail');
+    tail.step('upstream', batch(1, [['a', '1'], ['b', null]]));
+    tail.step('upstream', batch(3, [['a', '2', 9]]));
+    assert.deepEqual(tail.heldChanges(), { startSeq: 1, changes: [{ op: 'put', key: 'a', value: '1', version: 1 }, { op: 'delete', key: 'b', version: 2 }] });
+  });
+});

@@ -1,5 +1,12 @@
 import { assert } from '../assert.js';
+import { Op, WriteBatchView } from '../wire/codec.js';
 import { InflightLog } from './inflight-log.js';
+
+/**
+ * One change met by ChangeHistory.scan: a Put or Delete at `seq`, its key at `keyStart` of `bytes`
+ * and a Put's value right after it. Return false to stop before it (it is not taken).
+ */
+export type ChangeVisitor = (op: Op, bytes: Uint8Array, keyStart: number, keyLength: number, valueLength: number, seq: number) => boolean;
 
 /**
  * A replica's recent history: the batches it applied, newest last, as their exact bytes, so that a
@@ -16,6 +23,7 @@ export class ChangeHistory {
   /** Sequence numbers of records held but not applied, ascending. */
   private readonly skipped: number[] = [];
   private skippedStart = 0;
+  private readonly batch = new WriteBatchView();
 
   constructor(bytesMax: number, batchesMax: number) {
     this.batches = new InflightLog(bytesMax, batchesMax, { prefault: false });
@@ -88,6 +96,33 @@ export class ChangeHistory {
       else high = middle;
     }
     return low;
+  }
+
+  /**
+   * Visits the changes with versions from `from` through `through` (both held), in order: the
+   * records applied, not those skipped or refused. Stops when `visit` returns false, or after
+   * looking at `recordsMax` records; returns the version to go on from (the first not looked at,
+   * or the one `visit` stopped before).
+   */
+  scan(from: number, through: number, visit: ChangeVisitor, recordsMax = Infinity): number {
+    assert(from >= this.startSeq && through <= this.lastSeq, `ChangeHistory.scan: ${from}..${through} is not held`);
+    const batch = this.batch;
+    let seq = from;
+    let looked = 0;
+    for (let index = seq <= through ? this.indexOf(seq) : this.batchCount; index < this.batchCount && seq <= through && looked < recordsMax; index++) {
+      const firstSeq = this.firstSeqAt(index);
+      const count = this.countAt(index);
+      assert(batch.open(this.batchAt(index)) === null, 'a batch in the change history is well-formed');
+      const skips = this.skipsWithin(firstSeq, firstSeq + count - 1);
+      const bytes = batch.bytes;
+      for (let record = seq - firstSeq; record < count && seq <= through && looked < recordsMax; record++, seq++, looked++) {
+        const write = batch.recordAt(record);
+        const op = write.op();
+        if (op === Op.Rejected || (skips && this.isSkipped(seq))) continue;
+        if (!visit(op, bytes, batch.keyPosition(write), write.keyLength(), op === Op.Put ? write.valueLength() : 0, seq)) return seq;
+      }
+    }
+    return seq;
   }
 
   /** The index of the held batch containing `seq` (startSeq <= seq <= lastSeq). */

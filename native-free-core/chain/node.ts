@@ -31,6 +31,7 @@ import {
   HelloView,
   KEY_BYTES_LIMIT,
   MessageKind,
+  Op,
   ReadBatchView,
   ReadReplyEncoder,
   WriteBatchView,
@@ -130,6 +131,8 @@ export interface ChainNodeOptions {
   watchReplyContentBytesMax?: number;
   /** Watch polls held at most (default 1024; see ./watch-polls.ts). */
   watchPollsHeldMax?: number;
+  /** Versions with no change under a held poll's prefix after which it is answered empty (default WATCH_IDLE_REPLY_VERSIONS). */
+  watchIdleReplyVersions?: number;
 }
 
 /** What a member restarted from its own log starts with (see ChainNodeOptions.recovered). */
@@ -341,7 +344,7 @@ export class ChainNode {
     const largestChangeBytes = watchChangeBytes(this.limits.keyBytesMax, this.limits.valueBytesMax);
     const watchReplyContentBytesMax = options.watchReplyContentBytesMax ?? Math.max(64 * 1024, largestChangeBytes);
     assert(watchReplyContentBytesMax >= largestChangeBytes, 'ChainNode: a change of keyBytesMax and valueBytesMax must fit one watch reply');
-    this.watchPolls = new WatchPolls(this.history, new WatchReplyEncoder(watchReplyContentBytesMax), options.watchPollsHeldMax ?? 1024);
+    this.watchPolls = new WatchPolls(this.history, new WatchReplyEncoder(watchReplyContentBytesMax), options.watchPollsHeldMax ?? 1024, options.watchIdleReplyVersions);
     this.watchRequestView = new WatchRequestView(this.limits.keyBytesMax);
     this.log = options.log ?? (() => {});
     this.stepRole = this.stepFunctionOf(options.role);
@@ -910,6 +913,26 @@ export class ChainNode {
     return this.watchPolls.heldCount;
   }
 
+  /**
+   * The committed changes this replica's history holds, oldest first, decoded (for checks and
+   * diagnostics: a watch of every key from `startSeq` would be sent exactly these).
+   */
+  heldChanges(): { startSeq: number; changes: Array<{ op: 'put' | 'delete'; key: string; value?: string; version: number }> } {
+    const history = this.history;
+    const changes: Array<{ op: 'put' | 'delete'; key: string; value?: string; version: number }> = [];
+    const through = Math.min(this.committedSeqValue, history.lastSeq);
+    const text = new TextDecoder();
+    if (history.startSeq <= through) {
+      history.scan(history.startSeq, through, (op, bytes, keyStart, keyLength, valueLength, seq) => {
+        const key = text.decode(bytes.subarray(keyStart, keyStart + keyLength));
+        if (op === Op.Put) changes.push({ op: 'put', key, value: text.decode(bytes.subarray(keyStart + keyLength, keyStart + keyLength + valueLength)), version: seq });
+        else changes.push({ op: 'delete', key, version: seq });
+        return true;
+      });
+    }
+    return { startSeq: history.startSeq, changes };
+  }
+
   /** Queues a read reply, to leave once the commit point reaches `releaseAt` (and those before it have left). */
   private holdReply(frame: Uint8Array, releaseAt: number): void {
     assert(releaseAt <= this.appliedSeqValue, 'a read waits only for a write this node applied');
@@ -938,6 +961,10 @@ export class ChainNode {
       this.history.resetAfter(result.appliedSeq);
       this.ackPending = true;
     }
+    // Until its last frame is in, its store is a fuzzy copy: a conditional write among the batches
+    // meanwhile may be skipped here and applied everywhere else (the frames repair the store, not
+    // which writes it skipped). Its history of changes starts once its store is exact.
+    if (target.loaded && !target.resumed) this.history.resetAfter(this.appliedSeqValue);
     return { status: 'applied', firstSeq: result.appliedSeq, count: result.count };
   }
 

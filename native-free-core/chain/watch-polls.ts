@@ -1,5 +1,5 @@
 import { assert } from '../assert.js';
-import { Op, WriteBatchView } from '../wire/codec.js';
+import type { Op } from '../wire/codec.js';
 import { WatchReplyEncoder, WatchStatus, type WatchRequestView } from '../wire/watch-frames.js';
 import type { ChangeHistory } from './change-history.js';
 
@@ -17,17 +17,26 @@ import type { ChangeHistory } from './change-history.js';
 export interface HeldPoll {
   requestId: number;
   prefix: Uint8Array;
-  /** The next version to look at. */
+  /** The version it asked from, and the next version to look at. */
+  asked: number;
   from: number;
   bytesMax: number;
 }
 
 /** Records one poll looks at per call, so a poll far behind never holds up the replica's loop. */
 const SCAN_RECORDS_MAX = 65536;
+/**
+ * A held poll is answered (empty) once this many versions have passed it with no change under its
+ * prefix: its watcher's position moves on, so after a failover it resumes near the commit point,
+ * not where its prefix last changed (which the histories may have dropped since).
+ */
+export const WATCH_IDLE_REPLY_VERSIONS = 4096;
 
 export class WatchPolls {
   private held: HeldPoll[] = [];
-  private readonly batch = new WriteBatchView();
+  /** The reply being filled by answer()'s visitor, and its prefix (no closure per scan). */
+  private prefix: Uint8Array = new Uint8Array(0);
+  private full = false;
   /** The lowest `from` of the held polls (Infinity when none): due() in O(1). */
   private lowestFrom = Infinity;
 
@@ -36,6 +45,8 @@ export class WatchPolls {
     private readonly encoder: WatchReplyEncoder,
     /** Polls held at most: past it, the oldest is answered (empty) to make room, and its watcher polls again. */
     private readonly heldMax: number,
+    /** See WATCH_IDLE_REPLY_VERSIONS (the simulator makes it small). */
+    private readonly idleReplyVersions: number = WATCH_IDLE_REPLY_VERSIONS,
   ) {
     assert(heldMax >= 1, 'WatchPolls: heldMax must be positive');
   }
@@ -54,7 +65,7 @@ export class WatchPolls {
     const history = this.history;
     if (request.fromVersion === 0) return this.encodeEmpty(request.requestId, committedSeq);
     if (request.fromVersion < history.startSeq) return this.encodeLagged(request.requestId, request.fromVersion);
-    const poll: HeldPoll = { requestId: request.requestId, prefix: request.prefix.slice(), from: request.fromVersion, bytesMax: request.bytesMax };
+    const poll: HeldPoll = { requestId: request.requestId, prefix: request.prefix.slice(), asked: request.fromVersion, from: request.fromVersion, bytesMax: request.bytesMax };
     const reply = this.answer(poll, committedSeq);
     if (reply !== null) return reply;
     if (this.held.length >= this.heldMax) {
@@ -100,40 +111,31 @@ export class WatchPolls {
     if (poll.from < history.startSeq) return this.encodeLagged(poll.requestId, poll.from);
     const through = Math.min(committedSeq, history.lastSeq);
     if (poll.from > through) return null;
-    const encoder = this.encoder;
-    const batch = this.batch;
-    const prefix = poll.prefix;
-    encoder.begin(poll.bytesMax);
-    let seq = poll.from;
-    let looked = 0;
-    let full = false;
-    for (let index = history.indexOf(seq); index < history.batchCount && seq <= through && !full && looked < SCAN_RECORDS_MAX; index++) {
-      const firstSeq = history.firstSeqAt(index);
-      const count = history.countAt(index);
-      assert(batch.open(history.batchAt(index)) === null, 'a batch in the change history is well-formed');
-      const skips = history.skipsWithin(firstSeq, firstSeq + count - 1);
-      const bytes = batch.bytes;
-      for (let record = seq - firstSeq; record < count && seq <= through; record++, seq++, looked++) {
-        const write = batch.recordAt(record);
-        const op = write.op();
-        if (op === Op.Rejected || (skips && history.isSkipped(seq))) continue;
-        const keyLength = write.keyLength();
-        if (keyLength < prefix.length || !startsWith(bytes, batch.keyPosition(write), prefix)) continue;
-        const valueLength = op === Op.Put ? write.valueLength() : 0;
-        if (!encoder.fits(keyLength, valueLength)) {
-          full = true;
-          break;
-        }
-        encoder.add(op, bytes, batch.keyPosition(write), keyLength, valueLength, seq);
-      }
-    }
+    this.encoder.begin(poll.bytesMax);
+    this.prefix = poll.prefix;
+    this.full = false;
+    const budget = Math.min(SCAN_RECORDS_MAX, through - poll.from + 1);
+    const seq = history.scan(poll.from, through, this.addMatching, budget);
     // Everything before `seq` was looked at: matching changes are in the reply.
-    if (encoder.count === 0 && looked < SCAN_RECORDS_MAX) {
+    const exhausted = seq - poll.from >= SCAN_RECORDS_MAX && !this.full;
+    if (this.encoder.count === 0 && !exhausted && seq - poll.asked < this.idleReplyVersions) {
       poll.from = seq;
       return null;
     }
-    return encoder.finish(poll.requestId, WatchStatus.Changes, seq - 1, 0);
+    return this.encoder.finish(poll.requestId, WatchStatus.Changes, seq - 1, 0);
   }
+
+  /** ChangeHistory.scan's visitor for answer(): a change under the prefix goes in the reply while it fits. */
+  private readonly addMatching = (op: Op, bytes: Uint8Array, keyStart: number, keyLength: number, valueLength: number, seq: number): boolean => {
+    const prefix = this.prefix;
+    if (keyLength < prefix.length || !startsWith(bytes, keyStart, prefix)) return true;
+    if (!this.encoder.fits(keyLength, valueLength)) {
+      this.full = true;
+      return false;
+    }
+    this.encoder.add(op, bytes, keyStart, keyLength, valueLength, seq);
+    return true;
+  };
 
   private encodeEmpty(requestId: number, throughVersion: number): Uint8Array {
     this.encoder.begin(0);

@@ -86,6 +86,8 @@ interface Candidate {
   link: PeerLink;
   budget: InboundBudget;
   hello: Uint8Array | null;
+  /** Its newest Ack: the one after its Hello may be the last for a while (a quiet chain sends no more). */
+  ack: Uint8Array | null;
   timer: NodeJS.Timeout;
 }
 
@@ -198,7 +200,7 @@ export class ChainLinks {
       link.close(NOT_A_NEIGHBOUR_CLOSE_CODE, closeReason(ErrorCode.unauthenticated, `replica ${replicaId} is not this replica's successor`));
     }, CANDIDATE_WAIT_MS);
     timer.unref();
-    this.candidates.set(replicaId, { link, budget, hello: null, timer });
+    this.candidates.set(replicaId, { link, budget, hello: null, ack: null, timer });
   }
 
   private dropCandidate(replicaId: number): void {
@@ -217,13 +219,18 @@ export class ChainLinks {
     if (!candidate.link.isOpen) return;
     this.admit(replicaId, candidate.link);
     if (candidate.hello !== null) this.fromSuccessor(replicaId, candidate.hello, candidate.budget);
+    if (candidate.ack !== null) this.fromSuccessor(replicaId, candidate.ack, candidate.budget);
   }
 
   private fromCandidate(replicaId: number, link: PeerLink, bytes: Uint8Array): void {
     const candidate = this.candidates.get(replicaId);
     if (candidate?.link !== link || bytes.length > this.options.controlFrameBytesMax) return;
-    // Acks are cumulative (the next one overtakes a dropped one); a Hello is sent once per epoch.
-    if (frameKind(bytes) === MessageKind.hello) candidate.hello = bytes.slice();
+    // A Hello is sent once per epoch; acks are cumulative, so the newest stands for all. Dropped, it
+    // would leave this replica's commit point behind until the next write (reads and watches of a
+    // quiet chain held for it).
+    const kind = frameKind(bytes);
+    if (kind === MessageKind.hello) candidate.hello = bytes.slice();
+    else if (kind === MessageKind.ack) candidate.ack = bytes.slice();
   }
 
   /** Closes a link whose peer sent what it must not, saying why (logged, and counted as a refusal). */

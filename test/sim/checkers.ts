@@ -112,6 +112,7 @@ export class Checker {
         const held = host.node!.clientHighWaterMark(client.id);
         trace.check(held >= acknowledged, () => `I4: client ${client.id}'s writes through ${acknowledged} were acknowledged, but member ${host.replicaId} holds only through ${held}`);
       }
+      client.checkWatched();
     }
   }
 
@@ -131,6 +132,31 @@ export class Checker {
     }
     this.checkHistory(members.at(-1)!.node!);
     this.checkConditionalWrites();
+    for (const host of members) this.checkWatchComplete(host.node!);
+  }
+
+  /**
+   * A watch took exactly the changes the tail's history holds since its run began (isQuiet waited
+   * for it); one that never lagged took every committed change: the newest change it took of each
+   * key is the key's final value and version, and it took none of a key the tail never had.
+   */
+  private checkWatchComplete(tail: ChainNode): void {
+    for (const client of this.world.clients) {
+      if (client.watch === null) continue;
+      const trace: Trace = this.world.trace;
+      trace.check(client.watchMatches(tail), () => `watch: it took ${client.watched.length} changes, not those the tail holds from ${Math.max(client.watchFrom, tail.heldChanges().startSeq)}`);
+      // Its store may hold writes the (crashed, not yet removed) tail had not committed: no watch may see those yet.
+      if (client.watchLagged || tail.committedSeq < tail.appliedSeq) continue;
+      const keys = new Set([...this.world.history.map((entry) => entry.operation.key), ...client.watchedLast.keys()]);
+      for (const key of keys) {
+        const bytes = this.encoder.encode(key);
+        const handle = tail.store.find(bytes, 0, bytes.length);
+        const final = handle < 0 ? 'absent' : `${this.decoder.decode(tail.store.valueCopy(handle))}@${tail.store.version(handle)}`;
+        const last = client.watchedLast.get(key);
+        const watched = last === undefined || last.op === 'delete' ? 'absent' : `${last.value!.toString('utf8')}@${last.version}`;
+        trace.check(watched === final, () => `watch: the last change of ${key} it took is ${watched}, replica ${tail.id} holds ${final} (its history from ${tail.heldChanges().startSeq}, the watch's from ${client.watch!.position()[0]})`);
+      }
+    }
   }
 
   /**

@@ -10,6 +10,9 @@
  *   unanswered resent (resendTo);
  * - when nothing has been answered for a while, everything is resent (stalledFor, as checkProgress).
  *
+ * Client 1 also watches every key from version 1 (src/watch.ts), as a remote client's watch polls
+ * the members it reads from; what it takes is checked after every event (checkWatched).
+ *
  * Its load: a few lanes, each a sequential process of the history, issuing put, delete, get,
  * getVersioned, putMany or a compare-and-set (getVersioned, then a put on that version) at random
  * times through the public API; the history is what the promises say, stamped with the simulated
@@ -19,7 +22,9 @@ import { ClientSession } from '../../src/session/client-session.js';
 import type { ReadPipeline } from '../../src/read-pipeline.js';
 import type { ReadTarget } from '../../src/read-lanes.js';
 import type { RecordSink, Wakeable } from '../../src/record-sink.js';
-import { frameKind, MessageKind } from '../../native-free-core/wire/codec.js';
+import { frameKind, MessageKind, KEY_BYTES_LIMIT } from '../../native-free-core/wire/codec.js';
+import { Watch, watchSettings, type WatchChange } from '../../src/watch.js';
+import type { ChainNode } from '../../native-free-core/chain/node.js';
 import type { HistoryEntry, Operation } from './linearizability.js';
 import type { Connection, Endpoint } from './network.js';
 import type { SimulatedView } from './replica-host.js';
@@ -97,6 +102,14 @@ export class SimulatedClient {
   private putManyEntries = 0;
   issuing = true;
   viewsAdopted = 0;
+  /** Client 1's watch of every key, and the newest change it took per key (none once it lagged: see checkWatched). */
+  watch: Watch | null = null;
+  readonly watchedLast = new Map<string, WatchChange>();
+  /** Every change the watch took, as `op key=value@version`, and the version its current run (after any lag) started from. */
+  readonly watched: Array<{ version: number; text: string }> = [];
+  watchFrom = 1;
+  lastWatchedVersion = 0;
+  watchLagged = false;
 
   constructor(
     private readonly world: World,
@@ -140,6 +153,7 @@ export class SimulatedClient {
   }
 
   start(): void {
+    if (this.id === 1) this.startWatch(1);
     for (const member of this.view.members) this.link(member).dial(this.world);
     for (let lane = 0; lane < this.lanes; lane++) this.world.scheduler.after(this.world.between(1, 20), () => this.issue(lane));
     this.world.scheduler.after(TIMING.stallResendAfter / 2, () => this.checkProgress());
@@ -172,10 +186,11 @@ export class SimulatedClient {
     else if (link === this.tail) this.session.switchTail(link, NO_WAKE);
   }
 
-  /** An ack or a read reply from a host. */
+  /** An ack, a read reply or a watch reply from a host. */
   receive(hostId: Endpoint, bytes: Uint8Array): boolean {
     const kind = frameKind(bytes);
-    const refused = kind === MessageKind.ack ? this.session.receiveAck(bytes) : this.session.receiveReply(bytes);
+    if (kind === MessageKind.watchReply) this.world.trace.detail(() => `client ${this.id} gets a watch reply from ${hostId}; its streams: ${this.session.watches.describe()}`);
+    const refused = kind === MessageKind.ack ? this.session.receiveAck(bytes) : kind === MessageKind.watchReply ? this.session.receiveWatchReply(bytes) : this.session.receiveReply(bytes);
     this.world.trace.check(refused === null, () => `client ${this.id} refused a frame from ${hostId}: ${refused} (I2: nothing is acknowledged that was not sent)`);
     return true;
   }
@@ -206,6 +221,75 @@ export class SimulatedClient {
     if (!this.session.stalledFor(TIMING.stallResendAfter)) return;
     this.world.trace.note(`client ${this.id} stalled: resends to ${this.head.hostId} and ${this.tail.hostId}`);
     this.session.resendTo(this.head, NO_WAKE, this.tail, NO_WAKE, this.readTargets());
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // The watch
+
+  private startWatch(fromVersion: number): void {
+    this.watchFrom = fromVersion;
+    this.watch = new Watch(watchSettings('', { fromVersion }, KEY_BYTES_LIMIT));
+    this.session.watch(this.watch);
+  }
+
+  /**
+   * Takes what the watch received and checks it: versions strictly increase (in order, none twice),
+   * and every change is a write the history holds (a put of that key and value, or a delete of that
+   * key): nothing refused, skipped or made up. A lagged watch starts again from where it may.
+   */
+  checkWatched(): void {
+    const watch = this.watch;
+    if (watch === null) return;
+    for (const change of watch.take()) {
+      const key = change.key.toString('utf8');
+      const value = change.value?.toString('utf8');
+      this.world.trace.check(change.version > this.lastWatchedVersion, () => `watch: version ${change.version} after ${this.lastWatchedVersion}`);
+      const written = this.world.history.some((entry) => entry.operation.key === key && entry.operation.kind === (change.op === 'put' ? 'put' : 'delete') && (change.op === 'delete' || (entry.operation.kind === 'put' && entry.operation.value === value)));
+      this.world.trace.check(written, () => `watch: ${change.op} ${key}${value === undefined ? '' : `=${value}`}@${change.version} is no write of the history`);
+      this.lastWatchedVersion = change.version;
+      this.watchedLast.set(key, change);
+      this.watched.push({ version: change.version, text: describeChange(change.op, key, value, change.version) });
+      this.world.counts.watchedChanges++;
+    }
+    const failure = watch.failure;
+    if (failure === null) return;
+    this.world.trace.check(failure.code === 'DABBA_ERR_WATCH_LAGGED', () => `watch failed: ${failure.code} ${failure.message}`);
+    this.world.trace.note(`client ${this.id}'s watch lagged at ${this.lastWatchedVersion + 1}: resumes from ${failure.resumeVersion}`);
+    this.world.counts.watchesLagged++;
+    this.watchLagged = true;
+    this.startWatch(failure.resumeVersion!);
+  }
+
+  /**
+   * Whether the watch has taken every change `tail` holds since the watch's current run began, and
+   * took exactly those: none missing, none added, in the same order (when `complete`, it must
+   * have; else this only says whether it has caught up).
+   */
+  watchMatches(tail: ChainNode): boolean {
+    return this.watchMismatch(tail) === null;
+  }
+
+  /**
+   * Whether some member can still serve the watch's next poll: its history reaches back to it (when
+   * none does, every member restarted or joined since, and the watch is about to lag).
+   */
+  watchServable(nodes: readonly ChainNode[]): boolean {
+    if (this.watch === null) return true;
+    const next = this.watch.position()[0] ?? 0;
+    return nodes.some((node) => node.heldChanges().startSeq <= Math.max(next, 1));
+  }
+
+  /** The first difference between what the watch took and what `tail` holds (see watchMatches), or null. */
+  watchMismatch(tail: ChainNode): string | null {
+    if (this.watch === null) return null;
+    const held = tail.heldChanges();
+    const from = Math.max(held.startSeq, this.watchFrom);
+    const expected = held.changes.filter((change) => change.version >= from).map((change) => describeChange(change.op, change.key, change.value, change.version));
+    const taken = this.watched.filter((change) => change.version >= from && change.version <= tail.committedSeq).map((change) => change.text);
+    for (let index = 0; index < Math.max(expected.length, taken.length); index++) {
+      if (expected[index] !== taken[index]) return `replica ${tail.id} holds ${expected[index] ?? 'nothing more'} where the watch took ${taken[index] ?? 'nothing more'} (from ${from})`;
+    }
+    return null;
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -364,6 +448,10 @@ export class SimulatedClient {
     while (this.reads.length > 0 && this.reads[0]!.settled) this.reads.shift();
     return this.reads.some((operation) => !operation.settled && operation.through <= operation.lane!.settledRequestId);
   }
+}
+
+function describeChange(op: 'put' | 'delete', key: string, value: string | undefined, version: number): string {
+  return op === 'put' ? `put ${key}=${value}@${version}` : `delete ${key}@${version}`;
 }
 
 /** Drops settled operations from the front; true if the first one left is settled by the session but not yet answered. */

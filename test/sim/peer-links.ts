@@ -28,6 +28,7 @@ export class PeerLinks {
   private dialScheduled = false;
   private dialToken = 0;
   private readonly parkedHellos = new Map<number, Uint8Array>();
+  private readonly parkedAcks = new Map<number, Uint8Array>();
   /** The epoch this replica began to join in (older joins' snapshot frames are dropped). */
   private joinEpoch = 0;
   private joinStreamStarted = true;
@@ -74,6 +75,11 @@ export class PeerLinks {
     if (parked !== undefined && this.host.node !== null) {
       this.parkedHellos.delete(this.successor!);
       this.host.stepDownstream(parked);
+    }
+    const parkedAck = this.successor === null ? undefined : this.parkedAcks.get(this.successor);
+    if (parkedAck !== undefined && this.host.node !== null) {
+      this.parkedAcks.delete(this.successor!);
+      this.host.stepDownstream(parkedAck);
     }
   }
 
@@ -192,8 +198,9 @@ export class PeerLinks {
     this.world.trace.detail(() => `replica ${this.host.replicaId} gets a frame of kind ${String(kind)} from ${from}${from === this.successor ? '' : ' (not its successor)'}`);
     // Not the successor, or not yet: this replica restarted and waits for its configuration.
     if (from !== this.successor || this.host.node === null) {
-      // Acks are cumulative (the next one overtakes a dropped one); a Hello is sent once per epoch.
+      // A Hello is sent once per epoch; acks are cumulative, so the newest stands for all (as chain-links.ts keeps them).
       if (kind === MessageKind.hello) this.parkedHellos.set(from, bytes);
+      else if (kind === MessageKind.ack) this.parkedAcks.set(from, bytes);
       return true;
     }
     this.host.stepDownstream(bytes);

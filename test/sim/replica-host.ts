@@ -33,6 +33,7 @@ import { SimulatedDisk } from './disk.js';
 import type { Connection, Endpoint } from './network.js';
 import { PeerLinks } from './peer-links.js';
 import { KEY_BYTES_MAX, MASTER, TIMING, VALUE_BYTES_MAX, type World } from './world.js';
+import { rewriteWatchRequestId, WatchReplyView, WatchRequestView } from '../../native-free-core/wire/watch-frames.js';
 
 /**
  * A simulated log is checkpointed past this many batches, keeping the newest DISK_RETAINED_BATCHES
@@ -75,6 +76,11 @@ export class SimulatedHost {
    * read returns, so replies go to the client at the front, not to whoever sent the last batch.
    */
   private readRoutes: Array<{ clientId: number; lastRequestId: number }> = [];
+  /** Watch polls on their way through the replica, by the id this host gave them (as host.ts's ClientSessions does). */
+  private watchRoutes = new Map<number, { clientId: number; clientRequestId: number }>();
+  private nextWatchPollId = 1;
+  private readonly watchRequestView = new WatchRequestView();
+  private readonly watchReplyView = new WatchReplyView();
   /** Its replica's log in `fsync` mode, or null (memory: a restart comes back empty). */
   readonly disk: SimulatedDisk | null;
   /** Restarted from its disk as the same replica: waits for the configuration to say what it is. */
@@ -166,6 +172,7 @@ export class SimulatedHost {
     const limits = replicaLimits(this.world.options);
     const replicaId = this.replicaId;
     this.readRoutes = [];
+    this.watchRoutes = new Map();
     this.node = new ChainNode({
       readsAtAnyReplica: this.world.options.reads === 'any',
       id: replicaId,
@@ -185,6 +192,8 @@ export class SimulatedHost {
       ...(this.disk === null ? {} : { openCatchUp: (afterSeq: number, afterEpoch: number, throughSeq: number) => this.openCatchUp(afterSeq, afterEpoch, throughSeq) }),
       // Its stores hold a handful of keys: the size rule would turn every catch-up into a snapshot.
       catchUpOnlyIfSmaller: false,
+      // In half the seeds a held watch poll is answered after a few quiet versions, not thousands.
+      watchIdleReplyVersions: this.world.seed % 2 === 0 ? 3 : 4096,
       log: (line) => this.world.trace.note(`replica ${replicaId} ${line}`),
     });
     this.links.replicaStarted(epoch, role, from !== null);
@@ -492,7 +501,7 @@ export class SimulatedHost {
       }
       return this.stepUpstream(this.screen(bytes));
     }
-    this.world.trace.check(kind === MessageKind.readBatch, () => `client ${clientId} sent a frame of kind ${String(kind)}`);
+    this.world.trace.check(kind === MessageKind.readBatch || kind === MessageKind.watchRequest, () => `client ${clientId} sent a frame of kind ${String(kind)}`);
     if (!this.isServingReads()) {
       // Not the tail, or the lease may have lapsed (another tail may exist): the client goes elsewhere.
       this.world.counts.readsRefused++;
@@ -501,6 +510,7 @@ export class SimulatedHost {
       return true;
     }
     if (!this.node!.canAcceptReads()) return false;
+    if (kind === MessageKind.watchRequest) return this.takeWatchPoll(clientId, bytes);
     const dirtyBefore = this.node!.dirtyReads;
     const result = this.node!.step('client', bytes);
     this.world.counts.dirtyReads += this.node!.dirtyReads - dirtyBefore;
@@ -514,8 +524,35 @@ export class SimulatedHost {
     return true;
   }
 
-  /** A reply to the client whose read batch is the oldest one unanswered. */
+  /** A watch poll, under an id of this host's (clients' ids overlap). */
+  private takeWatchPoll(clientId: number, frame: Uint8Array): boolean {
+    // Rewritten in place: a copy, since the network may deliver the same bytes again (a duplicate).
+    const bytes = frame.slice();
+    this.world.trace.check(this.watchRequestView.open(bytes) === null, () => `client ${clientId} sent a malformed watch poll`);
+    const hostId = this.nextWatchPollId++;
+    const clientRequestId = this.watchRequestView.requestId;
+    this.world.trace.detail(() => `${this.hostId}: client ${clientId}'s watch poll ${clientRequestId} from ${this.watchRequestView.fromVersion} (as ${hostId})`);
+    rewriteWatchRequestId(bytes, this.watchRequestView, hostId);
+    const result = this.node!.step('client', bytes);
+    this.refusal(result, 'a watch poll');
+    if (result.status === 'applied') this.watchRoutes.set(hostId, { clientId, clientRequestId });
+    this.performReady();
+    return true;
+  }
+
+  /** A reply to the client whose read batch is the oldest one unanswered (or whose watch poll it answers). */
   private sendReply(reply: Uint8Array): void {
+    if (frameKind(reply) === MessageKind.watchReply) {
+      this.world.trace.check(this.watchReplyView.open(reply) === null, () => `replica ${this.replicaId} made a malformed watch reply`);
+      const route = this.watchRoutes.get(this.watchReplyView.requestId);
+      this.world.trace.check(route !== undefined, () => `replica ${this.replicaId} answered watch poll ${this.watchReplyView.requestId}, which it was never sent`);
+      this.watchRoutes.delete(this.watchReplyView.requestId);
+      const view = this.watchReplyView;
+      this.world.trace.detail(() => `${this.hostId}: answers watch poll ${route!.clientRequestId} of client ${route!.clientId}: ${view.count} changes${view.count > 0 ? ` from ${view.changeAt(0).version}` : ''} through ${view.throughVersion}`);
+      const copy = reply.slice();
+      rewriteWatchRequestId(copy, this.watchReplyView, route!.clientRequestId);
+      return this.sendToClient(route!.clientId, copy);
+    }
     const route = this.readRoutes[0];
     this.world.trace.check(route !== undefined, () => `replica ${this.replicaId} has a read reply for no one`);
     this.world.trace.check(this.replyView.open(reply) === null, () => `replica ${this.replicaId} made a malformed read reply`);

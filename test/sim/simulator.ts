@@ -162,6 +162,9 @@ async function run(world: World, until: number, done: () => boolean, microtaskTu
 /** Every operation answered, every host (restarted if it crashed) a member, and every member in the master's epoch. */
 function isQuiet(world: World, restarting: boolean): boolean {
   if (world.clients.some((client) => client.pending > 0)) return false;
+  // Every member's history (a joiner's starts at its snapshot; another's reaches further back).
+  const nodes = [...world.hosts.values()].flatMap((host) => (host.alive && host.node !== null && host.role() !== 'joining' ? [host.node] : []));
+  if (!world.clients.every((client) => client.watchServable(nodes) && nodes.every((node) => client.watchMatches(node)))) return false;
   const { members, joining, epoch } = world.master.configuration;
   if (joining !== null || world.master.master.newcomer !== null) return false;
   for (const host of world.hosts.values()) {
@@ -178,7 +181,16 @@ function describeState(world: World): string {
   const { members, joining, epoch } = world.master.configuration;
   const pending = world.clients.map((client) => `client ${client.id}: ${client.pending} pending`).join(', ');
   const hosts = [...world.hosts.values()].map((host) => `${host.hostId}=${host.alive ? `${host.replicaId}/${host.role() ?? '-'}@${host.node?.epoch ?? '-'}` : 'down'}`).join(' ');
-  return `epoch ${epoch} members ${members.join(' ')}${joining === null ? '' : ` joining ${joining}`}; ${pending}; hosts ${hosts}`;
+  const histories = [...world.hosts.values()].flatMap((host) => {
+    if (!host.alive || host.node === null) return [];
+    const held = host.node.heldChanges();
+    return [`${host.hostId} holds ${held.startSeq}..${host.node.committedSeq} (${held.changes.length} changes, ${host.node.watchPollsHeld} polls held)`];
+  });
+  const watches = world.clients.filter((client) => client.watch !== null).map((client) => {
+    const mismatches = [...world.hosts.values()].flatMap((host) => (host.alive && host.node !== null && host.role() !== 'joining' ? [client.watchMismatch(host.node)] : [])).filter((text) => text !== null);
+    return `client ${client.id} watched through ${client.lastWatchedVersion} (${client.session.watches.describe()})${mismatches.length > 0 ? `: ${mismatches.join(', ')}` : ''}`;
+  });
+  return `epoch ${epoch} members ${members.join(' ')}${joining === null ? '' : ` joining ${joining}`}; ${pending}; hosts ${hosts}; ${[...histories, ...watches].join('; ')}`;
 }
 
 function resultOf(world: World, faults: FaultInjector, operations: number, microtaskTurns: number): SimulationResult {

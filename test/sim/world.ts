@@ -96,6 +96,9 @@ export interface HostCounts {
   /** Reads a head or middle answered (reads at any replica), and those of them held for the commit point (dirty). */
   readsOffTail: number;
   dirtyReads: number;
+  /** Changes client 1's watch took, and times it lagged (a restart emptied the histories it needed). */
+  watchedChanges: number;
+  watchesLagged: number;
 }
 
 export class World {
@@ -112,7 +115,7 @@ export class World {
   readonly history: HistoryEntry[] = [];
   /** The clients' conditional writes that settled: applied, or refused for their condition. */
   readonly conditionalWrites: Array<{ key: string; expected: number; applied: boolean }> = [];
-  readonly counts: HostCounts = { rejoins: 0, linkRepairs: 0, snapshotFrames: 0, gapsRefused: 0, staleEpochIgnored: 0, writesRedirected: 0, readsRefused: 0, recoveredFromDisk: 0, resumedJoins: 0, catchUpsCompleted: 0, logsDiverged: 0, readsOffTail: 0, dirtyReads: 0, conditionalApplied: 0, conditionsFailed: 0, admissionRefused: 0 };
+  readonly counts: HostCounts = { rejoins: 0, linkRepairs: 0, snapshotFrames: 0, gapsRefused: 0, staleEpochIgnored: 0, writesRedirected: 0, readsRefused: 0, recoveredFromDisk: 0, resumedJoins: 0, catchUpsCompleted: 0, logsDiverged: 0, readsOffTail: 0, dirtyReads: 0, conditionalApplied: 0, conditionsFailed: 0, admissionRefused: 0, watchedChanges: 0, watchesLagged: 0 };
   master!: SimulatedMaster;
   checker!: Checker;
   /** A failure noticed where it cannot throw (a promise callback); the run loop fails with it. */
