@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: the benchmark suites, from the compiled build.
  *
- *   node dist/bench/main.js [--suite micro|headline|openloop|sweeps|cpu|chains|reads|conditions|log|durability|restart|failover|join|peers|hosts|hosts-chains|hosts-batch|hosts-node-flags|hosts-tls|hosts-failover|soak|durability-soak|all]... [--seconds S] [--runs N]
+ *   node dist/bench/main.js [--suite micro|headline|openloop|sweeps|cpu|chains|reads|conditions|watches|log|durability|restart|failover|join|peers|hosts|hosts-chains|hosts-batch|hosts-node-flags|hosts-tls|hosts-failover|soak|durability-soak|all]... [--seconds S] [--runs N]
  *                           [--soak-seconds S] [--down-ms MS] [--small]
  */
 import { parseArgs } from 'node:util';
@@ -19,7 +19,7 @@ const { values } = parseArgs({
 });
 const small = values.small ?? false;
 runBenchmarks({
-  suites: values.suite ?? ['micro', 'headline', 'openloop', 'sweeps', 'cpu', 'chains', 'reads', 'conditions', 'log', 'durability', 'failover', 'join', 'peers', 'hosts', 'hosts-chains'],
+  suites: values.suite ?? ['micro', 'headline', 'openloop', 'sweeps', 'cpu', 'chains', 'reads', 'conditions', 'watches', 'log', 'durability', 'failover', 'join', 'peers', 'hosts', 'hosts-chains'],
   seconds: Number(values.seconds ?? (small ? 0.5 : 5)),
   runs: Number(values.runs ?? (small ? 1 : 5)),
   soakSeconds: Number(values['soak-seconds'] ?? 60),

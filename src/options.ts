@@ -130,9 +130,12 @@ export interface ChainOptions {
    */
   admitBudgetUs?: number;
   /**
-   * Bytes of recent batches a node keeps for watches to be served from (default 64 MiB): each of
+   * Bytes of recent batches a node keeps for watches to be served from (default 4 MiB): each of
    * its replicas keeps an equal share, and at least one full batch. A watch that falls further
-   * behind than its replica's history reaches gets DABBA_ERR_WATCH_LAGGED.
+   * behind than its replica's history reaches gets DABBA_ERR_WATCH_LAGGED. Every batch is copied
+   * into it as it is applied: a larger history keeps slow watchers going longer, and costs write
+   * throughput (measured here: 4 MiB nothing to see, 16 MiB 0.85x, 64 MiB 0.68x in a closed loop
+   * of puts; the copies land in memory that no longer fits the caches).
    */
   watchHistoryBytes?: number;
 }
@@ -252,7 +255,7 @@ export function resolveOptions(options: ChainOptions = {}): ResolvedOptions {
     reads: readModeOf(options.reads),
     admit: admitPathOf(options.admit),
     admitBudgetUs: integer(options.admitBudgetUs, 'admitBudgetUs', 50_000, 1, 10_000_000),
-    watchHistoryBytes: integer(options.watchHistoryBytes, 'watchHistoryBytes', 64 * MiB, 4096, 4096 * MiB),
+    watchHistoryBytes: integer(options.watchHistoryBytes, 'watchHistoryBytes', 4 * MiB, 4096, 4096 * MiB),
     ...durabilityOf(options),
   };
 }

@@ -7,6 +7,10 @@
  * at, so a stream resumes anywhere (another replica, after a failover or a reconnect) by polling
  * from there again; a reply to a poll that was sent again elsewhere is dropped by its id.
  *
+ * Watches of the same key or prefix that start "from now" share their stream on each chain: the
+ * changes are fetched and decoded once, and each watch is handed the same change objects (their
+ * key and value Buffers too: do not modify them). A shared stream polls while every watch on it has room.
+ *
  * Memory is bounded at both ends: a stream polls again only while its watch holds fewer than
  * `bufferedChangesMax` changes the consumer has not taken, and a replica keeps only its bounded
  * history. A consumer too slow for that history gets DABBA_ERR_WATCH_LAGGED, with the version
@@ -17,6 +21,11 @@ import { Op } from '../native-free-core/wire/codec.js';
 import { encodeWatchRequest, WatchReplyView, WatchStatus } from '../native-free-core/wire/watch-frames.js';
 import type { ReadTarget } from './read-lanes.js';
 import type { Sealer } from './sealing.js';
+
+/** Whether two watches ask for the same changes (the same key, or prefix). */
+function sameSubject(one: WatchSettings, other: WatchSettings): boolean {
+  return one.exact === other.exact && Buffer.compare(Buffer.from(one.prefix.buffer, one.prefix.byteOffset, one.prefix.byteLength), Buffer.from(other.prefix.buffer, other.prefix.byteOffset, other.prefix.byteLength)) === 0;
+}
 
 /** One committed change. */
 export interface WatchChange {
@@ -106,9 +115,14 @@ export class Watch implements AsyncIterableIterator<WatchChange> {
 
   constructor(readonly settings: WatchSettings) {}
 
-  /** A chain's stream (the session that owns the chain opened it). */
+  /** A chain's stream (the session that owns the chain opened it, or let it share one). */
   adopt(stream: WatchStream): void {
     this.streams.push(stream);
+  }
+
+  /** Whether it starts from now (no version given for `chain`): such a watch may share a stream. */
+  startsNow(chain: number): boolean {
+    return this.settings.fromVersion(chain) === 0;
   }
 
   /**
@@ -152,7 +166,7 @@ export class Watch implements AsyncIterableIterator<WatchChange> {
   fail(error: DabbaError): void {
     if (this.closed || this.error !== null) return;
     this.error = error;
-    for (const stream of this.streams) stream.stop();
+    for (const stream of this.streams) stream.leave(this);
     if (this.failWaiter !== null && this.buffered === 0) {
       const reject = this.failWaiter;
       this.waiter = null;
@@ -212,7 +226,7 @@ export class Watch implements AsyncIterableIterator<WatchChange> {
     if (this.closed) return;
     this.closedPosition = this.position();
     this.closed = true;
-    for (const stream of this.streams) stream.stop();
+    for (const stream of this.streams) stream.leave(this);
     this.queue.length = 0;
     this.queueHead = 0;
     const resolve = this.waiter;
@@ -231,7 +245,7 @@ export class Watch implements AsyncIterableIterator<WatchChange> {
   }
 }
 
-/** One watch's polls on one chain (see the module comment). */
+/** The polls on one chain of one watch, or of several that share them (see the module comment). */
 export class WatchStream {
   /** The next version to ask for (0: from now, until the first reply says where now is). */
   next: number;
@@ -239,20 +253,37 @@ export class WatchStream {
   pollId = 0;
   target: ReadTarget | null = null;
   stopped = false;
+  /** The watches it delivers to (the first one's settings rule the polls). */
+  readonly watches: Watch[];
 
   constructor(
-    readonly watch: Watch,
+    watch: Watch,
     readonly chain: number,
     private readonly owner: WatchStreams,
   ) {
+    this.watches = [watch];
     this.next = watch.settings.fromVersion(chain);
   }
 
-  resume(): void {
-    if (!this.stopped && this.pollId === 0) this.owner.poll(this);
+  get settings(): WatchSettings {
+    return this.watches[0]!.settings;
   }
 
-  stop(): void {
+  /** Whether every watch on it has room for more. */
+  wantsMore(): boolean {
+    for (const watch of this.watches) if (!watch.wantsMore()) return false;
+    return true;
+  }
+
+  resume(): void {
+    if (!this.stopped && this.pollId === 0 && this.wantsMore()) this.owner.poll(this);
+  }
+
+  /** `watch` no longer takes changes from it; the last one to leave stops it. */
+  leave(watch: Watch): void {
+    const index = this.watches.indexOf(watch);
+    if (index >= 0) this.watches.splice(index, 1);
+    if (this.watches.length > 0) return this.resume();
     this.stopped = true;
     this.owner.forget(this);
   }
@@ -286,8 +317,17 @@ export class WatchStreams {
     return this.streams.size;
   }
 
-  /** Opens `watch`'s stream on this chain and sends its first poll. */
+  /** Opens `watch`'s stream on this chain and sends its first poll, or lets it share one (see the module comment). */
   open(watch: Watch): WatchStream {
+    if (watch.startsNow(this.chain)) {
+      for (const shared of this.streams) {
+        if (!shared.stopped && shared.watches[0]!.startsNow(this.chain) && sameSubject(shared.settings, watch.settings)) {
+          shared.watches.push(watch);
+          watch.adopt(shared);
+          return shared;
+        }
+      }
+    }
     const stream = new WatchStream(watch, this.chain, this);
     watch.adopt(stream);
     stream.target = this.targets[this.turn++ % this.targets.length]!;
@@ -310,7 +350,7 @@ export class WatchStreams {
     const pollId = this.nextPollId++;
     stream.pollId = pollId;
     this.byPoll.set(pollId, stream);
-    const { prefix, replyBytesMax } = stream.watch.settings;
+    const { prefix, replyBytesMax } = stream.settings;
     const frame = encodeWatchRequest({ requestId: pollId, fromVersion: stream.next, bytesMax: replyBytesMax, prefix });
     const { sink, doorbell } = stream.target;
     if (!sink.tryWrite(frame)) {
@@ -370,15 +410,15 @@ export class WatchStreams {
     if (stream === undefined) return null;
     this.byPoll.delete(view.requestId);
     stream.pollId = 0;
-    const watch = stream.watch;
+    const watches = stream.watches;
     if (view.status === WatchStatus.Lagged) {
       const message = `watch on chain ${this.chain}: the replica no longer holds changes from version ${stream.next}; resume from ${view.resumeVersion}`;
-      watch.fail(new DabbaError(ErrorCode.watchLagged, message, { chain: this.chain, resumeVersion: view.resumeVersion }));
+      for (const watch of [...watches]) watch.fail(new DabbaError(ErrorCode.watchLagged, message, { chain: this.chain, resumeVersion: view.resumeVersion }));
       return null;
     }
     // From a replica that answered a poll from `next`: nothing before it, nothing it skipped.
     if (view.throughVersion + 1 < stream.next) return `a watch reply through ${view.throughVersion}, behind the poll's version ${stream.next}`;
-    const { exact, prefix } = watch.settings;
+    const { exact, prefix } = stream.settings;
     for (let index = 0; index < view.count; index++) {
       const change = view.changeAt(index);
       if (change.version < stream.next) return `a watch reply with version ${change.version}, behind the poll's version ${stream.next}`;
@@ -388,28 +428,29 @@ export class WatchStreams {
       if (change.op === Op.Put) {
         const valueStart = change.keyStart + change.keyLength;
         const bytes = view.bytes.subarray(valueStart, valueStart + change.valueLength);
-        value = this.sealer === null ? Buffer.from(bytes) : this.openSealed(key, bytes, watch);
+        value = this.sealer === null ? Buffer.from(bytes) : this.openSealed(key, bytes, watches);
         if (value === undefined) return null;
       }
-      watch.push({ op: change.op === Op.Put ? 'put' : 'delete', key, value, version: change.version, chain: this.chain });
+      const delivered: WatchChange = { op: change.op === Op.Put ? 'put' : 'delete', key, value, version: change.version, chain: this.chain };
+      for (const watch of watches) watch.push(delivered);
       this.changesDelivered++;
     }
     stream.next = view.throughVersion + 1;
-    if (watch.wantsMore()) this.poll(stream);
+    if (stream.wantsMore()) this.poll(stream);
     return null;
   }
 
-  private openSealed(key: Buffer, bytes: Uint8Array, watch: Watch): Buffer | undefined {
+  private openSealed(key: Buffer, bytes: Uint8Array, watches: readonly Watch[]): Buffer | undefined {
     try {
       return this.sealer!.open(key, bytes);
     } catch (error) {
-      watch.fail(error instanceof DabbaError ? error : new DabbaError(ErrorCode.corrupt, `watch: a value of ${key.toString()} does not open`));
+      for (const watch of [...watches]) watch.fail(error instanceof DabbaError ? error : new DabbaError(ErrorCode.corrupt, `watch: a value of ${key.toString()} does not open`));
       return undefined;
     }
   }
 
   /** The chain is closed or failed: every watch on it ends with `error`. */
   fail(error: DabbaError): void {
-    for (const stream of [...this.streams]) stream.watch.fail(error);
+    for (const stream of [...this.streams]) for (const watch of [...stream.watches]) watch.fail(error);
   }
 }

@@ -21,6 +21,7 @@ import type { DurabilityResult, DurabilitySoakRow } from '../bench/durability-be
 import type { RestartRow } from '../bench/restart-bench.js';
 import type { ReadsRow } from '../bench/reads-bench.js';
 import type { ConditionsRow } from '../bench/conditions-bench.js';
+import type { WatchesRow } from '../bench/watches-bench.js';
 import { runBenchmarks } from '../bench/run.js';
 
 test('every benchmark suite runs in its small setting and records its results', async () => {
@@ -44,6 +45,9 @@ test('every benchmark suite runs in its small setting and records its results', 
     for (const row of readsRows) assert.ok(row.readsPerSecond > 0 && row.writesPerSecond > 0, JSON.stringify(row));
     assert.ok(readsRows[0]!.readShares.every((share) => share > 0), 'with reads any, every replica answered some');
     assert.equal(readsRows[1]!.readShares[2], 100, 'with reads tail, the tail answered all');
+    const watchesRows = results.watches as WatchesRow[];
+    assert.deepEqual(watchesRows.map((row) => row.variant), ['no watchers', '10 watchers', '10 watchers, 1/15 of keys']);
+    assert.ok(watchesRows.every((row) => row.writesPerSecond > 0) && watchesRows[1]!.changesPerSecond > 0, JSON.stringify(watchesRows));
     const conditionsRows = results.conditions as ConditionsRow[];
     assert.deepEqual(conditionsRows.map((row) => row.kind), ['plain', 'ifAbsent']);
     for (const row of conditionsRows) assert.ok(row.writesPerSecond > 0 && row.conditionFailures === 0, JSON.stringify(row));

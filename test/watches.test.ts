@@ -53,6 +53,20 @@ describe('watches', () => {
     assert.equal(versions.at(-1), (await chain.getVersioned('user:2'))!.version, 'a change carries its write’s version');
   });
 
+  test('watches of one prefix from now share their stream: the same change objects; one closed, the other goes on', async () => {
+    const chain = track(createChain({ replicas: 2 }));
+    const firstDone = collect(chain.watch('s:'), (changes) => changes.length === 2);
+    const secondDone = collect(chain.watch('s:'), (changes) => changes.length === 3);
+    await chain.whenIdle();
+    await chain.put('s:1', 'a');
+    await chain.put('s:2', 'b');
+    const firstChanges = await firstDone;
+    await chain.put('s:3', 'c');
+    const secondChanges = await secondDone;
+    assert.deepEqual(secondChanges.map(describeChange), ['s:1=a', 's:2=b', 's:3=c']);
+    assert.equal(secondChanges[0], firstChanges[0], 'one change object for both');
+  });
+
   test('fromVersion replays what the history holds; exact watches one key', async () => {
     const chain = track(createChain({ replicas: 2 }));
     for (let index = 0; index < 10; index++) await chain.put(`k${index % 2 === 0 ? 'ey' : 'eyring'}`, `${index}`);

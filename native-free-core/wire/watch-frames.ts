@@ -204,6 +204,7 @@ export class WatchReplyView {
   private versionsPosition = 0;
   private payloadPosition = 0;
   private byteBuffer = new flatbuffers.ByteBuffer(new Uint8Array(0));
+  private data: DataView = new DataView(new ArrayBuffer(0)) as DataView;
   private readonly record = new WriteRecord();
   private readonly envelope = new FrameEnvelope();
   private readonly table = new TableLocation();
@@ -249,6 +250,7 @@ export class WatchReplyView {
       this.versionsPosition = versionsVector + 4;
       this.payloadPosition = payloadVector + 4;
       const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      this.data = view;
       let previous = 0;
       for (let index = 0; index < this.count; index++) {
         const record = this.record.__init(this.recordsPosition + index * RECORD_BYTES, this.byteBuffer);
@@ -274,7 +276,7 @@ export class WatchReplyView {
     change.keyStart = this.payloadPosition + record.payloadOffset();
     change.keyLength = record.keyLength();
     change.valueLength = record.valueLength();
-    change.version = new DataView(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength).getFloat64(this.versionsPosition + index * 8, true);
+    change.version = this.data.getFloat64(this.versionsPosition + index * 8, true);
     return change;
   }
 }

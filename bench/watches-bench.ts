@@ -1,0 +1,94 @@
+/**
+ * What watches cost the writes: a closed loop of puts (one process, 3 replicas, 100 B values, one
+ * writer with 8192 in flight) with no watcher, then with 10 watchers on the hot prefix (`k`: every
+ * key the load writes, so each watcher is sent every change), then 10 on a prefix of a fifteenth of
+ * the keys, each taking its changes in bulk (nextBatch) and counting them. The 10 start together
+ * "from now" on one prefix, so they share one stream (src/watch.ts). A new chain each run, the variants alternated run by run, medians.
+ * The watchers' changes are decoded on the same thread as the writer's batches and acks (the
+ * client's), and served by the replicas that answer reads, spread over the three.
+ */
+import { createChain, isDabbaError, type Watch } from '../src/index.js';
+import { runClosedLoop } from '../src/load.js';
+import { formatRate, median, printTable, type Environment } from '../src/bench/harness.js';
+import { record } from './ledger.js';
+
+const WATCHERS = Number(process.env.WATCHERS ?? 10);
+/** The same history in both variants (its copies cost the writes whether anyone watches: see ChainOptions.watchHistoryBytes). */
+const HISTORY_BYTES = Number(process.env.HISTORY_BYTES ?? 32 * 1024 * 1024);
+type Variant = 'no watchers' | '10 watchers' | '10 watchers, 1/15 of keys';
+const VARIANTS: readonly Variant[] = ['no watchers', '10 watchers', '10 watchers, 1/15 of keys'];
+/** The load's keys (src/load.ts): `k`, dashes, then the number in base 36. Under this prefix: 93312..99999 of 0..99999. */
+const PREFIX_OF: Record<Exclude<Variant, 'no watchers'>, string> = { '10 watchers': 'k', '10 watchers, 1/15 of keys': 'k-----------2' };
+
+export interface WatchesRow {
+  variant: Variant;
+  writesPerSecond: number;
+  /** Changes the watchers took per second, all of them together. */
+  changesPerSecond: number;
+  /** Times a watcher fell behind the replicas' history (and went on from where they held). */
+  lags: number;
+  runs: number[];
+}
+
+type Measured = Omit<WatchesRow, 'variant' | 'runs'>;
+
+async function measure(variant: Variant, seconds: number): Promise<Measured> {
+  const chain = createChain({ replicas: 3, watchHistoryBytes: HISTORY_BYTES });
+  let stopped = false;
+  let changes = 0;
+  let lags = 0;
+  const open = new Set<Watch>();
+  /** One watcher: takes its changes in bulk; when it lags, it goes on from where the replicas hold (as a consumer that can re-read would). */
+  const watcher = async (): Promise<void> => {
+    const prefix = PREFIX_OF[variant as Exclude<Variant, 'no watchers'>];
+    let watch = chain.watch(prefix);
+    for (;;) {
+      open.add(watch);
+      try {
+        for (let batch = await watch.nextBatch(); batch.length > 0; batch = await watch.nextBatch()) changes += batch.length;
+        return;
+      } catch (error) {
+        if (stopped || !isDabbaError(error, 'DABBA_ERR_WATCH_LAGGED')) return;
+        lags++;
+        open.delete(watch);
+        watch = chain.watch(prefix, { fromVersion: error.resumeVersion! });
+      }
+    }
+  };
+  const consumers = variant === 'no watchers' ? [] : Array.from({ length: WATCHERS }, watcher);
+  try {
+    const started = performance.now();
+    const report = await runClosedLoop(chain, { durationMs: seconds * 1000, keySpace: 100_000, writers: 1, writeWindow: 8192 });
+    const elapsedSeconds = (performance.now() - started) / 1000;
+    return { writesPerSecond: report.writesPerSecond, changesPerSecond: changes / elapsedSeconds, lags };
+  } finally {
+    stopped = true;
+    for (const watch of open) watch.close();
+    await Promise.all(consumers);
+    await chain.close();
+  }
+}
+
+export async function watchesBench(env: Environment, seconds: number, runs: number, log: (line: string) => void): Promise<WatchesRow[]> {
+  const results = new Map<Variant, Measured[]>(VARIANTS.map((variant) => [variant, []]));
+  for (let run = 0; run < runs; run++) {
+    for (const variant of run % 2 === 0 ? VARIANTS : [...VARIANTS].reverse()) {
+      const result = await measure(variant, seconds);
+      results.get(variant)!.push(result);
+      log(`  run ${run + 1}/${runs}, ${variant}: ${formatRate(result.writesPerSecond)} writes/s, ${formatRate(result.changesPerSecond)} changes/s watched, ${result.lags} lags`);
+    }
+  }
+  const rows = VARIANTS.map((variant): WatchesRow => {
+    const of = results.get(variant)!;
+    return { variant, writesPerSecond: median(of.map((run) => run.writesPerSecond)), changesPerSecond: median(of.map((run) => run.changesPerSecond)), lags: of.reduce((sum, run) => sum + run.lags, 0), runs: of.map((run) => run.writesPerSecond) };
+  });
+  const ratioOf = (variant: Variant): number[] => results.get(variant)!.map((run, index) => run.writesPerSecond / results.get('no watchers')![index]!.writesPerSecond);
+  for (const row of rows) record('watches', { seconds, ...row, medianRatio: median(ratioOf(row.variant)) }, env);
+  printTable(
+    `Watches: puts with no watcher vs ${WATCHERS} watchers of every key written (bulk), 3 replicas, 100 B values, 1 x 8192 in flight (medians of ${runs} alternated runs)`,
+    ['variant', 'writes/s', 'vs none', 'changes/s watched', 'lags'],
+    rows.map((row) => [row.variant, formatRate(row.writesPerSecond), `${median(ratioOf(row.variant)).toFixed(2)}x`, formatRate(row.changesPerSecond), row.lags]),
+  );
+  for (const variant of VARIANTS.slice(1)) log(`  ${variant} / none, run by run: ${ratioOf(variant).map((ratio) => ratio.toFixed(2)).join(', ')} (median ${median(ratioOf(variant)).toFixed(2)})`);
+  return rows;
+}
