@@ -92,3 +92,43 @@ export async function watchesBench(env: Environment, seconds: number, runs: numb
   for (const variant of VARIANTS.slice(1)) log(`  ${variant} / none, run by run: ${ratioOf(variant).map((ratio) => ratio.toFixed(2)).join(', ')} (median ${median(ratioOf(variant)).toFixed(2)})`);
   return rows;
 }
+
+export interface WatchHistoryRow {
+  /** watchHistoryBytes asked for (4096: clamped to one full batch, about 1 MiB). */
+  historyBytes: number;
+  writesPerSecond: number;
+  runs: number[];
+}
+
+const HISTORY_SIZES = [4096, 4 << 20, 16 << 20, 64 << 20];
+
+/**
+ * What the replicas' change history costs the writes with nobody watching: the same closed loop of
+ * puts with watchHistoryBytes of one batch, 4, 16 and 64 MiB, alternated run by run, medians and
+ * ratios against the smallest.
+ */
+export async function watchHistoryBench(env: Environment, seconds: number, runs: number, log: (line: string) => void): Promise<WatchHistoryRow[]> {
+  const results = new Map<number, number[]>(HISTORY_SIZES.map((bytes) => [bytes, []]));
+  for (let run = 0; run < runs; run++) {
+    for (const bytes of run % 2 === 0 ? HISTORY_SIZES : [...HISTORY_SIZES].reverse()) {
+      const chain = createChain({ replicas: 3, watchHistoryBytes: bytes });
+      try {
+        const report = await runClosedLoop(chain, { durationMs: seconds * 1000, keySpace: 100_000, writers: 1, writeWindow: 8192 });
+        results.get(bytes)!.push(report.writesPerSecond);
+        log(`  run ${run + 1}/${runs}, history ${bytes} B: ${formatRate(report.writesPerSecond)} writes/s`);
+      } finally {
+        await chain.close();
+      }
+    }
+  }
+  const smallest = results.get(HISTORY_SIZES[0]!)!;
+  const ratioOf = (bytes: number): number => median(results.get(bytes)!.map((rate, index) => rate / smallest[index]!));
+  const rows = HISTORY_SIZES.map((bytes): WatchHistoryRow => ({ historyBytes: bytes, writesPerSecond: median(results.get(bytes)!), runs: results.get(bytes)! }));
+  for (const row of rows) record('watch-history', { seconds, ...row, medianRatio: ratioOf(row.historyBytes) }, env);
+  printTable(
+    `Change history for watches, nobody watching: closed loop of puts, 3 replicas, 100 B values, 1 x 8192 in flight (medians of ${runs} alternated runs)`,
+    ['watchHistoryBytes', 'writes/s', 'vs one batch'],
+    rows.map((row) => [row.historyBytes === 4096 ? 'one batch' : `${row.historyBytes >> 20} MiB`, formatRate(row.writesPerSecond), `${ratioOf(row.historyBytes).toFixed(2)}x`]),
+  );
+  return rows;
+}
