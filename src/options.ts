@@ -133,9 +133,9 @@ export interface ChainOptions {
    * Bytes of recent batches a node keeps for watches to be served from (default 4 MiB): each of
    * its replicas keeps an equal share, and at least one full batch. A watch that falls further
    * behind than its replica's history reaches gets DABBA_ERR_WATCH_LAGGED. Every batch is copied
-   * into it as it is applied: a larger history keeps slow watchers going longer, and costs write
-   * throughput (measured here: 4 MiB nothing to see, 16 MiB 0.85x, 64 MiB 0.68x in a closed loop
-   * of puts; the copies land in memory that no longer fits the caches).
+   * into it as it is applied: a larger history keeps slow watchers going longer, and costs memory
+   * and page faults while it first fills (a short run of a new process feels them: the default
+   * is small for that); once filled, the copies cost nothing measurable (bench/watches-bench.ts).
    */
   watchHistoryBytes?: number;
 }
