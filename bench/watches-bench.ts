@@ -27,10 +27,15 @@ export interface WatchesRow {
   changesPerSecond: number;
   /** Times a watcher fell behind the replicas' history (and went on from where they held). */
   lags: number;
+  /** Writes acknowledged, and changes the watchers took once they caught up after the load (every run together). */
+  writes: number;
+  changesTaken: number;
   runs: number[];
 }
 
 type Measured = Omit<WatchesRow, 'variant' | 'runs'>;
+/** How long the watchers may take to catch up once the load stops (they are behind by what is in flight). */
+const CATCH_UP_MS = 10_000;
 
 async function measure(variant: Variant, seconds: number): Promise<Measured> {
   const chain = createChain({ replicas: 3, watchHistoryBytes: HISTORY_BYTES });
@@ -60,7 +65,12 @@ async function measure(variant: Variant, seconds: number): Promise<Measured> {
     const started = performance.now();
     const report = await runClosedLoop(chain, { durationMs: seconds * 1000, keySpace: 100_000, writers: 1, writeWindow: 8192 });
     const elapsedSeconds = (performance.now() - started) / 1000;
-    return { writesPerSecond: report.writesPerSecond, changesPerSecond: changes / elapsedSeconds, lags };
+    const changesPerSecond = changes / elapsedSeconds;
+    // Then every watcher of every key must take every acknowledged write (one chain: its versions are 1..writes).
+    const writes = chain.stats().writesAcknowledged;
+    const expected = variant === '10 watchers' && lags === 0 ? WATCHERS * writes : 0;
+    for (const deadline = performance.now() + CATCH_UP_MS; changes < expected && performance.now() < deadline; ) await new Promise((resolve) => setTimeout(resolve, 10));
+    return { writesPerSecond: report.writesPerSecond, changesPerSecond, lags, writes, changesTaken: changes };
   } finally {
     stopped = true;
     for (const watch of open) watch.close();
@@ -80,7 +90,16 @@ export async function watchesBench(env: Environment, seconds: number, runs: numb
   }
   const rows = VARIANTS.map((variant): WatchesRow => {
     const of = results.get(variant)!;
-    return { variant, writesPerSecond: median(of.map((run) => run.writesPerSecond)), changesPerSecond: median(of.map((run) => run.changesPerSecond)), lags: of.reduce((sum, run) => sum + run.lags, 0), runs: of.map((run) => run.writesPerSecond) };
+    const sum = (figure: (run: Measured) => number): number => of.reduce((total, run) => total + figure(run), 0);
+    return {
+      variant,
+      writesPerSecond: median(of.map((run) => run.writesPerSecond)),
+      changesPerSecond: median(of.map((run) => run.changesPerSecond)),
+      lags: sum((run) => run.lags),
+      writes: sum((run) => run.writes),
+      changesTaken: sum((run) => run.changesTaken),
+      runs: of.map((run) => run.writesPerSecond),
+    };
   });
   const ratioOf = (variant: Variant): number[] => results.get(variant)!.map((run, index) => run.writesPerSecond / results.get('no watchers')![index]!.writesPerSecond);
   for (const row of rows) record('watches', { seconds, ...row, medianRatio: median(ratioOf(row.variant)) }, env);

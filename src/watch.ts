@@ -412,6 +412,8 @@ export class WatchStreams {
     stream.pollId = 0;
     const watches = stream.watches;
     if (view.status === WatchStatus.Lagged) {
+      // It polls no more: each of its watches ends, and the last to leave forgets it.
+      stream.stopped = true;
       const message = `watch on chain ${this.chain}: the replica no longer holds changes from version ${stream.next}; resume from ${view.resumeVersion}`;
       for (const watch of [...watches]) watch.fail(new DabbaError(ErrorCode.watchLagged, message, { chain: this.chain, resumeVersion: view.resumeVersion }));
       return null;

@@ -47,7 +47,10 @@ test('every benchmark suite runs in its small setting and records its results', 
     assert.equal(readsRows[1]!.readShares[2], 100, 'with reads tail, the tail answered all');
     const watchesRows = results.watches as WatchesRow[];
     assert.deepEqual(watchesRows.map((row) => row.variant), ['no watchers', '10 watchers', '10 watchers, 1/15 of keys']);
-    assert.ok(watchesRows.every((row) => row.writesPerSecond > 0) && watchesRows[1]!.changesPerSecond > 0, JSON.stringify(watchesRows));
+    assert.ok(watchesRows.every((row) => row.writesPerSecond > 0), JSON.stringify(watchesRows));
+    // Each of the 10 watchers of every key took every acknowledged write (unless one lagged: then it went on from where the replicas held).
+    const everyKey = watchesRows[1]!;
+    if (everyKey.lags === 0) assert.equal(everyKey.changesTaken, 10 * everyKey.writes, JSON.stringify(everyKey));
     const conditionsRows = results.conditions as ConditionsRow[];
     assert.deepEqual(conditionsRows.map((row) => row.kind), ['plain', 'ifAbsent']);
     for (const row of conditionsRows) assert.ok(row.writesPerSecond > 0 && row.conditionFailures === 0, JSON.stringify(row));

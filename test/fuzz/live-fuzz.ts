@@ -282,7 +282,8 @@ async function clientFrames(target: LiveTarget, options: LiveFuzzOptions, random
       }),
     );
     // Frames a client never sends: the host closes the link.
-    for (const seed of seeds.filter((candidate) => candidate.kind !== MessageKind.writeBatch && candidate.kind !== MessageKind.readBatch)) {
+    const clientKinds: MessageKind[] = [MessageKind.writeBatch, MessageKind.readBatch, MessageKind.watchRequest];
+    for (const seed of seeds.filter((candidate) => !clientKinds.includes(candidate.kind))) {
       count(report, 'client: frames of kinds a client never sends', await links[0]!.send(seed.bytes, REFUSAL_WAIT_MS));
     }
     // Values above the limit (finding 2: a 4.19 MB value reached the read reply's assertion).
