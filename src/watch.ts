@@ -22,14 +22,6 @@ import { encodeWatchRequest, WatchReplyView, WatchStatus } from '../native-free-
 import type { ReadTarget } from './read-lanes.js';
 import type { Sealer } from './sealing.js';
 
-/**
- * The replica the `index`-th stream polls: from the tail towards the head (targets are in chain
- * order), since the tail's commit point is the freshest and the head, which orders every write, the busiest.
- */
-function servingFor(targets: readonly ReadTarget[], index: number): ReadTarget {
-  return targets[targets.length - 1 - (index % targets.length)]!;
-}
-
 /** Whether two watches ask for the same changes (the same key, or prefix). */
 function sameSubject(one: WatchSettings, other: WatchSettings): boolean {
   return one.exact === other.exact && Buffer.compare(Buffer.from(one.prefix.buffer, one.prefix.byteOffset, one.prefix.byteLength), Buffer.from(other.prefix.buffer, other.prefix.byteOffset, other.prefix.byteLength)) === 0;
@@ -338,7 +330,7 @@ export class WatchStreams {
     }
     const stream = new WatchStream(watch, this.chain, this);
     watch.adopt(stream);
-    stream.target = servingFor(this.targets, this.turn++);
+    stream.target = this.targets[this.turn++ % this.targets.length]!;
     this.streams.add(stream);
     this.poll(stream);
     return stream;
@@ -393,7 +385,7 @@ export class WatchStreams {
     this.targets = targets;
     let index = 0;
     for (const stream of this.streams) {
-      const target = servingFor(targets, index++);
+      const target = targets[index++ % targets.length]!;
       const moved = stream.target?.key !== target.key;
       stream.target = target;
       if (moved || resendAll) this.poll(stream);
