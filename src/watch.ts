@@ -24,7 +24,7 @@ import type { Sealer } from './sealing.js';
 
 /** Whether two watches ask for the same changes (the same key, or prefix). */
 function sameSubject(one: WatchSettings, other: WatchSettings): boolean {
-  return one.exact === other.exact && Buffer.compare(Buffer.from(one.prefix.buffer, one.prefix.byteOffset, one.prefix.byteLength), Buffer.from(other.prefix.buffer, other.prefix.byteOffset, other.prefix.byteLength)) === 0;
+  return one.exact === other.exact && Buffer.compare(one.prefix, other.prefix) === 0;
 }
 
 /** One committed change. */
@@ -133,8 +133,13 @@ export class Watch implements AsyncIterableIterator<WatchChange> {
     if (this.closedPosition !== null) return { ...this.closedPosition };
     const position: Record<number, number> = {};
     for (const stream of this.streams) position[stream.chain] = stream.next;
-    for (let index = this.queue.length - 1; index >= this.queueHead; index--) {
+    // A chain's changes queue in version order: its first one not taken is where it stands. The
+    // scan ends once every chain has one (at once, with one chain; an event stream asks per change).
+    const found = new Set<number>();
+    for (let index = this.queueHead; index < this.queue.length && found.size < this.streams.length; index++) {
       const change = this.queue[index]!;
+      if (found.has(change.chain)) continue;
+      found.add(change.chain);
       position[change.chain] = change.version;
     }
     return position;
@@ -302,8 +307,6 @@ export class WatchStreams {
   private nextPollId = 1;
   private turn = 0;
   private readonly view = new WatchReplyView();
-  /** Changes delivered, and polls answered Lagged (for stats). */
-  changesDelivered = 0;
 
   constructor(
     readonly chain: number,
@@ -311,10 +314,6 @@ export class WatchStreams {
     private readonly sealer: Sealer | null,
   ) {
     this.targets = targets;
-  }
-
-  get count(): number {
-    return this.streams.size;
   }
 
   /** Opens `watch`'s stream on this chain and sends its first poll, or lets it share one (see the module comment). */
@@ -435,7 +434,6 @@ export class WatchStreams {
       }
       const delivered: WatchChange = { op: change.op === Op.Put ? 'put' : 'delete', key, value, version: change.version, chain: this.chain };
       for (const watch of watches) watch.push(delivered);
-      this.changesDelivered++;
     }
     stream.next = view.throughVersion + 1;
     if (stream.wantsMore()) this.poll(stream);

@@ -42,10 +42,6 @@ export class ChangeHistory {
     return this.batches.batchCount;
   }
 
-  get bytesUsed(): number {
-    return this.batches.bytesUsed;
-  }
-
   /** Forgets everything: the history continues after `seq` (a replica that starts from a log or a snapshot). */
   resetAfter(seq: number): void {
     while (this.batches.batchCount > 0) this.evictOldest();

@@ -114,8 +114,7 @@ export class WatchPolls {
     this.encoder.begin(poll.bytesMax);
     this.prefix = poll.prefix;
     this.full = false;
-    const budget = Math.min(SCAN_RECORDS_MAX, through - poll.from + 1);
-    const seq = history.scan(poll.from, through, this.addMatching, budget);
+    const seq = history.scan(poll.from, through, this.addMatching, SCAN_RECORDS_MAX);
     // Everything before `seq` was looked at: matching changes are in the reply.
     const exhausted = seq - poll.from >= SCAN_RECORDS_MAX && !this.full;
     if (this.encoder.count === 0 && !exhausted && seq - poll.asked < this.idleReplyVersions) {
