@@ -14,7 +14,7 @@ import { Store } from '../native-free-core/store.js';
 import { FORMAT_RECORD_LIMITS, WriteBatchEncoder, WriteBatchView } from '../native-free-core/wire/codec.js';
 import { createChain, type Chain, type DiskEvent } from '../src/index.js';
 import { nativeCrc32 } from '../workers/native-crc32.js';
-import { ReplicaLog } from '../workers/replica-log.js';
+import { readCommittedMark, ReplicaLog } from '../workers/replica-log.js';
 import { fillLeaving, mountTmpfs } from './helpers/tmpfs.js';
 
 const MiB = 1024 * 1024;
@@ -43,6 +43,7 @@ test('a replica log out of space: commit() says so and keeps every batch; once s
     log.append(frame, seq + 1, view.count);
     seq += view.count;
     if (!log.commit()) refusedAt = seq;
+    if (batch === 0) log.markCommitted(seq, true);
   }
   assert.ok(refusedAt > 0, 'the disk filled up');
   assert.ok(log.syncedSeq < refusedAt, `nothing past ${log.syncedSeq} is counted durable`);
@@ -58,6 +59,11 @@ test('a replica log out of space: commit() says so and keeps every batch; once s
     seq += view.count;
   }
   assert.equal(log.commit(), false, 'still no room');
+  // Not a byte left: the committed mark is not written (it may lag), and nothing throws.
+  const rest = fillLeaving(disk.path, 0, 'rest');
+  log.markCommitted(seq, true);
+  assert.equal(readCommittedMark(directory), 8, 'the mark stays where it was');
+  rmSync(rest);
   rmSync(filler);
   assert.equal(log.commit(), true, 'room again: everything written');
   assert.equal(log.syncedSeq, seq);
@@ -117,6 +123,9 @@ for (const reserve of ['below its reserve', 'with no reserve: a write fails with
       disk.unmount();
     });
     chain.on('warning', () => undefined);
+    // A full disk is no failure: every replica stays in the chain throughout.
+    const reconfigurations: unknown[] = [];
+    chain.on('reconfigured', (event) => reconfigurations.push(event));
     // Three replicas log the same writes: ~6 MiB of room is ~2 MiB of log each, ~15,000 writes.
     const filler = fillLeaving(disk.path, diskReserveBytes + 6 * MiB);
     const disks = trackDisks(chain);
@@ -135,6 +144,7 @@ for (const reserve of ['below its reserve', 'with no reserve: a write fails with
     await disks.allRoomy();
     await waiting;
     await chain.put('after', 'room again');
+    assert.deepEqual(reconfigurations, [], 'no replica failed');
     await chain.close();
     chain = await createChain({ replicas: 3, dataDir, durability: 'fsync', diskReserveBytes });
     for (const index of [0, Math.floor(acknowledged / 2), acknowledged - 1, acknowledged + 499]) {

@@ -206,7 +206,14 @@ export class ReplicaLog {
   markCommitted(seq: number, now = false): void {
     if (seq <= this.markedSeq || (!now && this.now() - this.markedAt < MARK_INTERVAL_MS)) return;
     const temporary = join(this.options.directory, COMMITTED_MARK + TEMPORARY_SUFFIX);
-    writeFileSync(temporary, String(seq));
+    try {
+      writeFileSync(temporary, String(seq));
+    } catch (error) {
+      // No room for the mark: it stays where it was, which it may (it lags, never leads).
+      if (!isOutOfSpace(error)) throw error;
+      rmSync(temporary, { force: true });
+      return;
+    }
     renameSync(temporary, join(this.options.directory, COMMITTED_MARK));
     this.markedSeq = seq;
     this.markedAt = this.now();
