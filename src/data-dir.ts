@@ -1,8 +1,11 @@
 /**
  * A durable createChain()'s data directory (`dataDir`):
  *
- *   <dataDir>/dabba-data.json      what it holds: its format, the chain count, each chain's
- *                                  members (nodes, head first) and the generation
+ *   <dataDir>/dabba-data.state     what it holds: its format, the chain count, each chain's
+ *                                  members (nodes, head first) and the generation, as JSON in a
+ *                                  SlottedStateFile (saved again in place: a full disk cannot stop a
+ *                                  reconfiguration); directories of older versions hold it as
+ *                                  dabba-data.json, which the first open moves over
  *   <dataDir>/lock                 the process using it (one at a time)
  *   <dataDir>/chain-<c>/node-<n>/  the log of chain c's replica on node n (workers/replica-log.ts)
  *
@@ -17,9 +20,13 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DabbaError, ErrorCode } from '../native-free-core/errors.js';
-import { writeFileDurably } from '../workers/durable-files.js';
+import { syncDirectory } from '../workers/durable-files.js';
+import { NODES_MAX } from './options.js';
+import { SlottedStateFile } from './slotted-state-file.js';
 
-const STATE_FILE = 'dabba-data.json';
+const STATE_FILE = 'dabba-data.state';
+/** Where versions before the slotted file kept the same JSON. */
+const LEGACY_STATE_FILE = 'dabba-data.json';
 const LOCK_FILE = 'lock';
 const FORMAT = 'dabba-data/1';
 /** Client ids are 32-bit: the generations a directory can go through with `chains` chains. */
@@ -43,6 +50,8 @@ export class DataDir {
     readonly path: string,
     private readonly chains: number,
     saved: SavedState | null,
+    /** The state file, or null until the first save makes it (a new directory, or one of an older version). */
+    private file: SlottedStateFile | null,
   ) {
     this.recovered = saved?.members ?? null;
     this.generation = (saved?.generation ?? 0) + 1;
@@ -58,14 +67,14 @@ export class DataDir {
     mkdirSync(path, { recursive: true });
     takeLock(path);
     try {
-      const saved = readState(path);
+      const { saved, file } = readState(path);
       if (saved === null && readdirSync(path).some((name) => name !== LOCK_FILE)) {
         throw new DabbaError(ErrorCode.invalidArgument, `dataDir ${path} is not empty and holds no ${STATE_FILE}: not a dabba data directory`);
       }
       if (saved !== null && saved.chains !== chains) {
         throw new DabbaError(ErrorCode.invalidArgument, `dataDir ${path} holds ${saved.chains} chain(s), asked for ${chains}: keys are routed by the chain count`);
       }
-      return new DataDir(path, chains, saved);
+      return new DataDir(path, chains, saved, file);
     } catch (error) {
       rmSync(join(path, LOCK_FILE), { force: true });
       throw error;
@@ -87,7 +96,14 @@ export class DataDir {
    */
   saveMembers(members: number[][]): void {
     const state: SavedState = { format: FORMAT, chains: this.chains, generation: this.generation, members };
-    writeFileDurably(join(this.path, STATE_FILE), Buffer.from(`${JSON.stringify(state)}\n`));
+    const text = `${JSON.stringify(state)}\n`;
+    if (this.file !== null) return this.file.save(text);
+    this.file = SlottedStateFile.create(join(this.path, STATE_FILE), stateTextBytesMax(this.chains), text);
+    const legacy = join(this.path, LEGACY_STATE_FILE);
+    if (existsSync(legacy)) {
+      rmSync(legacy);
+      syncDirectory(this.path);
+    }
   }
 
   /** Removes every replica directory that is not of a member in `members`. */
@@ -108,12 +124,29 @@ export class DataDir {
   }
 }
 
-function readState(path: string): SavedState | null {
-  const file = join(path, STATE_FILE);
-  if (!existsSync(file)) return null;
+/**
+ * The longest state text of `chains` chains: each member a node id of up to 10 digits and a comma,
+ * NODES_MAX members a chain, and room for the rest.
+ */
+function stateTextBytesMax(chains: number): number {
+  return 512 + chains * (NODES_MAX * 11 + 3);
+}
+
+function readState(path: string): { saved: SavedState | null; file: SlottedStateFile | null } {
+  const slotted = join(path, STATE_FILE);
+  if (existsSync(slotted)) {
+    const { file, text } = SlottedStateFile.open(slotted);
+    return { saved: parseState(slotted, text), file };
+  }
+  const legacy = join(path, LEGACY_STATE_FILE);
+  if (existsSync(legacy)) return { saved: parseState(legacy, readFileSync(legacy, 'utf8')), file: null };
+  return { saved: null, file: null };
+}
+
+function parseState(file: string, text: string): SavedState {
   let state: unknown;
   try {
-    state = JSON.parse(readFileSync(file, 'utf8'));
+    state = JSON.parse(text);
   } catch (error) {
     throw new DabbaError(ErrorCode.corrupt, `${file} is not valid JSON: ${(error as Error).message}`);
   }
