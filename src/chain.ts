@@ -31,6 +31,8 @@ import type { NodeTask, ReplicaLogPlacement } from '../workers/replica-task.js';
 import { ChainClients, type ChainClient } from './chain-clients.js';
 import { DataDir } from './data-dir.js';
 import { logEnd } from '../workers/replica-log.js';
+import { clientSample } from './metrics/client-sample.js';
+import { DabbaMetrics, METRICS_CONTENT_TYPE, type MetricsSnapshot, type ReplicaSample } from './metrics/registry.js';
 import { closedError, NODES_MAX, resolveOptions, type ChainOptions, type ResolvedOptions } from './options.js';
 import type { VersionedValue } from './read-pipeline.js';
 import { replicaLimits, replicaWorkerFilename } from './replica-worker.js';
@@ -139,6 +141,9 @@ export class Chain extends SessionApi {
   protected readonly session: RoutedSession;
   private readonly heartbeatTimer: NodeJS.Timeout;
   private reconfigurations = 0;
+  /** Frames the nodes refused (and writes the admission hook refused), by error code: the 'warning' events, counted. */
+  private readonly refusals: Record<string, number> = {};
+  private metricsRegistry: DabbaMetrics | null = null;
   private nextNodeId: number;
   /** The node an addReplica() call waits for, until every chain placed on it has it, or it fails. */
   private join: null | { node: number; attempts: Set<number>; resolve: (id: number) => void; reject: (error: unknown) => void } = null;
@@ -279,8 +284,10 @@ export class Chain extends SessionApi {
       replicas,
       doorbell: this.doorbellBuffers.get(id)!,
       limits: replicaLimits(this.options),
-      onRejected: (chain, code, reason) =>
-        this.emit('warning', new DabbaError(code as ErrorCode, code === ErrorCode.rejected ? `node ${id}, head of chain ${chain}: ${reason}` : `node ${id} rejected a frame of chain ${chain}: ${reason}`)),
+      onRejected: (chain, code, reason) => {
+        this.refusals[code] = (this.refusals[code] ?? 0) + 1;
+        this.emit('warning', new DabbaError(code as ErrorCode, code === ErrorCode.rejected ? `node ${id}, head of chain ${chain}: ${reason}` : `node ${id} rejected a frame of chain ${chain}: ${reason}`));
+      },
       onDisk: (report) => this.onDisk(id, report),
     });
     node.done.catch((error: unknown) => this.onNodeFailure(node, error));
@@ -506,6 +513,44 @@ export class Chain extends SessionApi {
       bytesSent: total.bytes,
       batchesWaiting: total.waiting,
     };
+  }
+
+  /**
+   * Every figure of this runtime in the Prometheus text format (what a host serves at GET
+   * /metrics; names and labels in the README's "Metrics"). Costs nothing between calls.
+   */
+  metrics(): Promise<string> {
+    this.metricsRegistry ??= new DabbaMetrics(() => this.metricsSnapshot(), { placeLabel: 'node', processMetrics: false });
+    return this.metricsRegistry.text();
+  }
+
+  /** The content type of metrics()'s text, for serving it over HTTP. */
+  get metricsContentType(): string {
+    return METRICS_CONTENT_TYPE;
+  }
+
+  private metricsSnapshot(): MetricsSnapshot {
+    const replicas: ReplicaSample[] = [];
+    const chains: MetricsSnapshot['chains'] = [];
+    for (const { chain } of this.clients.chains) {
+      const configuration = this.table.configuration(chain);
+      chains.push({ chain, epoch: configuration.epoch });
+      const tail = this.nodes.get(this.nodeOf(configuration.members.at(-1)!))?.counters(chain);
+      for (const replicaId of this.table.participants(chain)) {
+        const node = this.nodeOf(replicaId);
+        const counters = this.nodes.get(node)!.counters(chain);
+        replicas.push({
+          chain,
+          replicaId,
+          place: String(node),
+          role: String(roleIn(configuration, replicaId)),
+          ...counters,
+          lag: tail === undefined ? null : Math.max(0, tail.appliedSeq - counters.appliedSeq),
+        });
+      }
+    }
+    const clients = this.clients.chains.map(({ chain, session }) => clientSample(chain, session));
+    return { chains, replicas, clients, reconfigurations: this.reconfigurations, refusals: { ...this.refusals } };
   }
 
   /**

@@ -15,6 +15,7 @@ import type { ResolvedOptions } from './options.js';
 import type { RecordSink, Wakeable } from './record-sink.js';
 import type { KeyInput } from './write-pipeline.js';
 import { systemClock, type Clock } from './runtime/clock.js';
+import { LATENCY_BUCKETS_SECONDS, WeightedHistogram } from './metrics/weighted-histogram.js';
 
 /** Where a lane sends its reads: a replica, named by `key` (a node or host id). */
 export interface ReadTarget {
@@ -30,6 +31,8 @@ export class ReadLanes {
   /** The lane the last get() went to. */
   lastLane: ReadPipeline;
   private readonly replyView = new ReadReplyView();
+  /** Every lane's answered reads' latency (see ReadPipeline). */
+  readonly latency = new WeightedHistogram(LATENCY_BUCKETS_SECONDS);
 
   constructor(options: ResolvedOptions, targets: readonly ReadTarget[], laneCount: number, epoch: () => number, clock: Clock = systemClock) {
     const perLane = Math.max(1, Math.ceil(options.pendingReadsMax / laneCount));
@@ -37,7 +40,7 @@ export class ReadLanes {
     this.targetKeys = [];
     for (let lane = 0; lane < laneCount; lane++) {
       const target = targets[lane % targets.length]!;
-      this.lanes.push(new ReadPipeline(options, target.sink, target.doorbell, epoch, clock, lane, perLane));
+      this.lanes.push(new ReadPipeline(options, target.sink, target.doorbell, epoch, clock, lane, perLane, this.latency));
       this.targetKeys.push(target.key);
     }
     this.lastLane = this.lanes[0]!;

@@ -12,6 +12,7 @@ import { FutureRing } from './futures.js';
 import type { ResolvedOptions } from './options.js';
 import type { KeyInput } from './write-pipeline.js';
 import { systemClock, type Clock } from './runtime/clock.js';
+import { LATENCY_BUCKETS_SECONDS, WeightedHistogram } from './metrics/weighted-histogram.js';
 
 /** A value read from the chain, with the sequence number of the write that produced it. */
 export interface VersionedValue {
@@ -28,7 +29,9 @@ export class ReadPipeline {
    * they can be sent again to a new tail. [answeredIndex, pushedIndex) are with the tail,
    * [pushedIndex, length) wait for ring space.
    */
-  private readonly unanswered: Array<{ frame: Uint8Array; lastRequestId: number }> = [];
+  private readonly unanswered: Array<{ frame: Uint8Array; lastRequestId: number; openedAtMs: number; count: number }> = [];
+  /** When the batch being filled got its first read (clock time, ms). */
+  private openedAtMs = 0;
   private answeredIndex = 0;
   private pushedIndex = 0;
   private flushScheduled = false;
@@ -45,6 +48,8 @@ export class ReadPipeline {
     /** This pipeline's lane among its client's (./read-lanes.ts): stamped on its batches, echoed in replies. */
     readonly lane = 0,
     pendingReadsMax = options.pendingReadsMax,
+    /** Where answered reads' latency goes: each batch's, from its first read to its last answer, once for each read in it. */
+    private readonly latency = new WeightedHistogram(LATENCY_BUCKETS_SECONDS),
   ) {
     this.futures = new FutureRing(pendingReadsMax);
     this.encoder = new ReadBatchEncoder({ readsMax: options.readBatchReadsMax, keyBytesMax: options.keyBytesMax });
@@ -90,6 +95,7 @@ export class ReadPipeline {
       );
     }
     if (!this.encoder.fits(keyLength)) this.seal();
+    if (this.encoder.count === 0) this.openedAtMs = this.clock.nowMs();
     const start = this.encoder.payloadLength;
     if (isString) this.payload.write(key, start, 'utf8');
     else this.payload.set(key, start);
@@ -114,7 +120,7 @@ export class ReadPipeline {
 
   private seal(): void {
     const frame = this.encoder.finish(this.epoch(), this.lane).slice();
-    this.unanswered.push({ frame, lastRequestId: this.futures.next - 1 });
+    this.unanswered.push({ frame, lastRequestId: this.futures.next - 1, openedAtMs: this.openedAtMs, count: this.encoder.count });
     this.encoder.begin(this.futures.next);
     this.pump();
   }
@@ -179,7 +185,12 @@ export class ReadPipeline {
   /** After a run of receiveReply(): forget answered batches. */
   afterReplies(): void {
     const settled = this.futures.settled;
-    while (this.answeredIndex < this.pushedIndex && this.unanswered[this.answeredIndex]!.lastRequestId <= settled) this.answeredIndex++;
+    let nowMs = 0;
+    while (this.answeredIndex < this.pushedIndex && this.unanswered[this.answeredIndex]!.lastRequestId <= settled) {
+      const batch = this.unanswered[this.answeredIndex++]!;
+      if (nowMs === 0) nowMs = this.clock.nowMs();
+      this.latency.record((nowMs - batch.openedAtMs) / 1000, batch.count);
+    }
     if (this.answeredIndex > 64 && this.answeredIndex * 2 > this.unanswered.length) {
       this.unanswered.splice(0, this.answeredIndex);
       this.pushedIndex -= this.answeredIndex;

@@ -16,6 +16,7 @@ import { AckView, frameKind, MessageKind, Op, WriteBatchEncoder } from '../nativ
 import { FutureRing } from './futures.js';
 import { nativeCrc32 } from '../workers/native-crc32.js';
 import { systemClock, type Clock } from './runtime/clock.js';
+import { BATCH_WRITES_BUCKETS, LATENCY_BUCKETS_SECONDS, WeightedHistogram } from './metrics/weighted-histogram.js';
 import type { ResolvedOptions } from './options.js';
 
 export type KeyInput = string | Uint8Array;
@@ -29,6 +30,8 @@ interface StagedBatch {
   frame: Uint8Array | null;
   /** Client sequence of its last write, once sealed. */
   lastClientSeq: number;
+  /** When it got its first write (clock time, ms): its writes' latency is measured from there. */
+  openedAtMs: number;
 }
 
 export class WritePipeline {
@@ -51,8 +54,6 @@ export class WritePipeline {
   private flushScheduled = false;
   /** A partial batch is due but held back because enough batches are in flight (see sealIfDue). */
   private flushHeld = false;
-  /** When the open batch got its first write (clock time, ms), for lingerUs. */
-  private openedAtMs = 0;
   private readonly ackView = new AckView();
   private failure: DabbaError | null = null;
   /**
@@ -82,6 +83,13 @@ export class WritePipeline {
   batchesSent = 0;
   bytesSent = 0;
   writesAcked = 0;
+  /**
+   * Acknowledged writes' latency: each batch's, from its first write to its ack, once for each write
+   * in it (so an upper bound for each: one clock read per batch, not per write).
+   */
+  readonly latency = new WeightedHistogram(LATENCY_BUCKETS_SECONDS);
+  /** Writes per batch sealed. */
+  readonly batchWrites = new WeightedHistogram(BATCH_WRITES_BUCKETS);
 
   constructor(
     private readonly options: ResolvedOptions,
@@ -235,13 +243,14 @@ export class WritePipeline {
         payload: Buffer.from(encoder.payload.buffer, encoder.payload.byteOffset, encoder.payload.length),
         frame: null,
         lastClientSeq: 0,
+        openedAtMs: 0,
       };
       this.allocatedBatches++;
     }
     batch.encoder.begin(this.clientId, this.futures.next);
     batch.frame = null;
     this.open = batch;
-    if (this.options.lingerUs > 0) this.openedAtMs = this.clock.nowMs();
+    batch.openedAtMs = this.clock.nowMs();
     return batch;
   }
 
@@ -250,6 +259,7 @@ export class WritePipeline {
     this.open = null;
     this.flushHeld = false;
     batch.lastClientSeq = batch.encoder.firstClientSeq + batch.encoder.count - 1;
+    this.batchWrites.record(batch.encoder.count);
     const frame = batch.encoder.finish();
     // Paired assertion: the frame's envelope is checked here, before it enters the ring, and the
     // whole frame again by the head. (A full verify here would cost ~30 ns per write.)
@@ -268,7 +278,7 @@ export class WritePipeline {
     const batch = this.open;
     if (batch === null || batch.encoder.count === 0) return;
     if (this.options.lingerUs > 0) {
-      const waitedUs = (this.clock.nowMs() - this.openedAtMs) * 1000;
+      const waitedUs = (this.clock.nowMs() - batch.openedAtMs) * 1000;
       if (waitedUs < this.options.lingerUs) {
         this.flushScheduled = true;
         const remainingMs = (this.options.lingerUs - waitedUs) / 1000;
@@ -436,8 +446,11 @@ export class WritePipeline {
     // may not have taken them yet when the tail's ack for the old head's copies arrives. Left here,
     // they would be sent again (and dropped by the head as duplicates, with no new ack) and count as
     // in flight forever, holding back every partial batch (sealIfDue).
+    let nowMs = 0;
     while (this.ackedIndex < this.outstanding.length && this.outstanding[this.ackedIndex]!.lastClientSeq <= acked) {
       const batch = this.outstanding[this.ackedIndex]!;
+      if (nowMs === 0) nowMs = this.clock.nowMs();
+      this.latency.record((nowMs - batch.openedAtMs) / 1000, batch.encoder.count);
       if (this.ackedIndex < this.pushedIndex) this.unackedBytes -= batch.frame!.length;
       this.ackedIndex++;
       batch.frame = null;

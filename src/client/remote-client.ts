@@ -18,6 +18,8 @@
  * Hosts serving TLS (`dabba serve --tls-*`) are wss:// URLs, and need `tls`: the CA their
  * certificates chain to, and this client's certificate and key, which they ask for.
  */
+import { clientSample } from '../metrics/client-sample.js';
+import { DabbaMetrics, type MetricsSnapshot } from '../metrics/registry.js';
 import { DabbaError, ErrorCode } from '../../native-free-core/errors.js';
 import { clientNodeId, NEW_CLIENT_NODE_ID } from '../../native-free-core/wire/client-node-id.js';
 import { clientPath, decodeClusterView, type ClusterViewFields } from '../../native-free-core/wire/cluster-view.js';
@@ -409,6 +411,7 @@ export class RemoteClient extends SessionApi {
   private readonly options: ResolvedOptions;
   private state: 'open' | 'closing' | 'closed' = 'open';
   private readonly progressTimer: NodeJS.Timeout;
+  private metricsRegistry: DabbaMetrics | null = null;
 
   /** Use connect(). */
   constructor(
@@ -441,6 +444,26 @@ export class RemoteClient extends SessionApi {
   /** Chain 0's epoch. */
   get epoch(): number {
     return this.chains[0]!.view.epoch;
+  }
+
+  /**
+   * This client's figures in the Prometheus text format: per chain, its writes and reads, their
+   * latency histograms and batch sizes, and the epoch it follows (README, "Metrics").
+   */
+  metrics(): Promise<string> {
+    this.metricsRegistry ??= new DabbaMetrics(() => this.metricsSnapshot(), { placeLabel: 'node', processMetrics: false });
+    return this.metricsRegistry.text();
+  }
+
+  /** Its figures for a registry of its own or its host's (the HTTP API's client). */
+  metricsSnapshot(): MetricsSnapshot {
+    return {
+      chains: this.chains.map((chain) => ({ chain: chain.chain, epoch: chain.view.epoch })),
+      replicas: [],
+      clients: this.chains.map((chain) => clientSample(chain.chain, chain.session)),
+      reconfigurations: this.chains.reduce((total, chain) => total + chain.reconfigurations, 0),
+      refusals: {},
+    };
   }
 
   stats(): RemoteClientStats {

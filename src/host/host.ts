@@ -12,6 +12,8 @@
  * (the master then places new replicas on it, which copy their chains). Links to the neighbours are
  * in ./chain-links.ts, remote clients in ./client-sessions.ts, HTTP in ./http-api.ts.
  */
+import { DabbaMetrics, type MetricsSnapshot, type ReplicaSample } from '../metrics/registry.js';
+import { LATENCY_BUCKETS_SECONDS, WeightedHistogram } from '../metrics/weighted-histogram.js';
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
@@ -85,6 +87,8 @@ export interface HostOptions {
   clientSecret: Buffer;
   /** When set, the HTTP API requires `Authorization: Bearer <httpToken>`. */
   httpToken?: Buffer;
+  /** When set, GET /metrics requires `Authorization: Bearer <metricsToken>` (and not the HTTP token). */
+  metricsToken?: Buffer;
   /**
    * Serve the HTTP API without a token on a non-loopback address. Without a token and without this,
    * a host that listens beyond loopback refuses to start.
@@ -204,6 +208,9 @@ export class DabbaHost extends EventEmitter {
   private readonly readsQueue: InboundQueue;
   private peerRoute: PeerLinkRoute | null = null;
   private http: HttpApi | null = null;
+  private metricsRegistry: DabbaMetrics | null = null;
+  /** /kv requests' time to their answer, by method. */
+  private readonly httpRequests = { GET: httpLatency(), PUT: httpLatency(), DELETE: httpLatency() };
   private listenSocket: unknown = null;
   private readonly stops: StopWatching[] = [];
   private statusTimer: NodeJS.Timeout | null = null;
@@ -422,6 +429,9 @@ export class DabbaHost extends EventEmitter {
       keyBytesMax: this.options.keyBytesMax,
       valueBytesMax: this.options.valueBytesMax,
       ...(this.settings.httpToken === undefined ? {} : { token: this.settings.httpToken }),
+      metrics: () => this.metrics(),
+      ...(this.settings.metricsToken === undefined ? {} : { metricsToken: this.settings.metricsToken }),
+      requestServed: (method, seconds) => this.httpRequests[method].record(seconds),
       ...(this.tls === null ? {} : { tls: this.tls.clientOptions }),
       log: (level, event, message) => this.log(level, event, message),
     });
@@ -686,6 +696,37 @@ export class DabbaHost extends EventEmitter {
     };
   }
 
+  /** This host's figures in the Prometheus text format (GET /metrics; README, "Metrics"). */
+  metrics(): Promise<string> {
+    this.metricsRegistry ??= new DabbaMetrics(() => this.metricsSnapshot(), { placeLabel: 'host', processMetrics: true });
+    return this.metricsRegistry.text();
+  }
+
+  /**
+   * Its own replicas' figures (each host reports its own; Prometheus sums the cluster), the epochs
+   * it follows, and its HTTP API's client's writes and reads.
+   */
+  private metricsSnapshot(): MetricsSnapshot {
+    const status = this.status();
+    const replicas: ReplicaSample[] = [];
+    for (const slot of this.slots) {
+      const stats = slot.replicaId === 0 ? null : slot.stats();
+      if (stats === null) continue;
+      const member = status.chains.find((chain) => chain.chain === slot.chain)?.members.find((entry) => entry.replicaId === slot.replicaId);
+      replicas.push({ chain: slot.chain, replicaId: slot.replicaId, place: this.hostId, role: slot.role() ?? 'none', ...stats, lag: member?.lag ?? null });
+    }
+    const { dialed, accepted } = status.peerLinks;
+    return {
+      chains: status.chains.map(({ chain, epoch }) => ({ chain, epoch })),
+      replicas,
+      clients: this.http?.client()?.metricsSnapshot().clients ?? [],
+      // Every reconfiguration raises its chain's epoch by one, from 1.
+      reconfigurations: status.chains.reduce((total, { epoch }) => total + epoch - 1, 0),
+      refusals: status.refusals,
+      host: { clients: status.clients, peerLinks: dialed.length + accepted.length, httpRequests: this.httpRequests },
+    };
+  }
+
   /** A replica's latest reported progress (its host's status in its incarnation), or null. */
   /** Why `chain` refuses writes now (a member's or its joiner's disk is full, as its host reports), or null. */
   diskRefusal(chain: number): string | null {
@@ -841,4 +882,8 @@ export async function startHost(options: HostOptions): Promise<DabbaHost> {
     throw error;
   }
   return host;
+}
+
+function httpLatency(): WeightedHistogram {
+  return new WeightedHistogram(LATENCY_BUCKETS_SECONDS);
 }

@@ -10,9 +10,11 @@
  *                      200 text/event-stream: the committed changes under the prefix (see serveWatch)
  *   GET    /status    200 JSON: members, roles, epoch, sequence numbers, throughput
  *   GET    /digest    200 JSON: this host's replica's store digest, keys and applied seq (checks)
+ *   GET    /metrics   200 the host's figures in the Prometheus text format (src/metrics/registry.ts)
  *
  * With a token (`--http-token-file`), every request needs `Authorization: Bearer <token>`: 401
- * otherwise, compared in constant time.
+ * otherwise, compared in constant time. With a metrics token (`--metrics-token-file`), /metrics
+ * needs that one instead: a scraper holds no key to the data.
  *
  * Errors are JSON `{ "code": "DABBA_ERR_...", "message": "..." }`: 400 malformed request, 404
  * unknown route, 405 wrong method, 413 body too large, 503 while no chain can serve (no
@@ -35,6 +37,7 @@ import type { ChainOptions } from '../options.js';
 import type { WriteConditions } from '../conditions.js';
 import type { TlsOptions } from '../transport/tls.js';
 import { watchSettings, type Watch, type WatchOptions } from '../watch.js';
+import { METRICS_CONTENT_TYPE } from '../metrics/registry.js';
 
 export interface HttpApiOptions {
   status(): unknown;
@@ -50,12 +53,20 @@ export interface HttpApiOptions {
   valueBytesMax: number;
   /** When set, every request must carry `Authorization: Bearer <token>` (else 401). */
   token?: Buffer;
+  /** GET /metrics: the host's figures in the Prometheus text format. */
+  metrics(): Promise<string>;
+  /** When set, GET /metrics needs `Authorization: Bearer <metricsToken>` instead of `token` (a scraper's own secret). */
+  metricsToken?: Buffer;
+  /** Each /kv request's time from its arrival to its answer, by method (GET, PUT, DELETE). */
+  requestServed?(method: 'GET' | 'PUT' | 'DELETE', seconds: number): void;
   /** The host's own TLS material, for the client that serves requests (its host URL is wss://). */
   tls?: TlsOptions;
   log(level: 'info' | 'warn' | 'error', event: string, message: string): void;
 }
 
 export interface HttpApi {
+  /** The client that serves /kv and /watch requests, once one connected (its figures are the host's HTTP clients'). */
+  client(): RemoteClient | null;
   close(): void;
 }
 
@@ -93,6 +104,18 @@ export function attachHttpApi(app: TemplatedApp, options: HttpApiOptions): HttpA
     );
   });
 
+  app.get('/metrics', (response, request) => {
+    if (!checkRequest(response, request, options.metricsToken ?? options.token)) return;
+    let aborted = false;
+    response.onAborted(() => {
+      aborted = true;
+    });
+    options.metrics().then(
+      (text) => !aborted && response.cork(() => response.writeStatus('200 OK').writeHeader('content-type', METRICS_CONTENT_TYPE).end(text)),
+      (error: Error) => !aborted && sendJson(response, '500 Internal Server Error', { code: 'DABBA_ERR_INTERNAL', message: error.message }),
+    );
+  });
+
   app.any('/kv/*', (response, request) => {
     if (!authorized(response, request)) return;
     serveKey(response, request, options, client);
@@ -105,15 +128,17 @@ export function attachHttpApi(app: TemplatedApp, options: HttpApiOptions): HttpA
 
   app.any('/*', (response, request) => {
     if (!authorized(response, request)) return;
-    sendJson(response, '404 Not Found', { code: ErrorCode.notFound, message: 'routes: /kv/:key (PUT, GET, DELETE), /watch/:prefix (GET), /status, /digest' });
+    sendJson(response, '404 Not Found', { code: ErrorCode.notFound, message: 'routes: /kv/:key (PUT, GET, DELETE), /watch/:prefix (GET), /status, /digest, /metrics' });
   });
 
-  return { close: () => client.close() };
+  return { client: () => client.current, close: () => client.close() };
 }
 
 /** The remote client requests are served through, made on first use (the cluster may not be configured yet). */
 class LazyClient {
   private client: Promise<RemoteClient> | null = null;
+  /** The client once connected. */
+  current: RemoteClient | null = null;
   private closed = false;
 
   constructor(private readonly options: HttpApiOptions) {}
@@ -123,9 +148,14 @@ class LazyClient {
       const { options } = this;
       const client = connect({ hosts: [options.hostUrl()], secret: options.secret, ...(options.chain === undefined ? {} : { chain: options.chain }), connectTimeoutMs: REQUEST_TIMEOUT_MS, ...(options.tls === undefined ? {} : { tls: options.tls }) });
       this.client = client;
-      client.catch(() => {
-        if (this.client === client) this.client = null; // Try again on the next request.
-      });
+      client.then(
+        (remote) => {
+          if (this.client === client) this.current = remote;
+        },
+        () => {
+          if (this.client === client) this.client = null; // Try again on the next request.
+        },
+      );
     }
     return this.client;
   }
@@ -163,13 +193,16 @@ interface Answer {
   fail(error: unknown): void;
 }
 
-function answerFor(response: HttpResponse, options: HttpApiOptions): Answer {
+function answerFor(response: HttpResponse, options: HttpApiOptions, method: string): Answer {
   let aborted = false;
   response.onAborted(() => {
     aborted = true;
   });
+  const arrivedAt = performance.now();
+  const timed = method === 'GET' || method === 'PUT' || method === 'DELETE' ? method : null;
   const respond = (status: string, body: Uint8Array | string | null, headers: Record<string, string> = {}): void => {
     if (aborted) return;
+    if (timed !== null) options.requestServed?.(timed, (performance.now() - arrivedAt) / 1000);
     response.cork(() => {
       response.writeStatus(status);
       for (const [name, value] of Object.entries(headers)) response.writeHeader(name, value);
@@ -196,7 +229,7 @@ function answerFor(response: HttpResponse, options: HttpApiOptions): Answer {
 /** PUT, GET or DELETE /kv/:key, through the remote client. */
 function serveKey(response: HttpResponse, request: HttpRequest, options: HttpApiOptions, client: LazyClient): void {
   const method = request.getMethod().toUpperCase();
-  const answer = answerFor(response, options);
+  const answer = answerFor(response, options, method);
   let key: string;
   let conditions: WriteConditions | undefined;
   try {
@@ -251,7 +284,7 @@ function serveWatch(response: HttpResponse, request: HttpRequest, options: HttpA
     ({ watchOptions, encoding } = parseWatchQuery(request));
     watchSettings(prefix, watchOptions, options.keyBytesMax);
   } catch (error) {
-    return answerFor(response, options).fail(error);
+    return answerFor(response, options, 'WATCH').fail(error);
   }
   let aborted = false;
   let watch: Watch | null = null;

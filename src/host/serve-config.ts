@@ -20,6 +20,8 @@
  *   --http-token-file DABBA_HTTP_TOKEN_FILE httpTokenFile  the HTTP API then needs "Bearer <token>"
  *                    DABBA_HTTP_TOKEN                      the token itself
  *   --http-insecure  DABBA_HTTP_INSECURE=1 httpInsecure: true  serve HTTP with no token beyond loopback
+ *   --metrics-token-file DABBA_METRICS_TOKEN_FILE metricsTokenFile  GET /metrics then needs "Bearer <token>" (this one, not the HTTP token)
+ *   --metrics-token  DABBA_METRICS_TOKEN                   the metrics token itself (the file keeps it out of `ps`)
  *   --no-master      DABBA_NO_MASTER=1    master: false    do not stand for master on this host
  *   --chains         DABBA_CHAINS         chains           chains the keyspace is split over (the cluster's; 1 when first started)
  *   --replicas       DABBA_REPLICAS       replicas         replicas per chain (the cluster's; 3 when first started)
@@ -56,6 +58,7 @@ interface FileConfig extends EtcdAccessFile {
   master?: boolean;
   httpTokenFile?: string;
   httpInsecure?: boolean;
+  metricsTokenFile?: string;
   chains?: number;
   replicas?: number;
   zone?: string;
@@ -87,6 +90,8 @@ export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = proces
       'secret-file': { type: 'string' },
       'lease-ttl': { type: 'string' },
       'http-token-file': { type: 'string' },
+      'metrics-token-file': { type: 'string' },
+      'metrics-token': { type: 'string' },
       'no-master': { type: 'boolean' },
       'http-insecure': { type: 'boolean' },
       chains: { type: 'string' },
@@ -121,6 +126,10 @@ export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = proces
   const prefix = values['etcd-prefix'] ?? env.DABBA_ETCD_PREFIX ?? file.etcdPrefix;
   const tokenFile = values['http-token-file'] ?? env.DABBA_HTTP_TOKEN_FILE ?? file.httpTokenFile;
   const httpToken = tokenFile === undefined && env.DABBA_HTTP_TOKEN === undefined ? undefined : readSecret(tokenFile, env.DABBA_HTTP_TOKEN, 'HTTP token', '--http-token-file, DABBA_HTTP_TOKEN_FILE or DABBA_HTTP_TOKEN');
+  const metricsTokenFile = values['metrics-token-file'] ?? env.DABBA_METRICS_TOKEN_FILE ?? file.metricsTokenFile;
+  const metricsTokenInline = values['metrics-token'] ?? env.DABBA_METRICS_TOKEN;
+  const metricsToken =
+    metricsTokenFile === undefined && metricsTokenInline === undefined ? undefined : readSecret(metricsTokenFile, metricsTokenInline, 'metrics token', '--metrics-token-file, DABBA_METRICS_TOKEN_FILE, --metrics-token or DABBA_METRICS_TOKEN');
   const chains = optionalInteger(values.chains ?? env.DABBA_CHAINS ?? file.chains, '--chains', 1, 1024);
   const replicas = optionalInteger(values.replicas ?? env.DABBA_REPLICAS ?? file.replicas, '--replicas', 1, 16);
   const zone = values.zone ?? env.DABBA_ZONE ?? file.zone;
@@ -151,6 +160,7 @@ export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = proces
     leaseTtlSeconds,
     master,
     ...(httpToken === undefined ? {} : { httpToken }),
+    ...(metricsToken === undefined ? {} : { metricsToken }),
     httpInsecure: values['http-insecure'] === true || env.DABBA_HTTP_INSECURE === '1' || file.httpInsecure === true,
     ...(values.repair === true || env.DABBA_REPAIR === '1' || file.repair === true ? { repair: true } : {}),
   };
