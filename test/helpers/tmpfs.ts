@@ -4,7 +4,7 @@
  * network-namespace tests do; without it this fails naming the command, never skips.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, rmSync, statfsSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -31,9 +31,28 @@ export function freeBytes(path: string): number {
   return stats.bavail * stats.bsize;
 }
 
-/** Takes all but about `leaveBytes` of the free space at `path` with one file, and returns its name. */
+/**
+ * Takes all but about `leaveBytes` of the free space at `path` with one file, and returns its name.
+ * Others may be writing there too (a chain's logs): whatever it could not write for want of space
+ * was taken by them, so a write that fails with ENOSPC ends it, the disk being full.
+ */
 export function fillLeaving(path: string, leaveBytes: number, name = 'filler'): string {
   const file = join(path, name);
-  writeFileSync(file, Buffer.alloc(Math.max(0, freeBytes(path) - leaveBytes)));
+  const fd = openSync(file, 'w');
+  const chunk = Buffer.alloc(1024 * 1024);
+  try {
+    for (let left = freeBytes(path) - leaveBytes; left > 0; ) {
+      const length = Math.min(left, chunk.length);
+      try {
+        left -= writeSync(fd, chunk, 0, length);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'ENOSPC') throw error;
+        if (length === 1) break;
+        left = Math.min(left, length >> 1); // Less room than asked: fill what is left, smaller.
+      }
+    }
+  } finally {
+    closeSync(fd);
+  }
   return file;
 }
