@@ -34,8 +34,10 @@ export function parsePromText(text: string): PromText {
     if (match === null) throw new Error(`not a Prometheus text line: ${JSON.stringify(line)}`);
     const labels: Record<string, string> = {};
     for (const [, name, value] of (match[2] ?? '').matchAll(LABEL)) labels[name!] = value!.replace(/\\(.)/g, (_, char: string) => (char === 'n' ? '\n' : char));
-    const value = match[3] === '+Inf' ? Number.POSITIVE_INFINITY : match[3] === '-Inf' ? Number.NEGATIVE_INFINITY : Number(match[3]);
-    if (Number.isNaN(value) && match[3] !== 'NaN') throw new Error(`not a number in ${JSON.stringify(line)}`);
+    // As Prometheus reads them (Go's ParseFloat): NaN and Inf in any case (prom-client writes "Nan").
+    const text = match[3]!.toLowerCase();
+    const value = text === '+inf' || text === 'inf' ? Number.POSITIVE_INFINITY : text === '-inf' ? Number.NEGATIVE_INFINITY : Number(match[3]);
+    if (Number.isNaN(value) && text !== 'nan') throw new Error(`not a number in ${JSON.stringify(line)}`);
     samples.push({ name: match[1]!, labels, value });
   }
   const all = (name: string, labels: Record<string, string> = {}): PromSample[] =>
