@@ -1,7 +1,7 @@
 #!/usr/bin/env -S node --initial-old-space-size=128
 /**
  * The dabba command line.
- *   dabba demo [--replicas N] [--chains N] [--nodes N] [--seconds S] [--value-bytes B] [--readers R] [--reads any|tail]
+ *   dabba demo [--replicas N] [--chains N] [--nodes N] [--seconds S] [--value-bytes B] [--readers R] [--reads any|tail] [--http [host:]port]
  *   dabba bench [scenario flags] (see usage)
  *   dabba serve --id ID --etcd URLS [--listen HOST:PORT] [--config FILE] ... (see src/host/serve-config.ts)
  *   dabba status --etcd URLS [--etcd-prefix P] [--etcd-ca F --etcd-cert F --etcd-key F --etcd-user U] [--json]
@@ -9,6 +9,7 @@
 import { parseArgs } from 'node:util';
 import { ErrorCode, isDabbaError } from '../native-free-core/errors.js';
 import { runDemo } from './demo.js';
+import { parseListen } from './demo-http.js';
 
 const usage = `usage: dabba <command> [options]
 
@@ -97,10 +98,14 @@ async function demoCommand(args: string[]): Promise<number> {
       'value-bytes': { type: 'string' },
       readers: { type: 'string' },
       reads: { type: 'string' },
+      http: { type: 'string' },
     },
   });
+  const http = values.http === undefined ? undefined : parseListen(values.http);
+  if (typeof http === 'string') throw new RangeError(http);
   const ok = await runDemo({
     reads: readMode(values.reads),
+    ...(http === undefined ? {} : { http }),
     replicas: positiveInteger(values.replicas, 'replicas', 3),
     chains: positiveInteger(values.chains, 'chains', 1),
     nodes: positiveInteger(values.nodes, 'nodes', positiveInteger(values.replicas, 'replicas', 3)),

@@ -5,6 +5,7 @@
  */
 import { createChain, type Chain } from './chain.js';
 import { runClosedLoop, type LoadProgress } from './load.js';
+import { serveDemoHttp, type DemoHttp } from './demo-http.js';
 
 export interface DemoOptions {
   replicas: number;
@@ -16,6 +17,8 @@ export interface DemoOptions {
   readers: number;
   /** Which replicas answer reads (createChain's `reads`; default any). */
   reads?: 'any' | 'tail';
+  /** Serve GET /metrics here while the demo runs (src/demo-http.ts). */
+  http?: { host: string; port: number };
 }
 
 function formatRate(perSecond: number): string {
@@ -33,6 +36,11 @@ export async function runDemo(options: DemoOptions, out: NodeJS.WriteStream = pr
     `dabba: ${shape}; ${options.seconds} s of closed-loop load ` +
       `(16 B keys, ${options.valueBytes} B values, ${options.readers} reader(s))\n`,
   );
+  let http: DemoHttp | null = null;
+  if (options.http !== undefined) {
+    http = await serveDemoHttp(chain, options.http);
+    out.write(`metrics at ${http.url}/metrics while the demo runs\n`);
+  }
   const live = out.isTTY === true;
   const onProgress = (progress: LoadProgress): void => {
     const stats = chain.stats();
@@ -53,6 +61,7 @@ export async function runDemo(options: DemoOptions, out: NodeJS.WriteStream = pr
   const digests = await chain.digests();
   const stats = chain.stats();
   const layout = chain.layout();
+  await http?.close();
   await chain.close();
 
   // Replicas of one chain must be identical; chains hold different keys.
