@@ -709,10 +709,11 @@ export class DabbaHost extends EventEmitter {
   private metricsSnapshot(): MetricsSnapshot {
     const status = this.status();
     const replicas: ReplicaSample[] = [];
+    const chains = new Map(status.chains.map((chain) => [chain.chain, chain]));
     for (const slot of this.slots) {
       const stats = slot.replicaId === 0 ? null : slot.stats();
       if (stats === null) continue;
-      const member = status.chains.find((chain) => chain.chain === slot.chain)?.members.find((entry) => entry.replicaId === slot.replicaId);
+      const member = chains.get(slot.chain)?.members.find((entry) => entry.replicaId === slot.replicaId);
       replicas.push({ chain: slot.chain, replicaId: slot.replicaId, place: this.hostId, role: slot.role() ?? 'none', ...stats, lag: member?.lag ?? null });
     }
     const { dialed, accepted } = status.peerLinks;
