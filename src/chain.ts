@@ -32,6 +32,8 @@ import { ChainClients, type ChainClient } from './chain-clients.js';
 import { DataDir } from './data-dir.js';
 import { logEnd } from '../workers/replica-log.js';
 import { clientSample } from './metrics/client-sample.js';
+import { commitLatencyOf } from './metrics/commit-latency.js';
+import { StatusReport, type InProcessStatus } from './status-report.js';
 import { DabbaMetrics, METRICS_CONTENT_TYPE, type MetricsSnapshot, type ReplicaSample } from './metrics/registry.js';
 import { closedError, NODES_MAX, resolveOptions, type ChainOptions, type ResolvedOptions } from './options.js';
 import type { VersionedValue } from './read-pipeline.js';
@@ -144,6 +146,7 @@ export class Chain extends SessionApi {
   /** Frames the nodes refused (and writes the admission hook refused), by error code: the 'warning' events, counted. */
   private readonly refusals: Record<string, number> = {};
   private metricsRegistry: DabbaMetrics | null = null;
+  private readonly statusReport = new StatusReport();
   private nextNodeId: number;
   /** The node an addReplica() call waits for, until every chain placed on it has it, or it fails. */
   private join: null | { node: number; attempts: Set<number>; resolve: (id: number) => void; reject: (error: unknown) => void } = null;
@@ -524,6 +527,14 @@ export class Chain extends SessionApi {
     return this.metricsRegistry.text();
   }
 
+  /**
+   * This runtime in the shape of a host's GET /status, as far as the status page reads it (README,
+   * "Status page"): its nodes where a cluster's hosts would be. `dabba demo --http` serves it.
+   */
+  status(): InProcessStatus {
+    return this.statusReport.report(this.metricsSnapshot(), this.liveNodeIds(), this.options.replicas, performance.now());
+  }
+
   /** The content type of metrics()'s text, for serving it over HTTP. */
   get metricsContentType(): string {
     return METRICS_CONTENT_TYPE;
@@ -538,7 +549,9 @@ export class Chain extends SessionApi {
       const tail = this.nodes.get(this.nodeOf(configuration.members.at(-1)!))?.counters(chain);
       for (const replicaId of this.table.participants(chain)) {
         const node = this.nodeOf(replicaId);
-        const counters = this.nodes.get(node)!.counters(chain);
+        const handle = this.nodes.get(node)!;
+        const counters = handle.counters(chain);
+        const statistics = handle.replicas.get(chain)?.statistics;
         replicas.push({
           chain,
           replicaId,
@@ -546,6 +559,7 @@ export class Chain extends SessionApi {
           role: String(roleIn(configuration, replicaId)),
           ...counters,
           lag: tail === undefined ? null : Math.max(0, tail.appliedSeq - counters.appliedSeq),
+          commitLatency: statistics === undefined ? null : commitLatencyOf(statistics),
         });
       }
     }
@@ -804,6 +818,7 @@ export class Chain extends SessionApi {
       reason: event.kind === 'removed' ? event.reason : 'requested',
       cause,
     };
+    this.statusReport.reconfigured(reconfigured);
     this.emit('reconfigured', reconfigured);
   }
 

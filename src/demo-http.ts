@@ -1,11 +1,13 @@
 /**
  * `dabba demo --http [host:]port`: the demo's chain over HTTP while it runs, as a host serves its
- * own: GET /metrics (the Prometheus text of chain.metrics()). Plain node:http on loopback by
- * default: it is a window on a demo, not an API.
+ * own: GET / (the status page), GET /status (chain.status(), the page's data) and GET /metrics (the
+ * Prometheus text of chain.metrics()). Plain node:http on loopback by default: it is a window on a
+ * demo, not an API.
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Chain } from './chain.js';
+import { STATUS_PAGE_CSP, STATUS_PAGE_HTML } from './status-page.js';
 
 export interface DemoHttp {
   /** Where it listens, http://host:port. */
@@ -23,17 +25,17 @@ export function parseListen(text: string): { host: string; port: number } | stri
 export async function serveDemoHttp(chain: Chain, listen: { host: string; port: number }): Promise<DemoHttp> {
   const server: Server = createServer((request, response) => {
     const path = (request.url ?? '/').split('?')[0];
-    if (path !== '/metrics') {
-      response.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ code: 'DABBA_ERR_NOT_FOUND', message: 'routes: /metrics' }));
+    const json = (status: number, body: unknown): void => void response.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+    if (path !== '/' && path !== '/status' && path !== '/metrics') return json(404, { code: 'DABBA_ERR_NOT_FOUND', message: 'routes: / (the status page), /status, /metrics' });
+    if (request.method !== 'GET') return json(405, { code: 'DABBA_ERR_INVALID_ARGUMENT', message: `${request.method} is not supported on ${path} (GET)` });
+    if (path === '/') {
+      response.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'content-security-policy': STATUS_PAGE_CSP, 'cache-control': 'no-store' }).end(STATUS_PAGE_HTML);
       return;
     }
-    if (request.method !== 'GET') {
-      response.writeHead(405, { 'content-type': 'application/json' }).end(JSON.stringify({ code: 'DABBA_ERR_INVALID_ARGUMENT', message: `${request.method} is not supported on /metrics (GET)` }));
-      return;
-    }
+    if (path === '/status') return json(200, chain.status());
     chain.metrics().then(
       (text) => response.writeHead(200, { 'content-type': chain.metricsContentType }).end(text),
-      (error: Error) => response.writeHead(500, { 'content-type': 'application/json' }).end(JSON.stringify({ code: 'DABBA_ERR_INTERNAL', message: error.message })),
+      (error: Error) => json(500, { code: 'DABBA_ERR_INTERNAL', message: error.message }),
     );
   });
   await new Promise<void>((resolve, reject) => {

@@ -39,7 +39,7 @@ export async function runDemo(options: DemoOptions, out: NodeJS.WriteStream = pr
   let http: DemoHttp | null = null;
   if (options.http !== undefined) {
     http = await serveDemoHttp(chain, options.http);
-    out.write(`metrics at ${http.url}/metrics while the demo runs\n`);
+    out.write(`status page at ${http.url}/ and metrics at ${http.url}/metrics while the demo runs\n`);
   }
   const live = out.isTTY === true;
   const onProgress = (progress: LoadProgress): void => {

@@ -39,7 +39,7 @@ test('dabba demo --http 127.0.0.1:0 serves GET /metrics while it runs, every rep
     child.stdout.setEncoding('utf8');
     child.stdout.on('data', (chunk: string) => {
       output += chunk;
-      const match = /metrics at (http:\/\/\S+\/metrics) while the demo runs/.exec(output);
+      const match = /and metrics at (http:\/\/\S+\/metrics) while the demo runs/.exec(output);
       if (match !== null) resolve(match[1]!);
     });
     child.once('exit', () => reject(new Error(`the demo ended without saying where its metrics are: ${output}`)));

@@ -92,6 +92,7 @@ function hostStatus(incarnation: string, replicas: Array<Partial<ReplicaStatus> 
     incarnation,
     candidate: false,
     writesPerSecond: 0,
+    commitP99Ms: 0,
     failed,
     replicas: replicas.map((replica) => ({ chain: 0, epoch: 1, role: 'solo', appliedSeq: 0, committedSeq: 0, joinCaughtUp: false, handoffReadyEpoch: 0, predecessorDown: 0, diskFull: false, ...replica })),
   };

@@ -81,6 +81,20 @@ test('chain.metrics(): writes, reads, latency histograms, each replica with its 
   }
   assert.equal(metrics.value('dabba_reconfigurations_total'), 0);
 
+  // Each head times its batches to their commit: one figure per write, once the acks are back up
+  // the chain (a moment after the client has its own, from the tail: asked again until then, 5 s at most).
+  for (const deadline = performance.now() + 5000; ; await new Promise((resolve) => setTimeout(resolve, 20))) {
+    const heads = [0, 1].map((chain) => metrics.all('dabba_replica_info', { chain: String(chain), role: 'head' })[0]!.labels.replica!);
+    const counted = [0, 1].map((chain) => metrics.all('dabba_replica_commit_latency_seconds_count', { chain: String(chain), replica: heads[chain]! })[0]?.value ?? 0);
+    if (counted.every((count, chain) => count === perChain[chain]!.acknowledged)) {
+      for (const chain of [0, 1]) checkHistogram(metrics, 'dabba_replica_commit_latency_seconds', { chain: String(chain), replica: heads[chain]! });
+      assert.equal(metrics.all('dabba_replica_commit_latency_seconds_count').length, 2, 'only heads time commits');
+      break;
+    }
+    assert.ok(performance.now() < deadline, `heads timed ${counted.join(', ')} commits of ${perChain.map(({ acknowledged }) => acknowledged).join(', ')} writes`);
+    metrics = parsePromText(await chain.metrics());
+  }
+
   // A node crashes: both chains it was in reconfigure, and the metrics say so.
   const crashed = chain.members()[1]!.id;
   const events: number[] = [];

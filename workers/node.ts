@@ -30,6 +30,7 @@ import { CHAIN_TAG_BYTES, chainTagAt, taggedFrame, tryWriteTagged } from '../nat
 import { AckEncoder, HelloEncoder, WriteBatchView } from '../native-free-core/wire/codec.js';
 import { Admission, loadAdmissionFunction, type AdmissionFunction } from './admission.js';
 import { DiskRoom, isOutOfSpace } from './disk-room.js';
+import { CommitLatency } from './commit-latency.js';
 import { Doorbell } from './doorbell.js';
 import { nativeCrc32 } from './native-crc32.js';
 import { readCommittedMark, ReplicaLog, type Recovered } from './replica-log.js';
@@ -76,10 +77,13 @@ class Replica {
   private retryDue = false;
   /** Whether its chain was last told its disk is full. */
   reportedFull = false;
+  /** As the head: how long its batches take to commit. */
+  readonly commits: CommitLatency;
 
   constructor(spec: ReplicaSpec, task: NodeTask) {
     this.chain = spec.chain;
     this.stats = new Float64Array(spec.stats);
+    this.commits = new CommitLatency(this.stats);
     const { limits } = task;
     const store = new Store({ hashKey: randomHashKey() });
     let recovered: RecoveredState | undefined;
@@ -430,6 +434,7 @@ class NodeDriver {
     this.blockedLengths.length = 0;
     for (const replica of this.replicaList) {
       if (replica.node.hasReady()) moved = this.performReady(replica) || moved;
+      if (replica.commits.isDue(replica.node.committedSeq)) replica.commits.committed(replica.node.committedSeq, performance.now());
       if (replica.log !== null) {
         replica.log.syncIfDue();
         replica.log.markCommitted(replica.node.committedSeq);
@@ -654,6 +659,7 @@ class NodeDriver {
         if (replica.log !== null) replica.logApplied(frame, result.firstSeq, result.count, this.task.limits.snapshotFrameBytesMax);
         replica.stats[ReplicaStat.batchesApplied]!++;
         replica.stats[ReplicaStat.writesApplied]! += result.count;
+        if (replica.node.isHead) replica.commits.applied(result.firstSeq + result.count - 1, result.count, performance.now());
       } else if (source === 'client') {
         replica.stats[ReplicaStat.readsServed]! += result.count;
       }

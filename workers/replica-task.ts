@@ -4,6 +4,7 @@
  * messages travel over a MessagePort that the worker polls with receiveMessageOnPort between ring
  * drains, because a worker asleep in Atomics.wait cannot run message handlers.
  */
+import { LATENCY_BUCKETS_SECONDS } from './latency-buckets.js';
 import type { MessagePort } from 'node:worker_threads';
 import type { Role } from '../native-free-core/chain/node.js';
 
@@ -176,8 +177,17 @@ export const ReplicaStat = {
   diskFreeBytes: 21,
   /** Reads whose newest write here was not committed yet: answered once it was (CRAQ's dirty reads). */
   dirtyReads: 22,
+  /**
+   * A head's commit latency: from applying a batch to learning the tail committed it (its ack back
+   * up the chain), once for each write of the batch; the sum in seconds, the count, and from
+   * commitLatencyBuckets on a count per bucket of LATENCY_BUCKETS_SECONDS (./latency-buckets.ts),
+   * not cumulative, the last one above every bound.
+   */
+  commitLatencySum: 23,
+  commitLatencyCount: 24,
+  commitLatencyBuckets: 25,
 } as const;
-export const REPLICA_STAT_COUNT = 23;
+export const REPLICA_STAT_COUNT = ReplicaStat.commitLatencyBuckets + LATENCY_BUCKETS_SECONDS.length + 1;
 
 /** Indices into a node's Float64 statistics array (the thread's own, beside each replica's). */
 export const NodeStat = {

@@ -14,6 +14,7 @@
  * placed here starts from it: the tail sends it only the writes it lacks, if the tail's log can
  * continue it (else the joiner refuses the snapshot it is sent, and is given up with that log).
  */
+import type { WeightedHistogram } from '../metrics/weighted-histogram.js';
 import type { Role } from '../../native-free-core/chain/node.js';
 import { ErrorCode } from '../../native-free-core/errors.js';
 import { answersReads, ordersWrites, roleIn, servesReads, type Configuration } from '../../native-free-core/master/chain-master.js';
@@ -345,6 +346,11 @@ export class ChainSlot {
 
   stats(): ReplicaSnapshotStats | null {
     return this.replicaId === 0 ? null : (this.host.node()?.stats(this.chain) ?? null);
+  }
+
+  /** This replica's commit latency as its chain's head (empty if it never headed), or null. */
+  commitLatency(): WeightedHistogram | null {
+    return this.replicaId === 0 ? null : (this.host.node()?.commitLatency(this.chain) ?? null);
   }
 
   /** This replica's line in the host's status (what the master decides joins and handoffs from). */

@@ -14,6 +14,7 @@
  */
 import { DabbaMetrics, type MetricsSnapshot, type ReplicaSample } from '../metrics/registry.js';
 import { LATENCY_BUCKETS_SECONDS, WeightedHistogram } from '../metrics/weighted-histogram.js';
+import { RecentHistogram } from '../metrics/recent-histogram.js';
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
@@ -21,7 +22,7 @@ import type { Role } from '../../native-free-core/chain/node.js';
 import { DabbaError, ErrorCode } from '../../native-free-core/errors.js';
 import { participants, roleIn, servesReads, type Configuration } from '../../native-free-core/master/chain-master.js';
 import { chainOf } from '../../native-free-core/master/key-routing.js';
-import type { ReplicaHome } from '../../native-free-core/master/table-round.js';
+import type { ChainEntry, ReplicaHome } from '../../native-free-core/master/table-round.js';
 import { EtcdMaster } from '../master/etcd-master.js';
 import {
   DEFAULT_PREFIX,
@@ -144,17 +145,34 @@ export interface HostStatusReport {
   /** This host's replicas, by chain. */
   replicas: Array<{ chain: number; replicaId: number; role: Role | null; epoch: number; servingReads: boolean; stats: ReplicaSnapshotStats | null }>;
   /** Every live host, with how many chains it heads, is a middle of, tails and joins (from the chain table). */
-  hosts: Array<{ hostId: string; zone: string | null; url: string | null; heads: number; middles: number; tails: number; joining: number }>;
+  hosts: Array<{ hostId: string; zone: string | null; url: string | null; heads: number; middles: number; tails: number; joining: number; writesPerSecond: number; commitP99Ms: number }>;
   /**
    * The peer links up now: one to each host that holds a predecessor of one of ours, one from each
    * that holds a successor, each carrying every chain between the two (`chains`: channels on it).
    */
   peerLinks: { dialed: Array<{ hostId: string; chains: number }>; accepted: Array<{ hostId: string; chains: number }> };
   writesPerSecond: number;
+  /** The 99th percentile of this host's heads' commit latency over the last second, in ms (a bucket's bound). */
+  commitP99Ms: number;
   clients: number;
   /** Inputs refused since the host started, by error code (malformed frames, failed handshakes, ...). */
   refusals: Record<string, number>;
+  /** The reconfigurations this host saw since it started, newest first. */
+  reconfigurations: ReconfigurationReport[];
 }
+
+/** A chain's new configuration, as a host saw it in the chain table. */
+export interface ReconfigurationReport {
+  /** When this host saw it (ISO 8601). */
+  time: string;
+  chain: number;
+  epoch: number;
+  /** Its members' hosts, head first, then a joiner's. */
+  hosts: Array<string | null>;
+}
+
+/** Reconfigurations a host's status lists, at most. */
+const RECENT_RECONFIGURATIONS = 20;
 
 /** How often the host refreshes its status in etcd (the master drives joins from it). */
 const STATUS_INTERVAL_MS = 200;
@@ -217,6 +235,13 @@ export class DabbaHost extends EventEmitter {
   private lastWritesApplied = 0;
   private lastStatusAt = performance.now();
   private writesPerSecond = 0;
+  /** Its heads' commit latency over the last second (for the status page's p99). */
+  private readonly recentCommits = new RecentHistogram(LATENCY_BUCKETS_SECONDS, 1000);
+  private commitP99Ms = 0;
+  /** Reconfigurations this host saw in the chain table, newest first (RECENT_RECONFIGURATIONS at most). */
+  private readonly reconfigurations: ReconfigurationReport[] = [];
+  /** The epoch each chain had when the table was last seen (0: not seen yet). */
+  private readonly seenEpochs: number[] = [];
   private closed = false;
   private reregistering: Promise<void> | null = null;
   /** This host's Ed25519 key pair: it signs peer-link handshakes (see ./host-identity.ts). */
@@ -524,6 +549,7 @@ export class DabbaHost extends EventEmitter {
     table.entries.forEach((entry, chain) => {
       if (entry === null) return;
       for (const [replicaId, home] of entry.homes) this.homes.set(replicaId, home);
+      this.noteEpoch(chain, entry);
       // Only while the host is registered: entries about an earlier incarnation are moot meanwhile.
       this.slots[chain]!.onEntry(entry);
     });
@@ -532,6 +558,18 @@ export class DabbaHost extends EventEmitter {
     });
     this.pruneHomes();
     this.placeMaster();
+  }
+
+  /** A chain's configuration changed since the table was last seen: the status lists it (not the first sight of a chain). */
+  private noteEpoch(chain: number, entry: ChainEntry): void {
+    const { configuration } = entry;
+    const seen = this.seenEpochs[chain] ?? 0;
+    if (configuration.epoch <= seen) return;
+    this.seenEpochs[chain] = configuration.epoch;
+    if (seen === 0) return;
+    const hosts = participants(configuration).map((replicaId) => entry.homes.get(replicaId)?.host ?? null);
+    this.reconfigurations.unshift({ time: new Date().toISOString(), chain, epoch: configuration.epoch, hosts });
+    this.reconfigurations.length = Math.min(this.reconfigurations.length, RECENT_RECONFIGURATIONS);
   }
 
   /** Keeps the homes of the replicas the table names now (ids are never reused, so the map would only grow). */
@@ -625,11 +663,16 @@ export class DabbaHost extends EventEmitter {
     const now = performance.now();
     let writesApplied = 0;
     const replicas = [];
+    const commits = new WeightedHistogram(LATENCY_BUCKETS_SECONDS);
     for (const slot of this.slots) {
       const status = slot.status();
       if (status !== null) replicas.push(status);
       writesApplied += slot.stats()?.writesApplied ?? 0;
+      const latency = slot.commitLatency();
+      if (latency !== null) commits.add(latency);
     }
+    this.recentCommits.add(now, commits);
+    this.commitP99Ms = this.recentCommits.window().quantile(0.99) * 1000;
     const elapsed = (now - this.lastStatusAt) / 1000;
     if (elapsed > 0) this.writesPerSecond = Math.max(0, (writesApplied - this.lastWritesApplied) / elapsed);
     this.lastWritesApplied = writesApplied;
@@ -638,6 +681,7 @@ export class DabbaHost extends EventEmitter {
       incarnation: this.incarnation,
       candidate: this.settings.master !== false,
       writesPerSecond: Math.round(this.writesPerSecond),
+      commitP99Ms: this.commitP99Ms,
       replicas,
       failed: [...this.failed],
     };
@@ -686,13 +730,19 @@ export class DabbaHost extends EventEmitter {
         .filter((slot) => slot.replicaId !== 0)
         .map((slot) => ({ chain: slot.chain, replicaId: slot.replicaId, role: slot.role(), epoch: slot.configuration?.epoch ?? 0, servingReads: slot.isServingReads(), stats: slot.stats() })),
       hosts: [...roles].map(([hostId, count]) => {
-        const info = this.hostTable.get(hostId)?.info ?? null;
-        return { hostId, zone: info?.zone ?? null, url: info?.url ?? null, ...count };
+        const { info, status } = this.hostTable.get(hostId) ?? { info: null, status: null };
+        // This host's own figures as of now; the others' as they last reported them.
+        const own = hostId === this.hostId;
+        const writesPerSecond = own ? Math.round(this.writesPerSecond) : (status?.writesPerSecond ?? 0);
+        const commitP99Ms = own ? this.commitP99Ms : (status?.commitP99Ms ?? 0);
+        return { hostId, zone: info?.zone ?? null, url: info?.url ?? null, ...count, writesPerSecond, commitP99Ms };
       }),
       peerLinks: this.hostLinks.summary(),
       writesPerSecond: Math.round(this.writesPerSecond),
+      commitP99Ms: this.commitP99Ms,
       clients: this.slots.reduce((sum, slot) => sum + slot.sessions.count, 0),
       refusals: this.refusals.totals(),
+      reconfigurations: [...this.reconfigurations],
     };
   }
 
@@ -714,7 +764,7 @@ export class DabbaHost extends EventEmitter {
       const stats = slot.replicaId === 0 ? null : slot.stats();
       if (stats === null) continue;
       const member = chains.get(slot.chain)?.members.find((entry) => entry.replicaId === slot.replicaId);
-      replicas.push({ chain: slot.chain, replicaId: slot.replicaId, place: this.hostId, role: slot.role() ?? 'none', ...stats, lag: member?.lag ?? null });
+      replicas.push({ chain: slot.chain, replicaId: slot.replicaId, place: this.hostId, role: slot.role() ?? 'none', ...stats, lag: member?.lag ?? null, commitLatency: slot.commitLatency() });
     }
     const { dialed, accepted } = status.peerLinks;
     return {

@@ -11,6 +11,7 @@
  *   GET    /status    200 JSON: members, roles, epoch, sequence numbers, throughput
  *   GET    /digest    200 JSON: this host's replica's store digest, keys and applied seq (checks)
  *   GET    /metrics   200 the host's figures in the Prometheus text format (src/metrics/registry.ts)
+ *   GET    /          200 the status page (src/status-page.ts), with no token: it holds no data
  *
  * With a token (`--http-token-file`), every request needs `Authorization: Bearer <token>`: 401
  * otherwise, compared in constant time. With a metrics token (`--metrics-token-file`), /metrics
@@ -38,6 +39,7 @@ import type { WriteConditions } from '../conditions.js';
 import type { TlsOptions } from '../transport/tls.js';
 import { watchSettings, type Watch, type WatchOptions } from '../watch.js';
 import { METRICS_CONTENT_TYPE } from '../metrics/registry.js';
+import { STATUS_PAGE_CSP, STATUS_PAGE_HTML } from '../status-page.js';
 
 export interface HttpApiOptions {
   status(): unknown;
@@ -104,6 +106,19 @@ export function attachHttpApi(app: TemplatedApp, options: HttpApiOptions): HttpA
     );
   });
 
+  // The status page holds no data (it reads /status, with the token from its fragment): no token.
+  app.get('/', (response, request) => {
+    if (!checkRequest(response, request, undefined)) return;
+    response.cork(() =>
+      response
+        .writeStatus('200 OK')
+        .writeHeader('content-type', 'text/html; charset=utf-8')
+        .writeHeader('content-security-policy', STATUS_PAGE_CSP)
+        .writeHeader('cache-control', 'no-store')
+        .end(STATUS_PAGE_HTML),
+    );
+  });
+
   app.get('/metrics', (response, request) => {
     if (!checkRequest(response, request, options.metricsToken ?? options.token)) return;
     let aborted = false;
@@ -128,7 +143,7 @@ export function attachHttpApi(app: TemplatedApp, options: HttpApiOptions): HttpA
 
   app.any('/*', (response, request) => {
     if (!authorized(response, request)) return;
-    sendJson(response, '404 Not Found', { code: ErrorCode.notFound, message: 'routes: /kv/:key (PUT, GET, DELETE), /watch/:prefix (GET), /status, /digest, /metrics' });
+    sendJson(response, '404 Not Found', { code: ErrorCode.notFound, message: 'routes: /kv/:key (PUT, GET, DELETE), /watch/:prefix (GET), /status, /digest, /metrics, / (the status page)' });
   });
 
   return { client: () => client.current, close: () => client.close() };

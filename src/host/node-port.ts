@@ -11,6 +11,8 @@
  *   socket --> acksIn ------^       \--> acksOut ----> socket (predecessor)
  *   socket --> readsIn -----^        \-> clientAcksOut, readRepliesOut --> client sockets
  */
+import { commitLatencyOf } from '../metrics/commit-latency.js';
+import type { WeightedHistogram } from '../metrics/weighted-histogram.js';
 import { Piscina } from 'piscina';
 import type { Role } from '../../native-free-core/chain/node.js';
 import { assert } from '../../native-free-core/assert.js';
@@ -218,6 +220,12 @@ export class NodePort {
 
   beginHandoff(chain: number): void {
     this.handle.beginHandoff(chain);
+  }
+
+  /** The replica of `chain`'s commit latency as its head (empty if it never headed), or null if this node holds none. */
+  commitLatency(chain: number): WeightedHistogram | null {
+    const statistics = this.handle.replicas.get(chain)?.statistics;
+    return statistics === undefined ? null : commitLatencyOf(statistics);
   }
 
   /** The replica of `chain`'s figures, or null if this node holds none. */

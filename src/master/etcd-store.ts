@@ -123,6 +123,8 @@ export interface HostStatus {
   /** Whether this host stands for master (not started with --no-master). */
   candidate: boolean;
   writesPerSecond: number;
+  /** The 99th percentile of its heads' commit latency over the last second, in ms (0: none committed). */
+  commitP99Ms: number;
   replicas: ReplicaStatus[];
   /** Replicas this run gave up while it stays up (a joiner whose link broke), newest last. */
   failed: number[];
@@ -802,13 +804,15 @@ export const ZONE = /^[A-Za-z0-9_.-]{1,64}$/;
 export function decodeHostStatus(text: string, source: string): HostStatus {
   const fields = parseObject(text, source, 'host status');
   const malformed = (reason: string): DabbaError => malformedValue(source, 'host status', reason, text);
-  const { incarnation, candidate, writesPerSecond, replicas, failed } = fields;
+  const { incarnation, candidate, writesPerSecond, commitP99Ms = 0, replicas, failed } = fields;
   if (typeof incarnation !== 'string' || !INCARNATION.test(incarnation)) throw malformed('incarnation must be 1-64 base64url characters');
   if (typeof candidate !== 'boolean') throw malformed('candidate must be a boolean');
   if (typeof writesPerSecond !== 'number' || !Number.isFinite(writesPerSecond) || writesPerSecond < 0) throw malformed('writesPerSecond must be a finite non-negative number');
+  // Absent in the status of a host of an earlier version.
+  if (typeof commitP99Ms !== 'number' || !Number.isFinite(commitP99Ms) || commitP99Ms < 0) throw malformed('commitP99Ms must be a finite non-negative number');
   if (!Array.isArray(replicas) || replicas.length > CHAINS_MAX) throw malformed(`replicas must be an array of at most ${CHAINS_MAX}`);
   if (!Array.isArray(failed) || failed.length > FAILED_REPLICAS_MAX || !failed.every(isId)) throw malformed(`failed must be an array of at most ${FAILED_REPLICAS_MAX} replica ids`);
-  return { incarnation, candidate, writesPerSecond, replicas: replicas.map((replica) => decodeReplicaStatus(replica, malformed)), failed: failed as number[] };
+  return { incarnation, candidate, writesPerSecond, commitP99Ms, replicas: replicas.map((replica) => decodeReplicaStatus(replica, malformed)), failed: failed as number[] };
 }
 
 function decodeReplicaStatus(value: unknown, malformed: (reason: string) => DabbaError): ReplicaStatus {

@@ -30,6 +30,8 @@ export interface ReplicaSample {
   logSyncedSeq: number;
   diskFull: boolean;
   diskFreeBytes: number;
+  /** As its chain's head: from applying a batch to learning it committed, per write (null: not known). */
+  commitLatency: WeightedHistogram | null;
 }
 
 /** One chain's client side in this process: what it sent and what was answered. */
@@ -122,6 +124,9 @@ export class DabbaMetrics {
     this.gauge('dabba_replica_disk_full', '1 while the replica\'s disk is full (its chain refuses writes), else 0.', perReplica((replica) => (replica.diskFull ? 1 : 0)));
     this.gauge('dabba_replica_disk_free_bytes', 'Free bytes on the replica\'s log\'s file system, as last read (0 in memory).', perReplica((replica) => replica.diskFreeBytes));
 
+    this.histogram('dabba_replica_commit_latency_seconds', 'A head\'s commit latency: from applying a batch to learning the tail committed it, once per write (replicas that headed their chain).', (snapshot) =>
+      snapshot.replicas.filter((replica) => replica.commitLatency !== null && replica.commitLatency.count > 0).map((replica) => ({ labels: replicaLabels(replica), histogram: replica.commitLatency! })),
+    );
     this.counter('dabba_writes_accepted_total', 'Writes this process\'s clients accepted.', perClient((client) => client.writesAccepted));
     this.counter('dabba_writes_acknowledged_total', 'Writes the tail acknowledged to this process\'s clients.', perClient((client) => client.writesAcknowledged));
     this.gauge('dabba_writes_pending', 'Writes accepted and not yet acknowledged.', perClient((client) => client.writesPending));

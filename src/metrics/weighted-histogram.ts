@@ -5,10 +5,7 @@
  * one value at a time, so these are exposed through HistogramMetric (./registry.ts).
  */
 
-/** Latency buckets, in seconds: fine below a millisecond, where a healthy chain's writes are. */
-export const LATENCY_BUCKETS_SECONDS: readonly number[] = [
-  0.00005, 0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
-];
+export { LATENCY_BUCKETS_SECONDS } from '../../workers/latency-buckets.js';
 
 /** Writes per batch: powers of two up to the largest batch a client sends. */
 export const BATCH_WRITES_BUCKETS: readonly number[] = Array.from({ length: 15 }, (_, power) => 2 ** power);
