@@ -3,10 +3,10 @@
  * consistency line. A short run of the same code path as `npm start`.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
-import { once } from 'node:events';
+import { execFile } from 'node:child_process';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
+import { startHttpDemo } from './helpers/demo-process.js';
 import { parsePromText } from './helpers/prometheus-text.js';
 
 test('dabba demo runs a 3-replica chain under load and reports identical replicas', async () => {
@@ -31,28 +31,17 @@ test('dabba demo --chains 6 --nodes 3 splits the keys over chains and reports ea
 });
 
 test('dabba demo --http 127.0.0.1:0 serves GET /metrics while it runs, every replica in it', async (t) => {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'demo', '--seconds', '3', '--http', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  t.after(() => child.kill('SIGKILL'));
-  const exited = once(child, 'exit');
-  let output = '';
-  const url = await new Promise<string>((resolve, reject) => {
-    child.stdout.setEncoding('utf8');
-    child.stdout.on('data', (chunk: string) => {
-      output += chunk;
-      const match = /and metrics at (http:\/\/\S+\/metrics) while the demo runs/.exec(output);
-      if (match !== null) resolve(match[1]!);
-    });
-    child.once('exit', () => reject(new Error(`the demo ended without saying where its metrics are: ${output}`)));
-  });
+  const demo = await startHttpDemo(3);
+  t.after(() => demo.kill());
+  const url = `${demo.base}/metrics`;
   const response = await fetch(url);
   assert.equal(response.status, 200);
   assert.equal(response.headers.get('content-type'), 'text/plain; version=0.0.4; charset=utf-8');
   const metrics = parsePromText(await response.text());
   assert.equal(metrics.all('dabba_replica_info').length, 3);
-  assert.equal((await fetch(url.replace('/metrics', '/nowhere'))).status, 404);
-  const [code] = (await exited) as [number];
-  assert.equal(code, 0);
-  assert.match(output, /consistency\s+OK/);
+  assert.equal((await fetch(`${demo.base}/nowhere`)).status, 404);
+  assert.equal(await demo.exited, 0);
+  assert.match(demo.output(), /consistency\s+OK/);
 });
 
 test('dabba demo --http with a bad address exits 2 with one line', async () => {

@@ -8,14 +8,14 @@
  * The same page over `dabba demo --http` shows the in-process chain.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
-import { once } from 'node:events';
+import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { startEtcdCluster } from '../src/bench/peers/etcd-cluster.js';
 import { ensureBinary, LocalServers } from '../src/bench/peers/servers.js';
+import { startHttpDemo } from './helpers/demo-process.js';
 import { closeHostTest, HostCluster } from './helpers/host-cluster.js';
 import { createNetnsLab, type NetnsLab } from './helpers/netns-lab.js';
 
@@ -140,25 +140,15 @@ test('the status page, in headless Chromium: roles and health of a three-host ch
 
 test('the same page over dabba demo --http shows the in-process chain', { timeout: 120_000 }, async (t) => {
   const chromium = await ensureBinary('chromium', 'chromium');
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'demo', '--seconds', '20', '--http', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  t.after(() => child.kill('SIGKILL'));
-  const exited = once(child, 'exit');
-  let output = '';
-  const url = await new Promise<string>((resolve, reject) => {
-    child.stdout.setEncoding('utf8');
-    child.stdout.on('data', (chunk: string) => {
-      output += chunk;
-      const match = /status page at (http:\/\/\S+\/) and metrics/.exec(output);
-      if (match !== null) resolve(match[1]!);
-    });
-    child.once('exit', () => reject(new Error(`the demo ended without saying where its page is: ${output}`)));
-  });
+  const demo = await startHttpDemo(20);
+  t.after(() => demo.kill());
+  const url = `${demo.base}/`;
   const dom = await dumpDom(chromium, url);
   const chains = drawnChains(dom);
   assert.equal(chains.length, 1);
   assert.deepEqual(chains[0]!.replicas.map((replica) => replica.role), ['head', 'middle', 'tail']);
   assert.deepEqual(chains[0]!.replicas.map((replica) => replica.host), ['node 1', 'node 2', 'node 3']);
   assert.deepEqual(drawnHosts(dom), ['node 1', 'node 2', 'node 3']);
-  child.kill('SIGTERM');
-  await exited;
+  demo.kill();
+  await demo.exited;
 });
