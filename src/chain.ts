@@ -25,6 +25,7 @@ import { roleIn, type Configuration, type MasterEvent } from '../native-free-cor
 import type { LiveHostStatus } from '../native-free-core/master/cluster-decisions.js';
 import type { InProcessDecision } from '../native-free-core/master/in-process-master.js';
 import { TableMaster } from '../native-free-core/master/table-master.js';
+import type { NodeLoad } from '../native-free-core/master/fail-slow.js';
 import { SpscRing } from '../native-free-core/ring.js';
 import { Doorbell } from '../workers/doorbell.js';
 import type { NodeTask, ReplicaLogPlacement } from '../workers/replica-task.js';
@@ -58,6 +59,8 @@ export interface ChainStats {
   chains: number;
   nodes: number;
   reconfigurations: number;
+  /** Nodes moved out of their chains for being slow (fail-slow demotions) so far. */
+  demotions: number;
   writesAccepted: number;
   writesAcknowledged: number;
   writesPending: number;
@@ -106,6 +109,15 @@ export interface ReconfigurationEvent {
   removed: number | null;
   reason: 'failed' | 'requested';
   cause?: unknown;
+}
+
+/** A node found persistently slower than its peers, moved out of its chains for a while ('demoted'). */
+export interface DemotionEvent {
+  node: number;
+  /** Its time per write over its peers' median, when it was found slow. */
+  timesMedian: number;
+  /** How long it is kept out before it joins again, at the tails. */
+  quarantineMs: number;
 }
 
 export interface ReplicaDigest {
@@ -187,6 +199,7 @@ export class Chain extends SessionApi {
       now: performance.now(),
       joinsAtOnce: JOINS_AT_ONCE,
       ...(recovered === null ? {} : { members: recovered.map((members) => members.map(String)) }),
+      failSlow: resolved.failSlow,
     });
     if (this.dataDir !== null) {
       this.saveMembers();
@@ -456,6 +469,19 @@ export class Chain extends SessionApi {
   }
 
   /**
+   * Makes every batch node `id` applies take `factor` times as long (1: back to normal), spinning the
+   * difference, as a node whose CPU is throttled to 1/factor would: fail-slow detection (the
+   * `failSlow` option) then moves it out of its chains. For chaos testing.
+   */
+  slowReplica(id: number, factor: number): void {
+    if (typeof factor !== 'number' || !Number.isFinite(factor) || factor < 1 || factor > 1000) throw new DabbaError(ErrorCode.outOfRange, `factor must be 1..1000, got ${String(factor)}`);
+    // Any running node, in a chain or not (one moved out for being slow may be sped up again).
+    const node = this.nodes.get(id);
+    if (node === undefined || !node.alive) throw new DabbaError(ErrorCode.outOfRange, `node ${id} does not run`);
+    node.slowDown(factor);
+  }
+
+  /**
    * Makes node `id` hang: its thread blocks for good without exiting, so nothing but missing
    * heartbeats gives it away. Every chain removes it after suspectAfterMs. For chaos testing.
    */
@@ -507,6 +533,7 @@ export class Chain extends SessionApi {
       chains: this.clients.chains.length,
       nodes: this.liveNodeIds().length,
       reconfigurations: this.reconfigurations,
+      demotions: this.table.demotions,
       writesAccepted: total.accepted,
       writesAcknowledged: total.acked,
       writesPending: total.pending,
@@ -564,7 +591,7 @@ export class Chain extends SessionApi {
       }
     }
     const clients = this.clients.chains.map(({ chain, session }) => clientSample(chain, session));
-    return { chains, replicas, clients, reconfigurations: this.reconfigurations, refusals: { ...this.refusals } };
+    return { chains, replicas, clients, reconfigurations: this.reconfigurations, demotions: this.table.demotions, refusals: { ...this.refusals } };
   }
 
   /**
@@ -673,7 +700,12 @@ export class Chain extends SessionApi {
       const starting = !node.started && now - node.createdAt < NODE_START_GRACE_MS;
       if (node.heartbeatMoved() || starting) this.table.heartbeat(String(node.id), now);
     }
-    const news = this.table.settle({ now, statusOf: this.statusOf, silenceCounts: true, moves: this.state === 'open' }, this.execute);
+    const news = this.table.settle({ now, statusOf: this.statusOf, silenceCounts: true, moves: this.state === 'open', loadOf: this.loadOf }, this.execute);
+    for (const { node, timesMedian, until } of news.demoted) {
+      const event: DemotionEvent = { node: Number(node), timesMedian, quarantineMs: Math.round(until - now) };
+      this.emit('warning', new DabbaError(ErrorCode.replicaFailed, `node ${node} is slow (${timesMedian.toFixed(1)}x its peers' time per write for ${this.options.failSlow!.forMs} ms): moved out of its chains for ${event.quarantineMs} ms`));
+      this.emit('demoted', event);
+    }
     for (const id of news.hung) {
       // It hangs, in every chain: it must never act again.
       const node = this.nodes.get(Number(id))!;
@@ -692,6 +724,20 @@ export class Chain extends SessionApi {
       node.stop();
     }
   }
+
+  /** A node's busy time and writes applied over its replicas, for fail-slow detection; null before it started. */
+  private readonly loadOf = (id: string): NodeLoad | null => {
+    const node = this.nodes.get(Number(id));
+    if (node === undefined || !node.alive || !node.started) return null;
+    let busyMs = 0;
+    let writesApplied = 0;
+    for (const chain of node.replicas.keys()) {
+      const counters = node.counters(chain);
+      busyMs += counters.busyMs;
+      writesApplied += counters.writesApplied;
+    }
+    return { busyMs, writesApplied };
+  };
 
   /** A replica's progress as its node last published it; null before the node's first heartbeat. */
   private readonly statusOf = (chain: number, replicaId: number): LiveHostStatus | null => {

@@ -14,6 +14,7 @@ export type {
   ChainStats,
   KeyInput,
   ReconfigurationEvent,
+  DemotionEvent,
   DiskEvent,
   ReplicaDigest,
   ReplicaInfo,

@@ -8,6 +8,7 @@ export { argumentTypeError, rangeError };
 import { existsSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
 import { deriveLimits, type Limits } from '../native-free-core/limits.js';
+import { FAIL_SLOW_DEFAULTS, type FailSlowSettings } from '../native-free-core/master/fail-slow.js';
 import { KEY_BYTES_LIMIT } from '../native-free-core/wire/codec.js';
 
 /** The `sealing` option of createChain() and connect() (see ./sealing.ts). */
@@ -75,6 +76,14 @@ export interface ChainOptions {
    * (default 1000). Crashes are detected at once; this catches hangs.
    */
   suspectAfterMs?: number;
+  /**
+   * Fail-slow demotion (native-free-core/master/fail-slow.ts): a node whose time per write stays
+   * above `factor` times its peers' median (default 4) for `forMs` (default 2000) is moved out of
+   * every chain for a quarantine (`quarantineMs`, default 30000, doubled each time it is found slow
+   * again soon after), then joins again at the tails. Needs three nodes holding replicas; never
+   * leaves fewer than two planned. `false` turns it off.
+   */
+  failSlow?: false | { factor?: number; forMs?: number; quarantineMs?: number };
   /**
    * Node.js flags for the replicas' worker threads (default: this process's, process.execArgv).
    * `[]` keeps a main-thread profiler such as clinic, which preloads itself with `-r`, out of the
@@ -160,6 +169,8 @@ export interface ResolvedOptions extends Limits {
   sleepTimeoutMs: number;
   closeTimeoutMs: number;
   suspectAfterMs: number;
+  /** Fail-slow detection's settings, or null when off. */
+  failSlow: FailSlowSettings | null;
   workerExecArgv: string[] | undefined;
   /** Where the replicas' logs are, or null in memory. */
   dataDir: string | null;
@@ -251,6 +262,7 @@ export function resolveOptions(options: ChainOptions = {}): ResolvedOptions {
     sleepTimeoutMs: 50,
     closeTimeoutMs,
     suspectAfterMs,
+    failSlow: failSlowOf(options.failSlow),
     workerExecArgv: stringList(options.workerExecArgv, 'workerExecArgv'),
     reads: readModeOf(options.reads),
     admit: admitPathOf(options.admit),
@@ -258,6 +270,16 @@ export function resolveOptions(options: ChainOptions = {}): ResolvedOptions {
     watchHistoryBytes: integer(options.watchHistoryBytes, 'watchHistoryBytes', 4 * MiB, 4096, 4096 * MiB),
     ...durabilityOf(options),
   };
+}
+
+function failSlowOf(option: ChainOptions['failSlow']): FailSlowSettings | null {
+  if (option === false) return null;
+  if (option !== undefined && (typeof option !== 'object' || option === null)) throw argumentTypeError('failSlow must be false or an object { factor, forMs, quarantineMs }');
+  const factor = option?.factor ?? FAIL_SLOW_DEFAULTS.factor;
+  if (typeof factor !== 'number' || !Number.isFinite(factor) || factor <= 1 || factor > 1000) throw rangeError(`failSlow.factor must be a number above 1 (at most 1000), got ${String(factor)}`);
+  const forMs = integer(option?.forMs, 'failSlow.forMs', FAIL_SLOW_DEFAULTS.forMs, 0, 3_600_000);
+  const quarantineMs = integer(option?.quarantineMs, 'failSlow.quarantineMs', FAIL_SLOW_DEFAULTS.quarantineMs, 1, 3_600_000);
+  return { ...FAIL_SLOW_DEFAULTS, factor, forMs, quarantineMs, quarantineMaxMs: Math.max(quarantineMs, FAIL_SLOW_DEFAULTS.quarantineMaxMs) };
 }
 
 /** dataDir, durability and syncIntervalMs, checked against each other. */

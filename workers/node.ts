@@ -287,6 +287,8 @@ class NodeDriver {
   private readonly stats: Float64Array;
   private readonly controlSignal: Int32Array;
   private stopped = false;
+  /** slowReplica(): how many times as long each batch applied takes (1: as long as it takes). */
+  private slowdown = 1;
   /** Outbound rings that were too full for a record, and the record's length: retried when they drain. */
   private readonly blockedRings: SpscRing[] = [];
   private readonly blockedLengths: number[] = [];
@@ -494,6 +496,10 @@ class NodeDriver {
       this.addReplica(request.replica);
       return;
     }
+    if (request.type === 'slow-down') {
+      this.slowdown = request.factor;
+      return;
+    }
     const replica = this.replicas.get(request.chain);
     if (replica === undefined) return;
     switch (request.type) {
@@ -597,8 +603,11 @@ class NodeDriver {
         break;
       }
       this.crashIfAsked();
+      const startedAt = performance.now();
       // Batches, and a joiner's snapshot frames before them, on the same link.
       const result = this.step(replica, 'upstream', this.admission !== null && replica.node.isHead ? this.screen(replica, frame) : frame);
+      if (this.slowdown > 1 && result === 'applied') spinFor((performance.now() - startedAt) * (this.slowdown - 1));
+      replica.stats[ReplicaStat.busyMs]! += performance.now() - startedAt;
       if (result === 'applied' && !replica.node.isTail && replica.log === null) {
         // Forward each batch as soon as it is applied, so the next replica works on it while this
         // one applies the next: the chain is a pipeline, not a relay of bursts. The tail instead
@@ -673,6 +682,15 @@ class NodeDriver {
   }
 
   private performReady(replica: Replica): boolean {
+    const startedAt = performance.now();
+    try {
+      return this.sendReady(replica);
+    } finally {
+      replica.stats[ReplicaStat.busyMs]! += performance.now() - startedAt;
+    }
+  }
+
+  private sendReady(replica: Replica): boolean {
     const node = replica.node;
     const chain = replica.chain;
     replica.touched = true;
@@ -793,4 +811,10 @@ export default async function runNode(task: NodeTask): Promise<string> {
   }
   task.port.close();
   return 'stopped';
+}
+
+/** Keeps the thread busy for `ms`, as work that took that long would (slowReplica()). */
+function spinFor(ms: number): void {
+  const until = performance.now() + ms;
+  while (performance.now() < until);
 }

@@ -185,7 +185,13 @@ export const ReplicaStat = {
    */
   commitLatencySum: 23,
   commitLatencyCount: 24,
-  commitLatencyBuckets: 25,
+  /**
+   * Wall milliseconds it spent applying batches and sending on what they made ready (forwarding,
+   * acking, logging): over writesApplied, its time per write, which the master compares with its
+   * peers' to find a replica slower than the rest (native-free-core/master/fail-slow.ts).
+   */
+  busyMs: 25,
+  commitLatencyBuckets: 26,
 } as const;
 export const REPLICA_STAT_COUNT = ReplicaStat.commitLatencyBuckets + LATENCY_BUCKETS_SECONDS.length + 1;
 
@@ -214,6 +220,8 @@ export type ControlRequest =
   | { type: 'digest'; chain: number; requestId: number }
   | { type: 'reconfigure'; chain: number; epoch: number; role: Role; joiner: number | null; links: ReplicaLinks }
   | { type: 'begin-handoff'; chain: number }
+  /** slowReplica(): take `factor` times as long over every batch applied (spinning the difference), as a throttled CPU would (chaos testing). */
+  | { type: 'slow-down'; factor: number }
   | { type: 'stop' };
 
 export type ControlReply =

@@ -16,6 +16,7 @@ import { participants, type Configuration } from './chain-master.js';
 import { atPlan, nextMoves, replan, type ChainState } from './chain-moves.js';
 import { removalRefusal, type LiveHostStatus } from './cluster-decisions.js';
 import { InProcessMaster, type InProcessDecision } from './in-process-master.js';
+import { FailSlowDetector, type FailSlowSettings, type NodeLoad } from './fail-slow.js';
 import type { ChainPlacement, PlacementNode } from './placement.js';
 
 export interface TableMasterOptions {
@@ -35,6 +36,8 @@ export interface TableMasterOptions {
    * placement too, until the nodes change.
    */
   members?: ReadonlyArray<readonly string[]>;
+  /** Fail-slow detection's settings (./fail-slow.ts); null: off. */
+  failSlow?: FailSlowSettings | null;
 }
 
 /** What the runtime sees when it asks for decisions. */
@@ -46,6 +49,8 @@ export interface TableObservation {
   silenceCounts: boolean;
   /** Whether to move chains towards their placement now (not while the runtime shuts down). */
   moves: boolean;
+  /** A node's busy time and writes applied over its replicas, for fail-slow detection; null before it has reported. */
+  loadOf?(node: string): NodeLoad | null;
 }
 
 /** What a settle() found besides the decisions it had carried out. */
@@ -63,6 +68,8 @@ export interface TableNews {
   hung: string[];
   /** Joins asked of the chains' masters (each starts with a 'joining' decision, or is abandoned). */
   joinsAsked: Array<{ chain: number; replicaId: number; node: string }>;
+  /** Nodes found persistently slower than their peers: moved out of every chain until `until` (./fail-slow.ts). */
+  demoted: Array<{ node: string; timesMedian: number; until: number }>;
 }
 
 /** More rounds than this in one settle() is a loop: each round lands at least one decision. */
@@ -81,10 +88,15 @@ export class TableMaster {
   private placement: ChainPlacement[];
   /** The nodes `placement` was made for. */
   private placedFor: string;
+  private readonly failSlow: FailSlowDetector | null;
+  /** Nodes kept out of the placement for being slow, until when (the caller's time). */
+  private readonly benched = new Map<string, number>();
+  private demotionCount = 0;
 
   constructor(options: TableMasterOptions) {
     this.replicationFactor = options.replicas;
     this.joinsAtOnce = options.joinsAtOnce;
+    this.failSlow = options.failSlow === undefined || options.failSlow === null ? null : new FailSlowDetector(options.failSlow);
     for (const node of options.nodes) this.nodes.set(node.id, node);
     if (options.members !== undefined) {
       assert(options.members.length === options.chains, 'TableMaster: members for every chain');
@@ -143,6 +155,16 @@ export class TableMaster {
     return this.placement;
   }
 
+  /** Nodes moved out for being slow so far. */
+  get demotions(): number {
+    return this.demotionCount;
+  }
+
+  /** Whether `node` is kept out of the chains now for being slow. */
+  isBenched(node: string): boolean {
+    return this.benched.has(node);
+  }
+
   isUp(node: string): boolean {
     return this.nodes.has(node) && !this.down.has(node);
   }
@@ -193,7 +215,8 @@ export class TableMaster {
    * besides the decisions.
    */
   settle(observation: TableObservation, execute: (chain: number, decision: InProcessDecision) => void): TableNews {
-    const news: TableNews = { emptied: [], refused: [], lost: [], hung: [], joinsAsked: [] };
+    const news: TableNews = { emptied: [], refused: [], lost: [], hung: [], joinsAsked: [], demoted: [] };
+    this.watchSlowness(observation, news);
     for (let round = 1; ; round++) {
       assert(round <= SETTLE_ROUNDS_MAX, `TableMaster: still deciding after ${SETTLE_ROUNDS_MAX} rounds`);
       let acted = false;
@@ -269,9 +292,31 @@ export class TableMaster {
     return asked;
   }
 
-  /** The nodes the placement is for: up, and not leaving, in id order. */
+  /** The nodes the placement is for: up, not leaving and not benched, in id order. */
   private plannedNodes(): PlacementNode[] {
-    return [...this.nodes.values()].filter((node) => !this.down.has(node.id) && !this.leaving.has(node.id)).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    return [...this.nodes.values()].filter((node) => !this.down.has(node.id) && !this.leaving.has(node.id) && !this.benched.has(node.id)).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
+  /**
+   * Fail-slow: a node whose quarantine is over is planned again (it joins at the tails); a node the
+   * detector finds slow is benched, so the placement moves its replicas off it. One node at a time,
+   * and never below two planned nodes (a chain of one would hold the only copy of every write).
+   */
+  private watchSlowness(observation: TableObservation, news: TableNews): void {
+    if (this.failSlow === null || observation.loadOf === undefined) return;
+    for (const [node, until] of this.benched) if (observation.now >= until || this.down.has(node)) this.benched.delete(node);
+    const loads = new Map<string, NodeLoad>();
+    for (const node of this.plannedNodes()) {
+      const holds = this.masters.some((_, chain) => this.replicaOn(chain, node.id) !== null);
+      const load = holds ? observation.loadOf(node.id) : null;
+      if (load !== null) loads.set(node.id, load);
+    }
+    const verdict = this.failSlow.observe(loads, observation.now);
+    if (verdict === null || !observation.moves || this.benched.size > 0 || this.plannedNodes().length <= 2) return;
+    const until = this.failSlow.quarantine(verdict.node, observation.now);
+    this.benched.set(verdict.node, until);
+    this.demotionCount++;
+    news.demoted.push({ ...verdict, until });
   }
 
   private newReplica(node: string): number {

@@ -96,6 +96,8 @@ export interface ReplicaCounters {
   /** Whether its disk is full (its chain refuses writes), and the free bytes last read (0 in memory). */
   diskFull: boolean;
   diskFreeBytes: number;
+  /** Wall ms it spent applying batches and sending on what they made ready (its time per write: busyMs / writesApplied). */
+  busyMs: number;
   heartbeats: number;
   /** The thread's operating-system id (Linux; 0 elsewhere), for per-thread CPU accounting. */
   osThreadId: number;
@@ -245,6 +247,7 @@ export class NodeHandle {
       recoveredSeq: stat[ReplicaStat.recoveredSeq]!,
       diskFull: stat[ReplicaStat.diskFull] === 1,
       diskFreeBytes: stat[ReplicaStat.diskFreeBytes]!,
+      busyMs: stat[ReplicaStat.busyMs]!,
       heartbeats: node[NodeStat.heartbeats]!,
       osThreadId: node[NodeStat.osThreadId]!,
       threadId: node[NodeStat.threadId]!,
@@ -292,6 +295,11 @@ export class NodeHandle {
   /** Terminates the thread at once (a hung node that must never act again). */
   terminate(reason: string): void {
     this.abort.abort(new DabbaError(ErrorCode.replicaFailed, reason));
+  }
+
+  /** Makes every batch the node applies take `factor` times as long (1: as long as it takes), as a throttled CPU would: slowReplica(). */
+  slowDown(factor: number): void {
+    this.sendControl({ type: 'slow-down', factor });
   }
 
   /** Makes the node hang: its thread blocks for good, so only its missing heartbeats give it away. */
