@@ -17,6 +17,7 @@ import { readsBench } from './reads-bench.js';
 import { conditionsBench } from './conditions-bench.js';
 import { watchHistoryBench, watchesBench } from './watches-bench.js';
 import { metricsBench } from './metrics-bench.js';
+import { failSlowBench } from './fail-slow-bench.js';
 import { micro } from './micro-bench.js';
 import { peers } from './peers-bench.js';
 import { openLoop } from './openloop-bench.js';
@@ -59,6 +60,7 @@ export async function runBenchmarks(options: BenchOptions): Promise<Record<strin
   if (wants('reads')) results.reads = await readsBench(env, options.small ? 0.5 : options.seconds, options.small ? 1 : options.runs, log, !options.small);
   if (wants('conditions')) results.conditions = await conditionsBench(env, options.small ? 0.3 : Math.min(options.seconds, 2.5), options.small ? 1 : options.runs, log);
   // Not in 'all': behind one default (ChainOptions.watchHistoryBytes), rerun when it is in question.
+  if (options.suites.includes('fail-slow')) results.failSlow = await failSlowBench(env, Math.min(options.seconds, 3), options.runs, log);
   if (options.suites.includes('metrics')) results.metrics = await metricsBench(env, options.seconds, options.runs, log);
   if (options.suites.includes('watch-history')) results.watchHistory = await watchHistoryBench(env, Math.min(options.seconds, 2.5), options.runs, log);
   if (wants('watches')) results.watches = await watchesBench(env, options.small ? 0.3 : Math.min(options.seconds, 2.5), options.small ? 1 : options.runs, log);
