@@ -77,6 +77,9 @@ test('chain.metrics(): writes, reads, latency histograms, each replica with its 
       assert.ok(sample.labels.node !== undefined, 'a replica says which node it is on');
     }
     assert.deepEqual(metrics.all('dabba_replica_lag_writes', { chain: chainLabel }).map((sample) => sample.value), [0, 0, 0]);
+    const rings = metrics.all('dabba_replica_inbound_ring_bytes', { chain: chainLabel });
+    assert.equal(rings.length, 3);
+    assert.ok(rings.every((sample) => sample.value >= 0 && Number.isInteger(sample.value)), 'ring occupancy in bytes');
     assert.equal(metrics.value('dabba_chain_epoch', { chain: chainLabel }), 1);
   }
   assert.equal(metrics.value('dabba_reconfigurations_total'), 0);

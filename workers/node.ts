@@ -142,6 +142,7 @@ class Replica {
     stats[ReplicaStat.storeKeys] = node.store.size;
     stats[ReplicaStat.storeHeapBytes] = node.store.heapBytes;
     stats[ReplicaStat.dirtyReads] = node.dirtyReads;
+    stats[ReplicaStat.inboundRingBytes] = this.batchesIn === undefined ? 0 : this.batchesIn.usedBytes();
     const log = this.log;
     if (log !== null) {
       stats[ReplicaStat.logSyncs] = log.syncs;

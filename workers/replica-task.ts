@@ -191,7 +191,9 @@ export const ReplicaStat = {
    * peers' to find a replica slower than the rest (native-free-core/master/fail-slow.ts).
    */
   busyMs: 25,
-  commitLatencyBuckets: 26,
+  /** Bytes waiting in the ring it takes its batches from (shared by the chains between the same two nodes), when last published. */
+  inboundRingBytes: 26,
+  commitLatencyBuckets: 27,
 } as const;
 export const REPLICA_STAT_COUNT = ReplicaStat.commitLatencyBuckets + LATENCY_BUCKETS_SECONDS.length + 1;
 

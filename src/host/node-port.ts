@@ -55,6 +55,8 @@ export interface ReplicaSnapshotStats {
   heartbeats: number;
   storeKeys: number;
   inflightBytes: number;
+  /** Bytes waiting in the ring it takes its batches from. */
+  inboundRingBytes: number;
   /** With --data-dir: where its log ended when it started (0: it started empty), the last seq surely on disk, fdatasyncs, log bytes written. */
   recoveredSeq: number;
   logSyncedSeq: number;
@@ -244,6 +246,7 @@ export class NodePort {
       heartbeats: counters.heartbeats,
       storeKeys: counters.storeKeys,
       inflightBytes: counters.inflightBytes,
+      inboundRingBytes: counters.inboundRingBytes,
       recoveredSeq: counters.recoveredSeq,
       logSyncedSeq: counters.logSyncedSeq,
       logSyncs: counters.logSyncs,

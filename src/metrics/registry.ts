@@ -23,6 +23,8 @@ export interface ReplicaSample {
   readsServed: number;
   dirtyReads: number;
   inflightBytes: number;
+  /** Bytes waiting in the ring it takes its batches from (shared by the chains between the same two nodes). */
+  inboundRingBytes: number;
   storeKeys: number;
   joinCaughtUp: boolean;
   logSyncs: number;
@@ -122,6 +124,7 @@ export class DabbaMetrics {
     this.counter('dabba_replica_reads_served_total', 'Reads the replica answered.', perReplica((replica) => replica.readsServed));
     this.counter('dabba_replica_dirty_reads_total', 'Reads of a key with an uncommitted write at the replica, answered once it committed (CRAQ).', perReplica((replica) => replica.dirtyReads));
     this.gauge('dabba_replica_inflight_bytes', 'Bytes of batches the replica applied and keeps until the tail acknowledges them.', perReplica((replica) => replica.inflightBytes));
+    this.gauge('dabba_replica_inbound_ring_bytes', 'Bytes waiting in the ring the replica takes its batches from (shared by the chains between the same two nodes).', perReplica((replica) => replica.inboundRingBytes));
     this.gauge('dabba_replica_store_keys', 'Keys in the replica\'s store.', perReplica((replica) => replica.storeKeys));
     this.counter('dabba_replica_log_syncs_total', 'fdatasyncs of the replica\'s log (0 in memory).', perReplica((replica) => replica.logSyncs));
     this.counter('dabba_replica_log_bytes_written_total', 'Bytes written to the replica\'s log (0 in memory).', perReplica((replica) => replica.logBytesWritten));

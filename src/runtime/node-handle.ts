@@ -98,6 +98,8 @@ export interface ReplicaCounters {
   diskFreeBytes: number;
   /** Wall ms it spent applying batches and sending on what they made ready (its time per write: busyMs / writesApplied). */
   busyMs: number;
+  /** Bytes waiting in the ring it takes its batches from, when it last published its figures. */
+  inboundRingBytes: number;
   heartbeats: number;
   /** The thread's operating-system id (Linux; 0 elsewhere), for per-thread CPU accounting. */
   osThreadId: number;
@@ -248,6 +250,7 @@ export class NodeHandle {
       diskFull: stat[ReplicaStat.diskFull] === 1,
       diskFreeBytes: stat[ReplicaStat.diskFreeBytes]!,
       busyMs: stat[ReplicaStat.busyMs]!,
+      inboundRingBytes: stat[ReplicaStat.inboundRingBytes]!,
       heartbeats: node[NodeStat.heartbeats]!,
       osThreadId: node[NodeStat.osThreadId]!,
       threadId: node[NodeStat.threadId]!,
