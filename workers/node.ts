@@ -604,9 +604,12 @@ class NodeDriver {
         break;
       }
       this.crashIfAsked();
+      // Batches, and a joiner's snapshot frames before them, on the same link. The admission hook's
+      // time is the user's, not the replica's: it is not counted as busy (a costly hook would make
+      // every head look slow to fail-slow detection).
+      const input = this.admission !== null && replica.node.isHead ? this.screen(replica, frame) : frame;
       const startedAt = performance.now();
-      // Batches, and a joiner's snapshot frames before them, on the same link.
-      const result = this.step(replica, 'upstream', this.admission !== null && replica.node.isHead ? this.screen(replica, frame) : frame);
+      const result = this.step(replica, 'upstream', input);
       if (this.slowdown > 1 && result === 'applied') spinFor((performance.now() - startedAt) * (this.slowdown - 1));
       replica.stats[ReplicaStat.busyMs]! += performance.now() - startedAt;
       if (result === 'applied' && !replica.node.isTail && replica.log === null) {
