@@ -686,6 +686,8 @@ class NodeDriver {
   }
 
   private performReady(replica: Replica): boolean {
+    // Serving watchers is not work on writes: it is left out of the busy time (as reads are).
+    replica.node.serveDueWatches();
     const startedAt = performance.now();
     try {
       return this.sendReady(replica);

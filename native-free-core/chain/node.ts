@@ -896,6 +896,14 @@ export class ChainNode {
     return { status: 'applied', firstSeq: request.requestId, count: 1 };
   }
 
+  /**
+   * Answers the held watch polls the commit point has reached, if any (ready() does too): a runtime
+   * that times its replica's work on writes calls this first, since serving watchers is not that.
+   */
+  serveDueWatches(): void {
+    if (this.watchPolls.due(this.committedSeqValue)) this.serveWatchPolls();
+  }
+
   private serveWatchPolls(): void {
     const replies: Uint8Array[] = [];
     this.watchPolls.serve(this.committedSeqValue, replies);
