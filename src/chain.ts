@@ -35,7 +35,7 @@ import { logEnd } from '../workers/replica-log.js';
 import { clientSample } from './metrics/client-sample.js';
 import { commitLatencyOf } from './metrics/commit-latency.js';
 import { StatusReport, type InProcessStatus } from './status-report.js';
-import { DabbaMetrics, METRICS_CONTENT_TYPE, type MetricsSnapshot, type ReplicaSample } from './metrics/registry.js';
+import { DabbaMetrics, METRICS_CONTENT_TYPE, type ClientSample, type MetricsSnapshot, type ReplicaSample } from './metrics/registry.js';
 import { closedError, NODES_MAX, resolveOptions, type ChainOptions, type ResolvedOptions } from './options.js';
 import type { VersionedValue } from './read-pipeline.js';
 import { replicaLimits, replicaWorkerFilename } from './replica-worker.js';
@@ -512,17 +512,9 @@ export class Chain extends SessionApi {
 
   stats(): ChainStats {
     const configuration = this.table.configuration(0);
-    const total = { accepted: 0, acked: 0, pending: 0, answered: 0, readsPending: 0, batches: 0, bytes: 0, waiting: 0 };
-    for (const { session } of this.clients.chains) {
-      total.accepted += session.writes.accepted;
-      total.acked += session.writes.writesAcked;
-      total.pending += session.writes.pending;
-      total.answered += session.reads.readsAnswered;
-      total.readsPending += session.reads.pending;
-      total.batches += session.writes.batchesSent;
-      total.bytes += session.writes.bytesSent;
-      total.waiting += session.writes.waitingBatches;
-    }
+    // Each chain's client figures, as the metrics read them, summed over the chains.
+    const clients = this.clients.chains.map(({ chain, session }) => clientSample(chain, session));
+    const sum = (figure: (client: ClientSample) => number): number => clients.reduce((total, client) => total + figure(client), 0);
     return {
       replicas: configuration.members.map((replicaId) => ({
         id: this.nodeOf(replicaId),
@@ -534,14 +526,14 @@ export class Chain extends SessionApi {
       nodes: this.liveNodeIds().length,
       reconfigurations: this.reconfigurations,
       demotions: this.table.demotions,
-      writesAccepted: total.accepted,
-      writesAcknowledged: total.acked,
-      writesPending: total.pending,
-      readsAnswered: total.answered,
-      readsPending: total.readsPending,
-      batchesSent: total.batches,
-      bytesSent: total.bytes,
-      batchesWaiting: total.waiting,
+      writesAccepted: sum((client) => client.writesAccepted),
+      writesAcknowledged: sum((client) => client.writesAcknowledged),
+      writesPending: sum((client) => client.writesPending),
+      readsAnswered: sum((client) => client.readsAnswered),
+      readsPending: sum((client) => client.readsPending),
+      batchesSent: sum((client) => client.batchesSent),
+      bytesSent: sum((client) => client.bytesSent),
+      batchesWaiting: sum((client) => client.batchesWaiting),
     };
   }
 

@@ -208,7 +208,8 @@ interface Answer {
   fail(error: unknown): void;
 }
 
-function answerFor(response: HttpResponse, options: HttpApiOptions, method: string): Answer {
+/** `method`, when given, is the /kv request's: its time to the answer is reported (requestServed). */
+function answerFor(response: HttpResponse, options: HttpApiOptions, method?: string): Answer {
   let aborted = false;
   response.onAborted(() => {
     aborted = true;
@@ -299,7 +300,7 @@ function serveWatch(response: HttpResponse, request: HttpRequest, options: HttpA
     ({ watchOptions, encoding } = parseWatchQuery(request));
     watchSettings(prefix, watchOptions, options.keyBytesMax);
   } catch (error) {
-    return answerFor(response, options, 'WATCH').fail(error);
+    return answerFor(response, options).fail(error);
   }
   let aborted = false;
   let watch: Watch | null = null;
