@@ -16,6 +16,7 @@
  */
 import { createHistogram, performance, type RecordableHistogram } from 'node:perf_hooks';
 import type { WriteConditions } from './conditions.js';
+import { Pacer } from './bench/pacer.js';
 
 /** What the load generator drives: the engine, or a baseline with the same put/get signatures. */
 export interface LoadTarget {
@@ -317,7 +318,16 @@ export interface OpenLoopOptions {
   valueBytes?: number;
   /** Record the latency of one write in this many (default 16). */
   sampleEvery?: number;
+  /** The schedule's granularity: writes due are issued every this many microseconds (default 250). */
+  tickUs?: number;
 }
+
+/**
+ * Open-loop writes are issued in ticks of this many microseconds (./bench/pacer.ts). A finer tick
+ * adds less to each write's latency (half a tick on average) and costs more wake-ups of the main
+ * thread; 250 us asked gives ~0.35 ms between ticks here.
+ */
+export const OPEN_LOOP_TICK_US = 250;
 
 export interface OpenLoopReport {
   offeredPerSecond: number;
@@ -357,6 +367,7 @@ export async function runOpenLoop(chain: LoadTarget, options: OpenLoopOptions): 
   const sampleEvery = options.sampleEvery ?? 16;
   const histogram = createHistogram();
   const intervalMs = 1000 / options.ratePerSecond;
+  const pacer = await Pacer.start(options.tickUs ?? OPEN_LOOP_TICK_US);
   const started = performance.now();
   const end = started + options.durationMs;
   let issued = 0;
@@ -366,24 +377,26 @@ export async function runOpenLoop(chain: LoadTarget, options: OpenLoopOptions): 
   const onRefused = (): void => {
     refused++;
   };
-  while (performance.now() < end) {
-    // Issue every write whose intended start time has passed, then yield to the event loop so acks
-    // are processed; the schedule does not wait for them.
-    const due = Math.floor((performance.now() - started) / intervalMs);
-    for (; issued < due; issued++) {
-      last = chain.put(keys[cursor]!, value);
-      if (++cursor === keys.length) cursor = 0;
-      if (issued % sampleEvery === 0) {
-        const intended = started + issued * intervalMs;
-        last.then(() => histogram.record(Math.max(1, Math.round((performance.now() - intended) * 1000))), onRefused);
-      } else {
-        last.catch(onRefused);
+  try {
+    while (performance.now() < end) {
+      // Issue every write whose intended start time has passed; the schedule does not wait for acks.
+      const due = Math.floor((performance.now() - started) / intervalMs);
+      for (; issued < due; issued++) {
+        last = chain.put(keys[cursor]!, value);
+        if (++cursor === keys.length) cursor = 0;
+        if (issued % sampleEvery === 0) {
+          const intended = started + issued * intervalMs;
+          last.then(() => histogram.record(Math.max(1, Math.round((performance.now() - intended) * 1000))), onRefused);
+        } else {
+          last.catch(onRefused);
+        }
       }
+      // Sleep to the next tick (acks are processed meanwhile) and issue what has come due since.
+      // A write waits at most a tick past its intended start, and that wait counts in its latency.
+      await pacer.tick();
     }
-    // Yield one event-loop turn (acks are processed there) and issue what has come due since. A
-    // timer tick would add its ~1 ms to every measured latency; this keeps the schedule exact at the
-    // price of keeping the main thread busy, which the report must be read with on a small machine.
-    await new Promise<void>((resolve) => setImmediate(resolve));
+  } finally {
+    await pacer.stop();
   }
   await last.catch(() => undefined);
   const seconds = (performance.now() - started) / 1000;

@@ -7,6 +7,7 @@ import { argumentTypeError, DabbaError, ErrorCode, rangeError } from '../native-
 export { argumentTypeError, rangeError };
 import { existsSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
+import { availableParallelism } from 'node:os';
 import { deriveLimits, type Limits } from '../native-free-core/limits.js';
 import { FAIL_SLOW_DEFAULTS, type FailSlowSettings } from '../native-free-core/master/fail-slow.js';
 import { KEY_BYTES_LIMIT } from '../native-free-core/wire/codec.js';
@@ -36,6 +37,13 @@ export interface BatchOptions {
    * high load grows batches by itself.
    */
   maxInFlight?: number;
+  /**
+   * Batching to a latency target, in microseconds (default 0: off). The client's batch size then
+   * adapts at run time: it shrinks while the p99 of its acknowledged batches is above the target,
+   * grows back while it is well below, and returns to `maxWrites` when the client is saturated
+   * (src/latency-controller.ts). `lingerUs` is held to a quarter of the target.
+   */
+  latencyTargetUs?: number;
 }
 
 export interface ChainOptions {
@@ -67,7 +75,12 @@ export interface ChainOptions {
    * each of its replicas keeps an equal share, and at least one full batch.
    */
   inflightBytesMax?: number;
-  /** Polls a replica spins before sleeping on Atomics.wait (default 2000). */
+  /**
+   * Most polls a node thread spins before it sleeps on Atomics.wait; the thread adapts within it at
+   * run time (workers/spin-budget.ts). Default 2000 when the machine has a core to spare beyond
+   * the node threads and the main thread, else 0: a spinning thread would take the core from the
+   * thread that has the work.
+   */
   spinIterations?: number;
   /** How long close() waits for pending writes to be acknowledged, in ms (default 10000). */
   closeTimeoutMs?: number;
@@ -162,6 +175,8 @@ export interface ResolvedOptions extends Limits {
   chains: number;
   nodes: number;
   lingerUs: number;
+  /** Batching to a latency target (µs), 0 when off. */
+  latencyTargetUs: number;
   batchInFlightMax: number;
   pendingWritesMax: number;
   inflightBatchesMax: number;
@@ -225,7 +240,10 @@ export function resolveOptions(options: ChainOptions = {}): ResolvedOptions {
   const nodes = integer(options.nodes, 'nodes', replicas, replicas, NODES_MAX);
   const batchWritesMax = integer(batch.maxWrites, 'batch.maxWrites', 1024, 1, 65536);
   const batchBytesMax = integer(batch.maxBytes, 'batch.maxBytes', MiB, 1024, 64 * MiB);
-  const lingerUs = integer(batch.lingerUs, 'batch.lingerUs', 0, 0, 1_000_000);
+  const latencyTargetUs = integer(batch.latencyTargetUs, 'batch.latencyTargetUs', 0, 0, 10_000_000);
+  const lingerAsked = integer(batch.lingerUs, 'batch.lingerUs', 0, 0, 1_000_000);
+  // A linger only adds latency: with a target, it may take a quarter of it at most.
+  const lingerUs = latencyTargetUs > 0 ? Math.min(lingerAsked, Math.floor(latencyTargetUs / 4)) : lingerAsked;
   const batchInFlightMax = integer(batch.maxInFlight, 'batch.maxInFlight', 4, 1, 1_000_000);
   const ringBytes = integer(options.ringBytes, 'ringBytes', 8 * MiB, 4096, 1024 * MiB);
   if (!isPowerOfTwo(ringBytes)) throw rangeError(`ringBytes must be a power of two, got ${ringBytes}`);
@@ -234,7 +252,7 @@ export function resolveOptions(options: ChainOptions = {}): ResolvedOptions {
   const pendingWritesMax = integer(options.pendingWritesMax, 'pendingWritesMax', 131072, 1, 1 << 24);
   const pendingReadsMax = integer(options.pendingReadsMax, 'pendingReadsMax', 65536, 1, 1 << 24);
   const inflightBytesMax = integer(options.inflightBytesMax, 'inflightBytesMax', 32 * MiB, 4096, 4096 * MiB);
-  const spinIterations = integer(options.spinIterations, 'spinIterations', 2000, 0, 10_000_000);
+  const spinIterations = integer(options.spinIterations, 'spinIterations', availableParallelism() > nodes + 1 ? 2000 : 0, 0, 10_000_000);
   const closeTimeoutMs = integer(options.closeTimeoutMs, 'closeTimeoutMs', 10_000, 0, 3_600_000);
   const suspectAfterMs = integer(options.suspectAfterMs, 'suspectAfterMs', 1000, 100, 3_600_000);
   // Every size limit follows from these settings (native-free-core/limits.ts says how).
@@ -255,6 +273,7 @@ export function resolveOptions(options: ChainOptions = {}): ResolvedOptions {
     chains,
     nodes,
     lingerUs,
+    latencyTargetUs,
     batchInFlightMax,
     pendingWritesMax,
     inflightBatchesMax: Math.max(16, Math.ceil(inflightBytesMax / 4096)),

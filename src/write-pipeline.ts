@@ -18,6 +18,7 @@ import { nativeCrc32 } from '../workers/native-crc32.js';
 import { systemClock, type Clock } from './runtime/clock.js';
 import { BATCH_WRITES_BUCKETS, LATENCY_BUCKETS_SECONDS, WeightedHistogram } from './metrics/weighted-histogram.js';
 import type { ResolvedOptions } from './options.js';
+import { LatencyController } from './latency-controller.js';
 
 export type KeyInput = string | Uint8Array;
 export type ValueInput = string | Uint8Array;
@@ -90,6 +91,10 @@ export class WritePipeline {
   readonly latency = new WeightedHistogram(LATENCY_BUCKETS_SECONDS);
   /** Writes per batch sealed. */
   readonly batchWrites = new WeightedHistogram(BATCH_WRITES_BUCKETS);
+  /** Batching to a latency target (`batch.latencyTargetUs`), null when off. */
+  readonly latencyController: LatencyController | null;
+  /** More pending writes than this is a backlog: the client is saturated (see afterAcks). */
+  private readonly backlogWrites: number;
 
   constructor(
     private readonly options: ResolvedOptions,
@@ -109,6 +114,31 @@ export class WritePipeline {
     // Enough staged batches for every pending write in full batches, the partial batches adaptive
     // batching lets fly, and the open one.
     this.batchesMax = Math.ceil(this.futures.capacity / options.batchWritesMax) + options.batchInFlightMax + 2;
+    this.latencyController = options.latencyTargetUs > 0 ? new LatencyController(options.latencyTargetUs, options.batchWritesMax, clock.nowMs()) : null;
+    // Room for smaller batches under a latency target (each staged batch is allocated when first used).
+    if (this.latencyController !== null) this.batchesMax += SMALL_BATCHES_MAX;
+    // More waiting than the in-flight window carries in full batches: the chain is behind.
+    this.backlogWrites = Math.min(this.futures.capacity / 2, options.batchWritesMax * options.batchInFlightMax);
+  }
+
+  /**
+   * The most writes the open batch takes before it leaves: maxWrites, or the latency controller's
+   * cap while a staged batch is free to follow it (else it fills to maxWrites: the cap never
+   * makes a write wait for a batch, nor costs one more batch's memory).
+   */
+  private get writesCap(): number {
+    const controller = this.latencyController;
+    if (controller === null || controller.writesCap === this.options.batchWritesMax) return this.options.batchWritesMax;
+    // Staged batches not in use must still carry every write the futures can take, in full batches.
+    const inUse = this.outstanding.length - this.ackedIndex + 1;
+    const neededInFullBatches = Math.ceil((this.futures.capacity - this.futures.pending) / this.options.batchWritesMax) + 1;
+    if (this.batchesMax - inUse > neededInFullBatches) return controller.writesCap;
+    controller.noteSaturated();
+    return this.options.batchWritesMax;
+  }
+
+  get batchWritesMax(): number {
+    return this.options.batchWritesMax;
   }
 
   get pending(): number {
@@ -211,7 +241,7 @@ export class WritePipeline {
   /** After a write was staged and its future registered: send a full batch, or schedule a flush. */
   private staged(): void {
     const batch = this.open!;
-    if (batch.encoder.count === batch.encoder.writesMax) {
+    if (batch.encoder.count >= this.writesCap) {
       this.seal(batch);
       this.pump();
     } else if (!this.flushScheduled) {
@@ -328,6 +358,7 @@ export class WritePipeline {
       if (!this.ring.tryWrite(frame)) {
         // Backpressure: the head will ring our doorbell when it frees space.
         this.ring.markProducerWaiting();
+        this.latencyController?.noteSaturated();
         break;
       }
       this.batchesSent++;
@@ -449,8 +480,12 @@ export class WritePipeline {
     let nowMs = 0;
     while (this.ackedIndex < this.outstanding.length && this.outstanding[this.ackedIndex]!.lastClientSeq <= acked) {
       const batch = this.outstanding[this.ackedIndex]!;
-      if (nowMs === 0) nowMs = this.clock.nowMs();
+      if (nowMs === 0) {
+        nowMs = this.clock.nowMs();
+        if (this.latencyController !== null && this.futures.pending > this.backlogWrites) this.latencyController.noteSaturated();
+      }
       this.latency.record((nowMs - batch.openedAtMs) / 1000, batch.encoder.count);
+      this.latencyController?.observe(nowMs - batch.openedAtMs, nowMs);
       if (this.ackedIndex < this.pushedIndex) this.unackedBytes -= batch.frame!.length;
       this.ackedIndex++;
       batch.frame = null;
@@ -523,6 +558,9 @@ export class WritePipeline {
 }
 
 const EMPTY = new Uint8Array(0);
+
+/** Staged batches a latency target may add for its smaller batches (see writesCap). */
+const SMALL_BATCHES_MAX = 64;
 
 /**
  * Encodes `text` as UTF-8 at `offset` (the caller made sure it fits). Short ASCII strings, the

@@ -77,6 +77,8 @@ export class Doorbell {
   sleepCount = 0;
   /** Times a sleep ended by its timeout rather than by ring(). */
   timeoutCount = 0;
+  /** Whether the last waitBlocking() went to sleep (false: work came while it spun or re-checked). */
+  lastWaitSlept = false;
 
   constructor(buffer: SharedArrayBuffer) {
     if (!(buffer instanceof SharedArrayBuffer)) {
@@ -113,6 +115,7 @@ export class Doorbell {
       throw outOfRange(`doorbell spinIterations must be a non-negative integer, got ${spinIterations}`);
     }
     validateTimeout(timeoutMs);
+    this.lastWaitSlept = false;
     for (let iteration = 0; iteration < spinIterations; iteration++) {
       if (hasWork()) return true;
     }
@@ -123,6 +126,7 @@ export class Doorbell {
       return true;
     }
     this.sleepCount++;
+    this.lastWaitSlept = true;
     const outcome = Atomics.wait(this.cells, DOORBELL_SEQUENCE_INDEX, sequence, timeoutMs);
     if (outcome === 'timed-out') this.timeoutCount++;
     Atomics.store(this.cells, DOORBELL_SLEEPING_INDEX, 0);

@@ -32,6 +32,7 @@ import { Admission, loadAdmissionFunction, type AdmissionFunction } from './admi
 import { DiskRoom, isOutOfSpace } from './disk-room.js';
 import { CommitLatency } from './commit-latency.js';
 import { Doorbell } from './doorbell.js';
+import { SpinBudget } from './spin-budget.js';
 import { nativeCrc32 } from './native-crc32.js';
 import { readCommittedMark, ReplicaLog, type Recovered } from './replica-log.js';
 import {
@@ -386,11 +387,14 @@ class NodeDriver {
     this.stats[NodeStat.osThreadId] = osThreadId();
     this.stats[NodeStat.threadId] = threadId;
     const { spinIterations, sleepTimeoutMs } = this.task.limits;
+    const spin = new SpinBudget(spinIterations);
     while (!this.stopped) {
       const moved = this.iterate();
       if (!moved && !this.stopped) {
         this.stats[NodeStat.sleeps]!++;
-        this.doorbell.waitBlocking(this.hasWork, spinIterations, this.sleepMs(sleepTimeoutMs));
+        const waitStart = performance.now();
+        this.doorbell.waitBlocking(this.hasWork, spin.iterations, this.sleepMs(sleepTimeoutMs));
+        spin.record(this.doorbell.lastWaitSlept, performance.now() - waitStart);
       }
     }
     // A clean stop sends the last acks: the client can then tell every write it was not

@@ -17,5 +17,6 @@ export function clientSample(chain: number, session: ClientSession): ClientSampl
     writeLatency: writes.latency,
     readLatency: reads.latency,
     batchWrites: writes.batchWrites,
+    batchWritesCap: writes.latencyController?.writesCap ?? writes.batchWritesMax,
   };
 }

@@ -50,6 +50,8 @@ export interface ClientSample {
   writeLatency: WeightedHistogram;
   readLatency: WeightedHistogram;
   batchWrites: WeightedHistogram;
+  /** The most writes a batch takes now: the latency controller's cap, or maxWrites without a target. */
+  batchWritesCap: number;
 }
 
 export interface MetricsSnapshot {
@@ -150,6 +152,7 @@ export class DabbaMetrics {
       snapshot.clients.map((client) => ({ labels: { chain: client.chain }, histogram: client.readLatency })),
     );
     this.histogram('dabba_batch_writes', 'Writes per batch sent.', (snapshot) => snapshot.clients.map((client) => ({ labels: { chain: client.chain }, histogram: client.batchWrites })));
+    this.gauge('dabba_batch_writes_cap', 'The most writes a batch takes now: set by the latency controller under batch.latencyTargetUs, else maxWrites.', perClient((client) => client.batchWritesCap));
 
     if (place === 'host') {
       this.gauge('dabba_host_clients', 'Client connections to this host.', (snapshot) => [{ labels: {}, value: snapshot.host?.clients ?? 0 }]);
