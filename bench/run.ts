@@ -18,6 +18,7 @@ import { conditionsBench } from './conditions-bench.js';
 import { watchHistoryBench, watchesBench } from './watches-bench.js';
 import { metricsBench } from './metrics-bench.js';
 import { failSlowBench } from './fail-slow-bench.js';
+import { latencyTargetBench } from './latency-target-bench.js';
 import { micro } from './micro-bench.js';
 import { peers } from './peers-bench.js';
 import { openLoop } from './openloop-bench.js';
@@ -43,6 +44,10 @@ export async function runBenchmarks(options: BenchOptions): Promise<Record<strin
   const wants = (suite: string): boolean => options.suites.includes(suite) || options.suites.includes('all');
   if (wants('micro')) results.micro = await micro(env, options.small);
   if (wants('headline')) results.headline = await headline(settings);
+  if (wants('latency-target')) {
+    const small = options.small;
+    results.latencyTarget = await latencyTargetBench({ env, seconds: small ? 0.3 : options.seconds, runs: small ? 1 : options.runs, fractions: small ? [0.5] : [0.1, 0.25, 0.5, 0.75, 0.9], hosts: true, log });
+  }
   if (wants('openloop')) results.openloop = await openLoop(settings, options.small ? [0.25, 0.75] : [0.1, 0.25, 0.5, 0.75, 0.9]);
   if (wants('sweeps')) results.sweeps = await sweeps(settings, options.small);
   if (wants('soak')) results.soak = await soak(settings, options.soakSeconds);

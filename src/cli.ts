@@ -21,6 +21,7 @@ commands:
           --replicas N (3, 1-5)    --value-size B (100, up to 65536)   --key-space N (100000)
           --chains N (1)           --nodes N (--replicas; in one process: chains over node threads)
           --batch N (adaptive)     --linger US                         --in-flight-batches N
+          --latency-target-us US (batching to a p99 target: the batch size adapts at run time)
           --read-ratio R (0)       --clients N (2)  --window N (2048 in flight per client)
           --reads any|tail (any: reads spread over every replica; tail: all at the tail)
           --seconds S (5)          --runs N (1; medians)
@@ -47,6 +48,7 @@ commands:
           --data-dir DIR  --durability memory|async|fsync (fsync with --data-dir)  --sync-interval-ms MS (100)
             (the replicas' logs: a host restarted with its directory recovers its replicas from them)
           --disk-reserve-bytes N (64 MiB: free bytes a replica's disk keeps; below, its chain refuses writes)
+          --latency-target-us US (batching to a p99 target for this host's own clients: its HTTP API's writes)
           --repair (cut a damaged replica log at the damage, whose replica then rejoins from what is left, instead of refusing to start)
           --config FILE.json (the same settings as JSON)
   status  print the chain table of a cluster as etcd holds it: members, roles, health, lag, chains per host
@@ -128,6 +130,7 @@ async function benchCommand(args: string[]): Promise<number> {
       batch: { type: 'string' },
       linger: { type: 'string' },
       'in-flight-batches': { type: 'string' },
+      'latency-target-us': { type: 'string' },
       'read-ratio': { type: 'string' },
       reads: { type: 'string' },
       clients: { type: 'string' },
@@ -160,6 +163,7 @@ async function benchCommand(args: string[]): Promise<number> {
     batchWrites: optional(values.batch, 'batch'),
     lingerUs: optional(values.linger, 'linger'),
     batchesInFlight: optional(values['in-flight-batches'], 'in-flight-batches'),
+    latencyTargetUs: optional(values['latency-target-us'], 'latency-target-us'),
     readRatio: values['read-ratio'] === undefined ? 0 : Number(values['read-ratio']),
     reads: readMode(values.reads),
     clients: positiveInteger(values.clients, 'clients', SCENARIO_DEFAULTS.clients),

@@ -93,8 +93,6 @@ export class WritePipeline {
   readonly batchWrites = new WeightedHistogram(BATCH_WRITES_BUCKETS);
   /** Batching to a latency target (`batch.latencyTargetUs`), null when off. */
   readonly latencyController: LatencyController | null;
-  /** More pending writes than this is a backlog: the client is saturated (see afterAcks). */
-  private readonly backlogWrites: number;
 
   constructor(
     private readonly options: ResolvedOptions,
@@ -117,8 +115,6 @@ export class WritePipeline {
     this.latencyController = options.latencyTargetUs > 0 ? new LatencyController(options.latencyTargetUs, options.batchWritesMax, clock.nowMs()) : null;
     // Room for smaller batches under a latency target (each staged batch is allocated when first used).
     if (this.latencyController !== null) this.batchesMax += SMALL_BATCHES_MAX;
-    // More waiting than the in-flight window carries in full batches: the chain is behind.
-    this.backlogWrites = Math.min(this.futures.capacity / 2, options.batchWritesMax * options.batchInFlightMax);
   }
 
   /**
@@ -482,7 +478,11 @@ export class WritePipeline {
       const batch = this.outstanding[this.ackedIndex]!;
       if (nowMs === 0) {
         nowMs = this.clock.nowMs();
-        if (this.latencyController !== null && this.futures.pending > this.backlogWrites) this.latencyController.noteSaturated();
+        // More writes pending than half the in-flight window carries at the current cap: the
+        // latency is the client's own queue (a closed loop, a burst), which smaller batches
+        // would only lengthen.
+        const controller = this.latencyController;
+        if (controller !== null && this.futures.pending > (controller.writesCap * this.options.batchInFlightMax) / 2) controller.noteSaturated();
       }
       this.latency.record((nowMs - batch.openedAtMs) / 1000, batch.encoder.count);
       this.latencyController?.observe(nowMs - batch.openedAtMs, nowMs);

@@ -13,6 +13,7 @@ import type { JoinRow } from '../bench/join-bench.js';
 import type { MicroRow } from '../bench/micro-bench.js';
 import type { PeersResult } from '../bench/peers-bench.js';
 import type { OpenLoopRow } from '../bench/openloop-bench.js';
+import type { LatencyTargetResult } from '../bench/latency-target-bench.js';
 import type { ThreadCpuRow } from '../bench/thread-cpu.js';
 import type { ChainsRow } from '../bench/chains-bench.js';
 import type { HostsChainsRow } from '../bench/hosts-chains-bench.js';
@@ -62,6 +63,10 @@ test('every benchmark suite runs in its small setting and records its results', 
     for (const row of openLoopRows) {
       assert.ok(row.offeredPerSecond > 0 && row.achievedPerSecond > 0 && row.p50Us > 0 && row.p50Us <= row.p99Us && row.p99Us <= row.p999Us, JSON.stringify(row));
     }
+    const latencyTarget = results.latencyTarget as LatencyTargetResult;
+    assert.deepEqual(latencyTarget.maxima.map((maximum) => `${maximum.place}: ${maximum.variant}`), ['one process: spin 2000', 'one process: defaults', 'one process: target 2 ms', '3 hosts: defaults', '3 hosts: target 2 ms']);
+    assert.equal(latencyTarget.rows.length, 5);
+    for (const row of latencyTarget.rows) assert.ok(row.fraction === 0.5 && row.achievedPerSecond > 0 && row.p50Us > 0 && row.p50Us <= row.p99Us, JSON.stringify(row));
     const sweepRows = results.sweeps as SweepRow[];
     assert.deepEqual(new Set(sweepRows.map((row) => row.dimension)), new Set(['replicas', 'batch', 'value']));
     assert.ok(sweepRows.every((row) => row.writesPerSecond > 0));

@@ -12,6 +12,7 @@ import { LatencyController, PERIOD_BATCHES, PERIOD_MS, WRITES_CAP_MIN } from '..
 import { SHORT_SLEEP_MS, SpinBudget } from '../workers/spin-budget.js';
 import { createChain } from '../src/index.js';
 import { resolveOptions } from '../src/options.js';
+import { parseServeConfig } from '../src/host/serve-config.js';
 import { parsePromText } from './helpers/prometheus-text.js';
 
 /** Feeds one period of batches whose latency is `latencyMs`; returns the time after it. */
@@ -124,4 +125,13 @@ test('a chain under a target it cannot meet shrinks its batches, writes stay exa
   } finally {
     await chain.close();
   }
+});
+
+test('dabba serve --latency-target-us, from a flag, the environment or the config file, sets its clients\' batch target', () => {
+  const base = ['--id', 'h1', '--etcd', 'http://127.0.0.1:2379'];
+  const env = { DABBA_PEER_SECRET: 'peer-secret-0123456789', DABBA_CLIENT_SECRET: 'client-secret-0123456789' };
+  assert.deepEqual(parseServeConfig([...base, '--latency-target-us', '2000'], env).chain, { batch: { latencyTargetUs: 2000 } });
+  assert.deepEqual(parseServeConfig(base, { ...env, DABBA_LATENCY_TARGET_US: '1500' }).chain, { batch: { latencyTargetUs: 1500 } });
+  assert.throws(() => parseServeConfig([...base, '--latency-target-us', '0'], env), { message: /--latency-target-us must be an integer in 1\.\.10000000/ });
+  assert.throws(() => parseServeConfig([...base, '--latency-target-us', 'fast'], env), { message: /--latency-target-us must be an integer/ });
 });

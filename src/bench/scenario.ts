@@ -36,6 +36,8 @@ export interface ScenarioOptions {
   lingerUs: number | undefined;
   /** Batches in flight before a partial batch waits (adaptive batching). */
   batchesInFlight: number | undefined;
+  /** Batching to this p99 target, in microseconds (createChain's batch.latencyTargetUs); undefined = off. */
+  latencyTargetUs?: number | undefined;
   /** Fraction of operations that are reads (closed loop only). */
   readRatio: number;
   /** Which replicas answer reads (createChain's and dabba serve's `reads`; default any). */
@@ -195,6 +197,7 @@ function chainOptions(options: ScenarioOptions): ChainOptions {
       ...(options.batchWrites === undefined ? {} : { maxWrites: options.batchWrites }),
       ...(options.lingerUs === undefined ? {} : { lingerUs: options.lingerUs }),
       ...(options.batchesInFlight === undefined ? {} : { maxInFlight: options.batchesInFlight }),
+      ...(options.latencyTargetUs === undefined ? {} : { latencyTargetUs: options.latencyTargetUs }),
     },
   };
 }

@@ -32,6 +32,7 @@
  *   --durability     DABBA_DURABILITY     durability       memory | async | fsync (memory; fsync with --data-dir)
  *   --sync-interval-ms DABBA_SYNC_INTERVAL_MS syncIntervalMs  async mode: the longest data waits for fdatasync (100)
  *   --disk-reserve-bytes DABBA_DISK_RESERVE_BYTES diskReserveBytes  free bytes a replica's disk keeps: below, writes are refused (64 MiB)
+ *   --latency-target-us DABBA_LATENCY_TARGET_US latencyTargetUs  batching to a p99 target (µs) for this host's own client sessions (off)
  *   --repair         DABBA_REPAIR=1       repair: true     cut a damaged replica log at the damage (it rejoins from what is left) instead of refusing to start
  */
 import { existsSync, readFileSync } from 'node:fs';
@@ -68,6 +69,7 @@ interface FileConfig extends EtcdAccessFile {
   durability?: string;
   syncIntervalMs?: number;
   diskReserveBytes?: number;
+  latencyTargetUs?: number;
   repair?: boolean;
 }
 
@@ -103,6 +105,7 @@ export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = proces
       durability: { type: 'string' },
       'sync-interval-ms': { type: 'string' },
       'disk-reserve-bytes': { type: 'string' },
+      'latency-target-us': { type: 'string' },
       repair: { type: 'boolean' },
     },
   });
@@ -141,7 +144,12 @@ export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = proces
   const admit = admitFile === undefined ? undefined : resolve(admitFile);
   if (admit !== undefined && !existsSync(admit)) throw new ServeConfigError(`--admit: no module at ${admit}`);
   const durability = durabilityOf(values, env, file);
-  const extra = { ...(reads === undefined ? {} : { reads: reads as 'any' | 'tail' }), ...(admit === undefined ? {} : { admit }) };
+  const latencyTargetUs = optionalInteger(values['latency-target-us'] ?? env.DABBA_LATENCY_TARGET_US ?? file.latencyTargetUs, '--latency-target-us', 1, 10_000_000);
+  const extra = {
+    ...(reads === undefined ? {} : { reads: reads as 'any' | 'tail' }),
+    ...(admit === undefined ? {} : { admit }),
+    ...(latencyTargetUs === undefined ? {} : { batch: { latencyTargetUs } }),
+  };
   const chain = durability === null && Object.keys(extra).length === 0 ? null : { ...durability, ...extra };
   return {
     hostId,
