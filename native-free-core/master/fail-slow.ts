@@ -113,6 +113,59 @@ export class FailSlowDetector {
   }
 }
 
+/** A node moved out for being slow: how much slower than its peers, and until when it is kept out. */
+export interface Demotion {
+  node: string;
+  timesMedian: number;
+  until: number;
+}
+
+/**
+ * The masters' fail-slow policy, one for the in-process table master and the etcd master: which
+ * nodes are benched (kept out of the placement, so the moves take their replicas off them) and
+ * until when. A node is benched when the detector finds it slow, one node at a time, and never
+ * when that would leave fewer than two planned nodes (a chain of one would hold the only copy of
+ * every write); it is planned again once its quarantine is over (it joins at the tails) or when it
+ * is down (a failure is the failure detector's).
+ */
+export class SlowNodeBench {
+  private readonly detector: FailSlowDetector;
+  private readonly benchedUntil = new Map<string, number>();
+  /** Nodes benched so far. */
+  demotions = 0;
+
+  constructor(settings: FailSlowSettings) {
+    this.detector = new FailSlowDetector(settings);
+  }
+
+  isBenched(node: string): boolean {
+    return this.benchedUntil.has(node);
+  }
+
+  get benched(): ReadonlySet<string> {
+    return new Set(this.benchedUntil.keys());
+  }
+
+  /** Plans again the benched nodes whose quarantine is over at `now`, and those that are down. */
+  release(now: number, isDown: (node: string) => boolean): void {
+    for (const [node, until] of this.benchedUntil) if (now >= until || isDown(node)) this.benchedUntil.delete(node);
+  }
+
+  /**
+   * Takes the loads of the planned nodes that hold replicas; benches the one found slow if the
+   * rules allow (`canMove`: the master may move chains now; `plannedNodes`: how many are planned
+   * before this), and returns it, or null.
+   */
+  observe(loads: ReadonlyMap<string, NodeLoad>, now: number, situation: { canMove: boolean; plannedNodes: number }): Demotion | null {
+    const verdict = this.detector.observe(loads, now);
+    if (verdict === null || !situation.canMove || this.benchedUntil.size > 0 || situation.plannedNodes <= 2) return null;
+    const until = this.detector.quarantine(verdict.node, now);
+    this.benchedUntil.set(verdict.node, until);
+    this.demotions++;
+    return { ...verdict, until };
+  }
+}
+
 function medianOf(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const middle = sorted.length >> 1;

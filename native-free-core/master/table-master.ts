@@ -16,7 +16,7 @@ import { participants, type Configuration } from './chain-master.js';
 import { atPlan, nextMoves, replan, type ChainState } from './chain-moves.js';
 import { removalRefusal, type LiveHostStatus } from './cluster-decisions.js';
 import { InProcessMaster, type InProcessDecision } from './in-process-master.js';
-import { FailSlowDetector, type FailSlowSettings, type NodeLoad } from './fail-slow.js';
+import { SlowNodeBench, type Demotion, type FailSlowSettings, type NodeLoad } from './fail-slow.js';
 import type { ChainPlacement, PlacementNode } from './placement.js';
 
 export interface TableMasterOptions {
@@ -69,7 +69,7 @@ export interface TableNews {
   /** Joins asked of the chains' masters (each starts with a 'joining' decision, or is abandoned). */
   joinsAsked: Array<{ chain: number; replicaId: number; node: string }>;
   /** Nodes found persistently slower than their peers: moved out of every chain until `until` (./fail-slow.ts). */
-  demoted: Array<{ node: string; timesMedian: number; until: number }>;
+  demoted: Demotion[];
 }
 
 /** More rounds than this in one settle() is a loop: each round lands at least one decision. */
@@ -88,15 +88,13 @@ export class TableMaster {
   private placement: ChainPlacement[];
   /** The nodes `placement` was made for. */
   private placedFor: string;
-  private readonly failSlow: FailSlowDetector | null;
-  /** Nodes kept out of the placement for being slow, until when (the caller's time). */
-  private readonly benched = new Map<string, number>();
-  private demotionCount = 0;
+  /** Nodes kept out of the placement for being slow (null: fail-slow demotion is off). */
+  private readonly slowNodes: SlowNodeBench | null;
 
   constructor(options: TableMasterOptions) {
     this.replicationFactor = options.replicas;
     this.joinsAtOnce = options.joinsAtOnce;
-    this.failSlow = options.failSlow === undefined || options.failSlow === null ? null : new FailSlowDetector(options.failSlow);
+    this.slowNodes = options.failSlow === undefined || options.failSlow === null ? null : new SlowNodeBench(options.failSlow);
     for (const node of options.nodes) this.nodes.set(node.id, node);
     if (options.members !== undefined) {
       assert(options.members.length === options.chains, 'TableMaster: members for every chain');
@@ -157,12 +155,12 @@ export class TableMaster {
 
   /** Nodes moved out for being slow so far. */
   get demotions(): number {
-    return this.demotionCount;
+    return this.slowNodes?.demotions ?? 0;
   }
 
   /** Whether `node` is kept out of the chains now for being slow. */
   isBenched(node: string): boolean {
-    return this.benched.has(node);
+    return this.slowNodes?.isBenched(node) ?? false;
   }
 
   isUp(node: string): boolean {
@@ -294,7 +292,7 @@ export class TableMaster {
 
   /** The nodes the placement is for: up, not leaving and not benched, in id order. */
   private plannedNodes(): PlacementNode[] {
-    return [...this.nodes.values()].filter((node) => !this.down.has(node.id) && !this.leaving.has(node.id) && !this.benched.has(node.id)).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    return [...this.nodes.values()].filter((node) => !this.down.has(node.id) && !this.leaving.has(node.id) && !this.isBenched(node.id)).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   }
 
   /**
@@ -303,20 +301,16 @@ export class TableMaster {
    * and never below two planned nodes (a chain of one would hold the only copy of every write).
    */
   private watchSlowness(observation: TableObservation, news: TableNews): void {
-    if (this.failSlow === null || observation.loadOf === undefined) return;
-    for (const [node, until] of this.benched) if (observation.now >= until || this.down.has(node)) this.benched.delete(node);
+    if (this.slowNodes === null || observation.loadOf === undefined) return;
+    this.slowNodes.release(observation.now, (node) => this.down.has(node));
     const loads = new Map<string, NodeLoad>();
     for (const node of this.plannedNodes()) {
       const holds = this.masters.some((_, chain) => this.replicaOn(chain, node.id) !== null);
       const load = holds ? observation.loadOf(node.id) : null;
       if (load !== null) loads.set(node.id, load);
     }
-    const verdict = this.failSlow.observe(loads, observation.now);
-    if (verdict === null || !observation.moves || this.benched.size > 0 || this.plannedNodes().length <= 2) return;
-    const until = this.failSlow.quarantine(verdict.node, observation.now);
-    this.benched.set(verdict.node, until);
-    this.demotionCount++;
-    news.demoted.push({ ...verdict, until });
+    const demotion = this.slowNodes.observe(loads, observation.now, { canMove: observation.moves, plannedNodes: this.plannedNodes().length });
+    if (demotion !== null) news.demoted.push(demotion);
   }
 
   private newReplica(node: string): number {
