@@ -49,6 +49,7 @@ commands:
             (the replicas' logs: a host restarted with its directory recovers its replicas from them)
           --disk-reserve-bytes N (64 MiB: free bytes a replica's disk keeps; below, its chain refuses writes)
           --latency-target-us US (batching to a p99 target for this host's own clients: its HTTP API's writes)
+          --no-fail-slow (the master does not move slow hosts out of their chains)
           --repair (cut a damaged replica log at the damage, whose replica then rejoins from what is left, instead of refusing to start)
           --config FILE.json (the same settings as JSON)
   status  print the chain table of a cluster as etcd holds it: members, roles, health, lag, chains per host

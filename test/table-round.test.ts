@@ -32,6 +32,8 @@ class FakeCluster {
   private incarnations = 0;
   mostJoining = 0;
   readonly evicted: string[] = [];
+  /** Hosts kept out of the plan for being slow (fail-slow), as the etcd master passes them. */
+  benched = new Set<string>();
 
   constructor(
     readonly chains: number,
@@ -91,6 +93,7 @@ class FakeCluster {
       handoffCatchUpMsMax: 2000,
       joinsAtOnce: this.joinsAtOnce,
       nextReplicaId: this.nextReplicaId,
+      benched: this.benched,
     });
     for (const change of round.changes) {
       if (change.kind === 'request-handoff') {
@@ -345,3 +348,22 @@ for (const seed of Array.from({ length: 40 }, (_, index) => index + 1)) {
     if (lost.size === 0) assertBalanced(cluster, size);
   });
 }
+
+test('a benched (slow) host stays up while its replicas move to the others, one chain joining at a time, and comes back into the plan when released', () => {
+  const cluster = new FakeCluster(4, 3);
+  for (const hostId of ['h1', 'h2', 'h3', 'h4']) cluster.start(hostId);
+  cluster.settle();
+  assertBalanced(cluster, 3);
+  cluster.benched = new Set(['h2']);
+  cluster.settle();
+  for (let chain = 0; chain < cluster.chains; chain++) {
+    assert.ok(!cluster.hostsOf(chain).includes('h2'), `chain ${chain} moved off the benched host: ${cluster.hostsOf(chain).join(', ')}`);
+    assert.equal(cluster.hostsOf(chain).length, 3, 'every chain whole on the three others');
+  }
+  assert.ok(cluster.hosts.has('h2'), 'benching is not a failure: the host stays registered');
+  assert.ok(cluster.mostJoining <= 2);
+  cluster.benched = new Set();
+  cluster.settle();
+  assertBalanced(cluster, 3);
+  assert.ok(cluster.entries.some((_, chain) => cluster.hostsOf(chain).includes('h2')), 'released, it holds replicas again');
+});

@@ -72,6 +72,8 @@ export interface TableRoundInput {
   joinsAtOnce: number;
   /** The first replica id no configuration has named. */
   nextReplicaId: number;
+  /** Hosts kept out of the plan for being slow (fail-slow: ./fail-slow.ts): up, but their replicas move off them. */
+  benched?: ReadonlySet<string>;
 }
 
 export type ChainChange =
@@ -104,7 +106,9 @@ export function decideRound(input: TableRoundInput): TableRound {
     return host !== undefined && host.incarnation === home!.incarnation && !host.failed.has(replicaId);
   };
   const nodes: PlacementNode[] = input.hosts.map((host) => ({ id: host.hostId, zone: host.zone })).sort((a, b) => compareIds(a.id, b.id));
-  const plan = planFor(input, nodes, alive);
+  // A benched host stays up (its replicas serve until their replacements joined) but is not planned.
+  const planned = input.benched === undefined || input.benched.size === 0 ? nodes : nodes.filter((node) => !input.benched!.has(node.id));
+  const plan = planFor(input, planned, alive);
   let nextReplicaId = input.nextReplicaId;
   const round: TableRound = { changes: [], evictions: [], nextReplicaId, catchUp: [], plan, idle: [], lost: [] };
 

@@ -414,7 +414,8 @@ export class DabbaHost extends EventEmitter {
     this.stops.push(await this.store.watchTable(this.cluster.chains, (table) => this.onTable(table), (error) => this.log('warn', 'etcd-watch', error.message)));
     this.statusTimer = setInterval(() => void this.publishStatus(), STATUS_INTERVAL_MS);
     if (this.settings.master !== false) {
-      this.master = new EtcdMaster({ store: this.store, settings: this.cluster, candidateId: this.hostId, log: (line) => this.log('info', 'master', line) });
+      this.master = new EtcdMaster({ store: this.store, settings: this.cluster, candidateId: this.hostId, failSlow: this.options.failSlow, log: (line) => this.log('info', 'master', line) });
+      this.master.on('demoted', (demotion) => this.log('warn', 'host-demoted', `host ${demotion.hostId} is slow (${demotion.timesMedian.toFixed(1)}x its peers' time per write): moved out of its chains for ${demotion.quarantineMs} ms`));
       this.master.on('decision', (decision) => this.log('info', 'master-decision', JSON.stringify(decision, (_key, value: unknown) => (value instanceof Map ? Object.fromEntries(value) : value))));
       this.master.on('elected', () => this.placeMaster());
       this.master.start();
@@ -682,6 +683,7 @@ export class DabbaHost extends EventEmitter {
       candidate: this.settings.master !== false,
       writesPerSecond: Math.round(this.writesPerSecond),
       commitP99Ms: this.commitP99Ms,
+      ...(this.node === null ? {} : { load: this.node.load() }),
       replicas,
       failed: [...this.failed],
     };
@@ -774,6 +776,7 @@ export class DabbaHost extends EventEmitter {
       // Every reconfiguration raises its chain's epoch by one, from 1.
       reconfigurations: status.chains.reduce((total, { epoch }) => total + epoch - 1, 0),
       refusals: status.refusals,
+      demotions: this.master?.demotions ?? 0,
       host: { clients: status.clients, peerLinks: dialed.length + accepted.length, httpRequests: this.httpRequests },
     };
   }

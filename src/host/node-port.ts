@@ -256,6 +256,18 @@ export class NodePort {
     };
   }
 
+  /** Busy ms and writes applied over its replicas (fail-slow detection: ../../native-free-core/master/fail-slow.ts). */
+  load(): { busyMs: number; writesApplied: number } {
+    let busyMs = 0;
+    let writesApplied = 0;
+    for (const chain of this.handle.replicas.keys()) {
+      const counters = this.handle.counters(chain);
+      busyMs += counters.busyMs;
+      writesApplied += counters.writesApplied;
+    }
+    return { busyMs, writesApplied };
+  }
+
   /** The replica of `chain`'s store digest, as in Chain.digests(). */
   digest(chain: number): Promise<ReplicaDigest> {
     return this.handle.digest(chain);

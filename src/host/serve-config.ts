@@ -32,6 +32,7 @@
  *   --durability     DABBA_DURABILITY     durability       memory | async | fsync (memory; fsync with --data-dir)
  *   --sync-interval-ms DABBA_SYNC_INTERVAL_MS syncIntervalMs  async mode: the longest data waits for fdatasync (100)
  *   --disk-reserve-bytes DABBA_DISK_RESERVE_BYTES diskReserveBytes  free bytes a replica's disk keeps: below, writes are refused (64 MiB)
+ *   --no-fail-slow   DABBA_NO_FAIL_SLOW=1 failSlow: false  the master does not demote slow hosts (fail-slow demotion is on by default)
  *   --latency-target-us DABBA_LATENCY_TARGET_US latencyTargetUs  batching to a p99 target (µs) for this host's own client sessions (off)
  *   --repair         DABBA_REPAIR=1       repair: true     cut a damaged replica log at the damage (it rejoins from what is left) instead of refusing to start
  */
@@ -70,6 +71,7 @@ interface FileConfig extends EtcdAccessFile {
   syncIntervalMs?: number;
   diskReserveBytes?: number;
   latencyTargetUs?: number;
+  failSlow?: boolean;
   repair?: boolean;
 }
 
@@ -106,6 +108,7 @@ export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = proces
       'sync-interval-ms': { type: 'string' },
       'disk-reserve-bytes': { type: 'string' },
       'latency-target-us': { type: 'string' },
+      'no-fail-slow': { type: 'boolean' },
       repair: { type: 'boolean' },
     },
   });
@@ -149,6 +152,7 @@ export function parseServeConfig(args: string[], env: NodeJS.ProcessEnv = proces
     ...(reads === undefined ? {} : { reads: reads as 'any' | 'tail' }),
     ...(admit === undefined ? {} : { admit }),
     ...(latencyTargetUs === undefined ? {} : { batch: { latencyTargetUs } }),
+    ...(values['no-fail-slow'] === true || env.DABBA_NO_FAIL_SLOW === '1' || file.failSlow === false ? { failSlow: false as const } : {}),
   };
   const chain = durability === null && Object.keys(extra).length === 0 ? null : { ...durability, ...extra };
   return {

@@ -16,6 +16,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { HANDOFF_CATCH_UP_MS_MAX, HANDOFF_LAG_WRITES_MAX, type CatchUpWatch, type LiveHostStatus } from '../../native-free-core/master/cluster-decisions.js';
 import { decideRound, type ChainChange, type TableHost, type TablePlan } from '../../native-free-core/master/table-round.js';
 import { DabbaError, ErrorCode, isDabbaError } from '../../native-free-core/errors.js';
+import { SlowNodeBench, type FailSlowSettings, type NodeLoad } from '../../native-free-core/master/fail-slow.js';
 import type { ClusterSettings, EtcdConfigurationStore, HostTable, Leadership, StopWatching, StoredTable } from './etcd-store.js';
 
 /** How often the leader decides even without a change (the catch-up time limit of rule 5 needs it). */
@@ -45,13 +46,27 @@ export interface EtcdMasterOptions {
   handoffLagWritesMax?: number;
   /** ...or once it has been catching up this long, in ms. Default: the policy's (HANDOFF_CATCH_UP_MS_MAX). */
   handoffCatchUpMsMax?: number;
+  /**
+   * Fail-slow demotion of hosts (native-free-core/master/fail-slow.ts) from the load each host
+   * reports in its status; null: off. Default: off (the host passes its own setting).
+   */
+  failSlow?: FailSlowSettings | null;
   /** One line per noteworthy event (election, decision, etcd error). Default: nothing. */
   log?: (line: string) => void;
   /** A monotonic clock in ms. Default performance.now. */
   now?: () => number;
 }
 
+/** A host moved out of its chains for being slow: how much slower than its peers' median, and for how long. */
+export interface HostDemotion {
+  hostId: string;
+  timesMedian: number;
+  quarantineMs: number;
+}
+
 export interface EtcdMaster {
+  /** A host the leader found persistently slower than its peers and benched (its replicas move off it). */
+  on(event: 'demoted', listener: (demotion: HostDemotion) => void): this;
   /** A decision the leader executed (written to etcd), after the write. */
   on(event: 'decision', listener: (decision: MasterDecision) => void): this;
   /** This candidate became the leader. */
@@ -100,6 +115,7 @@ export class EtcdMaster extends EventEmitter {
   private readonly log: (line: string) => void;
   private readonly now: () => number;
   private readonly closing = new AbortController();
+  private readonly slowHosts: SlowNodeBench | null;
   private running: Promise<void> | null = null;
   private term: Term | null = null;
 
@@ -116,6 +132,12 @@ export class EtcdMaster extends EventEmitter {
     this.handoffCatchUpMsMax = checkInteger('handoffCatchUpMsMax', options.handoffCatchUpMsMax ?? HANDOFF_CATCH_UP_MS_MAX, 0);
     this.log = options.log ?? (() => undefined);
     this.now = options.now ?? (() => performance.now());
+    this.slowHosts = options.failSlow === undefined || options.failSlow === null ? null : new SlowNodeBench(options.failSlow);
+  }
+
+  /** Hosts this master benched for being slow (while it led). */
+  get demotions(): number {
+    return this.slowHosts?.demotions ?? 0;
   }
 
   /** Campaigns in the background; leads when elected, campaigns again when deposed, until close(). */
@@ -315,8 +337,10 @@ export class EtcdMaster extends EventEmitter {
     const placed = table.entries.some((entry) => entry !== null);
     if (placed || hosts.length === 0) term.firstHostAt = null;
     else term.firstHostAt ??= now;
+    const benched = placed ? this.watchSlowness(term, hosts, now) : undefined;
     const { chains, replicas } = this.settings;
     return decideRound({
+      ...(benched === undefined ? {} : { benched }),
       chains,
       replicas,
       entries: table.entries,
@@ -331,6 +355,38 @@ export class EtcdMaster extends EventEmitter {
       joinsAtOnce: JOINS_AT_ONCE,
       nextReplicaId: term.nextReplicaId,
     });
+  }
+
+  /**
+   * Fail-slow across hosts: each host's load (busy ms and writes applied, from its status) goes to
+   * the same policy as in one process; a host found slow is benched (the round plans without it,
+   * so its replicas move off it), a 'demoted' event and a log line say so. Returns the hosts
+   * benched now.
+   */
+  private watchSlowness(term: Term, hosts: readonly TableHost[], now: number): ReadonlySet<string> | undefined {
+    const bench = this.slowHosts;
+    if (bench === null) return undefined;
+    bench.release(now, (hostId) => !hosts.some((host) => host.hostId === hostId));
+    const loads = new Map<string, NodeLoad>();
+    let planned = 0;
+    for (const host of hosts) {
+      if (bench.isBenched(host.hostId)) continue;
+      planned++;
+      const status = term.hosts.get(host.hostId)?.status;
+      // Its current run's figures only, and only a host that holds replicas.
+      if (status?.load !== undefined && status.incarnation === host.incarnation && host.replicas.size > 0) loads.set(host.hostId, status.load);
+    }
+    const demotion = bench.observe(loads, now, { canMove: true, plannedNodes: planned });
+    if (demotion !== null) {
+      const event: HostDemotion = { hostId: demotion.node, timesMedian: demotion.timesMedian, quarantineMs: Math.round(demotion.until - now) };
+      this.log(`master ${this.candidateId}: host ${event.hostId} is slow (${event.timesMedian.toFixed(1)}x its peers' time per write): moved out of its chains for ${event.quarantineMs} ms`);
+      try {
+        this.emit('demoted', event);
+      } catch (error) {
+        this.log(`master ${this.candidateId}: a 'demoted' listener threw (${messageOf(error)})`);
+      }
+    }
+    return bench.benched;
   }
 
   /**

@@ -125,6 +125,11 @@ export interface HostStatus {
   writesPerSecond: number;
   /** The 99th percentile of its heads' commit latency over the last second, in ms (0: none committed). */
   commitP99Ms: number;
+  /**
+   * Its node thread's wall ms busy applying and sending on batches, and the writes it applied, over
+   * the replicas it holds now (fail-slow detection); absent from a host of an earlier version.
+   */
+  load?: { busyMs: number; writesApplied: number };
   replicas: ReplicaStatus[];
   /** Replicas this run gave up while it stays up (a joiner whose link broke), newest last. */
   failed: number[];
@@ -804,7 +809,7 @@ export const ZONE = /^[A-Za-z0-9_.-]{1,64}$/;
 export function decodeHostStatus(text: string, source: string): HostStatus {
   const fields = parseObject(text, source, 'host status');
   const malformed = (reason: string): DabbaError => malformedValue(source, 'host status', reason, text);
-  const { incarnation, candidate, writesPerSecond, commitP99Ms = 0, replicas, failed } = fields;
+  const { incarnation, candidate, writesPerSecond, commitP99Ms = 0, load, replicas, failed } = fields;
   if (typeof incarnation !== 'string' || !INCARNATION.test(incarnation)) throw malformed('incarnation must be 1-64 base64url characters');
   if (typeof candidate !== 'boolean') throw malformed('candidate must be a boolean');
   if (typeof writesPerSecond !== 'number' || !Number.isFinite(writesPerSecond) || writesPerSecond < 0) throw malformed('writesPerSecond must be a finite non-negative number');
@@ -812,7 +817,14 @@ export function decodeHostStatus(text: string, source: string): HostStatus {
   if (typeof commitP99Ms !== 'number' || !Number.isFinite(commitP99Ms) || commitP99Ms < 0) throw malformed('commitP99Ms must be a finite non-negative number');
   if (!Array.isArray(replicas) || replicas.length > CHAINS_MAX) throw malformed(`replicas must be an array of at most ${CHAINS_MAX}`);
   if (!Array.isArray(failed) || failed.length > FAILED_REPLICAS_MAX || !failed.every(isId)) throw malformed(`failed must be an array of at most ${FAILED_REPLICAS_MAX} replica ids`);
-  return { incarnation, candidate, writesPerSecond, commitP99Ms, replicas: replicas.map((replica) => decodeReplicaStatus(replica, malformed)), failed: failed as number[] };
+  const decoded: HostStatus = { incarnation, candidate, writesPerSecond, commitP99Ms, replicas: replicas.map((replica) => decodeReplicaStatus(replica, malformed)), failed: failed as number[] };
+  if (load !== undefined) {
+    const { busyMs, writesApplied } = (typeof load === 'object' && load !== null ? load : {}) as Record<string, unknown>;
+    if (typeof busyMs !== 'number' || !Number.isFinite(busyMs) || busyMs < 0) throw malformed('load.busyMs must be a finite non-negative number');
+    if (typeof writesApplied !== 'number' || !Number.isSafeInteger(writesApplied) || writesApplied < 0) throw malformed('load.writesApplied must be a non-negative integer');
+    decoded.load = { busyMs, writesApplied };
+  }
+  return decoded;
 }
 
 function decodeReplicaStatus(value: unknown, malformed: (reason: string) => DabbaError): ReplicaStatus {

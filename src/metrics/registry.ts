@@ -59,7 +59,7 @@ export interface MetricsSnapshot {
   replicas: ReplicaSample[];
   clients: ClientSample[];
   reconfigurations: number;
-  /** Nodes moved out of their chains for being slow (in one process; hosts do not demote yet). */
+  /** Nodes moved out of their chains for being slow (across hosts: those this host's master benched). */
   demotions?: number;
   /** Frames and requests refused, by error code. */
   refusals: Record<string, number>;
@@ -107,9 +107,7 @@ export class DabbaMetrics {
       snapshot.chains.map(({ chain, epoch }) => ({ labels: { chain }, value: epoch })),
     );
     this.counter('dabba_reconfigurations_total', 'Reconfigurations carried out (a replica removed, a joiner in, roles rotated).', (snapshot) => [{ labels: {}, value: snapshot.reconfigurations }]);
-    if (place === 'node') {
-      this.counter('dabba_demotions_total', 'Nodes moved out of their chains for being persistently slower than their peers (fail-slow).', (snapshot) => [{ labels: {}, value: snapshot.demotions ?? 0 }]);
-    }
+    this.counter('dabba_demotions_total', 'Nodes (hosts: by the master on this host) moved out of their chains for being persistently slower than their peers (fail-slow).', (snapshot) => [{ labels: {}, value: snapshot.demotions ?? 0 }]);
     this.counter('dabba_refused_total', 'Frames and requests refused, by error code (malformed, unauthenticated, wrong epoch, ...).', (snapshot) =>
       Object.entries(snapshot.refusals).map(([code, value]) => ({ labels: { code }, value })),
     );
