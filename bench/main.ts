@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: the benchmark suites, from the compiled build.
  *
- *   node dist/bench/main.js [--suite micro|headline|openloop|latency-target|sweeps|cpu|chains|reads|conditions|watches|watch-history|metrics|fail-slow|log|durability|restart|failover|join|peers|hosts|hosts-chains|hosts-batch|hosts-node-flags|hosts-tls|hosts-failover|soak|durability-soak|all]... [--seconds S] [--runs N]
+ *   node dist/bench/main.js [--suite micro|headline|openloop|latency-target|sweeps|cpu|chains|reads|conditions|watches|watch-history|metrics|fail-slow|hosts-fail-slow|log|durability|restart|failover|join|peers|hosts|hosts-chains|hosts-batch|hosts-node-flags|hosts-tls|hosts-failover|soak|durability-soak|all]... [--seconds S] [--runs N]
  *                           [--soak-seconds S] [--down-ms MS] [--small]
  */
 import { parseArgs } from 'node:util';

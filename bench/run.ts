@@ -18,6 +18,7 @@ import { conditionsBench } from './conditions-bench.js';
 import { watchHistoryBench, watchesBench } from './watches-bench.js';
 import { metricsBench } from './metrics-bench.js';
 import { failSlowBench } from './fail-slow-bench.js';
+import { hostsFailSlowBench } from './hosts-fail-slow-bench.js';
 import { latencyTargetBench } from './latency-target-bench.js';
 import { micro } from './micro-bench.js';
 import { peers } from './peers-bench.js';
@@ -66,6 +67,8 @@ export async function runBenchmarks(options: BenchOptions): Promise<Record<strin
   if (wants('conditions')) results.conditions = await conditionsBench(env, options.small ? 0.3 : Math.min(options.seconds, 2.5), options.small ? 1 : options.runs, log);
   // Not in 'all': behind one default (ChainOptions.watchHistoryBytes), rerun when it is in question.
   if (options.suites.includes('fail-slow')) results.failSlow = await failSlowBench(env, Math.min(options.seconds, 3), options.runs, log);
+  // Not in 'all': needs root (a cgroup caps a host's CPU).
+  if (options.suites.includes('hosts-fail-slow')) results.hostsFailSlow = await hostsFailSlowBench(env, Math.min(options.seconds, 3), options.runs, log);
   if (options.suites.includes('metrics')) results.metrics = await metricsBench(env, options.seconds, options.runs, log);
   if (options.suites.includes('watch-history')) results.watchHistory = await watchHistoryBench(env, Math.min(options.seconds, 2.5), options.runs, log);
   if (wants('watches')) results.watches = await watchesBench(env, options.small ? 0.3 : Math.min(options.seconds, 2.5), options.small ? 1 : options.runs, log);

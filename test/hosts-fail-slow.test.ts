@@ -13,7 +13,7 @@ import { startEtcdCluster } from '../src/bench/peers/etcd-cluster.js';
 import { LocalServers } from '../src/bench/peers/servers.js';
 import { createNetnsLab, type NetnsLab } from './helpers/netns-lab.js';
 import { closeHostTest, HostCluster } from './helpers/host-cluster.js';
-import { throttleCpu, type CpuThrottle } from './helpers/cpu-throttle.js';
+import { throttleCpu, type CpuThrottle } from '../src/bench/cpu-throttle.js';
 import { parsePromText } from './helpers/prometheus-text.js';
 import { decodeHostStatus } from '../src/master/etcd-store.js';
 
