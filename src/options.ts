@@ -38,10 +38,11 @@ export interface BatchOptions {
    */
   maxInFlight?: number;
   /**
-   * Batching to a latency target, in microseconds (default 0: off). The client's batch size then
-   * adapts at run time: it shrinks while the p99 of its acknowledged batches is above the target,
-   * grows back while it is well below, and returns to `maxWrites` when the client is saturated
-   * (src/latency-controller.ts). `lingerUs` is held to a quarter of the target.
+   * Batching to a latency target, in microseconds (default 0: off). The client's cap on writes per
+   * batch then adapts at run time: while the p99 of its acknowledged batches is above the target it
+   * steps the cap down or up, whichever lowered the p99; it keeps the cap while the target is met,
+   * and returns to `maxWrites` when the client is saturated (src/latency-controller.ts). `lingerUs`
+   * is held to a quarter of the target.
    */
   latencyTargetUs?: number;
 }

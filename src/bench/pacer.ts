@@ -9,11 +9,12 @@
 import { Worker } from 'node:worker_threads';
 
 interface AtomicsWaitAsync {
-  waitAsync(typedArray: Int32Array, index: number, value: number): { async: false; value: 'not-equal' | 'timed-out' } | { async: true; value: Promise<'ok' | 'timed-out'> };
+  waitAsync(typedArray: Int32Array, index: number, value: number, timeout: number): { async: false; value: 'not-equal' | 'timed-out' } | { async: true; value: Promise<'ok' | 'timed-out'> };
 }
 
 const TICKS = 0;
 const STOP = 1;
+const TICK_WAIT_MS_MAX = 1000;
 
 /** The worker's whole program: a few lines of plain JavaScript, so it needs no build step. */
 const METRONOME_SOURCE = `
@@ -41,14 +42,17 @@ export class Pacer {
   private constructor(readonly tickUs: number) {
     if (!(tickUs >= 10 && tickUs <= 1_000_000)) throw new RangeError(`pacer tick must be 10 us to 1 s, got ${tickUs}`);
     this.worker = new Worker(METRONOME_SOURCE, { eval: true, workerData: { cells: this.cells.buffer, tickMs: tickUs / 1000 } });
-    // A pacer left running must not keep the process alive.
-    this.worker.unref();
+    // Not unref'd: a waitAsync holds no handle, so while a load awaits its ticks the thread is what
+    // keeps the process alive. stop() ends it.
   }
 
-  /** Resolves at the next tick (or at once if one came since the last call returned). */
+  /**
+   * Resolves at the next tick (or at once if one came since the last call returned); after a
+   * second at most, should the metronome thread be gone, so a load never hangs on it.
+   */
   async tick(): Promise<void> {
     const seen = Atomics.load(this.cells, TICKS);
-    const wait = (Atomics as unknown as AtomicsWaitAsync).waitAsync(this.cells, TICKS, seen);
+    const wait = (Atomics as unknown as AtomicsWaitAsync).waitAsync(this.cells, TICKS, seen, TICK_WAIT_MS_MAX);
     if (wait.async) await wait.value;
   }
 
