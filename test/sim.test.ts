@@ -14,7 +14,7 @@ import { seedOptions, simulate, type SimulationOptions, type SimulationResult } 
 
 /** Only the faults a scenario scripts (delays and duplicates stay). */
 function scripted(options: SimulationOptions): Promise<SimulationResult> {
-  return simulate({ crashRate: 0, partitionRate: 0, lossRate: 0, ...options });
+  return simulate({ crashRate: 0, partitionRate: 0, slowRate: 0, lossRate: 0, ...options });
 }
 
 describe('crashes: in a chain of three (replicas 1 2 3), under three clients', () => {
@@ -45,6 +45,26 @@ describe('crashes: in a chain of three (replicas 1 2 3), under three clients', (
   test('crashes down to a single survivor (I4: one replica is enough)', async () => {
     const result = await scripted({ seed: 9, replicas: 3, restartAfter: null, script: [{ at: 120, crash: 'middle' }, { at: 300, crash: 'head' }] });
     assert.deepEqual(result.finalMembers, [3]);
+  });
+});
+
+describe('fail-slow: a host that is slow, not dead', () => {
+  test('M1 runs 10x slower: the master finds it slow from the load its host reports, removes it, holds its host back for its quarantine, then lets it join again as a new replica at T', async () => {
+    const result = await scripted({ seed: 11, replicas: 3, script: [{ at: 150, slow: 'middle', factor: 10, healAfter: null }] });
+    assert.equal(result.slowDowns, 1);
+    assert.ok(result.demotions >= 1, 'the slow host was demoted');
+    assert.ok(result.removals >= 1 && result.joinsCompleted >= 1, `removed ${result.removals}, joined ${result.joinsCompleted}`);
+    assert.equal(result.crashes, 0);
+    assert.equal(result.finalMembers.length, 3);
+    assert.ok(!result.finalMembers.includes(2), 'the slow host came back as a new replica');
+    assert.equal(result.finalMembers.at(-1), Math.max(...result.finalMembers), 'at the tail');
+  });
+
+  test('a host slowed down 2x is not demoted (below the factor)', async () => {
+    const result = await scripted({ seed: 11, replicas: 3, script: [{ at: 150, slow: 'middle', factor: 2, healAfter: null }] });
+    assert.equal(result.demotions, 0);
+    assert.equal(result.reconfigurations, 0);
+    assert.deepEqual(result.finalMembers, [1, 2, 3]);
   });
 });
 
@@ -173,9 +193,11 @@ describe('reads at every replica (CRAQ): H and M1 answer too, and the history st
   });
 });
 
-test('2,000 random seeds: delays, duplicates, loss, partitions, crashes, restarts (half with disks), several clients, compare-and-set, admission hooks, a watch; invariants after every event', async () => {
+test('2,000 random seeds: delays, duplicates, loss, partitions, crashes, restarts (half with disks), slow hosts and their demotion, several clients, compare-and-set, admission hooks, a watch; invariants after every event', async () => {
   const totals = {
     operations: 0,
+    slowDowns: 0,
+    demotions: 0,
     losses: 0,
     linkRepairs: 0,
     partitions: 0,
@@ -213,6 +235,7 @@ test('2,000 random seeds: delays, duplicates, loss, partitions, crashes, restart
   assert.ok(totals.crashes > 1000 && totals.restarts > 1000, `${totals.crashes} crashes, ${totals.restarts} restarts`);
   assert.ok(totals.rejoins > 1000, `only ${totals.rejoins} replicas left and joined again (removed, or their join or lease lost)`);
   assert.ok(totals.stallResends > 500, `only ${totals.stallResends} stall resends`);
+  assert.ok(totals.slowDowns > 500 && totals.demotions > 100, `${totals.slowDowns} slow-downs, ${totals.demotions} demotions`);
   assert.ok(totals.joinsCompleted > 1000, `only ${totals.joinsCompleted} joins completed`);
   assert.ok(totals.snapshotFrames > 3 * totals.joinsCompleted, `only ${totals.snapshotFrames} snapshot frames for ${totals.joinsCompleted} joins`);
   assert.ok(totals.duplicates > 1000, `only ${totals.duplicates} duplicated frames`);

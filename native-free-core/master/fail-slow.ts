@@ -153,12 +153,17 @@ export class SlowNodeBench {
 
   /**
    * Takes the loads of the planned nodes that hold replicas; benches the one found slow if the
-   * rules allow (`canMove`: the master may move chains now; `plannedNodes`: how many are planned
-   * before this), and returns it, or null.
+   * rules allow, and returns it, or null. The rules: the master may move chains now (`canMove`);
+   * more than two nodes are planned before this (`plannedNodes`); and every other node that
+   * reported is known healthy now (`isHealthy`: heard from lately), at least two of them. Moving a
+   * working replica out is a choice, not a repair: it must not happen while another member may be
+   * dead and not yet found so, or the chain could be left with no live replica.
    */
-  observe(loads: ReadonlyMap<string, NodeLoad>, now: number, situation: { canMove: boolean; plannedNodes: number }): Demotion | null {
+  observe(loads: ReadonlyMap<string, NodeLoad>, now: number, situation: { canMove: boolean; plannedNodes: number; isHealthy: (node: string) => boolean }): Demotion | null {
     const verdict = this.detector.observe(loads, now);
     if (verdict === null || !situation.canMove || this.benchedUntil.size > 0 || situation.plannedNodes <= 2) return null;
+    const others = [...loads.keys()].filter((node) => node !== verdict.node);
+    if (others.length < 2 || !others.every(situation.isHealthy)) return null;
     const until = this.detector.quarantine(verdict.node, now);
     this.benchedUntil.set(verdict.node, until);
     this.demotions++;

@@ -309,7 +309,8 @@ export class TableMaster {
       const load = holds ? observation.loadOf(node.id) : null;
       if (load !== null) loads.set(node.id, load);
     }
-    const demotion = this.slowNodes.observe(loads, observation.now, { canMove: observation.moves, plannedNodes: this.plannedNodes().length });
+    // A node that reported a load is running (its task has started and not ended).
+    const demotion = this.slowNodes.observe(loads, observation.now, { canMove: observation.moves, plannedNodes: this.plannedNodes().length, isHealthy: (node) => !this.down.has(node) });
     if (demotion !== null) news.demoted.push(demotion);
   }
 

@@ -28,6 +28,11 @@ const RETRY_BACKOFF_MS_MAX = 5000;
  * one registered: hosts started together get their chains at once, and a lone host still starts.
  */
 const BOOTSTRAP_WAIT_MS = 1500;
+/**
+ * A host whose status changed within this long is known healthy (hosts publish every 200 ms,
+ * host.ts; etcd on a loaded machine delivers them in bursts, so allow several).
+ */
+const STATUS_FRESH_MS = 1500;
 /** Chains joining at once across the table: each copies a snapshot while writes go on. */
 const JOINS_AT_ONCE = 2;
 
@@ -88,6 +93,8 @@ interface Term {
   /** The first replica id not handed out (read when the term begins, then kept by this master's writes). */
   nextReplicaId: number;
   hosts: HostTable;
+  /** When each host's status last changed, as this term's watch saw it (fail-slow needs the others known healthy). */
+  statusChangedAt: Map<string, { text: string; at: number }>;
   /** By chain: rule 5's clock. */
   catchUp: Array<CatchUpWatch | null>;
   plan: TablePlan | null;
@@ -194,6 +201,7 @@ export class EtcdMaster extends EventEmitter {
       table: null,
       nextReplicaId: 1,
       hosts: new Map(),
+      statusChangedAt: new Map(),
       catchUp: [],
       plan: null,
       firstHostAt: null,
@@ -230,7 +238,7 @@ export class EtcdMaster extends EventEmitter {
       const { chains } = this.settings;
       const watches: Array<() => Promise<StopWatching>> = [
         () => this.store.watchTable(chains, (table) => ((term.table = this.adopt(term, table)), poke()), onWatchError),
-        () => this.store.watchHostTable((table) => ((term.hosts = table), poke()), onWatchError),
+        () => this.store.watchHostTable((table) => ((term.hosts = table), this.noteStatuses(term), poke()), onWatchError),
       ];
       for (const watch of watches) stops.push(await untilAborted(watch(), term.ended.signal));
       // Only now: deciding from a configuration without the host table would remove every member.
@@ -357,6 +365,15 @@ export class EtcdMaster extends EventEmitter {
     });
   }
 
+  private noteStatuses(term: Term): void {
+    const now = this.now();
+    for (const [hostId, { status }] of term.hosts) {
+      const text = status === null ? '' : JSON.stringify(status);
+      if (term.statusChangedAt.get(hostId)?.text !== text) term.statusChangedAt.set(hostId, { text, at: now });
+    }
+    for (const hostId of term.statusChangedAt.keys()) if (!term.hosts.has(hostId)) term.statusChangedAt.delete(hostId);
+  }
+
   /**
    * Fail-slow across hosts: each host's load (busy ms and writes applied, from its status) goes to
    * the same policy as in one process; a host found slow is benched (the round plans without it,
@@ -376,7 +393,8 @@ export class EtcdMaster extends EventEmitter {
       // Its current run's figures only, and only a host that holds replicas.
       if (status?.load !== undefined && status.incarnation === host.incarnation && host.replicas.size > 0) loads.set(host.hostId, status.load);
     }
-    const demotion = bench.observe(loads, now, { canMove: true, plannedNodes: planned });
+    const isHealthy = (hostId: string): boolean => now - (term.statusChangedAt.get(hostId)?.at ?? Number.NEGATIVE_INFINITY) < STATUS_FRESH_MS;
+    const demotion = bench.observe(loads, now, { canMove: true, plannedNodes: planned, isHealthy });
     if (demotion !== null) {
       const event: HostDemotion = { hostId: demotion.node, timesMedian: demotion.timesMedian, quarantineMs: Math.round(demotion.until - now) };
       this.log(`master ${this.candidateId}: host ${event.hostId} is slow (${event.timesMedian.toFixed(1)}x its peers' time per write): moved out of its chains for ${event.quarantineMs} ms`);

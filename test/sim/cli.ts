@@ -24,7 +24,7 @@ const replicas = values.replicas === undefined ? undefined : Number(values.repli
 const seeds =
   values.seed !== undefined ? [Number(values.seed)] : Array.from({ length: Number(values.seeds ?? 100) }, (_, index) => Number(values.first ?? 1) + index);
 
-const COUNTED = ['operations', 'crashes', 'restarts', 'rejoins', 'partitions', 'losses', 'linkRepairs', 'duplicates', 'stallResends', 'joinsBegun', 'joinsCompleted', 'reconfigurations', 'recoveredFromDisk', 'resumedJoins', 'catchUpsCompleted', 'logsDiverged', 'readsOffTail', 'dirtyReads', 'conditionalApplied', 'conditionsFailed', 'admissionRefused', 'watchedChanges', 'watchesLagged'] as const;
+const COUNTED = ['operations', 'crashes', 'restarts', 'rejoins', 'partitions', 'slowDowns', 'demotions', 'losses', 'linkRepairs', 'duplicates', 'stallResends', 'joinsBegun', 'joinsCompleted', 'reconfigurations', 'recoveredFromDisk', 'resumedJoins', 'catchUpsCompleted', 'logsDiverged', 'readsOffTail', 'dirtyReads', 'conditionalApplied', 'conditionsFailed', 'admissionRefused', 'watchedChanges', 'watchesLagged'] as const;
 const totals = Object.fromEntries(COUNTED.map((name) => [name, 0])) as Record<(typeof COUNTED)[number], number>;
 const started = performance.now();
 let failed = 0;

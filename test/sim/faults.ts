@@ -4,7 +4,8 @@
  * partitions that heal. Random ones during the safety phase, and scripted ones for named scenarios.
  *
  * One rule keeps I4 meaningful: a fault never leaves the chain without a healthy member (alive,
- * heard by the master lately, on the master's side of any cut, and knowing it is a member). Without
+ * heard by the master lately, on the master's side of any cut, knowing it is a member, and not
+ * slowed down: the master may move a slow host out at any moment, by fail-slow demotion). Without
  * one, the policy could remove every live replica while keeping a dead one, and the chain would be
  * unavailable: more than the protocol promises to survive. The last condition is stricter than the
  * protocol needs: a joiner the master has just made the tail, and which has not heard so yet,
@@ -27,13 +28,17 @@ export type ScriptedFault =
   | { at: number; crashAll: true }
   /** `partition` cut off from `from` (by default, from everyone else) for `healAfter` ticks. */
   | { at: number; partition: readonly PartitionPart[]; from?: readonly PartitionPart[]; healAfter: number }
-  | { at: number; breakLink: readonly [ChainPosition, ChainPosition] };
+  | { at: number; breakLink: readonly [ChainPosition, ChainPosition] }
+  /** The host at `slow` takes `factor` times as long over every batch (a throttled CPU) for `healAfter` ticks (null: for good). */
+  | { at: number; slow: ChainPosition; factor: number; healAfter: number | null };
 
 export interface FaultOptions {
   /** Mean crashes per tick. */
   crashRate: number;
   /** Mean partitions per tick (one at a time). */
   partitionRate: number;
+  /** Mean slow-downs per tick (one host at a time, 10x for 50-300 ticks). */
+  slowRate: number;
   partitionTicks: readonly [number, number];
   /** Ticks after which a crashed host restarts; null: it stays down. */
   restartAfter: readonly [number, number] | null;
@@ -44,10 +49,12 @@ export interface FaultCounts {
   crashes: number;
   restarts: number;
   partitions: number;
+  slowDowns: number;
 }
 
 export class FaultInjector {
-  readonly counts: FaultCounts = { crashes: 0, restarts: 0, partitions: 0 };
+  readonly counts: FaultCounts = { crashes: 0, restarts: 0, partitions: 0, slowDowns: 0 };
+  private slowed: SimulatedHost | null = null;
   private active = true;
   private heal: Timer | null = null;
 
@@ -59,6 +66,7 @@ export class FaultInjector {
   start(): void {
     this.every(this.options.crashRate, () => this.randomCrash());
     this.every(this.options.partitionRate, () => this.randomPartition());
+    this.every(this.options.slowRate, () => this.randomSlowDown());
     for (const fault of this.options.script) this.world.scheduler.at(fault.at, () => this.scripted(fault));
   }
 
@@ -67,6 +75,8 @@ export class FaultInjector {
     this.active = false;
     this.heal?.cancel();
     this.world.network.heal();
+    // A slow host recovers with the rest: the quiet phase checks that the chain settles.
+    if (this.slowed !== null) this.slowDown(this.slowed, 1, null);
     this.world.network.faults = { ...this.world.network.faults, lossRate: 0, duplicateRate: 0 };
   }
 
@@ -116,9 +126,33 @@ export class FaultInjector {
       if (host === null || host === victim || network.isCut(host.hostId, MASTER)) return false;
       const role = host.role();
       if (role === null || role === 'joining') return false;
+      // A slow host may be moved out by the master at any moment (fail-slow): not one to count on.
+      if (host.slowFactor > 1) return false;
       if (side !== null && side.has(host.hostId) !== side.has(MASTER)) return false;
       return this.world.master.heardWithin(member, TIMING.suspectAfter / 2);
     });
+  }
+
+  private randomSlowDown(): void {
+    if (this.slowed !== null) return;
+    const alive = [...this.world.hosts.values()].filter((host) => host.alive);
+    if (alive.length === 0) return;
+    const victim = this.world.pick(alive);
+    // As for a crash: the chain keeps a healthy member besides the host slowed down.
+    if (this.leavesHealthyMember(victim, null)) this.slowDown(victim, 10, this.world.between(50, 300));
+  }
+
+  /** `host` takes `factor` times as long over every batch, back to normal after `healAfter` ticks (null: for good). */
+  private slowDown(host: SimulatedHost, factor: number, healAfter: number | null): void {
+    host.slowFactor = factor;
+    this.slowed = factor > 1 ? host : null;
+    if (factor > 1) this.counts.slowDowns++;
+    this.world.trace.note(`${host.hostId} ${factor > 1 ? `runs ${factor}x slower${healAfter === null ? '' : ` for ${healAfter} ticks`}` : 'runs at full speed again'}`);
+    if (factor > 1 && healAfter !== null) {
+      this.world.scheduler.after(healAfter, () => {
+        if (host.slowFactor === factor) this.slowDown(host, 1, null);
+      });
+    }
   }
 
   private crash(host: SimulatedHost): void {
@@ -145,6 +179,7 @@ export class FaultInjector {
 
   private scripted(fault: ScriptedFault): void {
     if ('crash' in fault) return this.crash(this.hostAt(fault.crash));
+    if ('slow' in fault) return this.slowDown(this.hostAt(fault.slow), fault.factor, fault.healAfter);
     if ('crashAll' in fault) {
       this.world.trace.note('every host crashes at once');
       for (const host of this.world.hosts.values()) if (host.alive) this.crash(host);

@@ -5,13 +5,17 @@
  * handoffs follow it); a heartbeat with a replica id never seen before is a new registration, a
  * newcomer the policy lets join. Its decisions go out as etcd's watches deliver them: every
  * configuration to every host, in order and without gaps (a host cut off gets the ones it missed
- * when it hears from the master again), and the handoff last asked for.
+ * when it hears from the master again), and the handoff last asked for. Fail-slow demotion runs
+ * the runtimes' policy (SlowNodeBench) on the load hosts report: a slow host's replica is removed,
+ * and its registration as a new replica waits until its quarantine is over.
  */
 import { type Configuration } from '../../native-free-core/master/chain-master.js';
 import type { HandoffRequest, LiveHostStatus } from '../../native-free-core/master/cluster-decisions.js';
 import { InProcessMaster, type InProcessDecision } from '../../native-free-core/master/in-process-master.js';
+import { removalRefusal } from '../../native-free-core/master/cluster-decisions.js';
+import { SlowNodeBench, type NodeLoad } from '../../native-free-core/master/fail-slow.js';
 import type { SimulatedHost } from './replica-host.js';
-import { MASTER, TIMING, type World } from './world.js';
+import { MASTER, SIM_FAIL_SLOW, TIMING, type World } from './world.js';
 
 export interface MasterCounts {
   reconfigurations: number;
@@ -34,6 +38,10 @@ export class SimulatedMaster {
   private handoff: HandoffRequest | null = null;
   /** Every configuration so far: the one of epoch e at index e - 1 (what a watch replays). */
   private readonly history: Configuration[] = [];
+  private readonly slowHosts = new SlowNodeBench(SIM_FAIL_SLOW);
+  /** Each host's last reported load, and when the master last heard from it (under any replica id), by host id. */
+  private readonly loads = new Map<string, NodeLoad>();
+  private readonly hostHeardAt = new Map<string, number>();
 
   constructor(
     private readonly world: World,
@@ -69,7 +77,7 @@ export class SimulatedMaster {
    * for the first time is a new registration (a newcomer); one whose lease expired is told so,
    * unless its host `registers` it again (a durable host restarted with its log gets a new lease).
    */
-  heartbeat(host: SimulatedHost, replicaId: number, status: LiveHostStatus | null, sentAt: number, registers = false): void {
+  heartbeat(host: SimulatedHost, replicaId: number, status: LiveHostStatus | null, sentAt: number, registers = false, load: NodeLoad | null = null): void {
     const registered = this.leases.has(replicaId);
     const granted = !registered || registers || this.heardWithin(replicaId, TIMING.suspectAfter);
     if (granted) {
@@ -77,18 +85,55 @@ export class SimulatedMaster {
       this.leases.set(replicaId, this.world.now);
       this.master.heartbeat(replicaId, this.world.now);
       if (status !== null) this.statuses.set(replicaId, status);
+      if (load !== null) this.loads.set(host.hostId, load);
+      this.hostHeardAt.set(host.hostId, this.world.now);
     }
     this.world.network.sendControl(MASTER, host.hostId, () => host.lease(replicaId, sentAt, granted));
   }
 
   private tick(): void {
     this.world.scheduler.after(TIMING.masterTickEvery, () => this.tick());
-    // addReplica() in one process, a new registration across hosts: one newcomer at a time.
-    while (this.master.newcomer === null && this.newcomers.length > 0) {
-      const newcomer = this.newcomers.shift()!;
-      if (this.world.running(newcomer) !== null && this.heardWithin(newcomer, TIMING.suspectAfter)) this.master.requestJoin(newcomer);
+    this.watchSlowness();
+    // addReplica() in one process, a new registration across hosts: one newcomer at a time, none
+    // from a host benched for being slow (it waits, queued, for its quarantine to end).
+    for (let index = 0; this.master.newcomer === null && index < this.newcomers.length; ) {
+      const newcomer = this.newcomers[index]!;
+      const host = this.world.running(newcomer);
+      if (host !== null && this.slowHosts.isBenched(host.hostId)) {
+        index++;
+        continue;
+      }
+      this.newcomers.splice(index, 1);
+      if (host !== null && this.heardWithin(newcomer, TIMING.suspectAfter)) this.master.requestJoin(newcomer);
     }
     this.master.settle({ now: this.world.now, statusOf: (replicaId) => this.statuses.get(replicaId) ?? null, silenceCounts: true }, (decision) => this.execute(decision));
+  }
+
+  /**
+   * Fail-slow: the hosts holding members report their load; one found slow is benched and its
+   * member removed (when the policy allows: never the last one), as the etcd master does.
+   */
+  private watchSlowness(): void {
+    const now = this.world.now;
+    const hostOf = (replicaId: number): SimulatedHost | null => this.world.running(replicaId);
+    const silent = (hostId: string): boolean => now - (this.hostHeardAt.get(hostId) ?? Number.NEGATIVE_INFINITY) >= TIMING.suspectAfter;
+    this.slowHosts.release(now, silent);
+    const members = this.configuration.members;
+    const loads = new Map<string, NodeLoad>();
+    for (const member of members) {
+      const host = hostOf(member);
+      const load = host === null ? undefined : this.loads.get(host.hostId);
+      if (host !== null && load !== undefined && this.heardWithin(member, TIMING.suspectAfter)) loads.set(host.hostId, load);
+    }
+    const planned = [...this.world.hosts.keys()].filter((hostId) => !this.slowHosts.isBenched(hostId) && !silent(hostId)).length;
+    // Heard within two heartbeats: a host cut off or crashed since is not counted on.
+    const fresh = (hostId: string): boolean => now - (this.hostHeardAt.get(hostId) ?? Number.NEGATIVE_INFINITY) <= 2 * TIMING.heartbeatEvery;
+    const demotion = this.slowHosts.observe(loads, now, { canMove: true, plannedNodes: planned, isHealthy: fresh });
+    if (demotion === null) return;
+    const replicaId = members.find((member) => hostOf(member)?.hostId === demotion.node);
+    this.world.counts.demotions++;
+    this.world.trace.note(`master: host ${demotion.node} is slow (${demotion.timesMedian.toFixed(1)}x its peers' time per write): benched until ${demotion.until}`);
+    if (replicaId !== undefined && removalRefusal(this.configuration, replicaId) === null) this.master.requestRemoval(replicaId);
   }
 
   private execute(decision: InProcessDecision): void {

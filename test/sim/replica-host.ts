@@ -32,7 +32,7 @@ import { replicaLimits } from '../../src/replica-worker.js';
 import { SimulatedDisk } from './disk.js';
 import type { Connection, Endpoint } from './network.js';
 import { PeerLinks } from './peer-links.js';
-import { KEY_BYTES_MAX, MASTER, TIMING, VALUE_BYTES_MAX, type World } from './world.js';
+import { APPLY_COST_PER_WRITE, KEY_BYTES_MAX, MASTER, TIMING, VALUE_BYTES_MAX, type World } from './world.js';
 import { rewriteWatchRequestId, WatchReplyView, WatchRequestView } from '../../native-free-core/wire/watch-frames.js';
 
 /**
@@ -87,6 +87,10 @@ export class SimulatedHost {
   private recovering = false;
   /** Registers again at its next heartbeat (a new lease for the same replica). */
   private registering = false;
+  /** How many times as long this host takes over each batch (a slow, not dead, host: faults.ts). */
+  slowFactor = 1;
+  /** Its busy time (ticks) and writes applied, over every replica it ran: what a host reports for fail-slow detection. */
+  readonly load = { busyMs: 0, writesApplied: 0 };
   /** The node the crash took (the checker carries its record of writes over to the recovered one). */
   private crashedNode: ChainNode | null = null;
   /** The node whose log the disk holds after it left the chain (a resumed joiner's checker record starts from it). */
@@ -275,7 +279,8 @@ export class SimulatedHost {
     const status = this.status();
     const sentAt = this.world.now;
     const registering = this.registering;
-    this.world.network.sendControl(this.hostId, MASTER, () => this.world.master.heartbeat(this, replicaId, status, sentAt, registering));
+    const load = { ...this.load };
+    this.world.network.sendControl(this.hostId, MASTER, () => this.world.master.heartbeat(this, replicaId, status, sentAt, registering, load));
   }
 
   private status(): LiveHostStatus | null {
@@ -379,12 +384,18 @@ export class SimulatedHost {
     }
     if (result.status === 'applied' && !isBatch && this.resumedJoin && node.joinCaughtUp) this.world.counts.catchUpsCompleted++;
     if (result.status === 'applied') {
-      if (isBatch) this.world.checker.appliedBatch(node, appliedBefore, result, { clientId, firstClientSeq, count });
+      if (isBatch) {
+        this.world.checker.appliedBatch(node, appliedBefore, result, { clientId, firstClientSeq, count });
+        this.load.busyMs += result.count * APPLY_COST_PER_WRITE * this.slowFactor;
+        this.load.writesApplied += result.count;
+      }
       this.disk?.applied(node, bytes, isBatch);
     }
     this.refusal(result, isBatch ? 'a batch' : 'a snapshot frame');
     // With a log, batches are forwarded once per drain (group commit): a crash may come between.
-    if (this.disk !== null && isBatch) this.kick();
+    // A slow host takes slowFactor ticks before what it applied goes on.
+    if (isBatch && this.slowFactor > 1) this.kick(Math.ceil(this.slowFactor));
+    else if (this.disk !== null && isBatch) this.kick();
     else this.performReady();
     return true;
   }

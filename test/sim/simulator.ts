@@ -43,6 +43,8 @@ export interface SimulationOptions {
   duplicateRate?: number;
   crashRate?: number;
   partitionRate?: number;
+  /** Mean slow-downs per tick: a host 10x slower for a while (fail-slow demotion). */
+  slowRate?: number;
   partitionTicks?: readonly [number, number];
   /** Ticks after which a crashed host restarts as a new replica; null: crashed hosts stay down. */
   restartAfter?: readonly [number, number] | null;
@@ -91,6 +93,7 @@ const DEFAULTS: Omit<Settings, 'seed'> = {
   duplicateRate: 0.03,
   crashRate: 1 / 300,
   partitionRate: 1 / 300,
+  slowRate: 1 / 600,
   partitionTicks: [10, 120],
   restartAfter: [10, 100],
   disk: false,

@@ -39,6 +39,15 @@ export const TIMING = {
   clientRedialAfterMax: 40,
 } as const;
 
+/**
+ * Fail-slow demotion in simulated time (ticks are ms). The sim's load is light (a few writes a
+ * tick), so the window is longer and the minimum lower than a runtime's, and quarantines are short
+ * enough for a demoted host to be back before the quiet phase ends.
+ */
+export const SIM_FAIL_SLOW = { factor: 4, forMs: 60, windowMs: 60, writesMin: 3, quarantineMs: 200, quarantineMaxMs: 800 } as const;
+/** Simulated busy time per write applied, in ticks, at normal speed (a slow host's is `slowFactor` times it). */
+export const APPLY_COST_PER_WRITE = 0.01;
+
 /** Keys are "k<n>" and values "c<client>.<lane>.<n>": small, so a snapshot takes many frames. */
 export const KEY_BYTES_MAX = 8;
 export const VALUE_BYTES_MAX = 24;
@@ -67,6 +76,8 @@ export function simulatedChainOptions(reads: 'any' | 'tail' = 'any'): ResolvedOp
 
 /** What the simulated hosts did that shows a fault was met (not checks: counts). */
 export interface HostCounts {
+  /** Hosts the master moved out of the chain for being slow (fail-slow). */
+  demotions: number;
   /** Replicas that left and registered again as new ones, for any reason but a restart. */
   rejoins: number;
   /** Peer links redialed and repaired with a Hello. */
@@ -115,7 +126,7 @@ export class World {
   readonly history: HistoryEntry[] = [];
   /** The clients' conditional writes that settled: applied, or refused for their condition. */
   readonly conditionalWrites: Array<{ key: string; expected: number; applied: boolean }> = [];
-  readonly counts: HostCounts = { rejoins: 0, linkRepairs: 0, snapshotFrames: 0, gapsRefused: 0, staleEpochIgnored: 0, writesRedirected: 0, readsRefused: 0, recoveredFromDisk: 0, resumedJoins: 0, catchUpsCompleted: 0, logsDiverged: 0, readsOffTail: 0, dirtyReads: 0, conditionalApplied: 0, conditionsFailed: 0, admissionRefused: 0, watchedChanges: 0, watchesLagged: 0 };
+  readonly counts: HostCounts = { demotions: 0, rejoins: 0, linkRepairs: 0, snapshotFrames: 0, gapsRefused: 0, staleEpochIgnored: 0, writesRedirected: 0, readsRefused: 0, recoveredFromDisk: 0, resumedJoins: 0, catchUpsCompleted: 0, logsDiverged: 0, readsOffTail: 0, dirtyReads: 0, conditionalApplied: 0, conditionsFailed: 0, admissionRefused: 0, watchedChanges: 0, watchesLagged: 0 };
   master!: SimulatedMaster;
   checker!: Checker;
   /** A failure noticed where it cannot throw (a promise callback); the run loop fails with it. */
