@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { FailSlowDetector, type NodeLoad } from '../native-free-core/master/fail-slow.js';
+import { FailSlowDetector, SlowNodeBench, type NodeLoad } from '../native-free-core/master/fail-slow.js';
 import { createChain, type Chain, type DemotionEvent } from '../src/index.js';
 import { parsePromText } from './helpers/prometheus-text.js';
 
@@ -78,6 +78,30 @@ function reconfiguredUntil(chain: Chain, holds: () => boolean): Promise<void> {
     chain.on('reconfigured', check);
   });
 }
+
+test('the bench: one node at a time, never with two planned nodes or fewer, never while another node is not known healthy; released after its quarantine or when down', () => {
+  const bench = new SlowNodeBench(SETTINGS);
+  const totals = new Map<string, NodeLoad>();
+  const feed = (now: number, situation: { plannedNodes: number; isHealthy: (node: string) => boolean }, costs = { a: 0.001, b: 0.001, c: 0.01 }) => {
+    for (const [node, cost] of Object.entries(costs)) {
+      const load = totals.get(node) ?? { busyMs: 0, writesApplied: 0 };
+      totals.set(node, { busyMs: load.busyMs + cost * 1000, writesApplied: load.writesApplied + 1000 });
+    }
+    return bench.observe(totals, now, { canMove: true, ...situation });
+  };
+  const healthy = { plannedNodes: 3, isHealthy: () => true };
+  // c is slow, but b has not been heard from lately (it may be dead and not yet found so): no move.
+  for (let now = 0; now <= 4000; now += 100) assert.equal(feed(now, { plannedNodes: 3, isHealthy: (node) => node !== 'b' }), null);
+  assert.equal(feed(4100, { plannedNodes: 2, isHealthy: () => true }), null, 'two planned nodes: never');
+  const demotion = feed(4200, healthy);
+  assert.equal(demotion?.node, 'c');
+  assert.equal(demotion!.until, 4200 + SETTINGS.quarantineMs);
+  assert.ok(bench.isBenched('c') && bench.demotions === 1);
+  bench.release(10_000, () => false);
+  assert.ok(bench.isBenched('c'), 'kept out through its quarantine');
+  bench.release(10_000, (node) => node === 'c');
+  assert.ok(!bench.isBenched('c'), 'released when it is down: a failure is the failure detector\'s');
+});
 
 test('in one process, a node slowed down under load is moved out of its chain, the chain goes on, and it joins again at the tail after its quarantine', { timeout: 90_000 }, async (t) => {
   const chain = await createChain({ replicas: 3, failSlow: { quarantineMs: 3000 } });
