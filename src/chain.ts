@@ -720,15 +720,7 @@ export class Chain extends SessionApi {
   /** A node's busy time and writes applied over its replicas, for fail-slow detection; null before it started. */
   private readonly loadOf = (id: string): NodeLoad | null => {
     const node = this.nodes.get(Number(id));
-    if (node === undefined || !node.alive || !node.started) return null;
-    let busyMs = 0;
-    let writesApplied = 0;
-    for (const chain of node.replicas.keys()) {
-      const counters = node.counters(chain);
-      busyMs += counters.busyMs;
-      writesApplied += counters.writesApplied;
-    }
-    return { busyMs, writesApplied };
+    return node === undefined || !node.alive || !node.started ? null : node.load();
   };
 
   /** A replica's progress as its node last published it; null before the node's first heartbeat. */

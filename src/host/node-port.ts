@@ -17,6 +17,7 @@ import { Piscina } from 'piscina';
 import type { Role } from '../../native-free-core/chain/node.js';
 import { assert } from '../../native-free-core/assert.js';
 import { SpscRing } from '../../native-free-core/ring.js';
+import type { NodeLoad } from '../../native-free-core/master/fail-slow.js';
 import { Doorbell } from '../../workers/doorbell.js';
 import { CHAIN_TAG_BYTES, chainTagAt, taggedFrame, tryWriteTagged } from '../../native-free-core/wire/chain-tag.js';
 import type { ReplicaLogPlacement, NodeTask, ReplicaLinks } from '../../workers/replica-task.js';
@@ -257,15 +258,8 @@ export class NodePort {
   }
 
   /** Busy ms and writes applied over its replicas (fail-slow detection: ../../native-free-core/master/fail-slow.ts). */
-  load(): { busyMs: number; writesApplied: number } {
-    let busyMs = 0;
-    let writesApplied = 0;
-    for (const chain of this.handle.replicas.keys()) {
-      const counters = this.handle.counters(chain);
-      busyMs += counters.busyMs;
-      writesApplied += counters.writesApplied;
-    }
-    return { busyMs, writesApplied };
+  load(): NodeLoad {
+    return this.handle.load();
   }
 
   /** The replica of `chain`'s store digest, as in Chain.digests(). */

@@ -11,6 +11,7 @@ import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import type { Piscina } from 'piscina';
 import type { Role } from '../../native-free-core/chain/node.js';
 import { DabbaError, ErrorCode } from '../../native-free-core/errors.js';
+import type { NodeLoad } from '../../native-free-core/master/fail-slow.js';
 import { Doorbell } from '../../workers/doorbell.js';
 import {
   CONTROL_CRASH,
@@ -221,6 +222,18 @@ export class NodeHandle {
   }
 
   /** The counters of the node's replica of `chain` (zeros for a chain it does not hold). */
+  /** Its busy time and writes applied over the replicas it holds: what fail-slow detection compares. */
+  load(): NodeLoad {
+    let busyMs = 0;
+    let writesApplied = 0;
+    for (const chain of this.replicas.keys()) {
+      const counters = this.counters(chain);
+      busyMs += counters.busyMs;
+      writesApplied += counters.writesApplied;
+    }
+    return { busyMs, writesApplied };
+  }
+
   counters(chain: number): ReplicaCounters {
     const stat = this.replicas.get(chain)?.statistics ?? EMPTY_REPLICA_STATS;
     const node = this.statistics;
